@@ -1,0 +1,36 @@
+"""One exception family, so callers can catch every lmgc failure with a single ``except``.
+
+Each subclass names *what kind* of thing went wrong, because the fix differs: a corrupted file
+needs a backup, a mismatched prior needs the right model, a missing plugin needs an install.
+"""
+
+from __future__ import annotations
+
+
+class LMGCError(Exception):
+    """Base class of every error lmgc raises on purpose."""
+
+
+class StreamError(LMGCError):
+    """The compressed stream is malformed, truncated, extended or corrupted."""
+
+
+class TruncatedStreamError(StreamError):
+    """The stream ends before all the bytes its header promises."""
+
+
+class ChecksumError(StreamError):
+    """Decoding finished but did not reproduce the original bytes (or a block failed its CRC)."""
+
+
+class MismatchError(LMGCError):
+    """The stream was made with a different prior, model, backend, dtype or layout than the one
+    offered for decoding. Decoding with anything else would silently produce garbage."""
+
+
+class PluginError(LMGCError):
+    """A serializer, prior, coder or stage is unknown, or its optional dependency is missing."""
+
+
+class ConfigError(LMGCError):
+    """A pipeline configuration is invalid (bad option, wrong type, unknown key)."""

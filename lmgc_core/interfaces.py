@@ -1,0 +1,172 @@
+"""The four component interfaces of an lmgc pipeline.
+
+A pipeline is ``stages -> serializer -> (prior + entropy coder)``:
+
+* a :class:`Stage` maps arrays to arrays (the lossy quantize / sparsify steps live here);
+* a :class:`Serializer` turns the bytes of an array into symbols over a small alphabet, some of
+  them *forced* (separators, ``0x`` prefixes) and therefore free to code;
+* a :class:`Prior` predicts each next symbol, stepping over a batch of independent windows;
+* an :class:`EntropyCoder` turns symbols plus their distributions into bytes and back.
+
+Priors and coders are kept apart (as in CompressAI): a prior only ever produces *scores*, and
+:mod:`lmgc_core.probability` turns scores into the float64 distributions that the coder sees, in
+one place, identically for encoder and decoder.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import MismatchError
+
+JSON = dict[str, Any]
+
+
+class Component(ABC):
+    """Something with a registered name and JSON-serialisable options (numcodecs-style)."""
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def get_config(self) -> JSON:
+        """Options that rebuild an equivalent component via its factory (name not included)."""
+
+
+class Serializer(Component):
+    """Array bytes <-> a symbol stream.
+
+    The stream is periodic: position ``i`` of the stream is forced to symbol ``pattern[i % period]``
+    when that entry is ``>= 0``, and carries data otherwise. Forced symbols cost zero bits but are
+    fed to the prior as context. Streams always hold a whole number of periods.
+    """
+
+    alphabet: tuple[bytes, ...]
+    """The text of each symbol; an LM prior maps each one to a single vocabulary token."""
+    pattern: tuple[int, ...]
+    """Per position within a period: the forced symbol index, or -1 for a data symbol."""
+    free_symbols: tuple[int, ...]
+    """The symbol indices a data position can take (the coder's alphabet, in this order)."""
+
+    @property
+    def period(self) -> int:
+        return len(self.pattern)
+
+    @abstractmethod
+    def to_symbols(self, data: np.ndarray) -> np.ndarray:
+        """Serialize a 1-D numeric array to a 1-D ``uint16`` array of symbol indices."""
+
+    @abstractmethod
+    def from_symbols(self, symbols: np.ndarray, dtype: np.dtype, count: int) -> np.ndarray:
+        """Inverse of :meth:`to_symbols`: rebuild ``count`` items of ``dtype``."""
+
+    @abstractmethod
+    def n_symbols(self, n_bytes: int) -> int:
+        """Length of the symbol stream for ``n_bytes`` of input (a multiple of ``period``)."""
+
+
+class PriorSession(ABC):
+    """A prior's state while it steps over one batch of ``B`` windows in lock-step.
+
+    Every method returns *scores* of shape ``(B, A)`` or ``(1, A)`` (one row shared by every
+    window), for the alphabet given to :meth:`Prior.open`. Scores are log-probabilities up to a
+    per-row constant (logits are fine). Rows of finished windows are still fed (padding) so the
+    batch layout never changes; their scores are ignored.
+    """
+
+    @abstractmethod
+    def start(self, prefix: np.ndarray) -> np.ndarray:
+        """Condition every window on its start (BOS for an LM) followed by ``prefix`` (``(B, k)``
+        forced symbols, ``k`` may be 0) and score the next symbol."""
+
+    @abstractmethod
+    def advance(self, symbols: np.ndarray) -> np.ndarray:
+        """Append ``symbols`` (``(B, k)``, ``k >= 1``) to every window and score the next symbol."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release per-batch resources (KV caches...)."""
+
+
+class Prior(Component):
+    """A next-symbol predictor. Encoder and decoder drive it through identical calls."""
+
+    default_batch_size: ClassVar[int] = 8
+
+    @abstractmethod
+    def fingerprint(self) -> JSON:
+        """Everything decoding must reproduce (model hash, backend and version, dtype, device
+        kind, threads...). Stored in the stream header and checked by :meth:`check_fingerprint`."""
+
+    @abstractmethod
+    def open(self, alphabet: Sequence[bytes], batch_size: int, window: int) -> PriorSession:
+        """Start a session over ``batch_size`` windows of at most ``window`` tokens each."""
+
+    def teacher_forced_scores(
+        self, alphabet: Sequence[bytes], windows: np.ndarray
+    ) -> np.ndarray | None:
+        """Optional fast path for ``estimate``: scores ``(n, L, A)`` for every position of the
+        ``(n, L)`` windows in one pass. Good for an estimate only, never for coding. ``None``
+        means "not supported", and the estimate falls back to the step loop."""
+        return None
+
+    def check_fingerprint(self, recorded: Mapping[str, Any]) -> None:
+        """Refuse to decode a stream made with anything that changes the prior's numbers."""
+        mine = self.fingerprint()
+        diffs = [
+            f"{key}: stream has {recorded.get(key)!r}, this prior has {mine.get(key)!r}"
+            for key in sorted(set(mine) | set(recorded))
+            if mine.get(key) != recorded.get(key)
+        ]
+        if diffs:
+            raise MismatchError(
+                f"prior {self.name!r} differs from the one that made the stream ("
+                + "; ".join(diffs)
+                + "); decode with the same prior settings, or pass force=True / --force to try anyway"
+            )
+
+
+class Encoder(ABC):
+    @abstractmethod
+    def encode(self, symbols: np.ndarray, probs: np.ndarray) -> None:
+        """Code ``symbols`` (1-D ints) under ``probs`` (``(n, A)``, or ``(1, A)`` for all)."""
+
+    @abstractmethod
+    def finish(self) -> bytes:
+        """Flush and return the coded bytes."""
+
+
+class Decoder(ABC):
+    @abstractmethod
+    def decode(self, probs: np.ndarray, count: int) -> np.ndarray:
+        """Decode ``count`` symbols under ``probs`` (``(count, A)`` or ``(1, A)``)."""
+
+
+class EntropyCoder(Component):
+    """Symbols + per-step distributions <-> bytes. Decoding is incremental, because the decoder
+    only learns the next distribution after the previous symbols."""
+
+    @abstractmethod
+    def encoder(self) -> Encoder: ...
+
+    @abstractmethod
+    def decoder(self, data: bytes) -> Decoder: ...
+
+
+class Stage(Component):
+    """An array -> parts pre-stage. ``forward`` may be lossy; then decoding returns exactly the
+    stage's own reconstruction ``inverse(forward(x))``, bit for bit.
+
+    Parts are named 1-D arrays; a pipeline starts with ``{"data": x.ravel()}`` and each stage
+    rewrites the dict. ``state`` is JSON stored in the stream header (scales, seeds...).
+    """
+
+    lossless: ClassVar[bool] = False
+
+    @abstractmethod
+    def forward(self, parts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], JSON]: ...
+
+    @abstractmethod
+    def inverse(self, parts: dict[str, np.ndarray], state: JSON) -> dict[str, np.ndarray]: ...

@@ -1,0 +1,33 @@
+"""Scores -> coding distributions, in exactly one place.
+
+Encoder, decoder and ``estimate`` all call :func:`distributions`, so the float64 numbers that
+reach the entropy coder are computed by the same code from the same scores on both sides.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOOR = 2.0**-20
+"""Every symbol that can occur keeps at least about this probability: a surprise costs <= ~20 bits
+instead of making the stream undecodable."""
+
+
+def distributions(scores: np.ndarray, free_symbols: np.ndarray) -> np.ndarray:
+    """Softmax of ``scores[..., free_symbols]`` in float64, mixed with a uniform floor.
+
+    ``scores`` are log-probabilities up to a per-row constant (LM logits, log counts).
+    Returns rows that sum to 1 (to float64 rounding) over the free symbols, in their order.
+    """
+    s = np.asarray(scores, dtype=np.float64)[..., free_symbols]
+    s = s - s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    k = p.shape[-1]
+    return p * (1.0 - k * FLOOR) + FLOOR
+
+
+def ideal_bits(probs: np.ndarray, symbols: np.ndarray) -> float:
+    """Shannon code length, sum of -log2 p(symbol), of ``symbols`` (indices into the rows)."""
+    probs = np.broadcast_to(probs, (len(symbols), probs.shape[-1]))
+    return float(-np.log2(probs[np.arange(len(symbols)), symbols]).sum())
