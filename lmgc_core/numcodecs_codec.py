@@ -1,0 +1,220 @@
+"""``numcodecs`` codec ``lmgc``: an lmgc pipeline as a numcodecs compressor (Zarr v2 arrays, or
+anything else that speaks numcodecs).
+
+The codec's configuration *is* the pipeline configuration of :meth:`Pipeline.from_config`
+(``stages``, ``serializer``, ``prior``, ``coder``, ``window``, ``batch``) plus an optional
+``dtype``::
+
+    >>> import numcodecs
+    >>> codec = numcodecs.get_codec({"id": "lmgc", "prior": {"name": "adaptive"}})
+    >>> codec.decode(codec.encode(np.float32([1, 2, 3])))
+    array([1., 2., 3.], dtype=float32)
+
+``numcodecs.get_codec({"id": "lmgc", ...})`` works in a fresh interpreter without importing lmgc:
+the codec is registered under the ``numcodecs.codecs`` entry-point group.
+
+dtype: a chunk handed over as an ndarray (Zarr v2 does that) is coded with its own dtype and
+shape, both recorded in the stream header. Raw bytes carry no dtype: give ``dtype="float32"``
+(or another numeric dtype) to have them viewed as that dtype, otherwise they are coded as
+``uint8`` (lossless still, but the stages then see bytes, not floats).
+
+Each stream is self-contained (header + range-coded blocks), so every chunk decodes on its own.
+
+Pipelines are built once per process and configuration and then reused (:func:`cached_pipeline`),
+so a Dask worker builds (and, for LM priors, loads) a prior once, however many chunks it codes.
+One lock per cached pipeline serialises its use across threads: a prior session (a KV cache, a
+model) is not assumed to be thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numcodecs.abc import Codec
+from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray, ndarray_copy
+
+from .errors import ConfigError
+
+PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch")
+
+# --------------------------------------------------------------------------------------------
+# Per-process cache of built pipelines (shared with the Zarr v3 codec and the Dask helpers).
+# --------------------------------------------------------------------------------------------
+
+_CACHE: dict[str, tuple[Any, threading.Lock]] = {}
+_CACHE_LOCK = threading.Lock()
+_STATS = {"builds": 0, "hits": 0}
+
+
+def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The pipeline config with defaults filled in and components as ``{"name": ...}`` dicts
+    (no component is built). Raises :class:`ConfigError` on unknown keys."""
+    from .pipeline import DEFAULTS
+
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(
+            f"unknown pipeline keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}"
+        )
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None or k == "batch"}}
+
+    def spec(value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    cfg["stages"] = [spec(s) for s in (cfg["stages"] or [])]
+    for key in ("serializer", "prior", "coder"):
+        cfg[key] = spec(cfg[key])
+    try:
+        json.dumps(cfg)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"lmgc codec configuration must be JSON-serialisable: {exc}") from None
+    return cfg
+
+
+def _key(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, threading.Lock]:
+    """The process-wide ``(Pipeline, lock)`` for ``config``, built on first use."""
+    from .pipeline import Pipeline
+
+    key = _key(canonical_config(config))
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _STATS["hits"] += 1
+            return hit
+        pipeline = Pipeline.from_config(json.loads(key))
+        entry = (pipeline, threading.Lock())
+        _CACHE[key] = entry
+        _STATS["builds"] += 1
+        return entry
+
+
+def pipeline_cache_info() -> dict[str, Any]:
+    """How often this process built a pipeline (and so its prior) and reused one. Read it on
+    Dask workers with ``client.run(pipeline_cache_info)``."""
+    with _CACHE_LOCK:
+        return {
+            "pid": os.getpid(),
+            "builds": _STATS["builds"],
+            "hits": _STATS["hits"],
+            "configs": sorted(_CACHE),
+        }
+
+
+def clear_pipeline_cache() -> None:
+    """Forget every cached pipeline (e.g. to free a loaded model) and zero the counters."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _STATS["builds"] = _STATS["hits"] = 0
+
+
+def compress_array(config: Mapping[str, Any], array: np.ndarray) -> bytes:
+    pipeline, lock = cached_pipeline(config)
+    with lock:
+        return pipeline.compress(array)
+
+
+def decompress_blob(config: Mapping[str, Any], blob: bytes) -> np.ndarray:
+    pipeline, lock = cached_pipeline(config)
+    with lock:
+        return pipeline.decompress(blob)
+
+
+# --------------------------------------------------------------------------------------------
+# The numcodecs codec
+# --------------------------------------------------------------------------------------------
+
+
+class LMGC(Codec):
+    """An lmgc pipeline as a numcodecs codec (``codec_id = "lmgc"``).
+
+    Keyword arguments are the pipeline configuration (see :meth:`Pipeline.from_config`);
+    ``dtype`` optionally fixes how raw (dtype-less) buffers are viewed. Components may be given as
+    a name (``prior="adaptive"``) or as a mapping (``prior={"name": "adaptive"}``).
+    """
+
+    codec_id = "lmgc"
+
+    def __init__(
+        self,
+        stages: list[Any] | None = None,
+        serializer: Any = None,
+        prior: Any = None,
+        coder: Any = None,
+        window: int | None = None,
+        batch: int | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        given = {
+            "stages": stages,
+            "serializer": serializer,
+            "prior": prior,
+            "coder": coder,
+            "window": window,
+            "batch": batch,
+        }
+        self.pipeline_config = canonical_config(given)
+        if dtype is not None:
+            try:
+                np.dtype(dtype)
+            except TypeError:
+                raise ConfigError(f"lmgc codec: unknown dtype {dtype!r}") from None
+        self.dtype = None if dtype is None else str(np.dtype(dtype))
+
+    # numcodecs' Codec equality / repr use get_config
+    def get_config(self) -> dict[str, Any]:
+        config = {"id": self.codec_id, **self.pipeline_config}
+        if self.dtype is not None:
+            config["dtype"] = self.dtype
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LMGC:
+        config = dict(config)
+        config.pop("id", None)
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
+        return f"LMGC({parts})"
+
+    @property
+    def pipeline(self) -> Any:
+        """The (cached) :class:`~lmgc_core.pipeline.Pipeline` this codec runs."""
+        return cached_pipeline(self.pipeline_config)[0]
+
+    def _as_array(self, buf: Any) -> np.ndarray:
+        arr = ensure_ndarray(buf)
+        if arr.dtype == object:
+            raise ConfigError("lmgc codec: object arrays cannot be compressed")
+        if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+            arr = np.ascontiguousarray(arr)
+        if self.dtype is not None and arr.dtype != np.dtype(self.dtype):
+            flat = ensure_contiguous_ndarray(arr).reshape(-1).view(np.uint8)
+            itemsize = np.dtype(self.dtype).itemsize
+            if flat.size % itemsize:
+                raise ConfigError(
+                    f"lmgc codec: {flat.size} bytes is not a whole number of {self.dtype} items"
+                )
+            arr = flat.view(self.dtype)
+        elif arr.flags.f_contiguous and not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        return arr
+
+    def encode(self, buf: Any) -> bytes:
+        return compress_array(self.pipeline_config, self._as_array(buf))
+
+    def decode(self, buf: Any, out: Any = None) -> Any:
+        blob = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8).tobytes()
+        arr = decompress_blob(self.pipeline_config, blob)
+        if out is not None:
+            return ndarray_copy(arr, out)
+        return arr
