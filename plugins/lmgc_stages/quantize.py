@@ -115,7 +115,10 @@ class QuantizeStage(Stage):
         return q, state
 
     def _sign(self, x: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, JSON]:
-        scale = np.abs(x).mean() if x.size else 0.0
+        with np.errstate(over="ignore"):
+            scale = np.abs(x).mean() if x.size else 0.0
+        if not np.isfinite(scale):  # the float64 sum overflowed (values near float64's max)
+            scale = (np.abs(x) / x.size).sum()
         state: JSON = {
             "mode": "sign",
             "bits": 1,
