@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -68,13 +68,28 @@ class Serializer(Component):
         """Length of the symbol stream for ``n_bytes`` of input (a multiple of ``period``)."""
 
 
+class ContextScores(NamedTuple):
+    """Scores shared by groups of rows: row ``r`` is scored by ``table[rows[r]]``.
+
+    Lets a cheap prior (few distinct contexts) have each step coded with one quantized model per
+    context instead of one per row, which is what makes it fast."""
+
+    table: np.ndarray
+    """``(C, A)`` scores, one row per context."""
+    rows: np.ndarray
+    """``(B,)`` context index of every row."""
+
+
+Scores = "np.ndarray | ContextScores"
+
+
 class PriorSession(ABC):
     """A prior's state while it steps over one batch of ``B`` windows in lock-step.
 
-    Every method returns *scores* of shape ``(B, A)`` or ``(1, A)`` (one row shared by every
-    window), for the alphabet given to :meth:`Prior.open`. Scores are log-probabilities up to a
-    per-row constant (logits are fine). Rows of finished windows are still fed (padding) so the
-    batch layout never changes; their scores are ignored.
+    Every method returns *scores* for the alphabet given to :meth:`Prior.open`: an array of shape
+    ``(B, A)``, or ``(1, A)`` when one row serves every window, or :class:`ContextScores`. Scores
+    are log-probabilities up to a per-row constant (logits are fine). Rows of finished windows are
+    still fed (padding) so the batch layout never changes; their scores are ignored.
     """
 
     @abstractmethod
@@ -94,6 +109,8 @@ class Prior(Component):
     """A next-symbol predictor. Encoder and decoder drive it through identical calls."""
 
     default_batch_size: ClassVar[int] = 8
+    default_window: ClassVar[int] = 2048
+    """Tokens per window (BOS included) when the pipeline config leaves ``window`` unset."""
 
     @abstractmethod
     def fingerprint(self) -> JSON:
@@ -101,8 +118,18 @@ class Prior(Component):
         kind, threads...). Stored in the stream header and checked by :meth:`check_fingerprint`."""
 
     @abstractmethod
-    def open(self, alphabet: Sequence[bytes], batch_size: int, window: int) -> PriorSession:
-        """Start a session over ``batch_size`` windows of at most ``window`` tokens each."""
+    def open(
+        self,
+        alphabet: Sequence[bytes],
+        batch_size: int,
+        window: int,
+        pattern: Sequence[int] = (-1,),
+    ) -> PriorSession:
+        """Start a session over ``batch_size`` windows of at most ``window`` tokens each.
+
+        ``pattern`` is the serializer's forced-symbol pattern (period ``len(pattern)``, e.g. 9 for
+        ``3f800000 ``): windows start at a period boundary, so a prior may use the position
+        within the period as context. LM priors can ignore it."""
 
     def teacher_forced_scores(
         self, alphabet: Sequence[bytes], windows: np.ndarray
@@ -124,7 +151,8 @@ class Prior(Component):
             raise MismatchError(
                 f"prior {self.name!r} differs from the one that made the stream ("
                 + "; ".join(diffs)
-                + "); decode with the same prior settings, or pass force=True / --force to try anyway"
+                + "); decode with the same prior settings, or pass force=True / --force to try "
+                "anyway"
             )
 
 

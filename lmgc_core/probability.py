@@ -20,6 +20,7 @@ def distributions(scores: np.ndarray, free_symbols: np.ndarray) -> np.ndarray:
     Returns rows that sum to 1 (to float64 rounding) over the free symbols, in their order.
     """
     s = np.asarray(scores, dtype=np.float64)[..., free_symbols]
+    s = np.fmin(np.fmax(s, -1e300), 1e300)  # NaN and infinities -> finite (fmax drops NaN)
     s = s - s.max(axis=-1, keepdims=True)
     p = np.exp(s)
     p /= p.sum(axis=-1, keepdims=True)

@@ -96,8 +96,17 @@ def registrations() -> dict[tuple[str, str], Registration]:
                     _kind, name, factory, _label, reqs, install_hint, description, _missing(reqs)
                 )
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:  # a broken plugin must not break discovery for the rest
+                BROKEN[label] = f"{type(exc).__name__}: {exc}"
     return found
+
+
+BROKEN: dict[str, str] = {}
+"""Plugins whose registration hook raised, with the error (shown by ``lmgc plugins``)."""
 
 
 def names(kind: str) -> list[str]:

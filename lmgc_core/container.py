@@ -1,0 +1,96 @@
+"""The lmgc stream format (documented in ``docs/format.md``).
+
+    magic "LMGC" | version u8 | header length u32 LE | header (zlib JSON) | header CRC32 u32 LE
+    | block 0 | block 1 | ...
+
+Every block is one independently decodable batch of windows; its byte length and CRC32 are in
+the header, so corruption is caught before a decoder sees garbage and points at the block that
+broke. The header also carries the SHA-256 of the bytes decoding must reproduce.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import StreamError, TruncatedStreamError
+
+MAGIC = b"LMGC"
+VERSION = 1
+_PREFIX = struct.Struct("<4sBI")
+_CRC = struct.Struct("<I")
+MAX_HEADER = 64 << 20
+
+
+@dataclass
+class Container:
+    header: dict[str, Any]
+    blocks: list[bytes]
+
+
+def block_sizes(header: dict[str, Any]) -> list[tuple[int, int]]:
+    """``(size, crc32)`` of every block, in stream order."""
+    try:
+        return [(int(s), int(c)) for part in header["parts"] for s, c in part["blocks"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StreamError(f"header lists no valid blocks: {exc}") from None
+
+
+def pack(header: dict[str, Any], blocks: list[bytes]) -> bytes:
+    head = zlib.compress(json.dumps(header, separators=(",", ":"), sort_keys=True).encode(), 9)
+    prefix = _PREFIX.pack(MAGIC, VERSION, len(head))
+    crc = _CRC.pack(zlib.crc32(prefix + head))
+    return b"".join([prefix, head, crc, *blocks])
+
+
+def read_header(blob: bytes) -> tuple[dict[str, Any], int]:
+    """Parse and verify the header; returns it and the offset of the first block."""
+    blob = memoryview(blob)
+    if len(blob) < _PREFIX.size:
+        if bytes(blob[:4]) != MAGIC[: len(blob)]:
+            raise StreamError("not an lmgc stream (bad magic)")
+        raise TruncatedStreamError(f"stream is {len(blob)} bytes, too short for an lmgc header")
+    magic, version, head_len = _PREFIX.unpack_from(blob)
+    if magic != MAGIC:
+        raise StreamError("not an lmgc stream (bad magic)")
+    if version != VERSION:
+        raise StreamError(f"unsupported lmgc format version {version} (this is version {VERSION})")
+    if head_len > MAX_HEADER:
+        raise StreamError(f"header length {head_len} is implausible")
+    end = _PREFIX.size + head_len
+    if len(blob) < end + _CRC.size:
+        raise TruncatedStreamError("stream ends inside its header")
+    (crc,) = _CRC.unpack_from(blob, end)
+    if zlib.crc32(blob[:end]) != crc:
+        raise StreamError("header checksum mismatch: the stream header is corrupted")
+    try:
+        header = json.loads(zlib.decompress(blob[_PREFIX.size : end]))
+    except (zlib.error, ValueError) as exc:
+        raise StreamError(f"header is unreadable: {exc}") from None
+    if not isinstance(header, dict):
+        raise StreamError("header is not a JSON object")
+    return header, end + _CRC.size
+
+
+def unpack(blob: bytes) -> Container:
+    header, offset = read_header(blob)
+    sizes = block_sizes(header)
+    expected = offset + sum(s for s, _ in sizes)
+    if len(blob) < expected:
+        raise TruncatedStreamError(
+            f"stream is truncated: {len(blob)} bytes, its header promises {expected}"
+        )
+    if len(blob) > expected:
+        raise StreamError(f"stream has {len(blob) - expected} unexpected trailing bytes")
+    blocks = []
+    view = memoryview(blob)
+    for i, (size, crc) in enumerate(sizes):
+        block = bytes(view[offset : offset + size])
+        if zlib.crc32(block) != crc:
+            raise StreamError(f"block {i} is corrupted (CRC32 mismatch)")
+        blocks.append(block)
+        offset += size
+    return Container(header, blocks)

@@ -1,0 +1,382 @@
+"""``Pipeline``: a configured chain of stages, serializer, prior and coder.
+
+The configuration is a plain JSON-able dict (``get_config``/``from_config``, as in numcodecs) and
+travels inside every stream, so ``decompress(blob)`` needs nothing but the stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import container, registry
+from .dtypes import dtype_name, parse_dtype
+from .engine import (
+    BitCounter,
+    Layout,
+    decoding_chooser,
+    drive,
+    encoding_chooser,
+    unwindow,
+    window_matrix,
+)
+from .errors import ChecksumError, ConfigError, LMGCError, MismatchError, StreamError
+from .interfaces import EntropyCoder, Prior, Serializer, Stage
+from .probability import distributions, ideal_bits
+
+DEFAULTS: dict[str, Any] = {
+    "stages": [],
+    "serializer": {"name": "hex"},
+    "prior": {"name": "adaptive"},
+    "coder": {"name": "range"},
+    "window": None,
+    "batch": None,
+}
+Progress = Callable[[int], None]
+
+
+def _component(kind: str, spec: Any) -> Any:
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise ConfigError(f"{kind} must be a name or a mapping with a 'name', not {spec!r}")
+    options = {k: v for k, v in spec.items() if k != "name"}
+    return registry.build(kind, spec["name"], options)
+
+
+def _spec(component: Any) -> dict[str, Any]:
+    return {"name": component.name, **component.get_config()}
+
+
+def _sha256(array: np.ndarray) -> str:
+    """Hash of the exact bytes, shape included (so a reshaped result cannot pass)."""
+    h = hashlib.sha256(repr(tuple(array.shape)).encode())
+    h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+class Pipeline:
+    """stages -> serializer -> prior + entropy coder, with ``window``/``batch`` layout."""
+
+    def __init__(
+        self,
+        serializer: Serializer,
+        prior: Prior,
+        coder: EntropyCoder,
+        stages: Sequence[Stage] = (),
+        window: int | None = None,
+        batch: int | None = None,
+    ) -> None:
+        window = prior.default_window if window is None else window
+        if not isinstance(window, int) or isinstance(window, bool) or window < 2:
+            raise ConfigError(f"window must be an integer >= 2 tokens, not {window!r}")
+        if batch is not None and (
+            not isinstance(batch, int) or isinstance(batch, bool) or batch < 1
+        ):
+            raise ConfigError(f"batch must be a positive integer or null, not {batch!r}")
+        self.serializer = serializer
+        self.prior = prior
+        self.coder = coder
+        self.stages = list(stages)
+        self.window = window
+        self.batch = batch or prior.default_batch_size
+
+    # -- configuration -------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None = None, **overrides: Any) -> Pipeline:
+        cfg = {**DEFAULTS, **(config or {}), **overrides}
+        unknown = set(cfg) - set(DEFAULTS)
+        if unknown:
+            raise ConfigError(
+                f"unknown pipeline keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}"
+            )
+        if not isinstance(cfg["stages"], list | tuple):
+            raise ConfigError("stages must be a list")
+        return cls(
+            serializer=_component("serializer", cfg["serializer"]),
+            prior=_component("prior", cfg["prior"]),
+            coder=_component("coder", cfg["coder"]),
+            stages=[_component("stage", s) for s in cfg["stages"]],
+            window=cfg["window"],
+            batch=cfg["batch"],
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "stages": [_spec(s) for s in self.stages],
+            "serializer": _spec(self.serializer),
+            "prior": _spec(self.prior),
+            "coder": _spec(self.coder),
+            "window": self.window,
+            "batch": self.batch,
+        }
+
+    # -- stages ----------------------------------------------------------------------------------
+    def _forward(self, array: np.ndarray) -> tuple[dict[str, np.ndarray], list[Any]]:
+        parts: dict[str, np.ndarray] = {"data": array.reshape(-1)}
+        states = []
+        for stage in self.stages:
+            parts, state = stage.forward(parts)
+            states.append(state)
+        return parts, states
+
+    def _inverse(
+        self, parts: dict[str, np.ndarray], states: list[Any], dtype: np.dtype, shape: tuple
+    ) -> np.ndarray:
+        for stage, state in zip(reversed(self.stages), reversed(states), strict=True):
+            parts = stage.inverse(parts, state)
+        return np.asarray(parts["data"]).astype(dtype, copy=False).reshape(shape)
+
+    def reconstruct(self, array: Any) -> np.ndarray:
+        """What decoding returns for ``array``: the stages' own reconstruction (exact copy when
+        every stage is lossless)."""
+        arr = _as_array(array)
+        parts, states = self._forward(arr)
+        return self._inverse(parts, states, arr.dtype, arr.shape)
+
+    # -- coding ----------------------------------------------------------------------------------
+    def _layout(self, n_symbols: int) -> Layout:
+        return Layout(n_symbols, self.serializer.period, self.window, self.batch)
+
+    def _drive(self, lengths: np.ndarray, choose: Any) -> np.ndarray:
+        """One batch: as many rows as it has windows (only the last batch can have fewer)."""
+        s = self.serializer
+        return drive(
+            self.prior,
+            s.alphabet,
+            s.pattern,
+            s.free_symbols,
+            lengths,
+            len(lengths),
+            self.window,
+            choose,
+        )
+
+    def compress(self, array: Any, progress: Progress | None = None) -> bytes:
+        arr = _as_array(array)
+        parts, states = self._forward(arr)
+        if self.stages:
+            expected = self._inverse(
+                {k: v.copy() for k, v in parts.items()}, states, arr.dtype, arr.shape
+            )
+        else:
+            expected = arr
+        part_headers, blocks = [], []
+        for name, data in parts.items():
+            data = np.ascontiguousarray(data).reshape(-1)
+            symbols = self.serializer.to_symbols(data).astype(np.int64)
+            layout = self._layout(symbols.size)
+            entries = []
+            for wins in layout.batches():
+                mat = window_matrix(symbols, wins)
+                enc = self.coder.encoder()
+                lengths = np.array([n for _, n in wins])
+                self._drive(lengths, encoding_chooser(mat, self.serializer.free_symbols, enc))
+                block = enc.finish()
+                entries.append([len(block), _crc(block)])
+                blocks.append(block)
+                if progress:
+                    progress(int(lengths.sum()))
+            part_headers.append(
+                {
+                    "name": name,
+                    "dtype": dtype_name(data.dtype),
+                    "count": int(data.size),
+                    "n_symbols": int(symbols.size),
+                    "blocks": entries,
+                }
+            )
+        header = {
+            "pipeline": self.get_config(),
+            "prior": self.prior.fingerprint(),
+            "array": {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape)},
+            "sha256": _sha256(expected),
+            "stages": states,
+            "parts": part_headers,
+        }
+        return container.pack(header, blocks)
+
+    def check_stream(self, header: Mapping[str, Any]) -> None:
+        """Refuse a stream whose layout or prior differs from this pipeline's."""
+        recorded = header.get("pipeline", {})
+        mine = self.get_config()
+        diffs = [
+            f"{key}: stream has {recorded.get(key)!r}, this pipeline has {mine[key]!r}"
+            for key in sorted(mine)
+            if key != "prior" and recorded.get(key) != mine[key]
+        ]
+        if recorded.get("prior", {}).get("name") != self.prior.name:
+            diffs.append(
+                f"prior: stream has {recorded.get('prior', {}).get('name')!r}, "
+                f"this pipeline has {self.prior.name!r}"
+            )
+        if diffs:
+            raise MismatchError(
+                "the stream was made with a different pipeline (" + "; ".join(diffs) + ")"
+            )
+        self.prior.check_fingerprint(header.get("prior", {}))
+
+    def decompress(
+        self, blob: bytes, force: bool = False, progress: Progress | None = None
+    ) -> np.ndarray:
+        box = container.unpack(blob)
+        header = box.header
+        if not force:
+            self.check_stream(header)
+        try:
+            dtype = parse_dtype(header["array"]["dtype"])
+            shape = tuple(int(n) for n in header["array"]["shape"])
+            states = list(header["stages"])
+            part_specs = list(header["parts"])
+            expected_hash = str(header["sha256"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StreamError(f"header is missing or has a bad field: {exc}") from None
+        if len(states) != len(self.stages):
+            raise StreamError("header stage states do not match its stage list")
+        blocks = iter(box.blocks)
+        parts: dict[str, np.ndarray] = {}
+        for spec in part_specs:
+            parts[spec["name"]] = self._decode_part(spec, blocks, progress)
+        try:
+            result = self._inverse(parts, states, dtype, shape)
+        except LMGCError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise ChecksumError(f"decoded data does not rebuild the array: {exc}") from None
+        if _sha256(result) != expected_hash:
+            raise ChecksumError(
+                "decoded data does not match the original's SHA-256: the stream was made with a "
+                "different prior or is corrupted"
+            )
+        return result
+
+    def _decode_part(
+        self, spec: Mapping[str, Any], blocks: Any, progress: Progress | None
+    ) -> np.ndarray:
+        try:
+            dtype = parse_dtype(spec["dtype"])
+            count = int(spec["count"])
+            n_symbols = int(spec["n_symbols"])
+            n_blocks = len(spec["blocks"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StreamError(f"bad part entry in header: {exc}") from None
+        if n_symbols != self.serializer.n_symbols(count * dtype.itemsize) or count < 0:
+            raise StreamError("part length in header does not match its serialization")
+        layout = self._layout(n_symbols)
+        batches = list(layout.batches())
+        if len(batches) != n_blocks:
+            raise StreamError(f"header lists {n_blocks} blocks, the layout needs {len(batches)}")
+        symbols = np.zeros(n_symbols, dtype=np.int64)
+        for wins in batches:
+            lengths = np.array([n for _, n in wins])
+            mat = self._drive(lengths, decoding_chooser(self.coder.decoder(next(blocks))))
+            unwindow(mat, wins, symbols)
+            if progress:
+                progress(int(lengths.sum()))
+        return self.serializer.from_symbols(symbols, dtype, count)
+
+    # -- estimate --------------------------------------------------------------------------------
+    def estimate(self, array: Any, teacher_forced: bool = False) -> dict[str, Any]:
+        """Ideal code length (sum of -log2 p) without producing a stream.
+
+        The default walks the same step loop as coding; ``teacher_forced=True`` uses the prior's
+        one-pass-per-window fast path when it has one (the paper's measurement)."""
+        arr = _as_array(array)
+        parts, _ = self._forward(arr)
+        bits, n_free, method = 0.0, 0, "step"
+        s = self.serializer
+        for data in parts.values():
+            symbols = s.to_symbols(np.ascontiguousarray(data).reshape(-1)).astype(np.int64)
+            layout = self._layout(symbols.size)
+            for wins in layout.batches():
+                mat = window_matrix(symbols, wins)
+                lengths = np.array([n for _, n in wins])
+                scores = (
+                    self.prior.teacher_forced_scores(s.alphabet, mat.T) if teacher_forced else None
+                )
+                free_mask = np.asarray(s.pattern)[np.arange(mat.shape[0]) % s.period] < 0
+                n_free += int(sum(free_mask[:n].sum() for n in lengths))
+                if scores is None:
+                    counter = BitCounter(mat, s.free_symbols)
+                    self._drive(lengths, counter)
+                    bits += counter.bits
+                else:
+                    method = "teacher-forced"
+                    bits += _teacher_forced_bits(scores, mat, lengths, free_mask, s.free_symbols)
+        return {
+            "method": method,
+            "ideal_bits": bits,
+            "ideal_bytes": bits / 8,
+            "original_bytes": int(arr.nbytes),
+            "free_symbols": n_free,
+            "bits_per_symbol": bits / n_free if n_free else 0.0,
+            "rate_percent": 100 * bits / 8 / arr.nbytes if arr.nbytes else 0.0,
+        }
+
+
+def _teacher_forced_bits(
+    scores: np.ndarray,
+    mat: np.ndarray,
+    lengths: np.ndarray,
+    free_mask: np.ndarray,
+    free: Sequence[int],
+) -> float:
+    """``scores`` is ``(rows, len, A)``; ``mat`` the position-major symbol matrix."""
+    lookup = np.full(max(free) + 1, -1, dtype=np.int64)
+    lookup[np.asarray(free)] = np.arange(len(free))
+    bits = 0.0
+    for row, n in enumerate(lengths):
+        cols = np.flatnonzero(free_mask[:n])
+        probs = distributions(scores[row, cols], np.asarray(free))
+        bits += ideal_bits(probs, lookup[mat[cols, row]])
+    return bits
+
+
+def _crc(block: bytes) -> int:
+    import zlib
+
+    return zlib.crc32(block)
+
+
+def _as_array(array: Any) -> np.ndarray:
+    arr = np.asarray(array)
+    dtype_name(arr.dtype)  # raises ConfigError for unsupported dtypes
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")  # keeps 0-d arrays 0-d
+
+
+def read_header(blob: bytes) -> dict[str, Any]:
+    """The verified JSON header of a stream (no decoding)."""
+    return container.read_header(blob)[0]
+
+
+def decompress(
+    blob: bytes,
+    *,
+    prior_options: Mapping[str, Any] | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Decode a stream using the pipeline recorded in its own header.
+
+    ``prior_options`` override recorded prior options that may legitimately differ on this
+    machine (e.g. the path of the model file); the prior's fingerprint check still applies."""
+    header = read_header(blob)
+    config = header.get("pipeline")
+    if not isinstance(config, dict):
+        raise StreamError("stream header has no pipeline configuration")
+    config = dict(config)
+    if prior_options:
+        config["prior"] = {**config["prior"], **prior_options}
+    try:
+        pipeline = Pipeline.from_config(config)
+    except ConfigError as exc:
+        raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
+    return pipeline.decompress(blob, force=force, progress=progress)
+
+
+def compress(array: Any, config: Mapping[str, Any] | None = None, **overrides: Any) -> bytes:
+    """One-shot helper: ``Pipeline.from_config(config, **overrides).compress(array)``."""
+    return Pipeline.from_config(config, **overrides).compress(array)

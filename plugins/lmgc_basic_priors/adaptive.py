@@ -1,0 +1,100 @@
+"""Adaptive prior: online symbol counts in the context (position within the period, previous data
+symbol).
+
+The previous data symbol is the one just before in the same group, or, for a group's first data
+symbol, the first data symbol of the previous group (sign and exponent digits of neighbouring
+values are alike). All windows of a batch share the count tables, and rows with the same context
+share a distribution, so the coder codes a step with at most one quantized model per context:
+vectorised over the batch, no per-symbol Python. Counts start at ``initial`` and a table is halved
+when its total passes ``limit``, so the model follows drifting statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from lmgc_core.errors import ConfigError
+from lmgc_core.interfaces import JSON, ContextScores, Prior, PriorSession
+
+
+def _context_phases(pattern: Sequence[int]) -> np.ndarray:
+    """For each phase of the period, the phase whose last symbol is the context."""
+    period = len(pattern)
+    free = [q for q in range(period) if pattern[q] < 0]
+    source = np.arange(period)
+    for q in range(period):
+        before = [f for f in free if f < q]
+        source[q] = before[-1] if before else q  # same phase, previous group
+    return source
+
+
+class _AdaptiveSession(PriorSession):
+    def __init__(
+        self, size: int, rows: int, pattern: Sequence[int], initial: float, limit: float
+    ) -> None:
+        self._period = len(pattern)
+        self._size = size
+        self._counts = np.full((self._period, size, size), initial, dtype=np.float64)
+        self._history = np.zeros(
+            (self._period, rows), dtype=np.int64
+        )  # phase-major: contiguous rows
+        self._source = _context_phases(pattern)
+        self._limit = limit
+        self._pos = 0
+
+    def _scores(self) -> ContextScores:
+        q = self._pos % self._period
+        return ContextScores(np.log(self._counts[q]), self._history[self._source[q]])
+
+    def _feed(self, symbols: np.ndarray) -> None:
+        size = self._size
+        for column in np.asarray(symbols, dtype=np.int64).T:
+            q = self._pos % self._period
+            ctx = self._history[self._source[q]]
+            table = self._counts[q]
+            table += np.bincount(ctx * size + column, minlength=size * size).reshape(size, size)
+            totals = table.sum(axis=1)
+            full = totals > self._limit
+            if full.any():
+                table[full] *= 0.5
+            self._history[q] = column
+            self._pos += 1
+
+    def start(self, prefix: np.ndarray) -> ContextScores:
+        self._feed(prefix)
+        return self._scores()
+
+    def advance(self, symbols: np.ndarray) -> ContextScores:
+        self._feed(symbols)
+        return self._scores()
+
+
+class AdaptivePrior(Prior):
+    name = "adaptive"
+    default_batch_size = 8192
+    default_window = 512  # the model ignores windows: short ones mean more rows per step (speed)
+
+    def __init__(self, initial: float = 0.25, limit: int = 1 << 20) -> None:
+        if not initial > 0:
+            raise ConfigError(f"initial count must be > 0, not {initial!r}")
+        if limit < 256:
+            raise ConfigError(f"limit must be >= 256, not {limit!r}")
+        self.initial = float(initial)
+        self.limit = int(limit)
+
+    def get_config(self) -> JSON:
+        return {"initial": self.initial, "limit": self.limit}
+
+    def fingerprint(self) -> JSON:
+        return {"prior": "adaptive", "version": 2, "initial": self.initial, "limit": self.limit}
+
+    def open(
+        self,
+        alphabet: Sequence[bytes],
+        batch_size: int,
+        window: int,
+        pattern: Sequence[int] = (-1,),
+    ) -> PriorSession:
+        return _AdaptiveSession(len(alphabet), batch_size, pattern, self.initial, self.limit)

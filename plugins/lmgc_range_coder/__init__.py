@@ -1,0 +1,22 @@
+"""Built-in entropy coder: a range coder from ``constriction`` (queue/FIFO variant, so symbols
+are decoded in the order they were encoded, one step at a time)."""
+
+from __future__ import annotations
+
+from lmgc_core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_coders(register):
+    def range_coder(**options):
+        from .coder import RangeCoder  # constriction is imported only when a coder is built
+
+        return RangeCoder(**options)
+
+    register(
+        "range",
+        range_coder,
+        requires=("constriction",),
+        install_hint="pip install constriction",
+        description="constriction range coder, 32-bit words, 24-bit probability precision",
+    )

@@ -1,0 +1,121 @@
+"""The ``lmgc`` command, run as a real subprocess through its console-script entry point."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import same_bits
+
+LMGC = shutil.which("lmgc") or str(Path(sys.executable).parent / "lmgc")
+
+
+def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([LMGC, *args], capture_output=True, text=True, timeout=300)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_npy_round_trip_and_info(tmp_path, grads):
+    src = tmp_path / "g.npy"
+    np.save(src, grads.reshape(64, 128))
+    run("compress", str(src), "-o", str(tmp_path / "g.lmgc"))
+    run("decompress", str(tmp_path / "g.lmgc"), "-o", str(tmp_path / "back.npy"))
+    assert same_bits(np.load(tmp_path / "back.npy"), grads.reshape(64, 128))
+    out = run("info", str(tmp_path / "g.lmgc")).stdout
+    assert "float32" in out.lower() or ("<f4" in out and "%" in out)
+    header = json.loads(run("info", "--json", str(tmp_path / "g.lmgc")).stdout)
+    assert header["header"]["array"]["shape"] == [64, 128]
+
+
+def test_npz_safetensors_and_raw(tmp_path, grads):
+    from safetensors.numpy import load_file, save_file
+
+    arrays = {"w": grads[:1000].reshape(10, 100), "b": grads[1000:1010].astype(np.float16)}
+    np.savez(tmp_path / "a.npz", **arrays)
+    run("compress", str(tmp_path / "a.npz"), "-o", str(tmp_path / "a.lmgc"))
+    run("decompress", str(tmp_path / "a.lmgc"), "-o", str(tmp_path / "a_back.npz"))
+    with np.load(tmp_path / "a_back.npz") as z:
+        assert all(same_bits(z[k], v) for k, v in arrays.items())
+
+    save_file(arrays, str(tmp_path / "m.safetensors"))
+    run(
+        "compress",
+        str(tmp_path / "m.safetensors"),
+        "--prior",
+        "uniform",
+        "-o",
+        str(tmp_path / "m.lmgc"),
+    )
+    run("decompress", str(tmp_path / "m.lmgc"), "-o", str(tmp_path / "m_back.safetensors"))
+    back = load_file(str(tmp_path / "m_back.safetensors"))
+    assert all(same_bits(back[k], v) for k, v in arrays.items())
+
+    (tmp_path / "r.bin").write_bytes(grads[:500].tobytes())
+    run("compress", str(tmp_path / "r.bin"), "--dtype", "float32", "--serializer", "iso")
+    run("decompress", str(tmp_path / "r.bin.lmgc"), "-o", str(tmp_path / "r.out"))
+    assert (tmp_path / "r.out").read_bytes() == grads[:500].tobytes()
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "toml", "json"])
+def test_config_files(tmp_path, grads, fmt):
+    text = {
+        "yaml": "serializer:\n  name: hex\n  separator: ','\n  bytes_per_group: 2\n"
+        "prior: uniform\nwindow: 50\n",
+        "toml": 'window = 50\nprior = "uniform"\n[serializer]\nname = "hex"\nseparator = ","\n'
+        "bytes_per_group = 2\n",
+        "json": '{"serializer": {"name": "hex", "separator": ",", "bytes_per_group": 2}, '
+        '"prior": "uniform", "window": 50}',
+    }[fmt]
+    cfg = tmp_path / f"c.{fmt}"
+    cfg.write_text(text)
+    np.save(tmp_path / "x.npy", grads[:300])
+    run("compress", str(tmp_path / "x.npy"), "--config", str(cfg))
+    header = json.loads(run("info", "--json", str(tmp_path / "x.npy.lmgc")).stdout)["header"]
+    assert header["pipeline"]["serializer"]["separator"] == ","
+    assert header["pipeline"]["window"] == 50
+    run("decompress", str(tmp_path / "x.npy.lmgc"), "-o", str(tmp_path / "y.npy"))
+    assert same_bits(np.load(tmp_path / "y.npy"), grads[:300])
+
+
+def test_errors_are_one_clear_line(tmp_path, grads):
+    np.save(tmp_path / "x.npy", grads[:100])
+    run("compress", str(tmp_path / "x.npy"))
+    blob = bytearray((tmp_path / "x.npy.lmgc").read_bytes())
+    blob[-2] ^= 1
+    (tmp_path / "bad.lmgc").write_bytes(bytes(blob))
+    cases = [
+        ("decompress", str(tmp_path / "bad.lmgc"), "-o", str(tmp_path / "o.npy")),
+        ("compress", str(tmp_path / "x.npy"), "--prior", "no-such-prior"),
+        ("compress", str(tmp_path / "x.npy"), "-S", "separator=|"),
+        ("compress", str(tmp_path / "x.npy"), "--config", str(tmp_path / "missing.yaml")),
+        ("info", str(tmp_path / "x.npy")),
+    ]
+    for args in cases:
+        proc = run(*args, ok=False)
+        assert proc.returncode == 1, args
+        assert proc.stderr.startswith("error: "), proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "available priors" in run(*cases[1], ok=False).stderr
+
+
+def test_estimate_reports_ideal_and_real_sizes(tmp_path, grads):
+    np.save(tmp_path / "x.npy", grads[:2000])
+    out = run("estimate", str(tmp_path / "x.npy"), "--compress").stdout
+    assert "ideal" in out and "real stream" in out
+
+
+def test_import_is_light():
+    code = (
+        "import sys, lmgc_core, lmgc_core.registry as r; r.registrations();"
+        "bad = [m for m in ('torch', 'transformers', 'llama_cpp') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

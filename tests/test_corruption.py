@@ -1,0 +1,97 @@
+"""Corruption fuzzing: every mutated stream decodes to the exact original or raises LMGCError."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lmgc_core import (
+    ChecksumError,
+    LMGCError,
+    MismatchError,
+    Pipeline,
+    StreamError,
+    TruncatedStreamError,
+    decompress,
+)
+from tests.conftest import same_bits
+
+N_MUTATIONS = 1200
+
+
+@pytest.fixture(scope="module")
+def stream(grads):
+    pipe = Pipeline.from_config({"window": 64, "batch": 4})  # many small blocks
+    data = grads[:600]
+    return data, pipe.compress(data)
+
+
+def _mutate(blob: bytes, rng: np.random.Generator) -> bytes:
+    b = bytearray(blob)
+    kind = rng.integers(6)
+    if kind == 0:  # flip one bit
+        i = int(rng.integers(len(b)))
+        b[i] ^= 1 << int(rng.integers(8))
+    elif kind == 1:  # overwrite a byte
+        b[int(rng.integers(len(b)))] = int(rng.integers(256))
+    elif kind == 2:  # truncate
+        b = b[: int(rng.integers(len(b)))]
+    elif kind == 3:  # extend
+        b += bytes(rng.integers(0, 256, int(rng.integers(1, 16)), dtype=np.uint8))
+    elif kind == 4:  # several random flips
+        for _ in range(int(rng.integers(2, 10))):
+            b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
+    else:  # swap two bytes inside the payload
+        i, j = rng.integers(len(b) // 2, len(b), 2)
+        b[i], b[j] = b[j], b[i]
+    return bytes(b)
+
+
+def test_fuzzed_streams_never_return_wrong_data(stream):
+    data, blob = stream
+    rng = np.random.default_rng(2024)
+    outcomes = {"exact": 0, "error": 0}
+    for _ in range(N_MUTATIONS):
+        bad = _mutate(blob, rng)
+        try:
+            out = decompress(bad)
+        except LMGCError:
+            outcomes["error"] += 1
+            continue
+        assert same_bits(out, data), "a corrupted stream decoded to wrong data"
+        outcomes["exact"] += 1
+    assert outcomes["error"] > N_MUTATIONS * 0.9
+    assert sum(outcomes.values()) == N_MUTATIONS
+
+
+def test_truncation_and_trailing_bytes_are_named(stream):
+    _, blob = stream
+    with pytest.raises(TruncatedStreamError):
+        decompress(blob[:-1])
+    with pytest.raises(TruncatedStreamError):
+        decompress(blob[:7])
+    with pytest.raises(StreamError, match="trailing"):
+        decompress(blob + b"\0")
+    with pytest.raises(StreamError, match="magic"):
+        decompress(b"not a stream at all")
+    with pytest.raises(StreamError):
+        decompress(b"")
+
+
+def test_payload_corruption_points_at_the_block(stream):
+    _, blob = stream
+    bad = bytearray(blob)
+    bad[-3] ^= 0x10
+    with pytest.raises(StreamError, match="block"):
+        decompress(bytes(bad))
+
+
+def test_wrong_prior_is_refused_and_force_is_caught_by_checksum(grads):
+    blob = Pipeline.from_config({"prior": "adaptive"}).compress(grads[:200])
+    uniform = Pipeline.from_config({"prior": "uniform"})
+    with pytest.raises(MismatchError, match="prior"):
+        uniform.decompress(blob)
+    with pytest.raises(MismatchError, match="window"):
+        Pipeline.from_config({"window": 100}).decompress(blob)
+    with pytest.raises((ChecksumError, StreamError)):
+        uniform.decompress(blob, force=True)
