@@ -85,7 +85,11 @@ class Lzma(Codec):
         # size as plain preset 9, without allocating 64 MiB for every 512-byte chunk
         dict_size = min(1 << 26, max(1 << 12, 1 << max(0, len(data) - 1).bit_length()))
         filters = [
-            {"id": lzma.FILTER_LZMA2, "preset": self.options.get("preset", 9), "dict_size": dict_size}
+            {
+                "id": lzma.FILTER_LZMA2,
+                "preset": self.options.get("preset", 9),
+                "dict_size": dict_size,
+            }
         ]
         return lzma.compress(data, format=lzma.FORMAT_XZ, filters=filters)
 

@@ -28,17 +28,18 @@ def _plt() -> Any:
     return plt
 
 
-def _good(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r.get("n")]
+def _good(rows: list[dict[str, Any]], derived: bool = False) -> list[dict[str, Any]]:
+    """Rows with results; ``derived`` also keeps the header-excluded lmgc rows."""
+    return [r for r in rows if r.get("n") and (derived or not r.get("derived"))]
 
 
 def _strip(label: str, pattern: str) -> str:
-    return re.sub(pattern, "", label).strip(" |")
+    return re.sub(r"( · )+", " · ", re.sub(pattern, "", label)).strip(" ·")
 
 
 def plot_codecs(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     plt = _plt()
-    rows = _good(rows)
+    rows = _good(rows, derived=True)
     labels = list(dict.fromkeys(r["label"] for r in rows))
     wls = list(dict.fromkeys(r["workload"] for r in rows))
     cell = {(r["label"], r["workload"]): r for r in rows}
@@ -50,6 +51,8 @@ def plot_codecs(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         vals = [cell[(lab, w)]["rate_mean"] if (lab, w) in cell else np.nan for lab in labels]
         errs = [cell[(lab, w)]["rate_std"] if (lab, w) in cell else 0 for lab in labels]
         ax.barh(y + i * bar - 0.4 + bar / 2, vals, bar, xerr=errs, label=w, capsize=2)
+    lo = min(r["rate_mean"] - r["rate_std"] for r in rows)
+    ax.set_xlim(left=max(0.0, 5 * np.floor(lo / 5) - 5))
     ax.set_yticks(y, [lab[:60] for lab in labels], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("compression rate % (lower is better)")
@@ -96,7 +99,7 @@ def plot_window(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         spec = r.get("spec") or {}
         if r["kind"] != "lmgc":
             return None, ""
-        return spec["window"], _strip(r["label"], r"\| w\d+")
+        return spec["window"], _strip(r["label"], r"w\d+")
 
     return _line_plot(rows, path, title, key, "window (tokens)")
 
