@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv (if needed) and installs lmgc with every extra. Idempotent: a second run is quick.
+# torch is pinned to the CPU build first: an unpinned torch would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+stamp=.venv/.lmgc-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  python -m pip install -q --upgrade pip setuptools wheel
+  python -m pip install -q "torch==${LMGC_TORCH_VERSION:-2.13.0}"
+  # llama-cpp-python compiles from source the first time (~8-10 minutes on 2 cores).
+  python -m pip install -q -e ".[all]"
+  touch "$stamp"
+fi

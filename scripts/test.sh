@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up the environment, then runs the whole test-suite (real SmolLM2 model included).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not lm"` for the fast subset.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+ruff check .
+# pytest exits 5 when it collects no test: set -e turns that into a failure, as it should.
+python -m pytest "$@"
