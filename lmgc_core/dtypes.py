@@ -13,10 +13,10 @@ def dtype_name(dtype: np.dtype) -> str:
     dtype = np.dtype(dtype)
     if dtype.kind in _KINDS:
         return dtype.str
-    if (dtype.kind == "V" and type(dtype).__module__.startswith("ml_dtypes")) or (
-        dtype.kind == "V" and dtype.name in _ml_dtype_names()
-    ):
+    if dtype.kind == "V" and dtype.name in _ml_dtype_names():
         return dtype.name
+    if dtype.kind == "V" and dtype.fields is None and dtype.subdtype is None:
+        return dtype.str  # opaque items (e.g. bfloat16 saved to .npy reads back as |V2)
     raise ConfigError(
         f"cannot compress arrays of dtype {dtype} (numbers only: float16/32/64, bfloat16, ints)"
     )
@@ -38,7 +38,7 @@ def parse_dtype(name: str) -> np.dtype:
             dtype = np.dtype(name)
         except TypeError:
             raise StreamError(f"bad dtype in header: {name!r}") from None
-        if dtype.kind not in _KINDS:
+        if dtype.kind not in _KINDS and not (dtype.kind == "V" and dtype.fields is None):
             raise StreamError(f"bad dtype in header: {name!r}")
         return dtype
     try:
