@@ -167,7 +167,7 @@ class Pipeline:
         part_headers, blocks = [], []
         for name, data in parts.items():
             data = np.ascontiguousarray(data).reshape(-1)
-            symbols = self.serializer.to_symbols(data).astype(np.int64)
+            symbols = self.serializer.to_symbols(data)
             layout = self._layout(symbols.size)
             entries = []
             for wins in layout.batches():
@@ -238,8 +238,13 @@ class Pipeline:
             raise StreamError("header stage states do not match its stage list")
         blocks = iter(box.blocks)
         parts: dict[str, np.ndarray] = {}
-        for spec in part_specs:
-            parts[spec["name"]] = self._decode_part(spec, blocks, progress)
+        try:
+            for spec in part_specs:
+                parts[spec["name"]] = self._decode_part(spec, blocks, progress)
+        except MemoryError:
+            raise StreamError("the header asks for more memory than this machine has") from None
+        except (TypeError, KeyError) as exc:
+            raise StreamError(f"bad part entry in header: {exc}") from None
         try:
             result = self._inverse(parts, states, dtype, shape)
         except LMGCError:
@@ -269,7 +274,7 @@ class Pipeline:
         batches = list(layout.batches())
         if len(batches) != n_blocks:
             raise StreamError(f"header lists {n_blocks} blocks, the layout needs {len(batches)}")
-        symbols = np.zeros(n_symbols, dtype=np.int64)
+        symbols = np.zeros(n_symbols, dtype=np.uint16)
         for wins in batches:
             lengths = np.array([n for _, n in wins])
             mat = self._drive(lengths, decoding_chooser(self.coder.decoder(next(blocks))))
@@ -289,7 +294,7 @@ class Pipeline:
         bits, n_free, method = 0.0, 0, "step"
         s = self.serializer
         for data in parts.values():
-            symbols = s.to_symbols(np.ascontiguousarray(data).reshape(-1)).astype(np.int64)
+            symbols = s.to_symbols(np.ascontiguousarray(data).reshape(-1))
             layout = self._layout(symbols.size)
             for wins in layout.batches():
                 mat = window_matrix(symbols, wins)
