@@ -48,7 +48,7 @@ PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch")
 
 _CACHE: dict[str, tuple[Any, threading.Lock]] = {}
 _CACHE_LOCK = threading.Lock()
-_STATS = {"builds": 0, "hits": 0}
+_STATS = {"builds": 0, "hits": 0, "encoded": 0, "decoded": 0}
 
 
 def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,13 +98,16 @@ def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, threading.Lock]:
 
 
 def pipeline_cache_info() -> dict[str, Any]:
-    """How often this process built a pipeline (and so its prior) and reused one. Read it on
-    Dask workers with ``client.run(pipeline_cache_info)``."""
+    """How often this process built a pipeline (and so its prior), reused one, and coded a
+    chunk (``encoded``/``decoded``). Read it on Dask workers with
+    ``client.run(pipeline_cache_info)``."""
     with _CACHE_LOCK:
         return {
             "pid": os.getpid(),
             "builds": _STATS["builds"],
             "hits": _STATS["hits"],
+            "encoded": _STATS["encoded"],
+            "decoded": _STATS["decoded"],
             "configs": sorted(_CACHE),
         }
 
@@ -113,19 +116,34 @@ def clear_pipeline_cache() -> None:
     """Forget every cached pipeline (e.g. to free a loaded model) and zero the counters."""
     with _CACHE_LOCK:
         _CACHE.clear()
-        _STATS["builds"] = _STATS["hits"] = 0
+        for key in _STATS:
+            _STATS[key] = 0
 
 
 def compress_array(config: Mapping[str, Any], array: np.ndarray) -> bytes:
     pipeline, lock = cached_pipeline(config)
     with lock:
-        return pipeline.compress(array)
+        blob = pipeline.compress(array)
+    with _CACHE_LOCK:
+        _STATS["encoded"] += 1
+    return blob
 
 
-def decompress_blob(config: Mapping[str, Any], blob: bytes) -> np.ndarray:
-    pipeline, lock = cached_pipeline(config)
+def decompress_blob(config: Mapping[str, Any] | None, blob: bytes) -> np.ndarray:
+    """Decode ``blob`` with the pipeline recorded in its own header (as
+    :func:`lmgc_core.decompress` does), cached per process. ``config`` (the codec's) is used only
+    when the header records none. Decoding thus never depends on the defaults of the installed
+    version: an array written with ``window: null`` decodes with the window it was written with.
+    """
+    from .pipeline import read_header
+
+    recorded = read_header(blob).get("pipeline")
+    pipeline, lock = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
     with lock:
-        return pipeline.decompress(blob)
+        arr = pipeline.decompress(blob)
+    with _CACHE_LOCK:
+        _STATS["decoded"] += 1
+    return arr
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""Zarr v3 codec ``lmgc``: an lmgc pipeline as a zarr-python 3 *array-to-bytes* codec.
+
+It is array-to-bytes (it takes the place of the ``bytes`` serializer) because the pipeline needs
+the chunk's dtype and shape: stages quantize floats, the serializer lays out values, and the
+stream header records both. In ``zarr.json`` it reads::
+
+    {"name": "lmgc", "configuration": {"stages": [], "serializer": {"name": "hex"},
+     "prior": {"name": "adaptive"}, "coder": {"name": "range"}, "window": 2048, "batch": null}}
+
+The configuration is exactly :meth:`lmgc_core.pipeline.Pipeline.from_config`'s. zarr-python finds
+the codec through the ``zarr.codecs`` entry-point group (``lmgc =
+"lmgc_core.zarr_codec:LMGCZarrCodec"``), so opening such an array needs lmgc installed, nothing
+imported. Importing this module also registers the codec explicitly (for source checkouts).
+
+Every chunk is one self-contained lmgc stream, so reading a chunk decodes that chunk only.
+Pipelines (and their priors) are built once per process and configuration
+(:func:`lmgc_core.numcodecs_codec.cached_pipeline`), so Dask workers reuse a loaded prior.
+For Zarr v2-format arrays use the numcodecs codec :class:`lmgc_core.numcodecs_codec.LMGC` as the
+compressor instead. See ``docs/zarr.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from zarr.abc.codec import ArrayBytesCodec
+from zarr.core.buffer import Buffer, NDBuffer
+
+from .errors import ConfigError, StreamError
+from .numcodecs_codec import canonical_config, compress_array, decompress_blob
+
+CODEC_NAME = "lmgc"
+_NUMERIC_KINDS = "fiub"
+
+
+def _parse(data: Any) -> dict[str, Any]:
+    if isinstance(data, str):
+        if data != CODEC_NAME:
+            raise ValueError(f"expected codec name {CODEC_NAME!r}, got {data!r}")
+        return {}
+    if not isinstance(data, dict) or data.get("name") != CODEC_NAME:
+        raise ValueError(f"expected a {CODEC_NAME!r} codec description, got {data!r}")
+    configuration = data.get("configuration") or {}
+    if not isinstance(configuration, dict):
+        raise ValueError(f"codec configuration must be a mapping, not {configuration!r}")
+    return configuration
+
+
+@dataclass(frozen=True)
+class LMGCZarrCodec(ArrayBytesCodec):
+    """``lmgc`` array-to-bytes codec; keyword arguments are the pipeline configuration."""
+
+    config_json: str
+    is_fixed_size = False
+
+    def __init__(
+        self,
+        *,
+        stages: list[Any] | None = None,
+        serializer: Any = None,
+        prior: Any = None,
+        coder: Any = None,
+        window: int | None = None,
+        batch: int | None = None,
+    ) -> None:
+        config = canonical_config(
+            {
+                "stages": stages,
+                "serializer": serializer,
+                "prior": prior,
+                "coder": coder,
+                "window": window,
+                "batch": batch,
+            }
+        )
+        # a JSON string keeps the frozen dataclass hashable and comparable
+        object.__setattr__(self, "config_json", json.dumps(config, sort_keys=True))
+
+    @property
+    def pipeline_config(self) -> dict[str, Any]:
+        return json.loads(self.config_json)
+
+    @property
+    def pipeline(self) -> Any:
+        """The (process-wide cached) :class:`~lmgc_core.pipeline.Pipeline` this codec runs."""
+        from .numcodecs_codec import cached_pipeline
+
+        return cached_pipeline(self.pipeline_config)[0]
+
+    # -- metadata --------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LMGCZarrCodec:
+        return cls(**_parse(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": CODEC_NAME, "configuration": self.pipeline_config}
+
+    def validate(self, *, shape: Any, dtype: Any, chunk_grid: Any) -> None:
+        native = dtype.to_native_dtype() if hasattr(dtype, "to_native_dtype") else np.dtype(dtype)
+        name = getattr(native, "name", str(native))
+        if np.dtype(native).kind not in _NUMERIC_KINDS and name != "bfloat16":
+            raise ConfigError(
+                f"the lmgc codec codes numeric arrays (floats, ints, bfloat16), not {native}"
+            )
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
+        raise NotImplementedError  # variable-size output
+
+    # -- coding (sync: zarr versions with SupportsSyncCodec call these directly) ------------
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:
+        arr = np.ascontiguousarray(chunk_array.as_numpy_array())
+        blob = compress_array(self.pipeline_config, arr)
+        return chunk_spec.prototype.buffer.from_bytes(blob)
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: Any) -> NDBuffer:
+        arr = decompress_blob(self.pipeline_config, chunk_bytes.to_bytes())
+        want = chunk_spec.dtype
+        want = want.to_native_dtype() if hasattr(want, "to_native_dtype") else np.dtype(want)
+        if arr.shape != tuple(chunk_spec.shape) or arr.dtype != want:
+            raise StreamError(
+                f"lmgc chunk holds {arr.dtype}{list(arr.shape)}, the array expects "
+                f"{want}{list(chunk_spec.shape)}"
+            )
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(arr)
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:
+        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: Any) -> NDBuffer:
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+
+def _register() -> None:
+    from zarr.registry import register_codec
+
+    register_codec(CODEC_NAME, LMGCZarrCodec)
+
+
+_register()
