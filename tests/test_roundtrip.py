@@ -65,7 +65,7 @@ def _special_bits(ftype, utype) -> list[int]:
 
 @pytest.mark.parametrize("serializer", SERIALIZERS, ids=lambda s: str(sorted(s.items())))
 @pytest.mark.parametrize("prior", ["uniform", "adaptive"])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(array=float_arrays(), window=st.sampled_from([2, 12, 40]), batch=st.sampled_from([1, 3]))
 def test_round_trip_is_bit_exact(serializer, prior, array, window, batch):
     pipe = Pipeline.from_config(
