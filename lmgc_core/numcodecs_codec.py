@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -99,8 +100,8 @@ def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, threading.Lock]:
 
 def pipeline_cache_info() -> dict[str, Any]:
     """How often this process built a pipeline (and so its prior), reused one, and coded a
-    chunk (``encoded``/``decoded``). Read it on Dask workers with
-    ``client.run(pipeline_cache_info)``."""
+    chunk (``encoded``/``decoded``), plus the LM plugins' own model-load counters
+    (``model_loads``). Read it on Dask workers with ``client.run(pipeline_cache_info)``."""
     with _CACHE_LOCK:
         return {
             "pid": os.getpid(),
@@ -109,7 +110,19 @@ def pipeline_cache_info() -> dict[str, Any]:
             "encoded": _STATS["encoded"],
             "decoded": _STATS["decoded"],
             "configs": sorted(_CACHE),
+            "model_loads": _model_loads(),
         }
+
+
+def _model_loads() -> dict[str, int]:
+    """``load_count()`` of every imported prior plugin that exposes one (the LM priors)."""
+    counts = {}
+    for name, module in list(sys.modules.items()):
+        if name.startswith("lmgc_") and "." not in name:
+            load_count = getattr(module, "load_count", None)
+            if callable(load_count):
+                counts[name] = int(load_count())
+    return counts
 
 
 def clear_pipeline_cache() -> None:
