@@ -136,10 +136,11 @@ def _create(store, real, zarr_format, stages=()):
 
 
 READ_BACK = """
-    import json, numpy as np, zarr
+    import json, sys, numpy as np, zarr
     from zarr.storage import LocalStore, ZipStore
     path, kind = {path!r}, {kind!r}
     store = ZipStore(path, mode="r") if kind == "zip" else LocalStore(path, read_only=True)
+    assert not any(m.startswith("lmgc") for m in sys.modules)  # found via entry points only
     z = zarr.open_array(store, mode="r")
     data = z[:]
     np.save({out!r}, data)
