@@ -229,8 +229,10 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
                 codec = make_codec(spec)
                 label = codec.label + (f" [{chunk}B chunks]" if chunk else "")
                 variants.append(("baseline", {"codec": spec, "chunk": chunk}, label))
-        if "lmgc" in exp:
-            lm = {**DEFAULT_LMGC, **(exp["lmgc"] or {})}
+        blocks = exp.get("lmgc", [])  # one block of grid axes, or a list of blocks
+        blocks = blocks if isinstance(blocks, list) else [blocks or {}]
+        for block in blocks:
+            lm = {**DEFAULT_LMGC, **block}
             for ser, pri, win, bat in itertools.product(
                 _as_list(lm["serializer"]), _as_list(lm["prior"]), _as_list(lm["window"]),
                 _as_list(lm["batch"]),
