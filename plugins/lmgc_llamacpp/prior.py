@@ -12,6 +12,7 @@ The ``llama_batch`` handed to ``llama_decode`` points into numpy arrays this mod
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -33,6 +34,7 @@ IMPL_VERSION = 1
 """Bump when the plugin computes scores differently (context settings, batch layout...)."""
 TOKEN_MAP_RULE = "bytes-v1"
 KV_CELL_PAD = 256
+MAX_IDLE_CONTEXTS = 2
 TF_CHUNK = 256
 """Tokens per ``llama_decode`` call in the teacher-forced estimate (all logits wanted)."""
 
@@ -134,7 +136,8 @@ class _Context:
     def __del__(self) -> None:
         ptr, self.ptr = getattr(self, "ptr", None), None
         if ptr:
-            llama_cpp.llama_free(ptr)
+            with contextlib.suppress(Exception):  # at shutdown the library may be gone
+                llama_cpp.llama_free(ptr)
 
 
 @dataclass(eq=False)
@@ -148,33 +151,38 @@ class _Model:
     kind: str
     token_types: Any
     bos: int
-    pools: dict[tuple[int, ...], list[_Context]] = field(default_factory=dict)
+    idle: list[tuple[tuple[int, ...], _Context]] = field(default_factory=list)
+    """Contexts kept for reuse, oldest first, at most ``MAX_IDLE_CONTEXTS`` (each holds a KV
+    cache of ``batch x window`` cells: ~380 MB for SmolLM2 at 8 x 2048)."""
     maps: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take(self, n_seq: int, n_cells: int, n_batch: int, threads: int, n_out: int) -> _Context:
-        key = (n_seq, n_cells, n_batch, threads, n_out)
+    def take(self, *key: int) -> _Context:
+        """A cleared context for ``key = (n_seq, n_cells, n_batch, threads, n_outputs)``: an idle
+        one with exactly that key (never a bigger one: the encoder and the decoder must compute
+        with identical contexts whatever their caches hold), or a new one."""
+        ctx = None
         with self.lock:
-            pool = self.pools.setdefault(key, [])
-            ctx = pool.pop() if pool else None
+            for i in range(len(self.idle) - 1, -1, -1):
+                if self.idle[i][0] == key:
+                    ctx = self.idle.pop(i)[1]
+                    break
         if ctx is None:
-            ctx = _Context(self, n_seq, n_cells, n_batch, threads, n_out)
+            ctx = _Context(self, *key)
         ctx.clear()
         return ctx
 
-    def give(
-        self, ctx: _Context, n_seq: int, n_cells: int, n_batch: int, threads: int, n_out: int
-    ) -> None:
+    def give(self, ctx: _Context, *key: int) -> None:
         with self.lock:
-            pool = self.pools.setdefault((n_seq, n_cells, n_batch, threads, n_out), [])
-            if len(pool) < 2:
-                pool.append(ctx)
+            self.idle.append((key, ctx))
+            del self.idle[:-MAX_IDLE_CONTEXTS]
 
     def __del__(self) -> None:
-        self.pools.clear()
+        self.idle = []
         ptr, self.ptr = getattr(self, "ptr", None), None
         if ptr:
-            llama_cpp.llama_model_free(ptr)
+            with contextlib.suppress(Exception):
+                llama_cpp.llama_model_free(ptr)
 
 
 def _load(path: Path, n_gpu_layers: int) -> _Model:

@@ -39,6 +39,9 @@ ALPHABET_HEAD_TYPES = frozenset(
 LOAD_COUNT = 0
 _CACHE: dict[tuple[Any, ...], _Loaded] = {}
 _LOCK = threading.Lock()
+_COMPUTE_LOCK = threading.RLock()
+"""Forward passes run one at a time per process: torch's thread count is process-wide, and each
+pass must run with its prior's recorded count."""
 
 
 def clear_cache() -> None:
@@ -85,10 +88,11 @@ def _set_determinism(device: torch.device) -> None:
 @contextlib.contextmanager
 def _compute(threads: int) -> Iterator[None]:
     """Every forward pass runs with the recorded thread count, without autograd."""
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    with torch.inference_mode():
-        yield
+    with _COMPUTE_LOCK:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            yield
 
 
 # ------------------------------------------------------------------------------ loading
