@@ -192,7 +192,8 @@ def _load(path: Path, dtype: str, device: str) -> _Loaded:
         model.requires_grad_(False)
         config = model.config
         head = None
-        if getattr(config, "model_type", "") in ALPHABET_HEAD_TYPES:
+        # decided from the file, like the fingerprint's "head" entry
+        if _architecture(path) in ALPHABET_HEAD_TYPES:
             out = model.get_output_embeddings()
             if out is not None and getattr(out, "bias", None) is None:
                 head = out.weight
