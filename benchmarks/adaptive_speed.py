@@ -46,10 +46,14 @@ def main() -> None:
         assert back.tobytes() == raw, "round trip is not bit-exact"
     mb = len(raw) / 1e6
     print(f"data: {path.name} {data.shape} {data.dtype}, {len(raw)} bytes")
-    print(f"adaptive/{args.serializer}: rate {100 * len(blob) / len(raw):.2f}%  "
-          f"compress {mb / min(enc_times):.2f} MB/s  decompress {mb / min(dec_times):.2f} MB/s")
-    print(f"gzip -9: {100 * len(gzip.compress(raw, 9)) / len(raw):.2f}%  "
-          f"lzma -9e: {100 * len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)) / len(raw):.2f}%")
+    print(
+        f"adaptive/{args.serializer}: rate {100 * len(blob) / len(raw):.2f}%  "
+        f"compress {mb / min(enc_times):.2f} MB/s  decompress {mb / min(dec_times):.2f} MB/s"
+    )
+    print(
+        f"gzip -9: {100 * len(gzip.compress(raw, 9)) / len(raw):.2f}%  "
+        f"lzma -9e: {100 * len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)) / len(raw):.2f}%"
+    )
 
 
 if __name__ == "__main__":
