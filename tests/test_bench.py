@@ -191,6 +191,11 @@ def test_bench_grid_end_to_end(store, tmp_path, monkeypatch):
     # the packaged config parses and names only known plots and baselines
     small = load_config("small.yaml")
     assert {e["name"] for e in small["experiments"]} >= {"whole-tensors", "smollm2-256"}
+    full = load_config("results.yaml")  # extends small.yaml
+    assert [e["name"] for e in full["experiments"]][: len(small["experiments"])] == [
+        e["name"] for e in small["experiments"]
+    ]
+    assert full["output"] == "bench-out/results" and full["workloads"] == small["workloads"]
 
 
 def test_cli_commands_registered(tmp_path):

@@ -69,8 +69,17 @@ def resolve_config_path(path: str | Path) -> Path:
 def load_config(path: str | Path) -> dict[str, Any]:
     import yaml
 
-    with open(resolve_config_path(path)) as fh:
+    real = resolve_config_path(path)
+    with open(real) as fh:
         cfg = yaml.safe_load(fh) or {}
+    if cfg.get("extends"):
+        # another config's settings and experiments; an experiment of this config replaces the
+        # parent's experiment of the same name, the others are appended
+        parent = Path(cfg.pop("extends"))
+        base = load_config(parent if parent.is_absolute() else real.parent / parent)
+        mine = {e["name"]: e for e in cfg.pop("experiments", [])}
+        merged = [mine.pop(e["name"], e) for e in base["experiments"]]
+        cfg = {**base, **cfg, "experiments": [*merged, *mine.values()]}
     if not isinstance(cfg, dict) or not isinstance(cfg.get("experiments"), list):
         raise ValueError(f"{path}: a bench config needs a list of 'experiments'")
     return cfg
@@ -363,12 +372,14 @@ def run_lmgc(cell: Cell, x: np.ndarray) -> dict[str, Any]:
 
 
 def run_cell(cell: Cell, x: np.ndarray) -> dict[str, Any]:
-    from lmgc_core.errors import PluginError
+    from lmgc_core.errors import ConfigError, PluginError
 
     try:
         res = run_baseline(cell, x) if cell.kind == "baseline" else run_lmgc(cell, x)
-    except PluginError as exc:  # a plugin or its dependency is not installed: not a failure
-        res = {"ok": False, "skipped": True, "error": str(exc)}
+    except (PluginError, ConfigError) as exc:
+        # a plugin or its dependency is not installed, or this combination is not supported
+        # (e.g. an alphabet the model cannot spell): n/a, not a codec failure
+        res = {"ok": False, "skipped": True, "error": f"{type(exc).__name__}: {exc}"}
     except Exception as exc:  # one broken cell never stops the grid
         res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     res.setdefault("skipped", False)
@@ -453,6 +464,12 @@ def run_grid(
         log(f"{len(records)} cells ({n_cached} from cache), {len(bad)} failed")
         for r in bad[:20]:
             log(f"  FLAGGED {r['label']} on {r['workload']}#{r['snapshot']}: {r['error']}")
+        reasons = {}
+        for r in records:
+            if r.get("skipped") and r["kind"] == "lmgc":
+                reasons.setdefault(r["error"], r["label"])
+        for reason, label in reasons.items():
+            log(f"  n/a: {label}: {reason}")
     return records
 
 
