@@ -7,6 +7,7 @@ travels inside every stream, so ``decompress(blob)`` needs nothing but the strea
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -176,7 +177,7 @@ class Pipeline:
                 lengths = np.array([n for _, n in wins])
                 self._drive(lengths, encoding_chooser(mat, self.serializer.free_symbols, enc))
                 block = enc.finish()
-                entries.append([len(block), _crc(block)])
+                entries.append([len(block), zlib.crc32(block)])
                 blocks.append(block)
                 if progress:
                     progress(int(lengths.sum()))
@@ -338,12 +339,6 @@ def _teacher_forced_bits(
         probs = distributions(scores[row, cols], np.asarray(free))
         bits += ideal_bits(probs, lookup[mat[cols, row]])
     return bits
-
-
-def _crc(block: bytes) -> int:
-    import zlib
-
-    return zlib.crc32(block)
 
 
 def _as_array(array: Any) -> np.ndarray:
