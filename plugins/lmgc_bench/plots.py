@@ -33,6 +33,11 @@ def _good(rows: list[dict[str, Any]], derived: bool = False) -> list[dict[str, A
     return [r for r in rows if r.get("n") and (derived or not r.get("derived"))]
 
 
+def _short(label: str, n: int = 52) -> str:
+    label = label.replace(" [coded blocks only, header excluded]", " [no header]")
+    return label if len(label) <= n else label[: n - 1] + "…"
+
+
 def _strip(label: str, pattern: str) -> str:
     return re.sub(r"( · )+", " · ", re.sub(pattern, "", label)).strip(" ·")
 
@@ -53,7 +58,7 @@ def plot_codecs(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         ax.barh(y + i * bar - 0.4 + bar / 2, vals, bar, xerr=errs, label=w, capsize=2)
     lo = min(r["rate_mean"] - r["rate_std"] for r in rows)
     ax.set_xlim(left=max(0.0, 5 * np.floor(lo / 5) - 5))
-    ax.set_yticks(y, [lab[:60] for lab in labels], fontsize=7)
+    ax.set_yticks(y, [_short(lab) for lab in labels], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("compression rate % (lower is better)")
     ax.axvline(100, color="grey", lw=0.8, ls=":")
@@ -66,7 +71,13 @@ def plot_codecs(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
 
 def _line_plot(
-    rows: list[dict[str, Any]], path: Path, title: str, key: Any, xlabel: str, xticks: Any = None
+    rows: list[dict[str, Any]],
+    path: Path,
+    title: str,
+    key: Any,
+    xlabel: str,
+    xticks: Any = None,
+    logx: bool = False,
 ) -> Path:
     plt = _plt()
     rows = _good(rows)
@@ -81,6 +92,8 @@ def _line_plot(
         pts.sort()
         xs, ys, es = zip(*pts, strict=True)
         ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=name[:70])
+    if logx:
+        ax.set_xscale("log", base=2)
     if xticks:
         ax.set_xticks(*xticks)
     ax.set_xlabel(xlabel)
@@ -101,7 +114,7 @@ def plot_window(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
             return None, ""
         return spec["window"], _strip(r["label"], r"w\d+")
 
-    return _line_plot(rows, path, title, key, "window (tokens)")
+    return _line_plot(rows, path, title, key, "window (tokens, log scale)", logx=True)
 
 
 def plot_bpg(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
