@@ -151,13 +151,12 @@ class Flac(Codec):
         pad = len(data) % 2
         pcm = np.frombuffer(data + bytes(pad), dtype="<i2")
         out = io.BytesIO()
-        kwargs: dict[str, Any] = {}
         level = self.options.get("compression_level", 1.0)
         try:
             sf.write(out, pcm, 48000, format="FLAC", subtype="PCM_16", compression_level=level)
         except TypeError:  # soundfile < 0.13 has no compression_level
             out = io.BytesIO()
-            sf.write(out, pcm, 48000, format="FLAC", subtype="PCM_16", **kwargs)
+            sf.write(out, pcm, 48000, format="FLAC", subtype="PCM_16")
         return bytes([pad]) + out.getvalue()
 
     def decompress(self, blob: bytes) -> bytes:
