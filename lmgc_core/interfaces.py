@@ -111,6 +111,11 @@ class Prior(Component):
     default_batch_size: ClassVar[int] = 8
     default_window: ClassVar[int] = 2048
     """Tokens per window (BOS included) when the pipeline config leaves ``window`` unset."""
+    thread_safe: ClassVar[bool] = False
+    """True when several threads may use this prior at once (each call opens its own session and
+    shares no mutable state). The codecs and ``--jobs`` then code chunks / blocks concurrently;
+    a prior that must serialize (an LM on one device) leaves it False and is used by one thread
+    at a time."""
 
     @abstractmethod
     def fingerprint(self) -> JSON:
@@ -198,3 +203,29 @@ class Stage(Component):
 
     @abstractmethod
     def inverse(self, parts: dict[str, np.ndarray], state: JSON) -> dict[str, np.ndarray]: ...
+
+
+class ArrayCoding(ABC):
+    """Optional fast path of a prior: code a whole array part at once, without the symbol step
+    loop (no serializer, no per-symbol Python). A prior that also implements it is used this way
+    by the pipeline; its :class:`PriorSession` path stays available to mixtures over symbols.
+
+    ``shape`` is the part's tensor shape (``(n,)`` when unknown); the prior may use it as context.
+    The returned ``meta`` is JSON stored in the header beside the part, ``blocks`` are
+    independently decodable byte strings (each gets its own length and CRC32 in the container).
+    """
+
+    @abstractmethod
+    def encode_array(
+        self, data: np.ndarray, shape: tuple[int, ...], jobs: int = 1
+    ) -> tuple[JSON, list[bytes]]: ...
+
+    @abstractmethod
+    def decode_array(
+        self,
+        meta: Mapping[str, Any],
+        blocks: Sequence[bytes],
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+        jobs: int = 1,
+    ) -> np.ndarray: ...
