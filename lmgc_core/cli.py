@@ -144,6 +144,16 @@ def _pipeline_options(f: Callable) -> Callable:
     return f
 
 
+_JOBS = click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default="0 = all cores",
+    help="Threads coding independent blocks / archive members (same bytes for any N).",
+)
+
+
 def _read_input(path: str, dtype: str | None):
     from .io import load_arrays
 
@@ -154,19 +164,23 @@ def _read_input(path: str, dtype: str | None):
 @click.argument("input", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: INPUT.lmgc")
 @click.option("--dtype", help="Element type of a raw input file (e.g. float32).")
+@_JOBS
 @_pipeline_options
-def compress(input: str, output: str | None, dtype: str | None, **kw: Any) -> None:
+def compress(input: str, output: str | None, dtype: str | None, jobs: int, **kw: Any) -> None:
     """Compress a .npy, .npz, .safetensors or raw file."""
+    from .parallel import map_ordered, split_jobs
     from .pipeline import Pipeline
 
     pipeline = Pipeline.from_config(_pipeline_config(**kw))
     data = _read_input(input, dtype)
     arrays = data if isinstance(data, dict) else {"": data}
     total = sum(pipeline.serializer.n_symbols(a.nbytes) for a in arrays.values())
-    streams = {}
+    outer, inner = split_jobs(jobs, len(arrays), pipeline.prior.thread_safe)
     with _progress(total, "compress") as update:
-        for name, arr in arrays.items():
-            streams[name] = pipeline.compress(arr, progress=update)
+        blobs = map_ordered(
+            lambda arr: pipeline.compress(arr, progress=update, jobs=inner), arrays.values(), outer
+        )
+    streams = dict(zip(arrays, blobs, strict=True))
     blob = streams[""] if not isinstance(data, dict) else archive.pack(streams)
     out = Path(output or input + ".lmgc")
     out.write_bytes(blob)
@@ -175,12 +189,23 @@ def compress(input: str, output: str | None, dtype: str | None, **kw: Any) -> No
     click.echo(f"{input}: {original} -> {len(blob)} bytes ({rate:.2f}%) -> {out}")
 
 
-def _decode(blob: bytes, force: bool, model: str | None, update: Callable[[int], None]):
+def _decode(
+    blob: bytes, force: bool, model: str | None, update: Callable[[int], None], jobs: int = 1
+):
     from .pipeline import decompress as decode
 
     return decode(
-        blob, force=force, prior_options={"model": model} if model else None, progress=update
+        blob,
+        force=force,
+        prior_options={"model": model} if model else None,
+        progress=update,
+        jobs=jobs,
     )
+
+
+def _prior_spec(header: dict[str, Any]) -> Any:
+    pipeline = header.get("pipeline")
+    return pipeline.get("prior") if isinstance(pipeline, dict) else None
 
 
 def _stream_symbols(blob: bytes) -> int:
@@ -204,15 +229,23 @@ def _stream_symbols(blob: bytes) -> int:
     help="Decode even if the prior/model differs (the checksum still guards).",
 )
 @click.option("--model", help="Model file or folder, if it lives elsewhere on this machine.")
-def decompress(input: str, output: str, force: bool, model: str | None) -> None:
+@_JOBS
+def decompress(input: str, output: str, force: bool, model: str | None, jobs: int) -> None:
     """Decompress an lmgc stream or archive, verifying its checksum."""
     from .io import save_arrays
+    from .parallel import map_ordered, prior_thread_safe, split_jobs
+    from .pipeline import read_header
 
     blob = Path(input).read_bytes()
     streams = archive.unpack(blob) if archive.is_archive(blob) else {"": blob}
     total = sum(_stream_symbols(b) for b in streams.values())
+    concurrent = all(prior_thread_safe(_prior_spec(read_header(b))) for b in streams.values())
+    outer, inner = split_jobs(jobs, len(streams), concurrent)
     with _progress(total, "decompress") as update:
-        arrays = {name: _decode(b, force, model, update) for name, b in streams.items()}
+        decoded = map_ordered(
+            lambda b: _decode(b, force, model, update, inner), streams.values(), outer
+        )
+    arrays = dict(zip(streams, decoded, strict=True))
     save_arrays(Path(output), arrays[""] if list(arrays) == [""] else arrays)
     click.echo(f"{input} -> {output} (checksum verified)")
 

@@ -22,8 +22,9 @@ Each stream is self-contained (header + range-coded blocks), so every chunk deco
 
 Pipelines are built once per process and configuration and then reused (:func:`cached_pipeline`),
 so a Dask worker builds (and, for LM priors, loads) a prior once, however many chunks it codes.
-One lock per cached pipeline serialises its use across threads: a prior session (a KV cache, a
-model) is not assumed to be thread-safe.
+A prior that declares ``thread_safe = True`` (every call opens its own session) is used by all
+threads at once, so Zarr's thread pool codes chunks concurrently. Any other prior (an LM with one
+model and KV cache) gets one lock per cached pipeline and codes one chunk at a time per process.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -47,9 +51,11 @@ PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch")
 # Per-process cache of built pipelines (shared with the Zarr v3 codec and the Dask helpers).
 # --------------------------------------------------------------------------------------------
 
-_CACHE: dict[str, tuple[Any, threading.Lock]] = {}
+Guard = AbstractContextManager[Any]
+_CACHE: dict[str, tuple[Any, Guard]] = {}
 _CACHE_LOCK = threading.Lock()
 _STATS = {"builds": 0, "hits": 0, "encoded": 0, "decoded": 0}
+_INTERVALS: deque[tuple[str, float, float, int]] = deque(maxlen=100_000)
 
 
 def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,8 +87,11 @@ def _key(config: Mapping[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
-def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, threading.Lock]:
-    """The process-wide ``(Pipeline, lock)`` for ``config``, built on first use."""
+def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
+    """The process-wide ``(Pipeline, guard)`` for ``config``, built on first use.
+
+    ``guard`` is a context manager to hold while coding with the pipeline: a no-op for a
+    ``thread_safe`` prior (threads code concurrently), a lock of its own otherwise."""
     from .pipeline import Pipeline
 
     key = _key(canonical_config(config))
@@ -92,10 +101,30 @@ def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, threading.Lock]:
             _STATS["hits"] += 1
             return hit
         pipeline = Pipeline.from_config(json.loads(key))
-        entry = (pipeline, threading.Lock())
+        guard: Guard = nullcontext() if pipeline.prior.thread_safe else threading.Lock()
+        entry = (pipeline, guard)
         _CACHE[key] = entry
         _STATS["builds"] += 1
         return entry
+
+
+@contextmanager
+def _timed(op: str) -> Iterator[None]:
+    """Count one coded chunk and log its wall-clock interval (see :func:`chunk_intervals`)."""
+    start = time.time()
+    yield
+    end = time.time()
+    with _CACHE_LOCK:
+        _STATS[op] += 1
+        _INTERVALS.append((op, start, end, threading.get_ident()))
+
+
+def chunk_intervals() -> list[tuple[str, float, float, int]]:
+    """``(op, start, end, thread id)`` of the chunks this process coded (the last 100,000),
+    ``op`` being ``"encoded"`` or ``"decoded"`` and times from :func:`time.time`. Overlapping
+    intervals are chunks that were coded at the same time: what shows that the codec scales."""
+    with _CACHE_LOCK:
+        return list(_INTERVALS)
 
 
 def pipeline_cache_info() -> dict[str, Any]:
@@ -129,17 +158,15 @@ def clear_pipeline_cache() -> None:
     """Forget every cached pipeline (e.g. to free a loaded model) and zero the counters."""
     with _CACHE_LOCK:
         _CACHE.clear()
+        _INTERVALS.clear()
         for key in _STATS:
             _STATS[key] = 0
 
 
 def compress_array(config: Mapping[str, Any], array: np.ndarray) -> bytes:
-    pipeline, lock = cached_pipeline(config)
-    with lock:
-        blob = pipeline.compress(array)
-    with _CACHE_LOCK:
-        _STATS["encoded"] += 1
-    return blob
+    pipeline, guard = cached_pipeline(config)
+    with guard, _timed("encoded"):
+        return pipeline.compress(array)
 
 
 def decompress_blob(config: Mapping[str, Any] | None, blob: bytes) -> np.ndarray:
@@ -151,12 +178,9 @@ def decompress_blob(config: Mapping[str, Any] | None, blob: bytes) -> np.ndarray
     from .pipeline import read_header
 
     recorded = read_header(blob).get("pipeline")
-    pipeline, lock = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
-    with lock:
-        arr = pipeline.decompress(blob)
-    with _CACHE_LOCK:
-        _STATS["decoded"] += 1
-    return arr
+    pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
+    with guard, _timed("decoded"):
+        return pipeline.decompress(blob)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,3 +41,31 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) 
         return [fn(x) for x in seq]
     with ThreadPoolExecutor(max_workers=n) as pool:
         return list(pool.map(fn, seq))
+
+
+def split_jobs(jobs: int | None, n_items: int, concurrent: bool) -> tuple[int, int]:
+    """``(outer, inner)`` threads for ``n_items`` independent items (archive members) that each
+    have independent blocks: items first, the cores left over go to each item's blocks, so the
+    total stays near ``jobs``. ``concurrent=False`` (a prior that must serialize) -> ``(1, 1)``."""
+    if not concurrent:
+        return 1, 1
+    total = resolve_jobs(jobs)
+    outer = max(1, min(total, n_items))
+    return outer, max(1, total // outer)
+
+
+def prior_thread_safe(spec: Any) -> bool:
+    """Whether the prior named by a pipeline config's ``prior`` entry declares ``thread_safe``,
+    read from its registered class without building it (an unknown or factory-built prior
+    counts as not thread-safe)."""
+    from . import registry
+    from .errors import LMGCError
+
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    if not isinstance(name, str):
+        return False
+    try:
+        factory = registry.get("prior", name).factory
+    except LMGCError:
+        return False
+    return getattr(factory, "thread_safe", False) is True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from .engine import (
 )
 from .errors import ChecksumError, ConfigError, LMGCError, MismatchError, StreamError
 from .interfaces import EntropyCoder, Prior, Serializer, Stage
+from .parallel import map_ordered
 from .probability import distributions, ideal_bits
 
 DEFAULTS: dict[str, Any] = {
@@ -156,7 +158,26 @@ class Pipeline:
             choose,
         )
 
-    def compress(self, array: Any, progress: Progress | None = None) -> bytes:
+    def _jobs(self, jobs: int | None) -> int | None:
+        """Threads for a part's batches: only a ``thread_safe`` prior is used concurrently."""
+        return jobs if self.prior.thread_safe else 1
+
+    def _encode_batch(
+        self, symbols: np.ndarray, wins: list[tuple[int, int]], progress: Progress | None
+    ) -> bytes:
+        """One batch -> one independent block (own prior session, own coder)."""
+        mat = window_matrix(symbols, wins)
+        enc = self.coder.encoder()
+        lengths = np.array([n for _, n in wins])
+        self._drive(lengths, encoding_chooser(mat, self.serializer.free_symbols, enc))
+        block = enc.finish()
+        if progress:
+            progress(int(lengths.sum()))
+        return block
+
+    def compress(self, array: Any, progress: Progress | None = None, jobs: int | None = 1) -> bytes:
+        """``jobs`` threads code a part's batches at once (``None``/0: all cores) when the prior
+        is ``thread_safe``; the bytes are the same whatever ``jobs`` is."""
         arr = _as_array(array)
         parts, states = self._forward(arr)
         if self.stages:
@@ -170,17 +191,13 @@ class Pipeline:
             data = np.ascontiguousarray(data).reshape(-1)
             symbols = self.serializer.to_symbols(data)
             layout = self._layout(symbols.size)
-            entries = []
-            for wins in layout.batches():
-                mat = window_matrix(symbols, wins)
-                enc = self.coder.encoder()
-                lengths = np.array([n for _, n in wins])
-                self._drive(lengths, encoding_chooser(mat, self.serializer.free_symbols, enc))
-                block = enc.finish()
-                entries.append([len(block), zlib.crc32(block)])
-                blocks.append(block)
-                if progress:
-                    progress(int(lengths.sum()))
+            part_blocks = map_ordered(
+                partial(self._encode_batch, symbols, progress=progress),
+                layout.batches(),
+                self._jobs(jobs),
+            )
+            entries = [[len(block), zlib.crc32(block)] for block in part_blocks]
+            blocks.extend(part_blocks)
             part_headers.append(
                 {
                     "name": name,
@@ -221,7 +238,11 @@ class Pipeline:
         self.prior.check_fingerprint(header.get("prior", {}))
 
     def decompress(
-        self, blob: bytes, force: bool = False, progress: Progress | None = None
+        self,
+        blob: bytes,
+        force: bool = False,
+        progress: Progress | None = None,
+        jobs: int | None = 1,
     ) -> np.ndarray:
         box = container.unpack(blob)
         header = box.header
@@ -241,7 +262,7 @@ class Pipeline:
         parts: dict[str, np.ndarray] = {}
         try:
             for spec in part_specs:
-                parts[spec["name"]] = self._decode_part(spec, blocks, progress)
+                parts[spec["name"]] = self._decode_part(spec, blocks, progress, jobs)
         except MemoryError:
             raise StreamError("the header asks for more memory than this machine has") from None
         except (TypeError, KeyError) as exc:
@@ -260,7 +281,11 @@ class Pipeline:
         return result
 
     def _decode_part(
-        self, spec: Mapping[str, Any], blocks: Any, progress: Progress | None
+        self,
+        spec: Mapping[str, Any],
+        blocks: Any,
+        progress: Progress | None,
+        jobs: int | None = 1,
     ) -> np.ndarray:
         try:
             dtype = parse_dtype(spec["dtype"])
@@ -276,12 +301,17 @@ class Pipeline:
         if len(batches) != n_blocks:
             raise StreamError(f"header lists {n_blocks} blocks, the layout needs {len(batches)}")
         symbols = np.zeros(n_symbols, dtype=np.uint16)
-        for wins in batches:
+
+        def decode_batch(item: tuple[list[tuple[int, int]], bytes]) -> None:
+            wins, block = item  # batches write disjoint slices of ``symbols``
             lengths = np.array([n for _, n in wins])
-            mat = self._drive(lengths, decoding_chooser(self.coder.decoder(next(blocks))))
+            mat = self._drive(lengths, decoding_chooser(self.coder.decoder(block)))
             unwindow(mat, wins, symbols)
             if progress:
                 progress(int(lengths.sum()))
+
+        part_blocks = [next(blocks) for _ in batches]
+        map_ordered(decode_batch, zip(batches, part_blocks, strict=True), self._jobs(jobs))
         return self.serializer.from_symbols(symbols, dtype, count)
 
     # -- estimate --------------------------------------------------------------------------------
@@ -358,6 +388,7 @@ def decompress(
     prior_options: Mapping[str, Any] | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    jobs: int | None = 1,
 ) -> np.ndarray:
     """Decode a stream using the pipeline recorded in its own header.
 
@@ -374,7 +405,7 @@ def decompress(
         pipeline = Pipeline.from_config(config)
     except ConfigError as exc:
         raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
-    return pipeline.decompress(blob, force=force, progress=progress)
+    return pipeline.decompress(blob, force=force, progress=progress, jobs=jobs)
 
 
 def compress(array: Any, config: Mapping[str, Any] | None = None, **overrides: Any) -> bytes:
