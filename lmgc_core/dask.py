@@ -1,12 +1,13 @@
 """Compress big gradient archives into Zarr on a Dask cluster.
 
 Each chunk becomes one independent lmgc stream, so chunks compress in parallel on the workers
-of a :mod:`dask.distributed` cluster. Every worker process builds a pipeline (and so loads its
+of a :mod:`dask.distributed` cluster: :func:`to_zarr` writes chunk-aligned blocks with no store
+lock, so workers code at the same time. Every worker process builds a pipeline (and so loads its
 prior, e.g. an LM) once per configuration and reuses it for all its chunks
-(:func:`lmgc_core.numcodecs_codec.cached_pipeline`); :func:`worker_stats` reads the counters back.
+(:func:`lmgc_core.numcodecs_codec.cached_pipeline`); :func:`worker_stats` reads the counters
+back and :func:`worker_intervals` when each chunk was coded.
 
-    >>> from dask.distributed import Client
-    >>> client = Client("tcp://scheduler:8786")                 # or LocalCluster()
+    >>> client = connect("tcp://scheduler:8786")   # or connect(n_workers=2): a LocalCluster
     >>> to_zarr(grads, "grads.zarr", {"prior": {"name": "adaptive"}}, chunks=(1, 65536))
     >>> worker_stats(client)          # {worker address: {"builds": 1, "encoded": ..., ...}}
 

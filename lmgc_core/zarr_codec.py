@@ -15,6 +15,12 @@ imported. Importing this module also registers the codec explicitly (for source 
 Every chunk is one self-contained lmgc stream, so reading a chunk decodes that chunk only.
 Pipelines (and their priors) are built once per process and configuration
 (:func:`lmgc_core.numcodecs_codec.cached_pipeline`), so Dask workers reuse a loaded prior.
+
+Threads: zarr-python 3 awaits ``_encode_single`` / ``_decode_single`` for up to
+``async.concurrency`` chunks at once (default 10); both hand the work to ``asyncio.to_thread``,
+i.e. to zarr's thread pool (``threading.max_workers`` threads, default: asyncio's
+``min(32, cores + 4)``), so chunks are coded at the same time. With a ``thread_safe`` prior no
+lock is taken; another prior (an LM) is queued one chunk at a time by its pipeline's lock.
 For Zarr v2-format arrays use the numcodecs codec :class:`lmgc_core.numcodecs_codec.LMGC` as the
 compressor instead. See ``docs/zarr.md``.
 """
@@ -110,7 +116,8 @@ class LMGCZarrCodec(ArrayBytesCodec):
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
         raise NotImplementedError  # variable-size output
 
-    # -- coding (sync: zarr versions with SupportsSyncCodec call these directly) ------------
+    # -- coding: the sync bodies run on zarr's thread pool (zarr versions with SupportsSyncCodec
+    # may also call them directly from their own threads) -----------------------------------
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:
         arr = np.ascontiguousarray(chunk_array.as_numpy_array())
         blob = compress_array(self.pipeline_config, arr)
@@ -128,6 +135,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
         return chunk_spec.prototype.nd_buffer.from_numpy_array(arr)
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:
+        # off the event loop: concurrent chunks overlap instead of queueing on the loop thread
         return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: Any) -> NDBuffer:
