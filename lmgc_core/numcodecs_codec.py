@@ -104,6 +104,9 @@ def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
         guard: Guard = nullcontext() if pipeline.prior.thread_safe else threading.Lock()
         entry = (pipeline, guard)
         _CACHE[key] = entry
+        # streams record the resolved config (window, batch, prior options filled in): reading
+        # back what this process wrote must reuse this pipeline, not build (load) a second one
+        _CACHE.setdefault(_key(canonical_config(pipeline.get_config())), entry)
         _STATS["builds"] += 1
         return entry
 

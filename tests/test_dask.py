@@ -73,6 +73,9 @@ def test_to_zarr_on_a_cluster_builds_the_prior_once_per_worker(
     # and decode on the cluster too
     again = da.from_zarr(path).compute()
     assert again.tobytes() == archive.tobytes()
+    stats = worker_stats(client)  # decoding found the pipeline the worker had built to encode
+    assert sum(s["decoded"] for s in stats.values()) == n_chunks
+    assert all(s["builds"] == 1 for s in stats.values()), stats
 
 
 @pytest.mark.slow

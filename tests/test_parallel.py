@@ -138,6 +138,16 @@ def test_a_prior_that_is_not_thread_safe_codes_one_block_at_a_time(grads):
     assert blob == Pipeline.from_config(SMALL_BATCHES).compress(grads)
 
 
+def test_one_pipeline_used_by_many_threads_at_once(grads):
+    """What the codecs do with a cached pipeline: several arrays through one instance at once."""
+    pipeline = Pipeline.from_config(SMALL_BATCHES)
+    arrays = [np.roll(grads, 97 * k) * (k + 1) for k in range(6)]
+    serial = [pipeline.compress(a) for a in arrays]
+    assert map_ordered(pipeline.compress, arrays, jobs=6) == serial
+    back = map_ordered(pipeline.decompress, serial, jobs=6)
+    assert all(same_bits(b, a) for a, b in zip(arrays, back, strict=True))
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     bits=st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=700),
