@@ -14,6 +14,7 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 from lmgc_core.dask import (  # noqa: E402
+    connect,
     to_zarr,
     warm_workers,
     worker_intervals,
@@ -26,16 +27,10 @@ CONFIG = {"prior": {"name": "adaptive"}, "window": 512}
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        worker_dashboard_address=None,
-    )
-    with distributed.Client(cluster) as c:
+    """A real LocalCluster of 2 worker processes x 1 thread, owned by the client."""
+    with connect(n_workers=2, threads_per_worker=1, worker_dashboard_address=None) as c:
+        assert len(c.scheduler_info()["workers"]) == 2
         yield c
-    cluster.close()
 
 
 @pytest.fixture(scope="module")
