@@ -1,0 +1,98 @@
+"""Block coding for the float model: buffers, block framing, and parallel blocks.
+
+A block is ``u32 LE length of the range-coded part | range-coded part | raw bit stream``. Blocks
+are independent (fresh models), so they code and decode on several threads: the numba kernels
+release the GIL.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+
+from lmgc_core.errors import StreamError
+from lmgc_core.parallel import map_ordered
+
+from . import float_kernel as fk
+from . import rangecoder as rc
+from .formats import FloatFormat
+
+_LEN = struct.Struct("<I")
+
+
+def _float_models() -> tuple:
+    return (
+        rc.new_bits(fk.ZERO_CONTEXTS),
+        rc.new_bits(fk.SIGN_CONTEXTS),
+        rc.new_model(fk.EXP_CONTEXTS, fk.EXP_SYMBOLS),
+        rc.new_model(fk.MANT_CONTEXTS, 1 << fk.MANT_BITS),
+    )
+
+
+def _signed(bits: np.ndarray) -> np.ndarray:
+    return bits.view(np.dtype(f"i{bits.dtype.itemsize}"))
+
+
+def encode_float_block(bits: np.ndarray, segs: np.ndarray, fmt: FloatFormat) -> bytes:
+    """Code the values of ``segs`` (offsets into ``bits``) as one block."""
+    vals = _signed(bits)
+    n = int(segs[:, 1].astype(np.int64) @ segs[:, 2].astype(np.int64)) if len(segs) else 0
+    rc_size = n * fmt.width // 8 // 2 + 64
+    raw_size = (n * (fmt.mantissa_bits + 2)) // 8 + 64
+    while True:
+        rc_out = np.empty(rc_size, dtype=np.uint8)
+        raw_out = np.empty(raw_size, dtype=np.uint8)
+        es = rc.encoder_state()
+        bw = np.zeros(3, dtype=np.int64)
+        ok = fk.encode_segments(
+            vals, segs, fmt.width, fmt.exponent_bits, fmt.mantissa_bits,
+            es, rc_out, bw, raw_out, *_float_models(),
+        )  # fmt: skip
+        if ok:
+            break
+        rc_size, raw_size = rc_size * 2 + n * fmt.width // 8, raw_size * 2
+    rc_len = rc.encoder_finish(es, rc_out)
+    raw_len = rc.flush_bits(bw, raw_out)
+    return b"".join((_LEN.pack(rc_len), rc_out[:rc_len].tobytes(), raw_out[:raw_len].tobytes()))
+
+
+def decode_float_block(
+    block: bytes, out_bits: np.ndarray, segs: np.ndarray, fmt: FloatFormat
+) -> None:
+    if len(block) < _LEN.size:
+        raise StreamError("float block is too short for its length field")
+    (rc_len,) = _LEN.unpack_from(block)
+    if rc_len > len(block) - _LEN.size:
+        raise StreamError("float block's range-coded part runs past the block's end")
+    buf = np.frombuffer(block, dtype=np.uint8)
+    rc_in = buf[_LEN.size : _LEN.size + rc_len]
+    raw_in = buf[_LEN.size + rc_len :]
+    ds = rc.decoder_state(rc_in)
+    br = np.zeros(3, dtype=np.int64)
+    fk.decode_segments(
+        _signed(out_bits), segs, fmt.width, fmt.exponent_bits, fmt.mantissa_bits,
+        ds, rc_in, br, raw_in, *_float_models(),
+    )  # fmt: skip
+
+
+def seg_array(segments: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    return np.asarray(segments, dtype=np.int64).reshape(-1, 3)
+
+
+def encode_blocks(
+    bits: np.ndarray, blocks: Sequence[Sequence[tuple[int, int, int]]], fmt: FloatFormat, jobs: int
+) -> list[bytes]:
+    return map_ordered(lambda b: encode_float_block(bits, seg_array(b), fmt), blocks, jobs)
+
+
+def decode_blocks(
+    data: Sequence[bytes],
+    out_bits: np.ndarray,
+    blocks: Sequence[Sequence[tuple[int, int, int]]],
+    fmt: FloatFormat,
+    jobs: int,
+) -> None:
+    pairs = list(zip(data, blocks, strict=True))
+    map_ordered(lambda p: decode_float_block(p[0], out_bits, seg_array(p[1]), fmt), pairs, jobs)
