@@ -16,6 +16,7 @@ from lmgc_core.errors import StreamError
 from lmgc_core.parallel import map_ordered
 
 from . import float_kernel as fk
+from . import int_kernel as ik
 from . import rangecoder as rc
 from .formats import FloatFormat
 
@@ -77,13 +78,43 @@ def decode_float_block(
     )  # fmt: skip
 
 
+def encode_int_block(bits: np.ndarray, segs: np.ndarray) -> bytes:
+    """Code the unsigned integers of ``segs`` as one block (range-coded bytes only)."""
+    itemsize = bits.dtype.itemsize
+    n = int(segs[:, 1].astype(np.int64) @ segs[:, 2].astype(np.int64)) if len(segs) else 0
+    size = n * itemsize // 2 + 4096
+    while True:
+        out = np.empty(size, dtype=np.uint8)
+        es = rc.encoder_state()
+        model = rc.new_model(ik.contexts(itemsize), 256)
+        if ik.encode_ints(_signed(bits), segs, itemsize, es, out, model):
+            break
+        size = size * 2 + n * itemsize
+    return out[: rc.encoder_finish(es, out)].tobytes()
+
+
+def decode_int_block(block: bytes, out_bits: np.ndarray, segs: np.ndarray) -> None:
+    itemsize = out_bits.dtype.itemsize
+    inp = np.frombuffer(block, dtype=np.uint8)
+    ds = rc.decoder_state(inp)
+    model = rc.new_model(ik.contexts(itemsize), 256)
+    ik.decode_ints(_signed(out_bits), segs, itemsize, ds, inp, model)
+
+
 def seg_array(segments: Sequence[tuple[int, int, int]]) -> np.ndarray:
     return np.asarray(segments, dtype=np.int64).reshape(-1, 3)
 
 
 def encode_blocks(
-    bits: np.ndarray, blocks: Sequence[Sequence[tuple[int, int, int]]], fmt: FloatFormat, jobs: int
+    bits: np.ndarray,
+    blocks: Sequence[Sequence[tuple[int, int, int]]],
+    fmt: FloatFormat | None,
+    jobs: int,
 ) -> list[bytes]:
+    """Every block of ``bits`` (unsigned ints), with the float model when ``fmt`` is given and
+    the integer model otherwise; blocks run on up to ``jobs`` threads."""
+    if fmt is None:
+        return map_ordered(lambda b: encode_int_block(bits, seg_array(b)), blocks, jobs)
     return map_ordered(lambda b: encode_float_block(bits, seg_array(b), fmt), blocks, jobs)
 
 
@@ -91,8 +122,13 @@ def decode_blocks(
     data: Sequence[bytes],
     out_bits: np.ndarray,
     blocks: Sequence[Sequence[tuple[int, int, int]]],
-    fmt: FloatFormat,
+    fmt: FloatFormat | None,
     jobs: int,
 ) -> None:
     pairs = list(zip(data, blocks, strict=True))
-    map_ordered(lambda p: decode_float_block(p[0], out_bits, seg_array(p[1]), fmt), pairs, jobs)
+    if fmt is None:
+        map_ordered(lambda p: decode_int_block(p[0], out_bits, seg_array(p[1])), pairs, jobs)
+    else:
+        map_ordered(
+            lambda p: decode_float_block(p[0], out_bits, seg_array(p[1]), fmt), pairs, jobs
+        )
