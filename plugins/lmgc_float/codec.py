@@ -78,6 +78,14 @@ def decode_float_block(
     )  # fmt: skip
 
 
+def _int_models(itemsize: int) -> tuple:
+    return (
+        rc.new_bits(ik.REPEAT_CONTEXTS),
+        rc.new_bits(ik.tree_contexts()),
+        rc.new_model(ik.contexts(itemsize), 256),
+    )
+
+
 def encode_int_block(bits: np.ndarray, segs: np.ndarray) -> bytes:
     """Code the unsigned integers of ``segs`` as one block (range-coded bytes only)."""
     itemsize = bits.dtype.itemsize
@@ -86,8 +94,7 @@ def encode_int_block(bits: np.ndarray, segs: np.ndarray) -> bytes:
     while True:
         out = np.empty(size, dtype=np.uint8)
         es = rc.encoder_state()
-        model = rc.new_model(ik.contexts(itemsize), 256)
-        if ik.encode_ints(_signed(bits), segs, itemsize, es, out, model):
+        if ik.encode_ints(_signed(bits), segs, itemsize, es, out, *_int_models(itemsize)):
             break
         size = size * 2 + n * itemsize
     return out[: rc.encoder_finish(es, out)].tobytes()
@@ -97,8 +104,7 @@ def decode_int_block(block: bytes, out_bits: np.ndarray, segs: np.ndarray) -> No
     itemsize = out_bits.dtype.itemsize
     inp = np.frombuffer(block, dtype=np.uint8)
     ds = rc.decoder_state(inp)
-    model = rc.new_model(ik.contexts(itemsize), 256)
-    ik.decode_ints(_signed(out_bits), segs, itemsize, ds, inp, model)
+    ik.decode_ints(_signed(out_bits), segs, itemsize, ds, inp, *_int_models(itemsize))
 
 
 def seg_array(segments: Sequence[tuple[int, int, int]]) -> np.ndarray:
