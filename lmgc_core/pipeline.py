@@ -421,8 +421,10 @@ def decompress(
     prior_options: Mapping[str, Any] | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    jobs: int | None = 1,
 ) -> np.ndarray:
-    """Decode a stream using the pipeline recorded in its own header.
+    """Decode a stream using the pipeline recorded in its own header (``jobs`` threads decode
+    independent blocks where the prior allows it; ``None``: all cores).
 
     ``prior_options`` override recorded prior options that may legitimately differ on this
     machine (e.g. the path of the model file); the prior's fingerprint check still applies."""
@@ -437,7 +439,7 @@ def decompress(
         pipeline = Pipeline.from_config(config)
     except ConfigError as exc:
         raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
-    return pipeline.decompress(blob, force=force, progress=progress)
+    return pipeline.decompress(blob, force=force, progress=progress, jobs=jobs)
 
 
 def compress(array: Any, config: Mapping[str, Any] | None = None, **overrides: Any) -> bytes:
