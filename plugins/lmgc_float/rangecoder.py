@@ -259,7 +259,9 @@ def dec_sym(code, rng, model, ctx):
     """Returns ``(symbol, code, range)`` (normalize afterwards)."""
     counts, cum, ticks = model
     r = rng >> TOTAL_BITS
-    t = code // r
+    # floor(code / r) by a float64 division: both are < 2**32, so a non-integer quotient is at
+    # least 2**-47 (relative) away from the next integer and IEEE rounding cannot cross it
+    t = np.int64(np.float64(code) / np.float64(r))
     if t >= TOTAL:
         t = TOTAL - 1
     n = counts.shape[1]
