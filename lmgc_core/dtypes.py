@@ -11,6 +11,8 @@ _KINDS = "fiub"
 
 def dtype_name(dtype: np.dtype) -> str:
     dtype = np.dtype(dtype)
+    if dtype.name in _ml_dtype_names() and dtype.kind in "fV":
+        return dtype.name  # ml_dtypes' floats: float8 reports kind 'f' but numpy cannot name it
     if dtype.kind in _KINDS:
         return dtype.str
     if dtype.kind == "V" and dtype.name in _ml_dtype_names():

@@ -115,9 +115,9 @@ def drive(
         pos = lead
         while pos < total:
             if isinstance(scores, ContextScores):
-                step = Step(
-                    pos, distributions(scores.table, free), np.asarray(scores.rows), lens > pos
-                )
+                rows = None if scores.rows is None else np.asarray(scores.rows)
+                probs = distributions(scores.table, free, scores.linear)
+                step = Step(pos, probs, rows, lens > pos)
             else:
                 step = Step(pos, distributions(scores, free), None, lens > pos)
             out[pos] = free[choose(step)]

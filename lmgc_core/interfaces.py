@@ -76,8 +76,14 @@ class ContextScores(NamedTuple):
 
     table: np.ndarray
     """``(C, A)`` scores, one row per context."""
-    rows: np.ndarray
-    """``(B,)`` context index of every row."""
+    rows: np.ndarray | None = None
+    """``(B,)`` context index of every row; ``None``: ``table`` has one row per batch row (or a
+    single row for all)."""
+    linear: bool = False
+    """``False``: log-probabilities up to a per-row constant (logits). ``True``: non-negative
+    weights proportional to the probabilities (counts), turned into probabilities by exact IEEE
+    division alone: no exp/log, so the coder sees the same numbers on every CPU. Non-LM priors
+    should use linear scores to keep their streams portable."""
 
 
 Scores = "np.ndarray | ContextScores"
@@ -143,6 +149,15 @@ class Prior(Component):
         ``(n, L)`` windows in one pass. Good for an estimate only, never for coding. ``None``
         means "not supported", and the estimate falls back to the step loop."""
         return None
+
+    def for_stream(self, recorded: Mapping[str, Any]) -> Prior:
+        """The prior that decodes a stream whose header recorded ``recorded`` as fingerprint.
+
+        The default checks the fingerprint and returns ``self``; a prior whose numbers changed
+        between versions can return an instance that reproduces the old ones, so old streams
+        still decode."""
+        self.check_fingerprint(recorded)
+        return self
 
     def check_fingerprint(self, recorded: Mapping[str, Any]) -> None:
         """Refuse to decode a stream made with anything that changes the prior's numbers."""

@@ -26,14 +26,14 @@ from .engine import (
     window_matrix,
 )
 from .errors import ChecksumError, ConfigError, LMGCError, MismatchError, StreamError
-from .interfaces import EntropyCoder, Prior, Serializer, Stage
-from .parallel import map_ordered
+from .interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
+from .parallel import map_ordered, resolve_jobs
 from .probability import distributions, ideal_bits
 
 DEFAULTS: dict[str, Any] = {
     "stages": [],
     "serializer": {"name": "hex"},
-    "prior": {"name": "adaptive"},
+    "prior": {"name": "float"},
     "coder": {"name": "range"},
     "window": None,
     "batch": None,
@@ -144,11 +144,11 @@ class Pipeline:
     def _layout(self, n_symbols: int) -> Layout:
         return Layout(n_symbols, self.serializer.period, self.window, self.batch)
 
-    def _drive(self, lengths: np.ndarray, choose: Any) -> np.ndarray:
+    def _drive(self, lengths: np.ndarray, choose: Any, prior: Prior | None = None) -> np.ndarray:
         """One batch: as many rows as it has windows (only the last batch can have fewer)."""
         s = self.serializer
         return drive(
-            self.prior,
+            prior or self.prior,
             s.alphabet,
             s.pattern,
             s.free_symbols,
@@ -157,10 +157,6 @@ class Pipeline:
             self.window,
             choose,
         )
-
-    def _jobs(self, jobs: int | None) -> int | None:
-        """Threads for a part's batches: only a ``thread_safe`` prior is used concurrently."""
-        return jobs if self.prior.thread_safe else 1
 
     def _encode_batch(
         self, symbols: np.ndarray, wins: list[tuple[int, int]], progress: Progress | None
@@ -176,8 +172,9 @@ class Pipeline:
         return block
 
     def compress(self, array: Any, progress: Progress | None = None, jobs: int | None = 1) -> bytes:
-        """``jobs`` threads code a part's batches at once (``None``/0: all cores) when the prior
-        is ``thread_safe``; the bytes are the same whatever ``jobs`` is."""
+        """Code ``array``; ``jobs`` threads code independent blocks (``None``: all cores) where
+        the prior allows it. The bytes do not depend on ``jobs``."""
+        jobs = resolve_jobs(jobs) if self.prior.thread_safe else 1
         arr = _as_array(array)
         parts, states = self._forward(arr)
         if self.stages:
@@ -189,12 +186,27 @@ class Pipeline:
         part_headers, blocks = [], []
         for name, data in parts.items():
             data = np.ascontiguousarray(data).reshape(-1)
+            if isinstance(self.prior, ArrayCoding):
+                shape = arr.shape if data.size == arr.size and arr.ndim else (data.size,)
+                meta, coded = self.prior.encode_array(data, tuple(shape), jobs)
+                blocks.extend(coded)
+                part_headers.append(
+                    {
+                        "name": name,
+                        "dtype": dtype_name(data.dtype),
+                        "count": int(data.size),
+                        "coding": "array",
+                        "array": meta,
+                        "blocks": [[len(b), zlib.crc32(b)] for b in coded],
+                    }
+                )
+                if progress:
+                    progress(self.serializer.n_symbols(data.nbytes))
+                continue
             symbols = self.serializer.to_symbols(data)
             layout = self._layout(symbols.size)
             part_blocks = map_ordered(
-                partial(self._encode_batch, symbols, progress=progress),
-                layout.batches(),
-                self._jobs(jobs),
+                partial(self._encode_batch, symbols, progress=progress), layout.batches(), jobs
             )
             entries = [[len(block), zlib.crc32(block)] for block in part_blocks]
             blocks.extend(part_blocks)
@@ -217,8 +229,9 @@ class Pipeline:
         }
         return container.pack(header, blocks)
 
-    def check_stream(self, header: Mapping[str, Any]) -> None:
-        """Refuse a stream whose layout or prior differs from this pipeline's."""
+    def check_stream(self, header: Mapping[str, Any]) -> Prior:
+        """Refuse a stream whose layout or prior differs from this pipeline's; returns the prior
+        that decodes it (see :meth:`Prior.for_stream`)."""
         recorded = header.get("pipeline", {})
         mine = self.get_config()
         diffs = [
@@ -235,7 +248,10 @@ class Pipeline:
             raise MismatchError(
                 "the stream was made with a different pipeline (" + "; ".join(diffs) + ")"
             )
-        self.prior.check_fingerprint(header.get("prior", {}))
+        recorded = header.get("prior", {})
+        if not isinstance(recorded, Mapping):
+            raise StreamError("stream header has a bad prior fingerprint")
+        return self.prior.for_stream(recorded)
 
     def decompress(
         self,
@@ -246,8 +262,8 @@ class Pipeline:
     ) -> np.ndarray:
         box = container.unpack(blob)
         header = box.header
-        if not force:
-            self.check_stream(header)
+        prior = self.prior if force else self.check_stream(header)
+        jobs = resolve_jobs(jobs) if prior.thread_safe else 1
         try:
             dtype = parse_dtype(header["array"]["dtype"])
             shape = tuple(int(n) for n in header["array"]["shape"])
@@ -262,7 +278,7 @@ class Pipeline:
         parts: dict[str, np.ndarray] = {}
         try:
             for spec in part_specs:
-                parts[spec["name"]] = self._decode_part(spec, blocks, progress, jobs)
+                parts[spec["name"]] = self._decode_part(spec, blocks, progress, prior, jobs)
         except MemoryError:
             raise StreamError("the header asks for more memory than this machine has") from None
         except (TypeError, KeyError) as exc:
@@ -285,16 +301,36 @@ class Pipeline:
         spec: Mapping[str, Any],
         blocks: Any,
         progress: Progress | None,
-        jobs: int | None = 1,
+        prior: Prior,
+        jobs: int,
     ) -> np.ndarray:
         try:
             dtype = parse_dtype(spec["dtype"])
             count = int(spec["count"])
-            n_symbols = int(spec["n_symbols"])
             n_blocks = len(spec["blocks"])
+            coding = spec.get("coding", "steps")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StreamError(f"bad part entry in header: {exc}") from None
+        if count < 0:
+            raise StreamError("negative part length in header")
+        if coding == "array":
+            if not isinstance(prior, ArrayCoding):
+                raise StreamError(
+                    f"part {spec.get('name')!r} was coded as a whole array, which prior "
+                    f"{prior.name!r} cannot decode"
+                )
+            data = [next(blocks) for _ in range(n_blocks)]
+            result = prior.decode_array(spec.get("array") or {}, data, dtype, (count,), jobs)
+            if progress:
+                progress(self.serializer.n_symbols(count * dtype.itemsize))
+            return result
+        if coding != "steps":
+            raise StreamError(f"unknown part coding {coding!r} in header")
+        try:
+            n_symbols = int(spec["n_symbols"])
         except (KeyError, TypeError, ValueError) as exc:
             raise StreamError(f"bad part entry in header: {exc}") from None
-        if n_symbols != self.serializer.n_symbols(count * dtype.itemsize) or count < 0:
+        if n_symbols != self.serializer.n_symbols(count * dtype.itemsize):
             raise StreamError("part length in header does not match its serialization")
         layout = self._layout(n_symbols)
         batches = list(layout.batches())
@@ -305,13 +341,13 @@ class Pipeline:
         def decode_batch(item: tuple[list[tuple[int, int]], bytes]) -> None:
             wins, block = item  # batches write disjoint slices of ``symbols``
             lengths = np.array([n for _, n in wins])
-            mat = self._drive(lengths, decoding_chooser(self.coder.decoder(block)))
+            mat = self._drive(lengths, decoding_chooser(self.coder.decoder(block)), prior)
             unwindow(mat, wins, symbols)
             if progress:
                 progress(int(lengths.sum()))
 
         part_blocks = [next(blocks) for _ in batches]
-        map_ordered(decode_batch, zip(batches, part_blocks, strict=True), self._jobs(jobs))
+        map_ordered(decode_batch, zip(batches, part_blocks, strict=True), jobs)
         return self.serializer.from_symbols(symbols, dtype, count)
 
     # -- estimate --------------------------------------------------------------------------------
@@ -325,6 +361,14 @@ class Pipeline:
         bits, n_free, method = 0.0, 0, "step"
         s = self.serializer
         for data in parts.values():
+            if isinstance(self.prior, ArrayCoding):  # coding is fast: the real size is the estimate
+                method = "coded"
+                data = np.ascontiguousarray(data).reshape(-1)
+                shape = arr.shape if data.size == arr.size and arr.ndim else (data.size,)
+                _, coded = self.prior.encode_array(data, tuple(shape))
+                bits += 8.0 * sum(len(b) for b in coded)
+                n_free += s.n_symbols(data.nbytes) * len(s.free_symbols) // max(s.period, 1)
+                continue
             symbols = s.to_symbols(np.ascontiguousarray(data).reshape(-1))
             layout = self._layout(symbols.size)
             for wins in layout.batches():
@@ -390,7 +434,8 @@ def decompress(
     progress: Progress | None = None,
     jobs: int | None = 1,
 ) -> np.ndarray:
-    """Decode a stream using the pipeline recorded in its own header.
+    """Decode a stream using the pipeline recorded in its own header (``jobs`` threads decode
+    independent blocks where the prior allows it; ``None``: all cores).
 
     ``prior_options`` override recorded prior options that may legitimately differ on this
     machine (e.g. the path of the model file); the prior's fingerprint check still applies."""

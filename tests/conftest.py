@@ -24,3 +24,16 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
         and a.shape == b.shape
         and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
     )
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlp_digits_grads.npy"
+
+
+@pytest.fixture(scope="session")
+def mlp_rows(grads) -> np.ndarray:
+    """Whole parameter vectors (85,002 floats: the shared MLP's state_dict order) for tests that
+    need the tensor layout: two snapshots from ``../shared`` when it is there, else the committed
+    slice tiled (the layout then still applies, with less structure)."""
+    if SHARED.exists():
+        return np.load(SHARED)[:2]
+    return np.resize(grads, (2, 85002)).astype(np.float32)

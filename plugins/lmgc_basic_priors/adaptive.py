@@ -7,11 +7,17 @@ values are alike). All windows of a batch share the count tables, and rows with 
 share a distribution, so the coder codes a step with at most one quantized model per context:
 vectorised over the batch, no per-symbol Python. Counts start at ``initial`` and a table is halved
 when its total passes ``limit``, so the model follows drifting statistics.
+
+Version 3 hands the counts to the coder as *linear* scores (exact division, same numbers on every
+CPU). Version 2 handed over ``np.log(counts)``, which the coder turned back with ``np.exp``: those
+streams decode only on a CPU whose numpy picks the same SIMD kernels as the encoding machine's
+(:meth:`AdaptivePrior.for_stream` selects that path for them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,10 +49,14 @@ class _AdaptiveSession(PriorSession):
         self._source = _context_phases(pattern)
         self._limit = limit
         self._pos = 0
+        self.legacy_log = False
 
     def _scores(self) -> ContextScores:
         q = self._pos % self._period
-        return ContextScores(np.log(self._counts[q]), self._history[self._source[q]])
+        rows = self._history[self._source[q]]
+        if self.legacy_log:
+            return ContextScores(np.log(self._counts[q]), rows)
+        return ContextScores(self._counts[q], rows, linear=True)
 
     def _feed(self, symbols: np.ndarray) -> None:
         size = self._size
@@ -76,6 +86,7 @@ class AdaptivePrior(Prior):
     default_batch_size = 16384  # more rows per step: faster, and fewer cold starts
     default_window = 512  # the model ignores windows: short ones mean more rows per step (speed)
     thread_safe = True  # every open() builds its own session; the prior itself is read-only
+    version = 3
 
     def __init__(self, initial: float = 0.25, limit: int = 1 << 20) -> None:
         if not initial > 0:
@@ -89,8 +100,21 @@ class AdaptivePrior(Prior):
         return {"initial": self.initial, "limit": self.limit}
 
     def fingerprint(self) -> JSON:
-        return {"prior": "adaptive", "version": 2, "initial": self.initial, "limit": self.limit}
+        return {
+            "prior": "adaptive",
+            "version": self.version,
+            "initial": self.initial,
+            "limit": self.limit,
+        }
 
+    def for_stream(self, recorded: Mapping[str, Any]) -> Prior:
+        """Version-2 streams (log-domain scores) decode through the old path."""
+        if recorded.get("version") == 2:
+            legacy = AdaptivePrior(self.initial, self.limit)
+            legacy.version = 2
+            legacy.check_fingerprint(recorded)
+            return legacy
+        return super().for_stream(recorded)
     def open(
         self,
         alphabet: Sequence[bytes],
@@ -98,4 +122,6 @@ class AdaptivePrior(Prior):
         window: int,
         pattern: Sequence[int] = (-1,),
     ) -> PriorSession:
-        return _AdaptiveSession(len(alphabet), batch_size, pattern, self.initial, self.limit)
+        session = _AdaptiveSession(len(alphabet), batch_size, pattern, self.initial, self.limit)
+        session.legacy_log = self.version == 2
+        return session

@@ -113,6 +113,22 @@ def _pick(n: int, spec: Any) -> list[int]:
     return [int(i) for i in spec if int(i) < n]
 
 
+def _layout(meta: dict[str, Any]) -> list[list[int]] | None:
+    """The parameter shapes ``lmgc collect`` stored with the snapshots (their layer layout)."""
+    params = meta.get("params")
+    return [list(p["shape"]) for p in params] if params else None
+
+
+def _with_layout(spec: dict[str, Any], w: Workload, max_floats: Any) -> dict[str, Any]:
+    """Hand a workload's layout to a prior that takes one (``float``), unless the cell slices
+    the vector (a slice no longer has the layout's shape) or the config set one itself."""
+    prior = spec.get("prior", {})
+    layout = w.meta.get("layout")
+    if prior.get("name") != "float" or "layout" in prior or not layout or max_floats:
+        return spec
+    return {**spec, "prior": {**prior, "layout": layout}}
+
+
 def build_workloads(cfg: dict[str, Any], zarr_path: str | None = None) -> list[Workload]:
     out: list[Workload] = []
     zpath = zarr_path or cfg.get("zarr") or "bench-out/grads.zarr"
@@ -127,7 +143,7 @@ def build_workloads(cfg: dict[str, Any], zarr_path: str | None = None) -> list[W
                 Workload(
                     name, f"npy:{path}", _pick(arr.shape[0], entry.get("snapshots")),
                     lambda i, a=arr: np.asarray(a[i], dtype=np.float32),
-                    {"n_params": int(arr.shape[1])},
+                    {"n_params": int(arr.shape[1]), "layout": entry.get("layout")},
                 )
             )  # fmt: skip
         elif "zarr" in entry or "arch" in entry:
@@ -150,7 +166,8 @@ def build_workloads(cfg: dict[str, Any], zarr_path: str | None = None) -> list[W
                         entry.get("name", arch) if len(archs) == 1 else arch,
                         f"zarr:{path}/{arch}", _pick(grads.shape[0], entry.get("snapshots")),
                         lambda i, g=grads: g[i], {"n_params": meta["n_params"],
-                                                  "steps": meta["steps"]},
+                                                  "steps": meta["steps"],
+                                                  "layout": _layout(meta)},
                     )
                 )  # fmt: skip
         else:
@@ -267,6 +284,8 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
             for stages in stage_lists:
                 for kind, spec, label in variants:
                     full = label if not stages else f"{stage_label(stages)} + {label}"
+                    if kind == "lmgc":
+                        spec = _with_layout(spec, w, max_floats)
                     for snap in snaps:
                         yield Cell(name, wname, snap, kind, spec, stages, max_floats, where, full)
 

@@ -1,0 +1,26 @@
+"""Built-in prior ``float``: where the information in gradient and weight floats really is.
+
+Registered through the ``lmgc`` entry point like any third-party prior. numba is imported only
+when the prior is built.
+"""
+
+from __future__ import annotations
+
+from lmgc_core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_priors(register):
+    def float_prior(**options):
+        from .prior import FloatPrior
+
+        return FloatPrior(**options)
+
+    register(
+        "float",
+        float_prior,
+        requires=("numba",),
+        install_hint="pip install numba",
+        description="float fields (zero, sign, exponent, top mantissa) in row/column context; "
+        "integers byte-wise; noise bits raw. Fast, portable (integer arithmetic)",
+    )

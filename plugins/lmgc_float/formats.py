@@ -1,0 +1,156 @@
+"""How the float prior sees an array: which bit fields each value has, and which 2-D segments
+(rows x columns) the tensor structure gives its context models.
+
+Only the *modelling* depends on these choices: every bit of every value is coded, so a dtype or
+shape the model does not understand still round-trips exactly, it just compresses less.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmgc_core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    """An IEEE-754-style binary float: sign, ``exponent_bits``, ``mantissa_bits``."""
+
+    name: str
+    exponent_bits: int
+    mantissa_bits: int
+
+    @property
+    def width(self) -> int:
+        return 1 + self.exponent_bits + self.mantissa_bits
+
+    @property
+    def uint(self) -> np.dtype:
+        return np.dtype(f"u{self.width // 8}")
+
+
+FLOAT_FORMATS = {
+    "float16": FloatFormat("float16", 5, 10),
+    "bfloat16": FloatFormat("bfloat16", 8, 7),
+    "float32": FloatFormat("float32", 8, 23),
+    "float64": FloatFormat("float64", 11, 52),
+    "float8_e4m3fn": FloatFormat("float8_e4m3fn", 4, 3),
+    "float8_e5m2": FloatFormat("float8_e5m2", 5, 2),
+}
+
+
+def float_format(dtype: np.dtype) -> FloatFormat | None:
+    """The bit layout of ``dtype``'s values, or ``None`` when the float model does not apply.
+
+    An opaque 2-byte item (``|V2``: numpy's reading of a bfloat16 ``.npy``) is modelled as
+    bfloat16, the only common 2-byte float numpy cannot name."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.name in FLOAT_FORMATS:
+        return FLOAT_FORMATS[dtype.name]
+    if dtype.kind == "V" and dtype.fields is None:
+        if dtype.name in FLOAT_FORMATS:
+            return FLOAT_FORMATS[dtype.name]
+        if dtype.itemsize == 2:
+            return FLOAT_FORMATS["bfloat16"]
+    return None
+
+
+def as_uint(data: np.ndarray) -> np.ndarray:
+    """The values' bits as native unsigned integers of the same width (a view when possible)."""
+    data = np.ascontiguousarray(data).reshape(-1)
+    if data.dtype.kind in "fiub" and not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
+    return data.view(np.dtype(f"u{data.dtype.itemsize}"))
+
+
+def from_uint(bits: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Inverse of :func:`as_uint` (returns ``dtype`` itself, byte order included)."""
+    dtype = np.dtype(dtype)
+    native = dtype.newbyteorder("=") if dtype.kind in "fiub" and not dtype.isnative else dtype
+    values = bits.view(native)
+    return values if native == dtype else values.astype(dtype)
+
+
+def check_layout(layout: object) -> tuple[tuple[int, ...], ...] | None:
+    """Validate the ``layout`` option: a list of parameter shapes (lists of positive ints)."""
+    if layout is None:
+        return None
+    if not isinstance(layout, list | tuple) or not layout:
+        raise ConfigError(f"layout must be a non-empty list of shapes, not {layout!r}")
+    shapes = []
+    for shape in layout:
+        if isinstance(shape, int) and not isinstance(shape, bool):
+            shape = [shape]
+        if not isinstance(shape, list | tuple) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+        ):
+            raise ConfigError(f"layout entries must be shapes (lists of ints), not {shape!r}")
+        shapes.append(tuple(shape))
+    return tuple(shapes)
+
+
+def tensor_shapes(
+    shape: Sequence[int], layout: tuple[tuple[int, ...], ...] | None
+) -> tuple[list[tuple[int, ...]], bool]:
+    """The tensors, in storage order, that a part of ``shape`` holds; and whether ``layout`` was
+    used. A flat parameter vector (a concatenated state_dict) whose last axis, or whole size,
+    equals the layout's total is split into the layout's shapes, once per leading index (one
+    snapshot per row); otherwise the part is one tensor of its own shape."""
+    size = math.prod(shape)
+    if layout:
+        total = sum(math.prod(s) for s in layout)
+        if total > 0 and size % total == 0 and (size == total or (shape and shape[-1] == total)):
+            return [s for _ in range(size // total) for s in layout], True
+    return [tuple(shape)], False
+
+
+def matrix_view(shape: Sequence[int]) -> tuple[int, int]:
+    """``(rows, columns)`` for a tensor: the first axis against the rest (a Linear weight's
+    ``(out, in)``, a conv weight's ``out`` against ``in x kh x kw``). 0-d and 1-D tensors are a
+    single row."""
+    size = math.prod(shape)
+    if len(shape) < 2 or size == 0:
+        return (1 if size else 0), size
+    return int(shape[0]), size // int(shape[0])
+
+
+def segments(
+    shape: Sequence[int],
+    layout: tuple[tuple[int, ...], ...] | None,
+    block_values: int,
+) -> tuple[list[list[tuple[int, int, int]]], bool]:
+    """Cut a part into independently coded blocks of ``(offset, rows, cols)`` segments.
+
+    A segment is whole rows of one tensor (a 1-D tensor is cut into runs of at most
+    ``block_values``); consecutive segments are grouped into a block until it holds at least
+    ``block_values`` values, so small tensors share one block and its learnt statistics while big
+    ones give blocks that code in parallel. Derived from the shape alone: never stored."""
+    tensors, used = tensor_shapes(shape, layout)
+    blocks: list[list[tuple[int, int, int]]] = []
+    current: list[tuple[int, int, int]] = []
+    filled = 0
+    offset = 0
+    for tshape in tensors:
+        rows, cols = matrix_view(tshape)
+        if rows == 1 and cols > block_values:
+            pieces = [(1, min(block_values, cols - s)) for s in range(0, cols, block_values)]
+        else:
+            per = max(1, block_values // max(cols, 1))
+            pieces = [(min(per, rows - r), cols) for r in range(0, rows, per)]
+        for prow, pcol in pieces:
+            n = prow * pcol
+            if n == 0:
+                continue
+            current.append((offset, prow, pcol))
+            filled += n
+            offset += n
+            if filled >= block_values:
+                blocks.append(current)
+                current, filled = [], 0
+    if current:
+        blocks.append(current)
+    return blocks, used

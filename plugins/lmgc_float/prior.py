@@ -1,0 +1,115 @@
+"""The ``float`` prior: a float-structured, shape-aware model with a fast array path.
+
+Used by a pipeline, it codes each part as a whole (:class:`~lmgc_core.interfaces.ArrayCoding`):
+floats through the field model of :mod:`.float_kernel`, integers (quantize indices, masks, any
+other fixed-size item viewed as unsigned integers) through :mod:`.int_kernel`. As an expert for
+symbol-level priors (a mixture with a language model) it also offers a hex-digit session
+(:mod:`.digits`) built from the same field decomposition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lmgc_core.errors import ConfigError, StreamError
+from lmgc_core.interfaces import JSON, ArrayCoding, Prior, PriorSession
+
+from . import codec
+from .formats import as_uint, check_layout, float_format, from_uint, segments
+
+VERSION = 1
+BLOCK_VALUES = 1 << 20
+"""Values per independently coded block: big enough that model learning is amortised, small
+enough that a 100 MB tensor gives dozens of blocks for the cores."""
+
+
+class FloatPrior(Prior, ArrayCoding):
+    name = "float"
+    thread_safe = True
+    default_window = 512  # digit path only: the model ignores windows beyond their cut
+    default_batch_size = 16384
+
+    def __init__(self, layout: Sequence[Any] | None = None, block_values: int = BLOCK_VALUES):
+        self.layout = check_layout(layout)
+        if (
+            not isinstance(block_values, int)
+            or isinstance(block_values, bool)
+            or not 1 <= block_values <= 1 << 28
+        ):
+            raise ConfigError(
+                f"block_values must be an integer in [1, 2**28], not {block_values!r}"
+            )
+        self.block_values = block_values
+
+    def get_config(self) -> JSON:
+        layout = None if self.layout is None else [list(s) for s in self.layout]
+        return {"layout": layout, "block_values": self.block_values}
+
+    def fingerprint(self) -> JSON:
+        return {"prior": "float", "version": VERSION, **self.get_config()}
+
+    # -- array path ------------------------------------------------------------------------------
+    def encode_array(
+        self, data: np.ndarray, shape: tuple[int, ...], jobs: int = 1
+    ) -> tuple[JSON, list[bytes]]:
+        data = np.ascontiguousarray(data).reshape(-1)
+        if math.prod(shape) != data.size:
+            shape = (data.size,)
+        fmt = float_format(data.dtype)
+        blocks, used = segments(shape, self.layout, self.block_values)
+        coded = codec.encode_blocks(as_uint(data), blocks, fmt, jobs)
+        meta = {
+            "model": "float" if fmt else "int",
+            "shape": list(shape),
+            "layout": used,
+        }
+        return meta, coded
+
+    def decode_array(
+        self,
+        meta: Mapping[str, Any],
+        blocks: Sequence[bytes],
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+        jobs: int = 1,
+    ) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        try:
+            part_shape = tuple(int(n) for n in meta["shape"])
+            model = meta["model"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StreamError(f"float prior: bad part metadata: {exc}") from None
+        if math.prod(part_shape) != math.prod(shape) or any(n < 0 for n in part_shape):
+            raise StreamError("float prior: part shape does not match its element count")
+        fmt = float_format(dtype)
+        if model != ("float" if fmt else "int"):
+            raise StreamError(f"float prior: part coded with the {model!r} model, dtype {dtype}")
+        cuts, _ = segments(part_shape, self.layout, self.block_values)
+        if len(cuts) != len(blocks):
+            raise StreamError(
+                f"float prior: {len(blocks)} blocks where the shape needs {len(cuts)}"
+            )
+        out = np.zeros(math.prod(part_shape), dtype=np.dtype(f"u{dtype.itemsize}"))
+        codec.decode_blocks(blocks, out, cuts, fmt, jobs)
+        return from_uint(out, dtype)
+
+    # -- digit path (expert for symbol-level priors) --------------------------------------------
+    def open(
+        self,
+        alphabet: Sequence[bytes],
+        batch_size: int,
+        window: int,
+        pattern: Sequence[int] = (-1,),
+    ) -> PriorSession:
+        from .digits import DigitSession
+
+        if len(alphabet) > 32:
+            raise ConfigError(
+                "the float prior's digit path models hex digits: use the hex serializer "
+                f"(this alphabet has {len(alphabet)} symbols)"
+            )
+        return DigitSession(alphabet, batch_size, pattern)
