@@ -239,7 +239,10 @@ def decompress(input: str, output: str, force: bool, model: str | None, jobs: in
     blob = Path(input).read_bytes()
     streams = archive.unpack(blob) if archive.is_archive(blob) else {"": blob}
     total = sum(_stream_symbols(b) for b in streams.values())
-    concurrent = all(prior_thread_safe(_prior_spec(read_header(b))) for b in streams.values())
+    overrides = {"model": model} if model else None
+    concurrent = all(
+        prior_thread_safe(_prior_spec(read_header(b)), overrides) for b in streams.values()
+    )
     outer, inner = split_jobs(jobs, len(streams), concurrent)
     with _progress(total, "decompress") as update:
         decoded = map_ordered(

@@ -8,7 +8,7 @@ heavy kernels (numba ``nogil``, constriction, numpy on large arrays) release the
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -54,18 +54,26 @@ def split_jobs(jobs: int | None, n_items: int, concurrent: bool) -> tuple[int, i
     return outer, max(1, total // outer)
 
 
-def prior_thread_safe(spec: Any) -> bool:
-    """Whether the prior named by a pipeline config's ``prior`` entry declares ``thread_safe``,
-    read from its registered class without building it (an unknown or factory-built prior
-    counts as not thread-safe)."""
+def prior_thread_safe(spec: Any, overrides: Mapping[str, Any] | None = None) -> bool:
+    """Whether the prior of a pipeline config's ``prior`` entry (with ``overrides``, e.g. a local
+    model path) declares ``thread_safe``. Read from the registered class when the factory is one;
+    a factory function means building the prior (LM plugins cache their models per process, so
+    decoding does not load it again). A prior that cannot be built counts as not thread-safe:
+    decoding then reports the real error."""
     from . import registry
     from .errors import LMGCError
 
-    name = spec.get("name") if isinstance(spec, dict) else spec
-    if not isinstance(name, str):
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
         return False
     try:
-        factory = registry.get("prior", name).factory
-    except LMGCError:
+        factory = registry.get("prior", spec["name"]).factory
+        declared = getattr(factory, "thread_safe", None)
+        if isinstance(declared, bool):
+            return declared
+        options = {k: v for k, v in spec.items() if k != "name"} | dict(overrides or {})
+        prior = registry.build("prior", spec["name"], options)
+    except (LMGCError, OSError, ValueError, TypeError, ImportError):
         return False
-    return getattr(factory, "thread_safe", False) is True
+    return getattr(prior, "thread_safe", False) is True

@@ -100,10 +100,21 @@ def test_jobs_resolution_and_split():
     assert split_jobs(8, 3, concurrent=False) == (1, 1)
 
 
-def test_builtin_priors_declare_thread_safety():
+def test_builtin_priors_declare_thread_safety(monkeypatch):
     assert prior_thread_safe({"name": "adaptive"}) and prior_thread_safe("uniform")
-    assert not prior_thread_safe({"name": "transformers"})  # an LM serializes
+    assert prior_thread_safe({"name": "float", "block_values": 4096})  # built by a function
+    assert not prior_thread_safe({"name": "float", "block_values": -1})  # cannot be built
     assert not prior_thread_safe({"name": "no-such-prior"}) and not prior_thread_safe(None)
+    from lmgc_basic_priors.adaptive import AdaptivePrior
+
+    monkeypatch.setattr(AdaptivePrior, "thread_safe", False)
+    assert not prior_thread_safe("adaptive")
+
+
+@pytest.mark.lm
+@pytest.mark.parametrize("name", ["llamacpp", "transformers"])
+def test_lm_priors_must_serialize(name):
+    assert not prior_thread_safe({"name": name})  # one model and KV cache per process
 
 
 # -- Pipeline: blocks of a part --------------------------------------------------------------
@@ -141,10 +152,10 @@ def test_a_prior_that_is_not_thread_safe_codes_one_block_at_a_time(grads):
 def test_one_pipeline_used_by_many_threads_at_once(grads):
     """What the codecs do with a cached pipeline: several arrays through one instance at once."""
     pipeline = Pipeline.from_config(SMALL_BATCHES)
-    arrays = [np.roll(grads, 97 * k) * (k + 1) for k in range(6)]
+    arrays = [np.roll(grads[:3000], 97 * k) * (k + 1) for k in range(4)]
     serial = [pipeline.compress(a) for a in arrays]
-    assert map_ordered(pipeline.compress, arrays, jobs=6) == serial
-    back = map_ordered(pipeline.decompress, serial, jobs=6)
+    assert map_ordered(pipeline.compress, arrays, jobs=4) == serial
+    back = map_ordered(pipeline.decompress, serial, jobs=4)
     assert all(same_bits(b, a) for a, b in zip(arrays, back, strict=True))
 
 
