@@ -240,7 +240,7 @@ def decompress(input: str, output: str, force: bool, model: str | None, jobs: in
     streams = archive.unpack(blob) if archive.is_archive(blob) else {"": blob}
     total = sum(_stream_symbols(b) for b in streams.values())
     overrides = {"model": model} if model else None
-    concurrent = all(
+    concurrent = len(streams) == 1 or all(  # one stream: its pipeline decides for its blocks
         prior_thread_safe(_prior_spec(read_header(b)), overrides) for b in streams.values()
     )
     outer, inner = split_jobs(jobs, len(streams), concurrent)
