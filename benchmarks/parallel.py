@@ -1,7 +1,7 @@
 """Does lmgc use the cores? Zarr v3 chunk threads, Dask workers and ``lmgc compress --jobs``,
 each next to zstd, Blosc and PCodec measured in the same run (issue 12).
 
-    python benchmarks/parallel.py [--prior adaptive|float] [--parts zarr,dask,cli]
+    python benchmarks/parallel.py [--prior float|adaptive] [--parts zarr,dask,cli]
                                   [--repeat 3] [--cli-mb 64] [--json results.json]
 
 Data: the real gradients of ``../shared/data/mlp_digits_grads.npy`` (7 x 85,002 float32),
@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lmgc_core.pipeline import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "mlp_digits_grads.npy"
@@ -396,7 +398,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
     warnings.filterwarnings("ignore", message="Sending large graph")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--prior", default="adaptive", help="adaptive, float, ... (thread-safe ones)")
+    ap.add_argument("--prior", default=DEFAULTS["prior"]["name"], help="default: lmgc's default")
     ap.add_argument("--parts", default="zarr,dask,cli")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cli-mb", type=int, default=64)
