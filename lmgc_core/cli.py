@@ -297,6 +297,7 @@ def estimate(
 def plugins(as_json: bool) -> None:
     """List serializers, priors, coders and stages with their source and availability."""
     regs = sorted(registry.registrations().values(), key=lambda r: (r.kind, r.name))
+    broken = registry.BROKEN
     if as_json:
         click.echo(
             json.dumps(
@@ -309,29 +310,30 @@ def plugins(as_json: bool) -> None:
                         "missing": list(r.missing),
                         "install_hint": r.install_hint,
                         "description": r.description,
+                        "broken": r.broken or None,
                     }
                     for r in regs
-                ],
+                ]
+                + [{"kind": "plugin", "plugin": p, "broken": e} for p, e in broken.items()],
                 indent=2,
             )
         )
         return
     for r in regs:
         status = "ok" if r.available else f"unavailable: needs {', '.join(r.missing)}"
-        if not r.available and r.install_hint:
+        if r.missing and r.install_hint:
             status += f" ({r.install_hint})"
+        if r.broken:
+            status = f"broken: {r.broken}"
         click.echo(f"{r.kind:<10} {r.name:<14} {r.plugin:<28} {status}")
         if r.description:
             click.echo(f"{'':<10} {'':<14} {r.description}")
-    for plugin, error in registry.BROKEN.items():
-        click.echo(f"{'broken':<10} {'':<14} {plugin:<28} registration failed: {error}")
+    for plugin, error in broken.items():
+        click.echo(f"{'plugin':<10} {'':<14} {plugin:<28} broken: {error}")
 
 
 def _add_plugin_commands() -> None:
-    try:
-        registry.plugin_manager().hook.register_commands(cli=cli)
-    except LMGCError as exc:  # a broken plugin must not take the CLI down
-        click.echo(f"warning: {exc}", err=True)
+    registry.add_commands(cli)  # a broken plugin is listed by `lmgc plugins`, never fatal
 
 
 def main() -> None:
