@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import container, registry
+from . import container, provenance, registry
 from .dtypes import dtype_name, parse_dtype
 from .engine import (
     BitCounter,
@@ -157,6 +157,7 @@ class Pipeline:
         )
 
     def compress(self, array: Any, progress: Progress | None = None) -> bytes:
+        provenance.check_replay(self)
         arr = _as_array(array)
         parts, states = self._forward(arr)
         if self.stages:
@@ -193,6 +194,7 @@ class Pipeline:
         header = {
             "pipeline": self.get_config(),
             "prior": self.prior.fingerprint(),
+            "made_by": provenance.made_by(self),
             "array": {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape)},
             "sha256": _sha256(expected),
             "stages": states,
@@ -220,6 +222,7 @@ class Pipeline:
             )
         self.prior.check_fingerprint(header.get("prior", {}))
 
+    @provenance.explain_decode_failures
     def decompress(
         self, blob: bytes, force: bool = False, progress: Progress | None = None
     ) -> np.ndarray:
