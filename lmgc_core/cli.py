@@ -35,6 +35,23 @@ def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _stage_spec(text: str) -> dict[str, Any]:
+    """``--stage NAME[:KEY=VALUE,...]`` or a JSON object ``{"name": NAME, ...}``."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            spec = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"--stage {text!r} is not valid JSON: {exc}") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise ConfigError(f"--stage {text!r} must be a JSON object with a 'name'")
+        return spec
+    name, _, opts = text.partition(":")
+    if not name:
+        raise ConfigError(f"--stage is NAME[:KEY=VALUE,...] or a JSON object, not {text!r}")
+    return {"name": name, **_options(tuple(o for o in opts.split(",") if o))}
+
+
 def _pipeline_config(
     config: str | None,
     prior: str | None,
@@ -45,10 +62,13 @@ def _pipeline_config(
     model: str | None,
     prior_opts: tuple[str, ...],
     serializer_opts: tuple[str, ...],
+    stages: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     from .config_file import load_config
 
     cfg: dict[str, Any] = load_config(config) if config else {}
+    if stages:  # appended after the config file's stages, in the order given
+        cfg["stages"] = [*(cfg.get("stages") or []), *map(_stage_spec, stages)]
     for key, name, opts in (
         ("prior", prior, prior_opts),
         ("serializer", serializer, serializer_opts),
@@ -137,6 +157,14 @@ def _pipeline_options(f: Callable) -> Callable:
             multiple=True,
             metavar="KEY=VALUE",
             help="Serializer option (repeatable).",
+        ),
+        click.option(
+            "--stage",
+            "stages",
+            multiple=True,
+            metavar="NAME[:K=V,...]|JSON",
+            help='Append a stage, e.g. quantize:bits=8 or \'{"name": "quantize", '
+            "\"bits\": 8}' (repeatable; after the config file's stages).",
         ),
     ]
     for opt in reversed(opts):
