@@ -161,6 +161,12 @@ def remove_plugin(plugin: object) -> None:
     reset()
 
 
+def runtime_plugins() -> list[Source]:
+    """Plugins added with :func:`add_plugin` (the conformance kit re-adds them in a fresh
+    process)."""
+    return [source for _, source in _RUNTIME]
+
+
 def reset() -> None:
     """Forget what was discovered: the next use scans the entry points again."""
     _loaded.cache_clear()
