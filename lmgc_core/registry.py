@@ -69,6 +69,10 @@ BROKEN: dict[str, str] = {}
 """Plugins that failed to load or register (label -> one-line reason), shown by
 ``lmgc plugins``. Filled by :func:`plugin_manager` and :func:`registrations`."""
 
+_FAILED: dict[str, str] = {}
+"""The part of :data:`BROKEN` about plugins that failed to load or register: any of them may
+be the one that would have provided an unknown name."""
+
 _RUNTIME: list[tuple[object, Source]] = []
 
 
@@ -172,6 +176,7 @@ def reset() -> None:
     _loaded.cache_clear()
     registrations.cache_clear()
     BROKEN.clear()
+    _FAILED.clear()
     try:  # pipelines cached by the codecs hold components of the old registry
         from .numcodecs_codec import clear_pipeline_cache
     except ImportError:  # numcodecs is a dependency, but keep discovery independent of it
@@ -237,12 +242,10 @@ def _resolve(kind: str, name: str, regs: list[Registration], notes: dict[str, st
     if len(core) == 1:
         for other in regs:
             if other is not core[0]:
-                _note(notes, other.plugin, f"{kind} {name!r} is lmgc's own; this one is ignored")
+                _note(notes, other.plugin, f"its {kind} {name!r} is ignored: lmgc has its own")
         return core[0]
     labels = " and ".join(r.plugin for r in regs)
     reason = f"{kind} {name!r} is registered {len(regs)} times ({labels}); uninstall all but one"
-    for label in dict.fromkeys(r.plugin for r in regs):
-        _note(notes, label, reason)
     return replace(regs[0], plugin=labels, broken=reason)
 
 
@@ -250,14 +253,18 @@ def _resolve(kind: str, name: str, regs: list[Registration], notes: dict[str, st
 def registrations() -> dict[tuple[str, str], Registration]:
     """All registered components, keyed by ``(kind, name)`` (broken ones included)."""
     loaded = _loaded()
-    notes = dict(loaded.broken)
-    found: dict[tuple[str, str], Registration] = {}
+    failed = dict(loaded.broken)
+    by_kind: dict[str, dict[str, list[Registration]]] = {}
     for kind in KINDS:
-        by_name: dict[str, list[Registration]] = {}
-        for reg in _collect(loaded, kind, notes):
-            by_name.setdefault(reg.name, []).append(reg)
+        for reg in _collect(loaded, kind, failed):
+            by_kind.setdefault(kind, {}).setdefault(reg.name, []).append(reg)
+    notes = dict(failed)
+    found: dict[tuple[str, str], Registration] = {}
+    for kind, by_name in by_kind.items():
         for name, regs in by_name.items():
             found[(kind, name)] = _resolve(kind, name, regs, notes)
+    _FAILED.clear()
+    _FAILED.update(failed)
     BROKEN.clear()
     BROKEN.update(notes)
     return found
@@ -282,10 +289,10 @@ def names(kind: str) -> list[str]:
 def get(kind: str, name: str) -> Registration:
     reg = registrations().get((kind, name))
     if reg is None:
-        broken = "".join(f"; broken plugin {label}: {why}" for label, why in BROKEN.items())
+        failed = "; ".join(f"{label} ({why})" for label, why in _FAILED.items())
         raise PluginError(
             f"unknown {kind} {name!r}; available {kind}s: {', '.join(names(kind)) or 'none'}"
-            + broken
+            + (f"; plugins that failed to load, one may provide it: {failed}" if failed else "")
         )
     return reg
 
