@@ -52,18 +52,23 @@ def in_byte_order(arr: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
 
 def sample_arrays(small: bool = False) -> dict[str, np.ndarray]:
     """Named arrays for round trips; ``small`` keeps them tiny (LM priors on a CPU)."""
-    n = 10 if small else 150
+    if small:
+        mixed = np.concatenate([gradients(3), specials("<f4")[[0, 2, 6, 7]]])
+        return {
+            "gradients": gradients(6).reshape(2, 3),
+            "specials_big_endian": in_byte_order(mixed, ">f4"),
+            "scalar": np.array(-0.0, dtype=np.float64),
+        }
+    n = 150
     grads = gradients(n)
     arrays = {
         "gradients": grads.reshape(2, n // 2),
         "specials_f4": specials("<f4"),
         "big_endian_f4": in_byte_order(np.concatenate([grads[:6], specials("<f4")[:6]]), ">f4"),
         "float16": gradients(12, seed=1).astype(np.float16),
-        "float64_specials": specials(">f8" if small else "<f8")[: 8 if small else None],
+        "float64_specials": specials("<f8"),
         "int16": (np.arange(-6, 6, dtype=np.int16) * 1000),
         "empty": np.zeros(0, dtype=np.float32),
         "scalar": np.array(-0.0, dtype=np.float64),
     }
-    if small:
-        arrays["specials_f4"] = arrays["specials_f4"][:8]
     return arrays
