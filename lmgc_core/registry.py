@@ -141,7 +141,7 @@ def _loaded() -> _Loaded:
             continue
         _register(loaded, plugin, source, f"{source.distribution}:{ep.name}")
     for plugin, source in _RUNTIME:
-        _register(loaded, plugin, source, f"runtime:{source.label}")
+        _register(loaded, plugin, source, f"runtime:{id(plugin)}:{source.label}")
     return loaded
 
 

@@ -121,10 +121,11 @@ def _check_byte_orders(sub: Subject, arrays: Mapping[str, np.ndarray]) -> None:
             continue
         native = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
         swapped = in_byte_order(native, arr.dtype.newbyteorder("S" if arr.dtype.isnative else "="))
-        results = []
+        results, forwards = [], []
         for x in (native, swapped):
             try:
                 results.append(pipeline.reconstruct(x))
+                forwards.append(sub.component.forward({"data": x.reshape(-1)}))
             except LMGCError as exc:
                 results.append(exc)
         a, b = results
@@ -132,6 +133,18 @@ def _check_byte_orders(sub: Subject, arrays: Mapping[str, np.ndarray]) -> None:
             sub.fail("byte order", f"{name} is refused in one byte order only")
         if isinstance(a, Exception):
             continue
+        (parts_a, state_a), (parts_b, state_b) = forwards
+        if (
+            state_a != state_b
+            or parts_a.keys() != parts_b.keys()
+            or any(_native_bits(parts_a[k]) != _native_bits(parts_b[k]) for k in parts_a)
+        ):
+            sub.fail(
+                "byte order",
+                f"forward of {name} gives other parts for {native.dtype.str} and "
+                f"{swapped.dtype.str} input: stages receive the caller's byte order; read values, "
+                "not bytes (use lmgc_core.bytes_layout.native)",
+            )
         if b.dtype != swapped.dtype:
             sub.fail("byte order", f"decoding {swapped.dtype.str} input returns {b.dtype.str}")
         if _native_bits(a) != _native_bits(b):
