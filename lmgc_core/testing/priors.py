@@ -58,9 +58,7 @@ def check_prior(
     first_trace = _check_scores(sub, pipeline, data, batch_independent)
     if isinstance(sub.component, ArrayCoding):
         _check_array_coding(sub, data.reshape(2, -1))
-    est = pipeline.estimate(data)
-    if not np.isfinite(est["ideal_bits"]) or est["ideal_bits"] < 0:
-        sub.fail("estimate", f"ideal_bits is {est['ideal_bits']}")
+    _check_estimates(sub, pipeline, data)
     fresh = roundtrip_everywhere(
         sub,
         cfg,
@@ -161,6 +159,24 @@ def _check_scores(sub: Subject, pipeline: Pipeline, data: np.ndarray, independen
                 )
         sub.ok("batch independence")
     return first
+
+
+def _check_estimates(sub: Subject, pipeline: Pipeline, data: np.ndarray) -> None:
+    """``estimate`` works both ways; ``teacher_forced_scores``, when offered, has the documented
+    ``(n, L, A)`` shape."""
+    ser = pipeline.serializer
+    windows = ser.to_symbols(data[:4]).astype(np.int64).reshape(1, -1)
+    scores = pipeline.prior.teacher_forced_scores(ser.alphabet, windows)
+    if scores is not None:
+        want = (*windows.shape, len(ser.alphabet))
+        if not isinstance(scores, np.ndarray) or scores.shape != want or scores.dtype.kind != "f":
+            got = getattr(scores, "shape", type(scores).__name__)
+            sub.fail("teacher_forced_scores", f"must return {want} floats or None, not {got}")
+    for teacher_forced in (False, True):
+        bits = pipeline.estimate(data, teacher_forced=teacher_forced)["ideal_bits"]
+        if not np.isfinite(bits) or bits < 0:
+            sub.fail("estimate", f"ideal_bits is {bits} (teacher_forced={teacher_forced})")
+    sub.ok("estimate (step loop and teacher-forced)")
 
 
 def _check_array_coding(sub: Subject, data: np.ndarray) -> None:
