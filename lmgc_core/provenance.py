@@ -73,8 +73,14 @@ def check_replay(pipeline: Any) -> None:
     """Refuse to compress with components that their own config does not rebuild exactly.
 
     Decoding rebuilds everything from the JSON config in the header; a difference found here
-    would otherwise surface only as an undecodable stream. Checked once per pipeline object."""
+    would otherwise surface only as an undecodable stream. Checked once per pipeline object;
+    skipped for components built by hand from unregistered classes (nothing could rebuild them
+    from a config anyway, only this very pipeline object can decode their streams)."""
     if pipeline in _REPLAYED:
+        return
+    components = [(role, getattr(pipeline, role)) for role in ROLES]
+    components += [("stage", s) for s in pipeline.stages]
+    if any(registry.registration_of(kind, c) is None for kind, c in components):
         return
     config = pipeline.get_config()
     recorded = _json_copy(config)

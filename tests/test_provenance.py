@@ -163,3 +163,19 @@ def test_bad_stage_options_fail_in_one_line(tmp_path, value, message):
     np.save(tmp_path / "x.npy", np.float32([1, 2, 3]))
     code, text = _run("compress", str(tmp_path / "x.npy"), "--stage", value)
     assert code == 1 and message in text, text
+
+
+def test_hand_built_unregistered_components_still_compress():
+    """Only registered components can be rebuilt from a config; a hand-built pipeline of an
+    unregistered class is not replay-checked, and its own object decodes its streams."""
+    from lmgc_basic_priors.uniform import UniformPrior
+
+    class Private(UniformPrior):
+        name = "private-unregistered"
+
+    base = Pipeline.from_config({})
+    pipe = Pipeline(base.serializer, Private(), base.coder)
+    data = np.float32([1.5, -2, 0])
+    blob = pipe.compress(data)
+    assert read_header(blob)["made_by"]["prior"] == "not registered"
+    assert same_bits(pipe.decompress(blob), data)

@@ -119,7 +119,10 @@ def check_config(sub: Subject) -> None:
             f"does not survive JSON ({config!r} comes back as {again!r}): use lists, not "
             "tuples, and str keys",
         )
-    params = inspect.signature(type(comp)).parameters.values()
+    try:
+        params = list(inspect.signature(type(comp)).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: nothing to compare
+        params = []
     options = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     lost = [o for o in options if o not in config]
     if lost:
