@@ -51,7 +51,8 @@ def check_prior(
     check_config(sub)
     _check_defaults(sub)
     _check_fingerprint(sub, fingerprint_covers or {})
-    cfg = {"serializer": "hex", "window": 32, "batch": 3 if small else 8, **(config or {})}
+    layout = {"window": 19, "batch": 4} if small else {"window": 32, "batch": 8}
+    cfg = {"serializer": "hex", **layout, **(config or {})}
     cfg["prior"] = sub.spec
     pipeline = Pipeline.from_config(json_copy(cfg))
     data = gradients(6 if small else 150)
@@ -67,6 +68,7 @@ def check_prior(
         codec=codec,
         fresh_process=fresh_process,
         fresh_job={"trace": {"data": data.tolist()}},
+        light=small,
     )
     if fresh_process:
         if fresh.get("trace") != first_trace:
