@@ -25,7 +25,9 @@ from tests.conftest import same_bits
 @pytest.fixture(scope="module")
 def made(grads):
     data = grads[:400]
-    return data, Pipeline.from_config({"window": 64, "batch": 4}).compress(data)
+    return data, Pipeline.from_config({"prior": "adaptive", "window": 64, "batch": 4}).compress(
+        data
+    )
 
 
 def _rewrite(blob: bytes, edit_header=None, edit_blocks=None) -> bytes:
