@@ -35,6 +35,23 @@ def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _stage_spec(text: str) -> dict[str, Any]:
+    """``--stage NAME[:KEY=VALUE,...]`` or a JSON object ``{"name": NAME, ...}``."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            spec = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"--stage {text!r} is not valid JSON: {exc}") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise ConfigError(f"--stage {text!r} must be a JSON object with a 'name'")
+        return spec
+    name, _, opts = text.partition(":")
+    if not name:
+        raise ConfigError(f"--stage is NAME[:KEY=VALUE,...] or a JSON object, not {text!r}")
+    return {"name": name, **_options(tuple(o for o in opts.split(",") if o))}
+
+
 def _pipeline_config(
     config: str | None,
     prior: str | None,
@@ -45,10 +62,13 @@ def _pipeline_config(
     model: str | None,
     prior_opts: tuple[str, ...],
     serializer_opts: tuple[str, ...],
+    stages: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     from .config_file import load_config
 
     cfg: dict[str, Any] = load_config(config) if config else {}
+    if stages:  # appended after the config file's stages, in the order given
+        cfg["stages"] = [*(cfg.get("stages") or []), *map(_stage_spec, stages)]
     for key, name, opts in (
         ("prior", prior, prior_opts),
         ("serializer", serializer, serializer_opts),
@@ -137,6 +157,14 @@ def _pipeline_options(f: Callable) -> Callable:
             multiple=True,
             metavar="KEY=VALUE",
             help="Serializer option (repeatable).",
+        ),
+        click.option(
+            "--stage",
+            "stages",
+            multiple=True,
+            metavar="NAME[:K=V,...]|JSON",
+            help='Append a stage, e.g. quantize:bits=8 or \'{"name": "quantize", '
+            "\"bits\": 8}' (repeatable; after the config file's stages).",
         ),
     ]
     for opt in reversed(opts):
@@ -333,6 +361,7 @@ def estimate(
 def plugins(as_json: bool) -> None:
     """List serializers, priors, coders and stages with their source and availability."""
     regs = sorted(registry.registrations().values(), key=lambda r: (r.kind, r.name))
+    broken = registry.BROKEN
     if as_json:
         click.echo(
             json.dumps(
@@ -345,29 +374,30 @@ def plugins(as_json: bool) -> None:
                         "missing": list(r.missing),
                         "install_hint": r.install_hint,
                         "description": r.description,
+                        "broken": r.broken or None,
                     }
                     for r in regs
-                ],
+                ]
+                + [{"kind": "plugin", "plugin": p, "broken": e} for p, e in broken.items()],
                 indent=2,
             )
         )
         return
     for r in regs:
         status = "ok" if r.available else f"unavailable: needs {', '.join(r.missing)}"
-        if not r.available and r.install_hint:
+        if r.missing and r.install_hint:
             status += f" ({r.install_hint})"
+        if r.broken:
+            status = f"broken: {r.broken}"
         click.echo(f"{r.kind:<10} {r.name:<14} {r.plugin:<28} {status}")
         if r.description:
             click.echo(f"{'':<10} {'':<14} {r.description}")
-    for plugin, error in registry.BROKEN.items():
-        click.echo(f"{'broken':<10} {'':<14} {plugin:<28} registration failed: {error}")
+    for plugin, error in broken.items():
+        click.echo(f"{'plugin':<10} {'':<14} {plugin:<28} broken: {error}")
 
 
 def _add_plugin_commands() -> None:
-    try:
-        registry.plugin_manager().hook.register_commands(cli=cli)
-    except LMGCError as exc:  # a broken plugin must not take the CLI down
-        click.echo(f"warning: {exc}", err=True)
+    registry.add_commands(cli)  # a broken plugin is listed by `lmgc plugins`, never fatal
 
 
 def main() -> None:

@@ -24,6 +24,12 @@ def dtype_name(dtype: np.dtype) -> str:
     )
 
 
+def is_float(dtype: np.dtype) -> bool:
+    """True for IEEE-style floating dtypes, ml_dtypes' bfloat16 and float8 included."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or (dtype.kind == "V" and dtype.name.startswith(("bfloat", "float")))
+
+
 def _ml_dtype_names() -> set[str]:
     try:
         import ml_dtypes

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import container, registry
+from . import container, provenance, registry
 from .dtypes import dtype_name, parse_dtype
 from .engine import (
     BitCounter,
@@ -174,6 +174,7 @@ class Pipeline:
     def compress(self, array: Any, progress: Progress | None = None, jobs: int | None = 1) -> bytes:
         """Code ``array``; ``jobs`` threads code independent blocks (``None``: all cores) where
         the prior allows it. The bytes do not depend on ``jobs``."""
+        provenance.check_replay(self)
         jobs = resolve_jobs(jobs) if self.prior.thread_safe else 1
         arr = _as_array(array)
         parts, states = self._forward(arr)
@@ -222,6 +223,7 @@ class Pipeline:
         header = {
             "pipeline": self.get_config(),
             "prior": self.prior.fingerprint(),
+            "made_by": provenance.made_by(self),
             "array": {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape)},
             "sha256": _sha256(expected),
             "stages": states,
@@ -253,6 +255,7 @@ class Pipeline:
             raise StreamError("stream header has a bad prior fingerprint")
         return self.prior.for_stream(recorded)
 
+    @provenance.explain_decode_failures
     def decompress(
         self,
         blob: bytes,
