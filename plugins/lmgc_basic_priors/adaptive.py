@@ -115,6 +115,7 @@ class AdaptivePrior(Prior):
             legacy.check_fingerprint(recorded)
             return legacy
         return super().for_stream(recorded)
+
     def open(
         self,
         alphabet: Sequence[bytes],
