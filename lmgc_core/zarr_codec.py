@@ -30,8 +30,8 @@ import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
 
-from .errors import ConfigError, StreamError
 from .dtypes import coding_view
+from .errors import ConfigError, StreamError
 from .numcodecs_codec import canonical_config, compress_array, decompress_blob, restore_view_of
 from .stream_notes import with_view
 
