@@ -1,9 +1,10 @@
 """The ``lmgc`` command line: compress, decompress, info, ls, estimate, plugins (+ plugin commands).
 
-Every expected failure prints one line ``error: ...`` on stderr. Exit status: 0 success, 1 bad
-data (a damaged or malformed input or stream, a failed checksum, an I/O error), 2 bad usage
-(unknown or invalid options, configuration or plugin problems, an output that exists without
-``--force``). ``LMGC_DEBUG=1`` shows tracebacks of unexpected errors.
+Every expected failure prints one line ``error: ...`` on stderr. Exit status: 0 success, 2 bad
+usage (unknown or invalid options, component names or configuration values, an output that
+exists without ``--force``), 1 everything else: bad data (a damaged or malformed input or
+stream, a failed checksum), a missing plugin or package, an I/O error.
+``LMGC_DEBUG=1`` shows tracebacks of unexpected errors.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import click
 from . import registry
 from .cli_files import STDIO, atomic_output, check_output, open_input
 from .cli_options import build_pipeline, check_model_path, pipeline_options
-from .errors import ConfigError, LMGCError, PluginError
+from .errors import ConfigError, LMGCError
 
-USAGE_ERRORS = (ConfigError, PluginError)
+USAGE_ERRORS = (ConfigError,)
 FORMAT_CHOICE = click.Choice(["npy", "npz", "safetensors", "raw"], case_sensitive=False)
 
 

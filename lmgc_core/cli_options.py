@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import registry
-from .errors import ConfigError
+from .errors import ConfigError, PluginError
 
 PIPELINE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--config", "config"), {"type": click.Path(dir_okay=False), "help": "Pipeline config "
@@ -119,6 +119,10 @@ def build_pipeline(**options: Any) -> Any:
         return Pipeline.from_config(pipeline_config(**options))
     except ConfigError as exc:
         raise explain_bad_option(exc) from None
+    except PluginError as exc:  # a name typed wrong is a usage error; a missing package is not
+        if str(exc).startswith("unknown "):
+            raise ConfigError(str(exc)) from None
+        raise
 
 
 def _parameters(func: Any) -> list[str] | None:
