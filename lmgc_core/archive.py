@@ -49,6 +49,7 @@ class ArchiveWriter:
         self._names: set[str] = {MANIFEST}
 
     def member_name(self, tensor_name: str, index: int, count: int) -> str:
+        tensor_name = tensor_name or "array"  # a .npy or raw file's one nameless array
         base = tensor_name if count == 1 else f"{tensor_name}@{index}"
         name, k = base + SUFFIX, 1
         while name in self._names:  # tensor names may collide with chunk names

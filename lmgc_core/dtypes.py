@@ -49,8 +49,8 @@ def _ml_dtype_names() -> set[str]:
 
 def is_ml_dtype(dtype: np.dtype) -> bool:
     """bfloat16, float8_*, int4... (ml_dtypes types numpy reports as kind ``V``)."""
-    dtype = np.dtype(dtype)
-    return dtype.kind == "V" and dtype.fields is None and dtype.name in _ml_dtype_names()
+    dtype = np.dtype(dtype)  # kind "V", or "f" for float8_e5m2 (whose str "<f1" numpy rejects)
+    return dtype.kind in "Vf" and dtype.fields is None and dtype.name in _ml_dtype_names()
 
 
 def is_codable(dtype: np.dtype) -> bool:
@@ -64,10 +64,10 @@ def is_codable(dtype: np.dtype) -> bool:
 
 def dtype_name(dtype: np.dtype) -> str:
     dtype = np.dtype(dtype)
-    if dtype.kind in _KINDS:
-        return dtype.str
     if is_ml_dtype(dtype):
         return dtype.name
+    if dtype.kind in _KINDS:
+        return dtype.str
     if dtype.kind == "V" and dtype.fields is None and dtype.subdtype is None:
         return dtype.str  # opaque items (e.g. bfloat16 saved to .npy reads back as |V2)
     raise ConfigError(

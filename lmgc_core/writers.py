@@ -101,7 +101,8 @@ def write_safetensors(
     targets = []
     for t in tensors:
         little = t.dtype.newbyteorder("<") if t.dtype.byteorder == ">" else t.dtype
-        targets.append(Tensor(t.name, little, t.shape, tag=t.tag, nbytes=t.nbytes))
+        name = t.name or f"arr_{len(targets)}"  # as np.savez names positional arrays
+        targets.append(Tensor(name, little, t.shape, tag=t.tag, nbytes=t.nbytes))
         targets[-1].declared_shape = t.declared_shape
     if len({t.name for t in targets}) != len(targets):
         raise InputFileError("safetensors needs distinct tensor names; use .npz")
