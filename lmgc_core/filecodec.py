@@ -18,6 +18,7 @@ import numpy as np
 
 from . import writers
 from .archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
+from .component_options import explain_bad_option
 from .dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_dtype
 from .errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
 from .io import chunk_shapes, tensor_chunks, tensor_streams
@@ -110,6 +111,8 @@ class StreamDecoder:
                 self._pipelines[key] = Pipeline.from_config(config)
             except (ConfigError, PluginError) as exc:
                 if self.model:  # the user's model, not the stream, is the problem
+                    if isinstance(exc, ConfigError):
+                        exc = explain_bad_option(exc)
                     raise type(exc)(f"cannot decode with --model {self.model}: {exc}") from None
                 if isinstance(exc, PluginError):
                     raise
