@@ -19,21 +19,30 @@ from typing import IO
 
 import click
 
+from .errors import MismatchError, StreamError
+
 STDIO = "-"
 
 
 @contextmanager
 def open_input(name: str) -> Iterator[tuple[IO[bytes], int, str]]:
-    """``(seekable binary file, size, display name)`` for a path or ``-``."""
-    if name == STDIO:
-        with tempfile.TemporaryFile() as spool:
-            shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
-            size = spool.tell()
-            spool.seek(0)
-            yield spool, size, "<stdin>"
-        return
-    with open(name, "rb") as f:
-        yield f, os.fstat(f.fileno()).st_size, name
+    """``(seekable binary file, size, display name)`` for a path or ``-``. Data errors raised
+    inside name the input when they do not already."""
+    shown = "<stdin>" if name == STDIO else name
+    try:
+        if name == STDIO:
+            with tempfile.TemporaryFile() as spool:
+                shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+                size = spool.tell()
+                spool.seek(0)
+                yield spool, size, shown
+            return
+        with open(name, "rb") as f:
+            yield f, os.fstat(f.fileno()).st_size, shown
+    except (StreamError, MismatchError) as exc:
+        if shown in str(exc):
+            raise
+        raise type(exc)(f"{shown}: {exc}") from None
 
 
 def check_output(name: str, force: bool) -> None:

@@ -22,6 +22,7 @@ _LOCAL = struct.Struct("<4s22xHH")
 ZIP_ERRORS = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
+    OSError,  # a seek to a damaged (negative) offset: EINVAL
     ValueError,
     EOFError,
     struct.error,
@@ -32,7 +33,7 @@ ZIP_ERRORS = (
     zlib.error,
     OverflowError,
 )
-"""What zipfile raises on damaged archives (besides OSError)."""
+"""What zipfile raises on damaged archives."""
 
 
 def open_zip(f: IO[bytes], where: str) -> zipfile.ZipFile:
@@ -56,6 +57,8 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
     for info in sorted(zf.infolist(), key=lambda i: i.header_offset):
         if info.flag_bits & 1:
             raise InputFileError(f"{where}: member {info.filename!r} is encrypted")
+        if not pos <= info.header_offset < size:
+            raise InputFileError(f"{where}: member {info.filename!r} overlaps or lies outside")
         f.seek(info.header_offset)
         local = f.read(_LOCAL.size)
         if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
