@@ -83,6 +83,7 @@ def manifest_for(
         "format": layout.format,
         "source": source,
         "identical": layout.identical,
+        "notes": layout.notes,
         "chunk_bytes": chunk_bytes,
         "tensors": [
             {**t.to_json(), "members": m} for t, m in zip(layout.tensors, members, strict=True)
@@ -101,6 +102,7 @@ class ArchiveReader:
         self.format: str | None = None
         self.source: dict[str, Any] = {}
         self.identical = False
+        self.notes: list[str] = []
         self.metadata: dict[str, Any] | None = None
         self.segments: list[Segment] | None = None
         self._f = f
@@ -146,6 +148,7 @@ class ArchiveReader:
                 raise StreamError(f"{bad}: unknown source format {self.format!r}")
             self.source = dict(manifest["source"])
             self.identical = bool(manifest["identical"])
+            self.notes = [str(n) for n in manifest.get("notes", [])]
             self.metadata = manifest.get("metadata")
             self.entries = []
             for item in manifest["tensors"]:

@@ -149,7 +149,7 @@ def compress(
     chunk_bytes = chunk_size or DEFAULT_CHUNK_BYTES
     with open_input(input) as (src, size, name):
         layout = scan(src, size, name, fmt.lower() if fmt else None, dtype)
-        for note in layout.notes:
+        for note in layout.notes:  # e.g. an npz member this zlib cannot re-deflate identically
             click.echo(f"warning: {_one_line(note)}", err=True)
         total = sum(t.nbytes for t in layout.tensors)
         with Progress(total, "compress", quiet) as bar, atomic_output(output, force) as out:
@@ -158,8 +158,9 @@ def compress(
                 return pipeline.compress(arr, progress=update)
 
             n_symbols = pipeline.serializer.n_symbols
+            lossless = all(getattr(stage, "lossless", False) for stage in pipeline.stages)
             result = compress_file(
-                src, layout, Path(name).name, out, encode, n_symbols, bar, chunk_bytes
+                src, layout, Path(name).name, out, encode, n_symbols, bar, chunk_bytes, lossless
             )
             out.flush()
             written = out.tell()
@@ -218,7 +219,7 @@ def decompress(
         archive.progress = bar
         with bar, atomic_output(output, force) as out:
             identical = decompress_archive(reader, archive, target, out)
-    check = "identical to the source, SHA-256 verified" if identical else "checksum verified"
+    check = "identical to the source, SHA-256 verified" if identical else "checksums verified"
     _say(quiet, output, f"{name} -> {output} ({check})")
 
 

@@ -59,8 +59,14 @@ def compress_file(
     n_symbols: Callable[[int], int],
     progress: Progress,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    lossless: bool = True,
 ) -> CompressResult:
-    """Code every tensor of ``layout`` (read from ``src``) into an archive written to ``out``."""
+    """Code every tensor of ``layout`` (read from ``src``) into an archive written to ``out``.
+    With lossy stages (``lossless=False``) decoding gives the stages' reconstruction, so the
+    manifest does not promise the source's bytes."""
+    layout.identical = layout.identical and lossless
+    if not lossless:
+        layout.notes.append("lossy stages: decompression gives their reconstruction")
     source = {"name": source_name, "size": layout.size, "sha256": file_sha256(src)}
     writer = ArchiveWriter(out)
     members: list[list[str]] = [[] for _ in layout.tensors]

@@ -52,6 +52,7 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
         "format": reader.format,
         "source": reader.source or None,
         "identical": reader.identical if reader.format else None,
+        "notes": reader.notes,
         "metadata": reader.metadata,
         "members": members,
         "totals": {
@@ -114,10 +115,10 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
         lines.append(f"{doc['file']}: lmgc stream")
     elif doc["format"]:
         src = doc["source"] or {}
-        again = "byte for byte" if doc["identical"] else "same arrays, not the same bytes"
+        again = "to it byte for byte" if doc["identical"] else "to its layout, not its bytes"
         lines.append(
             f"{doc['file']}: lmgc archive of {src.get('name')} ({doc['format']}, "
-            f"{src.get('size')} bytes; decompresses to it {again})"
+            f"{src.get('size')} bytes; decompresses {again})"
         )
     else:
         lines.append(f"{doc['file']}: lmgc archive (no manifest: an older lmgc wrote it)")
@@ -125,6 +126,8 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
         f"  size       {t['original_bytes']} -> {t['file_bytes']} bytes "
         f"({t['ratio_percent']:.2f}%), {t['tensors']} tensors in {t['streams']} streams"
     )
+    for note in doc.get("notes") or []:
+        lines.append(f"  note       {note}")
     if doc.get("metadata"):
         lines.append(f"  metadata   {doc['metadata']}")
     headers = [s["header"] for m in doc["members"] for s in m["streams"]]
