@@ -122,7 +122,7 @@ def _default_output(input: str, output: str | None) -> str:
     type=click.IntRange(min=1 << 10),
     default=None,
     metavar="BYTES",
-    help="Code tensors larger than this in chunks (bounds memory; default 32 MiB).",
+    help="Code tensors larger than this in chunks (bounds memory; default 16 MiB).",
 )
 @_force_option("Overwrite OUTPUT if it exists.")
 @_quiet_option

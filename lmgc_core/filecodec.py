@@ -26,7 +26,7 @@ from .layout import FileLayout, InputFileError, Tensor
 from .progress import Progress
 from .stream_notes import VIEW_KEY, with_view
 
-DEFAULT_CHUNK_BYTES = 32 << 20
+DEFAULT_CHUNK_BYTES = 16 << 20
 """Tensors larger than this are coded in chunks of whole rows (or flat runs) of at most this
 many bytes; it bounds the memory of a run (see ``benchmarks/memory_safetensors.py``)."""
 

@@ -30,6 +30,12 @@ class Progress:
             dynamic_ncols=True,
         )
         self._chunk_left = 0
+        self.done = 0
+        """Bytes reported so far (also when the bar is off)."""
+
+    def _advance(self, step: int) -> None:
+        self.done += step
+        self._bar.update(step)
 
     def chunk(self, nbytes: int, n_symbols: int) -> Callable[[int], None]:
         """A pipeline progress callback for one chunk of ``nbytes`` (``n_symbols`` symbols)."""
@@ -41,13 +47,13 @@ class Progress:
             step = min(self._chunk_left, round(symbols * scale))
             if step > 0:
                 self._chunk_left -= step
-                self._bar.update(step)
+                self._advance(step)
 
         return update
 
     def finish_chunk(self) -> None:
         if self._chunk_left:
-            self._bar.update(self._chunk_left)
+            self._advance(self._chunk_left)
             self._chunk_left = 0
 
     def close(self) -> None:
