@@ -30,13 +30,14 @@ import numpy as np
 MIB = 1 << 20
 
 
-def layout(gib: float) -> list[tuple[str, tuple[int, ...]]]:
-    """Tensor names and shapes of a ~``gib`` GiB bf16 checkpoint (hidden 2048, MLP 5632)."""
+def layout(gib: float, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Tensor names and shapes of a bf16 checkpoint of at least ``gib`` GiB (hidden 2048, MLP
+    5632, an embedding of ``vocab`` rows: 65,536 rows = 256 MiB, the largest tensor)."""
     hidden, mlp = 2048, 5632
-    tensors = [("model.embed_tokens.weight", (65536, hidden))]
-    total = 65536 * hidden * 2
+    tensors = [("model.embed_tokens.weight", (vocab, hidden))]
+    total = vocab * hidden * 2
     layer = 0
-    while total < gib * (1 << 30) - 2 * (4 * hidden * hidden + 3 * hidden * mlp):
+    while total < gib * (1 << 30):
         p = f"model.layers.{layer}."
         for name, shape in (
             ("self_attn.q_proj.weight", (hidden, hidden)),
@@ -98,6 +99,7 @@ def run(args: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0, help="checkpoint size (GiB)")
+    parser.add_argument("--vocab", type=int, default=65536, help="embedding rows (x 4 KiB)")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where to build it")
     parser.add_argument("--prior", help="prior plugin (default: lmgc's default)")
     parser.add_argument("--chunk-size", type=int, help="passed to lmgc compress")
@@ -107,7 +109,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lmgc-mem-", dir=opts.dir))
     src = work / "model.safetensors"
     try:
-        tensors = layout(opts.gib)
+        tensors = layout(opts.gib, opts.vocab)
         size = write_checkpoint(src, tensors)
         largest = max(int(np.prod(s)) * 2 for _, s in tensors)
         digest = sha256(src)

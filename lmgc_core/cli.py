@@ -24,6 +24,7 @@ from .cli_options import build_pipeline, check_model_path, pipeline_options
 from .errors import ConfigError, LMGCError
 
 USAGE_ERRORS = (ConfigError,)
+DEBUG_VARIABLE = "LMGC_DEBUG"
 FORMAT_CHOICE = click.Choice(["npy", "npz", "safetensors", "raw"], case_sensitive=False)
 
 
@@ -72,10 +73,10 @@ class _Group(click.Group):
             _exit(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1)
         except MemoryError:
             _exit("out of memory", 1)
-        except Exception as exc:  # a bug: still one line, but say so
-            if os.environ.get("LMGC_DEBUG"):
+        except Exception as exc:  # unexpected (a plugin command's ValueError, or a bug)
+            if os.environ.get(DEBUG_VARIABLE):
                 raise
-            _exit(f"internal error ({type(exc).__name__}: {exc}); please report it", 1)
+            _exit(f"{exc} ({type(exc).__name__}; {DEBUG_VARIABLE}=1 shows where)", 1)
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -23,5 +23,5 @@ def one_error_line(result: Result, status: int) -> str:
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert "Traceback" not in result.stderr and "LMGC_DEBUG" not in result.stderr
     return lines[0]

@@ -1,6 +1,7 @@
 """Fuzz: 2,000 random, truncated and mutated ``.npy``, ``.npz``, ``.safetensors`` and ``.lmgc``
 inputs through the CLI. Every run must end with status 0, 1 or 2 — never a traceback, never an
-"internal error", never a hang (a 20 s alarm per case) — and a failure is one ``error:`` line.
+unexpected exception (whose line names ``LMGC_DEBUG``), never a hang (a 20 s alarm per case) —
+and a failure is one ``error:`` line.
 
 Besides blind byte mutations (which zip and stream CRCs mostly catch early), *structured*
 mutations rewrite the JSON inside a file and repair its checksums — safetensors headers, archive
@@ -192,7 +193,7 @@ def test_fuzzed_inputs_never_crash_the_cli(tmp_path, grads):
         assert result.exception is None or isinstance(result.exception, SystemExit), where + repr(
             result.exception
         )
-        assert "Traceback" not in result.stderr and "internal error" not in result.stderr, where
+        assert "Traceback" not in result.stderr and "LMGC_DEBUG" not in result.stderr, where
         if result.exit_code:
             lines = result.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("error: "), where
@@ -216,5 +217,6 @@ def test_fuzzed_inputs_through_the_real_executable(tmp_path, grads):
         proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
         where = f"{name} {how} {args}: {proc.stderr}"
         assert proc.returncode in (0, 1, 2) and "Traceback" not in proc.stderr, where
+        assert "LMGC_DEBUG" not in proc.stderr, where
         if proc.returncode:
             assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, where
