@@ -12,7 +12,9 @@ the codec through the ``zarr.codecs`` entry-point group (``lmgc =
 "lmgc_core.zarr_codec:LMGCZarrCodec"``), so opening such an array needs lmgc installed, nothing
 imported. Importing this module also registers the codec explicitly (for source checkouts).
 
-Every chunk is one self-contained lmgc stream, so reading a chunk decodes that chunk only.
+Every chunk is one self-contained lmgc stream, so reading a chunk decodes that chunk only. Any
+fixed-size dtype works (complex, datetime64/timedelta64, fixed bytes and unicode): non-numbers
+are coded through a noted float/int/byte view (:func:`lmgc_core.dtypes.coding_view`).
 Pipelines (and their priors) are built once per process and configuration
 (:func:`lmgc_core.numcodecs_codec.cached_pipeline`), so Dask workers reuse a loaded prior.
 For Zarr v2-format arrays use the numcodecs codec :class:`lmgc_core.numcodecs_codec.LMGC` as the
