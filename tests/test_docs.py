@@ -179,7 +179,7 @@ def run_file(path: Path, folder: Path, with_lm: bool) -> int:
                 cwd=folder,
                 capture_output=True,
                 text=True,
-                timeout=300,
+                timeout=1200 if "lm" in block.markers else 300,
             )
             assert proc.returncode == 0, f"{block.where}: {proc.stderr[-2000:]}"
         elif block.lang == "console":
