@@ -14,7 +14,11 @@ The codec's configuration *is* the pipeline configuration of :meth:`Pipeline.fro
 the codec is registered under the ``numcodecs.codecs`` entry-point group.
 
 dtype: a chunk handed over as an ndarray (Zarr v2 does that) is coded with its own dtype and
-shape, both recorded in the stream header. Raw bytes carry no dtype: give ``dtype="float32"``
+shape, both recorded in the stream header. Any fixed-size dtype works: complex, datetime64,
+timedelta64, fixed bytes ``|S``, unicode ``<U`` and records are coded through a float, integer
+or byte view of the same memory, with the real dtype noted in the header so that they decode
+exactly; Fortran-ordered arrays are coded in their memory order. Object arrays raise
+``TypeError`` (as numcodecs' own codecs do). Raw bytes carry no dtype: give ``dtype="float32"``
 (or another numeric dtype) to have them viewed as that dtype, otherwise they are coded as
 ``uint8`` (lossless still, but the stages then see bytes, not floats).
 
@@ -41,9 +45,16 @@ from typing import Any
 
 import numpy as np
 from numcodecs.abc import Codec
-from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray, ndarray_copy
+from numcodecs.compat import (
+    ensure_contiguous_ndarray,
+    ensure_ndarray,
+    ensure_ndarray_like,
+    ndarray_copy,
+)
 
+from .dtypes import coding_view
 from .errors import ConfigError
+from .stream_notes import restore, with_view
 
 PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch")
 
@@ -251,8 +262,8 @@ class LMGC(Codec):
 
     def _as_array(self, buf: Any) -> np.ndarray:
         arr = ensure_ndarray(buf)
-        if arr.dtype == object:
-            raise ConfigError("lmgc codec: object arrays cannot be compressed")
+        if arr.dtype.hasobject:
+            raise TypeError("lmgc codec: object arrays cannot be compressed")
         if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
             arr = np.ascontiguousarray(arr)
         if self.dtype is not None and arr.dtype != np.dtype(self.dtype):
@@ -263,16 +274,26 @@ class LMGC(Codec):
                     f"lmgc codec: {flat.size} bytes is not a whole number of {self.dtype} items"
                 )
             arr = flat.view(self.dtype)
-        elif arr.flags.f_contiguous and not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr)
         return arr
 
     def encode(self, buf: Any) -> bytes:
-        return compress_array(self.pipeline_config, self._as_array(buf))
+        # any fixed-size dtype: non-numbers go through an integer/byte view, noted in the header
+        arr, note = coding_view(self._as_array(buf))
+        return with_view(compress_array(self.pipeline_config, arr), note)
 
     def decode(self, buf: Any, out: Any = None) -> Any:
+        if out is not None and ensure_ndarray_like(out).dtype.hasobject:
+            raise TypeError("lmgc codec: cannot decode into an object array")
         blob = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8).tobytes()
         arr = decompress_blob(self.pipeline_config, blob)
+        arr = restore_view_of(blob, arr)
         if out is not None:
             return ndarray_copy(arr, out)
         return arr
+
+
+def restore_view_of(blob: bytes, arr: np.ndarray) -> np.ndarray:
+    """The array ``blob`` stands for (undoing :func:`~lmgc_core.dtypes.coding_view`)."""
+    from .pipeline import read_header
+
+    return restore(read_header(blob), arr)

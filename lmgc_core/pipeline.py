@@ -76,6 +76,11 @@ class Pipeline:
         window = prior.default_window if window is None else window
         if not isinstance(window, int) or isinstance(window, bool) or window < 2:
             raise ConfigError(f"window must be an integer >= 2 tokens, not {window!r}")
+        if window < serializer.period + 1:  # a smaller one would overflow every window
+            raise ConfigError(
+                f"window {window} is too small: it must hold the BOS token and one serializer "
+                f"period ({serializer.period} symbols), so at least {serializer.period + 1}"
+            )
         if batch is not None and (
             not isinstance(batch, int) or isinstance(batch, bool) or batch < 1
         ):

@@ -92,7 +92,10 @@ def test_third_party_plugin_is_discovered_listed_and_used(example_site, tmp_path
     assert back.returncode == 0, back.stderr
     assert same_bits(np.load(tmp_path / "y.npy"), grads[:400])
 
-    refused = _lmgc(example_site, "compress", str(tmp_path / "x.npy"), "--prior", "needs-missing")
+    out = str(tmp_path / "z.lmgc")
+    refused = _lmgc(
+        example_site, "compress", str(tmp_path / "x.npy"), "-o", out, "--prior", "needs-missing"
+    )
     assert refused.returncode == 1
     assert "lmgc_example_dependency_that_is_not_installed" in refused.stderr
 
