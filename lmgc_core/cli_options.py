@@ -150,6 +150,6 @@ def build_pipeline(**options: Any) -> Any:
     except ConfigError as exc:
         raise explain_bad_option(exc) from None
     except PluginError as exc:  # a name typed wrong is a usage error; a missing package is not
-        if str(exc).startswith("unknown "):
+        if str(exc).startswith("unknown ") and "failed to load" not in str(exc):
             raise ConfigError(str(exc)) from None
         raise

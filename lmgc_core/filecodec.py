@@ -140,6 +140,16 @@ class StreamDecoder:
         return arr
 
 
+def _symbol_count(header: dict[str, Any]) -> int:
+    """Symbols the step engine will report for a stream (0 for whole-array parts, whose
+    progress arrives when the part is done); a damaged header is a StreamError."""
+    try:
+        parts = header.get("parts", [])
+        return sum(int(p.get("n_symbols", 0)) for p in parts)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise StreamError(f"bad part entry in header: {exc}") from None
+
+
 def tensor_from_header(name: str, header: dict[str, Any]) -> Tensor:
     """What a stream holds, from its header alone (dtype, shape, memory order)."""
     try:
@@ -189,7 +199,7 @@ class ArchiveDecoder:
         for member in entry.members:
             blob = self.reader.read_member(member)
             header = read_header(blob)
-            n_symbols = sum(int(p.get("n_symbols", 0)) for p in header.get("parts", []))
+            n_symbols = _symbol_count(header)
             expected = _stream_bytes(header)
             update = self.progress.chunk(expected, n_symbols)
             arr = self.decoder.decode(blob, update)

@@ -240,17 +240,18 @@ class Pipeline:
         """Refuse a stream whose layout or prior differs from this pipeline's; returns the prior
         that decodes it (see :meth:`Prior.for_stream`)."""
         recorded = header.get("pipeline", {})
+        if not isinstance(recorded, Mapping):
+            raise StreamError("stream header has a bad pipeline configuration")
         mine = self.get_config()
         diffs = [
             f"{key}: stream has {recorded.get(key)!r}, this pipeline has {mine[key]!r}"
             for key in sorted(mine)
             if key != "prior" and recorded.get(key) != mine[key]
         ]
-        if recorded.get("prior", {}).get("name") != self.prior.name:
-            diffs.append(
-                f"prior: stream has {recorded.get('prior', {}).get('name')!r}, "
-                f"this pipeline has {self.prior.name!r}"
-            )
+        prior_spec = recorded.get("prior")
+        prior_name = prior_spec.get("name") if isinstance(prior_spec, Mapping) else prior_spec
+        if prior_name != self.prior.name:
+            diffs.append(f"prior: stream has {prior_name!r}, this pipeline has {self.prior.name!r}")
         if diffs:
             raise MismatchError(
                 "the stream was made with a different pipeline (" + "; ".join(diffs) + ")"

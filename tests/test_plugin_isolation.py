@@ -183,7 +183,7 @@ def test_a_stream_decoded_with_another_plugin_version_names_both(laplace_sites, 
     made = run_with(old, "compress", str(tmp_path / "x.npy"), "--prior", "laplace")
     assert made.returncode == 0, made.stderr
     info = run_with(old, "info", "--json", str(tmp_path / "x.npy.lmgc"))
-    made_by = json.loads(info.stdout)["header"]["made_by"]
+    made_by = json.loads(info.stdout)["members"][0]["streams"][0]["header"]["made_by"]
     assert made_by["prior"] == "lmgc-laplace 0.1.0" and made_by["coder"].startswith("lmgc ")
 
     same = run_with(old, "decompress", str(tmp_path / "x.npy.lmgc"), "-o", str(tmp_path / "a.npy"))

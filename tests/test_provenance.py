@@ -164,7 +164,7 @@ def test_stage_option_forms_match_a_config_file(tmp_path, grads):
 def test_bad_stage_options_fail_in_one_line(tmp_path, value, message):
     np.save(tmp_path / "x.npy", np.float32([1, 2, 3]))
     code, text = _run("compress", str(tmp_path / "x.npy"), "--stage", value)
-    assert code == 1 and message in text, text
+    assert code == 2 and message in text, text  # a usage error
 
 
 def test_hand_built_unregistered_components_still_compress():
