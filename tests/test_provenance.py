@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -146,7 +148,9 @@ def test_stage_option_forms_match_a_config_file(tmp_path, grads):
         assert code == 0, text
         blobs[label] = out.read_bytes()
     assert len(set(blobs.values())) == 1
-    assert read_header(blobs["short"])["pipeline"]["stages"][1] == {"name": "quantize", "bits": 6}
+    with zipfile.ZipFile(io.BytesIO(blobs["short"])) as archive:  # the CLI writes an archive
+        stream = archive.read(next(n for n in archive.namelist() if n.endswith(".lmgc")))
+    assert read_header(stream)["pipeline"]["stages"][1] == {"name": "quantize", "bits": 6}
     code, text = _run("estimate", str(x), "--stage", "quantize:bits=4")
     assert code == 0 and "ideal" in text
 
