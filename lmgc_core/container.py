@@ -44,7 +44,8 @@ compressed against it, which roughly halves them, and that matters for small Zar
 @dataclass
 class Container:
     header: dict[str, Any]
-    blocks: list[bytes]
+    blocks: list[memoryview]
+    """Views into the stream (no copy), each CRC-checked."""
 
 
 def block_sizes(header: dict[str, Any]) -> list[tuple[int, int]]:
@@ -107,7 +108,7 @@ def unpack(blob: bytes) -> Container:
     blocks = []
     view = memoryview(blob)
     for i, (size, crc) in enumerate(sizes):
-        block = bytes(view[offset : offset + size])
+        block = view[offset : offset + size]  # zero-copy: a stream's blocks stay in the blob
         if zlib.crc32(block) != crc:
             raise StreamError(f"block {i} is corrupted (CRC32 mismatch)")
         blocks.append(block)
