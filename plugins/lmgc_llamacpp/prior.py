@@ -17,7 +17,7 @@ import ctypes
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +26,7 @@ import llama_cpp
 import numpy as np
 
 from lmgc_core import models
-from lmgc_core.errors import ConfigError, PluginError
+from lmgc_core.errors import ConfigError, MismatchError, PluginError
 from lmgc_core.interfaces import JSON, Prior, PriorSession
 
 BACKEND = "llamacpp"
@@ -239,6 +239,22 @@ def token_piece(model: _Model, token: int) -> bytes:
     return buf.raw[: max(n, 0)]
 
 
+def system_info() -> str:
+    """llama.cpp's build and CPU features (``AVX2 = 1 | AVX512 = 1 | ...``): its kernels."""
+    raw = llama_cpp.llama_print_system_info()
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    return " ".join(text.split())
+
+
+def _features(info: str) -> dict[str, str]:
+    out = {}
+    for item in info.replace("CPU :", "|").split("|"):
+        key, sep, value = item.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def _cells(window: int) -> int:
     return -(-window // KV_CELL_PAD) * KV_CELL_PAD
 
@@ -305,7 +321,29 @@ class LlamaCppPrior(Prior):
             "n_ubatch": self.n_batch,
             "flash_attn": False,
             "token_map": f"{TOKEN_MAP_RULE}/{self.unmapped}",
+            "system_info": system_info(),
         }
+
+    def check_fingerprint(self, recorded: Mapping[str, Any]) -> None:
+        """As the base check, and a llama.cpp built for other CPU features (other ggml kernels)
+        is refused with the features that differ. Streams from before the features were
+        recorded have no ``system_info``: they are let through (the SHA-256 still guards)."""
+        theirs = recorded.get("system_info")
+        mine = system_info()
+        super().check_fingerprint({**recorded, "system_info": mine})
+        if theirs is not None and theirs != mine:
+            a, b = _features(str(theirs)), _features(mine)
+            diff = ", ".join(
+                f"{k}: {a.get(k, '-')} -> {b.get(k, '-')}"
+                for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k)
+            )
+            raise MismatchError(
+                f"prior {self.name!r}: system_info: the stream was made by a llama.cpp build "
+                f"with other CPU kernels (stream -> this build: {diff or theirs!r}); ggml's "
+                "kernels are chosen when llama-cpp-python is built: decode with a build for the "
+                f"same CPU features (stream: {theirs!r})"
+            )
 
     # -- model -------------------------------------------------------------------------------------
     def loaded(self) -> _Model:
@@ -391,6 +429,7 @@ class LlamaSession(PriorSession):
         self.ctx: _Context | None = lm.take(*self.key)
         self.length = 0
         self.rows = np.arange(batch_size, dtype=np.int32)
+        self.bar = models.lm_progress(batch_size * window, f"llamacpp {batch_size}x{window}")
 
     def _feed(self, tokens: np.ndarray) -> np.ndarray:
         """Append ``tokens`` (``(B, k)`` vocabulary ids) to every row; scores after the last."""
@@ -409,6 +448,7 @@ class LlamaSession(PriorSession):
             e = s + step
             self.ctx.decode(flat[s:e], pos[s:e], seq[s:e], want[s:e])
         self.length += k
+        self.bar.update(b * k)
         return self.ctx.logits(b)[:, self.ids].astype(np.float32)
 
     def start(self, prefix: np.ndarray) -> np.ndarray:
@@ -427,6 +467,7 @@ class LlamaSession(PriorSession):
         return self._feed(self.ids[symbols])
 
     def close(self) -> None:
+        self.bar.close()
         ctx, self.ctx = self.ctx, None
         if ctx is not None:
             ctx.clear()
