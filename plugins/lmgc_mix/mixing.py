@@ -1,7 +1,9 @@
 """The mixing rule at one digit position: a switching Bayes mixture over the experts and their
 geometric (logistic) mixture, in integer arithmetic.
 
-Candidates are the ``n`` experts plus, when ``n >= 2``, their geometric mixture
+Candidates are the ``n`` experts, optionally the uniform distribution (so the mixture never
+costs more than storing the digits raw, plus the bound below), and, when ``n >= 2``, the experts'
+geometric mixture
 ``G(x) ∝ prod_i q_i(x) ** v_i`` whose weights ``v`` are learned by online gradient descent on the
 code length (the "logistic mixing" of PAQ/cmix, for a 16-symbol alphabet). ``G`` is what gains:
 it re-tempers an over-confident language model (``v_lm < 1``) and combines what each expert
@@ -38,12 +40,21 @@ V_MIN, V_MAX = -2 * V_ONE, 8 * V_ONE
 class PositionMixer:
     """Mixes ``n`` expert distributions at one digit position for ``rows`` windows."""
 
-    def __init__(self, n: int, rows: int, share: int, lr: int, geometric: bool = True) -> None:
+    def __init__(
+        self,
+        n: int,
+        rows: int,
+        share: int,
+        lr: int,
+        geometric: bool = True,
+        uniform: bool = True,
+    ) -> None:
         """``share``: fixed-share rate in units of ``2**-20``; ``lr``: geometric learning rate
         in units of ``2**-16`` (weight change per bit of regret, averaged over the rows)."""
         self.n = n
         self.geometric = geometric and n >= 2
-        self.k = n + (1 if self.geometric else 0)
+        self.uniform = uniform
+        self.k = n + int(self.geometric) + int(uniform)
         self.share = share
         self.lr = lr
         self.weights = np.full((rows, self.k), (1 << WEIGHT_BITS) // self.k, dtype=np.int64)
@@ -54,7 +65,7 @@ class PositionMixer:
     def predict(self, experts: np.ndarray) -> np.ndarray:
         """``experts``: ``(n, B, F)`` frequencies (each row sums to ``2**16``). Returns the
         mixture's ``(B, F)`` integer weights (positive, below ``2**50``)."""
-        cand = experts
+        extra = []
         if self.geometric:
             logs = log2_table()[experts]  # (n, B, F), log2 q * 2**16
             s = self.v[0] * logs[0]
@@ -62,8 +73,14 @@ class PositionMixer:
                 s = s + self.v[i] * logs[i]
             s >>= LOG_FRAC
             g = normalize(exp2_neg(s.max(axis=-1, keepdims=True) - s))
-            cand = np.concatenate([experts, g[None]], axis=0)
+            extra.append(g)
             self._logs = logs
+        if self.uniform:
+            extra.append(normalize(np.ones((1, experts.shape[-1]), dtype=np.int64)))
+        cand = experts
+        if extra:
+            shape = experts.shape[1:]
+            cand = np.concatenate([experts, *(np.broadcast_to(e, shape)[None] for e in extra)])
         self._cand = cand
         w = self.weights
         out = w[:, 0, None] * cand[0]
@@ -87,7 +104,7 @@ class PositionMixer:
         self.weights = np.maximum(w, 1)
         if self.geometric and self.lr:
             logs = self._logs
-            g = cand[-1]
+            g = cand[self.n]
             expected = (logs * g[None]).sum(axis=-1) >> FREQ_BITS  # (n, B)
             diff = logs[:, rows, symbols] - expected
             step = (self.lr * diff.sum(axis=1)) // (symbols.shape[0] << 16)

@@ -4,7 +4,9 @@ Each expert entry is a prior config plus an optional ``consult``: the digit posi
 of the data symbols within the serializer's period, ``0`` = first) at which the mixture asks that
 expert. At the other positions the expert is not called; the symbols it missed are fed to it in
 one multi-token call the next time it is consulted, identically when encoding and decoding. A
-language model consulted on the leading digits only thus runs a fraction of the steps.
+language model consulted on the leading digits only thus runs a fraction of the steps. A digit
+position at which no expert is consulted is coded with the uniform distribution (4 bits a hex
+digit: what the noise digits of a float's mantissa cost anyway).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class MixPrior(Prior):
         share: float = DEFAULT_SHARE,
         lr: float = DEFAULT_LR,
         geometric: bool = True,
+        uniform: bool = True,
         model: str | None = None,
     ) -> None:
         if isinstance(experts, str | Mapping) or not isinstance(experts, Sequence) or not experts:
@@ -64,8 +67,9 @@ class MixPrior(Prior):
             raise ConfigError(f"share must be a number in [0, 0.5], not {share!r}")
         if not isinstance(lr, int | float) or not 0 <= lr <= 8:
             raise ConfigError(f"lr must be a number in [0, 8], not {lr!r}")
-        if not isinstance(geometric, bool):
-            raise ConfigError(f"geometric must be true or false, not {geometric!r}")
+        for label, flag in (("geometric", geometric), ("uniform", uniform)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{label} must be true or false, not {flag!r}")
         self.experts: list[Prior] = []
         self.consult: list[list[int] | None] = []
         for spec in experts:
@@ -80,6 +84,7 @@ class MixPrior(Prior):
         self.share = float(share)
         self.lr = float(lr)
         self.geometric = geometric
+        self.uniform = uniform
         self.default_window = max(e.default_window for e in self.experts)
         self.default_batch_size = min(e.default_batch_size for e in self.experts)
         self.thread_safe = all(e.thread_safe for e in self.experts)
@@ -104,6 +109,7 @@ class MixPrior(Prior):
             "share": self.share,
             "lr": self.lr,
             "geometric": self.geometric,
+            "uniform": self.uniform,
         }
 
     def _settings(self) -> JSON:
@@ -113,6 +119,7 @@ class MixPrior(Prior):
             "share": self._share_units(),
             "lr": self._lr_units(),
             "geometric": self.geometric,
+            "uniform": self.uniform,
             "consult": self.consult,
         }
 
@@ -198,14 +205,20 @@ class MixSession(PriorSession):
         phases = [q for q in range(self.period) if pattern[q] < 0]
         self.digit = {q: d for d, q in enumerate(phases)}
         n_digits = max(len(phases), 1)
-        self.asked = []  # per digit: the experts consulted there
-        for d in range(n_digits):
-            asked = [i for i, c in enumerate(prior.consult) if c is None or d in c]
-            self.asked.append(asked or list(range(len(prior.experts))))
-        self.mixers = [
+        self.asked = [  # per digit: the experts consulted there (none: the digit is coded uniform)
+            [i for i, c in enumerate(prior.consult) if c is None or d in c] for d in range(n_digits)
+        ]
+        self.mixers: list[PositionMixer | None] = [
             PositionMixer(
-                len(asked), rows, prior._share_units(), prior._lr_units(), prior.geometric
+                len(asked),
+                rows,
+                prior._share_units(),
+                prior._lr_units(),
+                prior.geometric,
+                prior.uniform,
             )
+            if asked
+            else None
             for asked in self.asked
         ]
         self.sessions: list[PriorSession | None] = []
@@ -237,16 +250,18 @@ class MixSession(PriorSession):
     def _predict(self) -> ContextScores:
         d = self.digit.get(self.pos % self.period)
         table = np.zeros((self.rows, self.size), dtype=np.float64)
-        if d is None:  # not a data position: nothing is coded here
+        self.prior.steps += d is not None
+        if d is None or not self.asked[d]:  # not a data position, or no expert asked: uniform
             table[:, self.free] = 1.0
             self.last = None
             return ContextScores(table, None, linear=True)
         freqs = np.stack(
             [expert_frequencies(self._ask(i), self.free, self.rows) for i in self.asked[d]]
         )
-        table[:, self.free] = self.mixers[d].predict(freqs)
+        mixer = self.mixers[d]
+        assert mixer is not None
+        table[:, self.free] = mixer.predict(freqs)
         self.last = d
-        self.prior.steps += 1
         return ContextScores(table, None, linear=True)
 
     def _feed(self, symbols: np.ndarray) -> None:
@@ -261,8 +276,9 @@ class MixSession(PriorSession):
 
     def advance(self, symbols: np.ndarray) -> ContextScores:
         symbols = np.asarray(symbols, dtype=np.int64).reshape(self.rows, -1)
-        if self.last is not None:
-            self.mixers[self.last].update(self.lookup[symbols[:, 0]])
+        mixer = None if self.last is None else self.mixers[self.last]
+        if mixer is not None:
+            mixer.update(self.lookup[symbols[:, 0]])
         self._feed(symbols)
         return self._predict()
 
