@@ -44,7 +44,7 @@ from lmgc_core.probability import distributions  # noqa: E402
 
 OUT = ROOT / "bench-out" / "lm_study"
 PREAMBLE = "float32 values of a neural network gradient, big-endian hex, one per word:\n"
-TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
+TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0)
 BATCH = 8
 
 
@@ -236,16 +236,21 @@ def cell(args, prior_lm, name, data, window, preamble, serializer, fast_spec):
         "prior", fast_spec["name"], {k: v for k, v in fast_spec.items() if k != "name"}
     )
     fast_bits = run_prior(fast, serializer, symbols, window)
-    replay = ReplayPrior()
-    mix = registry.build("prior", "mix", {"experts": [fast_spec, fast_spec]})
-    mix.experts[0] = replay
-    mix_bits = run_prior(mix, serializer, symbols, window, lm=(replay, scores, starts))
+    alone = registry.build("prior", "mix", {"experts": [fast_spec]})
+    fast_mix_bits = run_prior(alone, serializer, symbols, window)
+    mixed = {}
+    for label, consult in (("mix", None), ("mix_lm01", [0, 1])):
+        replay = ReplayPrior()
+        mix = registry.build("prior", "mix", {"experts": [fast_spec, fast_spec]})
+        mix.experts[0], mix.consult[0] = replay, consult
+        mixed[label] = run_prior(mix, serializer, symbols, window, lm=(replay, scores, starts))
     n_bytes = data.nbytes
     return {
         "workload": name, "window": window, "preamble": bool(preamble), "floats": int(data.size),
         "bytes": n_bytes, "best_temperature": best_t,
         "lm": raw.tolist(), "lm_best_t": best.tolist(), "fast": fast_bits.tolist(),
-        "mix": mix_bits.tolist(),
+        "fast_mix": fast_mix_bits.tolist(), "mix": mixed["mix"].tolist(),
+        "mix_lm01": mixed["mix_lm01"].tolist(),
     }  # fmt: skip
 
 
@@ -254,22 +259,24 @@ def rate(bits) -> float:
 
 
 def report(rows: list[dict]) -> str:
-    out = ["| workload | window | preamble | LM raw | LM best T (T) | fast | mix | mix vs fast |",
-           "|---|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    out = ["| workload | window | preamble | LM raw | LM best T (T) | fast | fast mix (no LM) "
+           "| mix LM + fast | LM's share | mix, LM at d0-d1 |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    keys = ("lm", "lm_best_t", "fast", "fast_mix", "mix", "mix_lm01")
     for r in rows:
         b = r["bytes"]
-        lm, lt, fa, mx = (100 * rate(r[k]) / b for k in ("lm", "lm_best_t", "fast", "mix"))
+        lm, lt, fa, fm, mx, m01 = (100 * rate(r[k]) / b for k in keys)
         out.append(
             f"| {r['workload']} | {r['window']} | {'yes' if r['preamble'] else 'no'} | "
-            f"{lm:.2f}% | {lt:.2f}% ({r['best_temperature']}) | {fa:.2f}% | {mx:.2f}% | "
-            f"{mx - fa:+.2f} |"
+            f"{lm:.2f}% | {lt:.2f}% ({r['best_temperature']}) | {fa:.2f}% | {fm:.2f}% | "
+            f"{mx:.2f}% | {mx - fm:+.2f} | {m01:.2f}% |"
         )
     out += ["", "Bits per digit (position 0 = sign + top exponent bits):", "",
             "| workload | window | preamble | series | " + " | ".join(f"d{d}" for d in range(8))
             + " |", "|---|---:|---|---|" + "---:|" * 8]  # fmt: skip
     for r in rows:
         n = r["floats"]
-        for series in ("lm", "lm_best_t", "fast", "mix"):
+        for series in ("lm", "lm_best_t", "fast", "fast_mix", "mix", "mix_lm01"):
             cells = " | ".join(f"{v / n:.3f}" for v in r[series])
             out.append(
                 f"| {r['workload']} | {r['window']} | {'yes' if r['preamble'] else 'no'} | "
