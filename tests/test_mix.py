@@ -401,6 +401,6 @@ def test_lm_mixture_in_zarr_and_refusal_names_the_lm_expert(tmp_path, grads):
 
     blob = Pipeline.from_config({"prior": LM_MIX, "window": 64, "batch": 4}).compress(grads[:8])
     other = json.loads(json.dumps(LM_MIX))
-    other["experts"][0]["threads"] = 2
-    with pytest.raises(MismatchError, match=r"mix expert 0 \('llamacpp'\).*threads"):
+    other["experts"][0]["n_batch"] = 256
+    with pytest.raises(MismatchError, match=r"mix expert 0 \('llamacpp'\).*n_batch"):
         Pipeline.from_config({"prior": other, "window": 64, "batch": 4}).decompress(blob)
