@@ -1,10 +1,12 @@
 """The ``float`` prior against pcodec, byte-plane zstd, lzma and zstd on the same bytes.
 
 Every codec runs in this process on identical input, is decoded and compared bit for bit, and is
-timed on one core (best of ``--repeat``). Prints Markdown tables (rate = compressed / original,
-throughput = original MB per second) for: whole tensors, 8-bit quantized gradients (the quantize
-stage's indices), and, with ``--scale``, 1-core vs 2-core speed and peak memory on a ~100 MB
-input.
+timed on one core (best of ``--repeat``) by the CPU time of the calling thread
+(``time.thread_time``): every codec here runs single-threaded in that thread, and CPU time is not
+inflated by other jobs on a shared machine the way wall time is. Prints Markdown tables (rate =
+compressed / original, throughput = original MB per second) for: whole tensors, 8-bit quantized
+gradients (the quantize stage's indices), and, with ``--scale``, 1-core vs 2-core speed (wall
+time) and peak memory on a ~100 MB input.
 
     python benchmarks/float_prior.py                   # every workload (see workloads.py)
     python benchmarks/float_prior.py mlp-digits vit    # some of them
@@ -27,17 +29,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workloads import MLP_LAYOUT, SHARED_MLP, Workload, load  # noqa: E402
+from workloads import MLP_LAYOUT, SHARED_MLP, Workload, load
 
-from lmgc_core import Pipeline, decompress  # noqa: E402
+from lmgc_core import Pipeline, decompress
 
 
 def _best(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = time.thread_time()
         out = fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.thread_time() - t)
     return best, out
 
 
@@ -88,9 +90,7 @@ def _byteplane_zstd(arr: np.ndarray) -> tuple[Callable, Callable]:
 
 def _generic(compress: Callable, decompress_: Callable, arr: np.ndarray):
     raw = np.ascontiguousarray(arr).tobytes()
-    return (lambda: compress(raw)), (
-        lambda blob: np.frombuffer(decompress_(blob), dtype=arr.dtype)
-    )
+    return (lambda: compress(raw)), (lambda blob: np.frombuffer(decompress_(blob), dtype=arr.dtype))
 
 
 def _lmgc(config: dict, arr: np.ndarray, reference: np.ndarray | None = None):
@@ -251,7 +251,9 @@ def main() -> None:
         gain = 100 * (1 - t["lmgc float"][0] / t[best_name][0])
         print(f"- {w.name}: float {t['lmgc float'][0]:.2f} % vs {best_name} "
               f"{t[best_name][0]:.2f} %: {gain:+.1f} % smaller")  # fmt: skip
-    print("\n8-bit quantized (quantize stage, paper's linear formula), rate vs the float32 input:\n")
+    print(
+        "\n8-bit quantized (quantize stage, paper's linear formula), rate vs the float32 input:\n"
+    )
     print("| workload | lmgc float | lmgc adaptive | lzma -9e |")
     print("|---|---:|---:|---:|")
     for w in loaded:

@@ -76,7 +76,7 @@ def _site_file(package: str, member: str) -> Path:
 def _ocr_weights() -> np.ndarray:
     cached = CACHE / "ocr_weights.npz"
     if not cached.exists():
-        import onnx  # noqa: F401 - only to fail early with a clear message
+        import onnx
         from onnx import numpy_helper
 
         path = _site_file(

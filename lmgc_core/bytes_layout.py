@@ -21,6 +21,16 @@ def check_byte_order(byte_order: str) -> str:
     return byte_order
 
 
+def native(arr: np.ndarray) -> np.ndarray:
+    """``arr`` flattened, in the machine's byte order (same values; a copy only if swapped).
+
+    Stages receive parts in the caller's byte order (a ``>f4`` array stays ``>f4``): anything
+    that looks at bits (``view``, bit masks) must work on ``native(part)``, else big- and
+    little-endian inputs of the same values give different results."""
+    arr = np.asarray(arr).reshape(-1)
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+
+
 def to_bytes(data: np.ndarray, byte_order: str) -> np.ndarray:
     """Flat ``uint8`` view of ``data`` with each item's bytes in ``byte_order``."""
     data = np.ascontiguousarray(data).reshape(-1)

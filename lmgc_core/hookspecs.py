@@ -5,6 +5,10 @@ implements any of these hooks. Each hook receives a ``register`` callable, in th
 simonw's ``llm`` (``register_models``): the plugin calls it once per component it provides.
 Registering a *factory* rather than an instance keeps heavy imports (torch, llama_cpp) out of
 plugin discovery: they happen only when a component is actually built.
+
+Every hook implementation is called on its own: one that raises marks its plugin (and whatever
+it registered before raising) broken, and the other plugins are unaffected (see
+:mod:`lmgc_core.registry`). The full contract is in docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ hookimpl = pluggy.HookimplMarker("lmgc")
 
 @hookspec
 def register_serializers(register: Any) -> None:
-    """Call ``register(name, factory, requires=(...), install_hint=..., description=...)``."""
+    """Call ``register(name, factory, requires=(...), install_hint=..., description=...)`` once
+    per serializer. ``name`` must equal the built class's ``name``; ``factory(**options)``
+    builds it; ``requires`` are importable modules the factory needs (missing ones make the
+    component unavailable, with ``install_hint``)."""
 
 
 @hookspec

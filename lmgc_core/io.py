@@ -1,57 +1,177 @@
-"""Reading and writing the array files the CLI accepts: .npy, .npz, .safetensors and raw bytes."""
+"""Input files the CLI accepts — ``.npy``, ``.npz``, ``.safetensors``, raw bytes with a dtype —
+read as a :class:`~lmgc_core.layout.FileLayout` and then tensor by tensor, chunk by chunk, so that
+memory stays bounded by the chunk size, not the file size."""
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
+from . import npy_format, npz_format, safetensors_format
+from .dtypes import coding_view
 from .errors import ConfigError
+from .layout import FORMATS, Data, Deflated, FileLayout, InputFileError, Literal, Tensor
+
+SUFFIXES = {".npy": "npy", ".npz": "npz", ".safetensors": "safetensors"}
 
 
-def load_arrays(path: Path, dtype: str | None = None) -> dict[str, np.ndarray] | np.ndarray:
-    """A single array (``.npy``, raw) or a name -> array mapping (``.npz``, ``.safetensors``)."""
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    if suffix == ".safetensors":
-        try:
-            from safetensors.numpy import load_file
-        except ImportError:
-            raise ConfigError("reading .safetensors needs: pip install safetensors") from None
-        return load_file(str(path))
+def format_of_name(name: str) -> str | None:
+    """``npy``/``npz``/``safetensors`` from a file name's suffix (any case), else None."""
+    return SUFFIXES.get(Path(name).suffix.lower())
+
+
+def sniff(f: IO[bytes], size: int) -> str | None:
+    """Guess a format from the first bytes (for stdin and unknown suffixes)."""
+    f.seek(0)
+    head = f.read(9)
+    f.seek(0)
+    if head[:6] == npy_format.MAGIC:
+        return "npy"
+    if head[:4] == b"PK\x03\x04":
+        return "npz"
+    if len(head) == 9 and head[8:9] == b"{":
+        length = int.from_bytes(head[:8], "little")
+        if 8 + length <= size:
+            return "safetensors"
+    return None
+
+
+def scan(f: IO[bytes], size: int, name: str, fmt: str | None, dtype: str | None) -> FileLayout:
+    """The layout of an input: ``fmt`` if given, else ``--dtype`` means raw, else the suffix,
+    else the magic bytes."""
+    if fmt is None and dtype is not None:
+        fmt = "raw"
+    fmt = fmt or format_of_name(name) or sniff(f, size)
+    if fmt is None:
+        raise ConfigError(
+            f"{name}: not a .npy, .npz or .safetensors file; raw input needs --dtype "
+            "(e.g. --dtype float32)"
+        )
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    f.seek(0)
+    if fmt == "npy":
+        return npy_format.scan(f, size, name)
+    if fmt == "npz":
+        return npz_format.scan(f, size, name)
+    if fmt == "safetensors":
+        return safetensors_format.scan(f, size, name)
+    return _scan_raw(size, name, dtype)
+
+
+def _scan_raw(size: int, name: str, dtype: str | None) -> FileLayout:
     if dtype is None:
-        raise ConfigError(f"{path.name}: raw input needs --dtype (e.g. float32)")
+        raise ConfigError(f"{name}: raw input needs --dtype (e.g. float32)")
+    dt = parse_user_dtype(dtype)
+    if dt.itemsize == 0 or size % dt.itemsize:
+        raise InputFileError(f"{name}: {size} bytes is not a whole number of {dt} items")
+    tensor = Tensor("", dt, (size // dt.itemsize,))
+    return FileLayout("raw", size, [tensor], [Data(0, 0)])
+
+
+def parse_user_dtype(text: str) -> np.dtype:
+    """``--dtype``: numpy names (``float32``, ``<i2``, ``S8``) or ml_dtypes (``bfloat16``)."""
     try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise ConfigError(f"unknown --dtype {dtype!r}") from None
-    raw = path.read_bytes()
-    if len(raw) % dt.itemsize:
-        raise ConfigError(f"{path.name}: {len(raw)} bytes is not a whole number of {dt} items")
-    return np.frombuffer(raw, dtype=dt)
+        import ml_dtypes
+
+        if hasattr(ml_dtypes, text):
+            return np.dtype(getattr(ml_dtypes, text))
+    except ImportError:
+        pass
+    try:
+        dt = np.dtype(text)
+    except (TypeError, ValueError, SyntaxError):
+        raise ConfigError(f"unknown --dtype {text!r} (e.g. float32, int16, bfloat16)") from None
+    if dt.hasobject:
+        raise ConfigError(f"--dtype {text!r} holds Python objects; give a fixed-size dtype")
+    return dt
 
 
-def save_arrays(path: Path, data: dict[str, np.ndarray] | np.ndarray) -> None:
-    suffix = path.suffix.lower()
-    if isinstance(data, dict):
-        if suffix == ".safetensors":
-            from safetensors.numpy import save_file
+# -- chunks ----------------------------------------------------------------------------------------
 
-            save_file(data, str(path))
-        elif suffix == ".npz":
-            np.savez(path, **data)
+
+def chunk_shapes(tensor: Tensor, chunk_bytes: int) -> list[tuple[int, ...]]:
+    """How a tensor's stored (C-order) bytes are cut into chunks of at most ``chunk_bytes``:
+    whole rows along the first axis when a row fits (a prior may use the trailing shape),
+    else flat runs. One chunk (its own shape) when the tensor fits."""
+    shape, item = tensor.stored_shape, tensor.dtype.itemsize
+    if tensor.nbytes <= chunk_bytes or item == 0:
+        return [shape]
+    row_items = int(np.prod(shape[1:], dtype=object))
+    if len(shape) > 1 and row_items * item <= chunk_bytes:
+        rows = max(1, chunk_bytes // (row_items * item))
+        out = []
+        for start in range(0, shape[0], rows):
+            out.append((min(rows, shape[0] - start), *shape[1:]))
+        return out
+    total = tensor.nbytes // item
+    step = max(1, chunk_bytes // item)
+    return [(min(step, total - s),) for s in range(0, total, step)]
+
+
+def read_exact(stream: IO[bytes], n: int, where: str) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = stream.readinto(view[got:])
+        if not k:
+            raise InputFileError(f"{where}: file ended early (truncated while reading data)")
+        got += k
+    return buf
+
+
+def tensor_chunks(
+    stream: IO[bytes], tensor: Tensor, chunk_bytes: int, where: str
+) -> Iterator[np.ndarray]:
+    """The tensor's chunks as arrays of its dtype, read sequentially from ``stream``."""
+    for shape in chunk_shapes(tensor, chunk_bytes):
+        count = int(np.prod(shape, dtype=object))
+        buf = read_exact(stream, count * tensor.dtype.itemsize, where)
+        if tensor.dtype.itemsize == 0:
+            yield np.zeros(shape, dtype=tensor.dtype)
         else:
-            raise ConfigError(
-                f"{path.name}: an archive of several arrays decompresses to .npz or .safetensors"
-            )
-        return
-    if suffix == ".npy":
-        np.save(path, data, allow_pickle=False)
-    elif suffix == ".npz":
-        np.savez(path, data=data)
-    else:
-        path.write_bytes(np.ascontiguousarray(data).tobytes())
+            yield np.frombuffer(buf, dtype=tensor.dtype).reshape(shape)
+
+
+def tensor_streams(f: IO[bytes], layout: FileLayout, where: str) -> Iterator[tuple[int, IO[bytes]]]:
+    """``(tensor index, stream positioned at its data)`` in file order. The caller reads exactly
+    the tensor's bytes before asking for the next one."""
+    zf: zipfile.ZipFile | None = None
+    for seg in layout.segments:
+        if isinstance(seg, Data):
+            f.seek(seg.offset)
+            yield seg.index, f
+        elif isinstance(seg, Deflated):
+            zf = zf or npz_format.open_zip(f, where)
+            try:
+                with zf.open(seg.member) as member:
+                    pos = 0
+                    for inner in seg.segments:
+                        if isinstance(inner, Literal):
+                            read_exact(member, len(inner.data), where)
+                            pos += len(inner.data)
+                        else:
+                            read_exact(member, inner.offset - pos, where)
+                            yield inner.index, member  # type: ignore[misc]
+                            pos = inner.offset + layout.tensors[inner.index].nbytes
+            except npz_format.ZIP_ERRORS as exc:
+                raise InputFileError(f"{where}: damaged .npz member ({exc})") from None
+
+
+def load_arrays(
+    f: IO[bytes], size: int, name: str, dtype: str | None = None, fmt: str | None = None
+) -> dict[str, np.ndarray]:
+    """Every tensor of a file as a whole array (``estimate`` needs them whole), as coded:
+    non-numeric arrays come as their integer view (:func:`~lmgc_core.dtypes.coding_view`)."""
+    layout = scan(f, size, name, fmt, dtype)
+    out: dict[str, np.ndarray] = {}
+    for index, stream in tensor_streams(f, layout, name):
+        tensor = layout.tensors[index]
+        (chunk,) = tensor_chunks(stream, tensor, max(tensor.nbytes, 1), name)
+        out[tensor.name] = coding_view(chunk.T if tensor.fortran else chunk)[0]
+    return {t.name: out[t.name] for t in layout.tensors if t.name in out}

@@ -14,7 +14,11 @@ The codec's configuration *is* the pipeline configuration of :meth:`Pipeline.fro
 the codec is registered under the ``numcodecs.codecs`` entry-point group.
 
 dtype: a chunk handed over as an ndarray (Zarr v2 does that) is coded with its own dtype and
-shape, both recorded in the stream header. Raw bytes carry no dtype: give ``dtype="float32"``
+shape, both recorded in the stream header. Any fixed-size dtype works: complex, datetime64,
+timedelta64, fixed bytes ``|S``, unicode ``<U`` and records are coded through a float, integer
+or byte view of the same memory, with the real dtype noted in the header so that they decode
+exactly; Fortran-ordered arrays are coded in their memory order. Object arrays raise
+``TypeError`` (as numcodecs' own codecs do). Raw bytes carry no dtype: give ``dtype="float32"``
 (or another numeric dtype) to have them viewed as that dtype, otherwise they are coded as
 ``uint8`` (lossless still, but the stages then see bytes, not floats).
 
@@ -22,8 +26,9 @@ Each stream is self-contained (header + range-coded blocks), so every chunk deco
 
 Pipelines are built once per process and configuration and then reused (:func:`cached_pipeline`),
 so a Dask worker builds (and, for LM priors, loads) a prior once, however many chunks it codes.
-One lock per cached pipeline serialises its use across threads: a prior session (a KV cache, a
-model) is not assumed to be thread-safe.
+A prior that declares ``thread_safe = True`` (every call opens its own session) is used by all
+threads at once, so Zarr's thread pool codes chunks concurrently. Any other prior (an LM with one
+model and KV cache) gets one lock per cached pipeline and codes one chunk at a time per process.
 """
 
 from __future__ import annotations
@@ -32,14 +37,24 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
 from numcodecs.abc import Codec
-from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray, ndarray_copy
+from numcodecs.compat import (
+    ensure_contiguous_ndarray,
+    ensure_ndarray,
+    ensure_ndarray_like,
+    ndarray_copy,
+)
 
+from .dtypes import coding_view
 from .errors import ConfigError
+from .stream_notes import restore, with_view
 
 PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch")
 
@@ -47,9 +62,11 @@ PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch")
 # Per-process cache of built pipelines (shared with the Zarr v3 codec and the Dask helpers).
 # --------------------------------------------------------------------------------------------
 
-_CACHE: dict[str, tuple[Any, threading.Lock]] = {}
+Guard = AbstractContextManager[Any]
+_CACHE: dict[str, tuple[Any, Guard]] = {}
 _CACHE_LOCK = threading.Lock()
 _STATS = {"builds": 0, "hits": 0, "encoded": 0, "decoded": 0}
+_INTERVALS: deque[tuple[str, float, float, int]] = deque(maxlen=100_000)
 
 
 def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,8 +98,11 @@ def _key(config: Mapping[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
-def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, threading.Lock]:
-    """The process-wide ``(Pipeline, lock)`` for ``config``, built on first use."""
+def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
+    """The process-wide ``(Pipeline, guard)`` for ``config``, built on first use.
+
+    ``guard`` is a context manager to hold while coding with the pipeline: a no-op for a
+    ``thread_safe`` prior (threads code concurrently), a lock of its own otherwise."""
     from .pipeline import Pipeline
 
     key = _key(canonical_config(config))
@@ -92,10 +112,33 @@ def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, threading.Lock]:
             _STATS["hits"] += 1
             return hit
         pipeline = Pipeline.from_config(json.loads(key))
-        entry = (pipeline, threading.Lock())
+        guard: Guard = nullcontext() if pipeline.prior.thread_safe else threading.Lock()
+        entry = (pipeline, guard)
         _CACHE[key] = entry
+        # streams record the resolved config (window, batch, prior options filled in): reading
+        # back what this process wrote must reuse this pipeline, not build (load) a second one
+        _CACHE.setdefault(_key(canonical_config(pipeline.get_config())), entry)
         _STATS["builds"] += 1
         return entry
+
+
+@contextmanager
+def _timed(op: str) -> Iterator[None]:
+    """Count one coded chunk and log its wall-clock interval (see :func:`chunk_intervals`)."""
+    start = time.time()
+    yield
+    end = time.time()
+    with _CACHE_LOCK:
+        _STATS[op] += 1
+        _INTERVALS.append((op, start, end, threading.get_ident()))
+
+
+def chunk_intervals() -> list[tuple[str, float, float, int]]:
+    """``(op, start, end, thread id)`` of the chunks this process coded (the last 100,000),
+    ``op`` being ``"encoded"`` or ``"decoded"`` and times from :func:`time.time`. Overlapping
+    intervals are chunks that were coded at the same time: what shows that the codec scales."""
+    with _CACHE_LOCK:
+        return list(_INTERVALS)
 
 
 def pipeline_cache_info() -> dict[str, Any]:
@@ -129,17 +172,15 @@ def clear_pipeline_cache() -> None:
     """Forget every cached pipeline (e.g. to free a loaded model) and zero the counters."""
     with _CACHE_LOCK:
         _CACHE.clear()
+        _INTERVALS.clear()
         for key in _STATS:
             _STATS[key] = 0
 
 
 def compress_array(config: Mapping[str, Any], array: np.ndarray) -> bytes:
-    pipeline, lock = cached_pipeline(config)
-    with lock:
-        blob = pipeline.compress(array)
-    with _CACHE_LOCK:
-        _STATS["encoded"] += 1
-    return blob
+    pipeline, guard = cached_pipeline(config)
+    with guard, _timed("encoded"):
+        return pipeline.compress(array)
 
 
 def decompress_blob(config: Mapping[str, Any] | None, blob: bytes) -> np.ndarray:
@@ -151,12 +192,9 @@ def decompress_blob(config: Mapping[str, Any] | None, blob: bytes) -> np.ndarray
     from .pipeline import read_header
 
     recorded = read_header(blob).get("pipeline")
-    pipeline, lock = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
-    with lock:
-        arr = pipeline.decompress(blob)
-    with _CACHE_LOCK:
-        _STATS["decoded"] += 1
-    return arr
+    pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
+    with guard, _timed("decoded"):
+        return pipeline.decompress(blob)
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,8 +262,8 @@ class LMGC(Codec):
 
     def _as_array(self, buf: Any) -> np.ndarray:
         arr = ensure_ndarray(buf)
-        if arr.dtype == object:
-            raise ConfigError("lmgc codec: object arrays cannot be compressed")
+        if arr.dtype.hasobject:
+            raise TypeError("lmgc codec: object arrays cannot be compressed")
         if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
             arr = np.ascontiguousarray(arr)
         if self.dtype is not None and arr.dtype != np.dtype(self.dtype):
@@ -236,16 +274,26 @@ class LMGC(Codec):
                     f"lmgc codec: {flat.size} bytes is not a whole number of {self.dtype} items"
                 )
             arr = flat.view(self.dtype)
-        elif arr.flags.f_contiguous and not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr)
         return arr
 
     def encode(self, buf: Any) -> bytes:
-        return compress_array(self.pipeline_config, self._as_array(buf))
+        # any fixed-size dtype: non-numbers go through an integer/byte view, noted in the header
+        arr, note = coding_view(self._as_array(buf))
+        return with_view(compress_array(self.pipeline_config, arr), note)
 
     def decode(self, buf: Any, out: Any = None) -> Any:
+        if out is not None and ensure_ndarray_like(out).dtype.hasobject:
+            raise TypeError("lmgc codec: cannot decode into an object array")
         blob = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8).tobytes()
         arr = decompress_blob(self.pipeline_config, blob)
+        arr = restore_view_of(blob, arr)
         if out is not None:
             return ndarray_copy(arr, out)
         return arr
+
+
+def restore_view_of(blob: bytes, arr: np.ndarray) -> np.ndarray:
+    """The array ``blob`` stands for (undoing :func:`~lmgc_core.dtypes.coding_view`)."""
+    from .pipeline import read_header
+
+    return restore(read_header(blob), arr)

@@ -8,9 +8,9 @@ heavy kernels (numba ``nogil``, constriction, numpy on large arrays) release the
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,3 +41,39 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) 
         return [fn(x) for x in seq]
     with ThreadPoolExecutor(max_workers=n) as pool:
         return list(pool.map(fn, seq))
+
+
+def split_jobs(jobs: int | None, n_items: int, concurrent: bool) -> tuple[int, int]:
+    """``(outer, inner)`` threads for ``n_items`` independent items (archive members) that each
+    have independent blocks: items first, the cores left over go to each item's blocks, so the
+    total stays near ``jobs``. ``concurrent=False`` (a prior that must serialize) -> ``(1, 1)``."""
+    if not concurrent:
+        return 1, 1
+    total = resolve_jobs(jobs)
+    outer = max(1, min(total, n_items))
+    return outer, max(1, total // outer)
+
+
+def prior_thread_safe(spec: Any, overrides: Mapping[str, Any] | None = None) -> bool:
+    """Whether the prior of a pipeline config's ``prior`` entry (with ``overrides``, e.g. a local
+    model path) declares ``thread_safe``. Read from the registered class when the factory is one;
+    a factory function means building the prior (LM plugins cache their models per process, so
+    decoding does not load it again). A prior that cannot be built counts as not thread-safe:
+    decoding then reports the real error."""
+    from . import registry
+    from .errors import LMGCError
+
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        return False
+    try:
+        factory = registry.get("prior", spec["name"]).factory
+        declared = getattr(factory, "thread_safe", None)
+        if isinstance(declared, bool):
+            return declared
+        options = {k: v for k, v in spec.items() if k != "name"} | dict(overrides or {})
+        prior = registry.build("prior", spec["name"], options)
+    except (LMGCError, OSError, ValueError, TypeError, ImportError):
+        return False
+    return getattr(prior, "thread_safe", False) is True

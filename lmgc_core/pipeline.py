@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from . import container, registry
+from . import container, provenance, registry
 from .dtypes import dtype_name, parse_dtype
 from .engine import (
     BitCounter,
@@ -26,7 +27,7 @@ from .engine import (
 )
 from .errors import ChecksumError, ConfigError, LMGCError, MismatchError, StreamError
 from .interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
-from .parallel import resolve_jobs
+from .parallel import map_ordered, resolve_jobs
 from .probability import distributions, ideal_bits
 
 DEFAULTS: dict[str, Any] = {
@@ -75,6 +76,11 @@ class Pipeline:
         window = prior.default_window if window is None else window
         if not isinstance(window, int) or isinstance(window, bool) or window < 2:
             raise ConfigError(f"window must be an integer >= 2 tokens, not {window!r}")
+        if window < serializer.period + 1:  # a smaller one would overflow every window
+            raise ConfigError(
+                f"window {window} is too small: it must hold the BOS token and one serializer "
+                f"period ({serializer.period} symbols), so at least {serializer.period + 1}"
+            )
         if batch is not None and (
             not isinstance(batch, int) or isinstance(batch, bool) or batch < 1
         ):
@@ -157,11 +163,23 @@ class Pipeline:
             choose,
         )
 
-    def compress(
-        self, array: Any, progress: Progress | None = None, jobs: int | None = 1
+    def _encode_batch(
+        self, symbols: np.ndarray, wins: list[tuple[int, int]], progress: Progress | None
     ) -> bytes:
+        """One batch -> one independent block (own prior session, own coder)."""
+        mat = window_matrix(symbols, wins)
+        enc = self.coder.encoder()
+        lengths = np.array([n for _, n in wins])
+        self._drive(lengths, encoding_chooser(mat, self.serializer.free_symbols, enc))
+        block = enc.finish()
+        if progress:
+            progress(int(lengths.sum()))
+        return block
+
+    def compress(self, array: Any, progress: Progress | None = None, jobs: int | None = 1) -> bytes:
         """Code ``array``; ``jobs`` threads code independent blocks (``None``: all cores) where
         the prior allows it. The bytes do not depend on ``jobs``."""
+        provenance.check_replay(self)
         jobs = resolve_jobs(jobs) if self.prior.thread_safe else 1
         arr = _as_array(array)
         parts, states = self._forward(arr)
@@ -193,17 +211,11 @@ class Pipeline:
                 continue
             symbols = self.serializer.to_symbols(data)
             layout = self._layout(symbols.size)
-            entries = []
-            for wins in layout.batches():
-                mat = window_matrix(symbols, wins)
-                enc = self.coder.encoder()
-                lengths = np.array([n for _, n in wins])
-                self._drive(lengths, encoding_chooser(mat, self.serializer.free_symbols, enc))
-                block = enc.finish()
-                entries.append([len(block), zlib.crc32(block)])
-                blocks.append(block)
-                if progress:
-                    progress(int(lengths.sum()))
+            part_blocks = map_ordered(
+                partial(self._encode_batch, symbols, progress=progress), layout.batches(), jobs
+            )
+            entries = [[len(block), zlib.crc32(block)] for block in part_blocks]
+            blocks.extend(part_blocks)
             part_headers.append(
                 {
                     "name": name,
@@ -216,6 +228,7 @@ class Pipeline:
         header = {
             "pipeline": self.get_config(),
             "prior": self.prior.fingerprint(),
+            "made_by": provenance.made_by(self),
             "array": {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape)},
             "sha256": _sha256(expected),
             "stages": states,
@@ -227,17 +240,18 @@ class Pipeline:
         """Refuse a stream whose layout or prior differs from this pipeline's; returns the prior
         that decodes it (see :meth:`Prior.for_stream`)."""
         recorded = header.get("pipeline", {})
+        if not isinstance(recorded, Mapping):
+            raise StreamError("stream header has a bad pipeline configuration")
         mine = self.get_config()
         diffs = [
             f"{key}: stream has {recorded.get(key)!r}, this pipeline has {mine[key]!r}"
             for key in sorted(mine)
             if key != "prior" and recorded.get(key) != mine[key]
         ]
-        if recorded.get("prior", {}).get("name") != self.prior.name:
-            diffs.append(
-                f"prior: stream has {recorded.get('prior', {}).get('name')!r}, "
-                f"this pipeline has {self.prior.name!r}"
-            )
+        prior_spec = recorded.get("prior")
+        prior_name = prior_spec.get("name") if isinstance(prior_spec, Mapping) else prior_spec
+        if prior_name != self.prior.name:
+            diffs.append(f"prior: stream has {prior_name!r}, this pipeline has {self.prior.name!r}")
         if diffs:
             raise MismatchError(
                 "the stream was made with a different pipeline (" + "; ".join(diffs) + ")"
@@ -247,6 +261,7 @@ class Pipeline:
             raise StreamError("stream header has a bad prior fingerprint")
         return self.prior.for_stream(recorded)
 
+    @provenance.explain_decode_failures
     def decompress(
         self,
         blob: bytes,
@@ -331,12 +346,17 @@ class Pipeline:
         if len(batches) != n_blocks:
             raise StreamError(f"header lists {n_blocks} blocks, the layout needs {len(batches)}")
         symbols = np.zeros(n_symbols, dtype=np.uint16)
-        for wins in batches:
+
+        def decode_batch(item: tuple[list[tuple[int, int]], bytes]) -> None:
+            wins, block = item  # batches write disjoint slices of ``symbols``
             lengths = np.array([n for _, n in wins])
-            mat = self._drive(lengths, decoding_chooser(self.coder.decoder(next(blocks))), prior)
+            mat = self._drive(lengths, decoding_chooser(self.coder.decoder(block)), prior)
             unwindow(mat, wins, symbols)
             if progress:
                 progress(int(lengths.sum()))
+
+        part_blocks = [next(blocks) for _ in batches]
+        map_ordered(decode_batch, zip(batches, part_blocks, strict=True), jobs)
         return self.serializer.from_symbols(symbols, dtype, count)
 
     # -- estimate --------------------------------------------------------------------------------

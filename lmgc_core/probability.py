@@ -13,9 +13,7 @@ FLOOR = 2.0**-20
 instead of making the stream undecodable."""
 
 
-def distributions(
-    scores: np.ndarray, free_symbols: np.ndarray, linear: bool = False
-) -> np.ndarray:
+def distributions(scores: np.ndarray, free_symbols: np.ndarray, linear: bool = False) -> np.ndarray:
     """Softmax of ``scores[..., free_symbols]`` in float64, mixed with a uniform floor.
 
     ``scores`` are log-probabilities up to a per-row constant (LM logits, log counts), or, with

@@ -12,9 +12,17 @@ the codec through the ``zarr.codecs`` entry-point group (``lmgc =
 "lmgc_core.zarr_codec:LMGCZarrCodec"``), so opening such an array needs lmgc installed, nothing
 imported. Importing this module also registers the codec explicitly (for source checkouts).
 
-Every chunk is one self-contained lmgc stream, so reading a chunk decodes that chunk only.
+Every chunk is one self-contained lmgc stream, so reading a chunk decodes that chunk only. Any
+fixed-size dtype works (complex, datetime64/timedelta64, fixed bytes and unicode): non-numbers
+are coded through a noted float/int/byte view (:func:`lmgc_core.dtypes.coding_view`).
 Pipelines (and their priors) are built once per process and configuration
 (:func:`lmgc_core.numcodecs_codec.cached_pipeline`), so Dask workers reuse a loaded prior.
+
+Threads: zarr-python 3 awaits ``_encode_single`` / ``_decode_single`` for up to
+``async.concurrency`` chunks at once (default 10); both hand the work to ``asyncio.to_thread``,
+i.e. to zarr's thread pool (``threading.max_workers`` threads, default: asyncio's
+``min(32, cores + 4)``), so chunks are coded at the same time. With a ``thread_safe`` prior no
+lock is taken; another prior (an LM) is queued one chunk at a time by its pipeline's lock.
 For Zarr v2-format arrays use the numcodecs codec :class:`lmgc_core.numcodecs_codec.LMGC` as the
 compressor instead. See ``docs/zarr.md``.
 """
@@ -30,11 +38,18 @@ import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
 
+from .dtypes import coding_view
 from .errors import ConfigError, StreamError
-from .numcodecs_codec import canonical_config, compress_array, decompress_blob
+from .numcodecs_codec import canonical_config, compress_array, decompress_blob, restore_view_of
+from .stream_notes import with_view
 
 CODEC_NAME = "lmgc"
-_NUMERIC_KINDS = "fiub"
+
+
+def _native(dtype: Any) -> np.dtype:
+    """numpy dtype of a zarr dtype object (zarr >= 3.1) or anything ``np.dtype`` takes."""
+    native = dtype.to_native_dtype() if hasattr(dtype, "to_native_dtype") else dtype
+    return np.dtype(native)
 
 
 def _parse(data: Any) -> dict[str, Any]:
@@ -100,26 +115,33 @@ class LMGCZarrCodec(ArrayBytesCodec):
         return {"name": CODEC_NAME, "configuration": self.pipeline_config}
 
     def validate(self, *, shape: Any, dtype: Any, chunk_grid: Any) -> None:
-        native = dtype.to_native_dtype() if hasattr(dtype, "to_native_dtype") else np.dtype(dtype)
-        name = getattr(native, "name", str(native))
-        if np.dtype(native).kind not in _NUMERIC_KINDS and name != "bfloat16":
+        native = _native(dtype)
+        if (
+            native.hasobject
+            or native.kind == "T"
+            or (native.itemsize == 0 and native.kind in "SUV")
+        ):
             raise ConfigError(
-                f"the lmgc codec codes numeric arrays (floats, ints, bfloat16), not {native}"
+                f"the lmgc codec codes fixed-size dtypes (numbers, complex, datetime, fixed "
+                f"bytes/unicode, records), not variable-size {native}"
             )
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
         raise NotImplementedError  # variable-size output
 
-    # -- coding (sync: zarr versions with SupportsSyncCodec call these directly) ------------
+    # -- coding: the sync bodies run on zarr's thread pool (zarr versions with SupportsSyncCodec
+    # may also call them directly from their own threads) -----------------------------------
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:
         arr = np.ascontiguousarray(chunk_array.as_numpy_array())
-        blob = compress_array(self.pipeline_config, arr)
+        # non-numbers (complex, datetime, |S, <U, records) go through a noted integer view
+        arr, note = coding_view(arr)
+        blob = with_view(compress_array(self.pipeline_config, arr), note)
         return chunk_spec.prototype.buffer.from_bytes(blob)
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: Any) -> NDBuffer:
-        arr = decompress_blob(self.pipeline_config, chunk_bytes.to_bytes())
-        want = chunk_spec.dtype
-        want = want.to_native_dtype() if hasattr(want, "to_native_dtype") else np.dtype(want)
+        blob = chunk_bytes.to_bytes()
+        arr = restore_view_of(blob, decompress_blob(self.pipeline_config, blob))
+        want = _native(chunk_spec.dtype)
         if arr.shape != tuple(chunk_spec.shape) or arr.dtype != want:
             raise StreamError(
                 f"lmgc chunk holds {arr.dtype}{list(arr.shape)}, the array expects "
@@ -128,6 +150,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
         return chunk_spec.prototype.nd_buffer.from_numpy_array(arr)
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:
+        # off the event loop: concurrent chunks overlap instead of queueing on the loop thread
         return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: Any) -> NDBuffer:

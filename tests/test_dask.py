@@ -1,5 +1,6 @@
 """Compressing a gradient archive into Zarr on a real ``dask.distributed`` cluster (two worker
-processes): the store reads back bit-exact and each worker built its prior exactly once."""
+processes): the store reads back bit-exact, each worker built its prior exactly once, and the two
+workers coded chunks at the same time (their recorded chunk intervals overlap)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ pytest.importorskip("zarr")
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
-from lmgc_core.dask import to_zarr, warm_workers, worker_stats  # noqa: E402
+from lmgc_core.dask import (  # noqa: E402
+    connect,
+    to_zarr,
+    warm_workers,
+    worker_intervals,
+    worker_stats,
+)
 
 DATA = Path(__file__).parent / "data"
 CONFIG = {"prior": {"name": "adaptive"}, "window": 512}
@@ -20,16 +27,10 @@ CONFIG = {"prior": {"name": "adaptive"}, "window": 512}
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        worker_dashboard_address=None,
-    )
-    with distributed.Client(cluster) as c:
+    """A real LocalCluster of 2 worker processes x 1 thread, owned by the client."""
+    with connect(n_workers=2, threads_per_worker=1, worker_dashboard_address=None) as c:
+        assert len(c.scheduler_info()["workers"]) == 2
         yield c
-    cluster.close()
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,9 @@ def test_to_zarr_on_a_cluster_builds_the_prior_once_per_worker(
     # and decode on the cluster too
     again = da.from_zarr(path).compute()
     assert again.tobytes() == archive.tobytes()
+    stats = worker_stats(client)  # decoding found the pipeline the worker had built to encode
+    assert sum(s["decoded"] for s in stats.values()) == n_chunks
+    assert all(s["builds"] == 1 for s in stats.values()), stats
 
 
 @pytest.mark.slow
@@ -79,6 +83,57 @@ def test_warm_workers_loads_before_the_chunks_arrive(client, tmp_path):
     stats = worker_stats(client)
     assert all(s["builds"] == 1 for s in stats.values()), stats
     assert sum(s["encoded"] for s in stats.values()) == 4
+
+
+def _cross_worker_overlaps(client) -> tuple[int, list[int]]:
+    """How many (worker A chunk, worker B chunk) pairs were being coded at the same instant,
+    and how many chunks each worker coded."""
+    logs = [
+        [(s, e) for op, s, e, _ in log if op == "encoded"]
+        for log in worker_intervals(client).values()
+    ]
+    assert len(logs) == 2
+    a, b = logs
+    return sum(s1 < e2 and s2 < e1 for s1, e1 in a for s2, e2 in b), [len(a), len(b)]
+
+
+@pytest.mark.slow
+def test_workers_code_chunks_at_the_same_time_without_a_store_lock(client, archive, tmp_path):
+    import zarr
+
+    darr = da.from_array(archive, chunks=(1, 2048))
+    client.run(_reset)
+    warm_workers(client, CONFIG)
+    to_zarr(darr, str(tmp_path / "free.zarr"), CONFIG)
+    overlaps, counts = _cross_worker_overlaps(client)
+    assert all(counts) and sum(counts) == darr.npartitions, counts
+    assert overlaps > 0  # both workers were inside the codec at once
+    back = zarr.open_array(str(tmp_path / "free.zarr"), mode="r")[:]
+    assert back.tobytes() == archive.tobytes()
+
+    # the control: Dask's store lock (what dask.array.to_zarr(mode="w") takes) serializes them
+    client.run(_reset)
+    to_zarr(darr, str(tmp_path / "locked.zarr"), CONFIG, lock=True)
+    overlaps, counts = _cross_worker_overlaps(client)
+    assert sum(counts) == darr.npartitions and overlaps == 0, counts
+
+
+def test_to_zarr_modes_and_alignment(archive, tmp_path):
+    import zarr
+
+    path = str(tmp_path / "m.zarr")
+    to_zarr(archive, path, CONFIG, chunks=(2, 2048))
+    with pytest.raises(ValueError, match="exists"):
+        to_zarr(archive, path, CONFIG, chunks=(2, 2048), mode="w-")
+    with pytest.raises(ValueError, match="mode"):
+        to_zarr(archive, path, CONFIG, mode="a")
+    # Dask blocks that split a shard would race on it: refused unless a lock is asked for
+    with pytest.raises(ValueError, match="whole Zarr chunks"):
+        to_zarr(archive, path, CONFIG, chunks=(1, 2048), shards=(2, 2048))
+    to_zarr(archive, path, CONFIG, chunks=(1, 2048), shards=(2, 2048), lock=True)
+    assert zarr.open_array(path, mode="r")[:].tobytes() == archive.tobytes()
+    to_zarr(archive, path, CONFIG, chunks=(2, 2048), shards=(2, 2048))
+    assert zarr.open_array(path, mode="r")[:].tobytes() == archive.tobytes()
 
 
 def _reset() -> None:

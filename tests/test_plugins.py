@@ -92,7 +92,10 @@ def test_third_party_plugin_is_discovered_listed_and_used(example_site, tmp_path
     assert back.returncode == 0, back.stderr
     assert same_bits(np.load(tmp_path / "y.npy"), grads[:400])
 
-    refused = _lmgc(example_site, "compress", str(tmp_path / "x.npy"), "--prior", "needs-missing")
+    out = str(tmp_path / "z.lmgc")
+    refused = _lmgc(
+        example_site, "compress", str(tmp_path / "x.npy"), "-o", out, "--prior", "needs-missing"
+    )
     assert refused.returncode == 1
     assert "lmgc_example_dependency_that_is_not_installed" in refused.stderr
 
@@ -112,3 +115,41 @@ def test_third_party_plugin_is_discovered_listed_and_used(example_site, tmp_path
         timeout=300,
     )
     assert gone.returncode == 1 and "zeros-favoured" in gone.stderr
+
+
+def test_third_party_plugin_passes_the_kit(example_site):
+    """What a plugin author runs in their own test-suite, against the installed package."""
+    code = (
+        "from lmgc_core.testing import check_prior\n"
+        "passed = check_prior({'name': 'zeros-favoured', 'weight': 3.0}, batch_independent=True)\n"
+        "print(len(passed), 'rules passed')\n"
+    )
+    proc = _lmgc_python(example_site, code)
+    assert proc.returncode == 0, proc.stderr
+    assert "rules passed" in proc.stdout
+
+
+def test_a_broken_factory_import_is_a_plugin_error(monkeypatch):
+    """A lazy import the plugin did not declare in ``requires`` becomes a PluginError."""
+
+    def factory(**options):
+        import lmgc_module_that_does_not_exist  # noqa: F401
+
+    reg = registry.Registration("prior", "lazy", factory, "someone 1.0", install_hint="pip x")
+    monkeypatch.setitem(registry.registrations(), ("prior", "lazy"), reg)
+    with pytest.raises(
+        PluginError,
+        match=r"prior 'lazy' \(from someone 1.0\) failed to import "
+        r"lmgc_module_that_does_not_exist .*install it with: pip x",
+    ):
+        registry.build("prior", "lazy")
+
+
+def _lmgc_python(site: Path, code: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )

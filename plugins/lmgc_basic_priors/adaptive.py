@@ -85,6 +85,7 @@ class AdaptivePrior(Prior):
     name = "adaptive"
     default_batch_size = 16384  # more rows per step: faster, and fewer cold starts
     default_window = 512  # the model ignores windows: short ones mean more rows per step (speed)
+    thread_safe = True  # every open() builds its own session; the prior itself is read-only
     version = 3
 
     def __init__(self, initial: float = 0.25, limit: int = 1 << 20) -> None:
@@ -114,6 +115,7 @@ class AdaptivePrior(Prior):
             legacy.check_fingerprint(recorded)
             return legacy
         return super().for_stream(recorded)
+
     def open(
         self,
         alphabet: Sequence[bytes],

@@ -24,6 +24,7 @@ class UniformPrior(Prior):
     name = "uniform"
     default_batch_size = 8192
     default_window = 512
+    thread_safe = True  # every open() builds its own session; the prior itself is read-only
 
     def get_config(self) -> JSON:
         return {}

@@ -200,6 +200,4 @@ def decode_blocks(
     if fmt is None:
         map_ordered(lambda p: decode_int_block(p[0], out_bits, seg_array(p[1])), pairs, jobs)
     else:
-        map_ordered(
-            lambda p: decode_float_block(p[0], out_bits, seg_array(p[1]), fmt), pairs, jobs
-        )
+        map_ordered(lambda p: decode_float_block(p[0], out_bits, seg_array(p[1]), fmt), pairs, jobs)

@@ -48,16 +48,24 @@ def _unzigzag(z):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _mean(total, count):
+    """``floor(total * 2**FRAC / count)`` through one float64 division: IEEE 754 rounds it
+    exactly, so every CPU gets the same number, and it is several times faster than a 64-bit
+    integer division (totals and counts stay far below 2**53, so the result is exact)."""
+    return np.int64(np.floor(np.float64(total << FRAC) / np.float64(count)))
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _predict(rsum, rcnt, csum, ccnt, tsum, tcnt):
     """Predicted exponent (``FRAC`` fraction bits) and which means it came from (0..3)."""
     if rcnt > 0 and ccnt > 0:
-        return (rsum << FRAC) // rcnt + (csum << FRAC) // ccnt - (tsum << FRAC) // tcnt, 0
+        return _mean(rsum, rcnt) + _mean(csum, ccnt) - _mean(tsum, tcnt), 0
     if rcnt > 0:
-        return (rsum << FRAC) // rcnt, 1
+        return _mean(rsum, rcnt), 1
     if ccnt > 0:
-        return (csum << FRAC) // ccnt, 2
+        return _mean(csum, ccnt), 2
     if tcnt > 0:
-        return (tsum << FRAC) // tcnt, 3
+        return _mean(tsum, tcnt), 3
     return np.int64(0), 3
 
 

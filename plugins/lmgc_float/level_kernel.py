@@ -17,7 +17,6 @@ from numba import njit
 from .float_kernel import (
     ESCAPE,
     RESID,
-    SIGN_CONTEXTS,
     _exp_context,
     _sign_context,
     _unzigzag,
@@ -64,7 +63,9 @@ def encode_levels(vals, segs, width, centre, es, out, bw, raw, zp, sp, lm, tm):
             row_zero = True
             base = off + i * cols
             for j in range(cols):
-                if (j & (CHECK - 1)) == 0 and (pos + room > out.shape[0] or rpos + room > raw.shape[0]):
+                if (j & (CHECK - 1)) == 0 and (
+                    pos + room > out.shape[0] or rpos + room > raw.shape[0]
+                ):
                     ok = False
                     break
                 d = (np.int64(vals[base + j]) - centre) & full

@@ -40,7 +40,9 @@ class FloatPrior(Prior, ArrayCoding):
             or isinstance(block_values, bool)
             or not 1 <= block_values <= 1 << 28
         ):
-            raise ConfigError(f"block_values must be an integer in [1, 2**28], not {block_values!r}")
+            raise ConfigError(
+                f"block_values must be an integer in [1, 2**28], not {block_values!r}"
+            )
         self.block_values = block_values
 
     def get_config(self) -> JSON:
@@ -88,7 +90,9 @@ class FloatPrior(Prior, ArrayCoding):
             raise StreamError(f"float prior: part coded with the {model!r} model, dtype {dtype}")
         cuts, _ = segments(part_shape, self.layout, self.block_values)
         if len(cuts) != len(blocks):
-            raise StreamError(f"float prior: {len(blocks)} blocks where the shape needs {len(cuts)}")
+            raise StreamError(
+                f"float prior: {len(blocks)} blocks where the shape needs {len(cuts)}"
+            )
         out = np.zeros(math.prod(part_shape), dtype=np.dtype(f"u{dtype.itemsize}"))
         codec.decode_blocks(blocks, out, cuts, fmt, jobs)
         return from_uint(out, dtype)

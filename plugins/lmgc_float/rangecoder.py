@@ -5,11 +5,12 @@ by shifts, multi-symbol models are integer counts turned into a frequency table 
 exactly ``2**TOTAL_BITS``. Streams are therefore bit-identical on every CPU (no float, no SIMD
 transcendental, no thread-count dependence).
 
-State lives in small int64 arrays so the helpers can be plain ``@njit`` functions that LLVM
-inlines into the kernels:
+Between kernel calls the state lives in small int64 arrays (encoder ``es``: ``[low, range,
+cache, cache_size, out_pos]``, decoder ``ds``: ``[code, range, in_pos]``, raw bits ``[acc, bits,
+pos]``); inside a kernel it is held in local variables that the inlined helpers take and return.
 
-* encoder ``es``: ``[low, range, cache, cache_size, out_pos]``
-* decoder ``ds``: ``[code, range, in_pos]``
+numba caches each kernel's machine code keyed on the kernel's own file: after editing only this
+module, delete ``plugins/lmgc_float/__pycache__/*.nb*`` (a release changes every file anyway).
 
 A decoder fed damaged bytes never reads or writes out of bounds: past the end it reads zeros, the
 code register is kept to 32 bits, and every decoded index is clamped to its alphabet; the caller's
@@ -29,7 +30,7 @@ PROB_ONE = 1 << PROB_BITS
 COUNT_STEP = 24
 COUNT_LIMIT = 1 << 16
 FIRST_REBUILD = 8
-MAX_REBUILD = 1024
+MAX_REBUILD = 256
 
 
 # -- encoder ------------------------------------------------------------------------------------
@@ -55,42 +56,6 @@ def _shift_low(es, out):
         es[2] = (low >> 24) & 0xFF
     es[3] += 1
     es[0] = (low & 0x00FFFFFF) << 8
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _enc_normalize(es, out):
-    while es[1] < TOP:
-        es[1] <<= 8
-        _shift_low(es, out)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def encode_bit(es, out, probs, ctx, bit):
-    """Code ``bit`` with the adaptive binary model ``probs[ctx]`` (two rates, averaged)."""
-    p = (probs[ctx, 0] + probs[ctx, 1]) >> 1
-    bound = (es[1] >> PROB_BITS) * p
-    if bit == 0:
-        es[1] = bound
-        probs[ctx, 0] += (PROB_ONE - probs[ctx, 0]) >> 4
-        probs[ctx, 1] += (PROB_ONE - probs[ctx, 1]) >> 7
-    else:
-        es[0] += bound
-        es[1] -= bound
-        probs[ctx, 0] -= probs[ctx, 0] >> 4
-        probs[ctx, 1] -= probs[ctx, 1] >> 7
-    _enc_normalize(es, out)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def encode_symbol(es, out, model, ctx, sym):
-    """Code ``sym`` with the adaptive multi-symbol model ``model`` (see :func:`new_model`)."""
-    counts, cum, ticks = model
-    r = es[1] >> TOTAL_BITS
-    lo = cum[ctx, sym]
-    es[0] += r * lo
-    es[1] = r * (cum[ctx, sym + 1] - lo)
-    _enc_normalize(es, out)
-    _update(counts, cum, ticks, ctx, sym)
 
 
 @njit(cache=True, nogil=True)
@@ -122,62 +87,7 @@ def _decoder_init(ds, inp):
         ds[0] = ((ds[0] << 8) | _next_byte(ds, inp)) & 0xFFFFFFFF
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _dec_normalize(ds, inp):
-    while ds[1] < TOP:
-        ds[1] <<= 8
-        ds[0] = ((ds[0] << 8) | _next_byte(ds, inp)) & 0xFFFFFFFF
-
-
-@njit(cache=True, nogil=True, inline="always")
-def decode_bit(ds, inp, probs, ctx):
-    p = (probs[ctx, 0] + probs[ctx, 1]) >> 1
-    bound = (ds[1] >> PROB_BITS) * p
-    if ds[0] < bound:
-        ds[1] = bound
-        probs[ctx, 0] += (PROB_ONE - probs[ctx, 0]) >> 4
-        probs[ctx, 1] += (PROB_ONE - probs[ctx, 1]) >> 7
-        bit = 0
-    else:
-        ds[0] -= bound
-        ds[1] -= bound
-        probs[ctx, 0] -= probs[ctx, 0] >> 4
-        probs[ctx, 1] -= probs[ctx, 1] >> 7
-        bit = 1
-    _dec_normalize(ds, inp)
-    return bit
-
-
-@njit(cache=True, nogil=True, inline="always")
-def decode_symbol(ds, inp, model, ctx):
-    counts, cum, ticks = model
-    r = ds[1] >> TOTAL_BITS
-    t = ds[0] // r
-    if t >= TOTAL:
-        t = TOTAL - 1
-    n = counts.shape[1]
-    if n <= 32:
-        sym = 0
-        while sym < n - 1 and cum[ctx, sym + 1] <= t:
-            sym += 1
-    else:  # binary search: the last index whose cumulative frequency is <= t
-        lo, hi = 0, n - 1
-        while lo < hi:
-            mid = (lo + hi + 1) >> 1
-            if cum[ctx, mid] <= t:
-                lo = mid
-            else:
-                hi = mid - 1
-        sym = lo
-    low = cum[ctx, sym]
-    ds[0] -= r * low
-    ds[1] = r * (cum[ctx, sym + 1] - low)
-    _dec_normalize(ds, inp)
-    _update(counts, cum, ticks, ctx, sym)
-    return sym
-
-
-# -- the same coder with its state in local variables (what the hot kernels use) ----------------
+# -- coding steps, state in local variables ---------------------------------------------------
 # The kernels keep ``(low, range, cache, cache_size, pos)`` / ``(code, range, pos)`` in locals and
 # pass them through these helpers, which return the new state: LLVM then keeps the state in
 # registers instead of reloading it from the state arrays after every output byte.
@@ -210,12 +120,12 @@ def enc_bit(low, rng, probs, ctx, bit):
     if bit == 0:
         rng = bound
         probs[ctx, 0] += (PROB_ONE - probs[ctx, 0]) >> 4
-        probs[ctx, 1] += (PROB_ONE - probs[ctx, 1]) >> 7
+        probs[ctx, 1] += (PROB_ONE - probs[ctx, 1]) >> 6
     else:
         low += bound
         rng -= bound
         probs[ctx, 0] -= probs[ctx, 0] >> 4
-        probs[ctx, 1] -= probs[ctx, 1] >> 7
+        probs[ctx, 1] -= probs[ctx, 1] >> 6
     return low, rng
 
 
@@ -247,10 +157,10 @@ def dec_bit(code, rng, probs, ctx):
     bound = (rng >> PROB_BITS) * p
     if code < bound:
         probs[ctx, 0] += (PROB_ONE - probs[ctx, 0]) >> 4
-        probs[ctx, 1] += (PROB_ONE - probs[ctx, 1]) >> 7
+        probs[ctx, 1] += (PROB_ONE - probs[ctx, 1]) >> 6
         return 0, code, bound
     probs[ctx, 0] -= probs[ctx, 0] >> 4
-    probs[ctx, 1] -= probs[ctx, 1] >> 7
+    probs[ctx, 1] -= probs[ctx, 1] >> 6
     return 1, code - bound, rng - bound
 
 
@@ -259,7 +169,9 @@ def dec_sym(code, rng, model, ctx):
     """Returns ``(symbol, code, range)`` (normalize afterwards)."""
     counts, cum, ticks = model
     r = rng >> TOTAL_BITS
-    t = code // r
+    # floor(code / r) by a float64 division: both are < 2**32, so a non-integer quotient is at
+    # least 2**-47 (relative) away from the next integer and IEEE rounding cannot cross it
+    t = np.int64(np.float64(code) / np.float64(r))
     if t >= TOTAL:
         t = TOTAL - 1
     n = counts.shape[1]
@@ -373,23 +285,6 @@ def take(acc, nb, pos, inp, nbits):
 
 
 # -- raw bits -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
-def put_bits(bw, out, value, nbits):
-    """Append the low ``nbits`` (<= 56) of ``value`` to the raw bit stream ``bw``:
-    ``[accumulator, bits held, out_pos]``, least significant bits first."""
-    if nbits == 0:
-        return
-    bw[0] |= (value & ((np.int64(1) << nbits) - 1)) << bw[1]
-    bw[1] += nbits
-    while bw[1] >= 8:
-        pos = bw[2]
-        if pos < out.shape[0]:
-            out[pos] = bw[0] & 0xFF
-        bw[2] = pos + 1
-        bw[0] = (bw[0] >> 8) & 0x00FFFFFFFFFFFFFF
-        bw[1] -= 8
-
-
 @njit(cache=True, nogil=True)
 def flush_bits(bw, out):
     while bw[1] > 0:
@@ -401,20 +296,3 @@ def flush_bits(bw, out):
         bw[1] -= 8
     bw[1] = 0
     return bw[2]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def get_bits(br, inp, nbits):
-    """Read ``nbits`` (<= 56) from the raw bit stream ``br`` (``[accumulator, bits, in_pos]``)."""
-    if nbits == 0:
-        return np.int64(0)
-    while br[1] < nbits:
-        pos = br[2]
-        byte = np.int64(inp[pos]) if pos < inp.shape[0] else np.int64(0)
-        br[0] |= byte << br[1]
-        br[1] += 8
-        br[2] = pos + 1
-    value = br[0] & ((np.int64(1) << nbits) - 1)
-    br[0] = (br[0] >> nbits) & ((np.int64(1) << (63 - nbits)) - 1)
-    br[1] -= nbits
-    return value

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmgc_core.dtypes import dtype_name, parse_dtype
+from lmgc_core.bytes_layout import native
+from lmgc_core.dtypes import dtype_name, is_float, parse_dtype
 from lmgc_core.errors import StreamError
 
 __all__ = [
@@ -16,19 +17,6 @@ __all__ = [
     "native",
     "parse_dtype",
 ]
-
-
-def is_float(dtype: np.dtype) -> bool:
-    """True for IEEE-style floating dtypes, ml_dtypes' bfloat16 included."""
-    dtype = np.dtype(dtype)
-    return dtype.kind == "f" or (dtype.kind == "V" and dtype.name.startswith(("bfloat", "float")))
-
-
-def native(arr: np.ndarray) -> np.ndarray:
-    arr = np.asarray(arr).reshape(-1)
-    if not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    return arr
 
 
 def float_to_hex(value, dtype: np.dtype) -> str:

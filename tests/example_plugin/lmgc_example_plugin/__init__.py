@@ -26,6 +26,8 @@ class _StaticSession(PriorSession):
 
 class ZerosFavouredPrior(Prior):
     name = "zeros-favoured"
+    default_window = 512  # no context: short windows cost nothing
+    default_batch_size = 1024
 
     def __init__(self, weight: float = 4.0) -> None:
         self.weight = float(weight)
@@ -42,12 +44,16 @@ class ZerosFavouredPrior(Prior):
         return _StaticSession(scores)
 
 
+class NeedsMissingPrior(ZerosFavouredPrior):
+    name = "needs-missing"  # a class's name must equal the name it is registered under
+
+
 @hookimpl
 def register_priors(register):
     register("zeros-favoured", ZerosFavouredPrior, description="static prior favouring '0'")
     register(
         "needs-missing",
-        ZerosFavouredPrior,
+        NeedsMissingPrior,
         requires=("lmgc_example_dependency_that_is_not_installed",),
         install_hint="pip install lmgc-example-extra",
         description="shows how an unavailable plugin is reported",

@@ -1,0 +1,256 @@
+"""Files in, files out: a source file compressed tensor by tensor, chunk by chunk, into an lmgc
+archive (:mod:`lmgc_core.archive`), and an archive decoded back into the source file (byte for
+byte, checked against the source's SHA-256) or converted to another format.
+
+Memory is bounded by the chunk size (plus what the pipeline needs for one chunk), not by the
+size of the file or of its largest tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+
+from . import writers
+from .archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
+from .component_options import explain_bad_option
+from .dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_dtype
+from .errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
+from .io import chunk_shapes, tensor_chunks, tensor_streams
+from .layout import FileLayout, InputFileError, Tensor
+from .progress import Progress
+from .stream_notes import VIEW_KEY, with_view
+
+DEFAULT_CHUNK_BYTES = 16 << 20
+"""Tensors larger than this are coded in chunks of whole rows (or flat runs) of at most this
+many bytes; it bounds the memory of a run (see ``benchmarks/memory_safetensors.py``)."""
+
+Encode = Callable[[np.ndarray, Callable[[int], None]], bytes]
+
+
+def file_sha256(f: IO[bytes]) -> str:
+    f.seek(0)
+    h = hashlib.sha256()
+    while block := f.read(1 << 20):
+        h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class CompressResult:
+    original: int
+    """Bytes of tensor data."""
+    source: int
+    """Bytes of the source file."""
+    n_tensors: int
+
+
+def compress_file(
+    src: IO[bytes],
+    layout: FileLayout,
+    source_name: str,
+    out: IO[bytes],
+    encode: Encode,
+    n_symbols: Callable[[int], int],
+    progress: Progress,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    lossless: bool = True,
+) -> CompressResult:
+    """Code every tensor of ``layout`` (read from ``src``) into an archive written to ``out``.
+    With lossy stages (``lossless=False``) decoding gives the stages' reconstruction, so the
+    manifest does not promise the source's bytes."""
+    layout.identical = layout.identical and lossless
+    if not lossless:
+        layout.notes.append("lossy stages: decompression gives their reconstruction")
+    source = {"name": source_name, "size": layout.size, "sha256": file_sha256(src)}
+    writer = ArchiveWriter(out)
+    members: list[list[str]] = [[] for _ in layout.tensors]
+    for index, stream in tensor_streams(src, layout, source_name):
+        tensor = layout.tensors[index]
+        count = len(chunk_shapes(tensor, chunk_bytes))
+        for i, chunk in enumerate(tensor_chunks(stream, tensor, chunk_bytes, source_name)):
+            view, note = coding_view(chunk)
+            update = progress.chunk(chunk.nbytes, n_symbols(view.nbytes))
+            blob = with_view(encode(view, update), note)
+            name = writer.member_name(tensor.name, i, count)
+            writer.add(name, blob)
+            members[index].append(name)
+        progress.finish_chunk()
+    writer.close(manifest_for(layout, source, members, chunk_bytes))
+    total = sum(t.nbytes for t in layout.tensors)
+    return CompressResult(total, layout.size, len(layout.tensors))
+
+
+# -- decoding --------------------------------------------------------------------------------------
+
+
+class StreamDecoder:
+    """Decodes member streams with the pipeline each records, built once per configuration
+    (an LM prior loads its model once per run, not once per chunk)."""
+
+    def __init__(self, force: bool = False, model: str | None = None, jobs: int = 1) -> None:
+        self.force = force
+        self.model = model
+        self.jobs = jobs
+        self._pipelines: dict[str, Any] = {}
+
+    def pipeline(self, header: dict[str, Any]) -> Any:
+        from .pipeline import Pipeline
+
+        config = header.get("pipeline")
+        if not isinstance(config, dict):
+            raise StreamError("stream header has no pipeline configuration")
+        key = json.dumps(config, sort_keys=True, default=str)
+        if key not in self._pipelines:
+            config = dict(config)
+            if self.model:
+                prior = config.get("prior")
+                config["prior"] = {
+                    **(prior if isinstance(prior, dict) else {}),
+                    "model": self.model,
+                }
+            try:
+                self._pipelines[key] = Pipeline.from_config(config)
+            except (ConfigError, PluginError) as exc:
+                if self.model:  # the user's model, not the stream, is the problem
+                    if isinstance(exc, ConfigError):
+                        exc = explain_bad_option(exc)
+                    raise type(exc)(f"cannot decode with --model {self.model}: {exc}") from None
+                if isinstance(exc, PluginError):
+                    raise
+                raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
+        return self._pipelines[key]
+
+    def decode(self, blob: bytes, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """The stored (C-order) array of a stream: a dtype view undone, a transposition kept."""
+        from .pipeline import read_header
+
+        header = read_header(blob)
+        arr = self.pipeline(header).decompress(
+            blob, force=self.force, progress=progress, jobs=self.jobs
+        )
+        note = header.get(VIEW_KEY)
+        if isinstance(note, dict) and "dtype" in note:
+            arr = restore_view(arr, {"dtype": note["dtype"]})
+        return arr
+
+
+def _symbol_count(header: dict[str, Any]) -> int:
+    """Symbols the step engine will report for a stream (0 for whole-array parts, whose
+    progress arrives when the part is done); a damaged header is a StreamError."""
+    try:
+        parts = header.get("parts", [])
+        return sum(int(p.get("n_symbols", 0)) for p in parts)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise StreamError(f"bad part entry in header: {exc}") from None
+
+
+def tensor_from_header(name: str, header: dict[str, Any]) -> Tensor:
+    """What a stream holds, from its header alone (dtype, shape, memory order)."""
+    try:
+        dtype = parse_dtype(header["array"]["dtype"])
+        shape = tuple(int(n) for n in header["array"]["shape"])
+        note = header.get(VIEW_KEY) or {}
+        if not isinstance(note, dict):
+            raise TypeError("bad view note")
+        if "dtype" in note:
+            dtype = decode_dtype(note["dtype"])
+            if view_dtype(dtype)[1] != 1:
+                shape = shape[:-1]
+        fortran = note.get("order") == "F" and len(shape) > 1
+        return Tensor(name, dtype, shape[::-1] if fortran else shape, fortran=fortran)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StreamError(f"stream header has a bad array entry ({exc})") from None
+
+
+class ArchiveDecoder:
+    """Decoded tensors of an archive, chunk by chunk, each checked against the manifest."""
+
+    def __init__(
+        self, reader: ArchiveReader, decoder: StreamDecoder, progress: Progress | None = None
+    ) -> None:
+        from .pipeline import read_header
+
+        self.reader = reader
+        self.decoder = decoder
+        self.progress = progress or Progress(0, "decompress", quiet=True)
+        self._headers: dict[str, dict[str, Any]] = {}
+        self.tensors: list[Tensor] = []
+        for entry in reader.entries:
+            if entry.tensor is None:  # bare stream / pre-manifest archive
+                header = read_header(reader.read_member(entry.members[0]))
+                entry.tensor = tensor_from_header(entry.name, header)
+            self.tensors.append(entry.tensor)
+
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    def chunks(self, index: int) -> Iterator[np.ndarray]:
+        from .pipeline import read_header
+
+        entry: Entry = self.reader.entries[index]
+        tensor = self.tensors[index]
+        done = 0
+        for member in entry.members:
+            blob = self.reader.read_member(member)
+            header = read_header(blob)
+            n_symbols = _symbol_count(header)
+            expected = _stream_bytes(header)
+            update = self.progress.chunk(expected, n_symbols)
+            arr = self.decoder.decode(blob, update)
+            del blob
+            if arr.dtype != tensor.dtype or done + arr.nbytes > tensor.nbytes:
+                raise StreamError(
+                    f"{self.reader.where}: member {member!r} holds {arr.dtype} data that does "
+                    f"not fit tensor {tensor.name!r} ({tensor.dtype}, {tensor.nbytes} bytes)"
+                )
+            done += arr.nbytes
+            yield arr
+        self.progress.finish_chunk()
+        if done != tensor.nbytes:
+            raise StreamError(
+                f"{self.reader.where}: tensor {tensor.name!r} decodes to {done} bytes, "
+                f"the manifest says {tensor.nbytes}"
+            )
+
+
+def _stream_bytes(header: dict[str, Any]) -> int:
+    try:
+        n = int(np.prod([int(d) for d in header["array"]["shape"]], dtype=object))
+        return n * parse_dtype(header["array"]["dtype"]).itemsize
+    except (KeyError, TypeError, ValueError, LMGCError):
+        return 0
+
+
+def decompress_archive(
+    reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO[bytes]
+) -> bool:
+    """Write the archive's tensors as ``fmt`` to ``out``. Returns True when the result was
+    checked byte for byte against the source file's SHA-256 (a rebuild of the source)."""
+    sink = writers.HashingWriter(out)
+    if fmt == reader.format and reader.segments is not None:
+        writers.rebuild(reader.segments, dec.chunks, sink)
+        if reader.identical:
+            want = reader.source.get("sha256")
+            if sink.size != reader.source.get("size") or sink.sha.hexdigest() != want:
+                raise ChecksumError(
+                    f"{reader.where}: the rebuilt {fmt} file does not match the source's SHA-256"
+                )
+            return True
+        return False
+    if fmt == "npy":
+        writers.write_npy(dec.tensors, dec.chunks, sink)
+    elif fmt == "npz":
+        writers.write_npz(dec.tensors, dec.chunks, sink)
+    elif fmt == "safetensors":
+        writers.write_safetensors(dec.tensors, reader.metadata, dec.chunks, sink)
+    elif fmt == "raw":
+        writers.write_raw(dec.tensors, dec.chunks, sink)
+    else:
+        raise InputFileError(f"unknown output format {fmt!r}")
+    return False

@@ -1,0 +1,163 @@
+"""``lmgc info`` and ``lmgc ls``: one description of an archive or stream, every member checked.
+
+:func:`describe` reads every member and verifies it as far as possible without decoding (zip
+CRC, header CRC, block CRCs, lengths), so a damaged file raises :class:`StreamError` instead of
+printing a ratio. The description is one JSON document (``info --json``); the text views are
+derived from it.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from . import container
+from .archive import ArchiveReader
+from .dtypes import encode_dtype
+from .filecodec import tensor_from_header
+
+
+def _ratio(compressed: int, original: int) -> float:
+    return round(100 * compressed / original, 4) if original else 0.0
+
+
+def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
+    reader = ArchiveReader(src, where)
+    members = []
+    for entry in reader.entries:
+        streams = []
+        for member in entry.members:
+            blob = reader.read_member(member)
+            box = container.unpack(blob)  # header CRC, lengths, block CRCs
+            streams.append({"member": member, "size": len(blob), "header": box.header})
+            del blob, box
+        tensor = entry.tensor or tensor_from_header(entry.name, streams[0]["header"])
+        compressed = sum(s["size"] for s in streams)
+        members.append(
+            {
+                "name": tensor.name,
+                "dtype": encode_dtype(tensor.dtype),
+                "shape": list(tensor.shape),
+                "original_bytes": tensor.nbytes,
+                "compressed_bytes": compressed,
+                "ratio_percent": _ratio(compressed, tensor.nbytes),
+                "streams": streams,
+            }
+        )
+    original = sum(m["original_bytes"] for m in members)
+    compressed = sum(m["compressed_bytes"] for m in members)
+    doc: dict[str, Any] = {
+        "file": where,
+        "kind": reader.kind,
+        "file_bytes": size,
+        "format": reader.format,
+        "source": reader.source or None,
+        "identical": reader.identical if reader.format else None,
+        "notes": reader.notes,
+        "metadata": reader.metadata,
+        "members": members,
+        "totals": {
+            "tensors": len(members),
+            "streams": sum(len(m["streams"]) for m in members),
+            "original_bytes": original,
+            "compressed_bytes": compressed,
+            "file_bytes": size,
+            "ratio_percent": _ratio(size, original),
+        },
+    }
+    return doc
+
+
+def _shape(shape: list[int]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def ls_lines(doc: dict[str, Any]) -> list[str]:
+    rows = [("name", "dtype", "shape", "original", "compressed", "ratio")]
+    for m in doc["members"]:
+        rows.append(
+            (
+                m["name"] or "-",
+                str(m["dtype"]),
+                _shape(m["shape"]),
+                str(m["original_bytes"]),
+                str(m["compressed_bytes"]),
+                f"{m['ratio_percent']:.2f}%",
+            )
+        )
+    t = doc["totals"]
+    rows.append(
+        (
+            "total",
+            f"{t['tensors']} tensors",
+            "",
+            str(t["original_bytes"]),
+            str(t["file_bytes"]),
+            f"{t['ratio_percent']:.2f}%",
+        )
+    )
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    return [
+        "  ".join(
+            r[i].ljust(widths[i]) if i < 3 else r[i].rjust(widths[i]) for i in range(6)
+        ).rstrip()
+        for r in rows
+    ]
+
+
+def _common(values: list[Any]) -> Any:
+    return values[0] if values and all(v == values[0] for v in values) else None
+
+
+def info_lines(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    t = doc["totals"]
+    if doc["kind"] == "stream":
+        lines.append(f"{doc['file']}: lmgc stream")
+    elif doc["format"]:
+        src = doc["source"] or {}
+        again = "to it byte for byte" if doc["identical"] else "to its layout, not its bytes"
+        lines.append(
+            f"{doc['file']}: lmgc archive of {src.get('name')} ({doc['format']}, "
+            f"{src.get('size')} bytes; decompresses {again})"
+        )
+    else:
+        lines.append(f"{doc['file']}: lmgc archive (no manifest: an older lmgc wrote it)")
+    lines.append(
+        f"  size       {t['original_bytes']} -> {t['file_bytes']} bytes "
+        f"({t['ratio_percent']:.2f}%), {t['tensors']} tensors in {t['streams']} streams"
+    )
+    for note in doc.get("notes") or []:
+        lines.append(f"  note       {note}")
+    if doc.get("metadata"):
+        lines.append(f"  metadata   {doc['metadata']}")
+    headers = [s["header"] for m in doc["members"] for s in m["streams"]]
+    pipeline = _common([h.get("pipeline") for h in headers])
+    fingerprint = _common([h.get("prior") for h in headers])
+    if pipeline:
+        lines.append(f"  stages     {[s.get('name') for s in pipeline.get('stages', [])]}")
+        lines.append(f"  serializer {pipeline.get('serializer')}")
+        lines.append(f"  prior      {pipeline.get('prior')}")
+        lines.append(
+            f"  coder      {pipeline.get('coder')}  window {pipeline.get('window')}  "
+            f"batch {pipeline.get('batch')}"
+        )
+    elif headers:
+        lines.append("  pipeline   differs between streams (see --json)")
+    if fingerprint:
+        lines.append(f"  fingerprint {fingerprint}")
+    for m in doc["members"]:
+        lines.append(
+            f"  tensor {m['name'] or '-'}: {m['dtype']} {_shape(m['shape'])}, "
+            f"{m['original_bytes']} -> {m['compressed_bytes']} bytes "
+            f"({m['ratio_percent']:.2f}%), {len(m['streams'])} stream(s)"
+        )
+        for s in m["streams"]:
+            h = s["header"]
+            parts = ", ".join(
+                f"{p.get('name')} {p.get('count')} x {p.get('dtype')} in "
+                f"{len(p.get('blocks', []))} blocks"
+                for p in h.get("parts", [])
+            )
+            lines.append(f"    {s['member'] or '(stream)'}: {s['size']} bytes; {parts}")
+            lines.append(f"      sha256 {h.get('sha256')}")
+    return lines

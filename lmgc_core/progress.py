@@ -1,0 +1,67 @@
+"""The progress bar of long CLI runs: bytes of array data done, on stderr, per coded block.
+
+The pipeline reports progress in *symbols* per block; a chunk's symbols are scaled to its bytes
+here, and every chunk ends exactly on its byte count, so the bar stays right whatever unit a
+prior's fast path reports in. tqdm shows rate (B/s) and ETA, waits a second before appearing
+(short runs stay silent) and is off when stderr is not a terminal or with ``--quiet``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+class Progress:
+    def __init__(self, total_bytes: int, label: str, quiet: bool = False) -> None:
+        from tqdm import tqdm
+
+        self._bar: Any = tqdm(
+            total=total_bytes,
+            desc=label,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            disable=True if quiet else None,  # None: only on a terminal
+            leave=False,
+            delay=1.0,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        self._chunk_left = 0
+        self.done = 0
+        """Bytes reported so far (also when the bar is off)."""
+
+    def _advance(self, step: int) -> None:
+        self.done += step
+        self._bar.update(step)
+
+    def chunk(self, nbytes: int, n_symbols: int) -> Callable[[int], None]:
+        """A pipeline progress callback for one chunk of ``nbytes`` (``n_symbols`` symbols)."""
+        self.finish_chunk()
+        self._chunk_left = nbytes
+        scale = nbytes / n_symbols if n_symbols else 0.0
+
+        def update(symbols: int) -> None:
+            step = min(self._chunk_left, round(symbols * scale))
+            if step > 0:
+                self._chunk_left -= step
+                self._advance(step)
+
+        return update
+
+    def finish_chunk(self) -> None:
+        if self._chunk_left:
+            self._advance(self._chunk_left)
+            self._chunk_left = 0
+
+    def close(self) -> None:
+        self.finish_chunk()
+        self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

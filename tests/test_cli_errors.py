@@ -1,0 +1,138 @@
+"""Every failure a new user met (issue 10, "Why") now gives one clear ``error:`` line and the
+right exit status: 2 for usage, 1 for bad data."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.cli_helpers import lmgc, one_error_line
+
+LMGC = shutil.which("lmgc") or str(Path(sys.executable).parent / "lmgc")
+
+
+@pytest.fixture
+def g(tmp_path, grads) -> Path:
+    np.save(tmp_path / "g.npy", grads[:512])
+    return tmp_path / "g.npy"
+
+
+def test_bad_input_files(tmp_path, g):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "obj.npy", np.array([1, "a", None], dtype=object), allow_pickle=True)
+    message = one_error_line(lmgc("compress", tmp_path / "obj.npy", ok=False), 1)
+    assert "object" in message and "Python objects" in message
+    np.savez(tmp_path / "a.npz", x=np.arange(10.0))
+    from safetensors.numpy import save_file
+
+    save_file({"x": np.arange(10.0)}, str(tmp_path / "s.safetensors"))
+    for name in ("g.npy", "a.npz", "s.safetensors"):
+        good = (tmp_path / name).read_bytes()
+        suffix = Path(name).suffix
+        (tmp_path / f"random{suffix}").write_bytes(rng.bytes(len(good)))
+        (tmp_path / f"cut{suffix}").write_bytes(good[: len(good) * 2 // 3])
+        for bad in (f"random{suffix}", f"cut{suffix}"):
+            message = one_error_line(lmgc("compress", tmp_path / bad, ok=False), 1)
+            assert bad in message
+    npz_obj = tmp_path / "objs.npz"
+    np.savez(npz_obj, o=np.array([None, 1], dtype=object))
+    assert "Python objects" in one_error_line(lmgc("compress", npz_obj, ok=False), 1)
+
+
+@pytest.mark.parametrize("prior", ["adaptive", "llamacpp", "transformers"])
+@pytest.mark.parametrize("window", [3, 5])
+def test_windows_too_small_for_a_period_are_refused(g, prior, window):
+    """The LM priors crashed (``session fed 4 tokens, its window is 3``) and adaptive made a
+    stream larger than its input. The refusal comes before any model is loaded."""
+    pytest.importorskip({"llamacpp": "llama_cpp", "transformers": "torch"}.get(prior, "numpy"))
+    args = ("compress", g, "-o", f"{g}.x", "--prior", prior, "--window", str(window))
+    message = one_error_line(lmgc(*args, ok=False), 2)
+    assert f"window {window} is too small" in message and "at least 10" in message
+
+
+def test_options_without_a_component_go_to_the_default(g):
+    from lmgc_core.pipeline import DEFAULTS
+
+    default = DEFAULTS["prior"]["name"]
+    message = one_error_line(lmgc("compress", g, "-P", "no_such_option=3", ok=False), 2)
+    assert f"prior {default!r} has no option 'no_such_option'; valid options:" in message
+    assert "must be a name" not in message
+    message = one_error_line(lmgc("compress", g, "-S", "foo=1", ok=False), 2)
+    assert "serializer 'hex' has no option 'foo'; valid options: bytes_per_group" in message
+    lmgc("compress", g, "-S", "bytes_per_group=2", "-o", f"{g}.2")  # a valid one works
+    assert '"bytes_per_group": 2' in lmgc("info", "--json", f"{g}.2").stdout
+
+
+def test_unknown_options_of_lazy_lm_factories_list_the_valid_ones(g):
+    pytest.importorskip("llama_cpp")
+    args = ("compress", g, "-o", f"{g}.x", "--prior", "llamacpp", "-P", "foo=1")
+    message = one_error_line(lmgc(*args, ok=False), 2)
+    assert "prior 'llamacpp' has no option 'foo'; valid options: model," in message
+
+
+def test_model_errors_blame_the_model(tmp_path, g):
+    lmgc("compress", g)
+    message = one_error_line(lmgc("decompress", f"{g}.lmgc", "--model", g, "-f", ok=False), 2)
+    assert "invalid pipeline" not in message and f"--model {g}" in message
+    assert "has no option 'model'" in message
+    missing = tmp_path / "nowhere.gguf"
+    for args in (
+        ("decompress", f"{g}.lmgc", "-o", tmp_path / "x.npy", "--model", missing),
+        ("compress", g, "-o", tmp_path / "x.lmgc", "--prior", "llamacpp", "--model", missing),
+    ):
+        message = one_error_line(lmgc(*args, ok=False), 2)
+        assert "no such file or folder" in message and "pip install" not in message
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path, g):
+    for args in (
+        ("compress",),
+        ("compress", g, "--no-such-flag"),
+        ("compress", tmp_path / "missing.npy"),
+        ("compress", g, "--chunk-size", "10"),
+        ("compress", g, "--window", "many"),
+        ("decompress", g),  # no .lmgc suffix and no -o
+        ("compress", g, "-o", tmp_path / "no" / "dir" / "x"),
+        ("frobnicate",),
+    ):
+        one_error_line(lmgc(*args, ok=False), 2)
+
+
+def test_info_json_is_one_document_and_damage_exits_1(tmp_path, g):
+    import json
+
+    lmgc("compress", g)
+    json.loads(lmgc("info", "--json", f"{g}.lmgc").stdout)
+    blob = Path(f"{g}.lmgc").read_bytes()
+    (tmp_path / "t.lmgc").write_bytes(blob[:-40])
+    for command in ("info", "ls"):
+        one_error_line(lmgc(command, tmp_path / "t.lmgc", ok=False), 1)
+    result = lmgc("info", "--json", tmp_path / "t.lmgc", ok=False)
+    one_error_line(result, 1)
+    assert result.stdout == ""
+
+
+def test_real_process_pipes_and_a_closed_reader(tmp_path, grads):
+    """Subprocesses: stdin -> stdout both ways, and ``lmgc info | head`` stops quietly."""
+    np.savez(tmp_path / "m.npz", **{f"t{i}": grads[i * 64 : (i + 1) * 64] for i in range(40)})
+    data = (tmp_path / "m.npz").read_bytes()
+    packed = subprocess.run(
+        [LMGC, "compress", "-", "-q"], input=data, capture_output=True, check=True, timeout=300
+    ).stdout
+    back = subprocess.run(
+        [LMGC, "decompress", "-"], input=packed, capture_output=True, check=True, timeout=300
+    )
+    assert back.stdout == data and back.stderr.startswith(b"<stdin> -> -")
+    (tmp_path / "m.lmgc").write_bytes(packed)
+    archive = tmp_path / "m.lmgc"
+    shell = f"'{LMGC}' info '{archive}' | head -c 1; '{LMGC}' ls '{archive}' | head -0"
+    proc = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=300)
+    assert proc.stderr == "", proc.stderr
+    proc = subprocess.run([LMGC, "compress", str(tmp_path / "m.npz")], capture_output=True,
+                          text=True, timeout=300, input="")  # fmt: skip
+    assert proc.returncode == 0 and proc.stderr == ""  # no progress bar off a terminal

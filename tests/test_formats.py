@@ -1,0 +1,345 @@
+"""Checkpoints in, checkpoints out: every input format and dtype comes back byte for byte through
+the CLI (``lmgc decompress x.lmgc`` with no ``-o``), conversions keep arrays exact, and outputs
+are never overwritten or left half-written."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zipfile
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from tests.cli_helpers import lmgc, one_error_line
+from tests.conftest import same_bits
+
+
+def round_trip(src: Path, *options: str) -> bytes:
+    """Compress ``src``, move it away, decompress with no ``-o``: the bytes that came back."""
+    original = src.read_bytes()
+    lmgc("compress", src, *options)
+    src.rename(src.with_name(src.name + ".orig"))
+    lmgc("decompress", f"{src}.lmgc")
+    back = src.read_bytes()
+    assert back == original, f"{src.name} did not come back byte for byte"
+    return back
+
+
+def values(grads: np.ndarray, n: int, dtype: object) -> np.ndarray:
+    return grads[:n].astype(np.float64).astype(dtype)
+
+
+# -- safetensors -------------------------------------------------------------------------------
+
+
+def test_safetensors_every_torch_dtype_and_metadata(tmp_path, grads):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    g = torch.from_numpy(grads[:96].copy())
+    tensors = {
+        "f64": g.double(),
+        "f32": g.reshape(8, 12),
+        "f16": g.half(),
+        "bf16": g.bfloat16().reshape(4, 24),
+        "f8_e4m3": g.to(torch.float8_e4m3fn),
+        "f8_e5m2": g.to(torch.float8_e5m2),
+        "f8_e4m3fnuz": g.to(torch.float8_e4m3fnuz),
+        "f8_e5m2fnuz": g.to(torch.float8_e5m2fnuz),
+        "f8_e8m0": g.abs().to(torch.float8_e8m0fnu),
+        "f4": torch.arange(8, dtype=torch.uint8).view(torch.float4_e2m1fn_x2),
+        "c64": torch.complex(g, -g),
+        "i64": (g * 1e6).long(),
+        "i32": (g * 1e6).int(),
+        "i16": (g * 1e4).short(),
+        "i8": (g * 1e2).to(torch.int8),
+        "u8": torch.arange(96, dtype=torch.uint8),
+        "u16": torch.arange(96).to(torch.uint16),
+        "u32": torch.arange(96).to(torch.uint32),
+        "u64": torch.arange(96).to(torch.uint64),
+        "bool": g > 0,
+        "empty": torch.zeros(0, 3),
+        "scalar": g[0].clone(),
+    }
+    path = tmp_path / "model.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt", "note": "kept"})
+    round_trip(path)
+    doc = json.loads(lmgc("info", "--json", f"{path}.lmgc").stdout)
+    assert doc["format"] == "safetensors" and doc["metadata"] == {"format": "pt", "note": "kept"}
+    names = [m["name"] for m in doc["members"]]
+    assert sorted(names) == sorted(tensors)
+    header_len = struct.unpack("<Q", (tmp_path / "model.safetensors").read_bytes()[:8])[0]
+    order = json.loads(path.read_bytes()[8 : 8 + header_len])
+    assert names == [k for k in order if k != "__metadata__"]  # the file's own member order
+    dtypes = {m["name"]: m["dtype"] for m in doc["members"]}
+    assert dtypes["bf16"] == "bfloat16" and dtypes["f8_e4m3"] == "float8_e4m3fn"
+
+
+def test_safetensors_written_by_numpy_and_by_hand(tmp_path, grads):
+    from safetensors.numpy import load_file, save_file
+
+    arrays = {"w": grads[:600].reshape(20, 30), "b": grads[:7].astype(np.float16)}
+    save_file(arrays, str(tmp_path / "np.safetensors"))
+    round_trip(tmp_path / "np.safetensors")
+    back = load_file(str(tmp_path / "np.safetensors"))
+    assert all(same_bits(back[k], v) for k, v in arrays.items())
+
+    # bfloat16 written without torch, an unknown future dtype, a gap and padding in the data
+    bf16 = grads[:10].astype(ml_dtypes.bfloat16)
+    header = {
+        "__metadata__": {"who": "hand"},
+        "x": {"dtype": "BF16", "shape": [2, 5], "data_offsets": [0, 20]},
+        "y": {"dtype": "F6_E2M3", "shape": [4], "data_offsets": [24, 27]},
+        "z": {"dtype": "X7_NEW", "shape": [3], "data_offsets": [27, 33]},
+    }
+    text = json.dumps(header).encode() + b"   "
+    data = bf16.tobytes() + b"\0gap" + b"\x01\x02\x03" + b"ABCDEF" + b"tail"
+    (tmp_path / "hand.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data)
+    round_trip(tmp_path / "hand.safetensors")
+
+
+# -- npz -------------------------------------------------------------------------------------------
+
+
+def test_npz_stored_deflated_and_foreign_zips(tmp_path, grads):
+    arrays = {
+        "w": grads[:1000].reshape(10, 100),
+        "b": grads[:10].astype(np.float16),
+        "f": np.asfortranarray(grads[:60].reshape(6, 10)),
+        "layer/0/bias": np.arange(5, dtype=">i4"),
+    }
+    np.savez(tmp_path / "a.npz", **arrays)
+    round_trip(tmp_path / "a.npz")
+    np.savez_compressed(tmp_path / "c.npz", **arrays)
+    round_trip(tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz") as z:
+        assert all(same_bits(z[k], v) for k, v in arrays.items())
+
+    # written to a pipe (data descriptors), with a member that is not an array and a comment
+    buf = io.BytesIO()
+    unseekable = type("Pipe", (), {"write": buf.write, "flush": lambda self: None})()
+    with zipfile.ZipFile(unseekable, "w") as z:
+        with z.open("x.npy", "w") as member:
+            np.save(member, grads[:50])
+        z.writestr("README.txt", "not an array")
+        z.comment = b"made by hand"
+    (tmp_path / "pipe.npz").write_bytes(buf.getvalue())
+    round_trip(tmp_path / "pipe.npz")
+
+
+def test_npz_member_order_kept_in_conversions(tmp_path, grads):
+    np.savez(tmp_path / "o.npz", zeta=grads[:4], alpha=grads[4:8], mid=grads[8:12])
+    lmgc("compress", tmp_path / "o.npz")
+    lmgc("decompress", tmp_path / "o.npz.lmgc", "-o", tmp_path / "o.safetensors")
+    header_len = struct.unpack("<Q", (tmp_path / "o.safetensors").read_bytes()[:8])[0]
+    header = json.loads((tmp_path / "o.safetensors").read_bytes()[8 : 8 + header_len])
+    assert list(header) == ["zeta", "alpha", "mid"]
+    listing = lmgc("ls", tmp_path / "o.npz.lmgc").stdout.splitlines()
+    assert [line.split()[0] for line in listing[1:4]] == ["zeta", "alpha", "mid"]
+
+
+# -- npy -------------------------------------------------------------------------------------------
+
+NPY_CASES = {
+    "f2": np.float16,
+    "f4-big": ">f4",
+    "f8": np.float64,
+    "i1": np.int8,
+    "u8": np.uint64,
+    "bool": np.bool_,
+    "c8": np.complex64,
+    "c16-big": ">c16",
+    "datetime": "datetime64[ms]",
+    "timedelta": "timedelta64[ns]",
+    "bytes": "S5",
+    "unicode": "<U3",
+    "record": [("a", "<i2"), ("b", ">f8"), ("c", "S2")],
+    "bf16": ml_dtypes.bfloat16,
+    "f8e4m3": ml_dtypes.float8_e4m3fn,
+}
+
+
+@pytest.mark.parametrize("case", list(NPY_CASES))
+def test_npy_every_dtype_byte_identical(tmp_path, grads, case):
+    dtype = np.dtype(NPY_CASES[case])
+    raw = np.frombuffer(grads[:120].tobytes(), dtype=np.uint8)
+    n = 120 * 4 // dtype.itemsize
+    arr = raw[: n * dtype.itemsize].view(dtype).reshape(n)
+    if dtype.kind in "fc" or dtype.name in ("bfloat16", "float8_e4m3fn"):
+        arr = values(grads, n, dtype)
+    np.save(tmp_path / f"{case}.npy", arr)
+    round_trip(tmp_path / f"{case}.npy")
+    assert same_bits(np.load(tmp_path / f"{case}.npy"), np.load(tmp_path / f"{case}.npy.orig"))
+
+
+def test_npy_shapes_orders_versions_and_trailing_bytes(tmp_path, grads):
+    cases = {
+        "scalar": np.float32(grads[3]),
+        "empty": np.zeros((0, 4), np.float32),
+        "fortran2": np.asfortranarray(grads[:60].reshape(6, 10)),
+        "fortran3": np.asfortranarray(grads[:120].reshape(2, 6, 10)),
+    }
+    for name, arr in cases.items():
+        np.save(tmp_path / f"{name}.npy", arr)
+        round_trip(tmp_path / f"{name}.npy")
+    # format 2.0 (a header over 64 KiB) and 3.0 (non-latin-1 field names)
+    wide = np.dtype([(f"field{i:05d}", "<f4") for i in range(4000)])
+    with open(tmp_path / "v2.npy", "wb") as f:
+        np.lib.format.write_array(f, np.zeros(2, wide), version=(2, 0))
+    round_trip(tmp_path / "v2.npy")
+    with open(tmp_path / "v3.npy", "wb") as f:
+        np.lib.format.write_array(f, np.zeros(3, [("größe", "<f4")]), version=(3, 0))
+    round_trip(tmp_path / "v3.npy")
+    np.save(tmp_path / "tail.npy", grads[:10])
+    with open(tmp_path / "tail.npy", "ab") as f:
+        f.write(b"bytes np.load ignores")
+    round_trip(tmp_path / "tail.npy")
+
+
+def test_raw_with_dtype(tmp_path, grads):
+    (tmp_path / "w.bin").write_bytes(grads[:500].astype(ml_dtypes.bfloat16).tobytes())
+    round_trip(tmp_path / "w.bin", "--dtype", "bfloat16")
+    (tmp_path / "odd.bin").write_bytes(b"12345")
+    message = one_error_line(lmgc("compress", tmp_path / "odd.bin", "--dtype", "f4", ok=False), 1)
+    assert "whole number" in message
+
+
+# -- chunks, conversions, pipes -------------------------------------------------------------
+
+
+def test_large_tensors_are_coded_in_chunks(tmp_path, grads):
+    np.savez(
+        tmp_path / "big.npz",
+        rows=grads[:4096].reshape(64, 64),
+        flat=grads[:3000],
+        fortran=np.asfortranarray(grads[:2048].reshape(32, 64)),
+    )
+    round_trip(tmp_path / "big.npz", "--chunk-size", "1024")
+    doc = json.loads(lmgc("info", "--json", tmp_path / "big.npz.lmgc").stdout)
+    streams = {m["name"]: m["streams"] for m in doc["members"]}
+    assert len(streams["rows"]) == 16 and len(streams["flat"]) == 12
+    assert streams["rows"][0]["header"]["array"]["shape"] == [4, 64]  # whole rows
+    lmgc("decompress", tmp_path / "big.npz.lmgc", "-o", tmp_path / "again.npz")
+    with np.load(tmp_path / "again.npz") as z, np.load(tmp_path / "big.npz.orig") as ref:
+        assert all(same_bits(z[k], ref[k]) for k in ref.files)
+
+
+def test_conversions_between_formats(tmp_path, grads):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file, save_file
+
+    bf = torch.from_numpy(grads[:64].copy()).bfloat16().reshape(8, 8)
+    save_file({"w": bf, "n": torch.arange(3)}, str(tmp_path / "m.safetensors"))
+    lmgc("compress", tmp_path / "m.safetensors")
+    lmgc("decompress", tmp_path / "m.safetensors.lmgc", "-o", tmp_path / "M.NPZ")
+    assert (tmp_path / "M.NPZ").exists() and not (tmp_path / "M.NPZ.npz").exists()
+    with np.load(tmp_path / "M.NPZ") as z:
+        assert z["w"].tobytes() == bf.view(torch.int16).numpy().tobytes()
+    lmgc("decompress", tmp_path / "m.safetensors.lmgc", "-o", tmp_path / "m2.safetensors")
+    back = load_file(str(tmp_path / "m2.safetensors"))
+    assert back["w"].dtype == torch.bfloat16 and back["w"].view(torch.int16).equal(
+        bf.view(torch.int16)
+    )
+    # .npz keeps bfloat16 as opaque 2-byte items ('<V2'), which safetensors cannot name
+    lmgc("compress", tmp_path / "M.NPZ", "-o", tmp_path / "m3.lmgc")
+    out = tmp_path / "m3.safetensors"
+    message = one_error_line(lmgc("decompress", tmp_path / "m3.lmgc", "-o", out, ok=False), 1)
+    assert "safetensors has no dtype for |V2" in message and not out.exists()
+    np.save(tmp_path / "g.npy", grads[:100])
+    lmgc("compress", tmp_path / "g.npy")
+    lmgc("decompress", tmp_path / "g.npy.lmgc", "-o", tmp_path / "BACK.NPY")
+    assert (tmp_path / "BACK.NPY").read_bytes() == (tmp_path / "g.npy").read_bytes()
+    lmgc("decompress", tmp_path / "g.npy.lmgc", "-o", tmp_path / "g.raw", "--format", "raw")
+    assert (tmp_path / "g.raw").read_bytes() == grads[:100].tobytes()
+    lmgc("decompress", tmp_path / "g.npy.lmgc", "-o", tmp_path / "g.safetensors")
+    assert same_bits(load_file(str(tmp_path / "g.safetensors"))["arr_0"].numpy(), grads[:100])
+
+
+def test_bare_streams_and_pre_manifest_archives(tmp_path, grads):
+    from lmgc_core import Pipeline
+
+    blob = Pipeline.from_config().compress(grads[:300].reshape(10, 30))
+    (tmp_path / "s.lmgc").write_bytes(blob)
+    lmgc("decompress", tmp_path / "s.lmgc", "-o", tmp_path / "s.npy")
+    assert same_bits(np.load(tmp_path / "s.npy"), grads[:300].reshape(10, 30))
+    with zipfile.ZipFile(tmp_path / "old.lmgc", "w") as z:  # what lmgc wrote before manifests
+        z.writestr("w.lmgc", blob)
+        z.writestr("b.lmgc", Pipeline.from_config().compress(grads[:5]))
+    lmgc("decompress", tmp_path / "old.lmgc", "-o", tmp_path / "old.npz")
+    with np.load(tmp_path / "old.npz") as z:
+        assert z.files == ["w", "b"] and same_bits(z["b"], grads[:5])
+    assert "lmgc stream" in lmgc("info", tmp_path / "s.lmgc").stdout
+
+
+def test_stdin_and_stdout(tmp_path, grads):
+    np.save(tmp_path / "g.npy", grads[:200])
+    data = (tmp_path / "g.npy").read_bytes()
+    packed = lmgc("compress", "-", input=data).stdout_bytes
+    assert packed[:4] == b"PK\x03\x04"
+    assert lmgc("decompress", "-", input=packed).stdout_bytes == data
+    (tmp_path / "p.lmgc").write_bytes(packed)
+    assert lmgc("decompress", tmp_path / "p.lmgc", "-o", "-").stdout_bytes == data
+    lmgc("compress", "-", "-o", tmp_path / "q.lmgc", input=data)
+    lmgc("decompress", tmp_path / "q.lmgc", "-o", tmp_path / "q.npy")
+    assert (tmp_path / "q.npy").read_bytes() == data
+
+
+# -- never overwrite, never leave half a file -----------------------------------------------
+
+
+def test_no_overwrite_without_force(tmp_path, grads):
+    np.save(tmp_path / "g.npy", grads[:100])
+    before = (tmp_path / "g.npy").read_bytes()
+    message = one_error_line(
+        lmgc("compress", tmp_path / "g.npy", "-o", tmp_path / "g.npy", ok=False), 2
+    )
+    assert "exists" in message and "--force" in message
+    assert (tmp_path / "g.npy").read_bytes() == before
+    lmgc("compress", tmp_path / "g.npy")
+    one_error_line(lmgc("compress", tmp_path / "g.npy", ok=False), 2)
+    one_error_line(lmgc("decompress", tmp_path / "g.npy.lmgc", ok=False), 2)  # g.npy exists
+    lmgc("decompress", tmp_path / "g.npy.lmgc", "--force")
+    assert (tmp_path / "g.npy").read_bytes() == before
+    lmgc("compress", tmp_path / "g.npy", "-o", tmp_path / "g.npy", "--force")
+    lmgc("decompress", tmp_path / "g.npy", "-o", tmp_path / "h.npy")
+    assert (tmp_path / "h.npy").read_bytes() == before
+
+
+def test_failed_runs_leave_no_file(tmp_path, grads):
+    np.save(tmp_path / "g.npy", grads[:4096].reshape(64, 64))
+    lmgc("compress", tmp_path / "g.npy", "--chunk-size", "2048")
+    with zipfile.ZipFile(tmp_path / "g.npy.lmgc") as z:
+        members = {i.filename: i for i in z.infolist()}
+    blob = bytearray((tmp_path / "g.npy.lmgc").read_bytes())
+    late = members["array@5.lmgc"]  # a chunk in the middle: earlier chunks were already written
+    blob[late.header_offset + 30 + len(late.filename) + late.file_size - 3] ^= 0x10
+    (tmp_path / "bad.lmgc").write_bytes(bytes(blob))
+    out = tmp_path / "out.npy"
+    one_error_line(lmgc("decompress", tmp_path / "bad.lmgc", "-o", out, ok=False), 1)
+    one_error_line(lmgc("info", tmp_path / "bad.lmgc", ok=False), 1)
+    (tmp_path / "cut.lmgc").write_bytes(bytes(blob[: len(blob) // 2]))
+    one_error_line(lmgc("ls", tmp_path / "cut.lmgc", ok=False), 1)
+    one_error_line(lmgc("decompress", tmp_path / "cut.lmgc", "-o", out, ok=False), 1)
+    (tmp_path / "half.npy").write_bytes((tmp_path / "g.npy").read_bytes()[:5000])
+    one_error_line(lmgc("compress", tmp_path / "half.npy", ok=False), 1)
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers == ["bad.lmgc", "cut.lmgc", "g.npy", "g.npy.lmgc", "half.npy"]
+
+
+def test_info_is_one_json_document_and_ls_lists_members(tmp_path, grads):
+    np.savez(tmp_path / "a.npz", w=grads[:1000].reshape(10, 100), b=grads[:10])
+    lmgc("compress", tmp_path / "a.npz")
+    doc = json.loads(lmgc("info", "--json", tmp_path / "a.npz.lmgc").stdout)  # exactly one
+    assert [m["name"] for m in doc["members"]] == ["w", "b"]
+    totals = doc["totals"]
+    assert totals["tensors"] == 2 and totals["original_bytes"] == 4040
+    assert totals["file_bytes"] == (tmp_path / "a.npz.lmgc").stat().st_size
+    assert totals["compressed_bytes"] == sum(m["compressed_bytes"] for m in doc["members"])
+    lines = lmgc("ls", tmp_path / "a.npz.lmgc").stdout.splitlines()
+    assert lines[0].split() == ["name", "dtype", "shape", "original", "compressed", "ratio"]
+    assert lines[1].split()[:4] == ["w", "<f4", "(10,", "100)"]
+    assert lines[-1].startswith("total") and lines[-1].endswith("%")

@@ -1,0 +1,62 @@
+"""The progress bar: on a terminal, per block, with bytes/s and an ETA; silent with --quiet and
+off a terminal (pipes, logs, the test-suite)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import shutil
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from lmgc_core.progress import Progress
+
+LMGC = shutil.which("lmgc") or str(Path(sys.executable).parent / "lmgc")
+
+
+def test_chunk_callbacks_add_up_to_the_bytes():
+    with Progress(1000, "test", quiet=True) as bar:
+        update = bar.chunk(600, n_symbols=1350)
+        for _ in range(10):
+            update(100)  # overshoots the chunk: clamped to its 600 bytes
+        bar.chunk(400, n_symbols=900)(450)
+        assert bar.done == 800
+        bar.finish_chunk()
+        assert bar.done == 1000
+
+
+def _stderr_on_a_terminal(args: list[str]) -> str:
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real size
+    proc = subprocess.Popen([LMGC, *args], stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO once the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_bar_on_a_terminal_and_quiet(tmp_path):
+    rng = np.random.default_rng(1)
+    values = (rng.standard_normal(6 << 20, np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+    np.save(tmp_path / "w.npy", values)  # 12 MiB: a few seconds, longer than the bar's delay
+    shown = _stderr_on_a_terminal(["compress", str(tmp_path / "w.npy"), "--chunk-size", "1048576"])
+    assert "compress" in shown and "B/s" in shown and "<" in shown  # rate and ETA (tqdm "<")
+    quiet = _stderr_on_a_terminal(["decompress", f"{tmp_path / 'w.npy'}.lmgc", "-o",
+                                   str(tmp_path / "b.npy"), "-q"])  # fmt: skip
+    assert quiet == ""
