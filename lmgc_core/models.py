@@ -421,6 +421,7 @@ def lm_progress(total: int, label: str) -> Any:
         unit="tok",
         unit_scale=True,
         leave=False,
+        delay=1.0,  # short runs stay silent
         disable=None if enabled is None else not enabled,
         file=sys.stderr,
     )

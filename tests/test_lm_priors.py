@@ -205,7 +205,7 @@ def test_fingerprint_and_config(name):
     assert fp["backend"] == name
     assert fp["model_sha256"] == models.model_sha256(models.default_model_path())
     assert fp["device"] == "cpu" and fp["model_format"] == "gguf"
-    assert fp.get("threads") == (1 if name == "transformers" else None)  # llama.cpp: no effect
+    assert fp["threads"] == 1
     assert fp["token_map"] == "bytes-v1/error"
     if name == "transformers":
         import torch

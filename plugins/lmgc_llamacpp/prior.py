@@ -333,6 +333,7 @@ class LlamaCppPrior(Prior):
             "llama_cpp_python": llama_cpp.__version__,
             "device": "cpu" if self.n_gpu_layers == 0 else "gpu",
             "n_gpu_layers": self.n_gpu_layers,
+            "threads": self.threads,  # informational: not compared (see check_fingerprint)
             "n_batch": self.n_batch,
             "n_ubatch": self.n_batch,
             "flash_attn": False,
@@ -343,13 +344,12 @@ class LlamaCppPrior(Prior):
     def check_fingerprint(self, recorded: Mapping[str, Any]) -> None:
         """As the base check, and a llama.cpp built for other CPU features (other ggml kernels)
         is refused with the features that differ. ``threads`` is not compared: llama.cpp gives
-        the same numbers with any thread count (tested), older streams recorded it. Streams
+        the same numbers with any thread count (tested), so a decoder may use its own. Streams
         from before the features were recorded have no ``system_info``: they are let through
         (the SHA-256 still guards)."""
         theirs = recorded.get("system_info")
         mine = system_info()
-        rest = {k: v for k, v in recorded.items() if k != "threads"}
-        super().check_fingerprint({**rest, "system_info": mine})
+        super().check_fingerprint({**recorded, "system_info": mine, "threads": self.threads})
         if theirs is not None and theirs != mine:
             a, b = set(str(theirs).split()), set(mine.split())
             diff = "; ".join(

@@ -51,6 +51,8 @@ def _expert_spec(spec: Any) -> tuple[dict[str, Any], list[int] | None]:
 class MixPrior(Prior):
     name = "mix"
     wants_free_symbols = True
+    default_window = 2048  # placeholders: an instance takes the largest window of its experts
+    default_batch_size = 8  # and the smallest batch (an LM's 2048 x 8 when one is an expert)
 
     def __init__(
         self,
@@ -81,6 +83,7 @@ class MixPrior(Prior):
                 options["model"] = model  # a decode-time override: where the model lives here
             self.experts.append(registry.build("prior", name, options))
             self.consult.append(consult)
+        self.model = model
         self.share = float(share)
         self.lr = float(lr)
         self.geometric = geometric
@@ -110,6 +113,7 @@ class MixPrior(Prior):
             "lr": self.lr,
             "geometric": self.geometric,
             "uniform": self.uniform,
+            "model": self.model,
         }
 
     def _settings(self) -> JSON:
