@@ -538,12 +538,14 @@ def test_lm_runs_show_a_progress_bar(tmp_path, grads):
     import os
 
     src = tmp_path / "g.npy"
-    np.save(src, grads[:8])
+    np.save(src, grads[:48])  # a few seconds: the bar waits 1 s before it shows
     cmd = [sys.executable, "-m", "lmgc_core.cli", "compress", str(src), "--prior", "llamacpp",
-           "-P", "threads=1", "--window", "32", "--batch", "2"]  # fmt: skip
-    shown = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
-                           "LMGC_PROGRESS": "1"})  # fmt: skip
-    assert shown.returncode == 0 and "llamacpp 2x32" in shown.stderr and "tok/s" in shown.stderr
-    hidden = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
-                            "LMGC_PROGRESS": "0"})  # fmt: skip
-    assert hidden.returncode == 0 and "llamacpp 2x32" not in hidden.stderr
+           "-P", "threads=1", "--window", "512", "--batch", "1"]  # fmt: skip
+    shown = subprocess.run([*cmd, "-o", str(tmp_path / "a.lmgc")], capture_output=True,
+                           text=True, env={**os.environ, "LMGC_PROGRESS": "1"})  # fmt: skip
+    assert shown.returncode == 0 and "llamacpp 1x512" in shown.stderr and "tok/s" in shown.stderr
+    for extra, env in ((["-q"], "1"), ([], "0")):  # --quiet, or LMGC_PROGRESS=0, hide it
+        hidden = subprocess.run([*cmd, *extra, "-o", str(tmp_path / f"b{env}.lmgc")],
+                                capture_output=True, text=True,
+                                env={**os.environ, "LMGC_PROGRESS": env})  # fmt: skip
+        assert hidden.returncode == 0 and "llamacpp 1x512" not in hidden.stderr
