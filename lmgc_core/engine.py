@@ -109,7 +109,9 @@ def drive(
     out[known] = forced[known][:, None]
 
     lead = int(np.argmin(known)) if not known.all() else total
-    session = prior.open(alphabet, batch_rows, window, tuple(pattern))
+    wants = getattr(prior, "wants_free_symbols", False)
+    extra = {"free_symbols": tuple(int(s) for s in free)} if wants else {}
+    session = prior.open(alphabet, batch_rows, window, tuple(pattern), **extra)
     try:
         scores = session.start(out[:lead].T)
         pos = lead

@@ -122,6 +122,9 @@ class Prior(Component):
     shares no mutable state). The codecs and ``--jobs`` then code chunks / blocks concurrently;
     a prior that must serialize (an LM on one device) leaves it False and is used by one thread
     at a time."""
+    wants_free_symbols: ClassVar[bool] = False
+    """True when :meth:`open` takes a ``free_symbols`` keyword: the symbols a data position can
+    take, in the coder's order (a mixture renormalises its experts over exactly those)."""
 
     @abstractmethod
     def fingerprint(self) -> JSON:

@@ -20,6 +20,7 @@ import importlib.util
 import os
 import re
 import struct
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -386,3 +387,41 @@ def token_map_hash(token_ids: np.ndarray, bos_id: int | None) -> str:
     h = hashlib.sha256(np.asarray(token_ids, dtype="<i8").tobytes())
     h.update(str(bos_id).encode())
     return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- progress
+
+PROGRESS_ENV = "LMGC_PROGRESS"
+_progress_enabled: bool | None = None
+
+
+def set_progress(enabled: bool | None) -> None:
+    """Show (``True``), hide (``False``) or auto-detect (``None``: when stderr is a terminal)
+    the language models' progress bars; ``LMGC_PROGRESS=0/1`` in the environment does the same.
+    The CLI's ``--quiet`` turns them off."""
+    global _progress_enabled
+    _progress_enabled = enabled
+
+
+def lm_progress(total: int, label: str) -> Any:
+    """A tqdm bar on stderr counting the tokens an LM session computes (one per window row and
+    position): a CPU language model takes minutes per batch, so every LM run shows where it is.
+    Returns an object with ``update(n)`` and ``close()`` (a disabled bar when hidden)."""
+    from tqdm import tqdm
+
+    enabled = _progress_enabled
+    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if env in ("0", "false", "no", "off"):
+        enabled = False
+    elif env in ("1", "true", "yes", "on") and enabled is None:
+        enabled = True
+    return tqdm(
+        total=total,
+        desc=label,
+        unit="tok",
+        unit_scale=True,
+        leave=False,
+        delay=1.0,  # short runs stay silent
+        disable=None if enabled is None else not enabled,
+        file=sys.stderr,
+    )

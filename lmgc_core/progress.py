@@ -17,6 +17,11 @@ class Progress:
     def __init__(self, total_bytes: int, label: str, quiet: bool = False) -> None:
         from tqdm import tqdm
 
+        if quiet:  # the language models' own per-step bars too
+            from .models import set_progress
+
+            set_progress(False)
+
         self._bar: Any = tqdm(
             total=total_bytes,
             desc=label,

@@ -42,6 +42,11 @@ BUILTINS = [
         {"name": "adaptive", "initial": 0.5, "limit": 4096},
         {"config": {"serializer": "iso"}},
     ),
+    (
+        "prior",
+        {"name": "mix", "experts": [{"name": "float"}, {"name": "adaptive", "consult": [0, 1]}]},
+        {"fingerprint_covers": {"model": "experts"}},
+    ),
     ("coder", "range", {}),
     ("stage", "quantize", {}),
     ("stage", {"name": "quantize", "bits": 1}, {}),

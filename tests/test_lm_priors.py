@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,7 +204,8 @@ def test_fingerprint_and_config(name):
     fp = prior.fingerprint()
     assert fp["backend"] == name
     assert fp["model_sha256"] == models.model_sha256(models.default_model_path())
-    assert fp["threads"] == 1 and fp["device"] == "cpu" and fp["model_format"] == "gguf"
+    assert fp["device"] == "cpu" and fp["model_format"] == "gguf"
+    assert fp["threads"] == 1
     assert fp["token_map"] == "bytes-v1/error"
     if name == "transformers":
         import torch
@@ -211,10 +213,14 @@ def test_fingerprint_and_config(name):
 
         assert fp["dtype"] == "float32" and fp["attention"] == "eager" and fp["head"] == "alphabet"
         assert (fp["torch"], fp["transformers"]) == (torch.__version__, transformers.__version__)
+        assert fp["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     else:
         import llama_cpp
 
         assert fp["llama_cpp_python"] == llama_cpp.__version__
+        info = llama_cpp.llama_print_system_info().decode()
+        enabled = [f.split("=")[0].split(":")[-1].strip() for f in info.split("|") if "= 1" in f]
+        assert fp["system_info"].split()[1:] == enabled  # "CPU: SSE3 SSSE3 AVX ..."
         assert (fp["n_gpu_layers"], fp["n_batch"], fp["n_ubatch"]) == (0, 512, 512)
     config = prior.get_config()
     assert config["model"] is None and config["threads"] == 1
@@ -277,6 +283,18 @@ def test_sessions_are_deterministic_and_cached(priors, name):
     assert prior.token_ids(HEX).tolist() == SMOL_HEX_IDS and prior.bos_id() == 1
     with pytest.raises(ValueError, match="window"):
         run_session(prior, HEX, sym, 16)
+
+
+@pytest.mark.lm
+@needs_model
+@needs_llama
+def test_llamacpp_scores_do_not_depend_on_threads():
+    """Why the llama.cpp fingerprint leaves the thread count out (and the decoder may pick its
+    own): every ggml output element is computed by one thread in a fixed order."""
+    sym = hex_rows(np.random.default_rng(5), 3, 12)
+    a, _ = run_session(build("llamacpp", threads=1), HEX, sym, 128)
+    b, _ = run_session(build("llamacpp", threads=2), HEX, sym, 128)
+    assert np.array_equal(a, b)
 
 
 @pytest.mark.lm
@@ -371,7 +389,9 @@ def test_decoding_with_other_settings_is_refused(priors, grads, tmp_path):
             Pipeline.from_config({**base, **overrides}).decompress(blob)
 
     refused("prior: stream has 'llamacpp'", prior={"name": "transformers", "threads": 1})
-    refused("threads", prior={"name": "llamacpp", "threads": 2})
+    # llama.cpp's numbers do not depend on its thread count: another count decodes
+    other_threads = Pipeline.from_config({**base, "prior": {"name": "llamacpp", "threads": 2}})
+    assert same_bits(other_threads.decompress(blob), data)
     refused("n_batch", prior={"name": "llamacpp", "threads": 1, "n_batch": 256})
     refused("window", prior={"name": "llamacpp", "threads": 1}, window=64)
     # another model file (same size, one byte changed): the hash differs
@@ -436,3 +456,96 @@ def test_transformers_loads_a_hugging_face_folder(tmp_path, grads):
     assert same_bits(lmgc_core.decompress(pipe.compress(data)), data)
     with pytest.raises(ConfigError, match="context"):
         prior.open(HEX, 1, 512)
+
+
+# ------------------------------------------------------------------ CPU kernels, progress
+
+
+@needs_model
+@needs_llama
+def test_llamacpp_fingerprint_names_its_cpu_features():
+    prior = build("llamacpp")
+    fp = prior.fingerprint()
+    assert "AVX" in fp["system_info"] or "NEON" in fp["system_info"]
+    other = {**fp, "system_info": fp["system_info"].replace(" AVX2", "", 1)}
+    with pytest.raises(MismatchError, match=r"system_info.*only this build has AVX2"):
+        prior.check_fingerprint(other)
+    old = {k: v for k, v in fp.items() if k != "system_info"}  # a stream from before the key
+    prior.check_fingerprint(old)
+
+
+ENCODE = """
+import sys, numpy as np
+from lmgc_core import Pipeline
+g = np.load("tests/data/mlp_grads_8k.npy")[:6]
+cfg = {"prior": {"name": "transformers", "threads": 1}, "window": 32, "batch": 2}
+open(sys.argv[1], "wb").write(Pipeline.from_config(cfg).compress(g))
+import torch
+print(torch.backends.cpu.get_cpu_capability())
+"""
+DECODE = """
+import sys, numpy as np
+if sys.argv[2] == "torch-first":
+    import torch
+import lmgc_core
+g = np.load("tests/data/mlp_grads_8k.npy")[:6]
+try:
+    ok = lmgc_core.decompress(open(sys.argv[1], "rb").read()).tobytes() == g.tobytes()
+    print("decoded", ok)
+except lmgc_core.MismatchError as exc:
+    print("refused", exc)
+import torch
+print(torch.backends.cpu.get_cpu_capability())
+"""
+
+
+@pytest.mark.lm
+@needs_model
+@needs_torch
+def test_transformers_stream_selects_its_cpu_kernels(tmp_path):
+    """A stream made with torch's DEFAULT kernels records them; a fresh decoder selects them by
+    itself, one that imported torch first (other kernels) is refused with the setting to use."""
+    import os
+
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX"):
+        pytest.skip("this CPU runs torch's DEFAULT kernels already")
+    root = str(Path(__file__).resolve().parents[1])
+    stream = str(tmp_path / "t.lmgc")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+
+    def run(code, *args, env=None):
+        out = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=root,
+            env=env, timeout=600,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout.strip().splitlines()
+
+    assert run(ENCODE, stream, env=env)[-1] == "DEFAULT"
+    clean = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    assert run(DECODE, stream, "fresh", env=clean) == ["decoded True", "DEFAULT"]
+    refused = run(DECODE, stream, "torch-first", env=clean)
+    assert refused[0].startswith("refused") and "ATEN_CPU_CAPABILITY=default" in refused[0]
+    assert "cpu_capability" in refused[0]
+
+
+@pytest.mark.lm
+@needs_model
+@needs_llama
+def test_lm_runs_show_a_progress_bar(tmp_path, grads):
+    import os
+
+    src = tmp_path / "g.npy"
+    np.save(src, grads[:48])  # a few seconds: the bar waits 1 s before it shows
+    cmd = [sys.executable, "-m", "lmgc_core.cli", "compress", str(src), "--prior", "llamacpp",
+           "-P", "threads=1", "--window", "512", "--batch", "1"]  # fmt: skip
+    shown = subprocess.run([*cmd, "-o", str(tmp_path / "a.lmgc")], capture_output=True,
+                           text=True, env={**os.environ, "LMGC_PROGRESS": "1"})  # fmt: skip
+    assert shown.returncode == 0 and "llamacpp 1x512" in shown.stderr and "tok/s" in shown.stderr
+    for extra, env in ((["-q"], "1"), ([], "0")):  # --quiet, or LMGC_PROGRESS=0, hide it
+        hidden = subprocess.run([*cmd, *extra, "-o", str(tmp_path / f"b{env}.lmgc")],
+                                capture_output=True, text=True,
+                                env={**os.environ, "LMGC_PROGRESS": env})  # fmt: skip
+        assert hidden.returncode == 0 and "llamacpp 1x512" not in hidden.stderr

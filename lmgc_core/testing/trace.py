@@ -21,7 +21,14 @@ class ScoreError(AssertionError):
 
 
 def _validate(scores: Any, rows: int, size: int, call: str) -> None:
-    if isinstance(scores, ContextScores):
+    if isinstance(scores, ContextScores) and scores.rows is None:  # one table row per row
+        values = np.asarray(scores.table)
+        if values.ndim != 2 or values.shape[0] not in (1, rows) or values.shape[1] != size:
+            raise ScoreError(
+                f"{call}: ContextScores.table is {values.shape} with rows=None, not "
+                f"({rows}, {size}) or (1, {size})"
+            )
+    elif isinstance(scores, ContextScores):
         table, idx = np.asarray(scores.table), np.asarray(scores.rows)
         if table.ndim != 2 or table.shape[1] != size:
             raise ScoreError(f"{call}: ContextScores.table is {table.shape}, not (C, {size})")
@@ -71,9 +78,12 @@ class _Watched:
 
     def __init__(self, prior: Any) -> None:
         self._prior = prior
+        self.wants_free_symbols = getattr(prior, "wants_free_symbols", False)
 
-    def open(self, alphabet: Sequence[bytes], batch_size: int, window: int, pattern: Any) -> Any:
-        inner = self._prior.open(alphabet, batch_size, window, pattern)
+    def open(
+        self, alphabet: Sequence[bytes], batch_size: int, window: int, pattern: Any, **extra: Any
+    ) -> Any:
+        inner = self._prior.open(alphabet, batch_size, window, pattern, **extra)
         return _Session(inner, batch_size, len(alphabet))
 
 

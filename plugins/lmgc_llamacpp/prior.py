@@ -17,7 +17,7 @@ import ctypes
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +26,7 @@ import llama_cpp
 import numpy as np
 
 from lmgc_core import models
-from lmgc_core.errors import ConfigError, PluginError
+from lmgc_core.errors import ConfigError, MismatchError, PluginError
 from lmgc_core.interfaces import JSON, Prior, PriorSession
 
 BACKEND = "llamacpp"
@@ -53,8 +53,20 @@ def clear_cache() -> None:
         _MODELS.clear()
 
 
-def default_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+def auto_threads() -> int:
+    """Threads for a session when none are configured: the cores other processes leave free,
+    1 to 4. llama.cpp's results do not depend on the thread count (tested), but its speed does,
+    badly: OpenMP workers spin at every barrier, so 2 threads on 2 busy cores ran 5-20x slower
+    than 1 here."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(4, cpus, int(cpus - busy + 1)))
 
 
 def _set(params: Any, name: str, value: Any) -> bool:
@@ -72,7 +84,7 @@ class _Context:
     """A llama.cpp context (KV cache for ``n_seq`` sequences of ``n_cells`` cells each)."""
 
     def __init__(
-        self, model: _Model, n_seq: int, n_cells: int, n_batch: int, threads: int, n_outputs: int
+        self, model: _Model, n_seq: int, n_cells: int, n_batch: int, n_outputs: int
     ) -> None:
         self.model = model  # keeps the model alive while the context exists
         p = llama_cpp.llama_context_default_params()
@@ -80,8 +92,8 @@ class _Context:
         p.n_batch = n_batch
         p.n_ubatch = n_batch
         p.n_seq_max = n_seq
-        p.n_threads = threads
-        p.n_threads_batch = threads
+        p.n_threads = 1  # set per session (set_threads): results do not depend on it
+        p.n_threads_batch = 1
         _set(p, "n_outputs_max", n_outputs)
         _set(p, "n_outputs_max_per_seq", 0)
         _set(p, "kv_unified", False)
@@ -104,6 +116,9 @@ class _Context:
 
     def clear(self) -> None:
         llama_cpp.llama_memory_clear(self.mem, True)
+
+    def set_threads(self, threads: int) -> None:
+        llama_cpp.llama_set_n_threads(self.ptr, threads, threads)
 
     def decode(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, out: np.ndarray) -> None:
         """One ``llama_decode`` over int32 ``tokens``/``pos``/``seq`` and int8 ``out`` flags."""
@@ -158,7 +173,7 @@ class _Model:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, *key: int) -> _Context:
-        """A cleared context for ``key = (n_seq, n_cells, n_batch, threads, n_outputs)``: an idle
+        """A cleared context for ``key = (n_seq, n_cells, n_batch, n_outputs)``: an idle
         one with exactly that key (never a bigger one: the encoder and the decoder must compute
         with identical contexts whatever their caches hold), or a new one."""
         ctx = None
@@ -239,6 +254,24 @@ def token_piece(model: _Model, token: int) -> bytes:
     return buf.raw[: max(n, 0)]
 
 
+def system_info() -> str:
+    """llama.cpp's build and CPU features, compact (``CPU: SSE3 AVX AVX2 ...``): its kernels."""
+    raw = llama_cpp.llama_print_system_info()
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    out = []
+    for item in text.split("|"):
+        head, colon, rest = item.partition(":")
+        if colon and "=" not in head:  # "CPU : SSE3 = 1" starts a backend's section
+            out.append(head.strip() + ":")
+            item = rest
+        key, eq, value = (x.strip() for x in item.partition("="))
+        if key and (not eq or value == "1"):
+            out.append(key)
+        elif key and value != "0":
+            out.append(f"{key}={value}")
+    return " ".join(out)
+
+
 def _cells(window: int) -> int:
     return -(-window // KV_CELL_PAD) * KV_CELL_PAD
 
@@ -261,10 +294,10 @@ class LlamaCppPrior(Prior):
         n_batch: int = 512,
         unmapped: str = "error",
     ) -> None:
-        if threads is None:
-            threads = default_threads()
-        for label, value, low in (("threads", threads, 1), ("n_batch", n_batch, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        for label, value in (("threads", threads), ("n_batch", n_batch)):
+            if value is None and label == "threads":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{label} must be a positive integer, not {value!r}")
         if not isinstance(n_gpu_layers, int) or isinstance(n_gpu_layers, bool) or n_gpu_layers < -1:
             raise ConfigError(f"n_gpu_layers must be an integer >= -1 (all), not {n_gpu_layers!r}")
@@ -300,12 +333,39 @@ class LlamaCppPrior(Prior):
             "llama_cpp_python": llama_cpp.__version__,
             "device": "cpu" if self.n_gpu_layers == 0 else "gpu",
             "n_gpu_layers": self.n_gpu_layers,
-            "threads": self.threads,
+            "threads": self.threads,  # informational: not compared (see check_fingerprint)
             "n_batch": self.n_batch,
             "n_ubatch": self.n_batch,
             "flash_attn": False,
             "token_map": f"{TOKEN_MAP_RULE}/{self.unmapped}",
+            "system_info": system_info(),
         }
+
+    def check_fingerprint(self, recorded: Mapping[str, Any]) -> None:
+        """As the base check, and a llama.cpp built for other CPU features (other ggml kernels)
+        is refused with the features that differ. ``threads`` is not compared: llama.cpp gives
+        the same numbers with any thread count (tested), so a decoder may use its own. Streams
+        from before the features were recorded have no ``system_info``: they are let through
+        (the SHA-256 still guards)."""
+        theirs = recorded.get("system_info")
+        mine = system_info()
+        super().check_fingerprint({**recorded, "system_info": mine, "threads": self.threads})
+        if theirs is not None and theirs != mine:
+            a, b = set(str(theirs).split()), set(mine.split())
+            diff = "; ".join(
+                part
+                for part in (
+                    f"only the stream's build has {' '.join(sorted(a - b))}" if a - b else "",
+                    f"only this build has {' '.join(sorted(b - a))}" if b - a else "",
+                )
+                if part
+            )
+            raise MismatchError(
+                f"prior {self.name!r}: system_info: the stream was made by a llama.cpp build "
+                f"with other CPU kernels ({diff}); ggml's kernels are chosen when "
+                "llama-cpp-python is built: decode with a build for the same CPU features "
+                f"(stream: {theirs!r})"
+            )
 
     # -- model -------------------------------------------------------------------------------------
     def loaded(self) -> _Model:
@@ -355,8 +415,9 @@ class LlamaCppPrior(Prior):
         if length > lm.n_ctx_train:
             raise ConfigError(f"windows of {length} tokens exceed the model's context")
         chunk = min(TF_CHUNK, self.n_batch)
-        key = (1, _cells(length), chunk, self.threads, chunk)
+        key = (1, _cells(length), chunk, chunk)
         ctx = lm.take(*key)
+        ctx.set_threads(self.threads or auto_threads())
         try:
             for row in range(n):
                 ctx.clear()
@@ -387,10 +448,12 @@ class LlamaSession(PriorSession):
         self.ids = ids
         self.batch = batch_size
         self.window = window
-        self.key = (batch_size, _cells(window), prior.n_batch, prior.threads, batch_size)
+        self.key = (batch_size, _cells(window), prior.n_batch, batch_size)
         self.ctx: _Context | None = lm.take(*self.key)
+        self.ctx.set_threads(prior.threads or auto_threads())
         self.length = 0
         self.rows = np.arange(batch_size, dtype=np.int32)
+        self.bar = models.lm_progress(batch_size * window, f"llamacpp {batch_size}x{window}")
 
     def _feed(self, tokens: np.ndarray) -> np.ndarray:
         """Append ``tokens`` (``(B, k)`` vocabulary ids) to every row; scores after the last."""
@@ -409,6 +472,7 @@ class LlamaSession(PriorSession):
             e = s + step
             self.ctx.decode(flat[s:e], pos[s:e], seq[s:e], want[s:e])
         self.length += k
+        self.bar.update(b * k)
         return self.ctx.logits(b)[:, self.ids].astype(np.float32)
 
     def start(self, prefix: np.ndarray) -> np.ndarray:
@@ -427,6 +491,7 @@ class LlamaSession(PriorSession):
         return self._feed(self.ids[symbols])
 
     def close(self) -> None:
+        self.bar.close()
         ctx, self.ctx = self.ctx, None
         if ctx is not None:
             ctx.clear()

@@ -12,7 +12,10 @@ Options (``{"name": "transformers", ...}``):
 * ``threads``: torch CPU threads, default ``min(4, cpu count)``; recorded, and reapplied when
   decoding (results depend on it);
 * ``unmapped``: ``"error"`` (default) or ``"spare"``, for alphabet symbols that no single
-  vocabulary token spells (see :func:`lmgc_core.models.symbol_token_map`).
+  vocabulary token spells (see :func:`lmgc_core.models.symbol_token_map`);
+* ``cpu_capability``: torch's CPU kernel set (``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``...);
+  default: the one torch picked. Recorded in the stream's config, so a decoder that has not
+  imported torch yet selects it (``ATEN_CPU_CAPABILITY``) and decodes on another CPU that has it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ INSTALL_HINT = "pip install 'lmgc[transformers,smollm2]'"
 
 
 def _factory(**options: Any) -> Any:
+    from . import cpu
+
+    cpu.request(options.get("cpu_capability"))  # before torch is imported (import time only)
     from .prior import TransformersPrior
 
     return TransformersPrior(**options)

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,10 +22,13 @@ import numpy as np
 import torch
 
 from lmgc_core import models
-from lmgc_core.errors import ConfigError, PluginError
+from lmgc_core.errors import ConfigError, MismatchError, PluginError
 from lmgc_core.interfaces import JSON, Prior, PriorSession
 
+from . import cpu
+
 BACKEND = "transformers"
+_UNRECORDED = object()
 IMPL_VERSION = 1
 """Bump when the plugin computes scores differently (fed tokens, head, attention...)."""
 TOKEN_MAP_RULE = "bytes-v1"
@@ -236,6 +239,7 @@ class TransformersPrior(Prior):
         device: str = "cpu",
         threads: int | None = None,
         unmapped: str = "error",
+        cpu_capability: str | None = None,
     ) -> None:
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
@@ -251,8 +255,11 @@ class TransformersPrior(Prior):
             raise ConfigError(f"threads must be a positive integer, not {threads!r}")
         if unmapped not in models.UNMAPPED_POLICIES:
             raise ConfigError(f"unmapped must be one of {models.UNMAPPED_POLICIES}")
+        if cpu_capability is not None and not cpu.known(cpu_capability):
+            raise ConfigError(f"cpu_capability {cpu_capability!r} is not one torch knows")
         self.path = models.resolve_model(model)
         self.model = None if model is None else str(self.path)
+        self.requested_capability = cpu_capability
         self.dtype = dtype
         self.device = str(dev)
         self.threads = threads
@@ -267,7 +274,13 @@ class TransformersPrior(Prior):
             "device": self.device,
             "threads": self.threads,
             "unmapped": self.unmapped,
+            "cpu_capability": self.requested_capability or self.cpu_capability(),
         }
+
+    def cpu_capability(self) -> str | None:
+        """torch's CPU kernel set in this process (``None`` on a GPU: the CPU computes nothing
+        that reaches the coder)."""
+        return cpu.current() if torch.device(self.device).type == "cpu" else None
 
     def fingerprint(self) -> JSON:
         import transformers
@@ -285,7 +298,28 @@ class TransformersPrior(Prior):
             "attention": "eager",
             "head": "alphabet" if self._architecture in ALPHABET_HEAD_TYPES else "full",
             "token_map": f"{TOKEN_MAP_RULE}/{self.unmapped}",
+            "cpu_capability": self.cpu_capability(),
         }
+
+    def check_fingerprint(self, recorded: Mapping[str, Any]) -> None:
+        """As the base check, and a different CPU kernel set is refused with the setting that
+        selects the recorded one. Streams from before the kernel set was recorded have no
+        ``cpu_capability``: they are let through (the SHA-256 check still guards them)."""
+        theirs = recorded.get("cpu_capability", _UNRECORDED)
+        mine = self.cpu_capability()
+        rest = {k: v for k, v in recorded.items() if k != "cpu_capability"}
+        super().check_fingerprint({**rest, "cpu_capability": mine})
+        if theirs is not _UNRECORDED and theirs != mine:
+            hint = (
+                f"start Python with {cpu.ENV}={cpu.env_value(theirs)} (this CPU must have {theirs})"
+                if theirs is not None and mine is not None
+                else "decode on the same kind of device"
+            )
+            raise MismatchError(
+                f"prior {self.name!r}: cpu_capability: the stream was made with torch's "
+                f"{theirs!r} CPU kernels, this process runs {mine!r}; they round differently. "
+                f"torch picks them when it is imported: {hint}"
+            )
 
     # -- model -------------------------------------------------------------------------------------
     def loaded(self) -> _Loaded:
@@ -326,8 +360,19 @@ class TransformersPrior(Prior):
             raise ConfigError(
                 f"window {window} exceeds the model's context of {lm.max_positions} tokens"
             )
+        self._check_capability()
         _, tids, head = self._alphabet(alphabet)
         return TorchSession(lm, tids, head, batch_size, window, self.threads)
+
+    def _check_capability(self) -> None:
+        """Refuse to compute with other kernels than the ones the config asks for."""
+        want, have = self.requested_capability, self.cpu_capability()
+        if want is not None and have is not None and cpu.env_value(want) != cpu.env_value(have):
+            raise ConfigError(
+                f"cpu_capability {want!r} was asked for, but torch was imported with {have!r} "
+                f"kernels: start Python with {cpu.ENV}={cpu.env_value(want)} (torch reads it "
+                "only when it is imported)"
+            )
 
     def teacher_forced_scores(self, alphabet: Sequence[bytes], windows: np.ndarray) -> np.ndarray:
         """One full-sequence pass per window (BOS prepended): ``(n, L, A)`` float32 scores. The
@@ -398,6 +443,7 @@ class TorchSession(PriorSession):
         self.threads = threads
         self.length = 0
         self.past: Any = None
+        self.bar = models.lm_progress(batch_size * window, f"transformers {batch_size}x{window}")
 
     def _step(self, symbols: np.ndarray, bos: bool) -> np.ndarray:
         sym = np.asarray(symbols, dtype=np.int64).reshape(self.batch, -1)
@@ -412,6 +458,7 @@ class TorchSession(PriorSession):
                 inp = torch.cat([first, inp], dim=1)
             scores, self.past = _forward(lm, inp, self.tids, self.head, self.past)
         self.length += n
+        self.bar.update(self.batch * n)
         return scores
 
     def start(self, prefix: np.ndarray) -> np.ndarray:
@@ -425,4 +472,5 @@ class TorchSession(PriorSession):
         return self._step(symbols, bos=False)
 
     def close(self) -> None:
+        self.bar.close()
         self.past = None

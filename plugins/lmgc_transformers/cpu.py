@@ -1,0 +1,51 @@
+"""torch's CPU kernels (its "CPU capability"): recorded in the fingerprint, chosen before import.
+
+PyTorch picks one kernel set per process (AVX512, AVX2, DEFAULT...) when it is imported, from
+the CPU or from the ``ATEN_CPU_CAPABILITY`` environment variable; the sets round differently, so
+a stream decodes only with the set that made it. This module imports no torch: the plugin's
+factory calls :func:`request` before the first ``import torch``, so a decoder selects the
+recorded set by itself when the CPU has it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ENV = "ATEN_CPU_CAPABILITY"
+_ENV_VALUES = {
+    "DEFAULT": "default",
+    "NO AVX": "default",
+    "AVX2": "avx2",
+    "AVX512": "avx512",
+    "VSX": "vsx",
+    "Z VECTOR": "zvector",
+    "ZVECTOR": "zvector",
+    "SVE256": "sve256",
+}
+
+
+def env_value(capability: str) -> str:
+    """The ``ATEN_CPU_CAPABILITY`` value that selects ``capability`` (as torch reports it)."""
+    key = str(capability).strip().upper()
+    return _ENV_VALUES.get(key, key.lower())
+
+
+def known(capability: object) -> bool:
+    return isinstance(capability, str) and capability.strip().upper() in _ENV_VALUES
+
+
+def request(capability: str | None) -> None:
+    """Ask torch for ``capability``'s kernels, if torch is not imported yet and the user has not
+    chosen with ``ATEN_CPU_CAPABILITY`` already (their choice wins; a mismatch is then refused
+    by the fingerprint check, with the value to set)."""
+    if capability is None or "torch" in sys.modules or os.environ.get(ENV):
+        return
+    os.environ[ENV] = env_value(capability)
+
+
+def current() -> str:
+    """The kernel set this process's torch runs (``torch.backends.cpu.get_cpu_capability``)."""
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
