@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import zipfile
 import math
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
