@@ -409,6 +409,8 @@ def lm_progress(total: int, label: str) -> Any:
     Returns an object with ``update(n)`` and ``close()`` (a disabled bar when hidden)."""
     from tqdm import tqdm
 
+    from .progress import bar_delay
+
     enabled = _progress_enabled
     env = os.environ.get(PROGRESS_ENV, "").strip().lower()
     if env in ("0", "false", "no", "off"):
@@ -421,7 +423,7 @@ def lm_progress(total: int, label: str) -> Any:
         unit="tok",
         unit_scale=True,
         leave=False,
-        delay=1.0,  # short runs stay silent
+        delay=bar_delay(),  # short runs stay silent
         disable=None if enabled is None else not enabled,
         file=sys.stderr,
     )

@@ -3,14 +3,26 @@
 The pipeline reports progress in *symbols* per block; a chunk's symbols are scaled to its bytes
 here, and every chunk ends exactly on its byte count, so the bar stays right whatever unit a
 prior's fast path reports in. tqdm shows rate (B/s) and ETA, waits a second before appearing
-(short runs stay silent) and is off when stderr is not a terminal or with ``--quiet``.
+(short runs stay silent; ``LMGC_PROGRESS_DELAY`` sets other seconds) and is off when stderr is
+not a terminal or with ``--quiet``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
+
+DELAY_ENV = "LMGC_PROGRESS_DELAY"
+
+
+def bar_delay() -> float:
+    """Seconds before a bar appears: 1 s, or ``$LMGC_PROGRESS_DELAY`` when it is a number."""
+    try:
+        return max(0.0, float(os.environ.get(DELAY_ENV, "1")))
+    except ValueError:
+        return 1.0
 
 
 class Progress:
@@ -30,7 +42,7 @@ class Progress:
             unit_divisor=1024,
             disable=True if quiet else None,  # None: only on a terminal
             leave=False,
-            delay=1.0,
+            delay=bar_delay(),
             file=sys.stderr,
             dynamic_ncols=True,
         )

@@ -32,10 +32,11 @@ def test_chunk_callbacks_add_up_to_the_bytes():
         assert bar.done == 1000
 
 
-def _stderr_on_a_terminal(args: list[str]) -> str:
+def _stderr_on_a_terminal(args: list[str], delay: str = "0") -> str:
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real size
-    proc = subprocess.Popen([LMGC, *args], stdout=subprocess.DEVNULL, stderr=follower)
+    env = {**os.environ, "LMGC_PROGRESS_DELAY": delay}  # a fast machine finishes within 1 s
+    proc = subprocess.Popen([LMGC, *args], stdout=subprocess.DEVNULL, stderr=follower, env=env)
     os.close(follower)
     chunks = []
     while True:
@@ -54,9 +55,11 @@ def _stderr_on_a_terminal(args: list[str]) -> str:
 def test_bar_on_a_terminal_and_quiet(tmp_path):
     rng = np.random.default_rng(1)
     values = (rng.standard_normal(6 << 20, np.float32) * 0.02).astype(ml_dtypes.bfloat16)
-    np.save(tmp_path / "w.npy", values)  # 12 MiB: a few seconds, longer than the bar's delay
+    np.save(tmp_path / "w.npy", values)  # 12 MiB in 12 blocks: the bar updates per block
     shown = _stderr_on_a_terminal(["compress", str(tmp_path / "w.npy"), "--chunk-size", "1048576"])
     assert "compress" in shown and "B/s" in shown and "<" in shown  # rate and ETA (tqdm "<")
     quiet = _stderr_on_a_terminal(["decompress", f"{tmp_path / 'w.npy'}.lmgc", "-o",
                                    str(tmp_path / "b.npy"), "-q"])  # fmt: skip
     assert quiet == ""
+    np.save(tmp_path / "small.npy", values[:1000])
+    assert _stderr_on_a_terminal(["compress", str(tmp_path / "small.npy")], delay="1") == ""
