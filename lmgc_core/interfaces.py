@@ -153,6 +153,13 @@ class Prior(Component):
         means "not supported", and the estimate falls back to the step loop."""
         return None
 
+    def fallback(self) -> Prior | None:
+        """A prior whose stream the pipeline also makes, keeping the smaller of the two (ties go
+        to the fallback). Its stream's header names the fallback alone, so decoding it needs
+        nothing of this prior (no model). ``None`` (the default): no fallback. A mixture uses it
+        to never be larger than its fast expert."""
+        return None
+
     def for_stream(self, recorded: Mapping[str, Any]) -> Prior:
         """The prior that decodes a stream whose header recorded ``recorded`` as fingerprint.
 

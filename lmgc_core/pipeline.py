@@ -234,7 +234,30 @@ class Pipeline:
             "stages": states,
             "parts": part_headers,
         }
-        return container.pack(header, blocks)
+        blob = container.pack(header, blocks)
+        alternative = self._fallback_pipeline()
+        if alternative is not None:
+            other = alternative.compress(arr, jobs=jobs)
+            if len(other) <= len(blob):
+                return other
+        return blob
+
+    def _fallback_pipeline(self) -> Pipeline | None:
+        """The pipeline of the prior's fallback (see :meth:`Prior.fallback`): same serializer,
+        coder and stages, the fallback's own window and batch, exactly as if configured alone."""
+        fallback = self.prior.fallback()
+        if fallback is None:
+            return None
+        return Pipeline(self.serializer, fallback, self.coder, self.stages)
+
+    def _made_by_fallback(self, header: Mapping[str, Any]) -> Pipeline | None:
+        recorded = header.get("pipeline")
+        spec = recorded.get("prior") if isinstance(recorded, Mapping) else None
+        name = spec.get("name") if isinstance(spec, Mapping) else spec
+        if name == self.prior.name:
+            return None
+        alternative = self._fallback_pipeline()
+        return alternative if alternative is not None and name == alternative.prior.name else None
 
     def check_stream(self, header: Mapping[str, Any]) -> Prior:
         """Refuse a stream whose layout or prior differs from this pipeline's; returns the prior
@@ -271,6 +294,9 @@ class Pipeline:
     ) -> np.ndarray:
         box = container.unpack(blob)
         header = box.header
+        alternative = self._made_by_fallback(header)
+        if alternative is not None:  # the fallback's stream was the smaller one
+            return alternative.decompress(blob, force=force, progress=progress, jobs=jobs)
         prior = self.prior if force else self.check_stream(header)
         jobs = resolve_jobs(jobs) if prior.thread_safe else 1
         try:

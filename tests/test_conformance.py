@@ -45,7 +45,8 @@ BUILTINS = [
     (
         "prior",
         {"name": "mix", "experts": [{"name": "float"}, {"name": "adaptive", "consult": [0, 1]}]},
-        {"fingerprint_covers": {"model": "experts"}},
+        # fallback picks which stream is kept; a fallback stream's header names the expert itself
+        {"fingerprint_covers": {"model": "experts", "fallback": "prior"}},
     ),
     ("coder", "range", {}),
     ("stage", "quantize", {}),

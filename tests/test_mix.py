@@ -30,7 +30,7 @@ from lmgc_core.interfaces import JSON, ContextScores, Prior, PriorSession
 from tests.conftest import same_bits
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = {"name": "mix", "experts": [{"name": "float"}, {"name": "adaptive"}]}
+FAST = {"name": "mix", "experts": [{"name": "float"}, {"name": "adaptive"}], "fallback": False}
 
 
 def payload(blob: bytes) -> int:
@@ -93,12 +93,12 @@ class Liar(Prior):
 
 class _LiarSession(PriorSession):
     def __init__(self, symbols: np.ndarray, size: int) -> None:
-        self.symbols, self.size, self.pos = symbols, size, 0
+        self.symbols, self.size, self.pos, self.shift = symbols, size, 0, 1
 
     def _scores(self) -> ContextScores:
         truth = self.symbols[:, min(self.pos, self.symbols.shape[1] - 1)]
         table = np.full((truth.size, self.size), 1.0)
-        table[np.arange(truth.size), (truth + 1) % 16] = 5e4
+        table[np.arange(truth.size), (truth + self.shift) % 16] = 5e4
         return ContextScores(table, None, linear=True)
 
     def start(self, prefix):
@@ -129,6 +129,15 @@ class _BatchLiar(Liar):
         return _LiarSession(self.symbols[start : start + batch_size], len(alphabet))
 
 
+class _BatchOracle(_BatchLiar):
+    """Knows the data: puts almost all the probability on the true next symbol."""
+
+    def open(self, alphabet, batch_size, window, pattern=(-1,)) -> PriorSession:
+        session = super().open(alphabet, batch_size, window, pattern)
+        session.shift = 0
+        return session
+
+
 def test_a_lying_expert_costs_at_most_the_bound(grads):
     """Real coded streams: mix(float, liar) <= float alone + log2(K) bits per window and digit
     + the fixed-share cost per symbol (+ a few bytes of coder slack per block)."""
@@ -140,11 +149,12 @@ def test_a_lying_expert_costs_at_most_the_bound(grads):
     n_windows = -(-symbols.size // width)
     rows = np.zeros((n_windows, width), dtype=np.int64)
     rows.reshape(-1)[: symbols.size] = symbols
-    alone = registry.build("prior", "mix", {"experts": ["float"], "uniform": False})
+    plain = {"uniform": False, "fallback": False}  # the mixture's own stream, always
+    alone = registry.build("prior", "mix", {"experts": ["float"], **plain})
     base = payload(_pipeline(alone, window, batch).compress(data))  # the float expert's numbers
     sizes = {}
     for name, experts in (("mixed", ["float", "float"]), ("liar", ["float"])):
-        prior = registry.build("prior", "mix", {"experts": experts, "uniform": False})
+        prior = registry.build("prior", "mix", {"experts": experts, **plain})
         prior.experts[-1] = _BatchLiar(rows, batch)
         pipe = _pipeline(prior, window, batch)
         blob = pipe.compress(data)
@@ -156,6 +166,37 @@ def test_a_lying_expert_costs_at_most_the_bound(grads):
     assert sizes["liar"] > 2 * data.nbytes  # the liar alone expands the data a lot
     assert sizes["mixed"] <= base + bound_bits / 8 + 4 * -(-n_windows // batch)
     assert sizes["mixed"] - base < 0.02 * base
+
+
+def test_fallback_keeps_the_smaller_stream(grads):
+    """With ``fallback`` (the default) the pipeline keeps the float expert's own stream when the
+    mixture's is larger (a lying expert), byte for byte what float alone makes, decodable by the
+    mix pipeline without its other experts; an expert that knows the data makes the mixture's
+    stream smaller, and then that one is kept."""
+    data = grads[:2000]
+    window, batch = 512, 4
+    ser = registry.build("serializer", "hex")
+    symbols = ser.to_symbols(data)
+    width = (window - 1) // ser.period * ser.period
+    n_windows = -(-symbols.size // width)
+    rows = np.zeros((n_windows, width), dtype=np.int64)
+    rows.reshape(-1)[: symbols.size] = symbols
+    float_alone = Pipeline.from_config({"prior": "float"}).compress(data)
+    for expert, mixture_wins in (
+        (_BatchLiar(rows, batch), False),
+        (_BatchOracle(rows, batch), True),
+    ):
+        prior = registry.build("prior", "mix", {"experts": ["float", "float"]})
+        prior.experts[-1] = expert
+        pipe = _pipeline(prior, window, batch)
+        blob = pipe.compress(data)
+        assert same_bits(pipe.decompress(blob), data)
+        name = lmgc_core.read_header(blob)["pipeline"]["prior"]["name"]
+        if mixture_wins:
+            assert name == "mix" and len(blob) < len(float_alone) // 4
+        else:
+            assert name == "float" and blob == float_alone
+            assert same_bits(lmgc_core.decompress(blob), data)  # no mix needed to decode it
 
 
 def test_uniform_candidate_caps_the_cost_near_raw(grads):
@@ -214,7 +255,8 @@ def test_free_symbols_reach_the_mixture(grads):
 def test_consulted_positions_skip_calls_and_still_decode(grads):
     data = grads[:600]
     experts = [{"name": "adaptive", "consult": [0, 1]}, {"name": "float", "consult": [7]}]
-    pipe = Pipeline.from_config({"prior": {"name": "mix", "experts": experts}, "window": 128})
+    prior = {"name": "mix", "experts": experts, "fallback": False}
+    pipe = Pipeline.from_config({"prior": prior, "window": 128})
     blob = pipe.compress(data)
     assert same_bits(lmgc_core.decompress(blob), data)
     prior = pipe.prior
@@ -355,6 +397,7 @@ needs_llama = pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python / llm-
 LM_MIX = {
     "name": "mix",
     "experts": [{"name": "llamacpp", "threads": 1, "consult": [0, 1]}, {"name": "float"}],
+    "fallback": False,  # these tests check the mixture's own stream
 }
 
 
@@ -376,7 +419,7 @@ def test_lm_mixture_cli_round_trip_and_fewer_lm_calls(tmp_path, grads):
     experts = json.dumps(LM_MIX["experts"])
     for args in (
         ["compress", str(src), "-o", str(tmp_path / "g.lmgc"), "--prior", "mix",
-         "-P", f"experts={experts}", "--window", "64", "--batch", "4"],
+         "-P", f"experts={experts}", "-P", "fallback=false", "--window", "64", "--batch", "4"],
         ["decompress", str(tmp_path / "g.lmgc"), "-o", str(tmp_path / "back.npy")],
     ):  # fmt: skip
         run = subprocess.run([*lmgc, *args], capture_output=True, text=True, cwd=ROOT)

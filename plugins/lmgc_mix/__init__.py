@@ -12,7 +12,10 @@ Options (``{"name": "mix", ...}``):
 * ``geometric``: also mix the experts geometrically (a learned tempered product), default true;
 * ``uniform``: also mix in the uniform distribution, default true (the mixture then never costs
   more than the raw digits plus a few bits per window);
-* ``model``: decode-time override of the model path of every expert that has one.
+* ``model``: decode-time override of the model path of every expert that has one;
+* ``fallback``: default true: the pipeline also codes the input with the first expert that codes
+  whole arrays (``float``) and keeps that stream when it is not larger. Its header then names that
+  expert alone, so it decodes without the language model. False: always the mixture's stream.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import numpy as np
 
 from lmgc_core import registry
 from lmgc_core.errors import ConfigError, MismatchError
-from lmgc_core.interfaces import JSON, ContextScores, Prior, PriorSession
+from lmgc_core.interfaces import JSON, ArrayCoding, ContextScores, Prior, PriorSession
 
 from .mixing import SHARE_BITS, PositionMixer
 from .scores import expert_frequencies
@@ -62,6 +62,7 @@ class MixPrior(Prior):
         geometric: bool = True,
         uniform: bool = True,
         model: str | None = None,
+        fallback: bool = True,
     ) -> None:
         if isinstance(experts, str | Mapping) or not isinstance(experts, Sequence) or not experts:
             raise ConfigError("experts must be a non-empty list of prior configs")
@@ -69,7 +70,7 @@ class MixPrior(Prior):
             raise ConfigError(f"share must be a number in [0, 0.5], not {share!r}")
         if not isinstance(lr, int | float) or not 0 <= lr <= 8:
             raise ConfigError(f"lr must be a number in [0, 8], not {lr!r}")
-        for label, flag in (("geometric", geometric), ("uniform", uniform)):
+        for label, flag in (("geometric", geometric), ("uniform", uniform), ("fallback", fallback)):
             if not isinstance(flag, bool):
                 raise ConfigError(f"{label} must be true or false, not {flag!r}")
         self.experts: list[Prior] = []
@@ -84,6 +85,7 @@ class MixPrior(Prior):
             self.experts.append(registry.build("prior", name, options))
             self.consult.append(consult)
         self.model = model
+        self.use_fallback = fallback
         self.share = float(share)
         self.lr = float(lr)
         self.geometric = geometric
@@ -114,6 +116,7 @@ class MixPrior(Prior):
             "geometric": self.geometric,
             "uniform": self.uniform,
             "model": self.model,
+            "fallback": self.use_fallback,
         }
 
     def _settings(self) -> JSON:
@@ -138,6 +141,13 @@ class MixPrior(Prior):
 
     def check_fingerprint(self, recorded: Mapping[str, Any]) -> None:
         self.for_stream(recorded)
+
+    def fallback(self) -> Prior | None:
+        """The first expert that codes whole arrays (e.g. ``float``): the pipeline keeps its stream
+        when it is not larger than the mixture's, so ``mix`` never loses to its fast expert."""
+        if not self.use_fallback:
+            return None
+        return next((e for e in self.experts if isinstance(e, ArrayCoding)), None)
 
     def for_stream(self, recorded: Mapping[str, Any]) -> Prior:
         """Checks the mixture's own settings, then each expert's fingerprint with that expert
