@@ -2,6 +2,7 @@
 
     python benchmarks/lm_speed.py [--prior llamacpp] [--window 2048] [--batch B] [--threads T]
                                   [--floats N] [--decode] [--mix CONSULT] [--fast float]
+                                  [-P KEY=VALUE ...]   # e.g. -P device=cuda -P model=x.gguf
 
 Compresses ``N`` real float32 gradients (default: exactly one full batch of windows, so no
 half-empty batch skews the rate) with the prior at the given window and batch, and reports
@@ -51,9 +52,17 @@ def main() -> None:
     ap.add_argument("--decode", action="store_true")
     ap.add_argument("--mix", default=None, metavar="CONSULT", help="e.g. 0,1 or all")
     ap.add_argument("--fast", default="float")
+    ap.add_argument("-P", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                    help="an option of the LM prior (JSON values parsed)")  # fmt: skip
     args = ap.parse_args()
 
     lm: dict = {"name": args.prior}
+    for item in args.options:
+        key, _, value = item.partition("=")
+        try:
+            lm[key] = json.loads(value)
+        except json.JSONDecodeError:
+            lm[key] = value
     if args.threads is not None:
         lm["threads"] = args.threads
     prior = lm
@@ -61,7 +70,7 @@ def main() -> None:
         expert = dict(lm)
         if args.mix != "all":
             expert["consult"] = [int(d) for d in args.mix.split(",") if d]
-        prior = {"name": "mix", "experts": [expert, {"name": args.fast}]}
+        prior = {"name": "mix", "experts": [expert, {"name": args.fast}], "fallback": False}
     built = registry.build("prior", prior["name"], {k: v for k, v in prior.items() if k != "name"})
     window = args.window or built.default_window
     batch = args.batch or built.default_batch_size
