@@ -169,21 +169,21 @@ def dec_sym(code, rng, model, ctx):
     """Returns ``(symbol, code, range)`` (normalize afterwards)."""
     counts, cum, ticks = model
     r = rng >> TOTAL_BITS
-    # floor(code / r) by a float64 division: both are < 2**32, so a non-integer quotient is at
-    # least 2**-47 (relative) away from the next integer and IEEE rounding cannot cross it
-    t = np.int64(np.float64(code) / np.float64(r))
-    if t >= TOTAL:
-        t = TOTAL - 1
+    # The symbol is the last one with ``cum * r <= code`` (that is, ``cum <= floor(code / r)``,
+    # exactly, in integers), found by multiplications instead of one long-latency division.
+    # Frequencies are >= 1, so ``cum`` rises strictly and the symbol is the number of
+    # ``k in 1..n-1`` with ``cum[k] * r <= code``: for small alphabets that count has no
+    # data-dependent branch to mispredict. It stays in the alphabet even for damaged input.
     n = counts.shape[1]
     if n <= 32:
         sym = 0
-        while sym < n - 1 and cum[ctx, sym + 1] <= t:
-            sym += 1
+        for k in range(1, n):
+            sym += cum[ctx, k] * r <= code
     else:
         lo, hi = 0, n - 1
         while lo < hi:
             mid = (lo + hi + 1) >> 1
-            if cum[ctx, mid] <= t:
+            if cum[ctx, mid] * r <= code:
                 lo = mid
             else:
                 hi = mid - 1
