@@ -76,8 +76,11 @@ def _site_file(package: str, member: str) -> Path:
 def _ocr_weights() -> np.ndarray:
     cached = CACHE / "ocr_weights.npz"
     if not cached.exists():
-        import onnx
-        from onnx import numpy_helper
+        try:
+            import onnx
+            from onnx import numpy_helper
+        except ImportError:
+            raise SystemExit("ocr-weights reads an ONNX graph: pip install onnx") from None
 
         path = _site_file(
             "rapidocr-onnxruntime==1.4.4",

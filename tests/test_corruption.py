@@ -95,3 +95,21 @@ def test_wrong_prior_is_refused_and_force_is_caught_by_checksum(grads):
         Pipeline.from_config({"window": 100}).decompress(blob)
     with pytest.raises((ChecksumError, StreamError)):
         uniform.decompress(blob, force=True)
+
+
+def test_version_1_streams_still_decode_and_unknown_versions_are_named(grads, monkeypatch):
+    """Version 2 only changed the header's preset dictionary: a version-1 stream (made with the
+    old dictionary) decodes, and its header costs more bytes than the same header in version 2."""
+    from lmgc_core import container
+
+    data = grads[:300]
+    new = Pipeline.from_config({}).compress(data)
+    with monkeypatch.context() as patch:
+        patch.setattr(container, "VERSION", 1)
+        old = Pipeline.from_config({}).compress(data)
+    assert old[4] == 1 and new[4] == container.VERSION == 2
+    assert len(new) < len(old) - 40  # the float prior's header text is in the v2 dictionary
+    assert same_bits(decompress(old), data) and same_bits(decompress(new), data)
+    future = new[:4] + bytes([9]) + new[5:]
+    with pytest.raises(StreamError, match=r"unsupported lmgc format version 9.*versions 1, 2"):
+        decompress(future)
