@@ -88,7 +88,7 @@ def lm_scores(prior, alphabet, windows: np.ndarray, prefix: list[int]) -> np.nda
     full = length + len(prefix)
     out = np.zeros((n, length, len(ids)), dtype=np.float32)
     chunk = 256
-    key = (1, _cells(full + 1), chunk, prior.threads, chunk)
+    key = (1, _cells(full + 1), chunk, chunk)
     ctx = lm.take(*key)
     try:
         for row in range(n):
