@@ -42,6 +42,7 @@ def gradients(n: int) -> np.ndarray:
 
 def main() -> None:
     from lmgc_core import Pipeline, decompress, registry
+    from lmgc_core.cli_options import parse_pairs
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prior", default="llamacpp")
@@ -56,13 +57,7 @@ def main() -> None:
                     help="an option of the LM prior (JSON values parsed)")  # fmt: skip
     args = ap.parse_args()
 
-    lm: dict = {"name": args.prior}
-    for item in args.options:
-        key, _, value = item.partition("=")
-        try:
-            lm[key] = json.loads(value)
-        except json.JSONDecodeError:
-            lm[key] = value
+    lm: dict = {"name": args.prior, **parse_pairs(tuple(args.options))}
     if args.threads is not None:
         lm["threads"] = args.threads
     prior = lm

@@ -43,6 +43,18 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) 
         return list(pool.map(fn, seq))
 
 
+def in_background(fn: Callable[[], R], jobs: int | None) -> Callable[[], R]:
+    """Start ``fn`` on a thread of its own when there is a spare core (``jobs > 1``), so it runs
+    beside the caller's work; otherwise it runs when asked. Call the result for ``fn``'s value
+    (its exception, if it raised)."""
+    if resolve_jobs(jobs) <= 1:
+        return fn
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(fn)
+    pool.shutdown(wait=False)  # the thread ends once ``fn`` has run
+    return future.result
+
+
 def split_jobs(jobs: int | None, n_items: int, concurrent: bool) -> tuple[int, int]:
     """``(outer, inner)`` threads for ``n_items`` independent items (archive members) that each
     have independent blocks: items first, the cores left over go to each item's blocks, so the

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -28,7 +27,7 @@ from .engine import (
 )
 from .errors import ChecksumError, ConfigError, LMGCError, MismatchError, StreamError
 from .interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
-from .parallel import map_ordered, resolve_jobs
+from .parallel import in_background, map_ordered, resolve_jobs
 from .probability import distributions, ideal_bits
 
 DEFAULTS: dict[str, Any] = {
@@ -192,8 +191,7 @@ class Pipeline:
             expected = arr
         # With spare cores the checksum runs beside the coding (hashlib releases the GIL), so it
         # is not a serial step in front of a parallel one.
-        hasher = ThreadPoolExecutor(max_workers=1) if jobs > 1 else None
-        checksum = hasher.submit(_sha256, expected) if hasher else None
+        checksum = in_background(partial(_sha256, expected), jobs)
         part_headers, blocks = [], []
         for name, data in parts.items():
             data = np.ascontiguousarray(data).reshape(-1)
@@ -235,12 +233,10 @@ class Pipeline:
             "prior": self.prior.fingerprint(),
             "made_by": provenance.made_by(self),
             "array": {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape)},
-            "sha256": checksum.result() if checksum else _sha256(expected),
+            "sha256": checksum(),
             "stages": states,
             "parts": part_headers,
         }
-        if hasher:
-            hasher.shutdown()
         blob = container.pack(header, blocks)
         alternative = self._fallback_pipeline()
         if alternative is not None:
