@@ -157,14 +157,15 @@ def compress(
         total = sum(t.nbytes for t in layout.tensors)
         with Progress(total, "compress", quiet) as bar, atomic_output(output, force) as out:
 
-            def encode(arr: Any, update: Callable[[int], None]) -> bytes:
+            def encode(arr: Any, update: Callable[[int], None], jobs: int) -> bytes:
                 return pipeline.compress(arr, progress=update, jobs=jobs)
 
             n_symbols = pipeline.serializer.n_symbols
             lossless = all(getattr(stage, "lossless", False) for stage in pipeline.stages)
             result = compress_file(
-                src, layout, Path(name).name, out, encode, n_symbols, bar, chunk_bytes, lossless
-            )
+                src, layout, Path(name).name, out, encode, n_symbols, bar, chunk_bytes, lossless,
+                jobs, pipeline.prior.thread_safe,
+            )  # fmt: skip
             out.flush()
             written = out.tell()
     rate = 100 * written / result.source if result.source else 0.0

@@ -2,15 +2,20 @@
 archive (:mod:`lmgc_core.archive`), and an archive decoded back into the source file (byte for
 byte, checked against the source's SHA-256) or converted to another format.
 
-Memory is bounded by the chunk size (plus what the pipeline needs for one chunk), not by the
-size of the file or of its largest tensor.
+Memory is bounded by the chunk size (plus what the pipeline needs for a chunk), not by the size
+of the file or of its largest tensor: one chunk at a time with ``jobs=1``, and with more threads
+a few chunks in flight (coded or decoded ahead while the previous ones are written).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -23,6 +28,7 @@ from .dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_d
 from .errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
 from .io import chunk_shapes, tensor_chunks, tensor_streams
 from .layout import FileLayout, InputFileError, Tensor
+from .parallel import in_background, run_ahead
 from .progress import Progress
 from .stream_notes import VIEW_KEY, with_view
 
@@ -30,14 +36,36 @@ DEFAULT_CHUNK_BYTES = 16 << 20
 """Tensors larger than this are coded in chunks of whole rows (or flat runs) of at most this
 many bytes; it bounds the memory of a run (see ``benchmarks/memory_safetensors.py``)."""
 
-Encode = Callable[[np.ndarray, Callable[[int], None]], bytes]
+Encode = Callable[[np.ndarray, Callable[[int], None], int], bytes]
+"""``encode(array, progress, jobs)``: one chunk's lmgc stream, coded on up to ``jobs`` threads."""
+
+
+def _fd(f: IO[bytes]) -> int | None:
+    """``f``'s descriptor when positional reads (``os.pread``) work on it."""
+    if not hasattr(os, "pread"):  # pragma: no cover - Windows
+        return None
+    try:
+        fd = f.fileno()
+        os.pread(fd, 0, 0)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return fd
 
 
 def file_sha256(f: IO[bytes]) -> str:
-    f.seek(0)
+    """SHA-256 of the whole file. With a descriptor it reads by position (``os.pread``), leaving
+    ``f``'s position alone, so it can run on a thread beside the chunk reads."""
     h = hashlib.sha256()
-    while block := f.read(1 << 20):
+    fd = _fd(f)
+    if fd is None:
+        f.seek(0)
+        while block := f.read(1 << 20):
+            h.update(block)
+        return h.hexdigest()
+    pos = 0
+    while block := os.pread(fd, 1 << 20, pos):
         h.update(block)
+        pos += len(block)
     return h.hexdigest()
 
 
@@ -60,27 +88,47 @@ def compress_file(
     progress: Progress,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     lossless: bool = True,
+    jobs: int = 1,
+    concurrent: bool = False,
 ) -> CompressResult:
     """Code every tensor of ``layout`` (read from ``src``) into an archive written to ``out``.
     With lossy stages (``lossless=False``) decoding gives the stages' reconstruction, so the
-    manifest does not promise the source's bytes."""
+    manifest does not promise the source's bytes.
+
+    With ``jobs > 1`` the file's SHA-256 runs on a thread of its own and chunks are coded ahead
+    of the writes (:func:`run_ahead`), so reading, hashing and writing overlap the coding. When
+    the pipeline may run on several threads at once (``concurrent``: a thread-safe prior) two
+    chunks are coded at a time, each with ``jobs`` block threads, so no core waits for a
+    chunk's slowest block. The archive's bytes do not depend on ``jobs``."""
     layout.identical = layout.identical and lossless
     if not lossless:
         layout.notes.append("lossy stages: decompression gives their reconstruction")
-    source = {"name": source_name, "size": layout.size, "sha256": file_sha256(src)}
+    sha256 = in_background(lambda: file_sha256(src), jobs if _fd(src) is not None else 1)
     writer = ArchiveWriter(out)
     members: list[list[str]] = [[] for _ in layout.tensors]
-    for index, stream in tensor_streams(src, layout, source_name):
-        tensor = layout.tensors[index]
-        count = len(chunk_shapes(tensor, chunk_bytes))
-        for i, chunk in enumerate(tensor_chunks(stream, tensor, chunk_bytes, source_name)):
-            view, note = coding_view(chunk)
-            update = progress.chunk(chunk.nbytes, n_symbols(view.nbytes))
-            blob = with_view(encode(view, update), note)
-            name = writer.member_name(tensor.name, i, count)
-            writer.add(name, blob)
-            members[index].append(name)
-        progress.finish_chunk()
+
+    def chunks() -> Iterator[tuple[int, int, int, np.ndarray]]:
+        for index, stream in tensor_streams(src, layout, source_name):
+            tensor = layout.tensors[index]
+            count = len(chunk_shapes(tensor, chunk_bytes))
+            for i, chunk in enumerate(tensor_chunks(stream, tensor, chunk_bytes, source_name)):
+                yield index, i, count, chunk
+
+    def code(item: tuple[int, int, int, np.ndarray]) -> tuple[int, int, int, bytes]:
+        index, i, count, chunk = item
+        view, note = coding_view(chunk)
+        update = progress.chunk(chunk.nbytes, n_symbols(view.nbytes))
+        blob = with_view(encode(view, update, jobs), note)
+        update.finish()
+        return index, i, count, blob
+
+    workers = 2 if concurrent else 1
+    for index, i, count, blob in run_ahead(code, chunks(), jobs, workers):
+        name = writer.member_name(layout.tensors[index].name, i, count)
+        writer.add(name, blob)
+        members[index].append(name)
+    progress.finish_chunk()
+    source = {"name": source_name, "size": layout.size, "sha256": sha256()}
     writer.close(manifest_for(layout, source, members, chunk_bytes))
     total = sum(t.nbytes for t in layout.tensors)
     return CompressResult(total, layout.size, len(layout.tensors))
@@ -180,6 +228,7 @@ class ArchiveDecoder:
         self.decoder = decoder
         self.progress = progress or Progress(0, "decompress", quiet=True)
         self._headers: dict[str, dict[str, Any]] = {}
+        self._serial = threading.Lock()
         self.tensors: list[Tensor] = []
         for entry in reader.entries:
             if entry.tensor is None:  # bare stream / pre-manifest archive
@@ -191,19 +240,31 @@ class ArchiveDecoder:
         return sum(t.nbytes for t in self.tensors)
 
     def chunks(self, index: int) -> Iterator[np.ndarray]:
+        """The tensor's decoded chunks, in order. With ``jobs > 1`` members are decoded ahead
+        (:func:`run_ahead`, two at a time), so reading the archive and writing the output
+        overlap the decoding; a pipeline whose prior is not thread-safe decodes one member at a
+        time all the same (it is built here, on the caller's thread, and locked)."""
         from .pipeline import read_header
 
         entry: Entry = self.reader.entries[index]
         tensor = self.tensors[index]
-        done = 0
-        for member in entry.members:
-            blob = self.reader.read_member(member)
+
+        def members() -> Iterator[tuple[str, bytes, Any]]:
+            for member in entry.members:
+                blob = self.reader.read_member(member)
+                yield member, blob, self.decoder.pipeline(read_header(blob))
+
+        def decode(item: tuple[str, bytes, Any]) -> tuple[str, np.ndarray]:
+            member, blob, pipeline = item
             header = read_header(blob)
-            n_symbols = _symbol_count(header)
-            expected = _stream_bytes(header)
-            update = self.progress.chunk(expected, n_symbols)
-            arr = self.decoder.decode(blob, update)
-            del blob
+            update = self.progress.chunk(_stream_bytes(header), _symbol_count(header))
+            with nullcontext() if pipeline.prior.thread_safe else self._serial:
+                arr = self.decoder.decode(blob, update)
+            update.finish()
+            return member, arr
+
+        done = 0
+        for member, arr in run_ahead(decode, members(), self.decoder.jobs, workers=2):
             if arr.dtype != tensor.dtype or done + arr.nbytes > tensor.nbytes:
                 raise StreamError(
                     f"{self.reader.where}: member {member!r} holds {arr.dtype} data that does "

@@ -8,8 +8,9 @@ heavy kernels (numba ``nogil``, constriction, numpy on large arrays) release the
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -53,6 +54,29 @@ def in_background(fn: Callable[[], R], jobs: int | None) -> Callable[[], R]:
     future = pool.submit(fn)
     pool.shutdown(wait=False)  # the thread ends once ``fn`` has run
     return future.result
+
+
+def run_ahead(
+    fn: Callable[[T], R], items: Iterable[T], jobs: int | None, workers: int = 1
+) -> Iterator[R]:
+    """``map(fn, items)``, with ``fn`` run ahead on ``workers`` threads of its own when there is
+    a spare core (``jobs > 1``): while the caller handles one result (writes it), ``fn`` works
+    on the next items and the item after those is drawn from ``items`` (read). Results come in
+    input order, so output bytes do not change; at most ``workers + 2`` items are alive."""
+    if resolve_jobs(jobs) <= 1:
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    pending: deque[Future[R]] = deque()
+    try:
+        for x in items:
+            pending.append(pool.submit(fn, x))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:  # on an error or an abandoned generator: wait for the running items, drop the rest
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def split_jobs(jobs: int | None, n_items: int, concurrent: bool) -> tuple[int, int]:

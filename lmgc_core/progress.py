@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+import threading
 from typing import Any
 
 DELAY_ENV = "LMGC_PROGRESS_DELAY"
@@ -46,32 +46,30 @@ class Progress:
             file=sys.stderr,
             dynamic_ncols=True,
         )
-        self._chunk_left = 0
+        self._lock = threading.Lock()  # chunks coded on several threads report at once
+        self._open: list[ChunkProgress] = []
         self.done = 0
         """Bytes reported so far (also when the bar is off)."""
 
     def _advance(self, step: int) -> None:
-        self.done += step
-        self._bar.update(step)
+        with self._lock:
+            self.done += step
+            self._bar.update(step)
 
-    def chunk(self, nbytes: int, n_symbols: int) -> Callable[[int], None]:
-        """A pipeline progress callback for one chunk of ``nbytes`` (``n_symbols`` symbols)."""
-        self.finish_chunk()
-        self._chunk_left = nbytes
-        scale = nbytes / n_symbols if n_symbols else 0.0
-
-        def update(symbols: int) -> None:
-            step = min(self._chunk_left, round(symbols * scale))
-            if step > 0:
-                self._chunk_left -= step
-                self._advance(step)
-
-        return update
+    def chunk(self, nbytes: int, n_symbols: int) -> ChunkProgress:
+        """A pipeline progress callback for one chunk of ``nbytes`` (``n_symbols`` symbols).
+        Several chunks may be open at once (coded on different threads)."""
+        part = ChunkProgress(self, nbytes, n_symbols)
+        with self._lock:
+            self._open = [p for p in self._open if p.left] + [part]
+        return part
 
     def finish_chunk(self) -> None:
-        if self._chunk_left:
-            self._advance(self._chunk_left)
-            self._chunk_left = 0
+        """Finish every open chunk: each ends exactly on its byte count."""
+        with self._lock:
+            parts, self._open = self._open, []
+        for part in parts:
+            part.finish()
 
     def close(self) -> None:
         self.finish_chunk()
@@ -82,3 +80,25 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ChunkProgress:
+    """One chunk's share of the bar: symbols scaled to its bytes, never more than them."""
+
+    def __init__(self, progress: Progress, nbytes: int, n_symbols: int) -> None:
+        self._progress = progress
+        self.left = nbytes
+        self._scale = nbytes / n_symbols if n_symbols else 0.0
+
+    def _take(self, step: int) -> None:
+        with self._progress._lock:
+            step = min(self.left, step)
+            self.left -= step
+        if step > 0:
+            self._progress._advance(step)
+
+    def __call__(self, symbols: int) -> None:
+        self._take(round(symbols * self._scale))
+
+    def finish(self) -> None:
+        self._take(self.left)

@@ -108,10 +108,23 @@ class _Loaded:
     """Plugins that failed to import, register or add their commands."""
 
 
+_NAME_VERSION: dict[object, tuple[str, str]] = {}
+
+
+def _name_version(dist: importlib.metadata.Distribution | None) -> tuple[str, str]:
+    """Each ``dist.name`` / ``dist.version`` parses the distribution's metadata file again;
+    read it once per distribution (a CLI call's start-up pays for every re-read)."""
+    if dist is None:
+        return "", ""
+    key = getattr(dist, "_path", None) or id(dist)
+    if key not in _NAME_VERSION:
+        meta = dist.metadata
+        _NAME_VERSION[key] = (meta["Name"] or "", meta["Version"] or "")
+    return _NAME_VERSION[key]
+
+
 def _source(ep: importlib.metadata.EntryPoint) -> Source:
-    dist = getattr(ep, "dist", None)
-    name = dist.name if dist is not None else ""
-    version = dist.version if dist is not None else ""
+    name, version = _name_version(getattr(ep, "dist", None))
     label = f"{name} {version}" if name else f"{ep.name} = {ep.value}"
     return Source(label, name, version, ep.value.partition(":")[0])
 
@@ -132,8 +145,8 @@ def _loaded() -> _Loaded:
     pm.add_hookspecs(hookspecs)
     loaded = _Loaded(pm)
     eps = importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)
-    for ep in sorted(eps, key=lambda e: (_source(e).label, e.name)):
-        source = _source(ep)
+    sourced = [(_source(ep), ep) for ep in eps]
+    for source, ep in sorted(sourced, key=lambda p: (p[0].label, p[1].name)):
         try:
             plugin = ep.load()
         except (Exception, SystemExit) as exc:  # one broken plugin must not break the others

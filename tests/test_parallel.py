@@ -18,7 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lmgc_core.interfaces import Decoder, Encoder, EntropyCoder
-from lmgc_core.parallel import map_ordered, prior_thread_safe, resolve_jobs, split_jobs
+from lmgc_core.parallel import (
+    map_ordered,
+    prior_thread_safe,
+    resolve_jobs,
+    run_ahead,
+    split_jobs,
+)
 from lmgc_core.pipeline import Pipeline, decompress
 from tests.conftest import same_bits
 
@@ -86,6 +92,50 @@ def test_map_ordered_keeps_input_order_and_uses_threads():
     assert map_ordered(slow_square, range(10), jobs=4) == [x * x for x in range(10)]
     assert len(seen) > 1
     assert map_ordered(slow_square, [], jobs=4) == []
+
+
+def test_run_ahead_overlaps_work_with_the_callers_handling():
+    """Results in input order; ``fn`` runs on other threads while the caller handles the
+    previous result (writes it), two at a time with ``workers=2``; one core: a plain map."""
+    spans: list[tuple[float, float]] = []
+    handled: list[tuple[float, float]] = []
+    threads: set[int] = set()
+
+    def work(x: int) -> int:
+        start = time.perf_counter()
+        threads.add(threading.get_ident())
+        time.sleep(0.02 * (1 + x % 3))
+        spans.append((start, time.perf_counter()))
+        return -x
+
+    out = []
+    for y in run_ahead(work, range(8), jobs=2, workers=2):
+        start = time.perf_counter()
+        time.sleep(0.02)  # "write" the result
+        handled.append((start, time.perf_counter()))
+        out.append(y)
+    assert out == [-x for x in range(8)]
+    assert threading.get_ident() not in threads
+    assert max_overlap(spans) == 2  # two items at a time
+    assert max_overlap(spans + handled) >= 2  # the handling overlaps the work
+
+    threads.clear()
+    assert list(run_ahead(work, range(4), jobs=1, workers=2)) == [0, -1, -2, -3]
+    assert threads == {threading.get_ident()}
+
+
+def test_run_ahead_reports_an_error_and_stops():
+    started: list[int] = []
+
+    def work(x: int) -> int:
+        started.append(x)
+        if x == 2:
+            raise ValueError("bad item")
+        return x
+
+    with pytest.raises(ValueError, match="bad item"):
+        list(run_ahead(work, range(100), jobs=2))
+    assert len(started) < 10  # the items after the error were not all run
 
 
 def test_jobs_resolution_and_split():
@@ -243,6 +293,23 @@ def test_zarr_queues_chunks_of_a_prior_that_must_serialize(
 def _lmgc(*args: str) -> None:
     proc = subprocess.run([LMGC, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_cli_chunks_coded_ahead_give_identical_bytes(tmp_path, grads):
+    """Many chunks, two coded at a time (the float prior is thread-safe) while the archive is
+    written: the same archive as one thread, and it decodes bit-exactly."""
+    src = tmp_path / "g.npy"
+    np.save(src, grads)
+    outputs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"g{jobs}.lmgc"
+        _lmgc("compress", str(src), "-o", str(out), "--prior", "float", "--chunk-size", "4096",
+              "--jobs", jobs)  # fmt: skip
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    back = tmp_path / "back.npy"
+    _lmgc("decompress", str(tmp_path / "g2.lmgc"), "-o", str(back), "--jobs", "2")
+    assert back.read_bytes() == src.read_bytes()
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".npz"])

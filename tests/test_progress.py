@@ -23,12 +23,16 @@ LMGC = shutil.which("lmgc") or str(Path(sys.executable).parent / "lmgc")
 
 def test_chunk_callbacks_add_up_to_the_bytes():
     with Progress(1000, "test", quiet=True) as bar:
-        update = bar.chunk(600, n_symbols=1350)
-        for _ in range(10):
-            update(100)  # overshoots the chunk: clamped to its 600 bytes
-        bar.chunk(400, n_symbols=900)(450)
+        first = bar.chunk(600, n_symbols=1350)
+        second = bar.chunk(400, n_symbols=900)  # open at the same time (another thread's chunk)
+        for _ in range(14):
+            first(100)  # 1400 of 1350 symbols overshoot the chunk: clamped to its 600 bytes
+        assert bar.done == 600
+        second(450)
         assert bar.done == 800
         bar.finish_chunk()
+        assert bar.done == 1000
+        second(450)  # a finished chunk reports nothing more
         assert bar.done == 1000
 
 

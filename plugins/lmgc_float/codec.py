@@ -1,13 +1,15 @@
 """Block coding for the float model: buffers, block framing, and parallel blocks.
 
-A block is ``u32 LE length of the range-coded part | range-coded part | raw bit stream``. Blocks
-are independent (fresh models), so they code and decode on several threads: the numba kernels
-release the GIL.
+A float block is ``u32 LE length of the range-coded part | range-coded part | raw bit stream``
+(integer blocks: :mod:`int_codec`). Blocks are independent (fresh models), so they code and
+decode on several threads: the kernels release the GIL. Importing this module does not import
+numba; the integer codec and the numba fallback import it when first used.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,51 +17,53 @@ import numpy as np
 from lmgc_core.errors import StreamError
 from lmgc_core.parallel import map_ordered
 
-from . import float_kernel as fk
-from . import int_kernel as ik
-from . import level_kernel as lk
-from . import rangecoder as rc
+from . import tables
 from .formats import FloatFormat
+from .kernels import float_kernels
 
 _LEN = struct.Struct("<I")
-_INT_HEAD = struct.Struct("<BQI")  # model tag, centre (two's complement), range-coded length
-LEVELS, REPEATS = 1, 2
+_scratch = threading.local()
 
 
-def _float_models() -> tuple:
-    return (
-        rc.new_bits(fk.ZERO_CONTEXTS),
-        rc.new_bits(fk.SIGN_CONTEXTS),
-        rc.new_model(fk.EXP_CONTEXTS, fk.EXP_SYMBOLS),
-        rc.new_model(fk.MANT_CONTEXTS, 1 << fk.MANT_BITS),
-    )
+def _out_buffers(rc_size: int, raw_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's two output buffers, at least the sizes asked, kept from block to block.
+    Fresh multi-megabyte buffers per block cost the operating system a page fault per 4 KiB
+    they touch: about a fifth of a CLI run's time, and more with several threads."""
+    rc_out = getattr(_scratch, "rc", None)
+    if rc_out is None or rc_out.size < rc_size:
+        rc_out = _scratch.rc = np.empty(rc_size, dtype=np.uint8)
+    raw_out = getattr(_scratch, "raw", None)
+    if raw_out is None or raw_out.size < raw_size:
+        raw_out = _scratch.raw = np.empty(raw_size, dtype=np.uint8)
+    return rc_out[:rc_size], raw_out[:raw_size]
 
 
-def _signed(bits: np.ndarray) -> np.ndarray:
-    return bits.view(np.dtype(f"i{bits.dtype.itemsize}"))
+def signed(bits: np.ndarray) -> np.ndarray:
+    """The same bits as signed integers of their width (what the kernels take)."""
+    return np.ascontiguousarray(bits).view(np.dtype(f"i{bits.dtype.itemsize}"))
 
 
 def encode_float_block(bits: np.ndarray, segs: np.ndarray, fmt: FloatFormat) -> bytes:
     """Code the values of ``segs`` (offsets into ``bits``) as one block."""
-    vals = _signed(bits)
+    k = float_kernels()
+    vals = signed(bits)
     n = int(segs[:, 1].astype(np.int64) @ segs[:, 2].astype(np.int64)) if len(segs) else 0
     rc_size = n * fmt.width // 8 // 2 + 64
     raw_size = (n * (fmt.mantissa_bits + 2)) // 8 + 64
     while True:
-        rc_out = np.empty(rc_size, dtype=np.uint8)
-        raw_out = np.empty(raw_size, dtype=np.uint8)
-        es = rc.encoder_state()
+        rc_out, raw_out = _out_buffers(rc_size, raw_size)
+        es = tables.encoder_state()
         bw = np.zeros(3, dtype=np.int64)
-        ok = fk.encode_segments(
+        ok = k.encode_segments(
             vals, segs, fmt.width, fmt.exponent_bits, fmt.mantissa_bits,
-            es, rc_out, bw, raw_out, *_float_models(),
+            es, rc_out, bw, raw_out, *tables.float_models(),
         )  # fmt: skip
         if ok:
             break
         rc_size, raw_size = rc_size * 2 + n * fmt.width // 8, raw_size * 2
-    rc_len = rc.encoder_finish(es, rc_out)
-    raw_len = rc.flush_bits(bw, raw_out)
-    return b"".join((_LEN.pack(rc_len), rc_out[:rc_len].tobytes(), raw_out[:raw_len].tobytes()))
+    rc_len = k.encoder_finish(es, rc_out)
+    raw_len = k.flush_bits(bw, raw_out)
+    return b"".join((_LEN.pack(rc_len), rc_out[:rc_len], raw_out[:raw_len]))
 
 
 def decode_float_block(
@@ -73,103 +77,14 @@ def decode_float_block(
     buf = np.frombuffer(block, dtype=np.uint8)
     rc_in = buf[_LEN.size : _LEN.size + rc_len]
     raw_in = buf[_LEN.size + rc_len :]
-    ds = rc.decoder_state(rc_in)
+    k = float_kernels()
+    ds = tables.decoder_state()
+    k.decoder_init(ds, rc_in)
     br = np.zeros(3, dtype=np.int64)
-    fk.decode_segments(
-        _signed(out_bits), segs, fmt.width, fmt.exponent_bits, fmt.mantissa_bits,
-        ds, rc_in, br, raw_in, *_float_models(),
+    k.decode_segments(
+        signed(out_bits), segs, fmt.width, fmt.exponent_bits, fmt.mantissa_bits,
+        ds, rc_in, br, raw_in, *tables.float_models(),
     )  # fmt: skip
-
-
-def _int_models(itemsize: int) -> tuple:
-    return (
-        rc.new_bits(ik.MATCH_CONTEXTS),
-        ik.hash_table(),
-        rc.new_bits(ik.REPEAT_CONTEXTS),
-        rc.new_bits(ik.tree_contexts()),
-        rc.new_model(ik.contexts(itemsize), 256),
-    )
-
-
-def _level_models() -> tuple:
-    return (
-        rc.new_bits(fk.ZERO_CONTEXTS),
-        rc.new_bits(fk.SIGN_CONTEXTS),
-        rc.new_model(fk.EXP_CONTEXTS, fk.EXP_SYMBOLS),
-        rc.new_model(lk.LENGTH_CONTEXTS, 1 << lk.TOP_BITS),
-    )
-
-
-def _centre(bits: np.ndarray, segs: np.ndarray) -> int:
-    """The block's most common value (items of up to 2 bytes), else 0."""
-    if bits.dtype.itemsize > 2 or not len(segs):
-        return 0
-    start = int(segs[0, 0])
-    stop = int(segs[-1, 0] + segs[-1, 1] * segs[-1, 2])
-    counts = np.bincount(bits[start:stop], minlength=1)
-    return int(np.argmax(counts))
-
-
-def _levels_block(bits: np.ndarray, segs: np.ndarray, n: int) -> bytes:
-    centre = _centre(bits, segs)
-    size = n * bits.dtype.itemsize // 2 + 4096
-    while True:
-        out = np.empty(size, dtype=np.uint8)
-        raw = np.empty(size, dtype=np.uint8)
-        es = rc.encoder_state()
-        bw = np.zeros(3, dtype=np.int64)
-        width = 8 * bits.dtype.itemsize
-        if lk.encode_levels(_signed(bits), segs, width, centre, es, out, bw, raw, *_level_models()):
-            break
-        size = size * 2 + n * bits.dtype.itemsize
-    rc_len = rc.encoder_finish(es, out)
-    raw_len = rc.flush_bits(bw, raw)
-    head = _INT_HEAD.pack(LEVELS, centre & 0xFFFFFFFFFFFFFFFF, rc_len)
-    return head + out[:rc_len].tobytes() + raw[:raw_len].tobytes()
-
-
-def _repeats_block(bits: np.ndarray, segs: np.ndarray, n: int) -> bytes:
-    itemsize = bits.dtype.itemsize
-    size = n * itemsize // 2 + 4096
-    while True:
-        out = np.empty(size, dtype=np.uint8)
-        es = rc.encoder_state()
-        if ik.encode_ints(_signed(bits), segs, itemsize, es, out, *_int_models(itemsize)):
-            break
-        size = size * 2 + n * itemsize
-    return bytes([REPEATS]) + out[: rc.encoder_finish(es, out)].tobytes()
-
-
-def encode_int_block(bits: np.ndarray, segs: np.ndarray) -> bytes:
-    """Code the integers of ``segs`` with both integer models and keep the smaller block: the
-    level model suits quantizer indices, the repeat model packed bits and other byte data."""
-    n = int(segs[:, 1].astype(np.int64) @ segs[:, 2].astype(np.int64)) if len(segs) else 0
-    return min(_levels_block(bits, segs, n), _repeats_block(bits, segs, n), key=len)
-
-
-def decode_int_block(block: bytes, out_bits: np.ndarray, segs: np.ndarray) -> None:
-    if not block:
-        raise StreamError("integer block is empty")
-    buf = np.frombuffer(block, dtype=np.uint8)
-    if block[0] == REPEATS:
-        inp = buf[1:]
-        ds = rc.decoder_state(inp)
-        itemsize = out_bits.dtype.itemsize
-        ik.decode_ints(_signed(out_bits), segs, itemsize, ds, inp, *_int_models(itemsize))
-        return
-    if block[0] != LEVELS or len(block) < _INT_HEAD.size:
-        raise StreamError("integer block has an unknown model tag or a short header")
-    _, centre, rc_len = _INT_HEAD.unpack_from(block)
-    if rc_len > len(block) - _INT_HEAD.size:
-        raise StreamError("integer block's range-coded part runs past the block's end")
-    rc_in = buf[_INT_HEAD.size : _INT_HEAD.size + rc_len]
-    raw_in = buf[_INT_HEAD.size + rc_len :]
-    ds = rc.decoder_state(rc_in)
-    br = np.zeros(3, dtype=np.int64)
-    width = 8 * out_bits.dtype.itemsize
-    centre = np.int64(np.uint64(centre).view(np.int64))
-    lk.decode_levels(_signed(out_bits), segs, width, centre, ds, rc_in, br, raw_in,
-                     *_level_models())  # fmt: skip
 
 
 def seg_array(segments: Sequence[tuple[int, int, int]]) -> np.ndarray:
@@ -185,6 +100,8 @@ def encode_blocks(
     """Every block of ``bits`` (unsigned ints), with the float model when ``fmt`` is given and
     the integer model otherwise; blocks run on up to ``jobs`` threads."""
     if fmt is None:
+        from .int_codec import encode_int_block
+
         return map_ordered(lambda b: encode_int_block(bits, seg_array(b)), blocks, jobs)
     return map_ordered(lambda b: encode_float_block(bits, seg_array(b), fmt), blocks, jobs)
 
@@ -198,6 +115,8 @@ def decode_blocks(
 ) -> None:
     pairs = list(zip(data, blocks, strict=True))
     if fmt is None:
+        from .int_codec import decode_int_block
+
         map_ordered(lambda p: decode_int_block(p[0], out_bits, seg_array(p[1])), pairs, jobs)
     else:
         map_ordered(lambda p: decode_float_block(p[0], out_bits, seg_array(p[1]), fmt), pairs, jobs)

@@ -22,19 +22,15 @@ import numpy as np
 from numba import njit
 
 from .rangecoder import dec_bit, dec_norm, dec_sym, enc_bit, enc_norm, enc_sym, put, take
-
-RESID = 15
-"""Exponent differences in [-RESID, RESID] are modelled; others escape to raw bits."""
-ESCAPE = 2 * RESID + 1
-EXP_SYMBOLS = ESCAPE + 1
-MANT_BITS = 4
-FRAC = 4  # fixed-point fraction bits of the predicted exponent
-ZERO_CONTEXTS = 81
-SIGN_CONTEXTS = 28  # 27 for non-zero values, one for the sign of zeros
-EXP_CONTEXTS = 16
-MANT_CONTEXTS = 5
-CHECK = 4096
-ROOM = 8 * CHECK + 64
+from .tables import (
+    CHECK,
+    ESCAPE,
+    FRAC,
+    MANT_BITS,
+    RESID,
+    ROOM,
+    SIGN_CONTEXTS,
+)
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -22,22 +22,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-TOTAL_BITS = 15
-TOTAL = 1 << TOTAL_BITS
-TOP = 1 << 24
-PROB_BITS = 16
-PROB_ONE = 1 << PROB_BITS
-COUNT_STEP = 24
-COUNT_LIMIT = 1 << 16
-FIRST_REBUILD = 8
-MAX_REBUILD = 256
+from .tables import (
+    COUNT_LIMIT,
+    COUNT_STEP,
+    MAX_REBUILD,
+    PROB_BITS,
+    PROB_ONE,
+    TOP,
+    TOTAL,
+    TOTAL_BITS,
+)
 
 
 # -- encoder ------------------------------------------------------------------------------------
-def encoder_state() -> np.ndarray:
-    return np.array([0, 0xFFFFFFFF, 0, 1, 0], dtype=np.int64)
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _shift_low(es, out):
     low = es[0]
@@ -77,12 +74,12 @@ def _next_byte(ds, inp):
 
 def decoder_state(inp: np.ndarray) -> np.ndarray:
     ds = np.array([0, 0xFFFFFFFF, 1], dtype=np.int64)  # the first byte is always 0
-    _decoder_init(ds, inp)
+    decoder_init(ds, inp)
     return ds
 
 
 @njit(cache=True, nogil=True)
-def _decoder_init(ds, inp):
+def decoder_init(ds, inp):
     for _ in range(4):
         ds[0] = ((ds[0] << 8) | _next_byte(ds, inp)) & 0xFFFFFFFF
 
@@ -195,24 +192,7 @@ def dec_sym(code, rng, model, ctx):
     return sym, code, rng
 
 
-# -- models -------------------------------------------------------------------------------------
-def new_bits(contexts: int) -> np.ndarray:
-    """``contexts`` binary models at p = 1/2 (two adaptation rates each)."""
-    return np.full((contexts, 2), PROB_ONE // 2, dtype=np.int64)
-
-
-def new_model(contexts: int, symbols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``contexts`` adaptive models over ``symbols`` symbols: counts, cumulative frequencies
-    (``(contexts, symbols + 1)``, summing to ``TOTAL``) and ``[tick, rebuild interval]``."""
-    counts = np.ones((contexts, symbols), dtype=np.int64)
-    cum = np.zeros((contexts, symbols + 1), dtype=np.int64)
-    ticks = np.zeros((contexts, 2), dtype=np.int64)
-    ticks[:, 1] = FIRST_REBUILD
-    for c in range(contexts):
-        _rebuild(counts, cum, c)
-    return counts, cum, ticks
-
-
+# -- models (fresh tables: tables.new_bits / tables.new_model) ------------------------------------
 @njit(cache=True, nogil=True)
 def _rebuild(counts, cum, ctx):
     """Frequencies from counts: every symbol >= 1, total exactly ``TOTAL``, the remainder of

@@ -1,0 +1,78 @@
+"""The float model's constants and fresh model tables, without numba.
+
+Both kernel sets read these: the numba kernels (``rangecoder.py``, ``float_kernel.py``, where
+numba freezes them as compile-time constants) and the compiled ones (``_float_kernels.c``, which
+repeats them and is checked against them when it loads). Building the models here, in numpy,
+keeps a process that codes floats with the compiled kernels free of numba's start-up cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# -- range coder --------------------------------------------------------------------------------
+TOTAL_BITS = 15
+TOTAL = 1 << TOTAL_BITS
+TOP = 1 << 24
+PROB_BITS = 16
+PROB_ONE = 1 << PROB_BITS
+COUNT_STEP = 24
+COUNT_LIMIT = 1 << 16
+FIRST_REBUILD = 8
+MAX_REBUILD = 256
+
+# -- float fields -------------------------------------------------------------------------------
+RESID = 15
+"""Exponent differences in [-RESID, RESID] are modelled; others escape to raw bits."""
+ESCAPE = 2 * RESID + 1
+EXP_SYMBOLS = ESCAPE + 1
+MANT_BITS = 4
+FRAC = 4  # fixed-point fraction bits of the predicted exponent
+ZERO_CONTEXTS = 81
+SIGN_CONTEXTS = 28  # 27 for non-zero values, one for the sign of zeros
+EXP_CONTEXTS = 16
+MANT_CONTEXTS = 5
+CHECK = 4096
+ROOM = 8 * CHECK + 64
+
+
+def encoder_state() -> np.ndarray:
+    """``[low, range, cache, cache_size, out_pos]`` of a fresh range encoder."""
+    return np.array([0, 0xFFFFFFFF, 0, 1, 0], dtype=np.int64)
+
+
+def new_bits(contexts: int) -> np.ndarray:
+    """``contexts`` binary models at p = 1/2 (two adaptation rates each)."""
+    return np.full((contexts, 2), PROB_ONE // 2, dtype=np.int64)
+
+
+def new_model(contexts: int, symbols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``contexts`` adaptive models over ``symbols`` symbols: counts, cumulative frequencies
+    (``(contexts, symbols + 1)``, summing to ``TOTAL``) and ``[tick, rebuild interval]``.
+
+    All counts start at 1, so the table is the one ``rangecoder._rebuild`` makes from them:
+    ``1 + avail // symbols`` each, the remainder to the first symbol."""
+    counts = np.ones((contexts, symbols), dtype=np.int64)
+    step = 1 + (TOTAL - symbols) // symbols
+    cum = np.arange(symbols + 1, dtype=np.int64) * step
+    cum[1:] += TOTAL - symbols * step
+    cum = np.repeat(cum[None, :], contexts, axis=0)
+    ticks = np.zeros((contexts, 2), dtype=np.int64)
+    ticks[:, 1] = FIRST_REBUILD
+    return counts, cum, ticks
+
+
+def float_models() -> tuple:
+    """Fresh zero, sign, exponent and top-mantissa models of one float block."""
+    return (
+        new_bits(ZERO_CONTEXTS),
+        new_bits(SIGN_CONTEXTS),
+        new_model(EXP_CONTEXTS, EXP_SYMBOLS),
+        new_model(MANT_CONTEXTS, 1 << MANT_BITS),
+    )
+
+
+def decoder_state() -> np.ndarray:
+    """``[code, range, in_pos]`` of a range decoder before its first code bytes are loaded
+    (``decoder_init``); the encoder's first byte is always 0, so reading starts at 1."""
+    return np.array([0, 0xFFFFFFFF, 1], dtype=np.int64)
