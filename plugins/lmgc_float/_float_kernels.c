@@ -13,12 +13,11 @@
  * Bump KERNEL_VERSION whenever the kernels change: the loader refuses a stale build. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define KERNEL_VERSION 1
+#define KERNEL_VERSION 2
 
 /* coder constants (rangecoder / tables.py) */
 #define TOTAL_BITS 15
@@ -172,18 +171,22 @@ INLINE i64 dec_bit(Dec *d, i64 *probs, i64 ctx) {
     return bit;
 }
 
-/* The symbol is the last one with cum * r <= code (cum rises strictly, frequencies are >= 1),
- * counted branch-free for small alphabets; it stays in the alphabet for damaged input. */
+/* The symbol is the last one with cum * r <= code: cum rises strictly (frequencies are >= 1),
+ * so it is the number of k in 1..n-1 with cum[k] * r <= code. Counted branch-free in two
+ * levels for small alphabets: every 8th entry first, then the 7 after the last one passed (10
+ * multiplications for 32 symbols instead of 31). It stays in the alphabet for damaged input. */
 INLINE i64 dec_sym(Dec *d, Model *m, i64 ctx) {
     const i64 *cum = m->cum + ctx * (m->n + 1);
-    i64 r = d->rng >> TOTAL_BITS, n = m->n, sym = 0;
-    if (n <= 32) {
-        for (i64 k = 1; k < n; k++) sym += cum[k] * r <= d->code;
+    i64 r = d->rng >> TOTAL_BITS, n = m->n, code = d->code, sym = 0;
+    if (n <= 64) {
+        for (i64 k = 8; k < n; k += 8) sym += (cum[k] * r <= code) << 3;
+        i64 stop = sym + 8 < n ? sym + 8 : n;
+        for (i64 k = sym + 1; k < stop; k++) sym += cum[k] * r <= code;
     } else {
         i64 lo = 0, hi = n - 1;
         while (lo < hi) {
             i64 mid = (lo + hi + 1) >> 1;
-            if (cum[mid] * r <= d->code)
+            if (cum[mid] * r <= code)
                 lo = mid;
             else
                 hi = mid - 1;
@@ -242,9 +245,10 @@ INLINE i64 zigzag(i64 r) { return r >= 0 ? 2 * r : -2 * r - 1; }
 INLINE i64 unzigzag(i64 z) { return (z & 1) == 0 ? z >> 1 : -((z + 1) >> 1); }
 
 /* floor(total * 2**FRAC / count) through one exactly rounded float64 division (totals and
- * counts stay far below 2**53). */
+ * counts stay far below 2**53). Totals are sums of exponent fields, never negative, so the
+ * truncating conversion is the floor (and needs no libm call). */
 INLINE i64 mean(i64 total, i64 count) {
-    return (i64)floor((double)(total << FRAC) / (double)count);
+    return (i64)((double)(total << FRAC) / (double)count);
 }
 
 typedef struct {

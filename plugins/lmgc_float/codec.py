@@ -39,8 +39,12 @@ def _out_buffers(rc_size: int, raw_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signed(bits: np.ndarray) -> np.ndarray:
-    """The same bits as signed integers of their width (what the kernels take)."""
-    return np.ascontiguousarray(bits).view(np.dtype(f"i{bits.dtype.itemsize}"))
+    """The same bits as signed integers of their width (what the kernels take). A view, never a
+    copy: a kernel writing into a copy would lose the decoded values, so the caller passes
+    contiguous, aligned arrays (:func:`formats.as_uint` makes them)."""
+    if not (bits.flags.c_contiguous and bits.flags.aligned):
+        raise ValueError("the float kernels take contiguous, aligned arrays")
+    return bits.view(np.dtype(f"i{bits.dtype.itemsize}"))
 
 
 def encode_float_block(bits: np.ndarray, segs: np.ndarray, fmt: FloatFormat) -> bytes:

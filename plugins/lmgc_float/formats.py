@@ -60,8 +60,9 @@ def float_format(dtype: np.dtype) -> FloatFormat | None:
 
 
 def as_uint(data: np.ndarray) -> np.ndarray:
-    """The values' bits as native unsigned integers of the same width (a view when possible)."""
-    data = np.ascontiguousarray(data).reshape(-1)
+    """The values' bits as native unsigned integers of the same width (a view when possible:
+    a misaligned buffer, e.g. one unpickled by a Dask worker, is copied for the kernels)."""
+    data = np.require(data, requirements="CA").reshape(-1)
     if data.dtype.kind in "fiub" and not data.dtype.isnative:
         data = data.astype(data.dtype.newbyteorder("="))
     return data.view(np.dtype(f"u{data.dtype.itemsize}"))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from . import tables
 
-KERNEL_VERSION = 1
+KERNEL_VERSION = 2
 """The compiled module's ``KERNEL_VERSION`` this code expects; another one is a stale build."""
 ENV = "LMGC_FLOAT_KERNELS"
 
