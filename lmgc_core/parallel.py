@@ -61,17 +61,19 @@ def run_ahead(
 ) -> Iterator[R]:
     """``map(fn, items)``, with ``fn`` run ahead on ``workers`` threads of its own when there is
     a spare core (``jobs > 1``): while the caller handles one result (writes it), ``fn`` works
-    on the next items and the item after those is drawn from ``items`` (read). Results come in
-    input order, so output bytes do not change; at most ``workers + 2`` items are alive."""
+    on the next items, and one more item is drawn from ``items`` (read) and queued, so a worker
+    that finishes never waits for the caller. Results come in input order, so output bytes do
+    not change; at most ``workers + 2`` items are alive besides the one being handled."""
     if resolve_jobs(jobs) <= 1:
         yield from map(fn, items)
         return
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    workers = max(1, workers)
+    pool = ThreadPoolExecutor(max_workers=workers)
     pending: deque[Future[R]] = deque()
     try:
         for x in items:
             pending.append(pool.submit(fn, x))
-            if len(pending) > workers:
+            if len(pending) > workers + 1:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
