@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import chain
 from typing import IO, Any
 
 import numpy as np
@@ -95,11 +96,11 @@ def compress_file(
     With lossy stages (``lossless=False``) decoding gives the stages' reconstruction, so the
     manifest does not promise the source's bytes.
 
-    With ``jobs > 1`` the file's SHA-256 runs on a thread of its own and chunks are coded ahead
-    of the writes (:func:`run_ahead`), so reading, hashing and writing overlap the coding. When
-    the pipeline may run on several threads at once (``concurrent``: a thread-safe prior) two
-    chunks are coded at a time, each with ``jobs`` block threads, so no core waits for a
-    chunk's slowest block. The archive's bytes do not depend on ``jobs``."""
+    With ``jobs > 1`` the file's SHA-256 runs on a thread of its own, and when the pipeline may
+    run on several threads at once (``concurrent``: a thread-safe prior) chunks are coded ahead
+    of the writes (:func:`run_ahead`), two at a time, each with ``jobs`` block threads: reading,
+    hashing and writing overlap the coding and no core waits for a chunk's slowest block. The
+    archive's bytes do not depend on ``jobs``."""
     layout.identical = layout.identical and lossless
     if not lossless:
         layout.notes.append("lossy stages: decompression gives their reconstruction")
@@ -122,8 +123,9 @@ def compress_file(
         update.finish()
         return index, i, count, blob
 
-    workers = 2 if concurrent else 1
-    for index, i, count, blob in run_ahead(code, chunks(), jobs, workers):
+    # A prior that is not thread-safe (a language model) codes in the caller's thread as before:
+    # nothing to overlap with its slow chunks, and Ctrl-C then stops it at once.
+    for index, i, count, blob in run_ahead(code, chunks(), jobs if concurrent else 1, workers=2):
         name = writer.member_name(layout.tensors[index].name, i, count)
         writer.add(name, blob)
         members[index].append(name)
@@ -240,10 +242,10 @@ class ArchiveDecoder:
         return sum(t.nbytes for t in self.tensors)
 
     def chunks(self, index: int) -> Iterator[np.ndarray]:
-        """The tensor's decoded chunks, in order. With ``jobs > 1`` members are decoded ahead
-        (:func:`run_ahead`, two at a time), so reading the archive and writing the output
-        overlap the decoding; a pipeline whose prior is not thread-safe decodes one member at a
-        time all the same (it is built here, on the caller's thread, and locked)."""
+        """The tensor's decoded chunks, in order. With ``jobs > 1`` and a thread-safe pipeline,
+        members are decoded ahead (:func:`run_ahead`, two at a time), so reading the archive
+        and writing the output overlap the decoding. Pipelines are built here, on the caller's
+        thread; a later member's pipeline that is not thread-safe decodes under a lock."""
         from .pipeline import read_header
 
         entry: Entry = self.reader.entries[index]
@@ -263,8 +265,14 @@ class ArchiveDecoder:
             update.finish()
             return member, arr
 
+        items = members()
+        first = next(items, None)
+        queue = iter(()) if first is None else chain([first], items)
+        # Decode ahead only when the pipeline is thread-safe; a language model decodes in the
+        # caller's thread as before (nothing to overlap, and Ctrl-C stops it at once).
+        safe = first is not None and first[2].prior.thread_safe
         done = 0
-        for member, arr in run_ahead(decode, members(), self.decoder.jobs, workers=2):
+        for member, arr in run_ahead(decode, queue, self.decoder.jobs if safe else 1, workers=2):
             if arr.dtype != tensor.dtype or done + arr.nbytes > tensor.nbytes:
                 raise StreamError(
                     f"{self.reader.where}: member {member!r} holds {arr.dtype} data that does "

@@ -336,3 +336,29 @@ def test_cli_jobs_give_identical_bytes(tmp_path, grads, suffix):
         with np.load(back) as z:
             assert sorted(z.files) == sorted(originals)
             assert all(same_bits(z[k], v) for k, v in originals.items())
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_archive_chunks_run_ahead_only_for_a_thread_safe_prior(tmp_path, grads, concurrent):
+    """A thread-safe prior's chunks are coded on worker threads while the caller writes; any
+    other prior (a language model) codes in the caller's thread, one chunk after another."""
+    from lmgc_core.filecodec import compress_file
+    from lmgc_core.io import scan
+    from lmgc_core.progress import Progress
+
+    src = tmp_path / "g.npy"
+    np.save(src, grads)
+    pipe = Pipeline.from_config({"prior": "float"})
+    threads: list[int] = []
+
+    def encode(arr, update, jobs):
+        threads.append(threading.get_ident())
+        return pipe.compress(arr, progress=update, jobs=jobs)
+
+    with open(src, "rb") as f, open(tmp_path / "g.lmgc", "wb") as out:
+        layout = scan(f, src.stat().st_size, "g.npy", None, None)
+        with Progress(grads.nbytes, "test", quiet=True) as bar:
+            compress_file(f, layout, "g.npy", out, encode, lambda n: n, bar, 4096, True, 2,
+                          concurrent)  # fmt: skip
+    assert len(threads) == grads.nbytes // 4096
+    assert (threading.get_ident() in threads) is not concurrent
