@@ -338,6 +338,26 @@ static void scratch_reset(Scratch *s, i64 cols) {
     memset(s->ccnt, 0, (size_t)cols * sizeof(i64));
 }
 
+/* The exponent's prediction and context at column j, from the running means. */
+INLINE i64 predict_at(const Scratch *sc, Means *mn, i64 j, i64 emask, i64 *ectx) {
+    mn->csum = sc->csum[j];
+    mn->ccnt = sc->ccnt[j];
+    return exp_context(mn, emask, ectx);
+}
+
+/* After a non-zero value at column j: its sign for the neighbours, and its exponent in the
+ * row, column and tensor means. */
+INLINE void seen_nonzero(Scratch *sc, Means *mn, i64 j, i64 ex, i64 sign) {
+    sc->cur[j + 1] = (int8_t)(1 + sign);
+    sc->col_zero[j] = 0;
+    mn->rsum += ex;
+    mn->rcnt++;
+    sc->csum[j] += ex;
+    sc->ccnt[j]++;
+    mn->tsum += ex;
+    mn->tcnt++;
+}
+
 INLINE u64 load_value(const void *vals, int width, i64 k) {
     switch (width) {
         case 8: return ((const uint8_t *)vals)[k];
@@ -406,25 +426,15 @@ INLINE int encode_width(const void *vals, int width, const i64 *segs, i64 nsegs,
                 }
                 enc_bit(e, md->zp, zctx, 0);
                 enc_bit(e, md->sp, sign_context(left, up, sc.above[j], i, j), sign);
-                i64 ectx;
-                mn.csum = sc.csum[j];
-                mn.ccnt = sc.ccnt[j];
-                i64 p_int = exp_context(&mn, emask, &ectx);
+                i64 ectx, p_int = predict_at(&sc, &mn, j, emask, &ectx);
                 i64 r = ex - p_int;
                 i64 sym = (-RESID <= r && r <= RESID) ? zigzag(r) : ESCAPE;
                 enc_sym(e, &md->em, ectx, sym);
                 if (sym == ESCAPE) put(w, (u64)ex, ebits);
                 if (mtop > 0) enc_sym(e, &md->mm, mant_context(sym), m >> low_bits);
                 put(w, (u64)m, low_bits);
-                sc.cur[j + 1] = (int8_t)(1 + sign);
+                seen_nonzero(&sc, &mn, j, ex, sign);
                 row_zero = 0;
-                sc.col_zero[j] = 0;
-                mn.rsum += ex;
-                mn.rcnt++;
-                sc.csum[j] += ex;
-                sc.ccnt[j]++;
-                mn.tsum += ex;
-                mn.tcnt++;
             }
             int8_t *t = sc.above;
             sc.above = sc.cur;
@@ -463,10 +473,7 @@ INLINE int decode_width(void *out, int width, const i64 *segs, i64 nsegs, int eb
                     continue;
                 }
                 i64 sign = dec_bit(d, md->sp, sign_context(left, up, sc.above[j], i, j));
-                i64 ectx;
-                mn.csum = sc.csum[j];
-                mn.ccnt = sc.ccnt[j];
-                i64 p_int = exp_context(&mn, emask, &ectx);
+                i64 ectx, p_int = predict_at(&sc, &mn, j, emask, &ectx);
                 i64 sym = dec_sym(d, &md->em, ectx);
                 i64 ex = sym == ESCAPE ? (i64)take(br, ebits) : (p_int + unzigzag(sym)) & emask;
                 u64 m = 0;
@@ -474,15 +481,8 @@ INLINE int decode_width(void *out, int width, const i64 *segs, i64 nsegs, int eb
                 m |= take(br, low_bits);
                 store_value(out, width, base + j,
                             ((u64)sign << (width - 1)) | ((u64)ex << mbits) | m);
-                sc.cur[j + 1] = (int8_t)(1 + sign);
+                seen_nonzero(&sc, &mn, j, ex, sign);
                 row_zero = 0;
-                sc.col_zero[j] = 0;
-                mn.rsum += ex;
-                mn.rcnt++;
-                sc.csum[j] += ex;
-                sc.ccnt[j]++;
-                mn.tsum += ex;
-                mn.tcnt++;
             }
             int8_t *t = sc.above;
             sc.above = sc.cur;
@@ -575,6 +575,24 @@ static void release(Py_buffer *bufs, int n) {
     for (int i = 0; i < n; i++) PyBuffer_Release(&bufs[i]);
 }
 
+/* Both segment kernels take (values, segments, width, ebits, mbits, coder state, coder bytes,
+ * bit state, bit bytes, 8 model arrays); `fmt` says which buffers are writable. On success the
+ * 14 buffers are held (release them), else they are released and a Python error is set. */
+static int parse_segments_call(PyObject *args, const char *fmt, Py_buffer b[14], int layout[3],
+                               Py_ssize_t state_bytes, Models *md) {
+    if (!PyArg_ParseTuple(args, fmt, &b[0], &b[1], &layout[0], &layout[1], &layout[2], &b[2],
+                          &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &b[11], &b[12],
+                          &b[13]))
+        return 0;
+    if (!check_call(&b[0], &b[1], layout[0], layout[1], layout[2]) ||
+        !need(&b[2], state_bytes, "range coder state") || !need(&b[4], 3 * 8, "raw bit state") ||
+        !models_from(md, &b[6], &b[7], &b[8], &b[11])) {
+        release(b, 14);
+        return 0;
+    }
+    return 1;
+}
+
 PyDoc_STRVAR(encode_doc,
              "encode_segments(vals, segs, width, ebits, mbits, es, rc_out, bw, raw_out, zp, sp,"
              " em_counts, em_cum, em_ticks, mm_counts, mm_cum, mm_ticks) -> bool\n\n"
@@ -584,17 +602,12 @@ PyDoc_STRVAR(encode_doc,
 static PyObject *py_encode_segments(PyObject *self, PyObject *args) {
     /* vals segs es rc_out bw raw_out zp sp em0 em1 em2 mm0 mm1 mm2 */
     Py_buffer b[14];
-    int width, ebits, mbits;
-    if (!PyArg_ParseTuple(args, "y*y*iiiw*w*w*w*w*w*w*w*w*w*w*w*:encode_segments", &b[0],
-                          &b[1], &width, &ebits, &mbits, &b[2], &b[3], &b[4], &b[5], &b[6], &b[7],
-                          &b[8], &b[9], &b[10], &b[11], &b[12], &b[13]))
-        return NULL;
+    int lay[3];
     Models md;
-    if (!check_call(&b[0], &b[1], width, ebits, mbits) || !need(&b[2], 5 * 8, "encoder state") ||
-        !need(&b[4], 3 * 8, "bit writer state") || !models_from(&md, &b[6], &b[7], &b[8], &b[11])) {
-        release(b, 14);
+    if (!parse_segments_call(args, "y*y*iiiw*w*w*w*w*w*w*w*w*w*w*w*:encode_segments", b, lay,
+                             5 * 8, &md))
         return NULL;
-    }
+    int width = lay[0], ebits = lay[1], mbits = lay[2];
     i64 *es = b[2].buf, *bw = b[4].buf;
     Enc e = {es[0], es[1], es[2], es[3], es[4], (i64)b[3].len, b[3].buf};
     BitsOut w = {(u64)bw[0], bw[1], bw[2], (i64)b[5].len, b[5].buf};
@@ -618,17 +631,12 @@ PyDoc_STRVAR(decode_doc,
 static PyObject *py_decode_segments(PyObject *self, PyObject *args) {
     /* out segs ds rc_in br raw_in zp sp em0 em1 em2 mm0 mm1 mm2 */
     Py_buffer b[14];
-    int width, ebits, mbits;
-    if (!PyArg_ParseTuple(args, "w*y*iiiw*y*w*y*w*w*w*w*w*w*w*w*:decode_segments", &b[0],
-                          &b[1], &width, &ebits, &mbits, &b[2], &b[3], &b[4], &b[5], &b[6], &b[7],
-                          &b[8], &b[9], &b[10], &b[11], &b[12], &b[13]))
-        return NULL;
+    int lay[3];
     Models md;
-    if (!check_call(&b[0], &b[1], width, ebits, mbits) || !need(&b[2], 3 * 8, "decoder state") ||
-        !need(&b[4], 3 * 8, "bit reader state") || !models_from(&md, &b[6], &b[7], &b[8], &b[11])) {
-        release(b, 14);
+    if (!parse_segments_call(args, "w*y*iiiw*y*w*y*w*w*w*w*w*w*w*w*:decode_segments", b, lay,
+                             3 * 8, &md))
         return NULL;
-    }
+    int width = lay[0], ebits = lay[1], mbits = lay[2];
     i64 *ds = b[2].buf, *br = b[4].buf;
     Dec d = {ds[0], ds[1], ds[2], (i64)b[3].len, b[3].buf};
     BitsIn r = {(u64)br[0], br[1], br[2], (i64)b[5].len, b[5].buf};
@@ -714,7 +722,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_float_kernels",
     "The float model's coding kernels, compiled (bit-identical to the numba kernels).", -1,
-    methods,
+    methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__float_kernels(void) {
