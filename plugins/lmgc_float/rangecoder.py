@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import tables
 from .tables import (
     COUNT_LIMIT,
     COUNT_STEP,
@@ -73,7 +74,7 @@ def _next_byte(ds, inp):
 
 
 def decoder_state(inp: np.ndarray) -> np.ndarray:
-    ds = np.array([0, 0xFFFFFFFF, 1], dtype=np.int64)  # the first byte is always 0
+    ds = tables.decoder_state()
     decoder_init(ds, inp)
     return ds
 
