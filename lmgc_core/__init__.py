@@ -1,9 +1,13 @@
 """lmgc: lossless gradient compression with language models as priors for range coding.
 
-``import lmgc_core`` is cheap: no torch, transformers or llama_cpp; plugins import those lazily.
+``import lmgc_core`` is cheap: no torch, transformers or llama_cpp (plugins import those lazily),
+and not even numpy until :class:`Pipeline` or a function below is first used, so the ``lmgc``
+command (:mod:`lmgc_core.__main__`) controls how its own imports run.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ChecksumError,
@@ -14,7 +18,9 @@ from .errors import (
     StreamError,
     TruncatedStreamError,
 )
-from .pipeline import Pipeline, compress, decompress, read_header
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline, compress, decompress, read_header
 
 __version__ = "0.1.0"
 
@@ -32,3 +38,15 @@ __all__ = [
     "decompress",
     "read_header",
 ]
+
+
+_FROM_PIPELINE = frozenset({"Pipeline", "compress", "decompress", "read_header"})
+
+
+def __getattr__(name: str) -> Any:
+    """The pipeline API, imported on first use (PEP 562)."""
+    if name in _FROM_PIPELINE:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,7 +29,7 @@ from .dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_d
 from .errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
 from .io import chunk_shapes, tensor_chunks, tensor_streams
 from .layout import FileLayout, InputFileError, Tensor
-from .parallel import in_background, run_ahead
+from .parallel import in_background, resolve_jobs, run_ahead, split_jobs
 from .progress import Progress
 from .stream_notes import VIEW_KEY, with_view
 
@@ -98,9 +98,11 @@ def compress_file(
 
     With ``jobs > 1`` the file's SHA-256 runs on a thread of its own, and when the pipeline may
     run on several threads at once (``concurrent``: a thread-safe prior) chunks are coded ahead
-    of the writes (:func:`run_ahead`), two at a time, each with ``jobs`` block threads: reading,
-    hashing and writing overlap the coding and no core waits for a chunk's slowest block. The
-    archive's bytes do not depend on ``jobs``."""
+    of the writes (:func:`run_ahead`), ``jobs`` at a time: reading, hashing and writing overlap
+    the coding. A chunk gets one thread while at least ``jobs`` chunks are left (threads that
+    keep their buffers, no more threads than cores), and the last ones share the cores through
+    their blocks, so no core waits at the end. The archive's bytes do not depend on ``jobs``."""
+    jobs = resolve_jobs(jobs)
     layout.identical = layout.identical and lossless
     if not lossless:
         layout.notes.append("lossy stages: decompression gives their reconstruction")
@@ -108,24 +110,32 @@ def compress_file(
     writer = ArchiveWriter(out)
     members: list[list[str]] = [[] for _ in layout.tensors]
 
-    def chunks() -> Iterator[tuple[int, int, int, np.ndarray]]:
+    counts = [len(chunk_shapes(t, chunk_bytes)) for t in layout.tensors]
+    left = sum(counts)
+
+    def chunks() -> Iterator[tuple[int, int, int, np.ndarray, int]]:
+        nonlocal left
         for index, stream in tensor_streams(src, layout, source_name):
             tensor = layout.tensors[index]
-            count = len(chunk_shapes(tensor, chunk_bytes))
             for i, chunk in enumerate(tensor_chunks(stream, tensor, chunk_bytes, source_name)):
-                yield index, i, count, chunk
+                block_jobs = split_jobs(jobs, left, True)[1] if concurrent else jobs
+                yield index, i, counts[index], chunk, block_jobs
+                left -= 1
 
-    def code(item: tuple[int, int, int, np.ndarray]) -> tuple[int, int, int, bytes]:
-        index, i, count, chunk = item
+    def code(item: tuple[int, int, int, np.ndarray, int]) -> tuple[int, int, int, bytes]:
+        index, i, count, chunk, block_jobs = item
         view, note = coding_view(chunk)
         update = progress.chunk(chunk.nbytes, n_symbols(view.nbytes))
-        blob = with_view(encode(view, update, jobs), note)
+        blob = with_view(encode(view, update, block_jobs), note)
         update.finish()
         return index, i, count, blob
 
+    # With a thread-safe prior, ``jobs`` chunks are coded at a time, each on one thread, except
+    # the last ones: when fewer than ``jobs`` are left, they share the cores through their blocks.
     # A prior that is not thread-safe (a language model) codes in the caller's thread as before:
     # nothing to overlap with its slow chunks, and Ctrl-C then stops it at once.
-    for index, i, count, blob in run_ahead(code, chunks(), jobs if concurrent else 1, workers=2):
+    ahead = jobs if concurrent else 1
+    for index, i, count, blob in run_ahead(code, chunks(), ahead, workers=ahead):
         name = writer.member_name(layout.tensors[index].name, i, count)
         writer.add(name, blob)
         members[index].append(name)
@@ -176,13 +186,19 @@ class StreamDecoder:
                 raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
         return self._pipelines[key]
 
-    def decode(self, blob: bytes, progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """The stored (C-order) array of a stream: a dtype view undone, a transposition kept."""
+    def decode(
+        self,
+        blob: bytes,
+        progress: Callable[[int], None] | None = None,
+        jobs: int | None = None,
+    ) -> np.ndarray:
+        """The stored (C-order) array of a stream: a dtype view undone, a transposition kept.
+        ``jobs`` threads for its blocks (default: the decoder's)."""
         from .pipeline import read_header
 
         header = read_header(blob)
         arr = self.pipeline(header).decompress(
-            blob, force=self.force, progress=progress, jobs=self.jobs
+            blob, force=self.force, progress=progress, jobs=self.jobs if jobs is None else jobs
         )
         note = header.get(VIEW_KEY)
         if isinstance(note, dict) and "dtype" in note:
@@ -243,25 +259,29 @@ class ArchiveDecoder:
 
     def chunks(self, index: int) -> Iterator[np.ndarray]:
         """The tensor's decoded chunks, in order. With ``jobs > 1`` and a thread-safe pipeline,
-        members are decoded ahead (:func:`run_ahead`, two at a time), so reading the archive
-        and writing the output overlap the decoding. Pipelines are built here, on the caller's
+        members are decoded ahead (:func:`run_ahead`, ``jobs`` at a time, one thread each until
+        fewer than ``jobs`` are left, as in :func:`compress_file`), so reading the archive and
+        writing the output overlap the decoding. Pipelines are built here, on the caller's
         thread; a later member's pipeline that is not thread-safe decodes under a lock."""
         from .pipeline import read_header
 
         entry: Entry = self.reader.entries[index]
         tensor = self.tensors[index]
 
-        def members() -> Iterator[tuple[str, bytes, Any]]:
-            for member in entry.members:
-                blob = self.reader.read_member(member)
-                yield member, blob, self.decoder.pipeline(read_header(blob))
+        jobs = resolve_jobs(self.decoder.jobs)
 
-        def decode(item: tuple[str, bytes, Any]) -> tuple[str, np.ndarray]:
-            member, blob, pipeline = item
+        def members() -> Iterator[tuple[str, bytes, Any, int]]:
+            for i, member in enumerate(entry.members):
+                blob = self.reader.read_member(member)
+                block_jobs = split_jobs(jobs, len(entry.members) - i, True)[1]
+                yield member, blob, self.decoder.pipeline(read_header(blob)), block_jobs
+
+        def decode(item: tuple[str, bytes, Any, int]) -> tuple[str, np.ndarray]:
+            member, blob, pipeline, block_jobs = item
             header = read_header(blob)
             update = self.progress.chunk(_stream_bytes(header), _symbol_count(header))
             with nullcontext() if pipeline.prior.thread_safe else self._serial:
-                arr = self.decoder.decode(blob, update)
+                arr = self.decoder.decode(blob, update, block_jobs if safe else jobs)
             update.finish()
             return member, arr
 
@@ -271,8 +291,9 @@ class ArchiveDecoder:
         # Decode ahead only when the pipeline is thread-safe; a language model decodes in the
         # caller's thread as before (nothing to overlap, and Ctrl-C stops it at once).
         safe = first is not None and first[2].prior.thread_safe
+        ahead = jobs if safe else 1
         done = 0
-        for member, arr in run_ahead(decode, queue, self.decoder.jobs if safe else 1, workers=2):
+        for member, arr in run_ahead(decode, queue, ahead, workers=ahead):
             if arr.dtype != tensor.dtype or done + arr.nbytes > tensor.nbytes:
                 raise StreamError(
                     f"{self.reader.where}: member {member!r} holds {arr.dtype} data that does "

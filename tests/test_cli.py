@@ -125,11 +125,30 @@ def test_estimate_reports_ideal_and_real_sizes(tmp_path, grads):
 
 def test_import_is_light():
     code = (
-        "import sys, lmgc_core, lmgc_core.registry as r; r.registrations();"
+        "import sys, lmgc_core; assert 'numpy' not in sys.modules;"
+        "import lmgc_core.registry as r; r.registrations();"
         "bad = [m for m in ('torch', 'transformers', 'llama_cpp') if m in sys.modules];"
-        "assert not bad, bad"
+        "assert not bad, bad; assert lmgc_core.Pipeline is lmgc_core.pipeline.Pipeline"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_command_is_lmgc_core_main(tmp_path, grads):
+    """``lmgc`` and ``python -m lmgc_core`` are one entry point; it loads the CLI with the
+    garbage collector paused and has it running again for the command's work."""
+    assert "from lmgc_core.__main__ import main" in Path(LMGC).read_text()
+    src, packed, back = tmp_path / "g.npy", tmp_path / "g.lmgc", tmp_path / "b.npy"
+    np.save(src, grads)
+    module = [sys.executable, "-m", "lmgc_core"]
+    subprocess.run([*module, "compress", str(src), "-o", str(packed), "-q"], check=True)
+    run("decompress", str(packed), "-o", str(back))
+    assert back.read_bytes() == src.read_bytes()
+    code = (
+        "import gc, lmgc_core.cli as cli, lmgc_core.__main__ as entry;"
+        "cli.main = lambda: print(gc.isenabled(), gc.get_freeze_count() > 0); entry.main()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "True"]
 
 
 @settings(
