@@ -29,7 +29,7 @@ from .dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_d
 from .errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
 from .io import chunk_shapes, tensor_chunks, tensor_streams
 from .layout import FileLayout, InputFileError, Tensor
-from .parallel import in_background, resolve_jobs, run_ahead, split_jobs
+from .parallel import in_background, resolve_jobs, round_jobs, run_ahead
 from .progress import Progress
 from .stream_notes import VIEW_KEY, with_view
 
@@ -99,9 +99,9 @@ def compress_file(
     With ``jobs > 1`` the file's SHA-256 runs on a thread of its own, and when the pipeline may
     run on several threads at once (``concurrent``: a thread-safe prior) chunks are coded ahead
     of the writes (:func:`run_ahead`), ``jobs`` at a time: reading, hashing and writing overlap
-    the coding. A chunk gets one thread while at least ``jobs`` chunks are left (threads that
-    keep their buffers, no more threads than cores), and the last ones share the cores through
-    their blocks, so no core waits at the end. The archive's bytes do not depend on ``jobs``."""
+    the coding. A chunk gets one thread (threads that keep their buffers, no more threads than
+    cores), except in a short last round, whose chunks share the cores through their blocks
+    (:func:`round_jobs`), so no core waits at the end. The bytes do not depend on ``jobs``."""
     jobs = resolve_jobs(jobs)
     layout.identical = layout.identical and lossless
     if not lossless:
@@ -109,18 +109,16 @@ def compress_file(
     sha256 = in_background(lambda: file_sha256(src), jobs if _fd(src) is not None else 1)
     writer = ArchiveWriter(out)
     members: list[list[str]] = [[] for _ in layout.tensors]
-
     counts = [len(chunk_shapes(t, chunk_bytes)) for t in layout.tensors]
-    left = sum(counts)
 
     def chunks() -> Iterator[tuple[int, int, int, np.ndarray, int]]:
-        nonlocal left
+        n, total = 0, sum(counts)
         for index, stream in tensor_streams(src, layout, source_name):
             tensor = layout.tensors[index]
             for i, chunk in enumerate(tensor_chunks(stream, tensor, chunk_bytes, source_name)):
-                block_jobs = split_jobs(jobs, left, True)[1] if concurrent else jobs
+                block_jobs = round_jobs(jobs, n, total) if concurrent else jobs
                 yield index, i, counts[index], chunk, block_jobs
-                left -= 1
+                n += 1
 
     def code(item: tuple[int, int, int, np.ndarray, int]) -> tuple[int, int, int, bytes]:
         index, i, count, chunk, block_jobs = item
@@ -130,8 +128,7 @@ def compress_file(
         update.finish()
         return index, i, count, blob
 
-    # With a thread-safe prior, ``jobs`` chunks are coded at a time, each on one thread, except
-    # the last ones: when fewer than ``jobs`` are left, they share the cores through their blocks.
+    # With a thread-safe prior, ``jobs`` chunks are coded at a time (see the docstring).
     # A prior that is not thread-safe (a language model) codes in the caller's thread as before:
     # nothing to overlap with its slow chunks, and Ctrl-C then stops it at once.
     ahead = jobs if concurrent else 1
@@ -259,8 +256,8 @@ class ArchiveDecoder:
 
     def chunks(self, index: int) -> Iterator[np.ndarray]:
         """The tensor's decoded chunks, in order. With ``jobs > 1`` and a thread-safe pipeline,
-        members are decoded ahead (:func:`run_ahead`, ``jobs`` at a time, one thread each until
-        fewer than ``jobs`` are left, as in :func:`compress_file`), so reading the archive and
+        members are decoded ahead (:func:`run_ahead`, ``jobs`` at a time, their blocks on
+        :func:`round_jobs` threads, as in :func:`compress_file`), so reading the archive and
         writing the output overlap the decoding. Pipelines are built here, on the caller's
         thread; a later member's pipeline that is not thread-safe decodes under a lock."""
         from .pipeline import read_header
@@ -273,7 +270,7 @@ class ArchiveDecoder:
         def members() -> Iterator[tuple[str, bytes, Any, int]]:
             for i, member in enumerate(entry.members):
                 blob = self.reader.read_member(member)
-                block_jobs = split_jobs(jobs, len(entry.members) - i, True)[1]
+                block_jobs = round_jobs(jobs, i, len(entry.members))
                 yield member, blob, self.decoder.pipeline(read_header(blob)), block_jobs
 
         def decode(item: tuple[str, bytes, Any, int]) -> tuple[str, np.ndarray]:

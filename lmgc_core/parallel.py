@@ -92,6 +92,17 @@ def split_jobs(jobs: int | None, n_items: int, concurrent: bool) -> tuple[int, i
     return outer, max(1, total // outer)
 
 
+def round_jobs(jobs: int | None, index: int, n_items: int) -> int:
+    """Block threads for item ``index`` of ``n_items`` items run ``jobs`` at a time
+    (:func:`run_ahead`): one while whole rounds of ``jobs`` items run side by side, and in a
+    short last round the cores are shared out among its items, so none idles at the end. (By
+    rounds, not by items left: the last two of four items on two cores start together, and a
+    second thread for the very last one would leave the other alone on a core, then idle.)"""
+    total = resolve_jobs(jobs)
+    in_round = min(total, n_items - index // total * total)
+    return max(1, total // max(1, in_round))
+
+
 def prior_thread_safe(spec: Any, overrides: Mapping[str, Any] | None = None) -> bool:
     """Whether the prior of a pipeline config's ``prior`` entry (with ``overrides``, e.g. a local
     model path) declares ``thread_safe``. Read from the registered class when the factory is one;

@@ -22,6 +22,7 @@ from lmgc_core.parallel import (
     map_ordered,
     prior_thread_safe,
     resolve_jobs,
+    round_jobs,
     run_ahead,
     split_jobs,
 )
@@ -147,6 +148,14 @@ def test_jobs_resolution_and_split():
     assert split_jobs(8, 1, concurrent=True) == (1, 8)
     assert split_jobs(2, 10, concurrent=True) == (2, 1)
     assert split_jobs(8, 3, concurrent=False) == (1, 1)
+
+
+def test_round_jobs_shares_the_cores_only_in_a_short_last_round():
+    assert [round_jobs(2, i, 4) for i in range(4)] == [1, 1, 1, 1]  # the last two start together
+    assert [round_jobs(2, i, 5) for i in range(5)] == [1, 1, 1, 1, 2]
+    assert [round_jobs(4, i, 6) for i in range(6)] == [1, 1, 1, 1, 2, 2]
+    assert round_jobs(8, 0, 3) == 2 and round_jobs(8, 0, 1) == 8
+    assert round_jobs(1, 3, 9) == 1
 
 
 def test_builtin_priors_declare_thread_safety(monkeypatch):
@@ -347,18 +356,24 @@ def test_archive_chunks_run_ahead_only_for_a_thread_safe_prior(tmp_path, grads, 
     from lmgc_core.progress import Progress
 
     src = tmp_path / "g.npy"
-    np.save(src, grads)
+    x = np.concatenate([grads, grads[:512]])  # 8 chunks of 4096 bytes and one of 2048
+    np.save(src, x)
     pipe = Pipeline.from_config({"prior": "float"})
     threads: list[int] = []
+    block_jobs: list[int] = []
 
     def encode(arr, update, jobs):
         threads.append(threading.get_ident())
+        block_jobs.append(jobs)
         return pipe.compress(arr, progress=update, jobs=jobs)
 
     with open(src, "rb") as f, open(tmp_path / "g.lmgc", "wb") as out:
         layout = scan(f, src.stat().st_size, "g.npy", None, None)
-        with Progress(grads.nbytes, "test", quiet=True) as bar:
+        with Progress(x.nbytes, "test", quiet=True) as bar:
             compress_file(f, layout, "g.npy", out, encode, lambda n: n, bar, 4096, True, 2,
                           concurrent)  # fmt: skip
-    assert len(threads) == grads.nbytes // 4096
+    n = 9  # the lone last chunk is a short last round
+    assert len(threads) == n
     assert (threading.get_ident() in threads) is not concurrent
+    # two chunks at a time on one thread each, the lone last one on both; else the blocks
+    assert sorted(block_jobs) == ([1] * (n - 1) + [2] if concurrent else [2] * n)

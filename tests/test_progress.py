@@ -67,3 +67,16 @@ def test_bar_on_a_terminal_and_quiet(tmp_path):
     assert quiet == ""
     np.save(tmp_path / "small.npy", values[:1000])
     assert _stderr_on_a_terminal(["compress", str(tmp_path / "small.npy")], delay="1") == ""
+
+
+def test_without_a_terminal_tqdm_is_not_loaded():
+    """Piped and scripted runs (no terminal on stderr) never show a bar, so they skip tqdm's
+    import; the count of bytes done is still kept."""
+    code = (
+        "import sys; from lmgc_core.progress import Progress\n"
+        "with Progress(10, 'x') as p:\n"
+        "    c = p.chunk(10, 5); c(5)\n"
+        "assert p.done == 10, p.done\n"
+        "assert 'tqdm' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, stderr=subprocess.PIPE, timeout=60)
