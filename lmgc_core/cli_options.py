@@ -43,7 +43,7 @@ JOBS_OPTION = click.option(
     type=click.IntRange(min=0),
     default=0,
     show_default="0 = all cores",
-    help="Threads coding independent blocks (same bytes for any N).",
+    help="Threads coding chunks and their blocks at once (same bytes for any N).",
 )
 
 
