@@ -142,15 +142,19 @@ def compress(
 ) -> None:
     """Compress a .npy, .npz, .safetensors or raw file ('-': stdin) into an lmgc archive that
     `lmgc decompress` turns back into the same file, byte for byte."""
-    from .filecodec import DEFAULT_CHUNK_BYTES, compress_file
-    from .io import scan
-    from .progress import Progress
+    from .source_hash import FileHash
 
     output = _default_output(input, output)
     check_output(output, force)
-    pipeline = build_pipeline(**kw)
-    chunk_bytes = chunk_size or DEFAULT_CHUNK_BYTES
-    with open_input(input) as (src, size, name):
+    # The input's SHA-256 starts before the coding modules (numpy, the pipeline) load: with a
+    # spare core it runs while this thread imports, not beside the first chunks.
+    with open_input(input) as (src, size, name), FileHash(src, jobs) as source_hash:
+        from .filecodec import DEFAULT_CHUNK_BYTES, compress_file
+        from .io import scan
+        from .progress import Progress
+
+        pipeline = build_pipeline(**kw)
+        chunk_bytes = chunk_size or DEFAULT_CHUNK_BYTES
         layout = scan(src, size, name, fmt.lower() if fmt else None, dtype)
         for note in layout.notes:  # e.g. an npz member this zlib cannot re-deflate identically
             click.echo(f"warning: {_one_line(note)}", err=True)
@@ -164,7 +168,7 @@ def compress(
             lossless = all(getattr(stage, "lossless", False) for stage in pipeline.stages)
             result = compress_file(
                 src, layout, Path(name).name, out, encode, n_symbols, bar, chunk_bytes, lossless,
-                jobs, pipeline.prior.thread_safe,
+                jobs, pipeline.prior.thread_safe, source_hash,
             )  # fmt: skip
             out.flush()
             written = out.tell()

@@ -9,10 +9,7 @@ a few chunks in flight (coded or decoded ahead while the previous ones are writt
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -29,8 +26,9 @@ from .dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_d
 from .errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
 from .io import chunk_shapes, tensor_chunks, tensor_streams
 from .layout import FileLayout, InputFileError, Tensor
-from .parallel import in_background, resolve_jobs, round_jobs, run_ahead
+from .parallel import resolve_jobs, round_jobs, run_ahead
 from .progress import Progress
+from .source_hash import FileHash
 from .stream_notes import VIEW_KEY, with_view
 
 DEFAULT_CHUNK_BYTES = 16 << 20
@@ -39,35 +37,6 @@ many bytes; it bounds the memory of a run (see ``benchmarks/memory_safetensors.p
 
 Encode = Callable[[np.ndarray, Callable[[int], None], int], bytes]
 """``encode(array, progress, jobs)``: one chunk's lmgc stream, coded on up to ``jobs`` threads."""
-
-
-def _fd(f: IO[bytes]) -> int | None:
-    """``f``'s descriptor when positional reads (``os.pread``) work on it."""
-    if not hasattr(os, "pread"):  # pragma: no cover - Windows
-        return None
-    try:
-        fd = f.fileno()
-        os.pread(fd, 0, 0)
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return None
-    return fd
-
-
-def file_sha256(f: IO[bytes]) -> str:
-    """SHA-256 of the whole file. With a descriptor it reads by position (``os.pread``), leaving
-    ``f``'s position alone, so it can run on a thread beside the chunk reads."""
-    h = hashlib.sha256()
-    fd = _fd(f)
-    if fd is None:
-        f.seek(0)
-        while block := f.read(1 << 20):
-            h.update(block)
-        return h.hexdigest()
-    pos = 0
-    while block := os.pread(fd, 1 << 20, pos):
-        h.update(block)
-        pos += len(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -91,54 +60,60 @@ def compress_file(
     lossless: bool = True,
     jobs: int = 1,
     concurrent: bool = False,
+    source_hash: FileHash | None = None,
 ) -> CompressResult:
     """Code every tensor of ``layout`` (read from ``src``) into an archive written to ``out``.
     With lossy stages (``lossless=False``) decoding gives the stages' reconstruction, so the
     manifest does not promise the source's bytes.
 
-    With ``jobs > 1`` the file's SHA-256 runs on a thread of its own, and when the pipeline may
-    run on several threads at once (``concurrent``: a thread-safe prior) chunks are coded ahead
-    of the writes (:func:`run_ahead`), ``jobs`` at a time: reading, hashing and writing overlap
-    the coding. A chunk gets one thread (threads that keep their buffers, no more threads than
-    cores), except in a short last round, whose chunks share the cores through their blocks
+    With ``jobs > 1`` the file's SHA-256 runs on a thread of its own (``source_hash``: one the
+    caller started earlier on ``src``), and when the pipeline may run on several threads at once
+    (``concurrent``: a thread-safe prior) chunks are coded ahead of the writes
+    (:func:`run_ahead`), ``jobs`` at a time: reading, hashing and writing overlap the coding. A
+    chunk gets one thread (threads that keep their buffers, no more threads than cores), except
+    in a short last round, whose chunks share the cores through their blocks
     (:func:`round_jobs`), so no core waits at the end. The bytes do not depend on ``jobs``."""
     jobs = resolve_jobs(jobs)
     layout.identical = layout.identical and lossless
     if not lossless:
         layout.notes.append("lossy stages: decompression gives their reconstruction")
-    sha256 = in_background(lambda: file_sha256(src), jobs if _fd(src) is not None else 1)
-    writer = ArchiveWriter(out)
-    members: list[list[str]] = [[] for _ in layout.tensors]
-    counts = [len(chunk_shapes(t, chunk_bytes)) for t in layout.tensors]
+    file_hash = source_hash or FileHash(src, jobs)
+    try:
+        writer = ArchiveWriter(out)
+        members: list[list[str]] = [[] for _ in layout.tensors]
+        counts = [len(chunk_shapes(t, chunk_bytes)) for t in layout.tensors]
 
-    def chunks() -> Iterator[tuple[int, int, int, np.ndarray, int]]:
-        n, total = 0, sum(counts)
-        for index, stream in tensor_streams(src, layout, source_name):
-            tensor = layout.tensors[index]
-            for i, chunk in enumerate(tensor_chunks(stream, tensor, chunk_bytes, source_name)):
-                block_jobs = round_jobs(jobs, n, total) if concurrent else jobs
-                yield index, i, counts[index], chunk, block_jobs
-                n += 1
+        def chunks() -> Iterator[tuple[int, int, int, np.ndarray, int]]:
+            n, total = 0, sum(counts)
+            for index, stream in tensor_streams(src, layout, source_name):
+                tensor = layout.tensors[index]
+                for i, chunk in enumerate(tensor_chunks(stream, tensor, chunk_bytes, source_name)):
+                    block_jobs = round_jobs(jobs, n, total) if concurrent else jobs
+                    yield index, i, counts[index], chunk, block_jobs
+                    n += 1
 
-    def code(item: tuple[int, int, int, np.ndarray, int]) -> tuple[int, int, int, bytes]:
-        index, i, count, chunk, block_jobs = item
-        view, note = coding_view(chunk)
-        update = progress.chunk(chunk.nbytes, n_symbols(view.nbytes))
-        blob = with_view(encode(view, update, block_jobs), note)
-        update.finish()
-        return index, i, count, blob
+        def code(item: tuple[int, int, int, np.ndarray, int]) -> tuple[int, int, int, bytes]:
+            index, i, count, chunk, block_jobs = item
+            view, note = coding_view(chunk)
+            update = progress.chunk(chunk.nbytes, n_symbols(view.nbytes))
+            blob = with_view(encode(view, update, block_jobs), note)
+            update.finish()
+            return index, i, count, blob
 
-    # With a thread-safe prior, ``jobs`` chunks are coded at a time (see the docstring).
-    # A prior that is not thread-safe (a language model) codes in the caller's thread as before:
-    # nothing to overlap with its slow chunks, and Ctrl-C then stops it at once.
-    ahead = jobs if concurrent else 1
-    for index, i, count, blob in run_ahead(code, chunks(), ahead, workers=ahead):
-        name = writer.member_name(layout.tensors[index].name, i, count)
-        writer.add(name, blob)
-        members[index].append(name)
-    progress.finish_chunk()
-    source = {"name": source_name, "size": layout.size, "sha256": sha256()}
-    writer.close(manifest_for(layout, source, members, chunk_bytes))
+        # With a thread-safe prior, ``jobs`` chunks are coded at a time (see the docstring). A
+        # prior that is not thread-safe (a language model) codes in the caller's thread: nothing
+        # to overlap with its slow chunks, and Ctrl-C then stops it at once.
+        ahead = jobs if concurrent else 1
+        for index, i, count, blob in run_ahead(code, chunks(), ahead, workers=ahead):
+            name = writer.member_name(layout.tensors[index].name, i, count)
+            writer.add(name, blob)
+            members[index].append(name)
+        progress.finish_chunk()
+        source = {"name": source_name, "size": layout.size, "sha256": file_hash.result()}
+        writer.close(manifest_for(layout, source, members, chunk_bytes))
+    finally:  # an error or Ctrl-C does not wait for the rest of the file to be hashed
+        if source_hash is None:
+            file_hash.cancel()
     total = sum(t.nbytes for t in layout.tensors)
     return CompressResult(total, layout.size, len(layout.tensors))
 

@@ -1,0 +1,78 @@
+"""The source file's SHA-256 on a thread of its own: the right digest, no thread without a spare
+core, and a cancel that lets go of the file at once instead of hashing the rest."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+
+import pytest
+
+from lmgc_core import source_hash
+from lmgc_core.source_hash import BLOCK, FileHash, HashCancelled
+
+
+@pytest.fixture
+def big_file(tmp_path):
+    path = tmp_path / "big.bin"
+    data = bytes(range(256)) * (40 * BLOCK // 256) + b"tail"
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_digest_of_the_whole_file_whatever_the_position(big_file, jobs):
+    path, want = big_file
+    with open(path, "rb") as f:
+        f.seek(12345)
+        with FileHash(f, jobs) as h:
+            assert (h._thread is not None) is (jobs > 1)
+            assert h.result() == want
+        assert f.tell() == 12345  # positional reads leave the caller's position alone
+
+
+def test_a_file_without_a_descriptor_is_hashed_when_asked():
+    data = b"x" * (3 * BLOCK + 7)
+    with FileHash(io.BytesIO(data), 2) as h:
+        assert h._thread is None
+        assert h.result() == hashlib.sha256(data).hexdigest()
+
+
+def test_cancel_stops_at_the_next_block(big_file, monkeypatch):
+    """An error or Ctrl-C in the caller cancels the hash: its thread lets go of the file after
+    the block it is reading, instead of hashing the remaining 40 MiB."""
+    path, _ = big_file
+    calls, first = [], threading.Event()
+    real_pread = source_hash.os.pread
+
+    def slow_pread(fd, n, pos):
+        calls.append(pos)
+        first.set()
+        time.sleep(0.05)  # the whole file would take 2 s
+        return real_pread(fd, n, pos)
+
+    monkeypatch.setattr(source_hash.os, "pread", slow_pread)
+    with open(path, "rb") as f:
+        h = FileHash(f, 2)
+        assert first.wait(10)
+        h.cancel()
+        assert not h._thread.is_alive()
+        assert len(calls) <= 3  # the probe, the block being read, at most one more
+        with pytest.raises(HashCancelled):
+            h.result()
+
+
+def test_an_error_in_the_hash_reaches_the_caller(big_file, monkeypatch):
+    path, _ = big_file
+    real_pread = source_hash.os.pread
+
+    def failing_pread(fd, n, pos):
+        if pos > 0:
+            raise OSError(5, "Input/output error")
+        return real_pread(fd, n, pos)
+
+    monkeypatch.setattr(source_hash.os, "pread", failing_pread)
+    with open(path, "rb") as f, FileHash(f, 2) as h, pytest.raises(OSError, match="Input/output"):
+        h.result()
