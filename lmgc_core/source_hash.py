@@ -3,7 +3,7 @@ coding of the same file.
 
 Kept apart from :mod:`lmgc_core.filecodec` (which needs numpy) so the CLI can start it before
 the coding modules load: on a spare core the hash then runs while the interpreter is still busy
-importing, instead of beside the first chunks. It stops at the next MiB when cancelled, so an
+importing, instead of beside the first chunks. It stops at the next block when cancelled, so an
 error or Ctrl-C does not wait for the rest of a large file to be hashed.
 """
 
@@ -18,7 +18,7 @@ from typing import IO
 
 from .parallel import resolve_jobs
 
-BLOCK = 1 << 20
+BLOCK = 8 << 20
 
 
 class HashCancelled(Exception):
@@ -38,22 +38,30 @@ def positional_fd(f: IO[bytes]) -> int | None:
 
 
 def file_sha256(f: IO[bytes], stop: threading.Event | None = None) -> str:
-    """SHA-256 of the whole file. With a descriptor it reads by position (``os.pread``), leaving
+    """SHA-256 of the whole file. With a descriptor it reads by position (``os.preadv``), leaving
     ``f``'s position alone, so it can run on a thread beside the chunk reads. ``stop`` set:
-    :class:`HashCancelled` at the next block."""
+    :class:`HashCancelled` at the next block.
+
+    The reads and the hashing release the GIL, but each block must take it back, which costs up
+    to the interpreter's switch interval (5 ms) while another thread runs Python (the CLI
+    importing numpy): blocks of :data:`BLOCK` into one reused buffer keep those waits few."""
     h = hashlib.sha256()
     fd = positional_fd(f)
-    if fd is None:
+    if fd is None or not hasattr(os, "preadv"):
         f.seek(0)
-        read = lambda pos: f.read(BLOCK)  # noqa: E731 - sequential, the position is f's
-    else:
-        read = lambda pos: os.pread(fd, BLOCK, pos)  # noqa: E731
+        while block := f.read(BLOCK):
+            if stop is not None and stop.is_set():
+                raise HashCancelled
+            h.update(block)
+        return h.hexdigest()
+    buf = bytearray(BLOCK)
+    view = memoryview(buf)
     pos = 0
-    while block := read(pos):
+    while n := os.preadv(fd, [buf], pos):
         if stop is not None and stop.is_set():
             raise HashCancelled
-        h.update(block)  # hashlib releases the GIL for blocks this large
-        pos += len(block)
+        h.update(view[:n])
+        pos += n
     return h.hexdigest()
 
 

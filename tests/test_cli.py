@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -144,11 +145,17 @@ def test_the_command_is_lmgc_core_main(tmp_path, grads):
     run("decompress", str(packed), "-o", str(back))
     assert back.read_bytes() == src.read_bytes()
     code = (
-        "import gc, lmgc_core.cli as cli, lmgc_core.__main__ as entry;"
-        "cli.main = lambda: print(gc.isenabled(), gc.get_freeze_count() > 0); entry.main()"
+        "import gc, os, lmgc_core.cli as cli, lmgc_core.__main__ as entry;"
+        "cli.main = lambda: print(gc.isenabled(), gc.get_freeze_count() > 0,"
+        " os.environ['OPENBLAS_THREAD_TIMEOUT'], 'numpy' in __import__('sys').modules);"
+        "entry.main()"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    assert out.stdout.split() == ["True", "True"]
+    for env, timeout in (({}, "4"), ({"OPENBLAS_THREAD_TIMEOUT": "12"}, "12")):  # the user's wins
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"} | env
+        out = subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+        )
+        assert out.stdout.split() == ["True", "True", timeout, "False"]  # set before numpy loads
 
 
 @settings(
