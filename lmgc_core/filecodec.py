@@ -24,7 +24,7 @@ from .archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
 from .component_options import explain_bad_option
 from .dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_dtype
 from .errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
-from .io import chunk_shapes, tensor_chunks, tensor_streams
+from .io import chunk_readers, chunk_shapes, tensor_streams
 from .layout import FileLayout, InputFileError, Tensor
 from .parallel import resolve_jobs, round_jobs, run_ahead
 from .progress import Progress
@@ -83,17 +83,20 @@ def compress_file(
         members: list[list[str]] = [[] for _ in layout.tensors]
         counts = [len(chunk_shapes(t, chunk_bytes)) for t in layout.tensors]
 
-        def chunks() -> Iterator[tuple[int, int, int, np.ndarray, int]]:
+        def chunks() -> Iterator[tuple[int, int, int, Callable[[], np.ndarray], int]]:
             n, total = 0, sum(counts)
             for index, stream in tensor_streams(src, layout, source_name):
                 tensor = layout.tensors[index]
-                for i, chunk in enumerate(tensor_chunks(stream, tensor, chunk_bytes, source_name)):
+                for i, read in enumerate(chunk_readers(stream, tensor, chunk_bytes, source_name)):
                     block_jobs = round_jobs(jobs, n, total) if concurrent else jobs
-                    yield index, i, counts[index], chunk, block_jobs
+                    yield index, i, counts[index], read, block_jobs
                     n += 1
 
-        def code(item: tuple[int, int, int, np.ndarray, int]) -> tuple[int, int, int, bytes]:
-            index, i, count, chunk, block_jobs = item
+        def code(
+            item: tuple[int, int, int, Callable[[], np.ndarray], int],
+        ) -> tuple[int, int, int, bytes]:
+            index, i, count, read, block_jobs = item
+            chunk = read()  # on the coding thread where the file allows it
             view, note = coding_view(chunk)
             update = progress.chunk(chunk.nbytes, n_symbols(view.nbytes))
             blob = with_view(encode(view, update, block_jobs), note)

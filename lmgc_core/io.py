@@ -4,8 +4,10 @@ memory stays bounded by the chunk size, not the file size."""
 
 from __future__ import annotations
 
+import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -15,6 +17,7 @@ from . import npy_format, npz_format, safetensors_format
 from .dtypes import coding_view
 from .errors import ConfigError
 from .layout import FORMATS, Data, Deflated, FileLayout, InputFileError, Literal, Tensor
+from .source_hash import positional_fd
 
 SUFFIXES = {".npy": "npy", ".npz": "npz", ".safetensors": "safetensors"}
 
@@ -136,6 +139,41 @@ def tensor_chunks(
             yield np.zeros(shape, dtype=tensor.dtype)
         else:
             yield np.frombuffer(buf, dtype=tensor.dtype).reshape(shape)
+
+
+def chunk_readers(
+    stream: IO[bytes], tensor: Tensor, chunk_bytes: int, where: str
+) -> Iterator[Callable[[], np.ndarray]]:
+    """:func:`tensor_chunks` with each chunk read when its function is called. When ``stream``
+    is a file with a descriptor (a plain tensor's bytes), that read is positional
+    (``os.preadv``) and may run on any thread, so the threads that code chunks read their own
+    and the caller's thread only hands them out; otherwise (an inflated .npz member) the chunk is
+    read here, in order. ``stream`` is left after the tensor either way."""
+    fd = positional_fd(stream)
+    if fd is None or not hasattr(os, "preadv") or tensor.dtype.itemsize == 0:
+        for chunk in tensor_chunks(stream, tensor, chunk_bytes, where):
+            yield lambda chunk=chunk: chunk
+        return
+    pos = stream.tell()
+    for shape in chunk_shapes(tensor, chunk_bytes):
+        n = int(np.prod(shape, dtype=object)) * tensor.dtype.itemsize
+        yield partial(_read_at, fd, pos, n, tensor.dtype, shape, where)
+        pos += n
+    stream.seek(pos)
+
+
+def _read_at(
+    fd: int, pos: int, n: int, dtype: np.dtype, shape: tuple[int, ...], where: str
+) -> np.ndarray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = os.preadv(fd, [view[got:]], pos + got)
+        if not k:
+            raise InputFileError(f"{where}: file ended early (truncated while reading data)")
+        got += k
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
 def tensor_streams(f: IO[bytes], layout: FileLayout, where: str) -> Iterator[tuple[int, IO[bytes]]]:

@@ -343,3 +343,33 @@ def test_info_is_one_json_document_and_ls_lists_members(tmp_path, grads):
     assert lines[0].split() == ["name", "dtype", "shape", "original", "compressed", "ratio"]
     assert lines[1].split()[:4] == ["w", "<f4", "(10,", "100)"]
     assert lines[-1].startswith("total") and lines[-1].endswith("%")
+
+
+@pytest.mark.parametrize("positional", [True, False])
+def test_chunk_readers_give_the_sequential_chunks(tmp_path, grads, positional):
+    """Chunks read by position (on the coding threads) are the chunks a sequential read gives,
+    the stream ends after the tensor, and a file cut short is a clear error, not short data."""
+    from lmgc_core.io import chunk_readers, tensor_chunks
+    from lmgc_core.layout import InputFileError, Tensor
+
+    x = grads[:6000].reshape(60, 100)
+    data = b"head" + x.tobytes() + b"tail"
+    path = tmp_path / "t.bin"
+    path.write_bytes(data)
+    tensor = Tensor("t", x.dtype, x.shape)
+    with open(path, "rb") as f:
+        stream = f if positional else io.BytesIO(data)
+        stream.seek(4)
+        readers = list(chunk_readers(stream, tensor, 4096, "t.bin"))
+        assert stream.tell() == 4 + x.nbytes
+        stream.seek(4)
+        want = list(tensor_chunks(stream, tensor, 4096, "t.bin"))
+        got = [read() for read in reversed(readers)][::-1]  # any order, any thread
+        assert len(got) == len(want) > 1
+        assert all(same_bits(a, b) for a, b in zip(got, want, strict=True))
+    path.write_bytes(data[: 4 + x.nbytes // 2])
+    with open(path, "rb") as f:
+        f.seek(4)
+        readers = list(chunk_readers(f, tensor, 4096, "t.bin"))
+        with pytest.raises(InputFileError, match="file ended early"):
+            [read() for read in readers]
