@@ -3,8 +3,9 @@ archive (:mod:`lmgc_core.archive`), and an archive decoded back into the source 
 byte, checked against the source's SHA-256) or converted to another format.
 
 Memory is bounded by the chunk size (plus what the pipeline needs for a chunk), not by the size
-of the file or of its largest tensor: one chunk at a time with ``jobs=1``, and with more threads
-a few chunks in flight (coded or decoded ahead while the previous ones are written).
+of the file or of its largest tensor: one chunk at a time with ``jobs=1``; with ``jobs=N`` and a
+thread-safe prior, N chunks being coded (or decoded) and at most two more done and waiting to
+be written, so about N + 2 chunks' worth (see ``benchmarks/memory_safetensors.py``).
 """
 
 from __future__ import annotations
