@@ -272,6 +272,7 @@ def _child_cpu() -> float:
 
 
 def _timed_cli(*args: str) -> dict[str, float]:
+    os.sync()  # the earlier runs' files are written back now, not by the kernel during this one
     c0, w0 = _child_cpu(), time.perf_counter()
     subprocess.run([LMGC_BIN, *args], check=True, capture_output=True)
     w1, c1 = time.perf_counter(), _child_cpu()
