@@ -117,11 +117,17 @@ def chunk_shapes(tensor: Tensor, chunk_bytes: int) -> list[tuple[int, ...]]:
 
 
 def read_exact(stream: IO[bytes], n: int, where: str) -> bytearray:
+    return _fill(n, lambda view, got: stream.readinto(view), where)
+
+
+def _fill(n: int, read_into: Callable[[memoryview, int], int | None], where: str) -> bytearray:
+    """``n`` bytes from ``read_into(view, offset)`` calls (each fills the start of ``view``, the
+    part of the buffer from ``offset`` on); a read of nothing before the end is a truncation."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
-        k = stream.readinto(view[got:])
+        k = read_into(view[got:], got)
         if not k:
             raise InputFileError(f"{where}: file ended early (truncated while reading data)")
         got += k
@@ -150,7 +156,7 @@ def chunk_readers(
     and the caller's thread only hands them out; otherwise (an inflated .npz member) the chunk is
     read here, in order. ``stream`` is left after the tensor either way."""
     fd = positional_fd(stream)
-    if fd is None or not hasattr(os, "preadv") or tensor.dtype.itemsize == 0:
+    if fd is None or tensor.dtype.itemsize == 0:
         for chunk in tensor_chunks(stream, tensor, chunk_bytes, where):
             yield lambda chunk=chunk: chunk
         return
@@ -165,14 +171,7 @@ def chunk_readers(
 def _read_at(
     fd: int, pos: int, n: int, dtype: np.dtype, shape: tuple[int, ...], where: str
 ) -> np.ndarray:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = os.preadv(fd, [view[got:]], pos + got)
-        if not k:
-            raise InputFileError(f"{where}: file ended early (truncated while reading data)")
-        got += k
+    buf = _fill(n, lambda view, got: os.preadv(fd, [view], pos + got), where)
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 

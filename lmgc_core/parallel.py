@@ -99,8 +99,7 @@ def round_jobs(jobs: int | None, index: int, n_items: int) -> int:
     rounds, not by items left: the last two of four items on two cores start together, and a
     second thread for the very last one would leave the other alone on a core, then idle.)"""
     total = resolve_jobs(jobs)
-    in_round = min(total, n_items - index // total * total)
-    return max(1, total // max(1, in_round))
+    return split_jobs(total, n_items - index // total * total, concurrent=True)[1]
 
 
 def prior_thread_safe(spec: Any, overrides: Mapping[str, Any] | None = None) -> bool:

@@ -26,8 +26,8 @@ class HashCancelled(Exception):
 
 
 def positional_fd(f: IO[bytes]) -> int | None:
-    """``f``'s descriptor when positional reads (``os.pread``) work on it."""
-    if not hasattr(os, "pread"):  # pragma: no cover - Windows
+    """``f``'s descriptor when positional reads (``os.preadv``) work on it."""
+    if not hasattr(os, "preadv"):  # pragma: no cover - Windows
         return None
     try:
         fd = f.fileno()
@@ -47,7 +47,7 @@ def file_sha256(f: IO[bytes], stop: threading.Event | None = None) -> str:
     importing numpy): blocks of :data:`BLOCK` into one reused buffer keep those waits few."""
     h = hashlib.sha256()
     fd = positional_fd(f)
-    if fd is None or not hasattr(os, "preadv"):
+    if fd is None:
         f.seek(0)
         while block := f.read(BLOCK):
             if stop is not None and stop.is_set():
