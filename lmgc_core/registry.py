@@ -12,7 +12,6 @@ plugin and the reason. Everything else keeps working.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -22,6 +21,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .entry_points import EntryPoint, entry_points
 from .errors import ConfigError, LMGCError, PluginError
 
 KINDS = ("serializer", "prior", "coder", "stage")
@@ -108,23 +108,8 @@ class _Loaded:
     """Plugins that failed to import, register or add their commands."""
 
 
-_NAME_VERSION: dict[object, tuple[str, str]] = {}
-
-
-def _name_version(dist: importlib.metadata.Distribution | None) -> tuple[str, str]:
-    """Each ``dist.name`` / ``dist.version`` parses the distribution's metadata file again;
-    read it once per distribution (a CLI call's start-up pays for every re-read)."""
-    if dist is None:
-        return "", ""
-    key = getattr(dist, "_path", None) or id(dist)
-    if key not in _NAME_VERSION:
-        meta = dist.metadata
-        _NAME_VERSION[key] = (meta["Name"] or "", meta["Version"] or "")
-    return _NAME_VERSION[key]
-
-
-def _source(ep: importlib.metadata.EntryPoint) -> Source:
-    name, version = _name_version(getattr(ep, "dist", None))
+def _source(ep: EntryPoint) -> Source:
+    name, version = ep.dist_name, ep.dist_version
     label = f"{name} {version}" if name else f"{ep.name} = {ep.value}"
     return Source(label, name, version, ep.value.partition(":")[0])
 
@@ -144,7 +129,7 @@ def _loaded() -> _Loaded:
     pm = pluggy.PluginManager("lmgc")
     pm.add_hookspecs(hookspecs)
     loaded = _Loaded(pm)
-    eps = importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)
+    eps = entry_points(hookspecs.ENTRY_POINT_GROUP)
     sourced = [(_source(ep), ep) for ep in eps]
     for source, ep in sorted(sourced, key=lambda p: (p[0].label, p[1].name)):
         try:
