@@ -2,8 +2,8 @@
 should be.
 
 CPython's cyclic garbage collector runs every few hundred allocations. Loading click, pluggy and
-the plugins allocates tens of thousands of long-lived objects and almost
-no garbage, so each pass only walks them again, and at exit one more pass walks everything left.
+the plugins allocates tens of thousands of long-lived objects and almost no garbage, so each
+pass only walks them again, and at exit one more pass walks everything left.
 So the collector is off while the command's modules load, what they built is then frozen
 (:func:`gc.freeze`, the documented way to exempt long-lived objects) before the collector is
 turned back on for the work itself, and everything is frozen again once the command is done.
