@@ -24,6 +24,7 @@ import os
 import re
 import sys
 from functools import reduce
+from importlib.machinery import PathFinder
 from typing import Any, NamedTuple
 
 _INFO_SUFFIXES = (".dist-info", ".egg-info")
@@ -53,12 +54,20 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
 
 
+def path_based(finder: object) -> bool:
+    """The standard path finder, or the ``importlib_metadata`` backport's finder, which searches
+    ``sys.path`` the same way: importing the backport (zarr and dask do) moves the finding of
+    distributions from the first to the second."""
+    kind = finder if isinstance(finder, type) else type(finder)
+    return finder is PathFinder or (
+        kind.__module__ == "importlib_metadata" and kind.__name__ == "MetadataPathFinder"
+    )
+
+
 def _needs_importlib() -> bool:
     """A layout this reader does not follow: zipped or egg entries, or another finder."""
-    from importlib.machinery import PathFinder
-
     for finder in sys.meta_path:
-        if finder is not PathFinder and hasattr(finder, "find_distributions"):
+        if hasattr(finder, "find_distributions") and not path_based(finder):
             return True
     for entry in sys.path:
         if not isinstance(entry, str) or entry.lower().endswith(".egg"):

@@ -71,6 +71,12 @@ def search_path(tmp_path, monkeypatch):
         f"[{GROUP}]\ng = gamma_mod\n[ {GROUP} ]\nspaced = not_in_the_group\n",
     )
     monkeypatch.setattr(sys, "path", [str(first), str(tmp_path / "missing"), str(second)])
+    # Only path-based finders find distributions: an earlier test may have added a finder of
+    # its own, which test_a_finder_of_its_own_... is about.
+    path_only = [
+        f for f in sys.meta_path if ep_reader.path_based(f) or not hasattr(f, "find_distributions")
+    ]
+    monkeypatch.setattr(sys, "meta_path", path_only)
     importlib.invalidate_caches()
     return tmp_path
 
@@ -100,6 +106,43 @@ def test_a_zipped_entry_is_left_to_importlib_metadata(search_path, monkeypatch):
     found = as_tuples(ep_reader.entry_points(GROUP))
     assert found == standard(GROUP)
     assert ("d", "delta_mod", "delta", "4.0") in found
+
+
+def test_a_finder_of_its_own_is_left_to_importlib_metadata(search_path, monkeypatch):
+    import importlib.metadata
+
+    elsewhere = dist_info(
+        search_path / "elsewhere", "epsilon-5.0.dist-info", "epsilon", "5.0", f"[{GROUP}]\ne = e\n"
+    )
+
+    class OwnFinder:
+        """An import hook that finds one distribution outside ``sys.path``."""
+
+        @staticmethod
+        def find_spec(*args: object) -> None:
+            return None
+
+        @staticmethod
+        def find_distributions(context: object = None) -> list[importlib.metadata.Distribution]:
+            return [importlib.metadata.PathDistribution(elsewhere)]
+
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, OwnFinder])
+    assert ep_reader._needs_importlib()
+    found = as_tuples(ep_reader.entry_points(GROUP))
+    assert found == standard(GROUP)
+    assert ("e", "e", "epsilon", "5.0") in found
+
+
+def test_with_the_importlib_metadata_backport_it_still_reads_the_files():
+    """zarr and dask import the backport, which takes over finding distributions on
+    ``sys.path``: same folders, so no need to hand over to importlib.metadata."""
+    pytest.importorskip("importlib_metadata")  # installed with zarr; without it, no such case
+    code = (
+        "import sys, importlib_metadata; from lmgc_core import entry_points as e; "
+        "print(e._needs_importlib(), len(e.entry_points('lmgc')) > 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
 
 
 def test_load_walks_the_attribute_path(tmp_path, monkeypatch):
