@@ -358,59 +358,57 @@ def paired_speedup(two: dict[str, Any], one: dict[str, Any], op: str) -> float:
     return statistics.median(a / b for a, b in pairs)
 
 
-def _run_in_process(
-    x: np.ndarray, src: Path, tmp: Path, prior: str, repeat: int, expected: bytes
-) -> list[dict[str, Any]]:
-    """``lmgc compress/decompress -j N`` run by this process (:func:`_timed_in_process`)."""
+def _time_lmgc(
+    timer: Callable[..., dict[str, float]],
+    label: str,
+    x: np.ndarray,
+    src: Path,
+    tmp: Path,
+    prior: str,
+    repeat: int,
+) -> tuple[list[dict[str, Any]], dict[int, bytes]]:
+    """``lmgc compress/decompress -j 2`` and ``-j 1`` run by ``timer`` (:func:`_timed_cli` or
+    :func:`_timed_in_process`), alternated so load drifts hit both alike; run 0 warms up. Every
+    decompressed file must be bit-exact and each setting give the same bytes every run. Returns
+    the rows and each setting's archive bytes."""
     times: dict[int, tuple[list, list]] = {2: ([], []), 1: ([], [])}
-    out, back = tmp / "in_process.lmgc", tmp / "in_process.npy"
-    for i in range(repeat + 1):  # run 0 warms up
+    outputs: dict[int, bytes] = {}
+    out, back = tmp / "out.lmgc", tmp / "back.npy"
+    for i in range(repeat + 1):
         for jobs, (comp, deco) in times.items():
             n = str(jobs)
-            c = _timed_in_process("compress", str(src), "-o", str(out), "--prior", prior, "-qj", n)
-            d = _timed_in_process("decompress", str(out), "-o", str(back), "-qj", n)
-            if out.read_bytes() != expected or np.load(back).tobytes() != x.tobytes():
-                raise SystemExit("lmgc in process: other bytes than the command's")
+            c = timer("compress", str(src), "-o", str(out), "--prior", prior, "-qj", n)
+            d = timer("decompress", str(out), "-o", str(back), "-qj", n)
+            if np.load(back).tobytes() != x.tobytes():
+                raise SystemExit(f"{label}: decompressed file is not bit-exact")
+            if outputs.setdefault(jobs, out.read_bytes()) != out.read_bytes():
+                raise SystemExit(f"{label}: two runs gave different bytes")
             out.unlink()
             back.unlink()
             if i:
                 comp.append(c)
                 deco.append(d)
-    return [
-        _cli_row(f"lmgc ({prior}), in process", jobs, comp, deco, len(expected) / x.nbytes)
+    rows = [
+        _cli_row(label, jobs, comp, deco, len(outputs[jobs]) / x.nbytes)
         for jobs, (comp, deco) in times.items()
     ]
+    return rows, outputs
 
 
 def run_cli(prior: str, repeat: int, megabytes: int) -> list[dict[str, Any]]:
     rows_per = megabytes * (1 << 20) // 4 // 16
     x = real_like((16, rows_per))
     tmp = Path(tempfile.mkdtemp(prefix="lmgc-cli-"))
-    rows = []
     try:
         src = tmp / "grads.npy"
         np.save(src, x)
-        outputs: dict[int, bytes] = {}
-        times: dict[int, tuple[list, list]] = {2: ([], []), 1: ([], [])}
-        _timed_cli("compress", str(src), "-o", str(tmp / "warm.lmgc"), "--prior", prior)
-        for i in range(repeat):  # alternate the settings so load drifts hit both alike
-            for jobs, (comp, deco) in times.items():
-                out, back = tmp / f"j{jobs}_{i}.lmgc", tmp / f"back{jobs}_{i}.npy"
-                n = str(jobs)
-                comp.append(
-                    _timed_cli("compress", str(src), "-o", str(out), "--prior", prior, "-j", n)
-                )
-                deco.append(_timed_cli("decompress", str(out), "-o", str(back), "-j", n))
-                if np.load(back).tobytes() != x.tobytes():
-                    raise SystemExit("lmgc CLI: decompressed file is not bit-exact")
-                if outputs.setdefault(jobs, out.read_bytes()) != out.read_bytes():
-                    raise SystemExit("lmgc CLI: two runs gave different bytes")
-                back.unlink()
-        for jobs, (comp, deco) in times.items():
-            size = len(outputs[jobs])
-            rows.append(_cli_row(f"lmgc ({prior})", jobs, comp, deco, size / x.nbytes))
+        rows, outputs = _time_lmgc(_timed_cli, f"lmgc ({prior})", x, src, tmp, prior, repeat)
         same = outputs[1] == outputs[2]
-        rows += _run_in_process(x, src, tmp, prior, repeat, outputs[1])
+        label = f"lmgc ({prior}), in process"
+        in_rows, in_outputs = _time_lmgc(_timed_in_process, label, x, src, tmp, prior, repeat)
+        if in_outputs != outputs:
+            raise SystemExit("lmgc in process: other bytes than the command's")
+        rows += in_rows
         for codec in BASELINES:
             runs: dict[int, tuple[list, list]] = {2: ([], []), 1: ([], [])}
             sizes = {}
