@@ -188,6 +188,7 @@ def test_a_stream_decoded_with_another_plugin_version_names_both(laplace_sites, 
 
     same = run_with(old, "decompress", str(tmp_path / "x.npy.lmgc"), "-o", str(tmp_path / "a.npy"))
     assert same.returncode == 0, same.stderr
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "x.npy").read_bytes()
     other = run_with(new, "decompress", str(tmp_path / "x.npy.lmgc"), "-o", str(tmp_path / "b.npy"))
     assert other.returncode == 1 and "Traceback" not in other.stderr
     assert "prior 'laplace': lmgc-laplace 0.1.0 made it, lmgc-laplace 0.2.0 decodes it" in (
