@@ -15,18 +15,35 @@ broke. The header also carries the SHA-256 of the bytes decoding must reproduce.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import StreamError, TruncatedStreamError
+import numpy as np
+
+from .errors import ConfigError, StreamError, TruncatedStreamError
 
 MAGIC = b"LMGC"
 VERSION = 2
 _PREFIX = struct.Struct("<4sBI")
 _CRC = struct.Struct("<I")
 MAX_HEADER = 64 << 20
+"""Cap on the *compressed* header (the length field)."""
+MAX_HEADER_TEXT = 16 << 20
+"""Cap on the header's JSON text once inflated. The biggest legitimate headers list blocks: a
+1 GB float32 tensor coded with ``block_values: 1024`` lists 262,144 blocks in ~5.7 MB of text;
+layouts and mixture experts add tens of KB. A deflate bomb stops here, never at its 1000x."""
+MAX_ELEMENTS = 1 << 20
+"""Cap on JSON values (containers, numbers, strings) in a header: ~100 MB of Python objects at
+most, and three times the 262,144-block header above."""
+MAX_DEPTH = 64
+"""Cap on JSON nesting. Real headers nest ~8 deep (a mixture's expert's layout's shape); a
+deeper text would only exhaust the parser's recursion."""
+MAX_BLOCKS = MAX_ELEMENTS // 3
+"""Most blocks a header can list (each ``[size, crc]`` is three values): a prior may refuse to
+lay out more before it builds the list (decoding) or writes the header (encoding)."""
 HEADER_DICTIONARY = (
     b'"coder":{"name":"range"},"prior":{"name":"transformers","model":null,"device":"cpu",'
     b'"dtype":"float32","threads":1,"unmapped":"error"},"prior":{"name":"llamacpp",'
@@ -76,10 +93,39 @@ def block_sizes(header: dict[str, Any]) -> list[tuple[int, int]]:
         raise StreamError(f"header lists no valid blocks: {exc}") from None
 
 
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPEN = np.frombuffer(b"[{", np.uint8)
+_CLOSE = np.frombuffer(b"]}", np.uint8)
+
+
+def check_json_text(text: bytes, what: str = "header") -> None:
+    """Refuse JSON text over the caps on size, values and nesting *before* it is parsed:
+    ``json.loads`` would spend gigabytes on 200 KB of ``[]`` or recurse out of the stack on
+    100,000 ``[``. Raises :class:`StreamError`; the scan costs a few bytes per byte of text."""
+    if len(text) > MAX_HEADER_TEXT:
+        raise StreamError(f"{what} is over {MAX_HEADER_TEXT} bytes of JSON")
+    bare = _STRING.sub(b'""', text)  # brackets and commas inside strings are text
+    values = bare.count(b",") + bare.count(b"[") + bare.count(b"{") + 1
+    if values > MAX_ELEMENTS:
+        raise StreamError(f"{what} holds over {MAX_ELEMENTS} JSON values")
+    opens = bare.count(b"[") + bare.count(b"{")
+    if opens > MAX_DEPTH:  # only then can it nest too deep
+        codes = np.frombuffer(bare, dtype=np.uint8)
+        step = np.isin(codes, _OPEN).astype(np.int32) - np.isin(codes, _CLOSE)
+        if int(np.cumsum(step, dtype=np.int32).max(initial=0)) > MAX_DEPTH:
+            raise StreamError(f"{what} nests JSON deeper than {MAX_DEPTH} levels")
+
+
 def pack(header: dict[str, Any], blocks: list[bytes]) -> bytes:
     dictionary = HEADER_DICTIONARIES[VERSION]
     packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    try:  # never write a header that decoding would refuse
+        check_json_text(text)
+    except StreamError as exc:
+        raise ConfigError(
+            f"the stream header would be too big ({exc}): use fewer, larger blocks"
+        ) from None
     head = packer.compress(text) + packer.flush()
     prefix = _PREFIX.pack(MAGIC, VERSION, len(head))
     crc = _CRC.pack(zlib.crc32(prefix + head))
@@ -111,16 +157,29 @@ def read_header(blob: bytes) -> tuple[dict[str, Any], int]:
         raise StreamError("header checksum mismatch: the stream header is corrupted")
     try:
         unpacker = zlib.decompressobj(15, HEADER_DICTIONARIES[version])
-        header = json.loads(unpacker.decompress(blob[_PREFIX.size : end]) + unpacker.flush())
-    except (zlib.error, ValueError) as exc:
+        # inflate at most one byte past the cap: a deflate bomb stops here
+        text = unpacker.decompress(blob[_PREFIX.size : end], MAX_HEADER_TEXT + 1)
+        if len(text) > MAX_HEADER_TEXT or unpacker.unconsumed_tail:
+            raise StreamError(f"header inflates to over {MAX_HEADER_TEXT} bytes")
+        text += unpacker.flush()
+        if len(text) > MAX_HEADER_TEXT:
+            raise StreamError(f"header inflates to over {MAX_HEADER_TEXT} bytes")
+    except zlib.error as exc:
+        raise StreamError(f"header is unreadable: {exc}") from None
+    check_json_text(text)
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise StreamError(f"header is unreadable: {exc}") from None
     if not isinstance(header, dict):
         raise StreamError("header is not a JSON object")
     return header, end + _CRC.size
 
 
-def unpack(blob: bytes) -> Container:
-    header, offset = read_header(blob)
+def unpack(blob: bytes, head: tuple[dict[str, Any], int] | None = None) -> Container:
+    """The header and CRC-checked blocks; ``head`` is :func:`read_header`'s result when the
+    caller has it already (its checks ran on the header before the blocks)."""
+    header, offset = read_header(blob) if head is None else head
     sizes = block_sizes(header)
     expected = offset + sum(s for s, _ in sizes)
     if len(blob) < expected:

@@ -72,6 +72,12 @@ class Layout:
         step = self.window_symbols
         return [(s, min(step, self.n_symbols - s)) for s in range(0, self.n_symbols, step)]
 
+    def n_batches(self) -> int:
+        """``len(list(self.batches()))``, by arithmetic: a header's ``n_symbols`` is checked
+        against its listed blocks before millions of windows are listed."""
+        n_windows = -(-self.n_symbols // self.window_symbols)
+        return -(-n_windows // self.batch)
+
     def batches(self) -> Iterator[list[tuple[int, int]]]:
         wins = self.windows()
         for i in range(0, len(wins), self.batch):

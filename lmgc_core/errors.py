@@ -2,6 +2,9 @@
 
 Each subclass names *what kind* of thing went wrong, because the fix differs: a corrupted file
 needs a backup, a mismatched prior needs the right model, a missing plugin needs an install.
+
+Bad input and bad options are also ``ValueError``s, as numcodecs' and Zarr's own codecs raise,
+so code that catches ``ValueError`` around a codec keeps working with lmgc.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ class LMGCError(Exception):
     """Base class of every error lmgc raises on purpose."""
 
 
-class StreamError(LMGCError):
+class StreamError(LMGCError, ValueError):
     """The compressed stream is malformed, truncated, extended or corrupted."""
 
 
@@ -23,7 +26,7 @@ class ChecksumError(StreamError):
     """Decoding finished but did not reproduce the original bytes (or a block failed its CRC)."""
 
 
-class MismatchError(LMGCError):
+class MismatchError(LMGCError, ValueError):
     """The stream was made with a different prior, model, backend, dtype or layout than the one
     offered for decoding. Decoding with anything else would silently produce garbage."""
 
@@ -32,5 +35,5 @@ class PluginError(LMGCError):
     """A serializer, prior, coder or stage is unknown, or its optional dependency is missing."""
 
 
-class ConfigError(LMGCError):
+class ConfigError(LMGCError, ValueError):
     """A pipeline configuration is invalid (bad option, wrong type, unknown key)."""

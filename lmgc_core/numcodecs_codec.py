@@ -53,7 +53,7 @@ from numcodecs.compat import (
 )
 
 from .dtypes import coding_view
-from .errors import ConfigError
+from .errors import ConfigError, LMGCError, StreamError
 from .stream_notes import restore, with_view
 
 PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch")
@@ -183,18 +183,48 @@ def compress_array(config: Mapping[str, Any], array: np.ndarray) -> bytes:
         return pipeline.compress(array)
 
 
-def decompress_blob(config: Mapping[str, Any] | None, blob: bytes) -> np.ndarray:
+def decompress_blob(
+    config: Mapping[str, Any] | None, blob: bytes, expect_nbytes: int | None = None
+) -> np.ndarray:
     """Decode ``blob`` with the pipeline recorded in its own header (as
     :func:`lmgc_core.decompress` does), cached per process. ``config`` (the codec's) is used only
     when the header records none. Decoding thus never depends on the defaults of the installed
     version: an array written with ``window: null`` decodes with the window it was written with.
-    """
-    from .pipeline import read_header
 
-    recorded = read_header(blob).get("pipeline")
+    ``expect_nbytes``: the size of the buffer or chunk the caller will receive; a stream that
+    declares another size is refused before a prior is built or anything allocated.
+    """
+    from .pipeline import declared_array, read_header
+
+    header = read_header(blob)
+    if expect_nbytes is not None:
+        dtype, shape = declared_array(header)
+        nbytes = dtype.itemsize * int(np.prod(shape, dtype=object))
+        if nbytes != expect_nbytes:
+            raise StreamError(
+                f"lmgc stream holds {dtype}{list(shape)} ({nbytes} bytes), the caller expects "
+                f"{expect_nbytes} bytes"
+            )
+    recorded = header.get("pipeline")
     pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
     with guard, _timed("decoded"):
-        return pipeline.decompress(blob)
+        return pipeline.decompress(blob, max_nbytes=expect_nbytes)
+
+
+@contextmanager
+def codec_errors(action: str) -> Iterator[None]:
+    """Whatever escapes a codec call is one of lmgc's errors (``ValueError`` subclasses, what
+    numcodecs and Zarr users catch): a failure deep inside numpy, zlib or json on hostile input
+    (``RecursionError``, a bare ``ValueError`` or ``TypeError``) becomes a
+    :class:`StreamError` when decoding and a :class:`ConfigError` when encoding, with the
+    original as its cause. Running out of memory and interrupts pass through unchanged."""
+    try:
+        yield
+    except (LMGCError, MemoryError):
+        raise
+    except Exception as exc:
+        kind = StreamError if action == "decode" else ConfigError
+        raise kind(f"lmgc codec cannot {action} this input: {type(exc).__name__}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,19 +307,25 @@ class LMGC(Codec):
         return arr
 
     def encode(self, buf: Any) -> bytes:
-        # any fixed-size dtype: non-numbers go through an integer/byte view, noted in the header
-        arr, note = coding_view(self._as_array(buf))
-        return with_view(compress_array(self.pipeline_config, arr), note)
+        arr = self._as_array(buf)  # TypeError for object arrays, as documented
+        with codec_errors("encode"):
+            # any fixed-size dtype: non-numbers go through an integer/byte view, noted in the header
+            arr, note = coding_view(arr)
+            return with_view(compress_array(self.pipeline_config, arr), note)
 
     def decode(self, buf: Any, out: Any = None) -> Any:
+        """Decode ``buf``; with ``out``, a stream declaring another size than ``out`` is refused
+        (:class:`StreamError`) before anything is decoded or allocated."""
         if out is not None and ensure_ndarray_like(out).dtype.hasobject:
             raise TypeError("lmgc codec: cannot decode into an object array")
-        blob = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8).tobytes()
-        arr = decompress_blob(self.pipeline_config, blob)
-        arr = restore_view_of(blob, arr)
-        if out is not None:
-            return ndarray_copy(arr, out)
-        return arr
+        with codec_errors("decode"):
+            blob = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8).tobytes()
+            limit = None if out is None else ensure_ndarray_like(out).nbytes
+            arr = decompress_blob(self.pipeline_config, blob, limit)
+            arr = restore_view_of(blob, arr)
+            if out is not None:
+                return ndarray_copy(arr, out)
+            return arr
 
 
 def restore_view_of(blob: bytes, arr: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ travels inside every stream, so ``decompress(blob)`` needs nothing but the strea
 from __future__ import annotations
 
 import hashlib
+import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -294,17 +295,21 @@ class Pipeline:
         force: bool = False,
         progress: Progress | None = None,
         jobs: int | None = 1,
+        max_nbytes: int | None = None,
     ) -> np.ndarray:
-        box = container.unpack(blob)
-        header = box.header
+        """Decode ``blob``. ``max_nbytes``: refuse (:class:`StreamError`, before anything is
+        allocated or decoded) a stream whose header declares a bigger array: a few bytes of
+        stream may legitimately stand for gigabytes of zeros, so only the caller knows how much
+        it is ready to receive (a ``out=`` buffer, a chunk, a manifest entry)."""
+        head = container.read_header(blob)
+        header = head[0]
         alternative = self._made_by_fallback(header)
         if alternative is not None:  # the fallback's stream was the smaller one
-            return alternative.decompress(blob, force=force, progress=progress, jobs=jobs)
-        prior = self.prior if force else self.check_stream(header)
-        jobs = resolve_jobs(jobs) if prior.thread_safe else 1
+            return alternative.decompress(
+                blob, force=force, progress=progress, jobs=jobs, max_nbytes=max_nbytes
+            )
+        dtype, shape = declared_array(header, max_nbytes)
         try:
-            dtype = parse_dtype(header["array"]["dtype"])
-            shape = tuple(int(n) for n in header["array"]["shape"])
             states = list(header["stages"])
             part_specs = list(header["parts"])
             expected_hash = str(header["sha256"])
@@ -312,6 +317,10 @@ class Pipeline:
             raise StreamError(f"header is missing or has a bad field: {exc}") from None
         if len(states) != len(self.stages):
             raise StreamError("header stage states do not match its stage list")
+        _check_parts(part_specs, dtype.itemsize * math.prod(shape), bool(self.stages))
+        box = container.unpack(blob, head)
+        prior = self.prior if force else self.check_stream(header)
+        jobs = resolve_jobs(jobs) if prior.thread_safe else 1
         blocks = iter(box.blocks)
         parts: dict[str, np.ndarray] = {}
         try:
@@ -358,7 +367,10 @@ class Pipeline:
                     f"{prior.name!r} cannot decode"
                 )
             data = [next(blocks) for _ in range(n_blocks)]
-            result = prior.decode_array(spec.get("array") or {}, data, dtype, (count,), jobs)
+            try:
+                result = prior.decode_array(spec.get("array") or {}, data, dtype, (count,), jobs)
+            except ConfigError as exc:  # the header's own options cannot lay the part out
+                raise StreamError(f"part {spec.get('name')!r}: {exc}") from None
             if progress:
                 progress(self.serializer.n_symbols(count * dtype.itemsize))
             return result
@@ -371,9 +383,10 @@ class Pipeline:
         if n_symbols != self.serializer.n_symbols(count * dtype.itemsize):
             raise StreamError("part length in header does not match its serialization")
         layout = self._layout(n_symbols)
+        needed = layout.n_batches()  # counted before the windows are listed
+        if needed != n_blocks:
+            raise StreamError(f"header lists {n_blocks} blocks, the layout needs {needed}")
         batches = list(layout.batches())
-        if len(batches) != n_blocks:
-            raise StreamError(f"header lists {n_blocks} blocks, the layout needs {len(batches)}")
         symbols = np.zeros(n_symbols, dtype=np.uint16)
 
         def decode_batch(item: tuple[list[tuple[int, int]], bytes]) -> None:
@@ -464,6 +477,65 @@ def read_header(blob: bytes) -> dict[str, Any]:
     return container.read_header(blob)[0]
 
 
+MAX_ARRAY_NBYTES = 1 << 56
+"""No declared array is bigger (sizes past it would overflow numpy's index arithmetic)."""
+PART_SLACK = 8, 1 << 20
+"""A part holds at most 8x the array's bytes plus 1 MiB: stages re-code an array into indices,
+masks and values (the built-in ones into at most ~3x: float16 values with uint32 gaps), never
+into much more, so the array's size (which ``max_nbytes`` bounds) bounds every part too."""
+
+
+def declared_array(
+    header: Mapping[str, Any], max_nbytes: int | None = None
+) -> tuple[np.dtype, tuple[int, ...]]:
+    """The ``(dtype, shape)`` a stream's header declares, checked for sane sizes and, with
+    ``max_nbytes``, refused (:class:`StreamError` naming both sizes) when bigger: what callers
+    compare with the buffer, chunk or manifest entry they expect, before decoding anything."""
+    try:
+        dtype = parse_dtype(header["array"]["dtype"])
+        shape = tuple(_count(n) for n in header["array"]["shape"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StreamError(f"header has a bad array entry: {exc}") from None
+    if len(shape) > 64:
+        raise StreamError(f"header declares a {len(shape)}-dimensional array")
+    nbytes = dtype.itemsize * math.prod(shape)
+    if nbytes > MAX_ARRAY_NBYTES:
+        raise StreamError(f"header declares an implausible array of {nbytes} bytes")
+    if max_nbytes is not None and nbytes > max_nbytes:
+        raise StreamError(
+            f"stream declares {dtype}{list(shape)} ({nbytes} bytes), more than the "
+            f"{max_nbytes} bytes expected"
+        )
+    return dtype, shape
+
+
+def _count(value: Any) -> int:
+    """A non-negative integer from a header (never a float, bool or string that parses)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{value!r} is not a non-negative integer")
+    return value
+
+
+def _check_parts(specs: list[Any], array_nbytes: int, staged: bool) -> None:
+    """Every part's declared size against the array's, before any part is allocated: without
+    stages the one part *is* the array; with stages each is bounded by :data:`PART_SLACK`."""
+    factor, extra = PART_SLACK
+    sizes = []
+    for spec in specs:
+        try:
+            sizes.append(parse_dtype(spec["dtype"]).itemsize * _count(spec["count"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StreamError(f"bad part entry in header: {exc}") from None
+    if not staged and sizes != [array_nbytes]:
+        raise StreamError(
+            f"header declares parts of {sizes} bytes for an array of {array_nbytes} bytes"
+        )
+    if sum(sizes) > factor * array_nbytes + extra:
+        raise StreamError(
+            f"header declares parts of {sum(sizes)} bytes for an array of {array_nbytes} bytes"
+        )
+
+
 def decompress(
     blob: bytes,
     *,
@@ -471,13 +543,17 @@ def decompress(
     force: bool = False,
     progress: Progress | None = None,
     jobs: int | None = 1,
+    max_nbytes: int | None = None,
 ) -> np.ndarray:
     """Decode a stream using the pipeline recorded in its own header (``jobs`` threads decode
     independent blocks where the prior allows it; ``None``: all cores).
 
     ``prior_options`` override recorded prior options that may legitimately differ on this
-    machine (e.g. the path of the model file); the prior's fingerprint check still applies."""
+    machine (e.g. the path of the model file); the prior's fingerprint check still applies.
+    ``max_nbytes`` refuses a stream declaring a bigger array before decoding (see
+    :meth:`Pipeline.decompress`)."""
     header = read_header(blob)
+    declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
     config = header.get("pipeline")
     if not isinstance(config, dict):
         raise StreamError("stream header has no pipeline configuration")
@@ -488,7 +564,9 @@ def decompress(
         pipeline = Pipeline.from_config(config)
     except ConfigError as exc:
         raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
-    return pipeline.decompress(blob, force=force, progress=progress, jobs=jobs)
+    return pipeline.decompress(
+        blob, force=force, progress=progress, jobs=jobs, max_nbytes=max_nbytes
+    )
 
 
 def compress(array: Any, config: Mapping[str, Any] | None = None, **overrides: Any) -> bytes:

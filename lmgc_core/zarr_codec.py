@@ -40,7 +40,13 @@ from zarr.core.buffer import Buffer, NDBuffer
 
 from .dtypes import coding_view
 from .errors import ConfigError, StreamError
-from .numcodecs_codec import canonical_config, compress_array, decompress_blob, restore_view_of
+from .numcodecs_codec import (
+    canonical_config,
+    codec_errors,
+    compress_array,
+    decompress_blob,
+    restore_view_of,
+)
 from .stream_notes import with_view
 
 CODEC_NAME = "lmgc"
@@ -132,16 +138,21 @@ class LMGCZarrCodec(ArrayBytesCodec):
     # -- coding: the sync bodies run on zarr's thread pool (zarr versions with SupportsSyncCodec
     # may also call them directly from their own threads) -----------------------------------
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:
-        arr = np.ascontiguousarray(chunk_array.as_numpy_array())
-        # non-numbers (complex, datetime, |S, <U, records) go through a noted integer view
-        arr, note = coding_view(arr)
-        blob = with_view(compress_array(self.pipeline_config, arr), note)
+        with codec_errors("encode"):
+            arr = np.ascontiguousarray(chunk_array.as_numpy_array())
+            # non-numbers (complex, datetime, |S, <U, records) go through a noted integer view
+            arr, note = coding_view(arr)
+            blob = with_view(compress_array(self.pipeline_config, arr), note)
         return chunk_spec.prototype.buffer.from_bytes(blob)
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: Any) -> NDBuffer:
-        blob = chunk_bytes.to_bytes()
-        arr = restore_view_of(blob, decompress_blob(self.pipeline_config, blob))
+        """Decode one chunk; a stream declaring another size than the chunk's (a replaced
+        chunk file) is refused before anything is decoded or allocated."""
         want = _native(chunk_spec.dtype)
+        nbytes = want.itemsize * int(np.prod(tuple(chunk_spec.shape), dtype=object))
+        with codec_errors("decode"):
+            blob = chunk_bytes.to_bytes()
+            arr = restore_view_of(blob, decompress_blob(self.pipeline_config, blob, nbytes))
         if arr.shape != tuple(chunk_spec.shape) or arr.dtype != want:
             raise StreamError(
                 f"lmgc chunk holds {arr.dtype}{list(arr.shape)}, the array expects "

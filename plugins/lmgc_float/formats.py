@@ -8,11 +8,12 @@ shape the model does not understand still round-trips exactly, it just compresse
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from lmgc_core.container import MAX_BLOCKS
 from lmgc_core.errors import ConfigError
 
 
@@ -137,11 +138,13 @@ def segments(
     offset = 0
     for tshape in tensors:
         rows, cols = matrix_view(tshape)
-        if rows == 1 and cols > block_values:
-            pieces = [(1, min(block_values, cols - s)) for s in range(0, cols, block_values)]
+        if rows == 1 and cols > block_values:  # lazily: a header may declare 2**40 values
+            pieces: Iterable[tuple[int, int]] = (
+                (1, min(block_values, cols - s)) for s in range(0, cols, block_values)
+            )
         else:
             per = max(1, block_values // max(cols, 1))
-            pieces = [(min(per, rows - r), cols) for r in range(0, rows, per)]
+            pieces = ((min(per, rows - r), cols) for r in range(0, rows, per))
         for prow, pcol in pieces:
             n = prow * pcol
             if n == 0:
@@ -152,6 +155,11 @@ def segments(
             if filled >= block_values:
                 blocks.append(current)
                 current, filled = [], 0
+                if len(blocks) > MAX_BLOCKS:  # no stream header can list them
+                    raise ConfigError(
+                        f"float prior: {math.prod(shape)} values in blocks of {block_values} "
+                        f"make over {MAX_BLOCKS} blocks; raise block_values"
+                    )
     if current:
         blocks.append(current)
     return blocks, used
