@@ -1,0 +1,241 @@
+"""``torch.save`` files through the real CLI: real checkpoints (a tiny MLP trained with AdamW,
+a bf16 ``pytorch_model.bin``, views and non-contiguous tensors, every storage dtype) come back
+byte for byte with their storages coded by dtype; a pickle that asks for anything else is
+never run; damaged files give one ``error:`` line."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmgc_core.io import scan
+from lmgc_core.torch_pickle import Opaque, PickleReadError, read_pickle
+from tests.cli_helpers import lmgc, one_error_line
+
+torch = pytest.importorskip("torch")
+
+
+def round_trip(src: Path) -> bytes:
+    """Compress ``src``, move it away, decompress with no ``-o``: the bytes must come back."""
+    original = src.read_bytes()
+    result = lmgc("compress", src)
+    src.rename(src.with_name(src.name + ".orig"))
+    lmgc("decompress", f"{src}.lmgc")
+    assert src.read_bytes() == original, f"{src.name} did not come back byte for byte"
+    assert "warning" not in result.stderr, result.stderr
+    return original
+
+
+def layout_of(path: Path):
+    with open(path, "rb") as f:
+        return scan(f, path.stat().st_size, path.name, None, None)
+
+
+def trained_checkpoint(path: Path, hidden: int = 64, steps: int = 5) -> torch.nn.Module:
+    """A real training loop: an MLP on a fixed problem, a few AdamW steps, saved as people do."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 4)
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, y = torch.randn(256, 16), torch.randint(0, 4, (256,))
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": 3}, path)
+    return model
+
+
+def test_adamw_training_checkpoint_round_trips_smaller(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    model = trained_checkpoint(path, hidden=256)
+    layout = layout_of(path)
+    assert layout.format == "torch" and layout.identical and not layout.notes
+    by_name = {t.name: t for t in layout.tensors}
+    w = by_name["model/0.weight"]  # named and shaped by its tensor: a prior sees its rows
+    assert w.dtype == np.float32 and w.shape == tuple(model[0].weight.shape)
+    assert by_name["optimizer/state/0/exp_avg_sq"].shape == w.shape
+    assert by_name["optimizer/state/0/step"].shape == (1,)
+    assert len(layout.tensors) == 4 + 4 * 3  # parameters + (step, exp_avg, exp_avg_sq) each
+    original = round_trip(path)
+    assert (tmp_path / "ckpt.pt.lmgc").stat().st_size < 0.9 * len(original)
+    loaded = torch.load(path, weights_only=True)
+    assert torch.equal(loaded["model"]["0.weight"], model[0].weight.detach())
+
+
+def test_bf16_pytorch_model_bin_is_sniffed_and_round_trips(tmp_path):
+    torch.manual_seed(1)
+    layers = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.Linear(48, 8)).bfloat16()
+    path = tmp_path / "pytorch_model.bin"  # .bin: a torch file only because it sniffs so
+    torch.save(layers.state_dict(), path)
+    layout = layout_of(path)
+    assert layout.format == "torch"
+    assert [(t.name, t.dtype.name, t.shape) for t in layout.tensors] == [
+        ("0.weight", "bfloat16", (48, 32)),
+        ("0.bias", "bfloat16", (48,)),
+        ("1.weight", "bfloat16", (8, 48)),
+        ("1.bias", "bfloat16", (8,)),
+    ]
+    round_trip(path)
+
+
+def test_views_sharing_a_storage_and_non_contiguous_tensors(tmp_path):
+    base = torch.randn(12, 10)
+    saved = {
+        "base": base,
+        "rows": base[2:5],  # same storage, an offset
+        "t": base.t(),  # same storage, transposed
+        "every_other": torch.randn(40)[::2],  # non-contiguous, its own storage
+        "col": torch.randn(6, 7)[:, 3],
+    }
+    path = tmp_path / "views.pt"
+    torch.save(saved, path)
+    layout = layout_of(path)
+    # three storages: the shared one (1-D, named by its key) and two partly viewed ones
+    assert len(layout.tensors) == 3
+    assert all(t.name.startswith("data/") and len(t.shape) == 1 for t in layout.tensors)
+    assert sorted(t.shape[0] for t in layout.tensors) == [40, 42, 120]
+    round_trip(path)
+    loaded = torch.load(path, weights_only=True)
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name], tensor), name
+    assert loaded["t"].data_ptr() == loaded["base"].data_ptr()
+
+
+def test_int_bool_and_other_dtypes_keep_theirs(tmp_path):
+    g = torch.randn(64)
+    saved = {
+        "i64": (g * 1e6).long(),
+        "i32": (g * 1e5).int(),
+        "i16": (g * 1e3).short(),
+        "i8": (g * 50).to(torch.int8),
+        "u8": torch.arange(64, dtype=torch.uint8),
+        "bool": g > 0,
+        "f16": g.half(),
+        "f64": g.double(),
+        "c64": torch.complex(g, -g),
+        "f8": g.to(torch.float8_e4m3fn),  # written on an untyped storage, dtype in the record
+        "u16": torch.arange(64, dtype=torch.int32).to(torch.uint16),
+    }
+    path = tmp_path / "dtypes.pth"
+    torch.save(saved, path)
+    got = {t.name: t.dtype for t in layout_of(path).tensors}
+    want = {name: t.numpy().dtype for name, t in saved.items() if name != "f8"}
+    assert got == {**want, "f8": np.dtype("float8_e4m3fn")}
+    round_trip(path)
+
+
+def test_nested_dicts_and_lists_name_their_tensors(tmp_path):
+    saved = {
+        "a": [torch.randn(3, 4), {"b": torch.randn(5), "c": (torch.ones(2, 2), 7)}],
+        "meta": {"lr": 0.1, "names": ["x", "y"], "flag": None, "bytes": b"\x00\xff"},
+        3: {"set": {1, 2}, "size": torch.Size([2, 3]), "dtype": torch.float32},
+    }
+    path = tmp_path / "nested.pt"
+    torch.save(saved, path)
+    layout = layout_of(path)
+    assert not layout.notes
+    assert [t.name for t in layout.tensors] == ["a/0", "a/1/b", "a/1/c/0"]
+    round_trip(path)
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_malicious_global_is_never_run_and_the_file_still_round_trips(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    weights = torch.randn(20, 30)
+    torch.save({"w": weights, "payload": _Evil(marker)}, path)
+    assert not marker.exists()
+    original = path.read_bytes()
+    result = lmgc("compress", path)
+    assert "warning" in result.stderr and "system" in result.stderr  # said, not run
+    path.rename(tmp_path / "evil.pt.orig")
+    lmgc("decompress", f"{path}.lmgc")
+    assert path.read_bytes() == original
+    assert not marker.exists(), "the pickle's os.system ran"
+    # the storage is still coded by its dtype and shape
+    (tensor,) = layout_of(path).tensors
+    assert (tensor.name, tensor.dtype, tensor.shape) == ("w", np.float32, (20, 30))
+
+
+class _Thing:
+    pass
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_the_pickle_reader_refuses_what_it_does_not_model(protocol):
+    data = pickle.dumps({"x": _Thing(), "f": print, "ok": [1.5, "s", None]}, protocol=protocol)
+    info = read_pickle(data)
+    assert any("_Thing" in r for r in info.refused) and any("print" in r for r in info.refused)
+    assert isinstance(info.root.items[0][1], Opaque)
+    assert info.root.items[2] == ("ok", [1.5, "s", None])
+    for bad in (b"", b"\x80\x02}q\x00", b"\x80\x02h\x05.", b"\x80\x02K\x01K\x02s."):
+        with pytest.raises(PickleReadError):
+            read_pickle(bad)
+
+
+def test_an_unreadable_pickle_still_round_trips_as_bytes(tmp_path):
+    path = tmp_path / "odd.pt"
+    torch.save({"w": torch.randn(8, 8)}, path)
+    src = zipfile.ZipFile(path)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:  # data.pkl first (sniffed), then a garbled pickle
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, b"\x80\x02\xff" if info.filename.endswith("data.pkl") else data)
+    path.write_bytes(out.getvalue())
+    layout = layout_of(path)
+    assert layout.notes and "cannot be followed" in layout.notes[0]
+    assert [(t.dtype, t.shape) for t in layout.tensors] == [(np.uint8, (256,))]
+    original = path.read_bytes()
+    lmgc("compress", path)
+    path.unlink()
+    lmgc("decompress", f"{path}.lmgc")
+    assert path.read_bytes() == original
+
+
+def test_truncated_corrupt_and_legacy_files_give_one_error_line(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    trained_checkpoint(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    message = one_error_line(lmgc("compress", tmp_path / "cut.pt", ok=False), 1)
+    assert "cut.pt" in message and "torch" in message
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    message = one_error_line(lmgc("compress", tmp_path / "junk.pt", ok=False), 1)
+    assert "not a torch.save file" in message
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"w": torch.randn(4)}, legacy, _use_new_zipfile_serialization=False)
+    message = one_error_line(lmgc("compress", legacy, ok=False), 1)
+    assert "legacy torch file" in message
+
+
+def test_conversion_names_tensors_by_their_paths(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    model = trained_checkpoint(path)
+    lmgc("compress", path)
+    lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / "out.npz")
+    with np.load(tmp_path / "out.npz") as npz:
+        for name, param in model.state_dict().items():
+            assert np.array_equal(npz[f"model/{name}"], param.numpy()), name
+
+
+def test_a_plain_npz_named_bin_is_still_an_npz(tmp_path):
+    np.savez(tmp_path / "a.npz", x=np.arange(5.0))
+    (tmp_path / "a.npz").rename(tmp_path / "a.bin")
+    assert layout_of(tmp_path / "a.bin").format == "npz"
