@@ -227,17 +227,62 @@ def test_lossy_stages_in_zarr_reconstruct_each_chunk(tmp_path, real, zarr_format
             assert bits_equal(back[i : i + 1, j : j + CHUNKS[1]], pipe.reconstruct(block))
 
 
-def test_v3_codec_rejects_variable_length_strings(tmp_path):
+def _variable_size_dtypes() -> list:
+    dtypes = [np.dtype(object), np.dtypes.StringDType()]
+    try:  # zarr >= 3.1 hands the codec its own dtype objects
+        from zarr.core.dtype import parse_data_type
+    except ImportError:
+        return dtypes
+    return [*dtypes, parse_data_type(str, zarr_format=3)]
+
+
+@pytest.mark.parametrize("dtype", _variable_size_dtypes(), ids=str)
+def test_v3_codec_rejects_variable_length_strings(tmp_path, dtype):
     """Fixed-size dtypes (``<U4`` included) are coded through a view; variable-length strings
-    have no fixed bytes to code."""
-    with pytest.raises((ConfigError, ValueError, TypeError)):
+    have no fixed bytes to code, and lmgc's own check says so. (zarr-python itself refuses a
+    string dtype with any serializer but its own before it asks the codec, so the codec's check
+    is called directly; ``create_array`` is refused either way.)"""
+    codec = LMGCZarrCodec()
+    for fixed in ("<U4", "|S3", "<c8", "<M8[s]", "<f4"):
+        codec.validate(shape=(4,), dtype=np.dtype(fixed), chunk_grid=None)
+    with pytest.raises(ConfigError, match=r"codes fixed-size dtypes .* not variable-size"):
+        codec.validate(shape=(4,), dtype=dtype, chunk_grid=None)
+    with pytest.raises((ConfigError, ValueError)):
         zarr.create_array(
-            str(tmp_path / "s.zarr"),
-            shape=(4,),
-            dtype=str,
-            serializer=LMGCZarrCodec(),
-            compressors=None,
+            str(tmp_path / "s.zarr"), shape=(4,), dtype=str, serializer=codec, compressors=None
         )
+
+
+@pytest.mark.parametrize(
+    "kind, replacement, decodes",
+    [
+        ("shorter", lambda real: real[0, :512], False),
+        ("longer", lambda real: real[0, :2048].reshape(1, 2048), False),
+        ("other dtype, same bytes", lambda real: real[0, :512].astype(np.float64), True),
+        ("other shape, same size", lambda real: real[0, :1024].reshape(32, 32), True),
+    ],
+)
+def test_v3_chunk_replaced_by_another_stream_is_refused_by_lmgc(
+    tmp_path, real, kind, replacement, decodes
+):
+    """A chunk file replaced by a valid stream of another array is refused with lmgc's
+    ``StreamError`` naming what the stream holds and what the array expects; one that declares
+    another size is refused from its header, before anything is decoded or allocated."""
+    from lmgc_core.errors import StreamError
+
+    path = tmp_path / "g.zarr"
+    config = _create(str(path), real, 3)
+    other = replacement(real)
+    (path / "c" / "0" / "0").write_bytes(Pipeline.from_config(config).compress(other))
+    z = zarr.open_array(str(path), mode="r")
+    assert bits_equal(z[0, 1024:2048], real[0, 1024:2048])  # the other chunks are untouched
+    decoded = pipeline_cache_info()["decoded"]
+    with pytest.raises(StreamError) as error:
+        z[0, :1024]
+    message = str(error.value)
+    assert "lmgc" in message and str(list(other.shape)) in message, message
+    assert "4096 bytes" in message or "float32[1, 1024]" in message, message
+    assert pipeline_cache_info()["decoded"] - decoded == int(decodes), kind
 
 
 @pytest.mark.lm
