@@ -192,6 +192,25 @@ def _symbol_count(header: dict[str, Any]) -> int:
         raise StreamError(f"bad part entry in header: {exc}") from None
 
 
+def check_chunk_header(reader: ArchiveReader, index: int, i: int, header: dict[str, Any]) -> None:
+    """Refuse member ``i`` of tensor ``index`` when its stream header declares an array other
+    than the chunk the manifest says it holds (dtype and shape of
+    :func:`~lmgc_core.io.chunk_shapes`, as :func:`compress_file` cut it) -- before anything is
+    decoded, so a small member declaring gigabytes costs nothing. Bare streams and pre-manifest
+    archives have only the header to go by."""
+    entry = reader.entries[index]
+    tensor = entry.tensor
+    if tensor is None or reader.chunk_bytes is None:
+        return
+    want = chunk_shapes(tensor, reader.chunk_bytes)[i]
+    got = tensor_from_header(tensor.name, header)
+    if got.dtype != tensor.dtype or got.shape != want or got.fortran:
+        raise StreamError(
+            f"{reader.where}: member {entry.members[i]!r} declares {got.dtype} {got.shape}, "
+            f"the manifest says chunk {i} of tensor {tensor.name!r} is {tensor.dtype} {want}"
+        )
+
+
 def tensor_from_header(name: str, header: dict[str, Any]) -> Tensor:
     """What a stream holds, from its header alone (dtype, shape, memory order)."""
     try:
@@ -249,8 +268,10 @@ class ArchiveDecoder:
         def members() -> Iterator[tuple[str, bytes, Any, int]]:
             for i, member in enumerate(entry.members):
                 blob = self.reader.read_member(member)
+                header = read_header(blob)
+                check_chunk_header(self.reader, index, i, header)  # before any allocation
                 block_jobs = round_jobs(jobs, i, len(entry.members))
-                yield member, blob, self.decoder.pipeline(read_header(blob)), block_jobs
+                yield member, blob, self.decoder.pipeline(header), block_jobs
 
         def decode(item: tuple[str, bytes, Any, int]) -> tuple[str, np.ndarray]:
             member, blob, pipeline, block_jobs = item

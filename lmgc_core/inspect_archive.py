@@ -3,7 +3,8 @@
 :func:`describe` reads every member and verifies it as far as possible without decoding (zip
 CRC, header CRC, block CRCs, lengths), so a damaged file raises :class:`StreamError` instead of
 printing a ratio. The description is one JSON document (``info --json``); the text views are
-derived from it.
+derived from it, with anything unprintable in names and metadata (newlines, terminal escape
+sequences) escaped as Python's ``repr`` does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import IO, Any
 from . import container
 from .archive import ArchiveReader
 from .dtypes import encode_dtype
-from .filecodec import tensor_from_header
+from .filecodec import check_chunk_header, tensor_from_header
 
 
 def _ratio(compressed: int, original: int) -> float:
@@ -23,11 +24,12 @@ def _ratio(compressed: int, original: int) -> float:
 def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
     reader = ArchiveReader(src, where)
     members = []
-    for entry in reader.entries:
+    for index, entry in enumerate(reader.entries):
         streams = []
-        for member in entry.members:
+        for i, member in enumerate(entry.members):
             blob = reader.read_member(member)
             box = container.unpack(blob)  # header CRC, lengths, block CRCs
+            check_chunk_header(reader, index, i, box.header)
             streams.append({"member": member, "size": len(blob), "header": box.header})
             del blob, box
         tensor = entry.tensor or tensor_from_header(entry.name, streams[0]["header"])
@@ -67,6 +69,15 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
     return doc
 
 
+def safe(text: Any) -> str:
+    """``text`` for a terminal: printable characters as they are, anything else (control
+    characters, escape sequences, unassigned code points) escaped as ``repr`` would."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _shape(shape: list[int]) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
@@ -95,6 +106,7 @@ def ls_lines(doc: dict[str, Any]) -> list[str]:
             f"{t['ratio_percent']:.2f}%",
         )
     )
+    rows = [tuple(safe(cell) for cell in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     return [
         "  ".join(
@@ -160,4 +172,4 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
             )
             lines.append(f"    {s['member'] or '(stream)'}: {s['size']} bytes; {parts}")
             lines.append(f"      sha256 {h.get('sha256')}")
-    return lines
+    return [safe(line) for line in lines]

@@ -1,0 +1,417 @@
+"""Archives from someone else (issue 19): a damaged or crafted ``.lmgc`` archive never decodes
+into a different file with exit 0, and reading one stays in bounded memory. Each case is refused
+through the real CLI with one ``error:`` line; the memory cases run ``lmgc`` in a subprocess and
+bound its peak RSS and wall time."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from lmgc_core import Pipeline
+from lmgc_core.container import pack, unpack
+from tests.cli_helpers import lmgc, one_error_line
+from tests.conftest import same_bits
+
+MAX_RSS = 400 << 20
+MAX_WALL = 10.0
+
+
+# -- building archives -----------------------------------------------------------------------------
+
+
+def make_zip(entries: list[tuple[str, int, bytes, int, int]]) -> bytes:
+    """A zip from ``(name, method, stored bytes, crc32, file_size)`` records, written by hand so
+    that sizes and CRCs can say anything (``zipfile`` would need the inflated data)."""
+    local, central = bytearray(), bytearray()
+    for name, method, data, crc, size in entries:
+        raw = name.encode()
+        flags = 0 if raw.isascii() else 0x800
+        central += struct.pack(
+            "<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, flags, method, 0, 33, crc,
+            len(data), size, len(raw), 0, 0, 0, 0, 0o644 << 16, len(local),
+        ) + raw  # fmt: skip
+        local += struct.pack(
+            "<4sHHHHHIIIHH", b"PK\x03\x04", 20, flags, method, 0, 33, crc, len(data), size,
+            len(raw), 0,
+        ) + raw + data  # fmt: skip
+    end = struct.pack(
+        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central),
+        len(local), 0,
+    )  # fmt: skip
+    return bytes(local + central + end)
+
+
+def members_of(path: Path) -> list[tuple[str, bytes, int]]:
+    """``(name, data, method)`` of every member, in zip order."""
+    with zipfile.ZipFile(path) as z:
+        return [(i.filename, z.read(i), i.compress_type) for i in z.infolist()]
+
+
+def rewrite(path: Path, out: Path, replace: dict[str, bytes] | None = None, edit=None) -> None:
+    """``path`` written again with members replaced and the manifest edited, its member list
+    made to agree: an archive whose only flaw is the one a test puts in."""
+    items = members_of(path)
+    manifest = json.loads(dict((n, d) for n, d, _ in items)["__lmgc__.json"])
+    data = [(n, (replace or {}).get(n, d)) for n, d, _ in items if n != "__lmgc__.json"]
+    manifest["members"] = [[n, len(d), zlib.crc32(d)] for n, d in data]
+    if edit:
+        edit(manifest)
+    with zipfile.ZipFile(out, "w") as z:
+        for n, d in data:
+            z.writestr(n, d)
+        z.writestr("__lmgc__.json", json.dumps(manifest), zipfile.ZIP_DEFLATED)
+
+
+def central_entries(blob: bytes) -> list[int]:
+    """Offsets of the central directory entries."""
+    (cd_offset,) = struct.unpack_from("<I", blob, len(blob) - 6)
+    out, pos = [], cd_offset
+    while blob[pos : pos + 4] == b"PK\x01\x02":
+        out.append(pos)
+        n, m, k = struct.unpack_from("<HHH", blob, pos + 28)
+        pos += 46 + n + m + k
+    return out
+
+
+def run_measured(*args: object) -> tuple[int, str, float, int]:
+    """``lmgc ARGS`` in a subprocess: exit status, stderr, wall seconds, peak RSS in bytes."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lmgc_core", *map(str, args)], stdout=out, stderr=err
+        )
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        wall = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return proc.returncode, err.read().decode(errors="replace"), wall, usage.ru_maxrss << 10
+
+
+def refused_in_bounds(*args: object) -> str:
+    """The command failed with one ``error:`` line, under the RSS and time bounds."""
+    status, stderr, wall, rss = run_measured(*args)
+    lines = stderr.strip().splitlines()
+    assert status == 1 and len(lines) == 1 and lines[0].startswith("error: "), (status, stderr)
+    assert rss < MAX_RSS, f"peak RSS {rss >> 20} MiB"
+    assert wall < MAX_WALL, f"{wall:.1f} s"
+    return lines[0]
+
+
+def all_refuse(path: Path, *needles: str) -> None:
+    """``decompress``, ``ls`` and ``info`` each refuse ``path`` with one error line."""
+    for cmd in (["decompress", path, "-o", path.with_suffix(".out")], ["ls", path], ["info", path]):
+        message = one_error_line(lmgc(*cmd, ok=False), 1)
+        assert any(n in message for n in needles), message
+    assert not path.with_suffix(".out").exists()
+
+
+@pytest.fixture
+def tensors(tmp_path, grads) -> Path:
+    """A safetensors file with two tensors and metadata, and its archive."""
+    src = tmp_path / "model.safetensors"
+    save_file({"w": grads[:600].reshape(20, 30), "b": grads[600:630]}, str(src), {"format": "pt"})
+    lmgc("compress", src)
+    return tmp_path / "model.safetensors.lmgc"
+
+
+# -- single flips that used to decode into a different file ----------------------------------------
+
+
+def test_flipped_comment_length_in_central_directory(tensors):
+    blob = bytearray(tensors.read_bytes())
+    first = central_entries(bytes(blob))[0]
+    blob[first + 32] ^= 0x01  # the first entry's comment length: 0 -> 1
+    bad = tensors.with_name("bad.lmgc")
+    bad.write_bytes(bytes(blob))
+    all_refuse(bad, "corrupted lmgc archive")
+
+
+@pytest.mark.parametrize("where", ["central", "local"])
+def test_flipped_manifest_name(tensors, where):
+    blob = bytearray(tensors.read_bytes())
+    if where == "central":
+        at = central_entries(bytes(blob))[-1] + 46
+    else:
+        with zipfile.ZipFile(tensors) as z:
+            at = z.getinfo("__lmgc__.json").header_offset + 30
+    assert blob[at : at + 13] == b"__lmgc__.json"
+    blob[at + 2] ^= 0x04  # __lmgc__.json -> __hmgc__.json
+    bad = tensors.with_name("bad.lmgc")
+    bad.write_bytes(bytes(blob))
+    all_refuse(bad, "corrupted lmgc archive")
+
+
+# -- members that are not what they say ------------------------------------------------------------
+
+
+def stream(grads: np.ndarray, n: int = 50) -> bytes:
+    return Pipeline.from_config().compress(grads[:n])
+
+
+def test_duplicate_member_names(tmp_path, grads):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate, and writes it
+        with zipfile.ZipFile(tmp_path / "dup.lmgc", "w") as z:
+            z.writestr("array.lmgc", stream(grads, 50))
+            z.writestr("array.lmgc", stream(grads, 60))
+    all_refuse(tmp_path / "dup.lmgc", "two members named 'array.lmgc'")
+
+
+def test_duplicate_member_in_an_archive_with_manifest(tmp_path, grads):
+    np.savez(tmp_path / "a.npz", w=grads[:100], b=grads[100:120])
+    lmgc("compress", tmp_path / "a.npz")
+    items = members_of(tmp_path / "a.npz.lmgc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(tmp_path / "dup.lmgc", "w") as z:
+            z.writestr(items[0][0], items[1][1])  # b's stream under w's name, first
+            for name, data, method in items:
+                z.writestr(name, data, method)
+    all_refuse(tmp_path / "dup.lmgc", "two members named 'w.lmgc'")
+
+
+def test_deflated_member(tmp_path, grads):
+    blob = stream(grads)
+    with zipfile.ZipFile(tmp_path / "d.lmgc", "w") as z:
+        z.writestr("w.lmgc", blob, zipfile.ZIP_DEFLATED)
+    all_refuse(tmp_path / "d.lmgc", "is compressed")
+    np.save(tmp_path / "g.npy", grads[:100])
+    lmgc("compress", tmp_path / "g.npy")
+    items = members_of(tmp_path / "g.npy.lmgc")
+    with zipfile.ZipFile(tmp_path / "m.lmgc", "w") as z:  # with a manifest too
+        for name, data, _ in items:
+            z.writestr(name, data, zipfile.ZIP_DEFLATED)
+    all_refuse(tmp_path / "m.lmgc", "is compressed")
+
+
+@pytest.mark.parametrize(
+    "name", ["../../x.lmgc", "/abs.lmgc", "a\\b.lmgc", "dir/w.lmgc", "w\n.lmgc", "\x1b[2J.lmgc"]
+)
+def test_names_that_are_not_plain(tmp_path, grads, name):
+    with zipfile.ZipFile(tmp_path / "n.lmgc", "w") as z:
+        z.writestr(name, stream(grads))
+    all_refuse(tmp_path / "n.lmgc", "is not a plain file name")
+
+
+def test_member_outside_the_manifest_and_manifest_not_last(tmp_path, grads):
+    np.save(tmp_path / "g.npy", grads[:100])
+    lmgc("compress", tmp_path / "g.npy")
+    items = members_of(tmp_path / "g.npy.lmgc")
+    with zipfile.ZipFile(tmp_path / "extra.lmgc", "w") as z:
+        for name, data, method in items:
+            z.writestr(name, data, method)
+        z.writestr("more.lmgc", stream(grads))
+    all_refuse(tmp_path / "extra.lmgc", "manifest not last")
+    rewrite(tmp_path / "g.npy.lmgc", tmp_path / "v1.lmgc", edit=lambda m: m.update(lmgc_archive=1))
+    items = members_of(tmp_path / "v1.lmgc")
+    with zipfile.ZipFile(tmp_path / "extra1.lmgc", "w") as z:
+        z.writestr("more.lmgc", stream(grads))
+        for name, data, method in items:
+            z.writestr(name, data, method)
+    all_refuse(tmp_path / "extra1.lmgc", "name 1 members, the zip holds 2")
+    lmgc("decompress", tmp_path / "v1.lmgc", "-o", tmp_path / "v1.npy")  # version 1 still reads
+    assert (tmp_path / "v1.npy").read_bytes() == (tmp_path / "g.npy").read_bytes()
+
+
+def test_manifest_member_list_must_match(tmp_path, grads):
+    np.save(tmp_path / "g.npy", grads[:100])
+    lmgc("compress", tmp_path / "g.npy")
+
+    def wrong_crc(m):
+        m["members"][0][2] ^= 1
+
+    rewrite(tmp_path / "g.npy.lmgc", tmp_path / "bad.lmgc", edit=wrong_crc)
+    all_refuse(tmp_path / "bad.lmgc", "not the ones its manifest lists")
+    rewrite(tmp_path / "g.npy.lmgc", tmp_path / "none.lmgc", edit=lambda m: m.pop("members"))
+    all_refuse(tmp_path / "none.lmgc", "bad manifest")
+
+
+def test_chunk_of_another_shape_is_refused(tmp_path, grads):
+    """A member holding a valid stream of another shape than its chunk (here: the next chunk's
+    stream in its place, with the member list rewritten to match)."""
+    np.save(tmp_path / "g.npy", grads[:4096].reshape(64, 64))
+    lmgc("compress", tmp_path / "g.npy", "--chunk-size", "5000")
+    items = dict((n, d) for n, d, _ in members_of(tmp_path / "g.npy.lmgc"))
+    last = max(n for n in items if n.startswith("array@"))
+    rewrite(tmp_path / "g.npy.lmgc", tmp_path / "bad.lmgc", {"array@0.lmgc": items[last]})
+    all_refuse(tmp_path / "bad.lmgc", "the manifest says chunk 0")
+
+
+# -- memory: declared sizes are checked before anything is allocated -------------------------------
+
+
+def test_manifest_listing_one_member_a_million_times(tmp_path, grads):
+    np.save(tmp_path / "g.npy", grads[:100])
+    lmgc("compress", tmp_path / "g.npy")
+    rewrite(
+        tmp_path / "g.npy.lmgc",
+        tmp_path / "many.lmgc",
+        edit=lambda m: m["tensors"][0].update(members=["array.lmgc"] * 1_000_000),
+    )
+    for args in (["decompress", tmp_path / "many.lmgc", "-o", tmp_path / "x.npy"],
+                 ["ls", tmp_path / "many.lmgc"]):  # fmt: skip
+        assert "name 1000000 members, the zip holds 1" in refused_in_bounds(*args)
+    assert not (tmp_path / "x.npy").exists()
+
+
+def _deflated(text_parts: list[bytes], repeat: int) -> tuple[bytes, int, int]:
+    """Raw deflate of ``b"".join(text_parts[:1] + text_parts[1:2] * repeat + text_parts[2:])``
+    (the middle part repeated), its CRC-32 and inflated size, without building the text."""
+    head, middle, tail = text_parts
+    packer, crc = zlib.compressobj(9, zlib.DEFLATED, -15), 0
+    out = [packer.compress(head)]
+    crc = zlib.crc32(head)
+    block = middle * (1 << 16)
+    for _ in range(repeat >> 16):
+        out.append(packer.compress(block))
+        crc = zlib.crc32(block, crc)
+    out += [packer.compress(tail), packer.flush()]
+    crc = zlib.crc32(tail, crc)
+    return b"".join(out), crc, len(head) + len(middle) * (repeat >> 16 << 16) + len(tail)
+
+
+@pytest.mark.parametrize("declared", ["honest", "small"])
+def test_manifest_deflate_bomb(tmp_path, grads, declared):
+    """~150 KB of deflated manifest that inflates to 150 MB of ``[]``."""
+    blob = stream(grads)
+    data, crc, size = _deflated([b'{"lmgc_archive":2,"x":[', b"[],", b"[]]}"], 50 << 20)
+    assert len(data) < 200_000 and size > 150_000_000
+    entries = [("array.lmgc", 0, blob, zlib.crc32(blob), len(blob))]
+    size = size if declared == "honest" else 1000
+    entries.append(("__lmgc__.json", 8, data, crc, size))
+    (tmp_path / "bomb.lmgc").write_bytes(make_zip(entries))
+    for cmd in (["decompress", tmp_path / "bomb.lmgc", "-o", tmp_path / "x.npy"], ["ls"]):
+        args = cmd if len(cmd) > 1 else [*cmd, tmp_path / "bomb.lmgc"]
+        message = refused_in_bounds(*args)
+        assert "manifest" in message and ("bytes" in message), message
+
+
+def test_manifest_of_empty_lists_under_the_size_cap(tmp_path, grads):
+    """60 MB of ``[]`` (under the 64 MiB text cap) would parse into ~1.3 GB of lists."""
+    blob = stream(grads)
+    data, crc, size = _deflated([b'{"lmgc_archive":2,"x":[', b"[],", b"[]]}"], 20 << 20)
+    entries = [("array.lmgc", 0, blob, zlib.crc32(blob), len(blob))]
+    entries.append(("__lmgc__.json", 8, data, crc, size))
+    (tmp_path / "lists.lmgc").write_bytes(make_zip(entries))
+    message = refused_in_bounds("ls", tmp_path / "lists.lmgc")
+    assert "JSON values" in message, message
+
+
+def test_deflated_member_inflating_to_a_gibibyte(tmp_path):
+    zeros = bytes(16 << 20)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    piece = packer.compress(zeros) + packer.flush(zlib.Z_FULL_FLUSH)  # the same bytes each time
+    assert packer.compress(zeros) + packer.flush(zlib.Z_FULL_FLUSH) == piece
+    data = piece * 64 + packer.flush()
+    crc = 0
+    for _ in range(64):
+        crc = zlib.crc32(zeros, crc)
+    assert len(data) < 2 << 20
+    (tmp_path / "big.lmgc").write_bytes(make_zip([("w.lmgc", 8, data, crc, 1 << 30)]))
+    for cmd in (["decompress", tmp_path / "big.lmgc", "-o", tmp_path / "x.npy"], ["ls"]):
+        args = cmd if len(cmd) > 1 else [*cmd, tmp_path / "big.lmgc"]
+        assert "is compressed" in refused_in_bounds(*args)
+
+
+def test_member_declaring_gigabytes_the_manifest_does_not(tmp_path, grads):
+    """A valid-looking stream of 1.5 GB of zeros (the same block 384 times: a few KB) in the
+    place of a small tensor's member: refused from its header, before decoding allocates."""
+    np.save(tmp_path / "g.npy", np.zeros(3 << 20, np.float32))
+    lmgc("compress", tmp_path / "g.npy")
+    small = dict((n, d) for n, d, _ in members_of(tmp_path / "g.npy.lmgc"))["array.lmgc"]
+    box = unpack(small)
+    header = dict(box.header)
+    n_blocks = 384
+    count = n_blocks * (1 << 20)
+    (part,) = header["parts"]
+    header["parts"] = [
+        {**part, "count": count, "array": {**part["array"], "shape": [count]},
+         "blocks": [part["blocks"][0]] * n_blocks}
+    ]  # fmt: skip
+    header["array"] = {**header["array"], "shape": [count]}
+    huge = pack(header, [bytes(box.blocks[0])] * n_blocks)
+    assert len(huge) < 200_000
+    rewrite(tmp_path / "g.npy.lmgc", tmp_path / "huge.lmgc", {"array.lmgc": huge})
+    for cmd in ("decompress", "info"):
+        args = [cmd, tmp_path / "huge.lmgc"] + (["-o", tmp_path / "x.npy"] * (cmd != "info"))
+        message = refused_in_bounds(*args)
+        assert "declares float32 (402653184,)" in message and "(3145728,)" in message, message
+
+
+# -- what still reads ------------------------------------------------------------------------------
+
+
+def test_archives_without_manifest_still_decode(tmp_path, grads):
+    """What lmgc wrote before the manifest: plain zipfile, stored ``<name>.lmgc`` streams."""
+    with zipfile.ZipFile(tmp_path / "old.lmgc", "w") as z:
+        z.writestr("w.lmgc", Pipeline.from_config().compress(grads[:300].reshape(10, 30)))
+        z.writestr("b.lmgc", Pipeline.from_config().compress(grads[:5]))
+    lmgc("decompress", tmp_path / "old.lmgc", "-o", tmp_path / "old.npz")
+    with np.load(tmp_path / "old.npz") as z:
+        assert z.files == ["w", "b"] and same_bits(z["w"], grads[:300].reshape(10, 30))
+    assert "no manifest" in lmgc("info", tmp_path / "old.lmgc").stdout
+    with zipfile.ZipFile(tmp_path / "odd.lmgc", "w") as z:  # a member that is no stream
+        z.writestr("w.lmgc", Pipeline.from_config().compress(grads[:5]))
+        z.writestr("readme.txt", b"hello")
+    all_refuse(tmp_path / "odd.lmgc", "is not an lmgc stream")
+
+
+def test_zip64_records_are_read(tmp_path, grads, monkeypatch):
+    """ArchiveWriter allows Zip64; with zipfile's limits lowered, a small archive gets the
+    real Zip64 extra fields and end records a >4 GiB one would have."""
+    np.savez(tmp_path / "a.npz", w=grads[:3000], b=grads[3000:3100])
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 1000)
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)
+    lmgc("compress", tmp_path / "a.npz", "--chunk-size", "4000")
+    monkeypatch.undo()
+    blob = (tmp_path / "a.npz.lmgc").read_bytes()
+    assert b"PK\x06\x06" in blob and b"PK\x06\x07" in blob and b"\x01\x00\x10\x00" in blob
+    (tmp_path / "a.npz").rename(tmp_path / "orig.npz")
+    lmgc("decompress", tmp_path / "a.npz.lmgc")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "orig.npz").read_bytes()
+
+
+def test_member_names_from_any_tensor_name(tmp_path, grads):
+    """Tensor names with separators or control characters still make plain member names."""
+    names = ["a/b", "..", "x\ny", "\\", "c" * 2000]
+    np.savez(tmp_path / "n.npz", **{k: grads[i : i + 10] for i, k in enumerate(names)})
+    lmgc("compress", tmp_path / "n.npz")
+    with zipfile.ZipFile(tmp_path / "n.npz.lmgc") as z:
+        members = z.namelist()
+    assert all("/" not in m and "\n" not in m and len(m) < 300 for m in members), members
+    (tmp_path / "n.npz").rename(tmp_path / "orig.npz")
+    lmgc("decompress", tmp_path / "n.npz.lmgc")
+    assert (tmp_path / "n.npz").read_bytes() == (tmp_path / "orig.npz").read_bytes()
+
+
+# -- output hygiene --------------------------------------------------------------------------------
+
+
+def test_control_characters_are_escaped_in_ls_and_info(tmp_path, grads):
+    evil = "w\x1b[31mred\nfake row\x07"
+    src = tmp_path / "m\x1b]0;title\x07.safetensors"
+    save_file({evil: grads[:10], "plain.name": grads[10:20]}, str(src), {"k": "v\x1b[2J"})
+    lmgc("compress", src, "-o", tmp_path / "m.lmgc")
+    ls = lmgc("ls", tmp_path / "m.lmgc").stdout
+    info = lmgc("info", tmp_path / "m.lmgc").stdout
+    for out in (ls, info):
+        assert "\x1b" not in out and "\x07" not in out, out
+        assert "w\\x1b[31mred\\nfake row\\x07" in out and "plain.name" in out
+    assert len(ls.splitlines()) == 4  # header, two tensors, total: no injected line
+    assert "m\\x1b]0;title\\x07.safetensors" in info and "\\x1b[2J" in info
+    doc = json.loads(lmgc("info", "--json", tmp_path / "m.lmgc").stdout)
+    assert sorted(m["name"] for m in doc["members"]) == sorted([evil, "plain.name"])
