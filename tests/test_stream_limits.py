@@ -1,0 +1,312 @@
+"""Bounded memory for any input (issue 19): what a stream header declares is checked before
+anything of that size is inflated, parsed or allocated.
+
+Each hostile case is a real stream (made by the real pipeline) with its header or blocks
+re-packed, decoded in a fresh subprocess that reports its peak RSS and wall time: refused with
+lmgc's error, under 400 MB and 10 s (the issue measured gigabytes and tens of seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lmgc_core import container
+from lmgc_core.errors import ConfigError, StreamError
+from lmgc_core.pipeline import Pipeline, declared_array, decompress
+
+MAX_RSS_MB = 400
+MAX_WALL_S = 10.0
+ZEROS_VALUES = 384 << 20  # 1.5 GiB of float32 zeros
+BLOCK_VALUES = 1 << 20
+
+
+def _raw_stream(text: bytes, body: bytes = b"", *, level: int = 9) -> bytes:
+    """A stream whose header is ``text`` deflated as is (the checksums right, so only the
+    header's content is hostile)."""
+    packer = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY)
+    head = packer.compress(text) + packer.flush()
+    return _frame(head, body)
+
+
+def _frame(head: bytes, body: bytes = b"") -> bytes:
+    prefix = struct.pack("<4sBI", container.MAGIC, container.VERSION, len(head))
+    return prefix + head + struct.pack("<I", zlib.crc32(prefix + head)) + body
+
+
+def _repack(blob: bytes, edit: Any) -> bytes:
+    """``blob`` with ``edit(header)`` applied, blocks unchanged."""
+    header, offset = container.read_header(blob)
+    edit(header)
+    return container.pack(header, []) + blob[offset:]
+
+
+def _run_case(tmp_path: Path, blob: bytes, code: str) -> dict[str, Any]:
+    """Run ``code`` (``blob`` is bound to the stream's bytes) in a fresh interpreter; returns the
+    error it raised (type and message), its peak RSS (MB) and wall time (s)."""
+    path = tmp_path / "case.lmgc"
+    path.write_bytes(blob)
+    script = textwrap.dedent(
+        """
+        import json, resource, sys, time
+        import numpy as np
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a broken check fails fast
+        blob = open(sys.argv[1], "rb").read()
+        import lmgc_core, lmgc_core.pipeline  # imports are not what is measured
+        start = time.perf_counter()
+        error = None
+        try:
+        {code}
+        except Exception as exc:
+            error = [type(exc).__name__, str(exc), [c.__name__ for c in type(exc).__mro__]]
+        wall = time.perf_counter() - start
+        # VmHWM, not ru_maxrss: that one keeps the parent's peak across fork + exec
+        hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
+        rss = int(hwm[0].split()[1]) / 1024
+        print(json.dumps({{"error": error, "rss_mb": rss, "wall_s": wall}}))
+        """
+    ).format(code=textwrap.indent(textwrap.dedent(code).strip(), "    "))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _assert_refused(result: dict[str, Any], *words: str) -> None:
+    error = result["error"]
+    assert error is not None, "the hostile stream was accepted"
+    _name, message, mro = error
+    assert "StreamError" in mro and "ValueError" in mro, error
+    for word in words:
+        assert word in message, error
+    assert result["rss_mb"] < MAX_RSS_MB, result
+    assert result["wall_s"] < MAX_WALL_S, result
+
+
+DECODE = "lmgc_core.decompress(blob)"
+
+
+# -- the header: inflated size, JSON values, nesting -----------------------------------------------
+
+
+def test_header_deflate_bomb_is_refused_before_inflating(tmp_path):
+    """~1 MB of header that inflates to 1 GiB (the issue: 2.1 GB RSS)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY)
+    chunk, n = b" " * (1 << 20), 1024
+    start = packer.compress(b'{"pad":"') + packer.flush(zlib.Z_FULL_FLUSH)
+    # a full flush forgets the history, so every further MiB deflates to these same bytes
+    piece = packer.compress(chunk) + packer.flush(zlib.Z_FULL_FLUSH)
+    end = packer.compress(b'"}') + packer.flush()
+    adler = zlib.adler32(b'{"pad":"')
+    for _ in range(n):
+        adler = zlib.adler32(chunk, adler)
+    adler = zlib.adler32(b'"}', adler)
+    head = start + piece * n + end[:-4] + struct.pack(">I", adler)
+    blob = _frame(head)
+    assert len(blob) < 2 << 20
+    _assert_refused(_run_case(tmp_path, blob, DECODE), "inflates to over")
+
+
+def test_header_of_empty_lists_is_refused(tmp_path):
+    """195 KB of deflated ``[]`` lists (the issue: 5 GB): over the inflated-size cap."""
+    text = b'{"x":[' + b"[]," * (60 << 20) + b"[]]}"
+    blob = _raw_stream(text)
+    assert len(blob) < 400_000
+    _assert_refused(_run_case(tmp_path, blob, DECODE), "inflates to over")
+
+
+def test_header_with_too_many_values_is_refused_before_parsing(tmp_path):
+    """Under the size cap but over the value cap: refused by the scan, json never runs."""
+    text = b'{"x":[' + b"{}," * (4 << 20) + b"{}]}"
+    assert len(text) < container.MAX_HEADER_TEXT
+    result = _run_case(tmp_path, _raw_stream(text), DECODE)
+    _assert_refused(result, "JSON values")
+
+
+def test_deeply_nested_header_is_a_stream_error(tmp_path):
+    """100,000 nested lists: a StreamError, never a RecursionError from the parser."""
+    text = b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    result = _run_case(tmp_path, _raw_stream(text), DECODE)
+    _assert_refused(result, "deeper than")
+
+
+def test_brackets_inside_strings_do_not_count():
+    """The scan skips strings (escaped quotes included): such a header is an ordinary one."""
+    header = {"note": '\\"[[[[' * 200 + "{{{{" * 100, "x": [[1, 2], {"y": '"]]'}]}
+    container.check_json_text(json.dumps(header).encode())
+    nested: Any = 1
+    for _ in range(container.MAX_DEPTH):
+        nested = [nested]
+    container.check_json_text(json.dumps(nested).encode())
+    with pytest.raises(StreamError, match="deeper"):
+        container.check_json_text(json.dumps([nested]).encode())
+
+
+def test_headers_decoding_would_refuse_are_never_written():
+    with pytest.raises(ConfigError, match="too big"):
+        container.pack({"x": list(range(container.MAX_ELEMENTS))}, [])
+
+
+# -- declared sizes against the listed blocks ---------------------------------------------------
+
+
+def test_one_block_declaring_2_to_25_values_is_refused_fast(tmp_path):
+    """The issue's 143-byte stream: float prior, ``block_values: 1``, one block, count 2**25
+    (6 GB and 30-50 s before): the prior's block count is bounded before it is listed."""
+    pipe = Pipeline.from_config({"prior": {"name": "float", "block_values": 1}})
+    blob = pipe.compress(np.float32([1.5]))
+    n = 1 << 25
+
+    def edit(h: dict[str, Any]) -> None:
+        h["array"]["shape"] = [n]
+        h["parts"][0]["count"] = n
+        h["parts"][0]["array"]["shape"] = [n]
+
+    hostile = _repack(blob, edit)
+    assert len(hostile) < 400
+    _assert_refused(_run_case(tmp_path, hostile, DECODE), "blocks")
+
+
+def test_step_coded_stream_declaring_billions_of_symbols_is_refused_fast(tmp_path):
+    """A step-coded part (adaptive prior) whose count implies ~16 M windows against its one
+    listed block: counted, not listed."""
+    pipe = Pipeline.from_config({"prior": {"name": "adaptive"}})
+    blob = pipe.compress(np.float32([1, 2]))
+    n = 1 << 30
+
+    def edit(h: dict[str, Any]) -> None:
+        h["array"]["shape"] = [n]
+        h["parts"][0]["count"] = n
+        h["parts"][0]["n_symbols"] = pipe.serializer.n_symbols(4 * n)
+
+    _assert_refused(_run_case(tmp_path, _repack(blob, edit), DECODE), "blocks")
+
+
+def test_parts_must_add_up_to_the_array():
+    """Without stages the one part is the array: a small array with a huge part is refused."""
+    blob = Pipeline.from_config({}).compress(np.float32([1, 2, 3]))
+
+    def edit(h: dict[str, Any]) -> None:
+        h["parts"][0]["count"] = 1 << 40
+
+    with pytest.raises(StreamError, match="parts of"):
+        decompress(_repack(blob, edit))
+
+
+@pytest.mark.parametrize("shape", [[-1], [1.5], ["3"], [True], [1 << 62, 1 << 62]])
+def test_bad_declared_shapes_are_stream_errors(shape):
+    blob = Pipeline.from_config({}).compress(np.float32([1, 2, 3]))
+
+    def edit(h: dict[str, Any]) -> None:
+        h["array"]["shape"] = shape
+
+    with pytest.raises(StreamError):
+        decompress(_repack(blob, edit))
+
+
+# -- the caller's limit ------------------------------------------------------------------------
+
+
+def _zeros_stream() -> bytes:
+    """A valid stream of 1.5 GiB of float32 zeros in ~110 KB (the issue's member): 384 equal
+    blocks, since every block codes 2**20 zeros with fresh models."""
+    pipe = Pipeline.from_config({})
+    one = pipe.compress(np.zeros(BLOCK_VALUES, np.float32))
+    header, offset = container.read_header(one)
+    block = one[offset:]
+    n_blocks = ZEROS_VALUES // BLOCK_VALUES
+    digest = hashlib.sha256(repr((ZEROS_VALUES,)).encode())
+    zeros = bytes(64 << 20)
+    for _ in range(ZEROS_VALUES * 4 // len(zeros)):
+        digest.update(zeros)
+    header["sha256"] = digest.hexdigest()
+    header["array"]["shape"] = [ZEROS_VALUES]
+    part = header["parts"][0]
+    part["count"] = ZEROS_VALUES
+    part["array"]["shape"] = [ZEROS_VALUES]
+    part["blocks"] = part["blocks"] * n_blocks
+    return container.pack(header, [block] * n_blocks)
+
+
+@pytest.fixture(scope="module")
+def zeros_stream() -> bytes:
+    return _zeros_stream()
+
+
+def test_zeros_stream_declares_what_the_issue_says(zeros_stream):
+    assert len(zeros_stream) < 200_000
+    dtype, shape = declared_array(container.read_header(zeros_stream)[0])
+    assert dtype.itemsize * shape[0] == 1610612736 == 1.5 * (1 << 30)
+
+
+def test_max_nbytes_refuses_before_decoding(tmp_path, zeros_stream):
+    code = "lmgc_core.decompress(blob, max_nbytes=1 << 20)"
+    _assert_refused(_run_case(tmp_path, zeros_stream, code), "1610612736 bytes", "1048576")
+
+
+def test_max_nbytes_admits_what_fits():
+    arr = np.arange(10, dtype=np.float32)
+    blob = Pipeline.from_config({}).compress(arr)
+    np.testing.assert_array_equal(decompress(blob, max_nbytes=40), arr)
+    with pytest.raises(StreamError, match="40 bytes"):
+        decompress(blob, max_nbytes=39)
+    with pytest.raises(StreamError, match="40 bytes"):
+        Pipeline.from_config({}).decompress(blob, max_nbytes=39)
+
+
+def test_numcodecs_decode_into_a_small_out_is_refused_first(tmp_path, zeros_stream):
+    """``decode(buf, out=<10 values>)`` (the issue: 1.6 GB, then a bare "cannot reshape")."""
+    code = """
+    from lmgc_core.numcodecs_codec import LMGC
+    LMGC().decode(blob, out=np.empty(10, np.float32))
+    """
+    _assert_refused(_run_case(tmp_path, zeros_stream, code), "1610612736 bytes", "40 bytes")
+
+
+def test_zarr_chunk_replaced_by_a_bigger_stream_is_refused_first(tmp_path, zeros_stream):
+    """A real Zarr v3 store on disk, one chunk file swapped for the 1.5 GiB stream: the chunk's
+    shape is compared with the header before anything is decoded."""
+    zarr = pytest.importorskip("zarr")
+    from lmgc_core.zarr_codec import LMGCZarrCodec
+
+    store = tmp_path / "a.zarr"
+    data = np.linspace(-1, 1, 4 * 256, dtype=np.float32).reshape(4, 256)
+    arr = zarr.create_array(
+        str(store), shape=data.shape, chunks=(1, 256), dtype="float32",
+        serializer=LMGCZarrCodec(), compressors=None,
+    )  # fmt: skip
+    arr[:] = data
+    chunk = store / "c" / "2" / "0"
+    assert chunk.is_file()
+    np.testing.assert_array_equal(zarr.open_array(str(store), mode="r")[:], data)
+    chunk.write_bytes(zeros_stream)
+    code = f"""
+    import zarr
+    zarr.open_array({str(store)!r}, mode="r")[:]
+    """
+    result = _run_case(tmp_path, b"", code)
+    _assert_refused(result, "1610612736 bytes", "1024 bytes")
+
+
+# -- legitimate inputs keep working -------------------------------------------------------------
+
+
+def test_256_mb_of_zeros_round_trip():
+    """A few bytes may legitimately stand for a large array: no cap refuses it."""
+    arr = np.zeros(64 << 20, np.float32)
+    blob = Pipeline.from_config({}).compress(arr, jobs=2)
+    assert len(blob) < 100_000
+    back = decompress(blob, jobs=2, max_nbytes=arr.nbytes)
+    assert back.shape == arr.shape and back.dtype == arr.dtype
+    assert not back.any() and not np.signbit(back).any()
