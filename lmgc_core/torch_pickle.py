@@ -116,9 +116,11 @@ quantized ones as the integers they hold)."""
 TORCH_DTYPES = (
     "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
     "uint16", "uint32", "uint64", "bool", "complex64", "complex128", "float8_e4m3fn",
-    "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu",
+    "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn_x2",
+    "complex32",
 )  # fmt: skip
-"""``torch.<dtype>`` globals (``_rebuild_tensor_v3`` names the dtype of an untyped storage)."""
+"""``torch.<dtype>`` globals (``_rebuild_tensor_v3`` names the dtype of an untyped storage;
+those numpy has no dtype for are coded as bytes)."""
 _REBUILD_TENSOR = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"}
 _TENSOR_TYPES = {"torch._tensor.Tensor", "torch.Tensor", "torch.nn.parameter.Parameter"}
 _ALLOWED = (

@@ -11,6 +11,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -95,14 +96,15 @@ def test_views_sharing_a_storage_and_non_contiguous_tensors(tmp_path):
         "t": base.t(),  # same storage, transposed
         "every_other": torch.randn(40)[::2],  # non-contiguous, its own storage
         "col": torch.randn(6, 7)[:, 3],
+        "whole_t": torch.randn(5, 6).t(),  # all of its storage, but not in C order
     }
     path = tmp_path / "views.pt"
     torch.save(saved, path)
     layout = layout_of(path)
-    # three storages: the shared one (1-D, named by its key) and two partly viewed ones
-    assert len(layout.tensors) == 3
+    # the shared storage and the others: each 1-D, named by its key (no one C-order tensor)
+    assert len(layout.tensors) == 4
     assert all(t.name.startswith("data/") and len(t.shape) == 1 for t in layout.tensors)
-    assert sorted(t.shape[0] for t in layout.tensors) == [40, 42, 120]
+    assert sorted(t.shape[0] for t in layout.tensors) == [30, 40, 42, 120]
     round_trip(path)
     loaded = torch.load(path, weights_only=True)
     for name, tensor in saved.items():
@@ -129,7 +131,7 @@ def test_int_bool_and_other_dtypes_keep_theirs(tmp_path):
     torch.save(saved, path)
     got = {t.name: t.dtype for t in layout_of(path).tensors}
     want = {name: t.numpy().dtype for name, t in saved.items() if name != "f8"}
-    assert got == {**want, "f8": np.dtype("float8_e4m3fn")}
+    assert got == {**want, "f8": np.dtype(ml_dtypes.float8_e4m3fn)}
     round_trip(path)
 
 
@@ -138,12 +140,14 @@ def test_nested_dicts_and_lists_name_their_tensors(tmp_path):
         "a": [torch.randn(3, 4), {"b": torch.randn(5), "c": (torch.ones(2, 2), 7)}],
         "meta": {"lr": 0.1, "names": ["x", "y"], "flag": None, "bytes": b"\x00\xff"},
         3: {"set": {1, 2}, "size": torch.Size([2, 3]), "dtype": torch.float32},
+        "p": torch.nn.Parameter(torch.randn(3, 3)),
     }
     path = tmp_path / "nested.pt"
     torch.save(saved, path)
     layout = layout_of(path)
     assert not layout.notes
-    assert [t.name for t in layout.tensors] == ["a/0", "a/1/b", "a/1/c/0"]
+    got = [(t.name, t.shape) for t in layout.tensors]
+    assert got == [("a/0", (3, 4)), ("a/1/b", (5,)), ("a/1/c/0", (2, 2)), ("p", (3, 3))]
     round_trip(path)
 
 
