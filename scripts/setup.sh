@@ -10,11 +10,15 @@ fi
 . .venv/bin/activate
 stamp=.venv/.lmgc-installed
 kernels=plugins/lmgc_float/_float_kernels.c  # compiled by the install (needs a C compiler)
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$kernels" -nt "$stamp" ]; then
+fast=plugins/lmgc_float/_fast_kernels.c  # the fast level's kernel, compiled the same way
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$kernels" -nt "$stamp" ] ||
+  [ "$fast" -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip setuptools wheel
   python -m pip install -q "torch==${LMGC_TORCH_VERSION:-2.13.0}"
   # llama-cpp-python compiles from source the first time (~8-10 minutes on 2 cores).
   python -m pip install -q -e ".[all]"
+  # ZipNN, a benchmark peer (benchmarks/levels.py): its requirements pull a CUDA torch.
+  python -m pip install -q --no-deps zipnn
   touch "$stamp"
 fi
 # An editable install leaves the source tree without bytecode; where PYTHONDONTWRITEBYTECODE is

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,12 @@ VERSION = 1
 BLOCK_VALUES = 1 << 20
 """Values per independently coded block: big enough that model learning is amortised, small
 enough that a 100 MB tensor gives dozens of blocks for the cores."""
+LEVEL_FAST = 1
+"""Semi-static fields and interleaved rANS (:mod:`.fast`): decodes at memory-copy-like speed."""
+LEVEL_MAX = 2
+"""Today's adaptive context model (:mod:`.codec`). A stream whose header has no ``level`` was made
+at this level, so :meth:`FloatPrior.get_config` leaves it out there."""
+LEVELS = (LEVEL_FAST, LEVEL_MAX)
 
 
 class FloatPrior(Prior, ArrayCoding):
@@ -33,7 +40,15 @@ class FloatPrior(Prior, ArrayCoding):
     default_window = 512  # digit path only: the model ignores windows beyond their cut
     default_batch_size = 16384
 
-    def __init__(self, layout: Sequence[Any] | None = None, block_values: int = BLOCK_VALUES):
+    def __init__(
+        self,
+        layout: Sequence[Any] | None = None,
+        block_values: int = BLOCK_VALUES,
+        level: int = LEVEL_MAX,
+    ):
+        if not isinstance(level, int) or isinstance(level, bool) or level not in LEVELS:
+            raise ConfigError(f"float prior: level must be one of {list(LEVELS)}, not {level!r}")
+        self.level = level
         self.layout = check_layout(layout)
         if (
             not isinstance(block_values, int)
@@ -47,10 +62,37 @@ class FloatPrior(Prior, ArrayCoding):
 
     def get_config(self) -> JSON:
         layout = None if self.layout is None else [list(s) for s in self.layout]
-        return {"layout": layout, "block_values": self.block_values}
+        config: dict[str, Any] = {"layout": layout, "block_values": self.block_values}
+        if self.level != LEVEL_MAX:  # streams without a level keep meaning the highest
+            config["level"] = self.level
+        return config
 
     def fingerprint(self) -> JSON:
-        return {"prior": "float", "version": VERSION, **self.get_config()}
+        fp: dict[str, Any] = {"prior": "float", "version": VERSION, **self.get_config()}
+        if self.level == LEVEL_FAST:
+            from .fast import FAST_VERSION
+
+            fp["fast_version"] = FAST_VERSION
+        return fp
+
+    def for_stream(self, recorded: Mapping[str, Any]) -> Prior:
+        """The prior at the level the stream records (a stream decodes without being told its
+        level); every other setting must match as usual."""
+        level = recorded.get("level", LEVEL_MAX) if isinstance(recorded, Mapping) else None
+        if level != self.level and level in LEVELS and not isinstance(level, bool):
+            other = FloatPrior(self.get_config()["layout"], self.block_values, level)
+            other.check_fingerprint(recorded)
+            return other
+        self.check_fingerprint(recorded)
+        return self
+
+    def _blocks(self) -> ModuleType:
+        """The block codec of this level: :mod:`.fast` or the adaptive :mod:`.codec`."""
+        if self.level == LEVEL_FAST:
+            from . import fast
+
+            return fast
+        return codec
 
     # -- array path ------------------------------------------------------------------------------
     def encode_array(
@@ -61,7 +103,7 @@ class FloatPrior(Prior, ArrayCoding):
             shape = (data.size,)
         fmt = float_format(data.dtype)
         blocks, used = segments(shape, self.layout, self.block_values)
-        coded = codec.encode_blocks(as_uint(data), blocks, fmt, jobs)
+        coded = self._blocks().encode_blocks(as_uint(data), blocks, fmt, jobs)
         meta = {
             "model": "float" if fmt else "int",
             "shape": list(shape),
@@ -94,7 +136,7 @@ class FloatPrior(Prior, ArrayCoding):
                 f"float prior: {len(blocks)} blocks where the shape needs {len(cuts)}"
             )
         out = np.zeros(math.prod(part_shape), dtype=np.dtype(f"u{dtype.itemsize}"))
-        codec.decode_blocks(blocks, out, cuts, fmt, jobs)
+        self._blocks().decode_blocks(blocks, out, cuts, fmt, jobs)
         return from_uint(out, dtype)
 
     # -- digit path (expert for symbol-level priors) --------------------------------------------

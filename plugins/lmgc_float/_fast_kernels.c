@@ -1,0 +1,1062 @@
+/* The float prior's fast level: semi-static fields, interleaved rANS, raw noise bytes.
+ *
+ * Why: the adaptive binary coder of the highest level decodes at ~50 MB/s; on dense tensors
+ * its gain comes from the fields and their row/column context, not from adapting symbol by
+ * symbol. Here each block is coded in two passes: pass 1 measures per-row / per-column
+ * statistics (stored as side information, so no value's context depends on decoded values),
+ * then counts the fields and normalises one frequency table per field in integers; pass 2 codes
+ * with NSTATES interleaved 32-bit rANS states sharing one 16-bit word stream (Giesen,
+ * arXiv 1402.3392), which the CPU pipelines. Mantissa bits below the top byte are noise and
+ * are stored as raw bytes, copied back at memory speed.
+ *
+ * Per value (not in an all-zero row or column the side information names):
+ *   A = exponent - prediction (mod 2^E), or one of two symbols for +0 / -0;
+ *   B = (sign XOR predicted sign) << k | the top k mantissa bits (k = mbits mod 8, or 7..);
+ *   raw = the remaining mbits - k mantissa bits, whole bytes, little-endian.
+ *
+ * Every decision the coder sees is integer arithmetic (portable bytes). The decoder checks
+ * every length, table and count against the block before using it, and never reads or writes
+ * outside its buffers on garbage input: a bad block raises ValueError.
+ *
+ * Bump FAST_VERSION whenever the bytes change: the loader refuses a stale build. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAST_VERSION 1
+#define SCALE_BITS 12
+#define SCALE (1u << SCALE_BITS)
+#define RANS_L (1u << 16)
+#define NSTATES 8
+#define FRAC 2 /* fixed-point fraction bits of the row / column exponent means */
+#define MAX_EBITS 11
+#define MAX_ALPHA ((1 << MAX_EBITS) + 2)
+#define SIDE_LIMIT (INT64_C(1) << 24)
+#define BIAS (INT64_C(1) << 26) /* keeps shifted predictions non-negative */
+
+enum { KIND_STORED = 0, KIND_FLOAT = 1, KIND_INT = 2 };
+enum { F_EXP_MODE = 3, F_SIGN = 4, F_ZROWS = 8, F_ZCOLS = 16 };
+
+typedef int64_t i64;
+typedef uint64_t u64;
+typedef uint32_t u32;
+typedef uint16_t u16;
+typedef uint8_t u8;
+
+#if defined(__GNUC__)
+#define INLINE static inline __attribute__((always_inline))
+#else
+#define INLINE static __forceinline
+#endif
+
+/* -- growable output buffer and bounded reader ------------------------------------------- */
+typedef struct {
+    u8 *p;
+    size_t len, cap;
+    int fail;
+} Buf;
+
+static int buf_reserve(Buf *b, size_t extra) {
+    if (b->fail) return 0;
+    if (b->len + extra <= b->cap) return 1;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    u8 *p = realloc(b->p, cap);
+    if (!p) {
+        b->fail = 1;
+        return 0;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 1;
+}
+
+static void put_u8(Buf *b, u8 v) {
+    if (buf_reserve(b, 1)) b->p[b->len++] = v;
+}
+
+static void put_varint(Buf *b, u64 v) {
+    if (!buf_reserve(b, 10)) return;
+    while (v >= 0x80) {
+        b->p[b->len++] = (u8)(v | 0x80);
+        v >>= 7;
+    }
+    b->p[b->len++] = (u8)v;
+}
+
+static void put_bytes(Buf *b, const u8 *src, size_t n) {
+    if (n && buf_reserve(b, n)) {
+        memcpy(b->p + b->len, src, n);
+        b->len += n;
+    }
+}
+
+static int varint_len(u64 v) {
+    int n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+typedef struct {
+    const u8 *p;
+    size_t len, pos;
+    int bad;
+} Rd;
+
+static u64 get_varint(Rd *r) {
+    u64 v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (r->pos >= r->len) break;
+        u8 c = r->p[r->pos++];
+        v |= (u64)(c & 0x7F) << shift;
+        if (!(c & 0x80)) return v;
+    }
+    r->bad = 1;
+    return 0;
+}
+
+static u8 get_u8(Rd *r) {
+    if (r->pos >= r->len) {
+        r->bad = 1;
+        return 0;
+    }
+    return r->p[r->pos++];
+}
+
+INLINE u64 zz(i64 v) { return v >= 0 ? (u64)v << 1 : (((u64)(-(v + 1))) << 1) | 1; }
+INLINE i64 unzz(u64 z) { return (z & 1) ? -(i64)(z >> 1) - 1 : (i64)(z >> 1); }
+
+/* floor(a / b) for b > 0 */
+INLINE i64 floor_div(i64 a, i64 b) {
+    i64 q = a / b;
+    if ((a % b) != 0 && a < 0) q--;
+    return q;
+}
+
+/* -- integer cost estimate (1/65536 bits) --------------------------------------------------
+ * log2(1 + i/256) * 65536, rounded: constants, so the estimate is the same on every CPU. */
+static const u32 LOG2TAB[257] = {
+    0, 369, 736, 1102, 1466, 1829, 2190, 2551, 2909, 3267, 3623, 3978,
+    4331, 4683, 5034, 5384, 5732, 6079, 6425, 6769, 7112, 7454, 7795, 8134,
+    8473, 8810, 9146, 9480, 9814, 10146, 10477, 10807, 11136, 11464, 11791, 12116,
+    12440, 12764, 13086, 13407, 13727, 14046, 14363, 14680, 14996, 15310, 15624, 15937,
+    16248, 16559, 16868, 17177, 17484, 17791, 18096, 18401, 18704, 19007, 19308, 19609,
+    19909, 20207, 20505, 20802, 21098, 21393, 21687, 21980, 22272, 22564, 22854, 23144,
+    23433, 23720, 24007, 24293, 24579, 24863, 25146, 25429, 25711, 25992, 26272, 26551,
+    26830, 27108, 27384, 27660, 27936, 28210, 28484, 28757, 29029, 29300, 29571, 29840,
+    30109, 30378, 30645, 30912, 31178, 31443, 31707, 31971, 32234, 32496, 32758, 33019,
+    33279, 33538, 33797, 34055, 34312, 34569, 34825, 35080, 35334, 35588, 35841, 36094,
+    36346, 36597, 36847, 37097, 37346, 37595, 37842, 38090, 38336, 38582, 38827, 39072,
+    39316, 39559, 39802, 40044, 40286, 40527, 40767, 41006, 41246, 41484, 41722, 41959,
+    42196, 42432, 42667, 42902, 43137, 43370, 43603, 43836, 44068, 44300, 44530, 44761,
+    44990, 45220, 45448, 45676, 45904, 46131, 46357, 46583, 46809, 47034, 47258, 47482,
+    47705, 47928, 48150, 48372, 48593, 48813, 49034, 49253, 49472, 49691, 49909, 50127,
+    50344, 50560, 50776, 50992, 51207, 51422, 51636, 51850, 52063, 52276, 52488, 52700,
+    52911, 53122, 53332, 53542, 53751, 53960, 54169, 54377, 54584, 54791, 54998, 55204,
+    55410, 55615, 55820, 56025, 56229, 56432, 56635, 56838, 57040, 57242, 57443, 57644,
+    57845, 58045, 58245, 58444, 58643, 58841, 59039, 59237, 59434, 59631, 59827, 60023,
+    60219, 60414, 60609, 60803, 60997, 61190, 61384, 61576, 61769, 61961, 62152, 62343,
+    62534, 62725, 62915, 63104, 63294, 63483, 63671, 63859, 64047, 64234, 64421, 64608,
+    64794, 64980, 65166, 65351, 65536,
+};
+
+static u64 log2fix(u64 x) {
+    if (x == 0) return 0;
+    int msb = 63 - __builtin_clzll(x);
+    u64 frac = msb >= 8 ? (x >> (msb - 8)) & 255 : (x << (8 - msb)) & 255;
+    return (u64)msb * 65536 + LOG2TAB[frac];
+}
+
+static u64 entropy_cost(const u32 *hist, int nsym) {
+    u64 n = 0, sum = 0;
+    for (int s = 0; s < nsym; s++)
+        if (hist[s]) {
+            n += hist[s];
+            sum += (u64)hist[s] * log2fix(hist[s]);
+        }
+    return n ? n * log2fix(n) - sum : 0;
+}
+
+/* -- frequency tables ---------------------------------------------------------------------- */
+/* Counts to frequencies summing to SCALE: every occurring symbol >= 1; the rounding remainder
+ * goes to (or comes from) the most frequent symbol, first on ties. */
+static void normalize(const u64 *cnt, int nsym, u32 *freq) {
+    u64 total = 0;
+    for (int s = 0; s < nsym; s++) total += cnt[s];
+    memset(freq, 0, sizeof(u32) * (size_t)nsym);
+    if (total == 0) return;
+    u32 sum = 0;
+    int best = 0;
+    u64 bestc = 0;
+    for (int s = 0; s < nsym; s++) {
+        if (!cnt[s]) continue;
+        u64 f = cnt[s] * SCALE / total;
+        if (f < 1) f = 1;
+        freq[s] = (u32)f;
+        sum += (u32)f;
+        if (cnt[s] > bestc) {
+            bestc = cnt[s];
+            best = s;
+        }
+    }
+    if (sum < SCALE) {
+        freq[best] += SCALE - sum;
+        return;
+    }
+    while (sum > SCALE) {
+        int m = 0;
+        for (int s = 1; s < nsym; s++)
+            if (freq[s] > freq[m]) m = s;
+        u32 cut = sum - SCALE < freq[m] - 1 ? sum - SCALE : freq[m] - 1;
+        freq[m] -= cut;
+        sum -= cut;
+    }
+}
+
+/* present count, then (gap, freq - 1) per present symbol */
+static void write_table(Buf *b, const u32 *freq, int nsym) {
+    int k = 0;
+    for (int s = 0; s < nsym; s++) k += freq[s] != 0;
+    put_varint(b, (u64)k);
+    int prev = -1;
+    for (int s = 0; s < nsym; s++) {
+        if (!freq[s]) continue;
+        put_varint(b, (u64)(s - prev - 1));
+        put_varint(b, (u64)(freq[s] - 1));
+        prev = s;
+    }
+}
+
+typedef struct {
+    u16 sym[SCALE];
+    u32 pack[SCALE]; /* freq << 16 | (slot - cum) */
+    int empty;
+} DecTab;
+
+/* 1 when the table is well formed: symbols in the alphabet, frequencies summing to SCALE. */
+static int read_table(Rd *r, int nsym, DecTab *t) {
+    u64 k = get_varint(r);
+    if (r->bad || k > (u64)nsym) return 0;
+    t->empty = k == 0;
+    u32 cum = 0;
+    i64 prev = -1;
+    for (u64 i = 0; i < k; i++) {
+        u64 gap = get_varint(r), f1 = get_varint(r);
+        if (r->bad || gap >= (u64)nsym || f1 >= SCALE) return 0;
+        i64 s = prev + 1 + (i64)gap;
+        u32 f = (u32)f1 + 1;
+        if (s >= nsym || cum + f > SCALE) return 0;
+        for (u32 j = 0; j < f; j++) {
+            t->sym[cum + j] = (u16)s;
+            t->pack[cum + j] = (f << 16) | j;
+        }
+        cum += f;
+        prev = s;
+    }
+    return k == 0 || cum == SCALE;
+}
+
+/* -- interleaved rANS ----------------------------------------------------------------------
+ * Encoding runs backwards, symbol k on state k % NSTATES, writing 16-bit words down from the
+ * end of `out`; the final states go in front, so decoding reads one forward stream. At most one
+ * word per symbol (a symbol adds at most SCALE_BITS < 16 bits): `cap` >= 2 n + 4 NSTATES. */
+#define RANS_ENCODE(NAME, T)                                                                    \
+    static size_t NAME(const T *syms, size_t n, const u32 *freq, const u32 *cum, u8 *out,      \
+                       size_t cap) {                                                            \
+        u32 x[NSTATES];                                                                         \
+        for (int i = 0; i < NSTATES; i++) x[i] = RANS_L;                                        \
+        u8 *p = out + cap;                                                                      \
+        for (size_t k = n; k-- > 0;) {                                                          \
+            u32 s = syms[k], f = freq[s];                                                       \
+            u32 *xs = &x[k & (NSTATES - 1)], v = *xs;                                           \
+            if ((u64)v >= ((u64)f << (32 - SCALE_BITS))) {                                      \
+                p -= 2;                                                                         \
+                p[0] = (u8)v;                                                                   \
+                p[1] = (u8)(v >> 8);                                                            \
+                v >>= 16;                                                                       \
+            }                                                                                   \
+            *xs = ((v / f) << SCALE_BITS) + (v % f) + cum[s];                                   \
+        }                                                                                       \
+        for (int i = NSTATES; i-- > 0;) {                                                       \
+            p -= 4;                                                                             \
+            p[0] = (u8)x[i];                                                                    \
+            p[1] = (u8)(x[i] >> 8);                                                             \
+            p[2] = (u8)(x[i] >> 16);                                                            \
+            p[3] = (u8)(x[i] >> 24);                                                            \
+        }                                                                                       \
+        return (size_t)(out + cap - p);                                                         \
+    }
+RANS_ENCODE(rans_encode16, u16)
+RANS_ENCODE(rans_encode8, u8)
+
+INLINE u32 rd16(const u8 *p) { return (u32)p[0] | ((u32)p[1] << 8); }
+
+/* 1 when the stream decodes to exactly n symbols, ends where it should and leaves every state
+ * where the encoder started it; 0 on a damaged stream (never reads past `len`). */
+#define RANS_DECODE(NAME, T)                                                                    \
+    static int NAME(const u8 *in, size_t len, size_t n, const DecTab *t, T *out) {             \
+        if (n == 0) return len == 0;                                                            \
+        if (t->empty || len < 4 * NSTATES) return 0;                                            \
+        u32 x[NSTATES];                                                                         \
+        for (int i = 0; i < NSTATES; i++)                                                       \
+            x[i] = rd16(in + 4 * i) | (rd16(in + 4 * i + 2) << 16);                             \
+        const u8 *p = in + 4 * NSTATES, *end = in + len;                                        \
+        size_t k = 0;                                                                           \
+        /* the states decode independently; only the short renormalisation chain (compare,   \
+         * add) is serial through the read position, so the CPU overlaps the table loads */     \
+        for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {                      \
+            for (int i = 0; i < NSTATES; i++) {                                                 \
+                u32 v = x[i], slot = v & (SCALE - 1), e = t->pack[slot];                        \
+                out[k + i] = (T)t->sym[slot];                                                   \
+                x[i] = (e >> 16) * (v >> SCALE_BITS) + (e & 0xFFFF);                            \
+            }                                                                                   \
+            for (int i = 0; i < NSTATES; i++) {                                                 \
+                u32 v = x[i];                                                                   \
+                int r = v < RANS_L;                                                             \
+                x[i] = r ? (v << 16) | rd16(p) : v;                                             \
+                p += 2 * r;                                                                     \
+            }                                                                                   \
+        }                                                                                       \
+        for (; k < n; k++) {                                                                    \
+            u32 *xs = &x[k & (NSTATES - 1)], v = *xs, slot = v & (SCALE - 1);                   \
+            u32 e = t->pack[slot];                                                              \
+            out[k] = (T)t->sym[slot];                                                           \
+            v = (e >> 16) * (v >> SCALE_BITS) + (e & 0xFFFF);                                   \
+            if (v < RANS_L) {                                                                   \
+                if (end - p < 2) return 0;                                                      \
+                v = (v << 16) | rd16(p);                                                        \
+                p += 2;                                                                         \
+            }                                                                                   \
+            *xs = v;                                                                            \
+        }                                                                                       \
+        if (p != end) return 0;                                                                 \
+        for (int i = 0; i < NSTATES; i++)                                                       \
+            if (x[i] != RANS_L) return 0;                                                       \
+        return 1;                                                                               \
+    }
+RANS_DECODE(rans_decode16, u16)
+RANS_DECODE(rans_decode8, u8)
+
+/* Normalise, write the table, code the symbols; append `varint len | stream` after it. */
+static int code_stream(Buf *b, const void *syms, int wide, size_t n, const u64 *cnt, int nsym) {
+    u32 freq[MAX_ALPHA], cum[MAX_ALPHA + 1];
+    normalize(cnt, nsym, freq);
+    write_table(b, freq, nsym);
+    cum[0] = 0;
+    for (int s = 0; s < nsym; s++) cum[s + 1] = cum[s] + freq[s];
+    if (n == 0) {
+        put_varint(b, 0);
+        return !b->fail;
+    }
+    size_t cap = 2 * n + 4 * NSTATES + 16;
+    u8 *tmp = malloc(cap);
+    if (!tmp) return 0;
+    size_t len = wide ? rans_encode16(syms, n, freq, cum, tmp, cap)
+                      : rans_encode8(syms, n, freq, cum, tmp, cap);
+    put_varint(b, (u64)len);
+    put_bytes(b, tmp + cap - len, len);
+    free(tmp);
+    return !b->fail;
+}
+
+/* Read `table | varint len | stream` and decode n symbols. */
+static int read_stream(Rd *r, int nsym, size_t n, int wide, void *out, DecTab *t) {
+    if (!read_table(r, nsym, t)) return 0;
+    u64 len = get_varint(r);
+    if (r->bad || len > r->len - r->pos) return 0;
+    const u8 *in = r->p + r->pos;
+    r->pos += (size_t)len;
+    return wide ? rans_decode16(in, (size_t)len, n, t, out)
+                : rans_decode8(in, (size_t)len, n, t, out);
+}
+
+/* -- value access ---------------------------------------------------------------------------- */
+INLINE u64 load_v(const void *vals, int width, i64 k) {
+    switch (width) {
+        case 8: return ((const u8 *)vals)[k];
+        case 16: return ((const u16 *)vals)[k];
+        case 32: return ((const u32 *)vals)[k];
+        default: return ((const u64 *)vals)[k];
+    }
+}
+
+INLINE void store_v(void *vals, int width, i64 k, u64 v) {
+    switch (width) {
+        case 8: ((u8 *)vals)[k] = (u8)v; break;
+        case 16: ((u16 *)vals)[k] = (u16)v; break;
+        case 32: ((u32 *)vals)[k] = (u32)v; break;
+        default: ((u64 *)vals)[k] = v; break;
+    }
+}
+
+typedef struct {
+    int width, ebits, mbits, k, rawbytes, nA, nB;
+    u64 emask, sign_bit;
+} Fmt;
+
+static Fmt make_fmt(int width, int ebits, int mbits) {
+    Fmt f;
+    f.width = width;
+    f.ebits = ebits;
+    f.mbits = mbits;
+    f.rawbytes = mbits / 8;
+    f.k = mbits - 8 * f.rawbytes;
+    f.nA = (1 << ebits) + 2;
+    f.nB = 1 << (f.k + 1);
+    f.emask = ((u64)1 << ebits) - 1;
+    f.sign_bit = (u64)1 << (width - 1);
+    return f;
+}
+
+/* -- the float encoder ----------------------------------------------------------------------- */
+typedef struct {
+    i64 *R, *C;          /* per-row / per-column fixed-point exponent means */
+    u8 *zr, *zc, *rs, *cs; /* all-zero rows / columns, row / column signs */
+    i64 *cnt_r, *cnt_c, *sum_c, *neg_c;
+    u32 *hist; /* 3 x nA */
+} Scratch;
+
+static void scratch_free(Scratch *s) {
+    free(s->R), free(s->C), free(s->zr), free(s->zc), free(s->rs), free(s->cs);
+    free(s->cnt_r), free(s->cnt_c), free(s->sum_c), free(s->neg_c), free(s->hist);
+}
+
+static int scratch_alloc(Scratch *s, i64 rows, i64 cols, int nA) {
+    size_t r = (size_t)rows + 1, c = (size_t)cols + 1;
+    s->R = malloc(r * 8), s->C = malloc(c * 8), s->zr = malloc(r), s->zc = malloc(c);
+    s->rs = malloc(r), s->cs = malloc(c), s->cnt_r = malloc(r * 8), s->cnt_c = malloc(c * 8);
+    s->sum_c = malloc(c * 8), s->neg_c = malloc(c * 8), s->hist = malloc(3 * (size_t)nA * 4);
+    return s->R && s->C && s->zr && s->zc && s->rs && s->cs && s->cnt_r && s->cnt_c &&
+           s->sum_c && s->neg_c && s->hist;
+}
+
+INLINE i64 clamp_pred(i64 fixed, u64 emask) {
+    i64 p = ((fixed + 2 + BIAS) >> FRAC) - (BIAS >> FRAC);
+    return p < 0 ? 0 : (p > (i64)emask ? (i64)emask : p);
+}
+
+INLINE int is_zero(u64 v, u64 sign_bit) { return (v & ~sign_bit) == 0; }
+
+static u64 bits_cost(u64 ones, u64 n) { /* binary entropy of n flags, 1/65536 bits */
+    u32 h[2] = {(u32)ones, (u32)(n - ones)};
+    return entropy_cost(h, 2);
+}
+
+static u64 deltas_cost(const i64 *v, i64 n) {
+    u64 bytes = 0;
+    i64 prev = 0;
+    for (i64 i = 0; i < n; i++) {
+        bytes += (u64)varint_len(zz(v[i] - prev));
+        prev = v[i];
+    }
+    return bytes * 8 * 65536;
+}
+
+/* Pass 1 for one segment: choose its side information and write it to `side`. */
+static void plan_segment(const void *vals, const Fmt *f, i64 off, i64 rows, i64 cols,
+                         Scratch *s, Buf *side, int *mode_out, int *flags_out, i64 *R0) {
+    const int W = f->width, M = f->mbits;
+    const u64 sb = f->sign_bit, em = f->emask;
+    i64 tsum = 0, tcnt = 0, tneg = 0, any_zr = 0, any_zc = 0;
+    const int can2 = rows >= 2; /* a one-row segment never touches the column arrays */
+    if (can2)
+        for (i64 j = 0; j < cols; j++) s->cnt_c[j] = s->sum_c[j] = s->neg_c[j] = 0, s->zc[j] = 1;
+    for (i64 i = 0; i < rows; i++) {
+        i64 rsum = 0, rcnt = 0;
+        int zrow = 1;
+        for (i64 j = 0; j < cols; j++) {
+            u64 v = load_v(vals, W, off + i * cols + j);
+            if (v) {
+                zrow = 0;
+                if (can2) s->zc[j] = 0;
+            }
+            if (is_zero(v, sb)) continue;
+            i64 ex = (i64)((v >> M) & em);
+            rsum += ex, rcnt++;
+            tneg += (v & sb) != 0;
+        }
+        s->zr[i] = (u8)zrow;
+        any_zr |= zrow;
+        s->R[i] = rcnt ? floor_div(2 * (rsum << FRAC) + rcnt, 2 * rcnt) : (i ? s->R[i - 1] : 0);
+        s->cnt_r[i] = rcnt;
+        tsum += rsum, tcnt += rcnt;
+    }
+    if (can2)
+        for (i64 j = 0; j < cols; j++) any_zc |= s->zc[j];
+    *R0 = tcnt ? floor_div(2 * (tsum << FRAC) + tcnt, 2 * tcnt) : 0;
+    if (can2) { /* column means of (exponent - row mean), the rank-1 model's second factor */
+        for (i64 i = 0; i < rows; i++)
+            for (i64 j = 0; j < cols; j++) {
+                u64 v = load_v(vals, W, off + i * cols + j);
+                if (is_zero(v, sb)) continue;
+                s->sum_c[j] += ((i64)((v >> M) & em) << FRAC) - s->R[i];
+                s->cnt_c[j]++;
+            }
+        for (i64 j = 0; j < cols; j++)
+            s->C[j] = s->cnt_c[j] ? floor_div(2 * s->sum_c[j] + s->cnt_c[j], 2 * s->cnt_c[j])
+                                  : (j ? s->C[j - 1] : 0);
+    }
+    /* histograms of A under the three modes (0: segment mean, 1: row means, 2: rank-1) */
+    const int nA = f->nA;
+    u32 *h0 = s->hist, *h1 = s->hist + nA, *h2 = s->hist + 2 * nA;
+    memset(s->hist, 0, 3 * (size_t)nA * 4);
+    i64 p0 = clamp_pred(*R0, em);
+    for (i64 i = 0; i < rows; i++) {
+        i64 p1 = clamp_pred(s->R[i], em);
+        for (i64 j = 0; j < cols; j++) {
+            u64 v = load_v(vals, W, off + i * cols + j);
+            if (is_zero(v, sb)) {
+                u32 a = (u32)(em + 1 + ((v & sb) != 0));
+                h0[a]++;
+                if (!s->zr[i]) h1[a]++;
+                if (can2 && !s->zr[i] && !s->zc[j]) h2[a]++;
+                continue;
+            }
+            i64 ex = (i64)((v >> M) & em);
+            h0[(ex - p0) & em]++;
+            h1[(ex - p1) & em]++;
+            if (can2) h2[(ex - clamp_pred(s->R[i] + s->C[j], em)) & em]++;
+        }
+    }
+    u64 zr_bits = any_zr ? (u64)((rows + 7) / 8) * 8 * 65536 : 0;
+    u64 zc_bits = any_zc ? (u64)((cols + 7) / 8) * 8 * 65536 : 0;
+    u64 cost0 = entropy_cost(h0, nA) + (u64)varint_len(zz(*R0)) * 8 * 65536;
+    u64 cost1 = rows >= 2 ? entropy_cost(h1, nA) + deltas_cost(s->R, rows) + zr_bits : UINT64_MAX;
+    u64 cost2 = UINT64_MAX;
+    if (can2)
+        cost2 = entropy_cost(h2, nA) + deltas_cost(s->R, rows) + deltas_cost(s->C, cols) +
+                zr_bits + zc_bits;
+    int mode = 0;
+    if (cost1 < cost0) mode = 1;
+    if (cost2 < (mode ? cost1 : cost0)) mode = 2;
+    /* signs: a rank-1 sign pattern (row sign XOR column sign), when it pays */
+    int use_sign = 0;
+    if (can2 && tcnt) {
+        for (i64 j = 0; j < cols; j++) s->cs[j] = 0;
+        for (int round = 0; round < 2; round++) {
+            if (round == 0) { /* columns' majority sign */
+                for (i64 i = 0; i < rows; i++)
+                    for (i64 j = 0; j < cols; j++) {
+                        u64 v = load_v(vals, W, off + i * cols + j);
+                        if (!is_zero(v, sb)) s->neg_c[j] += (v & sb) ? 1 : -1;
+                    }
+                for (i64 j = 0; j < cols; j++) s->cs[j] = s->neg_c[j] > 0;
+            }
+            for (i64 i = 0; i < rows; i++) { /* rows' majority against the columns */
+                i64 score = 0;
+                for (i64 j = 0; j < cols; j++) {
+                    u64 v = load_v(vals, W, off + i * cols + j);
+                    if (!is_zero(v, sb)) score += (((v & sb) != 0) ^ s->cs[j]) ? 1 : -1;
+                }
+                s->rs[i] = score > 0;
+            }
+            if (round == 0) { /* columns again, against the rows */
+                for (i64 j = 0; j < cols; j++) s->neg_c[j] = 0;
+                for (i64 i = 0; i < rows; i++)
+                    for (i64 j = 0; j < cols; j++) {
+                        u64 v = load_v(vals, W, off + i * cols + j);
+                        if (!is_zero(v, sb))
+                            s->neg_c[j] += (((v & sb) != 0) ^ s->rs[i]) ? 1 : -1;
+                    }
+                for (i64 j = 0; j < cols; j++) s->cs[j] = s->neg_c[j] > 0;
+            }
+        }
+        u64 miss = 0;
+        for (i64 i = 0; i < rows; i++)
+            for (i64 j = 0; j < cols; j++) {
+                u64 v = load_v(vals, W, off + i * cols + j);
+                if (!is_zero(v, sb)) miss += ((v & sb) != 0) ^ s->rs[i] ^ s->cs[j];
+            }
+        u64 with = bits_cost(miss, (u64)tcnt) + (u64)((rows + 7) / 8 + (cols + 7) / 8) * 8 * 65536;
+        use_sign = with < bits_cost((u64)tneg, (u64)tcnt);
+    }
+    int flags = mode | (use_sign ? F_SIGN : 0);
+    if (mode >= 1 && any_zr) flags |= F_ZROWS;
+    if (mode == 2 && any_zc) flags |= F_ZCOLS;
+    put_u8(side, (u8)flags);
+    if (mode == 0) {
+        put_varint(side, zz(*R0));
+    } else {
+        i64 prev = 0;
+        for (i64 i = 0; i < rows; i++) put_varint(side, zz(s->R[i] - prev)), prev = s->R[i];
+    }
+    if (mode == 2) {
+        i64 prev = 0;
+        for (i64 j = 0; j < cols; j++) put_varint(side, zz(s->C[j] - prev)), prev = s->C[j];
+    }
+#define PUT_BITMAP(ARR, N)                                                  \
+    for (i64 q = 0; q < (N); q += 8) {                                      \
+        u8 byte = 0;                                                        \
+        for (int t = 0; t < 8 && q + t < (N); t++) byte |= (u8)((ARR)[q + t] << t); \
+        put_u8(side, byte);                                                 \
+    }
+    if (flags & F_ZROWS) PUT_BITMAP(s->zr, rows)
+    if (flags & F_ZCOLS) PUT_BITMAP(s->zc, cols)
+    if (flags & F_SIGN) {
+        PUT_BITMAP(s->rs, rows)
+        PUT_BITMAP(s->cs, cols)
+    }
+    *mode_out = mode;
+    *flags_out = flags;
+}
+
+/* One segment's values as fields, under the side information just chosen. */
+static void fields_segment(const void *vals, const Fmt *f, i64 off, i64 rows, i64 cols,
+                           const Scratch *s, int flags, i64 R0, u16 *A, size_t *na, u8 *B,
+                           size_t *nb, u8 *raw, size_t *nraw, u64 *cA, u64 *cB) {
+    const int W = f->width, M = f->mbits, k = f->k, rb = f->rawbytes, mode = flags & F_EXP_MODE;
+    const u64 sb = f->sign_bit, em = f->emask, kmask = ((u64)1 << k) - 1;
+    const int zrows = flags & F_ZROWS, zcols = flags & F_ZCOLS, sgn = flags & F_SIGN;
+    size_t a = *na, b = *nb, r = *nraw;
+    for (i64 i = 0; i < rows; i++) {
+        if (zrows && s->zr[i]) continue;
+        i64 rfix = mode == 0 ? R0 : s->R[i], p = clamp_pred(rfix, em);
+        u64 rsg = sgn ? s->rs[i] : 0;
+        for (i64 j = 0; j < cols; j++) {
+            if (zcols && s->zc[j]) continue;
+            u64 v = load_v(vals, W, off + i * cols + j);
+            if (is_zero(v, sb)) {
+                u16 z = (u16)(em + 1 + ((v & sb) != 0));
+                A[a++] = z, cA[z]++;
+                continue;
+            }
+            if (mode == 2) p = clamp_pred(rfix + s->C[j], em);
+            u64 ex = (v >> M) & em;
+            u16 sym = (u16)((ex - (u64)p) & em);
+            A[a++] = sym, cA[sym]++;
+            u64 sp = sgn ? rsg ^ s->cs[j] : 0;
+            u8 bs = (u8)(((((v & sb) != 0) ^ sp) << k) | ((v >> (M - k)) & kmask));
+            B[b++] = bs, cB[bs]++;
+            for (int q = 0; q < rb; q++) raw[r++] = (u8)(v >> (8 * q));
+        }
+    }
+    *na = a, *nb = b, *nraw = r;
+}
+
+static i64 max_of(const i64 *segs, i64 nsegs, int field) {
+    i64 m = 0;
+    for (i64 s = 0; s < nsegs; s++)
+        if (segs[3 * s + field] > m) m = segs[3 * s + field];
+    return m;
+}
+
+static i64 total_values(const i64 *segs, i64 nsegs) {
+    i64 n = 0;
+    for (i64 s = 0; s < nsegs; s++) n += segs[3 * s + 1] * segs[3 * s + 2];
+    return n;
+}
+
+/* 1: done, 0: no memory */
+static int encode_float(const void *vals, const i64 *segs, i64 nsegs, const Fmt *f, Buf *out) {
+    i64 n = total_values(segs, nsegs);
+    Scratch s = {0};
+    Buf side = {0};
+    u16 *A = malloc((size_t)n * 2 + 2);
+    u8 *B = malloc((size_t)n + 1), *raw = malloc((size_t)n * f->rawbytes + 1);
+    u64 *cA = calloc(MAX_ALPHA, 8), *cB = calloc(256, 8);
+    int ok = A && B && raw && cA && cB &&
+             scratch_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2), f->nA);
+    size_t na = 0, nb = 0, nraw = 0;
+    for (i64 g = 0; ok && g < nsegs; g++) {
+        i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
+        int mode, flags;
+        i64 R0;
+        plan_segment(vals, f, off, rows, cols, &s, &side, &mode, &flags, &R0);
+        fields_segment(vals, f, off, rows, cols, &s, flags, R0, A, &na, B, &nb, raw, &nraw, cA,
+                       cB);
+    }
+    ok = ok && !side.fail;
+    if (ok) {
+        put_u8(out, KIND_FLOAT);
+        put_varint(out, na);
+        put_varint(out, nb);
+        put_varint(out, side.len);
+        put_bytes(out, side.p, side.len);
+        ok = code_stream(out, A, 1, na, cA, f->nA) && code_stream(out, B, 0, nb, cB, f->nB);
+        put_bytes(out, raw, nraw);
+        ok = ok && !out->fail;
+    }
+    free(A), free(B), free(raw), free(cA), free(cB), free(side.p);
+    scratch_free(&s);
+    return ok;
+}
+
+/* -- the float decoder ----------------------------------------------------------------------- */
+static int get_bitmap(Rd *r, u8 *dst, i64 n) {
+    for (i64 q = 0; q < n; q += 8) {
+        u8 byte = get_u8(r);
+        for (int t = 0; t < 8 && q + t < n; t++) dst[q + t] = (byte >> t) & 1;
+    }
+    return !r->bad;
+}
+
+static int get_side_values(Rd *r, i64 *dst, i64 n) {
+    i64 prev = 0;
+    for (i64 i = 0; i < n; i++) {
+        i64 v = prev + unzz(get_varint(r));
+        if (r->bad || v < -SIDE_LIMIT || v > SIDE_LIMIT) return 0;
+        dst[i] = prev = v;
+    }
+    return 1;
+}
+
+INLINE u64 load_raw(const u8 *p, int rb) {
+    u64 v = 0;
+    switch (rb) {
+        case 0: return 0;
+        case 1: return p[0];
+        case 2: return (u64)p[0] | ((u64)p[1] << 8);
+        default:
+            for (int q = 0; q < rb; q++) v |= (u64)p[q] << (8 * q);
+            return v;
+    }
+}
+
+/* Reconstruct one segment; the caller checked that its coded values fit in A, B and raw. */
+INLINE void rebuild_segment(void *outv, const Fmt *f, int W, int rb, i64 off, i64 rows, i64 cols,
+                            const Scratch *s, int flags, i64 R0, const u16 *A, size_t *na,
+                            const u8 *B, size_t *nb, const u8 *raw, size_t nB) {
+    const int M = f->mbits, k = f->k, mode = flags & F_EXP_MODE;
+    const u64 em = f->emask, kmask = ((u64)1 << k) - 1, zp = em + 1;
+    const int zrows = flags & F_ZROWS, zcols = flags & F_ZCOLS, sgn = flags & F_SIGN;
+    size_t a = *na, b = *nb;
+    for (i64 i = 0; i < rows; i++) {
+        i64 base = off + i * cols;
+        if (zrows && s->zr[i]) {
+            for (i64 j = 0; j < cols; j++) store_v(outv, W, base + j, 0);
+            continue;
+        }
+        i64 rfix = mode == 0 ? R0 : s->R[i], p = clamp_pred(rfix, em);
+        u64 rsg = sgn ? s->rs[i] : 0;
+        for (i64 j = 0; j < cols; j++) {
+            if (zcols && s->zc[j]) {
+                store_v(outv, W, base + j, 0);
+                continue;
+            }
+            u64 sym = A[a++];
+            if (sym >= zp) {
+                store_v(outv, W, base + j, (sym - zp) << (W - 1));
+                continue;
+            }
+            if (mode == 2) p = clamp_pred(rfix + s->C[j], em);
+            u64 ex = (sym + (u64)p) & em;
+            u64 bs = B[b];
+            u64 sp = sgn ? rsg ^ s->cs[j] : 0;
+            u64 v = ((((bs >> k) ^ sp) & 1) << (W - 1)) | (ex << M) | ((bs & kmask) << (M - k)) |
+                    load_raw(raw + b * (size_t)rb, rb);
+            b++;
+            store_v(outv, W, base + j, v);
+        }
+    }
+    (void)nB;
+    *na = a, *nb = b;
+}
+
+/* NULL on success, else what is wrong with the block. */
+static const char *decode_float(const u8 *blk, size_t len, void *outv, const i64 *segs,
+                                i64 nsegs, const Fmt *f) {
+    i64 n = total_values(segs, nsegs);
+    Rd r = {blk, len, 1, 0};
+    u64 na = get_varint(&r), nb = get_varint(&r), side_len = get_varint(&r);
+    if (r.bad || na > (u64)n || nb > na || side_len > r.len - r.pos) return "bad block header";
+    Rd side = {r.p + r.pos, (size_t)side_len, 0, 0};
+    r.pos += (size_t)side_len;
+    const char *err = NULL;
+    u16 *A = malloc((size_t)na * 2 + 2);
+    u8 *B = malloc((size_t)nb + 1);
+    DecTab *t = malloc(sizeof(DecTab));
+    Scratch s = {0};
+    if (!A || !B || !t ||
+        !scratch_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2), 1)) {
+        err = "out of memory";
+        goto done;
+    }
+    if (!read_stream(&r, f->nA, (size_t)na, 1, A, t)) {
+        err = "damaged exponent stream";
+        goto done;
+    }
+    if (!read_stream(&r, f->nB, (size_t)nb, 0, B, t)) {
+        err = "damaged sign/mantissa stream";
+        goto done;
+    }
+    u64 nonzero = 0;
+    for (u64 q = 0; q < na; q++) nonzero += A[q] <= f->emask;
+    if (nonzero != nb || (u64)(r.len - r.pos) != nb * (u64)f->rawbytes) {
+        err = "field counts disagree with the block's length";
+        goto done;
+    }
+    const u8 *raw = r.p + r.pos;
+    size_t ai = 0, bi = 0;
+    for (i64 g = 0; g < nsegs; g++) {
+        i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
+        int flags = get_u8(&side), mode = flags & F_EXP_MODE;
+        i64 R0 = 0;
+        if (side.bad || mode == 3 || flags >= 32) {
+            err = "bad side information";
+            goto done;
+        }
+        int ok = 1;
+        if (mode == 0)
+            ok = get_side_values(&side, &R0, 1);
+        else
+            ok = get_side_values(&side, s.R, rows);
+        if (ok && mode == 2) ok = get_side_values(&side, s.C, cols);
+        if (ok && (flags & F_ZROWS)) ok = get_bitmap(&side, s.zr, rows);
+        if (ok && (flags & F_ZCOLS)) ok = get_bitmap(&side, s.zc, cols);
+        if (ok && (flags & F_SIGN)) ok = get_bitmap(&side, s.rs, rows) && get_bitmap(&side, s.cs, cols);
+        if (!ok) {
+            err = "bad side information";
+            goto done;
+        }
+        /* how many values this segment codes: all but those in zero rows / columns */
+        i64 zr = 0, zc = 0;
+        if (flags & F_ZROWS)
+            for (i64 i = 0; i < rows; i++) zr += s.zr[i];
+        if (flags & F_ZCOLS)
+            for (i64 j = 0; j < cols; j++) zc += s.zc[j];
+        u64 coded = (u64)(rows - zr) * (u64)(cols - zc);
+        if (coded > na - ai) {
+            err = "side information names more values than the block codes";
+            goto done;
+        }
+        /* B and raw are bounded by the nonzero count checked above: every B read follows an
+         * A symbol that is not a zero, and A holds exactly nb of those. */
+        switch (f->width * 16 + f->rawbytes) {
+#define REBUILD(WW, RB)                                                                      \
+    case WW * 16 + RB:                                                                       \
+        rebuild_segment(outv, f, WW, RB, off, rows, cols, &s, flags, R0, A, &ai, B, &bi, raw, \
+                        nb);                                                                 \
+        break;
+            REBUILD(32, 2)
+            REBUILD(16, 0)
+            REBUILD(16, 1)
+            REBUILD(64, 6)
+            REBUILD(8, 0)
+            default:
+                rebuild_segment(outv, f, f->width, f->rawbytes, off, rows, cols, &s, flags, R0, A,
+                                &ai, B, &bi, raw, nb);
+        }
+    }
+    if (ai != na || bi != nb || side.pos != side.len) err = "block holds more than its values";
+done:
+    free(A), free(B), free(t);
+    scratch_free(&s);
+    return err;
+}
+
+/* -- integers: byte planes, order-0 ---------------------------------------------------------- */
+static int encode_int(const void *vals, const i64 *segs, i64 nsegs, int width, Buf *out) {
+    i64 n = total_values(segs, nsegs);
+    int nbytes = width / 8;
+    u8 *plane = malloc((size_t)n + 1);
+    u64 *cnt = malloc(256 * 8);
+    int ok = plane && cnt;
+    if (ok) put_u8(out, KIND_INT);
+    for (int q = 0; ok && q < nbytes; q++) {
+        memset(cnt, 0, 256 * 8);
+        size_t m = 0;
+        for (i64 g = 0; g < nsegs; g++) {
+            i64 off = segs[3 * g], cnt_g = segs[3 * g + 1] * segs[3 * g + 2];
+            for (i64 k = 0; k < cnt_g; k++) {
+                u8 byte = (u8)(load_v(vals, width, off + k) >> (8 * q));
+                plane[m++] = byte;
+                cnt[byte]++;
+            }
+        }
+        ok = code_stream(out, plane, 0, m, cnt, 256);
+    }
+    free(plane), free(cnt);
+    return ok && !out->fail;
+}
+
+static const char *decode_int(const u8 *blk, size_t len, void *outv, const i64 *segs, i64 nsegs,
+                              int width) {
+    i64 n = total_values(segs, nsegs);
+    Rd r = {blk, len, 1, 0};
+    u8 *plane = malloc((size_t)n + 1);
+    DecTab *t = malloc(sizeof(DecTab));
+    const char *err = NULL;
+    if (!plane || !t) err = "out of memory";
+    for (int q = 0; !err && q < width / 8; q++) {
+        if (!read_stream(&r, 256, (size_t)n, 0, plane, t)) {
+            err = "damaged byte plane";
+            break;
+        }
+        size_t m = 0;
+        for (i64 g = 0; g < nsegs; g++) {
+            i64 off = segs[3 * g], cnt_g = segs[3 * g + 1] * segs[3 * g + 2];
+            for (i64 k = 0; k < cnt_g; k++) {
+                u64 v = q ? load_v(outv, width, off + k) : 0;
+                store_v(outv, width, off + k, v | ((u64)plane[m++] << (8 * q)));
+            }
+        }
+    }
+    if (!err && r.pos != r.len) err = "block holds more than its values";
+    free(plane), free(t);
+    return err;
+}
+
+/* -- stored blocks ----------------------------------------------------------------------------- */
+static void encode_stored(const void *vals, const i64 *segs, i64 nsegs, int width, Buf *out) {
+    put_u8(out, KIND_STORED);
+    for (i64 g = 0; g < nsegs; g++) {
+        i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
+        put_bytes(out, (const u8 *)vals + off * (width / 8), (size_t)cnt * (width / 8));
+    }
+}
+
+static const char *decode_stored(const u8 *blk, size_t len, void *outv, const i64 *segs,
+                                 i64 nsegs, int width) {
+    if ((u64)(len - 1) != (u64)total_values(segs, nsegs) * (u64)(width / 8))
+        return "stored block has the wrong length";
+    size_t pos = 1;
+    for (i64 g = 0; g < nsegs; g++) {
+        i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
+        memcpy((u8 *)outv + off * (width / 8), blk + pos, (size_t)cnt * (width / 8));
+        pos += (size_t)cnt * (width / 8);
+    }
+    return NULL;
+}
+
+/* -- Python bindings ------------------------------------------------------------------------- */
+static int check_call(Py_buffer *vals, Py_buffer *segs, int width, int ebits, int mbits) {
+    if (width != 8 && width != 16 && width != 32 && width != 64) {
+        PyErr_Format(PyExc_ValueError, "unsupported width %d", width);
+        return 0;
+    }
+    if (ebits != 0 && (ebits < 1 || ebits > MAX_EBITS || mbits < 0 ||
+                       ebits + mbits + 1 != width)) {
+        PyErr_Format(PyExc_ValueError, "bad float layout: %d exponent, %d mantissa bits", ebits,
+                     mbits);
+        return 0;
+    }
+    if (segs->len % (3 * (Py_ssize_t)sizeof(i64)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "segments must be int64 triples");
+        return 0;
+    }
+    i64 items = vals->len / (width / 8), nsegs = segs->len / (3 * (Py_ssize_t)sizeof(i64));
+    const i64 *sg = segs->buf;
+    for (i64 s = 0; s < nsegs; s++) {
+        i64 off = sg[3 * s], rows = sg[3 * s + 1], cols = sg[3 * s + 2];
+        if (off < 0 || rows < 0 || cols < 0 || off > items ||
+            (cols > 0 && rows > (items - off) / cols) || rows > (INT64_C(1) << 40) ||
+            cols > (INT64_C(1) << 40)) {
+            PyErr_SetString(PyExc_ValueError, "a segment lies outside the values");
+            return 0;
+        }
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(encode_doc,
+             "encode(vals, segs, width, ebits, mbits) -> bytes\n\n"
+             "One fast-level block of the values the (offset, rows, cols) int64 segments name; "
+             "ebits = 0 codes integers by byte planes. The smaller of coded and stored.");
+
+static PyObject *py_encode(PyObject *self, PyObject *args) {
+    Py_buffer vals, segs;
+    int width, ebits, mbits;
+    if (!PyArg_ParseTuple(args, "y*y*iii:encode", &vals, &segs, &width, &ebits, &mbits))
+        return NULL;
+    PyObject *res = NULL;
+    if (check_call(&vals, &segs, width, ebits, mbits)) {
+        i64 nsegs = segs.len / 24;
+        const i64 *sg = segs.buf;
+        Buf out = {0};
+        int ok;
+        Py_BEGIN_ALLOW_THREADS
+        if (ebits) {
+            Fmt f = make_fmt(width, ebits, mbits);
+            ok = encode_float(vals.buf, sg, nsegs, &f, &out);
+        } else {
+            ok = encode_int(vals.buf, sg, nsegs, width, &out);
+        }
+        u64 stored = 1 + (u64)total_values(sg, nsegs) * (u64)(width / 8);
+        if (ok && out.len >= stored) {
+            out.len = 0;
+            encode_stored(vals.buf, sg, nsegs, width, &out);
+            ok = !out.fail;
+        }
+        Py_END_ALLOW_THREADS
+        if (ok)
+            res = PyBytes_FromStringAndSize((const char *)out.p, (Py_ssize_t)out.len);
+        else
+            PyErr_NoMemory();
+        free(out.p);
+    }
+    PyBuffer_Release(&vals);
+    PyBuffer_Release(&segs);
+    return res;
+}
+
+PyDoc_STRVAR(decode_doc,
+             "decode(block, out, segs, width, ebits, mbits) -> None\n\n"
+             "Decode one fast-level block into `out`; ValueError names what is wrong with a "
+             "damaged block.");
+
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    Py_buffer blk, out, segs;
+    int width, ebits, mbits;
+    if (!PyArg_ParseTuple(args, "y*w*y*iii:decode", &blk, &out, &segs, &width, &ebits, &mbits))
+        return NULL;
+    const char *err = NULL;
+    int called = check_call(&out, &segs, width, ebits, mbits);
+    if (called) {
+        i64 nsegs = segs.len / 24;
+        const i64 *sg = segs.buf;
+        const u8 *b = blk.buf;
+        size_t len = (size_t)blk.len;
+        Py_BEGIN_ALLOW_THREADS
+        if (len == 0)
+            err = "empty block";
+        else if (b[0] == KIND_STORED)
+            err = decode_stored(b, len, out.buf, sg, nsegs, width);
+        else if (b[0] == KIND_FLOAT && ebits) {
+            Fmt f = make_fmt(width, ebits, mbits);
+            err = decode_float(b, len, out.buf, sg, nsegs, &f);
+        } else if (b[0] == KIND_INT && !ebits)
+            err = decode_int(b, len, out.buf, sg, nsegs, width);
+        else
+            err = "unknown block kind for this dtype";
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&blk);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&segs);
+    if (!called) return NULL;
+    if (err) {
+        if (strcmp(err, "out of memory") == 0) return PyErr_NoMemory();
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"encode", py_encode, METH_VARARGS, encode_doc},
+    {"decode", py_decode, METH_VARARGS, decode_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fast_kernels",
+    "The float prior's fast level: semi-static fields coded with interleaved rANS.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fast_kernels(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddIntConstant(m, "FAST_VERSION", FAST_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "NSTATES", NSTATES) < 0 ||
+        PyModule_AddIntConstant(m, "SCALE_BITS", SCALE_BITS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

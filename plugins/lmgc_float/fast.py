@@ -1,0 +1,90 @@
+"""The float prior's fast level: blocks coded by the compiled kernel ``_fast_kernels.c``.
+
+Each block is coded semi-statically (pass 1: per-row / per-column side information and one
+frequency table per field; pass 2: interleaved rANS), so decoding is table lookups and byte
+copies instead of an adaptive model per bit. Blocks are independent and the kernel releases the
+GIL, so blocks code on several threads; the bytes do not depend on the thread count.
+
+There is no numba twin: without a C compiler the fast level is unavailable and says so.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from types import ModuleType
+
+import numpy as np
+
+from lmgc_core.errors import PluginError, StreamError
+from lmgc_core.parallel import map_ordered
+
+from .codec import seg_array
+from .formats import FloatFormat
+
+FAST_VERSION = 1
+"""The kernel's ``FAST_VERSION`` this code expects (and records in stream headers)."""
+
+
+@functools.cache
+def kernel() -> ModuleType:
+    """The compiled fast kernel; PluginError when it is missing or stale."""
+    try:
+        from . import _fast_kernels as k  # type: ignore[attr-defined]
+    except ImportError as err:
+        raise PluginError(
+            "the float prior's fast level needs its compiled kernel (lmgc_float._fast_kernels): "
+            f"reinstall lmgc where a C compiler is available ({err})"
+        ) from None
+    if k.FAST_VERSION != FAST_VERSION:
+        raise PluginError(
+            f"lmgc_float._fast_kernels is version {k.FAST_VERSION}, this code needs "
+            f"{FAST_VERSION}: rebuild it with `pip install -e .` (or reinstall lmgc)"
+        )
+    return k
+
+
+def _layout(bits: np.ndarray, fmt: FloatFormat | None) -> tuple[int, int, int]:
+    """(width, exponent bits, mantissa bits); exponent bits 0 codes integers by byte planes."""
+    width = 8 * bits.dtype.itemsize
+    if fmt is None:
+        return width, 0, 0
+    return width, fmt.exponent_bits, fmt.mantissa_bits
+
+
+def encode_blocks(
+    bits: np.ndarray,
+    blocks: Sequence[Sequence[tuple[int, int, int]]],
+    fmt: FloatFormat | None,
+    jobs: int,
+) -> list[bytes]:
+    """Every block of ``bits`` (native unsigned ints), on up to ``jobs`` threads."""
+    k = kernel()
+    layout = _layout(bits, fmt)
+    bits = np.ascontiguousarray(bits)
+    return map_ordered(lambda b: k.encode(bits, seg_array(b), *layout), blocks, jobs)
+
+
+def decode_blocks(
+    data: Sequence[bytes],
+    out_bits: np.ndarray,
+    blocks: Sequence[Sequence[tuple[int, int, int]]],
+    fmt: FloatFormat | None,
+    jobs: int,
+) -> None:
+    """Decode every block into ``out_bits`` (contiguous); a damaged block raises StreamError."""
+    k = kernel()
+    layout = _layout(out_bits, fmt)
+    if not out_bits.flags.c_contiguous:
+        raise ValueError("the fast kernel decodes into contiguous arrays")
+
+    def one(item: tuple[int, tuple[bytes, Sequence[tuple[int, int, int]]]]) -> None:
+        index, (block, segs) = item
+        try:
+            k.decode(block, out_bits, seg_array(segs), *layout)
+        except ValueError as err:
+            raise StreamError(
+                f"float prior (fast level): block {index} is damaged: {err}"
+            ) from None
+
+    map_ordered(one, list(enumerate(zip(data, blocks, strict=True))), jobs)

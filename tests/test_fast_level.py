@@ -1,0 +1,202 @@
+"""The float prior's fast level (``level: 1``): bit-exact round trips over dtypes, shapes and
+IEEE specials, fixed bytes (a kernel change that changes the stream must bump its version),
+memory-safe errors on damaged or truncated blocks, and the level recorded in the header."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from lmgc_float import fast
+from lmgc_float.formats import as_uint, float_format, segments
+
+from lmgc_core import LMGCError, Pipeline, decompress, read_header
+from lmgc_core.errors import ConfigError, StreamError
+from tests.conftest import same_bits
+
+DATA = Path(__file__).parent / "data"
+MLP_LAYOUT = [[256, 64], [256], [256, 256], [256], [10, 256], [10]]
+FLOATS = [np.float16, ml_dtypes.bfloat16, np.float32, np.float64]
+FP8 = [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2]
+INTS = [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint64, np.bool_]
+SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-45, -1e-45, 1e-40, 3.4e38, 1.0]
+
+
+def _fast(**options) -> Pipeline:
+    return Pipeline.from_config({"prior": {"name": "float", "level": 1, **options}})
+
+
+def _bit_patterns(dtype, shape):
+    """Raw bit patterns (NaN payloads, -0.0, infinities, subnormals) mixed with runs of zeros."""
+    dtype = np.dtype(dtype)
+    uint = np.dtype(f"u{dtype.itemsize}")
+    top = np.iinfo(uint).max
+    elements = st.one_of(
+        st.integers(0, top), st.just(0), st.sampled_from([1, top, 1 << (8 * dtype.itemsize - 1)])
+    )
+    return hnp.arrays(uint, shape, elements=elements).map(lambda a: a.view(dtype))
+
+
+def _blocks(arr: np.ndarray, layout=None, block_values: int = 1 << 20) -> tuple:
+    """The fast kernel's blocks of ``arr`` (what the prior hands it), and their cuts."""
+    cuts, _ = segments(arr.shape, layout, block_values)
+    bits = as_uint(arr.reshape(-1))
+    return fast.encode_blocks(bits, cuts, float_format(arr.dtype), 1), cuts, bits
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    dtype=st.sampled_from(FLOATS + FP8 + INTS),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=40),
+    block_values=st.sampled_from([7, 64, 1 << 20]),
+)
+def test_round_trip_bit_patterns(data, dtype, shape, block_values):
+    arr = data.draw(_bit_patterns(dtype, shape))
+    blob = _fast(block_values=block_values).compress(arr)
+    assert same_bits(decompress(blob), arr)
+
+
+@pytest.mark.parametrize("dtype", FLOATS + FP8)
+def test_real_gradients_and_specials(dtype):
+    grads = np.load(DATA / "mlp_grads_8k.npy").reshape(64, 128)
+    grads[3, :] = 0.0  # a dead unit: an all-zero row
+    grads[:, 5] = 0.0  # an always-zero input: an all-zero column
+    grads[7, :11] = SPECIALS
+    with np.errstate(over="ignore"):
+        arr = grads.astype(dtype)
+    for pipe in (_fast(), _fast(block_values=1000)):
+        assert same_bits(decompress(pipe.compress(arr)), arr)
+
+
+def test_layout_and_size_on_real_gradients():
+    """Real MLP gradients (7 snapshots of 4,096): within 5 % of the adaptive level's stream
+    (tables are a larger share of so small an input) and well below the raw size."""
+    grads = np.load(DATA / "mlp_digits_grads_slice.npy")
+    layout = MLP_LAYOUT if grads.shape[-1] == 85002 else None
+    blob = _fast(layout=layout).compress(grads)
+    assert same_bits(decompress(blob), grads)
+    adaptive = Pipeline.from_config({"prior": {"name": "float", "layout": layout}})
+    assert len(blob) <= 1.05 * len(adaptive.compress(grads))
+    assert len(blob) < 0.75 * grads.nbytes
+
+
+def test_threads_give_the_same_bytes():
+    grads = np.load(DATA / "mlp_grads_8k.npy").reshape(-1, 64)
+    pipe = _fast(block_values=512)
+    one, two = pipe.compress(grads, jobs=1), pipe.compress(grads, jobs=2)
+    assert one == two
+    assert same_bits(pipe.decompress(one, jobs=2), grads)
+
+
+EXPECTED_SHA256 = {
+    "float32": "c3a0d1b57fdddb93bf5c2277e3ea9c9bf2db83be16d1ed5235a74ac8eceda7d0",
+    "bfloat16": "206b0640945dcbbba61bc6d7e46415d87fd42678f1c7e88e9bc2673c9f69ac3a",
+    "float16": "9774e39917c2a952b3306f09f7d3f162502386c85e9dc057c07f499a591d8838",
+    "float64": "d4ef1cb4a420745db5cdd2f4e8d516595e6331a7c1e1a2d8c5403fa664fc913d",
+    "float8_e4m3fn": "bd48219faf99abd5ad097515b66dc0a6354d378258f18b8453724a521fefaadb",
+    "int16": "831c8d9fe782321fc6b673ddfa8c71b93edd53ffc1158148b4c2cff504f71cce",
+}
+
+
+def _fixed_input(name: str) -> np.ndarray:
+    grads = np.load(DATA / "mlp_grads_8k.npy").reshape(64, 128)
+    grads[3, :] = 0.0
+    grads[:, 5] = 0.0
+    if name == "int16":  # integer rounding of finite values only: the same on every CPU
+        return np.clip(np.rint(grads * 2**16), -(2**15), 2**15 - 1).astype(np.int16)
+    grads[7, :11] = SPECIALS
+    with np.errstate(over="ignore"):
+        return grads.astype(ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SHA256))
+def test_fixed_bytes(name):
+    """The same input gives the same bytes on every CPU and in every version of the kernel
+    that keeps FAST_VERSION: a change to the stream must bump it (and these hashes)."""
+    arr = _fixed_input(name)
+    coded, _, _ = _blocks(arr, block_values=4096)
+    digest = hashlib.sha256(b"".join(coded)).hexdigest()
+    assert fast.FAST_VERSION == 1
+    assert digest == EXPECTED_SHA256[name]
+
+
+def test_level_recorded_and_decoded_without_being_told():
+    grads = np.load(DATA / "mlp_grads_8k.npy")
+    blob = _fast().compress(grads)
+    header = read_header(blob)
+    assert header["pipeline"]["prior"]["level"] == 1
+    assert header["prior"]["level"] == 1 and header["prior"]["fast_version"] == 1
+    assert same_bits(decompress(blob), grads)
+    # a pipeline set to the other level still decodes it: the stream says which
+    adaptive = Pipeline.from_config({"prior": {"name": "float"}})
+    assert same_bits(adaptive.decompress(blob), grads)
+    # the highest level keeps its old header (no level key), and the fast pipeline decodes it
+    old = adaptive.compress(grads)
+    assert "level" not in read_header(old)["pipeline"]["prior"]
+    assert same_bits(_fast().decompress(old), grads)
+    assert len(blob) != len(old)
+
+
+@pytest.mark.parametrize("level", [0, 3, True, "1", 1.0])
+def test_bad_level_is_refused(level):
+    with pytest.raises(ConfigError, match="level"):
+        _fast(level=level)
+
+
+def _decode(block: bytes, cuts, bits: np.ndarray, fmt) -> np.ndarray:
+    out = np.zeros_like(bits)
+    fast.decode_blocks([block], out, cuts[:1], fmt, 1)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.float64, np.int32])
+def test_truncated_blocks_raise(dtype):
+    arr = _fixed_input("float32").astype(dtype)
+    coded, cuts, bits = _blocks(arr)
+    fmt = float_format(arr.dtype)
+    assert same_bits(_decode(coded[0], cuts, bits, fmt), bits)
+    block = coded[0]
+    for cut in sorted({0, 1, 2, 5, 17, len(block) // 3, len(block) // 2, len(block) - 1}):
+        with pytest.raises(StreamError, match="fast level"):
+            _decode(block[:cut], cuts, bits, fmt)
+    with pytest.raises(StreamError, match="fast level"):
+        _decode(block + b"\0", cuts, bits, fmt)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.float16, np.uint8])
+def test_garbage_and_bit_flips_never_crash(dtype):
+    """Random bytes are refused; flipped bits either raise StreamError or decode to some
+    values (the stream's checksum catches those): never a read or write out of bounds."""
+    arr = _fixed_input("float32").astype(dtype)
+    coded, cuts, bits = _blocks(arr)
+    fmt = float_format(arr.dtype)
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        size = int(rng.integers(1, 3 * len(coded[0])))
+        garbage = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        garbage = bytes([trial % 3]) + garbage[1:]  # every block kind
+        with pytest.raises(StreamError):
+            _decode(garbage, cuts, bits, fmt)
+    block = bytearray(coded[0])
+    for _ in range(300):
+        flipped = bytearray(block)
+        pos = int(rng.integers(0, len(block)))
+        flipped[pos] ^= 1 << int(rng.integers(0, 8))
+        with contextlib.suppress(StreamError):
+            _decode(bytes(flipped), cuts, bits, fmt)
+
+
+def test_damaged_stream_gives_a_clear_error():
+    grads = np.load(DATA / "mlp_grads_8k.npy")
+    blob = bytearray(_fast().compress(grads))
+    blob[-40] ^= 0x10
+    with pytest.raises(LMGCError):
+        decompress(bytes(blob))
