@@ -91,6 +91,12 @@ class ArchiveWriter:
         self._zip.writestr(_info(name), blob)
         self.members.append([name, len(blob), zlib.crc32(blob)])
 
+    def abort(self) -> None:
+        """Drop the archive unfinished (its output is being discarded): the zip then never tries
+        to write its central directory, neither here nor when it is garbage-collected, on a
+        file that may be closed by then."""
+        self._zip.fp = None  # ZipFile.close() and __del__ do nothing without a file
+
     def close(self, manifest: dict[str, Any]) -> None:
         manifest = {**manifest, "members": self.members}
         text = json.dumps(manifest, separators=(",", ":")).encode()

@@ -238,6 +238,9 @@ def test_manifest_member_list_must_match(tmp_path, grads):
     all_refuse(tmp_path / "bad.lmgc", "not the ones its manifest lists")
     rewrite(tmp_path / "g.npy.lmgc", tmp_path / "none.lmgc", edit=lambda m: m.pop("members"))
     all_refuse(tmp_path / "none.lmgc", "bad manifest")
+    twice = tmp_path / "twice.lmgc"  # the tensor's data twice in the rebuilt file
+    rewrite(tmp_path / "g.npy.lmgc", twice, edit=lambda m: m["segments"].append(["tensor", 0]))
+    all_refuse(twice, "do not place each tensor once")
 
 
 def test_chunk_of_another_shape_is_refused(tmp_path, grads):
@@ -268,45 +271,46 @@ def test_manifest_listing_one_member_a_million_times(tmp_path, grads):
     assert not (tmp_path / "x.npy").exists()
 
 
-def _deflated(text_parts: list[bytes], repeat: int) -> tuple[bytes, int, int]:
-    """Raw deflate of ``b"".join(text_parts[:1] + text_parts[1:2] * repeat + text_parts[2:])``
-    (the middle part repeated), its CRC-32 and inflated size, without building the text."""
-    head, middle, tail = text_parts
-    packer, crc = zlib.compressobj(9, zlib.DEFLATED, -15), 0
-    out = [packer.compress(head)]
+def _deflated(head: bytes, middle: bytes, tail: bytes, repeat: int) -> tuple[bytes, int, int]:
+    """Raw deflate of ``head + middle * (repeat * k) + tail``, its CRC-32 and inflated size,
+    without building the text: ``middle`` repeated to ~16 MiB is deflated once, after a full
+    flush (so it starts afresh), and that piece repeated ``repeat`` times."""
+    block = middle * ((16 << 20) // len(middle))
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = packer.compress(head) + packer.flush(zlib.Z_FULL_FLUSH)
+    piece = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
+    assert packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH) == piece
+    last = packer.compress(tail) + packer.flush()
     crc = zlib.crc32(head)
-    block = middle * (1 << 16)
-    for _ in range(repeat >> 16):
-        out.append(packer.compress(block))
+    for _ in range(repeat):
         crc = zlib.crc32(block, crc)
-    out += [packer.compress(tail), packer.flush()]
     crc = zlib.crc32(tail, crc)
-    return b"".join(out), crc, len(head) + len(middle) * (repeat >> 16 << 16) + len(tail)
+    return first + piece * repeat + last, crc, len(head) + len(block) * repeat + len(tail)
+
+
+def zeros_member(blob: bytes) -> tuple[str, int, bytes, int, int]:
+    return ("array.lmgc", 0, blob, zlib.crc32(blob), len(blob))
 
 
 @pytest.mark.parametrize("declared", ["honest", "small"])
 def test_manifest_deflate_bomb(tmp_path, grads, declared):
-    """~150 KB of deflated manifest that inflates to 150 MB of ``[]``."""
-    blob = stream(grads)
-    data, crc, size = _deflated([b'{"lmgc_archive":2,"x":[', b"[],", b"[]]}"], 50 << 20)
-    assert len(data) < 200_000 and size > 150_000_000
-    entries = [("array.lmgc", 0, blob, zlib.crc32(blob), len(blob))]
-    size = size if declared == "honest" else 1000
-    entries.append(("__lmgc__.json", 8, data, crc, size))
-    (tmp_path / "bomb.lmgc").write_bytes(make_zip(entries))
-    for cmd in (["decompress", tmp_path / "bomb.lmgc", "-o", tmp_path / "x.npy"], ["ls"]):
-        args = cmd if len(cmd) > 1 else [*cmd, tmp_path / "bomb.lmgc"]
+    """~1 MB of deflated manifest that inflates to 1 GiB of ``[]`` (the zip entry telling the
+    truth about its size, or not)."""
+    data, crc, size = _deflated(b'{"lmgc_archive":2,"x":[', b"[],", b"[]]}", 64)
+    assert len(data) < 2 << 20 and size > 1_000_000_000
+    entry = ("__lmgc__.json", 8, data, crc, size if declared == "honest" else 1000)
+    (tmp_path / "bomb.lmgc").write_bytes(make_zip([zeros_member(stream(grads)), entry]))
+    for args in (["decompress", tmp_path / "bomb.lmgc", "-o", tmp_path / "x.npy"],
+                 ["ls", tmp_path / "bomb.lmgc"]):  # fmt: skip
         message = refused_in_bounds(*args)
-        assert "manifest" in message and ("bytes" in message), message
+        assert "manifest" in message and "bytes" in message, message
 
 
 def test_manifest_of_empty_lists_under_the_size_cap(tmp_path, grads):
-    """60 MB of ``[]`` (under the 64 MiB text cap) would parse into ~1.3 GB of lists."""
-    blob = stream(grads)
-    data, crc, size = _deflated([b'{"lmgc_archive":2,"x":[', b"[],", b"[]]}"], 20 << 20)
-    entries = [("array.lmgc", 0, blob, zlib.crc32(blob), len(blob))]
-    entries.append(("__lmgc__.json", 8, data, crc, size))
-    (tmp_path / "lists.lmgc").write_bytes(make_zip(entries))
+    """48 MiB of ``[]`` (under the 64 MiB text cap) would parse into ~1 GB of lists."""
+    data, crc, size = _deflated(b'{"lmgc_archive":2,"x":[', b"[],", b"[]]}", 3)
+    entry = ("__lmgc__.json", 8, data, crc, size)
+    (tmp_path / "lists.lmgc").write_bytes(make_zip([zeros_member(stream(grads)), entry]))
     message = refused_in_bounds("ls", tmp_path / "lists.lmgc")
     assert "JSON values" in message, message
 
