@@ -287,8 +287,11 @@ class _Reader:
         return g
 
     def opaque(self, cls: Any, how: str) -> Opaque:
+        """An object made by ``how`` (NEWOBJ, INST...): never modelled. A class not allowed
+        is listed already (when named); an allowed one used this way is listed here."""
         what = cls.qualname if isinstance(cls, Global) else type(cls).__name__
-        self.refused.add(f"{how} of {what}")
+        if what not in self.refused:
+            self.refused.add(f"{how} of {what}")
         return Opaque(what)
 
     def persistent(self, pid: Any) -> Any:

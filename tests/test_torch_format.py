@@ -243,3 +243,38 @@ def test_a_plain_npz_named_bin_is_still_an_npz(tmp_path):
     np.savez(tmp_path / "a.npz", x=np.arange(5.0))
     (tmp_path / "a.npz").rename(tmp_path / "a.bin")
     assert layout_of(tmp_path / "a.bin").format == "npz"
+
+
+def test_damaged_pickles_only_ever_raise_the_readers_error(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    trained_checkpoint(path)
+    base = zipfile.ZipFile(path).read("ckpt/data.pkl")
+    rng = np.random.default_rng(0)
+    followed = 0
+    for _ in range(300):
+        data = bytearray(base)
+        at = int(rng.integers(len(data)))
+        if rng.random() < 0.5:
+            data[at] = int(rng.integers(256))
+        else:
+            del data[at : at + int(rng.integers(1, 20))]
+        try:
+            read_pickle(bytes(data))
+            followed += 1
+        except PickleReadError:
+            pass
+    assert 0 < followed < 300
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_a_torchscript_archive_round_trips_with_its_storages_coded(tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(30, 20)), path)
+    layout = layout_of(path)
+    assert "__torch__" in layout.notes[0]  # its module classes are named, never loaded
+    assert sorted(t.nbytes for t in layout.tensors) == [80, 2400]
+    original = path.read_bytes()
+    lmgc("compress", path)
+    path.unlink()
+    lmgc("decompress", f"{path}.lmgc")
+    assert path.read_bytes() == original
