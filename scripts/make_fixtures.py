@@ -1,0 +1,559 @@
+"""Write the compatibility fixtures of the current format versions (see docs/compatibility.md).
+
+    python scripts/make_fixtures.py stream     # -> tests/fixtures/stream-v<container.VERSION>/
+    python scripts/make_fixtures.py archive    # -> tests/fixtures/archive-v<ARCHIVE_VERSION>/
+
+Fixtures are real streams and archives that ``tests/test_fixtures.py`` decodes with today's code
+and compares, by SHA-256, with what they must decode to. They are written once per format
+version and never edited or regenerated, so this script only ever writes a NEW directory (it
+refuses an existing one; ``--out`` names another, e.g. ``archive-v1-stream-v3`` when only the
+stream version changed).
+
+Every input is built here, deterministically, from ``tests/data/mlp_grads_8k.npy`` (real
+gradients) and integer arithmetic: the same script on the same code writes the same bytes, which
+is what the test's re-encoding guard relies on. Run it against an older checkout by putting that
+checkout (and its ``plugins/*``) first on ``PYTHONPATH``; the index records which lmgc code
+(``lmgc_core.__file__``'s git commit) wrote each file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+GRADS = ROOT / "tests" / "data" / "mlp_grads_8k.npy"
+INDEX = "index.json"
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def grads(n: int, start: int = 0) -> np.ndarray:
+    """``n`` real float32 gradients (a committed file, so the inputs never change)."""
+    return np.load(GRADS)[start : start + n].astype(np.float32)
+
+
+def _bits(values: list[int], dtype: str) -> np.ndarray:
+    return np.array(values, dtype=dtype.replace("f", "u")).view(dtype)
+
+
+# ------------------------------------------------------------------------------- stream inputs
+
+
+def specials_f32() -> np.ndarray:
+    """IEEE specials among real values: NaN payloads (quiet, signalling, negative), -0.0, +-inf,
+    subnormals, extremes."""
+    special = _bits(
+        [0x7FC00000, 0x7FC00001, 0xFFC12345, 0x7F800001, 0x7FBFFFFF, 0x80000000, 0x00000000,
+         0x7F800000, 0xFF800000, 0x00000001, 0x807FFFFF, 0x00400000, 0x7F7FFFFF, 0xFF7FFFFF,
+         0x00800000, 0x3F800000],
+        "<f4",
+    )
+    out = grads(64)
+    out[::4] = special
+    return out
+
+
+def specials_f64() -> np.ndarray:
+    special = _bits(
+        [0x7FF8000000000000, 0x7FF8000000000001, 0xFFF0000000000001, 0x8000000000000000,
+         0x7FF0000000000000, 0xFFF0000000000000, 0x0000000000000001, 0x800FFFFFFFFFFFFF],
+        "<f8",
+    )
+    out = grads(32).astype(np.float64)
+    out[::4] = special
+    return out
+
+
+def bf16() -> np.ndarray:
+    import ml_dtypes
+
+    out = grads(512).astype(ml_dtypes.bfloat16)
+    out[:4] = _bits([0x7FC1, 0x8000, 0xFF80, 0x0001], "<f2").view(ml_dtypes.bfloat16)
+    return out
+
+
+def int32() -> np.ndarray:
+    return (grads(512) * np.float32(1e6)).astype(np.int32)
+
+
+def uint8() -> np.ndarray:
+    return (np.arange(512, dtype=np.uint32) * 2654435761 >> 24).astype(np.uint8)
+
+
+LAYOUT = [[12, 16], [12], [4, 12], [4]]  # a tiny MLP's parameter shapes: 192 + 12 + 48 + 4 = 256
+
+
+def layout_2d() -> np.ndarray:
+    return grads(512).reshape(2, 256)  # two snapshots of the flat parameter vector
+
+
+def complex64() -> np.ndarray:
+    return grads(256).view(np.complex64)
+
+
+def datetime64() -> np.ndarray:
+    base = np.datetime64("2026-12-04T00:00:00", "ns")
+    return base + (np.arange(64, dtype=np.int64) ** 3) * np.timedelta64(1_000_003, "ns")
+
+
+def unicode() -> np.ndarray:
+    words = ["", "grad", "Gradient", "\u00e9t\u00e9", "\u6f22\u5b57", "\U0001f600x"]
+    return np.array(words * 4, "<U8")
+
+
+def bytes_s() -> np.ndarray:
+    return np.array([b"", b"lmgc", b"\x00\xff\x01", b"abcdef"] * 4, "|S6")
+
+
+RECORD = np.dtype([("step", "<i4"), ("loss", "<f4"), ("tag", "|S3")])
+
+
+def record() -> np.ndarray:
+    g = grads(32)
+    out = np.zeros(32, RECORD)
+    out["step"] = np.arange(32) * 7
+    out["loss"] = g
+    out["tag"] = [b"ab", b"xyz", b"", b"q"] * 8
+    return out
+
+
+def fortran() -> np.ndarray:
+    return np.asfortranarray(grads(96).reshape(8, 12))
+
+
+# ----------------------------------------------------------------------------- stream cases
+
+
+@dataclass(frozen=True)
+class StreamCase:
+    name: str
+    what: str
+    build: Callable[[], np.ndarray]
+    config: dict[str, Any] = field(default_factory=dict)
+    via: str = "api"
+    """``api``: ``Pipeline.compress`` / ``lmgc_core.decompress``; ``numcodecs``: the codec (the
+    noted views)."""
+    lm: bool = False
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.lmgc"
+
+
+HEX = {"name": "hex", "bytes_per_group": 4, "separator": " "}
+MIX = {"name": "mix", "experts": [{"name": "float"}, {"name": "adaptive"}]}
+STREAM_CASES = [
+    StreamCase("float-f32", "float prior (default), 1024 float32 gradients", lambda: grads(1024)),
+    StreamCase("float-bf16", "float prior, 512 bfloat16 (NaN, -0.0, -inf, subnormal first)", bf16),
+    StreamCase("float-f16", "float prior, 512 float16", lambda: grads(512).astype(np.float16)),
+    StreamCase(
+        "float-f64", "float prior, 256 float64", lambda: grads(256).astype(np.float64) * 1e-3
+    ),
+    StreamCase("float-int32", "float prior, 512 int32", int32),
+    StreamCase("float-uint8", "float prior, 512 uint8", uint8),
+    StreamCase("float-specials-f32", "float prior, IEEE specials in float32", specials_f32),
+    StreamCase("float-specials-f64", "float prior, IEEE specials in float64", specials_f64),
+    StreamCase(
+        "float-layout-2d",
+        "float prior with the layout option, a (2, 256) float32 tensor",
+        layout_2d,
+        {"prior": {"name": "float", "layout": LAYOUT}},
+    ),
+    StreamCase(
+        "float-small-blocks",
+        "float prior, block_values 128: several blocks",
+        lambda: grads(512).reshape(16, 32),
+        {"prior": {"name": "float", "block_values": 128}},
+    ),
+    StreamCase(
+        "adaptive-hex-range",
+        "adaptive prior + hex serializer + range coder, window 64, batch 2 (several blocks)",
+        lambda: grads(256),
+        {"serializer": HEX, "prior": {"name": "adaptive"}, "coder": {"name": "range"},
+         "window": 64, "batch": 2},
+    ),
+    StreamCase(
+        "adaptive-hex-options",
+        "adaptive prior, hex with 2-byte groups, little-endian, '0x' prefix, ',' separator",
+        lambda: grads(64).astype(np.float16),
+        {"serializer": {"name": "hex", "bytes_per_group": 2, "separator": ",", "prefix": "0x",
+                        "byte_order": "little"},
+         "prior": {"name": "adaptive", "initial": 0.5, "limit": 4096}, "window": 128},
+    ),
+    StreamCase(
+        "uniform-iso",
+        "uniform prior + iso serializer (bytes as symbols)",
+        lambda: grads(64),
+        {"serializer": {"name": "iso"}, "prior": {"name": "uniform"}, "window": 128},
+    ),
+    StreamCase(
+        "quantize",
+        "stage quantize bits=8, float prior (decodes to the stage's reconstruction)",
+        lambda: grads(512),
+        {"stages": [{"name": "quantize", "bits": 8}]},
+    ),
+    StreamCase(
+        "sparsify-topk-bitmask",
+        "stage sparsify keep=0.1 topk, bitmask indices, float prior",
+        lambda: grads(512),
+        {"stages": [{"name": "sparsify", "keep": 0.1}]},
+    ),
+    StreamCase(
+        "sparsify-random-delta-quantize",
+        "stages sparsify keep=0.25 random seed=7 delta indices, then quantize bits=6",
+        lambda: grads(512),
+        {"stages": [
+            {"name": "sparsify", "keep": 0.25, "method": "random", "seed": 7,
+             "index_format": "delta"},
+            {"name": "quantize", "bits": 6},
+        ]},
+    ),
+    StreamCase("mix", "mix prior (float + adaptive experts) over hex", lambda: grads(96),
+               {"prior": MIX, "serializer": HEX, "window": 256}),
+    StreamCase("view-complex64", "noted view: complex64 as float32 parts", complex64,
+               via="numcodecs"),
+    StreamCase("view-datetime64", "noted view: datetime64[ns] as int64", datetime64,
+               via="numcodecs"),
+    StreamCase("view-unicode", "noted view: <U8 as uint32 code points", unicode, via="numcodecs"),
+    StreamCase("view-bytes", "noted view: |S6 as uint8", bytes_s, via="numcodecs"),
+    StreamCase("view-record", "noted view: a record dtype as uint8 bytes", record,
+               via="numcodecs"),
+    StreamCase("view-fortran", "noted view: a Fortran-ordered (8, 12) float32, order F",
+               fortran, via="numcodecs"),
+    # transformers rather than llamacpp: llama-cpp-python 0.3.36 segfaulted in prior.decode on
+    # the machine that wrote the first fixtures. The stream binds to the model file, backend
+    # versions and CPU capability recorded in its prior fingerprint.
+    StreamCase(
+        "lm-transformers",
+        "transformers prior (bundled SmolLM2-135M GGUF, float32, CPU, threads 1), 16 float32, "
+        "window 64",
+        lambda: grads(16),
+        {"prior": {"name": "transformers", "threads": 1}, "window": 64},
+        lm=True,
+    ),
+]
+
+
+# ----------------------------------------------------------------------------- archive inputs
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _npz(path: Path, arrays: dict[str, np.ndarray], compression: int) -> None:
+    """What ``np.savez`` / ``np.savez_compressed`` write (same members, zip64 local headers),
+    with a fixed date instead of the clock's."""
+    with zipfile.ZipFile(path, "w", compression=compression, allowZip64=True) as zf:
+        for key, arr in arrays.items():
+            info = zipfile.ZipInfo(key + ".npy", date_time=FIXED_DATE)
+            info.compress_type = compression
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, arr, allow_pickle=False)
+
+
+def _safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]], meta: dict) -> None:
+    """A safetensors file as the format defines it (header JSON padded with spaces to 8 bytes)."""
+    header: dict[str, Any] = {"__metadata__": meta}
+    offset, data = 0, []
+    for name, (tag, arr) in tensors.items():
+        raw = np.ascontiguousarray(arr).tobytes()
+        header[name] = {"dtype": tag, "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        data.append(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(data))
+
+
+def source_npy(d: Path) -> Path:
+    (p := d / "grads.npy").write_bytes(_npy_bytes(grads(256).reshape(16, 16)))
+    return p
+
+
+def source_npy_rows(d: Path) -> Path:
+    (p := d / "rows.npy").write_bytes(_npy_bytes(grads(768, 1024).reshape(48, 16)))
+    return p
+
+
+def source_npy_fortran(d: Path) -> Path:
+    (p := d / "fortran.npy").write_bytes(_npy_bytes(np.asfortranarray(grads(96).reshape(8, 12))))
+    return p
+
+
+def source_npz_stored(d: Path) -> Path:
+    arrays = {"w": grads(128).reshape(8, 16), "b": np.arange(4, dtype=np.int64),
+              "h": np.float16([1.5, -0.0, np.inf])}
+    _npz(p := d / "model.npz", arrays, zipfile.ZIP_STORED)
+    return p
+
+
+def source_npz_deflated(d: Path) -> Path:
+    arrays = {"w": grads(128, 256).reshape(8, 16), "step": np.array(12, np.int32)}
+    _npz(p := d / "model_compressed.npz", arrays, zipfile.ZIP_DEFLATED)
+    return p
+
+
+def source_safetensors(d: Path) -> Path:
+    import ml_dtypes
+
+    tensors = {
+        "layer.weight": ("BF16", grads(128).reshape(8, 16).astype(ml_dtypes.bfloat16)),
+        "layer.bias": ("F32", grads(8, 512)),
+        "steps": ("I64", np.arange(3, dtype=np.int64)),
+    }
+    meta = {"format": "pt", "note": "lmgc fixture"}
+    _safetensors(p := d / "model.safetensors", tensors, meta)
+    return p
+
+
+def source_raw(d: Path) -> Path:
+    (p := d / "grads.bin").write_bytes(grads(200).tobytes())
+    return p
+
+
+@dataclass(frozen=True)
+class ArchiveCase:
+    name: str
+    what: str
+    source: Callable[[Path], Path]
+    args: tuple[str, ...] = ()
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.lmgc"
+
+
+ARCHIVE_CASES = [
+    ArchiveCase("npy", "a .npy (16, 16) float32", source_npy),
+    ArchiveCase("npy-chunked", "a (48, 16) float32 .npy in 3 chunk members (--chunk-size 1024)",
+                source_npy_rows, ("--chunk-size", "1024")),
+    ArchiveCase("npy-fortran", "a Fortran-ordered .npy", source_npy_fortran),
+    ArchiveCase("npz-stored", "an np.savez .npz (stored): f32, int64, f16", source_npz_stored),
+    ArchiveCase("npz-deflated", "an np.savez_compressed .npz (deflated), with a 0-d member",
+                source_npz_deflated),
+    ArchiveCase("safetensors", "a .safetensors with __metadata__, BF16, F32 and I64 tensors",
+                source_safetensors),
+    ArchiveCase("raw", "a raw file of 200 float32 (--dtype float32)", source_raw,
+                ("--dtype", "float32")),
+    ArchiveCase("npy-adaptive", "a .npy with --prior adaptive (hex serializer)", source_npy,
+                ("--prior", "adaptive")),
+]
+
+
+# ------------------------------------------------------------------------------------ hashing
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def dtype_text(dtype: np.dtype) -> str:
+    """A dtype as text: numpy's ``str`` (``<f4``), the ``.npy`` descr of records, or an
+    ml_dtypes name (``bfloat16``), which numpy cannot spell."""
+    dtype = np.dtype(dtype)
+    if dtype.fields is not None:
+        return str(np.lib.format.dtype_to_descr(dtype))
+    if dtype.kind == "V" or dtype.name.startswith(("bfloat", "float8")):
+        return dtype.name
+    return dtype.str
+
+
+def describe(arr: np.ndarray) -> dict[str, Any]:
+    """What a decode must give back: the C-order bytes' SHA-256, the dtype, shape and order."""
+    return {
+        "sha256": sha256(np.ascontiguousarray(arr).tobytes()),
+        "dtype": dtype_text(arr.dtype),
+        "shape": list(arr.shape),
+        "order": "F" if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous
+        else "C",
+    }
+
+
+# ----------------------------------------------------------------------------------- encoding
+
+
+def encode_stream(case: StreamCase, arr: np.ndarray) -> bytes:
+    if case.via == "numcodecs":
+        from lmgc_core.numcodecs_codec import LMGC
+
+        return LMGC(**case.config).encode(arr)
+    from lmgc_core import Pipeline
+
+    return Pipeline.from_config(case.config).compress(arr)
+
+
+def decode_stream(case_via: str, blob: bytes) -> np.ndarray:
+    if case_via == "numcodecs":
+        import numcodecs
+
+        return numcodecs.get_codec({"id": "lmgc"}).decode(blob)
+    import lmgc_core
+
+    return lmgc_core.decompress(blob)
+
+
+DECODE_CALL = {
+    "api": "lmgc_core.decompress(blob)",
+    "numcodecs": "numcodecs.get_codec({'id': 'lmgc'}).decode(blob)",
+    "cli": "lmgc decompress FILE  (writes FILE without .lmgc)",
+}
+
+
+def run_cli(*args: str) -> None:
+    from click.testing import CliRunner
+
+    from lmgc_core.cli import cli
+
+    result = CliRunner().invoke(cli, list(args))
+    if result.exit_code != 0:
+        raise RuntimeError(f"lmgc {' '.join(args)} failed: {result.output} {result.exception}")
+
+
+def encode_archive(case: ArchiveCase, workdir: Path) -> tuple[bytes, bytes, str]:
+    """(archive bytes, source bytes, source file name) for ``case``, made in ``workdir``."""
+    src = case.source(workdir)
+    out = workdir / case.file
+    run_cli("compress", str(src), "-o", str(out), "-q", *case.args)
+    return out.read_bytes(), src.read_bytes(), src.name
+
+
+# ------------------------------------------------------------------------------- provenance
+
+
+def code_commit() -> str:
+    """The git commit of the lmgc code that runs (``+dirty`` if its tracked files differ)."""
+    import lmgc_core
+
+    root = Path(lmgc_core.__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no", "--", "lmgc_core", "plugins"],
+                               check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def versions() -> dict[str, int]:
+    from lmgc_core import archive, container
+
+    return {"stream": container.VERSION, "archive": archive.ARCHIVE_VERSION}
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+def make_streams(out: Path, names: set[str] | None, with_lm: bool) -> dict[str, Any]:
+    files: dict[str, Any] = {}
+    commit, ver = code_commit(), versions()
+    for case in STREAM_CASES:
+        if (names and case.name not in names) or (case.lm and not with_lm):
+            continue
+        arr = case.build()
+        blob = encode_stream(case, arr)
+        back = decode_stream(case.via, blob)  # what the stream decodes to here, today
+        if case.config.get("stages") is None and describe(back) != describe(arr):
+            raise RuntimeError(f"{case.name}: lossless stream does not decode to its input")
+        (out / case.file).write_bytes(blob)
+        files[case.file] = {
+            "case": case.name,
+            "what": case.what,
+            "commit": commit,
+            "stream_version": ver["stream"],
+            "config": case.config,
+            "input": describe(arr),
+            "expected": describe(back),
+            "decode": case.via,
+            "decode_call": DECODE_CALL[case.via],
+            "lm": case.lm,
+            "size": len(blob),
+            "file_sha256": sha256(blob),
+        }
+        print(f"{case.file:40} {len(blob):7} bytes", file=sys.stderr)
+    return {"kind": "stream", "version": ver["stream"], "stream_version": ver["stream"],
+            "commit": commit, "files": files}
+
+
+def make_archives(out: Path, names: set[str] | None) -> dict[str, Any]:
+    files: dict[str, Any] = {}
+    commit, ver = code_commit(), versions()
+    for case in ARCHIVE_CASES:
+        if names and case.name not in names:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            blob, source, src_name = encode_archive(case, Path(tmp))
+        (out / case.file).write_bytes(blob)
+        files[case.file] = {
+            "case": case.name,
+            "what": case.what,
+            "commit": commit,
+            "archive_version": ver["archive"],
+            "stream_version": ver["stream"],
+            "args": list(case.args),
+            "source_name": src_name,
+            "expected": {"sha256": sha256(source), "size": len(source)},
+            "decode": "cli",
+            "decode_call": DECODE_CALL["cli"],
+            "lm": False,
+            "size": len(blob),
+            "file_sha256": sha256(blob),
+        }
+        print(f"{case.file:40} {len(blob):7} bytes", file=sys.stderr)
+    return {"kind": "archive", "version": ver["archive"], "stream_version": ver["stream"],
+            "commit": commit, "files": files}
+
+
+def write_index(out: Path, index: dict[str, Any]) -> None:
+    text = json.dumps(index, indent=1, sort_keys=True, ensure_ascii=True) + "\n"
+    (out / INDEX).write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=["stream", "archive"])
+    parser.add_argument("--out", type=Path, help="a new directory (default: tests/fixtures/"
+                        "<kind>-v<version>)")
+    parser.add_argument("--only", nargs="*", help="case names (default: all)")
+    parser.add_argument("--no-lm", action="store_true", help="leave out the LM stream")
+    args = parser.parse_args(argv)
+    ver = versions()[args.kind]
+    out = args.out or FIXTURES / f"{args.kind}-v{ver}"
+    if out.exists():
+        print(f"error: {out} exists; fixtures are never regenerated or edited (see "
+              "docs/compatibility.md); pass --out for a new directory", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True)
+    names = set(args.only) if args.only else None
+    if args.kind == "stream":
+        index = make_streams(out, names, with_lm=not args.no_lm)
+    else:
+        index = make_archives(out, names)
+    write_index(out, index)
+    total = sum(f["size"] for f in index["files"].values())
+    print(f"wrote {len(index['files'])} fixtures ({total} bytes) to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

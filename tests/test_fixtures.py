@@ -1,0 +1,204 @@
+"""Format stability: committed streams and archives of every format version decode with today's
+code, bit-exact (docs/compatibility.md).
+
+``tests/fixtures/<dir>/index.json`` lists each fixture with the commit and format version that
+wrote it and the SHA-256 of what it must decode to. Fixtures are decoded, never re-encoded to be
+compared with themselves. Two guards keep the set honest:
+
+* the current format versions must have fixtures, and today's code must re-encode their inputs
+  into the very same bytes (only ``made_by`` may differ): an intentional format change without
+  new fixtures fails, and so does an unintended change of the bytes;
+* every fixture file's SHA-256 is in its index: a fixture is never edited or regenerated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lmgc_core import MismatchError, archive, container
+from lmgc_core.errors import PluginError
+from tests.cli_helpers import lmgc
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _generator() -> Any:
+    """``scripts/make_fixtures.py``: the inputs and encoders of the fixtures."""
+    name = "lmgc_make_fixtures"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "make_fixtures.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+gen = _generator()
+
+
+def _indexes() -> dict[str, dict[str, Any]]:
+    return {
+        p.parent.name: json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*/index.json"))
+    }
+
+
+INDEXES = _indexes()
+ENTRIES = [
+    pytest.param(d, f, e, id=f"{d}/{f}", marks=[pytest.mark.lm] if e["lm"] else [])
+    for d, index in INDEXES.items()
+    for f, e in index["files"].items()
+]
+STREAMS = [p for p in ENTRIES if INDEXES[p.values[0]]["kind"] == "stream"]
+ARCHIVES = [p for p in ENTRIES if INDEXES[p.values[0]]["kind"] == "archive"]
+
+
+def _is_current(index: dict[str, Any]) -> bool:
+    if index["kind"] == "stream":
+        return index["version"] == container.VERSION
+    return index["version"] == archive.ARCHIVE_VERSION and (
+        index["stream_version"] == container.VERSION
+    )
+
+
+CURRENT = [p for p in ENTRIES if _is_current(INDEXES[p.values[0]]) and not p.values[2]["lm"]]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- never edited
+
+
+@pytest.mark.parametrize("name", sorted(INDEXES))
+def test_fixture_files_are_exactly_those_indexed_and_unedited(name):
+    index, folder = INDEXES[name], FIXTURES / name
+    assert index["kind"] in ("stream", "archive") and index["files"], name
+    on_disk = {p.name for p in folder.iterdir()} - {gen.INDEX}
+    assert on_disk == set(index["files"]), f"{name}: files and index differ"
+    for file, entry in index["files"].items():
+        data = (folder / file).read_bytes()
+        assert (len(data), _sha(data)) == (entry["size"], entry["file_sha256"]), (
+            f"{name}/{file} changed: fixtures are never edited or regenerated "
+            "(docs/compatibility.md); add a new directory with scripts/make_fixtures.py"
+        )
+
+
+def test_every_stream_and_archive_version_has_fixtures():
+    """Versions 1..current of both formats each have a fixture directory."""
+    have = {(i["kind"], i["version"]) for i in INDEXES.values()}
+    for kind, current in (("stream", container.VERSION), ("archive", archive.ARCHIVE_VERSION)):
+        for version in range(1, current + 1):
+            assert (kind, version) in have, (
+                f"{kind} format version {version} has no committed fixtures: "
+                f"run scripts/make_fixtures.py {kind}"
+            )
+
+
+# ------------------------------------------------------------------------------- decoding
+
+
+@pytest.mark.parametrize(("folder", "file", "entry"), STREAMS)
+def test_stream_fixture_decodes_bit_exact(folder, file, entry):
+    blob = (FIXTURES / folder / file).read_bytes()
+    if entry["lm"]:
+        try:
+            arr = gen.decode_stream(entry["decode"], blob)
+        except MismatchError as exc:  # another model file, llama.cpp build or machine
+            assert "differ" in str(exc) or "mismatch" in str(exc).lower(), exc
+            pytest.skip(f"LM fixture is bound to its model and backend: {exc}")
+        except PluginError as exc:  # llama-cpp-python or the model is not installed
+            pytest.skip(f"LM fixture needs its prior: {exc}")
+    else:
+        arr = gen.decode_stream(entry["decode"], blob)
+    assert gen.describe(arr) == entry["expected"], f"{folder}/{file} ({entry['what']})"
+
+
+@pytest.mark.parametrize(("folder", "file", "entry"), ARCHIVES)
+def test_archive_fixture_decompresses_to_its_source(folder, file, entry, tmp_path):
+    packed = tmp_path / f"{entry['source_name']}.lmgc"
+    shutil.copyfile(FIXTURES / folder / file, packed)
+    lmgc("decompress", packed, "-q")
+    data = (tmp_path / entry["source_name"]).read_bytes()
+    assert {"sha256": _sha(data), "size": len(data)} == entry["expected"], f"{folder}/{file}"
+
+
+# ------------------------------------------------------------- guard: the current versions
+
+
+def test_current_versions_have_fixtures():
+    for kind, version in (("stream", container.VERSION), ("archive", archive.ARCHIVE_VERSION)):
+        current = [i for i in INDEXES.values() if i["kind"] == kind and _is_current(i)]
+        extra = "" if kind == "stream" else f" with stream version {container.VERSION}"
+        assert current, (
+            f"{kind} format version {version}{extra} has no committed fixtures: "
+            f"run scripts/make_fixtures.py {kind} (docs/compatibility.md)"
+        )
+
+
+def _made_by_free(new: bytes, old: bytes, what: str) -> None:
+    """``new`` is ``old`` except, at most, the header's ``made_by`` (a version string)."""
+    if new == old:
+        return
+    assert new[:5] == old[:5], f"{what}: magic/version byte changed"
+    (h_new, at_new), (h_old, at_old) = container.read_header(new), container.read_header(old)
+    h_new.pop("made_by", None)
+    h_old.pop("made_by", None)
+    changed = sorted(k for k in h_new.keys() | h_old.keys() if h_new.get(k) != h_old.get(k))
+    assert not changed, f"{what}: header keys {changed} changed without a new format version"
+    assert new[at_new:] == old[at_old:], f"{what}: coded blocks changed without a new version"
+
+
+_ZIP_FIELDS = ("date_time", "compress_type", "external_attr", "extra", "comment", "flag_bits")
+
+
+def _same_archive(new: bytes, old: bytes, what: str) -> None:
+    if new == old:
+        return
+    import io
+
+    with zipfile.ZipFile(io.BytesIO(new)) as zn, zipfile.ZipFile(io.BytesIO(old)) as zo:
+        names = [i.filename for i in zn.infolist()]
+        assert names == [i.filename for i in zo.infolist()], f"{what}: members changed"
+        for a, b in zip(zn.infolist(), zo.infolist(), strict=True):
+            for attr in _ZIP_FIELDS:
+                assert getattr(a, attr) == getattr(b, attr), f"{what}: {a.filename} {attr}"
+            if a.filename == archive.MANIFEST:
+                assert json.loads(zn.read(a)) == json.loads(zo.read(b)), f"{what}: manifest"
+            else:
+                _made_by_free(zn.read(a), zo.read(b), f"{what}: {a.filename}")
+
+
+@pytest.mark.parametrize(("folder", "file", "entry"), CURRENT)
+def test_current_version_reencodes_to_the_fixture(folder, file, entry, tmp_path):
+    """Today's code writes the current version's fixtures again, byte for byte (but made_by)."""
+    old = (FIXTURES / folder / file).read_bytes()
+    what = f"{folder}/{file}"
+    if INDEXES[folder]["kind"] == "stream":
+        case = {c.name: c for c in gen.STREAM_CASES}.get(entry["case"])
+        assert case is not None, f"{what}: case {entry['case']!r} left scripts/make_fixtures.py"
+        arr = case.build()
+        assert gen.describe(arr) == entry["input"], f"{what}: the input no longer reproduces"
+        _made_by_free(gen.encode_stream(case, arr), old, what)
+    else:
+        case = {c.name: c for c in gen.ARCHIVE_CASES}.get(entry["case"])
+        assert case is not None, f"{what}: case {entry['case']!r} left scripts/make_fixtures.py"
+        new, source, _ = gen.encode_archive(case, tmp_path)
+        assert _sha(source) == entry["expected"]["sha256"], f"{what}: source no longer reproduces"
+        _same_archive(new, old, what)
+
+
+def test_generator_refuses_an_existing_directory(tmp_path, capsys):
+    assert gen.main(["stream", "--out", str(tmp_path)]) == 2
+    assert "never regenerated" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
