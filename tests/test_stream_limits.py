@@ -100,29 +100,32 @@ DECODE = "lmgc_core.decompress(blob)"
 # -- the header: inflated size, JSON values, nesting -----------------------------------------------
 
 
-def test_header_deflate_bomb_is_refused_before_inflating(tmp_path):
-    """~1 MB of header that inflates to 1 GiB (the issue: 2.1 GB RSS)."""
+def _bomb(prefix: bytes, chunk: bytes, n: int, suffix: bytes) -> bytes:
+    """A valid stream whose header deflates ``prefix + chunk * n + suffix`` (built without
+    deflating all of it: after a full flush every further ``chunk`` deflates to the same bytes)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY)
-    chunk, n = b" " * (1 << 20), 1024
-    start = packer.compress(b'{"pad":"') + packer.flush(zlib.Z_FULL_FLUSH)
-    # a full flush forgets the history, so every further MiB deflates to these same bytes
+    start = packer.compress(prefix) + packer.flush(zlib.Z_FULL_FLUSH)
     piece = packer.compress(chunk) + packer.flush(zlib.Z_FULL_FLUSH)
-    end = packer.compress(b'"}') + packer.flush()
-    adler = zlib.adler32(b'{"pad":"')
+    end = packer.compress(suffix) + packer.flush()
+    adler = zlib.adler32(prefix)
     for _ in range(n):
         adler = zlib.adler32(chunk, adler)
-    adler = zlib.adler32(b'"}', adler)
-    head = start + piece * n + end[:-4] + struct.pack(">I", adler)
-    blob = _frame(head)
-    assert len(blob) < 2 << 20
+    adler = zlib.adler32(suffix, adler)
+    return _frame(start + piece * n + end[:-4] + struct.pack(">I", adler))
+
+
+def test_header_deflate_bomb_is_refused_before_inflating(tmp_path):
+    """~1 MB of header that inflates to 1 GiB (the issue: 2.1 GB RSS)."""
+    blob = _bomb(b'{"pad":"', b" " * (1 << 20), 1024, b'"}')
+    assert len(blob) < 1_100_000
     _assert_refused(_run_case(tmp_path, blob, DECODE), "inflates to over")
 
 
 def test_header_of_empty_lists_is_refused(tmp_path):
-    """195 KB of deflated ``[]`` lists (the issue: 5 GB): over the inflated-size cap."""
-    text = b'{"x":[' + b"[]," * (60 << 20) + b"[]]}"
-    blob = _raw_stream(text)
-    assert len(blob) < 400_000
+    """A few hundred KB of deflated ``[]`` lists (the issue: 195 KB took 5 GB): refused by the
+    inflated-size cap before the text is scanned or parsed."""
+    blob = _bomb(b'{"x":[', b"[]," * (1 << 18), 512, b"[]]}")
+    assert len(blob) < 500_000
     _assert_refused(_run_case(tmp_path, blob, DECODE), "inflates to over")
 
 
@@ -194,8 +197,19 @@ def test_step_coded_stream_declaring_billions_of_symbols_is_refused_fast(tmp_pat
 
 
 def test_parts_must_add_up_to_the_array():
-    """Without stages the one part is the array: a small array with a huge part is refused."""
+    """Without stages the one part is the array: any other size is refused."""
     blob = Pipeline.from_config({}).compress(np.float32([1, 2, 3]))
+
+    def edit(h: dict[str, Any]) -> None:
+        h["parts"][0]["count"] = 1000
+
+    with pytest.raises(StreamError, match="parts of"):
+        decompress(_repack(blob, edit))
+
+
+def test_staged_parts_are_bounded_by_the_array():
+    """With stages, parts may differ from the array but not exceed it many times over."""
+    blob = Pipeline.from_config({"stages": ["quantize"]}).compress(np.float32([1, 2, 3]))
 
     def edit(h: dict[str, Any]) -> None:
         h["parts"][0]["count"] = 1 << 40
