@@ -1,0 +1,133 @@
+"""The numcodecs and Zarr codecs fail with lmgc's errors (issue 19, output hygiene).
+
+Whatever a hostile or damaged chunk does, what escapes the codec is an ``LMGCError`` that is
+also a ``ValueError`` (what numcodecs and Zarr users catch), never a bare ``RecursionError``,
+``TypeError`` or ``ValueError`` from deep inside; a chunk of another size than the caller's
+buffer is refused before it is decoded, naming both sizes. The documented ``TypeError`` for
+object arrays stays.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lmgc_core import container
+from lmgc_core.errors import (
+    ChecksumError,
+    ConfigError,
+    LMGCError,
+    MismatchError,
+    StreamError,
+    TruncatedStreamError,
+)
+from lmgc_core.numcodecs_codec import LMGC
+
+zarr = pytest.importorskip("zarr")
+from lmgc_core.zarr_codec import LMGCZarrCodec  # noqa: E402
+
+CHUNK = 256
+
+
+def _repack(blob: bytes, edit: Any) -> bytes:
+    header, offset = container.read_header(blob)
+    edit(header)
+    return container.pack(header, []) + blob[offset:]
+
+
+def _nested_stream(depth: int = 100_000) -> bytes:
+    """A stream whose (checksummed, well-deflated) header nests ``depth`` lists."""
+    text = b'{"x":' + b"[" * depth + b"]" * depth + b"}"
+    head = zlib.compress(text, 9)
+    prefix = struct.pack("<4sBI", container.MAGIC, container.VERSION, len(head))
+    return prefix + head + struct.pack("<I", zlib.crc32(prefix + head))
+
+
+def _bad_stages_stream(codec: LMGC, values: Any = (1, 2, 3)) -> bytes:
+    """A real stream whose recorded pipeline has ``stages: 1`` (a TypeError deep in the config
+    code, before this fix)."""
+
+    def edit(h: dict[str, Any]) -> None:
+        h["pipeline"]["stages"] = 1
+
+    return _repack(codec.encode(np.float32(values)), edit)
+
+
+@pytest.fixture(scope="module")
+def codec() -> LMGC:
+    return LMGC()
+
+
+@pytest.mark.parametrize(
+    "cls", [StreamError, TruncatedStreamError, ChecksumError, MismatchError, ConfigError]
+)
+def test_input_errors_are_value_errors(cls):
+    assert issubclass(cls, LMGCError) and issubclass(cls, ValueError)
+
+
+def test_deeply_nested_header_is_a_stream_error(codec):
+    with pytest.raises(StreamError, match="deeper than") as info:
+        codec.decode(_nested_stream())
+    assert not isinstance(info.value, RecursionError)
+
+
+def test_failures_deep_inside_become_stream_errors(codec):
+    with pytest.raises(StreamError, match="TypeError") as info:
+        codec.decode(_bad_stages_stream(codec))
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_encode_failures_deep_inside_become_config_errors(codec):
+    """A zero-size void dtype: numpy cannot even name its integer view."""
+    with pytest.raises(ConfigError, match="cannot encode"):
+        codec.encode(np.zeros(3, "V0"))
+
+
+def test_object_arrays_still_raise_type_error(codec):
+    with pytest.raises(TypeError):
+        codec.encode(np.array([{"a": 1}, None], dtype=object))
+    with pytest.raises(TypeError):
+        codec.decode(codec.encode(np.arange(3.0)), out=np.empty(3, dtype=object))
+
+
+@pytest.mark.parametrize("n_out", [5, 20])
+def test_decode_into_an_out_of_another_size_names_both(codec, n_out):
+    blob = codec.encode(np.arange(10, dtype=np.float32))
+    with pytest.raises(StreamError, match=rf"40 bytes.*{4 * n_out} bytes"):
+        codec.decode(blob, out=np.empty(n_out, np.float32))
+    out = np.empty(10, np.float32)
+    codec.decode(blob, out=out)
+    np.testing.assert_array_equal(out, np.arange(10, dtype=np.float32))
+
+
+def _store(tmp_path) -> tuple[str, np.ndarray]:
+    path = str(tmp_path / "a.zarr")
+    data = np.linspace(-1, 1, 4 * CHUNK, dtype=np.float32).reshape(4, CHUNK)
+    arr = zarr.create_array(
+        path, shape=data.shape, chunks=(1, CHUNK), dtype="float32",
+        serializer=LMGCZarrCodec(), compressors=None,
+    )  # fmt: skip
+    arr[:] = data
+    np.testing.assert_array_equal(zarr.open_array(path, mode="r")[:], data)
+    return path, data
+
+
+@pytest.mark.parametrize("case", ["nested", "stages", "smaller", "other dtype"])
+def test_zarr_chunk_replaced_by_a_bad_stream(tmp_path, codec, case):
+    """A real Zarr v3 store on disk with one chunk file replaced."""
+    path, data = _store(tmp_path)
+    blob, match = {
+        "nested": (_nested_stream(), "deeper than"),
+        "stages": (_bad_stages_stream(codec, data[0]), "TypeError"),
+        "smaller": (codec.encode(data[0, :10]), rf"40 bytes.*{4 * CHUNK} bytes"),
+        "other dtype": (codec.encode(data[0].astype(np.int32)), "int32"),
+    }[case]
+    (tmp_path / "a.zarr" / "c" / "1" / "0").write_bytes(blob)
+    arr = zarr.open_array(path, mode="r")
+    np.testing.assert_array_equal(arr[0], data[0])
+    with pytest.raises(StreamError, match=match):
+        arr[1]
