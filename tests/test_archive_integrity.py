@@ -106,6 +106,7 @@ def refused_in_bounds(*args: object) -> str:
     status, stderr, wall, rss = run_measured(*args)
     lines = stderr.strip().splitlines()
     assert status == 1 and len(lines) == 1 and lines[0].startswith("error: "), (status, stderr)
+    print(f"lmgc {args[0]}: peak RSS {rss >> 20} MiB, {wall:.2f} s: {lines[0][:90]}")
     assert rss < MAX_RSS, f"peak RSS {rss >> 20} MiB"
     assert wall < MAX_WALL, f"{wall:.1f} s"
     return lines[0]
