@@ -39,6 +39,17 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 """The first pickled value of a legacy (pre-1.6) torch file."""
 
 
+SUFFIXES = (".pt", ".pth")
+"""Inputs with these names are torch files. Not outputs: ``-o x.pt`` names no format, so a
+``.pt`` compressed as raw bytes (``--dtype``) comes back as raw bytes."""
+
+
+def format_of_name(name: str) -> str | None:
+    """``torch`` for an input named ``.pt``/``.pth`` (any case); ``pytorch_model.bin`` and
+    other names are sniffed (:func:`is_torch_zip`)."""
+    return "torch" if name.lower().endswith(SUFFIXES) else None
+
+
 def is_torch_zip(f: IO[bytes]) -> bool:
     """A zip whose first member is ``data.pkl`` (``<archive>/data.pkl``), as torch writes it."""
     f.seek(0)

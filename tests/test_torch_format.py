@@ -227,6 +227,12 @@ def test_truncated_corrupt_and_legacy_files_give_one_error_line(tmp_path):
     torch.save({"w": torch.randn(4)}, legacy, _use_new_zipfile_serialization=False)
     message = one_error_line(lmgc("compress", legacy, ok=False), 1)
     assert "legacy torch file" in message
+    # the workaround the message gives: its bytes as raw data, back under its own .pt name
+    original = legacy.read_bytes()
+    lmgc("compress", legacy, "--dtype", "uint8")
+    legacy.unlink()
+    lmgc("decompress", f"{legacy}.lmgc")
+    assert legacy.read_bytes() == original
 
 
 def test_conversion_names_tensors_by_their_paths(tmp_path):
