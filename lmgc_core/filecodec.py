@@ -167,14 +167,20 @@ class StreamDecoder:
         blob: bytes,
         progress: Callable[[int], None] | None = None,
         jobs: int | None = None,
+        max_nbytes: int | None = None,
     ) -> np.ndarray:
         """The stored (C-order) array of a stream: a dtype view undone, a transposition kept.
-        ``jobs`` threads for its blocks (default: the decoder's)."""
+        ``jobs`` threads for its blocks (default: the decoder's); a stream declaring more than
+        ``max_nbytes`` is refused before anything is allocated."""
         from .pipeline import read_header
 
         header = read_header(blob)
         arr = self.pipeline(header).decompress(
-            blob, force=self.force, progress=progress, jobs=self.jobs if jobs is None else jobs
+            blob,
+            force=self.force,
+            progress=progress,
+            jobs=self.jobs if jobs is None else jobs,
+            max_nbytes=max_nbytes,
         )
         note = header.get(VIEW_KEY)
         if isinstance(note, dict) and "dtype" in note:
@@ -278,7 +284,9 @@ class ArchiveDecoder:
             header = read_header(blob)
             update = self.progress.chunk(_stream_bytes(header), _symbol_count(header))
             with nullcontext() if pipeline.prior.thread_safe else self._serial:
-                arr = self.decoder.decode(blob, update, block_jobs if safe else jobs)
+                arr = self.decoder.decode(
+                    blob, update, block_jobs if safe else jobs, max_nbytes=tensor.nbytes
+                )
             update.finish()
             return member, arr
 
