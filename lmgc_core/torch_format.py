@@ -37,6 +37,9 @@ from .torch_pickle import (
 _LOCAL = struct.Struct("<4s22xHH")
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 """The first pickled value of a legacy (pre-1.6) torch file."""
+MAX_PICKLE = 64 << 20
+"""A larger ``data.pkl`` is not followed (its storages are coded as bytes): reading it whole
+must not cost more memory or time than the storages themselves."""
 
 
 SUFFIXES = (".pt", ".pth")
@@ -85,9 +88,9 @@ def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
 def _is_legacy(f: IO[bytes]) -> bool:
     f.seek(0)
     head = f.read(16)
-    return head[2:3] == b"\x8a" and int.from_bytes(head[4 : 4 + head[3]], "little") == (
-        _LEGACY_MAGIC
-    )
+    if len(head) < 4 or head[2] != 0x8A:  # PROTO n, LONG1 length magic
+        return False
+    return int.from_bytes(head[4 : 4 + head[3]], "little") == _LEGACY_MAGIC
 
 
 def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayout:
@@ -132,6 +135,8 @@ def _read_pickle(
     zf: zipfile.ZipFile, member: zipfile.ZipInfo, where: str, layout: FileLayout
 ) -> PickleInfo | None:
     try:
+        if member.file_size > MAX_PICKLE:
+            raise PickleReadError(f"{member.file_size} bytes, over {MAX_PICKLE}")
         info = read_pickle(zf.read(member))
     except PickleReadError as exc:
         layout.notes.append(

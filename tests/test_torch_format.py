@@ -284,3 +284,14 @@ def test_a_torchscript_archive_round_trips_with_its_storages_coded(tmp_path):
     path.unlink()
     lmgc("decompress", f"{path}.lmgc")
     assert path.read_bytes() == original
+
+
+def test_a_pickle_over_the_size_cap_is_not_followed(tmp_path, monkeypatch):
+    from lmgc_core import torch_format
+
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.randn(4, 4)}, path)
+    assert layout_of(path).tensors[0].dtype == np.float32
+    monkeypatch.setattr(torch_format, "MAX_PICKLE", 64)
+    layout = layout_of(path)
+    assert "over 64" in layout.notes[0] and layout.tensors[0].dtype == np.uint8
