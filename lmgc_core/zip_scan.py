@@ -67,19 +67,19 @@ class ZipMember:
 
 
 def check_name(name: str, where: str) -> None:
-    """Refuse a member name that is not a plain relative file name: empty, ``.``/``..``, any
-    ``/`` or ``\\`` (paths, absolute names, drive letters need them), control characters
-    (NUL, newlines, terminal escapes) or over :data:`MAX_NAME` characters."""
+    """Refuse a member name that is not a plain relative name: empty, absolute, a ``.``, ``..``
+    or empty path component, any ``\\`` (a Windows separator), control characters (NUL,
+    newlines, terminal escapes) or over :data:`MAX_NAME` characters. ``/`` between plain
+    components stays allowed: lmgc before archive format 2 named members after tensors, and
+    tensor names such as ``params/dense/kernel`` are common."""
     bad = (
-        not name
-        or name in (".", "..")
-        or len(name) > MAX_NAME
-        or "/" in name
+        len(name) > MAX_NAME
         or "\\" in name
+        or any(part in ("", ".", "..") for part in name.split("/"))
         or any(unicodedata.category(c) == "Cc" for c in name)
     )
     if bad:
-        raise StreamError(f"{where}: archive member name {name!r} is not a plain file name")
+        raise StreamError(f"{where}: archive member name {name!r} is not a plain relative name")
 
 
 def _read(f: IO[bytes], offset: int, n: int, where: str) -> bytes:

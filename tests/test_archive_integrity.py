@@ -200,12 +200,24 @@ def test_deflated_member(tmp_path, grads):
 
 
 @pytest.mark.parametrize(
-    "name", ["../../x.lmgc", "/abs.lmgc", "a\\b.lmgc", "dir/w.lmgc", "w\n.lmgc", "\x1b[2J.lmgc"]
-)
+    "name",
+    ["../../x.lmgc", "/abs.lmgc", "a\\b.lmgc", "C:\\x.lmgc", "d//w.lmgc", "./w.lmgc", "d/../w.lmgc",
+     "w\n.lmgc", "\x1b[2J.lmgc", "w\0.lmgc", "x" * 1100 + ".lmgc"],
+)  # fmt: skip
 def test_names_that_are_not_plain(tmp_path, grads, name):
-    with zipfile.ZipFile(tmp_path / "n.lmgc", "w") as z:
-        z.writestr(name, stream(grads))
-    all_refuse(tmp_path / "n.lmgc", "is not a plain file name")
+    blob = stream(grads)
+    member = (0, blob, zlib.crc32(blob), len(blob))  # by hand: zipfile cuts names at NUL
+    (tmp_path / "n.lmgc").write_bytes(make_zip([("ok.lmgc", *member), (name, *member)]))
+    all_refuse(tmp_path / "n.lmgc", "is not a plain relative name")
+
+
+def test_relative_names_from_before_format_2_still_read(tmp_path, grads):
+    """lmgc named members after tensors before archive format 2: ``params/dense/kernel:0``."""
+    with zipfile.ZipFile(tmp_path / "old.lmgc", "w") as z:
+        z.writestr("params/dense/kernel:0.lmgc", stream(grads))
+    lmgc("decompress", tmp_path / "old.lmgc", "-o", tmp_path / "old.npz")
+    with np.load(tmp_path / "old.npz") as z:
+        assert z.files == ["params/dense/kernel:0"]
 
 
 def test_member_outside_the_manifest_and_manifest_not_last(tmp_path, grads):
