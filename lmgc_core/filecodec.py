@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import writers
+from . import archive, writers
 from .archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
 from .component_options import explain_bad_option
 from .dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_dtype
@@ -79,6 +79,7 @@ def compress_file(
     if not lossless:
         layout.notes.append("lossy stages: decompression gives their reconstruction")
     file_hash = source_hash or FileHash(src, jobs)
+    writer: ArchiveWriter | None = None
     try:
         writer = ArchiveWriter(out)
         members: list[list[str]] = [[] for _ in layout.tensors]
@@ -114,12 +115,37 @@ def compress_file(
             members[index].append(name)
         progress.finish_chunk()
         source = {"name": source_name, "size": layout.size, "sha256": file_hash.result()}
-        writer.close(manifest_for(layout, source, members, chunk_bytes))
+        manifest = manifest_for(layout, source, members, chunk_bytes)
+        _check_manifest(manifest, writer.members, source_name)
+        writer.close(manifest)
+        writer = None
     finally:  # an error or Ctrl-C does not wait for the rest of the file to be hashed
+        if writer is not None:  # nor leaves a zip that tries to finish itself later
+            writer.abort()
         if source_hash is None:
             file_hash.cancel()
     total = sum(t.nbytes for t in layout.tensors)
     return CompressResult(total, layout.size, len(layout.tensors))
+
+
+def _check_manifest(manifest: dict[str, Any], listed: list[Any], where: str) -> None:
+    """Refuse to write an archive whose manifest the reader would refuse (over its size or
+    value caps): whatever compress accepts, decompress restores. Literal runs over
+    :data:`~lmgc_core.layout.LITERAL_MAX` are byte tensors, so only a file of very many
+    members or tensors gets here."""
+    text = json.dumps({**manifest, "members": listed}, separators=(",", ":")).encode()
+    what = f"{where}: the archive's manifest"
+    if len(text) > archive.MAX_MANIFEST:
+        raise InputFileError(
+            f"{what} would take {len(text)} bytes, over the {archive.MAX_MANIFEST} lmgc reads "
+            "(too many tensors or zip members for one archive)"
+        )
+    try:
+        archive.check_json_text(
+            text, what, archive.MAX_MANIFEST_VALUES, archive.MAX_MANIFEST_DEPTH
+        )
+    except StreamError as exc:
+        raise InputFileError(f"{exc} (too many tensors, or metadata nested too deep)") from None
 
 
 # -- decoding --------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import IO
 
 import numpy as np
 
-from . import npy_format, npz_format, safetensors_format
+from . import npy_format, npz_format, safetensors_format, torch_format
 from .dtypes import coding_view
 from .errors import ConfigError
 from .layout import FORMATS, Data, Deflated, FileLayout, InputFileError, Literal, Tensor
@@ -35,7 +35,7 @@ def sniff(f: IO[bytes], size: int) -> str | None:
     if head[:6] == npy_format.MAGIC:
         return "npy"
     if head[:4] == b"PK\x03\x04":
-        return "npz"
+        return "torch" if torch_format.is_torch_zip(f) else "npz"
     if len(head) == 9 and head[8:9] == b"{":
         length = int.from_bytes(head[:8], "little")
         if 8 + length <= size:
@@ -48,7 +48,7 @@ def scan(f: IO[bytes], size: int, name: str, fmt: str | None, dtype: str | None)
     else the magic bytes."""
     if fmt is None and dtype is not None:
         fmt = "raw"
-    fmt = fmt or format_of_name(name) or sniff(f, size)
+    fmt = fmt or format_of_name(name) or torch_format.format_of_name(name) or sniff(f, size)
     if fmt is None:
         raise ConfigError(
             f"{name}: not a .npy, .npz or .safetensors file; raw input needs --dtype "
@@ -63,6 +63,8 @@ def scan(f: IO[bytes], size: int, name: str, fmt: str | None, dtype: str | None)
         return npz_format.scan(f, size, name)
     if fmt == "safetensors":
         return safetensors_format.scan(f, size, name)
+    if fmt == "torch":
+        return torch_format.scan(f, size, name)
     return _scan_raw(size, name, dtype)
 
 
@@ -211,6 +213,10 @@ def load_arrays(
     out: dict[str, np.ndarray] = {}
     for index, stream in tensor_streams(f, layout, name):
         tensor = layout.tensors[index]
+        if tensor.bytes_only:  # not an array of the file: read past it
+            for _ in tensor_chunks(stream, tensor, 1 << 20, name):
+                pass
+            continue
         (chunk,) = tensor_chunks(stream, tensor, max(tensor.nbytes, 1), name)
         out[tensor.name] = coding_view(chunk.T if tensor.fortran else chunk)[0]
     return {t.name: out[t.name] for t in layout.tensors if t.name in out}

@@ -9,7 +9,7 @@ back: literal, tensor, literal, ... For ``.npz`` members that zip deflated, a
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 from .dtypes import decode_dtype, encode_dtype
 from .errors import LMGCError, StreamError
 
-FORMATS = ("npy", "npz", "safetensors", "raw")
+FORMATS = ("npy", "npz", "safetensors", "raw", "torch")
 
 
 class InputFileError(LMGCError):
@@ -41,6 +41,10 @@ class Tensor:
     declared_shape: tuple[int, ...] | None = None
     """The format's own shape when it differs from ``shape`` (packed ``F4`` tensors are coded
     as their bytes)."""
+    bytes_only: bool = False
+    """Not an array of the source: a run of its other bytes (trailing bytes, a zip member that
+    is not an array...) too large for the manifest, coded as a ``uint8`` tensor
+    (:func:`byte_run`). Conversions to another format leave it out."""
 
     def __post_init__(self) -> None:
         if self.nbytes < 0:
@@ -64,6 +68,8 @@ class Tensor:
             out["tag"] = self.tag
         if self.declared_shape is not None:
             out["declared_shape"] = list(self.declared_shape)
+        if self.bytes_only:
+            out["bytes"] = True
         return out
 
     @classmethod
@@ -77,6 +83,7 @@ class Tensor:
                 fortran=bool(data.get("fortran", False)),
                 tag=str(data.get("tag", "")),
                 nbytes=int(data["nbytes"]),
+                bytes_only=data.get("bytes", False) is True,
             )
             declared = data.get("declared_shape")
             if declared is not None:
@@ -86,6 +93,8 @@ class Tensor:
         count = int(np.prod(shape, dtype=object))
         if min(shape, default=0) < 0 or tensor.nbytes != count * tensor.dtype.itemsize:
             raise StreamError(f"corrupted lmgc archive: tensor {tensor.name!r} has a bad size")
+        if tensor.bytes_only and (tensor.dtype != np.uint8 or len(shape) != 1):
+            raise StreamError(f"corrupted lmgc archive: byte run {tensor.name!r} is not uint8")
         return tensor
 
 
@@ -94,6 +103,12 @@ class Literal:
     """Bytes copied as they are (file headers, zip records, padding)."""
 
     data: bytes
+
+
+LITERAL_MAX = 64 << 10
+"""Runs of non-array bytes up to this size are kept in the manifest (base64); larger ones
+become byte tensors, read in chunks and coded like arrays, so that any trailing bytes or odd
+zip member keeps the manifest small and memory bounded by the chunk size."""
 
 
 @dataclass
@@ -118,6 +133,27 @@ class Deflated:
 
 
 Segment = Literal | Data | Deflated
+
+
+def byte_run(
+    read: Callable[[], bytes],
+    offset: int,
+    n: int,
+    tensors: list[Tensor],
+    where: str,
+    label: str = "",
+) -> Literal | Data:
+    """``n`` bytes at ``offset`` of a stream that are not an array: a :class:`Literal` (the
+    bytes ``read()`` returns) when small, else a byte tensor named ``<label>bytes@<offset>``
+    appended to ``tensors`` (nothing is read here: compression reads it in chunks)."""
+    if n <= LITERAL_MAX:
+        data = read()
+        if len(data) != n:
+            raise InputFileError(f"{where}: file ended early")
+        return Literal(data)
+    name = f"{label}bytes@{offset}"
+    tensors.append(Tensor(name, np.dtype(np.uint8), (n,), bytes_only=True))
+    return Data(len(tensors) - 1, offset)
 
 
 @dataclass

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import ast
 import struct
+from functools import partial
 from typing import IO, Any
 
 import numpy as np
 
-from .layout import Data, FileLayout, InputFileError, Literal, Tensor
+from .layout import Data, FileLayout, InputFileError, Literal, Tensor, byte_run
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 20
@@ -73,11 +74,16 @@ def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
         raise InputFileError(
             f"{where}: truncated .npy file ({size} bytes, its header promises {end})"
         )
-    segments: list[Any] = [Literal(raw), Data(0, len(raw))]
-    if size > end:
-        f.seek(end)
-        segments.append(Literal(f.read(size - end)))  # trailing bytes np.load ignores
-    return FileLayout("npy", size, [tensor], segments)
+    layout = FileLayout("npy", size, [tensor], [Literal(raw), Data(0, len(raw))])
+    if size > end:  # trailing bytes np.load ignores: kept, as a byte tensor when large
+        read = partial(_read, f, end, size - end)
+        layout.segments.append(byte_run(read, end, size - end, layout.tensors, where))
+    return layout
+
+
+def _read(f: IO[bytes], offset: int, n: int) -> bytes:
+    f.seek(offset)
+    return f.read(n)
 
 
 def header_bytes(tensor: Tensor) -> bytes:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import struct
 import zipfile
 import zlib
+from functools import partial
 from typing import IO, Any
 
-from .layout import Data, Deflated, FileLayout, InputFileError, Literal
+from .layout import Data, Deflated, FileLayout, InputFileError, Literal, byte_run
 from .npy_format import MAGIC, read_header, tensor_of
 
 _LOCAL = struct.Struct("<4s22xHH")
@@ -68,11 +69,11 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
         end = start + info.compress_size
         if info.header_offset < pos or end > size:
             raise InputFileError(f"{where}: member {info.filename!r} overlaps or is truncated")
-        layout.segments.append(Literal(_read_at(f, pos, start - pos)))
+        layout.segments.append(_run(f, pos, start - pos, layout, where))
         where_m = f"{where}: member {info.filename!r}"
         layout.segments.extend(_member(zf, f, info, start, layout, where_m))
         pos = end
-    layout.segments.append(Literal(_read_at(f, pos, size - pos)))
+    layout.segments.append(_run(f, pos, size - pos, layout, where))
     return layout
 
 
@@ -82,6 +83,17 @@ def _read_at(f: IO[bytes], offset: int, n: int) -> bytes:
     if len(data) != n:
         raise InputFileError("file ended early")
     return data
+
+
+def _run(f: IO[bytes], offset: int, n: int, layout: FileLayout, where: str) -> Literal | Data:
+    """Bytes of the file that are not array data, kept as they are (a byte tensor if large)."""
+    return byte_run(partial(_read_at, f, offset, n), offset, n, layout.tensors, where)
+
+
+def _member_tail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, end: int) -> bytes:
+    with zf.open(info) as m:
+        m.seek(end)
+        return m.read()
 
 
 def _member(
@@ -97,28 +109,28 @@ def _member(
     if info.compress_type == zipfile.ZIP_STORED:
         f.seek(start)
         if f.read(6) != MAGIC:
-            return [Literal(_read_at(f, start, info.compress_size))]  # not an array: keep as is
+            return [_run(f, start, info.compress_size, layout, where)]  # not an array: as is
         f.seek(start)
         raw, header = read_header(f, where)
         end = _add_tensor(raw, header, name, info.compress_size, layout, where)
         segments: list[Any] = [Literal(raw), Data(len(layout.tensors) - 1, start + len(raw))]
         if info.compress_size > end:  # bytes after the array: kept
-            segments.append(Literal(_read_at(f, start + end, info.compress_size - end)))
+            segments.append(_run(f, start + end, info.compress_size - end, layout, where))
         return segments
     if info.compress_type != zipfile.ZIP_DEFLATED:
         layout.notes.append(f"{where} uses zip method {info.compress_type}: kept as it is")
-        return [Literal(_read_at(f, start, info.compress_size))]
+        return [_run(f, start, info.compress_size, layout, where)]
     with zf.open(info) as m:
         if m.read(6) != MAGIC:
-            return [Literal(_read_at(f, start, info.compress_size))]
+            return [_run(f, start, info.compress_size, layout, where)]
     with zf.open(info) as m:
         raw, header = read_header(m, where)
     end = _add_tensor(raw, header, name, info.file_size, layout, where)
     inner: list[Any] = [Literal(raw), Data(len(layout.tensors) - 1, len(raw))]
-    if info.file_size > end:
-        with zf.open(info) as m:
-            m.seek(end)
-            inner.append(Literal(m.read()))
+    if info.file_size > end:  # offsets within the member: label the byte tensor with its name
+        read = partial(_member_tail, zf, info, end)
+        n = info.file_size - end
+        inner.append(byte_run(read, end, n, layout.tensors, where, f"{info.filename}+"))
     if not _redeflates(zf, f, info, start):
         layout.identical = False
         layout.notes.append(

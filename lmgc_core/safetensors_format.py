@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .layout import Data, FileLayout, InputFileError, Literal, Tensor
+from .layout import Data, FileLayout, InputFileError, Literal, Tensor, byte_run
 
 MAX_HEADER = 100 << 20  # the safetensors library's own limit
 
@@ -115,20 +115,28 @@ def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
         tensor, begin, end = _tensor(name, entry, data_size, where)
         spans.append((begin, end, len(tensors)))
         tensors.append(tensor)
-    segments: list[Any] = [Literal(head + text)]
+    # The header, gaps between tensors and trailing bytes are kept as they are (byte tensors
+    # when large: a header of many tensors or 100 MB of padding stays out of the manifest).
+    segments: list[Any] = [byte_run(lambda: head + text, 0, data_start, tensors, where)]
     pos = 0
     for begin, end, index in sorted(spans):
         if begin < pos:
             raise InputFileError(f"{where}: tensors overlap at data offset {begin}")
         if begin > pos:
-            f.seek(data_start + pos)
-            segments.append(Literal(f.read(begin - pos)))
+            segments.append(_run(f, data_start + pos, begin - pos, tensors, where))
         segments.append(Data(index, data_start + begin))  # empty tensors too: one stream each
         pos = end
     if pos < data_size:
-        f.seek(data_start + pos)
-        segments.append(Literal(f.read(data_size - pos)))
+        segments.append(_run(f, data_start + pos, data_size - pos, tensors, where))
     return FileLayout("safetensors", size, tensors, segments, metadata=metadata)
+
+
+def _run(f: IO[bytes], offset: int, n: int, tensors: list[Tensor], where: str) -> Literal | Data:
+    def read() -> bytes:
+        f.seek(offset)
+        return f.read(n)
+
+    return byte_run(read, offset, n, tensors, where)
 
 
 def _tensor(name: str, entry: Any, data_size: int, where: str) -> tuple[Tensor, int, int]:

@@ -64,29 +64,64 @@ def _rebuild_deflated(seg: Deflated, chunks: Chunks, out: HashingWriter) -> None
     out.write(packer.flush())
 
 
+def arrays(tensors: list[Tensor]) -> list[tuple[int, Tensor]]:
+    """``(index, tensor)`` of the source's arrays: conversions leave byte tensors (runs of the
+    source's other bytes, see :func:`~lmgc_core.layout.byte_run`) out."""
+    return [(i, t) for i, t in enumerate(tensors) if not t.bytes_only]
+
+
+def _member_names(tensors: list[tuple[int, Tensor]], fmt: str) -> list[str]:
+    """The names a conversion gives the arrays (``arr_<i>`` for nameless ones, as ``np.savez``
+    does), refused when two are equal (one would silently replace the other on load) or when
+    one is not a plain relative path (``../x``, ``/x``: an ``.npz`` member that unzips outside
+    its folder)."""
+    names = [t.name or f"arr_{k}" for k, (_, t) in enumerate(tensors)]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputFileError(
+                f"the archive holds two tensors named {name!r}; a .{fmt} cannot hold both "
+                "(decompress to the source format, or to raw bytes)"
+            )
+        seen.add(name)
+        parts = name.replace("\\", "/").split("/")
+        if (
+            name.startswith(("/", "\\"))
+            or (name[:1].isalpha() and name[1:2] == ":" and name[2:3] in ("", "/", "\\"))
+            or any(p in ("", ".", "..") for p in parts)
+            or "\0" in name
+            or (fmt == "safetensors" and name == "__metadata__")
+        ):
+            raise InputFileError(f"tensor name {name!r} is not a safe member name for a .{fmt}")
+    return names
+
+
 def write_raw(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None:
-    """Every tensor's bytes, as they lay in the source, back to back."""
-    for index in range(len(tensors)):
+    """Every array's bytes, as they lay in the source, back to back."""
+    for index, _ in arrays(tensors):
         for arr in chunks(index):
             out.write(_bytes(arr))
 
 
 def write_npy(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None:
-    if len(tensors) != 1:
+    found = arrays(tensors)
+    if len(found) != 1:
         raise InputFileError(
-            f"the archive holds {len(tensors)} arrays; a .npy holds one: use .npz or .safetensors"
+            f"the archive holds {len(found)} arrays; a .npy holds one: use .npz or .safetensors"
         )
-    out.write(npy_format.header_bytes(tensors[0]))
-    for arr in chunks(0):
+    index, tensor = found[0]
+    out.write(npy_format.header_bytes(tensor))
+    for arr in chunks(index):
         out.write(_bytes(arr))
 
 
 def write_npz(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None:
     """An uncompressed ``.npz`` as ``np.savez`` writes one (``arr_0`` for nameless arrays)."""
+    found = arrays(tensors)
+    names = _member_names(found, "npz")
     with zipfile.ZipFile(out.out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for index, tensor in enumerate(tensors):
-            name = (tensor.name or f"arr_{index}") + ".npy"
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+        for (index, tensor), name in zip(found, names, strict=True):
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             with zf.open(info, "w", force_zip64=True) as member:
                 member.write(npy_format.header_bytes(tensor))
@@ -98,16 +133,14 @@ def write_safetensors(
     tensors: list[Tensor], metadata: dict[str, Any] | None, chunks: Chunks, out: HashingWriter
 ) -> None:
     """A ``.safetensors`` file, tensors in the archive's order, little-endian data."""
+    found = arrays(tensors)
     targets = []
-    for t in tensors:
+    for (_, t), name in zip(found, _member_names(found, "safetensors"), strict=True):
         little = t.dtype.newbyteorder("<") if t.dtype.byteorder == ">" else t.dtype
-        name = t.name or f"arr_{len(targets)}"  # as np.savez names positional arrays
         targets.append(Tensor(name, little, t.shape, tag=t.tag, nbytes=t.nbytes))
         targets[-1].declared_shape = t.declared_shape
-    if len({t.name for t in targets}) != len(targets):
-        raise InputFileError("safetensors needs distinct tensor names; use .npz")
     out.write(safetensors_format.header_bytes(targets, metadata))
-    for index, (src, dst) in enumerate(zip(tensors, targets, strict=True)):
+    for (index, src), dst in zip(found, targets, strict=True):
         parts: Iterable[np.ndarray] = chunks(index)
         if src.fortran:  # safetensors is C order only: the whole array, transposed
             whole = np.concatenate([p.reshape(-1) for p in parts]).reshape(src.stored_shape)
