@@ -295,3 +295,18 @@ def test_a_pickle_over_the_size_cap_is_not_followed(tmp_path, monkeypatch):
     monkeypatch.setattr(torch_format, "MAX_PICKLE", 64)
     layout = layout_of(path)
     assert "over 64" in layout.notes[0] and layout.tensors[0].dtype == np.uint8
+
+
+@pytest.mark.parametrize("protocol", [3, 4, 5])
+def test_other_pickle_protocols_are_followed(tmp_path, protocol):
+    path = tmp_path / "p.pt"
+    layer = torch.nn.Linear(8, 4)
+    torch.save({"m": layer.state_dict(), "x": torch.randn(3, 5)}, path, pickle_protocol=protocol)
+    layout = layout_of(path)
+    assert not layout.notes
+    assert [(t.name, t.shape) for t in layout.tensors] == [
+        ("m/weight", (4, 8)),
+        ("m/bias", (4,)),
+        ("x", (3, 5)),
+    ]
+    round_trip(path)
