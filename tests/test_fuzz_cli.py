@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 import signal
 import struct
 import zipfile
@@ -43,7 +44,8 @@ from lmgc_core.cli import cli
 
 N_CASES = 2250
 COMMANDS = ("compress", "decompress", "ls", "info", "info --json")
-SOURCES = ("s.npy", "s.npz", "c.npz", "s.safetensors")
+SOURCES = ("s.npy", "s.npz", "c.npz", "s.safetensors", "n.safetensors")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
 
 
 @contextmanager
@@ -78,6 +80,8 @@ def _seeds(tmp: Path, grads: np.ndarray) -> dict[str, Seed]:
     np.savez(tmp / "s.npz", w=grads[:40].reshape(4, 10), b=grads[:3].astype(np.float16))
     np.savez_compressed(tmp / "c.npz", w=grads[:40], i=np.arange(6, dtype=np.int16))
     save_file({"w": grads[:48].reshape(6, 8), "b": grads[:5]}, str(tmp / "s.safetensors"))
+    # names that would clear the screen and rewrite a line if printed raw
+    save_file({"w\x1b[2J\r\n": grads[:8], "\x07b": grads[:2]}, str(tmp / "n.safetensors"))
     seeds = {}
     runner = CliRunner()
     for name in SOURCES:
@@ -340,6 +344,8 @@ class Checker:
         assert got.problem is None, where + got.problem
         assert "Traceback" not in got.stderr and "LMGC_DEBUG" not in got.stderr, where
         assert "Exception ignored" not in got.stderr, where
+        # names from a damaged file never reach the terminal raw (escape sequences, \r, ...)
+        assert not CONTROL.search(got.stdout + got.stderr), f"control characters: {where}"
         if got.status:
             lines = got.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("error: "), where
@@ -359,9 +365,9 @@ def test_every_command_on_every_unmutated_seed(tmp_path, grads):
             else:  # an archive is also a zip that compress takes; a bare stream needs --dtype
                 want = 2 if (name, command) == ("bare.lmgc", "compress") else 0
             assert check.counts[name, command, want] == 1, (name, command, check.counts)
-    # the outputs compared: 5 decompressions, 4 sources and 4 archives compressed and restored
-    assert check.verified["decompress"] == 5 and check.verified["compress"] == 8
-    assert check.verified["ls"] == check.verified["info --json"] == 5
+    # the outputs compared: 6 decompressions, 5 sources and 5 archives compressed and restored
+    assert check.verified["decompress"] == 6 and check.verified["compress"] == 10
+    assert check.verified["ls"] == check.verified["info --json"] == 6
 
 
 @pytest.mark.slow
