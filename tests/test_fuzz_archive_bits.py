@@ -1,14 +1,15 @@
 """Every single-bit flip of an archive's zip structure (issue 19): the central directory, the end
 record and every local header, plus a sample of member data bits, for one small archive of each
-source format. Each mutated archive is decompressed the way ``lmgc decompress`` does it (in
-process, through the library) and must give either the original file byte for byte or an
-``LMGCError``: zero silent wrong outputs."""
+source format (one cut in chunks) and a zip without a manifest. Each mutated archive is
+decompressed the way ``lmgc decompress`` does it (in process, through the library) and must give
+either the original file byte for byte or an ``LMGCError``: zero silent wrong outputs."""
 
 from __future__ import annotations
 
 import io
 import random
 import struct
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from lmgc_core import Pipeline
 from lmgc_core.archive import ArchiveReader
 from lmgc_core.cli import _output_format
 from lmgc_core.errors import LMGCError
@@ -58,8 +60,10 @@ def sources(tmp_path: Path, grads: np.ndarray) -> dict[str, Path]:
     np.savez_compressed(tmp_path / "d.npz", w=w, b=b)
     save_file({"w": w, "b": b}, str(tmp_path / "m.safetensors"), {"format": "pt"})
     (tmp_path / "r.bin").write_bytes(w.tobytes())
+    np.save(tmp_path / "c.npy", grads[:1024].reshape(64, 16))
     return {
         "npy": tmp_path / "g.npy",
+        "npy chunked": tmp_path / "c.npy",
         "npz stored": tmp_path / "s.npz",
         "npz deflated": tmp_path / "d.npz",
         "safetensors": tmp_path / "m.safetensors",
@@ -67,15 +71,30 @@ def sources(tmp_path: Path, grads: np.ndarray) -> dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("kind", ["npy", "npz stored", "npz deflated", "safetensors", "raw"])
-def test_every_structure_bit_flip_decodes_exactly_or_fails(tmp_path, grads, kind):
-    src = sources(tmp_path, grads)[kind]
-    extra = ["--dtype", "float32"] if kind == "raw" else []
-    lmgc("compress", src, *extra)
-    original = src.read_bytes()
-    blob = (tmp_path / f"{src.name}.lmgc").read_bytes()
+KINDS = ["npy", "npy chunked", "npz stored", "npz deflated", "safetensors", "raw", "no manifest"]
+OPTIONS = {"raw": ["--dtype", "float32"], "npy chunked": ["--chunk-size", "1024"]}
+
+
+def archive(tmp_path: Path, grads: np.ndarray, kind: str) -> tuple[bytes, str, bytes]:
+    """``(archive, output name, the bytes decompressing it must give)``."""
     decoder = StreamDecoder()
-    assert decode(blob, src.name, decoder) == original
+    if kind == "no manifest":  # what lmgc wrote before the manifest existed
+        with zipfile.ZipFile(tmp_path / "old.lmgc", "w") as z:
+            z.writestr("w.lmgc", Pipeline.from_config().compress(grads[:120].reshape(6, 20)))
+            z.writestr("b.lmgc", Pipeline.from_config().compress(grads[120:128]))
+        blob = (tmp_path / "old.lmgc").read_bytes()
+        return blob, "old.npz", decode(blob, "old.npz", decoder)
+    src = sources(tmp_path, grads)[kind]
+    lmgc("compress", src, *OPTIONS.get(kind, []))
+    blob = (tmp_path / f"{src.name}.lmgc").read_bytes()
+    assert decode(blob, src.name, decoder) == src.read_bytes()
+    return blob, src.name, src.read_bytes()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_structure_bit_flip_decodes_exactly_or_fails(tmp_path, grads, kind):
+    blob, output, original = archive(tmp_path, grads, kind)
+    decoder = StreamDecoder()
     structure, data = structure_offsets(blob)
     bits = [8 * i + k for i in structure for k in range(8)]
     bits += random.Random(kind).sample([8 * i + k for i in data for k in range(8)], DATA_BITS)
@@ -84,7 +103,7 @@ def test_every_structure_bit_flip_decodes_exactly_or_fails(tmp_path, grads, kind
     for bit in bits:
         mutated[bit >> 3] ^= 1 << (bit & 7)
         try:
-            back = decode(bytes(mutated), src.name, decoder)
+            back = decode(bytes(mutated), output, decoder)
         except LMGCError as exc:
             outcomes[type(exc).__name__] += 1
         else:
