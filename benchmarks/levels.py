@@ -1,0 +1,259 @@
+"""Every level of the ``float`` prior next to ZipNN, pcodec and byte-plane zstd, one thread.
+
+Each codec runs in this process on identical input, is decoded and compared bit for bit, and is
+timed as the best of ``--repeat`` runs by the CPU time of the process (``time.process_time``:
+all of its threads count, and CPU time is not inflated by other jobs
+on a shared machine the way wall time is; ``--wall`` switches to wall time). lmgc is timed through
+the pipeline (``Pipeline.compress`` / ``decompress``: container, CRCs and the SHA-256 checksum
+included); ``lmgc L1 kernel`` is the fast level's block kernel alone, for comparison.
+
+Workloads (real data only):
+
+* ``mlp-digits``: gradients of a 64-256-256-10 MLP (``../shared/data``), 7 snapshots, sparse;
+* ``adam-m`` / ``adam-v``: Adam's first and second moments (beta 0.9 / 0.999) accumulated over
+  those 7 gradient snapshots;
+* ``ocr-rec`` / ``ocr-det``: the float32 weights of PP-OCRv4's recognition and detection networks
+  (``rapidocr-onnxruntime`` wheel), and ``-bf16``: the same rounded to bfloat16 (ml_dtypes);
+* with ``--more``: ``smollm2-grads`` and the ``lmgc collect`` gradients of ``workloads.py``.
+
+    OMP_NUM_THREADS=1 python benchmarks/levels.py
+    python benchmarks/levels.py ocr-rec ocr-rec-bf16 --repeat 5
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workloads import CACHE, MLP_LAYOUT, SHARED_MLP, Workload  # noqa: E402
+
+from lmgc_core import Pipeline, decompress  # noqa: E402
+
+OCR_MODELS = {
+    "ocr-rec": ("ocr_weights.npz", "ch_PP-OCRv4_rec_infer.onnx"),
+    "ocr-det": ("ocr_det_weights.npz", "ch_PP-OCRv4_det_infer.onnx"),
+}
+BASE = ["mlp-digits", "adam-m", "adam-v", "ocr-rec", "ocr-rec-bf16", "ocr-det", "ocr-det-bf16"]
+
+
+def _ocr(name: str) -> dict[str, np.ndarray]:
+    """The float32 tensors of one PP-OCRv4 network, cached as .npz (onnx needed once)."""
+    cached_name, member = OCR_MODELS[name]
+    cached = CACHE / cached_name
+    if not cached.exists():
+        from workloads import _site_file
+
+        try:
+            import onnx
+            from onnx import numpy_helper
+        except ImportError:
+            raise SystemExit(f"{name} reads an ONNX graph once: pip install onnx") from None
+        path = _site_file("rapidocr-onnxruntime==1.4.4", f"rapidocr_onnxruntime/models/{member}")
+        model = onnx.load(str(path))
+        tensors = [numpy_helper.to_array(t) for t in model.graph.initializer]
+        for node in model.graph.node:
+            if node.op_type == "Constant":
+                tensors += [numpy_helper.to_array(a.t) for a in node.attribute if a.t.dims]
+        floats = [t for t in tensors if t.dtype == np.float32 and t.size > 1]
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(cached, **{f"t{i:03d}": t for i, t in enumerate(floats)})
+    with np.load(cached) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _adam(which: str) -> np.ndarray:
+    grads = np.load(SHARED_MLP).astype(np.float32)
+    m = np.zeros(grads.shape[1], np.float32)
+    v = np.zeros(grads.shape[1], np.float32)
+    for g in grads:
+        m = np.float32(0.9) * m + np.float32(0.1) * g
+        v = np.float32(0.999) * v + np.float32(0.001) * g * g
+    return m if which == "m" else v
+
+
+def load(names: list[str]) -> list[Workload]:
+    import ml_dtypes
+
+    out = []
+    for name in names:
+        if name == "mlp-digits":
+            out.append(Workload(name, np.load(SHARED_MLP), MLP_LAYOUT, "shared/data"))
+        elif name in ("adam-m", "adam-v"):
+            out.append(Workload(name, _adam(name[-1]), MLP_LAYOUT, "Adam moments of mlp-digits"))
+        elif name.removesuffix("-bf16") in OCR_MODELS:
+            tensors = _ocr(name.removesuffix("-bf16"))
+            flat = np.concatenate([t.reshape(-1) for t in tensors.values()])
+            layout = [list(t.shape) for t in tensors.values()]
+            if name.endswith("-bf16"):
+                flat = flat.astype(ml_dtypes.bfloat16)
+            out.append(Workload(name, flat, layout, "PP-OCRv4 weights"))
+        else:
+            import workloads
+
+            out += workloads.load([name])
+    return out
+
+
+def _clock(wall: bool) -> Callable[[], float]:
+    return time.perf_counter if wall else time.process_time
+
+
+def _best(fn: Callable[[], object], repeat: int, clock: Callable[[], float]):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = clock()
+        out = fn()
+        best = min(best, clock() - t)
+    return best, out
+
+
+def _lmgc(w: Workload, level: int):
+    pipe = Pipeline.from_config({"prior": {"name": "float", "layout": w.layout, "level": level}})
+    return (lambda: pipe.compress(w.array, jobs=1)), (lambda blob: decompress(blob, jobs=1))
+
+
+def _kernel(w: Workload):
+    """The fast level's blocks alone (no container, no checksum)."""
+    from lmgc_float import fast
+    from lmgc_float.formats import as_uint, check_layout, float_format, from_uint, segments
+
+    fmt = float_format(w.array.dtype)
+    bits = as_uint(w.array.reshape(-1))
+    cuts, _ = segments(w.array.shape, check_layout(w.layout), 1 << 20)
+
+    def enc():
+        return fast.encode_blocks(bits, cuts, fmt, 1)
+
+    def dec(blocks):
+        out = np.empty_like(bits)
+        fast.decode_blocks(blocks, out, cuts, fmt, 1)
+        return from_uint(out, w.array.dtype)
+
+    return enc, dec
+
+
+def _zipnn(arr: np.ndarray):
+    from zipnn import ZipNN
+
+    name = "bfloat16" if arr.dtype.name == "bfloat16" else arr.dtype.name
+    z = ZipNN(input_format="byte", bytearray_dtype=name, threads=1)
+    raw = np.ascontiguousarray(arr).tobytes()
+    # compress() rewrites the bytes object it is given: a fresh copy every time
+    return (lambda: z.compress(bytes(bytearray(raw)))), (
+        lambda blob: np.frombuffer(bytes(z.decompress(blob)), dtype=arr.dtype)
+    )
+
+
+def _pcodec(arr: np.ndarray):
+    from pcodec import ChunkConfig, standalone
+
+    flat = arr.reshape(-1)
+    if flat.dtype.name == "bfloat16":
+        flat = flat.view(np.uint16)  # pcodec has no bfloat16: code the bits as integers
+    flat = np.ascontiguousarray(flat)
+    return (lambda: bytes(standalone.simple_compress(flat, ChunkConfig()))), (
+        lambda blob: standalone.simple_decompress(blob).view(arr.dtype)
+    )
+
+
+def _byteplane_zstd(arr: np.ndarray, level: int = 3):
+    import zstandard
+
+    size = arr.dtype.itemsize
+    raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8).reshape(-1, size)
+    cctx, dctx = zstandard.ZstdCompressor(level=level), zstandard.ZstdDecompressor()
+
+    def enc():
+        planes = [cctx.compress(np.ascontiguousarray(raw[:, k]).tobytes()) for k in range(size)]
+        return np.array([len(p) for p in planes], dtype="<u4").tobytes() + b"".join(planes)
+
+    def dec(blob):
+        lens = np.frombuffer(blob[: 4 * size], dtype="<u4")
+        out = np.empty_like(raw)
+        pos = 4 * size
+        for k, n in enumerate(lens):
+            out[:, k] = np.frombuffer(dctx.decompress(blob[pos : pos + int(n)]), dtype=np.uint8)
+            pos += int(n)
+        return out.reshape(-1).view(arr.dtype)
+
+    return enc, dec
+
+
+def codecs(w: Workload, adaptive: bool) -> dict[str, tuple[Callable, Callable]]:
+    out = {"lmgc L1 (fast)": _lmgc(w, 1), "lmgc L1 kernel": _kernel(w)}
+    if adaptive:
+        out["lmgc L2 (adaptive)"] = _lmgc(w, 2)
+    out["ZipNN"] = _zipnn(w.array)
+    out["pcodec"] = _pcodec(w.array)
+    out["byte-plane zstd -3"] = _byteplane_zstd(w.array)
+    return out
+
+
+def measure(w: Workload, repeat: int, adaptive: bool, wall: bool) -> dict[str, tuple]:
+    """codec -> (size %, compress MB/s, decompress MB/s), every round trip checked bit-exact."""
+    clock = _clock(wall)
+    want = np.ascontiguousarray(w.array).tobytes()
+    results = {}
+    for name, (enc, dec) in codecs(w, adaptive).items():
+        reps = 1 if "adaptive" in name else repeat
+        t_enc, blob = _best(enc, reps, clock)
+        t_dec, back = _best(lambda: dec(blob), reps, clock)  # noqa: B023
+        if np.ascontiguousarray(back).tobytes() != want:
+            raise SystemExit(f"{w.name}: {name} did not round-trip bit for bit")
+        size = sum(map(len, blob)) if isinstance(blob, list) else len(blob)
+        mb = w.array.nbytes / 1e6
+        results[name] = (100 * size / w.array.nbytes, mb / t_enc, mb / t_dec)
+    return results
+
+
+def verdict(r: dict[str, tuple]) -> str:
+    """Issue 20's targets for the fast level on this workload."""
+    size, enc, dec = r["lmgc L1 (fast)"]
+    zs, _, zd = r["ZipNN"]
+    ps, pe, pd = r["pcodec"]
+    checks = [
+        f"size {'ok' if size <= min(zs, ps) else 'MISSED'}",
+        f"decode vs ZipNN {dec / zd:.2f}x",
+        f"decode vs pcodec {dec / pd:.2f}x",
+        f"encode vs pcodec {enc / pe:.2f}x",
+    ]
+    if "lmgc L2 (adaptive)" in r:
+        checks.append(f"size vs L2 {size / r['lmgc L2 (adaptive)'][0] - 1:+.2%}")
+    return "; ".join(checks)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help=f"workloads (default: {' '.join(BASE)})")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--more", action="store_true", help="also smollm2-grads and convnet")
+    ap.add_argument("--no-adaptive", action="store_true", help="skip the (slow) highest level")
+    ap.add_argument("--wall", action="store_true", help="wall time instead of thread CPU time")
+    args = ap.parse_args(argv)
+    names = args.names or BASE + (["smollm2-grads", "convnet"] if args.more else [])
+    clock = "wall" if args.wall else "process CPU"
+    print(f"one thread, best of {args.repeat}, {clock} time; MB = 10^6 bytes of input\n")
+    for w in load(names):
+        r = measure(w, args.repeat, not args.no_adaptive, args.wall)
+        print(f"### {w.name}: {w.array.dtype}, {w.array.nbytes / 1e6:.1f} MB ({w.source})\n")
+        print("| codec | size % | compress MB/s | decompress MB/s |")
+        print("|---|---:|---:|---:|")
+        for name, (size, enc, dec) in r.items():
+            print(f"| {name} | {size:.2f} | {enc:,.0f} | {dec:,.0f} |")
+        print(f"\nfast level: {verdict(r)}\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
