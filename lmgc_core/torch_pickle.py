@@ -14,6 +14,7 @@ the tensors' shapes come from here.
 from __future__ import annotations
 
 import pickletools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -436,5 +437,15 @@ def _name_tensors(root: Any) -> None:
 
 
 def _join(path: str, key: Any) -> str:
+    """``path/key``, with each ``/``- or ``\\``-separated piece of the key made a safe member
+    name (``..`` becomes ``_..``, an empty piece ``_``), so conversions accept the path."""
     part = str(key) if isinstance(key, (str, int, float)) or key is None else "?"
+    pieces = _SEP.split(part.replace("\0", "_"))
+    part = "".join(f"_{p}" if p in ("", ".", "..") else p for p in pieces)
+    if not path and _DRIVE.match(part):
+        part = f"_{part}"
     return f"{path}/{part}" if path else part
+
+
+_SEP = re.compile(r"([/\\])")
+_DRIVE = re.compile(r"[A-Za-z]:")

@@ -310,3 +310,14 @@ def test_other_pickle_protocols_are_followed(tmp_path, protocol):
         ("x", (3, 5)),
     ]
     round_trip(path)
+
+
+def test_odd_keys_still_convert_under_safe_names(tmp_path):
+    a, b, c = torch.randn(2, 3), torch.randn(4), torch.randn(5)
+    path = tmp_path / "odd.pt"
+    torch.save({"..": {"": a}, "C:": b, "x/../y": c}, path)
+    assert [t.name for t in layout_of(path).tensors] == ["_../_", "_C:", "x/_../y"]
+    lmgc("compress", path)
+    lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / "odd.npz")
+    with np.load(tmp_path / "odd.npz") as npz:
+        assert np.array_equal(npz["_../_"], a.numpy()) and np.array_equal(npz["x/_../y"], c.numpy())
