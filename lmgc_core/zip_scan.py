@@ -93,8 +93,11 @@ def _read(f: IO[bytes], offset: int, n: int, where: str) -> bytes:
 def _zip64(extra: bytes, values: list[int], wide: list[int], where: str) -> list[int]:
     """Extra fields parsed; ``values[i]`` replaced from the Zip64 field where it is
     ``wide[i]`` (0xFFFFFFFF), in order, as the zip specification says. The extra field must be
-    whole records, and the Zip64 record exactly the values it replaces."""
+    whole records, and the Zip64 record exactly the values it replaces, or all of them in order
+    (zipfile writes both sizes in a local header it expects to grow past 4 GiB; any that was not
+    replaced must then agree)."""
     out, pos, seen = list(values), 0, False
+    need = [i for i, (v, w) in enumerate(zip(values, wide, strict=True)) if v == w]
     while pos < len(extra):
         if pos + 4 > len(extra):
             raise StreamError(f"{where}: corrupted lmgc archive (bad zip extra field)")
@@ -103,14 +106,17 @@ def _zip64(extra: bytes, values: list[int], wide: list[int], where: str) -> list
         if len(body) != n:
             raise StreamError(f"{where}: corrupted lmgc archive (bad zip extra field)")
         if kind == 1:
-            need = [i for i, (v, w) in enumerate(zip(values, wide, strict=True)) if v == w]
-            if seen or n != 8 * len(need):
+            held = need if n == 8 * len(need) else list(range(len(values)))
+            if seen or n != 8 * len(held):
                 raise StreamError(f"{where}: corrupted lmgc archive (bad Zip64 field)")
-            for k, i in enumerate(need):
-                out[i] = struct.unpack_from("<Q", body, 8 * k)[0]
+            for k, i in enumerate(held):
+                (value,) = struct.unpack_from("<Q", body, 8 * k)
+                if i not in need and value != values[i]:
+                    raise StreamError(f"{where}: corrupted lmgc archive (bad Zip64 field)")
+                out[i] = value
             seen = True
         pos += 4 + n
-    if not seen and any(v == w for v, w in zip(values, wide, strict=True)):
+    if need and not seen:
         raise StreamError(f"{where}: corrupted lmgc archive (Zip64 sizes missing)")
     return out
 

@@ -387,16 +387,24 @@ def test_archives_without_manifest_still_decode(tmp_path, grads):
     all_refuse(tmp_path / "odd.lmgc", "is not an lmgc stream")
 
 
-def test_zip64_records_are_read(tmp_path, grads, monkeypatch):
+@pytest.mark.parametrize("limit", ["small", "above the first member"])
+def test_zip64_records_are_read(tmp_path, grads, monkeypatch, limit):
     """ArchiveWriter allows Zip64; with zipfile's limits lowered, a small archive gets the
-    real Zip64 extra fields and end records a >4 GiB one would have."""
+    real Zip64 extra fields and end records a >4 GiB one would have. Just above a member's
+    size, zipfile gives a member's local header a Zip64 field though its sizes fit in 32 bits
+    (a member of 4.1 GB would get that)."""
     np.savez(tmp_path / "a.npz", w=grads[:3000], b=grads[3000:3100])
-    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 1000)
+    lmgc("compress", tmp_path / "a.npz", "--chunk-size", "4000", "-o", tmp_path / "plain.lmgc")
+    with zipfile.ZipFile(tmp_path / "plain.lmgc") as z:
+        first = z.infolist()[0].file_size
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 1000 if limit == "small" else first + 1)
     monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)
     lmgc("compress", tmp_path / "a.npz", "--chunk-size", "4000")
     monkeypatch.undo()
     blob = (tmp_path / "a.npz.lmgc").read_bytes()
     assert b"PK\x06\x06" in blob and b"PK\x06\x07" in blob and b"\x01\x00\x10\x00" in blob
+    if limit != "small":
+        assert struct.unpack_from("<H", blob, 28)[0] == 20  # a Zip64 field in its header
     (tmp_path / "a.npz").rename(tmp_path / "orig.npz")
     lmgc("decompress", tmp_path / "a.npz.lmgc")
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "orig.npz").read_bytes()
