@@ -1,5 +1,6 @@
 """``torch.save`` files (the zip torch writes since 1.6) as segments: storages as tensors, the
-rest — ``data.pkl``, ``version``, ``byteorder``, zip records and padding — as literal bytes.
+rest — ``data.pkl``, ``version``, ``byteorder``, zip records and padding — as literal bytes
+(runs over 64 KiB as byte tensors, :func:`~lmgc_core.layout.byte_run`).
 
 Each ``<archive>/data/<key>`` member holds one storage's bytes, stored (never deflated) and
 aligned by padding in the local header's extra field; both travel as literal bytes, so the file
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 import struct
 import zipfile
+from functools import partial
 from typing import IO
 
 import numpy as np
 
-from .layout import Data, FileLayout, InputFileError, Literal, Tensor
+from .layout import Data, FileLayout, InputFileError, Literal, Tensor, byte_run
 from .npz_format import ZIP_ERRORS
 from .torch_pickle import (
     STORAGE_TYPES,
@@ -122,11 +124,11 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
             and member.compress_type == zipfile.ZIP_STORED
             and member.compress_size > 0
         ):
-            layout.segments.append(Literal(_read_at(f, pos, start - pos)))
+            layout.segments.append(_run(f, pos, start - pos, layout, where))
             layout.tensors.append(_storage(key, member.compress_size, info, big, layout))
             layout.segments.append(Data(len(layout.tensors) - 1, start))
             pos = end
-    layout.segments.append(Literal(_read_at(f, pos, size - pos)))
+    layout.segments.append(_run(f, pos, size - pos, layout, where))
     _unique_names(layout.tensors)
     return layout
 
@@ -248,6 +250,12 @@ def _unique_names(tensors: list[Tensor]) -> None:
             name, k = f"{tensor.name}~{k}", k + 1
         tensor.name = name
         seen.add(name)
+
+
+def _run(f: IO[bytes], offset: int, n: int, layout: FileLayout, where: str) -> Literal | Data:
+    """The bytes between storages: literal, or a byte tensor when large (a big ``data.pkl``,
+    the central directory of many storages), so the manifest stays small."""
+    return byte_run(partial(_read_at, f, offset, n), offset, n, layout.tensors, where)
 
 
 def _read_at(f: IO[bytes], offset: int, n: int) -> bytes:

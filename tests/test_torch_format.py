@@ -321,3 +321,15 @@ def test_odd_keys_still_convert_under_safe_names(tmp_path):
     lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / "odd.npz")
     with np.load(tmp_path / "odd.npz") as npz:
         assert np.array_equal(npz["_../_"], a.numpy()) and np.array_equal(npz["x/_../y"], c.numpy())
+
+
+def test_a_large_pickle_is_a_byte_tensor_not_manifest_text(tmp_path):
+    path = tmp_path / "log.pt"
+    torch.save({"w": torch.randn(16, 16), "losses": [i / 7 for i in range(20000)]}, path)
+    layout = layout_of(path)
+    runs = [t for t in layout.tensors if t.bytes_only]
+    assert len(runs) == 1 and runs[0].nbytes > 180_000  # data.pkl and the records before w
+    assert [t.name for t in layout.tensors if not t.bytes_only] == ["w"]
+    round_trip(path)
+    with zipfile.ZipFile(f"{path}.lmgc") as archive:
+        assert archive.getinfo("__lmgc__.json").file_size < 20_000
