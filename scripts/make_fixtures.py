@@ -221,6 +221,17 @@ STREAM_CASES = [
             {"name": "quantize", "bits": 6},
         ]},
     ),
+    StreamCase(
+        "adaptive-stages",
+        "adaptive + hex with stages sparsify keep=0.2 (topk, bitmask) then quantize bits=8",
+        lambda: grads(256),
+        {"stages": [{"name": "sparsify", "keep": 0.2}, {"name": "quantize", "bits": 8}],
+         "serializer": HEX, "prior": {"name": "adaptive"}, "window": 128},
+    ),
+    StreamCase("float-level1", "float prior level 1 (fast), 1024 float32",
+               lambda: grads(1024, 2048).reshape(32, 32), {"prior": {"name": "float", "level": 1}}),
+    StreamCase("float-level1-bf16", "float prior level 1 (fast), 512 bfloat16",
+               bf16, {"prior": {"name": "float", "level": 1}}),
     StreamCase("mix", "mix prior (float + adaptive experts) over hex", lambda: grads(96),
                {"prior": MIX, "serializer": HEX, "window": 256}),
     StreamCase("view-complex64", "noted view: complex64 as float32 parts", complex64,
@@ -432,8 +443,36 @@ def encode_archive(case: ArchiveCase, workdir: Path) -> tuple[bytes, bytes, str]
     """(archive bytes, source bytes, source file name) for ``case``, made in ``workdir``."""
     src = case.source(workdir)
     out = workdir / case.file
-    run_cli("compress", str(src), "-o", str(out), "-q", *case.args)
+    run_cli("compress", str(src), "-o", str(out), *_quiet("compress"), *case.args)
     return out.read_bytes(), src.read_bytes(), src.name
+
+
+def _quiet(command: str) -> list[str]:
+    """``-q`` where the running lmgc's command has it (early ones printed nothing anyway)."""
+    from lmgc_core.cli import cli
+
+    return ["-q"] if any(p.name == "quiet" for p in cli.commands[command].params) else []
+
+
+def decode_archive(blob: bytes, source_name: str, workdir: Path) -> bytes:
+    """What ``lmgc decompress`` of the running code writes for an archive of ``source_name``."""
+    packed = workdir / f"{source_name}.lmgc"
+    packed.write_bytes(blob)
+    run_cli("decompress", str(packed), "-o", str(workdir / source_name), *_quiet("decompress"))
+    return (workdir / source_name).read_bytes()
+
+
+def member_arrays(blob: bytes) -> dict[str, Any]:
+    """Tensor name -> :func:`describe` of each stream of a manifest-less archive (a bare stream:
+    one nameless tensor), decoded by the running code."""
+    import io
+
+    from lmgc_core import decompress
+
+    if blob[:4] != b"PK\x03\x04":
+        return {"": describe(decompress(blob))}
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        return {n.removesuffix(".lmgc"): describe(decompress(zf.read(n))) for n in zf.namelist()}
 
 
 # ------------------------------------------------------------------------------- provenance
@@ -458,7 +497,8 @@ def code_commit() -> str:
 def versions() -> dict[str, int]:
     from lmgc_core import archive, container
 
-    return {"stream": container.VERSION, "archive": archive.ARCHIVE_VERSION}
+    # 0: the zips written before the manifest (and ARCHIVE_VERSION) existed
+    return {"stream": container.VERSION, "archive": getattr(archive, "ARCHIVE_VERSION", 0)}
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -501,8 +541,16 @@ def make_archives(out: Path, names: set[str] | None) -> dict[str, Any]:
     for case in ARCHIVE_CASES:
         if names and case.name not in names:
             continue
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as back:
             blob, source, src_name = encode_archive(case, Path(tmp))
+            decoded = decode_archive(blob, src_name, Path(back))
+        if decoded != source and ver["archive"] > 0:
+            raise RuntimeError(f"{case.name}: the archive does not give its source back")
+        # without a manifest, decompress converts to the output's format (whose writer may
+        # change); what it must give back is then each tensor
+        expected = {"sha256": sha256(decoded), "size": len(decoded)}
+        if ver["archive"] == 0:
+            expected = {"tensors": member_arrays(blob)}
         (out / case.file).write_bytes(blob)
         files[case.file] = {
             "case": case.name,
@@ -512,7 +560,8 @@ def make_archives(out: Path, names: set[str] | None) -> dict[str, Any]:
             "stream_version": ver["stream"],
             "args": list(case.args),
             "source_name": src_name,
-            "expected": {"sha256": sha256(source), "size": len(source)},
+            "source": {"sha256": sha256(source), "size": len(source)},
+            "expected": expected,
             "decode": "cli",
             "decode_call": DECODE_CALL["cli"],
             "lm": False,
