@@ -56,6 +56,8 @@ class Entry:
     members: list[str]
     tensor: Tensor | None = None
     """None for a bare stream or a pre-manifest archive (known after decoding)."""
+    chunk_shapes: list[tuple[int, ...]] | None = None
+    """The shape each member must hold (``io.chunk_shapes``), once a member was checked."""
 
 
 def plain_member_name(tensor_name: str) -> str:

@@ -234,7 +234,9 @@ def check_chunk_header(reader: ArchiveReader, index: int, i: int, header: dict[s
     tensor = entry.tensor
     if tensor is None or reader.chunk_bytes is None:
         return
-    want = chunk_shapes(tensor, reader.chunk_bytes)[i]
+    if entry.chunk_shapes is None:  # once per tensor: it has as many chunks as members
+        entry.chunk_shapes = chunk_shapes(tensor, reader.chunk_bytes)
+    want = entry.chunk_shapes[i]
     got = tensor_from_header(tensor.name, header)
     if got.dtype != tensor.dtype or got.shape != want or got.fortran:
         raise StreamError(
