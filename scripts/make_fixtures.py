@@ -341,6 +341,19 @@ def source_raw(d: Path) -> Path:
     return p
 
 
+def source_torch(d: Path) -> Path:
+    """A ``torch.save`` checkpoint (deterministic bytes): float32, bfloat16 and int64 storages,
+    a view sharing its base's storage, plain Python values."""
+    import torch
+
+    w = torch.from_numpy(grads(128).reshape(8, 16).copy())
+    state = {"model": {"w": w, "w_tail": w[4:], "b": torch.from_numpy(grads(8, 128).copy())
+                       .to(torch.bfloat16)},
+             "step": torch.tensor([12], dtype=torch.int64), "lr": 0.01, "name": "fixture"}
+    torch.save(state, p := d / "ckpt.pt")
+    return p
+
+
 @dataclass(frozen=True)
 class ArchiveCase:
     name: str
@@ -365,6 +378,8 @@ ARCHIVE_CASES = [
                 source_safetensors),
     ArchiveCase("raw", "a raw file of 200 float32 (--dtype float32)", source_raw,
                 ("--dtype", "float32")),
+    ArchiveCase("torch", "a torch.save .pt: f32, bf16 and int64 storages, a shared view",
+                source_torch),
     ArchiveCase("npy-adaptive", "a .npy with --prior adaptive (hex serializer)", source_npy,
                 ("--prior", "adaptive")),
 ]

@@ -198,6 +198,19 @@ def test_current_versions_have_fixtures():
         )
 
 
+def test_every_case_has_a_fixture_of_the_current_versions():
+    """A component or option added to scripts/make_fixtures.py needs its fixture too (written
+    into a new directory: ``--only CASE --out tests/fixtures/<kind>-v<N>-<what>``)."""
+    for kind, cases in (("stream", gen.STREAM_CASES), ("archive", gen.ARCHIVE_CASES)):
+        have = {e["case"] for i in INDEXES.values() if i["kind"] == kind and _is_current(i)
+                for e in i["files"].values()}
+        missing = sorted({c.name for c in cases} - have)
+        assert not missing, (
+            f"{kind} cases {missing} have no fixture of the current format version: run "
+            f"scripts/make_fixtures.py {kind} --only {' '.join(missing)} --out <new directory>"
+        )
+
+
 def _made_by_free(new: bytes, old: bytes, what: str) -> None:
     """``new`` is ``old`` except, at most, the header's ``made_by`` (a version string)."""
     if new == old:
@@ -259,7 +272,10 @@ def test_current_version_reencodes_to_the_fixture(folder, file, entry, tmp_path)
     else:
         case = {c.name: c for c in gen.ARCHIVE_CASES}.get(entry["case"])
         assert case is not None, f"{what}: case {entry['case']!r} left scripts/make_fixtures.py"
-        new, source, _ = gen.encode_archive(case, tmp_path)
+        try:
+            new, source, _ = gen.encode_archive(case, tmp_path)
+        except ModuleNotFoundError as exc:  # the torch case builds its source with torch
+            pytest.skip(f"{what}: building the source needs {exc.name}")
         want = entry.get("source", entry["expected"])["sha256"]  # "source": since archive v2
         assert _sha(source) == want, f"{what}: the source no longer reproduces"
         _same_archive(new, old, what)
