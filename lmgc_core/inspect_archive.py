@@ -116,6 +116,16 @@ def ls_lines(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+def _get(obj: Any, key: str) -> Any:
+    """``obj[key]`` of a header's JSON where it is an object, else None: a damaged stream's
+    header can hold anything its CRC was computed over."""
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def _items(obj: Any) -> list[Any]:
+    return obj if isinstance(obj, list) else []
+
+
 def _common(values: list[Any]) -> Any:
     return values[0] if values and all(v == values[0] for v in values) else None
 
@@ -143,15 +153,16 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
     if doc.get("metadata"):
         lines.append(f"  metadata   {doc['metadata']}")
     headers = [s["header"] for m in doc["members"] for s in m["streams"]]
-    pipeline = _common([h.get("pipeline") for h in headers])
-    fingerprint = _common([h.get("prior") for h in headers])
+    pipeline = _common([_get(h, "pipeline") for h in headers])
+    fingerprint = _common([_get(h, "prior") for h in headers])
     if pipeline:
-        lines.append(f"  stages     {[s.get('name') for s in pipeline.get('stages', [])]}")
-        lines.append(f"  serializer {pipeline.get('serializer')}")
-        lines.append(f"  prior      {pipeline.get('prior')}")
+        stages = [_get(s, "name") for s in _items(_get(pipeline, "stages"))]
+        lines.append(f"  stages     {stages}")
+        lines.append(f"  serializer {_get(pipeline, 'serializer')}")
+        lines.append(f"  prior      {_get(pipeline, 'prior')}")
         lines.append(
-            f"  coder      {pipeline.get('coder')}  window {pipeline.get('window')}  "
-            f"batch {pipeline.get('batch')}"
+            f"  coder      {_get(pipeline, 'coder')}  window {_get(pipeline, 'window')}  "
+            f"batch {_get(pipeline, 'batch')}"
         )
     elif headers:
         lines.append("  pipeline   differs between streams (see --json)")
@@ -166,10 +177,10 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
         for s in m["streams"]:
             h = s["header"]
             parts = ", ".join(
-                f"{p.get('name')} {p.get('count')} x {p.get('dtype')} in "
-                f"{len(p.get('blocks', []))} blocks"
-                for p in h.get("parts", [])
+                f"{_get(p, 'name')} {_get(p, 'count')} x {_get(p, 'dtype')} in "
+                f"{len(_items(_get(p, 'blocks')))} blocks"
+                for p in _items(_get(h, "parts"))
             )
             lines.append(f"    {s['member'] or '(stream)'}: {s['size']} bytes; {parts}")
-            lines.append(f"      sha256 {h.get('sha256')}")
+            lines.append(f"      sha256 {_get(h, 'sha256')}")
     return [safe(line) for line in lines]

@@ -440,3 +440,17 @@ def test_control_characters_are_escaped_in_ls_and_info(tmp_path, grads):
     assert "m\\x1b]0;title\\x07.safetensors" in info and "\\x1b[2J" in info
     doc = json.loads(lmgc("info", "--json", tmp_path / "m.lmgc").stdout)
     assert sorted(m["name"] for m in doc["members"]) == sorted([evil, "plain.name"])
+
+
+def test_info_of_a_header_with_odd_json(tmp_path, grads):
+    """A stream header can hold any JSON its CRC covers: ``info`` shows it, never crashes."""
+    box = unpack(stream(grads))
+    header = {**box.header, "pipeline": {"stages": "x", "coder": 3}, "prior": "p", "sha256": 1}
+    header["parts"] = [{**header["parts"][0], "name": ["n"], "count": {}}]
+    (tmp_path / "odd.lmgc").write_bytes(pack(header, [bytes(b) for b in box.blocks]))
+    out = lmgc("info", tmp_path / "odd.lmgc").stdout
+    assert "stages     []" in out and "coder      3" in out and "['n'] {} x" in out
+    header["pipeline"] = "not an object"
+    (tmp_path / "odd.lmgc").write_bytes(pack(header, [bytes(b) for b in box.blocks]))
+    assert "serializer None" in lmgc("info", tmp_path / "odd.lmgc").stdout
+    one_error_line(lmgc("decompress", tmp_path / "odd.lmgc", "-o", tmp_path / "o.npy", ok=False), 1)
