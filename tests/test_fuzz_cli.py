@@ -388,9 +388,8 @@ def test_fuzzed_inputs_never_crash_the_cli_nor_lose_data(tmp_path, grads):
     statuses = Counter(status for _, _, status in check.counts.elements())
     print(f"\nstatuses {dict(statuses)}, verified successes {dict(check.verified)}")
     assert statuses[1] > N_CASES // 2  # most mutations are caught as bad data
-    # mutated sources still compress (a flipped data byte is still data), and the restore was
-    # compared; mutated archives that still list (a flipped byte in data) were listed
-    assert check.verified["compress"] > 50 and check.verified["ls"] > 0
+    # mutated sources still compress (a flipped data byte is still data): restores compared
+    assert check.verified["compress"] > 50
 
 
 def test_fuzzed_inputs_through_the_real_executable(tmp_path, grads):
