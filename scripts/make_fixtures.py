@@ -232,8 +232,12 @@ STREAM_CASES = [
                lambda: grads(1024, 2048).reshape(32, 32), {"prior": {"name": "float", "level": 1}}),
     StreamCase("float-level1-bf16", "float prior level 1 (fast), 512 bfloat16",
                bf16, {"prior": {"name": "float", "level": 1}}),
-    StreamCase("mix", "mix prior (float + adaptive experts) over hex", lambda: grads(96),
+    StreamCase("mix", "mix prior (float + adaptive experts) over hex; float's own array stream "
+               "was no larger, so it is kept (the fallback)", lambda: grads(96),
                {"prior": MIX, "serializer": HEX, "window": 256}),
+    StreamCase("mix-mixture", "mix prior, float + adaptive experts mixed digit by digit over hex "
+               "(fallback off)", lambda: grads(64, 96),
+               {"prior": {**MIX, "fallback": False}, "serializer": HEX, "window": 256}),
     StreamCase("view-complex64", "noted view: complex64 as float32 parts", complex64,
                via="numcodecs"),
     StreamCase("view-datetime64", "noted view: datetime64[ns] as int64", datetime64,
