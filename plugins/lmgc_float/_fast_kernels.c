@@ -10,7 +10,7 @@
  * are stored as raw bytes, copied back at memory speed.
  *
  * Per value (not in an all-zero row or column the side information names):
- *   A = exponent - prediction (mod 2^E), or one of two symbols for +0 / -0;
+ *   A = 2 + (exponent - prediction + 127) mod 2^E, or 0 / 1 for +0 / -0;
  *   B = (sign XOR predicted sign) << k | the top k mantissa bits (k = mbits mod 8, or 7..);
  *   raw = the remaining mbits - k mantissa bits, whole bytes, little-endian.
  *
@@ -35,6 +35,14 @@
 #define MAX_ALPHA ((1 << MAX_EBITS) + 2)
 #define SIDE_LIMIT (INT64_C(1) << 24)
 #define BIAS (INT64_C(1) << 26) /* keeps shifted predictions non-negative */
+#define BIAS32 (1 << 26)
+#define CENTRE 127 /* A = 2 + (exponent - prediction + CENTRE) mod 2^E; 0 / 1 are +0 / -0, so
+                      real blocks' symbols stay below 256 and decode with one table lookup */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
 
 enum { KIND_STORED = 0, KIND_FLOAT = 1, KIND_INT = 2 };
 enum { F_EXP_MODE = 3, F_SIGN = 4, F_ZROWS = 8, F_ZCOLS = 16 };
@@ -235,7 +243,8 @@ static void write_table(Buf *b, const u32 *freq, int nsym) {
 typedef struct {
     u16 sym[SCALE];
     u32 pack[SCALE]; /* freq << 16 | (slot - cum) */
-    int empty;
+    u32 pk8[SCALE];  /* symbols < 256: freq - 1 | (slot - cum) << 12 | sym << 24 */
+    int empty, small; /* small: every symbol present is below 256 (pk8 holds them) */
 } DecTab;
 
 /* 1 when the table is well formed: symbols in the alphabet, frequencies summing to SCALE. */
@@ -254,10 +263,12 @@ static int read_table(Rd *r, int nsym, DecTab *t) {
         for (u32 j = 0; j < f; j++) {
             t->sym[cum + j] = (u16)s;
             t->pack[cum + j] = (f << 16) | j;
+            t->pk8[cum + j] = (f - 1) | (j << 12) | ((u32)(s & 0xFF) << 24);
         }
         cum += f;
         prev = s;
     }
+    t->small = prev < 256;
     return k == 0 || cum == SCALE;
 }
 
@@ -330,6 +341,22 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
     for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {
         for (int v = 0; v < NSTATES / 8; v++) {
             __m256i slot = _mm256_and_si256(x[v], m12);
+            if (t->small) { /* one gather: frequency, bias and symbol packed in one entry */
+                __m256i e = _mm256_i32gather_epi32((const int *)t->pk8, slot, 4);
+                __m256i f = _mm256_add_epi32(_mm256_and_si256(e, m12), _mm256_set1_epi32(1));
+                __m256i bias = _mm256_and_si256(_mm256_srli_epi32(e, 12), m12);
+                x[v] = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32(x[v], SCALE_BITS)),
+                                        bias);
+                __m256i sy = _mm256_srli_epi32(e, 24);
+                __m256i w16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(sy, sy), 0x08);
+                if (wide) {
+                    _mm_storeu_si128((__m128i *)((u16 *)out + k + 8 * v), _mm256_castsi256_si128(w16));
+                } else {
+                    __m128i lo = _mm256_castsi256_si128(w16);
+                    _mm_storel_epi64((__m128i *)((u8 *)out + k + 8 * v), _mm_packus_epi16(lo, lo));
+                }
+                continue;
+            }
             __m256i e = _mm256_i32gather_epi32((const int *)t->pack, slot, 4);
             /* 4 bytes at sym + 2 slot: the symbol and the next (sym is followed by pack) */
             __m256i sy = _mm256_and_si256(_mm256_i32gather_epi32((const int *)t->sym, slot, 2), lo16);
@@ -337,12 +364,7 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
                 _mm256_mullo_epi32(_mm256_srli_epi32(e, 16), _mm256_srli_epi32(x[v], SCALE_BITS)),
                 _mm256_and_si256(e, lo16));
             __m256i w16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(sy, sy), 0x08);
-            if (wide) {
-                _mm_storeu_si128((__m128i *)((u16 *)out + k + 8 * v), _mm256_castsi256_si128(w16));
-            } else {
-                __m128i b8 = _mm_packus_epi16(_mm256_castsi256_si128(w16), _mm256_castsi256_si128(w16));
-                _mm_storel_epi64((__m128i *)((u8 *)out + k + 8 * v), b8);
-            }
+            _mm_storeu_si128((__m128i *)((u16 *)out + k + 8 * v), _mm256_castsi256_si128(w16));
         }
         for (int v = 0; v < NSTATES / 8; v++) {
             __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x[v], 16), zero);
@@ -486,22 +508,24 @@ static Fmt make_fmt(int width, int ebits, int mbits) {
 /* -- the float encoder ----------------------------------------------------------------------- */
 typedef struct {
     i64 *R, *C;          /* per-row / per-column fixed-point exponent means */
+    int32_t *C32;        /* C as 32-bit (decoding: |C| <= SIDE_LIMIT), for vector loops */
     u8 *zr, *zc, *rs, *cs; /* all-zero rows / columns, row / column signs */
     i64 *cnt_r, *cnt_c, *sum_c, *neg_c;
     u32 *hist; /* 3 x nA */
 } Scratch;
 
 static void scratch_free(Scratch *s) {
-    free(s->R), free(s->C), free(s->zr), free(s->zc), free(s->rs), free(s->cs);
+    free(s->R), free(s->C), free(s->C32), free(s->zr), free(s->zc), free(s->rs), free(s->cs);
     free(s->cnt_r), free(s->cnt_c), free(s->sum_c), free(s->neg_c), free(s->hist);
 }
 
 static int scratch_alloc(Scratch *s, i64 rows, i64 cols, int nA) {
     size_t r = (size_t)rows + 1, c = (size_t)cols + 1;
     s->R = malloc(r * 8), s->C = malloc(c * 8), s->zr = malloc(r), s->zc = malloc(c);
+    s->C32 = malloc(c * 4);
     s->rs = malloc(r), s->cs = malloc(c), s->cnt_r = malloc(r * 8), s->cnt_c = malloc(c * 8);
     s->sum_c = malloc(c * 8), s->neg_c = malloc(c * 8), s->hist = malloc(3 * (size_t)nA * 4);
-    return s->R && s->C && s->zr && s->zc && s->rs && s->cs && s->cnt_r && s->cnt_c &&
+    return s->R && s->C && s->C32 && s->zr && s->zc && s->rs && s->cs && s->cnt_r && s->cnt_c &&
            s->sum_c && s->neg_c && s->hist;
 }
 
@@ -691,13 +715,13 @@ static void fields_segment(const void *vals, const Fmt *f, i64 off, i64 rows, i6
             if (zcols && s->zc[j]) continue;
             u64 v = load_v(vals, W, off + i * cols + j);
             if (is_zero(v, sb)) {
-                u16 z = (u16)(em + 1 + ((v & sb) != 0));
+                u16 z = (u16)((v & sb) != 0);
                 A[a++] = z, cA[z]++;
                 continue;
             }
             if (mode == 2) p = clamp_pred(rfix + s->C[j], em);
             u64 ex = (v >> M) & em;
-            u16 sym = (u16)((ex - (u64)p) & em);
+            u16 sym = (u16)(((ex - (u64)p + CENTRE) & em) + 2);
             A[a++] = sym, cA[sym]++;
             u64 sp = sgn ? rsg ^ s->cs[j] : 0;
             u8 bs = (u8)(((((v & sb) != 0) ^ sp) << k) | ((v >> (M - k)) & kmask));
@@ -794,25 +818,52 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, const
                         const u16 *A, size_t *pa, const u8 *B, size_t *pb, const u8 *raw,
                         const int W, const int RB, const int M, const int K, const int E,
                         const int mode2, const int sgn, const int zcols) {
-    const u64 em = ((u64)1 << E) - 1, kmask = ((u64)1 << K) - 1, zp = em + 1;
+    const u64 em = ((u64)1 << E) - 1, kmask = ((u64)1 << K) - 1;
     const i64 *C = s->C;
     const u8 *cs = s->cs, *zc = s->zc;
     size_t a = *pa, b = *pb;
     i64 p = clamp_pred(rfix, em);
+    if (!zcols && W <= 32) { /* a row without zeros (the common case) in one branch-free loop */
+        unsigned zeros = 0;
+        for (i64 j = 0; j < cols; j++) zeros |= A[a + j] < 2;
+        if (!zeros) {
+            const int32_t *C32 = s->C32;
+            const int32_t rf = (int32_t)rfix + 2 + (int32_t)BIAS32, p0 = (int32_t)p;
+            const u16 *Ar = A + a;
+            const u8 *Br = B + b, *Rr = raw + b * (size_t)RB;
+            for (i64 j = 0; j < cols; j++) {
+                int32_t pj = p0;
+                if (mode2) {
+                    pj = ((rf + C32[j]) >> FRAC) - (int32_t)(BIAS32 >> FRAC);
+                    pj = pj < 0 ? 0 : pj;
+                    pj = pj > (int32_t)em ? (int32_t)em : pj;
+                }
+                u32 bs = Br[j], sp = sgn ? (u32)rsg ^ cs[j] : 0;
+                u32 lo = 0;
+                if (RB == 1) lo = Rr[j];
+                if (RB == 2) lo = (u32)Rr[2 * j] | ((u32)Rr[2 * j + 1] << 8);
+                u32 v = ((((bs >> K) ^ sp) & 1) << (W - 1)) | (((Ar[j] + (u32)pj - (CENTRE + 2)) & (u32)em) << M) |
+                        ((bs & (u32)kmask) << (M - K)) | lo;
+                store_v(outv, W, base + j, v);
+            }
+            *pa = a + (size_t)cols, *pb = b + (size_t)cols;
+            return;
+        }
+    }
     for (i64 j = 0; j < cols; j++) {
         if (zcols && zc[j]) {
             store_v(outv, W, base + j, 0);
             continue;
         }
         u64 sym = A[a++];
-        if (sym >= zp) {
-            store_v(outv, W, base + j, (sym - zp) << (W - 1));
+        if (sym < 2) {
+            store_v(outv, W, base + j, sym << (W - 1));
             continue;
         }
         if (mode2) p = clamp_pred(rfix + C[j], em);
         u64 bs = B[b];
         u64 sp = sgn ? rsg ^ cs[j] : 0;
-        u64 v = ((((bs >> K) ^ sp) & 1) << (W - 1)) | (((sym + (u64)p) & em) << M) |
+        u64 v = ((((bs >> K) ^ sp) & 1) << (W - 1)) | (((sym + (u64)p - (CENTRE + 2)) & em) << M) |
                 ((bs & kmask) << (M - K)) | load_raw(raw + b * (size_t)RB, RB);
         b++;
         store_v(outv, W, base + j, v);
@@ -852,8 +903,9 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scrat
     }
 }
 
-/* NULL on success, else what is wrong with the block. */
-static const char *decode_float(const u8 *blk, size_t len, void *outv, const i64 *segs,
+/* NULL on success, else what is wrong with the block. Compiled twice (AVX2 and baseline, chosen
+ * when the module loads) so the reconstruction loops use wider vectors where the CPU has them. */
+CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, const i64 *segs,
                                 i64 nsegs, const Fmt *f) {
     i64 n = total_values(segs, nsegs);
     Rd r = {blk, len, 1, 0};
@@ -880,8 +932,7 @@ static const char *decode_float(const u8 *blk, size_t len, void *outv, const i64
         goto done;
     }
     u64 nonzero = 0;
-    const u16 zero_sym = (u16)(f->emask + 1);
-    for (size_t q = 0; q < (size_t)na; q++) nonzero += A[q] < zero_sym;
+    for (size_t q = 0; q < (size_t)na; q++) nonzero += A[q] >= 2;
     if (nonzero != nb || (u64)(r.len - r.pos) != nb * (u64)f->rawbytes) {
         err = "field counts disagree with the block's length";
         goto done;
@@ -901,7 +952,10 @@ static const char *decode_float(const u8 *blk, size_t len, void *outv, const i64
             ok = get_side_values(&side, &R0, 1);
         else
             ok = get_side_values(&side, s.R, rows);
-        if (ok && mode == 2) ok = get_side_values(&side, s.C, cols);
+        if (ok && mode == 2) {
+            ok = get_side_values(&side, s.C, cols);
+            for (i64 j = 0; ok && j < cols; j++) s.C32[j] = (int32_t)s.C[j];
+        }
         if (ok && (flags & F_ZROWS)) ok = get_bitmap(&side, s.zr, rows);
         if (ok && (flags & F_ZCOLS)) ok = get_bitmap(&side, s.zc, cols);
         if (ok && (flags & F_SIGN)) ok = get_bitmap(&side, s.rs, rows) && get_bitmap(&side, s.cs, cols);
