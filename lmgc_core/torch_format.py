@@ -193,7 +193,7 @@ def _storage(
         return Tensor(f"data/{key}", np.dtype(np.uint8), (nbytes,))
     shape: tuple[int, ...] = (count,)
     name = f"data/{key}"
-    views = [t for t in info.tensors if t.storage is ref] if info else []
+    views = info.views.get(key, []) if info else []
     if len(views) == 1 and views[0].path and views[0].offset == 0 and _covers(views[0], count):
         name = views[0].path
         if len(views[0].shape) >= 2:
@@ -206,7 +206,7 @@ def _dtype(ref: StorageRef | None, info: PickleInfo | None, big: bool) -> np.dty
         return None
     torch_name = STORAGE_TYPES.get(ref.type_name)
     if ref.type_name == "UntypedStorage":  # the tensors on it name the dtype (v3 records)
-        names = {t.dtype for t in info.tensors if t.storage is ref}
+        names = {t.dtype for t in info.views.get(ref.key, [])}
         torch_name = names.pop() if len(names) == 1 else "uint8"
     dtype = _numpy_dtype(torch_name) if torch_name else None
     if dtype is None or not big or dtype.itemsize == 1:

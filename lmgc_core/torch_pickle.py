@@ -91,6 +91,12 @@ class PickleInfo:
     refused: list[str]
     """Globals (and opcodes) the pickle asks for that are not tensors or plain containers."""
     root: Any = None
+    views: dict[str, list[TensorRef]] = field(default_factory=dict)
+    """The tensors on each storage, by storage key."""
+
+    def __post_init__(self) -> None:
+        for tensor in self.tensors:
+            self.views.setdefault(tensor.storage.key, []).append(tensor)
 
 
 STORAGE_TYPES = {
