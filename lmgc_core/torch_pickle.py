@@ -37,11 +37,14 @@ class Global:
         return f"{self.module}.{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Opaque:
     """A value this reader does not model (a call of a global it does not allow, ...)."""
 
     what: str
+    inner: list[Any] = field(default_factory=list)
+    """What it was made from (arguments, BUILD state): walked only to name the tensors in it
+    (``torch.save(model)`` keeps its parameters in a module's state)."""
 
 
 @dataclass
@@ -262,24 +265,24 @@ class _Reader:
                 func = stack.pop()
                 stack.append(self.call(func, args))
             elif name == "NEWOBJ":
-                stack.pop()  # the arguments
-                stack.append(self.opaque(stack.pop(), "NEWOBJ"))
+                args = stack.pop()
+                stack.append(self.opaque(stack.pop(), "NEWOBJ", args))
             elif name == "NEWOBJ_EX":
-                del stack[-2:]
-                stack.append(self.opaque(stack.pop(), "NEWOBJ_EX"))
+                kwargs, args = stack.pop(), stack.pop()
+                stack.append(self.opaque(stack.pop(), "NEWOBJ_EX", args, kwargs))
             elif name == "BUILD":
-                stack.pop()  # the state of the object below: set, never applied
-                if not stack:
-                    raise PickleReadError("BUILD on an empty stack")
+                state = stack.pop()  # the state of the object below: never applied
+                if isinstance(stack[-1], Opaque):
+                    stack[-1].inner.append(state)
             elif name == "INST":
-                pop_mark()
+                items = pop_mark()
                 module, _, attr = str(arg).partition(" ")
-                stack.append(self.opaque(self.global_(module, attr), "INST"))
+                stack.append(self.opaque(self.global_(module, attr), "INST", items))
             elif name == "OBJ":
                 items = pop_mark()
                 if not items:
                     raise PickleReadError("OBJ without a class")
-                stack.append(self.opaque(items[0], "OBJ"))
+                stack.append(self.opaque(items[0], "OBJ", items[1:]))
             elif name in ("EXT1", "EXT2", "EXT4", "NEXT_BUFFER", "READONLY_BUFFER"):
                 self.refused.add(f"opcode {name}")
                 stack.append(Opaque(name))
@@ -293,13 +296,14 @@ class _Reader:
             self.refused.add(g.qualname)
         return g
 
-    def opaque(self, cls: Any, how: str) -> Opaque:
-        """An object made by ``how`` (NEWOBJ, INST...): never modelled. A class not allowed
-        is listed already (when named); an allowed one used this way is listed here."""
+    def opaque(self, cls: Any, how: str, *inner: Any) -> Opaque:
+        """An object made by ``how`` (NEWOBJ, INST...) from ``inner``: never modelled. A class
+        not allowed is listed already (when named); an allowed one used this way is listed
+        here."""
         what = cls.qualname if isinstance(cls, Global) else type(cls).__name__
         if what not in self.refused:
             self.refused.add(f"{how} of {what}")
-        return Opaque(what)
+        return Opaque(what, list(inner))
 
     def persistent(self, pid: Any) -> Any:
         """torch's storage record, checked and shared by key."""
@@ -326,10 +330,10 @@ class _Reader:
     def call(self, func: Any, args: Any) -> Any:
         """A REDUCE: modelled for the allowed globals, :class:`Opaque` for anything else."""
         if not isinstance(func, Global) or not isinstance(args, tuple):
-            return Opaque("call")
+            return Opaque("call", [args])
         qual = func.qualname
         if qual not in _ALLOWED:
-            return Opaque(qual)
+            return Opaque(qual, [args])
         module, name = func.module, func.name
         if module == "torch._utils" and name in _REBUILD_TENSOR:
             return self.tensor(name, args)
@@ -406,14 +410,18 @@ def _extend(target: Any, items: list[Any]) -> None:
         target.extend(items)
     elif isinstance(target, PSet):
         target.items.extend(items)
-    elif not isinstance(target, Opaque):
+    elif isinstance(target, Opaque):
+        target.inner.append(items)
+    else:
         raise PickleReadError(f"APPEND to a {type(target).__name__}")
 
 
 def _set_items(target: Any, pairs: list[tuple[Any, Any]]) -> None:
     if isinstance(target, PDict):
         target.items.extend(pairs)
-    elif not isinstance(target, Opaque):
+    elif isinstance(target, Opaque):
+        target.inner.append(PDict(pairs))
+    else:
         raise PickleReadError(f"SETITEM on a {type(target).__name__}")
 
 
@@ -433,6 +441,9 @@ def _name_tensors(root: Any) -> None:
         if isinstance(obj, PDict):
             seen.add(id(obj))
             children = [(v, _join(path, k)) for k, v in obj.items]
+        elif isinstance(obj, Opaque):  # its arguments and state: under its own path
+            seen.add(id(obj))
+            children = [(v, path) for v in obj.inner]
         elif isinstance(obj, (list, tuple, PSet)):
             seen.add(id(obj))
             items = obj.items if isinstance(obj, PSet) else obj

@@ -333,3 +333,20 @@ def test_a_large_pickle_is_a_byte_tensor_not_manifest_text(tmp_path):
     round_trip(path)
     with zipfile.ZipFile(f"{path}.lmgc") as archive:
         assert archive.getinfo("__lmgc__.json").file_size < 20_000
+
+
+def test_a_whole_module_is_not_loaded_but_its_parameters_are_named(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    path = tmp_path / "model.pt"
+    torch.save({"model": model}, path)
+    layout = layout_of(path)
+    assert "torch.nn.modules.linear.Linear" in layout.notes[0]
+    assert [(t.name, t.shape) for t in layout.tensors][:2] == [
+        ("model/_modules/0/_parameters/weight", (4, 8)),
+        ("model/_modules/0/_parameters/bias", (4,)),
+    ]
+    original = path.read_bytes()
+    lmgc("compress", path)
+    path.unlink()
+    lmgc("decompress", f"{path}.lmgc")
+    assert path.read_bytes() == original
