@@ -181,6 +181,23 @@ def test_one_block_declaring_2_to_25_values_is_refused_fast(tmp_path):
     _assert_refused(_run_case(tmp_path, hostile, DECODE), "blocks")
 
 
+def test_layout_of_millions_of_tiny_tensors_is_refused_fast(tmp_path):
+    """A ``layout: [[1]]`` stream whose header declares 2**25 one-value tensors in 32 blocks:
+    the float prior's segments are bounded before they are listed (3.7 GB before)."""
+    pipe = Pipeline.from_config({"prior": {"name": "float", "layout": [[1]]}})
+    blob = pipe.compress(np.float32([[1.5]]))
+    header, offset = container.read_header(blob)
+    n = 1 << 25
+    header["array"]["shape"] = [n, 1]
+    part = header["parts"][0]
+    assert part["array"]["layout"] is True
+    part["count"] = n
+    part["array"]["shape"] = [n, 1]
+    part["blocks"] = part["blocks"] * 32
+    hostile = container.pack(header, [blob[offset:]] * 32)
+    _assert_refused(_run_case(tmp_path, hostile, DECODE), "segments")
+
+
 def test_step_coded_stream_declaring_billions_of_symbols_is_refused_fast(tmp_path):
     """A step-coded part (adaptive prior) whose count implies ~16 M windows against its one
     listed block: counted, not listed."""

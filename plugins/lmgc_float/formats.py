@@ -7,6 +7,7 @@ shape the model does not understand still round-trips exactly, it just compresse
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def check_layout(layout: object) -> tuple[tuple[int, ...], ...] | None:
 
 def tensor_shapes(
     shape: Sequence[int], layout: tuple[tuple[int, ...], ...] | None
-) -> tuple[list[tuple[int, ...]], bool]:
+) -> tuple[Iterable[tuple[int, ...]], bool]:
     """The tensors, in storage order, that a part of ``shape`` holds; and whether ``layout`` was
     used. A flat parameter vector (a concatenated state_dict) whose last axis, or whole size,
     equals the layout's total is split into the layout's shapes, once per leading index (one
@@ -106,8 +107,14 @@ def tensor_shapes(
     if layout:
         total = sum(math.prod(s) for s in layout)
         if total > 0 and size % total == 0 and (size == total or (shape and shape[-1] == total)):
-            return [s for _ in range(size // total) for s in layout], True
+            # lazily: a header may declare a billion one-value tensors (see MAX_SEGMENTS)
+            return itertools.chain.from_iterable(itertools.repeat(layout, size // total)), True
     return [tuple(shape)], False
+
+
+def _brief(layout: object) -> str:
+    text = repr(None if layout is None else [list(s) for s in layout])  # type: ignore[attr-defined]
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def matrix_view(shape: Sequence[int]) -> tuple[int, int]:
@@ -118,6 +125,12 @@ def matrix_view(shape: Sequence[int]) -> tuple[int, int]:
     if len(shape) < 2 or size == 0:
         return (1 if size else 0), size
     return int(shape[0]), size // int(shape[0])
+
+
+MAX_SEGMENTS = 1 << 20
+"""Most segments a part is cut into (~130 MB of Python tuples, ~2 s): without it a
+header could declare a layout of 2**30 one-value tensors. Real layouts give a segment per tensor
+and snapshot row (150 tensors x 5,000 snapshots = 750 k) or per ``block_values`` values."""
 
 
 def segments(
@@ -134,8 +147,7 @@ def segments(
     tensors, used = tensor_shapes(shape, layout)
     blocks: list[list[tuple[int, int, int]]] = []
     current: list[tuple[int, int, int]] = []
-    filled = 0
-    offset = 0
+    filled = offset = n_segments = 0
     for tshape in tensors:
         rows, cols = matrix_view(tshape)
         if rows == 1 and cols > block_values:  # lazily: a header may declare 2**40 values
@@ -152,6 +164,12 @@ def segments(
             current.append((offset, prow, pcol))
             filled += n
             offset += n
+            n_segments += 1
+            if n_segments > MAX_SEGMENTS:
+                raise ConfigError(
+                    f"float prior: layout {_brief(layout)} cuts {math.prod(shape)} values into "
+                    f"over {MAX_SEGMENTS} segments; code fewer snapshots per stream"
+                )
             if filled >= block_values:
                 blocks.append(current)
                 current, filled = [], 0
