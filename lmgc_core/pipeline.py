@@ -334,6 +334,8 @@ class Pipeline:
             result = self._inverse(parts, states, dtype, shape)
         except LMGCError:
             raise
+        except MemoryError:  # a stage state declaring a huge part (sparsify's n, say)
+            raise StreamError("the header asks for more memory than this machine has") from None
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise ChecksumError(f"decoded data does not rebuild the array: {exc}") from None
         if _sha256(result) != expected_hash:

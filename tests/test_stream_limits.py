@@ -235,6 +235,17 @@ def test_staged_parts_are_bounded_by_the_array():
         decompress(_repack(blob, edit))
 
 
+def test_stage_state_asking_for_too_much_memory_is_a_stream_error():
+    """A quantize state with ``bits: 2**40``: its inverse cannot allocate its table."""
+    blob = Pipeline.from_config({"stages": ["quantize"]}).compress(np.float32([1, 2, 3]))
+
+    def edit(h: dict[str, Any]) -> None:
+        h["stages"][0]["parts"]["data"]["bits"] = 1 << 40
+
+    with pytest.raises(StreamError, match="more memory"):
+        decompress(_repack(blob, edit))
+
+
 @pytest.mark.parametrize("shape", [[-1], [1.5], ["3"], [True], [1 << 62, 1 << 62]])
 def test_bad_declared_shapes_are_stream_errors(shape):
     blob = Pipeline.from_config({}).compress(np.float32([1, 2, 3]))
