@@ -1,0 +1,104 @@
+"""Reading tensors out of an lmgc archive one at a time (:class:`SafeOpen`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..archive import ArchiveReader
+from ..errors import LMGCError, StreamError
+from ..filecodec import ArchiveDecoder, StreamDecoder
+from ..layout import Tensor
+
+FRAMEWORKS = ("pt", "torch", "np", "numpy")
+
+
+class TensorError(LMGCError, KeyError):
+    """A tensor the archive does not hold (also a ``KeyError``, as for a dict)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class SafeOpen:
+    """``safetensors.safe_open`` for an lmgc archive: the manifest is read (and checked) when
+    opened; ``get_tensor(name)`` decodes that tensor's members only, so its time grows with the
+    tensor's size, not the archive's. Use as a context manager or call :meth:`close`."""
+
+    def __init__(
+        self, filename: str | os.PathLike, framework: str = "pt", device: str = "cpu",
+        jobs: int = 1,
+    ) -> None:  # fmt: skip
+        if framework not in FRAMEWORKS:
+            raise ValueError(f"framework must be one of {', '.join(FRAMEWORKS)}, not {framework!r}")
+        self.framework = "np" if framework in ("np", "numpy") else "pt"
+        self.device = device
+        self.path = os.fspath(filename)
+        self._f = open(self.path, "rb")  # noqa: SIM115 (closed by close / __exit__)
+        try:
+            self._reader = ArchiveReader(self._f, self.path)
+            if self._reader.kind != "archive" or self._reader.format is None:
+                raise StreamError(
+                    f"{self.path}: not an lmgc archive of a file (a bare stream holds one "
+                    "nameless array: use lmgc_core.decompress)"
+                )
+            self._decoder = ArchiveDecoder(self._reader, StreamDecoder(jobs=jobs))
+        except BaseException:
+            self._f.close()
+            raise
+        self._index = {
+            t.name: i for i, t in enumerate(self._decoder.tensors) if not t.bytes_only
+        }
+
+    # -- the safetensors interface ---------------------------------------------------------------
+
+    def keys(self) -> list[str]:
+        """Tensor names in the source file's order (byte runs of the source left out)."""
+        return list(self._index)
+
+    def metadata(self) -> dict[str, str] | None:
+        """The safetensors ``__metadata__`` of the source file (None when it had none)."""
+        return self._reader.metadata
+
+    def get_tensor(self, name: str) -> Any:
+        """The tensor, decoded now (a torch tensor for ``pt``, a numpy array for ``np``)."""
+        arr, tensor = self._decode(name)
+        if self.framework == "np":
+            return arr
+        from ._torch_convert import to_torch
+
+        return to_torch(arr, tensor, self.device)
+
+    def get_slice(self, name: str) -> Any:
+        """What transformers asks for: here the whole decoded tensor (it supports ``[...]``)."""
+        return self.get_tensor(name)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> SafeOpen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- decoding --------------------------------------------------------------------------------
+
+    def _decode(self, name: str) -> tuple[np.ndarray, Tensor]:
+        if name not in self._index:
+            raise TensorError(f"{self.path}: no tensor named {name!r} in the archive")
+        index = self._index[name]
+        tensor = self._decoder.tensors[index]
+        buf = np.empty(tensor.nbytes, dtype=np.uint8)
+        pos = 0
+        try:
+            for chunk in self._decoder.chunks(index):
+                raw = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
+                buf[pos : pos + raw.size] = raw
+                pos += raw.size
+        except LMGCError as exc:
+            raise type(exc)(f"tensor {name!r}: {exc}") from None
+        arr = buf.view(tensor.dtype).reshape(tensor.stored_shape)
+        return (arr.T if tensor.fortran else arr), tensor

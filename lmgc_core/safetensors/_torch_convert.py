@@ -1,0 +1,63 @@
+"""Decoded bytes as torch tensors (and back), dtype for dtype: bf16 stays bf16, no float32."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..layout import Tensor
+
+_TAGS = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16,
+    "U16": getattr(torch, "uint16", None), "F16": torch.float16, "BF16": torch.bfloat16,
+    "I32": torch.int32, "U32": getattr(torch, "uint32", None), "F32": torch.float32,
+    "I64": torch.int64, "U64": getattr(torch, "uint64", None), "F64": torch.float64,
+    "C64": torch.complex64,
+    "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
+    "F8_E5M2": getattr(torch, "float8_e5m2", None),
+    "F8_E4M3FNUZ": getattr(torch, "float8_e4m3fnuz", None),
+    "F8_E5M2FNUZ": getattr(torch, "float8_e5m2fnuz", None),
+    "F8_E8M0": getattr(torch, "float8_e8m0fnu", None),
+}  # fmt: skip
+TORCH_TO_TAG = {v: k for k, v in _TAGS.items() if v is not None}
+_NAMES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16",
+          "float16": "F16", "bfloat16": "BF16", "int32": "I32", "uint32": "U32",
+          "float32": "F32", "int64": "I64", "uint64": "U64", "float64": "F64",
+          "complex64": "C64", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}  # fmt: skip
+
+
+def torch_dtype(tensor: Tensor, arr: np.ndarray) -> torch.dtype | None:
+    tag = tensor.tag or _NAMES.get(arr.dtype.newbyteorder("=").name, "")
+    return _TAGS.get(tag)
+
+
+def to_torch(arr: np.ndarray, tensor: Tensor, device: str = "cpu") -> torch.Tensor:
+    """The array's bytes reinterpreted as the torch dtype (``torch.frombuffer``: no copy, no
+    float32 detour). Packed or unknown dtypes come as ``uint8`` bytes; big-endian arrays are
+    swapped to native order first."""
+    dtype = torch_dtype(tensor, arr)
+    shape = arr.shape
+    if dtype is None:
+        dtype, shape = torch.uint8, (arr.nbytes,)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    arr = np.ascontiguousarray(arr)
+    if arr.nbytes == 0:
+        out = torch.empty(shape, dtype=dtype)
+    else:
+        out = torch.frombuffer(arr.reshape(-1).view(np.uint8), dtype=dtype).reshape(shape)
+    return out if device == "cpu" else out.to(device)
+
+
+def tensor_bytes(value: Any) -> tuple[str, tuple[int, ...], bytes]:
+    """``(safetensors tag, shape, C-order little-endian bytes)`` of a torch tensor."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(value).__name__}")
+    tag = TORCH_TO_TAG.get(value.dtype)
+    if tag is None:
+        raise TypeError(f"safetensors has no dtype for {value.dtype}")
+    t = value.detach().to("cpu").contiguous()
+    data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return tag, tuple(t.shape), data

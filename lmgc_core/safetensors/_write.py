@@ -1,0 +1,70 @@
+"""Writing tensors as the lmgc archive of a ``.safetensors`` file (the real file's bytes are
+laid out in a temporary file, then coded as ``lmgc compress`` codes it)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..folders import compress_stream
+from ..layout import Tensor
+from ..safetensors_format import header_bytes, numpy_dtype
+
+
+def source_name(path: str | os.PathLike) -> str:
+    """The name the archive records for its source: ``x.safetensors`` for ``x.safetensors.lmgc``
+    or ``x.lmgc``, so ``lmgc decompress`` names the file as a user expects."""
+    name = Path(path).name
+    if name.lower().endswith(".lmgc"):
+        name = name[: -len(".lmgc")]
+    return name if name.lower().endswith(".safetensors") else name + ".safetensors"
+
+
+def save_items(
+    items: dict[str, tuple[str, tuple[int, ...], bytes]],
+    path: str | os.PathLike,
+    metadata: dict[str, str] | None = None,
+    pipeline: Any = None,
+    jobs: int = 1,
+) -> None:
+    """``items``: name -> (safetensors tag, shape, bytes), written sorted by name."""
+    if metadata is not None and not (
+        isinstance(metadata, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise TypeError("metadata must map str to str")
+    names = sorted(items)
+    tensors = []
+    for name in names:
+        tag, shape, data = items[name]
+        tensor = Tensor(name, numpy_dtype(tag), tuple(shape), tag=tag, nbytes=len(data))
+        tensors.append(tensor)
+    head = header_bytes(tensors, metadata)
+    from ..cli_files import atomic_output
+
+    with tempfile.TemporaryFile() as src:
+        src.write(head)
+        for name in names:
+            src.write(items[name][2])
+        size = src.tell()
+        src.seek(0)
+        with atomic_output(os.fspath(path), True) as out:
+            compress_stream(src, size, source_name(path), out, pipeline, None, jobs)
+
+
+def array_item(name: str, value: Any) -> tuple[str, tuple[int, ...], bytes]:
+    from ..safetensors_format import tag_of
+
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"tensor {name!r}: expected a numpy array, got {type(value).__name__}")
+    arr = value
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    tag = tag_of(arr.dtype)
+    if tag is None:
+        raise TypeError(f"tensor {name!r}: safetensors has no dtype for {arr.dtype}")
+    return tag, arr.shape, np.ascontiguousarray(arr).tobytes()
