@@ -32,6 +32,10 @@ LEVEL_MAX = 2
 """Today's adaptive context model (:mod:`.codec`). A stream whose header has no ``level`` was made
 at this level, so :meth:`FloatPrior.get_config` leaves it out there."""
 LEVELS = (LEVEL_FAST, LEVEL_MAX)
+FAST_BLOCK_VALUES = 1 << 18
+"""The fast level's default block: its frequency tables are per block, and smaller blocks follow
+the tensors' changing statistics (PP-OCRv4 bf16 weights: 67.3 % at 2^18 values against 68.0 % at
+2^20) at no cost in speed; they also give more blocks for the cores."""
 
 
 class FloatPrior(Prior, ArrayCoding):
@@ -43,13 +47,16 @@ class FloatPrior(Prior, ArrayCoding):
     def __init__(
         self,
         layout: Sequence[Any] | None = None,
-        block_values: int = BLOCK_VALUES,
+        block_values: int | None = None,
         level: int = LEVEL_MAX,
     ):
         if not isinstance(level, int) or isinstance(level, bool) or level not in LEVELS:
             raise ConfigError(f"float prior: level must be one of {list(LEVELS)}, not {level!r}")
         self.level = level
         self.layout = check_layout(layout)
+        self._default_blocks = block_values is None  # a stream's own size is then accepted
+        if block_values is None:
+            block_values = FAST_BLOCK_VALUES if level == LEVEL_FAST else BLOCK_VALUES
         if (
             not isinstance(block_values, int)
             or isinstance(block_values, bool)
@@ -80,7 +87,11 @@ class FloatPrior(Prior, ArrayCoding):
         level); every other setting must match as usual."""
         level = recorded.get("level", LEVEL_MAX) if isinstance(recorded, Mapping) else None
         if level != self.level and level in LEVELS and not isinstance(level, bool):
-            other = FloatPrior(self.get_config()["layout"], self.block_values, level)
+            blocks = recorded.get("block_values") if self._default_blocks else self.block_values
+            try:
+                other = FloatPrior(self.get_config()["layout"], blocks, level)
+            except ConfigError:
+                other = FloatPrior(self.get_config()["layout"], self.block_values, level)
             other.check_fingerprint(recorded)
             return other
         self.check_fingerprint(recorded)
