@@ -128,10 +128,11 @@ def _kernel(w: Workload):
     """The fast level's blocks alone (no container, no checksum)."""
     from lmgc_float import fast
     from lmgc_float.formats import as_uint, check_layout, float_format, from_uint, segments
+    from lmgc_float.prior import FAST_BLOCK_VALUES
 
     fmt = float_format(w.array.dtype)
     bits = as_uint(w.array.reshape(-1))
-    cuts, _ = segments(w.array.shape, check_layout(w.layout), 1 << 20)
+    cuts, _ = segments(w.array.shape, check_layout(w.layout), FAST_BLOCK_VALUES)
 
     def enc():
         return fast.encode_blocks(bits, cuts, fmt, 1)

@@ -586,9 +586,9 @@ static u64 deltas_cost(const i64 *v, i64 n) {
 }
 
 /* Pass 1 for one segment: choose its side information and write it to `side`. */
-static void plan_segment(const void *vals, const Fmt *f, i64 off, i64 rows, i64 cols,
+INLINE void plan_segment(const int W, const void *vals, const Fmt *f, i64 off, i64 rows, i64 cols,
                          Scratch *s, Buf *side, int *mode_out, int *flags_out, i64 *R0) {
-    const int W = f->width, M = f->mbits;
+    const int M = f->mbits;
     const u64 sb = f->sign_bit, em = f->emask;
     i64 tsum = 0, tcnt = 0, tneg = 0, any_zr = 0, any_zc = 0;
     const int can2 = rows >= 2; /* a one-row segment never touches the column arrays */
@@ -734,10 +734,11 @@ static void plan_segment(const void *vals, const Fmt *f, i64 off, i64 rows, i64 
 }
 
 /* One segment's values as fields, under the side information just chosen. */
-static void fields_segment(const void *vals, const Fmt *f, i64 off, i64 rows, i64 cols,
+INLINE void fields_segment(const int W, const void *vals, const Fmt *f, i64 off, i64 rows,
+                           i64 cols,
                            const Scratch *s, int flags, i64 R0, u16 *A, size_t *na, u8 *B,
                            size_t *nb, u8 *raw, size_t *nraw, u64 *cA, u64 *cB) {
-    const int W = f->width, M = f->mbits, k = f->k, rb = f->rawbytes, mode = flags & F_EXP_MODE;
+    const int M = f->mbits, k = f->k, rb = f->rawbytes, mode = flags & F_EXP_MODE;
     const u64 sb = f->sign_bit, em = f->emask, kmask = ((u64)1 << k) - 1;
     const int zrows = flags & F_ZROWS, zcols = flags & F_ZCOLS, sgn = flags & F_SIGN;
     size_t a = *na, b = *nb, r = *nraw;
@@ -794,9 +795,20 @@ static int encode_float(const void *vals, const i64 *segs, i64 nsegs, const Fmt 
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         int mode, flags;
         i64 R0;
-        plan_segment(vals, f, off, rows, cols, &s, &side, &mode, &flags, &R0);
-        fields_segment(vals, f, off, rows, cols, &s, flags, R0, A, &na, B, &nb, raw, &nraw, cA,
-                       cB);
+        switch (f->width) { /* one specialised copy of both passes per width */
+#define PASSES(WW)                                                                             \
+    case WW:                                                                                   \
+        plan_segment(WW, vals, f, off, rows, cols, &s, &side, &mode, &flags, &R0);             \
+        fields_segment(WW, vals, f, off, rows, cols, &s, flags, R0, A, &na, B, &nb, raw, &nraw, \
+                       cA, cB);                                                                \
+        break;
+            PASSES(8)
+            PASSES(16)
+            PASSES(32)
+            default:
+                PASSES(64)
+#undef PASSES
+        }
     }
     ok = ok && !side.fail;
     if (ok) {
