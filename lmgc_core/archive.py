@@ -136,7 +136,10 @@ def manifest_for(
 
 # -- reading ---------------------------------------------------------------------------------------
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+"""A JSON string, or an unterminated one to the end of the text: possessive, and never failing
+once it starts, so the scan is linear (a pattern that can fail at every ``"`` of ``"\\"\\"...``
+rescans the rest of the text from each: quadratic)."""
 _OPEN = np.frombuffer(b"[{", np.uint8)
 _CLOSE = np.frombuffer(b"]}", np.uint8)
 

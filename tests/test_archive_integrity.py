@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 import zipfile
@@ -94,7 +95,10 @@ def run_measured(*args: object) -> tuple[int, str, float, int]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "lmgc_core", *map(str, args)], stdout=out, stderr=err
         )
+        timer = threading.Timer(60, proc.kill)  # a hang fails the test, not the session
+        timer.start()
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        timer.cancel()
         wall = time.monotonic() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
@@ -326,6 +330,14 @@ def test_manifest_of_empty_lists_under_the_size_cap(tmp_path, grads):
     (tmp_path / "lists.lmgc").write_bytes(make_zip([zeros_member(stream(grads)), entry]))
     message = refused_in_bounds("ls", tmp_path / "lists.lmgc")
     assert "JSON values" in message, message
+
+
+def test_manifest_of_escaped_quotes(tmp_path, grads):
+    """48 MiB of ``\\"`` in one unterminated string: the JSON caps' scan stays linear."""
+    data, crc, size = _deflated(b'{"lmgc_archive":2,"x":"', b'\\"', b"", 3)
+    entry = ("__lmgc__.json", 8, data, crc, size)
+    (tmp_path / "quotes.lmgc").write_bytes(make_zip([zeros_member(stream(grads)), entry]))
+    assert "unreadable manifest" in refused_in_bounds("ls", tmp_path / "quotes.lmgc")
 
 
 def test_deflated_member_inflating_to_a_gibibyte(tmp_path):
