@@ -340,6 +340,20 @@ def test_manifest_of_escaped_quotes(tmp_path, grads):
     assert "unreadable manifest" in refused_in_bounds("ls", tmp_path / "quotes.lmgc")
 
 
+def test_stream_header_of_escaped_quotes(tmp_path):
+    """The same for a stream header: 8 MiB of ``\\"`` (under its 16 MiB cap)."""
+    from lmgc_core import container
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY,
+                              container.HEADER_DICTIONARIES[container.VERSION])  # fmt: skip
+    head = packer.compress(b'{"x":"' + b'\\"' * (4 << 20)) + packer.flush()
+    prefix = struct.pack("<4sBI", container.MAGIC, container.VERSION, len(head))
+    crc = struct.pack("<I", zlib.crc32(prefix + head))
+    (tmp_path / "quotes.lmgc").write_bytes(prefix + head + crc)
+    args = ["decompress", tmp_path / "quotes.lmgc", "-o", tmp_path / "x.npy"]
+    assert "header is unreadable" in refused_in_bounds(*args)
+
+
 def test_deflated_member_inflating_to_a_gibibyte(tmp_path):
     zeros = bytes(16 << 20)
     packer = zlib.compressobj(9, zlib.DEFLATED, -15)
