@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from . import registry
+from .config_file import check_size
 from .errors import ConfigError
 
 
@@ -51,7 +52,10 @@ def explain_bad_option(exc: ConfigError) -> ConfigError:
 
 
 def check_component_options(cfg: dict[str, Any]) -> None:
-    """Refuse unknown component options with the list of valid ones (before any model loads)."""
+    """Refuse unknown component options with the list of valid ones (before any model loads),
+    and configurations over the size caps of :func:`~lmgc_core.config_file.check_size` (a
+    ``-P layout=[...]`` or ``--stage`` JSON value included)."""
+    check_size(cfg, "the pipeline configuration")
     specs = [(k, cfg[k]) for k in ("serializer", "prior", "coder") if k in cfg]
     stages = cfg.get("stages")
     specs += [("stage", s) for s in stages] if isinstance(stages, list) else []

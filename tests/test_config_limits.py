@@ -1,0 +1,111 @@
+"""Configs from someone else are bounded (issue 19): YAML anchors/aliases are refused (a 50 KB
+alias bomb expanded to 100 M integers, 4.8 GB and 48 s), and so are configurations or option
+values over the value and nesting caps, wherever they come from (a file, ``-P``, ``--stage``)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from lmgc_core.config_file import MAX_DEPTH, MAX_VALUES
+from tests.cli_helpers import lmgc, one_error_line
+from tests.rss_helpers import run_lmgc
+
+
+@pytest.fixture
+def g(tmp_path):
+    np.save(tmp_path / "g.npy", np.arange(64, dtype=np.float32))
+    return tmp_path / "g.npy"
+
+
+def _alias_bomb() -> str:
+    """~50 KB of YAML whose ``layout`` expands to 10^8 integers through nested aliases."""
+    lines = ["l0: &l0 [" + ", ".join(["7"] * 10) + "]"]
+    for k in range(1, 8):
+        lines.append(f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 10) + "]")
+    lines.append("pipeline:")
+    lines.append("  prior: {name: float, layout: *l7}")
+    pad = "# " + "x" * 78
+    return "\n".join(lines + [pad] * 600) + "\n"
+
+
+def test_the_alias_bomb_is_refused_fast_in_little_memory(tmp_path, g):
+    config = tmp_path / "bomb.yaml"
+    config.write_text(_alias_bomb())
+    assert 45_000 < config.stat().st_size < 55_000
+    start = time.monotonic()
+    status, err, rss = run_lmgc("compress", g, "-o", tmp_path / "x.lmgc", "--config", config)
+    wall = time.monotonic() - start
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1, err
+    assert "line 1: YAML anchor &l0 refused" in lines[0] and "bomb.yaml" in lines[0]
+    assert rss < 150, f"peak RSS {rss:.0f} MiB"
+    assert wall < 10, f"{wall:.1f} s (the refusal itself is instant; this is start-up)"
+    assert not (tmp_path / "x.lmgc").exists()
+
+
+def test_a_mix_of_5000_aliased_experts_is_refused(tmp_path, g):
+    experts = ", ".join(["*e"] * 5000)
+    config = tmp_path / "mix.yaml"
+    config.write_text(
+        "expert: &e {name: float}\n"
+        f"pipeline:\n  prior: {{name: mix, experts: [{experts}]}}\n"
+    )
+    message = one_error_line(lmgc("compress", g, "--config", config, ok=False), 2)
+    assert "anchor &e refused" in message
+
+
+def test_an_alias_alone_names_its_line(tmp_path, g):
+    """An alias without its anchor (the anchor is what the check sees first otherwise)."""
+    config = tmp_path / "alias.yaml"
+    config.write_text("pipeline:\n  prior: float\n  window: *nowhere\n")
+    message = one_error_line(lmgc("compress", g, "--config", config, ok=False), 2)
+    assert "line 3: YAML alias *nowhere refused" in message
+
+
+def test_plain_yaml_configs_still_load(tmp_path, g):
+    config = tmp_path / "ok.yaml"
+    config.write_text("pipeline:\n  prior: {name: float, block_values: 4096}\n")
+    lmgc("compress", g, "--config", config, "-o", tmp_path / "ok.lmgc")
+    assert '"block_values": 4096' in lmgc("info", "--json", tmp_path / "ok.lmgc").stdout
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".toml"])
+def test_too_many_values_in_a_config_file(tmp_path, g, suffix):
+    layout = list(range(MAX_VALUES + 10))
+    config = tmp_path / f"big{suffix}"
+    if suffix == ".toml":
+        config.write_text("[prior]\nname = 'float'\nlayout = " + json.dumps(layout) + "\n")
+    else:  # JSON is YAML too
+        config.write_text(json.dumps({"prior": {"name": "float", "layout": layout}}))
+    message = one_error_line(lmgc("compress", g, "--config", config, ok=False), 2)
+    assert f"over {MAX_VALUES} values" in message and config.name in message
+
+
+def test_too_deep_a_config_file(tmp_path, g):
+    config = tmp_path / "deep.json"
+    config.write_text(json.dumps({"prior": _nested(MAX_DEPTH + 5)}))
+    message = one_error_line(lmgc("compress", g, "--config", config, ok=False), 2)
+    assert f"deeper than {MAX_DEPTH}" in message
+
+
+def _nested(depth: int) -> dict:
+    layout: list = [1]
+    for _ in range(depth):
+        layout = [layout]
+    return {"name": "float", "layout": layout}
+
+
+def test_command_line_options_have_the_same_caps(tmp_path, g):
+    big = json.dumps(list(range(MAX_VALUES + 10)))
+    message = one_error_line(lmgc("compress", g, "-P", f"layout={big}", ok=False), 2)
+    assert f"over {MAX_VALUES} values" in message
+    deep = json.dumps(_nested(MAX_DEPTH + 5)["layout"])
+    message = one_error_line(lmgc("compress", g, "-P", f"layout={deep}", ok=False), 2)
+    assert f"deeper than {MAX_DEPTH}" in message
+    stage = json.dumps({"name": "quantize", "bits": 8, "junk": list(range(MAX_VALUES + 10))})
+    message = one_error_line(lmgc("compress", g, "--stage", stage, ok=False), 2)
+    assert f"over {MAX_VALUES} values" in message
