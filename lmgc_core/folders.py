@@ -218,11 +218,11 @@ def compress_folder(
             result.source_bytes += size
             if is_tensor_file(path):
                 done = bar.done
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 try:
                     compress_path(path, out / (rel + SUFFIX), pipeline, bar, jobs)
                 except InputFileError as exc:  # not the file its name says: kept as it is
-                    result.uncoded.append((rel, str(exc)))
-                    bar.chunk(max(0, size - (bar.done - done)), 0).finish()
+                    result.uncoded.append((rel, str(exc)))  # its bytes count as copied
                 else:
                     bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers, zip
                     result.coded.append(rel)
@@ -291,7 +291,10 @@ def decompress_folder(
     with Progress(total, "decompress", quiet) as bar:
         for rel in coded:
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            done = bar.done
             decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs)
+            size = (out / rel).stat().st_size
+            bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers: not decoded
             result.coded.append(rel)
         for rel in copied:
             _copy(root / rel, out / rel, bar)

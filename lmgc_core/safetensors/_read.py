@@ -29,7 +29,7 @@ class SafeOpen:
 
     def __init__(
         self, filename: str | os.PathLike, framework: str = "pt", device: str = "cpu",
-        jobs: int = 1,
+        jobs: int = 0,
     ) -> None:  # fmt: skip
         if framework not in FRAMEWORKS:
             raise ValueError(f"framework must be one of {', '.join(FRAMEWORKS)}, not {framework!r}")

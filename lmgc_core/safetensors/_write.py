@@ -29,7 +29,7 @@ def save_items(
     path: str | os.PathLike,
     metadata: dict[str, str] | None = None,
     pipeline: Any = None,
-    jobs: int = 1,
+    jobs: int = 0,
 ) -> None:
     """``items``: name -> (safetensors tag, shape, bytes), written sorted by name."""
     if metadata is not None and not (

@@ -14,7 +14,7 @@ def save_file(
     filename: str | os.PathLike,
     metadata: dict[str, str] | None = None,
     pipeline: Any = None,
-    jobs: int = 1,
+    jobs: int = 0,
 ) -> None:
     """Write ``tensors`` (name -> numpy array; bfloat16 and float8 from ml_dtypes) as an lmgc
     archive of a ``.safetensors`` file."""
@@ -22,7 +22,7 @@ def save_file(
     save_items(items, filename, metadata, pipeline, jobs)
 
 
-def load_file(filename: str | os.PathLike, jobs: int = 1) -> dict[str, Any]:
+def load_file(filename: str | os.PathLike, jobs: int = 0) -> dict[str, Any]:
     """Every tensor of an lmgc archive as numpy arrays."""
     with SafeOpen(filename, "np", jobs=jobs) as f:
         return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118

@@ -16,7 +16,7 @@ def save_file(
     filename: str | os.PathLike,
     metadata: dict[str, str] | None = None,
     pipeline: Any = None,
-    jobs: int = 1,
+    jobs: int = 0,
 ) -> None:
     """Write ``tensors`` (name -> torch.Tensor) as an lmgc archive of a ``.safetensors``
     file; ``pipeline`` (a :class:`lmgc_core.Pipeline`) defaults to lmgc's default."""
@@ -29,7 +29,10 @@ def save_file(
     save_items(items, filename, metadata, pipeline, jobs)
 
 
-def load_file(filename: str | os.PathLike, device: str = "cpu", jobs: int = 1) -> dict[str, Any]:
-    """Every tensor of an lmgc archive (``save_file``'s, or ``lmgc compress x.safetensors``'s)."""
+def load_file(
+    filename: str | os.PathLike, device: str = "cpu", jobs: int = 0
+) -> dict[str, Any]:
+    """Every tensor of an lmgc archive (``save_file``'s, or ``lmgc compress x.safetensors``'s);
+    ``jobs`` threads decode (0: all cores, as the CLI)."""
     with SafeOpen(filename, "pt", device, jobs) as f:
         return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118

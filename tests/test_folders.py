@@ -1,0 +1,121 @@
+"""Model folders: every tensor file coded, the rest copied, the folder back byte for byte."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.numpy
+import torch
+
+from lmgc_core import folders
+from lmgc_core.errors import ConfigError
+from lmgc_core.folders import FOLDER_MANIFEST, FolderError, compress_folder, decompress_folder
+from tests.cli_helpers import lmgc, one_error_line
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _model_folder(root: Path, grads: np.ndarray) -> Path:
+    """A folder like a published model: two shards and their index, config, tokenizer, a
+    torch checkpoint in a subfolder, an .npy, a file that says it is safetensors but is not,
+    and a file already named .lmgc (which must come back as it was)."""
+    root.mkdir()
+    w = grads.reshape(64, 128)
+    safetensors.numpy.save_file({"a.weight": w[:32], "a.bias": w[0]}, root / "m-1-of-2.safetensors")
+    safetensors.numpy.save_file({"b.weight": w[32:]}, root / "m-2-of-2.safetensors")
+    index = {
+        "metadata": {"total_size": w.nbytes + 512},
+        "weight_map": {
+            "a.weight": "m-1-of-2.safetensors",
+            "a.bias": "m-1-of-2.safetensors",
+            "b.weight": "m-2-of-2.safetensors",
+        },
+    }
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+    (root / "config.json").write_text('{"model_type": "mlp"}')
+    (root / "tokenizer.json").write_bytes(bytes(range(256)) * 3)
+    (root / "optim").mkdir()
+    torch.save({"w": torch.from_numpy(w[:8].copy())}, root / "optim" / "ckpt.pt")
+    np.save(root / "optim" / "g.npy", grads[:300])
+    (root / "broken.safetensors").write_bytes(b"\x05" * 40)
+    (root / "notes.lmgc").write_bytes(b"not an archive")
+    return root
+
+
+def test_folder_round_trips_byte_identical(tmp_path: Path, grads: np.ndarray) -> None:
+    src = _model_folder(tmp_path / "model", grads)
+    result = compress_folder(src, tmp_path / "out")
+    assert sorted(result.coded) == [
+        "m-1-of-2.safetensors", "m-2-of-2.safetensors", "optim/ckpt.pt", "optim/g.npy"
+    ]  # fmt: skip
+    assert [p for p, _ in result.uncoded] == ["broken.safetensors"]
+    assert "broken.safetensors" in result.copied and "notes.lmgc" in result.copied
+    out = _tree(tmp_path / "out")
+    assert "m-1-of-2.safetensors.lmgc" in out and "m-1-of-2.safetensors" not in out
+    assert out["config.json"] == (src / "config.json").read_bytes()
+    index = "model.safetensors.index.json"
+    assert out[index] == (src / index).read_bytes()
+    doc = json.loads(out[FOLDER_MANIFEST])
+    assert doc["uncoded"][0]["path"] == "broken.safetensors"
+    decompress_folder(tmp_path / "out", tmp_path / "back")
+    assert _tree(tmp_path / "back") == _tree(src)
+
+
+def test_progress_counts_every_source_byte(
+    tmp_path: Path, grads: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bars: list[folders.Progress] = []
+
+    class Recorded(folders.Progress):
+        def __init__(self, *args: object, **kw: object) -> None:
+            super().__init__(*args, **kw)  # type: ignore[arg-type]
+            bars.append(self)
+
+    monkeypatch.setattr(folders, "Progress", Recorded)
+    src = _model_folder(tmp_path / "model", grads)
+    total = sum(len(b) for b in _tree(src).values())
+    compress_folder(src, tmp_path / "out")
+    decompress_folder(tmp_path / "out", tmp_path / "back")
+    assert [b.done for b in bars] == [total, total]
+
+
+def test_an_index_naming_missing_shards_is_a_clear_error(tmp_path: Path, grads: np.ndarray) -> None:
+    src = _model_folder(tmp_path / "model", grads)
+    (src / "m-2-of-2.safetensors").unlink()
+    with pytest.raises(FolderError, match=r"m-2-of-2\.safetensors"):
+        compress_folder(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_outputs_are_not_overwritten_without_force(tmp_path: Path, grads: np.ndarray) -> None:
+    src = _model_folder(tmp_path / "model", grads)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("keep")
+    with pytest.raises(ConfigError, match="not empty"):
+        compress_folder(src, tmp_path / "out")
+    with pytest.raises(ConfigError, match="inside"):
+        compress_folder(src, src / "sub")
+
+
+def test_a_missing_archive_is_named_on_decompress(tmp_path: Path, grads: np.ndarray) -> None:
+    src = _model_folder(tmp_path / "model", grads)
+    compress_folder(src, tmp_path / "out")
+    (tmp_path / "out" / "optim" / "g.npy.lmgc").unlink()
+    with pytest.raises(FolderError, match=r"g\.npy\.lmgc"):
+        decompress_folder(tmp_path / "out", tmp_path / "back")
+
+
+def test_cli_compresses_and_restores_a_folder(tmp_path: Path, grads: np.ndarray) -> None:
+    src = _model_folder(tmp_path / "model", grads)
+    run = lmgc("compress", src, "-o", tmp_path / "out")
+    assert "broken.safetensors" in run.stderr  # listed: copied, not coded
+    lmgc("decompress", tmp_path / "out", "-o", tmp_path / "back")
+    assert _tree(tmp_path / "back") == _tree(src)
+    (src / "m-1-of-2.safetensors").unlink()
+    line = one_error_line(lmgc("compress", src, "-o", tmp_path / "o2", ok=False), 1)
+    assert "m-1-of-2.safetensors" in line
