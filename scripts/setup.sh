@@ -17,10 +17,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$kernels" -nt "$st
   python -m pip install -q "torch==${LMGC_TORCH_VERSION:-2.13.0}"
   # llama-cpp-python compiles from source the first time (~8-10 minutes on 2 cores).
   python -m pip install -q -e ".[all]"
-  # ZipNN, a benchmark peer (benchmarks/levels.py): its requirements pull a CUDA torch.
-  python -m pip install -q --no-deps zipnn
   touch "$stamp"
 fi
+# ZipNN, a benchmark peer (benchmarks/levels.py), without its requirements (they pull a CUDA torch).
+python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('zipnn') is None)" ||
+  python -m pip install -q --no-deps zipnn
 # An editable install leaves the source tree without bytecode; where PYTHONDONTWRITEBYTECODE is
 # set, every `lmgc` call would compile ~90 modules again (about 0.08 s of each start-up).
 python -m compileall -q lmgc_core plugins >/dev/null
