@@ -300,3 +300,43 @@ def decompress_folder(
             _copy(root / rel, out / rel, bar)
             result.copied.append(rel)
     return result
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def _say(message: str, err: bool = False) -> None:
+    import click
+
+    click.echo(message, err=err)
+
+
+def compress_folder_command(
+    input: str, output: str | None, force: bool, quiet: bool, jobs: int, pipeline: Any
+) -> None:
+    """``lmgc compress MODEL_DIR -o OUT_DIR``: files it could not code are listed on stderr."""
+    if output is None:
+        raise ConfigError(f"{input} is a folder: name the output folder with -o OUT_DIR")
+    result = compress_folder(input, output, pipeline, jobs, quiet, force)
+    for rel, reason in result.uncoded:
+        _say(f"warning: {rel}: copied, not coded ({' '.join(reason.split())})", err=True)
+    if not quiet:
+        rate = 100 * result.written_bytes / result.source_bytes if result.source_bytes else 0.0
+        _say(
+            f"{input}: {result.source_bytes} -> {result.written_bytes} bytes ({rate:.2f}%) -> "
+            f"{output} ({len(result.coded)} coded, {len(result.copied)} copied)"
+        )
+
+
+def decompress_folder_command(
+    input: str, output: str | None, force: bool, quiet: bool, jobs: int
+) -> None:
+    """``lmgc decompress OUT_DIR -o DIR``: the folder back, each file checked."""
+    if output is None:
+        raise ConfigError(f"{input} is a folder: name the output folder with -o DIR")
+    result = decompress_folder(input, output, jobs, quiet, force)
+    if not quiet:
+        _say(
+            f"{input} -> {output} ({len(result.coded)} files identical to their sources, "
+            f"SHA-256 verified; {len(result.copied)} copied)"
+        )
