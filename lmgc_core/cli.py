@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from . import registry
-from .cli_files import STDIO, atomic_output, check_output, open_input
+from .cli_files import STDIO, atomic_output, check_free_space, check_output, open_input
 from .cli_options import JOBS_OPTION, build_pipeline, check_model_path, pipeline_options
 from .errors import ConfigError, LMGCError
 
@@ -37,6 +38,27 @@ def _exit(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that it unwinds
+    through the same cleanup (temporary outputs removed, coding threads joined, the archive's
+    zip dropped) and ends with one ``error:`` line and status 143."""
+
+
+class _TerminatedExit(click.ClickException):
+    exit_code = 128 + signal.SIGTERM
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not break the cleanup
+    raise Terminated
+
+
+def _interrupted(exc: click.Abort) -> NoReturn:
+    if isinstance(exc.__cause__, Terminated):
+        _exit("terminated", 128 + signal.SIGTERM)
+    _exit("interrupted", 128 + signal.SIGINT)
+
+
 def _broken_pipe() -> NoReturn:
     """The reader went away (``lmgc info x | head``): stop quietly with status 1, as click
     does when the pipe breaks inside a command."""
@@ -51,6 +73,12 @@ def _broken_pipe() -> NoReturn:
 class _Group(click.Group):
     """Turns every failure into one ``error:`` line and an exit status (see the module doc)."""
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Terminated:  # not click's Ctrl-C handling: no blank line closing a "^C" echo
+            raise _TerminatedExit("terminated") from None
+
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
         try:
@@ -61,8 +89,8 @@ class _Group(click.Group):
             _exit(exc.format_message() + hint, 2)
         except click.ClickException as exc:
             _exit(exc.format_message(), exc.exit_code)
-        except click.Abort:
-            _exit("interrupted", 130)
+        except click.Abort as exc:
+            _interrupted(exc)
         except USAGE_ERRORS as exc:
             _exit(str(exc), 2)
         except LMGCError as exc:
@@ -189,6 +217,18 @@ def _output_format(output: str, fmt: str | None, source_format: str | None, n: i
     return "raw" if n == 1 else "npz"
 
 
+def _output_size(reader: Any, tensors: list[Any], fmt: str) -> int:
+    """The bytes decompression will write, as the archive declares them: the source's size
+    for a rebuild, else the arrays' data (a conversion's headers aside)."""
+    from .writers import arrays
+
+    if fmt == reader.format and reader.segments is not None:
+        size = reader.source.get("size")
+        if type(size) is int and size >= 0:
+            return size
+    return sum(t.nbytes for _, t in arrays(tensors))
+
+
 @cli.command()
 @click.argument("input", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("-o", "--output", help="Output file, '-' for stdout. Default: INPUT without .lmgc.")
@@ -230,6 +270,7 @@ def decompress(
         reader = ArchiveReader(src, name)
         target = _output_format(output, fmt, reader.format, len(reader.entries))
         archive = ArchiveDecoder(reader, StreamDecoder(force, model, jobs))
+        check_free_space(output, _output_size(reader, archive.tensors, target))
         bar = Progress(archive.total_bytes(), "decompress", quiet)
         archive.progress = bar
         with bar, atomic_output(output, force) as out:
@@ -355,6 +396,8 @@ def _add_plugin_commands() -> None:
 
 
 def main() -> None:
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     _add_plugin_commands()
     cli(prog_name="lmgc")
 

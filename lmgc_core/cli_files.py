@@ -19,7 +19,7 @@ from typing import IO
 
 import click
 
-from .errors import MismatchError, StreamError
+from .errors import LMGCError, MismatchError, StreamError
 
 STDIO = "-"
 
@@ -59,6 +59,25 @@ def check_output(name: str, force: bool) -> None:
         raise click.UsageError(f"{name} exists; use --force to overwrite it")
     if not path.parent.is_dir():
         raise click.UsageError(f"{path.parent}: no such folder")
+
+
+class DiskSpaceError(LMGCError):
+    """The output would not fit in its folder's free space."""
+
+
+def check_free_space(name: str, nbytes: int) -> None:
+    """Refuse up front an output of ``nbytes`` (what the archive declares) larger than the
+    free space where it is written (its folder; for ``-``, the spool's temporary folder),
+    rather than fill the disk and fail at the end."""
+    folder = tempfile.gettempdir() if name == STDIO else str(Path(name).parent)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # no answer (an odd file system): the write itself will tell
+    if nbytes > free:
+        raise DiskSpaceError(
+            f"{name}: the output takes {nbytes} bytes, {folder} has {free} bytes free"
+        )
 
 
 @contextmanager

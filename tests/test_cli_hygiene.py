@@ -1,0 +1,212 @@
+"""Output hygiene (issue 19): a failed or interrupted command prints its one ``error:`` line and
+nothing else (no "Exception ignored in ZipFile.__del__"), leaves no ``*.part`` file behind
+(SIGINT: status 130, SIGTERM: 143), refuses up front an output larger than the free disk space,
+and a conversion refuses tensor names that would collide or escape an ``.npz``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmgc_core import writers
+from lmgc_core.layout import InputFileError, Tensor
+from tests.cli_helpers import lmgc, one_error_line
+
+
+def _lmgc(*args: object) -> subprocess.Popen:
+    """The real command in a process of its own (signals, garbage collection at exit)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lmgc_core", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _only_error_line(stderr: str, words: str) -> None:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], stderr
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+
+
+def test_a_failed_compress_prints_one_line_and_leaves_nothing(tmp_path):
+    arr = np.linspace(-1, 1, 5000, dtype=np.float32)
+    arr[17] = np.nan
+    np.save(tmp_path / "nan.npy", arr)
+    proc = _lmgc("compress", tmp_path / "nan.npy", "--stage", "quantize:bits=8")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    _only_error_line(stderr, "non-finite")
+    assert "Exception ignored" not in stderr
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "nan.npy.lmgc").exists()
+
+
+@pytest.fixture(scope="module")
+def slow_input(tmp_path_factory) -> Path:
+    """A few MB of random bytes in small chunks: compressing takes seconds, each chunk ms."""
+    folder = tmp_path_factory.mktemp("slow")
+    rng = np.random.default_rng(0)
+    np.save(folder / "u.npy", rng.integers(0, 256, 4 << 20, dtype=np.uint8))
+    return folder / "u.npy"
+
+
+@pytest.fixture(scope="module")
+def slow_archive(slow_input) -> Path:
+    archive = slow_input.with_name("u.lmgc")
+    lmgc("compress", slow_input, "-o", archive, "-q", "--chunk-size", 65536)
+    return archive
+
+
+def _interrupt(proc: subprocess.Popen, folder: Path, sig: int) -> str:
+    """Send ``sig`` once the command has started writing its output."""
+    deadline = time.monotonic() + 60
+    while not _leftovers(folder) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _leftovers(folder), "the command never started its output"
+    time.sleep(0.2)  # well inside the coding
+    assert proc.poll() is None, "the command finished before the signal"
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    return stderr
+
+
+@pytest.mark.parametrize(
+    ("sig", "status", "words"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+def test_signals_during_compress_leave_no_part_files(tmp_path, slow_input, sig, status, words):
+    out = tmp_path / "u.lmgc"
+    proc = _lmgc("compress", slow_input, "-o", out, "-q", "--chunk-size", 65536)
+    stderr = _interrupt(proc, tmp_path, sig)
+    assert proc.returncode == status, stderr
+    _only_error_line(stderr, words)
+    assert "Exception ignored" not in stderr and "Traceback" not in stderr
+    assert _leftovers(tmp_path) == [] and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("sig", "status", "words"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+def test_signals_during_decompress_leave_no_part_files(tmp_path, slow_archive, sig, status, words):
+    archive = slow_archive
+    folder = tmp_path / "out"
+    folder.mkdir()
+    proc = _lmgc("decompress", archive, "-o", folder / "u.npy", "-q", "-j", 1)
+    stderr = _interrupt(proc, folder, sig)
+    assert proc.returncode == status, stderr
+    _only_error_line(stderr, words)
+    assert _leftovers(folder) == [] and not (folder / "u.npy").exists()
+
+
+Usage = namedtuple("Usage", "total used free")
+
+
+@pytest.fixture
+def archive(tmp_path) -> Path:
+    arr = np.random.default_rng(2).standard_normal((64, 32)).astype(np.float32)
+    np.savez(tmp_path / "w.npz", w=arr, b=arr[0])
+    lmgc("compress", tmp_path / "w.npz", "-q")
+    return tmp_path / "w.npz.lmgc"
+
+
+@pytest.mark.parametrize(
+    ("output", "need"),
+    [("back.npz", "source"), ("conv.safetensors", "arrays"), ("-", "source")],
+)
+def test_decompress_refuses_an_output_larger_than_the_free_space(
+    tmp_path, archive, monkeypatch, output, need
+):
+    size = (tmp_path / "w.npz").stat().st_size
+    arrays = 64 * 32 * 4 + 32 * 4
+    want = size if need == "source" else arrays
+    asked = []
+
+    def usage(path):
+        asked.append(str(path))
+        return Usage(1 << 40, 0, want - 1)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    target = output if output == "-" else tmp_path / output
+    message = one_error_line(lmgc("decompress", archive, "-o", target, ok=False), 1)
+    assert f"takes {want} bytes" in message and f"has {want - 1} bytes free" in message
+    assert asked and (output == "-" or asked == [str(tmp_path)])
+    assert _leftovers(tmp_path) == [] and not (tmp_path / output).exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(1 << 40, 0, want))
+    lmgc("decompress", archive, "-o", target, "-f")  # exactly enough is enough
+
+
+def _safetensors(path: Path, names: list[str]) -> None:
+    header, pos = {}, 0
+    for name in names:
+        header[name] = {"dtype": "F32", "shape": [4], "data_offsets": [pos, pos + 16]}
+        pos += 16
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + bytes(pos))
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc/x", "a/../../x", "C:/x", "a//b", "."])
+def test_converting_to_npz_refuses_names_that_are_unsafe_paths(tmp_path, name):
+    src = tmp_path / "odd.safetensors"
+    _safetensors(src, ["ok", name])
+    lmgc("compress", src, "-q")
+    message = one_error_line(lmgc("decompress", f"{src}.lmgc", "-o", tmp_path / "o.npz",
+                                  ok=False), 1)  # fmt: skip
+    assert "not a safe member name" in message and repr(name) in message
+    assert not (tmp_path / "o.npz").exists() and _leftovers(tmp_path) == []
+    lmgc("decompress", f"{src}.lmgc", "-o", tmp_path / "back.safetensors")  # its own format
+
+
+def test_converting_refuses_two_tensors_of_one_name(tmp_path):
+    """An .npz may hold ``a.npy`` and ``a`` (both arrays named ``a``): a conversion would keep
+    one of them silently."""
+    arr = np.arange(8, dtype=np.float32)
+    src = tmp_path / "dup.npz"
+    with zipfile.ZipFile(src, "w") as zf:
+        for member in ("a.npy", "a"):
+            with zf.open(member, "w") as f:
+                np.lib.format.write_array(f, arr)
+    lmgc("compress", src, "-q")
+    for out in ("o.safetensors", "o.raw"):
+        args = ("--format", "raw") if out == "o.raw" else ()
+        result = lmgc("decompress", f"{src}.lmgc", "-o", tmp_path / out, *args, ok=False)
+        if out == "o.raw":  # raw bytes have no names: both arrays, back to back
+            assert result.exit_code == 0
+            assert (tmp_path / out).read_bytes() == arr.tobytes() * 2
+            continue
+        assert "two tensors named 'a'" in one_error_line(result, 1)
+
+
+def test_the_npz_writer_refuses_duplicates_and_unsafe_names(tmp_path):
+    def write(names: list[str]) -> bytes:
+        tensors = [Tensor(n, np.dtype("<f4"), (2,)) for n in names]
+        path = tmp_path / "o.npz"
+        with open(path, "wb") as f:
+            sink = writers.HashingWriter(f)
+            writers.write_npz(tensors, lambda i: iter([np.zeros(2, "<f4")]), sink)
+        return path.read_bytes()
+
+    with pytest.raises(InputFileError, match="two tensors named 'x'"):
+        write(["x", "y", "x"])
+    with pytest.raises(InputFileError, match="two tensors named 'arr_1'"):
+        write(["arr_1", ""])  # the nameless one would be arr_1 too
+    for bad in ("../x", "/x", "x/../../y", "\\x", "a\0b"):
+        with pytest.raises(InputFileError, match="not a safe member name"):
+            write(["fine", bad])
+    write(["x", "dir/y", "z"])
+    with np.load(tmp_path / "o.npz") as z:
+        assert sorted(z) == ["dir/y", "x", "z"]
