@@ -6,12 +6,10 @@ bound its peak RSS and wall time."""
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 import zipfile
@@ -88,21 +86,35 @@ def central_entries(blob: bytes) -> list[int]:
     return out
 
 
+_MEASURED = """
+import sys
+from lmgc_core.__main__ import main
+hwm, sys.argv = sys.argv[1], ["lmgc", *sys.argv[2:]]
+try:
+    main()
+finally:  # VmHWM, read by the process itself: ru_maxrss keeps pytest's peak across fork + exec
+    with open("/proc/self/status") as status, open(hwm, "w") as out:
+        out.write(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+"""
+
+
 def run_measured(*args: object) -> tuple[int, str, float, int]:
-    """``lmgc ARGS`` in a subprocess: exit status, stderr, wall seconds, peak RSS in bytes."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """``lmgc ARGS`` in a fresh process: exit status, stderr, wall seconds, peak RSS in bytes
+    (the process's own high-water mark)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        hwm = Path(tmp) / "hwm"
         start = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lmgc_core", *map(str, args)], stdout=out, stderr=err
-        )
-        timer = threading.Timer(60, proc.kill)  # a hang fails the test, not the session
-        timer.start()
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
-        timer.cancel()
+        try:  # a hang fails the test, not the session
+            done = subprocess.run(
+                [sys.executable, "-c", _MEASURED, str(hwm), *map(str, args)],
+                capture_output=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:
+            return -1, "timed out", time.monotonic() - start, 0
         wall = time.monotonic() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        return proc.returncode, err.read().decode(errors="replace"), wall, usage.ru_maxrss << 10
+        rss = int(hwm.read_text()) << 10 if hwm.exists() else 1 << 62
+        return done.returncode, done.stderr.decode(errors="replace"), wall, rss
 
 
 def refused_in_bounds(*args: object) -> str:
