@@ -364,9 +364,9 @@ static void init_simd(void) {
     use_simd = __builtin_cpu_supports("avx2");
 }
 
-__attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8 **pp,
-                                                                const u8 *end, const DecTab *t,
-                                                                void *out, int wide, size_t n) {
+__attribute__((target("avx2"), always_inline)) static inline size_t rans_groups_body(
+    u32 *xs, const u8 **pp, const u8 *end, const DecTab *t, void *out, const int wide,
+    const int small, size_t n) {
     __m256i x[NSTATES / 8];
     for (int v = 0; v < NSTATES / 8; v++) x[v] = _mm256_loadu_si256((const __m256i *)(xs + 8 * v));
     const __m256i m12 = _mm256_set1_epi32(SCALE - 1), lo16 = _mm256_set1_epi32(0xFFFF);
@@ -376,7 +376,7 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
     for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {
         for (int v = 0; v < NSTATES / 8; v++) {
             __m256i slot = _mm256_and_si256(x[v], m12);
-            if (t->small) { /* one gather: frequency, bias and symbol packed in one entry */
+            if (small) { /* one gather: frequency, bias and symbol packed in one entry */
                 __m256i e = _mm256_i32gather_epi32((const int *)t->pk8, slot, 4);
                 __m256i f = _mm256_add_epi32(_mm256_and_si256(e, m12), _mm256_set1_epi32(1));
                 __m256i bias = _mm256_and_si256(_mm256_srli_epi32(e, 12), m12);
@@ -414,6 +414,14 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
     for (int v = 0; v < NSTATES / 8; v++) _mm256_storeu_si256((__m256i *)(xs + 8 * v), x[v]);
     *pp = p;
     return k;
+}
+/* one loop per (output width, table layout): no branches on either inside it */
+__attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8 **pp,
+                                                                const u8 *end, const DecTab *t,
+                                                                void *out, int wide, size_t n) {
+    if (!wide) return t->small ? rans_groups_body(xs, pp, end, t, out, 0, 1, n) : 0;
+    return t->small ? rans_groups_body(xs, pp, end, t, out, 1, 1, n)
+                    : rans_groups_body(xs, pp, end, t, out, 1, 0, n);
 }
 #define SIMD_GROUPS(WIDE)                                                                        \
     if (use_simd) k = rans_groups_avx2(x, &p, end, t, out, WIDE, n);
@@ -978,7 +986,12 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
         goto done;
     }
     u64 nonzero = 0;
-    for (size_t q = 0; q < (size_t)na; q++) nonzero += A[q] >= 2;
+    for (size_t q0 = 0; q0 < (size_t)na; q0 += 65536) { /* 32-bit counts vectorise better */
+        size_t q1 = q0 + 65536 < (size_t)na ? q0 + 65536 : (size_t)na;
+        u32 part = 0;
+        for (size_t q = q0; q < q1; q++) part += A[q] >= 2;
+        nonzero += part;
+    }
     if (nonzero != nb || (u64)(r.len - r.pos) != nb * (u64)f->rawbytes) {
         err = "field counts disagree with the block's length";
         goto done;
