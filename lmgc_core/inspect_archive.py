@@ -42,6 +42,7 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
                 "original_bytes": tensor.nbytes,
                 "compressed_bytes": compressed,
                 "ratio_percent": _ratio(compressed, tensor.nbytes),
+                "bytes": tensor.bytes_only,  # not an array: a run of the source's other bytes
                 "streams": streams,
             }
         )
@@ -88,7 +89,7 @@ def ls_lines(doc: dict[str, Any]) -> list[str]:
         rows.append(
             (
                 m["name"] or "-",
-                str(m["dtype"]),
+                "bytes" if m.get("bytes") else str(m["dtype"]),
                 _shape(m["shape"]),
                 str(m["original_bytes"]),
                 str(m["compressed_bytes"]),

@@ -87,7 +87,8 @@ def test_npy_trailing_bytes_are_a_byte_tensor(tmp_path, arr):
     lmgc("decompress", f"{src}.lmgc", "-o", tmp_path / "c.raw", "--format", "raw")
     assert (tmp_path / "c.raw").read_bytes() == arr.tobytes()
     listing = lmgc("ls", f"{src}.lmgc").stdout
-    assert f"bytes@{len(_npy(arr))}" in listing and f"({len(trailer)},)" in listing
+    row = next(ln.split() for ln in listing.splitlines() if ln.startswith("bytes@"))
+    assert row[:3] == [f"bytes@{len(_npy(arr))}", "bytes", f"({len(trailer)},)"], listing
 
 
 def test_small_trailing_bytes_stay_a_literal(tmp_path, arr):
