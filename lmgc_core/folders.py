@@ -222,7 +222,8 @@ def compress_folder(
                 try:
                     compress_path(path, out / (rel + SUFFIX), pipeline, bar, jobs)
                 except InputFileError as exc:  # not the file its name says: kept as it is
-                    result.uncoded.append((rel, str(exc)))  # its bytes count as copied
+                    reason = str(exc).removeprefix(f"{path.name}: ")
+                    result.uncoded.append((rel, reason))  # its bytes count as copied
                 else:
                     bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers, zip
                     result.coded.append(rel)
@@ -246,6 +247,11 @@ def _read_folder_manifest(root: Path) -> tuple[list[str], list[str]]:
     path = root / FOLDER_MANIFEST
     if not path.exists():
         files = list(_files(root))
+        if not any(f.endswith(SUFFIX) for f in files):
+            raise FolderError(
+                f"{root}: not a folder written by `lmgc compress` (no {FOLDER_MANIFEST}, "
+                "no .lmgc files)"
+            )
         return (
             [f[: -len(SUFFIX)] for f in files if f.endswith(SUFFIX)],
             [f for f in files if not f.endswith(SUFFIX)],

@@ -119,3 +119,10 @@ def test_cli_compresses_and_restores_a_folder(tmp_path: Path, grads: np.ndarray)
     (src / "m-1-of-2.safetensors").unlink()
     line = one_error_line(lmgc("compress", src, "-o", tmp_path / "o2", ok=False), 1)
     assert "m-1-of-2.safetensors" in line
+
+
+def test_a_folder_lmgc_did_not_write_is_refused_on_decompress(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.json").write_text("{}")
+    with pytest.raises(FolderError, match="not a folder written by"):
+        decompress_folder(tmp_path / "plain", tmp_path / "back")

@@ -1,5 +1,5 @@
-"""``safetensors.torch``'s ``save_file`` / ``load_file`` (and ``save`` / ``load`` for bytes)
-over lmgc archives. bf16 tensors are written and read as their bytes: no float32 detour."""
+"""``safetensors.torch``'s ``save_file`` / ``load_file`` over lmgc archives. bf16 tensors are
+written and read as their bytes: no float32 detour."""
 
 from __future__ import annotations
 
