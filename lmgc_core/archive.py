@@ -27,9 +27,18 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import container
+from . import container, zip_scan
 from .errors import StreamError
-from .layout import FORMATS, Data, Deflated, FileLayout, Segment, Tensor, segments_from_json
+from .layout import (
+    FORMATS,
+    Data,
+    Deflated,
+    FileLayout,
+    InputFileError,
+    Segment,
+    Tensor,
+    segments_from_json,
+)
 from .zip_scan import MAX_NAME, ZipMember, scan_zip
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -90,6 +99,11 @@ class ArchiveWriter:
         return name
 
     def add(self, name: str, blob: bytes) -> None:
+        if len(self.members) + 2 > zip_scan.MAX_MEMBERS:  # this one and the manifest
+            raise InputFileError(
+                f"over {zip_scan.MAX_MEMBERS} archive members (one per tensor chunk): more than "
+                "lmgc reads; use a larger --chunk-size"
+            )
         self._zip.writestr(_info(name), blob)
         self.members.append([name, len(blob), zlib.crc32(blob)])
 

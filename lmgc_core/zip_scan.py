@@ -35,8 +35,11 @@ END_SIG, END64_SIG, LOCATOR_SIG = b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"
 UTF8_FLAG = 0x800
 """The only general-purpose flag allowed: names in UTF-8. Data descriptors (bit 3, sizes after
 the data), encryption and the rest are refused: lmgc writes none of them."""
-MAX_MEMBERS = 1 << 20
-"""Most members an archive may have (one per tensor chunk; ~100 bytes of bookkeeping each)."""
+MAX_MEMBERS = 1 << 17
+"""Most members an archive may have: one per tensor chunk, so 131,072 chunks hold 2 TiB at the
+default 16 MiB chunk size, or 131,072 small tensors. Reading one costs ~1 KB of bookkeeping and
+~40 us here (its local header, its central entry and zipfile's), so the cap bounds both;
+:class:`~lmgc_core.archive.ArchiveWriter` never writes more."""
 MAX_NAME = 1024
 """Longest member name, in characters."""
 ZIP_ERRORS = (

@@ -492,3 +492,21 @@ def test_info_of_a_header_with_odd_json(tmp_path, grads):
     (tmp_path / "odd.lmgc").write_bytes(pack(header, [bytes(b) for b in box.blocks]))
     assert "serializer None" in lmgc("info", tmp_path / "odd.lmgc").stdout
     one_error_line(lmgc("decompress", tmp_path / "odd.lmgc", "-o", tmp_path / "o.npy", ok=False), 1)
+
+
+def test_member_count_cap_on_both_sides(tmp_path, grads, monkeypatch):
+    """What compress would write past the member cap it refuses; reading refuses it too."""
+    from lmgc_core import zip_scan
+
+    np.save(tmp_path / "g.npy", grads[:4096].reshape(64, 64))
+    lmgc("compress", tmp_path / "g.npy", "--chunk-size", "4096")  # 4 chunks + the manifest
+    monkeypatch.setattr(zip_scan, "MAX_MEMBERS", 4)
+    out = tmp_path / "x"
+    again = lmgc("compress", tmp_path / "g.npy", "--chunk-size", "4096", "-o", out, ok=False)
+    message = one_error_line(again, 1)
+    assert "over 4 archive members" in message and "--chunk-size" in message
+    assert not out.exists()
+    all_refuse(tmp_path / "g.npy.lmgc", "lists 5 members")
+    monkeypatch.setattr(zip_scan, "MAX_MEMBERS", 5)
+    lmgc("decompress", tmp_path / "g.npy.lmgc", "-o", tmp_path / "back.npy")
+    assert (tmp_path / "back.npy").read_bytes() == (tmp_path / "g.npy").read_bytes()
