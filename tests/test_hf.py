@@ -111,3 +111,11 @@ def test_real_smollm2_folder_round_trips_and_loads_exactly(tmp_path: Path, hooke
     decompress_folder(tmp_path / "out", tmp_path / "back", jobs=0)
     for path in folder.iterdir():
         assert (tmp_path / "back" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_device_map_loads_go_through_the_hook_too(tmp_path: Path, hooked: None) -> None:
+    folder, want = _tiny(tmp_path, "20KB")
+    compress_folder(folder, tmp_path / "out")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", device_map="cpu").eval()
+    with torch.no_grad():
+        assert torch.equal(model(INPUT).logits, want)
