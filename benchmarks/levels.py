@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--more", action="store_true", help="also smollm2-grads and convnet")
     ap.add_argument("--no-adaptive", action="store_true", help="skip the (slow) highest level")
-    ap.add_argument("--wall", action="store_true", help="wall time instead of thread CPU time")
+    ap.add_argument("--wall", action="store_true", help="wall time instead of process CPU time")
     args = ap.parse_args(argv)
     names = args.names or BASE + (["smollm2-grads", "convnet"] if args.more else [])
     clock = "wall" if args.wall else "process CPU"
