@@ -42,6 +42,9 @@ default 16 MiB chunk size, or 131,072 small tensors. Reading one costs ~1 KB of 
 :class:`~lmgc_core.archive.ArchiveWriter` never writes more."""
 MAX_NAME = 1024
 """Longest member name, in characters."""
+MAX_ENTRY = 46 + 4 * MAX_NAME + 4 + 24
+"""Largest central directory entry: the fixed part, a name of UTF-8 characters, a Zip64 record
+of three values (and no comment), so the central directory read at once is bounded too."""
 ZIP_ERRORS = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
@@ -95,10 +98,10 @@ def _read(f: IO[bytes], offset: int, n: int, where: str) -> bytes:
 
 def _zip64(extra: bytes, values: list[int], wide: list[int], where: str) -> list[int]:
     """Extra fields parsed; ``values[i]`` replaced from the Zip64 field where it is
-    ``wide[i]`` (0xFFFFFFFF), in order, as the zip specification says. The extra field must be
-    whole records, and the Zip64 record exactly the values it replaces, or all of them in order
-    (zipfile writes both sizes in a local header it expects to grow past 4 GiB; any that was not
-    replaced must then agree)."""
+    ``wide[i]`` (0xFFFFFFFF), in order, as the zip specification says. The only extra field
+    allowed is one Zip64 record (all zipfile writes), holding exactly the values it replaces,
+    or all of them in order (zipfile writes both sizes in a local header it expects to grow past
+    4 GiB; any that was not replaced must then agree)."""
     out, pos, seen = list(values), 0, False
     need = [i for i, (v, w) in enumerate(zip(values, wide, strict=True)) if v == w]
     while pos < len(extra):
@@ -108,16 +111,17 @@ def _zip64(extra: bytes, values: list[int], wide: list[int], where: str) -> list
         body = extra[pos + 4 : pos + 4 + n]
         if len(body) != n:
             raise StreamError(f"{where}: corrupted lmgc archive (bad zip extra field)")
-        if kind == 1:
-            held = need if n == 8 * len(need) else list(range(len(values)))
-            if seen or n != 8 * len(held):
+        if kind != 1:
+            raise StreamError(f"{where}: corrupted lmgc archive (zip extra field {kind:#06x})")
+        held = need if n == 8 * len(need) else list(range(len(values)))
+        if seen or n != 8 * len(held):
+            raise StreamError(f"{where}: corrupted lmgc archive (bad Zip64 field)")
+        for k, i in enumerate(held):
+            (value,) = struct.unpack_from("<Q", body, 8 * k)
+            if i not in need and value != values[i]:
                 raise StreamError(f"{where}: corrupted lmgc archive (bad Zip64 field)")
-            for k, i in enumerate(held):
-                (value,) = struct.unpack_from("<Q", body, 8 * k)
-                if i not in need and value != values[i]:
-                    raise StreamError(f"{where}: corrupted lmgc archive (bad Zip64 field)")
-                out[i] = value
-            seen = True
+            out[i] = value
+        seen = True
         pos += 4 + n
     if need and not seen:
         raise StreamError(f"{where}: corrupted lmgc archive (Zip64 sizes missing)")
@@ -168,7 +172,7 @@ def _end_records(f: IO[bytes], size: int, where: str) -> tuple[int, int, int]:
         n, cd_size, cd_offset = n64, size64, offset64
     if cd_offset + cd_size != cd_end:
         raise StreamError(f"{bad} (the central directory does not end at the end record)")
-    if n > MAX_MEMBERS or n * CENTRAL.size > cd_size:
+    if n > MAX_MEMBERS or not n * CENTRAL.size <= cd_size <= n * MAX_ENTRY:
         raise StreamError(f"{bad} (zip end record lists {n} members)")
     return n, cd_offset, cd_end
 
