@@ -3,8 +3,9 @@
 Every expected failure prints one line ``error: ...`` on stderr. Exit status: 0 success, 2 bad
 usage (unknown or invalid options, component names or configuration values, an output that
 exists without ``--force``), 1 everything else: bad data (a damaged or malformed input or
-stream, a failed checksum), a missing plugin or package, an I/O error.
-``LMGC_DEBUG=1`` shows tracebacks of unexpected errors.
+stream, a failed checksum), a missing plugin or package, an I/O error, an output larger than
+the free disk space; 130 Ctrl-C (SIGINT), 143 SIGTERM, both after the same cleanup (no
+temporary output left). ``LMGC_DEBUG=1`` shows tracebacks of unexpected errors.
 """
 
 from __future__ import annotations
