@@ -156,6 +156,59 @@ def test_brackets_inside_strings_do_not_count():
         container.check_json_text(json.dumps([nested]).encode())
 
 
+def test_strings_cannot_hide_nesting():
+    """Closing brackets inside strings do not lower the count, escaped quotes do not end one."""
+    text = b'{"x":' + b'["]]]]]]]]",' * 100 + b"0" + b"]" * 100 + b"}"
+    json.loads(text)
+    with pytest.raises(StreamError, match="deeper"):
+        container.check_json_text(text)
+    text = b'{"x":"\\\\\\"' + b"[" * 100 + b'"}'  # three backslashes, then a quote
+    assert json.loads(text)["x"].startswith('\\"[')
+    container.check_json_text(text)
+
+
+def _reference_scan(text: bytes) -> tuple[int, int]:
+    values, depth, deepest, inside, escaped = 1, 0, 0, False, False
+    for ch in text:
+        if escaped:
+            escaped = False
+            if ch in b'"\\':
+                continue
+        elif ch == ord("\\"):
+            escaped = True
+            continue
+        if ch == ord('"'):
+            inside = not inside
+        elif not inside:
+            values += ch in b",[{"
+            depth += (ch in b"[{") - (ch in b"]}")
+            deepest = max(deepest, depth)
+    return values, deepest
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_scan_counts_as_a_byte_by_byte_scanner(monkeypatch, chunk):
+    """Across chunk edges (backslash runs and open strings carried) the scan agrees with the
+    plain loop on random bracket, quote and backslash soup."""
+    monkeypatch.setattr(container, "_SCAN_CHUNK", chunk)
+    rng = np.random.default_rng(chunk)
+    for _ in range(100):
+        soup = rng.choice(np.frombuffer(b'[]{},"\\ a', np.uint8), size=int(rng.integers(1, 40)))
+        text = soup.tobytes()
+        values, deepest = _reference_scan(text)
+        monkeypatch.setattr(container, "MAX_ELEMENTS", values)
+        monkeypatch.setattr(container, "MAX_DEPTH", deepest)
+        container.check_json_text(text)
+        monkeypatch.setattr(container, "MAX_ELEMENTS", values - 1)
+        with pytest.raises(StreamError, match="values"):
+            container.check_json_text(text)
+        if deepest:
+            monkeypatch.setattr(container, "MAX_ELEMENTS", values)
+            monkeypatch.setattr(container, "MAX_DEPTH", deepest - 1)
+            with pytest.raises(StreamError, match="deeper"):
+                container.check_json_text(text)
+
+
 def test_headers_decoding_would_refuse_are_never_written():
     with pytest.raises(ConfigError, match="too big"):
         container.pack({"x": list(range(container.MAX_ELEMENTS))}, [])
