@@ -195,14 +195,26 @@ def compress(
 
             n_symbols = pipeline.serializer.n_symbols
             lossless = all(getattr(stage, "lossless", False) for stage in pipeline.stages)
+            exact = pipeline if lossless else _without_stages(pipeline)
+
+            def encode_bytes(arr: Any, update: Callable[[int], None], jobs: int) -> bytes:
+                return exact.compress(arr, progress=update, jobs=jobs)
+
             result = compress_file(
                 src, layout, Path(name).name, out, encode, n_symbols, bar, chunk_bytes, lossless,
-                jobs, pipeline.prior.thread_safe, source_hash,
+                jobs, pipeline.prior.thread_safe, source_hash, encode_bytes,
             )  # fmt: skip
             out.flush()
             written = out.tell()
     rate = 100 * written / result.source if result.source else 0.0
     _say(quiet, output, f"{name}: {result.source} -> {written} bytes ({rate:.2f}%) -> {output}")
+
+
+def _without_stages(pipeline: Any) -> Any:
+    """The same components without the (lossy) stages: what byte tensors are coded with."""
+    return type(pipeline)(
+        pipeline.serializer, pipeline.prior, pipeline.coder, (), pipeline.window, pipeline.batch
+    )
 
 
 def _output_format(output: str, fmt: str | None, source_format: str | None, n: int) -> str:

@@ -62,6 +62,7 @@ def compress_file(
     jobs: int = 1,
     concurrent: bool = False,
     source_hash: FileHash | None = None,
+    encode_bytes: Encode | None = None,
 ) -> CompressResult:
     """Code every tensor of ``layout`` (read from ``src``) into an archive written to ``out``.
     With lossy stages (``lossless=False``) decoding gives the stages' reconstruction, so the
@@ -73,7 +74,11 @@ def compress_file(
     (:func:`run_ahead`), ``jobs`` at a time: reading, hashing and writing overlap the coding. A
     chunk gets one thread (threads that keep their buffers, no more threads than cores), except
     in a short last round, whose chunks share the cores through their blocks
-    (:func:`round_jobs`), so no core waits at the end. The bytes do not depend on ``jobs``."""
+    (:func:`round_jobs`), so no core waits at the end. The bytes do not depend on ``jobs``.
+
+    Byte tensors (runs of the file's other bytes: zip records, trailing bytes) must come back
+    exactly even when the stages are lossy: ``encode_bytes`` (the pipeline without its stages)
+    codes them when given."""
     jobs = resolve_jobs(jobs)
     layout.identical = layout.identical and lossless
     if not lossless:
@@ -101,7 +106,8 @@ def compress_file(
             chunk = read()  # on the coding thread where the file allows it
             view, note = coding_view(chunk)
             update = progress.chunk(chunk.nbytes, n_symbols(view.nbytes))
-            blob = with_view(encode(view, update, block_jobs), note)
+            exact = encode_bytes is not None and layout.tensors[index].bytes_only
+            blob = with_view((encode_bytes if exact else encode)(view, update, block_jobs), note)
             update.finish()
             return index, i, count, blob
 

@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmgc_core import filecodec
+from lmgc_core import filecodec, registry
 from lmgc_core.archive import MANIFEST
+from lmgc_core.bytes_layout import native
+from lmgc_core.hookspecs import hookimpl
+from lmgc_core.interfaces import Stage
 from lmgc_core.layout import LITERAL_MAX, InputFileError
 from tests.cli_helpers import lmgc
 from tests.rss_helpers import run_lmgc
@@ -180,3 +183,53 @@ def test_32_mb_of_trailing_bytes_in_bounded_memory(tmp_path, arr):
             assert x == y
             if not x:
                 break
+
+
+class _ClearLowBit(Stage):
+    """A lossy stage that, unlike the built-in ones, touches integer parts too."""
+
+    name = "clear-low-bit"
+    lossless = False
+
+    def get_config(self) -> dict:
+        return {}
+
+    def forward(self, parts: dict) -> tuple[dict, dict]:
+        out = {}
+        for key, part in parts.items():
+            values = native(part)
+            bits = values.view(f"u{values.dtype.itemsize}")
+            out[key] = (bits & ~np.array(1, bits.dtype)).view(values.dtype)
+        return out, {}
+
+    def inverse(self, parts: dict, state: dict) -> dict:
+        return parts
+
+
+class _StagePlugin:
+    @hookimpl
+    def register_stages(self, register):
+        register("clear-low-bit", _ClearLowBit)
+
+
+@pytest.fixture
+def lossy_stage():
+    plugin = _StagePlugin()
+    registry.add_plugin(plugin, label="trailing-test 0.0")
+    yield "clear-low-bit"
+    registry.remove_plugin(plugin)
+
+
+def test_byte_tensors_stay_exact_under_lossy_stages(tmp_path, arr, lossy_stage):
+    """The array goes through the stages; the file's other bytes (here trailing bytes, in an
+    .npz the zip records) must not, or the rebuilt file would not even be valid."""
+    src = tmp_path / "t.npy"
+    header, trailer = _npy(arr)[: -arr.nbytes], _trailer(100_000, 7)
+    src.write_bytes(header + arr.tobytes() + trailer)
+    lmgc("compress", src, "-q", "--stage", lossy_stage)
+    out = tmp_path / "back.npy"
+    lmgc("decompress", f"{src}.lmgc", "-o", out)
+    got = out.read_bytes()
+    assert got[len(header) + arr.nbytes :] == trailer
+    lossy = (arr.view(np.uint32) & ~np.uint32(1)).view(np.float32)
+    assert got[: len(header) + arr.nbytes] == header + lossy.tobytes()
