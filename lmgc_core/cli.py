@@ -138,7 +138,7 @@ def _default_output(input: str, output: str | None) -> str:
 
 
 @cli.command()
-@click.argument("input", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.argument("input", type=click.Path(exists=True, allow_dash=True))
 @click.option("-o", "--output", help="Output file, '-' for stdout. Default: INPUT.lmgc")
 @click.option("--dtype", help="Element type of a raw input file (e.g. float32, bfloat16).")
 @click.option(
@@ -173,6 +173,10 @@ def compress(
     `lmgc decompress` turns back into the same file, byte for byte."""
     from .source_hash import FileHash
 
+    if Path(input).is_dir():  # a model folder: every tensor file coded, the rest copied
+        from .folders import compress_folder_command
+
+        return compress_folder_command(input, output, force, quiet, jobs, build_pipeline(**kw))
     output = _default_output(input, output)
     check_output(output, force)
     # The input's SHA-256 starts before the coding modules (numpy, the pipeline) load: with a
@@ -243,7 +247,7 @@ def _output_size(reader: Any, tensors: list[Any], fmt: str) -> int:
 
 
 @cli.command()
-@click.argument("input", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.argument("input", type=click.Path(exists=True, allow_dash=True))
 @click.option("-o", "--output", help="Output file, '-' for stdout. Default: INPUT without .lmgc.")
 @click.option(
     "--format",
@@ -273,6 +277,10 @@ def decompress(
     from .filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
     from .progress import Progress
 
+    if Path(input).is_dir():  # a folder written by `lmgc compress MODEL_DIR -o OUT_DIR`
+        from .folders import decompress_folder_command
+
+        return decompress_folder_command(input, output, force, quiet, jobs)
     if output is None:
         if input != STDIO and not input.lower().endswith(".lmgc"):
             raise click.UsageError(f"{input} does not end in .lmgc: name the output with -o")
