@@ -67,13 +67,21 @@ def compress_stream(
     layout = scan(src, size, name, None, None)
     lossless = all(getattr(stage, "lossless", False) for stage in pipeline.stages)
 
+    # lossy stages change arrays, never the file's other bytes (as the CLI does)
+    exact = pipeline if lossless else type(pipeline)(
+        pipeline.serializer, pipeline.prior, pipeline.coder, (), pipeline.window, pipeline.batch
+    )
+
     def encode(arr: Any, update: Any, block_jobs: int) -> bytes:
         return pipeline.compress(arr, progress=update, jobs=block_jobs)
+
+    def encode_bytes(arr: Any, update: Any, block_jobs: int) -> bytes:
+        return exact.compress(arr, progress=update, jobs=block_jobs)
 
     compress_file(
         src, layout, name, out, encode, pipeline.serializer.n_symbols,
         progress or Progress(0, "compress", quiet=True), DEFAULT_CHUNK_BYTES, lossless, jobs,
-        pipeline.prior.thread_safe,
+        pipeline.prior.thread_safe, None, encode_bytes,
     )  # fmt: skip
 
 
@@ -97,8 +105,9 @@ def decompress_path(
     dst: str | os.PathLike,
     progress: Progress | None = None,
     jobs: int = 1,
-) -> None:
-    """``lmgc decompress SRC -o DST``: the source file back, checked against its SHA-256."""
+) -> bool:
+    """``lmgc decompress SRC -o DST``: the source file back, checked against its SHA-256 (True;
+    False when lossy stages made the archive, whose arrays are then their reconstruction)."""
     from .archive import ArchiveReader
     from .cli_files import atomic_output
     from .filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
@@ -109,7 +118,7 @@ def decompress_path(
             raise FolderError(f"{src}: not an lmgc archive of a file (no source to rebuild)")
         dec = ArchiveDecoder(reader, StreamDecoder(jobs=jobs), progress)
         with atomic_output(str(dst), True) as out:
-            decompress_archive(reader, dec, reader.format, out)
+            return decompress_archive(reader, dec, reader.format, out)
 
 
 # -- folders -------------------------------------------------------------------------------------
@@ -123,6 +132,8 @@ class FolderResult:
     """Files that looked like tensors but could not be coded: ``(path, reason)``; copied."""
     source_bytes: int = 0
     written_bytes: int = 0
+    lossy: list[str] = field(default_factory=list)
+    """Decompressed files that are a lossy pipeline's reconstruction, not the source."""
 
 
 def _files(root: Path) -> Iterator[str]:
@@ -298,7 +309,8 @@ def decompress_folder(
         for rel in coded:
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             done = bar.done
-            decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs)
+            if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs):
+                result.lossy.append(rel)
             size = (out / rel).stat().st_size
             bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers: not decoded
             result.coded.append(rel)
@@ -341,8 +353,10 @@ def decompress_folder_command(
     if output is None:
         raise ConfigError(f"{input} is a folder: name the output folder with -o DIR")
     result = decompress_folder(input, output, jobs, quiet, force)
+    for rel in result.lossy:
+        _say(f"warning: {rel}: lossy stages: the arrays are their reconstruction", err=True)
     if not quiet:
         _say(
-            f"{input} -> {output} ({len(result.coded)} files identical to their sources, "
-            f"SHA-256 verified; {len(result.copied)} copied)"
+            f"{input} -> {output} ({len(result.coded) - len(result.lossy)} files identical to "
+            f"their sources, SHA-256 verified; {len(result.copied)} copied)"
         )

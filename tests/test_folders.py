@@ -126,3 +126,17 @@ def test_a_folder_lmgc_did_not_write_is_refused_on_decompress(tmp_path: Path) ->
     (tmp_path / "plain" / "config.json").write_text("{}")
     with pytest.raises(FolderError, match="not a folder written by"):
         decompress_folder(tmp_path / "plain", tmp_path / "back")
+
+
+def test_lossy_stages_change_arrays_only_and_are_said(tmp_path: Path, grads: np.ndarray) -> None:
+    from lmgc_core.pipeline import Pipeline
+
+    src = _model_folder(tmp_path / "model", grads)
+    lossy = Pipeline.from_config({"stages": [{"name": "quantize", "bits": 8}]})
+    compress_folder(src, tmp_path / "out", lossy)
+    result = decompress_folder(tmp_path / "out", tmp_path / "back")
+    assert "m-1-of-2.safetensors" in result.lossy
+    back = safetensors.numpy.load_file(tmp_path / "back" / "m-1-of-2.safetensors")
+    assert back["a.bias"].shape == (128,)  # the header and layout are the source's
+    assert not np.array_equal(back["a.bias"], grads.reshape(64, 128)[0])
+    assert (tmp_path / "back" / "config.json").read_bytes() == (src / "config.json").read_bytes()
