@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import subprocess
 import sys
@@ -231,7 +232,7 @@ def test_one_block_declaring_2_to_25_values_is_refused_fast(tmp_path):
 
     hostile = _repack(blob, edit)
     assert len(hostile) < 400
-    _assert_refused(_run_case(tmp_path, hostile, DECODE), "blocks")
+    _assert_refused(_run_case(tmp_path, hostile, DECODE), "segments")
 
 
 def test_layout_of_millions_of_tiny_tensors_is_refused_fast(tmp_path):
@@ -249,6 +250,33 @@ def test_layout_of_millions_of_tiny_tensors_is_refused_fast(tmp_path):
     part["blocks"] = part["blocks"] * 32
     hostile = container.pack(header, [blob[offset:]] * 32)
     _assert_refused(_run_case(tmp_path, hostile, DECODE), "segments")
+
+
+def test_float_segments_are_counted_exactly_before_they_are_listed():
+    """The count that refuses a layout is the number of segments the cut would list."""
+    from lmgc_float import formats
+
+    rng = np.random.default_rng(0)
+    for layout in [None, ((2,), (3, 2)), ((1,),), ((4, 2), (3,)), ((0,), (2,))]:
+        total = sum(math.prod(s) for s in layout) if layout else 7
+        for shape in [(0,), (1,), (5,), (3, 4), (2, 3, 4), (1, 9), (3, total), (total,)]:
+            block_values = int(rng.choice([1, 2, 3, 5, 8, 64]))
+            blocks, used = formats.segments(shape, layout, block_values)
+            listed = sum(len(b) for b in blocks)
+            if used and layout:
+                counted = math.prod(shape) // total * sum(
+                    formats._n_pieces(s, block_values) for s in layout
+                )
+            else:
+                counted = formats._n_pieces(shape, block_values)
+            assert counted == listed, (shape, layout, block_values)
+
+
+def test_float_blocks_are_bounded_by_what_a_header_can_list():
+    from lmgc_float import formats
+
+    with pytest.raises(ConfigError, match="blocks"):
+        formats.segments((container.MAX_BLOCKS + 10,), None, 1)
 
 
 def test_step_coded_stream_declaring_billions_of_symbols_is_refused_fast(tmp_path):

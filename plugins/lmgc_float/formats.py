@@ -128,9 +128,18 @@ def matrix_view(shape: Sequence[int]) -> tuple[int, int]:
 
 
 MAX_SEGMENTS = 1 << 20
-"""Most segments a part is cut into (~130 MB of Python tuples, ~2 s): without it a
-header could declare a layout of 2**30 one-value tensors. Real layouts give a segment per tensor
-and snapshot row (150 tensors x 5,000 snapshots = 750 k) or per ``block_values`` values."""
+"""Most segments a part is cut into (~130 MB of Python tuples, ~2 s), counted before any is
+listed: without it a header could declare 2**30 one-value tensors or blocks of one value. Real
+layouts give a segment per tensor and snapshot row (150 tensors x 5,000 snapshots = 750 k) or
+per ``block_values`` values."""
+
+
+def _n_pieces(shape: Sequence[int], block_values: int) -> int:
+    """How many segments :func:`segments` cuts one tensor into (by arithmetic)."""
+    rows, cols = matrix_view(shape)
+    if rows == 1 and cols > block_values:
+        return -(-cols // block_values)
+    return -(-rows // max(1, block_values // max(cols, 1)))
 
 
 def segments(
@@ -145,9 +154,20 @@ def segments(
     ``block_values`` values, so small tensors share one block and its learnt statistics while big
     ones give blocks that code in parallel. Derived from the shape alone: never stored."""
     tensors, used = tensor_shapes(shape, layout)
+    if used and layout:  # counted before any is listed: a header may declare 2**40 of them
+        copies = math.prod(shape) // sum(math.prod(s) for s in layout)
+        n_segments = copies * sum(_n_pieces(s, block_values) for s in layout)
+    else:
+        n_segments = _n_pieces(shape, block_values)
+    if n_segments > MAX_SEGMENTS:
+        raise ConfigError(
+            f"float prior: {math.prod(shape)} values (layout {_brief(layout)}, block_values "
+            f"{block_values}) make {n_segments} segments, over {MAX_SEGMENTS}: raise "
+            "block_values or code fewer snapshots per stream"
+        )
     blocks: list[list[tuple[int, int, int]]] = []
     current: list[tuple[int, int, int]] = []
-    filled = offset = n_segments = 0
+    filled = offset = 0
     for tshape in tensors:
         rows, cols = matrix_view(tshape)
         if rows == 1 and cols > block_values:  # lazily: a header may declare 2**40 values
@@ -164,12 +184,6 @@ def segments(
             current.append((offset, prow, pcol))
             filled += n
             offset += n
-            n_segments += 1
-            if n_segments > MAX_SEGMENTS:
-                raise ConfigError(
-                    f"float prior: layout {_brief(layout)} cuts {math.prod(shape)} values into "
-                    f"over {MAX_SEGMENTS} segments; code fewer snapshots per stream"
-                )
             if filled >= block_values:
                 blocks.append(current)
                 current, filled = [], 0
