@@ -15,8 +15,20 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$kernels" -nt "$st
   [ "$fast" -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip setuptools wheel
   python -m pip install -q "torch==${LMGC_TORCH_VERSION:-2.13.0}"
-  # llama-cpp-python compiles from source the first time (~8-10 minutes on 2 cores).
+  # llama-cpp-python compiles from source the first time (~8-10 minutes on 2 cores). A build for
+  # the build machine's own CPU uses AMX where the CPU lists it, and some VMs list AMX but fault
+  # on it (SIGSEGV in ggml_backend_amx_mul_mat, seen here): build for AVX2 without AMX instead,
+  # unless CMAKE_ARGS says otherwise.
+  export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
   python -m pip install -q -e ".[all]"
+  # pip may have taken an earlier native build from its wheel cache: if the installed llama.cpp
+  # cannot evaluate a token, drop the cached wheel and build again with the flags above.
+  if ! python scripts/check_llama.py >/dev/null 2>&1; then
+    python -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true
+    python -m pip install -q --force-reinstall --no-deps \
+      "llama-cpp-python==$(python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+    python scripts/check_llama.py
+  fi
   touch "$stamp"
 fi
 # ZipNN, a benchmark peer (benchmarks/levels.py), without its requirements (they pull a CUDA torch).
