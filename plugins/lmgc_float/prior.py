@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -43,6 +43,8 @@ class FloatPrior(Prior, ArrayCoding):
     thread_safe = True
     default_window = 512  # digit path only: the model ignores windows beyond their cut
     default_batch_size = 16384
+    recorded_defaults: ClassVar[dict[str, Any]] = {"level": LEVEL_MAX}
+    """A header without ``level`` means the highest level, forever (see :data:`LEVEL_MAX`)."""
 
     def __init__(
         self,
