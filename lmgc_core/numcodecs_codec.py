@@ -2,8 +2,8 @@
 anything else that speaks numcodecs).
 
 The codec's configuration *is* the pipeline configuration of :meth:`Pipeline.from_config`
-(``stages``, ``serializer``, ``prior``, ``coder``, ``window``, ``batch``) plus an optional
-``dtype``::
+(``stages``, ``serializer``, ``prior``, ``coder``, ``window``, ``batch``, ``level``) plus an
+optional ``dtype``::
 
     >>> import numcodecs
     >>> codec = numcodecs.get_codec({"id": "lmgc", "prior": {"name": "adaptive"}})
@@ -56,7 +56,7 @@ from .dtypes import coding_view
 from .errors import ConfigError, LMGCError, StreamError
 from .stream_notes import restore, with_view
 
-PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch")
+PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch", "level")
 
 # --------------------------------------------------------------------------------------------
 # Per-process cache of built pipelines (shared with the Zarr v3 codec and the Dask helpers).
@@ -80,6 +80,8 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown pipeline keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}"
         )
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None or k == "batch"}}
+    if cfg["level"] is None:  # absent means the prior's own default: configs stay as before
+        del cfg["level"]
 
     def spec(value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
@@ -251,6 +253,7 @@ class LMGC(Codec):
         window: int | None = None,
         batch: int | None = None,
         dtype: str | None = None,
+        level: int | None = None,
     ) -> None:
         given = {
             "stages": stages,
@@ -259,6 +262,7 @@ class LMGC(Codec):
             "coder": coder,
             "window": window,
             "batch": batch,
+            "level": level,
         }
         self.pipeline_config = canonical_config(given)
         if dtype is not None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import container, provenance, registry
+from .component_options import valid_options
 from .dtypes import dtype_name, parse_dtype
 from .engine import (
     BitCounter,
@@ -38,7 +39,12 @@ DEFAULTS: dict[str, Any] = {
     "coder": {"name": "range"},
     "window": None,
     "batch": None,
+    "level": None,
 }
+"""``level`` (as in zstd) is shorthand for the prior's own ``level`` option: it is merged into the
+prior's spec, so streams record it there (in the prior's config) and never as a pipeline key."""
+LEVELLED_PRIORS = ("float",)
+"""Built-in priors that take a ``level`` (named in the error for one that does not)."""
 Progress = Callable[[int], None]
 
 
@@ -49,6 +55,36 @@ def _component(kind: str, spec: Any) -> Any:
         raise ConfigError(f"{kind} must be a name or a mapping with a 'name', not {spec!r}")
     options = {k: v for k, v in spec.items() if k != "name"}
     return registry.build(kind, spec["name"], options)
+
+
+def _prior_at_level(spec: Any, level: Any) -> Any:
+    """The prior built from ``spec`` with ``level`` merged into its options; a clear error for a
+    prior that has no levels (instead of a bare "unexpected keyword")."""
+    if level is None:
+        return _component("prior", spec)
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    name = spec.get("name") if isinstance(spec, Mapping) else None
+    if isinstance(spec, Mapping) and spec.get("level", level) != level:
+        raise ConfigError(
+            f"level {level!r} conflicts with the prior's own level {spec['level']!r}; give one"
+        )
+    none = ConfigError(
+        f"level applies to priors with levels ({', '.join(LEVELLED_PRIORS)}); "
+        f"prior {name!r} has none"
+    )
+    if isinstance(name, str) and "level" not in (valid_options("prior", name) or ["level"]):
+        raise none
+    try:
+        prior = _component("prior", {**spec, "level": level} if name else spec)
+    except ConfigError as exc:
+        text = str(exc)  # the factory's own TypeError, rejecting the one option added
+        if "argument 'level'" in text or ("takes no arguments" in text and len(spec) == 1):
+            raise none from None
+        raise
+    if getattr(prior, "level", None) != level:  # a factory that swallowed the option
+        raise none
+    return prior
 
 
 def _spec(component: Any) -> dict[str, Any]:
@@ -106,7 +142,7 @@ class Pipeline:
             raise ConfigError("stages must be a list")
         return cls(
             serializer=_component("serializer", cfg["serializer"]),
-            prior=_component("prior", cfg["prior"]),
+            prior=_prior_at_level(cfg["prior"], cfg["level"]),
             coder=_component("coder", cfg["coder"]),
             stages=[_component("stage", s) for s in cfg["stages"]],
             window=cfg["window"],

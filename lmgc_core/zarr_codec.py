@@ -7,7 +7,8 @@ stream header records both. In ``zarr.json`` it reads::
     {"name": "lmgc", "configuration": {"stages": [], "serializer": {"name": "hex"},
      "prior": {"name": "adaptive"}, "coder": {"name": "range"}, "window": 2048, "batch": null}}
 
-The configuration is exactly :meth:`lmgc_core.pipeline.Pipeline.from_config`'s. zarr-python finds
+The configuration is exactly :meth:`lmgc_core.pipeline.Pipeline.from_config`'s (``"level": 1``
+selects the float prior's fast level; left out, the prior's default). zarr-python finds
 the codec through the ``zarr.codecs`` entry-point group (``lmgc =
 "lmgc_core.zarr_codec:LMGCZarrCodec"``), so opening such an array needs lmgc installed, nothing
 imported. Importing this module also registers the codec explicitly (for source checkouts).
@@ -87,6 +88,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
         coder: Any = None,
         window: int | None = None,
         batch: int | None = None,
+        level: int | None = None,
     ) -> None:
         config = canonical_config(
             {
@@ -96,6 +98,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
                 "coder": coder,
                 "window": window,
                 "batch": batch,
+                "level": level,
             }
         )
         # a JSON string keeps the frozen dataclass hashable and comparable
