@@ -25,6 +25,8 @@ PIPELINE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--window",), {"type": int, "help": "Tokens per window, BOS included (default: the "
                      "prior's own; the stream records the one used)."}),
     (("--batch",), {"type": int, "help": "Windows per batch (default: the prior's)."}),
+    (("--level", "-l"), {"type": int, "help": "1 = fast (semi-static rANS), 2 = highest "
+                         "(adaptive context model, default)."}),
     (("--model",), {"help": "Model file or folder for an LM prior."}),
     (("--prior-option", "-P", "prior_opts"), {"multiple": True, "metavar": "KEY=VALUE",
                                                "help": "Prior option (repeatable); applies to "
@@ -102,6 +104,7 @@ def pipeline_config(
     coder: str | None = None,
     window: int | None = None,
     batch: int | None = None,
+    level: int | None = None,
     model: str | None = None,
     prior_opts: tuple[str, ...] = (),
     serializer_opts: tuple[str, ...] = (),
@@ -137,6 +140,8 @@ def pipeline_config(
         cfg["window"] = window
     if batch is not None:
         cfg["batch"] = batch
+    if level is not None:  # the pipeline merges it into the prior's spec
+        cfg["level"] = level
     check_component_options(cfg)
     return cfg
 
