@@ -20,10 +20,11 @@ from typing import Any, NoReturn
 
 import click
 
-from . import registry
+from . import interrupts, registry
 from .cli_files import STDIO, atomic_output, check_free_space, check_output, open_input
 from .cli_options import JOBS_OPTION, build_pipeline, check_model_path, pipeline_options
 from .errors import ConfigError, LMGCError
+from .interrupts import Terminated
 
 USAGE_ERRORS = (ConfigError,)
 DEBUG_VARIABLE = "LMGC_DEBUG"
@@ -39,19 +40,8 @@ def _exit(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that it unwinds
-    through the same cleanup (temporary outputs removed, coding threads joined, the archive's
-    zip dropped) and ends with one ``error:`` line and status 143."""
-
-
 class _TerminatedExit(click.ClickException):
     exit_code = 128 + signal.SIGTERM
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not break the cleanup
-    raise Terminated
 
 
 def _interrupted(exc: click.Abort) -> NoReturn:
@@ -417,8 +407,7 @@ def _add_plugin_commands() -> None:
 
 
 def main() -> None:
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupts.install()  # SIGTERM unwinds like Ctrl-C (exit 143), neither gets lost
     _add_plugin_commands()
     cli(prog_name="lmgc")
 

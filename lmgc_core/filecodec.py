@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import archive, writers
+from . import archive, interrupts, writers
 from .archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
 from .component_options import explain_bad_option
 from .dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_dtype
@@ -119,6 +119,7 @@ def compress_file(
             name = writer.member_name(layout.tensors[index].name, i, count)
             writer.add(name, blob)
             members[index].append(name)
+            interrupts.check()  # a Ctrl-C that arrived inside a C callback
         progress.finish_chunk()
         source = {"name": source_name, "size": layout.size, "sha256": file_hash.result()}
         manifest = manifest_for(layout, source, members, chunk_bytes)

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import npy_format, safetensors_format
+from . import interrupts, npy_format, safetensors_format
 from .layout import Data, Deflated, InputFileError, Literal, Segment, Tensor
 
 Chunks = Callable[[int], Iterator[np.ndarray]]
@@ -30,6 +30,7 @@ class HashingWriter:
         self.size = 0
 
     def write(self, data: Any) -> None:
+        interrupts.check()  # a Ctrl-C that arrived inside a C callback stops at the next write
         view = memoryview(data).cast("B")
         self.sha.update(view)
         self.out.write(view)

@@ -5,7 +5,10 @@ and a conversion refuses tensor names that would collide or escape an ``.npz``."
 
 from __future__ import annotations
 
+import ctypes
+import io
 import json
+import os
 import shutil
 import signal
 import struct
@@ -19,18 +22,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmgc_core import writers
+from lmgc_core import interrupts, writers
 from lmgc_core.layout import InputFileError, Tensor
 from tests.cli_helpers import lmgc, one_error_line
 
 
-def _lmgc(*args: object) -> subprocess.Popen:
+def _lmgc(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen:
     """The real command in a process of its own (signals, garbage collection at exit)."""
     return subprocess.Popen(
         [sys.executable, "-m", "lmgc_core", *map(str, args)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -111,6 +115,35 @@ def test_signals_during_decompress_leave_no_part_files(tmp_path, slow_archive, s
     assert proc.returncode == status, stderr
     _only_error_line(stderr, words)
     assert _leftovers(folder) == [] and not (folder / "u.npy").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_swallowed_by_a_c_callback_is_raised_at_the_next_write(monkeypatch, sig):
+    """A signal that lands while C calls back into Python (numba compiling the integer model
+    on the first chunk does, through ctypes) raises there, and ctypes prints and drops the
+    exception: the run went on to the end. The next write raises it again, quietly."""
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    monkeypatch.setattr(interrupts, "_delivered", False)
+    seen = []
+    monkeypatch.setattr(sys, "__unraisablehook__", seen.append)
+    try:
+        interrupts.install()
+
+        def callback() -> None:
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)  # the handler runs here, inside the callback
+
+        ctypes.CFUNCTYPE(None)(callback)()  # returns normally: the exception was dropped
+        sink = writers.HashingWriter(io.BytesIO())
+        expected = interrupts.Terminated if sig == signal.SIGTERM else KeyboardInterrupt
+        with pytest.raises(expected):
+            sink.write(b"next chunk")
+        assert sink.size == 0 and seen == []  # nothing written, no "Exception ignored"
+        sink.write(b"raised once")
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
 
 
 Usage = namedtuple("Usage", "total used free")
