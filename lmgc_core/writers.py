@@ -127,6 +127,7 @@ def write_npz(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None
             with zf.open(info, "w", force_zip64=True) as member:
                 member.write(npy_format.header_bytes(tensor))
                 for arr in chunks(index):
+                    interrupts.check()  # the zip writes to the file, not through ``out``
                     member.write(_bytes(arr))
 
 
