@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import zarr
 
-from lmgc_core import Pipeline, decompress, read_header
+from lmgc_core import Pipeline, decompress, read_header, registry
 from lmgc_core.errors import ConfigError
+from lmgc_core.hookspecs import hookimpl
 from lmgc_core.numcodecs_codec import LMGC
 from lmgc_core.zarr_codec import LMGCZarrCodec
 from tests.cli_helpers import lmgc
@@ -69,6 +70,30 @@ def test_level_with_a_prior_without_levels_is_a_clear_config_error(prior):
         f"level applies to priors with levels (float); prior {name!r} has none"
     )
     Pipeline.from_config({"prior": prior})  # without a level it builds
+
+
+class _Swallower:
+    """A plugin whose lazy factory takes ``**options`` and ignores them (a level included)."""
+
+    @hookimpl
+    def register_priors(self, register):
+        from lmgc_basic_priors.uniform import UniformPrior
+
+        class Levelless(UniformPrior):
+            name = "levelless"
+
+        register("levelless", lambda **options: Levelless())
+
+
+def test_a_factory_that_ignores_level_is_refused_too():
+    plugin = _Swallower()
+    registry.add_plugin(plugin, label="levels-test 0.0")
+    try:
+        Pipeline.from_config({"prior": "levelless"})
+        with pytest.raises(ConfigError, match="prior 'levelless' has none"):
+            Pipeline.from_config({"prior": "levelless", "level": 1})
+    finally:
+        registry.remove_plugin(plugin)
 
 
 def test_bad_or_conflicting_levels_are_config_errors():
