@@ -172,7 +172,7 @@ def compress(
     # The input's SHA-256 starts before the coding modules (numpy, the pipeline) load: with a
     # spare core it runs while this thread imports, not beside the first chunks.
     with open_input(input) as (src, size, name), FileHash(src, jobs) as source_hash:
-        from .filecodec import DEFAULT_CHUNK_BYTES, compress_file
+        from .filecodec import DEFAULT_CHUNK_BYTES, FileEncoder, compress_file
         from .io import scan
         from .progress import Progress
 
@@ -183,32 +183,14 @@ def compress(
             click.echo(f"warning: {_one_line(note)}", err=True)
         total = sum(t.nbytes for t in layout.tensors)
         with Progress(total, "compress", quiet) as bar, atomic_output(output, force) as out:
-
-            def encode(arr: Any, update: Callable[[int], None], jobs: int) -> bytes:
-                return pipeline.compress(arr, progress=update, jobs=jobs)
-
-            n_symbols = pipeline.serializer.n_symbols
-            lossless = all(getattr(stage, "lossless", False) for stage in pipeline.stages)
-            exact = pipeline if lossless else _without_stages(pipeline)
-
-            def encode_bytes(arr: Any, update: Callable[[int], None], jobs: int) -> bytes:
-                return exact.compress(arr, progress=update, jobs=jobs)
-
             result = compress_file(
-                src, layout, Path(name).name, out, encode, n_symbols, bar, chunk_bytes, lossless,
-                jobs, pipeline.prior.thread_safe, source_hash, encode_bytes,
+                src, layout, Path(name).name, out, FileEncoder(pipeline), bar, chunk_bytes,
+                jobs, source_hash,
             )  # fmt: skip
             out.flush()
             written = out.tell()
     rate = 100 * written / result.source if result.source else 0.0
     _say(quiet, output, f"{name}: {result.source} -> {written} bytes ({rate:.2f}%) -> {output}")
-
-
-def _without_stages(pipeline: Any) -> Any:
-    """The same components without the (lossy) stages: what byte tensors are coded with."""
-    return type(pipeline)(
-        pipeline.serializer, pipeline.prior, pipeline.coder, (), pipeline.window, pipeline.batch
-    )
 
 
 def _output_format(output: str, fmt: str | None, source_format: str | None, n: int) -> str:

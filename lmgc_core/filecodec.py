@@ -36,9 +36,6 @@ DEFAULT_CHUNK_BYTES = 16 << 20
 """Tensors larger than this are coded in chunks of whole rows (or flat runs) of at most this
 many bytes; it bounds the memory of a run (see ``benchmarks/memory_safetensors.py``)."""
 
-Encode = Callable[[np.ndarray, Callable[[int], None], int], bytes]
-"""``encode(array, progress, jobs)``: one chunk's lmgc stream, coded on up to ``jobs`` threads."""
-
 
 @dataclass
 class CompressResult:
@@ -49,36 +46,73 @@ class CompressResult:
     n_tensors: int
 
 
+class FileEncoder:
+    """How the chunks of a file become streams: tensors through the user's pipeline, byte tensors
+    (the file's other bytes: pickles, zip records, trailing bytes) through the ``float`` prior's
+    fast level, which stores what does not compress and codes the rest at hundreds of MB/s,
+    exactly, whatever the tensors' pipeline is (lossy stages, a language model). Where the fast
+    level's compiled kernel is missing, byte tensors take the user's pipeline without its
+    stages. Subclass it to watch or change the coding (tests do)."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        self.lossless = all(getattr(stage, "lossless", False) for stage in pipeline.stages)
+        self.concurrent = bool(pipeline.prior.thread_safe)
+        """Chunks may be coded on several threads at once (a thread-safe prior)."""
+        self._bytes_pipeline: Any = None
+
+    def n_symbols(self, nbytes: int) -> int:
+        """Symbols the progress bar counts for a chunk of ``nbytes``."""
+        return int(self.pipeline.serializer.n_symbols(nbytes))
+
+    def tensor(self, array: np.ndarray, progress: Callable[[int], None], jobs: int) -> bytes:
+        return self.pipeline.compress(array, progress=progress, jobs=jobs)
+
+    def byte_run(self, array: np.ndarray, progress: Callable[[int], None], jobs: int) -> bytes:
+        return self.bytes_pipeline().compress(array, progress=progress, jobs=jobs)
+
+    def bytes_pipeline(self) -> Any:
+        if self._bytes_pipeline is None:
+            from .pipeline import Pipeline
+
+            try:
+                self._bytes_pipeline = Pipeline.from_config(BYTES_PIPELINE)
+            except (ConfigError, PluginError):  # no compiled fast kernel here
+                p = self.pipeline
+                self._bytes_pipeline = type(p)(
+                    p.serializer, p.prior, p.coder, (), p.window, p.batch
+                )
+        return self._bytes_pipeline
+
+
+BYTES_PIPELINE: dict[str, Any] = {"prior": {"name": "float", "level": 1}}
+"""What byte tensors are coded with (see :class:`FileEncoder`)."""
+
+
 def compress_file(
     src: IO[bytes],
     layout: FileLayout,
     source_name: str,
     out: IO[bytes],
-    encode: Encode,
-    n_symbols: Callable[[int], int],
+    encoder: FileEncoder,
     progress: Progress,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    lossless: bool = True,
     jobs: int = 1,
-    concurrent: bool = False,
     source_hash: FileHash | None = None,
-    encode_bytes: Encode | None = None,
 ) -> CompressResult:
     """Code every tensor of ``layout`` (read from ``src``) into an archive written to ``out``.
-    With lossy stages (``lossless=False``) decoding gives the stages' reconstruction, so the
-    manifest does not promise the source's bytes.
+    With lossy stages (``encoder.lossless`` false) decoding gives the stages' reconstruction of
+    the arrays, so the manifest does not promise the source's bytes.
 
     With ``jobs > 1`` the file's SHA-256 runs on a thread of its own (``source_hash``: one the
     caller started earlier on ``src``), and when the pipeline may run on several threads at once
-    (``concurrent``: a thread-safe prior) chunks are coded ahead of the writes
+    (``encoder.concurrent``: a thread-safe prior) chunks are coded ahead of the writes
     (:func:`run_ahead`), ``jobs`` at a time: reading, hashing and writing overlap the coding. A
     chunk gets one thread (threads that keep their buffers, no more threads than cores), except
     in a short last round, whose chunks share the cores through their blocks
-    (:func:`round_jobs`), so no core waits at the end. The bytes do not depend on ``jobs``.
-
-    Byte tensors (runs of the file's other bytes: zip records, trailing bytes) must come back
-    exactly even when the stages are lossy: ``encode_bytes`` (the pipeline without its stages)
-    codes them when given."""
+    (:func:`round_jobs`), so no core waits at the end. The bytes do not depend on ``jobs``."""
+    lossless = encoder.lossless
+    concurrent = encoder.concurrent
     jobs = resolve_jobs(jobs)
     layout.identical = layout.identical and lossless
     if not lossless:
@@ -105,9 +139,9 @@ def compress_file(
             index, i, count, read, block_jobs = item
             chunk = read()  # on the coding thread where the file allows it
             view, note = coding_view(chunk)
-            update = progress.chunk(chunk.nbytes, n_symbols(view.nbytes))
-            exact = encode_bytes is not None and layout.tensors[index].bytes_only
-            blob = with_view((encode_bytes if exact else encode)(view, update, block_jobs), note)
+            update = progress.chunk(chunk.nbytes, encoder.n_symbols(view.nbytes))
+            code_with = encoder.byte_run if layout.tensors[index].bytes_only else encoder.tensor
+            blob = with_view(code_with(view, update, block_jobs), note)
             update.finish()
             return index, i, count, blob
 

@@ -60,28 +60,14 @@ def compress_stream(
     """Code the tensor file open as ``src`` (named ``name``: its format comes from the name, else
     its magic bytes) into an lmgc archive on ``out`` -- the same archive ``lmgc compress``
     writes."""
-    from .filecodec import DEFAULT_CHUNK_BYTES, compress_file
+    from .filecodec import DEFAULT_CHUNK_BYTES, FileEncoder, compress_file
     from .io import scan
 
     pipeline = pipeline or default_pipeline()
     layout = scan(src, size, name, None, None)
-    lossless = all(getattr(stage, "lossless", False) for stage in pipeline.stages)
-
-    # lossy stages change arrays, never the file's other bytes (as the CLI does)
-    exact = pipeline if lossless else type(pipeline)(
-        pipeline.serializer, pipeline.prior, pipeline.coder, (), pipeline.window, pipeline.batch
-    )
-
-    def encode(arr: Any, update: Any, block_jobs: int) -> bytes:
-        return pipeline.compress(arr, progress=update, jobs=block_jobs)
-
-    def encode_bytes(arr: Any, update: Any, block_jobs: int) -> bytes:
-        return exact.compress(arr, progress=update, jobs=block_jobs)
-
     compress_file(
-        src, layout, name, out, encode, pipeline.serializer.n_symbols,
-        progress or Progress(0, "compress", quiet=True), DEFAULT_CHUNK_BYTES, lossless, jobs,
-        pipeline.prior.thread_safe, None, encode_bytes,
+        src, layout, name, out, FileEncoder(pipeline),
+        progress or Progress(0, "compress", quiet=True), DEFAULT_CHUNK_BYTES, jobs,
     )  # fmt: skip
 
 

@@ -351,7 +351,7 @@ def test_cli_jobs_give_identical_bytes(tmp_path, grads, suffix):
 def test_archive_chunks_run_ahead_only_for_a_thread_safe_prior(tmp_path, grads, concurrent):
     """A thread-safe prior's chunks are coded on worker threads while the caller writes; any
     other prior (a language model) codes in the caller's thread, one chunk after another."""
-    from lmgc_core.filecodec import compress_file
+    from lmgc_core.filecodec import FileEncoder, compress_file
     from lmgc_core.io import scan
     from lmgc_core.progress import Progress
 
@@ -362,16 +362,18 @@ def test_archive_chunks_run_ahead_only_for_a_thread_safe_prior(tmp_path, grads, 
     threads: list[int] = []
     block_jobs: list[int] = []
 
-    def encode(arr, update, jobs):
-        threads.append(threading.get_ident())
-        block_jobs.append(jobs)
-        return pipe.compress(arr, progress=update, jobs=jobs)
+    class Watched(FileEncoder):
+        def tensor(self, arr, update, jobs):
+            threads.append(threading.get_ident())
+            block_jobs.append(jobs)
+            return super().tensor(arr, update, jobs)
 
+    encoder = Watched(pipe)
+    encoder.concurrent = concurrent
     with open(src, "rb") as f, open(tmp_path / "g.lmgc", "wb") as out:
         layout = scan(f, src.stat().st_size, "g.npy", None, None)
         with Progress(x.nbytes, "test", quiet=True) as bar:
-            compress_file(f, layout, "g.npy", out, encode, lambda n: n, bar, 4096, True, 2,
-                          concurrent)  # fmt: skip
+            compress_file(f, layout, "g.npy", out, encoder, bar, 4096, 2)
     n = 9  # the lone last chunk is a short last round
     assert len(threads) == n
     assert (threading.get_ident() in threads) is not concurrent
