@@ -64,6 +64,9 @@ PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch", "l
 
 Guard = AbstractContextManager[Any]
 _CACHE: dict[str, tuple[Any, Guard]] = {}
+MAX_CACHED = 64
+"""Pipelines kept at most, least recently used dropped first: a store whose chunks record
+thousands of configurations (written by someone else) cannot make the cache grow without end."""
 _CACHE_LOCK = threading.Lock()
 _STATS = {"builds": 0, "hits": 0, "encoded": 0, "decoded": 0}
 _INTERVALS: deque[tuple[str, float, float, int]] = deque(maxlen=100_000)
@@ -109,8 +112,9 @@ def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
 
     key = _key(canonical_config(config))
     with _CACHE_LOCK:
-        hit = _CACHE.get(key)
+        hit = _CACHE.pop(key, None)
         if hit is not None:
+            _CACHE[key] = hit  # most recently used last
             _STATS["hits"] += 1
             return hit
         pipeline = Pipeline.from_config(json.loads(key))
@@ -120,6 +124,8 @@ def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
         # streams record the resolved config (window, batch, prior options filled in): reading
         # back what this process wrote must reuse this pipeline, not build (load) a second one
         _CACHE.setdefault(_key(canonical_config(pipeline.get_config())), entry)
+        while len(_CACHE) > MAX_CACHED:
+            del _CACHE[next(iter(_CACHE))]
         _STATS["builds"] += 1
         return entry
 

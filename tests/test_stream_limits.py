@@ -433,3 +433,19 @@ def test_256_mb_of_zeros_round_trip():
     back = decompress(blob, jobs=2, max_nbytes=arr.nbytes)
     assert back.shape == arr.shape and back.dtype == arr.dtype
     assert not back.any() and not np.signbit(back).any()
+
+
+def test_pipeline_cache_is_bounded_for_streams_with_many_configs(monkeypatch):
+    """Chunks written by someone else may each record another configuration: the numcodecs
+    pipeline cache keeps at most MAX_CACHED of them, the most recently used."""
+    from lmgc_core import numcodecs_codec as nc
+
+    nc.clear_pipeline_cache()
+    monkeypatch.setattr(nc, "MAX_CACHED", 4)
+    x = np.arange(64, dtype="<f4")
+    blobs = [nc.compress_array({"prior": {"name": "float", "block_values": 8 + i}}, x)
+             for i in range(10)]  # fmt: skip
+    for blob in blobs:
+        assert nc.decompress_blob(None, blob).tobytes() == x.tobytes()
+    assert len(nc.pipeline_cache_info()["configs"]) <= 4
+    nc.clear_pipeline_cache()
