@@ -373,11 +373,3 @@ class ArchiveReader:
         if zlib.crc32(data) != m.crc:
             raise StreamError(f"{self.where}: member {name!r} is corrupted (zip CRC-32 mismatch)")
         return data
-
-    def member_size(self, name: str) -> int:
-        if self.kind == "stream":
-            return self.size
-        m = self._members.get(name)
-        if m is None or name == MANIFEST:
-            raise StreamError(f"{self.where}: archive member {name!r} is missing")
-        return m.file_size

@@ -86,9 +86,6 @@ class ContextScores(NamedTuple):
     should use linear scores to keep their streams portable."""
 
 
-Scores = "np.ndarray | ContextScores"
-
-
 class PriorSession(ABC):
     """A prior's state while it steps over one batch of ``B`` windows in lock-step.
 

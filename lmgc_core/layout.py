@@ -9,7 +9,7 @@ back: literal, tensor, literal, ... For ``.npz`` members that zip deflated, a
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,14 +172,6 @@ class FileLayout:
     """False when the file cannot be rebuilt byte for byte (an npz member deflated by a zlib
     whose output this machine does not reproduce): the arrays still come back exactly."""
     notes: list[str] = field(default_factory=list)
-
-    def data_segments(self) -> Iterator[Data]:
-        """Tensor data segments in file order (inside deflated members too)."""
-        for seg in self.segments:
-            if isinstance(seg, Data):
-                yield seg
-            elif isinstance(seg, Deflated):
-                yield from (s for s in seg.segments if isinstance(s, Data))
 
     def segments_json(self) -> list[Any]:
         return [_segment_json(s) for s in self.segments]

@@ -101,10 +101,6 @@ def is_gguf(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() == ".gguf"
 
 
-def model_label(model: str | os.PathLike[str] | None) -> str:
-    return DEFAULT_MODEL_NAME if model is None else str(model)
-
-
 # --------------------------------------------------------------------------- hashing
 
 # Files of a Hugging Face folder that change a model's numbers (READMEs and such do not).
@@ -381,13 +377,6 @@ def gguf_vocab(meta: Mapping[str, Any]) -> tuple[list[str], str, np.ndarray | No
     if bos is None:
         bos = meta.get("tokenizer.ggml.eos_token_id")
     return list(tokens), kind, types, None if bos is None else int(bos)
-
-
-def token_map_hash(token_ids: np.ndarray, bos_id: int | None) -> str:
-    """Short hash of the symbol -> token map plus the BOS id, for fingerprints."""
-    h = hashlib.sha256(np.asarray(token_ids, dtype="<i8").tobytes())
-    h.update(str(bos_id).encode())
-    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- progress

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -102,26 +102,3 @@ def round_jobs(jobs: int | None, index: int, n_items: int) -> int:
     return split_jobs(total, n_items - index // total * total, concurrent=True)[1]
 
 
-def prior_thread_safe(spec: Any, overrides: Mapping[str, Any] | None = None) -> bool:
-    """Whether the prior of a pipeline config's ``prior`` entry (with ``overrides``, e.g. a local
-    model path) declares ``thread_safe``. Read from the registered class when the factory is one;
-    a factory function means building the prior (LM plugins cache their models per process, so
-    decoding does not load it again). A prior that cannot be built counts as not thread-safe:
-    decoding then reports the real error."""
-    from . import registry
-    from .errors import LMGCError
-
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
-        return False
-    try:
-        factory = registry.get("prior", spec["name"]).factory
-        declared = getattr(factory, "thread_safe", None)
-        if isinstance(declared, bool):
-            return declared
-        options = {k: v for k, v in spec.items() if k != "name"} | dict(overrides or {})
-        prior = registry.build("prior", spec["name"], options)
-    except (LMGCError, OSError, ValueError, TypeError, ImportError):
-        return False
-    return getattr(prior, "thread_safe", False) is True

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from lmgc_core.interfaces import Decoder, Encoder, EntropyCoder
 from lmgc_core.parallel import (
     map_ordered,
-    prior_thread_safe,
     resolve_jobs,
     round_jobs,
     run_ahead,
@@ -156,23 +155,6 @@ def test_round_jobs_shares_the_cores_only_in_a_short_last_round():
     assert [round_jobs(4, i, 6) for i in range(6)] == [1, 1, 1, 1, 2, 2]
     assert round_jobs(8, 0, 3) == 2 and round_jobs(8, 0, 1) == 8
     assert round_jobs(1, 3, 9) == 1
-
-
-def test_builtin_priors_declare_thread_safety(monkeypatch):
-    assert prior_thread_safe({"name": "adaptive"}) and prior_thread_safe("uniform")
-    assert prior_thread_safe({"name": "float", "block_values": 4096})  # built by a function
-    assert not prior_thread_safe({"name": "float", "block_values": -1})  # cannot be built
-    assert not prior_thread_safe({"name": "no-such-prior"}) and not prior_thread_safe(None)
-    from lmgc_basic_priors.adaptive import AdaptivePrior
-
-    monkeypatch.setattr(AdaptivePrior, "thread_safe", False)
-    assert not prior_thread_safe("adaptive")
-
-
-@pytest.mark.lm
-@pytest.mark.parametrize("name", ["llamacpp", "transformers"])
-def test_lm_priors_must_serialize(name):
-    assert not prior_thread_safe({"name": name})  # one model and KV cache per process
 
 
 # -- Pipeline: blocks of a part --------------------------------------------------------------

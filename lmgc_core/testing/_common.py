@@ -21,7 +21,6 @@ import numpy as np
 from .. import registry
 from ..dtypes import dtype_name
 from ..errors import LMGCError, PluginError
-from ..interfaces import Component
 
 
 class ConformanceError(AssertionError):
@@ -327,7 +326,3 @@ def run_fresh(config: Mapping[str, Any], arrays: Mapping[str, np.ndarray], **job
         tail = proc.stderr.strip().splitlines()[-3:]
         raise ConformanceError(f"it failed: {' | '.join(tail)}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def is_component(value: Any) -> bool:
-    return isinstance(value, Component)

@@ -141,7 +141,3 @@ def build_model(arch: str, image_size: int = 16, n_classes: int = 10, in_ch: int
     if arch not in builders:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
     return builders[arch]()
-
-
-def n_parameters(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
