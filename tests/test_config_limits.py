@@ -109,3 +109,14 @@ def test_command_line_options_have_the_same_caps(tmp_path, g):
     stage = json.dumps({"name": "quantize", "bits": 8, "junk": list(range(MAX_VALUES + 10))})
     message = one_error_line(lmgc("compress", g, "--stage", stage, ok=False), 2)
     assert f"over {MAX_VALUES} values" in message
+
+
+def test_mix_refuses_thousands_of_experts_before_building_them():
+    from lmgc_mix.prior import MAX_EXPERTS
+
+    from lmgc_core.errors import ConfigError
+    from lmgc_core.pipeline import Pipeline
+
+    experts = [{"name": "adaptive"}] * 5000  # written out, no YAML aliases: under the value cap
+    with pytest.raises(ConfigError, match=f"at most {MAX_EXPERTS} experts"):
+        Pipeline.from_config({"prior": {"name": "mix", "experts": experts}})

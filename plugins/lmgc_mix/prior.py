@@ -48,6 +48,10 @@ def _expert_spec(spec: Any) -> tuple[dict[str, Any], list[int] | None]:
     return spec, consult
 
 
+MAX_EXPERTS = 16
+"""Experts a mixture takes at most: each is built (a language model loads) and consulted on every
+symbol, so a config (or a stream header) listing thousands is refused before anything is built."""
+
 class MixPrior(Prior):
     name = "mix"
     wants_free_symbols = True
@@ -66,6 +70,8 @@ class MixPrior(Prior):
     ) -> None:
         if isinstance(experts, str | Mapping) or not isinstance(experts, Sequence) or not experts:
             raise ConfigError("experts must be a non-empty list of prior configs")
+        if len(experts) > MAX_EXPERTS:  # every expert is built, and each may load a model
+            raise ConfigError(f"mix takes at most {MAX_EXPERTS} experts, not {len(experts)}")
         if not isinstance(share, int | float) or not 0 <= share <= 0.5:
             raise ConfigError(f"share must be a number in [0, 0.5], not {share!r}")
         if not isinstance(lr, int | float) or not 0 <= lr <= 8:
