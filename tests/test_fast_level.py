@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import zlib
 from pathlib import Path
 
 import ml_dtypes
@@ -17,8 +18,8 @@ from hypothesis.extra import numpy as hnp
 from lmgc_float import fast
 from lmgc_float.formats import as_uint, float_format, segments
 
-from lmgc_core import LMGCError, Pipeline, decompress, read_header
-from lmgc_core.errors import ConfigError, StreamError
+from lmgc_core import LMGCError, Pipeline, container, decompress, read_header
+from lmgc_core.errors import ChecksumError, ConfigError, StreamError
 from tests.conftest import same_bits
 
 DATA = Path(__file__).parent / "data"
@@ -97,12 +98,12 @@ def test_threads_give_the_same_bytes():
 
 
 EXPECTED_SHA256 = {
-    "float32": "5702542ab3c5cb573e2fe8948ea39ce58a72f1f9859c99115a3d4c336ad02241",
-    "bfloat16": "428900689a6634eca819c2ab7c8277b06176c0d88ddeda30a8a0ffcb56bd2f3c",
-    "float16": "0bb78c92d40b030cd1aba501194a8651256758f416d93469075508b173e84aac",
-    "float64": "8988914b519220b5c2fa55b366a12298f89355c968915934c222af21bd2b1413",
-    "float8_e4m3fn": "bdb599a6fff7cc5d15b5565c053e184683e89418247b235a35453519f63d4dfc",
-    "int16": "f585b47a1736a341b941eebb65cb94fc18cc777e2e3abf610cd0fdfc9bd6bc0c",
+    "float32": "877a5e0cabe449c89392a7d261f0aac60a316eea224b32a892997f910c91e951",
+    "bfloat16": "f83093bfa48e8ec59a29e970657574f6e7f59e549eca95797b58bc3039a97796",
+    "float16": "1b90ee6bafd6afde694914917d151fbc8609ee0a82d811ccd4eaacb06b21e458",
+    "float64": "65be6c4371bb1dfd052c3c795269cec0e7afcd588967f61f5c6aed32dbb141a8",
+    "float8_e4m3fn": "2e7f30b028a73255d93b7452f13a1a85b2f55262ba369843aeac66bdaa03d9d6",
+    "int16": "483836ef9cb18b5a6380c40bb1c4d8d55af56bd98c6eee6d55024ff37303397a",
 }
 
 
@@ -124,7 +125,7 @@ def test_fixed_bytes(name):
     arr = _fixed_input(name)
     coded, _, _ = _blocks(arr, block_values=4096)
     digest = hashlib.sha256(b"".join(coded)).hexdigest()
-    assert fast.FAST_VERSION == 1
+    assert fast.FAST_VERSION == 2
     assert digest == EXPECTED_SHA256[name]
 
 
@@ -133,7 +134,7 @@ def test_level_recorded_and_decoded_without_being_told():
     blob = _fast().compress(grads)
     header = read_header(blob)
     assert header["pipeline"]["prior"]["level"] == 1
-    assert header["prior"]["level"] == 1 and header["prior"]["fast_version"] == 1
+    assert header["prior"]["level"] == 1 and header["prior"]["fast_version"] == 2
     assert same_bits(decompress(blob), grads)
     # a pipeline set to the other level still decodes it: the stream says which
     adaptive = Pipeline.from_config({"prior": {"name": "float"}})
@@ -234,3 +235,76 @@ def test_simd_and_scalar_decoders_agree(dtype):
         k.simd(True)
     k.simd(True)
     assert same_bits(_decode(coded[0], cuts, bits, fmt), bits)
+
+
+MURMUR3_FOX = "6c1b07bc7bbc4be347939ac4a93c437a"
+"""MurmurHash3_x64_128 (seed 0) of b"The quick brown fox jumps over the lazy dog": h1 then h2,
+little-endian, as published with the algorithm (and as ``mmh3.hash_bytes`` gives)."""
+
+
+def test_block_checksum_is_murmur3_of_the_values():
+    """Every block ends with MurmurHash3_x64_128 of its values' little-endian bytes in segment
+    order, the same on every CPU: the published digest, split across segments at odd places."""
+    k = fast.kernel()
+    text = np.frombuffer(b"The quick brown fox jumps over the lazy dog", dtype=np.uint8)
+    for segs in ([(0, 1, text.size)], [(0, 1, 5), (5, 3, 3), (14, 1, 29)]):
+        block = k.encode(text, np.array(segs, dtype=np.int64), 8, 0, 0)
+        assert block[-k.DIGEST :].hex() == MURMUR3_FOX
+    words = np.frombuffer(b"The quick brown fox jumps over the lazy dog.", dtype="<u2")
+    block = k.encode(words.astype(np.uint16), np.array([(0, 2, 11)], dtype=np.int64), 16, 0, 0)
+    assert block[-16:].hex() == "c902e99e1f4899cde7b68789a3a15d69"
+
+
+def _altered_but_decodable(block: bytes, cuts, bits, fmt) -> bytes:
+    """``block`` with one payload bit flipped such that the kernel still decodes it (to other
+    values): only the checksum can tell."""
+    k = fast.kernel()
+    body = len(block) - k.DIGEST
+    for pos in range(body - 1, 0, -1):  # the raw mantissa bytes sit at the end of the body
+        for bit in range(8):
+            altered = bytearray(block)
+            altered[pos] ^= 1 << bit
+            out = np.empty_like(bits)
+            try:
+                k.decode(bytes(altered), out, fast.seg_array(cuts[0]), *fast._layout(bits, fmt))
+            except ValueError as err:
+                if str(err) == k.CHECKSUM_MISMATCH:
+                    return bytes(altered)
+    raise AssertionError("no decodable alteration found")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.int16])
+def test_checksum_catches_altered_values(dtype):
+    """A block whose payload is altered, its CRC repaired, decodes to other values: the stream
+    must refuse it (ChecksumError), never return them."""
+    arr = (_fixed_input("int16") if dtype == np.int16 else _fixed_input("float32").astype(dtype))
+    blob = _fast().compress(arr)
+    header, offset = container.read_header(blob)
+    assert header["checksum"] == fast.BLOCK_CHECKSUM and "sha256" not in header
+    (size, _), = header["parts"][0]["blocks"]
+    block = bytes(blob[offset : offset + size])
+    cuts, _ = segments(arr.shape, None, 1 << 18)
+    altered = _altered_but_decodable(block, cuts, as_uint(arr.reshape(-1)), float_format(arr.dtype))
+    header["parts"][0]["blocks"] = [[size, zlib.crc32(altered)]]
+    forged = container.pack(header, [altered])
+    with pytest.raises(ChecksumError, match="checksum"):
+        decompress(forged)
+    assert same_bits(decompress(container.pack(header | {"parts": read_header(blob)["parts"]},
+                                               [block])), arr)  # fmt: skip
+
+
+def test_checksum_key_only_where_the_prior_verifies_it():
+    """A level-2 (adaptive) stream keeps its SHA-256; a header that names the block checksum
+    for a prior that does not verify one is refused, not decoded unchecked."""
+    grads = np.load(DATA / "mlp_grads_8k.npy")
+    staged = Pipeline.from_config(
+        {"prior": {"name": "float", "level": 1}, "stages": [{"name": "quantize", "bits": 8}]}
+    )
+    assert "sha256" in read_header(staged.compress(grads))
+    old = Pipeline.from_config({"prior": {"name": "float"}}).compress(grads)
+    header, offset = container.read_header(old)
+    assert "sha256" in header and "checksum" not in header
+    del header["sha256"]
+    forged = container.pack({**header, "checksum": fast.BLOCK_CHECKSUM}, [old[offset:]])
+    with pytest.raises(StreamError, match="checksum"):
+        decompress(forged)

@@ -26,7 +26,9 @@
 #include <string.h>
 #include <pthread.h>
 
-#define FAST_VERSION 1
+#define FAST_VERSION 2
+#define CHECKSUM_MISMATCH "decoded values do not match the block's checksum"
+#define DIGEST 16 /* every block ends with the 128-bit checksum of its values (see below) */
 #define SCALE_BITS 12
 #define SCALE (1u << SCALE_BITS)
 #define RANS_L (1u << 16)
@@ -1132,6 +1134,130 @@ static const char *decode_stored(const u8 *blk, size_t len, void *outv, const i6
     return NULL;
 }
 
+/* -- the block checksum -----------------------------------------------------------------------
+ * Why: a stream must prove that decoding reproduced the original bytes. A SHA-256 of the whole
+ * array runs at ~1 GB/s, slower than this decoder; a 128-bit non-cryptographic hash of each
+ * block's values, computed right after the block is decoded (its values still in cache), costs
+ * a fraction of that and catches the same accidents (a corrupted or mis-decoded block).
+ * The hash is MurmurHash3_x64_128 (Austin Appleby's public-domain design; seed 0) of the block's
+ * values as little-endian bytes, in segment order, as if concatenated: h1 then h2, each 8 bytes
+ * little-endian, appended to every block. Integer arithmetic only, so every CPU agrees. */
+#define MM_C1 UINT64_C(0x87c37b91114253d5)
+#define MM_C2 UINT64_C(0x4cf5ad432745937f)
+
+typedef struct {
+    u64 h1, h2, total;
+    u8 tail[16];
+    size_t ntail;
+} Hash128;
+
+INLINE u64 rotl64(u64 x, int r) { return (x << r) | (x >> (64 - r)); }
+
+INLINE u64 le64(const u8 *p) {
+    u64 v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+INLINE u64 fmix64(u64 k) {
+    k ^= k >> 33;
+    k *= UINT64_C(0xff51afd7ed558ccd);
+    k ^= k >> 33;
+    k *= UINT64_C(0xc4ceb9fe1a85ec53);
+    k ^= k >> 33;
+    return k;
+}
+
+INLINE void mm_round(Hash128 *h, u64 k1, u64 k2) {
+    k1 *= MM_C1;
+    k1 = rotl64(k1, 31);
+    k1 *= MM_C2;
+    h->h1 ^= k1;
+    h->h1 = rotl64(h->h1, 27);
+    h->h1 += h->h2;
+    h->h1 = h->h1 * 5 + 0x52dce729;
+    k2 *= MM_C2;
+    k2 = rotl64(k2, 33);
+    k2 *= MM_C1;
+    h->h2 ^= k2;
+    h->h2 = rotl64(h->h2, 31);
+    h->h2 += h->h1;
+    h->h2 = h->h2 * 5 + 0x38495ab5;
+}
+
+/* Feed n bytes (the stream of bytes is hashed as one message, whatever the pieces). */
+static void hash_bytes(Hash128 *h, const u8 *p, size_t n) {
+    h->total += n;
+    if (h->ntail) {
+        size_t take = 16 - h->ntail < n ? 16 - h->ntail : n;
+        memcpy(h->tail + h->ntail, p, take);
+        h->ntail += take;
+        p += take;
+        n -= take;
+        if (h->ntail < 16) return;
+        mm_round(h, le64(h->tail), le64(h->tail + 8));
+        h->ntail = 0;
+    }
+    u64 h1 = h->h1, h2 = h->h2;
+    for (; n >= 16; p += 16, n -= 16) {
+        u64 k1 = le64(p) * MM_C1, k2 = le64(p + 8) * MM_C2;
+        h1 ^= rotl64(k1, 31) * MM_C2;
+        h1 = (rotl64(h1, 27) + h2) * 5 + 0x52dce729;
+        h2 ^= rotl64(k2, 33) * MM_C1;
+        h2 = (rotl64(h2, 31) + h1) * 5 + 0x38495ab5;
+    }
+    h->h1 = h1;
+    h->h2 = h2;
+    memcpy(h->tail, p, n);
+    h->ntail = n;
+}
+
+static void hash_final(Hash128 *h, u8 out[16]) {
+    u64 k1 = 0, k2 = 0, h1 = h->h1, h2 = h->h2;
+    const u8 *t = h->tail;
+    for (size_t i = h->ntail; i-- > 8;) k2 = (k2 << 8) | t[i];
+    for (size_t i = h->ntail < 8 ? h->ntail : 8; i-- > 0;) k1 = (k1 << 8) | t[i];
+    if (h->ntail > 8) h2 ^= rotl64(k2 * MM_C2, 33) * MM_C1;
+    if (h->ntail > 0) h1 ^= rotl64(k1 * MM_C1, 31) * MM_C2;
+    h1 ^= h->total;
+    h2 ^= h->total;
+    h1 += h2;
+    h2 += h1;
+    h1 = fmix64(h1);
+    h2 = fmix64(h2);
+    h1 += h2;
+    h2 += h1;
+    for (int i = 0; i < 8; i++) {
+        out[i] = (u8)(h1 >> (8 * i));
+        out[8 + i] = (u8)(h2 >> (8 * i));
+    }
+}
+
+/* The checksum of the values `segs` names: little-endian bytes of each, in segment order. */
+static void hash_values(const void *vals, const i64 *segs, i64 nsegs, int width, u8 out[16]) {
+    Hash128 h = {0};
+    size_t w = (size_t)width / 8;
+    for (i64 g = 0; g < nsegs; g++) {
+        const u8 *p = (const u8 *)vals + (size_t)segs[3 * g] * w;
+        size_t n = (size_t)(segs[3 * g + 1] * segs[3 * g + 2]) * w;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        u8 le[4096];
+        for (size_t done = 0; done < n; done += sizeof le) {
+            size_t m = n - done < sizeof le ? n - done : sizeof le;
+            for (size_t i = 0; i < m; i += w)
+                for (size_t b = 0; b < w; b++) le[i + b] = p[done + i + w - 1 - b];
+            hash_bytes(&h, le, m);
+        }
+#else
+        hash_bytes(&h, p, n);
+#endif
+    }
+    hash_final(&h, out);
+}
+
 /* -- Python bindings ------------------------------------------------------------------------- */
 static int check_call(Py_buffer *vals, Py_buffer *segs, int width, int ebits, int mbits) {
     if (width != 8 && width != 16 && width != 32 && width != 64) {
@@ -1165,7 +1291,8 @@ static int check_call(Py_buffer *vals, Py_buffer *segs, int width, int ebits, in
 PyDoc_STRVAR(encode_doc,
              "encode(vals, segs, width, ebits, mbits) -> bytes\n\n"
              "One fast-level block of the values the (offset, rows, cols) int64 segments name; "
-             "ebits = 0 codes integers by byte planes. The smaller of coded and stored.");
+             "ebits = 0 codes integers by byte planes. The smaller of coded and stored, then the "
+             "16-byte checksum of the values.");
 
 static PyObject *py_encode(PyObject *self, PyObject *args) {
     Py_buffer vals, segs;
@@ -1192,6 +1319,12 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
             encode_stored(vals.buf, sg, nsegs, width, &out);
             ok = !out.fail;
         }
+        if (ok) {
+            u8 digest[DIGEST];
+            hash_values(vals.buf, sg, nsegs, width, digest);
+            put_bytes(&out, digest, DIGEST);
+            ok = !out.fail;
+        }
         Py_END_ALLOW_THREADS
         if (ok)
             res = PyBytes_FromStringAndSize((const char *)out.p, (Py_ssize_t)out.len);
@@ -1206,8 +1339,9 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
 
 PyDoc_STRVAR(decode_doc,
              "decode(block, out, segs, width, ebits, mbits) -> None\n\n"
-             "Decode one fast-level block into `out`; ValueError names what is wrong with a "
-             "damaged block.");
+             "Decode one fast-level block into `out` and check the values against its checksum; "
+             "ValueError names what is wrong with a damaged block (CHECKSUM_MISMATCH: the "
+             "values decoded are not the ones coded).");
 
 static PyObject *py_decode(PyObject *self, PyObject *args) {
     Py_buffer blk, out, segs;
@@ -1222,17 +1356,25 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         const u8 *b = blk.buf;
         size_t len = (size_t)blk.len;
         Py_BEGIN_ALLOW_THREADS
-        if (len == 0)
-            err = "empty block";
-        else if (b[0] == KIND_STORED)
-            err = decode_stored(b, len, out.buf, sg, nsegs, width);
-        else if (b[0] == KIND_FLOAT && ebits) {
-            Fmt f = make_fmt(width, ebits, mbits);
-            err = decode_float(b, len, out.buf, sg, nsegs, &f);
-        } else if (b[0] == KIND_INT && !ebits)
-            err = decode_int(b, len, out.buf, sg, nsegs, width);
-        else
-            err = "unknown block kind for this dtype";
+        if (len <= DIGEST) {
+            err = "block is too short";
+        } else {
+            len -= DIGEST; /* the body, then its values' digest */
+            if (b[0] == KIND_STORED)
+                err = decode_stored(b, len, out.buf, sg, nsegs, width);
+            else if (b[0] == KIND_FLOAT && ebits) {
+                Fmt f = make_fmt(width, ebits, mbits);
+                err = decode_float(b, len, out.buf, sg, nsegs, &f);
+            } else if (b[0] == KIND_INT && !ebits)
+                err = decode_int(b, len, out.buf, sg, nsegs, width);
+            else
+                err = "unknown block kind for this dtype";
+            if (!err) { /* the values are still in cache: check them against the digest */
+                u8 digest[DIGEST];
+                hash_values(out.buf, sg, nsegs, width, digest);
+                if (memcmp(digest, b + len, DIGEST) != 0) err = CHECKSUM_MISMATCH;
+            }
+        }
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&blk);
@@ -1288,7 +1430,9 @@ PyMODINIT_FUNC PyInit__fast_kernels(void) {
     }
     if (PyModule_AddIntConstant(m, "FAST_VERSION", FAST_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "NSTATES", NSTATES) < 0 ||
-        PyModule_AddIntConstant(m, "SCALE_BITS", SCALE_BITS) < 0) {
+        PyModule_AddIntConstant(m, "SCALE_BITS", SCALE_BITS) < 0 ||
+        PyModule_AddIntConstant(m, "DIGEST", DIGEST) < 0 ||
+        PyModule_AddStringConstant(m, "CHECKSUM_MISMATCH", CHECKSUM_MISMATCH) < 0) {
         Py_DECREF(m);
         return NULL;
     }

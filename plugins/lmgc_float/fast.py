@@ -5,6 +5,10 @@ frequency table per field; pass 2: interleaved rANS), so decoding is table looku
 copies instead of an adaptive model per bit. Blocks are independent and the kernel releases the
 GIL, so blocks code on several threads; the bytes do not depend on the thread count.
 
+Every block ends with a 128-bit checksum (MurmurHash3_x64_128) of its values, which the kernel
+checks right after decoding the block, while its values are still in cache: a level-1 stream
+without stages needs no SHA-256 of the whole array (see :data:`BLOCK_CHECKSUM`).
+
 There is no numba twin: without a C compiler the fast level is unavailable and says so.
 """
 
@@ -16,14 +20,17 @@ from types import ModuleType
 
 import numpy as np
 
-from lmgc_core.errors import PluginError, StreamError
+from lmgc_core.errors import ChecksumError, PluginError, StreamError
 from lmgc_core.parallel import map_ordered
 
 from .codec import seg_array
 from .formats import FloatFormat
 
-FAST_VERSION = 1
+FAST_VERSION = 2
 """The kernel's ``FAST_VERSION`` this code expects (and records in stream headers)."""
+BLOCK_CHECKSUM = "blocks-murmur3-x64-128"
+"""The header's ``checksum`` for a stream whose every block carries the checksum of its values
+(instead of a ``sha256`` of the whole array)."""
 
 
 @functools.cache
@@ -72,7 +79,9 @@ def decode_blocks(
     fmt: FloatFormat | None,
     jobs: int,
 ) -> None:
-    """Decode every block into ``out_bits`` (contiguous); a damaged block raises StreamError."""
+    """Decode every block into ``out_bits`` (contiguous; its previous contents do not matter:
+    every value is written, then checked against its block's checksum). A damaged block raises
+    StreamError, values that do not match their block's checksum ChecksumError."""
     k = kernel()
     layout = _layout(out_bits, fmt)
     if not out_bits.flags.c_contiguous:
@@ -83,6 +92,11 @@ def decode_blocks(
         try:
             k.decode(block, out_bits, seg_array(segs), *layout)
         except ValueError as err:
+            if str(err) == k.CHECKSUM_MISMATCH:
+                raise ChecksumError(
+                    f"float prior (fast level): block {index} decodes to values that do not "
+                    "match its checksum: the stream is corrupted or was made by another kernel"
+                ) from None
             raise StreamError(
                 f"float prior (fast level): block {index} is damaged: {err}"
             ) from None

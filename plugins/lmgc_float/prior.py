@@ -84,6 +84,16 @@ class FloatPrior(Prior, ArrayCoding):
             fp["fast_version"] = FAST_VERSION
         return fp
 
+    @property
+    def value_checksum(self) -> str | None:
+        """The fast level checks every block's values against a checksum in the block, so its
+        streams need no SHA-256 of the whole array (see :meth:`Pipeline.compress`)."""
+        if self.level != LEVEL_FAST:
+            return None
+        from .fast import BLOCK_CHECKSUM
+
+        return BLOCK_CHECKSUM
+
     def for_stream(self, recorded: Mapping[str, Any]) -> Prior:
         """The prior at the level the stream records (a stream decodes without being told its
         level); every other setting must match as usual."""
@@ -148,7 +158,9 @@ class FloatPrior(Prior, ArrayCoding):
             raise StreamError(
                 f"float prior: {len(blocks)} blocks where the shape needs {len(cuts)}"
             )
-        out = np.zeros(math.prod(part_shape), dtype=np.dtype(f"u{dtype.itemsize}"))
+        # the fast kernel writes every value (and checks them against its checksums): no zeroing
+        alloc = np.empty if self.level == LEVEL_FAST else np.zeros
+        out = alloc(math.prod(part_shape), dtype=np.dtype(f"u{dtype.itemsize}"))
         self._blocks().decode_blocks(blocks, out, cuts, fmt, jobs)
         return from_uint(out, dtype)
 
