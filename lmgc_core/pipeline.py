@@ -341,17 +341,21 @@ class Pipeline:
         progress: Progress | None = None,
         jobs: int | None = 1,
         max_nbytes: int | None = None,
+        *,
+        head: tuple[dict[str, Any], int] | None = None,
     ) -> np.ndarray:
         """Decode ``blob``. ``max_nbytes``: refuse (:class:`StreamError`, before anything is
         allocated or decoded) a stream whose header declares a bigger array: a few bytes of
         stream may legitimately stand for gigabytes of zeros, so only the caller knows how much
-        it is ready to receive (a ``out=`` buffer, a chunk, a manifest entry)."""
-        head = container.read_header(blob)
+        it is ready to receive (a ``out=`` buffer, a chunk, a manifest entry). ``head``:
+        :func:`container.read_header`'s result for ``blob`` when the caller has it (a header is
+        then verified and parsed once, which counts for small chunks)."""
+        head = container.read_header(blob) if head is None else head
         header = head[0]
         alternative = self._made_by_fallback(header)
         if alternative is not None:  # the fallback's stream was the smaller one
             return alternative.decompress(
-                blob, force=force, progress=progress, jobs=jobs, max_nbytes=max_nbytes
+                blob, force=force, progress=progress, jobs=jobs, max_nbytes=max_nbytes, head=head
             )
         dtype, shape = declared_array(header, max_nbytes)
         try:
@@ -609,7 +613,8 @@ def decompress(
     machine (e.g. the path of the model file); the prior's fingerprint check still applies.
     ``max_nbytes`` refuses a stream declaring a bigger array before decoding (see
     :meth:`Pipeline.decompress`)."""
-    header = read_header(blob)
+    head = container.read_header(blob)
+    header = head[0]
     declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
     config = header.get("pipeline")
     if not isinstance(config, dict):
@@ -622,7 +627,7 @@ def decompress(
     except ConfigError as exc:
         raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
     return pipeline.decompress(
-        blob, force=force, progress=progress, jobs=jobs, max_nbytes=max_nbytes
+        blob, force=force, progress=progress, jobs=jobs, max_nbytes=max_nbytes, head=head
     )
 
 
