@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KERNEL_VERSION 2
+#define KERNEL_VERSION 3
 
 /* coder constants (rangecoder / tables.py) */
 #define TOTAL_BITS 15
@@ -519,6 +519,383 @@ static int decode_any(void *out, int width, const i64 *segs, i64 nsegs, int ebit
     }
 }
 
+/* -- the integer models (int_kernel.py, level_kernel.py) ---------------------------------- */
+#define LENGTH_CONTEXTS 65
+#define TOP_BITS 4
+#define LEVEL_ROOM (CHECK * 24 + 64)
+#define REPEAT_CONTEXTS (3 * 3 * 3 * 2)
+#define MATCH_CONTEXTS (16 * 2)
+#define HASH_BITS 18
+#define MATCH_MIN 4
+#define TREE_CONTEXTS (257 * 256)
+
+/* The item at k as a signed integer of its width (sign-extended), as numba reads it. */
+INLINE i64 load_signed(const void *vals, int width, i64 k) {
+    switch (width) {
+        case 8: return ((const int8_t *)vals)[k];
+        case 16: return ((const int16_t *)vals)[k];
+        case 32: return ((const int32_t *)vals)[k];
+        default: return ((const int64_t *)vals)[k];
+    }
+}
+
+INLINE i64 bit_length(u64 a) {
+    i64 n = 0;
+    while (a > 0) {
+        a >>= 1;
+        n++;
+    }
+    return n;
+}
+
+typedef struct {
+    i64 *zp, *sp;
+    Model lm, tm;
+} LevelModels;
+
+/* Levels around a centre: each item's distance from it coded through the float fields. */
+INLINE int encode_levels_width(const void *vals, int width, const i64 *segs, i64 nsegs,
+                               i64 centre, Enc *e, BitsOut *w, LevelModels *md) {
+    u64 full = width == 64 ? ~UINT64_C(0) : (UINT64_C(1) << width) - 1;
+    Scratch sc;
+    if (!scratch_alloc(&sc, max_cols(segs, nsegs))) {
+        scratch_free(&sc);
+        return -1;
+    }
+    int ok = 1;
+    for (i64 s = 0; s < nsegs && ok; s++) {
+        i64 off = segs[3 * s], rows = segs[3 * s + 1], cols = segs[3 * s + 2];
+        scratch_reset(&sc, rows, cols);
+        Means mn = {0, 0, 0, 0, 0, 0};
+        for (i64 i = 0; i < rows && ok; i++) {
+            int row_zero = 1;
+            mn.rsum = mn.rcnt = 0;
+            i64 base = off + i * cols;
+            for (i64 j = 0; j < cols; j++) {
+                if ((j & (CHECK - 1)) == 0 &&
+                    (e->pos + LEVEL_ROOM > e->cap || w->pos + LEVEL_ROOM > w->cap)) {
+                    ok = 0;
+                    break;
+                }
+                u64 du = ((u64)load_signed(vals, width, base + j) - (u64)centre) & full;
+                if (width < 64 && du >= (UINT64_C(1) << (width - 1))) du -= UINT64_C(1) << width;
+                i64 d = (i64)du; /* signed distance in the item's width */
+                int left = sc.cur[j], up = sc.above[j + 1];
+                i64 zctx = zero_context(left, up, i, j, row_zero, i > 0 && sc.col_zero[j]);
+                if (d == 0) {
+                    enc_bit(e, md->zp, zctx, 1);
+                    sc.cur[j + 1] = 0;
+                    continue;
+                }
+                enc_bit(e, md->zp, zctx, 0);
+                i64 sign = d < 0;
+                enc_bit(e, md->sp, sign_context(left, up, sc.above[j], i, j), sign);
+                u64 a = sign ? (u64)0 - du : du; /* |d|; 2**63 for width 64's most negative */
+                i64 n = bit_length(a);
+                i64 ectx, p_int = predict_at(&sc, &mn, i, j, 64, &ectx);
+                i64 r = n - p_int;
+                i64 sym = (-RESID <= r && r <= RESID) ? zigzag(r) : ESCAPE;
+                enc_sym(e, &md->lm, ectx, sym);
+                if (sym == ESCAPE) put(w, (u64)n, 7);
+                i64 below = n - 1, top = below < TOP_BITS ? below : TOP_BITS;
+                if (top > 0)
+                    enc_sym(e, &md->tm, n, (i64)((a >> (below - top)) & ((UINT64_C(1) << top) - 1)));
+                i64 rest = below - top;
+                if (rest > 32) { /* put() takes at most 56 bits at a time */
+                    put(w, a, 32);
+                    put(w, a >> 32, rest - 32);
+                } else if (rest > 0) {
+                    put(w, a, rest);
+                }
+                seen_nonzero(&sc, &mn, j, n, sign, i + 1 < rows);
+                row_zero = 0;
+            }
+            int8_t *t = sc.above;
+            sc.above = sc.cur;
+            sc.cur = t;
+        }
+    }
+    scratch_free(&sc);
+    return ok;
+}
+
+INLINE int decode_levels_width(void *out, int width, const i64 *segs, i64 nsegs, i64 centre,
+                               Dec *d, BitsIn *br, LevelModels *md) {
+    u64 full = width == 64 ? ~UINT64_C(0) : (UINT64_C(1) << width) - 1;
+    Scratch sc;
+    if (!scratch_alloc(&sc, max_cols(segs, nsegs))) {
+        scratch_free(&sc);
+        return -1;
+    }
+    for (i64 s = 0; s < nsegs; s++) {
+        i64 off = segs[3 * s], rows = segs[3 * s + 1], cols = segs[3 * s + 2];
+        scratch_reset(&sc, rows, cols);
+        Means mn = {0, 0, 0, 0, 0, 0};
+        for (i64 i = 0; i < rows; i++) {
+            int row_zero = 1;
+            mn.rsum = mn.rcnt = 0;
+            i64 base = off + i * cols;
+            for (i64 j = 0; j < cols; j++) {
+                int left = sc.cur[j], up = sc.above[j + 1];
+                i64 zctx = zero_context(left, up, i, j, row_zero, i > 0 && sc.col_zero[j]);
+                if (dec_bit(d, md->zp, zctx) == 1) {
+                    store_value(out, width, base + j, (u64)centre & full);
+                    sc.cur[j + 1] = 0;
+                    continue;
+                }
+                i64 sign = dec_bit(d, md->sp, sign_context(left, up, sc.above[j], i, j));
+                i64 ectx, p_int = predict_at(&sc, &mn, i, j, 64, &ectx);
+                i64 sym = dec_sym(d, &md->lm, ectx);
+                i64 n = sym == ESCAPE ? (i64)take(br, 7) : p_int + unzigzag(sym);
+                if (n < 1)
+                    n = 1;
+                else if (n > 64)
+                    n = 64;
+                i64 below = n - 1, top = below < TOP_BITS ? below : TOP_BITS;
+                u64 a = UINT64_C(1) << below;
+                if (top > 0) {
+                    u64 t = (u64)dec_sym(d, &md->tm, n);
+                    a |= (t & ((UINT64_C(1) << top) - 1)) << (below - top);
+                }
+                i64 rest = below - top;
+                if (rest > 32) {
+                    u64 lo = take(br, 32);
+                    a |= lo | (take(br, rest - 32) << 32);
+                } else if (rest > 0) {
+                    a |= take(br, rest);
+                }
+                u64 dv = sign ? (u64)0 - a : a;
+                store_value(out, width, base + j, (dv + (u64)centre) & full);
+                seen_nonzero(&sc, &mn, j, n, sign, i + 1 < rows);
+                row_zero = 0;
+            }
+            int8_t *t = sc.above;
+            sc.above = sc.cur;
+            sc.cur = t;
+        }
+    }
+    scratch_free(&sc);
+    return 1;
+}
+
+typedef struct {
+    i64 *matches, *table, *repeat, *tree;
+    Model model;
+    i64 items; /* of vals: a match pointer never leaves them */
+} IntModels;
+
+/* Hash of the MATCH_MIN values ending at flat index t. */
+INLINE i64 match_hash(const void *vals, int width, i64 t) {
+    u64 h = 0;
+    for (int k = 0; k < MATCH_MIN; k++)
+        h = (h * UINT64_C(0x2F0B3C5) + ((u64)load_signed(vals, width, t - k) & 0xFFFFFFFF) + 1) &
+            UINT64_C(0xFFFFFFFFFFFF);
+    return (i64)((h ^ (h >> 21)) & ((UINT64_C(1) << HASH_BITS) - 1));
+}
+
+/* After the value at flat index t (v): extend or drop the match, look a new one up, and
+ * remember this position. */
+INLINE void match_step(const void *vals, int width, i64 t, i64 start, i64 v, i64 *ptr,
+                       i64 *length, IntModels *md) {
+    if (*ptr >= 0 && load_signed(vals, width, *ptr) == v) {
+        ++*ptr;
+        ++*length;
+    } else {
+        *ptr = -1;
+        *length = 0;
+    }
+    if (t - start + 1 >= MATCH_MIN) {
+        i64 h = match_hash(vals, width, t);
+        if (*ptr < 0 && md->table[h] >= 0) *ptr = md->table[h];
+        md->table[h] = t + 1;
+    }
+    if (*ptr >= md->items) *ptr = -1; /* only after the last item, never read */
+}
+
+INLINE i64 repeat_context(i64 i, i64 j, int row_const, int col_const_j, int up_same,
+                          int left_repeat) {
+    i64 rs = j < 2 ? 0 : (row_const ? 1 : 2);
+    i64 cs = i == 0 ? 0 : (col_const_j ? 1 : 2);
+    i64 us = i == 0 ? 0 : (up_same ? 1 : 2);
+    return ((rs * 3 + cs) * 3 + us) * 2 + (left_repeat ? 1 : 0);
+}
+
+INLINE void col_seen(uint8_t *col_const, i64 i, i64 j, i64 v, i64 up) {
+    if (i > 0) col_const[j] = col_const[j] && v == up;
+}
+
+/* The first byte goes down a binary tree in the context of the left value's first byte, the
+ * others through 256-symbol models in the context of the byte before them. */
+INLINE int encode_ints_width(const void *vals, int width, const i64 *segs, i64 nsegs, Enc *e,
+                             IntModels *md) {
+    i64 itemsize = width / 8, shift = width - 8;
+    i64 room = CHECK * (itemsize + 2) * 2 + 64;
+    i64 start = nsegs ? segs[0] : 0, ptr = -1, length = 0;
+    uint8_t *col_const = malloc((size_t)max_cols(segs, nsegs) + 1);
+    if (col_const == NULL) return -1;
+    int ok = 1;
+    for (i64 s = 0; s < nsegs && ok; s++) {
+        i64 off = segs[3 * s], rows = segs[3 * s + 1], cols = segs[3 * s + 2];
+        memset(col_const, 1, (size_t)cols);
+        for (i64 i = 0; i < rows && ok; i++) {
+            i64 base = off + i * cols, left = 0;
+            int row_const = 1, left_repeat = 0;
+            for (i64 j = 0; j < cols; j++) {
+                if ((j & (CHECK - 1)) == 0 && e->pos + room > e->cap) {
+                    ok = 0;
+                    break;
+                }
+                i64 t = base + j, v = load_signed(vals, width, t);
+                i64 up = i > 0 ? load_signed(vals, width, t - cols) : v;
+                int hit = 0;
+                if (ptr >= 0) {
+                    i64 guess = load_signed(vals, width, ptr);
+                    i64 mctx = (length < 15 ? length : 15) * 2 + (j > 0 && guess == left);
+                    hit = guess == v;
+                    enc_bit(e, md->matches, mctx, hit);
+                }
+                match_step(vals, width, t, start, v, &ptr, &length, md);
+                if (hit) {
+                    col_seen(col_const, i, j, v, up);
+                    int same = j > 0 && v == left;
+                    left_repeat = same;
+                    row_const = row_const && (same || j == 0);
+                    left = v;
+                    continue;
+                }
+                i64 node_base = 256 * 256;
+                if (j > 0) {
+                    i64 ctx = repeat_context(i, j, row_const, col_const[j], up == left,
+                                             left_repeat);
+                    int same = v == left;
+                    enc_bit(e, md->repeat, ctx, same);
+                    left_repeat = same;
+                    row_const = row_const && same;
+                    col_seen(col_const, i, j, v, up);
+                    if (same) continue;
+                    node_base = ((left >> shift) & 0xFF) * 256;
+                } else {
+                    col_seen(col_const, i, j, v, up);
+                }
+                left = v;
+                i64 top = (v >> shift) & 0xFF, node = 1;
+                for (int b = 7; b >= 0; b--) {
+                    i64 bit = (top >> b) & 1;
+                    enc_bit(e, md->tree, node_base + node, bit);
+                    node = 2 * node + bit;
+                }
+                i64 byte = top;
+                for (i64 k = itemsize - 2; k >= 0; k--) {
+                    i64 ctx = (itemsize - 2 - k) * 256 + byte;
+                    byte = (v >> (8 * k)) & 0xFF;
+                    enc_sym(e, &md->model, ctx, byte);
+                }
+            }
+        }
+    }
+    free(col_const);
+    return ok;
+}
+
+INLINE int decode_ints_width(void *out, int width, const i64 *segs, i64 nsegs, Dec *d,
+                             IntModels *md) {
+    i64 itemsize = width / 8, shift = width - 8;
+    i64 start = nsegs ? segs[0] : 0, ptr = -1, length = 0;
+    uint8_t *col_const = malloc((size_t)max_cols(segs, nsegs) + 1);
+    if (col_const == NULL) return -1;
+    for (i64 s = 0; s < nsegs; s++) {
+        i64 off = segs[3 * s], rows = segs[3 * s + 1], cols = segs[3 * s + 2];
+        memset(col_const, 1, (size_t)cols);
+        for (i64 i = 0; i < rows; i++) {
+            i64 base = off + i * cols, left = 0;
+            int row_const = 1, left_repeat = 0;
+            for (i64 j = 0; j < cols; j++) {
+                i64 t = base + j;
+                i64 up = i > 0 ? load_signed(out, width, t - cols) : 0;
+                if (ptr >= 0) {
+                    i64 guess = load_signed(out, width, ptr);
+                    i64 mctx = (length < 15 ? length : 15) * 2 + (j > 0 && guess == left);
+                    if (dec_bit(d, md->matches, mctx) == 1) {
+                        store_value(out, width, t, (u64)guess);
+                        match_step(out, width, t, start, guess, &ptr, &length, md);
+                        col_seen(col_const, i, j, guess, up);
+                        int same = j > 0 && guess == left;
+                        left_repeat = same;
+                        row_const = row_const && (same || j == 0);
+                        left = guess;
+                        continue;
+                    }
+                }
+                i64 node_base = 256 * 256;
+                if (j > 0) {
+                    i64 ctx = repeat_context(i, j, row_const, col_const[j], up == left,
+                                             left_repeat);
+                    left_repeat = dec_bit(d, md->repeat, ctx) == 1;
+                    row_const = row_const && left_repeat;
+                    if (left_repeat) {
+                        store_value(out, width, t, (u64)left);
+                        match_step(out, width, t, start, left, &ptr, &length, md);
+                        col_seen(col_const, i, j, left, up);
+                        continue;
+                    }
+                    node_base = ((left >> shift) & 0xFF) * 256;
+                }
+                i64 node = 1;
+                for (int b = 0; b < 8; b++) node = 2 * node + dec_bit(d, md->tree, node_base + node);
+                i64 byte = node - 256;
+                u64 v = (u64)byte << shift;
+                for (i64 k = itemsize - 2; k >= 0; k--) {
+                    i64 ctx = (itemsize - 2 - k) * 256 + byte;
+                    byte = dec_sym(d, &md->model, ctx);
+                    v |= (u64)byte << (8 * k);
+                }
+                store_value(out, width, t, v);
+                i64 sv = load_signed(out, width, t); /* as the encoder reads it */
+                match_step(out, width, t, start, sv, &ptr, &length, md);
+                col_seen(col_const, i, j, sv, up);
+                left = sv;
+            }
+        }
+    }
+    free(col_const);
+    return 1;
+}
+
+#define BY_WIDTH(call_8, call_16, call_32, call_64) \
+    switch (width) {                                  \
+        case 8: return call_8;                        \
+        case 16: return call_16;                      \
+        case 32: return call_32;                      \
+        default: return call_64;                      \
+    }
+
+static int encode_levels_any(const void *v, int width, const i64 *sg, i64 n, i64 c, Enc *e,
+                             BitsOut *w, LevelModels *md) {
+    BY_WIDTH(encode_levels_width(v, 8, sg, n, c, e, w, md),
+             encode_levels_width(v, 16, sg, n, c, e, w, md),
+             encode_levels_width(v, 32, sg, n, c, e, w, md),
+             encode_levels_width(v, 64, sg, n, c, e, w, md))
+}
+
+static int decode_levels_any(void *v, int width, const i64 *sg, i64 n, i64 c, Dec *d,
+                             BitsIn *r, LevelModels *md) {
+    BY_WIDTH(decode_levels_width(v, 8, sg, n, c, d, r, md),
+             decode_levels_width(v, 16, sg, n, c, d, r, md),
+             decode_levels_width(v, 32, sg, n, c, d, r, md),
+             decode_levels_width(v, 64, sg, n, c, d, r, md))
+}
+
+static int encode_ints_any(const void *v, int width, const i64 *sg, i64 n, Enc *e,
+                           IntModels *md) {
+    BY_WIDTH(encode_ints_width(v, 8, sg, n, e, md), encode_ints_width(v, 16, sg, n, e, md),
+             encode_ints_width(v, 32, sg, n, e, md), encode_ints_width(v, 64, sg, n, e, md))
+}
+
+static int decode_ints_any(void *v, int width, const i64 *sg, i64 n, Dec *d, IntModels *md) {
+    BY_WIDTH(decode_ints_width(v, 8, sg, n, d, md), decode_ints_width(v, 16, sg, n, d, md),
+             decode_ints_width(v, 32, sg, n, d, md), decode_ints_width(v, 64, sg, n, d, md))
+}
+
 /* -- Python bindings: numpy arrays in, through the buffer protocol ------------------------
  * Every buffer is a top-level argument: PyArg_ParseTuple sizes its cleanup list by the
  * top-level units, so buffers ("w*") inside a nested "(...)" overrun it. */
@@ -529,6 +906,8 @@ static int need(Py_buffer *b, Py_ssize_t bytes, const char *what) {
     }
     return 1;
 }
+
+static int check_segs(Py_buffer *vals, Py_buffer *segs, int width);
 
 /* Formats and segments come from our own code, but a bad call must not write out of bounds. */
 static int check_call(Py_buffer *vals, Py_buffer *segs, int width, int ebits, int mbits) {
@@ -541,6 +920,11 @@ static int check_call(Py_buffer *vals, Py_buffer *segs, int width, int ebits, in
                      mbits);
         return 0;
     }
+    return check_segs(vals, segs, width);
+}
+
+/* Every segment lies inside the values (items of width bits). */
+static int check_segs(Py_buffer *vals, Py_buffer *segs, int width) {
     if (segs->len % (3 * (Py_ssize_t)sizeof(i64)) != 0) {
         PyErr_SetString(PyExc_ValueError, "segments must be int64 triples");
         return 0;
@@ -716,12 +1100,181 @@ static PyObject *py_decoder_init(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* -- Python bindings of the integer models --------------------------------------------------
+ * Same shape as the float ones: numba's argument order, the models' arrays passed flat. */
+static int check_int_call(Py_buffer *vals, Py_buffer *segs, int width) {
+    if (width != 8 && width != 16 && width != 32 && width != 64) {
+        PyErr_Format(PyExc_ValueError, "unsupported integer width %d", width);
+        return 0;
+    }
+    return check_segs(vals, segs, width);
+}
+
+static int level_models_from(LevelModels *md, Py_buffer *b) { /* zp sp lm0 lm1 lm2 tm0 tm1 tm2 */
+    const Py_ssize_t w = sizeof(i64), tn = 1 << TOP_BITS;
+    if (!need(&b[0], ZERO_CONTEXTS * 2 * w, "zero model") ||
+        !need(&b[1], SIGN_CONTEXTS * 2 * w, "sign model") ||
+        !need(&b[2], EXP_CONTEXTS * EXP_SYMBOLS * w, "length counts") ||
+        !need(&b[3], EXP_CONTEXTS * (EXP_SYMBOLS + 1) * w, "length frequencies") ||
+        !need(&b[4], EXP_CONTEXTS * 2 * w, "length ticks") ||
+        !need(&b[5], LENGTH_CONTEXTS * tn * w, "top-bits counts") ||
+        !need(&b[6], LENGTH_CONTEXTS * (tn + 1) * w, "top-bits frequencies") ||
+        !need(&b[7], LENGTH_CONTEXTS * 2 * w, "top-bits ticks"))
+        return 0;
+    md->zp = b[0].buf;
+    md->sp = b[1].buf;
+    md->lm = (Model){b[2].buf, b[3].buf, b[4].buf, EXP_SYMBOLS};
+    md->tm = (Model){b[5].buf, b[6].buf, b[7].buf, tn};
+    return 1;
+}
+
+/* (values, segments, width, centre, coder state, coder bytes, bit state, bit bytes, 8 models) */
+static int parse_levels_call(PyObject *args, const char *fmt, Py_buffer b[14], int *width,
+                             long long *centre, Py_ssize_t state_bytes, LevelModels *md) {
+    if (!PyArg_ParseTuple(args, fmt, &b[0], &b[1], width, centre, &b[2], &b[3], &b[4], &b[5],
+                          &b[6], &b[7], &b[8], &b[9], &b[10], &b[11], &b[12], &b[13]))
+        return 0;
+    if (!check_int_call(&b[0], &b[1], *width) || !need(&b[2], state_bytes, "range coder state") ||
+        !need(&b[4], 3 * 8, "raw bit state") || !level_models_from(md, &b[6])) {
+        release(b, 14);
+        return 0;
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(encode_levels_doc,
+             "encode_levels(vals, segs, width, centre, es, out, bw, raw, zp, sp, lm_counts, lm_cum,"
+             " lm_ticks, tm_counts, tm_cum, tm_ticks) -> bool\n\n"
+             "level_kernel.encode_levels, compiled; releases the GIL.");
+
+static PyObject *py_encode_levels(PyObject *self, PyObject *args) {
+    Py_buffer b[14];
+    int width;
+    long long centre;
+    LevelModels md;
+    if (!parse_levels_call(args, "y*y*iLw*w*w*w*w*w*w*w*w*w*w*w*:encode_levels", b, &width,
+                           &centre, 5 * 8, &md))
+        return NULL;
+    i64 *es = b[2].buf, *bw = b[4].buf;
+    Enc e = {es[0], es[1], es[2], es[3], es[4], (i64)b[3].len, b[3].buf};
+    BitsOut w = {(u64)bw[0], bw[1], bw[2], (i64)b[5].len, b[5].buf};
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = encode_levels_any(b[0].buf, width, b[1].buf, b[1].len / 24, centre, &e, &w, &md);
+    Py_END_ALLOW_THREADS
+    es[0] = e.low, es[1] = e.rng, es[2] = e.cache, es[3] = e.csize, es[4] = e.pos;
+    bw[0] = (i64)w.acc, bw[1] = w.nb, bw[2] = w.pos;
+    release(b, 14);
+    if (ok < 0) return PyErr_NoMemory();
+    return PyBool_FromLong(ok);
+}
+
+PyDoc_STRVAR(decode_levels_doc,
+             "decode_levels(out, segs, width, centre, ds, inp, br, raw, zp, sp, lm_counts, lm_cum,"
+             " lm_ticks, tm_counts, tm_cum, tm_ticks) -> None\n\n"
+             "level_kernel.decode_levels, compiled; releases the GIL.");
+
+static PyObject *py_decode_levels(PyObject *self, PyObject *args) {
+    Py_buffer b[14];
+    int width;
+    long long centre;
+    LevelModels md;
+    if (!parse_levels_call(args, "w*y*iLw*y*w*y*w*w*w*w*w*w*w*w*:decode_levels", b, &width,
+                           &centre, 3 * 8, &md))
+        return NULL;
+    i64 *ds = b[2].buf, *br = b[4].buf;
+    Dec d = {ds[0], ds[1], ds[2], (i64)b[3].len, b[3].buf};
+    BitsIn r = {(u64)br[0], br[1], br[2], (i64)b[5].len, b[5].buf};
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = decode_levels_any(b[0].buf, width, b[1].buf, b[1].len / 24, centre, &d, &r, &md);
+    Py_END_ALLOW_THREADS
+    ds[0] = d.code, ds[1] = d.rng, ds[2] = d.pos;
+    br[0] = (i64)r.acc, br[1] = r.nb, br[2] = r.pos;
+    release(b, 14);
+    if (ok < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* (values, segments, itemsize, coder state, coder bytes, matches, table, repeat, tree, 3 model
+ * arrays) */
+static int parse_ints_call(PyObject *args, const char *fmt, Py_buffer b[11], int *width,
+                           Py_ssize_t state_bytes, IntModels *md) {
+    int itemsize;
+    if (!PyArg_ParseTuple(args, fmt, &b[0], &b[1], &itemsize, &b[2], &b[3], &b[4], &b[5], &b[6],
+                          &b[7], &b[8], &b[9], &b[10]))
+        return 0;
+    *width = 8 * itemsize;
+    const Py_ssize_t w = sizeof(i64), n = itemsize > 1 ? (itemsize - 1) * 256 : 1;
+    if (!check_int_call(&b[0], &b[1], *width) || !need(&b[2], state_bytes, "range coder state") ||
+        !need(&b[4], MATCH_CONTEXTS * 2 * w, "match model") ||
+        !need(&b[5], ((Py_ssize_t)1 << HASH_BITS) * w, "match table") ||
+        !need(&b[6], REPEAT_CONTEXTS * 2 * w, "repeat model") ||
+        !need(&b[7], TREE_CONTEXTS * 2 * w, "first-byte tree") ||
+        !need(&b[8], n * 256 * w, "byte counts") ||
+        !need(&b[9], n * 257 * w, "byte frequencies") || !need(&b[10], n * 2 * w, "byte ticks")) {
+        release(b, 11);
+        return 0;
+    }
+    *md = (IntModels){b[4].buf, b[5].buf, b[6].buf, b[7].buf,
+                      (Model){b[8].buf, b[9].buf, b[10].buf, 256}, b[0].len / itemsize};
+    return 1;
+}
+
+PyDoc_STRVAR(encode_ints_doc,
+             "encode_ints(vals, segs, itemsize, es, out, matches, table, repeat, tree, counts, cum,"
+             " ticks) -> bool\n\nint_kernel.encode_ints, compiled; releases the GIL.");
+
+static PyObject *py_encode_ints(PyObject *self, PyObject *args) {
+    Py_buffer b[11];
+    int width;
+    IntModels md;
+    if (!parse_ints_call(args, "y*y*iw*w*w*w*w*w*w*w*w*:encode_ints", b, &width, 5 * 8, &md))
+        return NULL;
+    i64 *es = b[2].buf;
+    Enc e = {es[0], es[1], es[2], es[3], es[4], (i64)b[3].len, b[3].buf};
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = encode_ints_any(b[0].buf, width, b[1].buf, b[1].len / 24, &e, &md);
+    Py_END_ALLOW_THREADS
+    es[0] = e.low, es[1] = e.rng, es[2] = e.cache, es[3] = e.csize, es[4] = e.pos;
+    release(b, 11);
+    if (ok < 0) return PyErr_NoMemory();
+    return PyBool_FromLong(ok);
+}
+
+PyDoc_STRVAR(decode_ints_doc,
+             "decode_ints(out, segs, itemsize, ds, inp, matches, table, repeat, tree, counts, cum,"
+             " ticks) -> None\n\nint_kernel.decode_ints, compiled; releases the GIL.");
+
+static PyObject *py_decode_ints(PyObject *self, PyObject *args) {
+    Py_buffer b[11];
+    int width;
+    IntModels md;
+    if (!parse_ints_call(args, "w*y*iw*y*w*w*w*w*w*w*w*:decode_ints", b, &width, 3 * 8, &md))
+        return NULL;
+    i64 *ds = b[2].buf;
+    Dec d = {ds[0], ds[1], ds[2], (i64)b[3].len, b[3].buf};
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = decode_ints_any(b[0].buf, width, b[1].buf, b[1].len / 24, &d, &md);
+    Py_END_ALLOW_THREADS
+    ds[0] = d.code, ds[1] = d.rng, ds[2] = d.pos;
+    release(b, 11);
+    if (ok < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"encode_segments", py_encode_segments, METH_VARARGS, encode_doc},
     {"decode_segments", py_decode_segments, METH_VARARGS, decode_doc},
     {"encoder_finish", py_encoder_finish, METH_VARARGS, finish_doc},
     {"flush_bits", py_flush_bits, METH_VARARGS, flush_doc},
     {"decoder_init", py_decoder_init, METH_VARARGS, init_doc},
+    {"encode_levels", py_encode_levels, METH_VARARGS, encode_levels_doc},
+    {"decode_levels", py_decode_levels, METH_VARARGS, decode_levels_doc},
+    {"encode_ints", py_encode_ints, METH_VARARGS, encode_ints_doc},
+    {"decode_ints", py_decode_ints, METH_VARARGS, decode_ints_doc},
     {NULL, NULL, 0, NULL},
 };
 

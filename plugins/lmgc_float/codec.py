@@ -3,7 +3,7 @@
 A float block is ``u32 LE length of the range-coded part | range-coded part | raw bit stream``
 (integer blocks: :mod:`int_codec`). Blocks are independent (fresh models), so they code and
 decode on several threads: the kernels release the GIL. Importing this module does not import
-numba; the integer codec and the numba fallback import it when first used.
+numba; only the numba fallback (:mod:`kernels`) does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from lmgc_core.parallel import map_ordered
 
 from . import tables
 from .formats import FloatFormat
-from .kernels import float_kernels
+from .int_codec import decode_int_block, encode_int_block
+from .kernels import float_kernels, signed
 
 _LEN = struct.Struct("<I")
 _scratch = threading.local()
@@ -36,15 +37,6 @@ def _out_buffers(rc_size: int, raw_size: int) -> tuple[np.ndarray, np.ndarray]:
     if raw_out is None or raw_out.size < raw_size:
         raw_out = _scratch.raw = np.empty(raw_size, dtype=np.uint8)
     return rc_out[:rc_size], raw_out[:raw_size]
-
-
-def signed(bits: np.ndarray) -> np.ndarray:
-    """The same bits as signed integers of their width (what the kernels take). A view, never a
-    copy: a kernel writing into a copy would lose the decoded values, so the caller passes
-    contiguous, aligned arrays (:func:`formats.as_uint` makes them)."""
-    if not (bits.flags.c_contiguous and bits.flags.aligned):
-        raise ValueError("the float kernels take contiguous, aligned arrays")
-    return bits.view(np.dtype(f"i{bits.dtype.itemsize}"))
 
 
 def encode_float_block(bits: np.ndarray, segs: np.ndarray, fmt: FloatFormat) -> bytes:
@@ -104,8 +96,6 @@ def encode_blocks(
     """Every block of ``bits`` (unsigned ints), with the float model when ``fmt`` is given and
     the integer model otherwise; blocks run on up to ``jobs`` threads."""
     if fmt is None:
-        from .int_codec import encode_int_block
-
         return map_ordered(lambda b: encode_int_block(bits, seg_array(b)), blocks, jobs)
     return map_ordered(lambda b: encode_float_block(bits, seg_array(b), fmt), blocks, jobs)
 
@@ -119,8 +109,6 @@ def decode_blocks(
 ) -> None:
     pairs = list(zip(data, blocks, strict=True))
     if fmt is None:
-        from .int_codec import decode_int_block
-
         map_ordered(lambda p: decode_int_block(p[0], out_bits, seg_array(p[1])), pairs, jobs)
     else:
         map_ordered(lambda p: decode_float_block(p[0], out_bits, seg_array(p[1]), fmt), pairs, jobs)

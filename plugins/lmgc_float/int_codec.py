@@ -1,5 +1,5 @@
 """Block coding of integer inputs (quantizer indices, sparsify parts): two models, the smaller
-block wins. A block starts with its model's tag; these kernels are numba's.
+block wins. A block starts with its model's tag. The kernels are :func:`kernels.int_kernels`.
 """
 
 from __future__ import annotations
@@ -10,33 +10,11 @@ import numpy as np
 
 from lmgc_core.errors import StreamError
 
-from . import int_kernel as ik
-from . import level_kernel as lk
-from . import rangecoder as rc
 from . import tables
-from .codec import signed
+from .kernels import int_kernels, signed
 
 _INT_HEAD = struct.Struct("<BQI")  # model tag, centre (two's complement), range-coded length
 LEVELS, REPEATS = 1, 2
-
-
-def _int_models(itemsize: int) -> tuple:
-    return (
-        tables.new_bits(ik.MATCH_CONTEXTS),
-        ik.hash_table(),
-        tables.new_bits(ik.REPEAT_CONTEXTS),
-        tables.new_bits(ik.tree_contexts()),
-        tables.new_model(ik.contexts(itemsize), 256),
-    )
-
-
-def _level_models() -> tuple:
-    return (
-        tables.new_bits(tables.ZERO_CONTEXTS),
-        tables.new_bits(tables.SIGN_CONTEXTS),
-        tables.new_model(tables.EXP_CONTEXTS, tables.EXP_SYMBOLS),
-        tables.new_model(lk.LENGTH_CONTEXTS, 1 << lk.TOP_BITS),
-    )
 
 
 def _centre(bits: np.ndarray, segs: np.ndarray) -> int:
@@ -50,6 +28,7 @@ def _centre(bits: np.ndarray, segs: np.ndarray) -> int:
 
 
 def _levels_block(bits: np.ndarray, segs: np.ndarray, n: int) -> bytes:
+    k = int_kernels()
     centre = _centre(bits, segs)
     size = n * bits.dtype.itemsize // 2 + 4096
     while True:
@@ -58,25 +37,27 @@ def _levels_block(bits: np.ndarray, segs: np.ndarray, n: int) -> bytes:
         es = tables.encoder_state()
         bw = np.zeros(3, dtype=np.int64)
         width = 8 * bits.dtype.itemsize
-        if lk.encode_levels(signed(bits), segs, width, centre, es, out, bw, raw, *_level_models()):
+        if k.encode_levels(signed(bits), segs, width, centre, es, out, bw, raw,
+                           *tables.level_models()):  # fmt: skip
             break
         size = size * 2 + n * bits.dtype.itemsize
-    rc_len = rc.encoder_finish(es, out)
-    raw_len = rc.flush_bits(bw, raw)
+    rc_len = k.encoder_finish(es, out)
+    raw_len = k.flush_bits(bw, raw)
     head = _INT_HEAD.pack(LEVELS, centre & 0xFFFFFFFFFFFFFFFF, rc_len)
     return head + out[:rc_len].tobytes() + raw[:raw_len].tobytes()
 
 
 def _repeats_block(bits: np.ndarray, segs: np.ndarray, n: int) -> bytes:
+    k = int_kernels()
     itemsize = bits.dtype.itemsize
     size = n * itemsize // 2 + 4096
     while True:
         out = np.empty(size, dtype=np.uint8)
         es = tables.encoder_state()
-        if ik.encode_ints(signed(bits), segs, itemsize, es, out, *_int_models(itemsize)):
+        if k.encode_ints(signed(bits), segs, itemsize, es, out, *tables.repeat_models(itemsize)):
             break
         size = size * 2 + n * itemsize
-    return bytes([REPEATS]) + out[: rc.encoder_finish(es, out)].tobytes()
+    return bytes([REPEATS]) + out[: k.encoder_finish(es, out)].tobytes()
 
 
 def encode_int_block(bits: np.ndarray, segs: np.ndarray) -> bytes:
@@ -90,11 +71,13 @@ def decode_int_block(block: bytes, out_bits: np.ndarray, segs: np.ndarray) -> No
     if not block:
         raise StreamError("integer block is empty")
     buf = np.frombuffer(block, dtype=np.uint8)
+    k = int_kernels()
+    ds = tables.decoder_state()
     if block[0] == REPEATS:
         inp = buf[1:]
-        ds = rc.decoder_state(inp)
+        k.decoder_init(ds, inp)
         itemsize = out_bits.dtype.itemsize
-        ik.decode_ints(signed(out_bits), segs, itemsize, ds, inp, *_int_models(itemsize))
+        k.decode_ints(signed(out_bits), segs, itemsize, ds, inp, *tables.repeat_models(itemsize))
         return
     if block[0] != LEVELS or len(block) < _INT_HEAD.size:
         raise StreamError("integer block has an unknown model tag or a short header")
@@ -103,9 +86,9 @@ def decode_int_block(block: bytes, out_bits: np.ndarray, segs: np.ndarray) -> No
         raise StreamError("integer block's range-coded part runs past the block's end")
     rc_in = buf[_INT_HEAD.size : _INT_HEAD.size + rc_len]
     raw_in = buf[_INT_HEAD.size + rc_len :]
-    ds = rc.decoder_state(rc_in)
+    k.decoder_init(ds, rc_in)
     br = np.zeros(3, dtype=np.int64)
     width = 8 * out_bits.dtype.itemsize
     centre = np.int64(np.uint64(centre).view(np.int64))
-    lk.decode_levels(signed(out_bits), segs, width, centre, ds, rc_in, br, raw_in,
-                     *_level_models())  # fmt: skip
+    k.decode_levels(signed(out_bits), segs, width, centre, ds, rc_in, br, raw_in,
+                    *tables.level_models())  # fmt: skip

@@ -19,16 +19,7 @@ import numpy as np
 from numba import njit
 
 from .rangecoder import dec_bit, dec_norm, dec_sym, enc_bit, enc_norm, enc_sym
-
-CHECK = 4096
-REPEAT_CONTEXTS = 3 * 3 * 3 * 2
-MATCH_CONTEXTS = 16 * 2
-HASH_BITS = 18
-MATCH_MIN = 4  # values hashed to find a match
-
-
-def hash_table() -> np.ndarray:
-    return np.full(1 << HASH_BITS, -1, dtype=np.int64)
+from .tables import CHECK, HASH_BITS, MATCH_MIN
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -58,16 +49,6 @@ def _match_step(vals, t, start, v, ptr, length, table):
                 ptr = cand
         table[h] = t + 1
     return ptr, length
-
-
-def contexts(itemsize: int) -> int:
-    """Contexts of the 256-symbol models (bytes after the first)."""
-    return max(1, (itemsize - 1) * 256)
-
-
-def tree_contexts() -> int:
-    """Binary models of the first byte's tree: 256 nodes for each left value and row start."""
-    return 257 * 256
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -24,10 +24,7 @@ from .float_kernel import (
     _zigzag,
 )
 from .rangecoder import dec_bit, dec_norm, dec_sym, enc_bit, enc_norm, enc_sym, put, take
-
-TOP_BITS = 4
-LENGTH_CONTEXTS = 65
-CHECK = 4096
+from .tables import CHECK, TOP_BITS
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -35,6 +35,15 @@ MANT_CONTEXTS = 5
 CHECK = 4096
 ROOM = 8 * CHECK + 64
 
+# -- integer models -----------------------------------------------------------------------------
+LENGTH_CONTEXTS = 65  # the level model's top bits, in the context of the bit length (1..64)
+TOP_BITS = 4
+REPEAT_CONTEXTS = 3 * 3 * 3 * 2
+MATCH_CONTEXTS = 16 * 2
+HASH_BITS = 18
+MATCH_MIN = 4  # values hashed to find a match
+TREE_CONTEXTS = 257 * 256  # first-byte tree: 256 nodes for each left value and row start
+
 
 def encoder_state() -> np.ndarray:
     """``[low, range, cache, cache_size, out_pos]`` of a fresh range encoder."""
@@ -69,6 +78,28 @@ def float_models() -> tuple:
         new_bits(SIGN_CONTEXTS),
         new_model(EXP_CONTEXTS, EXP_SYMBOLS),
         new_model(MANT_CONTEXTS, 1 << MANT_BITS),
+    )
+
+
+def level_models() -> tuple:
+    """Fresh zero, sign, bit-length and top-bits models of one integer block (levels)."""
+    return (
+        new_bits(ZERO_CONTEXTS),
+        new_bits(SIGN_CONTEXTS),
+        new_model(EXP_CONTEXTS, EXP_SYMBOLS),
+        new_model(LENGTH_CONTEXTS, 1 << TOP_BITS),
+    )
+
+
+def repeat_models(itemsize: int) -> tuple:
+    """Fresh match, match table, repeat, first-byte tree and further-byte models of one integer
+    block (repeats); the 256-symbol models have a context per byte after the first."""
+    return (
+        new_bits(MATCH_CONTEXTS),
+        np.full(1 << HASH_BITS, -1, dtype=np.int64),
+        new_bits(REPEAT_CONTEXTS),
+        new_bits(TREE_CONTEXTS),
+        new_model(max(1, (itemsize - 1) * 256), 256),
     )
 
 
