@@ -110,6 +110,8 @@ def check_json_text(text: bytes, what: str = "header") -> None:
     (escaped quotes respected) do not count, so no string can hide or fake nesting."""
     if len(text) > MAX_HEADER_TEXT:
         raise StreamError(f"{what} is over {MAX_HEADER_TEXT} bytes of JSON")
+    if len(text) < MAX_ELEMENTS and text.count(b"[") + text.count(b"{") <= MAX_DEPTH:
+        return  # fewer values than bytes, no deeper than its brackets: a small chunk's header
     values, depth, in_string, backslashes = 1, 0, 0, 0
     for start in range(0, len(text), _SCAN_CHUNK):
         chunk = np.frombuffer(text, dtype=np.uint8, count=min(_SCAN_CHUNK, len(text) - start),

@@ -52,6 +52,7 @@ from numcodecs.compat import (
     ndarray_copy,
 )
 
+from . import container
 from .dtypes import coding_view
 from .errors import ConfigError, LMGCError, StreamError
 from .stream_notes import restore, with_view
@@ -192,7 +193,10 @@ def compress_array(config: Mapping[str, Any], array: np.ndarray) -> bytes:
 
 
 def decompress_blob(
-    config: Mapping[str, Any] | None, blob: bytes, expect_nbytes: int | None = None
+    config: Mapping[str, Any] | None,
+    blob: bytes,
+    expect_nbytes: int | None = None,
+    head: tuple[dict[str, Any], int] | None = None,
 ) -> np.ndarray:
     """Decode ``blob`` with the pipeline recorded in its own header (as
     :func:`lmgc_core.decompress` does), cached per process. ``config`` (the codec's) is used only
@@ -200,11 +204,14 @@ def decompress_blob(
     version: an array written with ``window: null`` decodes with the window it was written with.
 
     ``expect_nbytes``: the size of the buffer or chunk the caller will receive; a stream that
-    declares another size is refused before a prior is built or anything allocated.
+    declares another size is refused before a prior is built or anything allocated. ``head``:
+    ``container.read_header(blob)`` when the caller has it (a chunk's header is parsed once).
     """
-    from .pipeline import declared_array, read_header
+    from . import container
+    from .pipeline import declared_array
 
-    header = read_header(blob)
+    head = container.read_header(blob) if head is None else head
+    header = head[0]
     if expect_nbytes is not None:
         dtype, shape = declared_array(header)
         nbytes = dtype.itemsize * int(np.prod(shape, dtype=object))
@@ -216,7 +223,7 @@ def decompress_blob(
     recorded = header.get("pipeline")
     pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
     with guard, _timed("decoded"):
-        return pipeline.decompress(blob, max_nbytes=expect_nbytes)
+        return pipeline.decompress(blob, max_nbytes=expect_nbytes, head=head)
 
 
 @contextmanager
@@ -329,10 +336,11 @@ class LMGC(Codec):
         if out is not None and ensure_ndarray_like(out).dtype.hasobject:
             raise TypeError("lmgc codec: cannot decode into an object array")
         with codec_errors("decode"):
-            blob = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8).tobytes()
+            if not isinstance(buf, bytes):  # bytes cannot change under the decoder: no copy
+                buf = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8).tobytes()
             limit = None if out is None else ensure_ndarray_like(out).nbytes
-            arr = decompress_blob(self.pipeline_config, blob, limit)
-            arr = restore_view_of(blob, arr)
+            head = container.read_header(buf)
+            arr = restore(head[0], decompress_blob(self.pipeline_config, buf, limit, head))
             if out is not None:
                 return ndarray_copy(arr, out)
             return arr

@@ -39,6 +39,7 @@ import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
 
+from . import container
 from .dtypes import coding_view
 from .errors import ConfigError, StreamError
 from .numcodecs_codec import (
@@ -46,9 +47,8 @@ from .numcodecs_codec import (
     codec_errors,
     compress_array,
     decompress_blob,
-    restore_view_of,
 )
-from .stream_notes import with_view
+from .stream_notes import restore, with_view
 
 CODEC_NAME = "lmgc"
 
@@ -155,7 +155,8 @@ class LMGCZarrCodec(ArrayBytesCodec):
         nbytes = want.itemsize * int(np.prod(tuple(chunk_spec.shape), dtype=object))
         with codec_errors("decode"):
             blob = chunk_bytes.to_bytes()
-            arr = restore_view_of(blob, decompress_blob(self.pipeline_config, blob, nbytes))
+            head = container.read_header(blob)  # verified and parsed once per chunk
+            arr = restore(head[0], decompress_blob(self.pipeline_config, blob, nbytes, head))
         if arr.shape != tuple(chunk_spec.shape) or arr.dtype != want:
             raise StreamError(
                 f"lmgc chunk holds {arr.dtype}{list(arr.shape)}, the array expects "
