@@ -4,8 +4,9 @@ Each codec runs in this process on identical input, is decoded and compared bit 
 timed as the best of ``--repeat`` runs by the CPU time of the process (``time.process_time``:
 all of its threads count, and CPU time is not inflated by other jobs
 on a shared machine the way wall time is; ``--wall`` switches to wall time). lmgc is timed through
-the pipeline (``Pipeline.compress`` / ``decompress``: container, CRCs and the SHA-256 checksum
-included); ``lmgc L1 kernel`` is the fast level's block kernel alone, for comparison.
+the pipeline (``Pipeline.compress`` / ``decompress``: container, CRCs and the checksum included:
+SHA-256 of the array at level 2, each block's own checksum at level 1); ``lmgc L1 kernel`` is the
+fast level's block kernel alone (its per-block checksum included), for comparison.
 
 Workloads (real data only):
 
