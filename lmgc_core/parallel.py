@@ -2,7 +2,7 @@
 
 Work items are independent (blocks, archive members, chunks) and their results are joined in
 input order, so output bytes never depend on the number of workers. Threads, not processes: the
-heavy kernels (numba ``nogil``, constriction, numpy on large arrays) release the GIL.
+heavy kernels (the float prior's C kernels, constriction, numpy on large arrays) release the GIL.
 """
 
 from __future__ import annotations

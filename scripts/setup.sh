@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 stamp=.venv/.lmgc-installed
-kernels=plugins/lmgc_float/_float_kernels.c  # compiled by the install (needs a C compiler)
+kernels=plugins/lmgc_float/_float_kernels.c  # the float prior's only kernels: the install compiles them
 fast=plugins/lmgc_float/_fast_kernels.c  # the fast level's kernel, compiled the same way
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$kernels" -nt "$stamp" ] ||
   [ "$fast" -nt "$stamp" ]; then

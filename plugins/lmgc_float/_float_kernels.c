@@ -1,14 +1,20 @@
-/* The float model's coding kernels, compiled ahead of time.
+/* The float prior's coding kernels: the float field model and the two integer models (levels
+ * around a centre, repeats with a match model), over a byte-oriented range coder (LZMA's
+ * carry-propagating design) with adaptive binary and multi-symbol models. The only
+ * implementation (it replaced a numba twin that cost every fresh process about a second and
+ * ~160 MB before the first value); this module imports in a millisecond.
  *
- * A line-for-line C twin of float_kernel.py + the parts of rangecoder.py it uses. Why it
- * exists: the numba kernels cost every fresh process about 1 s before the first value is coded
- * (numba's import, its CPU target registries and the cache load), which made the CLI's
- * `--jobs N` speed-up small on a 64 MiB file. This module imports in a millisecond.
+ * Everything the coder sees is integer arithmetic (binary probabilities are 16-bit integers
+ * updated by shifts, multi-symbol models integer counts turned into frequency tables that sum
+ * to exactly 2**TOTAL_BITS); the one division (a running mean) goes through one IEEE 754 float64
+ * division, exactly rounded on every CPU; do not build with -ffast-math. So streams are
+ * bit-identical on every CPU. The bytes are the format: tests/test_float_kernels.py holds
+ * digests of blocks of fixed inputs, tests/fixtures committed streams; keep both.
  *
- * Streams are bit-identical to the numba kernels' (the tests compare both on random and real
- * data): every quantity is a 64-bit integer, and the one division (a running mean) goes through
- * one IEEE 754 float64 division, exactly rounded on every CPU; do not build with -ffast-math.
- * The kernels release the GIL, so blocks code on several threads.
+ * A decoder fed damaged bytes never reads or writes out of bounds: past the end it reads zeros,
+ * the code register stays 32 bits and every decoded symbol stays in its alphabet; the stream's
+ * checksum then reports the damage. The kernels release the GIL, so blocks code on several
+ * threads.
  *
  * Bump KERNEL_VERSION whenever the kernels change: the loader refuses a stale build. */
 #define PY_SSIZE_T_CLEAN
@@ -19,7 +25,7 @@
 
 #define KERNEL_VERSION 3
 
-/* coder constants (rangecoder / tables.py) */
+/* coder constants (tables.py) */
 #define TOTAL_BITS 15
 #define TOTAL (INT64_C(1) << TOTAL_BITS)
 #define TOP (INT64_C(1) << 24)
@@ -519,7 +525,7 @@ static int decode_any(void *out, int width, const i64 *segs, i64 nsegs, int ebit
     }
 }
 
-/* -- the integer models (int_kernel.py, level_kernel.py) ---------------------------------- */
+/* -- the integer models ------------------------------------------------------------------ */
 #define LENGTH_CONTEXTS 65
 #define TOP_BITS 4
 #define LEVEL_ROOM (CHECK * 24 + 64)
@@ -529,7 +535,7 @@ static int decode_any(void *out, int width, const i64 *segs, i64 nsegs, int ebit
 #define MATCH_MIN 4
 #define TREE_CONTEXTS (257 * 256)
 
-/* The item at k as a signed integer of its width (sign-extended), as numba reads it. */
+/* The item at k as a signed integer of its width (sign-extended). */
 INLINE i64 load_signed(const void *vals, int width, i64 k) {
     switch (width) {
         case 8: return ((const int8_t *)vals)[k];
@@ -599,7 +605,8 @@ INLINE int encode_levels_width(const void *vals, int width, const i64 *segs, i64
                 if (sym == ESCAPE) put(w, (u64)n, 7);
                 i64 below = n - 1, top = below < TOP_BITS ? below : TOP_BITS;
                 if (top > 0)
-                    enc_sym(e, &md->tm, n, (i64)((a >> (below - top)) & ((UINT64_C(1) << top) - 1)));
+                    enc_sym(e, &md->tm, n,
+                            (i64)((a >> (below - top)) & ((UINT64_C(1) << top) - 1)));
                 i64 rest = below - top;
                 if (rest > 32) { /* put() takes at most 56 bits at a time */
                     put(w, a, 32);
@@ -841,7 +848,8 @@ INLINE int decode_ints_width(void *out, int width, const i64 *segs, i64 nsegs, D
                     node_base = ((left >> shift) & 0xFF) * 256;
                 }
                 i64 node = 1;
-                for (int b = 0; b < 8; b++) node = 2 * node + dec_bit(d, md->tree, node_base + node);
+                for (int b = 0; b < 8; b++)
+                    node = 2 * node + dec_bit(d, md->tree, node_base + node);
                 i64 byte = node - 256;
                 u64 v = (u64)byte << shift;
                 for (i64 k = itemsize - 2; k >= 0; k--) {
@@ -986,8 +994,7 @@ static int parse_segments_call(PyObject *args, const char *fmt, Py_buffer b[14],
 PyDoc_STRVAR(encode_doc,
              "encode_segments(vals, segs, width, ebits, mbits, es, rc_out, bw, raw_out, zp, sp,"
              " em_counts, em_cum, em_ticks, mm_counts, mm_cum, mm_ticks) -> bool\n\n"
-             "float_kernel.encode_segments, compiled, the models' arrays passed flat; releases "
-             "the GIL.");
+             "Code the float values of segs, the models' arrays passed flat; releases the GIL.");
 
 static PyObject *py_encode_segments(PyObject *self, PyObject *args) {
     /* vals segs es rc_out bw raw_out zp sp em0 em1 em2 mm0 mm1 mm2 */
@@ -1015,8 +1022,7 @@ static PyObject *py_encode_segments(PyObject *self, PyObject *args) {
 PyDoc_STRVAR(decode_doc,
              "decode_segments(out, segs, width, ebits, mbits, ds, rc_in, br, raw_in, zp, sp,"
              " em_counts, em_cum, em_ticks, mm_counts, mm_cum, mm_ticks) -> None\n\n"
-             "float_kernel.decode_segments, compiled, the models' arrays passed flat; releases "
-             "the GIL.");
+             "Decode float values into segs, the models' arrays passed flat; releases the GIL.");
 
 static PyObject *py_decode_segments(PyObject *self, PyObject *args) {
     /* out segs ds rc_in br raw_in zp sp em0 em1 em2 mm0 mm1 mm2 */
@@ -1101,7 +1107,7 @@ static PyObject *py_decoder_init(PyObject *self, PyObject *args) {
 }
 
 /* -- Python bindings of the integer models --------------------------------------------------
- * Same shape as the float ones: numba's argument order, the models' arrays passed flat. */
+ * Same shape as the float ones: the models' arrays passed flat. */
 static int check_int_call(Py_buffer *vals, Py_buffer *segs, int width) {
     if (width != 8 && width != 16 && width != 32 && width != 64) {
         PyErr_Format(PyExc_ValueError, "unsupported integer width %d", width);
@@ -1145,7 +1151,7 @@ static int parse_levels_call(PyObject *args, const char *fmt, Py_buffer b[14], i
 PyDoc_STRVAR(encode_levels_doc,
              "encode_levels(vals, segs, width, centre, es, out, bw, raw, zp, sp, lm_counts, lm_cum,"
              " lm_ticks, tm_counts, tm_cum, tm_ticks) -> bool\n\n"
-             "level_kernel.encode_levels, compiled; releases the GIL.");
+             "Code integers as levels around centre; releases the GIL.");
 
 static PyObject *py_encode_levels(PyObject *self, PyObject *args) {
     Py_buffer b[14];
@@ -1172,7 +1178,7 @@ static PyObject *py_encode_levels(PyObject *self, PyObject *args) {
 PyDoc_STRVAR(decode_levels_doc,
              "decode_levels(out, segs, width, centre, ds, inp, br, raw, zp, sp, lm_counts, lm_cum,"
              " lm_ticks, tm_counts, tm_cum, tm_ticks) -> None\n\n"
-             "level_kernel.decode_levels, compiled; releases the GIL.");
+             "Decode integers coded as levels around centre; releases the GIL.");
 
 static PyObject *py_decode_levels(PyObject *self, PyObject *args) {
     Py_buffer b[14];
@@ -1223,7 +1229,8 @@ static int parse_ints_call(PyObject *args, const char *fmt, Py_buffer b[11], int
 
 PyDoc_STRVAR(encode_ints_doc,
              "encode_ints(vals, segs, itemsize, es, out, matches, table, repeat, tree, counts, cum,"
-             " ticks) -> bool\n\nint_kernel.encode_ints, compiled; releases the GIL.");
+             " ticks) -> bool\n\nCode integers with the repeat and match models; releases the"
+             " GIL.");
 
 static PyObject *py_encode_ints(PyObject *self, PyObject *args) {
     Py_buffer b[11];
@@ -1245,7 +1252,8 @@ static PyObject *py_encode_ints(PyObject *self, PyObject *args) {
 
 PyDoc_STRVAR(decode_ints_doc,
              "decode_ints(out, segs, itemsize, ds, inp, matches, table, repeat, tree, counts, cum,"
-             " ticks) -> None\n\nint_kernel.decode_ints, compiled; releases the GIL.");
+             " ticks) -> None\n\nDecode integers coded with the repeat and match models; releases"
+             " the GIL.");
 
 static PyObject *py_decode_ints(PyObject *self, PyObject *args) {
     Py_buffer b[11];
@@ -1280,7 +1288,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_float_kernels",
-    "The float model's coding kernels, compiled (bit-identical to the numba kernels).", -1,
+    "The float prior's coding kernels: float fields, integer levels and repeats.", -1,
     methods, NULL, NULL, NULL, NULL,
 };
 

@@ -2,8 +2,7 @@
 
 A float block is ``u32 LE length of the range-coded part | range-coded part | raw bit stream``
 (integer blocks: :mod:`int_codec`). Blocks are independent (fresh models), so they code and
-decode on several threads: the kernels release the GIL. Importing this module does not import
-numba; only the numba fallback (:mod:`kernels`) does.
+decode on several threads: the compiled kernels (:mod:`kernels`) release the GIL.
 """
 
 from __future__ import annotations

@@ -1,29 +1,30 @@
-"""Which kernels run (float model and integer models): the compiled ones when they are built,
-else numba's.
+"""The float prior's coding kernels: the compiled module ``_float_kernels.c``, the only
+implementation (float fields, integer levels and repeats).
 
-Both produce the same bytes. The compiled module (``_float_kernels.c``, built by ``pip install``)
-spares a fresh process numba's start-up (about a second: import, CPU target registries, cache
-load), which is what a one-shot CLI call or a new Dask worker pays before coding anything. The
-numba kernels stay as the reference and the fallback where no compiler was available.
-
-``LMGC_FLOAT_KERNELS=numba`` (or ``=c``, which fails loudly when the module is missing) picks one.
+C, not numba: a fresh process imports it in a millisecond (numba cost about a second and
+~160 MB before the first value: import, CPU target registries, JIT or cache load), which is what
+a one-shot CLI call or a new Dask worker pays, and the integer models run about twice as fast.
+The bytes they write are the format: tests/test_float_kernels.py holds digests of blocks of
+fixed inputs (written by the numba kernels this replaced, and equal) and tests/fixtures holds
+committed streams; a kernel change must keep both.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
+
+from lmgc_core.errors import PluginError
 
 from . import tables
 
 KERNEL_VERSION = 3
 """The compiled module's ``KERNEL_VERSION`` this code expects; another one is a stale build."""
-ENV = "LMGC_FLOAT_KERNELS"
+REBUILD = "rebuild it with `pip install -e .` (or reinstall lmgc; it needs a C compiler)"
 
 
 def signed(bits: np.ndarray) -> np.ndarray:
@@ -37,7 +38,7 @@ def signed(bits: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FloatKernels:
-    """The five calls the float block codec makes, from one implementation."""
+    """The five calls the float block codec makes."""
 
     name: str
     encode_segments: Callable
@@ -49,9 +50,8 @@ class FloatKernels:
 
 @dataclass(frozen=True)
 class IntKernels:
-    """The calls the integer block codec makes (level and repeat models), from one
-    implementation; the models are the tuples of :func:`tables.level_models` and
-    :func:`tables.repeat_models`."""
+    """The calls the integer block codec makes (level and repeat models); the models are the
+    tuples of :func:`tables.level_models` and :func:`tables.repeat_models`."""
 
     name: str
     encode_levels: Callable
@@ -84,23 +84,28 @@ def _expected_constants() -> dict[str, int]:
     return {n: getattr(tables, n) for n in names}
 
 
-def _module():
-    """The compiled module; ImportError when it is missing, stale or disagrees with
-    :mod:`tables`."""
-    from . import _float_kernels as c  # type: ignore[attr-defined]
-
+@functools.cache
+def _module() -> ModuleType:
+    """The compiled module; a clear :class:`PluginError` when it is missing, stale or disagrees
+    with :mod:`tables`."""
+    try:
+        from . import _float_kernels as c  # type: ignore[attr-defined]
+    except ImportError as err:
+        raise PluginError(
+            f"the float prior's compiled kernels are missing ({err}); {REBUILD}"
+        ) from err
     if c.KERNEL_VERSION != KERNEL_VERSION:
-        raise ImportError(
+        raise PluginError(
             f"lmgc_float._float_kernels is version {c.KERNEL_VERSION}, this code needs "
-            f"{KERNEL_VERSION}: rebuild it with `pip install -e .` (or reinstall lmgc)"
+            f"{KERNEL_VERSION}: {REBUILD}"
         )
     if _expected_constants() != c.CONSTANTS:
-        raise ImportError("lmgc_float._float_kernels was built with other model constants")
+        raise PluginError(f"lmgc_float._float_kernels was built with other constants: {REBUILD}")
     return c
 
 
-def compiled() -> FloatKernels:
-    """The compiled float kernels (ImportError as :func:`_module`)."""
+@functools.cache
+def float_kernels() -> FloatKernels:
     c = _module()
 
     def encode_segments(vals, segs, width, ebits, mbits, es, rc_out, bw, raw_out, zp, sp, em, mm):
@@ -116,18 +121,8 @@ def compiled() -> FloatKernels:
     )
 
 
-def numba_kernels() -> FloatKernels:
-    from . import float_kernel as fk
-    from . import rangecoder as rc
-
-    return FloatKernels(
-        "numba", fk.encode_segments, fk.decode_segments, rc.encoder_finish, rc.flush_bits,
-        rc.decoder_init,
-    )  # fmt: skip
-
-
-def compiled_int() -> IntKernels:
-    """The compiled integer kernels (ImportError as :func:`_module`)."""
+@functools.cache
+def int_kernels() -> IntKernels:
     c = _module()
 
     def encode_levels(vals, segs, width, centre, es, out, bw, raw, zp, sp, lm, tm):
@@ -146,44 +141,3 @@ def compiled_int() -> IntKernels:
         "c", encode_levels, decode_levels, encode_ints, decode_ints, c.encoder_finish,
         c.flush_bits, c.decoder_init,
     )  # fmt: skip
-
-
-def numba_int_kernels() -> IntKernels:
-    from . import int_kernel as ik
-    from . import level_kernel as lk
-    from . import rangecoder as rc
-
-    return IntKernels(
-        "numba", lk.encode_levels, lk.decode_levels, ik.encode_ints, ik.decode_ints,
-        rc.encoder_finish, rc.flush_bits, rc.decoder_init,
-    )  # fmt: skip
-
-
-def _choose(build_compiled: Callable, build_numba: Callable):
-    choice = os.environ.get(ENV, "").strip().lower()
-    if choice == "numba":
-        return build_numba()
-    if choice == "c":
-        return build_compiled()
-    if choice:
-        raise ValueError(f"{ENV}={choice!r}: use 'c' or 'numba'")
-    try:
-        return build_compiled()
-    except ImportError as err:
-        warnings.warn(
-            f"float prior: compiled kernels unavailable ({err}); using numba's (same bytes, "
-            "about 1 s more start-up per process)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return build_numba()
-
-
-@functools.cache
-def float_kernels() -> FloatKernels:
-    return _choose(compiled, numba_kernels)
-
-
-@functools.cache
-def int_kernels() -> IntKernels:
-    return _choose(compiled_int, numba_int_kernels)

@@ -1,8 +1,9 @@
 """The ``float`` prior: a float-structured, shape-aware model with a fast array path.
 
 Used by a pipeline, it codes each part as a whole (:class:`~lmgc_core.interfaces.ArrayCoding`):
-floats through the field model of :mod:`.float_kernel`, integers (quantize indices, masks, any
-other fixed-size item viewed as unsigned integers) through :mod:`.int_kernel`. As an expert for
+floats through the field model of :mod:`.codec`, integers (quantize indices, masks, any other
+fixed-size item viewed as unsigned integers) through the level and repeat models of
+:mod:`.int_codec` (kernels: ``_float_kernels.c``). As an expert for
 symbol-level priors (a mixture with a language model) it also offers a hex-digit session
 (:mod:`.digits`) built from the same field decomposition.
 """

@@ -1,9 +1,7 @@
-"""The float model's constants and fresh model tables, without numba.
+"""The float prior's constants and fresh model tables, in numpy.
 
-Both kernel sets read these: the numba kernels (``rangecoder.py``, ``float_kernel.py``, where
-numba freezes them as compile-time constants) and the compiled ones (``_float_kernels.c``, which
-repeats them and is checked against them when it loads). Building the models here, in numpy,
-keeps a process that codes floats with the compiled kernels free of numba's start-up cost.
+The compiled kernels (``_float_kernels.c``) repeat the constants and are checked against them
+when they load (:mod:`kernels`); the models' state lives in these arrays between kernel calls.
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ def new_model(contexts: int, symbols: int) -> tuple[np.ndarray, np.ndarray, np.n
     """``contexts`` adaptive models over ``symbols`` symbols: counts, cumulative frequencies
     (``(contexts, symbols + 1)``, summing to ``TOTAL``) and ``[tick, rebuild interval]``.
 
-    All counts start at 1, so the table is the one ``rangecoder._rebuild`` makes from them:
+    All counts start at 1, so the table is the one the kernels' ``rebuild`` makes from them:
     ``1 + avail // symbols`` each, the remainder to the first symbol."""
     counts = np.ones((contexts, symbols), dtype=np.int64)
     step = 1 + (TOTAL - symbols) // symbols
