@@ -388,143 +388,6 @@ INLINE void store_value(void *vals, int width, i64 k, u64 v) {
     }
 }
 
-typedef struct {
-    i64 *zp, *sp;
-    Model em, mm;
-} Models;
-
-static i64 max_cols(const i64 *segs, i64 nsegs) {
-    i64 m = 0;
-    for (i64 s = 0; s < nsegs; s++)
-        if (segs[3 * s + 2] > m) m = segs[3 * s + 2];
-    return m;
-}
-
-/* 1: done, 0: an output buffer ran out (the caller retries with larger ones), -1: no memory. */
-INLINE int encode_width(const void *vals, int width, const i64 *segs, i64 nsegs, int ebits,
-                        int mbits, Enc *e, BitsOut *w, Models *md) {
-    i64 emask = (INT64_C(1) << ebits) - 1, mmask = (INT64_C(1) << mbits) - 1;
-    i64 mtop = mbits < MANT_BITS ? mbits : MANT_BITS, low_bits = mbits - mtop;
-    Scratch sc;
-    if (!scratch_alloc(&sc, max_cols(segs, nsegs))) {
-        scratch_free(&sc);
-        return -1;
-    }
-    int ok = 1;
-    for (i64 s = 0; s < nsegs && ok; s++) {
-        i64 off = segs[3 * s], rows = segs[3 * s + 1], cols = segs[3 * s + 2];
-        scratch_reset(&sc, rows, cols);
-        Means mn = {0, 0, 0, 0, 0, 0};
-        for (i64 i = 0; i < rows && ok; i++) {
-            int row_zero = 1;
-            mn.rsum = mn.rcnt = 0;
-            i64 base = off + i * cols;
-            for (i64 j = 0; j < cols; j++) {
-                if ((j & (CHECK - 1)) == 0 && (e->pos + ROOM > e->cap || w->pos + ROOM > w->cap)) {
-                    ok = 0;
-                    break;
-                }
-                u64 v = load_value(vals, width, base + j);
-                i64 sign = (i64)((v >> (width - 1)) & 1);
-                i64 ex = (i64)(v >> mbits) & emask;
-                i64 m = (i64)v & mmask;
-                int left = sc.cur[j], up = sc.above[j + 1];
-                i64 zctx = zero_context(left, up, i, j, row_zero, i > 0 && sc.col_zero[j]);
-                if (ex == 0 && m == 0) {
-                    enc_bit(e, md->zp, zctx, 1);
-                    enc_bit(e, md->sp, SIGN_CONTEXTS - 1, sign);
-                    sc.cur[j + 1] = 0;
-                    continue;
-                }
-                enc_bit(e, md->zp, zctx, 0);
-                enc_bit(e, md->sp, sign_context(left, up, sc.above[j], i, j), sign);
-                i64 ectx, p_int = predict_at(&sc, &mn, i, j, emask, &ectx);
-                i64 r = ex - p_int;
-                i64 sym = (-RESID <= r && r <= RESID) ? zigzag(r) : ESCAPE;
-                enc_sym(e, &md->em, ectx, sym);
-                if (sym == ESCAPE) put(w, (u64)ex, ebits);
-                if (mtop > 0) enc_sym(e, &md->mm, mant_context(sym), m >> low_bits);
-                put(w, (u64)m, low_bits);
-                seen_nonzero(&sc, &mn, j, ex, sign, i + 1 < rows);
-                row_zero = 0;
-            }
-            int8_t *t = sc.above;
-            sc.above = sc.cur;
-            sc.cur = t;
-        }
-    }
-    scratch_free(&sc);
-    return ok;
-}
-
-/* 1: done, -1: no memory. */
-INLINE int decode_width(void *out, int width, const i64 *segs, i64 nsegs, int ebits, int mbits,
-                        Dec *d, BitsIn *br, Models *md) {
-    i64 emask = (INT64_C(1) << ebits) - 1;
-    i64 mtop = mbits < MANT_BITS ? mbits : MANT_BITS, low_bits = mbits - mtop;
-    Scratch sc;
-    if (!scratch_alloc(&sc, max_cols(segs, nsegs))) {
-        scratch_free(&sc);
-        return -1;
-    }
-    for (i64 s = 0; s < nsegs; s++) {
-        i64 off = segs[3 * s], rows = segs[3 * s + 1], cols = segs[3 * s + 2];
-        scratch_reset(&sc, rows, cols);
-        Means mn = {0, 0, 0, 0, 0, 0};
-        for (i64 i = 0; i < rows; i++) {
-            int row_zero = 1;
-            mn.rsum = mn.rcnt = 0;
-            i64 base = off + i * cols;
-            for (i64 j = 0; j < cols; j++) {
-                int left = sc.cur[j], up = sc.above[j + 1];
-                i64 zctx = zero_context(left, up, i, j, row_zero, i > 0 && sc.col_zero[j]);
-                if (dec_bit(d, md->zp, zctx) == 1) {
-                    u64 sign = (u64)dec_bit(d, md->sp, SIGN_CONTEXTS - 1);
-                    store_value(out, width, base + j, sign << (width - 1));
-                    sc.cur[j + 1] = 0;
-                    continue;
-                }
-                i64 sign = dec_bit(d, md->sp, sign_context(left, up, sc.above[j], i, j));
-                i64 ectx, p_int = predict_at(&sc, &mn, i, j, emask, &ectx);
-                i64 sym = dec_sym(d, &md->em, ectx);
-                i64 ex = sym == ESCAPE ? (i64)take(br, ebits) : (p_int + unzigzag(sym)) & emask;
-                u64 m = 0;
-                if (mtop > 0) m = (u64)dec_sym(d, &md->mm, mant_context(sym)) << low_bits;
-                m |= take(br, low_bits);
-                store_value(out, width, base + j,
-                            ((u64)sign << (width - 1)) | ((u64)ex << mbits) | m);
-                seen_nonzero(&sc, &mn, j, ex, sign, i + 1 < rows);
-                row_zero = 0;
-            }
-            int8_t *t = sc.above;
-            sc.above = sc.cur;
-            sc.cur = t;
-        }
-    }
-    scratch_free(&sc);
-    return 1;
-}
-
-static int encode_any(const void *vals, int width, const i64 *segs, i64 nsegs, int ebits,
-                      int mbits, Enc *e, BitsOut *w, Models *md) {
-    switch (width) { /* one specialised loop per width */
-        case 8: return encode_width(vals, 8, segs, nsegs, ebits, mbits, e, w, md);
-        case 16: return encode_width(vals, 16, segs, nsegs, ebits, mbits, e, w, md);
-        case 32: return encode_width(vals, 32, segs, nsegs, ebits, mbits, e, w, md);
-        default: return encode_width(vals, 64, segs, nsegs, ebits, mbits, e, w, md);
-    }
-}
-
-static int decode_any(void *out, int width, const i64 *segs, i64 nsegs, int ebits, int mbits,
-                      Dec *d, BitsIn *br, Models *md) {
-    switch (width) {
-        case 8: return decode_width(out, 8, segs, nsegs, ebits, mbits, d, br, md);
-        case 16: return decode_width(out, 16, segs, nsegs, ebits, mbits, d, br, md);
-        case 32: return decode_width(out, 32, segs, nsegs, ebits, mbits, d, br, md);
-        default: return decode_width(out, 64, segs, nsegs, ebits, mbits, d, br, md);
-    }
-}
-
 /* -- the integer models ------------------------------------------------------------------ */
 #define LENGTH_CONTEXTS 65
 #define TOP_BITS 4
@@ -554,15 +417,189 @@ INLINE i64 bit_length(u64 a) {
     return n;
 }
 
+/* The models of a field walk: zero flags, signs, exponents (levels: bit lengths) and top
+ * mantissa bits (levels: the bits below the leading one). */
 typedef struct {
     i64 *zp, *sp;
-    Model lm, tm;
-} LevelModels;
+    Model em, mm;
+} Models;
 
-/* Levels around a centre: each item's distance from it coded through the float fields. */
-INLINE int encode_levels_width(const void *vals, int width, const i64 *segs, i64 nsegs,
-                               i64 centre, Enc *e, BitsOut *w, LevelModels *md) {
+static i64 max_cols(const i64 *segs, i64 nsegs) {
+    i64 m = 0;
+    for (i64 s = 0; s < nsegs; s++)
+        if (segs[3 * s + 2] > m) m = segs[3 * s + 2];
+    return m;
+}
+
+/* One field kernel's call: the values (read when encoding, written when decoding), their layout
+ * and the coder states. */
+typedef struct {
+    void *vals;
+    int ebits, mbits; /* a float's layout */
+    i64 centre;       /* the level model's most common value */
+    Enc *e;
+    BitsOut *w;
+    Dec *d;
+    BitsIn *r;
+    Models *md;
+} Fields;
+
+enum { FLOAT_ENCODE, FLOAT_DECODE, LEVELS_ENCODE, LEVELS_DECODE };
+
+/* What one value of a walk gets: where it is, its zero-flag context, its neighbours' signs
+ * (left, above, above-left) and the state its exponent is predicted from. */
+typedef struct {
+    const Scratch *sc;
+    Means *mn;
+    i64 i, j, t, zctx;
+    int left, up, upleft;
+} Site;
+
+/* The sign's context (computed only for non-zero values). */
+INLINE i64 site_sign_context(const Site *at) {
+    return sign_context(at->left, at->up, at->upleft, at->i, at->j);
+}
+
+/* The step of each kernel codes the value at `at` and returns 0 for a zero, 1 for a non-zero
+ * (with its exponent or bit length and its sign), -1 to stop (an output buffer is full). */
+INLINE int float_encode_step(Fields *f, int width, const Site *at, i64 *ex_out, i64 *sign_out) {
+    Enc *e = f->e;
+    BitsOut *w = f->w;
+    Models *md = f->md;
+    if ((at->j & (CHECK - 1)) == 0 && (e->pos + ROOM > e->cap || w->pos + ROOM > w->cap))
+        return -1;
+    i64 emask = (INT64_C(1) << f->ebits) - 1, mmask = (INT64_C(1) << f->mbits) - 1;
+    i64 mtop = f->mbits < MANT_BITS ? f->mbits : MANT_BITS, low_bits = f->mbits - mtop;
+    u64 v = load_value(f->vals, width, at->t);
+    i64 sign = (i64)((v >> (width - 1)) & 1);
+    i64 ex = (i64)(v >> f->mbits) & emask;
+    i64 m = (i64)v & mmask;
+    if (ex == 0 && m == 0) {
+        enc_bit(e, md->zp, at->zctx, 1);
+        enc_bit(e, md->sp, SIGN_CONTEXTS - 1, sign);
+        return 0;
+    }
+    enc_bit(e, md->zp, at->zctx, 0);
+    enc_bit(e, md->sp, site_sign_context(at), sign);
+    i64 ectx, p_int = predict_at(at->sc, at->mn, at->i, at->j, emask, &ectx);
+    i64 r = ex - p_int;
+    i64 sym = (-RESID <= r && r <= RESID) ? zigzag(r) : ESCAPE;
+    enc_sym(e, &md->em, ectx, sym);
+    if (sym == ESCAPE) put(w, (u64)ex, f->ebits);
+    if (mtop > 0) enc_sym(e, &md->mm, mant_context(sym), m >> low_bits);
+    put(w, (u64)m, low_bits);
+    *ex_out = ex;
+    *sign_out = sign;
+    return 1;
+}
+
+INLINE int float_decode_step(Fields *f, int width, const Site *at, i64 *ex_out, i64 *sign_out) {
+    Dec *d = f->d;
+    Models *md = f->md;
+    i64 emask = (INT64_C(1) << f->ebits) - 1;
+    i64 mtop = f->mbits < MANT_BITS ? f->mbits : MANT_BITS, low_bits = f->mbits - mtop;
+    if (dec_bit(d, md->zp, at->zctx) == 1) {
+        u64 sign = (u64)dec_bit(d, md->sp, SIGN_CONTEXTS - 1);
+        store_value(f->vals, width, at->t, sign << (width - 1));
+        return 0;
+    }
+    i64 sign = dec_bit(d, md->sp, site_sign_context(at));
+    i64 ectx, p_int = predict_at(at->sc, at->mn, at->i, at->j, emask, &ectx);
+    i64 sym = dec_sym(d, &md->em, ectx);
+    i64 ex = sym == ESCAPE ? (i64)take(f->r, f->ebits) : (p_int + unzigzag(sym)) & emask;
+    u64 m = 0;
+    if (mtop > 0) m = (u64)dec_sym(d, &md->mm, mant_context(sym)) << low_bits;
+    m |= take(f->r, low_bits);
+    store_value(f->vals, width, at->t, ((u64)sign << (width - 1)) | ((u64)ex << f->mbits) | m);
+    *ex_out = ex;
+    *sign_out = sign;
+    return 1;
+}
+
+/* Levels: the distance d of each item from the centre, in the item's width, coded like a float:
+ * zero flag, sign, the bit length of |d| against the prediction, the next TOP_BITS bits below
+ * the leading one in the context of that length, the rest raw. */
+INLINE int levels_encode_step(Fields *f, int width, const Site *at, i64 *ex_out, i64 *sign_out) {
+    Enc *e = f->e;
+    BitsOut *w = f->w;
+    Models *md = f->md;
+    if ((at->j & (CHECK - 1)) == 0 &&
+        (e->pos + LEVEL_ROOM > e->cap || w->pos + LEVEL_ROOM > w->cap))
+        return -1;
     u64 full = width == 64 ? ~UINT64_C(0) : (UINT64_C(1) << width) - 1;
+    u64 du = ((u64)load_signed(f->vals, width, at->t) - (u64)f->centre) & full;
+    if (width < 64 && du >= (UINT64_C(1) << (width - 1))) du -= UINT64_C(1) << width;
+    i64 d = (i64)du; /* signed distance in the item's width */
+    if (d == 0) {
+        enc_bit(e, md->zp, at->zctx, 1);
+        return 0;
+    }
+    enc_bit(e, md->zp, at->zctx, 0);
+    i64 sign = d < 0;
+    enc_bit(e, md->sp, site_sign_context(at), sign);
+    u64 a = sign ? (u64)0 - du : du; /* |d|; 2**63 for width 64's most negative */
+    i64 n = bit_length(a);
+    i64 ectx, p_int = predict_at(at->sc, at->mn, at->i, at->j, 64, &ectx);
+    i64 r = n - p_int;
+    i64 sym = (-RESID <= r && r <= RESID) ? zigzag(r) : ESCAPE;
+    enc_sym(e, &md->em, ectx, sym);
+    if (sym == ESCAPE) put(w, (u64)n, 7);
+    i64 below = n - 1, top = below < TOP_BITS ? below : TOP_BITS;
+    if (top > 0)
+        enc_sym(e, &md->mm, n, (i64)((a >> (below - top)) & ((UINT64_C(1) << top) - 1)));
+    i64 rest = below - top;
+    if (rest > 32) { /* put() takes at most 56 bits at a time */
+        put(w, a, 32);
+        put(w, a >> 32, rest - 32);
+    } else if (rest > 0) {
+        put(w, a, rest);
+    }
+    *ex_out = n;
+    *sign_out = sign;
+    return 1;
+}
+
+INLINE int levels_decode_step(Fields *f, int width, const Site *at, i64 *ex_out, i64 *sign_out) {
+    Dec *d = f->d;
+    Models *md = f->md;
+    u64 full = width == 64 ? ~UINT64_C(0) : (UINT64_C(1) << width) - 1;
+    if (dec_bit(d, md->zp, at->zctx) == 1) {
+        store_value(f->vals, width, at->t, (u64)f->centre & full);
+        return 0;
+    }
+    i64 sign = dec_bit(d, md->sp, site_sign_context(at));
+    i64 ectx, p_int = predict_at(at->sc, at->mn, at->i, at->j, 64, &ectx);
+    i64 sym = dec_sym(d, &md->em, ectx);
+    i64 n = sym == ESCAPE ? (i64)take(f->r, 7) : p_int + unzigzag(sym);
+    if (n < 1)
+        n = 1;
+    else if (n > 64)
+        n = 64;
+    i64 below = n - 1, top = below < TOP_BITS ? below : TOP_BITS;
+    u64 a = UINT64_C(1) << below;
+    if (top > 0) {
+        u64 t = (u64)dec_sym(d, &md->mm, n);
+        a |= (t & ((UINT64_C(1) << top) - 1)) << (below - top);
+    }
+    i64 rest = below - top;
+    if (rest > 32) {
+        u64 lo = take(f->r, 32);
+        a |= lo | (take(f->r, rest - 32) << 32);
+    } else if (rest > 0) {
+        a |= take(f->r, rest);
+    }
+    u64 dv = sign ? (u64)0 - a : a;
+    store_value(f->vals, width, at->t, (dv + (u64)f->centre) & full);
+    *ex_out = n;
+    *sign_out = sign;
+    return 1;
+}
+
+/* Walks the segments' values row by row for one kernel (`kind`, a constant once inlined, as is
+ * `width`), keeping what the field models' contexts read: the neighbours' signs, which columns
+ * are all zero so far, and the row, column and tensor means of the exponents.
+ * 1: done, 0: an output buffer ran out (the caller retries with larger ones), -1: no memory. */
+INLINE int walk_fields(Fields *f, int kind, int width, const i64 *segs, i64 nsegs) {
     Scratch sc;
     if (!scratch_alloc(&sc, max_cols(segs, nsegs))) {
         scratch_free(&sc);
@@ -578,43 +615,33 @@ INLINE int encode_levels_width(const void *vals, int width, const i64 *segs, i64
             mn.rsum = mn.rcnt = 0;
             i64 base = off + i * cols;
             for (i64 j = 0; j < cols; j++) {
-                if ((j & (CHECK - 1)) == 0 &&
-                    (e->pos + LEVEL_ROOM > e->cap || w->pos + LEVEL_ROOM > w->cap)) {
+                int left = sc.cur[j], up = sc.above[j + 1];
+                Site at = {&sc,
+                           &mn,
+                           i,
+                           j,
+                           base + j,
+                           zero_context(left, up, i, j, row_zero, i > 0 && sc.col_zero[j]),
+                           left,
+                           up,
+                           sc.above[j]};
+                i64 ex = 0, sign = 0;
+                int got;
+                switch (kind) {
+                    case FLOAT_ENCODE: got = float_encode_step(f, width, &at, &ex, &sign); break;
+                    case FLOAT_DECODE: got = float_decode_step(f, width, &at, &ex, &sign); break;
+                    case LEVELS_ENCODE: got = levels_encode_step(f, width, &at, &ex, &sign); break;
+                    default: got = levels_decode_step(f, width, &at, &ex, &sign); break;
+                }
+                if (got < 0) {
                     ok = 0;
                     break;
                 }
-                u64 du = ((u64)load_signed(vals, width, base + j) - (u64)centre) & full;
-                if (width < 64 && du >= (UINT64_C(1) << (width - 1))) du -= UINT64_C(1) << width;
-                i64 d = (i64)du; /* signed distance in the item's width */
-                int left = sc.cur[j], up = sc.above[j + 1];
-                i64 zctx = zero_context(left, up, i, j, row_zero, i > 0 && sc.col_zero[j]);
-                if (d == 0) {
-                    enc_bit(e, md->zp, zctx, 1);
+                if (got == 0) {
                     sc.cur[j + 1] = 0;
                     continue;
                 }
-                enc_bit(e, md->zp, zctx, 0);
-                i64 sign = d < 0;
-                enc_bit(e, md->sp, sign_context(left, up, sc.above[j], i, j), sign);
-                u64 a = sign ? (u64)0 - du : du; /* |d|; 2**63 for width 64's most negative */
-                i64 n = bit_length(a);
-                i64 ectx, p_int = predict_at(&sc, &mn, i, j, 64, &ectx);
-                i64 r = n - p_int;
-                i64 sym = (-RESID <= r && r <= RESID) ? zigzag(r) : ESCAPE;
-                enc_sym(e, &md->lm, ectx, sym);
-                if (sym == ESCAPE) put(w, (u64)n, 7);
-                i64 below = n - 1, top = below < TOP_BITS ? below : TOP_BITS;
-                if (top > 0)
-                    enc_sym(e, &md->tm, n,
-                            (i64)((a >> (below - top)) & ((UINT64_C(1) << top) - 1)));
-                i64 rest = below - top;
-                if (rest > 32) { /* put() takes at most 56 bits at a time */
-                    put(w, a, 32);
-                    put(w, a >> 32, rest - 32);
-                } else if (rest > 0) {
-                    put(w, a, rest);
-                }
-                seen_nonzero(&sc, &mn, j, n, sign, i + 1 < rows);
+                seen_nonzero(&sc, &mn, j, ex, sign, i + 1 < rows);
                 row_zero = 0;
             }
             int8_t *t = sc.above;
@@ -626,63 +653,22 @@ INLINE int encode_levels_width(const void *vals, int width, const i64 *segs, i64
     return ok;
 }
 
-INLINE int decode_levels_width(void *out, int width, const i64 *segs, i64 nsegs, i64 centre,
-                               Dec *d, BitsIn *br, LevelModels *md) {
-    u64 full = width == 64 ? ~UINT64_C(0) : (UINT64_C(1) << width) - 1;
-    Scratch sc;
-    if (!scratch_alloc(&sc, max_cols(segs, nsegs))) {
-        scratch_free(&sc);
-        return -1;
+/* One specialised loop per kernel and width. */
+static int fields_any(Fields *f, int kind, int width, const i64 *segs, i64 nsegs) {
+#define WIDTHS(kind)                                                   \
+    switch (width) {                                                   \
+        case 8: return walk_fields(f, kind, 8, segs, nsegs);           \
+        case 16: return walk_fields(f, kind, 16, segs, nsegs);         \
+        case 32: return walk_fields(f, kind, 32, segs, nsegs);         \
+        default: return walk_fields(f, kind, 64, segs, nsegs);         \
     }
-    for (i64 s = 0; s < nsegs; s++) {
-        i64 off = segs[3 * s], rows = segs[3 * s + 1], cols = segs[3 * s + 2];
-        scratch_reset(&sc, rows, cols);
-        Means mn = {0, 0, 0, 0, 0, 0};
-        for (i64 i = 0; i < rows; i++) {
-            int row_zero = 1;
-            mn.rsum = mn.rcnt = 0;
-            i64 base = off + i * cols;
-            for (i64 j = 0; j < cols; j++) {
-                int left = sc.cur[j], up = sc.above[j + 1];
-                i64 zctx = zero_context(left, up, i, j, row_zero, i > 0 && sc.col_zero[j]);
-                if (dec_bit(d, md->zp, zctx) == 1) {
-                    store_value(out, width, base + j, (u64)centre & full);
-                    sc.cur[j + 1] = 0;
-                    continue;
-                }
-                i64 sign = dec_bit(d, md->sp, sign_context(left, up, sc.above[j], i, j));
-                i64 ectx, p_int = predict_at(&sc, &mn, i, j, 64, &ectx);
-                i64 sym = dec_sym(d, &md->lm, ectx);
-                i64 n = sym == ESCAPE ? (i64)take(br, 7) : p_int + unzigzag(sym);
-                if (n < 1)
-                    n = 1;
-                else if (n > 64)
-                    n = 64;
-                i64 below = n - 1, top = below < TOP_BITS ? below : TOP_BITS;
-                u64 a = UINT64_C(1) << below;
-                if (top > 0) {
-                    u64 t = (u64)dec_sym(d, &md->tm, n);
-                    a |= (t & ((UINT64_C(1) << top) - 1)) << (below - top);
-                }
-                i64 rest = below - top;
-                if (rest > 32) {
-                    u64 lo = take(br, 32);
-                    a |= lo | (take(br, rest - 32) << 32);
-                } else if (rest > 0) {
-                    a |= take(br, rest);
-                }
-                u64 dv = sign ? (u64)0 - a : a;
-                store_value(out, width, base + j, (dv + (u64)centre) & full);
-                seen_nonzero(&sc, &mn, j, n, sign, i + 1 < rows);
-                row_zero = 0;
-            }
-            int8_t *t = sc.above;
-            sc.above = sc.cur;
-            sc.cur = t;
-        }
+    switch (kind) {
+        case FLOAT_ENCODE: WIDTHS(FLOAT_ENCODE)
+        case FLOAT_DECODE: WIDTHS(FLOAT_DECODE)
+        case LEVELS_ENCODE: WIDTHS(LEVELS_ENCODE)
+        default: WIDTHS(LEVELS_DECODE)
     }
-    scratch_free(&sc);
-    return 1;
+#undef WIDTHS
 }
 
 typedef struct {
@@ -877,22 +863,6 @@ INLINE int decode_ints_width(void *out, int width, const i64 *segs, i64 nsegs, D
         default: return call_64;                      \
     }
 
-static int encode_levels_any(const void *v, int width, const i64 *sg, i64 n, i64 c, Enc *e,
-                             BitsOut *w, LevelModels *md) {
-    BY_WIDTH(encode_levels_width(v, 8, sg, n, c, e, w, md),
-             encode_levels_width(v, 16, sg, n, c, e, w, md),
-             encode_levels_width(v, 32, sg, n, c, e, w, md),
-             encode_levels_width(v, 64, sg, n, c, e, w, md))
-}
-
-static int decode_levels_any(void *v, int width, const i64 *sg, i64 n, i64 c, Dec *d,
-                             BitsIn *r, LevelModels *md) {
-    BY_WIDTH(decode_levels_width(v, 8, sg, n, c, d, r, md),
-             decode_levels_width(v, 16, sg, n, c, d, r, md),
-             decode_levels_width(v, 32, sg, n, c, d, r, md),
-             decode_levels_width(v, 64, sg, n, c, d, r, md))
-}
-
 static int encode_ints_any(const void *v, int width, const i64 *sg, i64 n, Enc *e,
                            IntModels *md) {
     BY_WIDTH(encode_ints_width(v, 8, sg, n, e, md), encode_ints_width(v, 16, sg, n, e, md),
@@ -991,6 +961,46 @@ static int parse_segments_call(PyObject *args, const char *fmt, Py_buffer b[14],
     return 1;
 }
 
+/* Run a field encoder on parsed buffers (b[0] values, b[1] segments, b[2..5] coder state and
+ * bytes, bit state and bytes), store the states back and release the buffers: True, or False
+ * when an output buffer ran out. */
+static PyObject *run_field_encoder(Py_buffer b[14], Fields *f, int kind, int width) {
+    i64 *es = b[2].buf, *bw = b[4].buf;
+    Enc e = {es[0], es[1], es[2], es[3], es[4], (i64)b[3].len, b[3].buf};
+    BitsOut w = {(u64)bw[0], bw[1], bw[2], (i64)b[5].len, b[5].buf};
+    f->vals = b[0].buf;
+    f->e = &e;
+    f->w = &w;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = fields_any(f, kind, width, b[1].buf, b[1].len / 24);
+    Py_END_ALLOW_THREADS
+    es[0] = e.low, es[1] = e.rng, es[2] = e.cache, es[3] = e.csize, es[4] = e.pos;
+    bw[0] = (i64)w.acc, bw[1] = w.nb, bw[2] = w.pos;
+    release(b, 14);
+    if (ok < 0) return PyErr_NoMemory();
+    return PyBool_FromLong(ok);
+}
+
+/* The decoding twin: None. */
+static PyObject *run_field_decoder(Py_buffer b[14], Fields *f, int kind, int width) {
+    i64 *ds = b[2].buf, *br = b[4].buf;
+    Dec d = {ds[0], ds[1], ds[2], (i64)b[3].len, b[3].buf};
+    BitsIn r = {(u64)br[0], br[1], br[2], (i64)b[5].len, b[5].buf};
+    f->vals = b[0].buf;
+    f->d = &d;
+    f->r = &r;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = fields_any(f, kind, width, b[1].buf, b[1].len / 24);
+    Py_END_ALLOW_THREADS
+    ds[0] = d.code, ds[1] = d.rng, ds[2] = d.pos;
+    br[0] = (i64)r.acc, br[1] = r.nb, br[2] = r.pos;
+    release(b, 14);
+    if (ok < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(encode_doc,
              "encode_segments(vals, segs, width, ebits, mbits, es, rc_out, bw, raw_out, zp, sp,"
              " em_counts, em_cum, em_ticks, mm_counts, mm_cum, mm_ticks) -> bool\n\n"
@@ -1004,19 +1014,8 @@ static PyObject *py_encode_segments(PyObject *self, PyObject *args) {
     if (!parse_segments_call(args, "y*y*iiiw*w*w*w*w*w*w*w*w*w*w*w*:encode_segments", b, lay,
                              5 * 8, &md))
         return NULL;
-    int width = lay[0], ebits = lay[1], mbits = lay[2];
-    i64 *es = b[2].buf, *bw = b[4].buf;
-    Enc e = {es[0], es[1], es[2], es[3], es[4], (i64)b[3].len, b[3].buf};
-    BitsOut w = {(u64)bw[0], bw[1], bw[2], (i64)b[5].len, b[5].buf};
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = encode_any(b[0].buf, width, b[1].buf, b[1].len / 24, ebits, mbits, &e, &w, &md);
-    Py_END_ALLOW_THREADS
-    es[0] = e.low, es[1] = e.rng, es[2] = e.cache, es[3] = e.csize, es[4] = e.pos;
-    bw[0] = (i64)w.acc, bw[1] = w.nb, bw[2] = w.pos;
-    release(b, 14);
-    if (ok < 0) return PyErr_NoMemory();
-    return PyBool_FromLong(ok);
+    Fields f = {NULL, lay[1], lay[2], 0, NULL, NULL, NULL, NULL, &md};
+    return run_field_encoder(b, &f, FLOAT_ENCODE, lay[0]);
 }
 
 PyDoc_STRVAR(decode_doc,
@@ -1032,19 +1031,8 @@ static PyObject *py_decode_segments(PyObject *self, PyObject *args) {
     if (!parse_segments_call(args, "w*y*iiiw*y*w*y*w*w*w*w*w*w*w*w*:decode_segments", b, lay,
                              3 * 8, &md))
         return NULL;
-    int width = lay[0], ebits = lay[1], mbits = lay[2];
-    i64 *ds = b[2].buf, *br = b[4].buf;
-    Dec d = {ds[0], ds[1], ds[2], (i64)b[3].len, b[3].buf};
-    BitsIn r = {(u64)br[0], br[1], br[2], (i64)b[5].len, b[5].buf};
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = decode_any(b[0].buf, width, b[1].buf, b[1].len / 24, ebits, mbits, &d, &r, &md);
-    Py_END_ALLOW_THREADS
-    ds[0] = d.code, ds[1] = d.rng, ds[2] = d.pos;
-    br[0] = (i64)r.acc, br[1] = r.nb, br[2] = r.pos;
-    release(b, 14);
-    if (ok < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    Fields f = {NULL, lay[1], lay[2], 0, NULL, NULL, NULL, NULL, &md};
+    return run_field_decoder(b, &f, FLOAT_DECODE, lay[0]);
 }
 
 PyDoc_STRVAR(finish_doc, "encoder_finish(es, out) -> int: flush the range coder; its length.");
@@ -1116,7 +1104,7 @@ static int check_int_call(Py_buffer *vals, Py_buffer *segs, int width) {
     return check_segs(vals, segs, width);
 }
 
-static int level_models_from(LevelModels *md, Py_buffer *b) { /* zp sp lm0 lm1 lm2 tm0 tm1 tm2 */
+static int level_models_from(Models *md, Py_buffer *b) { /* zp sp lm0 lm1 lm2 tm0 tm1 tm2 */
     const Py_ssize_t w = sizeof(i64), tn = 1 << TOP_BITS;
     if (!need(&b[0], ZERO_CONTEXTS * 2 * w, "zero model") ||
         !need(&b[1], SIGN_CONTEXTS * 2 * w, "sign model") ||
@@ -1129,14 +1117,14 @@ static int level_models_from(LevelModels *md, Py_buffer *b) { /* zp sp lm0 lm1 l
         return 0;
     md->zp = b[0].buf;
     md->sp = b[1].buf;
-    md->lm = (Model){b[2].buf, b[3].buf, b[4].buf, EXP_SYMBOLS};
-    md->tm = (Model){b[5].buf, b[6].buf, b[7].buf, tn};
+    md->em = (Model){b[2].buf, b[3].buf, b[4].buf, EXP_SYMBOLS};
+    md->mm = (Model){b[5].buf, b[6].buf, b[7].buf, tn};
     return 1;
 }
 
 /* (values, segments, width, centre, coder state, coder bytes, bit state, bit bytes, 8 models) */
 static int parse_levels_call(PyObject *args, const char *fmt, Py_buffer b[14], int *width,
-                             long long *centre, Py_ssize_t state_bytes, LevelModels *md) {
+                             long long *centre, Py_ssize_t state_bytes, Models *md) {
     if (!PyArg_ParseTuple(args, fmt, &b[0], &b[1], width, centre, &b[2], &b[3], &b[4], &b[5],
                           &b[6], &b[7], &b[8], &b[9], &b[10], &b[11], &b[12], &b[13]))
         return 0;
@@ -1157,22 +1145,12 @@ static PyObject *py_encode_levels(PyObject *self, PyObject *args) {
     Py_buffer b[14];
     int width;
     long long centre;
-    LevelModels md;
+    Models md;
     if (!parse_levels_call(args, "y*y*iLw*w*w*w*w*w*w*w*w*w*w*w*:encode_levels", b, &width,
                            &centre, 5 * 8, &md))
         return NULL;
-    i64 *es = b[2].buf, *bw = b[4].buf;
-    Enc e = {es[0], es[1], es[2], es[3], es[4], (i64)b[3].len, b[3].buf};
-    BitsOut w = {(u64)bw[0], bw[1], bw[2], (i64)b[5].len, b[5].buf};
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = encode_levels_any(b[0].buf, width, b[1].buf, b[1].len / 24, centre, &e, &w, &md);
-    Py_END_ALLOW_THREADS
-    es[0] = e.low, es[1] = e.rng, es[2] = e.cache, es[3] = e.csize, es[4] = e.pos;
-    bw[0] = (i64)w.acc, bw[1] = w.nb, bw[2] = w.pos;
-    release(b, 14);
-    if (ok < 0) return PyErr_NoMemory();
-    return PyBool_FromLong(ok);
+    Fields f = {NULL, 0, 0, centre, NULL, NULL, NULL, NULL, &md};
+    return run_field_encoder(b, &f, LEVELS_ENCODE, width);
 }
 
 PyDoc_STRVAR(decode_levels_doc,
@@ -1184,22 +1162,12 @@ static PyObject *py_decode_levels(PyObject *self, PyObject *args) {
     Py_buffer b[14];
     int width;
     long long centre;
-    LevelModels md;
+    Models md;
     if (!parse_levels_call(args, "w*y*iLw*y*w*y*w*w*w*w*w*w*w*w*:decode_levels", b, &width,
                            &centre, 3 * 8, &md))
         return NULL;
-    i64 *ds = b[2].buf, *br = b[4].buf;
-    Dec d = {ds[0], ds[1], ds[2], (i64)b[3].len, b[3].buf};
-    BitsIn r = {(u64)br[0], br[1], br[2], (i64)b[5].len, b[5].buf};
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = decode_levels_any(b[0].buf, width, b[1].buf, b[1].len / 24, centre, &d, &r, &md);
-    Py_END_ALLOW_THREADS
-    ds[0] = d.code, ds[1] = d.rng, ds[2] = d.pos;
-    br[0] = (i64)r.acc, br[1] = r.nb, br[2] = r.pos;
-    release(b, 14);
-    if (ok < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    Fields f = {NULL, 0, 0, centre, NULL, NULL, NULL, NULL, &md};
+    return run_field_decoder(b, &f, LEVELS_DECODE, width);
 }
 
 /* (values, segments, itemsize, coder state, coder bytes, matches, table, repeat, tree, 3 model
