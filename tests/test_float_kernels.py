@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from lmgc_float import codec, int_codec, kernels, tables
 from lmgc_float.formats import FLOAT_FORMATS, FloatFormat
 
+from lmgc_core.errors import PluginError
+
 C = kernels.float_kernels()
 C_INT = kernels.int_kernels()
 
@@ -328,3 +330,20 @@ def reference_inputs() -> dict[str, tuple[np.ndarray, np.ndarray, str | None]]:
         runs[(_mix(500, n) % np.uint64(13)) == 0] ^= 1
         out[f"{dt} runs"] = (runs, segs, None)
     return out
+
+
+def test_a_stale_or_mismatched_build_is_refused(monkeypatch):
+    """A build of other kernels (an old ``KERNEL_VERSION``) or other model constants than
+    :mod:`tables` makes the prior fail with a clear error instead of writing other bytes."""
+    want = kernels.KERNEL_VERSION
+    try:
+        kernels._module.cache_clear()
+        monkeypatch.setattr(kernels, "KERNEL_VERSION", want + 1)
+        with pytest.raises(PluginError, match=f"version {want}, this code needs {want + 1}"):
+            kernels._module()
+        monkeypatch.setattr(kernels, "KERNEL_VERSION", want)
+        monkeypatch.setattr(tables, "TREE_CONTEXTS", tables.TREE_CONTEXTS + 1)
+        with pytest.raises(PluginError, match="other constants: rebuild"):
+            kernels._module()
+    finally:
+        kernels._module.cache_clear()

@@ -1264,12 +1264,15 @@ PyMODINIT_FUNC PyInit__float_kernels(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *c = Py_BuildValue(
-        "{s:i,s:L,s:L,s:i,s:i,s:L,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "TOTAL_BITS", TOTAL_BITS,
-        "TOP", (long long)TOP, "PROB_ONE", (long long)PROB_ONE, "COUNT_STEP", COUNT_STEP,
-        "MAX_REBUILD", MAX_REBUILD, "COUNT_LIMIT", (long long)COUNT_LIMIT, "RESID", RESID,
-        "MANT_BITS", MANT_BITS, "FRAC", FRAC, "ZERO_CONTEXTS", ZERO_CONTEXTS, "SIGN_CONTEXTS",
-        SIGN_CONTEXTS, "EXP_CONTEXTS", EXP_CONTEXTS, "MANT_CONTEXTS", MANT_CONTEXTS, "CHECK", CHECK,
-        "EXP_SYMBOLS", EXP_SYMBOLS);
+        "{s:i,s:L,s:L,s:i,s:i,s:L,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+        "TOTAL_BITS", TOTAL_BITS, "TOP", (long long)TOP, "PROB_ONE", (long long)PROB_ONE,
+        "COUNT_STEP", COUNT_STEP, "MAX_REBUILD", MAX_REBUILD, "COUNT_LIMIT", (long long)COUNT_LIMIT,
+        "RESID", RESID, "MANT_BITS", MANT_BITS, "FRAC", FRAC, "ZERO_CONTEXTS", ZERO_CONTEXTS,
+        "SIGN_CONTEXTS", SIGN_CONTEXTS, "EXP_CONTEXTS", EXP_CONTEXTS, "MANT_CONTEXTS",
+        MANT_CONTEXTS, "CHECK", CHECK, "EXP_SYMBOLS", EXP_SYMBOLS, "LENGTH_CONTEXTS",
+        LENGTH_CONTEXTS, "TOP_BITS", TOP_BITS, "REPEAT_CONTEXTS", REPEAT_CONTEXTS,
+        "MATCH_CONTEXTS", MATCH_CONTEXTS, "HASH_BITS", HASH_BITS, "MATCH_MIN", MATCH_MIN,
+        "TREE_CONTEXTS", TREE_CONTEXTS);
     if (c == NULL || PyModule_AddObject(m, "CONSTANTS", c) < 0 ||
         PyModule_AddIntConstant(m, "KERNEL_VERSION", KERNEL_VERSION) < 0) {
         Py_XDECREF(c);

@@ -80,6 +80,13 @@ def _expected_constants() -> dict[str, int]:
         "MANT_CONTEXTS",
         "CHECK",
         "EXP_SYMBOLS",
+        "LENGTH_CONTEXTS",
+        "TOP_BITS",
+        "REPEAT_CONTEXTS",
+        "MATCH_CONTEXTS",
+        "HASH_BITS",
+        "MATCH_MIN",
+        "TREE_CONTEXTS",
     ]
     return {n: getattr(tables, n) for n in names}
 
