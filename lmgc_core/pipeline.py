@@ -17,6 +17,7 @@ import numpy as np
 
 from . import container, provenance, registry
 from .component_options import valid_options
+from .config_file import check_size
 from .dtypes import dtype_name, parse_dtype
 from .engine import (
     BitCounter,
@@ -133,6 +134,9 @@ class Pipeline:
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None = None, **overrides: Any) -> Pipeline:
         cfg = {**DEFAULTS, **(config or {}), **overrides}
+        # a dict from anywhere (Zarr metadata someone else wrote, a stream header) meets the
+        # caps a config file meets, before any component is built
+        check_size(cfg, "pipeline configuration")
         unknown = set(cfg) - set(DEFAULTS)
         if unknown:
             raise ConfigError(

@@ -120,3 +120,15 @@ def test_mix_refuses_thousands_of_experts_before_building_them():
     experts = [{"name": "adaptive"}] * 5000  # written out, no YAML aliases: under the value cap
     with pytest.raises(ConfigError, match=f"at most {MAX_EXPERTS} experts"):
         Pipeline.from_config({"prior": {"name": "mix", "experts": experts}})
+
+
+def test_a_pipeline_config_from_python_or_zarr_metadata_meets_the_caps():
+    """Not only config files: a dict handed to Pipeline.from_config (the numcodecs codec's
+    from_config reads Zarr metadata someone else wrote) is refused past the value cap."""
+    from lmgc_core.config_file import MAX_VALUES
+    from lmgc_core.errors import ConfigError
+    from lmgc_core.pipeline import Pipeline
+
+    layout = [[1]] * (MAX_VALUES // 2 + 1)
+    with pytest.raises(ConfigError, match="pipeline configuration holds over"):
+        Pipeline.from_config({"prior": {"name": "float", "layout": layout}})
