@@ -52,6 +52,23 @@ def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
         raise InputFileError(f"{where}: damaged .npz file ({exc})") from None
 
 
+def member_data_span(
+    f: IO[bytes], info: zipfile.ZipInfo, pos: int, size: int, where: str
+) -> tuple[int, int]:
+    """Where a member's (compressed) data lies in the file, from its local header; the member
+    must start at or after ``pos`` (the end of the one before) and end inside the file."""
+    f.seek(info.header_offset)
+    local = f.read(_LOCAL.size)
+    if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
+        raise InputFileError(f"{where}: member {info.filename!r} has no local header")
+    _, name_len, extra_len = _LOCAL.unpack(local)
+    start = info.header_offset + _LOCAL.size + name_len + extra_len
+    end = start + info.compress_size
+    if info.header_offset < pos or end > size:
+        raise InputFileError(f"{where}: member {info.filename!r} overlaps or is truncated")
+    return start, end
+
+
 def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayout:
     layout = FileLayout("npz", size, [], [])
     pos = 0
@@ -60,15 +77,7 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
             raise InputFileError(f"{where}: member {info.filename!r} is encrypted")
         if not pos <= info.header_offset < size:
             raise InputFileError(f"{where}: member {info.filename!r} overlaps or lies outside")
-        f.seek(info.header_offset)
-        local = f.read(_LOCAL.size)
-        if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
-            raise InputFileError(f"{where}: member {info.filename!r} has no local header")
-        _, name_len, extra_len = _LOCAL.unpack(local)
-        start = info.header_offset + _LOCAL.size + name_len + extra_len
-        end = start + info.compress_size
-        if info.header_offset < pos or end > size:
-            raise InputFileError(f"{where}: member {info.filename!r} overlaps or is truncated")
+        start, end = member_data_span(f, info, pos, size, where)
         layout.segments.append(_run(f, pos, start - pos, layout, where))
         where_m = f"{where}: member {info.filename!r}"
         layout.segments.extend(_member(zf, f, info, start, layout, where_m))

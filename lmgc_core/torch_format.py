@@ -26,7 +26,7 @@ from typing import IO
 import numpy as np
 
 from .layout import Data, FileLayout, InputFileError, Literal, Tensor, byte_run
-from .npz_format import ZIP_ERRORS
+from .npz_format import ZIP_ERRORS, member_data_span
 from .torch_pickle import (
     STORAGE_TYPES,
     PickleInfo,
@@ -108,15 +108,7 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
     for member in infos:
         if member.flag_bits & 1:
             raise InputFileError(f"{where}: member {member.filename!r} is encrypted")
-        f.seek(member.header_offset)
-        local = f.read(_LOCAL.size)
-        if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
-            raise InputFileError(f"{where}: member {member.filename!r} has no local header")
-        _, name_len, extra_len = _LOCAL.unpack(local)
-        start = member.header_offset + _LOCAL.size + name_len + extra_len
-        end = start + member.compress_size
-        if member.header_offset < pos or end > size:
-            raise InputFileError(f"{where}: member {member.filename!r} overlaps or is truncated")
+        start, end = member_data_span(f, member, pos, size, where)
         key = member.filename[len(prefix) + len("data/") :]
         if (
             member.filename.startswith(prefix + "data/")
