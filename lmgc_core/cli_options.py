@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from .component_options import check_component_options, explain_bad_option
-from .errors import ConfigError, PluginError
+from .errors import ConfigError, UnknownComponentError
 
 PIPELINE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--config", "config"), {"type": click.Path(dir_okay=False), "help": "Pipeline config "
@@ -154,7 +154,7 @@ def build_pipeline(**options: Any) -> Any:
         return Pipeline.from_config(pipeline_config(**options))
     except ConfigError as exc:
         raise explain_bad_option(exc) from None
-    except PluginError as exc:  # a name typed wrong is a usage error; a missing package is not
-        if str(exc).startswith("unknown ") and "failed to load" not in str(exc):
+    except UnknownComponentError as exc:  # a name typed wrong is a usage error
+        if not exc.plugins_failed:  # ... but a plugin that failed to load may be the cause
             raise ConfigError(str(exc)) from None
         raise

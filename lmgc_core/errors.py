@@ -35,5 +35,14 @@ class PluginError(LMGCError):
     """A serializer, prior, coder or stage is unknown, or its optional dependency is missing."""
 
 
+class UnknownComponentError(PluginError):
+    """No installed plugin registers this name. ``plugins_failed`` is true when some plugin
+    failed to load, so the name may still be right (a missing package, not a typo)."""
+
+    def __init__(self, message: str, plugins_failed: bool = False) -> None:
+        super().__init__(message)
+        self.plugins_failed = plugins_failed
+
+
 class ConfigError(LMGCError, ValueError):
     """A pipeline configuration is invalid (bad option, wrong type, unknown key)."""

@@ -22,7 +22,7 @@ import pluggy
 
 from . import hookspecs
 from .entry_points import EntryPoint, entry_points
-from .errors import ConfigError, LMGCError, PluginError
+from .errors import ConfigError, LMGCError, PluginError, UnknownComponentError
 
 KINDS = ("serializer", "prior", "coder", "stage")
 CORE_DISTRIBUTION = "lmgc"
@@ -288,9 +288,10 @@ def get(kind: str, name: str) -> Registration:
     reg = registrations().get((kind, name))
     if reg is None:
         failed = "; ".join(f"{label} ({why})" for label, why in _FAILED.items())
-        raise PluginError(
+        raise UnknownComponentError(
             f"unknown {kind} {name!r}; available {kind}s: {', '.join(names(kind)) or 'none'}"
-            + (f"; plugins that failed to load, one may provide it: {failed}" if failed else "")
+            + (f"; plugins that failed to load, one may provide it: {failed}" if failed else ""),
+            plugins_failed=bool(failed),
         )
     return reg
 
