@@ -18,7 +18,6 @@ manifest. See ``docs/format.md``.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import zipfile
 import zlib
@@ -150,28 +149,6 @@ def manifest_for(
 
 # -- reading ---------------------------------------------------------------------------------------
 
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
-"""A JSON string, or an unterminated one to the end of the text: possessive, and never failing
-once it starts, so the scan is linear (a pattern that can fail at every ``"`` of ``"\\"\\"...``
-rescans the rest of the text from each: quadratic)."""
-_OPEN = np.frombuffer(b"[{", np.uint8)
-_CLOSE = np.frombuffer(b"]}", np.uint8)
-
-
-def check_json_text(text: bytes, what: str, max_values: int, max_depth: int) -> None:
-    """Refuse JSON text with more than ``max_values`` values or nested deeper than
-    ``max_depth`` *before* parsing it (``json.loads`` spends ~60 bytes per ``[]``)."""
-    bare = _STRING.sub(b'""', text)  # brackets and commas inside strings are text
-    opens = bare.count(b"[") + bare.count(b"{")
-    if bare.count(b",") + opens + 1 > max_values:
-        raise StreamError(f"{what} holds over {max_values} JSON values")
-    if opens > max_depth:  # only then can it nest too deep
-        codes = np.frombuffer(bare, dtype=np.uint8)
-        step = np.isin(codes, _OPEN).astype(np.int32) - np.isin(codes, _CLOSE)
-        if int(np.cumsum(step, dtype=np.int32).max(initial=0)) > max_depth:
-            raise StreamError(f"{what} nests JSON deeper than {max_depth} levels")
-
-
 def chunk_count(tensor: Tensor, chunk_bytes: int) -> int:
     """``len(io.chunk_shapes(tensor, chunk_bytes))`` without building the list (a crafted
     manifest could make it astronomically long)."""
@@ -273,7 +250,9 @@ class ArchiveReader:
     def _read_manifest(self, data: list[ZipMember]) -> None:
         bad = f"{self.where}: corrupted lmgc archive"
         text = self._manifest_text()
-        check_json_text(text, f"{bad}: manifest", MAX_MANIFEST_VALUES, MAX_MANIFEST_DEPTH)
+        container.check_json_text(
+            text, f"{bad}: manifest", MAX_MANIFEST, MAX_MANIFEST_VALUES, MAX_MANIFEST_DEPTH
+        )
         try:
             manifest = json.loads(text)
         except (ValueError, RecursionError) as exc:

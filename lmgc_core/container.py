@@ -101,16 +101,26 @@ _VALUE = np.zeros(256, dtype=bool)
 _VALUE[list(b",[{")] = True
 
 
-def check_json_text(text: bytes, what: str = "header") -> None:
+def check_json_text(
+    text: bytes,
+    what: str = "header",
+    max_bytes: int | None = None,
+    max_values: int | None = None,
+    max_depth: int | None = None,
+) -> None:
     """Refuse JSON text over the caps on size, values and nesting *before* it is parsed:
     ``json.loads`` would spend gigabytes on 200 KB of ``[]`` or recurse out of the stack on
-    100,000 ``[``. Raises :class:`StreamError`.
+    100,000 ``[``. Raises :class:`StreamError`. Unset caps are a stream header's (an archive's
+    manifest passes its own).
 
     One linear pass in 1 MiB chunks (a few MB of scratch): brackets and commas inside strings
     (escaped quotes respected) do not count, so no string can hide or fake nesting."""
-    if len(text) > MAX_HEADER_TEXT:
-        raise StreamError(f"{what} is over {MAX_HEADER_TEXT} bytes of JSON")
-    if len(text) < MAX_ELEMENTS and text.count(b"[") + text.count(b"{") <= MAX_DEPTH:
+    max_bytes = MAX_HEADER_TEXT if max_bytes is None else max_bytes
+    max_values = MAX_ELEMENTS if max_values is None else max_values
+    max_depth = MAX_DEPTH if max_depth is None else max_depth
+    if len(text) > max_bytes:
+        raise StreamError(f"{what} is over {max_bytes} bytes of JSON")
+    if len(text) < max_values and text.count(b"[") + text.count(b"{") <= max_depth:
         return  # fewer values than bytes, no deeper than its brackets: a small chunk's header
     values, depth, in_string, backslashes = 1, 0, 0, 0
     for start in range(0, len(text), _SCAN_CHUNK):
@@ -129,13 +139,13 @@ def check_json_text(text: bytes, what: str = "header") -> None:
         outside &= ~quote
         in_string = (in_string + int(np.count_nonzero(quote))) % 2
         values += int(np.count_nonzero(_VALUE[chunk] & outside))
-        if values > MAX_ELEMENTS:
-            raise StreamError(f"{what} holds over {MAX_ELEMENTS} JSON values")
+        if values > max_values:
+            raise StreamError(f"{what} holds over {max_values} JSON values")
         delta = np.where(outside, _DELTA[chunk], 0)
-        if depth + int(np.count_nonzero(delta > 0)) > MAX_DEPTH:  # else it cannot get there
+        if depth + int(np.count_nonzero(delta > 0)) > max_depth:  # else it cannot get there
             levels = depth + np.cumsum(delta, dtype=np.int32)
-            if int(levels.max()) > MAX_DEPTH:
-                raise StreamError(f"{what} nests JSON deeper than {MAX_DEPTH} levels")
+            if int(levels.max()) > max_depth:
+                raise StreamError(f"{what} nests JSON deeper than {max_depth} levels")
         depth += int(delta.sum(dtype=np.int64))
 
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import archive, interrupts, writers
+from . import archive, container, interrupts, writers
 from .archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
 from .component_options import explain_bad_option
 from .dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_dtype
@@ -182,9 +182,10 @@ def _check_manifest(manifest: dict[str, Any], listed: list[Any], where: str) -> 
             "(too many tensors or zip members for one archive)"
         )
     try:
-        archive.check_json_text(
-            text, what, archive.MAX_MANIFEST_VALUES, archive.MAX_MANIFEST_DEPTH
-        )
+        container.check_json_text(
+            text, what, archive.MAX_MANIFEST, archive.MAX_MANIFEST_VALUES,
+            archive.MAX_MANIFEST_DEPTH,
+        )  # fmt: skip
     except StreamError as exc:
         raise InputFileError(f"{exc} (too many tensors, or metadata nested too deep)") from None
 
