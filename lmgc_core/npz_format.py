@@ -78,11 +78,11 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
         if not pos <= info.header_offset < size:
             raise InputFileError(f"{where}: member {info.filename!r} overlaps or lies outside")
         start, end = member_data_span(f, info, pos, size, where)
-        layout.segments.append(_run(f, pos, start - pos, layout, where))
+        layout.segments.append(file_run(f, pos, start - pos, layout, where))
         where_m = f"{where}: member {info.filename!r}"
         layout.segments.extend(_member(zf, f, info, start, layout, where_m))
         pos = end
-    layout.segments.append(_run(f, pos, size - pos, layout, where))
+    layout.segments.append(file_run(f, pos, size - pos, layout, where))
     return layout
 
 
@@ -94,8 +94,9 @@ def _read_at(f: IO[bytes], offset: int, n: int) -> bytes:
     return data
 
 
-def _run(f: IO[bytes], offset: int, n: int, layout: FileLayout, where: str) -> Literal | Data:
-    """Bytes of the file that are not array data, kept as they are (a byte tensor if large)."""
+def file_run(f: IO[bytes], offset: int, n: int, layout: FileLayout, where: str) -> Literal | Data:
+    """Bytes of a zip source that are not array data (records, other members, padding), kept as
+    they are: a literal, or a byte tensor when large, so the manifest stays small."""
     return byte_run(partial(_read_at, f, offset, n), offset, n, layout.tensors, where)
 
 
@@ -118,20 +119,20 @@ def _member(
     if info.compress_type == zipfile.ZIP_STORED:
         f.seek(start)
         if f.read(6) != MAGIC:
-            return [_run(f, start, info.compress_size, layout, where)]  # not an array: as is
+            return [file_run(f, start, info.compress_size, layout, where)]  # not an array: as is
         f.seek(start)
         raw, header = read_header(f, where)
         end = _add_tensor(raw, header, name, info.compress_size, layout, where)
         segments: list[Any] = [Literal(raw), Data(len(layout.tensors) - 1, start + len(raw))]
         if info.compress_size > end:  # bytes after the array: kept
-            segments.append(_run(f, start + end, info.compress_size - end, layout, where))
+            segments.append(file_run(f, start + end, info.compress_size - end, layout, where))
         return segments
     if info.compress_type != zipfile.ZIP_DEFLATED:
         layout.notes.append(f"{where} uses zip method {info.compress_type}: kept as it is")
-        return [_run(f, start, info.compress_size, layout, where)]
+        return [file_run(f, start, info.compress_size, layout, where)]
     with zf.open(info) as m:
         if m.read(6) != MAGIC:
-            return [_run(f, start, info.compress_size, layout, where)]
+            return [file_run(f, start, info.compress_size, layout, where)]
     with zf.open(info) as m:
         raw, header = read_header(m, where)
     end = _add_tensor(raw, header, name, info.file_size, layout, where)

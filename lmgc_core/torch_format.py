@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import struct
 import zipfile
-from functools import partial
 from typing import IO
 
 import numpy as np
 
-from .layout import Data, FileLayout, InputFileError, Literal, Tensor, byte_run
-from .npz_format import ZIP_ERRORS, member_data_span
+from .layout import Data, FileLayout, InputFileError, Tensor
+from .npz_format import ZIP_ERRORS, file_run, member_data_span
 from .torch_pickle import (
     STORAGE_TYPES,
     PickleInfo,
@@ -116,11 +115,11 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
             and member.compress_type == zipfile.ZIP_STORED
             and member.compress_size > 0
         ):
-            layout.segments.append(_run(f, pos, start - pos, layout, where))
+            layout.segments.append(file_run(f, pos, start - pos, layout, where))
             layout.tensors.append(_storage(key, member.compress_size, info, big, layout))
             layout.segments.append(Data(len(layout.tensors) - 1, start))
             pos = end
-    layout.segments.append(_run(f, pos, size - pos, layout, where))
+    layout.segments.append(file_run(f, pos, size - pos, layout, where))
     _unique_names(layout.tensors)
     return layout
 
@@ -242,17 +241,3 @@ def _unique_names(tensors: list[Tensor]) -> None:
             name, k = f"{tensor.name}~{k}", k + 1
         tensor.name = name
         seen.add(name)
-
-
-def _run(f: IO[bytes], offset: int, n: int, layout: FileLayout, where: str) -> Literal | Data:
-    """The bytes between storages: literal, or a byte tensor when large (a big ``data.pkl``,
-    the central directory of many storages), so the manifest stays small."""
-    return byte_run(partial(_read_at, f, offset, n), offset, n, layout.tensors, where)
-
-
-def _read_at(f: IO[bytes], offset: int, n: int) -> bytes:
-    f.seek(offset)
-    data = f.read(n)
-    if len(data) != n:
-        raise InputFileError("file ended early")
-    return data
