@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workloads import CACHE, MLP_LAYOUT, SHARED_MLP, Workload  # noqa: E402
+from workloads import MLP_LAYOUT, SHARED_MLP, Workload  # noqa: E402
 
 from lmgc_core import Pipeline, decompress  # noqa: E402
 
@@ -51,27 +51,9 @@ BASE = ["mlp-digits", "adam-m", "adam-v", "ocr-rec", "ocr-rec-bf16", "ocr-det", 
 
 def _ocr(name: str) -> dict[str, np.ndarray]:
     """The float32 tensors of one PP-OCRv4 network, cached as .npz (onnx needed once)."""
-    cached_name, member = OCR_MODELS[name]
-    cached = CACHE / cached_name
-    if not cached.exists():
-        from workloads import _site_file
+    from workloads import onnx_floats
 
-        try:
-            import onnx
-            from onnx import numpy_helper
-        except ImportError:
-            raise SystemExit(f"{name} reads an ONNX graph once: pip install onnx") from None
-        path = _site_file("rapidocr-onnxruntime==1.4.4", f"rapidocr_onnxruntime/models/{member}")
-        model = onnx.load(str(path))
-        tensors = [numpy_helper.to_array(t) for t in model.graph.initializer]
-        for node in model.graph.node:
-            if node.op_type == "Constant":
-                tensors += [numpy_helper.to_array(a.t) for a in node.attribute if a.t.dims]
-        floats = [t for t in tensors if t.dtype == np.float32 and t.size > 1]
-        CACHE.mkdir(parents=True, exist_ok=True)
-        np.savez(cached, **{f"t{i:03d}": t for i, t in enumerate(floats)})
-    with np.load(cached) as z:
-        return {k: z[k] for k in z.files}
+    return onnx_floats(*OCR_MODELS[name])
 
 
 def _adam(which: str) -> np.ndarray:

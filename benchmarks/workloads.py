@@ -73,28 +73,32 @@ def _site_file(package: str, member: str) -> Path:
     return path
 
 
-def _ocr_weights() -> np.ndarray:
-    cached = CACHE / "ocr_weights.npz"
+def onnx_floats(cached_name: str, member: str) -> dict[str, np.ndarray]:
+    """The float32 tensors of one PP-OCRv4 network of the rapidocr wheel, cached as .npz (onnx
+    is needed once, to read the graph)."""
+    cached = CACHE / cached_name
     if not cached.exists():
         try:
             import onnx
             from onnx import numpy_helper
         except ImportError:
-            raise SystemExit("ocr-weights reads an ONNX graph: pip install onnx") from None
+            raise SystemExit(f"{member} is an ONNX graph: pip install onnx") from None
 
-        path = _site_file(
-            "rapidocr-onnxruntime==1.4.4",
-            "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
-        )
+        path = _site_file("rapidocr-onnxruntime==1.4.4", f"rapidocr_onnxruntime/models/{member}")
         model = onnx.load(str(path))
         tensors = [numpy_helper.to_array(t) for t in model.graph.initializer]
         for node in model.graph.node:
             if node.op_type == "Constant":
                 tensors += [numpy_helper.to_array(a.t) for a in node.attribute if a.t.dims]
         floats = [t for t in tensors if t.dtype == np.float32 and t.size > 1]
+        CACHE.mkdir(parents=True, exist_ok=True)
         np.savez(cached, **{f"t{i:03d}": t for i, t in enumerate(floats)})
     with np.load(cached) as z:
         return {k: z[k] for k in z.files}
+
+
+def _ocr_weights() -> dict[str, np.ndarray]:
+    return onnx_floats("ocr_weights.npz", "ch_PP-OCRv4_rec_infer.onnx")
 
 
 def _smollm2_grads() -> dict[str, np.ndarray]:
