@@ -1,0 +1,187 @@
+"""The float prior's delta model (``lmgc_float.delta``): a tensor coded against a base of the
+same dtype and shape decodes back bit for bit for every bit pattern (NaN payloads, sign changes,
+zeros, subnormals, infinities) at both levels and every dtype; a damaged or truncated block, or
+another base, is refused with an lmgc error."""
+
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lmgc_float import delta
+
+from lmgc_core.util.errors import ChecksumError, LMGCError, MismatchError, StreamError
+
+DTYPES = [
+    np.dtype(np.float32),
+    np.dtype(ml_dtypes.bfloat16),
+    np.dtype(np.float16),
+    np.dtype(np.float64),
+    np.dtype(ml_dtypes.float8_e4m3fn),
+    np.dtype(np.int8),
+    np.dtype(np.uint16),
+    np.dtype(np.int32),
+    np.dtype(np.int64),
+    np.dtype(np.bool_),
+]
+LEVELS = [1, 2]
+GRADS = "tests/data/mlp_grads_8k.npy"
+
+
+def _specials(dtype: np.dtype) -> np.ndarray:
+    """Bit patterns every float coder must keep: +-0, +-inf, NaNs with payloads, subnormals,
+    the largest and smallest normal numbers (as raw bits of ``dtype``'s width)."""
+    if dtype.kind not in "fV":
+        return np.array([], dtype=f"u{dtype.itemsize}")
+    w = 8 * dtype.itemsize
+    fin = ml_dtypes.finfo(dtype) if dtype.kind == "V" else np.finfo(dtype)
+    sign = 1 << (w - 1)
+    vals = np.array([0, np.inf, np.nan, fin.max, fin.tiny, fin.smallest_subnormal], dtype=dtype)
+    bits = [int(b) for b in vals.view(f"u{dtype.itemsize}")]
+    bits += [b | sign for b in bits] + [(1 << w) - 1, sign | 1, 1, sign - 1]
+    return np.array(bits, dtype=np.uint64).astype(f"u{dtype.itemsize}")
+
+
+def _round_trip(new: np.ndarray, base: np.ndarray, shape: tuple[int, ...], level: int,
+                jobs: int = 1) -> list[bytes]:
+    meta, blocks = delta.encode(new, base, shape, level, jobs)
+    got = delta.decode(meta, blocks, base, new.dtype, shape, jobs)
+    assert got.dtype == new.dtype
+    assert got.tobytes() == new.tobytes()
+    return blocks
+
+
+@st.composite
+def _pairs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], int]:
+    dtype = draw(st.sampled_from(DTYPES))
+    rows = draw(st.integers(0, 9))
+    cols = draw(st.integers(1, 40))
+    n = rows * cols
+    u = np.dtype(f"u{dtype.itemsize}")
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, n * dtype.itemsize, dtype=np.uint8).view(u).copy()
+    pool = np.concatenate([_specials(dtype), base[:8]])
+    if len(pool) and n:
+        pick = rng.random(n) < draw(st.sampled_from([0.0, 0.3, 1.0]))
+        base[pick] = rng.choice(pool, int(pick.sum()))
+    how = draw(st.sampled_from(["random", "near", "same", "specials", "sign"]))
+    if how == "random":
+        new = rng.integers(0, 256, n * dtype.itemsize, dtype=np.uint8).view(u).copy()
+    elif how == "near":  # a few ulps away, wrapping at the ends of the range
+        new = base + rng.integers(-3, 4, n).astype(u)
+    elif how == "same":
+        new = base.copy()
+    elif how == "sign":
+        new = base ^ u.type(1 << (8 * dtype.itemsize - 1))
+    else:
+        new = rng.choice(pool, n) if len(pool) else base.copy()
+    if dtype == np.bool_:  # numpy's bools are 0 or 1 bytes
+        new, base = new & 1, base & 1
+    return new.view(dtype), base.view(dtype), (rows, cols), draw(st.sampled_from(LEVELS))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_pairs())
+def test_round_trip_every_bit_pattern(case) -> None:
+    new, base, shape, level = case
+    _round_trip(new, base, shape, level)
+
+
+@pytest.mark.parametrize("dtype", DTYPES[:5], ids=str)
+@pytest.mark.parametrize("level", LEVELS)
+def test_specials_against_each_other(dtype: np.dtype, level: int) -> None:
+    """Every special value against every other (and itself), in both directions."""
+    sp = _specials(dtype)
+    new = np.repeat(sp, len(sp)).view(dtype)
+    base = np.tile(sp, len(sp)).view(dtype)
+    _round_trip(new, base, (len(sp), len(sp)), level)
+    _round_trip(base, new, (len(sp) * len(sp),), level)
+
+
+def _checkpoints(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Real gradients as weights and one small update of them (a checkpoint pair)."""
+    g = np.load(GRADS).astype(np.float32)
+    w = (g * np.float32(100)).astype(dtype)
+    step = (np.sign(np.roll(g, 1)) * np.float32(1e-3) * np.abs(w.astype(np.float32)))
+    return (w.astype(np.float32) - step).astype(dtype), w
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16)], ids=str)
+@pytest.mark.parametrize("level", LEVELS)
+def test_small_updates_code_smaller_than_the_values(dtype: np.dtype, level: int) -> None:
+    new, base = _checkpoints(dtype)
+    blocks = _round_trip(new, base, (64, 128), level, jobs=2)
+    assert sum(map(len, blocks)) < 0.6 * new.nbytes
+
+
+def test_blocks_do_not_depend_on_threads() -> None:
+    new, base = _checkpoints(np.dtype(np.float32))
+    new, base = np.tile(new, 130), np.tile(base, 130)
+    for level in LEVELS:
+        one = delta.encode(new, base, (1040, 1024), level, 1)
+        two = delta.encode(new, base, (1040, 1024), level, 2)
+        assert len(one[1]) > 1
+        assert one == two
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_another_base_is_refused(level: int) -> None:
+    new, base = _checkpoints(np.dtype(np.float32))
+    meta, blocks = delta.encode(new, base, (64, 128), level)
+    other = base.copy()
+    other[77] = np.nextafter(other[77], np.float32(np.inf))
+    with pytest.raises(ChecksumError):
+        delta.decode(meta, blocks, other, new.dtype, (64, 128))
+    with pytest.raises(MismatchError):
+        delta.decode(meta, blocks, base[:-1], new.dtype, (64, 128))
+    with pytest.raises(MismatchError):
+        delta.decode(meta, blocks, base.astype(np.float64), new.dtype, (64, 128))
+    with pytest.raises(MismatchError):
+        delta.encode(new, base[:-1], (64, 128), level)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_damaged_blocks_are_refused(level: int) -> None:
+    new, base = _checkpoints(np.dtype(np.float32))
+    shape = (64, 128)
+    meta, blocks = delta.encode(new, base, shape, level)
+    (block,) = blocks
+    rng = np.random.default_rng(5)
+    cuts = sorted({0, 1, 5, 17, len(block) // 2, len(block) - 1, *rng.integers(0, len(block), 20)})
+    for cut in cuts:
+        with pytest.raises(StreamError):
+            delta.decode(meta, [block[:cut]], base, new.dtype, shape)
+    if level == 1:  # the range coder of level 2 reads ahead, so it cannot see an extra byte
+        with pytest.raises(StreamError):
+            delta.decode(meta, [block + b"\0"], base, new.dtype, shape)
+    refused = 0
+    for pos in rng.integers(0, len(block), 60):
+        bad = bytearray(block)
+        bad[pos] ^= 1 << int(rng.integers(0, 8))
+        try:
+            got = delta.decode(meta, [bytes(bad)], base, new.dtype, shape)
+        except LMGCError:
+            refused += 1
+        else:  # a flip the coder cannot see must still give the exact values
+            assert got.tobytes() == new.tobytes()
+    assert refused >= 55
+    with pytest.raises(StreamError):
+        delta.decode(meta, [], base, new.dtype, shape)
+    with pytest.raises(StreamError):
+        delta.decode({**meta, "version": 99}, blocks, base, new.dtype, shape)
+    with pytest.raises(StreamError):
+        delta.decode({"shape": [3]}, blocks, base, new.dtype, shape)
+
+
+def test_empty_and_scalar() -> None:
+    for level in LEVELS:
+        e = np.zeros(0, np.float32)
+        assert _round_trip(e, e, (0,), level) == []
+        s = np.array(np.float32(-0.0)).reshape(())
+        _round_trip(s, np.array(np.float32(0.0)), (), level)
+        assert math.prod(()) == 1
