@@ -41,8 +41,9 @@ def gradients(n: int) -> np.ndarray:
 
 
 def main() -> None:
-    from lmgc_core import Pipeline, decompress, registry
-    from lmgc_core.cli_options import parse_pairs
+    from lmgc_core import Pipeline, decompress
+    from lmgc_core.cli.options import parse_pairs
+    from lmgc_core.components import registry
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prior", default="llamacpp")

@@ -40,10 +40,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from lmgc_core import Pipeline, registry  # noqa: E402
-from lmgc_core.engine import Layout, drive, window_matrix  # noqa: E402
-from lmgc_core.interfaces import Prior, PriorSession  # noqa: E402
-from lmgc_core.probability import distributions  # noqa: E402
+from lmgc_core import Pipeline  # noqa: E402
+from lmgc_core.coding.engine import Layout, drive, window_matrix  # noqa: E402
+from lmgc_core.coding.probability import distributions  # noqa: E402
+from lmgc_core.components import registry  # noqa: E402
+from lmgc_core.components.interfaces import Prior, PriorSession  # noqa: E402
 
 OUT = ROOT / "bench-out" / "lm_study"
 PREAMBLE = "float32 values of a neural network gradient, big-endian hex, one per word:\n"

@@ -40,7 +40,8 @@ def configs(consult: str, fast: str) -> dict[str, dict]:
 def main() -> None:
     from lm_study import workload_slice
 
-    from lmgc_core import Pipeline, container, decompress
+    from lmgc_core import Pipeline, decompress
+    from lmgc_core.stream import container
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--floats", type=int, nargs="+", default=[512, 2048])

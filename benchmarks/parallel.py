@@ -13,7 +13,8 @@ a (16, 262144) float32 array with one chunk per row (16 chunks of 1 MiB); the CL
 * zarr: write (``z[:] = x``) and read (``z[:]``) of a Zarr v3 array on disk, with zarr's
   default thread pool vs ``zarr.config`` ``threading.max_workers=1``; each setting runs in a
   fresh interpreter (zarr creates its pool once per process). CPU % = process CPU time / wall.
-* dask: ``lmgc_core.dask.to_zarr`` on a ``LocalCluster`` of 2 workers x 1 thread vs 1 worker x 1
+* dask: ``lmgc_core.codecs.dask.to_zarr`` on a ``LocalCluster`` of 2 workers x 1 thread vs 1 worker
+  x 1
   thread, cluster start-up and pipeline builds excluded (``warm_workers`` plus one untimed
   write), then a read with ``da.from_zarr(...).compute()``; CPU % sums the workers' CPU time.
   Reports each worker's pipeline builds and model loads.
@@ -45,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from lmgc_core.pipeline import DEFAULTS
+from lmgc_core.coding.pipeline import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "mlp_digits_grads.npy"
@@ -74,7 +75,7 @@ def zarr_codecs(name: str, prior: str) -> dict[str, Any]:
     from zarr.codecs import BloscCodec, BytesCodec, PCodec, ZstdCodec
 
     if name == "lmgc":
-        from lmgc_core.dask import codec_kwargs
+        from lmgc_core.codecs.dask import codec_kwargs
 
         return codec_kwargs(lmgc_config(prior))
     if name == "zstd":
@@ -106,7 +107,7 @@ def zarr_child(codec: str, max_workers: int, prior: str, repeat: int) -> dict[st
     x = real_like(ZARR_SHAPE)
     kwargs = zarr_codecs(codec, prior)
     if codec == "lmgc":
-        from lmgc_core.numcodecs_codec import cached_pipeline
+        from lmgc_core.codecs.numcodecs_codec import cached_pipeline
 
         cached_pipeline(lmgc_config(prior))  # build (load) the prior outside the timings
     tmp = Path(tempfile.mkdtemp(prefix="lmgc-par-"))
@@ -175,7 +176,7 @@ def _cpu() -> float:
 
 
 def _reset() -> None:
-    from lmgc_core.numcodecs_codec import clear_pipeline_cache
+    from lmgc_core.codecs.numcodecs_codec import clear_pipeline_cache
 
     clear_pipeline_cache()
 
@@ -186,7 +187,7 @@ def run_dask(prior: str, repeat: int, rows: int = ZARR_SHAPE[0]) -> list[dict[st
     import zarr
     from distributed import wait
 
-    from lmgc_core.dask import connect, to_zarr, warm_workers, worker_stats
+    from lmgc_core.codecs.dask import connect, to_zarr, warm_workers, worker_stats
 
     x = real_like((rows, ZARR_SHAPE[1]))
     config = lmgc_config(prior)
@@ -285,7 +286,7 @@ def _timed_in_process(*args: str) -> dict[str, float]:
     """The same command run by this process's CLI, already imported: no interpreter start, no
     imports, no exit, as the in-process baselines are measured. What the command does around
     the coding (reads, the input's hash, writes) is still in."""
-    from lmgc_core.cli import cli
+    from lmgc_core.cli.commands import cli
 
     os.sync()
     c0, w0 = time.process_time(), time.perf_counter()
@@ -324,7 +325,7 @@ def _baseline(codec: str, x: np.ndarray, jobs: int) -> tuple[Callable[[], Any], 
     else:
         from pcodec import ChunkConfig, standalone
 
-        from lmgc_core.parallel import map_ordered
+        from lmgc_core.util.parallel import map_ordered
 
         def enc() -> Any:
             return map_ordered(lambda r: standalone.simple_compress(r, ChunkConfig()), x, jobs)

@@ -5,7 +5,7 @@ Builds a bf16 ``.safetensors`` of about ``--mb`` MB (weights from N(0, 0.02), fi
 5632 matrices, plus one 2048-element ``norm.weight`` written in the middle of the file),
 compresses it with lmgc's default pipeline, then times (best of ``--repeat``):
 
-* whole: :func:`lmgc_core.folders.decompress_path` (what ``lmgc decompress`` does: every
+* whole: :func:`lmgc_core.files.folders.decompress_path` (what ``lmgc decompress`` does: every
   member decoded, the file rebuilt and its SHA-256 checked);
 * one: open the archive with :class:`lmgc_core.safetensors.safe_open` (manifest read and
   checked) and ``get_tensor("norm.weight")``.
@@ -25,10 +25,10 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from lmgc_core.folders import compress_path, decompress_path
-from lmgc_core.layout import Tensor
+from lmgc_core.files.folders import compress_path, decompress_path
+from lmgc_core.files.safetensors_file import header_bytes
+from lmgc_core.files.segments import Tensor
 from lmgc_core.safetensors import safe_open
-from lmgc_core.safetensors_format import header_bytes
 
 HIDDEN, MLP = 2048, 5632
 SMALL = "norm.weight"

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from lmgc_core.pipeline import Pipeline
+from lmgc_core.coding.pipeline import Pipeline
 
 ROWS = [
     ("none (lossless)", []),

@@ -107,7 +107,7 @@ def _smollm2_grads() -> dict[str, np.ndarray]:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from lmgc_core.models import default_model_path
+        from lmgc_core.lm.models import default_model_path
 
         gguf = Path(default_model_path())
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

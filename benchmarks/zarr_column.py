@@ -29,7 +29,7 @@ def main() -> None:
     from zarr.codecs import BytesCodec, ZstdCodec
     from zarr.codecs.numcodecs import PCodec
 
-    from lmgc_core.zarr_codec import LMGCZarrCodec
+    from lmgc_core.codecs.zarr_codec import LMGCZarrCodec
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from lmgc_core import _moved
+from lmgc_core.util.errors import (
     ChecksumError,
     ConfigError,
     LMGCError,
@@ -20,7 +21,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .pipeline import Pipeline, compress, decompress, read_header
+    from lmgc_core.coding.pipeline import Pipeline, compress, decompress, read_header
 
 __version__ = "0.1.0"
 
@@ -40,13 +41,20 @@ __all__ = [
 ]
 
 
+_moved.install()
+
 _FROM_PIPELINE = frozenset({"Pipeline", "compress", "decompress", "read_header"})
 
 
 def __getattr__(name: str) -> Any:
     """The pipeline API, imported on first use (PEP 562)."""
     if name in _FROM_PIPELINE:
-        from . import pipeline
+        from lmgc_core.coding import pipeline
 
         return getattr(pipeline, name)
+    moved = _moved.new_name(f"{__name__}.{name}")
+    if moved is not None:  # an old module path, e.g. ``lmgc_core.components.registry``
+        import importlib
+
+        return importlib.import_module(moved)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

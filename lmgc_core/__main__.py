@@ -28,7 +28,7 @@ def main() -> None:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # before numpy loads
     gc.disable()
     try:
-        from .cli import main as run
+        from lmgc_core.cli.commands import main as run
     finally:
         gc.freeze()
         gc.enable()

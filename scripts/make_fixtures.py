@@ -423,7 +423,7 @@ def describe(arr: np.ndarray) -> dict[str, Any]:
 
 def encode_stream(case: StreamCase, arr: np.ndarray) -> bytes:
     if case.via == "numcodecs":
-        from lmgc_core.numcodecs_codec import LMGC
+        from lmgc_core.codecs.numcodecs_codec import LMGC
 
         return LMGC(**case.config).encode(arr)
     from lmgc_core import Pipeline
@@ -451,7 +451,7 @@ DECODE_CALL = {
 def run_cli(*args: str) -> None:
     from click.testing import CliRunner
 
-    from lmgc_core.cli import cli
+    from lmgc_core.cli.commands import cli
 
     result = CliRunner().invoke(cli, list(args))
     if result.exit_code != 0:
@@ -468,7 +468,7 @@ def encode_archive(case: ArchiveCase, workdir: Path) -> tuple[bytes, bytes, str]
 
 def _quiet(command: str) -> list[str]:
     """``-q`` where the running lmgc's command has it (early ones printed nothing anyway)."""
-    from lmgc_core.cli import cli
+    from lmgc_core.cli.commands import cli
 
     return ["-q"] if any(p.name == "quiet" for p in cli.commands[command].params) else []
 
@@ -514,7 +514,8 @@ def code_commit() -> str:
 
 
 def versions() -> dict[str, int]:
-    from lmgc_core import archive, container
+    from lmgc_core.files import archive
+    from lmgc_core.stream import container
 
     # 0: the zips written before the manifest (and ARCHIVE_VERSION) existed
     return {"stream": container.VERSION, "archive": getattr(archive, "ARCHIVE_VERSION", 0)}

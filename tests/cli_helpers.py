@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from lmgc_core.cli import cli
+from lmgc_core.cli.commands import cli
 
 
 def lmgc(*args: str | Path, input: bytes | None = None, ok: bool = True) -> Result:

@@ -64,7 +64,7 @@ def run_with(site: Path | None, *args: str, code: str | None = None) -> subproce
     """``lmgc ARGS`` (or ``python -c CODE``) in a fresh interpreter with ``site`` on its path."""
     paths = [str(site)] if site else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
-    command = ["-c", code] if code is not None else ["-m", "lmgc_core.cli", *args]
+    command = ["-c", code] if code is not None else ["-m", "lmgc_core.cli.commands", *args]
     return subprocess.run(
         [sys.executable, *command], capture_output=True, text=True, env=env, timeout=300
     )

@@ -21,7 +21,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from lmgc_core import Pipeline
-from lmgc_core.container import pack, unpack
+from lmgc_core.stream.container import pack, unpack
 from tests.cli_helpers import lmgc, one_error_line
 from tests.conftest import same_bits
 
@@ -354,7 +354,7 @@ def test_manifest_of_escaped_quotes(tmp_path, grads):
 
 def test_stream_header_of_escaped_quotes(tmp_path):
     """The same for a stream header: 8 MiB of ``\\"`` (under its 16 MiB cap)."""
-    from lmgc_core import container
+    from lmgc_core.stream import container
 
     packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY,
                               container.HEADER_DICTIONARIES[container.VERSION])  # fmt: skip
@@ -496,7 +496,7 @@ def test_info_of_a_header_with_odd_json(tmp_path, grads):
 
 def test_member_count_cap_on_both_sides(tmp_path, grads, monkeypatch):
     """What compress would write past the member cap it refuses; reading refuses it too."""
-    from lmgc_core import zip_scan
+    from lmgc_core.files import zip_scan
 
     np.save(tmp_path / "g.npy", grads[:4096].reshape(64, 64))
     lmgc("compress", tmp_path / "g.npy", "--chunk-size", "4096")  # 4 chunks + the manifest

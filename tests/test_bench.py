@@ -233,8 +233,8 @@ def test_cli_commands_registered(tmp_path):
 
 def test_lmgc_help_is_fast_and_lists_commands():
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from lmgc_core.cli import main; sys.argv=['lmgc', "
-         "'--help']; main()"], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", "import sys; from lmgc_core.cli.commands import main; "
+         "sys.argv=['lmgc', '--help']; main()"], capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "bench" in out.stdout and "collect" in out.stdout
     heavy = "('torch', 'sklearn', 'matplotlib', 'zarr', 'zstandard')"

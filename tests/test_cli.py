@@ -126,9 +126,9 @@ def test_estimate_reports_ideal_and_real_sizes(tmp_path, grads):
 def test_import_is_light():
     code = (
         "import sys, lmgc_core; assert 'numpy' not in sys.modules;"
-        "import lmgc_core.registry as r; r.registrations();"
+        "import lmgc_core.components.registry as r; r.registrations();"
         "bad = [m for m in ('torch', 'transformers', 'llama_cpp') if m in sys.modules];"
-        "assert not bad, bad; assert lmgc_core.Pipeline is lmgc_core.pipeline.Pipeline"
+        "assert not bad, bad; assert lmgc_core.Pipeline is lmgc_core.coding.pipeline.Pipeline"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -144,7 +144,7 @@ def test_the_command_is_lmgc_core_main(tmp_path, grads):
     run("decompress", str(packed), "-o", str(back))
     assert back.read_bytes() == src.read_bytes()
     code = (
-        "import gc, os, lmgc_core.cli as cli, lmgc_core.__main__ as entry;"
+        "import gc, os, lmgc_core.cli.commands as cli, lmgc_core.__main__ as entry;"
         "cli.main = lambda: print(gc.isenabled(), gc.get_freeze_count() > 0,"
         " os.environ['OPENBLAS_THREAD_TIMEOUT'], 'numpy' in __import__('sys').modules);"
         "entry.main()"
@@ -171,8 +171,9 @@ def test_cli_round_trip_property(tmp_path, serializer, array):
 
     from click.testing import CliRunner
 
-    from lmgc_core import read_header, registry
-    from lmgc_core.cli import cli
+    from lmgc_core import read_header
+    from lmgc_core.cli.commands import cli
+    from lmgc_core.components import registry
 
     src, packed, back = tmp_path / "a.npy", tmp_path / "a.lmgc", tmp_path / "b.npy"
     np.save(src, array)

@@ -56,7 +56,7 @@ def test_windows_too_small_for_a_period_are_refused(g, prior, window):
 
 
 def test_options_without_a_component_go_to_the_default(g):
-    from lmgc_core.pipeline import DEFAULTS
+    from lmgc_core.coding.pipeline import DEFAULTS
 
     default = DEFAULTS["prior"]["name"]
     message = one_error_line(lmgc("compress", g, "-P", "no_such_option=3", ok=False), 2)

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmgc_core import interrupts, writers
-from lmgc_core.layout import InputFileError, Tensor
+from lmgc_core.files import writers
+from lmgc_core.files.segments import InputFileError, Tensor
+from lmgc_core.util import interrupts
 from tests.cli_helpers import lmgc, one_error_line
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lmgc_core import container
-from lmgc_core.errors import (
+from lmgc_core.codecs.numcodecs_codec import LMGC
+from lmgc_core.stream import container
+from lmgc_core.util.errors import (
     ChecksumError,
     ConfigError,
     LMGCError,
@@ -25,10 +26,9 @@ from lmgc_core.errors import (
     StreamError,
     TruncatedStreamError,
 )
-from lmgc_core.numcodecs_codec import LMGC
 
 zarr = pytest.importorskip("zarr")
-from lmgc_core.zarr_codec import LMGCZarrCodec  # noqa: E402
+from lmgc_core.codecs.zarr_codec import LMGCZarrCodec  # noqa: E402
 
 CHUNK = 256
 

@@ -16,10 +16,10 @@ import pytest
 numcodecs = pytest.importorskip("numcodecs")
 zarr = pytest.importorskip("zarr")
 
-from lmgc_core.errors import ConfigError  # noqa: E402
-from lmgc_core.numcodecs_codec import LMGC, pipeline_cache_info  # noqa: E402
-from lmgc_core.pipeline import Pipeline  # noqa: E402
-from lmgc_core.zarr_codec import LMGCZarrCodec  # noqa: E402
+from lmgc_core.codecs.numcodecs_codec import LMGC, pipeline_cache_info  # noqa: E402
+from lmgc_core.codecs.zarr_codec import LMGCZarrCodec  # noqa: E402
+from lmgc_core.coding.pipeline import Pipeline  # noqa: E402
+from lmgc_core.util.errors import ConfigError  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 ADAPTIVE = {"prior": {"name": "adaptive"}, "window": 512}
@@ -68,7 +68,7 @@ def test_get_codec_in_a_fresh_process_without_importing_lmgc(tmp_path, real):
         """
     )
     result = json.loads(out)
-    assert result["cls"] == "lmgc_core.numcodecs_codec.LMGC"
+    assert result["cls"] == "lmgc_core.codecs.numcodecs_codec.LMGC"
     assert result["ratio"] < 0.8
 
 
@@ -144,7 +144,7 @@ READ_BACK = """
     z = zarr.open_array(store, mode="r")
     data = z[:]
     np.save({out!r}, data)
-    from lmgc_core.numcodecs_codec import pipeline_cache_info
+    from lmgc_core.codecs.numcodecs_codec import pipeline_cache_info
     info = pipeline_cache_info()
     print(json.dumps({{"format": z.metadata.zarr_format, "decoded": info["decoded"],
                       "builds": info["builds"], "model_loads": info["model_loads"]}}))
@@ -197,7 +197,7 @@ def test_reading_one_chunk_decodes_only_that_chunk(tmp_path, real, zarr_format):
     out = fresh_python(
         f"""
         import json, numpy as np, zarr
-        from lmgc_core.numcodecs_codec import pipeline_cache_info
+        from lmgc_core.codecs.numcodecs_codec import pipeline_cache_info
         z = zarr.open_array({str(path)!r}, mode="r")
         row = z[3, 1024:2048]
         decoded = pipeline_cache_info()["decoded"]
@@ -268,7 +268,7 @@ def test_v3_chunk_replaced_by_another_stream_is_refused_by_lmgc(
     """A chunk file replaced by a valid stream of another array is refused with lmgc's
     ``StreamError`` naming what the stream holds and what the array expects; one that declares
     another size is refused from its header, before anything is decoded or allocated."""
-    from lmgc_core.errors import StreamError
+    from lmgc_core.util.errors import StreamError
 
     path = tmp_path / "g.zarr"
     config = _create(str(path), real, 3)
@@ -288,7 +288,7 @@ def test_v3_chunk_replaced_by_another_stream_is_refused_by_lmgc(
 @pytest.mark.lm
 def test_smollm2_prior_through_zarr(tmp_path, real):
     """The real SmolLM2 prior as a Zarr v3 codec over a tiny array (16 floats, window 128)."""
-    from lmgc_core import registry
+    from lmgc_core.components import registry
 
     for name in ("transformers", "llamacpp"):
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmgc_core import Pipeline, decompress, read_header
-from lmgc_core.probability import FLOOR, distributions
+from lmgc_core.coding.probability import FLOOR, distributions
 from tests.conftest import same_bits
 
 

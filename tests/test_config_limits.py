@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from lmgc_core.config_file import MAX_DEPTH, MAX_VALUES
+from lmgc_core.coding.config_file import MAX_DEPTH, MAX_VALUES
 from tests.cli_helpers import lmgc, one_error_line
 from tests.rss_helpers import run_lmgc
 
@@ -114,8 +114,8 @@ def test_command_line_options_have_the_same_caps(tmp_path, g):
 def test_mix_refuses_thousands_of_experts_before_building_them():
     from lmgc_mix.prior import MAX_EXPERTS
 
-    from lmgc_core.errors import ConfigError
-    from lmgc_core.pipeline import Pipeline
+    from lmgc_core.coding.pipeline import Pipeline
+    from lmgc_core.util.errors import ConfigError
 
     experts = [{"name": "adaptive"}] * 5000  # written out, no YAML aliases: under the value cap
     with pytest.raises(ConfigError, match=f"at most {MAX_EXPERTS} experts"):
@@ -125,9 +125,9 @@ def test_mix_refuses_thousands_of_experts_before_building_them():
 def test_a_pipeline_config_from_python_or_zarr_metadata_meets_the_caps():
     """Not only config files: a dict handed to Pipeline.from_config (the numcodecs codec's
     from_config reads Zarr metadata someone else wrote) is refused past the value cap."""
-    from lmgc_core.config_file import MAX_VALUES
-    from lmgc_core.errors import ConfigError
-    from lmgc_core.pipeline import Pipeline
+    from lmgc_core.coding.config_file import MAX_VALUES
+    from lmgc_core.coding.pipeline import Pipeline
+    from lmgc_core.util.errors import ConfigError
 
     layout = [[1]] * (MAX_VALUES // 2 + 1)
     with pytest.raises(ConfigError, match="pipeline configuration holds over"):

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from lmgc_core import registry
+from lmgc_core.components import registry
 from lmgc_core.testing import check_coder, check_prior, check_serializer, check_stage
 
 CHECKS = {

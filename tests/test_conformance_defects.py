@@ -17,10 +17,10 @@ from lmgc_core import (
     StreamError,
     compress,
     decompress,
-    registry,
 )
-from lmgc_core.hookspecs import hookimpl
-from lmgc_core.interfaces import Prior, Stage
+from lmgc_core.components import registry
+from lmgc_core.components.hookspecs import hookimpl
+from lmgc_core.components.interfaces import Prior, Stage
 from lmgc_core.testing import (
     ConformanceError,
     check_coder,

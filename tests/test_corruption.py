@@ -117,7 +117,7 @@ def test_wrong_prior_is_refused_and_force_is_caught_by_checksum(grads):
 def test_version_1_streams_still_decode_and_unknown_versions_are_named(grads, monkeypatch):
     """Version 2 only changed the header's preset dictionary: a version-1 stream (made with the
     old dictionary) decodes, and its header costs more bytes than the same header in version 2."""
-    from lmgc_core import container
+    from lmgc_core.stream import container
 
     data = grads[:300]
     new = Pipeline.from_config({}).compress(data)

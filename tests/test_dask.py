@@ -13,7 +13,7 @@ pytest.importorskip("zarr")
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
-from lmgc_core.dask import (  # noqa: E402
+from lmgc_core.codecs.dask import (  # noqa: E402
     connect,
     to_zarr,
     warm_workers,
@@ -137,6 +137,6 @@ def test_to_zarr_modes_and_alignment(archive, tmp_path):
 
 
 def _reset() -> None:
-    from lmgc_core.numcodecs_codec import clear_pipeline_cache
+    from lmgc_core.codecs.numcodecs_codec import clear_pipeline_cache
 
     clear_pipeline_cache()

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmgc_core import Pipeline, registry
+from lmgc_core import Pipeline
+from lmgc_core.components import registry
 from lmgc_core.testing import check_prior, check_stage, specials
 from tests.conftest import same_bits
 

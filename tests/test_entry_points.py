@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lmgc_core import entry_points as ep_reader
+from lmgc_core.components import entry_points as ep_reader
 
 GROUP = "lmgc_test_group"
 

@@ -18,8 +18,9 @@ from hypothesis.extra import numpy as hnp
 from lmgc_float import fast
 from lmgc_float.formats import as_uint, float_format, segments
 
-from lmgc_core import LMGCError, Pipeline, container, decompress, read_header
-from lmgc_core.errors import ChecksumError, ConfigError, StreamError
+from lmgc_core import LMGCError, Pipeline, decompress, read_header
+from lmgc_core.stream import container
+from lmgc_core.util.errors import ChecksumError, ConfigError, StreamError
 from tests.conftest import same_bits
 
 DATA = Path(__file__).parent / "data"

@@ -25,8 +25,10 @@ from typing import Any
 import pytest
 
 import lmgc_core
-from lmgc_core import MismatchError, archive, container
-from lmgc_core.errors import PluginError
+from lmgc_core import MismatchError
+from lmgc_core.files import archive
+from lmgc_core.stream import container
+from lmgc_core.util.errors import PluginError
 from tests.cli_helpers import lmgc
 
 ROOT = Path(__file__).resolve().parents[1]

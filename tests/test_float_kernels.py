@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from lmgc_float import codec, int_codec, kernels, tables
 from lmgc_float.formats import FLOAT_FORMATS, FloatFormat
 
-from lmgc_core.errors import PluginError
+from lmgc_core.util.errors import PluginError
 
 C = kernels.float_kernels()
 C_INT = kernels.int_kernels()

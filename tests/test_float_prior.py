@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from lmgc_core import LMGCError, Pipeline, decompress, read_header
-from lmgc_core.container import pack, unpack
+from lmgc_core.stream.container import pack, unpack
 from tests.conftest import same_bits
 
 MLP_LAYOUT = [[256, 64], [256], [256, 256], [256], [10, 256], [10]]
@@ -160,7 +160,7 @@ def test_digit_path_round_trips_over_hex_and_refuses_other_alphabets(grads):
     """As a symbol-level expert (what a mixture uses) the prior codes hex digits exactly."""
     from lmgc_float.prior import FloatPrior
 
-    from lmgc_core import registry
+    from lmgc_core.components import registry
 
     arr = grads[:4000]
     pipe = Pipeline(
@@ -181,7 +181,7 @@ class _StepsOnly:
     """The float prior seen through its symbol interface only (as a mixture sees an expert)."""
 
     def __new__(cls, prior):
-        from lmgc_core.interfaces import Prior
+        from lmgc_core.components.interfaces import Prior
 
         class StepsOnly(Prior):
             name = "float"

@@ -10,9 +10,9 @@ import pytest
 import safetensors.numpy
 import torch
 
-from lmgc_core import folders
-from lmgc_core.errors import ConfigError
-from lmgc_core.folders import FOLDER_MANIFEST, FolderError, compress_folder, decompress_folder
+from lmgc_core.files import folders
+from lmgc_core.files.folders import FOLDER_MANIFEST, FolderError, compress_folder, decompress_folder
+from lmgc_core.util.errors import ConfigError
 from tests.cli_helpers import lmgc, one_error_line
 
 
@@ -129,7 +129,7 @@ def test_a_folder_lmgc_did_not_write_is_refused_on_decompress(tmp_path: Path) ->
 
 
 def test_lossy_stages_change_arrays_only_and_are_said(tmp_path: Path, grads: np.ndarray) -> None:
-    from lmgc_core.pipeline import Pipeline
+    from lmgc_core.coding.pipeline import Pipeline
 
     src = _model_folder(tmp_path / "model", grads)
     lossy = Pipeline.from_config({"stages": [{"name": "quantize", "bits": 8}]})

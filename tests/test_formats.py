@@ -349,8 +349,8 @@ def test_info_is_one_json_document_and_ls_lists_members(tmp_path, grads):
 def test_chunk_readers_give_the_sequential_chunks(tmp_path, grads, positional):
     """Chunks read by position (on the coding threads) are the chunks a sequential read gives,
     the stream ends after the tensor, and a file cut short is a clear error, not short data."""
-    from lmgc_core.io import chunk_readers, tensor_chunks
-    from lmgc_core.layout import InputFileError, Tensor
+    from lmgc_core.files.readers import chunk_readers, tensor_chunks
+    from lmgc_core.files.segments import InputFileError, Tensor
 
     x = grads[:6000].reshape(60, 100)
     data = b"head" + x.tobytes() + b"tail"

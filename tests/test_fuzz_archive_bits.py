@@ -18,10 +18,10 @@ import pytest
 from safetensors.numpy import save_file
 
 from lmgc_core import Pipeline
-from lmgc_core.archive import ArchiveReader
-from lmgc_core.cli import _output_format
-from lmgc_core.errors import LMGCError
-from lmgc_core.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
+from lmgc_core.cli.commands import _output_format
+from lmgc_core.files.archive import ArchiveReader
+from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
+from lmgc_core.util.errors import LMGCError
 from tests.cli_helpers import lmgc
 
 DATA_BITS = 64

@@ -38,9 +38,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lmgc_core import container
-from lmgc_core.archive import MANIFEST
-from lmgc_core.cli import cli
+from lmgc_core.cli.commands import cli
+from lmgc_core.files.archive import MANIFEST
+from lmgc_core.stream import container
 
 N_CASES = 2250
 COMMANDS = ("compress", "decompress", "ls", "info", "info --json")

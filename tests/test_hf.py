@@ -12,20 +12,20 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-import lmgc_core.hf
-from lmgc_core.errors import PluginError
-from lmgc_core.folders import compress_folder, decompress_folder
+import lmgc_core.integrations.hf
+from lmgc_core.files.folders import compress_folder, decompress_folder
+from lmgc_core.util.errors import PluginError
 
 INPUT = torch.tensor([[1, 5, 9, 2, 7, 3, 11, 4]])
 
 
 @pytest.fixture
 def hooked() -> Iterator[None]:
-    lmgc_core.hf.enable()
+    lmgc_core.integrations.hf.enable()
     try:
         yield
     finally:
-        lmgc_core.hf.disable()
+        lmgc_core.integrations.hf.disable()
 
 
 def _tiny(tmp_path: Path, shard: str | None) -> tuple[Path, torch.Tensor]:
@@ -76,8 +76,8 @@ def test_plain_folders_load_as_before_when_enabled(tmp_path: Path, hooked: None)
 def test_enable_names_a_missing_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(transformers.modeling_utils, "_get_resolved_checkpoint_files")
     with pytest.raises(PluginError, match="_get_resolved_checkpoint_files"):
-        lmgc_core.hf.enable()
-    assert not lmgc_core.hf._saved  # nothing half-patched
+        lmgc_core.integrations.hf.enable()
+    assert not lmgc_core.integrations.hf._saved  # nothing half-patched
 
 
 @pytest.mark.slow
@@ -86,7 +86,7 @@ def test_real_smollm2_folder_round_trips_and_loads_exactly(tmp_path: Path, hooke
     """The bundled SmolLM2-135M GGUF, dequantised to bf16 and saved as a real model folder
     (three ~100 MB safetensors shards and their index): the folder comes back byte for byte,
     and from_pretrained on the compressed folder gives the original's logits exactly."""
-    from lmgc_core.models import default_model_path
+    from lmgc_core.lm.models import default_model_path
 
     gguf = default_model_path()
     quantised = AutoModelForCausalLM.from_pretrained(

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import zarr
 
-from lmgc_core import Pipeline, decompress, read_header, registry
-from lmgc_core.errors import ConfigError
-from lmgc_core.hookspecs import hookimpl
-from lmgc_core.numcodecs_codec import LMGC
-from lmgc_core.zarr_codec import LMGCZarrCodec
+from lmgc_core import Pipeline, decompress, read_header
+from lmgc_core.codecs.numcodecs_codec import LMGC
+from lmgc_core.codecs.zarr_codec import LMGCZarrCodec
+from lmgc_core.components import registry
+from lmgc_core.components.hookspecs import hookimpl
+from lmgc_core.util.errors import ConfigError
 from tests.cli_helpers import lmgc
 
 

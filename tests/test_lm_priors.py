@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 import lmgc_core
-from lmgc_core import MismatchError, Pipeline, models, registry
-from lmgc_core.errors import ConfigError, PluginError
-from lmgc_core.probability import distributions, ideal_bits
+from lmgc_core import MismatchError, Pipeline
+from lmgc_core.coding.probability import distributions, ideal_bits
+from lmgc_core.components import registry
+from lmgc_core.lm import models
+from lmgc_core.util.errors import ConfigError, PluginError
 from tests.conftest import same_bits
 
 HEX = tuple(bytes([c]) for c in b"0123456789abcdef ")
@@ -539,8 +541,8 @@ def test_lm_runs_show_a_progress_bar(tmp_path, grads):
 
     src = tmp_path / "g.npy"
     np.save(src, grads[:48])  # a few seconds: the bar waits 1 s before it shows
-    cmd = [sys.executable, "-m", "lmgc_core.cli", "compress", str(src), "--prior", "llamacpp",
-           "-P", "threads=1", "--window", "512", "--batch", "1"]  # fmt: skip
+    cmd = [sys.executable, "-m", "lmgc_core.cli.commands", "compress", str(src),
+           "--prior", "llamacpp", "-P", "threads=1", "--window", "512", "--batch", "1"]  # fmt: skip
     shown = subprocess.run([*cmd, "-o", str(tmp_path / "a.lmgc")], capture_output=True,
                            text=True, env={**os.environ, "LMGC_PROGRESS": "1"})  # fmt: skip
     assert shown.returncode == 0 and "llamacpp 1x512" in shown.stderr and "tok/s" in shown.stderr

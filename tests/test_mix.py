@@ -24,9 +24,11 @@ from lmgc_mix import fixed
 from lmgc_mix.mixing import PositionMixer
 
 import lmgc_core
-from lmgc_core import MismatchError, Pipeline, container, registry
-from lmgc_core.errors import ConfigError, PluginError
-from lmgc_core.interfaces import JSON, ContextScores, Prior, PriorSession
+from lmgc_core import MismatchError, Pipeline
+from lmgc_core.components import registry
+from lmgc_core.components.interfaces import JSON, ContextScores, Prior, PriorSession
+from lmgc_core.stream import container
+from lmgc_core.util.errors import ConfigError, PluginError
 from tests.conftest import same_bits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,7 +306,7 @@ def test_bad_options_are_config_errors():
 def test_cli_round_trip_with_option_and_config_file(tmp_path, grads):
     src = tmp_path / "g.npy"
     np.save(src, grads[:400])
-    lmgc = [sys.executable, "-m", "lmgc_core.cli"]
+    lmgc = [sys.executable, "-m", "lmgc_core.cli.commands"]
     experts = json.dumps([{"name": "float"}, {"name": "adaptive"}])
     run = subprocess.run(
         [*lmgc, "compress", str(src), "-o", str(tmp_path / "a.lmgc"), "--prior", "mix",
@@ -332,7 +334,7 @@ def test_numcodecs_and_zarr(tmp_path, grads):
     import numcodecs
     import zarr
 
-    from lmgc_core.zarr_codec import LMGCZarrCodec
+    from lmgc_core.codecs.zarr_codec import LMGCZarrCodec
 
     codec = numcodecs.get_codec({"id": "lmgc", "prior": FAST, "window": 256})
     data = grads[:500]
@@ -415,7 +417,7 @@ def test_lm_mixture_cli_round_trip_and_fewer_lm_calls(tmp_path, grads):
     # the CLI, with the experts given as a prior option
     src = tmp_path / "g.npy"
     np.save(src, data)
-    lmgc = [sys.executable, "-m", "lmgc_core.cli"]
+    lmgc = [sys.executable, "-m", "lmgc_core.cli.commands"]
     experts = json.dumps(LM_MIX["experts"])
     for args in (
         ["compress", str(src), "-o", str(tmp_path / "g.lmgc"), "--prior", "mix",
@@ -434,7 +436,7 @@ def test_lm_mixture_cli_round_trip_and_fewer_lm_calls(tmp_path, grads):
 def test_lm_mixture_in_zarr_and_refusal_names_the_lm_expert(tmp_path, grads):
     import zarr
 
-    from lmgc_core.zarr_codec import LMGCZarrCodec
+    from lmgc_core.codecs.zarr_codec import LMGCZarrCodec
 
     store = tmp_path / "z.zarr"
     arr = zarr.create_array(

@@ -18,11 +18,11 @@ from numcodecs.tests.common import (
     check_err_encode_object_buffer,
 )
 
-from lmgc_core.numcodecs_codec import LMGC
+from lmgc_core.codecs.numcodecs_codec import LMGC
 from tests.conftest import same_bits
 
 zarr = pytest.importorskip("zarr")
-from lmgc_core.zarr_codec import LMGCZarrCodec  # noqa: E402
+from lmgc_core.codecs.zarr_codec import LMGCZarrCodec  # noqa: E402
 
 
 def _arrays() -> list[np.ndarray]:

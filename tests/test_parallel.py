@@ -17,15 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmgc_core.interfaces import Decoder, Encoder, EntropyCoder
-from lmgc_core.parallel import (
-    map_ordered,
-    resolve_jobs,
-    round_jobs,
-    run_ahead,
-    split_jobs,
-)
-from lmgc_core.pipeline import Pipeline, decompress
+from lmgc_core.coding.pipeline import Pipeline, decompress
+from lmgc_core.components.interfaces import Decoder, Encoder, EntropyCoder
+from lmgc_core.util.parallel import map_ordered, resolve_jobs, round_jobs, run_ahead, split_jobs
 from tests.conftest import same_bits
 
 LMGC = shutil.which("lmgc") or str(Path(sys.executable).parent / "lmgc")
@@ -218,7 +212,7 @@ def test_any_floats_give_the_same_bytes_for_any_jobs(bits, jobs):
 
 @pytest.fixture
 def fresh_cache():
-    from lmgc_core.numcodecs_codec import clear_pipeline_cache
+    from lmgc_core.codecs.numcodecs_codec import clear_pipeline_cache
 
     clear_pipeline_cache()
     yield
@@ -231,8 +225,8 @@ def _zarr_round_trip(
     """Write and read ``x`` through a real store; the peak number of chunks coded at once."""
     import zarr
 
-    from lmgc_core.dask import codec_kwargs
-    from lmgc_core.numcodecs_codec import chunk_intervals
+    from lmgc_core.codecs.dask import codec_kwargs
+    from lmgc_core.codecs.numcodecs_codec import chunk_intervals
 
     z = zarr.create_array(
         str(path),
@@ -333,9 +327,9 @@ def test_cli_jobs_give_identical_bytes(tmp_path, grads, suffix):
 def test_archive_chunks_run_ahead_only_for_a_thread_safe_prior(tmp_path, grads, concurrent):
     """A thread-safe prior's chunks are coded on worker threads while the caller writes; any
     other prior (a language model) codes in the caller's thread, one chunk after another."""
-    from lmgc_core.filecodec import FileEncoder, compress_file
-    from lmgc_core.io import scan
-    from lmgc_core.progress import Progress
+    from lmgc_core.files.filecodec import FileEncoder, compress_file
+    from lmgc_core.files.readers import scan
+    from lmgc_core.util.progress import Progress
 
     src = tmp_path / "g.npy"
     x = np.concatenate([grads, grads[:512]])  # 8 chunks of 4096 bytes and one of 2048

@@ -19,7 +19,7 @@ raise ImportError("lmgc_broken: simulated import failure")
 """
 
 HOOK_FAILS = """
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 from lmgc_basic_priors.uniform import UniformPrior
 
 
@@ -39,7 +39,7 @@ def register_commands(cli):
 """
 
 LAZY_AND_CLASHES = """
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 from lmgc_basic_priors.uniform import UniformPrior
 
 
@@ -61,7 +61,7 @@ def register_stages(register):
 """
 
 CLASH_TWO = """
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 
 
 @hookimpl

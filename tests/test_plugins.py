@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmgc_core import PluginError, registry
+from lmgc_core import PluginError
+from lmgc_core.components import registry
 from tests.conftest import same_bits
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
@@ -64,7 +65,7 @@ def _lmgc(site: Path, *args: str) -> subprocess.CompletedProcess:
         "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.run(
-        [sys.executable, "-m", "lmgc_core.cli", *args],
+        [sys.executable, "-m", "lmgc_core.cli.commands", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -104,7 +105,7 @@ def test_third_party_plugin_is_discovered_listed_and_used(example_site, tmp_path
         [
             sys.executable,
             "-m",
-            "lmgc_core.cli",
+            "lmgc_core.cli.commands",
             "decompress",
             str(tmp_path / "x.npy.lmgc"),
             "-o",

@@ -16,7 +16,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from lmgc_core.progress import Progress
+from lmgc_core.util.progress import Progress
 
 LMGC = shutil.which("lmgc") or str(Path(sys.executable).parent / "lmgc")
 
@@ -73,7 +73,7 @@ def test_without_a_terminal_tqdm_is_not_loaded():
     """Piped and scripted runs (no terminal on stderr) never show a bar, so they skip tqdm's
     import; the count of bytes done is still kept."""
     code = (
-        "import sys; from lmgc_core.progress import Progress\n"
+        "import sys; from lmgc_core.util.progress import Progress\n"
         "with Progress(10, 'x') as p:\n"
         "    c = p.chunk(10, 5); c(5)\n"
         "assert p.done == 10, p.done\n"

@@ -10,17 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lmgc_core import (
-    ConfigError,
-    MismatchError,
-    Pipeline,
-    StreamError,
-    container,
-    decompress,
-    read_header,
-)
-from lmgc_core.cli import cli
-from lmgc_core.errors import TruncatedStreamError
+from lmgc_core import ConfigError, MismatchError, Pipeline, StreamError, decompress, read_header
+from lmgc_core.cli.commands import cli
+from lmgc_core.stream import container
+from lmgc_core.util.errors import TruncatedStreamError
 from tests.conftest import same_bits
 
 

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lmgc_core import Pipeline, decompress, registry
+from lmgc_core import Pipeline, decompress
+from lmgc_core.components import registry
 from tests.conftest import same_bits
 
 FLOAT_TYPES = {
@@ -119,7 +120,7 @@ def test_empty_and_zero_dimensional(grads):
 
 def test_hex_layout_matches_the_paper():
     """``1.0, -0.5`` serialize to ``3f800000 bf000000 `` (most significant digit first)."""
-    from lmgc_core import registry
+    from lmgc_core.components import registry
 
     ser = registry.build("serializer", "hex")
     syms = ser.to_symbols(np.array([1.0, -0.5], dtype=np.float32))

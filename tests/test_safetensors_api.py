@@ -13,11 +13,11 @@ import safetensors.numpy
 import safetensors.torch
 import torch
 
-from lmgc_core.errors import LMGCError
-from lmgc_core.folders import decompress_path
+from lmgc_core.files.folders import decompress_path
 from lmgc_core.safetensors import TensorError, safe_open
 from lmgc_core.safetensors import numpy as lnp
 from lmgc_core.safetensors import torch as lpt
+from lmgc_core.util.errors import LMGCError
 from tests.cli_helpers import lmgc
 
 

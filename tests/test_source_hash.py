@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from lmgc_core import source_hash
-from lmgc_core.source_hash import FileHash, HashCancelled
+from lmgc_core.files import source_hash
+from lmgc_core.files.source_hash import FileHash, HashCancelled
 
 BLOCK = 1 << 16
 

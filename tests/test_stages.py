@@ -15,9 +15,9 @@ from lmgc_stages.quantize import QuantizeStage
 from lmgc_stages.sparsify import SparsifyStage, random_indices
 
 import lmgc_core
-from lmgc_core import registry
-from lmgc_core.errors import ConfigError, LMGCError, StreamError
-from lmgc_core.pipeline import Pipeline
+from lmgc_core.coding.pipeline import Pipeline
+from lmgc_core.components import registry
+from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 
 DATA = Path(__file__).parent / "data"
 

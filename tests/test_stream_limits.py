@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lmgc_core import container
-from lmgc_core.errors import ConfigError, StreamError
-from lmgc_core.pipeline import Pipeline, declared_array, decompress
+from lmgc_core.coding.pipeline import Pipeline, declared_array, decompress
+from lmgc_core.stream import container
+from lmgc_core.util.errors import ConfigError, StreamError
 
 MAX_RSS_MB = 400
 MAX_WALL_S = 10.0
@@ -63,7 +63,7 @@ def _run_case(tmp_path: Path, blob: bytes, code: str) -> dict[str, Any]:
         import numpy as np
         resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a broken check fails fast
         blob = open(sys.argv[1], "rb").read()
-        import lmgc_core, lmgc_core.pipeline  # imports are not what is measured
+        import lmgc_core, lmgc_core.coding.pipeline  # imports are not what is measured
         start = time.perf_counter()
         error = None
         try:
@@ -391,7 +391,7 @@ def test_max_nbytes_admits_what_fits():
 def test_numcodecs_decode_into_a_small_out_is_refused_first(tmp_path, zeros_stream):
     """``decode(buf, out=<10 values>)`` (the issue: 1.6 GB, then a bare "cannot reshape")."""
     code = """
-    from lmgc_core.numcodecs_codec import LMGC
+    from lmgc_core.codecs.numcodecs_codec import LMGC
     LMGC().decode(blob, out=np.empty(10, np.float32))
     """
     _assert_refused(_run_case(tmp_path, zeros_stream, code), "1610612736 bytes", "40 bytes")
@@ -401,7 +401,7 @@ def test_zarr_chunk_replaced_by_a_bigger_stream_is_refused_first(tmp_path, zeros
     """A real Zarr v3 store on disk, one chunk file swapped for the 1.5 GiB stream: the chunk's
     shape is compared with the header before anything is decoded."""
     zarr = pytest.importorskip("zarr")
-    from lmgc_core.zarr_codec import LMGCZarrCodec
+    from lmgc_core.codecs.zarr_codec import LMGCZarrCodec
 
     store = tmp_path / "a.zarr"
     data = np.linspace(-1, 1, 4 * 256, dtype=np.float32).reshape(4, 256)
@@ -438,7 +438,7 @@ def test_256_mb_of_zeros_round_trip():
 def test_pipeline_cache_is_bounded_for_streams_with_many_configs(monkeypatch):
     """Chunks written by someone else may each record another configuration: the numcodecs
     pipeline cache keeps at most MAX_CACHED of them, the most recently used."""
-    from lmgc_core import numcodecs_codec as nc
+    from lmgc_core.codecs import numcodecs_codec as nc
 
     nc.clear_pipeline_cache()
     monkeypatch.setattr(nc, "MAX_CACHED", 4)

@@ -15,8 +15,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from lmgc_core.io import scan
-from lmgc_core.torch_pickle import Opaque, PickleReadError, read_pickle
+from lmgc_core.files.readers import scan
+from lmgc_core.files.torch_pickle import Opaque, PickleReadError, read_pickle
 from tests.cli_helpers import lmgc, one_error_line
 
 torch = pytest.importorskip("torch")
@@ -287,12 +287,12 @@ def test_a_torchscript_archive_round_trips_with_its_storages_coded(tmp_path):
 
 
 def test_a_pickle_over_the_size_cap_is_not_followed(tmp_path, monkeypatch):
-    from lmgc_core import torch_format
+    from lmgc_core.files import torch_zip
 
     path = tmp_path / "w.pt"
     torch.save({"w": torch.randn(4, 4)}, path)
     assert layout_of(path).tensors[0].dtype == np.float32
-    monkeypatch.setattr(torch_format, "MAX_PICKLE", 64)
+    monkeypatch.setattr(torch_zip, "MAX_PICKLE", 64)
     layout = layout_of(path)
     assert "over 64" in layout.notes[0] and layout.tensors[0].dtype == np.uint8
 

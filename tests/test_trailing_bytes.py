@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmgc_core import filecodec, registry
-from lmgc_core.archive import MANIFEST
-from lmgc_core.bytes_layout import native
-from lmgc_core.hookspecs import hookimpl
-from lmgc_core.interfaces import Stage
-from lmgc_core.layout import LITERAL_MAX, InputFileError
+from lmgc_core.components import registry
+from lmgc_core.components.hookspecs import hookimpl
+from lmgc_core.components.interfaces import Stage
+from lmgc_core.files import filecodec
+from lmgc_core.files.archive import MANIFEST
+from lmgc_core.files.segments import LITERAL_MAX, InputFileError
+from lmgc_core.util.bytes_layout import native
 from tests.cli_helpers import lmgc
 from tests.rss_helpers import run_lmgc
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lmgc_core.errors import ConfigError
-from lmgc_core.hookspecs import hookimpl
-from lmgc_core.interfaces import JSON, Prior, PriorSession
+from lmgc_core.components.hookspecs import hookimpl
+from lmgc_core.components.interfaces import JSON, Prior, PriorSession
+from lmgc_core.util.errors import ConfigError
 
 
 class _Session(PriorSession):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmgc_core.bytes_layout import native
-from lmgc_core.dtypes import is_float
-from lmgc_core.hookspecs import hookimpl
-from lmgc_core.interfaces import JSON, Stage
+from lmgc_core.components.hookspecs import hookimpl
+from lmgc_core.components.interfaces import JSON, Stage
+from lmgc_core.util.bytes_layout import native
+from lmgc_core.util.dtypes import is_float
 
 
 def _flip_sign(part: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ The submodules are named like the real package's; inside them ``import torch`` a
 
 from __future__ import annotations
 
-from ._read import SafeOpen as safe_open
-from ._read import TensorError
+from lmgc_core.safetensors._read import SafeOpen as safe_open
+from lmgc_core.safetensors._read import TensorError
 
 __all__ = ["TensorError", "safe_open"]

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ..archive import ArchiveReader
-from ..errors import LMGCError, StreamError
-from ..filecodec import ArchiveDecoder, StreamDecoder
-from ..layout import Tensor
+from lmgc_core.files.archive import ArchiveReader
+from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder
+from lmgc_core.files.segments import Tensor
+from lmgc_core.util.errors import LMGCError, StreamError
 
 FRAMEWORKS = ("pt", "torch", "np", "numpy")
 
@@ -67,7 +67,7 @@ class SafeOpen:
         arr, tensor = self._decode(name)
         if self.framework == "np":
             return arr
-        from ._torch_convert import to_torch
+        from lmgc_core.safetensors._torch_convert import to_torch
 
         return to_torch(arr, tensor, self.device)
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..layout import Tensor
+from lmgc_core.files.segments import Tensor
 
 _TAGS = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16,

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..folders import compress_stream
-from ..layout import Tensor
-from ..safetensors_format import header_bytes, numpy_dtype
+from lmgc_core.files.folders import compress_stream
+from lmgc_core.files.safetensors_file import header_bytes, numpy_dtype
+from lmgc_core.files.segments import Tensor
 
 
 def source_name(path: str | os.PathLike) -> str:
@@ -44,7 +44,7 @@ def save_items(
         tensor = Tensor(name, numpy_dtype(tag), tuple(shape), tag=tag, nbytes=len(data))
         tensors.append(tensor)
     head = header_bytes(tensors, metadata)
-    from ..cli_files import atomic_output
+    from lmgc_core.files.outputs import atomic_output
 
     with tempfile.TemporaryFile() as src:
         src.write(head)
@@ -57,7 +57,7 @@ def save_items(
 
 
 def array_item(name: str, value: Any) -> tuple[str, tuple[int, ...], bytes]:
-    from ..safetensors_format import tag_of
+    from lmgc_core.files.safetensors_file import tag_of
 
     if not isinstance(value, np.ndarray):
         raise TypeError(f"tensor {name!r}: expected a numpy array, got {type(value).__name__}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._read import SafeOpen
-from ._write import array_item, save_items
+from lmgc_core.safetensors._read import SafeOpen
+from lmgc_core.safetensors._write import array_item, save_items
 
 
 def save_file(

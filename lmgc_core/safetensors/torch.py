@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._read import SafeOpen
-from ._torch_convert import tensor_bytes
-from ._write import save_items
+from lmgc_core.safetensors._read import SafeOpen
+from lmgc_core.safetensors._torch_convert import tensor_bytes
+from lmgc_core.safetensors._write import save_items
 
 
 def save_file(

@@ -9,7 +9,8 @@
         check_stage("negate")
 
 Each ``check_*`` builds the component through the registry (so it must be installed, or added
-with :func:`lmgc_core.registry.add_plugin` in a test), then checks the plugin contract: the
+with :func:`lmgc_core.components.registry.add_plugin` in a test), then checks the plugin contract:
+the
 registered name equals the class's ``name``; ``get_config()`` is JSON, lists every constructor
 option and rebuilds an equal component; for priors, deliberate ``default_window`` /
 ``default_batch_size``, a fingerprint that covers every option, valid scores, and the same scores
@@ -22,11 +23,11 @@ that names the component, its plugin and the rule. See docs/plugins.md.
 
 from __future__ import annotations
 
-from ._common import ConformanceError
-from .priors import check_prior
-from .samples import gradients, sample_arrays, specials
-from .stages import check_stage
-from .symbols import check_coder, check_serializer
+from lmgc_core.testing._common import ConformanceError
+from lmgc_core.testing.priors import check_prior
+from lmgc_core.testing.samples import gradients, sample_arrays, specials
+from lmgc_core.testing.stages import check_stage
+from lmgc_core.testing.symbols import check_coder, check_serializer
 
 __all__ = [
     "ConformanceError",

@@ -18,9 +18,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .. import registry
-from ..dtypes import dtype_name
-from ..errors import LMGCError, PluginError
+from lmgc_core.components import registry
+from lmgc_core.util.dtypes import dtype_name
+from lmgc_core.util.errors import LMGCError, PluginError
 
 
 class ConformanceError(AssertionError):
@@ -189,8 +189,7 @@ def roundtrip_everywhere(
     stage refusing NaN); any other exception is a defect. ``fresh_job``: more work for the
     fresh process (one process per check: an LM loads its model once). ``light``: arrays after
     the first get only the header-rebuilt decode and the fresh process (slow LM priors)."""
-    from .. import decompress
-    from ..pipeline import Pipeline
+    from lmgc_core.coding.pipeline import Pipeline, decompress
 
     pipeline = Pipeline.from_config(dict(config))
     digests: dict[str, str] = {}
@@ -266,8 +265,8 @@ def _codec_roundtrip(
 def _cli_roundtrip(sub: Subject, config: Mapping[str, Any], arr: np.ndarray) -> None:
     from click.testing import CliRunner
 
-    from ..cli import cli
-    from ..pipeline import Pipeline
+    from lmgc_core.cli.commands import cli
+    from lmgc_core.coding.pipeline import Pipeline
 
     expected = Pipeline.from_config(dict(config)).reconstruct(arr)
     with tempfile.TemporaryDirectory() as tmp:

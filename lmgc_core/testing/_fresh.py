@@ -14,10 +14,10 @@ import numpy as np
 
 
 def main(path: str) -> None:
-    from .. import registry
-    from ..dtypes import parse_dtype
-    from ..pipeline import Pipeline
-    from .trace import score_trace
+    from lmgc_core.coding.pipeline import Pipeline
+    from lmgc_core.components import registry
+    from lmgc_core.testing.trace import score_trace
+    from lmgc_core.util.dtypes import parse_dtype
 
     job = json.loads(Path(path).read_text())
     for module in job.get("runtime_modules", []):

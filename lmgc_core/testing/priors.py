@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..interfaces import ArrayCoding, Prior
-from ..pipeline import Pipeline
-from ._common import (
+from lmgc_core.coding.pipeline import Pipeline
+from lmgc_core.components.interfaces import ArrayCoding, Prior
+from lmgc_core.testing._common import (
     ConformanceError,
     Subject,
     check_config,
@@ -21,8 +21,8 @@ from ._common import (
     same_bits,
     subject,
 )
-from .samples import gradients, sample_arrays
-from .trace import ScoreError, score_trace
+from lmgc_core.testing.samples import gradients, sample_arrays
+from lmgc_core.testing.trace import ScoreError, score_trace
 
 
 def check_prior(

@@ -7,12 +7,19 @@ from typing import Any
 
 import numpy as np
 
-from ..dtypes import dtype_name
-from ..errors import ConfigError, LMGCError
-from ..interfaces import Stage
-from ..pipeline import Pipeline
-from ._common import Subject, check_config, json_copy, roundtrip_everywhere, same_bits, subject
-from .samples import in_byte_order, sample_arrays
+from lmgc_core.coding.pipeline import Pipeline
+from lmgc_core.components.interfaces import Stage
+from lmgc_core.testing._common import (
+    Subject,
+    check_config,
+    json_copy,
+    roundtrip_everywhere,
+    same_bits,
+    subject,
+)
+from lmgc_core.testing.samples import in_byte_order, sample_arrays
+from lmgc_core.util.dtypes import dtype_name
+from lmgc_core.util.errors import ConfigError, LMGCError
 
 
 def check_stage(
@@ -26,7 +33,7 @@ def check_stage(
     """Check a stage (a registered name, a ``{"name": ..., **options}`` spec or an instance).
 
     The stage may refuse an input it cannot handle (NaN for a quantizer, say) with an
-    :class:`~lmgc_core.errors.LMGCError`, but must accept float32 gradients. ``config``: other
+    :class:`~lmgc_core.util.errors.LMGCError`, but must accept float32 gradients. ``config``: other
     pipeline keys (the prior defaults to ``adaptive``). Returns the rules that passed; raises
     :class:`ConformanceError` on the first that fails."""
     sub = subject("stage", stage)
@@ -143,7 +150,7 @@ def _check_byte_orders(sub: Subject, arrays: Mapping[str, np.ndarray]) -> None:
                 "byte order",
                 f"forward of {name} gives other parts for {native.dtype.str} and "
                 f"{swapped.dtype.str} input: stages receive the caller's byte order; read values, "
-                "not bytes (use lmgc_core.bytes_layout.native)",
+                "not bytes (use lmgc_core.util.bytes_layout.native)",
             )
         if b.dtype != swapped.dtype:
             sub.fail("byte order", f"decoding {swapped.dtype.str} input returns {b.dtype.str}")
@@ -152,7 +159,7 @@ def _check_byte_orders(sub: Subject, arrays: Mapping[str, np.ndarray]) -> None:
                 "byte order",
                 f"{name} rebuilds differently from {native.dtype.str} and {swapped.dtype.str} "
                 "input: stages receive the caller's byte order; read values, not bytes (see "
-                "lmgc_core.bytes_layout.native)",
+                "lmgc_core.util.bytes_layout.native)",
             )
     sub.ok("both byte orders give the same values")
 
@@ -165,7 +172,7 @@ def _cli_stage_option(sub: Subject, cfg: Mapping[str, Any], arr: np.ndarray) -> 
 
     from click.testing import CliRunner
 
-    from ..cli import cli
+    from lmgc_core.cli.commands import cli
 
     with tempfile.TemporaryDirectory() as tmp:
         src, a, b = (Path(tmp) / n for n in ("x.npy", "a.lmgc", "b.lmgc"))

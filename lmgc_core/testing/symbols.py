@@ -7,11 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LMGCError
-from ..interfaces import EntropyCoder, Serializer
-from ..probability import distributions
-from ._common import Subject, check_config, roundtrip_everywhere, same_bits, subject
-from .samples import sample_arrays
+from lmgc_core.coding.probability import distributions
+from lmgc_core.components.interfaces import EntropyCoder, Serializer
+from lmgc_core.testing._common import (
+    Subject,
+    check_config,
+    roundtrip_everywhere,
+    same_bits,
+    subject,
+)
+from lmgc_core.testing.samples import sample_arrays
+from lmgc_core.util.errors import LMGCError
 
 
 def check_serializer(

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Layout, Step, drive, window_matrix
-from ..interfaces import ContextScores
+from lmgc_core.coding.engine import Layout, Step, drive, window_matrix
+from lmgc_core.components.interfaces import ContextScores
 
 
 class ScoreError(AssertionError):

@@ -5,7 +5,7 @@ They make the framework fast to test and are honest baselines for the LM priors.
 
 from __future__ import annotations
 
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 
 
 @hookimpl

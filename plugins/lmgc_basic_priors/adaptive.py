@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from lmgc_core.errors import ConfigError
-from lmgc_core.interfaces import JSON, ContextScores, Prior, PriorSession
+from lmgc_core.components.interfaces import JSON, ContextScores, Prior, PriorSession
+from lmgc_core.util.errors import ConfigError
 
 
 def _context_phases(pattern: Sequence[int]) -> np.ndarray:

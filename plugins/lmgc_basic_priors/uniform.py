@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lmgc_core.interfaces import JSON, Prior, PriorSession
+from lmgc_core.components.interfaces import JSON, Prior, PriorSession
 
 
 class _UniformSession(PriorSession):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 
 DEFAULT_OUT = "bench-out"
 DEFAULT_ZARR = "bench-out/grads.zarr"

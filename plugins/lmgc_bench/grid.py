@@ -299,7 +299,7 @@ def cell_key(cell: Cell, data_hash: str) -> str:
 
 
 def _build_stages(stages: list[dict[str, Any]]) -> list[Any]:
-    from lmgc_core import registry
+    from lmgc_core.components import registry
 
     out = []
     for s in stages:
@@ -351,7 +351,7 @@ def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def run_lmgc(cell: Cell, x: np.ndarray) -> dict[str, Any]:
-    from lmgc_core.pipeline import Pipeline
+    from lmgc_core.coding.pipeline import Pipeline
 
     spec = cell.spec
     config = {
@@ -373,7 +373,7 @@ def run_lmgc(cell: Cell, x: np.ndarray) -> dict[str, Any]:
     t0 = time.perf_counter()
     blob = pipe.compress(x)
     t1 = time.perf_counter()
-    from lmgc_core import container
+    from lmgc_core.stream import container
 
     header_bytes = container.read_header(blob)[1]
     try:
@@ -391,7 +391,7 @@ def run_lmgc(cell: Cell, x: np.ndarray) -> dict[str, Any]:
 
 
 def run_cell(cell: Cell, x: np.ndarray) -> dict[str, Any]:
-    from lmgc_core.errors import ConfigError, PluginError
+    from lmgc_core.util.errors import ConfigError, PluginError
 
     try:
         res = run_baseline(cell, x) if cell.kind == "baseline" else run_lmgc(cell, x)

@@ -6,7 +6,7 @@ C (``_float_kernels.c``), built by ``pip install``.
 
 from __future__ import annotations
 
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 
 
 @hookimpl

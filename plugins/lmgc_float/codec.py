@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lmgc_core.errors import StreamError
-from lmgc_core.parallel import map_ordered
+from lmgc_core.util.errors import StreamError
+from lmgc_core.util.parallel import map_ordered
 
 from . import tables
 from .formats import FloatFormat

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lmgc_core.interfaces import ContextScores, PriorSession
+from lmgc_core.components.interfaces import ContextScores, PriorSession
 
 INITIAL = 0.25
 LIMIT = float(1 << 20)

@@ -20,8 +20,8 @@ from types import ModuleType
 
 import numpy as np
 
-from lmgc_core.errors import ChecksumError, PluginError, StreamError
-from lmgc_core.parallel import map_ordered
+from lmgc_core.util.errors import ChecksumError, PluginError, StreamError
+from lmgc_core.util.parallel import map_ordered
 
 from .codec import seg_array
 from .formats import FloatFormat

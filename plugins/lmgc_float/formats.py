@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmgc_core.container import MAX_BLOCKS
-from lmgc_core.errors import ConfigError
+from lmgc_core.stream.container import MAX_BLOCKS
+from lmgc_core.util.errors import ConfigError
 
 
 @dataclass(frozen=True)

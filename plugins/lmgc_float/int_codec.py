@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 
-from lmgc_core.errors import StreamError
+from lmgc_core.util.errors import StreamError
 
 from . import tables
 from .kernels import int_kernels, signed

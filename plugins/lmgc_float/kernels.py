@@ -18,7 +18,7 @@ from types import ModuleType
 
 import numpy as np
 
-from lmgc_core.errors import PluginError
+from lmgc_core.util.errors import PluginError
 
 from . import tables
 

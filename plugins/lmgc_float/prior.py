@@ -1,6 +1,7 @@
 """The ``float`` prior: a float-structured, shape-aware model with a fast array path.
 
-Used by a pipeline, it codes each part as a whole (:class:`~lmgc_core.interfaces.ArrayCoding`):
+Used by a pipeline, it codes each part as a whole
+(:class:`~lmgc_core.components.interfaces.ArrayCoding`):
 floats through the field model of :mod:`.codec`, integers (quantize indices, masks, any other
 fixed-size item viewed as unsigned integers) through the level and repeat models of
 :mod:`.int_codec` (kernels: ``_float_kernels.c``). As an expert for
@@ -17,8 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lmgc_core.errors import ConfigError, StreamError
-from lmgc_core.interfaces import JSON, ArrayCoding, Prior, PriorSession
+from lmgc_core.components.interfaces import JSON, ArrayCoding, Prior, PriorSession
+from lmgc_core.util.errors import ConfigError, StreamError
 
 from . import codec
 from .formats import as_uint, check_layout, float_format, from_uint, segments

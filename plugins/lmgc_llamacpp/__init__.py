@@ -13,7 +13,7 @@ Options (``{"name": "llamacpp", ...}``):
   build of llama-cpp-python); recorded, since it changes the numbers;
 * ``n_batch``: tokens per ``llama_decode`` call (also the micro-batch), default 512;
 * ``unmapped``: ``"error"`` (default) or ``"spare"``, for alphabet symbols that no single
-  vocabulary token spells (see :func:`lmgc_core.models.symbol_token_map`).
+  vocabulary token spells (see :func:`lmgc_core.lm.models.symbol_token_map`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 
 INSTALL_HINT = "pip install 'lmgc[llamacpp,smollm2]'"
 

@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 import llama_cpp
 import numpy as np
 
-from lmgc_core import models
-from lmgc_core.errors import ConfigError, MismatchError, PluginError
-from lmgc_core.interfaces import JSON, Prior, PriorSession
+from lmgc_core.components.interfaces import JSON, Prior, PriorSession
+from lmgc_core.lm import models
+from lmgc_core.util.errors import ConfigError, MismatchError, PluginError
 
 BACKEND = "llamacpp"
 IMPL_VERSION = 1

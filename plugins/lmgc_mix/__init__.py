@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 
 
 def _factory(**options: Any) -> Any:

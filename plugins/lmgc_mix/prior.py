@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from lmgc_core import registry
-from lmgc_core.errors import ConfigError, MismatchError
-from lmgc_core.interfaces import JSON, ArrayCoding, ContextScores, Prior, PriorSession
+from lmgc_core.components import registry
+from lmgc_core.components.interfaces import JSON, ArrayCoding, ContextScores, Prior, PriorSession
+from lmgc_core.util.errors import ConfigError, MismatchError
 
 from .mixing import SHARE_BITS, PositionMixer
 from .scores import expert_frequencies

@@ -1,7 +1,8 @@
 """Expert scores -> integer frequencies over the free symbols: the one place the mixture turns
 what an expert says into numbers it can mix.
 
-* *linear* scores (counts; :class:`~lmgc_core.interfaces.ContextScores` with ``linear=True``):
+* *linear* scores (counts; :class:`~lmgc_core.components.interfaces.ContextScores` with
+  ``linear=True``):
   an explicit left-to-right sum, one exactly rounded division, a floor. Same numbers on every CPU.
 * *log* scores (an LM's logits): softmax with ``np.exp``, whose last bits depend on the CPU's SIMD
   kernels. Only language models return those, and their streams are bound to the machine anyway
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmgc_core.interfaces import ContextScores
+from lmgc_core.components.interfaces import ContextScores
 
 from .fixed import quantize
 

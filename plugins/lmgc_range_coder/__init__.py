@@ -3,7 +3,7 @@ are decoded in the order they were encoded, one step at a time)."""
 
 from __future__ import annotations
 
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """Range coding of per-step categorical distributions with constriction.
 
-Probabilities arrive as float64 rows (already floored by :mod:`lmgc_core.probability`);
+Probabilities arrive as float64 rows (already floored by :mod:`lmgc_core.coding.probability`);
 constriction's leaky quantization additionally guarantees every symbol a non-zero frequency at
 its 24-bit precision. A single shared row is coded with one quantized model for all symbols,
 which is several times faster than a batch of rows.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from lmgc_core.errors import StreamError
-from lmgc_core.interfaces import JSON, Decoder, Encoder, EntropyCoder
+from lmgc_core.components.interfaces import JSON, Decoder, Encoder, EntropyCoder
+from lmgc_core.util.errors import StreamError
 
 Categorical = constriction.stream.model.Categorical
 RangeEncoder = constriction.stream.queue.RangeEncoder

@@ -6,7 +6,7 @@ This module is also the smallest complete example of an lmgc plugin: a module li
 
 from __future__ import annotations
 
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 
 
 @hookimpl

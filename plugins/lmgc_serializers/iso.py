@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmgc_core.bytes_layout import check_byte_order, from_bytes, to_bytes
-from lmgc_core.interfaces import JSON, Serializer
+from lmgc_core.components.interfaces import JSON, Serializer
+from lmgc_core.util.bytes_layout import check_byte_order, from_bytes, to_bytes
 
 
 class IsoSerializer(Serializer):

@@ -8,7 +8,7 @@ reconstruction ``inverse(forward(x))``, bit for bit. See ``docs/pipelines.md``.
 
 from __future__ import annotations
 
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 
 
 @hookimpl

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmgc_core.bytes_layout import native
-from lmgc_core.dtypes import dtype_name, is_float, parse_dtype
-from lmgc_core.errors import StreamError
+from lmgc_core.util.bytes_layout import native
+from lmgc_core.util.dtypes import dtype_name, is_float, parse_dtype
+from lmgc_core.util.errors import StreamError
 
 __all__ = [
     "dtype_name",

@@ -17,7 +17,7 @@ as positive) and the state keeps ``scale = mean |v|`` (exact bits), so that
     v' = +scale where the bit is 1, -scale where it is 0
 
 Constant parts reconstruct exactly (every index is 0, ``v' = min v``); empty parts stay empty.
-Non-finite values (NaN, +-Inf) are rejected with :class:`~lmgc_core.errors.LMGCError`: a linear
+Non-finite values (NaN, +-Inf) are rejected with :class:`~lmgc_core.util.errors.LMGCError`: a linear
 grid over an infinite range means nothing, and silently mapping NaN to an index would hide a
 training bug. Integer parts (e.g. the indices written by ``sparsify``) pass through untouched.
 """
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmgc_core.errors import ConfigError, LMGCError, StreamError
-from lmgc_core.interfaces import JSON, Stage
+from lmgc_core.components.interfaces import JSON, Stage
+from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 
 from ._common import (
     dtype_name,

@@ -28,8 +28,8 @@ import math
 
 import numpy as np
 
-from lmgc_core.errors import ConfigError, StreamError
-from lmgc_core.interfaces import JSON, Stage
+from lmgc_core.components.interfaces import JSON, Stage
+from lmgc_core.util.errors import ConfigError, StreamError
 
 from ._common import dtype_name, expect_part, is_float, native, parse_dtype
 

@@ -12,7 +12,7 @@ Options (``{"name": "transformers", ...}``):
 * ``threads``: torch CPU threads, default ``min(4, cpu count)``; recorded, and reapplied when
   decoding (results depend on it);
 * ``unmapped``: ``"error"`` (default) or ``"spare"``, for alphabet symbols that no single
-  vocabulary token spells (see :func:`lmgc_core.models.symbol_token_map`);
+  vocabulary token spells (see :func:`lmgc_core.lm.models.symbol_token_map`);
 * ``cpu_capability``: torch's CPU kernel set (``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``...);
   default: the one torch picked. Recorded in the stream's config, so a decoder that has not
   imported torch yet selects it (``ATEN_CPU_CAPABILITY``) and decodes on another CPU that has it.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from lmgc_core.hookspecs import hookimpl
+from lmgc_core.components.hookspecs import hookimpl
 
 INSTALL_HINT = "pip install 'lmgc[transformers,smollm2]'"
 

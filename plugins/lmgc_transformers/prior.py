@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from lmgc_core import models
-from lmgc_core.errors import ConfigError, MismatchError, PluginError
-from lmgc_core.interfaces import JSON, Prior, PriorSession
+from lmgc_core.components.interfaces import JSON, Prior, PriorSession
+from lmgc_core.lm import models
+from lmgc_core.util.errors import ConfigError, MismatchError, PluginError
 
 from . import cpu
 

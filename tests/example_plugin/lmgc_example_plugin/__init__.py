@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmgc_core.hookspecs import hookimpl
-from lmgc_core.interfaces import Prior, PriorSession
+from lmgc_core.components.hookspecs import hookimpl
+from lmgc_core.components.interfaces import Prior, PriorSession
 
 
 class _StaticSession(PriorSession):

@@ -1,0 +1,399 @@
+"""The ``lmgc`` command line: compress, decompress, info, ls, estimate, plugins (+ plugin commands).
+
+Every expected failure prints one line ``error: ...`` on stderr. Exit status: 0 success, 2 bad
+usage (unknown or invalid options, component names or configuration values, an output that
+exists without ``--force``), 1 everything else: bad data (a damaged or malformed input or
+stream, a failed checksum), a missing plugin or package, an I/O error, an output larger than
+the free disk space; 130 Ctrl-C (SIGINT), 143 SIGTERM, both after the same cleanup (no
+temporary output left). ``LMGC_DEBUG=1`` shows tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from lmgc_core.cli.options import JOBS_OPTION, build_pipeline, check_model_path, pipeline_options
+from lmgc_core.components import registry
+from lmgc_core.files.outputs import STDIO, atomic_output, check_free_space, check_output, open_input
+from lmgc_core.util import interrupts
+from lmgc_core.util.errors import ConfigError, LMGCError
+from lmgc_core.util.interrupts import Terminated
+
+USAGE_ERRORS = (ConfigError,)
+DEBUG_VARIABLE = "LMGC_DEBUG"
+FORMAT_CHOICE = click.Choice(["npy", "npz", "safetensors", "raw"], case_sensitive=False)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def _exit(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {_one_line(message)}", err=True)
+    sys.exit(code)
+
+
+class _TerminatedExit(click.ClickException):
+    exit_code = 128 + signal.SIGTERM
+
+
+def _interrupted(exc: click.Abort) -> NoReturn:
+    if isinstance(exc.__cause__, Terminated):
+        _exit("terminated", 128 + signal.SIGTERM)
+    _exit("interrupted", 128 + signal.SIGINT)
+
+
+def _broken_pipe() -> NoReturn:
+    """The reader went away (``lmgc info x | head``): stop quietly with status 1, as click
+    does when the pipe breaks inside a command."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    sys.exit(1)
+
+
+class _Group(click.Group):
+    """Turns every failure into one ``error:`` line and an exit status (see the module doc)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Terminated:  # not click's Ctrl-C handling: no blank line closing a "^C" echo
+            raise _TerminatedExit("terminated") from None
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+            sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            _exit(exc.format_message() + hint, 2)
+        except click.ClickException as exc:
+            _exit(exc.format_message(), exc.exit_code)
+        except click.Abort as exc:
+            _interrupted(exc)
+        except USAGE_ERRORS as exc:
+            _exit(str(exc), 2)
+        except LMGCError as exc:
+            _exit(str(exc), 1)
+        except BrokenPipeError:
+            _broken_pipe()
+        except OSError as exc:
+            _exit(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1)
+        except MemoryError:
+            _exit("out of memory", 1)
+        except Exception as exc:  # unexpected (a plugin command's ValueError, or a bug)
+            if os.environ.get(DEBUG_VARIABLE):
+                raise
+            _exit(f"{exc} ({type(exc).__name__}; {DEBUG_VARIABLE}=1 shows where)", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="lmgc")
+def cli() -> None:
+    """Lossless compression of gradients and weights with language models as priors."""
+
+
+def _quiet_option(f: Callable) -> Callable:
+    return click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")(
+        f
+    )
+
+
+def _force_option(help_text: str) -> Callable[[Callable], Callable]:
+    return click.option("-f", "--force", is_flag=True, help=help_text)
+
+
+def _say(quiet: bool, output: str, message: str) -> None:
+    """The summary line: on stdout, or stderr when stdout carries the data."""
+    if not quiet:
+        click.echo(message, err=output == STDIO)
+
+
+def _default_output(input: str, output: str | None) -> str:
+    if output is not None:
+        return output
+    return STDIO if input == STDIO else input + ".lmgc"
+
+
+@cli.command()
+@click.argument("input", type=click.Path(exists=True, allow_dash=True))
+@click.option("-o", "--output", help="Output file, '-' for stdout. Default: INPUT.lmgc")
+@click.option("--dtype", help="Element type of a raw input file (e.g. float32, bfloat16).")
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMAT_CHOICE,
+    help="Input format (default: from the name, else the file's magic bytes).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1 << 10),
+    default=None,
+    metavar="BYTES",
+    help="Code tensors larger than this in chunks (bounds memory; default 16 MiB).",
+)
+@_force_option("Overwrite OUTPUT if it exists.")
+@_quiet_option
+@JOBS_OPTION
+@pipeline_options
+def compress(
+    input: str,
+    output: str | None,
+    dtype: str | None,
+    fmt: str | None,
+    chunk_size: int | None,
+    force: bool,
+    quiet: bool,
+    jobs: int,
+    **kw: Any,
+) -> None:
+    """Compress a .npy, .npz, .safetensors or raw file ('-': stdin) into an lmgc archive that
+    `lmgc decompress` turns back into the same file, byte for byte."""
+    from lmgc_core.files.source_hash import FileHash
+
+    if Path(input).is_dir():  # a model folder: every tensor file coded, the rest copied
+        from lmgc_core.files.folders import compress_folder_command
+
+        return compress_folder_command(input, output, force, quiet, jobs, build_pipeline(**kw))
+    output = _default_output(input, output)
+    check_output(output, force)
+    # The input's SHA-256 starts before the coding modules (numpy, the pipeline) load: with a
+    # spare core it runs while this thread imports, not beside the first chunks.
+    with open_input(input) as (src, size, name), FileHash(src, jobs) as source_hash:
+        from lmgc_core.files.filecodec import DEFAULT_CHUNK_BYTES, FileEncoder, compress_file
+        from lmgc_core.files.readers import scan
+        from lmgc_core.util.progress import Progress
+
+        pipeline = build_pipeline(**kw)
+        chunk_bytes = chunk_size or DEFAULT_CHUNK_BYTES
+        layout = scan(src, size, name, fmt.lower() if fmt else None, dtype)
+        for note in layout.notes:  # e.g. an npz member this zlib cannot re-deflate identically
+            click.echo(f"warning: {_one_line(note)}", err=True)
+        total = sum(t.nbytes for t in layout.tensors)
+        with Progress(total, "compress", quiet) as bar, atomic_output(output, force) as out:
+            result = compress_file(
+                src, layout, Path(name).name, out, FileEncoder(pipeline), bar, chunk_bytes,
+                jobs, source_hash,
+            )  # fmt: skip
+            out.flush()
+            written = out.tell()
+    rate = 100 * written / result.source if result.source else 0.0
+    _say(quiet, output, f"{name}: {result.source} -> {written} bytes ({rate:.2f}%) -> {output}")
+
+
+def _output_format(output: str, fmt: str | None, source_format: str | None, n: int) -> str:
+    from lmgc_core.files.readers import format_of_name
+
+    if fmt:
+        return fmt.lower()
+    by_name = None if output == STDIO else format_of_name(output)
+    if by_name:
+        return by_name
+    if source_format:
+        return source_format
+    return "raw" if n == 1 else "npz"
+
+
+def _output_size(reader: Any, tensors: list[Any], fmt: str) -> int:
+    """The bytes decompression will write, as the archive declares them: the source's size
+    for a rebuild, else the arrays' data (a conversion's headers aside)."""
+    from lmgc_core.files.writers import arrays
+
+    if fmt == reader.format and reader.segments is not None:
+        size = reader.source.get("size")
+        if type(size) is int and size >= 0:
+            return size
+    return sum(t.nbytes for _, t in arrays(tensors))
+
+
+@cli.command()
+@click.argument("input", type=click.Path(exists=True, allow_dash=True))
+@click.option("-o", "--output", help="Output file, '-' for stdout. Default: INPUT without .lmgc.")
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMAT_CHOICE,
+    help="Output format (default: from the output name, else the source's).",
+)
+@_force_option(
+    "Overwrite OUTPUT if it exists, and decode even if the prior/model differs from the "
+    "stream's (the checksum still guards)."
+)
+@click.option("--model", help="Model file or folder, if it lives elsewhere on this machine.")
+@_quiet_option
+@JOBS_OPTION
+def decompress(
+    input: str,
+    output: str | None,
+    fmt: str | None,
+    force: bool,
+    model: str | None,
+    quiet: bool,
+    jobs: int,
+) -> None:
+    """Decompress an lmgc archive or stream ('-': stdin), verifying every checksum; with no -o
+    the source file comes back under its own name, byte for byte."""
+    from lmgc_core.files.archive import ArchiveReader
+    from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
+    from lmgc_core.util.progress import Progress
+
+    if Path(input).is_dir():  # a folder written by `lmgc compress MODEL_DIR -o OUT_DIR`
+        from lmgc_core.files.folders import decompress_folder_command
+
+        return decompress_folder_command(input, output, force, quiet, jobs)
+    if output is None:
+        if input != STDIO and not input.lower().endswith(".lmgc"):
+            raise click.UsageError(f"{input} does not end in .lmgc: name the output with -o")
+        output = STDIO if input == STDIO else input[: -len(".lmgc")]
+    check_output(output, force)
+    check_model_path(model)
+    with open_input(input) as (src, _, name):
+        reader = ArchiveReader(src, name)
+        target = _output_format(output, fmt, reader.format, len(reader.entries))
+        archive = ArchiveDecoder(reader, StreamDecoder(force, model, jobs))
+        check_free_space(output, _output_size(reader, archive.tensors, target))
+        bar = Progress(archive.total_bytes(), "decompress", quiet)
+        archive.progress = bar
+        with bar, atomic_output(output, force) as out:
+            identical = decompress_archive(reader, archive, target, out)
+    check = "identical to the source, SHA-256 verified" if identical else "checksums verified"
+    _say(quiet, output, f"{name} -> {output} ({check})")
+
+
+# -- inspection ------------------------------------------------------------------------------------
+
+
+def _describe(path: str) -> dict[str, Any]:
+    from lmgc_core.files.describe import describe
+
+    with open_input(path) as (src, size, name):
+        return describe(src, size, name)
+
+
+@cli.command()
+@click.argument("input", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON document: members, totals, headers."
+)
+def info(input: str, as_json: bool) -> None:
+    """Show an archive's or stream's source, tensors, sizes, pipeline and headers; every
+    member is checked (CRCs, lengths), so a damaged file exits with status 1."""
+    from lmgc_core.files.describe import info_lines
+
+    doc = _describe(input)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for line in info_lines(doc):
+        click.echo(line)
+
+
+@cli.command(name="ls")
+@click.argument("input", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+def ls_command(input: str) -> None:
+    """List an archive's tensors: name, dtype, shape, original and compressed size, ratio."""
+    from lmgc_core.files.describe import ls_lines
+
+    for line in ls_lines(_describe(input)):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("input", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--dtype", help="Element type of a raw input file.")
+@click.option(
+    "--teacher-forced/--step",
+    default=True,
+    help="One pass per window (fast) or the coder's step loop.",
+)
+@click.option(
+    "--compress", "also_compress", is_flag=True, help="Also compress, and print both sizes."
+)
+@pipeline_options
+def estimate(
+    input: str, dtype: str | None, teacher_forced: bool, also_compress: bool, **kw: Any
+) -> None:
+    """Ideal code length under a prior (what the paper's tables measure), without a stream."""
+    from lmgc_core.files.readers import load_arrays
+
+    pipeline = build_pipeline(**kw)
+    with open_input(input) as (src, size, name):
+        arrays = load_arrays(src, size, name, dtype)
+    for key, arr in arrays.items():
+        est = pipeline.estimate(arr, teacher_forced=teacher_forced)
+        line = (
+            f"{key or name}: {est['original_bytes']} bytes, ideal {est['ideal_bytes']:.1f} bytes "
+            f"({est['rate_percent']:.2f}%), {est['bits_per_symbol']:.3f} bits/symbol "
+            f"[{est['method']}]"
+        )
+        if also_compress:
+            blob = pipeline.compress(arr)
+            line += f"; real stream {len(blob)} bytes ({100 * len(blob) / max(arr.nbytes, 1):.2f}%)"
+        click.echo(line)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json: bool) -> None:
+    """List serializers, priors, coders and stages with their source and availability."""
+    regs = sorted(registry.registrations().values(), key=lambda r: (r.kind, r.name))
+    broken = registry.BROKEN
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "kind": r.kind,
+                        "name": r.name,
+                        "plugin": r.plugin,
+                        "available": r.available,
+                        "missing": list(r.missing),
+                        "install_hint": r.install_hint,
+                        "description": r.description,
+                        "broken": r.broken or None,
+                    }
+                    for r in regs
+                ]
+                + [{"kind": "plugin", "plugin": p, "broken": e} for p, e in broken.items()],
+                indent=2,
+            )
+        )
+        return
+    for r in regs:
+        status = "ok" if r.available else f"unavailable: needs {', '.join(r.missing)}"
+        if r.missing and r.install_hint:
+            status += f" ({r.install_hint})"
+        if r.broken:
+            status = f"broken: {r.broken}"
+        click.echo(f"{r.kind:<10} {r.name:<14} {r.plugin:<28} {status}")
+        if r.description:
+            click.echo(f"{'':<10} {'':<14} {r.description}")
+    for plugin, error in broken.items():
+        click.echo(f"{'plugin':<10} {'':<14} {plugin:<28} broken: {error}")
+
+
+def _add_plugin_commands() -> None:
+    registry.add_commands(cli)  # a broken plugin is listed by `lmgc plugins`, never fatal
+
+
+def main() -> None:
+    interrupts.install()  # SIGTERM unwinds like Ctrl-C (exit 143), neither gets lost
+    _add_plugin_commands()
+    cli(prog_name="lmgc")
+
+
+if __name__ == "__main__":
+    main()

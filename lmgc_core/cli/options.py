@@ -1,0 +1,160 @@
+"""Pipeline options of the ``lmgc`` commands and the configuration they build.
+
+Options are declared as data (:data:`PIPELINE_OPTIONS`) and applied by one decorator, so a new
+option (``--jobs``, ``--stage``...) is one more entry plus one line in :func:`pipeline_config`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lmgc_core.coding.options import check_component_options, explain_bad_option
+from lmgc_core.util.errors import ConfigError, UnknownComponentError
+
+PIPELINE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--config", "config"), {"type": click.Path(dir_okay=False), "help": "Pipeline config "
+                              "(YAML/TOML/JSON)."}),
+    (("--prior",), {"help": "Prior plugin name (adaptive, uniform, transformers, llamacpp...)."}),
+    (("--serializer",), {"help": "Serializer plugin name (hex, iso)."}),
+    (("--coder",), {"help": "Entropy coder plugin name (range)."}),
+    (("--window",), {"type": int, "help": "Tokens per window, BOS included (default: the "
+                     "prior's own; the stream records the one used)."}),
+    (("--batch",), {"type": int, "help": "Windows per batch (default: the prior's)."}),
+    (("--level", "-l"), {"type": int, "help": "1 = fast (semi-static rANS), 2 = highest "
+                         "(adaptive context model, default)."}),
+    (("--model",), {"help": "Model file or folder for an LM prior."}),
+    (("--prior-option", "-P", "prior_opts"), {"multiple": True, "metavar": "KEY=VALUE",
+                                               "help": "Prior option (repeatable); applies to "
+                                               "the default prior when --prior is not given."}),
+    (("--serializer-option", "-S", "serializer_opts"), {"multiple": True, "metavar": "KEY=VALUE",
+                                                        "help": "Serializer option (repeatable)."}),
+    (("--stage", "stages"), {"multiple": True, "metavar": "NAME[:K=V,...]|JSON",
+                             "help": "Append a stage, e.g. quantize:bits=8 or '{\"name\": "
+                             "\"quantize\", \"bits\": 8}' (repeatable; after the config "
+                             "file's stages)."}),
+]  # fmt: skip
+
+JOBS_OPTION = click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default="0 = all cores",
+    help="Threads coding chunks and their blocks at once (same bytes for any N).",
+)
+
+
+def pipeline_options(f: Callable) -> Callable:
+    """Adds :data:`PIPELINE_OPTIONS` to a command."""
+    for decls, attrs in reversed(PIPELINE_OPTIONS):
+        f = click.option(*decls, **attrs)(f)
+    return f
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_pairs(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"options are KEY=VALUE, not {pair!r}")
+        out[key] = _parse_value(value)
+    return out
+
+
+def stage_spec(text: str) -> dict[str, Any]:
+    """``--stage NAME[:KEY=VALUE,...]`` or a JSON object ``{"name": NAME, ...}``."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            spec = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"--stage {text!r} is not valid JSON: {exc}") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise ConfigError(f"--stage {text!r} must be a JSON object with a 'name'")
+        return spec
+    name, _, opts = text.partition(":")
+    if not name:
+        raise ConfigError(f"--stage is NAME[:KEY=VALUE,...] or a JSON object, not {text!r}")
+    return {"name": name, **parse_pairs(tuple(o for o in opts.split(",") if o))}
+
+
+def check_model_path(model: str | None) -> None:
+    """A ``--model`` path must exist here (otherwise a prior would go looking for a default
+    model and blame a missing package)."""
+    if model is not None and not Path(model).exists():
+        raise ConfigError(f"--model {model}: no such file or folder")
+
+
+def pipeline_config(
+    config: str | None = None,
+    prior: str | None = None,
+    serializer: str | None = None,
+    coder: str | None = None,
+    window: int | None = None,
+    batch: int | None = None,
+    level: int | None = None,
+    model: str | None = None,
+    prior_opts: tuple[str, ...] = (),
+    serializer_opts: tuple[str, ...] = (),
+    stages: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The pipeline configuration the options describe: the config file, then the named
+    components, then ``-P``/``-S`` options (onto the default component when none is named)."""
+    from lmgc_core.coding.config_file import load_config
+    from lmgc_core.coding.pipeline import DEFAULTS
+
+    check_model_path(model)
+    cfg: dict[str, Any] = load_config(config) if config else {}
+    if stages:  # appended after the config file's stages, in the order given
+        cfg["stages"] = [*(cfg.get("stages") or []), *map(stage_spec, stages)]
+    for key, name, opts in (
+        ("prior", prior, prior_opts),
+        ("serializer", serializer, serializer_opts),
+        ("coder", coder, ()),
+    ):
+        current = cfg.get(key)
+        current = {"name": current} if isinstance(current, str) else dict(current or {})
+        if name:
+            current = {"name": name} if current.get("name") != name else current
+        extra = parse_pairs(opts)
+        if key == "prior" and model:
+            extra["model"] = model
+        if extra and "name" not in current:
+            current["name"] = DEFAULTS[key]["name"]
+        current.update(extra)
+        if current:
+            cfg[key] = current
+    if window is not None:
+        cfg["window"] = window
+    if batch is not None:
+        cfg["batch"] = batch
+    if level is not None:  # the pipeline merges it into the prior's spec
+        cfg["level"] = level
+    check_component_options(cfg)
+    return cfg
+
+
+def build_pipeline(**options: Any) -> Any:
+    """The :class:`~lmgc_core.coding.pipeline.Pipeline` the command-line options describe."""
+    from lmgc_core.coding.pipeline import Pipeline
+
+    try:
+        return Pipeline.from_config(pipeline_config(**options))
+    except ConfigError as exc:
+        raise explain_bad_option(exc) from None
+    except UnknownComponentError as exc:  # a name typed wrong is a usage error
+        if not exc.plugins_failed:  # ... but a plugin that failed to load may be the cause
+            raise ConfigError(str(exc)) from None
+        raise

@@ -1,0 +1,357 @@
+"""``numcodecs`` codec ``lmgc``: an lmgc pipeline as a numcodecs compressor (Zarr v2 arrays, or
+anything else that speaks numcodecs).
+
+The codec's configuration *is* the pipeline configuration of :meth:`Pipeline.from_config`
+(``stages``, ``serializer``, ``prior``, ``coder``, ``window``, ``batch``, ``level``) plus an
+optional ``dtype``::
+
+    >>> import numcodecs
+    >>> codec = numcodecs.get_codec({"id": "lmgc", "prior": {"name": "adaptive"}})
+    >>> codec.decode(codec.encode(np.float32([1, 2, 3])))
+    array([1., 2., 3.], dtype=float32)
+
+``numcodecs.get_codec({"id": "lmgc", ...})`` works in a fresh interpreter without importing lmgc:
+the codec is registered under the ``numcodecs.codecs`` entry-point group.
+
+dtype: a chunk handed over as an ndarray (Zarr v2 does that) is coded with its own dtype and
+shape, both recorded in the stream header. Any fixed-size dtype works: complex, datetime64,
+timedelta64, fixed bytes ``|S``, unicode ``<U`` and records are coded through a float, integer
+or byte view of the same memory, with the real dtype noted in the header so that they decode
+exactly; Fortran-ordered arrays are coded in their memory order. Object arrays raise
+``TypeError`` (as numcodecs' own codecs do). Raw bytes carry no dtype: give ``dtype="float32"``
+(or another numeric dtype) to have them viewed as that dtype, otherwise they are coded as
+``uint8`` (lossless still, but the stages then see bytes, not floats).
+
+Each stream is self-contained (header + range-coded blocks), so every chunk decodes on its own.
+
+Pipelines are built once per process and configuration and then reused (:func:`cached_pipeline`),
+so a Dask worker builds (and, for LM priors, loads) a prior once, however many chunks it codes.
+A prior that declares ``thread_safe = True`` (every call opens its own session) is used by all
+threads at once, so Zarr's thread pool codes chunks concurrently. Any other prior (an LM with one
+model and KV cache) gets one lock per cached pipeline and codes one chunk at a time per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+import numpy as np
+from numcodecs.abc import Codec
+from numcodecs.compat import (
+    ensure_contiguous_ndarray,
+    ensure_ndarray,
+    ensure_ndarray_like,
+    ndarray_copy,
+)
+
+from lmgc_core.components import registry
+from lmgc_core.stream import container
+from lmgc_core.stream.notes import restore, with_view
+from lmgc_core.util.dtypes import coding_view
+from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
+
+PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch", "level")
+
+# --------------------------------------------------------------------------------------------
+# Per-process cache of built pipelines (shared with the Zarr v3 codec and the Dask helpers).
+# --------------------------------------------------------------------------------------------
+
+Guard = AbstractContextManager[Any]
+_CACHE: dict[str, tuple[Any, Guard]] = {}
+MAX_CACHED = 64
+"""Pipelines kept at most, least recently used dropped first: a store whose chunks record
+thousands of configurations (written by someone else) cannot make the cache grow without end."""
+_CACHE_LOCK = threading.Lock()
+_STATS = {"builds": 0, "hits": 0, "encoded": 0, "decoded": 0}
+_INTERVALS: deque[tuple[str, float, float, int]] = deque(maxlen=100_000)
+
+
+def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The pipeline config with defaults filled in and components as ``{"name": ...}`` dicts
+    (no component is built). Raises :class:`ConfigError` on unknown keys."""
+    from lmgc_core.coding.pipeline import DEFAULTS
+
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(
+            f"unknown pipeline keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}"
+        )
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None or k == "batch"}}
+    if cfg["level"] is None:  # absent means the prior's own default: configs stay as before
+        del cfg["level"]
+
+    def spec(value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    cfg["stages"] = [spec(s) for s in (cfg["stages"] or [])]
+    for key in ("serializer", "prior", "coder"):
+        cfg[key] = spec(cfg[key])
+    try:
+        json.dumps(cfg)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"lmgc codec configuration must be JSON-serialisable: {exc}") from None
+    return cfg
+
+
+def _key(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
+    """The process-wide ``(Pipeline, guard)`` for ``config``, built on first use.
+
+    ``guard`` is a context manager to hold while coding with the pipeline: a no-op for a
+    ``thread_safe`` prior (threads code concurrently), a lock of its own otherwise."""
+    from lmgc_core.coding.pipeline import Pipeline
+
+    key = _key(canonical_config(config))
+    with _CACHE_LOCK:
+        hit = _CACHE.pop(key, None)
+        if hit is not None:
+            _CACHE[key] = hit  # most recently used last
+            _STATS["hits"] += 1
+            return hit
+        pipeline = Pipeline.from_config(json.loads(key))
+        guard: Guard = nullcontext() if pipeline.prior.thread_safe else threading.Lock()
+        entry = (pipeline, guard)
+        _CACHE[key] = entry
+        # streams record the resolved config (window, batch, prior options filled in): reading
+        # back what this process wrote must reuse this pipeline, not build (load) a second one
+        _CACHE.setdefault(_key(canonical_config(pipeline.get_config())), entry)
+        while len(_CACHE) > MAX_CACHED:
+            del _CACHE[next(iter(_CACHE))]
+        _STATS["builds"] += 1
+        return entry
+
+
+@contextmanager
+def _timed(op: str) -> Iterator[None]:
+    """Count one coded chunk and log its wall-clock interval (see :func:`chunk_intervals`)."""
+    start = time.time()
+    yield
+    end = time.time()
+    with _CACHE_LOCK:
+        _STATS[op] += 1
+        _INTERVALS.append((op, start, end, threading.get_ident()))
+
+
+def chunk_intervals() -> list[tuple[str, float, float, int]]:
+    """``(op, start, end, thread id)`` of the chunks this process coded (the last 100,000),
+    ``op`` being ``"encoded"`` or ``"decoded"`` and times from :func:`time.time`. Overlapping
+    intervals are chunks that were coded at the same time: what shows that the codec scales."""
+    with _CACHE_LOCK:
+        return list(_INTERVALS)
+
+
+def pipeline_cache_info() -> dict[str, Any]:
+    """How often this process built a pipeline (and so its prior), reused one, and coded a
+    chunk (``encoded``/``decoded``), plus the LM plugins' own model-load counters
+    (``model_loads``). Read it on Dask workers with ``client.run(pipeline_cache_info)``."""
+    with _CACHE_LOCK:
+        return {
+            "pid": os.getpid(),
+            "builds": _STATS["builds"],
+            "hits": _STATS["hits"],
+            "encoded": _STATS["encoded"],
+            "decoded": _STATS["decoded"],
+            "configs": sorted(_CACHE),
+            "model_loads": _model_loads(),
+        }
+
+
+def _model_loads() -> dict[str, int]:
+    """``load_count()`` of every imported prior plugin that exposes one (the LM priors)."""
+    counts = {}
+    for name, module in list(sys.modules.items()):
+        if name.startswith("lmgc_") and "." not in name:
+            load_count = getattr(module, "load_count", None)
+            if callable(load_count):
+                counts[name] = int(load_count())
+    return counts
+
+
+def clear_pipeline_cache() -> None:
+    """Forget every cached pipeline (e.g. to free a loaded model) and zero the counters."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _INTERVALS.clear()
+        for key in _STATS:
+            _STATS[key] = 0
+
+
+registry.on_reset(clear_pipeline_cache)  # a new registry: pipelines built from it again
+
+
+def compress_array(config: Mapping[str, Any], array: np.ndarray) -> bytes:
+    pipeline, guard = cached_pipeline(config)
+    with guard, _timed("encoded"):
+        return pipeline.compress(array)
+
+
+def decompress_blob(
+    config: Mapping[str, Any] | None,
+    blob: bytes,
+    expect_nbytes: int | None = None,
+    head: tuple[dict[str, Any], int] | None = None,
+) -> np.ndarray:
+    """Decode ``blob`` with the pipeline recorded in its own header (as
+    :func:`lmgc_core.decompress` does), cached per process. ``config`` (the codec's) is used only
+    when the header records none. Decoding thus never depends on the defaults of the installed
+    version: an array written with ``window: null`` decodes with the window it was written with.
+
+    ``expect_nbytes``: the size of the buffer or chunk the caller will receive; a stream that
+    declares another size is refused before a prior is built or anything allocated. ``head``:
+    ``container.read_header(blob)`` when the caller has it (a chunk's header is parsed once).
+    """
+    from lmgc_core.coding.pipeline import declared_array
+    from lmgc_core.stream import container
+
+    head = container.read_header(blob) if head is None else head
+    header = head[0]
+    if expect_nbytes is not None:
+        dtype, shape = declared_array(header)
+        nbytes = dtype.itemsize * int(np.prod(shape, dtype=object))
+        if nbytes != expect_nbytes:
+            raise StreamError(
+                f"lmgc stream holds {dtype}{list(shape)} ({nbytes} bytes), the caller expects "
+                f"{expect_nbytes} bytes"
+            )
+    recorded = header.get("pipeline")
+    pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
+    with guard, _timed("decoded"):
+        return pipeline.decompress(blob, max_nbytes=expect_nbytes, head=head)
+
+
+@contextmanager
+def codec_errors(action: str) -> Iterator[None]:
+    """Whatever escapes a codec call is one of lmgc's errors (``ValueError`` subclasses, what
+    numcodecs and Zarr users catch): a failure deep inside numpy, zlib or json on hostile input
+    (``RecursionError``, a bare ``ValueError`` or ``TypeError``) becomes a
+    :class:`StreamError` when decoding and a :class:`ConfigError` when encoding, with the
+    original as its cause. Running out of memory and interrupts pass through unchanged."""
+    try:
+        yield
+    except (LMGCError, MemoryError):
+        raise
+    except Exception as exc:
+        kind = StreamError if action == "decode" else ConfigError
+        raise kind(f"lmgc codec cannot {action} this input: {type(exc).__name__}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# The numcodecs codec
+# --------------------------------------------------------------------------------------------
+
+
+class LMGC(Codec):
+    """An lmgc pipeline as a numcodecs codec (``codec_id = "lmgc"``).
+
+    Keyword arguments are the pipeline configuration (see :meth:`Pipeline.from_config`);
+    ``dtype`` optionally fixes how raw (dtype-less) buffers are viewed. Components may be given as
+    a name (``prior="adaptive"``) or as a mapping (``prior={"name": "adaptive"}``).
+    """
+
+    codec_id = "lmgc"
+
+    def __init__(
+        self,
+        stages: list[Any] | None = None,
+        serializer: Any = None,
+        prior: Any = None,
+        coder: Any = None,
+        window: int | None = None,
+        batch: int | None = None,
+        dtype: str | None = None,
+        level: int | None = None,
+    ) -> None:
+        given = {
+            "stages": stages,
+            "serializer": serializer,
+            "prior": prior,
+            "coder": coder,
+            "window": window,
+            "batch": batch,
+            "level": level,
+        }
+        self.pipeline_config = canonical_config(given)
+        if dtype is not None:
+            try:
+                np.dtype(dtype)
+            except TypeError:
+                raise ConfigError(f"lmgc codec: unknown dtype {dtype!r}") from None
+        self.dtype = None if dtype is None else str(np.dtype(dtype))
+
+    # numcodecs' Codec equality / repr use get_config
+    def get_config(self) -> dict[str, Any]:
+        config = {"id": self.codec_id, **self.pipeline_config}
+        if self.dtype is not None:
+            config["dtype"] = self.dtype
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LMGC:
+        config = dict(config)
+        config.pop("id", None)
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
+        return f"LMGC({parts})"
+
+    @property
+    def pipeline(self) -> Any:
+        """The (cached) :class:`~lmgc_core.coding.pipeline.Pipeline` this codec runs."""
+        return cached_pipeline(self.pipeline_config)[0]
+
+    def _as_array(self, buf: Any) -> np.ndarray:
+        arr = ensure_ndarray(buf)
+        if arr.dtype.hasobject:
+            raise TypeError("lmgc codec: object arrays cannot be compressed")
+        if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+            arr = np.ascontiguousarray(arr)
+        if self.dtype is not None and arr.dtype != np.dtype(self.dtype):
+            flat = ensure_contiguous_ndarray(arr).reshape(-1).view(np.uint8)
+            itemsize = np.dtype(self.dtype).itemsize
+            if flat.size % itemsize:
+                raise ConfigError(
+                    f"lmgc codec: {flat.size} bytes is not a whole number of {self.dtype} items"
+                )
+            arr = flat.view(self.dtype)
+        return arr
+
+    def encode(self, buf: Any) -> bytes:
+        arr = self._as_array(buf)  # TypeError for object arrays, as documented
+        with codec_errors("encode"):
+            # any fixed-size dtype: non-numbers go through an integer/byte view, noted in the header
+            arr, note = coding_view(arr)
+            return with_view(compress_array(self.pipeline_config, arr), note)
+
+    def decode(self, buf: Any, out: Any = None) -> Any:
+        """Decode ``buf``; with ``out``, a stream declaring another size than ``out`` is refused
+        (:class:`StreamError`) before anything is decoded or allocated."""
+        if out is not None and ensure_ndarray_like(out).dtype.hasobject:
+            raise TypeError("lmgc codec: cannot decode into an object array")
+        with codec_errors("decode"):
+            if not isinstance(buf, bytes):  # bytes cannot change under the decoder: no copy
+                buf = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8).tobytes()
+            limit = None if out is None else ensure_ndarray_like(out).nbytes
+            head = container.read_header(buf)
+            arr = restore(head[0], decompress_blob(self.pipeline_config, buf, limit, head))
+            if out is not None:
+                return ndarray_copy(arr, out)
+            return arr
+
+
+def restore_view_of(blob: bytes, arr: np.ndarray) -> np.ndarray:
+    """The array ``blob`` stands for (undoing :func:`~lmgc_core.util.dtypes.coding_view`)."""
+    from lmgc_core.coding.pipeline import read_header
+
+    return restore(read_header(blob), arr)

@@ -1,0 +1,356 @@
+"""The file the CLI writes: an uncompressed zip of ordinary lmgc streams plus a manifest.
+
+* ``<tensor>.lmgc`` (or ``<tensor>@<i>.lmgc`` when a large tensor is cut into chunks): one lmgc
+  stream per chunk, each independently decodable with :func:`lmgc_core.decompress`;
+* ``__lmgc__.json`` (deflated, written last): the source format, name, size and SHA-256, the
+  tensors in the source's member order with their chunk members, the segments — the source's
+  literal bytes (headers, zip records) between the tensors' data — from which
+  ``lmgc decompress`` writes the source back byte for byte, and (version 2) every other member's
+  name, size and CRC-32, so the manifest vouches for the whole archive.
+
+:class:`ArchiveReader` also reads a bare stream (what ``Pipeline.compress`` returns) and zips
+written before the manifest existed (members ``<name>.lmgc``, no source format), but only when
+the file proves it is one. Nothing is trusted before it is checked: the zip's structure
+(:func:`~lmgc_core.files.zip_scan.scan_zip`), the manifest's size and shape, every member against
+the
+manifest. See ``docs/format.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import zipfile
+import zlib
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+
+from lmgc_core.files import zip_scan
+from lmgc_core.files.segments import (
+    FORMATS,
+    Data,
+    Deflated,
+    FileLayout,
+    InputFileError,
+    Segment,
+    Tensor,
+    segments_from_json,
+)
+from lmgc_core.files.zip_scan import MAX_NAME, ZipMember, scan_zip
+from lmgc_core.stream import container
+from lmgc_core.util.errors import StreamError
+
+ZIP_MAGIC = b"PK\x03\x04"
+SUFFIX = ".lmgc"
+MANIFEST = "__lmgc__.json"
+ARCHIVE_VERSION = 2
+READ_VERSIONS = (1, 2)
+MAX_MANIFEST = 64 << 20
+"""Cap on the manifest's JSON text (inflated): literal segments over 64 KiB are byte tensors,
+so a real manifest is ~200 bytes per tensor and chunk; inflating stops one byte past the cap."""
+MAX_MANIFEST_VALUES = 1 << 21
+"""Cap on the JSON values (containers, numbers, strings) in the manifest, counted on the text
+before it is parsed: ~150 MB of Python objects at most; a real manifest has ~20 per tensor."""
+MAX_MANIFEST_DEPTH = 32
+"""Cap on JSON nesting in the manifest (real ones nest ~5 deep, safetensors metadata aside)."""
+STORED, DEFLATED = 0, 8
+
+
+@dataclass
+class Entry:
+    """One tensor of an archive and the members holding its chunks, in order."""
+
+    name: str
+    members: list[str]
+    tensor: Tensor | None = None
+    """None for a bare stream or a pre-manifest archive (known after decoding)."""
+    chunk_shapes: list[tuple[int, ...]] | None = None
+    """The shape each member must hold (``io.chunk_shapes``), once a member was checked."""
+
+
+def plain_member_name(tensor_name: str) -> str:
+    """A member name the reader accepts (:func:`~lmgc_core.files.zip_scan.check_name`) for any
+    tensor name: separators and control characters become ``_``, long names are cut. The
+    manifest, not the member name, says which tensor a member holds."""
+    name = "".join(
+        "_" if c in "/\\" or not (c.isprintable() or c == " ") else c for c in tensor_name
+    )
+    name = name[: MAX_NAME // 4] or "array"  # "": a .npy or raw file's one nameless array
+    return "_" + name if name in (".", "..") else name
+
+
+class ArchiveWriter:
+    """Streams chunk members into a zip on ``f``, then the manifest, which lists them all."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._zip = zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._names: set[str] = {MANIFEST}
+        self.members: list[list[Any]] = []
+        """``[name, size, crc32]`` of every member added, in zip order."""
+
+    def member_name(self, tensor_name: str, index: int, count: int) -> str:
+        base = plain_member_name(tensor_name)
+        base = base if count == 1 else f"{base}@{index}"
+        name, k = base + SUFFIX, 1
+        while name in self._names:  # tensor names may collide with chunk names
+            name, k = f"{base}~{k}{SUFFIX}", k + 1
+        self._names.add(name)
+        return name
+
+    def add(self, name: str, blob: bytes) -> None:
+        if len(self.members) + 2 > zip_scan.MAX_MEMBERS:  # this one and the manifest
+            raise InputFileError(
+                f"over {zip_scan.MAX_MEMBERS} archive members (one per tensor chunk): more than "
+                "lmgc reads; use a larger --chunk-size"
+            )
+        self._zip.writestr(_info(name), blob)
+        self.members.append([name, len(blob), zlib.crc32(blob)])
+
+    def abort(self) -> None:
+        """Drop the archive unfinished (its output is being discarded): the zip then never tries
+        to write its central directory, neither here nor when it is garbage-collected, on a
+        file that may be closed by then."""
+        self._zip.fp = None  # ZipFile.close() and __del__ do nothing without a file
+
+    def close(self, manifest: dict[str, Any]) -> None:
+        manifest = {**manifest, "members": self.members}
+        text = json.dumps(manifest, separators=(",", ":")).encode()
+        info = _info(MANIFEST)
+        info.compress_type = DEFLATED
+        self._zip.writestr(info, text)
+        self._zip.close()
+
+
+def _info(name: str) -> zipfile.ZipInfo:
+    """A member entry with a fixed date, so the same input gives the same archive bytes."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def manifest_for(
+    layout: FileLayout, source: dict[str, Any], members: list[list[str]], chunk_bytes: int
+) -> dict[str, Any]:
+    """The manifest; :meth:`ArchiveWriter.close` adds the ``members`` list."""
+    return {
+        "lmgc_archive": ARCHIVE_VERSION,
+        "format": layout.format,
+        "source": source,
+        "identical": layout.identical,
+        "notes": layout.notes,
+        "chunk_bytes": chunk_bytes,
+        "tensors": [
+            {**t.to_json(), "members": m} for t, m in zip(layout.tensors, members, strict=True)
+        ],
+        "segments": layout.segments_json(),
+        "metadata": layout.metadata,
+    }
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+def chunk_count(tensor: Tensor, chunk_bytes: int) -> int:
+    """``len(io.chunk_shapes(tensor, chunk_bytes))`` without building the list (a crafted
+    manifest could make it astronomically long)."""
+    shape, item = tensor.stored_shape, tensor.dtype.itemsize
+    if tensor.nbytes <= chunk_bytes or item == 0:
+        return 1
+    row = int(np.prod(shape[1:], dtype=object)) * item
+    if len(shape) > 1 and row <= chunk_bytes:
+        rows = max(1, chunk_bytes // row)
+        return -(-shape[0] // rows)
+    step = max(1, chunk_bytes // item)
+    return -(-(tensor.nbytes // item) // step)
+
+
+class ArchiveReader:
+    """Read side of an lmgc file: an archive (with or without manifest) or a bare stream.
+    ``f`` must be seekable and stay open while the reader is used; every structural check
+    runs here, before anything is decoded."""
+
+    def __init__(self, f: IO[bytes], where: str) -> None:
+        self.where = where
+        self.format: str | None = None
+        self.version: int | None = None
+        self.source: dict[str, Any] = {}
+        self.identical = False
+        self.notes: list[str] = []
+        self.metadata: dict[str, Any] | None = None
+        self.segments: list[Segment] | None = None
+        self.chunk_bytes: int | None = None
+        self._f = f
+        self._lock = threading.Lock()
+        self._members: dict[str, ZipMember] = {}
+        f.seek(0, 2)
+        self.size = f.tell()
+        f.seek(0)
+        head = f.read(4)
+        if head == ZIP_MAGIC:
+            self.kind = "archive"
+            self._open_zip()
+        elif head == container.MAGIC or not head:
+            self.kind = "stream"
+            self.entries = [Entry("", [""])]
+        else:
+            raise StreamError(f"{where}: not an lmgc stream or archive (bad magic)")
+
+    def _open_zip(self) -> None:
+        members = scan_zip(self._f, self.size, self.where)
+        self._members = {m.name: m for m in members}
+        if not members:
+            raise StreamError(f"{self.where}: a zip without lmgc members")
+        if MANIFEST in self._members:
+            if members[-1].name != MANIFEST:
+                raise StreamError(f"{self.where}: corrupted lmgc archive (manifest not last)")
+            data = members[:-1]
+            for m in data:
+                self._check_stored(m)
+            self._read_manifest(data)
+        else:  # written before the manifest existed: one stream per array, no source format
+            for m in members:
+                self._check_stored(m)
+                if not m.name.endswith(SUFFIX):
+                    raise StreamError(
+                        f"{self.where}: a zip without a manifest whose member {m.name!r} is not "
+                        "an lmgc stream"
+                    )
+            self.entries = [Entry(m.name[: -len(SUFFIX)], [m.name]) for m in members]
+
+    def _check_stored(self, m: ZipMember) -> None:
+        if m.method != STORED or m.size != m.file_size:
+            raise StreamError(
+                f"{self.where}: archive member {m.name!r} is compressed (method {m.method}); "
+                "lmgc stores its streams"
+            )
+
+    def _manifest_text(self) -> bytes:
+        m = self._members[MANIFEST]
+        bad = f"{self.where}: corrupted lmgc archive"
+        if m.method not in (STORED, DEFLATED) or m.file_size > MAX_MANIFEST:
+            raise StreamError(f"{bad}: manifest of {m.file_size} bytes (method {m.method})")
+        raw = self._read(m)
+        if m.method == STORED:
+            text = raw
+        else:
+            unpacker = zlib.decompressobj(-15)
+            try:  # at most one byte past the cap: a deflate bomb stops here
+                text = unpacker.decompress(raw, MAX_MANIFEST + 1)
+                if len(text) <= MAX_MANIFEST and not unpacker.unconsumed_tail:
+                    text += unpacker.flush()
+            except zlib.error as exc:
+                raise StreamError(f"{bad}: unreadable manifest ({exc})") from None
+            if len(text) > MAX_MANIFEST or unpacker.unconsumed_tail:
+                raise StreamError(f"{bad}: manifest inflates to over {MAX_MANIFEST} bytes")
+            if not unpacker.eof or unpacker.unused_data:
+                raise StreamError(f"{bad}: manifest is not one whole deflate stream")
+        if len(text) != m.file_size or zlib.crc32(text) != m.crc:
+            raise StreamError(f"{bad}: manifest is corrupted (size or CRC-32 mismatch)")
+        return text
+
+    def _read_manifest(self, data: list[ZipMember]) -> None:
+        bad = f"{self.where}: corrupted lmgc archive"
+        text = self._manifest_text()
+        container.check_json_text(
+            text, f"{bad}: manifest", MAX_MANIFEST, MAX_MANIFEST_VALUES, MAX_MANIFEST_DEPTH
+        )
+        try:
+            manifest = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise StreamError(f"{bad}: unreadable manifest ({exc})") from None
+        del text
+        version = manifest.get("lmgc_archive") if isinstance(manifest, dict) else None
+        if type(version) is not int or version not in READ_VERSIONS:
+            raise StreamError(f"{bad}: unknown manifest version")
+        self.version = version
+        try:
+            self.format = manifest["format"]
+            if self.format not in FORMATS:
+                raise StreamError(f"{bad}: unknown source format {self.format!r}")
+            self.source = dict(manifest["source"])
+            self.identical = manifest["identical"] is True
+            self.notes = [str(n) for n in manifest.get("notes", [])]
+            metadata = manifest.get("metadata")
+            self.metadata = metadata if isinstance(metadata, dict) else None
+            chunk_bytes = manifest["chunk_bytes"]
+            if type(chunk_bytes) is not int or chunk_bytes < 1:
+                raise ValueError(f"chunk_bytes {chunk_bytes!r}")
+            self.chunk_bytes = chunk_bytes
+            items = manifest["tensors"]
+            if not isinstance(items, list):
+                raise TypeError("tensors must be a list")
+            if version >= 2:
+                self._check_member_list(manifest["members"], data)
+            if not all(isinstance(item["members"], list) for item in items):
+                raise TypeError("a tensor's members must be a list")
+            refs = [m for item in items for m in item["members"]]
+            if len(refs) != len(data) or not all(isinstance(m, str) for m in refs):
+                raise StreamError(
+                    f"{bad}: the manifest's tensors name {len(refs)} members, the zip holds "
+                    f"{len(data)}"
+                )
+            if sorted(refs) != sorted(m.name for m in data):  # each member exactly once
+                raise StreamError(f"{bad}: the manifest's tensors do not name each member once")
+            self.entries = []
+            for item in items:
+                tensor = Tensor.from_json(item)
+                members = list(item["members"])
+                if len(members) != chunk_count(tensor, chunk_bytes):
+                    raise StreamError(
+                        f"{bad}: tensor {tensor.name!r} has {len(members)} members, its size "
+                        f"makes {chunk_count(tensor, chunk_bytes)} chunks"
+                    )
+                self.entries.append(Entry(tensor.name, members, tensor))
+            self.segments = segments_from_json(manifest["segments"], len(self.entries))
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            if isinstance(exc, StreamError):
+                raise
+            raise StreamError(f"{bad}: bad manifest ({exc})") from None
+        self._check_segments(bad)
+
+    def _check_member_list(self, listed: Any, data: list[ZipMember]) -> None:
+        """Version 2: the manifest lists every other member, with its size and CRC-32."""
+        want = [[m.name, m.file_size, m.crc] for m in data]
+        if not isinstance(listed, list) or listed != want:
+            raise StreamError(
+                f"{self.where}: corrupted lmgc archive: the zip's members are not the ones "
+                "its manifest lists"
+            )
+
+    def _check_segments(self, bad: str) -> None:
+        """Each tensor in the segments exactly once, so a rebuild decodes each member once."""
+        seen: list[int] = []
+
+        def walk(segments: list[Segment]) -> None:
+            for seg in segments:
+                if isinstance(seg, Data):
+                    seen.append(seg.index)
+                elif isinstance(seg, Deflated):
+                    walk(seg.segments)
+
+        walk(self.segments or [])
+        if sorted(seen) != list(range(len(self.entries))):
+            raise StreamError(f"{bad}: the manifest's segments do not place each tensor once")
+
+    def _read(self, m: ZipMember) -> bytes:
+        with self._lock:  # decoding threads share the file position
+            self._f.seek(m.data_offset)
+            data = self._f.read(m.size)
+        if len(data) != m.size:
+            raise StreamError(f"{self.where}: member {m.name!r} is truncated")
+        return data
+
+    def read_member(self, name: str) -> bytes:
+        """A member's bytes (the whole file for a bare stream); its zip CRC is checked."""
+        if self.kind == "stream":
+            with self._lock:
+                self._f.seek(0)
+                return self._f.read()
+        m = self._members.get(name)
+        if m is None or name == MANIFEST:
+            raise StreamError(f"{self.where}: archive member {name!r} is missing")
+        data = self._read(m)
+        if zlib.crc32(data) != m.crc:
+            raise StreamError(f"{self.where}: member {name!r} is corrupted (zip CRC-32 mismatch)")
+        return data

@@ -1,0 +1,190 @@
+"""``lmgc info`` and ``lmgc ls``: one description of an archive or stream, every member checked.
+
+:func:`describe` reads every member and verifies it as far as possible without decoding (zip
+CRC, header CRC, block CRCs, lengths), so a damaged file raises :class:`StreamError` instead of
+printing a ratio. The description is one JSON document (``info --json``); the text views are
+derived from it, with anything unprintable in names and metadata (newlines, terminal escape
+sequences) escaped as Python's ``repr`` does.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from lmgc_core.files.archive import ArchiveReader
+from lmgc_core.files.filecodec import check_chunk_header, tensor_from_header
+from lmgc_core.stream import container
+from lmgc_core.util.dtypes import encode_dtype
+
+
+def _ratio(compressed: int, original: int) -> float:
+    return round(100 * compressed / original, 4) if original else 0.0
+
+
+def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
+    reader = ArchiveReader(src, where)
+    members = []
+    for index, entry in enumerate(reader.entries):
+        streams = []
+        for i, member in enumerate(entry.members):
+            blob = reader.read_member(member)
+            box = container.unpack(blob)  # header CRC, lengths, block CRCs
+            check_chunk_header(reader, index, i, box.header)
+            streams.append({"member": member, "size": len(blob), "header": box.header})
+            del blob, box
+        tensor = entry.tensor or tensor_from_header(entry.name, streams[0]["header"])
+        compressed = sum(s["size"] for s in streams)
+        members.append(
+            {
+                "name": tensor.name,
+                "dtype": encode_dtype(tensor.dtype),
+                "shape": list(tensor.shape),
+                "original_bytes": tensor.nbytes,
+                "compressed_bytes": compressed,
+                "ratio_percent": _ratio(compressed, tensor.nbytes),
+                "bytes": tensor.bytes_only,  # not an array: a run of the source's other bytes
+                "streams": streams,
+            }
+        )
+    original = sum(m["original_bytes"] for m in members)
+    compressed = sum(m["compressed_bytes"] for m in members)
+    doc: dict[str, Any] = {
+        "file": where,
+        "kind": reader.kind,
+        "file_bytes": size,
+        "format": reader.format,
+        "source": reader.source or None,
+        "identical": reader.identical if reader.format else None,
+        "notes": reader.notes,
+        "metadata": reader.metadata,
+        "members": members,
+        "totals": {
+            "tensors": len(members),
+            "streams": sum(len(m["streams"]) for m in members),
+            "original_bytes": original,
+            "compressed_bytes": compressed,
+            "file_bytes": size,
+            "ratio_percent": _ratio(size, original),
+        },
+    }
+    return doc
+
+
+def safe(text: Any) -> str:
+    """``text`` for a terminal: printable characters as they are, anything else (control
+    characters, escape sequences, unassigned code points) escaped as ``repr`` would."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _shape(shape: list[int]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def ls_lines(doc: dict[str, Any]) -> list[str]:
+    rows = [("name", "dtype", "shape", "original", "compressed", "ratio")]
+    for m in doc["members"]:
+        rows.append(
+            (
+                m["name"] or "-",
+                "bytes" if m.get("bytes") else str(m["dtype"]),
+                _shape(m["shape"]),
+                str(m["original_bytes"]),
+                str(m["compressed_bytes"]),
+                f"{m['ratio_percent']:.2f}%",
+            )
+        )
+    t = doc["totals"]
+    rows.append(
+        (
+            "total",
+            f"{t['tensors']} tensors",
+            "",
+            str(t["original_bytes"]),
+            str(t["file_bytes"]),
+            f"{t['ratio_percent']:.2f}%",
+        )
+    )
+    rows = [tuple(safe(cell) for cell in r) for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    return [
+        "  ".join(
+            r[i].ljust(widths[i]) if i < 3 else r[i].rjust(widths[i]) for i in range(6)
+        ).rstrip()
+        for r in rows
+    ]
+
+
+def _get(obj: Any, key: str) -> Any:
+    """``obj[key]`` of a header's JSON where it is an object, else None: a damaged stream's
+    header can hold anything its CRC was computed over."""
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def _items(obj: Any) -> list[Any]:
+    return obj if isinstance(obj, list) else []
+
+
+def _common(values: list[Any]) -> Any:
+    return values[0] if values and all(v == values[0] for v in values) else None
+
+
+def info_lines(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    t = doc["totals"]
+    if doc["kind"] == "stream":
+        lines.append(f"{doc['file']}: lmgc stream")
+    elif doc["format"]:
+        src = doc["source"] or {}
+        again = "to it byte for byte" if doc["identical"] else "to its layout, not its bytes"
+        lines.append(
+            f"{doc['file']}: lmgc archive of {src.get('name')} ({doc['format']}, "
+            f"{src.get('size')} bytes; decompresses {again})"
+        )
+    else:
+        lines.append(f"{doc['file']}: lmgc archive (no manifest: an older lmgc wrote it)")
+    lines.append(
+        f"  size       {t['original_bytes']} -> {t['file_bytes']} bytes "
+        f"({t['ratio_percent']:.2f}%), {t['tensors']} tensors in {t['streams']} streams"
+    )
+    for note in doc.get("notes") or []:
+        lines.append(f"  note       {note}")
+    if doc.get("metadata"):
+        lines.append(f"  metadata   {doc['metadata']}")
+    headers = [s["header"] for m in doc["members"] for s in m["streams"]]
+    pipeline = _common([_get(h, "pipeline") for h in headers])
+    fingerprint = _common([_get(h, "prior") for h in headers])
+    if pipeline:
+        stages = [_get(s, "name") for s in _items(_get(pipeline, "stages"))]
+        lines.append(f"  stages     {stages}")
+        lines.append(f"  serializer {_get(pipeline, 'serializer')}")
+        lines.append(f"  prior      {_get(pipeline, 'prior')}")
+        lines.append(
+            f"  coder      {_get(pipeline, 'coder')}  window {_get(pipeline, 'window')}  "
+            f"batch {_get(pipeline, 'batch')}"
+        )
+    elif headers:
+        lines.append("  pipeline   differs between streams (see --json)")
+    if fingerprint:
+        lines.append(f"  fingerprint {fingerprint}")
+    for m in doc["members"]:
+        lines.append(
+            f"  tensor {m['name'] or '-'}: {m['dtype']} {_shape(m['shape'])}, "
+            f"{m['original_bytes']} -> {m['compressed_bytes']} bytes "
+            f"({m['ratio_percent']:.2f}%), {len(m['streams'])} stream(s)"
+        )
+        for s in m["streams"]:
+            h = s["header"]
+            parts = ", ".join(
+                f"{_get(p, 'name')} {_get(p, 'count')} x {_get(p, 'dtype')} in "
+                f"{len(_items(_get(p, 'blocks')))} blocks"
+                for p in _items(_get(h, "parts"))
+            )
+            lines.append(f"    {s['member'] or '(stream)'}: {s['size']} bytes; {parts}")
+            if _get(h, "checksum") is not None:  # the fast level: a checksum in every block
+                lines.append(f"      checksum {_get(h, 'checksum')}")
+            else:
+                lines.append(f"      sha256 {_get(h, 'sha256')}")
+    return [safe(line) for line in lines]

@@ -1,0 +1,424 @@
+"""Files in, files out: a source file compressed tensor by tensor, chunk by chunk, into an lmgc
+archive (:mod:`lmgc_core.files.archive`), and an archive decoded back into the source file (byte for
+byte, checked against the source's SHA-256) or converted to another format.
+
+Memory is bounded by the chunk size (plus what the pipeline needs for a chunk), not by the size
+of the file or of its largest tensor: one chunk at a time with ``jobs=1``; with ``jobs=N`` and a
+thread-safe prior, N chunks being coded (or decoded) and at most two more done and waiting to
+be written, so about N + 2 chunks' worth (see ``benchmarks/memory_safetensors.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from itertools import chain
+from typing import IO, Any
+
+import numpy as np
+
+from lmgc_core.coding.options import explain_bad_option
+from lmgc_core.files import archive, writers
+from lmgc_core.files.archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
+from lmgc_core.files.readers import chunk_readers, chunk_shapes, tensor_streams
+from lmgc_core.files.segments import FileLayout, InputFileError, Tensor
+from lmgc_core.files.source_hash import FileHash
+from lmgc_core.stream import container
+from lmgc_core.stream.notes import VIEW_KEY, with_view
+from lmgc_core.util import interrupts
+from lmgc_core.util.dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_dtype
+from lmgc_core.util.errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
+from lmgc_core.util.parallel import resolve_jobs, round_jobs, run_ahead
+from lmgc_core.util.progress import Progress
+
+DEFAULT_CHUNK_BYTES = 16 << 20
+"""Tensors larger than this are coded in chunks of whole rows (or flat runs) of at most this
+many bytes; it bounds the memory of a run (see ``benchmarks/memory_safetensors.py``)."""
+
+
+@dataclass
+class CompressResult:
+    original: int
+    """Bytes of tensor data."""
+    source: int
+    """Bytes of the source file."""
+    n_tensors: int
+
+
+class FileEncoder:
+    """How the chunks of a file become streams: tensors through the user's pipeline, byte tensors
+    (the file's other bytes: pickles, zip records, trailing bytes) through the ``float`` prior's
+    fast level, which stores what does not compress and codes the rest at hundreds of MB/s,
+    exactly, whatever the tensors' pipeline is (lossy stages, a language model). Where the fast
+    level's compiled kernel is missing, byte tensors take the user's pipeline without its
+    stages. Subclass it to watch or change the coding (tests do)."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        self.lossless = all(getattr(stage, "lossless", False) for stage in pipeline.stages)
+        self.concurrent = bool(pipeline.prior.thread_safe)
+        """Chunks may be coded on several threads at once (a thread-safe prior)."""
+        self._bytes_pipeline: Any = None
+
+    def n_symbols(self, nbytes: int) -> int:
+        """Symbols the progress bar counts for a chunk of ``nbytes``."""
+        return int(self.pipeline.serializer.n_symbols(nbytes))
+
+    def tensor(self, array: np.ndarray, progress: Callable[[int], None], jobs: int) -> bytes:
+        return self.pipeline.compress(array, progress=progress, jobs=jobs)
+
+    def byte_run(self, array: np.ndarray, progress: Callable[[int], None], jobs: int) -> bytes:
+        return self.bytes_pipeline().compress(array, progress=progress, jobs=jobs)
+
+    def bytes_pipeline(self) -> Any:
+        if self._bytes_pipeline is None:
+            from lmgc_core.coding.pipeline import Pipeline
+
+            try:
+                self._bytes_pipeline = Pipeline.from_config(BYTES_PIPELINE)
+            except (ConfigError, PluginError):  # no compiled fast kernel here
+                p = self.pipeline
+                self._bytes_pipeline = type(p)(
+                    p.serializer, p.prior, p.coder, (), p.window, p.batch
+                )
+        return self._bytes_pipeline
+
+
+BYTES_PIPELINE: dict[str, Any] = {"prior": {"name": "float", "level": 1}}
+"""What byte tensors are coded with (see :class:`FileEncoder`)."""
+
+
+def compress_file(
+    src: IO[bytes],
+    layout: FileLayout,
+    source_name: str,
+    out: IO[bytes],
+    encoder: FileEncoder,
+    progress: Progress,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    jobs: int = 1,
+    source_hash: FileHash | None = None,
+) -> CompressResult:
+    """Code every tensor of ``layout`` (read from ``src``) into an archive written to ``out``.
+    With lossy stages (``encoder.lossless`` false) decoding gives the stages' reconstruction of
+    the arrays, so the manifest does not promise the source's bytes.
+
+    With ``jobs > 1`` the file's SHA-256 runs on a thread of its own (``source_hash``: one the
+    caller started earlier on ``src``), and when the pipeline may run on several threads at once
+    (``encoder.concurrent``: a thread-safe prior) chunks are coded ahead of the writes
+    (:func:`run_ahead`), ``jobs`` at a time: reading, hashing and writing overlap the coding. A
+    chunk gets one thread (threads that keep their buffers, no more threads than cores), except
+    in a short last round, whose chunks share the cores through their blocks
+    (:func:`round_jobs`), so no core waits at the end. The bytes do not depend on ``jobs``."""
+    lossless = encoder.lossless
+    concurrent = encoder.concurrent
+    jobs = resolve_jobs(jobs)
+    layout.identical = layout.identical and lossless
+    if not lossless:
+        layout.notes.append("lossy stages: decompression gives their reconstruction")
+    file_hash = source_hash or FileHash(src, jobs)
+    writer: ArchiveWriter | None = None
+    try:
+        writer = ArchiveWriter(out)
+        members: list[list[str]] = [[] for _ in layout.tensors]
+        counts = [len(chunk_shapes(t, chunk_bytes)) for t in layout.tensors]
+
+        def chunks() -> Iterator[tuple[int, int, int, Callable[[], np.ndarray], int]]:
+            n, total = 0, sum(counts)
+            for index, stream in tensor_streams(src, layout, source_name):
+                tensor = layout.tensors[index]
+                for i, read in enumerate(chunk_readers(stream, tensor, chunk_bytes, source_name)):
+                    block_jobs = round_jobs(jobs, n, total) if concurrent else jobs
+                    yield index, i, counts[index], read, block_jobs
+                    n += 1
+
+        def code(
+            item: tuple[int, int, int, Callable[[], np.ndarray], int],
+        ) -> tuple[int, int, int, bytes]:
+            index, i, count, read, block_jobs = item
+            chunk = read()  # on the coding thread where the file allows it
+            view, note = coding_view(chunk)
+            update = progress.chunk(chunk.nbytes, encoder.n_symbols(view.nbytes))
+            code_with = encoder.byte_run if layout.tensors[index].bytes_only else encoder.tensor
+            blob = with_view(code_with(view, update, block_jobs), note)
+            update.finish()
+            return index, i, count, blob
+
+        # With a thread-safe prior, ``jobs`` chunks are coded at a time (see the docstring). A
+        # prior that is not thread-safe (a language model) codes in the caller's thread: nothing
+        # to overlap with its slow chunks, and Ctrl-C then stops it at once.
+        ahead = jobs if concurrent else 1
+        for index, i, count, blob in run_ahead(code, chunks(), ahead, workers=ahead):
+            name = writer.member_name(layout.tensors[index].name, i, count)
+            writer.add(name, blob)
+            members[index].append(name)
+            interrupts.check()  # a Ctrl-C that arrived inside a C callback
+        progress.finish_chunk()
+        source = {"name": source_name, "size": layout.size, "sha256": file_hash.result()}
+        manifest = manifest_for(layout, source, members, chunk_bytes)
+        _check_manifest(manifest, writer.members, source_name)
+        writer.close(manifest)
+        writer = None
+    finally:  # an error or Ctrl-C does not wait for the rest of the file to be hashed
+        if writer is not None:  # nor leaves a zip that tries to finish itself later
+            writer.abort()
+        if source_hash is None:
+            file_hash.cancel()
+    total = sum(t.nbytes for t in layout.tensors)
+    return CompressResult(total, layout.size, len(layout.tensors))
+
+
+def _check_manifest(manifest: dict[str, Any], listed: list[Any], where: str) -> None:
+    """Refuse to write an archive whose manifest the reader would refuse (over its size or
+    value caps): whatever compress accepts, decompress restores. Literal runs over
+    :data:`~lmgc_core.files.segments.LITERAL_MAX` are byte tensors, so only a file of very many
+    members or tensors gets here."""
+    text = json.dumps({**manifest, "members": listed}, separators=(",", ":")).encode()
+    what = f"{where}: the archive's manifest"
+    if len(text) > archive.MAX_MANIFEST:
+        raise InputFileError(
+            f"{what} would take {len(text)} bytes, over the {archive.MAX_MANIFEST} lmgc reads "
+            "(too many tensors or zip members for one archive)"
+        )
+    try:
+        container.check_json_text(
+            text, what, archive.MAX_MANIFEST, archive.MAX_MANIFEST_VALUES,
+            archive.MAX_MANIFEST_DEPTH,
+        )  # fmt: skip
+    except StreamError as exc:
+        raise InputFileError(f"{exc} (too many tensors, or metadata nested too deep)") from None
+
+
+# -- decoding --------------------------------------------------------------------------------------
+
+
+class StreamDecoder:
+    """Decodes member streams with the pipeline each records, built once per configuration
+    (an LM prior loads its model once per run, not once per chunk)."""
+
+    def __init__(self, force: bool = False, model: str | None = None, jobs: int = 1) -> None:
+        self.force = force
+        self.model = model
+        self.jobs = jobs
+        self._pipelines: dict[str, Any] = {}
+
+    def pipeline(self, header: dict[str, Any]) -> Any:
+        from lmgc_core.coding.pipeline import Pipeline
+
+        config = header.get("pipeline")
+        if not isinstance(config, dict):
+            raise StreamError("stream header has no pipeline configuration")
+        key = json.dumps(config, sort_keys=True, default=str)
+        if key not in self._pipelines:
+            config = dict(config)
+            if self.model:
+                prior = config.get("prior")
+                config["prior"] = {
+                    **(prior if isinstance(prior, dict) else {}),
+                    "model": self.model,
+                }
+            try:
+                self._pipelines[key] = Pipeline.from_config(config)
+            except (ConfigError, PluginError) as exc:
+                if self.model:  # the user's model, not the stream, is the problem
+                    if isinstance(exc, ConfigError):
+                        exc = explain_bad_option(exc)
+                    raise type(exc)(f"cannot decode with --model {self.model}: {exc}") from None
+                if isinstance(exc, PluginError):
+                    raise
+                raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
+        return self._pipelines[key]
+
+    def decode(
+        self,
+        blob: bytes,
+        progress: Callable[[int], None] | None = None,
+        jobs: int | None = None,
+        max_nbytes: int | None = None,
+    ) -> np.ndarray:
+        """The stored (C-order) array of a stream: a dtype view undone, a transposition kept.
+        ``jobs`` threads for its blocks (default: the decoder's); a stream declaring more than
+        ``max_nbytes`` is refused before anything is allocated."""
+        from lmgc_core.coding.pipeline import read_header
+
+        header = read_header(blob)
+        arr = self.pipeline(header).decompress(
+            blob,
+            force=self.force,
+            progress=progress,
+            jobs=self.jobs if jobs is None else jobs,
+            max_nbytes=max_nbytes,
+        )
+        note = header.get(VIEW_KEY)
+        if isinstance(note, dict) and "dtype" in note:
+            arr = restore_view(arr, {"dtype": note["dtype"]})
+        return arr
+
+
+def _symbol_count(header: dict[str, Any]) -> int:
+    """Symbols the step engine will report for a stream (0 for whole-array parts, whose
+    progress arrives when the part is done); a damaged header is a StreamError."""
+    try:
+        parts = header.get("parts", [])
+        return sum(int(p.get("n_symbols", 0)) for p in parts)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise StreamError(f"bad part entry in header: {exc}") from None
+
+
+def check_chunk_header(reader: ArchiveReader, index: int, i: int, header: dict[str, Any]) -> None:
+    """Refuse member ``i`` of tensor ``index`` when its stream header declares an array other
+    than the chunk the manifest says it holds (dtype and shape of
+    :func:`~lmgc_core.files.readers.chunk_shapes`, as :func:`compress_file` cut it) -- before
+    anything is
+    decoded, so a small member declaring gigabytes costs nothing. Bare streams and pre-manifest
+    archives have only the header to go by."""
+    entry = reader.entries[index]
+    tensor = entry.tensor
+    if tensor is None or reader.chunk_bytes is None:
+        return
+    if entry.chunk_shapes is None:  # once per tensor: it has as many chunks as members
+        entry.chunk_shapes = chunk_shapes(tensor, reader.chunk_bytes)
+    want = entry.chunk_shapes[i]
+    got = tensor_from_header(tensor.name, header)
+    if got.dtype != tensor.dtype or got.shape != want or got.fortran:
+        raise StreamError(
+            f"{reader.where}: member {entry.members[i]!r} declares {got.dtype} {got.shape}, "
+            f"the manifest says chunk {i} of tensor {tensor.name!r} is {tensor.dtype} {want}"
+        )
+
+
+def tensor_from_header(name: str, header: dict[str, Any]) -> Tensor:
+    """What a stream holds, from its header alone (dtype, shape, memory order)."""
+    try:
+        dtype = parse_dtype(header["array"]["dtype"])
+        shape = tuple(int(n) for n in header["array"]["shape"])
+        note = header.get(VIEW_KEY) or {}
+        if not isinstance(note, dict):
+            raise TypeError("bad view note")
+        if "dtype" in note:
+            dtype = decode_dtype(note["dtype"])
+            if view_dtype(dtype)[1] != 1:
+                shape = shape[:-1]
+        fortran = note.get("order") == "F" and len(shape) > 1
+        return Tensor(name, dtype, shape[::-1] if fortran else shape, fortran=fortran)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StreamError(f"stream header has a bad array entry ({exc})") from None
+
+
+class ArchiveDecoder:
+    """Decoded tensors of an archive, chunk by chunk, each checked against the manifest."""
+
+    def __init__(
+        self, reader: ArchiveReader, decoder: StreamDecoder, progress: Progress | None = None
+    ) -> None:
+        from lmgc_core.coding.pipeline import read_header
+
+        self.reader = reader
+        self.decoder = decoder
+        self.progress = progress or Progress(0, "decompress", quiet=True)
+        self._headers: dict[str, dict[str, Any]] = {}
+        self._serial = threading.Lock()
+        self.tensors: list[Tensor] = []
+        for entry in reader.entries:
+            if entry.tensor is None:  # bare stream / pre-manifest archive
+                header = read_header(reader.read_member(entry.members[0]))
+                entry.tensor = tensor_from_header(entry.name, header)
+            self.tensors.append(entry.tensor)
+
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    def chunks(self, index: int) -> Iterator[np.ndarray]:
+        """The tensor's decoded chunks, in order. With ``jobs > 1`` and a thread-safe pipeline,
+        members are decoded ahead (:func:`run_ahead`, ``jobs`` at a time, their blocks on
+        :func:`round_jobs` threads, as in :func:`compress_file`), so reading the archive and
+        writing the output overlap the decoding. Pipelines are built here, on the caller's
+        thread; a later member's pipeline that is not thread-safe decodes under a lock."""
+        from lmgc_core.coding.pipeline import read_header
+
+        entry: Entry = self.reader.entries[index]
+        tensor = self.tensors[index]
+
+        jobs = resolve_jobs(self.decoder.jobs)
+
+        def members() -> Iterator[tuple[str, bytes, Any, int]]:
+            for i, member in enumerate(entry.members):
+                blob = self.reader.read_member(member)
+                header = read_header(blob)
+                check_chunk_header(self.reader, index, i, header)  # before any allocation
+                block_jobs = round_jobs(jobs, i, len(entry.members))
+                yield member, blob, self.decoder.pipeline(header), block_jobs
+
+        def decode(item: tuple[str, bytes, Any, int]) -> tuple[str, np.ndarray]:
+            member, blob, pipeline, block_jobs = item
+            header = read_header(blob)
+            update = self.progress.chunk(_stream_bytes(header), _symbol_count(header))
+            with nullcontext() if pipeline.prior.thread_safe else self._serial:
+                arr = self.decoder.decode(
+                    blob, update, block_jobs if safe else jobs, max_nbytes=tensor.nbytes
+                )
+            update.finish()
+            return member, arr
+
+        items = members()
+        first = next(items, None)
+        queue = iter(()) if first is None else chain([first], items)
+        # Decode ahead only when the pipeline is thread-safe; a language model decodes in the
+        # caller's thread as before (nothing to overlap, and Ctrl-C stops it at once).
+        safe = first is not None and first[2].prior.thread_safe
+        ahead = jobs if safe else 1
+        done = 0
+        for member, arr in run_ahead(decode, queue, ahead, workers=ahead):
+            if arr.dtype != tensor.dtype or done + arr.nbytes > tensor.nbytes:
+                raise StreamError(
+                    f"{self.reader.where}: member {member!r} holds {arr.dtype} data that does "
+                    f"not fit tensor {tensor.name!r} ({tensor.dtype}, {tensor.nbytes} bytes)"
+                )
+            done += arr.nbytes
+            yield arr
+        self.progress.finish_chunk()
+        if done != tensor.nbytes:
+            raise StreamError(
+                f"{self.reader.where}: tensor {tensor.name!r} decodes to {done} bytes, "
+                f"the manifest says {tensor.nbytes}"
+            )
+
+
+def _stream_bytes(header: dict[str, Any]) -> int:
+    try:
+        n = int(np.prod([int(d) for d in header["array"]["shape"]], dtype=object))
+        return n * parse_dtype(header["array"]["dtype"]).itemsize
+    except (KeyError, TypeError, ValueError, LMGCError):
+        return 0
+
+
+def decompress_archive(
+    reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO[bytes]
+) -> bool:
+    """Write the archive's tensors as ``fmt`` to ``out``. Returns True when the result was
+    checked byte for byte against the source file's SHA-256 (a rebuild of the source)."""
+    sink = writers.HashingWriter(out)
+    if fmt == reader.format and reader.segments is not None:
+        writers.rebuild(reader.segments, dec.chunks, sink)
+        if reader.identical:
+            want = reader.source.get("sha256")
+            if sink.size != reader.source.get("size") or sink.sha.hexdigest() != want:
+                raise ChecksumError(
+                    f"{reader.where}: the rebuilt {fmt} file does not match the source's SHA-256"
+                )
+            return True
+        return False
+    if fmt == "npy":
+        writers.write_npy(dec.tensors, dec.chunks, sink)
+    elif fmt == "npz":
+        writers.write_npz(dec.tensors, dec.chunks, sink)
+    elif fmt == "safetensors":
+        writers.write_safetensors(dec.tensors, reader.metadata, dec.chunks, sink)
+    elif fmt == "raw":
+        writers.write_raw(dec.tensors, dec.chunks, sink)
+    else:
+        raise InputFileError(f"unknown output format {fmt!r}")
+    return False

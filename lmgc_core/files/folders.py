@@ -1,0 +1,348 @@
+"""Model folders (config, tokenizer, sharded weights) compressed file by file, and back.
+
+``compress_folder`` codes every file lmgc can read as tensors (safetensors shards, torch
+files, ``.npy``/``.npz``) into ``<name>.lmgc`` next to copies of the other files, and writes
+``lmgc_folder.json``: which files were coded, which copied, and which it tried and could not code
+(copied too, with the reason). ``decompress_folder`` gives the folder back byte for byte. The
+per-file functions (:func:`compress_path`, :func:`decompress_path`) are what the
+``lmgc.safetensors`` API writes and reads with too.
+
+Names stay as transformers expects them in the index JSON: ``model-00001-of-00002.safetensors``
+becomes ``model-00001-of-00002.safetensors.lmgc``, the index is copied as it is (see
+:mod:`lmgc_core.integrations.hf`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from lmgc_core.files import torch_zip
+from lmgc_core.files.archive import SUFFIX
+from lmgc_core.files.segments import InputFileError
+from lmgc_core.util.errors import ConfigError, LMGCError
+from lmgc_core.util.progress import Progress
+
+FOLDER_MANIFEST = "lmgc_folder.json"
+INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
+TENSOR_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth")
+_COPY_BLOCK = 1 << 20
+
+
+class FolderError(LMGCError):
+    """A model folder lmgc cannot compress or restore (a shard index naming missing files, a
+    damaged folder manifest)."""
+
+
+# -- one file ------------------------------------------------------------------------------------
+
+
+def default_pipeline() -> Any:
+    from lmgc_core.coding.pipeline import Pipeline
+
+    return Pipeline.from_config({})
+
+
+def compress_stream(
+    src: IO[bytes],
+    size: int,
+    name: str,
+    out: IO[bytes],
+    pipeline: Any = None,
+    progress: Progress | None = None,
+    jobs: int = 1,
+) -> None:
+    """Code the tensor file open as ``src`` (named ``name``: its format comes from the name, else
+    its magic bytes) into an lmgc archive on ``out`` -- the same archive ``lmgc compress``
+    writes."""
+    from lmgc_core.files.filecodec import DEFAULT_CHUNK_BYTES, FileEncoder, compress_file
+    from lmgc_core.files.readers import scan
+
+    pipeline = pipeline or default_pipeline()
+    layout = scan(src, size, name, None, None)
+    compress_file(
+        src, layout, name, out, FileEncoder(pipeline),
+        progress or Progress(0, "compress", quiet=True), DEFAULT_CHUNK_BYTES, jobs,
+    )  # fmt: skip
+
+
+def compress_path(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    pipeline: Any = None,
+    progress: Progress | None = None,
+    jobs: int = 1,
+) -> None:
+    """``lmgc compress SRC -o DST`` as a function (``DST`` replaced only when all went well)."""
+    from lmgc_core.files.outputs import atomic_output
+
+    with open(src, "rb") as f, atomic_output(str(dst), True) as out:
+        compress_stream(f, os.fstat(f.fileno()).st_size, Path(src).name, out, pipeline,
+                        progress, jobs)  # fmt: skip
+
+
+def decompress_path(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    progress: Progress | None = None,
+    jobs: int = 1,
+) -> bool:
+    """``lmgc decompress SRC -o DST``: the source file back, checked against its SHA-256 (True;
+    False when lossy stages made the archive, whose arrays are then their reconstruction)."""
+    from lmgc_core.files.archive import ArchiveReader
+    from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
+    from lmgc_core.files.outputs import atomic_output
+
+    with open(src, "rb") as f:
+        reader = ArchiveReader(f, str(src))
+        if reader.format is None or reader.segments is None:
+            raise FolderError(f"{src}: not an lmgc archive of a file (no source to rebuild)")
+        dec = ArchiveDecoder(reader, StreamDecoder(jobs=jobs), progress)
+        with atomic_output(str(dst), True) as out:
+            return decompress_archive(reader, dec, reader.format, out)
+
+
+# -- folders -------------------------------------------------------------------------------------
+
+
+@dataclass
+class FolderResult:
+    coded: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
+    uncoded: list[tuple[str, str]] = field(default_factory=list)
+    """Files that looked like tensors but could not be coded: ``(path, reason)``; copied."""
+    source_bytes: int = 0
+    written_bytes: int = 0
+    lossy: list[str] = field(default_factory=list)
+    """Decompressed files that are a lossy pipeline's reconstruction, not the source."""
+
+
+def _files(root: Path) -> Iterator[str]:
+    """Every regular file under ``root`` (relative POSIX paths, sorted, symlinks followed)."""
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder, name)
+            if path.is_file():
+                yield path.relative_to(root).as_posix()
+
+
+def is_tensor_file(path: Path) -> bool:
+    """Worth trying to code: a tensor suffix, or a ``.bin`` that is a torch.save zip."""
+    name = path.name.lower()
+    if name.endswith(TENSOR_SUFFIXES):
+        return True
+    if name.endswith(".bin"):
+        with open(path, "rb") as f:
+            return torch_zip.is_torch_zip(f)
+    return False
+
+
+def check_indexes(root: Path, files: list[str]) -> None:
+    """Every shard index (``*.safetensors.index.json``) must name files that are there."""
+    present = set(files)
+    for rel in files:
+        if not rel.endswith(INDEX_SUFFIXES):
+            continue
+        try:
+            index = json.loads((root / rel).read_text("utf-8"))
+            shards = set(index["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise FolderError(f"{root / rel}: not a readable shard index ({exc})") from None
+        base = Path(rel).parent
+        missing = sorted(s for s in shards if (base / str(s)).as_posix() not in present)
+        if missing:
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise FolderError(
+                f"{root / rel} names {len(missing)} file(s) missing from the folder: {shown}"
+            )
+
+
+def _prepare_output(out_dir: Path, force: bool) -> None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ConfigError(f"{out_dir} exists and is not a folder")
+        if any(out_dir.iterdir()) and not force:
+            raise ConfigError(f"{out_dir} is not empty; use --force to write into it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _copy(src: Path, dst: Path, progress: Progress) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.part")
+    try:
+        with open(src, "rb") as f, open(tmp, "wb") as out:
+            while block := f.read(_COPY_BLOCK):
+                out.write(block)
+                progress.chunk(len(block), 0).finish()
+        shutil.copymode(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def compress_folder(
+    src_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    pipeline: Any = None,
+    jobs: int = 1,
+    quiet: bool = True,
+    force: bool = False,
+) -> FolderResult:
+    """Code every tensor file of ``src_dir`` into ``out_dir/<name>.lmgc``, copy the rest, write
+    ``lmgc_folder.json``. The progress bar counts the source bytes."""
+    root, out = Path(src_dir), Path(out_dir)
+    if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
+        raise ConfigError(f"{out}: the output folder must not be inside {root}")
+    files = list(_files(root))
+    if FOLDER_MANIFEST in files:
+        raise FolderError(f"{root} holds {FOLDER_MANIFEST}: it is already an lmgc folder")
+    check_indexes(root, files)
+    _prepare_output(out, force)
+    pipeline = pipeline or default_pipeline()
+    result = FolderResult()
+    total = sum((root / rel).stat().st_size for rel in files)
+    with Progress(total, "compress", quiet) as bar:
+        for rel in files:
+            path = root / rel
+            size = path.stat().st_size
+            result.source_bytes += size
+            if is_tensor_file(path):
+                done = bar.done
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    compress_path(path, out / (rel + SUFFIX), pipeline, bar, jobs)
+                except InputFileError as exc:  # not the file its name says: kept as it is
+                    reason = str(exc).removeprefix(f"{path.name}: ")
+                    result.uncoded.append((rel, reason))  # its bytes count as copied
+                else:
+                    bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers, zip
+                    result.coded.append(rel)
+                    result.written_bytes += (out / (rel + SUFFIX)).stat().st_size
+                    continue
+            _copy(path, out / rel, bar)
+            result.copied.append(rel)
+            result.written_bytes += size
+    manifest = {
+        "lmgc_folder": 1,
+        "coded": result.coded,
+        "copied": result.copied,
+        "uncoded": [{"path": p, "reason": r} for p, r in result.uncoded],
+    }
+    (out / FOLDER_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return result
+
+
+def _read_folder_manifest(root: Path) -> tuple[list[str], list[str]]:
+    """``(coded, copied)`` from ``lmgc_folder.json``; without one, every ``*.lmgc`` is coded."""
+    path = root / FOLDER_MANIFEST
+    if not path.exists():
+        files = list(_files(root))
+        if not any(f.endswith(SUFFIX) for f in files):
+            raise FolderError(
+                f"{root}: not a folder written by `lmgc compress` (no {FOLDER_MANIFEST}, "
+                "no .lmgc files)"
+            )
+        return (
+            [f[: -len(SUFFIX)] for f in files if f.endswith(SUFFIX)],
+            [f for f in files if not f.endswith(SUFFIX)],
+        )
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+        coded, copied = list(doc["coded"]), list(doc["copied"])
+        if doc.get("lmgc_folder") != 1 or not all(isinstance(p, str) for p in coded + copied):
+            raise ValueError("unknown version or bad entries")
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise FolderError(f"{path}: damaged folder manifest ({exc})") from None
+    for rel in coded + copied:  # the manifest must not send writes outside the folder
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise FolderError(f"{path}: names a path outside the folder: {rel!r}")
+    return coded, copied
+
+
+def decompress_folder(
+    src_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    jobs: int = 1,
+    quiet: bool = True,
+    force: bool = False,
+) -> FolderResult:
+    """The folder ``compress_folder`` was given, byte for byte (each file's SHA-256 checked)."""
+    from lmgc_core.files.archive import ArchiveReader
+
+    root, out = Path(src_dir), Path(out_dir)
+    coded, copied = _read_folder_manifest(root)
+    missing = [r + SUFFIX for r in coded if not (root / (r + SUFFIX)).is_file()]
+    missing += [r for r in copied if not (root / r).is_file()]
+    if missing:
+        raise FolderError(f"{root}: files listed in {FOLDER_MANIFEST} are missing: "
+                          + ", ".join(missing[:5]))  # fmt: skip
+    _prepare_output(out, force)
+    total = 0
+    for rel in coded:
+        with open(root / (rel + SUFFIX), "rb") as f:
+            size = ArchiveReader(f, rel).source.get("size")
+            total += size if type(size) is int else 0
+    total += sum((root / rel).stat().st_size for rel in copied)
+    result = FolderResult()
+    with Progress(total, "decompress", quiet) as bar:
+        for rel in coded:
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            done = bar.done
+            if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs):
+                result.lossy.append(rel)
+            size = (out / rel).stat().st_size
+            bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers: not decoded
+            result.coded.append(rel)
+        for rel in copied:
+            _copy(root / rel, out / rel, bar)
+            result.copied.append(rel)
+    return result
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def _say(message: str, err: bool = False) -> None:
+    import click
+
+    click.echo(message, err=err)
+
+
+def compress_folder_command(
+    input: str, output: str | None, force: bool, quiet: bool, jobs: int, pipeline: Any
+) -> None:
+    """``lmgc compress MODEL_DIR -o OUT_DIR``: files it could not code are listed on stderr."""
+    if output is None:
+        raise ConfigError(f"{input} is a folder: name the output folder with -o OUT_DIR")
+    result = compress_folder(input, output, pipeline, jobs, quiet, force)
+    for rel, reason in result.uncoded:
+        _say(f"warning: {rel}: copied, not coded ({' '.join(reason.split())})", err=True)
+    if not quiet:
+        rate = 100 * result.written_bytes / result.source_bytes if result.source_bytes else 0.0
+        _say(
+            f"{input}: {result.source_bytes} -> {result.written_bytes} bytes ({rate:.2f}%) -> "
+            f"{output} ({len(result.coded)} coded, {len(result.copied)} copied)"
+        )
+
+
+def decompress_folder_command(
+    input: str, output: str | None, force: bool, quiet: bool, jobs: int
+) -> None:
+    """``lmgc decompress OUT_DIR -o DIR``: the folder back, each file checked."""
+    if output is None:
+        raise ConfigError(f"{input} is a folder: name the output folder with -o DIR")
+    result = decompress_folder(input, output, jobs, quiet, force)
+    for rel in result.lossy:
+        _say(f"warning: {rel}: lossy stages: the arrays are their reconstruction", err=True)
+    if not quiet:
+        _say(
+            f"{input} -> {output} ({len(result.coded) - len(result.lossy)} files identical to "
+            f"their sources, SHA-256 verified; {len(result.copied)} copied)"
+        )

@@ -1,0 +1,104 @@
+"""``.npy`` headers: parsed by hand (not ``np.load``) so that a bad file gives one clear error,
+the exact header bytes are kept for a byte-identical rebuild, and the data is never loaded whole.
+"""
+
+from __future__ import annotations
+
+import ast
+import struct
+from functools import partial
+from typing import IO, Any
+
+import numpy as np
+
+from lmgc_core.files.segments import Data, FileLayout, InputFileError, Literal, Tensor, byte_run
+
+MAGIC = b"\x93NUMPY"
+MAX_HEADER = 1 << 20
+
+
+def read_header(f: IO[bytes], where: str) -> tuple[bytes, dict[str, Any]]:
+    """The raw header bytes (magic included) and its parsed ``descr``/``fortran_order``/``shape``,
+    reading from ``f``'s current position."""
+    start = f.read(8)
+    if len(start) < 8 or start[:6] != MAGIC:
+        raise InputFileError(f"{where}: not a .npy file (bad magic)")
+    major, minor = start[6], start[7]
+    if (major, minor) not in ((1, 0), (2, 0), (3, 0)):
+        raise InputFileError(f"{where}: unsupported .npy version {major}.{minor}")
+    size_bytes = f.read(2 if major == 1 else 4)
+    if len(size_bytes) < (2 if major == 1 else 4):
+        raise InputFileError(f"{where}: .npy file ends inside its header")
+    (length,) = struct.unpack("<H" if major == 1 else "<I", size_bytes)
+    if length > MAX_HEADER:
+        raise InputFileError(f"{where}: .npy header of {length} bytes is implausible")
+    text = f.read(length)
+    if len(text) < length:
+        raise InputFileError(f"{where}: .npy file ends inside its header")
+    try:
+        literal = ast.literal_eval(text.decode("utf8" if major == 3 else "latin1"))
+    except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError, TypeError):
+        raise InputFileError(f"{where}: .npy header is not a Python literal") from None
+    if not isinstance(literal, dict) or set(literal) != {"descr", "fortran_order", "shape"}:
+        raise InputFileError(f"{where}: .npy header lacks descr/fortran_order/shape")
+    return start + size_bytes + text, literal
+
+
+def tensor_of(header: dict[str, Any], name: str, where: str) -> Tensor:
+    """The tensor a parsed header describes (object dtypes refused)."""
+    try:
+        dtype = np.lib.format.descr_to_dtype(header["descr"])
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+        raise InputFileError(f"{where}: .npy header has a bad descr {header['descr']!r}") from None
+    if dtype.hasobject:
+        raise InputFileError(
+            f"{where}: dtype {dtype} holds Python objects (pickled), which lmgc cannot compress"
+        )
+    shape = header["shape"]
+    if not isinstance(shape, tuple) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise InputFileError(f"{where}: .npy header has a bad shape {shape!r}")
+    fortran = header["fortran_order"]
+    if not isinstance(fortran, bool):
+        raise InputFileError(f"{where}: .npy header has a bad fortran_order {fortran!r}")
+    return Tensor(name, dtype, shape, fortran=fortran and len(shape) > 1)
+
+
+def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
+    """Layout of a whole ``.npy`` file: header literal, then the data, then nothing."""
+    raw, header = read_header(f, where)
+    tensor = tensor_of(header, "", where)
+    end = len(raw) + tensor.nbytes
+    if size < end:
+        raise InputFileError(
+            f"{where}: truncated .npy file ({size} bytes, its header promises {end})"
+        )
+    layout = FileLayout("npy", size, [tensor], [Literal(raw), Data(0, len(raw))])
+    if size > end:  # trailing bytes np.load ignores: kept, as a byte tensor when large
+        read = partial(_read, f, end, size - end)
+        layout.segments.append(byte_run(read, end, size - end, layout.tensors, where))
+    return layout
+
+
+def _read(f: IO[bytes], offset: int, n: int) -> bytes:
+    f.seek(offset)
+    return f.read(n)
+
+
+def header_bytes(tensor: Tensor) -> bytes:
+    """A header as ``np.save`` writes it (version 1.0 when it fits, else 2.0 / 3.0)."""
+    import io
+
+    d = {
+        "descr": np.lib.format.dtype_to_descr(tensor.dtype),
+        "fortran_order": tensor.fortran,
+        "shape": tuple(tensor.shape),
+    }
+    buf = io.BytesIO()
+    try:  # what np.save does: version 1.0 when the header fits, else 2.0
+        np.lib.format.write_array_header_1_0(buf, d)
+    except ValueError:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buf, d)
+    return buf.getvalue()

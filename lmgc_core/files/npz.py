@@ -1,0 +1,181 @@
+"""``.npz`` (a zip of ``.npy`` members) as segments, for any zip writer, stored or deflated.
+
+Everything but the arrays' data — local headers, ``.npy`` headers, data descriptors, the central
+directory, members that are not ``.npy`` — is kept as literal bytes, so a stored (``np.savez``)
+archive comes back byte for byte whatever wrote it. A deflated member
+(``np.savez_compressed``) comes back byte for byte when deflating its content again with
+zlib's default level reproduces the stored bytes, which :func:`scan` checks; otherwise the
+layout is marked not ``identical`` and the arrays still come back exactly.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+import zlib
+from functools import partial
+from typing import IO, Any
+
+from lmgc_core.files.npy import MAGIC, read_header, tensor_of
+from lmgc_core.files.segments import Data, Deflated, FileLayout, InputFileError, Literal, byte_run
+
+_LOCAL = struct.Struct("<4s22xHH")
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,  # a seek to a damaged (negative) offset: EINVAL
+    ValueError,
+    EOFError,
+    struct.error,
+    NotImplementedError,
+    RuntimeError,
+    KeyError,
+    UnicodeDecodeError,
+    zlib.error,
+    OverflowError,
+)
+"""What zipfile raises on damaged archives."""
+
+
+def open_zip(f: IO[bytes], where: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(f)
+    except ZIP_ERRORS as exc:
+        raise InputFileError(f"{where}: not a valid zip/.npz file ({exc})") from None
+
+
+def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
+    zf = open_zip(f, where)
+    try:
+        return _scan(zf, f, size, where)
+    except ZIP_ERRORS as exc:
+        raise InputFileError(f"{where}: damaged .npz file ({exc})") from None
+
+
+def member_data_span(
+    f: IO[bytes], info: zipfile.ZipInfo, pos: int, size: int, where: str
+) -> tuple[int, int]:
+    """Where a member's (compressed) data lies in the file, from its local header; the member
+    must start at or after ``pos`` (the end of the one before) and end inside the file."""
+    f.seek(info.header_offset)
+    local = f.read(_LOCAL.size)
+    if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
+        raise InputFileError(f"{where}: member {info.filename!r} has no local header")
+    _, name_len, extra_len = _LOCAL.unpack(local)
+    start = info.header_offset + _LOCAL.size + name_len + extra_len
+    end = start + info.compress_size
+    if info.header_offset < pos or end > size:
+        raise InputFileError(f"{where}: member {info.filename!r} overlaps or is truncated")
+    return start, end
+
+
+def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayout:
+    layout = FileLayout("npz", size, [], [])
+    pos = 0
+    for info in sorted(zf.infolist(), key=lambda i: i.header_offset):
+        if info.flag_bits & 1:
+            raise InputFileError(f"{where}: member {info.filename!r} is encrypted")
+        if not pos <= info.header_offset < size:
+            raise InputFileError(f"{where}: member {info.filename!r} overlaps or lies outside")
+        start, end = member_data_span(f, info, pos, size, where)
+        layout.segments.append(file_run(f, pos, start - pos, layout, where))
+        where_m = f"{where}: member {info.filename!r}"
+        layout.segments.extend(_member(zf, f, info, start, layout, where_m))
+        pos = end
+    layout.segments.append(file_run(f, pos, size - pos, layout, where))
+    return layout
+
+
+def _read_at(f: IO[bytes], offset: int, n: int) -> bytes:
+    f.seek(offset)
+    data = f.read(n)
+    if len(data) != n:
+        raise InputFileError("file ended early")
+    return data
+
+
+def file_run(f: IO[bytes], offset: int, n: int, layout: FileLayout, where: str) -> Literal | Data:
+    """Bytes of a zip source that are not array data (records, other members, padding), kept as
+    they are: a literal, or a byte tensor when large, so the manifest stays small."""
+    return byte_run(partial(_read_at, f, offset, n), offset, n, layout.tensors, where)
+
+
+def _member_tail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, end: int) -> bytes:
+    with zf.open(info) as m:
+        m.seek(end)
+        return m.read()
+
+
+def _member(
+    zf: zipfile.ZipFile,
+    f: IO[bytes],
+    info: zipfile.ZipInfo,
+    start: int,
+    layout: FileLayout,
+    where: str,
+) -> list[Any]:
+    """Segments of one member's stored bytes."""
+    name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+    if info.compress_type == zipfile.ZIP_STORED:
+        f.seek(start)
+        if f.read(6) != MAGIC:
+            return [file_run(f, start, info.compress_size, layout, where)]  # not an array: as is
+        f.seek(start)
+        raw, header = read_header(f, where)
+        end = _add_tensor(raw, header, name, info.compress_size, layout, where)
+        segments: list[Any] = [Literal(raw), Data(len(layout.tensors) - 1, start + len(raw))]
+        if info.compress_size > end:  # bytes after the array: kept
+            segments.append(file_run(f, start + end, info.compress_size - end, layout, where))
+        return segments
+    if info.compress_type != zipfile.ZIP_DEFLATED:
+        layout.notes.append(f"{where} uses zip method {info.compress_type}: kept as it is")
+        return [file_run(f, start, info.compress_size, layout, where)]
+    with zf.open(info) as m:
+        if m.read(6) != MAGIC:
+            return [file_run(f, start, info.compress_size, layout, where)]
+    with zf.open(info) as m:
+        raw, header = read_header(m, where)
+    end = _add_tensor(raw, header, name, info.file_size, layout, where)
+    inner: list[Any] = [Literal(raw), Data(len(layout.tensors) - 1, len(raw))]
+    if info.file_size > end:  # offsets within the member: label the byte tensor with its name
+        read = partial(_member_tail, zf, info, end)
+        n = info.file_size - end
+        inner.append(byte_run(read, end, n, layout.tensors, where, f"{info.filename}+"))
+    if not _redeflates(zf, f, info, start):
+        layout.identical = False
+        layout.notes.append(
+            f"{where} was deflated by a zlib this machine does not reproduce: decompression "
+            "gives the same arrays, not the same bytes"
+        )
+    return [Deflated(start, info.compress_size, -1, inner, member=info.filename)]
+
+
+def _add_tensor(
+    raw: bytes, header: dict[str, Any], name: str, member_size: int, layout: FileLayout, where: str
+) -> int:
+    """Record the member's tensor; returns where its data ends within the member."""
+    tensor = tensor_of(header, name, where)
+    end = len(raw) + tensor.nbytes
+    if member_size < end:
+        raise InputFileError(f"{where}: truncated array ({member_size} bytes, needs {end})")
+    layout.tensors.append(tensor)
+    return end
+
+
+def _redeflates(zf: zipfile.ZipFile, f: IO[bytes], info: zipfile.ZipInfo, start: int) -> bool:
+    """Does deflating the member's content with zlib's default level (what zipfile and
+    ``np.savez_compressed`` use) give back exactly its stored bytes?"""
+    packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    done = 0
+    with zf.open(info) as m:
+        while True:
+            chunk = m.read(1 << 20)
+            out = packer.compress(chunk) if chunk else packer.flush()
+            if out:
+                f.seek(start + done)
+                if f.read(len(out)) != out:
+                    return False
+                done += len(out)
+            if not chunk:
+                break
+    return done == info.compress_size

@@ -1,0 +1,106 @@
+"""Where the CLI reads and writes: files or ``-`` (stdin/stdout), never a half-written output.
+
+Outputs go to a temporary file in the target's folder and are renamed over the target only
+when the whole run succeeded (checksums included); a failure or Ctrl-C removes the temporary
+file. Standard input is spooled to a temporary file, because archives and safetensors are read
+out of order; standard output receives the finished file in one go.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import click
+
+from lmgc_core.util.errors import LMGCError, MismatchError, StreamError
+
+STDIO = "-"
+
+
+@contextmanager
+def open_input(name: str) -> Iterator[tuple[IO[bytes], int, str]]:
+    """``(seekable binary file, size, display name)`` for a path or ``-``. Data errors raised
+    inside name the input when they do not already."""
+    shown = "<stdin>" if name == STDIO else name
+    try:
+        if name == STDIO:
+            with tempfile.TemporaryFile() as spool:
+                shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+                size = spool.tell()
+                spool.seek(0)
+                yield spool, size, shown
+            return
+        with open(name, "rb") as f:
+            yield f, os.fstat(f.fileno()).st_size, shown
+    except (StreamError, MismatchError) as exc:
+        if shown in str(exc):
+            raise
+        raise type(exc)(f"{shown}: {exc}") from None
+
+
+def check_output(name: str, force: bool) -> None:
+    """Refuse before any work is done: an existing output without ``--force``, binary data
+    to a terminal."""
+    if name == STDIO:
+        if sys.stdout.isatty():
+            raise click.UsageError("refusing to write binary data to a terminal; use -o FILE")
+        return
+    path = Path(name)
+    if path.is_dir():
+        raise click.UsageError(f"{name} is a folder")
+    if path.exists() and not force:
+        raise click.UsageError(f"{name} exists; use --force to overwrite it")
+    if not path.parent.is_dir():
+        raise click.UsageError(f"{path.parent}: no such folder")
+
+
+class DiskSpaceError(LMGCError):
+    """The output would not fit in its folder's free space."""
+
+
+def check_free_space(name: str, nbytes: int) -> None:
+    """Refuse up front an output of ``nbytes`` (what the archive declares) larger than the
+    free space where it is written (its folder; for ``-``, the spool's temporary folder),
+    rather than fill the disk and fail at the end."""
+    folder = tempfile.gettempdir() if name == STDIO else str(Path(name).parent)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # no answer (an odd file system): the write itself will tell
+    if nbytes > free:
+        raise DiskSpaceError(
+            f"{name}: the output takes {nbytes} bytes, {folder} has {free} bytes free"
+        )
+
+
+@contextmanager
+def atomic_output(name: str, force: bool) -> Iterator[IO[bytes]]:
+    """A file to write the output to; it becomes ``name`` (or goes to stdout) only when the
+    ``with`` block finishes without an exception."""
+    check_output(name, force)
+    if name == STDIO:
+        with tempfile.TemporaryFile() as spool:
+            yield spool
+            spool.seek(0)
+            shutil.copyfileobj(spool, sys.stdout.buffer, 1 << 20)
+            sys.stdout.buffer.flush()
+        return
+    path = Path(name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

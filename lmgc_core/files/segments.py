@@ -1,0 +1,209 @@
+"""A source file as *segments*: literal bytes (headers, zip records) and tensor data, in file order.
+
+Every reader (``.npy``, ``.npz``, ``.safetensors``, raw) describes its file this way. Compression
+codes the tensor data and keeps the literal bytes, so decompression can write the very same file
+back: literal, tensor, literal, ... For ``.npz`` members that zip deflated, a
+:class:`Deflated` segment holds the member's own segments and is deflated again on the way out.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lmgc_core.util.dtypes import decode_dtype, encode_dtype
+from lmgc_core.util.errors import LMGCError, StreamError
+
+FORMATS = ("npy", "npz", "safetensors", "raw", "torch")
+
+
+class InputFileError(LMGCError):
+    """An input file is not what its name or contents say (bad magic, truncated, bad header)."""
+
+
+@dataclass
+class Tensor:
+    """One array of a source file, as its bytes lie there."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    """The array's shape (for a Fortran-ordered ``.npy``: the shape ``np.load`` returns)."""
+    fortran: bool = False
+    """The bytes are in Fortran order: they are the C-order bytes of the transpose."""
+    tag: str = ""
+    """The format's own name for the dtype (safetensors ``BF16``, ``F4``...)."""
+    nbytes: int = -1
+    declared_shape: tuple[int, ...] | None = None
+    """The format's own shape when it differs from ``shape`` (packed ``F4`` tensors are coded
+    as their bytes)."""
+    bytes_only: bool = False
+    """Not an array of the source: a run of its other bytes (trailing bytes, a zip member that
+    is not an array...) too large for the manifest, coded as a ``uint8`` tensor
+    (:func:`byte_run`). Conversions to another format leave it out."""
+
+    def __post_init__(self) -> None:
+        if self.nbytes < 0:
+            self.nbytes = int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """Shape of the bytes read in C order (reversed for Fortran order)."""
+        return self.shape[::-1] if self.fortran else self.shape
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "dtype": encode_dtype(self.dtype),
+            "shape": list(self.shape),
+            "nbytes": self.nbytes,
+        }
+        if self.fortran:
+            out["fortran"] = True
+        if self.tag:
+            out["tag"] = self.tag
+        if self.declared_shape is not None:
+            out["declared_shape"] = list(self.declared_shape)
+        if self.bytes_only:
+            out["bytes"] = True
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> Tensor:
+        try:
+            shape = tuple(int(n) for n in data["shape"])
+            tensor = cls(
+                name=str(data["name"]),
+                dtype=decode_dtype(data["dtype"]),
+                shape=shape,
+                fortran=bool(data.get("fortran", False)),
+                tag=str(data.get("tag", "")),
+                nbytes=int(data["nbytes"]),
+                bytes_only=data.get("bytes", False) is True,
+            )
+            declared = data.get("declared_shape")
+            if declared is not None:
+                tensor.declared_shape = tuple(int(n) for n in declared)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StreamError(f"corrupted lmgc archive: bad tensor entry ({exc})") from None
+        count = int(np.prod(shape, dtype=object))
+        if min(shape, default=0) < 0 or tensor.nbytes != count * tensor.dtype.itemsize:
+            raise StreamError(f"corrupted lmgc archive: tensor {tensor.name!r} has a bad size")
+        if tensor.bytes_only and (tensor.dtype != np.uint8 or len(shape) != 1):
+            raise StreamError(f"corrupted lmgc archive: byte run {tensor.name!r} is not uint8")
+        return tensor
+
+
+@dataclass
+class Literal:
+    """Bytes copied as they are (file headers, zip records, padding)."""
+
+    data: bytes
+
+
+LITERAL_MAX = 64 << 10
+"""Runs of non-array bytes up to this size are kept in the manifest (base64); larger ones
+become byte tensors, read in chunks and coded like arrays, so that any trailing bytes or odd
+zip member keeps the manifest small and memory bounded by the chunk size."""
+
+
+@dataclass
+class Data:
+    """The bytes of tensor ``index``, at ``offset`` of the enclosing byte stream."""
+
+    index: int
+    offset: int
+
+
+@dataclass
+class Deflated:
+    """A zip member deflated with zlib at ``level``: its compressed bytes lie at ``offset`` of the
+    file (``size`` bytes); ``segments`` describe the uncompressed member."""
+
+    offset: int
+    size: int
+    level: int
+    segments: list[Literal | Data] = field(default_factory=list)
+    member: str = ""
+    """The zip member name (to read it while compressing; not stored)."""
+
+
+Segment = Literal | Data | Deflated
+
+
+def byte_run(
+    read: Callable[[], bytes],
+    offset: int,
+    n: int,
+    tensors: list[Tensor],
+    where: str,
+    label: str = "",
+) -> Literal | Data:
+    """``n`` bytes at ``offset`` of a stream that are not an array: a :class:`Literal` (the
+    bytes ``read()`` returns) when small, else a byte tensor named ``<label>bytes@<offset>``
+    appended to ``tensors`` (nothing is read here: compression reads it in chunks)."""
+    if n <= LITERAL_MAX:
+        data = read()
+        if len(data) != n:
+            raise InputFileError(f"{where}: file ended early")
+        return Literal(data)
+    name = f"{label}bytes@{offset}"
+    tensors.append(Tensor(name, np.dtype(np.uint8), (n,), bytes_only=True))
+    return Data(len(tensors) - 1, offset)
+
+
+@dataclass
+class FileLayout:
+    """Everything needed to rebuild a source file around its tensors' bytes."""
+
+    format: str
+    size: int
+    tensors: list[Tensor]
+    """In the file's own member order (safetensors header order, zip order)."""
+    segments: list[Segment]
+    """In file order."""
+    metadata: dict[str, Any] | None = None
+    """safetensors ``__metadata__`` (shown by ``lmgc info``; rebuilt from the literal header)."""
+    identical: bool = True
+    """False when the file cannot be rebuilt byte for byte (an npz member deflated by a zlib
+    whose output this machine does not reproduce): the arrays still come back exactly."""
+    notes: list[str] = field(default_factory=list)
+
+    def segments_json(self) -> list[Any]:
+        return [_segment_json(s) for s in self.segments]
+
+
+def _segment_json(seg: Segment) -> Any:
+    if isinstance(seg, Literal):
+        return ["literal", base64.b64encode(seg.data).decode()]
+    if isinstance(seg, Data):
+        return ["tensor", seg.index]
+    return ["deflated", seg.level, [_segment_json(s) for s in seg.segments]]
+
+
+def segments_from_json(data: Any, n_tensors: int, nested: bool = False) -> list[Segment]:
+    """Parse the archive manifest's ``segments``; offsets are not needed to rebuild."""
+    out: list[Segment] = []
+    if not isinstance(data, list):
+        raise StreamError("corrupted lmgc archive: segments must be a list")
+    for item in data:
+        try:
+            kind = item[0]
+            if kind == "literal":
+                out.append(Literal(base64.b64decode(item[1], validate=True)))
+            elif kind == "tensor" and 0 <= int(item[1]) < n_tensors:
+                out.append(Data(int(item[1]), 0))
+            elif kind == "deflated" and not nested:
+                level = int(item[1])
+                if not -1 <= level <= 9:
+                    raise ValueError(f"deflate level {level}")
+                out.append(Deflated(0, 0, level, segments_from_json(item[2], n_tensors, True)))
+            else:
+                raise ValueError(f"unknown segment {str(item)[:40]}")
+        except (IndexError, TypeError, ValueError, KeyError) as exc:
+            raise StreamError(f"corrupted lmgc archive: bad segment ({exc})") from None
+    return out

@@ -1,0 +1,117 @@
+"""The SHA-256 of a whole source file, computed on a thread of its own beside the reads and the
+coding of the same file.
+
+Kept apart from :mod:`lmgc_core.files.filecodec` (which needs numpy) so the CLI can start it before
+the coding modules load: on a spare core the hash then runs while the interpreter is still busy
+importing, instead of beside the first chunks. It stops at the next block when cancelled, so an
+error or Ctrl-C does not wait for the rest of a large file to be hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from types import TracebackType
+from typing import IO
+
+from lmgc_core.util.parallel import resolve_jobs
+
+BLOCK = 8 << 20
+
+
+class HashCancelled(Exception):
+    """The hash was cancelled before it was done (its value was no longer wanted)."""
+
+
+def positional_fd(f: IO[bytes]) -> int | None:
+    """``f``'s descriptor when positional reads (``os.preadv``) work on it."""
+    if not hasattr(os, "preadv"):  # pragma: no cover - Windows
+        return None
+    try:
+        fd = f.fileno()
+        os.pread(fd, 0, 0)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return fd
+
+
+def file_sha256(f: IO[bytes], stop: threading.Event | None = None) -> str:
+    """SHA-256 of the whole file. With a descriptor it reads by position (``os.preadv``), leaving
+    ``f``'s position alone, so it can run on a thread beside the chunk reads. ``stop`` set:
+    :class:`HashCancelled` at the next block.
+
+    The reads and the hashing release the GIL, but each block must take it back, which costs up
+    to the interpreter's switch interval (5 ms) while another thread runs Python (the CLI
+    importing numpy): blocks of :data:`BLOCK` into one reused buffer keep those waits few."""
+    h = hashlib.sha256()
+    fd = positional_fd(f)
+    if fd is None:
+        f.seek(0)
+        while block := f.read(BLOCK):
+            if stop is not None and stop.is_set():
+                raise HashCancelled
+            h.update(block)
+        return h.hexdigest()
+    buf = bytearray(BLOCK)
+    view = memoryview(buf)
+    pos = 0
+    while n := os.preadv(fd, [buf], pos):
+        if stop is not None and stop.is_set():
+            raise HashCancelled
+        h.update(view[:n])
+        pos += n
+    return h.hexdigest()
+
+
+class FileHash:
+    """``file_sha256(f)``, started at once on a thread of its own when there is a spare core
+    (``jobs > 1``) and ``f`` allows positional reads; otherwise computed when :meth:`result` is
+    first asked. Use it as a context manager (its exit cancels an unfinished hash and waits the
+    at most one block it takes to stop) and close ``f`` only after it."""
+
+    def __init__(self, f: IO[bytes], jobs: int | None) -> None:
+        self._f = f
+        self._stop = threading.Event()
+        self._value: str | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if resolve_jobs(jobs) > 1 and positional_fd(f) is not None:
+            self._thread = threading.Thread(target=self._run, name="lmgc-file-sha256", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = file_sha256(self._f, self._stop)
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> str:
+        """The hex digest (the hash's own error, if it failed)."""
+        if self._thread is None:
+            if self._value is None:
+                self._value = file_sha256(self._f)
+            return self._value
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+    def cancel(self) -> None:
+        """Stop an unfinished hash; returns once its thread has let go of the file."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> FileHash:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cancel()

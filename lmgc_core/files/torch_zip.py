@@ -1,0 +1,243 @@
+"""``torch.save`` files (the zip torch writes since 1.6) as segments: storages as tensors, the
+rest — ``data.pkl``, ``version``, ``byteorder``, zip records and padding — as literal bytes
+(runs over 64 KiB as byte tensors, :func:`~lmgc_core.files.segments.byte_run`).
+
+Each ``<archive>/data/<key>`` member holds one storage's bytes, stored (never deflated) and
+aligned by padding in the local header's extra field; both travel as literal bytes, so the file
+comes back byte for byte. A storage's dtype and item count come from its record in
+``data.pkl``, read by :mod:`~lmgc_core.files.torch_pickle` without running it. What lmgc codes are
+the *storages*, not the tensors: views sharing a storage and non-contiguous tensors are just
+the bytes of their storage. A storage seen by exactly one tensor that covers it in C order
+takes that tensor's path as its name and, for 2-D and larger tensors, its shape (so a prior
+sees rows); any other storage is named ``data/<key>`` and is 1-D.
+
+A storage the pickle does not describe (an unreadable pickle, a record that does not fit its
+member's size) is coded as ``uint8`` bytes: still exact, just less compact. Nothing in the file
+is executed or imported. The legacy format (torch < 1.6, a bare pickle stream) is refused.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from typing import IO
+
+import numpy as np
+
+from lmgc_core.files.npz import ZIP_ERRORS, file_run, member_data_span
+from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor
+from lmgc_core.files.torch_pickle import (
+    STORAGE_TYPES,
+    PickleInfo,
+    PickleReadError,
+    StorageRef,
+    TensorRef,
+    read_pickle,
+)
+
+_LOCAL = struct.Struct("<4s22xHH")
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+"""The first pickled value of a legacy (pre-1.6) torch file."""
+MAX_PICKLE = 64 << 20
+"""A larger ``data.pkl`` is not followed (its storages are coded as bytes): reading it whole
+must not cost more memory or time than the storages themselves."""
+
+
+SUFFIXES = (".pt", ".pth")
+"""Inputs with these names are torch files. Not outputs: ``-o x.pt`` names no format, so a
+``.pt`` compressed as raw bytes (``--dtype``) comes back as raw bytes."""
+
+
+def format_of_name(name: str) -> str | None:
+    """``torch`` for an input named ``.pt``/``.pth`` (any case); ``pytorch_model.bin`` and
+    other names are sniffed (:func:`is_torch_zip`)."""
+    return "torch" if name.lower().endswith(SUFFIXES) else None
+
+
+def is_torch_zip(f: IO[bytes]) -> bool:
+    """A zip whose first member is ``data.pkl`` (``<archive>/data.pkl``), as torch writes it."""
+    f.seek(0)
+    head = f.read(_LOCAL.size)
+    ok = False
+    if len(head) == _LOCAL.size and head[:4] == b"PK\x03\x04":
+        name = f.read(_LOCAL.unpack(head)[1])
+        ok = name == b"data.pkl" or name.endswith(b"/data.pkl")
+    f.seek(0)
+    return ok
+
+
+def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
+    f.seek(0)
+    head = f.read(4)
+    if head != b"PK\x03\x04":
+        if head[:1] == b"\x80" and _is_legacy(f):
+            raise InputFileError(
+                f"{where}: a legacy torch file (torch < 1.6, not a zip), which lmgc does not "
+                "read; save it again with torch.save, or compress its bytes with --dtype uint8"
+            )
+        raise InputFileError(f"{where}: not a torch.save file (no zip header)")
+    try:
+        zf = zipfile.ZipFile(f)
+    except ZIP_ERRORS as exc:
+        raise InputFileError(f"{where}: not a valid torch.save zip ({exc})") from None
+    try:
+        return _scan(zf, f, size, where)
+    except ZIP_ERRORS as exc:
+        raise InputFileError(f"{where}: damaged torch.save file ({exc})") from None
+
+
+def _is_legacy(f: IO[bytes]) -> bool:
+    f.seek(0)
+    head = f.read(16)
+    if len(head) < 4 or head[2] != 0x8A:  # PROTO n, LONG1 length magic
+        return False
+    return int.from_bytes(head[4 : 4 + head[3]], "little") == _LEGACY_MAGIC
+
+
+def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayout:
+    infos = sorted(zf.infolist(), key=lambda i: i.header_offset)
+    pickles = [i for i in infos if i.filename == "data.pkl" or i.filename.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise InputFileError(f"{where}: not a torch.save file (no single data.pkl member)")
+    prefix = pickles[0].filename[: -len("data.pkl")]
+    layout = FileLayout("torch", size, [], [])
+    info = _read_pickle(zf, pickles[0], where, layout)
+    big = _byteorder(zf, prefix, where) == "big"
+    pos = 0
+    for member in infos:
+        if member.flag_bits & 1:
+            raise InputFileError(f"{where}: member {member.filename!r} is encrypted")
+        start, end = member_data_span(f, member, pos, size, where)
+        key = member.filename[len(prefix) + len("data/") :]
+        if (
+            member.filename.startswith(prefix + "data/")
+            and "/" not in key
+            and member.compress_type == zipfile.ZIP_STORED
+            and member.compress_size > 0
+        ):
+            layout.segments.append(file_run(f, pos, start - pos, layout, where))
+            layout.tensors.append(_storage(key, member.compress_size, info, big, layout))
+            layout.segments.append(Data(len(layout.tensors) - 1, start))
+            pos = end
+    layout.segments.append(file_run(f, pos, size - pos, layout, where))
+    _unique_names(layout.tensors)
+    return layout
+
+
+def _read_pickle(
+    zf: zipfile.ZipFile, member: zipfile.ZipInfo, where: str, layout: FileLayout
+) -> PickleInfo | None:
+    try:
+        if member.file_size > MAX_PICKLE:
+            raise PickleReadError(f"{member.file_size} bytes, over {MAX_PICKLE}")
+        info = read_pickle(zf.read(member))
+    except PickleReadError as exc:
+        layout.notes.append(
+            f"{where}: data.pkl cannot be followed ({exc}); it is kept as it is and the "
+            "storages are coded as bytes"
+        )
+        return None
+    if info.refused:
+        names = ", ".join(info.refused[:5]) + (", ..." if len(info.refused) > 5 else "")
+        layout.notes.append(
+            f"{where}: data.pkl asks for {names}, which is not a tensor or a plain container; "
+            "nothing in it is run: it is kept as it is, and the storages are coded by the "
+            "dtypes their records name"
+        )
+    return info
+
+
+def _byteorder(zf: zipfile.ZipFile, prefix: str, where: str) -> str:
+    """``little`` unless the ``byteorder`` record says ``big`` (files before torch 1.10 have
+    none and were written little-endian)."""
+    try:
+        text = zf.read(prefix + "byteorder").strip()
+    except KeyError:
+        return "little"
+    if text not in (b"little", b"big"):
+        raise InputFileError(f"{where}: byteorder record says {text[:20]!r}")
+    return text.decode()
+
+
+def _storage(
+    key: str, nbytes: int, info: PickleInfo | None, big: bool, layout: FileLayout
+) -> Tensor:
+    """The storage ``data/<key>`` of ``nbytes`` bytes as a tensor: its recorded dtype (bytes
+    when unknown or when the record does not fit the member), named and shaped by its one
+    tensor when it has exactly one that covers it in C order."""
+    ref = info.storages.get(key) if info else None
+    dtype = _dtype(ref, info, big)
+    count = 0
+    if ref is not None and dtype is not None:
+        # an untyped storage's record counts bytes, a typed one's counts items
+        untyped = ref.type_name == "UntypedStorage"
+        count = ref.numel // dtype.itemsize if untyped else ref.numel
+        if (ref.numel if untyped else ref.numel * dtype.itemsize) != nbytes or (
+            count * dtype.itemsize != nbytes
+        ):
+            layout.notes.append(
+                f"storage {key!r} holds {nbytes} bytes, its record says {ref.numel} "
+                f"{ref.type_name} items: coded as bytes"
+            )
+            dtype = None
+    if ref is None or dtype is None:
+        return Tensor(f"data/{key}", np.dtype(np.uint8), (nbytes,))
+    shape: tuple[int, ...] = (count,)
+    name = f"data/{key}"
+    views = info.views.get(key, []) if info else []
+    if len(views) == 1 and views[0].path and views[0].offset == 0 and _covers(views[0], count):
+        name = views[0].path
+        if len(views[0].shape) >= 2:
+            shape = views[0].shape
+    return Tensor(name, dtype, shape)
+
+
+def _dtype(ref: StorageRef | None, info: PickleInfo | None, big: bool) -> np.dtype | None:
+    if ref is None or info is None:
+        return None
+    torch_name = STORAGE_TYPES.get(ref.type_name)
+    if ref.type_name == "UntypedStorage":  # the tensors on it name the dtype (v3 records)
+        names = {t.dtype for t in info.views.get(ref.key, [])}
+        torch_name = names.pop() if len(names) == 1 else "uint8"
+    dtype = _numpy_dtype(torch_name) if torch_name else None
+    if dtype is None or not big or dtype.itemsize == 1:
+        return dtype
+    if dtype.kind in "fiuc":
+        return dtype.newbyteorder(">")
+    return np.dtype(f">u{dtype.itemsize}")  # bfloat16 written big-endian: coded as integers
+
+
+def _numpy_dtype(torch_name: str) -> np.dtype | None:
+    if torch_name == "bool":
+        return np.dtype(np.bool_)
+    if hasattr(np, torch_name) and torch_name != "bfloat16":
+        return np.dtype(getattr(np, torch_name))
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    found = getattr(ml_dtypes, torch_name, None)
+    return np.dtype(found) if found is not None else None
+
+
+def _covers(tensor: TensorRef, count: int) -> bool:
+    """The tensor is the whole storage in C order (offset 0 is checked by the caller)."""
+    expect, numel = 1, 1
+    for n, s in zip(reversed(tensor.shape), reversed(tensor.stride), strict=True):
+        if n != 1 and s != expect:
+            return False
+        expect *= n
+        numel *= n
+    return numel == count
+
+
+def _unique_names(tensors: list[Tensor]) -> None:
+    """Tensor paths and ``data/<key>`` names could meet (a dict key ``data``): later ones get
+    a ``~k`` suffix, so members and conversions keep them apart."""
+    seen: set[str] = set()
+    for tensor in tensors:
+        name, k = tensor.name, 1
+        while name in seen:
+            name, k = f"{tensor.name}~{k}", k + 1
+        tensor.name = name
+        seen.add(name)

@@ -1,0 +1,152 @@
+"""Writing decoded tensors out: the source file rebuilt byte for byte from its segments, or a
+conversion to ``.npy``, ``.npz``, ``.safetensors`` or raw bytes. Tensors arrive chunk by chunk
+(C-order bytes as they lay in the source), so nothing is held whole unless a conversion must
+reorder it (a Fortran-ordered array into safetensors)."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from lmgc_core.files import npy, safetensors_file
+from lmgc_core.files.segments import Data, Deflated, InputFileError, Literal, Segment, Tensor
+from lmgc_core.util import interrupts
+
+Chunks = Callable[[int], Iterator[np.ndarray]]
+"""``chunks(tensor index)``: the decoded chunks of a tensor, in order."""
+
+
+class HashingWriter:
+    """Counts and hashes what goes to ``out`` (the rebuilt file is checked against the
+    source's SHA-256)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> None:
+        interrupts.check()  # a Ctrl-C that arrived inside a C callback stops at the next write
+        view = memoryview(data).cast("B")
+        self.sha.update(view)
+        self.out.write(view)
+        self.size += len(view)
+
+
+def _bytes(arr: np.ndarray) -> memoryview:
+    arr = np.ascontiguousarray(arr)
+    return memoryview(arr.reshape(-1).view(np.uint8)) if arr.dtype.itemsize else memoryview(b"")
+
+
+def rebuild(segments: list[Segment], chunks: Chunks, out: HashingWriter) -> None:
+    """The source file: literal bytes and tensor data in file order."""
+    for seg in segments:
+        if isinstance(seg, Literal):
+            out.write(seg.data)
+        elif isinstance(seg, Data):
+            for arr in chunks(seg.index):
+                out.write(_bytes(arr))
+        else:
+            _rebuild_deflated(seg, chunks, out)
+
+
+def _rebuild_deflated(seg: Deflated, chunks: Chunks, out: HashingWriter) -> None:
+    packer = zlib.compressobj(seg.level, zlib.DEFLATED, -15)
+    for inner in seg.segments:
+        if isinstance(inner, Literal):
+            out.write(packer.compress(inner.data))
+        else:
+            for arr in chunks(inner.index):
+                out.write(packer.compress(_bytes(arr)))
+    out.write(packer.flush())
+
+
+def arrays(tensors: list[Tensor]) -> list[tuple[int, Tensor]]:
+    """``(index, tensor)`` of the source's arrays: conversions leave byte tensors (runs of the
+    source's other bytes, see :func:`~lmgc_core.files.segments.byte_run`) out."""
+    return [(i, t) for i, t in enumerate(tensors) if not t.bytes_only]
+
+
+def _member_names(tensors: list[tuple[int, Tensor]], fmt: str) -> list[str]:
+    """The names a conversion gives the arrays (``arr_<i>`` for nameless ones, as ``np.savez``
+    does), refused when two are equal (one would silently replace the other on load) or when
+    one is not a plain relative path (``../x``, ``/x``: an ``.npz`` member that unzips outside
+    its folder)."""
+    names = [t.name or f"arr_{k}" for k, (_, t) in enumerate(tensors)]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputFileError(
+                f"the archive holds two tensors named {name!r}; a .{fmt} cannot hold both "
+                "(decompress to the source format, or to raw bytes)"
+            )
+        seen.add(name)
+        parts = name.replace("\\", "/").split("/")
+        if (
+            name.startswith(("/", "\\"))
+            or (name[:1].isalpha() and name[1:2] == ":" and name[2:3] in ("", "/", "\\"))
+            or any(p in ("", ".", "..") for p in parts)
+            or "\0" in name
+            or (fmt == "safetensors" and name == "__metadata__")
+        ):
+            raise InputFileError(f"tensor name {name!r} is not a safe member name for a .{fmt}")
+    return names
+
+
+def write_raw(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None:
+    """Every array's bytes, as they lay in the source, back to back."""
+    for index, _ in arrays(tensors):
+        for arr in chunks(index):
+            out.write(_bytes(arr))
+
+
+def write_npy(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None:
+    found = arrays(tensors)
+    if len(found) != 1:
+        raise InputFileError(
+            f"the archive holds {len(found)} arrays; a .npy holds one: use .npz or .safetensors"
+        )
+    index, tensor = found[0]
+    out.write(npy.header_bytes(tensor))
+    for arr in chunks(index):
+        out.write(_bytes(arr))
+
+
+def write_npz(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None:
+    """An uncompressed ``.npz`` as ``np.savez`` writes one (``arr_0`` for nameless arrays)."""
+    found = arrays(tensors)
+    names = _member_names(found, "npz")
+    with zipfile.ZipFile(out.out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for (index, tensor), name in zip(found, names, strict=True):
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as member:
+                member.write(npy.header_bytes(tensor))
+                for arr in chunks(index):
+                    interrupts.check()  # the zip writes to the file, not through ``out``
+                    member.write(_bytes(arr))
+
+
+def write_safetensors(
+    tensors: list[Tensor], metadata: dict[str, Any] | None, chunks: Chunks, out: HashingWriter
+) -> None:
+    """A ``.safetensors`` file, tensors in the archive's order, little-endian data."""
+    found = arrays(tensors)
+    targets = []
+    for (_, t), name in zip(found, _member_names(found, "safetensors"), strict=True):
+        little = t.dtype.newbyteorder("<") if t.dtype.byteorder == ">" else t.dtype
+        targets.append(Tensor(name, little, t.shape, tag=t.tag, nbytes=t.nbytes))
+        targets[-1].declared_shape = t.declared_shape
+    out.write(safetensors_file.header_bytes(targets, metadata))
+    for (index, src), dst in zip(found, targets, strict=True):
+        parts: Iterable[np.ndarray] = chunks(index)
+        if src.fortran:  # safetensors is C order only: the whole array, transposed
+            whole = np.concatenate([p.reshape(-1) for p in parts]).reshape(src.stored_shape)
+            parts = [np.ascontiguousarray(whole.T)]
+        for arr in parts:
+            out.write(_bytes(arr.astype(dst.dtype, copy=False)))

@@ -1,0 +1,2 @@
+"""Hooks into other libraries' loaders (transformers' ``from_pretrained``), built on ``files``.
+"""

@@ -1,0 +1,3 @@
+"""What the language-model priors share without importing torch or llama.cpp: model files,
+their hashes, GGUF metadata, token maps.
+"""

@@ -1,0 +1,232 @@
+"""The lmgc stream format (documented in ``docs/format.md``).
+
+    magic "LMGC" | version u8 | header length u32 LE | header (zlib JSON) | header CRC32 u32 LE
+    | block 0 | block 1 | ...
+
+Versions differ only in the zlib preset dictionary of the header: version 2 (written since the
+``float`` prior became the default) appends that prior's typical header text to version 1's, and
+both are read.
+
+Every block is one independently decodable batch of windows; its byte length and CRC32 are in
+the header, so corruption is caught before a decoder sees garbage and points at the block that
+broke. The header also carries the SHA-256 of the bytes decoding must reproduce.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lmgc_core.util.errors import ConfigError, StreamError, TruncatedStreamError
+
+MAGIC = b"LMGC"
+VERSION = 2
+_PREFIX = struct.Struct("<4sBI")
+_CRC = struct.Struct("<I")
+MAX_HEADER = 64 << 20
+"""Cap on the *compressed* header (the length field)."""
+MAX_HEADER_TEXT = 16 << 20
+"""Cap on the header's JSON text once inflated. The biggest legitimate headers list blocks: a
+1 GB float32 tensor coded with ``block_values: 1024`` lists 262,144 blocks in ~5.7 MB of text;
+layouts and mixture experts add tens of KB. A deflate bomb stops here, never at its 1000x."""
+MAX_ELEMENTS = 1 << 20
+"""Cap on JSON values (containers, numbers, strings) in a header: ~100 MB of Python objects at
+most, and three times the 262,144-block header above."""
+MAX_DEPTH = 64
+"""Cap on JSON nesting. Real headers nest ~8 deep (a mixture's expert's layout's shape); a
+deeper text would only exhaust the parser's recursion."""
+MAX_BLOCKS = MAX_ELEMENTS // 3
+"""Most blocks a header can list (each ``[size, crc]`` is three values): a prior may refuse to
+lay out more before it builds the list (decoding) or writes the header (encoding)."""
+HEADER_DICTIONARY = (
+    b'"coder":{"name":"range"},"prior":{"name":"transformers","model":null,"device":"cpu",'
+    b'"dtype":"float32","threads":1,"unmapped":"error"},"prior":{"name":"llamacpp",'
+    b'"n_batch":512,"n_gpu_layers":0,"n_ubatch":512,"flash_attn":false,"backend":"llamacpp",'
+    b'"llama_cpp_python":"0.3.36","model_format":"gguf","model_sha256":"token_map":"bytes-v1/'
+    b'"stages":[{"name":"quantize","bits":8},{"name":"sparsify","keep":0.1,"method":"topk",'
+    b'"seed":0,"index_format":"bitmask"}],"data.values","data.mask","min","max","scale",'
+    b'{"array":{"dtype":"<f4","shape":[1024]},"parts":[{"blocks":[[2840,256500848]],'
+    b'"count":1024,"dtype":"<f4","n_symbols":9216,"name":"data"}],"pipeline":{"batch":16384,'
+    b'"coder":{"name":"range"},"prior":{"initial":0.25,"limit":1048576,"name":"adaptive"},'
+    b'"serializer":{"byte_order":"big","bytes_per_group":4,"name":"hex","prefix":"",'
+    b'"separator":" "},"stages":[],"window":512},"prior":{"initial":0.25,"limit":1048576,'
+    b'"prior":"adaptive","version":2},"sha256":"'
+)
+"""A zlib preset dictionary of typical header text (format version 1): headers are compressed
+against it, which roughly halves them, and that matters for small Zarr chunks."""
+
+HEADER_DICTIONARIES = {
+    1: HEADER_DICTIONARY,
+    2: HEADER_DICTIONARY
+    + b'"stages":[{"parts":{"data":{"bits":8,"dtype":"<f4","max":"0x3e9a6f49","min":"0xbf071cc7",'
+    b'"mode":"linear"}}}]},"prior":{"block_values":1048576,"layout":[[256,64],[256],[10,256],[10]],'
+    b'"prior":"float","version":1},"sha256":"'
+    b'{"array":{"dtype":"<f4","shape":[8192]},"made_by":"lmgc 0.1.0","parts":[{"array":{"layout":'
+    b'false,"model":"int","shape":[1024]},"blocks":[[3984,3560511766]],"coding":"array","count":8192,'
+    b'"dtype":"|u1","name":"data"}],"pipeline":{"batch":16384,"coder":{"name":"range"},"prior":'
+    b'{"block_values":1048576,"layout":null,"name":"float"},"serializer":{"byte_order":"big",'
+    b'"bytes_per_group":4,"name":"hex","prefix":"","separator":" "},"stages":[],"window":512},'
+    b'"prior":{"block_values":1048576,"layout":null,"prior":"float","version":1},"sha256":"',
+}
+"""Preset dictionary per format version. Version 2 adds the ``float`` prior's header text at the
+end (zlib codes near matches cheapest): a default header shrinks from ~190 to ~110 bytes."""
+
+
+@dataclass
+class Container:
+    header: dict[str, Any]
+    blocks: list[memoryview]
+    """Views into the stream (no copy), each CRC-checked."""
+
+
+def block_sizes(header: dict[str, Any]) -> list[tuple[int, int]]:
+    """``(size, crc32)`` of every block, in stream order."""
+    try:
+        return [(int(s), int(c)) for part in header["parts"] for s, c in part["blocks"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StreamError(f"header lists no valid blocks: {exc}") from None
+
+
+_SCAN_CHUNK = 1 << 20
+_BACKSLASH, _QUOTE = ord("\\"), ord('"')
+_DELTA = np.zeros(256, dtype=np.int8)
+_DELTA[list(b"[{")] = 1
+_DELTA[list(b"]}")] = -1
+_VALUE = np.zeros(256, dtype=bool)
+_VALUE[list(b",[{")] = True
+
+
+def check_json_text(
+    text: bytes,
+    what: str = "header",
+    max_bytes: int | None = None,
+    max_values: int | None = None,
+    max_depth: int | None = None,
+) -> None:
+    """Refuse JSON text over the caps on size, values and nesting *before* it is parsed:
+    ``json.loads`` would spend gigabytes on 200 KB of ``[]`` or recurse out of the stack on
+    100,000 ``[``. Raises :class:`StreamError`. Unset caps are a stream header's (an archive's
+    manifest passes its own).
+
+    One linear pass in 1 MiB chunks (a few MB of scratch): brackets and commas inside strings
+    (escaped quotes respected) do not count, so no string can hide or fake nesting."""
+    max_bytes = MAX_HEADER_TEXT if max_bytes is None else max_bytes
+    max_values = MAX_ELEMENTS if max_values is None else max_values
+    max_depth = MAX_DEPTH if max_depth is None else max_depth
+    if len(text) > max_bytes:
+        raise StreamError(f"{what} is over {max_bytes} bytes of JSON")
+    if len(text) < max_values and text.count(b"[") + text.count(b"{") <= max_depth:
+        return  # fewer values than bytes, no deeper than its brackets: a small chunk's header
+    values, depth, in_string, backslashes = 1, 0, 0, 0
+    for start in range(0, len(text), _SCAN_CHUNK):
+        chunk = np.frombuffer(text, dtype=np.uint8, count=min(_SCAN_CHUNK, len(text) - start),
+                              offset=start)  # fmt: skip
+        quote = chunk == _QUOTE
+        if backslashes or text.find(b"\\", start, start + chunk.size) >= 0:
+            # a quote after an odd run of backslashes is escaped (runs carry across chunks)
+            idx = np.arange(chunk.size, dtype=np.int32)
+            last_other = np.maximum.accumulate(np.where(chunk == _BACKSLASH, -1, idx))
+            run = idx - last_other + np.where(last_other < 0, backslashes, 0)
+            quote[1:] &= run[:-1] % 2 == 0
+            quote[0] &= backslashes % 2 == 0
+            backslashes = int(run[-1])
+        outside = (np.cumsum(quote, dtype=np.int32) + in_string) % 2 == 0
+        outside &= ~quote
+        in_string = (in_string + int(np.count_nonzero(quote))) % 2
+        values += int(np.count_nonzero(_VALUE[chunk] & outside))
+        if values > max_values:
+            raise StreamError(f"{what} holds over {max_values} JSON values")
+        delta = np.where(outside, _DELTA[chunk], 0)
+        if depth + int(np.count_nonzero(delta > 0)) > max_depth:  # else it cannot get there
+            levels = depth + np.cumsum(delta, dtype=np.int32)
+            if int(levels.max()) > max_depth:
+                raise StreamError(f"{what} nests JSON deeper than {max_depth} levels")
+        depth += int(delta.sum(dtype=np.int64))
+
+
+def pack(header: dict[str, Any], blocks: list[bytes]) -> bytes:
+    dictionary = HEADER_DICTIONARIES[VERSION]
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    try:  # never write a header that decoding would refuse
+        check_json_text(text)
+    except StreamError as exc:
+        raise ConfigError(
+            f"the stream header would be too big ({exc}): use fewer, larger blocks"
+        ) from None
+    head = packer.compress(text) + packer.flush()
+    prefix = _PREFIX.pack(MAGIC, VERSION, len(head))
+    crc = _CRC.pack(zlib.crc32(prefix + head))
+    return b"".join([prefix, head, crc, *blocks])
+
+
+def read_header(blob: bytes) -> tuple[dict[str, Any], int]:
+    """Parse and verify the header; returns it and the offset of the first block."""
+    blob = memoryview(blob)
+    if len(blob) < _PREFIX.size:
+        if bytes(blob[:4]) != MAGIC[: len(blob)]:
+            raise StreamError("not an lmgc stream (bad magic)")
+        raise TruncatedStreamError(f"stream is {len(blob)} bytes, too short for an lmgc header")
+    magic, version, head_len = _PREFIX.unpack_from(blob)
+    if magic != MAGIC:
+        raise StreamError("not an lmgc stream (bad magic)")
+    if version not in HEADER_DICTIONARIES:
+        raise StreamError(
+            f"unsupported lmgc format version {version} (this lmgc reads versions "
+            f"{', '.join(map(str, HEADER_DICTIONARIES))})"
+        )
+    if head_len > MAX_HEADER:
+        raise StreamError(f"header length {head_len} is implausible")
+    end = _PREFIX.size + head_len
+    if len(blob) < end + _CRC.size:
+        raise TruncatedStreamError("stream ends inside its header")
+    (crc,) = _CRC.unpack_from(blob, end)
+    if zlib.crc32(blob[:end]) != crc:
+        raise StreamError("header checksum mismatch: the stream header is corrupted")
+    try:
+        unpacker = zlib.decompressobj(15, HEADER_DICTIONARIES[version])
+        # inflate at most one byte past the cap: a deflate bomb stops here
+        text = unpacker.decompress(blob[_PREFIX.size : end], MAX_HEADER_TEXT + 1)
+        if len(text) > MAX_HEADER_TEXT or unpacker.unconsumed_tail:
+            raise StreamError(f"header inflates to over {MAX_HEADER_TEXT} bytes")
+        text += unpacker.flush()
+        if len(text) > MAX_HEADER_TEXT:
+            raise StreamError(f"header inflates to over {MAX_HEADER_TEXT} bytes")
+    except zlib.error as exc:
+        raise StreamError(f"header is unreadable: {exc}") from None
+    check_json_text(text)
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise StreamError(f"header is unreadable: {exc}") from None
+    if not isinstance(header, dict):
+        raise StreamError("header is not a JSON object")
+    return header, end + _CRC.size
+
+
+def unpack(blob: bytes, head: tuple[dict[str, Any], int] | None = None) -> Container:
+    """The header and CRC-checked blocks; ``head`` is :func:`read_header`'s result when the
+    caller has it already (its checks ran on the header before the blocks)."""
+    header, offset = read_header(blob) if head is None else head
+    sizes = block_sizes(header)
+    expected = offset + sum(s for s, _ in sizes)
+    if len(blob) < expected:
+        raise TruncatedStreamError(
+            f"stream is truncated: {len(blob)} bytes, its header promises {expected}"
+        )
+    if len(blob) > expected:
+        raise StreamError(f"stream has {len(blob) - expected} unexpected trailing bytes")
+    blocks = []
+    view = memoryview(blob)
+    for i, (size, crc) in enumerate(sizes):
+        block = view[offset : offset + size]  # zero-copy: a stream's blocks stay in the blob
+        if zlib.crc32(block) != crc:
+            raise StreamError(f"block {i} is corrupted (CRC32 mismatch)")
+        blocks.append(block)
+        offset += size
+    return Container(header, blocks)

@@ -1,0 +1,212 @@
+"""dtype <-> header text, and the integer/byte *views* through which non-numeric arrays are coded.
+
+Stream headers name a coded dtype by numpy's ``dtype.str`` (``<f4``, ``>i2``) or by an ml_dtypes
+name (``bfloat16``, ``float8_e4m3fn``...), which numpy itself cannot spell (it calls them ``<V2``).
+
+Priors model numbers. An array whose items are not numbers to a prior (complex, datetime64,
+fixed bytes ``|S``, unicode ``<U``, structured or opaque records) is coded through a *view* of the
+same bytes as floats, integers or ``uint8`` (:func:`coding_view`), and its real dtype, shape and
+memory order travel beside the stream (:func:`restore_view`), so it comes back bit for bit.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from typing import Any
+
+import numpy as np
+
+from lmgc_core.util.errors import ConfigError, StreamError
+
+_KINDS = "fiub"
+_ML_NAMES = (
+    "bfloat16",
+    "float8_e3m4",
+    "float8_e4m3",
+    "float8_e4m3b11fnuz",
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+    "float6_e2m3fn",
+    "float6_e3m2fn",
+    "float4_e2m1fn",
+    "int2",
+    "int4",
+    "uint2",
+    "uint4",
+)
+
+
+def is_float(dtype: np.dtype) -> bool:
+    """True for IEEE-style floating dtypes, ml_dtypes' bfloat16 and float8 included."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or (dtype.kind == "V" and dtype.name.startswith(("bfloat", "float")))
+
+
+def _ml_dtype_names() -> set[str]:
+    try:
+        import ml_dtypes
+    except ImportError:
+        return set()
+    return {n for n in _ML_NAMES if hasattr(ml_dtypes, n)}
+
+
+def is_ml_dtype(dtype: np.dtype) -> bool:
+    """bfloat16, float8_*, int4... (ml_dtypes types numpy reports as kind ``V``)."""
+    dtype = np.dtype(dtype)  # kind "V", or "f" for float8_e5m2 (whose str "<f1" numpy rejects)
+    if dtype.kind not in "Vf" or dtype.fields is not None or dtype.name not in _ML_NAMES:
+        return False
+    # Such a dtype exists only once ml_dtypes is imported: an unimported ml_dtypes (45 ms of a
+    # CLI call's start-up) answers "no" without importing it.
+    return "ml_dtypes" in sys.modules and dtype.name in _ml_dtype_names()
+
+
+def is_codable(dtype: np.dtype) -> bool:
+    """True for the dtypes a pipeline codes directly: bool, ints, floats, ml_dtypes and opaque
+    ``|V`` items (e.g. bfloat16 read back from a ``.npy``)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in _KINDS:
+        return True
+    return dtype.kind == "V" and dtype.fields is None and dtype.subdtype is None
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    dtype = np.dtype(dtype)
+    if is_ml_dtype(dtype):
+        return dtype.name
+    if dtype.kind in _KINDS:
+        return dtype.str
+    if dtype.kind == "V" and dtype.fields is None and dtype.subdtype is None:
+        return dtype.str  # opaque items (e.g. bfloat16 saved to .npy reads back as |V2)
+    raise ConfigError(
+        f"cannot compress arrays of dtype {dtype} directly (numbers only: floats, bfloat16, "
+        "ints, bool); the CLI and the numcodecs/Zarr codecs code other fixed-size dtypes "
+        "through an integer view"
+    )
+
+
+def parse_dtype(name: str) -> np.dtype:
+    if not isinstance(name, str):
+        raise StreamError(f"bad dtype in header: {name!r}")
+    if name[:1] in "<>|=":
+        try:
+            dtype = np.dtype(name)
+        except TypeError:
+            raise StreamError(f"bad dtype in header: {name!r}") from None
+        if dtype.kind not in _KINDS and not (dtype.kind == "V" and dtype.fields is None):
+            raise StreamError(f"bad dtype in header: {name!r}")
+        return dtype
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise ConfigError(f"dtype {name} needs ml_dtypes: pip install ml-dtypes") from None
+    if name not in _ml_dtype_names():
+        raise StreamError(f"bad dtype in header: {name!r}")
+    return np.dtype(getattr(ml_dtypes, name))
+
+
+# -- any fixed-size dtype as JSON ----------------------------------------------------------------
+
+
+def encode_dtype(dtype: np.dtype) -> Any:
+    """JSON for any fixed-size dtype: an ml_dtypes name, ``dtype.str``, or (records, subarrays)
+    numpy's ``.npy`` descr as text."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise TypeError(f"dtype {dtype} holds Python objects, which have no fixed bytes")
+    if is_ml_dtype(dtype):
+        return dtype.name
+    if dtype.fields is None and dtype.subdtype is None:
+        return dtype.str
+    return repr(np.lib.format.dtype_to_descr(dtype))
+
+
+def decode_dtype(text: Any) -> np.dtype:
+    """Inverse of :func:`encode_dtype`; raises :class:`StreamError` on anything else."""
+    if not isinstance(text, str):
+        raise StreamError(f"bad dtype in header: {text!r}")
+    try:
+        if text.startswith("["):
+            dtype = np.lib.format.descr_to_dtype(ast.literal_eval(text))
+        elif text[:1] in "<>|=":
+            dtype = np.dtype(text)
+        else:
+            return parse_dtype(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise StreamError(f"bad dtype in header: {text!r}") from None
+    if dtype.hasobject:
+        raise StreamError(f"bad dtype in header: {text!r}")
+    return dtype
+
+
+# -- coding views --------------------------------------------------------------------------------
+
+
+def view_dtype(dtype: np.dtype) -> tuple[np.dtype, int]:
+    """The dtype a prior codes ``dtype``'s items as, and how many of them make one item."""
+    dtype = np.dtype(dtype)
+    if is_codable(dtype):
+        return dtype, 1
+    big = dtype.byteorder == ">" or (dtype.byteorder == "=" and not np.little_endian)
+    order = ">" if big else "<"
+    if dtype.kind == "c" and dtype.fields is None:
+        half = dtype.itemsize // 2
+        if half in (4, 8):
+            return np.dtype(f"{order}f{half}"), 2
+    if dtype.kind in "mM":
+        return np.dtype(f"{order}i8"), 1
+    if dtype.kind == "U" and dtype.itemsize:
+        return np.dtype(f"{order}u4"), dtype.itemsize // 4
+    return np.dtype(np.uint8), dtype.itemsize
+
+
+def coding_view(arr: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """``arr`` as a C-contiguous array a pipeline can code, and the note :func:`restore_view`
+    needs (``None`` when ``arr`` is coded as it is).
+
+    Fortran-ordered arrays are coded in their own memory order (as their transpose), so the
+    bytes numcodecs expects back come back; object arrays raise ``TypeError``."""
+    arr = np.asarray(arr)
+    if arr.dtype.hasobject:
+        raise TypeError("lmgc cannot code object arrays (their items are Python objects)")
+    note: dict[str, Any] = {}
+    if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous:
+        arr = arr.T
+        note["order"] = "F"
+    arr = arr if arr.flags.c_contiguous else arr.copy(order="C")  # keeps 0-d arrays 0-d
+    coded, per_item = view_dtype(arr.dtype)
+    if coded != arr.dtype:
+        note["dtype"] = encode_dtype(arr.dtype)
+        shape = arr.shape + ((per_item,) if per_item != 1 else ())
+        if arr.dtype.itemsize == 0:  # e.g. |S0: no bytes at all
+            arr = np.zeros(shape, dtype=coded)
+        else:
+            arr = arr.reshape(-1).view(coded).reshape(shape)
+    return arr, note or None
+
+
+def restore_view(arr: np.ndarray, note: Any) -> np.ndarray:
+    """Inverse of :func:`coding_view` on the decoded array."""
+    if note is None:
+        return arr
+    if not isinstance(note, dict):
+        raise StreamError(f"bad view note in header: {note!r}")
+    try:
+        if "dtype" in note:
+            dtype = decode_dtype(note["dtype"])
+            coded, per_item = view_dtype(dtype)
+            shape = arr.shape[:-1] if per_item != 1 else arr.shape
+            if arr.dtype != coded or (per_item != 1 and arr.shape[-1:] != (per_item,)):
+                raise StreamError(f"decoded {arr.dtype} data does not fit the recorded {dtype}")
+            if dtype.itemsize == 0:
+                arr = np.zeros(shape, dtype=dtype)
+            else:
+                arr = np.ascontiguousarray(arr).reshape(-1).view(dtype).reshape(shape)
+        if note.get("order") == "F":
+            arr = arr.T
+    except (ValueError, TypeError, IndexError) as exc:
+        raise StreamError(f"decoded data does not fit its recorded dtype: {exc}") from None
+    return arr
