@@ -252,3 +252,32 @@ class ArrayCoding(ABC):
         shape: tuple[int, ...],
         jobs: int = 1,
     ) -> np.ndarray: ...
+
+
+class DeltaCoding(ABC):
+    """Optional path of a prior: code an array part against a reference of the same dtype and
+    shape (a checkpoint against the one before it, a fine-tune against its base). The pipeline
+    uses it when ``compress`` gets a ``base``; the stream then records the base's SHA-256, and
+    decoding needs that very base.
+
+    ``meta`` is JSON stored in the header beside the part; ``blocks`` are independently decodable
+    byte strings, as for :class:`ArrayCoding`. ``decode_delta`` returns the part flat (``(n,)``
+    items of ``dtype``) and must detect a base other than the one coded against (each block's
+    checksum of its decoded values does) rather than return wrong values.
+    """
+
+    @abstractmethod
+    def encode_delta(
+        self, data: np.ndarray, base: np.ndarray, shape: tuple[int, ...], jobs: int = 1
+    ) -> tuple[JSON, list[bytes]]: ...
+
+    @abstractmethod
+    def decode_delta(
+        self,
+        meta: Mapping[str, Any],
+        blocks: Sequence[bytes],
+        base: np.ndarray,
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+        jobs: int = 1,
+    ) -> np.ndarray: ...

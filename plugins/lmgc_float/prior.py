@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lmgc_core.components.interfaces import JSON, ArrayCoding, Prior, PriorSession
+from lmgc_core.components.interfaces import JSON, ArrayCoding, DeltaCoding, Prior, PriorSession
 from lmgc_core.util.errors import ConfigError, StreamError
 
 from . import codec
@@ -40,7 +40,7 @@ the tensors' changing statistics (PP-OCRv4 bf16 weights: 67.3 % at 2^18 values a
 2^20) at no cost in speed; they also give more blocks for the cores."""
 
 
-class FloatPrior(Prior, ArrayCoding):
+class FloatPrior(Prior, ArrayCoding, DeltaCoding):
     name = "float"
     thread_safe = True
     default_window = 512  # digit path only: the model ignores windows beyond their cut
@@ -165,6 +165,28 @@ class FloatPrior(Prior, ArrayCoding):
         out = alloc(math.prod(part_shape), dtype=np.dtype(f"u{dtype.itemsize}"))
         self._blocks().decode_blocks(blocks, out, cuts, fmt, jobs)
         return from_uint(out, dtype)
+
+    # -- delta path (a tensor against its reference) ---------------------------------------------
+    def encode_delta(
+        self, data: np.ndarray, base: np.ndarray, shape: tuple[int, ...], jobs: int = 1
+    ) -> tuple[JSON, list[bytes]]:
+        from . import delta
+
+        return delta.encode(data, base, shape, self.level, jobs)
+
+    def decode_delta(
+        self,
+        meta: Mapping[str, Any],
+        blocks: Sequence[bytes],
+        base: np.ndarray,
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+        jobs: int = 1,
+    ) -> np.ndarray:
+        """The level comes from ``meta`` (the stream's), whatever this prior's level."""
+        from . import delta
+
+        return delta.decode(meta, blocks, base, dtype, shape, jobs)
 
     # -- digit path (expert for symbol-level priors) --------------------------------------------
     def open(
