@@ -9,7 +9,8 @@ them in one run, one thread, on the training run of ``delta_workloads.py`` (made
   streams and codes the result as ZipNN does, which is what ZipNN's XOR-delta scripts do), and
   the ulp distance then pcodec (the sign-magnitude bit patterns mapped to ordered integers,
   ``m`` for a positive value and ``-m - 1`` for a negative one, so that -0.0 and NaN payloads
-  survive; the difference as a wider integer). Subtracting the floats is not lossless: skipped.
+  survive; the difference as a wider integer): the lossless form of "subtract", counted among
+  the delta peers of the issue's target. Subtracting the floats is not lossless: skipped.
 * lmgc's ``--base`` coding (default level and level 2) once ``Pipeline.compress`` takes a
   ``base`` (see ``lmgc_codecs``).
 
@@ -337,6 +338,18 @@ def measure(codec: Codec, group_pairs, repeat: int, delta: bool) -> tuple[float,
     return size, orig, t_enc, t_dec
 
 
+def kept_top_half(group_pairs) -> float:
+    """The fraction of values whose top half of the bits (sign, exponent, leading mantissa) did
+    not change (the issue's "46 % keep their top 16 bits")."""
+    same = total = 0
+    for _, new, old in group_pairs:
+        for name, a in new.items():
+            half = 8 if a.itemsize == 2 else 16
+            same += int(np.count_nonzero((_uint(a) >> half) == (_uint(old[name]) >> half)))
+            total += a.size
+    return same / total
+
+
 def ideal_bits(group_pairs) -> tuple[float, float]:
     """(bytes, original bytes): ulp distance given the base exponent, bucket entropy + raw bits."""
     ctx_all, bucket_all, raw_bits, orig = [], [], 0.0, 0
@@ -369,9 +382,10 @@ def combine(parts: list[dict], what: str, extra: int) -> dict:
             rows[name] = tuple(sum(p["rows"][name][i] for p in parts) for i in range(4))
     bits = sum(p["ideal"][0] for p in parts)
     orig = sum(p["ideal"][1] for p in parts)
+    kept = sum(p["kept"] * p["ideal"][1] for p in parts) / orig
     notes = sorted({p["note"] for p in parts if p["note"]})
     return {"what": what, "pairs": parts[0]["pairs"], "rows": rows, "ideal": (bits, orig),
-            "extra": extra, "note": "; ".join(notes)}  # fmt: skip
+            "kept": kept, "extra": extra, "note": "; ".join(notes)}  # fmt: skip
 
 
 def run_group(manifest: dict, group: str, repeat: int, with_lmgc: bool, done: dict) -> dict:
@@ -393,6 +407,7 @@ def run_group(manifest: dict, group: str, repeat: int, with_lmgc: bool, done: di
             note = f"lmgc --base: not measured ({exc})"
     extra = step_bytes(manifest) * len(gp) if kind == "all" else 0
     return {"what": what, "pairs": [p[0] for p in gp], "rows": rows, "ideal": ideal_bits(gp),
+            "kept": kept_top_half(gp),
             "extra": extra, "note": note}  # fmt: skip
 
 
@@ -418,6 +433,7 @@ def report(results: dict[str, dict]) -> None:
                   f"{orig / 1e6 / td:,.0f} |")  # fmt: skip
         print(f"| ideal: ulp distance, base exponent as context | {_ideal(r):.2f} | | |")
         print("| subtract (new - old as float) | not lossless: skipped | | |")
+        print(f"\nvalues whose top half of the bits did not change: {100 * r['kept']:.1f} %")
         if r["note"]:
             print(f"\n{r['note']}")
         print(flush=True)
@@ -431,13 +447,19 @@ def report(results: dict[str, dict]) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("| ideal (ulp, exponent ctx) | "
           + " | ".join(f"{_ideal(r):.2f}" for r in results.values()) + " |")  # fmt: skip
-    best = []
-    for r in results.values():
-        peers = [_rate(r["rows"][n], r["extra"]) for n in DELTA]
-        best.append(min(peers))
+    best = [min(_rate(r["rows"][n], r["extra"]) for n in DELTA) for r in results.values()]
+    any_ = [min(_rate(r["rows"][n], r["extra"]) for n in (*ALONE, *DELTA))
+            for r in results.values()]  # fmt: skip
     print("| best delta peer | " + " | ".join(f"{b:.2f}" for b in best) + " |")
     print("| 0.90 x best delta peer (issue 21's target) | "
           + " | ".join(f"{0.9 * b:.2f}" for b in best) + " |")  # fmt: skip
+    print("| best peer, alone or delta | " + " | ".join(f"{b:.2f}" for b in any_) + " |")
+    for name in [n for n in names if n.startswith("lmgc")]:
+        ratios = [f"{_rate(r['rows'][name], r['extra']) / b:.3f}" if name in r["rows"] else "-"
+                  for r, b in zip(results.values(), best, strict=True)]  # fmt: skip
+        print(f"| {name} / best delta peer | " + " | ".join(ratios) + " |")
+    print("| values keeping the top half of their bits, % | "
+          + " | ".join(f"{100 * r['kept']:.1f}" for r in results.values()) + " |")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
