@@ -5,6 +5,7 @@ another base, is refused with an lmgc error."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import ml_dtypes
@@ -156,9 +157,9 @@ def test_damaged_blocks_are_refused(level: int) -> None:
     for cut in cuts:
         with pytest.raises(StreamError):
             delta.decode(meta, [block[:cut]], base, new.dtype, shape)
-    if level == 1:  # the range coder of level 2 reads ahead, so it cannot see an extra byte
-        with pytest.raises(StreamError):
-            delta.decode(meta, [block + b"\0"], base, new.dtype, shape)
+    assert block[0] == delta.ULP
+    with pytest.raises(StreamError):
+        delta.decode(meta, [block + b"\0"], base, new.dtype, shape)
     refused = 0
     for pos in rng.integers(0, len(block), 60):
         bad = bytearray(block)
@@ -176,6 +177,32 @@ def test_damaged_blocks_are_refused(level: int) -> None:
         delta.decode({**meta, "version": 99}, blocks, base, new.dtype, shape)
     with pytest.raises(StreamError):
         delta.decode({"shape": [3]}, blocks, base, new.dtype, shape)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_each_block_kind_is_used_and_decodes(level: int) -> None:
+    """Small updates code as ulp distances, a flipped lowest bit as XOR (no sign to code),
+    unrelated values alone."""
+    new, base = _checkpoints(np.dtype(np.float32))
+    flipped = (base.view(np.uint32) ^ np.uint32(1)).view(np.float32)
+    unrelated = np.load(GRADS).astype(np.float32)[::-1].copy()
+    for data, kind in ((new, delta.ULP), (flipped, delta.XOR), (unrelated, delta.ALONE)):
+        blocks = _round_trip(data, base, (64, 128), level)
+        assert [b[0] for b in blocks] == [kind]
+    ints = np.arange(8192, dtype=np.int32) * 7
+    for data, kind in ((ints + 1, delta.ULP), (ints ^ 1, delta.XOR)):
+        blocks = _round_trip(data, ints, (64, 128), level)
+        assert [b[0] for b in blocks] == [kind]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(LEVELS), st.sampled_from([0, 1, 2]))
+def test_garbage_blocks_raise_lmgc_errors(body: bytes, level: int, kind: int) -> None:
+    """Random bytes after a valid kind byte: an lmgc error (or, by chance, exact values)."""
+    base = np.linspace(-1, 1, 120, dtype=np.float32)
+    meta, _ = delta.encode(base, base, (6, 20), level)
+    with contextlib.suppress(LMGCError):
+        delta.decode(meta, [bytes([kind]) + body], base, base.dtype, (6, 20))
 
 
 def test_empty_and_scalar() -> None:

@@ -1,0 +1,1089 @@
+/* The float prior's delta model: a tensor coded against a reference of the same dtype and shape
+ * (a checkpoint against the previous one, a fine-tune against its base).
+ *
+ * Why: between two checkpoints most weights move by a few hundred ulps, and by about the same
+ * amount in absolute terms (Adam normalises its steps), so the ulp distance's bit length is
+ * predicted by the base value's exponent: L + e_base is nearly constant along rows and columns.
+ * Each value is split into fields, like the float fields:
+ *   L    = bit length of |d| (0: unchanged), in the context of its prediction;
+ *   sign = of d (ulp transform only), in the context of the base's sign and the neighbours';
+ *   top  = the TOP bits below the leading one;
+ *   raw  = the rest, noise, stored as raw bits.
+ * where d is, per block, either the ulp distance (both bit patterns mapped to ordered integers,
+ * sign-magnitude to monotone unsigned, then the wrapping difference; for integers the wrapping
+ * difference of the raw bits) or the XOR of the raw bits (no sign field). Both are bijections
+ * given the base, so every bit pattern (NaN payloads, infinities, -0.0, subnormals) comes back.
+ *
+ * Level 2 (highest): adaptive binary context models over an LZMA-style range coder; the
+ * prediction of q = L + e_base is a rank-1 running model (row and column exponential averages).
+ * Level 1 (fast): semi-static; per-row / per-column means of q as side information, one
+ * frequency table per predicted L, and one per (L, base sign) for sign + top bits, coded with
+ * NSTATES interleaved rANS states; raw bits packed.
+ * A block's q uses e_base only if that narrows q's spread (exp_avg_sq's changes, a log ratio,
+ * do not scale with the exponent): one flag per block.
+ *
+ * Everything the decoder computes is integer arithmetic (portable bytes). The decoder checks
+ * every length, table and count before using it and never reads or writes outside its buffers
+ * on garbage input: a bad block raises ValueError. Every block ends with the 128-bit checksum
+ * of the decoded values (not of the delta), so a wrong base is caught as well.
+ *
+ * Bump DELTA_VERSION whenever the bytes change: the loader refuses a stale build. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "_kernel_common.h"
+
+#define DELTA_VERSION 1
+#define RANS_L (1u << 16)
+#define NSTATES 32
+#define MAXW 64
+#define NSYM_A (MAXW + 1) /* L in 0..W */
+#define TOP2 4            /* level 2: modelled bits below the leading one */
+#define TOP1 3            /* level 1 */
+#define NSYM_B (1 << (TOP1 + 1))
+#define NTAB_B (2 * (TOP1 + 2))
+#define FRAC2 4           /* level 2: fraction bits of the running predictions */
+#define FRAC1 2           /* level 1: fraction bits of the side information */
+#define PCTX2 (2 * MAXW + 2)
+#define SIDE_LIMIT (INT64_C(1) << 20)
+
+enum { T_ULP = 0, T_XOR = 1 };
+
+typedef struct {
+    int W, E, M, xor;
+    u64 mask, sb, emask;
+} Fm;
+
+static Fm make_fm(int width, int ebits, int mbits, int transform) {
+    Fm f;
+    f.W = width, f.E = ebits, f.M = mbits, f.xor = transform == T_XOR;
+    f.mask = width == 64 ? ~(u64)0 : (((u64)1 << width) - 1);
+    f.sb = (u64)1 << (width - 1);
+    f.emask = ebits ? (((u64)1 << ebits) - 1) : 0;
+    return f;
+}
+
+/* sign-magnitude bits -> monotone unsigned (integers: as they are) */
+INLINE u64 ordv(u64 u, const Fm *f) {
+    if (!f->E) return u;
+    return (u >> (f->W - 1)) ? (u ^ f->mask) : (u ^ f->sb);
+}
+
+INLINE u64 unordv(u64 o, const Fm *f) {
+    if (!f->E) return o;
+    return (o >> (f->W - 1)) ? (o ^ f->sb) : (o ^ f->mask);
+}
+
+/* |d| and its sign */
+INLINE u64 split(u64 n, u64 b, const Fm *f, int *neg) {
+    if (f->xor) {
+        *neg = 0;
+        return n ^ b;
+    }
+    u64 d = (ordv(n, f) - ordv(b, f)) & f->mask;
+    int s = (int)(d >> (f->W - 1));
+    *neg = s;
+    return s ? ((0 - d) & f->mask) : d;
+}
+
+INLINE u64 join(u64 mag, int neg, u64 b, const Fm *f) {
+    if (f->xor) return (mag ^ b) & f->mask;
+    u64 d = neg ? ((0 - mag) & f->mask) : (mag & f->mask);
+    return unordv((ordv(b, f) + d) & f->mask, f);
+}
+
+INLINE int bitlen(u64 v) { return v ? 64 - __builtin_clzll(v) : 0; }
+
+INLINE i64 ebase(u64 b, const Fm *f) { return f->E ? (i64)((b >> f->M) & f->emask) : 0; }
+
+/* floor(x / 2^s) without relying on signed shifts */
+INLINE i64 floor_shift(i64 x, int s) { return x >= 0 ? x >> s : -((-x + (((i64)1 << s) - 1)) >> s); }
+
+static i64 total_values(const i64 *segs, i64 nsegs) {
+    i64 n = 0;
+    for (i64 s = 0; s < nsegs; s++) n += segs[3 * s + 1] * segs[3 * s + 2];
+    return n;
+}
+
+static i64 max_of(const i64 *segs, i64 nsegs, int field) {
+    i64 m = 0;
+    for (i64 s = 0; s < nsegs; s++)
+        if (segs[3 * s + field] > m) m = segs[3 * s + field];
+    return m;
+}
+
+/* Whether q = L + e_base varies less than L over the block's changed values (an encoder-only
+ * choice, recorded in the block: floating point is fine here). */
+static int choose_kq(const void *nv, const void *bv, const i64 *segs, i64 nsegs, const Fm *f) {
+    if (!f->E) return 0;
+    double n = 0, sl = 0, sll = 0, sq = 0, sqq = 0;
+    for (i64 g = 0; g < nsegs; g++) {
+        i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
+        i64 step = cnt > 65536 ? cnt / 65536 : 1; /* a sample is enough */
+        for (i64 k = 0; k < cnt; k += step) {
+            u64 b = load_v(bv, f->W, off + k);
+            int neg;
+            int L = bitlen(split(load_v(nv, f->W, off + k), b, f, &neg));
+            if (!L) continue;
+            double q = (double)(L + ebase(b, f));
+            n += 1, sl += L, sll += (double)L * L, sq += q, sqq += q * q;
+        }
+    }
+    if (n < 2) return 1;
+    return sqq - sq * sq / n < sll - sl * sl / n;
+}
+
+/* -- raw bits: LSB first, packed ------------------------------------------------------------- */
+typedef struct {
+    u8 *p;
+    size_t pos;
+    u64 acc;
+    int n;
+} BitW;
+
+INLINE void bw_put(BitW *w, u64 v, int n) { /* n <= 64; the caller sized p */
+    while (n > 0) {
+        int take = n > 32 ? 32 : n;
+        w->acc |= (v & (((u64)1 << take) - 1)) << w->n;
+        w->n += take;
+        v = take == 64 ? 0 : v >> take;
+        n -= take;
+        while (w->n >= 8) {
+            w->p[w->pos++] = (u8)w->acc;
+            w->acc >>= 8;
+            w->n -= 8;
+        }
+    }
+}
+
+static void bw_flush(BitW *w) {
+    if (w->n > 0) w->p[w->pos++] = (u8)w->acc;
+    w->acc = 0, w->n = 0;
+}
+
+typedef struct {
+    const u8 *p;
+    size_t len, pos;
+    u64 acc;
+    int n, bad;
+} BitR;
+
+INLINE u64 br_get(BitR *r, int n) { /* past the end: zeros, and bad is set */
+    u64 v = 0;
+    int got = 0;
+    while (got < n) {
+        int take = n - got > 32 ? 32 : n - got;
+        while (r->n < take) {
+            u64 byte = 0;
+            if (r->pos < r->len)
+                byte = r->p[r->pos];
+            else
+                r->bad = 1;
+            r->pos++;
+            r->acc |= byte << r->n;
+            r->n += 8;
+        }
+        v |= (r->acc & (((u64)1 << take) - 1)) << got;
+        r->acc >>= take;
+        r->n -= take;
+        got += take;
+    }
+    return v;
+}
+
+/* ================================ level 2: adaptive ======================================== */
+typedef struct {
+    u64 low, csize;
+    u32 rng;
+    u8 cache;
+    Buf *b;
+} RcEnc;
+
+typedef struct {
+    u32 rng, code;
+    const u8 *p;
+    size_t len, pos;
+} RcDec;
+
+static void rc_shift(RcEnc *e) {
+    if ((u32)e->low < 0xFF000000u || (e->low >> 32) != 0) {
+        u8 carry = (u8)(e->low >> 32), temp = e->cache;
+        do {
+            put_u8(e->b, (u8)(temp + carry));
+            temp = 0xFF;
+        } while (--e->csize != 0);
+        e->cache = (u8)(e->low >> 24);
+    }
+    e->csize++;
+    e->low = (e->low & 0x00FFFFFF) << 8;
+}
+
+/* p[0], p[1]: P(bit = 0) in 16 bits at two adaptation rates; their mean is used */
+INLINE void adapt(u16 *p, int bit) {
+    if (!bit) {
+        p[0] += (u16)((65536 - p[0]) >> 4);
+        p[1] += (u16)((65536 - p[1]) >> 7);
+    } else {
+        p[0] -= p[0] >> 4;
+        p[1] -= p[1] >> 7;
+    }
+}
+
+INLINE void rc_bit(RcEnc *e, u16 *p, int bit) {
+    u32 bound = (e->rng >> 16) * (((u32)p[0] + p[1]) >> 1);
+    if (!bit) {
+        e->rng = bound;
+    } else {
+        e->low += bound;
+        e->rng -= bound;
+    }
+    adapt(p, bit);
+    while (e->rng < (1u << 24)) {
+        e->rng <<= 8;
+        rc_shift(e);
+    }
+}
+
+static void rc_finish(RcEnc *e) {
+    for (int i = 0; i < 5; i++) rc_shift(e);
+}
+
+INLINE u8 rc_byte(RcDec *d) {
+    u8 c = d->pos < d->len ? d->p[d->pos] : 0;
+    d->pos++;
+    return c;
+}
+
+INLINE int rd_bit(RcDec *d, u16 *p) {
+    u32 bound = (d->rng >> 16) * (((u32)p[0] + p[1]) >> 1);
+    int bit = d->code >= bound;
+    if (!bit) {
+        d->rng = bound;
+    } else {
+        d->code -= bound;
+        d->rng -= bound;
+    }
+    adapt(p, bit);
+    while (d->rng < (1u << 24)) {
+        d->rng <<= 8;
+        d->code = (d->code << 8) | rc_byte(d);
+    }
+    return bit;
+}
+
+/* The level-2 model of one block: every table starts at p = 1/2. */
+typedef struct {
+    u16 (*zero)[2];  /* PCTX2 x 4: predicted L, left zero, above zero */
+    u16 (*len)[2];   /* PCTX2 x 64 tree nodes over L - 1 */
+    u16 (*sign)[2];  /* 54 */
+    u16 (*top)[2];   /* (MAXW + 1) x 16 tree nodes */
+    i64 *col;        /* running column means of q - row mean (FRAC2) */
+    u8 *rowL[2], *rowS[2]; /* this row and the one above: L, sign (0 zero, 1 +, 2 -) */
+} Model2;
+
+enum { NZERO2 = PCTX2 * 4, NLEN2 = PCTX2 * 64, NSIGN2 = 54, NTOP2 = (MAXW + 1) * 16 };
+
+static void model2_free(Model2 *m) {
+    free(m->zero), free(m->len), free(m->sign), free(m->top), free(m->col);
+        free(m->rowL[0]), free(m->rowL[1]), free(m->rowS[0]), free(m->rowS[1]);
+}
+
+static int model2_alloc(Model2 *m, i64 cols) {
+    m->zero = malloc(sizeof(*m->zero) * NZERO2), m->len = malloc(sizeof(*m->len) * NLEN2);
+    m->sign = malloc(sizeof(*m->sign) * NSIGN2), m->top = malloc(sizeof(*m->top) * NTOP2);
+    m->col = malloc(sizeof(i64) * ((size_t)cols + 1));
+    int rows_ok = 1;
+    for (int i = 0; i < 2; i++) {
+        m->rowL[i] = malloc((size_t)cols + 1), m->rowS[i] = malloc((size_t)cols + 1);
+        rows_ok &= m->rowL[i] && m->rowS[i];
+    }
+    if (!(m->zero && m->len && m->sign && m->top && m->col && rows_ok)) return 0;
+    u16 half[2] = {32768, 32768};
+    for (int i = 0; i < NZERO2; i++) memcpy(m->zero[i], half, 4);
+    for (int i = 0; i < NLEN2; i++) memcpy(m->len[i], half, 4);
+    for (int i = 0; i < NSIGN2; i++) memcpy(m->sign[i], half, 4);
+    for (int i = 0; i < NTOP2; i++) memcpy(m->top[i], half, 4);
+    return 1;
+}
+
+/* What both sides compute before a value: its contexts. */
+typedef struct {
+    int pctx, zctx, sctx_base;
+} Ctx2;
+
+INLINE Ctx2 ctx2(const Model2 *m, i64 rowE, i64 i, i64 j, i64 eq, int sbase, int W) {
+    Ctx2 c;
+    const u8 *cuL = m->rowL[i & 1], *cuS = m->rowS[i & 1];
+    const u8 *upL = m->rowL[(i + 1) & 1], *upS = m->rowS[(i + 1) & 1];
+    int leftL = j ? cuL[j - 1] : 0, leftS = j ? cuS[j - 1] : 0;
+    int zu = i ? upL[j] == 0 : 1, su = i ? upS[j] : 0, upleftS = i && j ? upS[j - 1] : 0;
+    i64 pl = rowE + m->col[j] - (eq << FRAC2); /* predicted L, FRAC2 fraction bits */
+    i64 h = pl <= 0 ? 0 : (pl + (1 << (FRAC2 - 2))) >> (FRAC2 - 1);
+    c.pctx = (int)(h > 2 * W + 1 ? 2 * W + 1 : h);
+    c.zctx = c.pctx * 4 + (leftL == 0) * 2 + zu;
+    int r = 0;
+    if (leftS && su && upleftS) r = 1 + (((leftS == 2) ^ (su == 2) ^ (upleftS == 2)) & 1);
+    c.sctx_base = ((sbase * 3 + leftS) * 3 + su) * 3 + r;
+    return c;
+}
+
+/* after a value with bit length L > 0: the running rank-1 model of q */
+INLINE void learn2(Model2 *m, i64 *rowE, i64 j, int L, i64 eq) {
+    i64 qf = ((i64)L + eq) << FRAC2, r = *rowE;
+    *rowE = r + floor_shift(qf - m->col[j] - r, 2);
+    m->col[j] += floor_shift(qf - r - m->col[j], 2);
+}
+
+static int depth_of(int W) { return W == 64 ? 6 : W == 32 ? 5 : W == 16 ? 4 : 3; }
+
+static int encode2(const void *nv, const void *bv, const i64 *segs, i64 nsegs, const Fm *f,
+                   int kq, Buf *out) {
+    Model2 m = {0};
+    i64 n = total_values(segs, nsegs);
+    BitW raw = {0};
+    raw.p = work(0, (size_t)n * (size_t)(f->W / 8) + 16);
+    Buf rc = {0};
+    int ok = raw.p && model2_alloc(&m, max_of(segs, nsegs, 2));
+    RcEnc e = {0, 1, 0xFFFFFFFFu, 0, &rc};
+    const int D = depth_of(f->W), W = f->W;
+    i64 rowE = 0;
+    for (i64 g = 0; ok && g < nsegs; g++) {
+        i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
+        for (i64 j = 0; j < cols; j++) m.col[j] = 0;
+        for (i64 i = 0; i < rows; i++) {
+            for (i64 j = 0; j < cols; j++) {
+                i64 k = off + i * cols + j;
+                u64 b = load_v(bv, W, k);
+                int neg, sbase = (int)(b >> (W - 1));
+                u64 mag = split(load_v(nv, W, k), b, f, &neg);
+                int L = bitlen(mag);
+                i64 eq = kq ? ebase(b, f) : 0;
+                Ctx2 c = ctx2(&m, rowE, i, j, eq, sbase, W);
+                rc_bit(&e, m.zero[c.zctx], L == 0);
+                int S = 0;
+                if (L) {
+                    u16 (*lp)[2] = m.len + (size_t)c.pctx * 64;
+                    int node = 1, v = L - 1;
+                    for (int t = D - 1; t >= 0; t--) {
+                        int bit = (v >> t) & 1;
+                        rc_bit(&e, lp[node], bit);
+                        node = node * 2 + bit;
+                    }
+                    if (!f->xor) rc_bit(&e, m.sign[c.sctx_base], neg);
+                    S = 1 + neg;
+                    int t = L - 1 < TOP2 ? L - 1 : TOP2, rb = L - 1 - t;
+                    u16 (*tp)[2] = m.top + (size_t)L * 16;
+                    node = 1;
+                    for (int q = t - 1; q >= 0; q--) {
+                        int bit = (int)((mag >> (rb + q)) & 1);
+                        rc_bit(&e, tp[node], bit);
+                        node = node * 2 + bit;
+                    }
+                    if (rb) bw_put(&raw, mag, rb);
+                    learn2(&m, &rowE, j, L, eq);
+                }
+                m.rowL[i & 1][j] = (u8)L, m.rowS[i & 1][j] = (u8)S;
+            }
+        }
+    }
+    if (ok) {
+        rc_finish(&e);
+        bw_flush(&raw);
+        put_u8(out, (u8)kq);
+        put_varint(out, rc.len);
+        put_bytes(out, rc.p, rc.len);
+        put_bytes(out, raw.p, raw.pos);
+        ok = !rc.fail && !out->fail;
+    }
+    free(rc.p);
+    model2_free(&m);
+    return ok;
+}
+
+static const char *decode2(const u8 *blk, size_t len, void *outv, const void *bv, const i64 *segs,
+                           i64 nsegs, Fm *f) {
+    Rd r = {blk, len, 0, 0};
+    int kq = get_u8(&r);
+    u64 rc_len = get_varint(&r);
+    if (r.bad || kq > 1 || rc_len > r.len - r.pos || rc_len < 5) return "bad block header";
+    RcDec d = {0xFFFFFFFFu, 0, r.p + r.pos, (size_t)rc_len, 0};
+    for (int i = 0; i < 5; i++) d.code = (d.code << 8) | rc_byte(&d);
+    BitR raw = {r.p + r.pos + rc_len, r.len - r.pos - (size_t)rc_len, 0, 0, 0, 0};
+    Model2 m = {0};
+    if (!model2_alloc(&m, max_of(segs, nsegs, 2))) {
+        model2_free(&m);
+        return "out of memory";
+    }
+    const int D = depth_of(f->W), W = f->W;
+    i64 rowE = 0;
+    for (i64 g = 0; g < nsegs; g++) {
+        i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
+        for (i64 j = 0; j < cols; j++) m.col[j] = 0;
+        for (i64 i = 0; i < rows; i++) {
+            for (i64 j = 0; j < cols; j++) {
+                i64 k = off + i * cols + j;
+                u64 b = load_v(bv, W, k), mag = 0;
+                int sbase = (int)(b >> (W - 1)), neg = 0, L = 0;
+                i64 eq = kq ? ebase(b, f) : 0;
+                Ctx2 c = ctx2(&m, rowE, i, j, eq, sbase, W);
+                int S = 0;
+                if (!rd_bit(&d, m.zero[c.zctx])) {
+                    u16 (*lp)[2] = m.len + (size_t)c.pctx * 64;
+                    int node = 1;
+                    for (int t = 0; t < D; t++) node = node * 2 + rd_bit(&d, lp[node]);
+                    L = node - (1 << D) + 1;
+                    if (L > W) L = W; /* only a damaged stream gets here; the checksum fails */
+                    if (!f->xor) neg = rd_bit(&d, m.sign[c.sctx_base]);
+                    S = 1 + neg;
+                    int t = L - 1 < TOP2 ? L - 1 : TOP2, rb = L - 1 - t;
+                    u16 (*tp)[2] = m.top + (size_t)L * 16;
+                    node = 1;
+                    for (int q = 0; q < t; q++) node = node * 2 + rd_bit(&d, tp[node]);
+                    u64 top = (u64)(node - (1 << t));
+                    mag = ((((u64)1 << t) | top) << rb) | (rb ? br_get(&raw, rb) : 0);
+                    learn2(&m, &rowE, j, L, eq);
+                }
+                store_v(outv, W, k, join(mag, neg, b, f));
+                m.rowL[i & 1][j] = (u8)L, m.rowS[i & 1][j] = (u8)S;
+            }
+        }
+    }
+    model2_free(&m);
+    if (d.pos != d.len) return "range-coded part has the wrong length";
+    if (raw.bad || raw.pos != raw.len) return "raw bits have the wrong length";
+    return NULL;
+}
+
+/* ================================ level 1: semi-static ===================================== */
+/* Side information of one segment: mode (0: block mean, 1: row means, 2: rank-1) and the
+ * fixed-point means of q over the changed values. */
+typedef struct {
+    i64 *R, *C, *cnt_c, *sum_c;
+} Side;
+
+static void side_free(Side *s) { free(s->R), free(s->C), free(s->cnt_c), free(s->sum_c); }
+
+static int side_alloc(Side *s, i64 rows, i64 cols) {
+    s->R = malloc(8 * ((size_t)rows + 1)), s->C = malloc(8 * ((size_t)cols + 1));
+    s->cnt_c = malloc(8 * ((size_t)cols + 1)), s->sum_c = malloc(8 * ((size_t)cols + 1));
+    return s->R && s->C && s->cnt_c && s->sum_c;
+}
+
+INLINE i64 round_mean(i64 sum, i64 cnt) { /* floor(sum / cnt + 1/2), cnt > 0 */
+    i64 a = 2 * sum + cnt, b = 2 * cnt, q = a / b;
+    if ((a % b) != 0 && a < 0) q--;
+    return q;
+}
+
+/* predicted L (integer, clamped to 0..W) from the side information */
+INLINE int pred1(i64 rfix, i64 cfix, i64 eq, int W) {
+    i64 p = rfix + cfix - (eq << FRAC1);
+    p = p <= 0 ? 0 : (p + (1 << (FRAC1 - 1))) >> FRAC1;
+    return (int)(p > W ? W : p);
+}
+
+static void plan1(const void *nv, const void *bv, const Fm *f, int kq, i64 off, i64 rows,
+                  i64 cols, Side *s, Buf *side, int *mode_out) {
+    const int W = f->W;
+    int mode = rows >= 8 && cols >= 2 ? 2 : rows >= 2 ? 1 : 0;
+    i64 tsum = 0, tcnt = 0;
+    for (i64 i = 0; i < rows; i++) {
+        i64 rsum = 0, rcnt = 0;
+        for (i64 j = 0; j < cols; j++) {
+            i64 k = off + i * cols + j;
+            u64 b = load_v(bv, W, k);
+            int neg, L = bitlen(split(load_v(nv, W, k), b, f, &neg));
+            if (!L) continue;
+            rsum += (i64)L + (kq ? ebase(b, f) : 0), rcnt++;
+        }
+        s->R[i] = rcnt ? round_mean(rsum << FRAC1, rcnt) : (i ? s->R[i - 1] : 0);
+        tsum += rsum, tcnt += rcnt;
+    }
+    i64 R0 = tcnt ? round_mean(tsum << FRAC1, tcnt) : 0;
+    if (mode == 0) s->R[0] = R0;
+    if (mode == 2) {
+        for (i64 j = 0; j < cols; j++) s->cnt_c[j] = s->sum_c[j] = 0;
+        for (i64 i = 0; i < rows; i++)
+            for (i64 j = 0; j < cols; j++) {
+                i64 k = off + i * cols + j;
+                u64 b = load_v(bv, W, k);
+                int neg, L = bitlen(split(load_v(nv, W, k), b, f, &neg));
+                if (!L) continue;
+                s->sum_c[j] += (((i64)L + (kq ? ebase(b, f) : 0)) << FRAC1) - s->R[i];
+                s->cnt_c[j]++;
+            }
+        for (i64 j = 0; j < cols; j++)
+            s->C[j] = s->cnt_c[j] ? round_mean(s->sum_c[j], s->cnt_c[j]) : 0;
+    } else {
+        for (i64 j = 0; j < cols; j++) s->C[j] = 0;
+    }
+    put_u8(side, (u8)mode);
+    i64 prev = 0, nr = mode == 0 ? 1 : rows;
+    for (i64 i = 0; i < nr; i++) put_varint(side, zz(s->R[i] - prev)), prev = s->R[i];
+    if (mode == 2) {
+        prev = 0;
+        for (i64 j = 0; j < cols; j++) put_varint(side, zz(s->C[j] - prev)), prev = s->C[j];
+    }
+    *mode_out = mode;
+}
+
+static int read_side(Rd *r, Side *s, i64 rows, i64 cols) {
+    int mode = get_u8(r);
+    if (r->bad || mode > 2) return 0;
+    i64 prev = 0, nr = mode == 0 ? 1 : rows;
+    for (i64 i = 0; i < nr; i++) {
+        i64 v = prev + unzz(get_varint(r));
+        if (r->bad || v < -SIDE_LIMIT || v > SIDE_LIMIT) return 0;
+        s->R[i] = prev = v;
+    }
+    if (mode == 0)
+        for (i64 i = 1; i < rows; i++) s->R[i] = s->R[0];
+    prev = 0;
+    for (i64 j = 0; j < cols; j++) {
+        i64 v = 0;
+        if (mode == 2) {
+            v = prev + unzz(get_varint(r));
+            if (r->bad || v < -SIDE_LIMIT || v > SIDE_LIMIT) return 0;
+            prev = v;
+        }
+        s->C[j] = v;
+    }
+    return 1;
+}
+
+/* B: (sign << t) | the t bits below the leading one, t = min(TOP1, L - 1); its table: */
+INLINE int tabB(int L, int sbase) { return (L < TOP1 + 2 ? L : TOP1 + 2) - 1 + (TOP1 + 2) * sbase; }
+
+/* -- rANS over several tables: symbol k uses table tab[k] ------------------------------------ */
+static size_t rans_encode_tabs(const u8 *syms, const u8 *tabs, size_t n, const u32 *freq,
+                               const u32 *cum, int stride, u8 *out, size_t cap) {
+    u32 x[NSTATES];
+    for (int i = 0; i < NSTATES; i++) x[i] = RANS_L;
+    u8 *p = out + cap;
+    for (size_t k = n; k-- > 0;) {
+        size_t at = (size_t)tabs[k] * (size_t)stride + syms[k];
+        u32 fr = freq[at];
+        u32 *xs = &x[k & (NSTATES - 1)], v = *xs;
+        if ((u64)v >= ((u64)fr << (32 - SCALE_BITS))) {
+            p -= 2;
+            p[0] = (u8)v;
+            p[1] = (u8)(v >> 8);
+            v >>= 16;
+        }
+        *xs = ((v / fr) << SCALE_BITS) + (v % fr) + cum[at];
+    }
+    for (int i = NSTATES; i-- > 0;) {
+        p -= 4;
+        p[0] = (u8)x[i], p[1] = (u8)(x[i] >> 8), p[2] = (u8)(x[i] >> 16), p[3] = (u8)(x[i] >> 24);
+    }
+    return (size_t)(out + cap - p);
+}
+
+/* decoding tables: entry = freq - 1 | (slot - cum) << 12 | sym << 24; empty[t]: no table */
+typedef struct {
+    u32 *e;
+    u8 *empty;
+    int ntab;
+} Tabs;
+
+static void tabs_free(Tabs *t) { free(t->e), free(t->empty); }
+
+static int tabs_alloc(Tabs *t, int ntab) {
+    t->ntab = ntab;
+    t->e = malloc(sizeof(u32) * SCALE * (size_t)ntab);
+    t->empty = malloc((size_t)ntab);
+    if (t->empty) memset(t->empty, 1, (size_t)ntab);
+    return t->e && t->empty;
+}
+
+/* counts -> tables: `count of present tables | (table index, table)...` */
+static void write_tables(Buf *b, const u64 *cnt, int ntab, int nsym, u32 *freq, u32 *cum) {
+    int present = 0;
+    for (int t = 0; t < ntab; t++) {
+        u64 tot = 0;
+        for (int s = 0; s < nsym; s++) tot += cnt[t * nsym + s];
+        present += tot != 0;
+    }
+    put_varint(b, (u64)present);
+    for (int t = 0; t < ntab; t++) {
+        u32 *fr = freq + t * nsym;
+        normalize(cnt + t * nsym, nsym, fr);
+        u32 acc = 0;
+        int any = 0;
+        for (int s = 0; s < nsym; s++) cum[t * nsym + s] = acc, acc += fr[s], any |= fr[s] != 0;
+        if (!any) continue;
+        put_varint(b, (u64)t);
+        write_table(b, fr, nsym);
+    }
+}
+
+static int read_tables(Rd *r, Tabs *t, int nsym) {
+    u64 present = get_varint(r);
+    if (r->bad || present > (u64)t->ntab) return 0;
+    i64 prev = -1;
+    for (u64 i = 0; i < present; i++) {
+        u64 idx = get_varint(r);
+        if (r->bad || (i64)idx <= prev || idx >= (u64)t->ntab) return 0;
+        prev = (i64)idx;
+        u64 k = get_varint(r);
+        if (r->bad || k == 0 || k > (u64)nsym) return 0;
+        u32 *e = t->e + (size_t)idx * SCALE, acc = 0;
+        i64 ps = -1;
+        for (u64 q = 0; q < k; q++) {
+            u64 gap = get_varint(r), f1 = get_varint(r);
+            if (r->bad || gap >= (u64)nsym || f1 >= SCALE) return 0;
+            i64 s = ps + 1 + (i64)gap;
+            u32 fr = (u32)f1 + 1;
+            if (s >= nsym || acc + fr > SCALE) return 0;
+            for (u32 j = 0; j < fr; j++) e[acc + j] = (fr - 1) | (j << 12) | ((u32)s << 24);
+            acc += fr;
+            ps = s;
+        }
+        if (acc != SCALE) return 0;
+        t->empty[idx] = 0;
+    }
+    return 1;
+}
+
+typedef struct {
+    u32 x[NSTATES];
+    const u8 *p, *end;
+    int bad;
+} RansDec;
+
+static int rans_open(RansDec *d, const u8 *in, size_t len) {
+    d->bad = 0;
+    if (len < 4 * NSTATES) return 0;
+    for (int i = 0; i < NSTATES; i++) d->x[i] = rd16(in + 4 * i) | (rd16(in + 4 * i + 2) << 16);
+    d->p = in + 4 * NSTATES, d->end = in + len;
+    return 1;
+}
+
+INLINE int rans_get(RansDec *d, const u32 *tab, size_t k) {
+    u32 *xs = &d->x[k & (NSTATES - 1)], v = *xs, e = tab[v & (SCALE - 1)];
+    v = ((e & (SCALE - 1)) + 1) * (v >> SCALE_BITS) + ((e >> 12) & (SCALE - 1));
+    if (v < RANS_L) {
+        if (d->end - d->p >= 2) {
+            v = (v << 16) | rd16(d->p);
+            d->p += 2;
+        } else {
+            d->bad = 1;
+            v = RANS_L;
+        }
+    }
+    *xs = v;
+    return (int)(e >> 24);
+}
+
+static int rans_close(const RansDec *d) {
+    if (d->bad || d->p != d->end) return 0;
+    for (int i = 0; i < NSTATES; i++)
+        if (d->x[i] != RANS_L) return 0;
+    return 1;
+}
+
+enum { WK_LA = 1, WK_TA, WK_B, WK_TB, WK_RAW, WK_OUT };
+
+static int encode1(const void *nv, const void *bv, const i64 *segs, i64 nsegs, const Fm *f,
+                   int kq, Buf *out) {
+    const int W = f->W;
+    i64 n = total_values(segs, nsegs);
+    Side s = {0};
+    Buf side = {0};
+    u8 *A = work(WK_LA, (size_t)n + 1), *TA = work(WK_TA, (size_t)n + 1);
+    u8 *B = work(WK_B, (size_t)n + 1), *TB = work(WK_TB, (size_t)n + 1);
+    BitW raw = {work(WK_RAW, (size_t)n * (size_t)(W / 8) + 16), 0, 0, 0};
+    u64 *cA = calloc((size_t)NSYM_A * NSYM_A, 8), *cB = calloc((size_t)NTAB_B * NSYM_B, 8);
+    u32 *fA = malloc(4 * NSYM_A * NSYM_A), *uA = malloc(4 * NSYM_A * NSYM_A);
+    u32 *fB = malloc(4 * NTAB_B * NSYM_B), *uB = malloc(4 * NTAB_B * NSYM_B);
+    int ok = A && TA && B && TB && raw.p && cA && cB && fA && uA && fB && uB &&
+             side_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2));
+    size_t na = 0, nb = 0;
+    for (i64 g = 0; ok && g < nsegs; g++) {
+        i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
+        int mode;
+        plan1(nv, bv, f, kq, off, rows, cols, &s, &side, &mode);
+        for (i64 i = 0; i < rows; i++)
+            for (i64 j = 0; j < cols; j++) {
+                i64 k = off + i * cols + j;
+                u64 b = load_v(bv, W, k);
+                int neg, sbase = (int)(b >> (W - 1));
+                u64 mag = split(load_v(nv, W, k), b, f, &neg);
+                int L = bitlen(mag), c = pred1(s.R[i], s.C[j], kq ? ebase(b, f) : 0, W);
+                A[na] = (u8)L, TA[na++] = (u8)c, cA[c * NSYM_A + L]++;
+                if (!L) continue;
+                int t = L - 1 < TOP1 ? L - 1 : TOP1, rb = L - 1 - t, tb = tabB(L, sbase);
+                u8 sym = (u8)((neg << t) | (int)((mag >> rb) & (((u64)1 << t) - 1)));
+                B[nb] = sym, TB[nb++] = (u8)tb, cB[tb * NSYM_B + sym]++;
+                if (rb) bw_put(&raw, mag, rb);
+            }
+    }
+    ok = ok && !side.fail;
+    if (ok) {
+        bw_flush(&raw);
+        put_u8(out, (u8)kq);
+        put_varint(out, side.len);
+        put_bytes(out, side.p, side.len);
+        size_t cap = 2 * (na > nb ? na : nb) + 4 * NSTATES + 16;
+        u8 *tmp = work(WK_OUT, cap);
+        ok = tmp != NULL;
+        if (ok) {
+            write_tables(out, cA, NSYM_A, NSYM_A, fA, uA);
+            size_t len = na ? rans_encode_tabs(A, TA, na, fA, uA, NSYM_A, tmp, cap) : 0;
+            put_varint(out, len);
+            put_bytes(out, tmp + cap - len, len);
+            write_tables(out, cB, NTAB_B, NSYM_B, fB, uB);
+            len = nb ? rans_encode_tabs(B, TB, nb, fB, uB, NSYM_B, tmp, cap) : 0;
+            put_varint(out, len);
+            put_bytes(out, tmp + cap - len, len);
+            put_bytes(out, raw.p, raw.pos);
+            ok = !out->fail;
+        }
+    }
+    free(cA), free(cB), free(fA), free(uA), free(fB), free(uB), free(side.p);
+    side_free(&s);
+    return ok;
+}
+
+static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv, const i64 *segs,
+                           i64 nsegs, Fm *f) {
+    const int W = f->W;
+    i64 n = total_values(segs, nsegs);
+    Rd r = {blk, len, 0, 0};
+    int kq = get_u8(&r);
+    u64 side_len = get_varint(&r);
+    if (r.bad || kq > 1 || side_len > r.len - r.pos) return "bad block header";
+    Rd sr = {r.p + r.pos, (size_t)side_len, 0, 0};
+    r.pos += (size_t)side_len;
+    const char *err = NULL;
+    Side s = {0};
+    Tabs ta = {0}, tb = {0};
+    u8 *A = work(WK_LA, (size_t)n + 1), *B = work(WK_B, (size_t)n + 1);
+    if (!A || !B || !tabs_alloc(&ta, NSYM_A) || !tabs_alloc(&tb, NTAB_B) ||
+        !side_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2))) {
+        err = "out of memory";
+        goto done;
+    }
+    /* A: every value's bit length, in the context its side information predicts */
+    RansDec d;
+    u64 slen;
+    if (!read_tables(&r, &ta, NSYM_A) || (slen = get_varint(&r), r.bad) ||
+        slen > r.len - r.pos || (n && !rans_open(&d, r.p + r.pos, (size_t)slen)) ||
+        (!n && slen)) {
+        err = "damaged length stream";
+        goto done;
+    }
+    r.pos += (size_t)slen;
+    size_t na = 0, nb = 0;
+    for (i64 g = 0; g < nsegs; g++) {
+        i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
+        if (!read_side(&sr, &s, rows, cols)) {
+            err = "bad side information";
+            goto done;
+        }
+        for (i64 i = 0; i < rows; i++) {
+            i64 base = off + i * cols;
+            for (i64 j = 0; j < cols; j++) {
+                u64 b = load_v(bv, W, base + j);
+                int c = pred1(s.R[i], s.C[j], kq ? ebase(b, f) : 0, W);
+                if (ta.empty[c]) {
+                    err = "a value's length table is missing";
+                    goto done;
+                }
+                int L = rans_get(&d, ta.e + (size_t)c * SCALE, na);
+                if (L > W) {
+                    err = "bit length beyond the width";
+                    goto done;
+                }
+                A[na++] = (u8)L;
+                nb += L != 0;
+            }
+        }
+    }
+    if (sr.pos != sr.len || (n && !rans_close(&d))) {
+        err = "damaged length stream";
+        goto done;
+    }
+    /* B: sign and top bits of the changed values */
+    if (!read_tables(&r, &tb, NSYM_B) || (slen = get_varint(&r), r.bad) ||
+        slen > r.len - r.pos || (nb && !rans_open(&d, r.p + r.pos, (size_t)slen)) ||
+        (!nb && slen)) {
+        err = "damaged sign/top stream";
+        goto done;
+    }
+    r.pos += (size_t)slen;
+    BitR raw = {r.p + r.pos, r.len - r.pos, 0, 0, 0, 0};
+    size_t ai = 0, bi = 0;
+    for (i64 g = 0; g < nsegs; g++) {
+        i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
+        for (i64 k = off; k < off + cnt; k++) {
+            u64 b = load_v(bv, W, k), mag = 0;
+            int L = A[ai++], neg = 0;
+            if (L) {
+                int tab = tabB(L, (int)(b >> (W - 1)));
+                if (tb.empty[tab]) {
+                    err = "a value's sign/top table is missing";
+                    goto done;
+                }
+                int sym = rans_get(&d, tb.e + (size_t)tab * SCALE, bi++);
+                int t = L - 1 < TOP1 ? L - 1 : TOP1, rb = L - 1 - t;
+                if (sym >> (t + (f->xor ? 0 : 1))) {
+                    err = "sign/top symbol out of range";
+                    goto done;
+                }
+                neg = (sym >> t) & 1;
+                mag = ((((u64)1 << t) | (u64)(sym & ((1 << t) - 1))) << rb) |
+                      (rb ? br_get(&raw, rb) : 0);
+            }
+            store_v(outv, W, k, join(mag, neg, b, f));
+        }
+    }
+    if (nb && !rans_close(&d)) err = "damaged sign/top stream";
+    else if (raw.bad || raw.pos != raw.len) err = "raw bits have the wrong length";
+done:
+    side_free(&s);
+    tabs_free(&ta);
+    tabs_free(&tb);
+    return err;
+}
+
+/* ============================ choice of the transform ====================================== */
+/* Estimated bits (1/65536) of a block as ulp distance, as XOR, and of the values alone (order-0
+ * over the exponent, plus sign and mantissa bits): the caller codes the smallest. */
+static void estimate(const void *nv, const void *bv, const i64 *segs, i64 nsegs, int width,
+                     int ebits, int mbits, u64 cost[3]) {
+    Fm fu = make_fm(width, ebits, mbits, T_ULP), fx = make_fm(width, ebits, mbits, T_XOR);
+    u32 hu[NSYM_A] = {0}, hx[NSYM_A] = {0};
+    u32 *he = calloc((size_t)(ebits ? (1 << ebits) : 256) + 1, 4);
+    u64 bu = 0, bx = 0, ba = 0;
+    for (i64 g = 0; g < nsegs; g++) {
+        i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
+        for (i64 k = off; k < off + cnt; k++) {
+            u64 nvv = load_v(nv, width, k), b = load_v(bv, width, k);
+            int neg;
+            int L = bitlen(split(nvv, b, &fu, &neg));
+            hu[L]++, bu += L ? (u64)L : 0; /* L - 1 bits and a sign */
+            L = bitlen(split(nvv, b, &fx, &neg));
+            hx[L]++, bx += L ? (u64)L - 1 : 0;
+            if (!he) continue;
+            if (ebits) {
+                u64 mag = nvv & ~fu.sb;
+                he[mag ? (int)((nvv >> mbits) & fu.emask) + 1 : 0]++;
+                ba += mag ? (u64)mbits + 1 : 0;
+            } else {
+                he[nvv >> (width - 8) & 255]++;
+                ba += (u64)width - 8;
+            }
+        }
+    }
+    cost[0] = entropy_cost(hu, NSYM_A) + bu * 65536;
+    cost[1] = entropy_cost(hx, NSYM_A) + bx * 65536;
+    cost[2] = he ? entropy_cost(he, ebits ? (1 << ebits) + 1 : 256) + ba * 65536 : UINT64_MAX;
+    free(he);
+}
+
+/* -- Python bindings ------------------------------------------------------------------------- */
+static int check_call(Py_buffer *vals, Py_buffer *base, Py_buffer *segs, int width, int ebits,
+                      int mbits) {
+    if (width != 8 && width != 16 && width != 32 && width != 64) {
+        PyErr_Format(PyExc_ValueError, "unsupported width %d", width);
+        return 0;
+    }
+    if (ebits != 0 && (ebits < 1 || ebits > 11 || mbits < 0 || ebits + mbits + 1 != width)) {
+        PyErr_Format(PyExc_ValueError, "bad float layout: %d exponent, %d mantissa bits", ebits,
+                     mbits);
+        return 0;
+    }
+    if (base && base->len != vals->len) {
+        PyErr_SetString(PyExc_ValueError, "the base and the values differ in size");
+        return 0;
+    }
+    if (segs->len % (3 * (Py_ssize_t)sizeof(i64)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "segments must be int64 triples");
+        return 0;
+    }
+    i64 items = vals->len / (width / 8), nsegs = segs->len / (3 * (Py_ssize_t)sizeof(i64));
+    const i64 *sg = segs->buf;
+    for (i64 s = 0; s < nsegs; s++) {
+        i64 off = sg[3 * s], rows = sg[3 * s + 1], cols = sg[3 * s + 2];
+        if (off < 0 || rows < 0 || cols < 0 || off > items ||
+            (cols > 0 && rows > (items - off) / cols) || rows > (INT64_C(1) << 40) ||
+            cols > (INT64_C(1) << 40)) {
+            PyErr_SetString(PyExc_ValueError, "a segment lies outside the values");
+            return 0;
+        }
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(encode_doc,
+             "encode(new, base, segs, width, ebits, mbits, level, transform) -> bytes\n\n"
+             "One delta block of the values the (offset, rows, cols) int64 segments name, coded "
+             "against `base` (transform 0: ulp distance, 1: XOR; ebits = 0 for integers) at "
+             "level 1 (semi-static, rANS) or 2 (adaptive), then the 16-byte checksum of `new`.");
+
+static PyObject *py_encode(PyObject *self, PyObject *args) {
+    Py_buffer nv, bv, segs;
+    int width, ebits, mbits, level, transform;
+    if (!PyArg_ParseTuple(args, "y*y*y*iiiii:encode", &nv, &bv, &segs, &width, &ebits, &mbits,
+                          &level, &transform))
+        return NULL;
+    PyObject *res = NULL;
+    if ((level != 1 && level != 2) || (transform != T_ULP && transform != T_XOR)) {
+        PyErr_SetString(PyExc_ValueError, "level must be 1 or 2, transform 0 or 1");
+    } else if (check_call(&nv, &bv, &segs, width, ebits, mbits)) {
+        i64 nsegs = segs.len / 24;
+        const i64 *sg = segs.buf;
+        Buf out = {0};
+        int ok;
+        Py_BEGIN_ALLOW_THREADS
+        Fm f = make_fm(width, ebits, mbits, transform);
+        buf_reserve(&out, (size_t)total_values(sg, nsegs) * (size_t)(width / 8) / 2 + 4096);
+        int kq = choose_kq(nv.buf, bv.buf, sg, nsegs, &f);
+        ok = level == 2 ? encode2(nv.buf, bv.buf, sg, nsegs, &f, kq, &out)
+                        : encode1(nv.buf, bv.buf, sg, nsegs, &f, kq, &out);
+        if (ok) {
+            u8 digest[DIGEST];
+            hash_values(nv.buf, sg, nsegs, width, digest);
+            put_bytes(&out, digest, DIGEST);
+            ok = !out.fail;
+        }
+        Py_END_ALLOW_THREADS
+        if (ok)
+            res = PyBytes_FromStringAndSize((const char *)out.p, (Py_ssize_t)out.len);
+        else
+            PyErr_NoMemory();
+        free(out.p);
+    }
+    PyBuffer_Release(&nv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&segs);
+    return res;
+}
+
+PyDoc_STRVAR(decode_doc,
+             "decode(block, out, base, segs, width, ebits, mbits, level, transform) -> None\n\n"
+             "Decode one delta block into `out` and check the values against its checksum; "
+             "ValueError names what is wrong with a damaged block (CHECKSUM_MISMATCH: the values "
+             "decoded are not the ones coded, e.g. another base).");
+
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    Py_buffer blk, out, bv, segs;
+    int width, ebits, mbits, level, transform;
+    if (!PyArg_ParseTuple(args, "y*w*y*y*iiiii:decode", &blk, &out, &bv, &segs, &width, &ebits,
+                          &mbits, &level, &transform))
+        return NULL;
+    const char *err = NULL;
+    int called = 0;
+    if ((level != 1 && level != 2) || (transform != T_ULP && transform != T_XOR))
+        PyErr_SetString(PyExc_ValueError, "level must be 1 or 2, transform 0 or 1");
+    else
+        called = check_call(&out, &bv, &segs, width, ebits, mbits);
+    if (called) {
+        i64 nsegs = segs.len / 24;
+        const i64 *sg = segs.buf;
+        const u8 *b = blk.buf;
+        size_t len = (size_t)blk.len;
+        Py_BEGIN_ALLOW_THREADS
+        if (len <= DIGEST) {
+            err = "block is too short";
+        } else {
+            len -= DIGEST;
+            Fm f = make_fm(width, ebits, mbits, transform);
+            err = level == 2 ? decode2(b, len, out.buf, bv.buf, sg, nsegs, &f)
+                             : decode1(b, len, out.buf, bv.buf, sg, nsegs, &f);
+            if (!err) {
+                u8 digest[DIGEST];
+                hash_values(out.buf, sg, nsegs, width, digest);
+                if (memcmp(digest, b + len, DIGEST) != 0) err = CHECKSUM_MISMATCH;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&blk);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&segs);
+    if (!called) return NULL;
+    if (err) {
+        if (strcmp(err, "out of memory") == 0) return PyErr_NoMemory();
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(estimate_doc,
+             "estimate(new, base, segs, width, ebits, mbits) -> (ulp, xor, alone)\n\n"
+             "Estimated bits of the block as ulp distance, as XOR, and of `new` alone.");
+
+static PyObject *py_estimate(PyObject *self, PyObject *args) {
+    Py_buffer nv, bv, segs;
+    int width, ebits, mbits;
+    if (!PyArg_ParseTuple(args, "y*y*y*iii:estimate", &nv, &bv, &segs, &width, &ebits, &mbits))
+        return NULL;
+    PyObject *res = NULL;
+    if (check_call(&nv, &bv, &segs, width, ebits, mbits)) {
+        u64 cost[3];
+        Py_BEGIN_ALLOW_THREADS
+        estimate(nv.buf, bv.buf, segs.buf, segs.len / 24, width, ebits, mbits, cost);
+        Py_END_ALLOW_THREADS
+        res = Py_BuildValue("(KKK)", (unsigned long long)(cost[0] >> 16),
+                            (unsigned long long)(cost[1] >> 16),
+                            (unsigned long long)(cost[2] >> 16));
+    }
+    PyBuffer_Release(&nv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&segs);
+    return res;
+}
+
+PyDoc_STRVAR(checksum_doc, "checksum(vals, segs, width) -> bytes\n\n"
+             "The 16-byte checksum (MurmurHash3_x64_128) of the values the segments name.");
+
+static PyObject *py_checksum(PyObject *self, PyObject *args) {
+    Py_buffer vals, segs;
+    int width;
+    if (!PyArg_ParseTuple(args, "y*y*i:checksum", &vals, &segs, &width)) return NULL;
+    PyObject *res = NULL;
+    if (check_call(&vals, NULL, &segs, width, 0, 0)) {
+        u8 digest[DIGEST];
+        Py_BEGIN_ALLOW_THREADS
+        hash_values(vals.buf, segs.buf, segs.len / 24, width, digest);
+        Py_END_ALLOW_THREADS
+        res = PyBytes_FromStringAndSize((const char *)digest, DIGEST);
+    }
+    PyBuffer_Release(&vals);
+    PyBuffer_Release(&segs);
+    return res;
+}
+
+static PyMethodDef methods[] = {
+    {"encode", py_encode, METH_VARARGS, encode_doc},
+    {"decode", py_decode, METH_VARARGS, decode_doc},
+    {"estimate", py_estimate, METH_VARARGS, estimate_doc},
+    {"checksum", py_checksum, METH_VARARGS, checksum_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_delta_kernels",
+    "The float prior's delta model: a tensor coded against a reference of the same shape.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__delta_kernels(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (kc_init() != 0) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
+    if (PyModule_AddIntConstant(m, "DELTA_VERSION", DELTA_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "DIGEST", DIGEST) < 0 ||
+        PyModule_AddStringConstant(m, "CHECKSUM_MISMATCH", CHECKSUM_MISMATCH) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
