@@ -6,6 +6,7 @@ option (``--jobs``, ``--stage``...) is one more entry plus one line in :func:`pi
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import click
 
 from lmgc_core.coding.options import check_component_options, explain_bad_option
+from lmgc_core.components.spec import ComponentSpec, spec_dict
 from lmgc_core.util.errors import ConfigError, UnknownComponentError
 
 PIPELINE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
@@ -81,9 +83,10 @@ def stage_spec(text: str) -> dict[str, Any]:
             spec = json.loads(text)
         except ValueError as exc:
             raise ConfigError(f"--stage {text!r} is not valid JSON: {exc}") from None
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            raise ConfigError(f"--stage {text!r} must be a JSON object with a 'name'")
-        return spec
+        if isinstance(spec, dict):
+            with contextlib.suppress(ConfigError):
+                return ComponentSpec.parse(spec).to_dict()
+        raise ConfigError(f"--stage {text!r} must be a JSON object with a 'name'")
     name, _, opts = text.partition(":")
     if not name:
         raise ConfigError(f"--stage is NAME[:KEY=VALUE,...] or a JSON object, not {text!r}")
@@ -125,7 +128,7 @@ def pipeline_config(
         ("coder", coder, ()),
     ):
         current = cfg.get(key)
-        current = {"name": current} if isinstance(current, str) else dict(current or {})
+        current = spec_dict(current or {})
         if name:
             current = {"name": name} if current.get("name") != name else current
         extra = parse_pairs(opts)

@@ -53,6 +53,7 @@ from numcodecs.compat import (
 )
 
 from lmgc_core.components import registry
+from lmgc_core.components.spec import spec_dict
 from lmgc_core.stream import container
 from lmgc_core.stream.notes import restore, with_view
 from lmgc_core.util.dtypes import coding_view
@@ -88,12 +89,9 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if cfg["level"] is None:  # absent means the prior's own default: configs stay as before
         del cfg["level"]
 
-    def spec(value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
-
-    cfg["stages"] = [spec(s) for s in (cfg["stages"] or [])]
+    cfg["stages"] = [spec_dict(s) for s in (cfg["stages"] or [])]
     for key in ("serializer", "prior", "coder"):
-        cfg[key] = spec(cfg[key])
+        cfg[key] = spec_dict(cfg[key])
     try:
         json.dumps(cfg)
     except (TypeError, ValueError) as exc:

@@ -14,6 +14,7 @@ from typing import Any
 
 from lmgc_core.coding.config_file import check_size
 from lmgc_core.components import registry
+from lmgc_core.components.spec import ComponentSpec
 from lmgc_core.util.errors import ConfigError
 
 
@@ -59,13 +60,15 @@ def check_component_options(cfg: dict[str, Any]) -> None:
     specs = [(k, cfg[k]) for k in ("serializer", "prior", "coder") if k in cfg]
     stages = cfg.get("stages")
     specs += [("stage", s) for s in stages] if isinstance(stages, list) else []
-    for kind, spec in specs:
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+    for kind, value in specs:
+        try:
+            spec = ComponentSpec.parse(value, kind)
+        except ConfigError:
             continue  # Pipeline.from_config explains malformed specs
-        valid = valid_options(kind, spec["name"])
-        unknown = sorted(set(spec) - {"name"} - set(valid or ()))
+        valid = valid_options(kind, spec.name)
+        unknown = sorted(set(spec.options) - set(valid or ()))
         if valid is not None and unknown:
             raise ConfigError(
-                f"{kind} {spec['name']!r} has no option {', '.join(map(repr, unknown))}; "
+                f"{kind} {spec.name!r} has no option {', '.join(map(repr, unknown))}; "
                 f"valid options: {', '.join(valid) or 'none'}"
             )

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lmgc_core.components import registry
+from lmgc_core.components.spec import spec_name
 from lmgc_core.stream import container
 from lmgc_core.util.errors import (
     ConfigError,
@@ -123,7 +124,7 @@ def _describe(config: Mapping[str, Any], record: Mapping[str, Any]) -> list[tupl
     """``[(component, "dist version"), ...]`` for a config and a ``made_by`` record."""
 
     def name(spec: Any) -> str:
-        return spec.get("name", "?") if isinstance(spec, Mapping) else str(spec)
+        return str(spec_name(spec) or "?") if isinstance(spec, Mapping) else str(spec)
 
     out = [(f"{role} {name(config.get(role))!r}", str(record.get(role, "?"))) for role in ROLES]
     stages = config.get("stages") or []

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from lmgc_core.components import registry
+from lmgc_core.components.spec import ComponentSpec, spec_dict
 from lmgc_core.util.dtypes import dtype_name
 from lmgc_core.util.errors import LMGCError, PluginError
 
@@ -66,10 +67,8 @@ def json_copy(value: Any) -> Any:
 
 def subject(kind: str, thing: Any) -> Subject:
     """Accepts a registered name, a ``{"name": ..., **options}`` spec or a built component."""
-    if isinstance(thing, str):
-        spec: dict[str, Any] = {"name": thing}
-    elif isinstance(thing, Mapping):
-        spec = dict(thing)
+    if isinstance(thing, str | Mapping):
+        spec: dict[str, Any] = spec_dict(thing)
     else:
         name = getattr(type(thing), "name", "")
         if not isinstance(name, str) or not name:
@@ -77,7 +76,7 @@ def subject(kind: str, thing: Any) -> Subject:
                 f"{kind} {type(thing).__name__}: `name` is not set on the class: streams record "
                 "the class's name, so set it to the name you register"
             )
-        spec = {"name": name, **thing.get_config()}
+        spec = ComponentSpec.of(thing).to_dict()
     name = spec.get("name")
     reg = registry.registrations().get((kind, name))
     if reg is None:

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from lmgc_core.components.spec import ComponentSpec
+
 
 class Codec:
     """A lossless bytes codec. Subclasses set ``name`` and implement the two methods."""
@@ -277,14 +279,12 @@ DEFAULT_BASELINES = tuple(BASELINES)
 
 def make_codec(spec: str | dict[str, Any]) -> Codec:
     """``"zstd"`` or ``{"name": "zstd", "level": 3}`` -> a codec instance."""
-    if isinstance(spec, str):
-        name, options = spec, {}
-    else:
-        options = dict(spec)
-        name = options.pop("name")
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline codec {name!r}; known: {', '.join(BASELINES)}")
-    return BASELINES[name](**options)
+    parsed = ComponentSpec.parse(spec, "a baseline codec")
+    if parsed.name not in BASELINES:
+        raise ValueError(
+            f"unknown baseline codec {parsed.name!r}; known: {', '.join(BASELINES)}"
+        )
+    return BASELINES[parsed.name](**parsed.options)
 
 
 def missing_modules(codec: Codec) -> list[str]:

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from lmgc_core.components.spec import ComponentSpec, spec_dict
+
 from .baselines import DEFAULT_BASELINES, make_codec, measure, missing_modules
 
 CELL_VERSION = 1
@@ -234,10 +236,6 @@ class Cell:
     key: str = ""
 
 
-def _norm_spec(v: Any) -> dict[str, Any]:
-    return {"name": v} if isinstance(v, str) else dict(v)
-
-
 def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
     by_name = {w.name: w for w in workloads}
     for exp in cfg["experiments"]:
@@ -250,7 +248,7 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
         for spec in (
             exp.get("baselines", []) if exp.get("baselines") != "all" else DEFAULT_BASELINES
         ):
-            spec = _norm_spec(spec)
+            spec = spec_dict(spec)
             for chunk in _as_list(exp.get("chunk", [None])):
                 codec = make_codec(spec)
                 label = codec.label + (f" [{chunk}B chunks]" if chunk else "")
@@ -263,9 +261,9 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
                 _as_list(lm["serializer"]), _as_list(lm["prior"]), _as_list(lm["window"]),
                 _as_list(lm["batch"]),
             ):  # fmt: skip
-                ser, pri = _norm_spec(ser), _norm_spec(pri)
+                ser, pri = spec_dict(ser), spec_dict(pri)
                 spec = {
-                    "serializer": ser, "prior": pri, "coder": _norm_spec(lm["coder"]),
+                    "serializer": ser, "prior": pri, "coder": spec_dict(lm["coder"]),
                     "window": win, "batch": bat, "measure": lm["measure"],
                 }  # fmt: skip
                 label = f"lmgc {prior_label(pri)} · {serializer_label(ser)} · w{win}"
@@ -299,13 +297,7 @@ def cell_key(cell: Cell, data_hash: str) -> str:
 
 
 def _build_stages(stages: list[dict[str, Any]]) -> list[Any]:
-    from lmgc_core.components import registry
-
-    out = []
-    for s in stages:
-        s = dict(s)
-        out.append(registry.build("stage", s.pop("name"), s))
-    return out
+    return [ComponentSpec.parse(s, "stage").build("stage") for s in stages]
 
 
 def stage_payload(x: np.ndarray, stages: list[dict[str, Any]]) -> tuple[bytes, str]:

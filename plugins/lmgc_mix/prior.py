@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from lmgc_core.components import registry
 from lmgc_core.components.interfaces import JSON, ArrayCoding, ContextScores, Prior, PriorSession
+from lmgc_core.components.spec import ComponentSpec
 from lmgc_core.util.errors import ConfigError, MismatchError
 
 from .mixing import SHARE_BITS, PositionMixer
@@ -28,15 +28,10 @@ DEFAULT_SHARE = 2.0**-10
 DEFAULT_LR = 0.02
 
 
-def _expert_spec(spec: Any) -> tuple[dict[str, Any], list[int] | None]:
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
-        raise ConfigError(
-            f"each mix expert must be a prior name or a mapping with a 'name', not {spec!r}"
-        )
-    spec = dict(spec)
-    consult = spec.pop("consult", None)
+def _expert_spec(value: Any) -> tuple[ComponentSpec, list[int] | None]:
+    """The expert's spec without ``consult`` (a mix option, not the expert's) and ``consult``."""
+    spec = ComponentSpec.parse(value, "each mix expert")
+    consult = spec.options.pop("consult", None)
     if consult is not None:
         if not isinstance(consult, list | tuple) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in consult
@@ -81,14 +76,13 @@ class MixPrior(Prior):
                 raise ConfigError(f"{label} must be true or false, not {flag!r}")
         self.experts: list[Prior] = []
         self.consult: list[list[int] | None] = []
-        for spec in experts:
-            options, consult = _expert_spec(spec)
-            name = options.pop("name")
-            if name == self.name:
+        for value in experts:
+            spec, consult = _expert_spec(value)
+            if spec.name == self.name:
                 raise ConfigError("a mix cannot have a mix as an expert")
-            if model is not None and "model" in registry.build("prior", name, options).get_config():
-                options["model"] = model  # a decode-time override: where the model lives here
-            self.experts.append(registry.build("prior", name, options))
+            if model is not None and "model" in spec.build("prior").get_config():
+                spec.options["model"] = model  # a decode-time override: where the model lives
+            self.experts.append(spec.build("prior"))
             self.consult.append(consult)
         self.model = model
         self.use_fallback = fallback
