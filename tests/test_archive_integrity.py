@@ -356,9 +356,7 @@ def test_stream_header_of_escaped_quotes(tmp_path):
     """The same for a stream header: 8 MiB of ``\\"`` (under its 16 MiB cap)."""
     from lmgc_core.stream import container
 
-    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY,
-                              container.HEADER_DICTIONARIES[container.VERSION])  # fmt: skip
-    head = packer.compress(b'{"x":"' + b'\\"' * (4 << 20)) + packer.flush()
+    head = container.deflate_header(b'{"x":"' + b'\\"' * (4 << 20))
     prefix = struct.pack("<4sBI", container.MAGIC, container.VERSION, len(head))
     crc = struct.pack("<I", zlib.crc32(prefix + head))
     (tmp_path / "quotes.lmgc").write_bytes(prefix + head + crc)

@@ -42,7 +42,7 @@ def _repack(blob: bytes, edit: Any) -> bytes:
 def _nested_stream(depth: int = 100_000) -> bytes:
     """A stream whose (checksummed, well-deflated) header nests ``depth`` lists."""
     text = b'{"x":' + b"[" * depth + b"]" * depth + b"}"
-    head = zlib.compress(text, 9)
+    head = container.deflate_header(text)
     prefix = struct.pack("<4sBI", container.MAGIC, container.VERSION, len(head))
     return prefix + head + struct.pack("<I", zlib.crc32(prefix + head))
 

@@ -115,18 +115,21 @@ def test_wrong_prior_is_refused_and_force_is_caught_by_checksum(grads):
 
 
 def test_version_1_streams_still_decode_and_unknown_versions_are_named(grads, monkeypatch):
-    """Version 2 only changed the header's preset dictionary: a version-1 stream (made with the
-    old dictionary) decodes, and its header costs more bytes than the same header in version 2."""
+    """Versions 2 and 3 only changed how the header is deflated (preset dictionary; version 3 a
+    raw deflate stream): older streams decode, and each version's header costs fewer bytes."""
     from lmgc_core.stream import container
 
     data = grads[:300]
     new = Pipeline.from_config({}).compress(data)
-    with monkeypatch.context() as patch:
-        patch.setattr(container, "VERSION", 1)
-        old = Pipeline.from_config({}).compress(data)
-    assert old[4] == 1 and new[4] == container.VERSION == 2
-    assert len(new) < len(old) - 40  # the float prior's header text is in the v2 dictionary
-    assert same_bits(decompress(old), data) and same_bits(decompress(new), data)
+    sizes = {}
+    for version in (1, 2):
+        with monkeypatch.context() as patch:
+            patch.setattr(container, "VERSION", version)
+            old = Pipeline.from_config({}).compress(data)
+        assert old[4] == version and same_bits(decompress(old), data)
+        sizes[version] = len(old)
+    assert new[4] == container.VERSION == 3 and same_bits(decompress(new), data)
+    assert len(new) < sizes[2] - 40 < sizes[1] - 80  # the default header text in each dictionary
     future = new[:4] + bytes([9]) + new[5:]
-    with pytest.raises(StreamError, match=r"unsupported lmgc format version 9.*versions 1, 2"):
+    with pytest.raises(StreamError, match=r"unsupported lmgc format version 9.*versions 1, 2, 3"):
         decompress(future)

@@ -3,9 +3,11 @@
     magic "LMGC" | version u8 | header length u32 LE | header (zlib JSON) | header CRC32 u32 LE
     | block 0 | block 1 | ...
 
-Versions differ only in the zlib preset dictionary of the header: version 2 (written since the
-``float`` prior became the default) appends that prior's typical header text to version 1's, and
-both are read.
+Versions differ only in how the header is deflated: versions 1 and 2 as a zlib stream against a
+preset dictionary (version 2 appends the ``float`` prior's typical header text to version 1's);
+version 3 as a raw deflate stream (no zlib header or Adler-32: the CRC32 after it covers it)
+against a dictionary that adds today's default headers (both levels of the ``float`` prior) and
+the ``file`` record of a single-array file. Every version is read.
 
 Every block is one independently decodable batch of windows; its byte length and CRC32 are in
 the header, so corruption is caught before a decoder sees garbage and points at the block that
@@ -25,7 +27,7 @@ import numpy as np
 from lmgc_core.util.errors import ConfigError, StreamError, TruncatedStreamError
 
 MAGIC = b"LMGC"
-VERSION = 2
+VERSION = 3
 _PREFIX = struct.Struct("<4sBI")
 _CRC = struct.Struct("<I")
 MAX_HEADER = 64 << 20
@@ -75,6 +77,40 @@ HEADER_DICTIONARIES = {
 }
 """Preset dictionary per format version. Version 2 adds the ``float`` prior's header text at the
 end (zlib codes near matches cheapest): a default header shrinks from ~190 to ~110 bytes."""
+HEADER_DICTIONARIES[3] = HEADER_DICTIONARIES[2] + (
+    b'{"array":{"dtype":"<f4","shape":[]},"made_by":"lmgc 0.1.0","parts":[{"array":{"layout":'
+    b'false,"model":"float","shape":[]},"blocks":[[]],"coding":"array","count":,"dtype":"<f4",'
+    b'"name":"data"}],"pipeline":{"batch":16384,"coder":{"name":"range"},"prior":{"block_values":'
+    b'1048576,"layout":null,"name":"float"},"serializer":{"byte_order":"big","bytes_per_group":4,'
+    b'"name":"hex","prefix":"","separator":" "},"stages":[],"window":512},"prior":{"block_values":'
+    b'1048576,"layout":null,"prior":"float","version":1},"sha256":"'
+    b'"file":{"format":"raw"},"file":{"format":"npy","head":"\\u0093NUMPY\\u0001\\u0000v\\u0000'
+    b"{'descr': '<f4', 'fortran_order': False, 'shape': (,), }" + b" " * 64 + b'\\n"},'
+    b'{"array":{"dtype":"bfloat16","shape":[]},"checksum":"blocks-murmur3-x64-128","made_by":'
+    b'"lmgc 0.1.0","parts":[{"array":{"layout":false,"model":"float","shape":[]},"blocks":[[]],'
+    b'"coding":"array","count":,"dtype":"<f4","name":"data"}],"pipeline":{"batch":16384,'
+    b'"coder":{"name":"range"},"prior":{"block_values":262144,"layout":null,"level":1,"name":'
+    b'"float"},"serializer":{"byte_order":"big","bytes_per_group":4,"name":"hex","prefix":"",'
+    b'"separator":" "},"stages":[],"window":512},"prior":{"block_values":262144,"fast_version":3,'
+    b'"layout":null,"level":1,"prior":"float","version":1},"stages":[]}'
+)
+"""Version 3 appends (nearest last, where deflate codes matches cheapest) the ``float`` prior's
+highest-level header, the ``file`` records of a single-array file and the fast level's header
+(the default): a default header deflates to ~40 bytes (version 2: ~120). Never edit a version's
+dictionary: streams of that version inflate against it."""
+_RAW = frozenset({3})
+"""Versions whose header is a raw deflate stream (zlib's own header and Adler-32 left out)."""
+
+
+def deflate_header(text: bytes, version: int | None = None) -> bytes:
+    """``text`` deflated as a header of format ``version`` (default: :data:`VERSION`), as
+    :func:`read_header` inflates it."""
+    version = VERSION if version is None else version
+    bits = -15 if version in _RAW else 15
+    packer = zlib.compressobj(
+        9, zlib.DEFLATED, bits, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICTIONARIES[version]
+    )
+    return packer.compress(text) + packer.flush()
 
 
 @dataclass
@@ -150,8 +186,6 @@ def check_json_text(
 
 
 def pack(header: dict[str, Any], blocks: list[bytes]) -> bytes:
-    dictionary = HEADER_DICTIONARIES[VERSION]
-    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     try:  # never write a header that decoding would refuse
         check_json_text(text)
@@ -159,7 +193,7 @@ def pack(header: dict[str, Any], blocks: list[bytes]) -> bytes:
         raise ConfigError(
             f"the stream header would be too big ({exc}): use fewer, larger blocks"
         ) from None
-    head = packer.compress(text) + packer.flush()
+    head = deflate_header(text, VERSION)
     prefix = _PREFIX.pack(MAGIC, VERSION, len(head))
     crc = _CRC.pack(zlib.crc32(prefix + head))
     return b"".join([prefix, head, crc, *blocks])
@@ -189,7 +223,8 @@ def read_header(blob: bytes) -> tuple[dict[str, Any], int]:
     if zlib.crc32(blob[:end]) != crc:
         raise StreamError("header checksum mismatch: the stream header is corrupted")
     try:
-        unpacker = zlib.decompressobj(15, HEADER_DICTIONARIES[version])
+        bits = -15 if version in _RAW else 15
+        unpacker = zlib.decompressobj(bits, HEADER_DICTIONARIES[version])
         # inflate at most one byte past the cap: a deflate bomb stops here
         text = unpacker.decompress(blob[_PREFIX.size : end], MAX_HEADER_TEXT + 1)
         if len(text) > MAX_HEADER_TEXT or unpacker.unconsumed_tail:
@@ -197,6 +232,8 @@ def read_header(blob: bytes) -> tuple[dict[str, Any], int]:
         text += unpacker.flush()
         if len(text) > MAX_HEADER_TEXT:
             raise StreamError(f"header inflates to over {MAX_HEADER_TEXT} bytes")
+        if version in _RAW and (not unpacker.eof or unpacker.unused_data):
+            raise StreamError("header is unreadable: not one whole deflate stream")
     except zlib.error as exc:
         raise StreamError(f"header is unreadable: {exc}") from None
     check_json_text(text)
