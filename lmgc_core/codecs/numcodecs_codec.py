@@ -3,7 +3,9 @@ anything else that speaks numcodecs).
 
 The codec's configuration *is* the pipeline configuration of :meth:`Pipeline.from_config`
 (``stages``, ``serializer``, ``prior``, ``coder``, ``window``, ``batch``, ``level``) plus an
-optional ``dtype``::
+optional ``dtype``. ``LMGC()`` writes the float prior's level into its config (1, fast, by
+default); a stored config without one (written before the fast level was the default) means
+level 2, what it meant then::
 
     >>> import numcodecs
     >>> codec = numcodecs.get_codec({"id": "lmgc", "prior": {"name": "adaptive"}})
@@ -52,6 +54,8 @@ from numcodecs.compat import (
     ndarray_copy,
 )
 
+from lmgc_core.codecs import time_axis as series
+from lmgc_core.coding.recorded import recorded_config
 from lmgc_core.components import registry
 from lmgc_core.components.spec import spec_dict
 from lmgc_core.stream import container
@@ -99,8 +103,32 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _key(config: Mapping[str, Any]) -> str:
-    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+def pin_level(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (canonical) with the level its prior codes at written in, when the prior has
+    levels and the config names none: today's default for a new codec, the level a config
+    without one has always meant inside :func:`registry.recorded` (stored metadata). Either way
+    the codec's metadata then says it, so no later default can change what the codec writes."""
+    from lmgc_core.coding.pipeline import LEVELLED_PRIORS
+
+    prior = config.get("prior")
+    if "level" in config or not isinstance(prior, Mapping) or "level" in prior:
+        return config
+    if prior.get("name") not in LEVELLED_PRIORS:
+        return config
+    try:
+        built = registry.build("prior", prior["name"], {k: v for k, v in prior.items()
+                                                        if k != "name"})  # fmt: skip
+    except LMGCError:  # bad options or a missing kernel: the pipeline's build says so, later
+        return config
+    level = getattr(built, "level", None)
+    return config if level is None else {**config, "level": level}
+
+
+def _key(config: Mapping[str, Any], recorded: bool = False) -> str:
+    """The cache key; a recorded config (a header) and a new one differ where an option is left
+    out (see :func:`registry.recorded`)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return "recorded " + text if recorded else text
 
 
 def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
@@ -110,20 +138,21 @@ def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
     ``thread_safe`` prior (threads code concurrently), a lock of its own otherwise."""
     from lmgc_core.coding.pipeline import Pipeline
 
-    key = _key(canonical_config(config))
+    cfg = canonical_config(config)
+    key = _key(cfg, registry.building_recorded())
     with _CACHE_LOCK:
         hit = _CACHE.pop(key, None)
         if hit is not None:
             _CACHE[key] = hit  # most recently used last
             _STATS["hits"] += 1
             return hit
-        pipeline = Pipeline.from_config(json.loads(key))
+        pipeline = Pipeline.from_config(json.loads(json.dumps(cfg)))  # a copy of its own
         guard: Guard = nullcontext() if pipeline.prior.thread_safe else threading.Lock()
         entry = (pipeline, guard)
         _CACHE[key] = entry
         # streams record the resolved config (window, batch, prior options filled in): reading
         # back what this process wrote must reuse this pipeline, not build (load) a second one
-        _CACHE.setdefault(_key(canonical_config(pipeline.get_config())), entry)
+        _CACHE.setdefault(_key(canonical_config(pipeline.get_config()), recorded=True), entry)
         while len(_CACHE) > MAX_CACHED:
             del _CACHE[next(iter(_CACHE))]
         _STATS["builds"] += 1
@@ -188,10 +217,37 @@ def clear_pipeline_cache() -> None:
 registry.on_reset(clear_pipeline_cache)  # a new registry: pipelines built from it again
 
 
-def compress_array(config: Mapping[str, Any], array: np.ndarray) -> bytes:
+def compress_array(
+    config: Mapping[str, Any], array: np.ndarray, time_axis: int | None = None
+) -> bytes:
+    """One chunk's stream; with ``time_axis``, a series chunk (:mod:`.time_axis`): each step
+    along that axis coded against the step before it."""
     pipeline, guard = cached_pipeline(config)
     with guard, _timed("encoded"):
-        return pipeline.compress(array)
+        if time_axis is None or array.ndim == 0:
+            return pipeline.compress(array)
+        return series.encode(pipeline, array, series.resolve_axis(time_axis, array.ndim))
+
+
+def _decode_series(
+    config: Mapping[str, Any] | None, blob: bytes, head: tuple[dict[str, Any], int]
+) -> np.ndarray:
+    """A series chunk: every step with the pipeline its own stream records, against the step
+    decoded before it."""
+
+    def decode_step(
+        stream: bytes, base: np.ndarray | None, max_nbytes: int, jobs: int
+    ) -> np.ndarray:
+        step_head = container.read_header(stream)
+        recorded = step_head[0].get("pipeline")
+        pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
+        with guard:
+            if base is None:
+                return pipeline.decompress(stream, max_nbytes=max_nbytes, head=step_head)
+            return pipeline.decompress(stream, max_nbytes=max_nbytes, head=step_head, base=base)
+
+    with _timed("decoded"):
+        return series.decode(decode_step, blob, head)
 
 
 def decompress_blob(
@@ -222,8 +278,10 @@ def decompress_blob(
                 f"lmgc stream holds {dtype}{list(shape)} ({nbytes} bytes), the caller expects "
                 f"{expect_nbytes} bytes"
             )
-    recorded = header.get("pipeline")
-    pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
+    if series.is_series(header):
+        return _decode_series(config, blob, head)
+    with registry.recorded():  # left-out options mean what they meant when it was written
+        pipeline, guard = cached_pipeline(recorded_config(header, default=config or {}))
     with guard, _timed("decoded"):
         return pipeline.decompress(blob, max_nbytes=expect_nbytes, head=head)
 
@@ -269,6 +327,7 @@ class LMGC(Codec):
         batch: int | None = None,
         dtype: str | None = None,
         level: int | None = None,
+        time_axis: int | None = None,
     ) -> None:
         given = {
             "stages": stages,
@@ -279,26 +338,34 @@ class LMGC(Codec):
             "batch": batch,
             "level": level,
         }
-        self.pipeline_config = canonical_config(given)
+        self.pipeline_config = pin_level(canonical_config(given))
         if dtype is not None:
             try:
                 np.dtype(dtype)
             except TypeError:
                 raise ConfigError(f"lmgc codec: unknown dtype {dtype!r}") from None
         self.dtype = None if dtype is None else str(np.dtype(dtype))
+        self.time_axis = series.check_time_axis(time_axis)
+        """Code each step along this axis of a chunk against the step before it (see
+        :mod:`lmgc_core.codecs.time_axis`); ``None``: every chunk as one array."""
 
     # numcodecs' Codec equality / repr use get_config
     def get_config(self) -> dict[str, Any]:
         config = {"id": self.codec_id, **self.pipeline_config}
         if self.dtype is not None:
             config["dtype"] = self.dtype
+        if self.time_axis is not None:  # absent when off: configs written before stay equal
+            config["time_axis"] = self.time_axis
         return config
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LMGC:
+        """The codec a stored config describes: one without ``level`` (written before the fast
+        level became the default) keeps coding at the level it always meant (2)."""
         config = dict(config)
         config.pop("id", None)
-        return cls(**config)
+        with registry.recorded():
+            return cls(**config)
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
@@ -329,8 +396,10 @@ class LMGC(Codec):
         arr = self._as_array(buf)  # TypeError for object arrays, as documented
         with codec_errors("encode"):
             # any fixed-size dtype: non-numbers go through an integer/byte view, noted in the header
+            ndim = arr.ndim
             arr, note = coding_view(arr)
-            return with_view(compress_array(self.pipeline_config, arr), note)
+            axis = series.view_axis(self.time_axis, ndim, note)
+            return with_view(compress_array(self.pipeline_config, arr, axis), note)
 
     def decode(self, buf: Any, out: Any = None) -> Any:
         """Decode ``buf``; with ``out``, a stream declaring another size than ``out`` is refused

@@ -7,9 +7,10 @@ stream header records both. In ``zarr.json`` it reads::
     {"name": "lmgc", "configuration": {"stages": [], "serializer": {"name": "hex"},
      "prior": {"name": "adaptive"}, "coder": {"name": "range"}, "window": 2048, "batch": null}}
 
-The configuration is exactly :meth:`lmgc_core.coding.pipeline.Pipeline.from_config`'s (``"level":
-1``
-selects the float prior's fast level; left out, the prior's default). zarr-python finds
+The configuration is exactly :meth:`lmgc_core.coding.pipeline.Pipeline.from_config`'s. ``level``
+selects the float prior's level; a new codec writes the one it codes at (1, fast, by default)
+into the metadata, and metadata without one (written before the fast level was the default)
+keeps meaning level 2. zarr-python finds
 the codec through the ``zarr.codecs`` entry-point group (``lmgc =
 "lmgc_core.codecs.zarr_codec:LMGCZarrCodec"``), so opening such an array needs lmgc installed,
 nothing imported. Importing this module also registers the codec explicitly (for source checkouts).
@@ -41,12 +42,15 @@ import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
 
+from lmgc_core.codecs import time_axis as series
 from lmgc_core.codecs.numcodecs_codec import (
     canonical_config,
     codec_errors,
     compress_array,
     decompress_blob,
+    pin_level,
 )
+from lmgc_core.components import registry
 from lmgc_core.stream import container
 from lmgc_core.stream.notes import restore, with_view
 from lmgc_core.util.dtypes import coding_view
@@ -79,6 +83,9 @@ class LMGCZarrCodec(ArrayBytesCodec):
     """``lmgc`` array-to-bytes codec; keyword arguments are the pipeline configuration."""
 
     config_json: str
+    time_axis: int | None = None
+    """Code each step along this axis of a chunk against the step before it (see
+    :mod:`lmgc_core.codecs.time_axis`); ``None``: every chunk as one array."""
     is_fixed_size = False
 
     def __init__(
@@ -91,6 +98,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
         window: int | None = None,
         batch: int | None = None,
         level: int | None = None,
+        time_axis: int | None = None,
     ) -> None:
         config = canonical_config(
             {
@@ -103,8 +111,10 @@ class LMGCZarrCodec(ArrayBytesCodec):
                 "level": level,
             }
         )
+        config = pin_level(config)  # the level it codes at, said in the metadata
         # a JSON string keeps the frozen dataclass hashable and comparable
         object.__setattr__(self, "config_json", json.dumps(config, sort_keys=True))
+        object.__setattr__(self, "time_axis", series.check_time_axis(time_axis))
 
     @property
     def pipeline_config(self) -> dict[str, Any]:
@@ -120,12 +130,20 @@ class LMGCZarrCodec(ArrayBytesCodec):
     # -- metadata --------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LMGCZarrCodec:
-        return cls(**_parse(data))
+        """The codec stored metadata describes: a configuration without ``level`` (written before
+        the fast level became the default) keeps coding at the level it always meant (2)."""
+        with registry.recorded():
+            return cls(**_parse(data))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": CODEC_NAME, "configuration": self.pipeline_config}
+        configuration = self.pipeline_config
+        if self.time_axis is not None:  # absent when off: metadata written before stays equal
+            configuration["time_axis"] = self.time_axis
+        return {"name": CODEC_NAME, "configuration": configuration}
 
     def validate(self, *, shape: Any, dtype: Any, chunk_grid: Any) -> None:
+        if self.time_axis is not None:
+            series.resolve_axis(self.time_axis, len(tuple(shape)))  # ConfigError if outside
         native = _native(dtype)
         if (
             native.hasobject
@@ -145,9 +163,11 @@ class LMGCZarrCodec(ArrayBytesCodec):
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:
         with codec_errors("encode"):
             arr = np.ascontiguousarray(chunk_array.as_numpy_array())
+            ndim = arr.ndim
             # non-numbers (complex, datetime, |S, <U, records) go through a noted integer view
             arr, note = coding_view(arr)
-            blob = with_view(compress_array(self.pipeline_config, arr), note)
+            axis = series.view_axis(self.time_axis, ndim, note)
+            blob = with_view(compress_array(self.pipeline_config, arr, axis), note)
         return chunk_spec.prototype.buffer.from_bytes(blob)
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: Any) -> NDBuffer:
