@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -17,23 +16,14 @@ import numpy as np
 
 from lmgc_core.coding import provenance
 from lmgc_core.coding.config_file import check_size
-from lmgc_core.coding.engine import (
-    BitCounter,
-    Layout,
-    decoding_chooser,
-    drive,
-    encoding_chooser,
-    unwindow,
-    window_matrix,
-)
 from lmgc_core.coding.options import valid_options
-from lmgc_core.coding.probability import distributions, ideal_bits
+from lmgc_core.coding.parts import PartCoder, decoder_for, encoder_for, part_entry
 from lmgc_core.components import registry
 from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
 from lmgc_core.stream import container
 from lmgc_core.util.dtypes import dtype_name, parse_dtype
 from lmgc_core.util.errors import ChecksumError, ConfigError, LMGCError, MismatchError, StreamError
-from lmgc_core.util.parallel import in_background, map_ordered, resolve_jobs
+from lmgc_core.util.parallel import in_background, resolve_jobs
 
 DEFAULTS: dict[str, Any] = {
     "stages": [],
@@ -131,6 +121,8 @@ class Pipeline:
         self.stages = list(stages)
         self.window = window
         self.batch = batch or prior.default_batch_size
+        self._part_coder = encoder_for(prior, *self._pieces())
+        """How every part is coded (chosen once: the prior's array path, or the step loop)."""
 
     # -- configuration -------------------------------------------------------------------------
     @classmethod
@@ -189,42 +181,30 @@ class Pipeline:
         return self._inverse(parts, states, arr.dtype, arr.shape)
 
     # -- coding ----------------------------------------------------------------------------------
-    def _layout(self, n_symbols: int) -> Layout:
-        return Layout(n_symbols, self.serializer.period, self.window, self.batch)
+    def _pieces(self) -> tuple[Serializer, EntropyCoder, int, int]:
+        return self.serializer, self.coder, self.window, self.batch
 
-    def _drive(self, lengths: np.ndarray, choose: Any, prior: Prior | None = None) -> np.ndarray:
-        """One batch: as many rows as it has windows (only the last batch can have fewer)."""
-        s = self.serializer
-        return drive(
-            prior or self.prior,
-            s.alphabet,
-            s.pattern,
-            s.free_symbols,
-            lengths,
-            len(lengths),
-            self.window,
-            choose,
-        )
-
-    def _encode_batch(
-        self, symbols: np.ndarray, wins: list[tuple[int, int]], progress: Progress | None
+    def compress(
+        self,
+        array: Any,
+        progress: Progress | None = None,
+        jobs: int | None = 1,
+        *,
+        base: Any = None,
+        base_name: str | None = None,
     ) -> bytes:
-        """One batch -> one independent block (own prior session, own coder)."""
-        mat = window_matrix(symbols, wins)
-        enc = self.coder.encoder()
-        lengths = np.array([n for _, n in wins])
-        self._drive(lengths, encoding_chooser(mat, self.serializer.free_symbols, enc))
-        block = enc.finish()
-        if progress:
-            progress(int(lengths.sum()))
-        return block
-
-    def compress(self, array: Any, progress: Progress | None = None, jobs: int | None = 1) -> bytes:
         """Code ``array``; ``jobs`` threads code independent blocks (``None``: all cores) where
-        the prior allows it. The bytes do not depend on ``jobs``."""
+        the prior allows it. The bytes do not depend on ``jobs``.
+
+        ``base``: an array of the same dtype and shape to code ``array`` against (the prior's
+        :class:`DeltaCoding`; ``ConfigError`` for a prior without one, for stages, or for a base
+        of another dtype or shape). The header then records the base's SHA-256 (and
+        ``base_name``), and decoding needs that very base."""
         provenance.check_replay(self)
         jobs = resolve_jobs(jobs) if self.prior.thread_safe else 1
         arr = _as_array(array)
+        ref = None if base is None else self._check_base_for(arr, base, base_name)
+        part_coder = self._delta_coder if ref is not None else self._part_coder
         parts, states = self._forward(arr)
         if self.stages:
             expected = self._inverse(
@@ -232,46 +212,19 @@ class Pipeline:
             )
         else:
             expected = arr
-        value_checksum = self._value_checksum(self.prior)
+        value_checksum = None if ref is not None else self._value_checksum(self.prior)
         # With spare cores the checksum runs beside the coding (hashlib releases the GIL), so it
         # is not a serial step in front of a parallel one.
         checksum = None if value_checksum else in_background(partial(_sha256, expected), jobs)
         part_headers, blocks = [], []
         for name, data in parts.items():
             data = np.ascontiguousarray(data).reshape(-1)
-            if isinstance(self.prior, ArrayCoding):
-                shape = arr.shape if data.size == arr.size and arr.ndim else (data.size,)
-                meta, coded = self.prior.encode_array(data, tuple(shape), jobs)
-                blocks.extend(coded)
-                part_headers.append(
-                    {
-                        "name": name,
-                        "dtype": dtype_name(data.dtype),
-                        "count": int(data.size),
-                        "coding": "array",
-                        "array": meta,
-                        "blocks": [[len(b), zlib.crc32(b)] for b in coded],
-                    }
-                )
-                if progress:
-                    progress(self.serializer.n_symbols(data.nbytes))
-                continue
-            symbols = self.serializer.to_symbols(data)
-            layout = self._layout(symbols.size)
-            part_blocks = map_ordered(
-                partial(self._encode_batch, symbols, progress=progress), layout.batches(), jobs
+            shape = arr.shape if data.size == arr.size and arr.ndim else (data.size,)
+            fields, coded = part_coder.encode(
+                data, tuple(shape), jobs, progress, None if ref is None else ref.reshape(-1)
             )
-            entries = [[len(block), zlib.crc32(block)] for block in part_blocks]
-            blocks.extend(part_blocks)
-            part_headers.append(
-                {
-                    "name": name,
-                    "dtype": dtype_name(data.dtype),
-                    "count": int(data.size),
-                    "n_symbols": int(symbols.size),
-                    "blocks": entries,
-                }
-            )
+            blocks.extend(coded)
+            part_headers.append(part_entry(name, data, fields))
         header = {
             "pipeline": self.get_config(),
             "prior": self.prior.fingerprint(),
@@ -281,13 +234,38 @@ class Pipeline:
             "stages": states,
             "parts": part_headers,
         }
+        if ref is not None:
+            header["base"] = {"sha256": base_sha256(ref)}
+            if base_name is not None:
+                header["base"]["name"] = base_name
         blob = container.pack(header, blocks)
-        alternative = self._fallback_pipeline()
+        alternative = None if ref is not None else self._fallback_pipeline()
         if alternative is not None:
             other = alternative.compress(arr, jobs=jobs)
             if len(other) <= len(blob):
                 return other
         return blob
+
+    @property
+    def _delta_coder(self) -> PartCoder:
+        return encoder_for(self.prior, *self._pieces(), delta=True)
+
+    def _check_base_for(self, arr: np.ndarray, base: Any, name: str | None) -> np.ndarray:
+        """``base`` as a C-contiguous array, refused (``ConfigError``) where no delta can be
+        coded: stages (the parts are no longer the array), a prior without a delta path, or a
+        base of another dtype or shape."""
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"base_name must be a string, not {name!r}")
+        if self.stages:
+            raise ConfigError("a base needs a pipeline without stages (they change the values)")
+        self._delta_coder  # noqa: B018 - refuses a prior without DeltaCoding
+        ref = _as_array(base)
+        if ref.dtype != arr.dtype or ref.shape != arr.shape:
+            raise ConfigError(
+                f"the base ({ref.dtype}{list(ref.shape)}) must have the array's dtype and shape "
+                f"({arr.dtype}{list(arr.shape)})"
+            )
+        return ref
 
     def _value_checksum(self, prior: Prior) -> str | None:
         """The name of the checksum ``prior`` records and verifies in every block of the values
@@ -339,7 +317,6 @@ class Pipeline:
             raise StreamError("stream header has a bad prior fingerprint")
         return self.prior.for_stream(recorded)
 
-    @provenance.explain_decode_failures
     def decompress(
         self,
         blob: bytes,
@@ -349,19 +326,42 @@ class Pipeline:
         max_nbytes: int | None = None,
         *,
         head: tuple[dict[str, Any], int] | None = None,
+        base: Any = None,
     ) -> np.ndarray:
         """Decode ``blob``. ``max_nbytes``: refuse (:class:`StreamError`, before anything is
         allocated or decoded) a stream whose header declares a bigger array: a few bytes of
         stream may legitimately stand for gigabytes of zeros, so only the caller knows how much
         it is ready to receive (a ``out=`` buffer, a chunk, a manifest entry). ``head``:
         :func:`container.read_header`'s result for ``blob`` when the caller has it (a header is
-        then verified and parsed once, which counts for small chunks)."""
+        then verified and parsed once, which counts for small chunks). ``base``: the array a
+        stream made with ``compress(..., base=)`` was coded against; a stream that records a base
+        is refused (:class:`MismatchError`, naming the base) without it or with another one (its
+        SHA-256 differs), before anything is decoded. A stream made without a base ignores it."""
         head = container.read_header(blob) if head is None else head
+        ref = None
+        if "base" in head[0]:  # refused by name before the decode (and its provenance notes)
+            dtype, shape = declared_array(head[0], max_nbytes)
+            ref = check_base(head[0], base, dtype, shape)
+        return self._decode(blob, force, progress, jobs, max_nbytes, head=head, ref=ref)
+
+    @provenance.explain_decode_failures
+    def _decode(
+        self,
+        blob: bytes,
+        force: bool,
+        progress: Progress | None,
+        jobs: int | None,
+        max_nbytes: int | None,
+        *,
+        head: tuple[dict[str, Any], int],
+        ref: np.ndarray | None,
+    ) -> np.ndarray:
+        """:meth:`decompress` once the base (if the stream records one) is checked."""
         header = head[0]
         alternative = self._made_by_fallback(header)
         if alternative is not None:  # the fallback's stream was the smaller one
-            return alternative.decompress(
-                blob, force=force, progress=progress, jobs=jobs, max_nbytes=max_nbytes, head=head
+            return alternative._decode(
+                blob, force, progress, jobs, max_nbytes, head=head, ref=ref
             )
         dtype, shape = declared_array(header, max_nbytes)
         try:
@@ -386,11 +386,14 @@ class Pipeline:
                 f"({prior.name}) do not verify"
             )
         jobs = resolve_jobs(jobs) if prior.thread_safe else 1
+        if ref is None and any(isinstance(p, Mapping) and p.get("coding") == "delta"
+                               for p in part_specs):
+            raise StreamError("stream has a part coded against a base but records no base")
         blocks = iter(box.blocks)
         parts: dict[str, np.ndarray] = {}
         try:
             for spec in part_specs:
-                parts[spec["name"]] = self._decode_part(spec, blocks, progress, prior, jobs)
+                parts[spec["name"]] = self._decode_part(spec, blocks, progress, prior, jobs, ref)
         except MemoryError:
             raise StreamError("the header asks for more memory than this machine has") from None
         except (TypeError, KeyError) as exc:
@@ -417,93 +420,40 @@ class Pipeline:
         progress: Progress | None,
         prior: Prior,
         jobs: int,
+        base: np.ndarray | None = None,
     ) -> np.ndarray:
         try:
             dtype = parse_dtype(spec["dtype"])
             count = int(spec["count"])
-            n_blocks = len(spec["blocks"])
-            coding = spec.get("coding", "steps")
+            len(spec["blocks"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StreamError(f"bad part entry in header: {exc}") from None
         if count < 0:
             raise StreamError("negative part length in header")
-        if coding == "array":
-            if not isinstance(prior, ArrayCoding):
-                raise StreamError(
-                    f"part {spec.get('name')!r} was coded as a whole array, which prior "
-                    f"{prior.name!r} cannot decode"
-                )
-            data = [next(blocks) for _ in range(n_blocks)]
-            try:
-                result = prior.decode_array(spec.get("array") or {}, data, dtype, (count,), jobs)
-            except ConfigError as exc:  # the header's own options cannot lay the part out
-                raise StreamError(f"part {spec.get('name')!r}: {exc}") from None
-            if progress:
-                progress(self.serializer.n_symbols(count * dtype.itemsize))
-            return result
-        if coding != "steps":
-            raise StreamError(f"unknown part coding {coding!r} in header")
-        try:
-            n_symbols = int(spec["n_symbols"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StreamError(f"bad part entry in header: {exc}") from None
-        if n_symbols != self.serializer.n_symbols(count * dtype.itemsize):
-            raise StreamError("part length in header does not match its serialization")
-        layout = self._layout(n_symbols)
-        needed = layout.n_batches()  # counted before the windows are listed
-        if needed != n_blocks:
-            raise StreamError(f"header lists {n_blocks} blocks, the layout needs {needed}")
-        batches = list(layout.batches())
-        symbols = np.zeros(n_symbols, dtype=np.uint16)
-
-        def decode_batch(item: tuple[list[tuple[int, int]], bytes]) -> None:
-            wins, block = item  # batches write disjoint slices of ``symbols``
-            lengths = np.array([n for _, n in wins])
-            mat = self._drive(lengths, decoding_chooser(self.coder.decoder(block)), prior)
-            unwindow(mat, wins, symbols)
-            if progress:
-                progress(int(lengths.sum()))
-
-        part_blocks = [next(blocks) for _ in batches]
-        map_ordered(decode_batch, zip(batches, part_blocks, strict=True), jobs)
-        return self.serializer.from_symbols(symbols, dtype, count)
+        coder = decoder_for(spec, prior, *self._pieces())
+        flat = None if base is None else base.reshape(-1)
+        return coder.decode(spec, blocks, dtype, count, jobs, progress, flat)
 
     # -- estimate --------------------------------------------------------------------------------
     def estimate(self, array: Any, teacher_forced: bool = False) -> dict[str, Any]:
         """Ideal code length (sum of -log2 p) without producing a stream.
 
         The default walks the same step loop as coding; ``teacher_forced=True`` uses the prior's
-        one-pass-per-window fast path when it has one (the paper's measurement)."""
+        one-pass-per-window fast path when it has one (the paper's measurement). A prior with an
+        array path codes fast: its real size is the estimate (``method: coded``)."""
         arr = _as_array(array)
         parts, _ = self._forward(arr)
         bits, n_free, method = 0.0, 0, "step"
-        s = self.serializer
         for data in parts.values():
-            if isinstance(self.prior, ArrayCoding):  # coding is fast: the real size is the estimate
-                method = "coded"
-                data = np.ascontiguousarray(data).reshape(-1)
-                shape = arr.shape if data.size == arr.size and arr.ndim else (data.size,)
-                _, coded = self.prior.encode_array(data, tuple(shape))
-                bits += 8.0 * sum(len(b) for b in coded)
-                n_free += s.n_symbols(data.nbytes) * len(s.free_symbols) // max(s.period, 1)
-                continue
-            symbols = s.to_symbols(np.ascontiguousarray(data).reshape(-1))
-            layout = self._layout(symbols.size)
-            for wins in layout.batches():
-                mat = window_matrix(symbols, wins)
-                lengths = np.array([n for _, n in wins])
-                scores = (
-                    self.prior.teacher_forced_scores(s.alphabet, mat.T) if teacher_forced else None
-                )
-                free_mask = np.asarray(s.pattern)[np.arange(mat.shape[0]) % s.period] < 0
-                n_free += int(sum(free_mask[:n].sum() for n in lengths))
-                if scores is None:
-                    counter = BitCounter(mat, s.free_symbols)
-                    self._drive(lengths, counter)
-                    bits += counter.bits
-                else:
-                    method = "teacher-forced"
-                    bits += _teacher_forced_bits(scores, mat, lengths, free_mask, s.free_symbols)
+            data = np.ascontiguousarray(data).reshape(-1)
+            shape = arr.shape if data.size == arr.size and arr.ndim else (data.size,)
+            part_bits, part_free, part_method = self._part_coder.estimate(
+                data, tuple(shape), teacher_forced
+            )
+            bits += part_bits
+            n_free += part_free
+            if part_method != "step":
+                method = part_method
         return {
             "method": method,
             "ideal_bits": bits,
@@ -515,24 +465,6 @@ class Pipeline:
         }
 
 
-def _teacher_forced_bits(
-    scores: np.ndarray,
-    mat: np.ndarray,
-    lengths: np.ndarray,
-    free_mask: np.ndarray,
-    free: Sequence[int],
-) -> float:
-    """``scores`` is ``(rows, len, A)``; ``mat`` the position-major symbol matrix."""
-    lookup = np.full(max(free) + 1, -1, dtype=np.int64)
-    lookup[np.asarray(free)] = np.arange(len(free))
-    bits = 0.0
-    for row, n in enumerate(lengths):
-        cols = np.flatnonzero(free_mask[:n])
-        probs = distributions(scores[row, cols], np.asarray(free))
-        bits += ideal_bits(probs, lookup[mat[cols, row]])
-    return bits
-
-
 def _as_array(array: Any) -> np.ndarray:
     arr = np.asarray(array)
     dtype_name(arr.dtype)  # raises ConfigError for unsupported dtypes
@@ -542,6 +474,61 @@ def _as_array(array: Any) -> np.ndarray:
 def read_header(blob: bytes) -> dict[str, Any]:
     """The verified JSON header of a stream (no decoding)."""
     return container.read_header(blob)[0]
+
+
+def base_sha256(base: np.ndarray) -> str:
+    """The SHA-256 a stream records for its base: of the base's C-order bytes (its dtype and
+    shape must equal the stream's array, which the header records)."""
+    return hashlib.sha256(np.ascontiguousarray(base).reshape(-1).view(np.uint8)).hexdigest()
+
+
+def recorded_base(header: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``base`` entry of a stream header (``{"sha256", "name"?}``), ``None`` for a stream
+    coded alone; ``StreamError`` for a malformed one."""
+    entry = header.get("base")
+    if entry is None:
+        return None
+    digest = entry.get("sha256") if isinstance(entry, Mapping) else None
+    name = entry.get("name") if isinstance(entry, Mapping) else None
+    if not isinstance(digest, str) or len(digest) != 64 or not (
+        name is None or isinstance(name, str)
+    ):
+        raise StreamError(f"stream header has a bad base entry: {entry!r}")
+    return dict(entry)
+
+
+def describe_base(entry: Mapping[str, Any]) -> str:
+    name = entry.get("name")
+    return f"{name!r} (SHA-256 {entry['sha256']})" if name else f"SHA-256 {entry['sha256']}"
+
+
+def check_base(
+    header: Mapping[str, Any], base: Any, dtype: np.dtype, shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """The base a stream needs, checked against what its header records: ``MismatchError``
+    naming the recorded base when none is given, or one of another dtype, shape or SHA-256.
+    ``None`` for a stream coded alone (a base given with it is not needed)."""
+    entry = recorded_base(header)
+    if entry is None:
+        return None
+    if base is None:
+        raise MismatchError(
+            f"the stream was coded against base {describe_base(entry)}; decode it with that base "
+            "(base= / --base)"
+        )
+    ref = _as_array(base)
+    if ref.dtype != dtype or ref.shape != shape:
+        raise MismatchError(
+            f"the base given ({ref.dtype}{list(ref.shape)}) is not the stream's base "
+            f"{describe_base(entry)}, which has the array's dtype and shape "
+            f"({dtype}{list(shape)})"
+        )
+    digest = base_sha256(ref)
+    if digest != entry["sha256"]:
+        raise MismatchError(
+            f"the base given (SHA-256 {digest}) is not the stream's base {describe_base(entry)}"
+        )
+    return ref
 
 
 MAX_ARRAY_NBYTES = 1 << 56
@@ -611,6 +598,7 @@ def decompress(
     progress: Progress | None = None,
     jobs: int | None = 1,
     max_nbytes: int | None = None,
+    base: Any = None,
 ) -> np.ndarray:
     """Decode a stream using the pipeline recorded in its own header (``jobs`` threads decode
     independent blocks where the prior allows it; ``None``: all cores).
@@ -618,7 +606,8 @@ def decompress(
     ``prior_options`` override recorded prior options that may legitimately differ on this
     machine (e.g. the path of the model file); the prior's fingerprint check still applies.
     ``max_nbytes`` refuses a stream declaring a bigger array before decoding (see
-    :meth:`Pipeline.decompress`)."""
+    :meth:`Pipeline.decompress`). ``base``: the array a stream made with a base was coded against
+    (see :meth:`Pipeline.decompress`)."""
     head = container.read_header(blob)
     header = head[0]
     declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
@@ -629,14 +618,30 @@ def decompress(
     if prior_options:
         config["prior"] = {**config["prior"], **prior_options}
     try:
-        pipeline = Pipeline.from_config(config)
+        with registry.recorded():  # an option the header leaves out means what it always meant
+            pipeline = Pipeline.from_config(config)
     except ConfigError as exc:
         raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
     return pipeline.decompress(
-        blob, force=force, progress=progress, jobs=jobs, max_nbytes=max_nbytes, head=head
+        blob,
+        force=force,
+        progress=progress,
+        jobs=jobs,
+        max_nbytes=max_nbytes,
+        head=head,
+        base=base,
     )
 
 
-def compress(array: Any, config: Mapping[str, Any] | None = None, **overrides: Any) -> bytes:
-    """One-shot helper: ``Pipeline.from_config(config, **overrides).compress(array)``."""
-    return Pipeline.from_config(config, **overrides).compress(array)
+def compress(
+    array: Any,
+    config: Mapping[str, Any] | None = None,
+    *,
+    base: Any = None,
+    base_name: str | None = None,
+    **overrides: Any,
+) -> bytes:
+    """One-shot helper: ``Pipeline.from_config(config, **overrides).compress(array, base=...)``."""
+    return Pipeline.from_config(config, **overrides).compress(
+        array, base=base, base_name=base_name
+    )
