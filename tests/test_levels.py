@@ -1,6 +1,8 @@
 """Levels (as in zstd): the pipeline key ``level``, the codecs' ``level`` and ``lmgc compress -l``
 all select the float prior's level; streams record it in the prior's config and decode at it
-without being told."""
+without being told. A new pipeline or codec without a level is fast (1) and records it; a
+recorded config without one (a header, stored metadata: written when level 2 was the default)
+means level 2, forever."""
 
 from __future__ import annotations
 
@@ -47,19 +49,63 @@ def test_pipeline_level_goes_into_the_prior_and_round_trips(grads, prior):
     blob = pipeline.compress(grads)
     assert _levels(blob) == (1, 1)
     assert bits(decompress(blob)) == bits(grads)  # decoded from the header alone
-    # a default (highest-level) pipeline decodes it too, at the level the stream records
-    assert bits(Pipeline.from_config({}).decompress(blob)) == bits(grads)
+    # a highest-level pipeline decodes it too, at the level the stream records
+    assert bits(Pipeline.from_config({"level": 2}).decompress(blob)) == bits(grads)
 
 
-def test_level_2_and_no_level_make_the_same_stream(grads):
+def test_the_default_is_level_1_and_streams_record_it(grads):
     default = Pipeline.from_config({})
-    assert "level" not in default.get_config()["prior"]
+    assert default.prior.level == 1 and default.get_config()["prior"]["level"] == 1
     blob = default.compress(grads)
-    assert _levels(blob) == (None, None)
-    assert Pipeline.from_config({"level": 2}).compress(grads) == blob
+    assert _levels(blob) == (1, 1)  # said in the stream: no later default reinterprets it
+    assert Pipeline.from_config({"level": 1}).compress(grads) == blob
     assert Pipeline.from_config({"level": None}).compress(grads) == blob
-    fast = Pipeline.from_config({"level": 1}).compress(grads)
-    assert fast != blob and bits(Pipeline.from_config({"level": 1}).decompress(blob)) == bits(grads)
+    assert Pipeline.from_config({"prior": "float"}).compress(grads) == blob
+    assert bits(decompress(blob)) == bits(grads)
+
+
+def test_level_2_records_no_level_and_a_recorded_config_without_one_is_level_2(grads):
+    high = Pipeline.from_config({"level": 2})
+    assert "level" not in high.get_config()["prior"]  # headers as before levels existed
+    blob = high.compress(grads)  # its config replays (provenance) although it names no level
+    assert _levels(blob) == (None, None)
+    assert Pipeline.from_config({"prior": {"name": "float", "level": 2}}).compress(grads) == blob
+    assert bits(decompress(blob)) == bits(grads)
+    assert bits(Pipeline.from_config({}).decompress(blob)) == bits(grads)  # a fast one decodes it
+    recorded = read_header(blob)["pipeline"]
+    with registry.recorded():  # what decoding and the codecs do with a header's config
+        again = Pipeline.from_config(recorded)
+    assert again.prior.level == 2 and again.compress(grads) == blob
+    assert Pipeline.from_config(recorded).prior.level == 1  # the same dict as a new config
+
+
+def test_a_recorded_config_reaches_nested_priors(grads):
+    """A mixture's float expert recorded without a level is level 2 too (its fallback stream)."""
+    config = {"prior": {"name": "mix", "experts": ["float", "adaptive"]}, "serializer": "hex",
+              "window": 256}  # fmt: skip
+    assert Pipeline.from_config(config).prior.experts[0].level == 1
+    with registry.recorded():
+        recorded = Pipeline.from_config(config)
+        experts = [{"name": "float", "level": 1}, "adaptive"]
+        explicit = Pipeline.from_config({**config, "prior": {"name": "mix", "experts": experts}})
+    assert recorded.prior.experts[0].level == 2 and explicit.prior.experts[0].level == 1
+    assert Pipeline.from_config(config).prior.fallback().level == 1
+
+
+def test_decompress_rebuilds_a_level_2_header_at_level_2(grads, monkeypatch):
+    """``lmgc_core.decompress`` builds the header's pipeline at the recorded level (so a level-2
+    stream is not decoded by a level-1 prior that switches)."""
+    blob = Pipeline.from_config({"level": 2}).compress(grads)
+    built = []
+    original = Pipeline.decompress
+
+    def spy(self, *args, **kwargs):
+        built.append(self.prior.level)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "decompress", spy)
+    assert bits(decompress(blob)) == bits(grads)
+    assert built == [2]
 
 
 @pytest.mark.parametrize("prior", ["adaptive", {"name": "uniform"}])
@@ -113,10 +159,23 @@ def test_numcodecs_config_round_trips_the_level(grads):
     assert config["level"] == 1
     assert LMGC.from_config(config).get_config() == config
     assert numcodecs.get_codec(json.loads(json.dumps(config))) == codec
-    assert "level" not in LMGC().get_config()  # configs without a level stay as they were
     blob = codec.encode(grads)
     assert _levels(blob) == (1, 1)
-    assert bits(LMGC().decode(blob)) == bits(grads)
+    assert bits(LMGC(level=2).decode(blob)) == bits(grads)
+
+
+def test_numcodecs_default_is_level_1_and_a_stored_config_without_one_is_level_2(grads):
+    new = LMGC()
+    assert new.get_config()["level"] == 1  # written into the metadata: it keeps meaning 1
+    assert numcodecs.get_codec(new.get_config()) == new
+    assert new.encode(grads) == LMGC(level=1).encode(grads)
+    stored = {"id": "lmgc", **{k: v for k, v in new.get_config().items() if k != "level"}}
+    old = numcodecs.get_codec(stored)  # metadata written when level 2 was the default
+    assert old.get_config()["level"] == 2
+    blob = old.encode(grads)
+    assert _levels(blob) == (None, None) and blob == LMGC(level=2).encode(grads)
+    assert "level" not in LMGC(prior="adaptive").get_config()  # a prior without levels
+    assert "level" not in LMGC(prior={"name": "float", "level": 2}).get_config()
 
 
 def test_zarr_codec_config_round_trips_the_level():
@@ -125,7 +184,30 @@ def test_zarr_codec_config_round_trips_the_level():
     assert data["configuration"]["level"] == 1
     assert LMGCZarrCodec.from_dict(json.loads(json.dumps(data))) == codec
     assert LMGCZarrCodec.from_dict(data).to_dict() == data
-    assert "level" not in LMGCZarrCodec().to_dict()["configuration"]
+    assert LMGCZarrCodec() == codec  # the default, said in the metadata
+    stored = {k: v for k, v in data["configuration"].items() if k != "level"}
+    old = LMGCZarrCodec.from_dict({"name": "lmgc", "configuration": stored})
+    assert old == LMGCZarrCodec(level=2) and old.to_dict()["configuration"]["level"] == 2
+    assert "level" not in LMGCZarrCodec(prior="adaptive").to_dict()["configuration"]
+
+
+def test_zarr_store_written_before_the_default_changed_keeps_level_2(tmp_path, grads):
+    """A store whose zarr.json names no level (written when level 2 was the default): chunks
+    written into it now are level 2 like the old ones, and both read back."""
+    real = grads.reshape(64, 128)
+    path = tmp_path / "old.zarr"
+    z = zarr.create_array(str(path), shape=real.shape, chunks=(32, 128), dtype=real.dtype,
+                          serializer=LMGCZarrCodec(level=2), compressors=None)  # fmt: skip
+    z[:32] = real[:32]
+    meta_file = path / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["codecs"][0]["configuration"]["level"]
+    meta_file.write_text(json.dumps(meta))
+    again = zarr.open_array(str(path), mode="r+")
+    again[32:] = real[32:]
+    chunks = [p for p in sorted((path / "c").rglob("*")) if p.is_file()]
+    assert len(chunks) == 2 and all(_levels(p.read_bytes()) == (None, None) for p in chunks)
+    assert bits(zarr.open_array(str(path), mode="r")[:]) == bits(real)
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
@@ -176,16 +258,25 @@ def test_cli_level_1_records_it_and_decompresses_byte_identical(tmp_path, grads,
     assert back.read_bytes() == src.read_bytes()
 
 
-def test_cli_without_level_is_unchanged(tmp_path, grads):
+def _stream_levels(packed: Path) -> list[tuple[object, object]]:
+    """Levels of a CLI output: a zip's stream members, or the one bare stream (a .npy)."""
+    data = packed.read_bytes()
+    return _member_levels(packed) if zipfile.is_zipfile(packed) else [_levels(data)]
+
+
+def test_cli_without_level_is_fast_and_level_2_records_none(tmp_path, grads):
     src = tmp_path / "g.npy"
     np.save(src, grads)
     packed, back = tmp_path / "g.lmgc", tmp_path / "back.npy"
     lmgc("compress", src, "-o", packed, "-q")
-    assert _member_levels(packed) == [(None, None)]
+    assert _stream_levels(packed) == [(1, 1)]
     lmgc("decompress", packed, "-o", back, "-q")
     assert back.read_bytes() == src.read_bytes()
-    lmgc("compress", src, "-o", tmp_path / "two.lmgc", "-q", "-l", "2")
-    assert _member_levels(tmp_path / "two.lmgc") == [(None, None)]
+    two = tmp_path / "two.lmgc"
+    lmgc("compress", src, "-o", two, "-q", "-l", "2")
+    assert _stream_levels(two) == [(None, None)]
+    lmgc("decompress", two, "-o", tmp_path / "back2.npy", "-q")
+    assert (tmp_path / "back2.npy").read_bytes() == src.read_bytes()
 
 
 def test_cli_level_with_a_prior_without_levels_is_a_usage_error(tmp_path, grads):

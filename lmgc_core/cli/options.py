@@ -27,8 +27,8 @@ PIPELINE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--window",), {"type": int, "help": "Tokens per window, BOS included (default: the "
                      "prior's own; the stream records the one used)."}),
     (("--batch",), {"type": int, "help": "Windows per batch (default: the prior's)."}),
-    (("--level", "-l"), {"type": int, "help": "1 = fast (semi-static rANS), 2 = highest "
-                         "(adaptive context model, default)."}),
+    (("--level", "-l"), {"type": int, "help": "1 = fast (semi-static rANS, default), 2 = "
+                         "highest (adaptive context model)."}),
     (("--model",), {"help": "Model file or folder for an LM prior."}),
     (("--prior-option", "-P", "prior_opts"), {"multiple": True, "metavar": "KEY=VALUE",
                                                "help": "Prior option (repeatable); applies to "

@@ -3,7 +3,9 @@ anything else that speaks numcodecs).
 
 The codec's configuration *is* the pipeline configuration of :meth:`Pipeline.from_config`
 (``stages``, ``serializer``, ``prior``, ``coder``, ``window``, ``batch``, ``level``) plus an
-optional ``dtype``::
+optional ``dtype``. ``LMGC()`` writes the float prior's level into its config (1, fast, by
+default); a stored config without one (written before the fast level was the default) means
+level 2, what it meant then::
 
     >>> import numcodecs
     >>> codec = numcodecs.get_codec({"id": "lmgc", "prior": {"name": "adaptive"}})
@@ -100,8 +102,32 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _key(config: Mapping[str, Any]) -> str:
-    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+def pin_level(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (canonical) with the level its prior codes at written in, when the prior has
+    levels and the config names none: today's default for a new codec, the level a config
+    without one has always meant inside :func:`registry.recorded` (stored metadata). Either way
+    the codec's metadata then says it, so no later default can change what the codec writes."""
+    from lmgc_core.coding.pipeline import LEVELLED_PRIORS
+
+    prior = config.get("prior")
+    if "level" in config or not isinstance(prior, Mapping) or "level" in prior:
+        return config
+    if prior.get("name") not in LEVELLED_PRIORS:
+        return config
+    try:
+        built = registry.build("prior", prior["name"], {k: v for k, v in prior.items()
+                                                        if k != "name"})  # fmt: skip
+    except LMGCError:  # bad options or a missing kernel: the pipeline's build says so, later
+        return config
+    level = getattr(built, "level", None)
+    return config if level is None else {**config, "level": level}
+
+
+def _key(config: Mapping[str, Any], recorded: bool = False) -> str:
+    """The cache key; a recorded config (a header) and a new one differ where an option is left
+    out (see :func:`registry.recorded`)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return "recorded " + text if recorded else text
 
 
 def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
@@ -111,20 +137,21 @@ def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
     ``thread_safe`` prior (threads code concurrently), a lock of its own otherwise."""
     from lmgc_core.coding.pipeline import Pipeline
 
-    key = _key(canonical_config(config))
+    cfg = canonical_config(config)
+    key = _key(cfg, registry.building_recorded())
     with _CACHE_LOCK:
         hit = _CACHE.pop(key, None)
         if hit is not None:
             _CACHE[key] = hit  # most recently used last
             _STATS["hits"] += 1
             return hit
-        pipeline = Pipeline.from_config(json.loads(key))
+        pipeline = Pipeline.from_config(json.loads(json.dumps(cfg)))  # a copy of its own
         guard: Guard = nullcontext() if pipeline.prior.thread_safe else threading.Lock()
         entry = (pipeline, guard)
         _CACHE[key] = entry
         # streams record the resolved config (window, batch, prior options filled in): reading
         # back what this process wrote must reuse this pipeline, not build (load) a second one
-        _CACHE.setdefault(_key(canonical_config(pipeline.get_config())), entry)
+        _CACHE.setdefault(_key(canonical_config(pipeline.get_config()), recorded=True), entry)
         while len(_CACHE) > MAX_CACHED:
             del _CACHE[next(iter(_CACHE))]
         _STATS["builds"] += 1
@@ -253,7 +280,8 @@ def decompress_blob(
     if series.is_series(header):
         return _decode_series(config, blob, head)
     recorded = header.get("pipeline")
-    pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
+    with registry.recorded():  # left-out options mean what they meant when it was written
+        pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
     with guard, _timed("decoded"):
         return pipeline.decompress(blob, max_nbytes=expect_nbytes, head=head)
 
@@ -310,7 +338,7 @@ class LMGC(Codec):
             "batch": batch,
             "level": level,
         }
-        self.pipeline_config = canonical_config(given)
+        self.pipeline_config = pin_level(canonical_config(given))
         if dtype is not None:
             try:
                 np.dtype(dtype)
@@ -332,9 +360,12 @@ class LMGC(Codec):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LMGC:
+        """The codec a stored config describes: one without ``level`` (written before the fast
+        level became the default) keeps coding at the level it always meant (2)."""
         config = dict(config)
         config.pop("id", None)
-        return cls(**config)
+        with registry.recorded():
+            return cls(**config)
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")

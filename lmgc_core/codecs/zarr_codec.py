@@ -7,9 +7,10 @@ stream header records both. In ``zarr.json`` it reads::
     {"name": "lmgc", "configuration": {"stages": [], "serializer": {"name": "hex"},
      "prior": {"name": "adaptive"}, "coder": {"name": "range"}, "window": 2048, "batch": null}}
 
-The configuration is exactly :meth:`lmgc_core.coding.pipeline.Pipeline.from_config`'s (``"level":
-1``
-selects the float prior's fast level; left out, the prior's default). zarr-python finds
+The configuration is exactly :meth:`lmgc_core.coding.pipeline.Pipeline.from_config`'s. ``level``
+selects the float prior's level; a new codec writes the one it codes at (1, fast, by default)
+into the metadata, and metadata without one (written before the fast level was the default)
+keeps meaning level 2. zarr-python finds
 the codec through the ``zarr.codecs`` entry-point group (``lmgc =
 "lmgc_core.codecs.zarr_codec:LMGCZarrCodec"``), so opening such an array needs lmgc installed,
 nothing imported. Importing this module also registers the codec explicitly (for source checkouts).
@@ -47,7 +48,9 @@ from lmgc_core.codecs.numcodecs_codec import (
     codec_errors,
     compress_array,
     decompress_blob,
+    pin_level,
 )
+from lmgc_core.components import registry
 from lmgc_core.stream import container
 from lmgc_core.stream.notes import restore, with_view
 from lmgc_core.util.dtypes import coding_view
@@ -108,6 +111,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
                 "level": level,
             }
         )
+        config = pin_level(config)  # the level it codes at, said in the metadata
         # a JSON string keeps the frozen dataclass hashable and comparable
         object.__setattr__(self, "config_json", json.dumps(config, sort_keys=True))
         object.__setattr__(self, "time_axis", series.check_time_axis(time_axis))
@@ -126,7 +130,10 @@ class LMGCZarrCodec(ArrayBytesCodec):
     # -- metadata --------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LMGCZarrCodec:
-        return cls(**_parse(data))
+        """The codec stored metadata describes: a configuration without ``level`` (written before
+        the fast level became the default) keeps coding at the level it always meant (2)."""
+        with registry.recorded():
+            return cls(**_parse(data))
 
     def to_dict(self) -> dict[str, Any]:
         configuration = self.pipeline_config

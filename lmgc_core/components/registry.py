@@ -13,7 +13,9 @@ plugin and the reason. Everything else keeps working.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
@@ -319,9 +321,42 @@ def _import_failure(reg: Registration, exc: ImportError) -> PluginError:
     )
 
 
+_RECORDED: ContextVar[bool] = ContextVar("lmgc_recorded_config", default=False)
+
+
+@contextmanager
+def recorded() -> Iterator[None]:
+    """Build components from a *recorded* configuration (a stream header, stored codec metadata,
+    a fixture's index): an option it leaves out means the value its absence has always meant,
+    the class's ``recorded_defaults`` (the float prior: ``level`` 2), not today's default, which
+    may have changed since (a new pipeline without a level is fast). Nested builds (a mixture's
+    experts) follow it too."""
+    token = _RECORDED.set(True)
+    try:
+        yield
+    finally:
+        _RECORDED.reset(token)
+
+
+def building_recorded() -> bool:
+    """True inside :func:`recorded` (e.g. to key caches of pipelines built either way)."""
+    return _RECORDED.get()
+
+
 def build(kind: str, name: str, options: dict[str, Any] | None = None) -> Any:
     """Instantiate a component, with clear errors for broken plugins, missing dependencies,
-    bad options and a class whose ``name`` differs from the registered one."""
+    bad options and a class whose ``name`` differs from the registered one. Inside
+    :func:`recorded`, options left out take the class's ``recorded_defaults``."""
+    component = _build(kind, name, options or {})
+    if _RECORDED.get():
+        implied = getattr(type(component), "recorded_defaults", {})
+        missing = {k: v for k, v in implied.items() if k not in (options or {})}
+        if any(getattr(component, k, v) != v for k, v in missing.items()):
+            component = _build(kind, name, {**(options or {}), **missing})
+    return component
+
+
+def _build(kind: str, name: str, options: dict[str, Any]) -> Any:
     reg = get(kind, name)
     if reg.broken:
         raise PluginError(f"{kind} {name!r} (from {reg.plugin}) is broken: {reg.broken}")
@@ -332,7 +367,7 @@ def build(kind: str, name: str, options: dict[str, Any] | None = None) -> Any:
             f"which is not installed{hint}"
         )
     try:
-        component = reg.factory(**(options or {}))
+        component = reg.factory(**options)
     except TypeError as exc:
         raise ConfigError(f"bad options for {kind} {name!r}: {exc}") from None
     except LMGCError:

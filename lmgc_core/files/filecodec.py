@@ -21,6 +21,7 @@ from typing import IO, Any
 import numpy as np
 
 from lmgc_core.coding.options import explain_bad_option
+from lmgc_core.components import registry
 from lmgc_core.files import archive, writers
 from lmgc_core.files.archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
 from lmgc_core.files.readers import chunk_readers, chunk_shapes, tensor_streams
@@ -221,7 +222,8 @@ class StreamDecoder:
                     "model": self.model,
                 }
             try:
-                self._pipelines[key] = Pipeline.from_config(config)
+                with registry.recorded():  # left-out options mean what they meant then
+                    self._pipelines[key] = Pipeline.from_config(config)
             except (ConfigError, PluginError) as exc:
                 if self.model:  # the user's model, not the stream, is the problem
                     if isinstance(exc, ConfigError):

@@ -29,10 +29,13 @@ BLOCK_VALUES = 1 << 20
 """Values per independently coded block: big enough that model learning is amortised, small
 enough that a 100 MB tensor gives dozens of blocks for the cores."""
 LEVEL_FAST = 1
-"""Semi-static fields and interleaved rANS (:mod:`.fast`): decodes at memory-copy-like speed."""
+"""Semi-static fields and interleaved rANS (:mod:`.fast`): decodes at memory-copy-like speed. The
+default of a new prior; its streams record ``"level": 1``, so no later default reinterprets them."""
 LEVEL_MAX = 2
 """Today's adaptive context model (:mod:`.codec`). A stream whose header has no ``level`` was made
-at this level, so :meth:`FloatPrior.get_config` leaves it out there."""
+at this level (the default before levels, and until the fast level became it), so
+:meth:`FloatPrior.get_config` leaves it out there and a recorded config without one rebuilds at
+it (``recorded_defaults``, applied by :func:`lmgc_core.components.registry.recorded`)."""
 LEVELS = (LEVEL_FAST, LEVEL_MAX)
 FAST_BLOCK_VALUES = 1 << 18
 """The fast level's default block: its frequency tables are per block, and smaller blocks follow
@@ -46,13 +49,14 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
     default_window = 512  # digit path only: the model ignores windows beyond their cut
     default_batch_size = 16384
     recorded_defaults: ClassVar[dict[str, Any]] = {"level": LEVEL_MAX}
-    """A header without ``level`` means the highest level, forever (see :data:`LEVEL_MAX`)."""
+    """A header without ``level`` means the highest level, forever (see :data:`LEVEL_MAX`), while
+    a new prior built without one is fast (:data:`LEVEL_FAST`)."""
 
     def __init__(
         self,
         layout: Sequence[Any] | None = None,
         block_values: int | None = None,
-        level: int = LEVEL_MAX,
+        level: int = LEVEL_FAST,
     ):
         if not isinstance(level, int) or isinstance(level, bool) or level not in LEVELS:
             raise ConfigError(f"float prior: level must be one of {list(LEVELS)}, not {level!r}")
