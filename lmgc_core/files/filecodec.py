@@ -240,19 +240,21 @@ class StreamDecoder:
         progress: Callable[[int], None] | None = None,
         jobs: int | None = None,
         max_nbytes: int | None = None,
+        head: tuple[dict[str, Any], int] | None = None,
     ) -> np.ndarray:
         """The stored (C-order) array of a stream: a dtype view undone, a transposition kept.
         ``jobs`` threads for its blocks (default: the decoder's); a stream declaring more than
-        ``max_nbytes`` is refused before anything is allocated."""
-        from lmgc_core.coding.pipeline import read_header
-
-        header = read_header(blob)
+        ``max_nbytes`` is refused before anything is allocated. ``head``:
+        ``container.read_header(blob)`` when the caller has it (each header is parsed once)."""
+        head = container.read_header(blob) if head is None else head
+        header = head[0]
         arr = self.pipeline(header).decompress(
             blob,
             force=self.force,
             progress=progress,
             jobs=self.jobs if jobs is None else jobs,
             max_nbytes=max_nbytes,
+            head=head,
         )
         note = header.get(VIEW_KEY)
         if isinstance(note, dict) and "dtype" in note:
@@ -316,18 +318,18 @@ class ArchiveDecoder:
     def __init__(
         self, reader: ArchiveReader, decoder: StreamDecoder, progress: Progress | None = None
     ) -> None:
-        from lmgc_core.coding.pipeline import read_header
-
         self.reader = reader
         self.decoder = decoder
         self.progress = progress or Progress(0, "decompress", quiet=True)
-        self._headers: dict[str, dict[str, Any]] = {}
+        self._heads: dict[str, tuple[dict[str, Any], int]] = {}
+        """Headers parsed here (bare streams, pre-manifest members), kept for their decode."""
         self._serial = threading.Lock()
         self.tensors: list[Tensor] = []
         for entry in reader.entries:
             if entry.tensor is None:  # bare stream / pre-manifest archive
-                header = read_header(reader.read_member(entry.members[0]))
-                entry.tensor = tensor_from_header(entry.name, header)
+                head = container.read_header(reader.read_member(entry.members[0]))
+                self._heads[entry.members[0]] = head
+                entry.tensor = tensor_from_header(entry.name, head[0])
             self.tensors.append(entry.tensor)
 
     def total_bytes(self) -> int:
@@ -338,29 +340,27 @@ class ArchiveDecoder:
         members are decoded ahead (:func:`run_ahead`, ``jobs`` at a time, their blocks on
         :func:`round_jobs` threads, as in :func:`compress_file`), so reading the archive and
         writing the output overlap the decoding. Pipelines are built here, on the caller's
-        thread; a later member's pipeline that is not thread-safe decodes under a lock."""
-        from lmgc_core.coding.pipeline import read_header
-
+        thread; a later member's pipeline that is not thread-safe decodes under a lock. Each
+        member's stream header is parsed once, here, and passed down."""
         entry: Entry = self.reader.entries[index]
         tensor = self.tensors[index]
 
         jobs = resolve_jobs(self.decoder.jobs)
 
-        def members() -> Iterator[tuple[str, bytes, Any, int]]:
+        def members() -> Iterator[tuple[str, bytes, Any, Any, int]]:
             for i, member in enumerate(entry.members):
                 blob = self.reader.read_member(member)
-                header = read_header(blob)
-                check_chunk_header(self.reader, index, i, header)  # before any allocation
+                head = self._heads.pop(member, None) or container.read_header(blob)
+                check_chunk_header(self.reader, index, i, head[0])  # before any allocation
                 block_jobs = round_jobs(jobs, i, len(entry.members))
-                yield member, blob, self.decoder.pipeline(header), block_jobs
+                yield member, blob, head, self.decoder.pipeline(head[0]), block_jobs
 
-        def decode(item: tuple[str, bytes, Any, int]) -> tuple[str, np.ndarray]:
-            member, blob, pipeline, block_jobs = item
-            header = read_header(blob)
-            update = self.progress.chunk(_stream_bytes(header), _symbol_count(header))
+        def decode(item: tuple[str, bytes, Any, Any, int]) -> tuple[str, np.ndarray]:
+            member, blob, head, pipeline, block_jobs = item
+            update = self.progress.chunk(_stream_bytes(head[0]), _symbol_count(head[0]))
             with nullcontext() if pipeline.prior.thread_safe else self._serial:
                 arr = self.decoder.decode(
-                    blob, update, block_jobs if safe else jobs, max_nbytes=tensor.nbytes
+                    blob, update, block_jobs if safe else jobs, tensor.nbytes, head
                 )
             update.finish()
             return member, arr
@@ -370,7 +370,7 @@ class ArchiveDecoder:
         queue = iter(()) if first is None else chain([first], items)
         # Decode ahead only when the pipeline is thread-safe; a language model decodes in the
         # caller's thread as before (nothing to overlap, and Ctrl-C stops it at once).
-        safe = first is not None and first[2].prior.thread_safe
+        safe = first is not None and first[3].prior.thread_safe
         ahead = jobs if safe else 1
         done = 0
         for member, arr in run_ahead(decode, queue, ahead, workers=ahead):
