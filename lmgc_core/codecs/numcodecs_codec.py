@@ -239,7 +239,10 @@ def _decode_series(
     ) -> np.ndarray:
         step_head = container.read_header(stream)
         recorded = step_head[0].get("pipeline")
-        pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
+        with registry.recorded():  # left-out options mean what they meant when it was written
+            pipeline, guard = cached_pipeline(
+                recorded if isinstance(recorded, dict) else config or {}
+            )
         with guard:
             if base is None:
                 return pipeline.decompress(stream, max_nbytes=max_nbytes, head=step_head)
