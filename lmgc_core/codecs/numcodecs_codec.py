@@ -55,6 +55,7 @@ from numcodecs.compat import (
 )
 
 from lmgc_core.codecs import time_axis as series
+from lmgc_core.coding.recorded import recorded_config
 from lmgc_core.components import registry
 from lmgc_core.components.spec import spec_dict
 from lmgc_core.stream import container
@@ -228,6 +229,14 @@ def compress_array(
         return series.encode(pipeline, array, series.resolve_axis(time_axis, array.ndim))
 
 
+def _recorded_pipeline(
+    header: Mapping[str, Any], config: Mapping[str, Any] | None
+) -> tuple[Any, Guard]:
+    """The cached pipeline a header records (``config``, the codec's, when it records none)."""
+    with registry.recorded():  # left-out options mean what they meant when it was written
+        return cached_pipeline(recorded_config(header, default=config or {}))
+
+
 def _decode_series(
     config: Mapping[str, Any] | None, blob: bytes, head: tuple[dict[str, Any], int]
 ) -> np.ndarray:
@@ -238,11 +247,7 @@ def _decode_series(
         stream: bytes, base: np.ndarray | None, max_nbytes: int, jobs: int
     ) -> np.ndarray:
         step_head = container.read_header(stream)
-        recorded = step_head[0].get("pipeline")
-        with registry.recorded():  # left-out options mean what they meant when it was written
-            pipeline, guard = cached_pipeline(
-                recorded if isinstance(recorded, dict) else config or {}
-            )
+        pipeline, guard = _recorded_pipeline(step_head[0], config)
         with guard:
             if base is None:
                 return pipeline.decompress(stream, max_nbytes=max_nbytes, head=step_head)
@@ -282,9 +287,7 @@ def decompress_blob(
             )
     if series.is_series(header):
         return _decode_series(config, blob, head)
-    recorded = header.get("pipeline")
-    with registry.recorded():  # left-out options mean what they meant when it was written
-        pipeline, guard = cached_pipeline(recorded if isinstance(recorded, dict) else config or {})
+    pipeline, guard = _recorded_pipeline(header, config)
     with guard, _timed("decoded"):
         return pipeline.decompress(blob, max_nbytes=expect_nbytes, head=head)
 

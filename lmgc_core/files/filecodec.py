@@ -21,6 +21,7 @@ from typing import IO, Any
 import numpy as np
 
 from lmgc_core.coding.options import explain_bad_option
+from lmgc_core.coding.recorded import header_errors, recorded_config
 from lmgc_core.components import registry
 from lmgc_core.files import archive, writers
 from lmgc_core.files.archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
@@ -209,29 +210,18 @@ class StreamDecoder:
     def pipeline(self, header: dict[str, Any]) -> Any:
         from lmgc_core.coding.pipeline import Pipeline
 
-        config = header.get("pipeline")
-        if not isinstance(config, dict):
-            raise StreamError("stream header has no pipeline configuration")
+        config = recorded_config(header, {"model": self.model} if self.model else None)
         key = json.dumps(config, sort_keys=True, default=str)
         if key not in self._pipelines:
-            config = dict(config)
-            if self.model:
-                prior = config.get("prior")
-                config["prior"] = {
-                    **(prior if isinstance(prior, dict) else {}),
-                    "model": self.model,
-                }
             try:
-                with registry.recorded():  # left-out options mean what they meant then
+                with registry.recorded(), header_errors() if not self.model else nullcontext():
                     self._pipelines[key] = Pipeline.from_config(config)
             except (ConfigError, PluginError) as exc:
-                if self.model:  # the user's model, not the stream, is the problem
-                    if isinstance(exc, ConfigError):
-                        exc = explain_bad_option(exc)
-                    raise type(exc)(f"cannot decode with --model {self.model}: {exc}") from None
-                if isinstance(exc, PluginError):
+                if not self.model:
                     raise
-                raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
+                if isinstance(exc, ConfigError):  # the user's model, not the stream, is the problem
+                    exc = explain_bad_option(exc)
+                raise type(exc)(f"cannot decode with --model {self.model}: {exc}") from None
         return self._pipelines[key]
 
     def decode(

@@ -1,0 +1,46 @@
+"""The pipeline configuration a stream header records, with the decoder's overrides, said once.
+
+Every decoder (the one-shot :func:`lmgc_core.decompress`, the archive's ``StreamDecoder``, the
+numcodecs and Zarr codecs) builds the pipeline a header records, perhaps with prior options that
+may differ on this machine (``--model``): ``Pipeline.from_config(recorded_config(header, ...))``
+inside :func:`header_errors`. The module sits below ``pipeline`` so that it can use it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from lmgc_core.components.spec import spec_dict
+from lmgc_core.util.errors import ConfigError, StreamError
+
+
+def recorded_config(
+    header: Mapping[str, Any],
+    prior_options: Mapping[str, Any] | None = None,
+    default: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A copy of the header's ``pipeline`` with ``prior_options`` merged into its prior's spec
+    (a prior recorded by name keeps its name). ``default``: the config to use when the header
+    records none (a codec's own); without one, such a header is a :class:`StreamError`."""
+    config = header.get("pipeline")
+    if not isinstance(config, dict):
+        if default is None:
+            raise StreamError("stream header has no pipeline configuration")
+        config = default
+    config = dict(config)
+    prior = spec_dict(config.get("prior") or {})
+    if prior_options and isinstance(prior, dict):  # else from_config explains the bad spec
+        config["prior"] = {**prior, **prior_options}
+    return config
+
+
+@contextmanager
+def header_errors() -> Iterator[None]:
+    """A configuration read from a stream that does not build is a bad stream (a
+    :class:`StreamError`), not a bad option of the caller's."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise StreamError(f"stream header has an invalid pipeline: {exc}") from None

@@ -1,0 +1,51 @@
+"""recorded_config: the pipeline a stream header records, with the decoder's overrides, read once
+(for the one-shot decompress, the archive's StreamDecoder and the numcodecs codec)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lmgc_core.codecs.numcodecs_codec import decompress_blob
+from lmgc_core.coding.pipeline import Pipeline
+from lmgc_core.coding.recorded import header_errors, recorded_config
+from lmgc_core.files.filecodec import StreamDecoder
+from lmgc_core.stream import container
+from lmgc_core.util.errors import ConfigError, StreamError
+
+
+def test_prior_options_merge_into_a_prior_recorded_by_name() -> None:
+    header = {"pipeline": {"prior": "llamacpp", "window": 8}}
+    config = recorded_config(header, {"model": "/here/m.gguf"})
+    assert config == {"prior": {"name": "llamacpp", "model": "/here/m.gguf"}, "window": 8}
+    assert header == {"pipeline": {"prior": "llamacpp", "window": 8}}  # the header is not touched
+    mapping = recorded_config({"pipeline": {"prior": {"name": "x", "model": "a"}}}, {"model": "b"})
+    assert mapping["prior"] == {"name": "x", "model": "b"}
+
+
+def test_a_header_without_a_pipeline_is_a_stream_error_unless_a_default_is_given() -> None:
+    with pytest.raises(StreamError, match="no pipeline configuration"):
+        recorded_config({"pipeline": "float"})
+    assert recorded_config({}, default={"prior": "uniform"}) == {"prior": "uniform"}
+
+
+def test_a_malformed_prior_is_left_for_from_config_to_explain() -> None:
+    config = recorded_config({"pipeline": {"prior": [1]}}, {"model": "m"})
+    with pytest.raises(StreamError, match="invalid pipeline"), header_errors():
+        Pipeline.from_config(config)
+
+
+def test_every_decoder_builds_the_pipeline_its_header_records() -> None:
+    data = np.linspace(-1, 1, 64, dtype=np.float32)
+    blob = Pipeline.from_config({"prior": "adaptive", "serializer": "hex"}).compress(data)
+    header = container.read_header(blob)[0]
+    built = StreamDecoder().pipeline(header)
+    assert built.get_config() == header["pipeline"]
+    assert np.array_equal(decompress_blob({"prior": "uniform"}, blob), data)
+
+
+def test_a_header_config_that_does_not_build_is_a_stream_error() -> None:
+    with pytest.raises(StreamError, match="invalid pipeline"):
+        StreamDecoder().pipeline({"pipeline": {"prior": {"name": "adaptive", "bogus": 1}}})
+    with pytest.raises(ConfigError, match="cannot decode with --model"):
+        StreamDecoder(model="/nowhere").pipeline({"pipeline": {"prior": "adaptive"}})
