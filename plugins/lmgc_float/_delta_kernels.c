@@ -14,11 +14,14 @@
  * difference of the raw bits) or the XOR of the raw bits (no sign field). Both are bijections
  * given the base, so every bit pattern (NaN payloads, infinities, -0.0, subnormals) comes back.
  *
- * Level 2 (highest): adaptive binary context models over an LZMA-style range coder; the
- * prediction of q = L + e_base is a rank-1 running model (row and column exponential averages).
- * Level 1 (fast): semi-static; per-row / per-column means of q as side information, one
- * frequency table per predicted L, and one per (L, base sign) for sign + top bits, coded with
- * NSTATES interleaved rANS states; raw bits packed.
+ * The prediction of q = L + e_base is a rank-1 model: per-row and per-column means of q, stored
+ * as side information (so no value's context waits for decoded values).
+ * Level 2 (highest): adaptive binary context models over an LZMA-style range coder: the changed
+ * flag and L in the context of the prediction and the neighbours, the sign in the context of the
+ * base's sign and the neighbours' signs, TOP2 bits below the leading one in the context of L.
+ * Level 1 (fast): one symbol per value, S = 2 L + sign, semi-static (a frequency table per
+ * predicted L, written in the block) with NSTATES interleaved rANS states; the L - 1 bits below
+ * the leading one raw, so decoding is one table lookup and one bit read per value.
  * A block's q uses e_base only if that narrows q's spread (exp_avg_sq's changes, a log ratio,
  * do not scale with the exponent): one flag per block.
  *
@@ -33,18 +36,16 @@
 
 #include "_kernel_common.h"
 
-#define DELTA_VERSION 1
+#define DELTA_VERSION 2
 #define RANS_L (1u << 16)
 #define NSTATES 32
 #define MAXW 64
-#define NSYM_A (MAXW + 1) /* L in 0..W */
-#define TOP2 4            /* level 2: modelled bits below the leading one */
-#define TOP1 3            /* level 1 */
-#define NSYM_B (1 << (TOP1 + 1))
-#define NTAB_B (2 * (TOP1 + 2))
-#define FRAC2 4           /* level 2: fraction bits of the running predictions */
-#define FRAC1 2           /* level 1: fraction bits of the side information */
-#define PCTX2 (2 * MAXW + 2)
+#define NSYM_A (MAXW + 1)      /* L in 0..W (estimates) */
+#define TOP2 4                 /* level 2: modelled bits below the leading one */
+#define NSYM1 (2 * MAXW + 2)   /* level 1: S = 2 L + sign */
+#define NTAB1 (MAXW + 1)       /* level 1: a table per predicted L */
+#define FRAC1 2                /* fraction bits of the side information */
+#define PCTX2 (2 * MAXW + 1)   /* level 2: predicted L in half steps */
 #define SIDE_LIMIT (INT64_C(1) << 20)
 
 enum { T_ULP = 0, T_XOR = 1 };
@@ -96,8 +97,6 @@ INLINE int bitlen(u64 v) { return v ? 64 - __builtin_clzll(v) : 0; }
 
 INLINE i64 ebase(u64 b, const Fm *f) { return f->E ? (i64)((b >> f->M) & f->emask) : 0; }
 
-/* floor(x / 2^s) without relying on signed shifts */
-INLINE i64 floor_shift(i64 x, int s) { return x >= 0 ? x >> s : -((-x + (((i64)1 << s) - 1)) >> s); }
 
 static i64 total_values(const i64 *segs, i64 nsegs) {
     i64 n = 0;
@@ -164,31 +163,149 @@ static void bw_flush(BitW *w) {
 typedef struct {
     const u8 *p;
     size_t len, pos;
-    u64 acc;
+    u64 acc, used;
     int n, bad;
 } BitR;
 
-INLINE u64 br_get(BitR *r, int n) { /* past the end: zeros, and bad is set */
-    u64 v = 0;
-    int got = 0;
-    while (got < n) {
-        int take = n - got > 32 ? 32 : n - got;
-        while (r->n < take) {
-            u64 byte = 0;
-            if (r->pos < r->len)
-                byte = r->p[r->pos];
-            else
-                r->bad = 1;
-            r->pos++;
-            r->acc |= byte << r->n;
-            r->n += 8;
-        }
-        v |= (r->acc & (((u64)1 << take) - 1)) << got;
-        r->acc >>= take;
-        r->n -= take;
-        got += take;
+INLINE void br_refill(BitR *r) {
+    if (r->pos + 8 <= r->len) { /* branch-free refill: 56..63 bits in the accumulator */
+        u64 w;
+        memcpy(&w, r->p + r->pos, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        w = __builtin_bswap64(w);
+#endif
+        r->acc |= w << r->n;
+        r->pos += (size_t)((63 - r->n) >> 3);
+        r->n |= 56;
+        return;
     }
+    while (r->n <= 56 && r->pos < r->len) r->acc |= (u64)r->p[r->pos++] << r->n, r->n += 8;
+}
+
+INLINE u64 br_take(BitR *r, int k) { /* k <= 56; past the end: zeros, and bad is set */
+    if (r->n < k) {
+        br_refill(r);
+        if (r->n < k) r->bad = 1, r->n = k;
+    }
+    u64 v = r->acc & (((u64)1 << k) - 1);
+    r->acc >>= k;
+    r->n -= k;
+    r->used += (u64)k;
     return v;
+}
+
+INLINE u64 br_get(BitR *r, int k) { /* k <= 64 */
+    if (k <= 56) return br_take(r, k);
+    u64 lo = br_take(r, 32);
+    return lo | (br_take(r, k - 32) << 32);
+}
+
+/* the bit stream held exactly the bits read (its last byte padded) */
+static int br_done(const BitR *r) { return !r->bad && (r->used + 7) / 8 == (u64)r->len; }
+
+static BitR br_open(const u8 *p, size_t len) {
+    BitR r = {p, len, 0, 0, 0, 0, 0};
+    return r;
+}
+
+/* ======================= side information (both levels) =================================== */
+/* Per segment: mode (0: block mean, 1: row means, 2: rank-1: row means + column means) and the
+ * fixed-point means of q = L + kq * e_base over the changed values; the prediction of L is
+ * R[i] + C[j] - kq * e_base. Stored, so no value's context waits for decoded values. */
+typedef struct {
+    i64 *R, *C, *cnt_c, *sum_c;
+} Side;
+
+static void side_free(Side *s) { free(s->R), free(s->C), free(s->cnt_c), free(s->sum_c); }
+
+static int side_alloc(Side *s, i64 rows, i64 cols) {
+    s->R = malloc(8 * ((size_t)rows + 1)), s->C = malloc(8 * ((size_t)cols + 1));
+    s->cnt_c = malloc(8 * ((size_t)cols + 1)), s->sum_c = malloc(8 * ((size_t)cols + 1));
+    return s->R && s->C && s->cnt_c && s->sum_c;
+}
+
+INLINE i64 round_mean(i64 sum, i64 cnt) { /* floor(sum / cnt + 1/2), cnt > 0 */
+    i64 a = 2 * sum + cnt, b = 2 * cnt, q = a / b;
+    if ((a % b) != 0 && a < 0) q--;
+    return q;
+}
+
+/* the predicted L in steps of 2^-step (FRAC1 >= step), rounded, clamped to 0..W << step */
+INLINE int pred_at(i64 rfix, i64 cfix, i64 eq, int W, int step) {
+    i64 p = rfix + cfix - (eq << FRAC1);
+    int sh = FRAC1 - step;
+    p = p <= 0 ? 0 : sh ? (p + (1 << (sh - 1))) >> sh : p;
+    i64 top = (i64)W << step;
+    return (int)(p > top ? top : p);
+}
+
+static void plan_side(const void *nv, const void *bv, const Fm *f, int kq, i64 off, i64 rows,
+                  i64 cols, Side *s, Buf *side, int *mode_out) {
+    const int W = f->W;
+    int mode = rows >= 8 && cols >= 2 ? 2 : rows >= 2 ? 1 : 0;
+    i64 tsum = 0, tcnt = 0;
+    for (i64 i = 0; i < rows; i++) {
+        i64 rsum = 0, rcnt = 0;
+        for (i64 j = 0; j < cols; j++) {
+            i64 k = off + i * cols + j;
+            u64 b = load_v(bv, W, k);
+            int neg, L = bitlen(split(load_v(nv, W, k), b, f, &neg));
+            if (!L) continue;
+            rsum += (i64)L + (kq ? ebase(b, f) : 0), rcnt++;
+        }
+        s->R[i] = rcnt ? round_mean(rsum << FRAC1, rcnt) : (i ? s->R[i - 1] : 0);
+        tsum += rsum, tcnt += rcnt;
+    }
+    i64 R0 = tcnt ? round_mean(tsum << FRAC1, tcnt) : 0;
+    if (mode == 0) s->R[0] = R0;
+    if (mode == 2) {
+        for (i64 j = 0; j < cols; j++) s->cnt_c[j] = s->sum_c[j] = 0;
+        for (i64 i = 0; i < rows; i++)
+            for (i64 j = 0; j < cols; j++) {
+                i64 k = off + i * cols + j;
+                u64 b = load_v(bv, W, k);
+                int neg, L = bitlen(split(load_v(nv, W, k), b, f, &neg));
+                if (!L) continue;
+                s->sum_c[j] += (((i64)L + (kq ? ebase(b, f) : 0)) << FRAC1) - s->R[i];
+                s->cnt_c[j]++;
+            }
+        for (i64 j = 0; j < cols; j++)
+            s->C[j] = s->cnt_c[j] ? round_mean(s->sum_c[j], s->cnt_c[j]) : 0;
+    } else {
+        for (i64 j = 0; j < cols; j++) s->C[j] = 0;
+    }
+    put_u8(side, (u8)mode);
+    i64 prev = 0, nr = mode == 0 ? 1 : rows;
+    for (i64 i = 0; i < nr; i++) put_varint(side, zz(s->R[i] - prev)), prev = s->R[i];
+    if (mode == 2) {
+        prev = 0;
+        for (i64 j = 0; j < cols; j++) put_varint(side, zz(s->C[j] - prev)), prev = s->C[j];
+    }
+    *mode_out = mode;
+}
+
+static int read_side(Rd *r, Side *s, i64 rows, i64 cols) {
+    int mode = get_u8(r);
+    if (r->bad || mode > 2) return 0;
+    i64 prev = 0, nr = mode == 0 ? 1 : rows;
+    for (i64 i = 0; i < nr; i++) {
+        i64 v = prev + unzz(get_varint(r));
+        if (r->bad || v < -SIDE_LIMIT || v > SIDE_LIMIT) return 0;
+        s->R[i] = prev = v;
+    }
+    if (mode == 0)
+        for (i64 i = 1; i < rows; i++) s->R[i] = s->R[0];
+    prev = 0;
+    for (i64 j = 0; j < cols; j++) {
+        i64 v = 0;
+        if (mode == 2) {
+            v = prev + unzz(get_varint(r));
+            if (r->bad || v < -SIDE_LIMIT || v > SIDE_LIMIT) return 0;
+            prev = v;
+        }
+        s->C[j] = v;
+    }
+    return 1;
 }
 
 /* ================================ level 2: adaptive ======================================== */
@@ -273,31 +390,29 @@ INLINE int rd_bit(RcDec *d, u16 *p) {
 
 /* The level-2 model of one block: every table starts at p = 1/2. */
 typedef struct {
-    u16 (*zero)[2];  /* PCTX2 x 4: predicted L, left zero, above zero */
-    u16 (*len)[2];   /* PCTX2 x 64 tree nodes over L - 1 */
-    u16 (*sign)[2];  /* 54 */
-    u16 (*top)[2];   /* (MAXW + 1) x 16 tree nodes */
-    i64 *col;        /* running column means of q - row mean (FRAC2) */
+    u16 (*zero)[2];        /* PCTX2 x 4: predicted L, left zero, above zero */
+    u16 (*len)[2];         /* PCTX2 x 3 x 64 tree nodes over L - 1: predicted L, left's L */
+    u16 (*sign)[2];        /* 54 */
+    u16 (*top)[2];         /* (MAXW + 1) x 16 tree nodes */
     u8 *rowL[2], *rowS[2]; /* this row and the one above: L, sign (0 zero, 1 +, 2 -) */
 } Model2;
 
-enum { NZERO2 = PCTX2 * 4, NLEN2 = PCTX2 * 64, NSIGN2 = 54, NTOP2 = (MAXW + 1) * 16 };
+enum { NZERO2 = PCTX2 * 4, NLEN2 = PCTX2 * 3 * 64, NSIGN2 = 54, NTOP2 = (MAXW + 1) * 16 };
 
 static void model2_free(Model2 *m) {
-    free(m->zero), free(m->len), free(m->sign), free(m->top), free(m->col);
-        free(m->rowL[0]), free(m->rowL[1]), free(m->rowS[0]), free(m->rowS[1]);
+    free(m->zero), free(m->len), free(m->sign), free(m->top);
+    free(m->rowL[0]), free(m->rowL[1]), free(m->rowS[0]), free(m->rowS[1]);
 }
 
 static int model2_alloc(Model2 *m, i64 cols) {
     m->zero = malloc(sizeof(*m->zero) * NZERO2), m->len = malloc(sizeof(*m->len) * NLEN2);
     m->sign = malloc(sizeof(*m->sign) * NSIGN2), m->top = malloc(sizeof(*m->top) * NTOP2);
-    m->col = malloc(sizeof(i64) * ((size_t)cols + 1));
     int rows_ok = 1;
     for (int i = 0; i < 2; i++) {
         m->rowL[i] = malloc((size_t)cols + 1), m->rowS[i] = malloc((size_t)cols + 1);
         rows_ok &= m->rowL[i] && m->rowS[i];
     }
-    if (!(m->zero && m->len && m->sign && m->top && m->col && rows_ok)) return 0;
+    if (!(m->zero && m->len && m->sign && m->top && rows_ok)) return 0;
     u16 half[2] = {32768, 32768};
     for (int i = 0; i < NZERO2; i++) memcpy(m->zero[i], half, 4);
     for (int i = 0; i < NLEN2; i++) memcpy(m->len[i], half, 4);
@@ -306,50 +421,42 @@ static int model2_alloc(Model2 *m, i64 cols) {
     return 1;
 }
 
-/* What both sides compute before a value: its contexts. */
+/* What both sides compute before a value: its contexts (pc: predicted L in half steps). */
 typedef struct {
-    int pctx, zctx, sctx_base;
+    int zctx, lctx, sctx;
 } Ctx2;
 
-INLINE Ctx2 ctx2(const Model2 *m, i64 rowE, i64 i, i64 j, i64 eq, int sbase, int W) {
+INLINE Ctx2 ctx2(const Model2 *m, int pc, i64 i, i64 j, int sbase) {
     Ctx2 c;
     const u8 *cuL = m->rowL[i & 1], *cuS = m->rowS[i & 1];
     const u8 *upL = m->rowL[(i + 1) & 1], *upS = m->rowS[(i + 1) & 1];
     int leftL = j ? cuL[j - 1] : 0, leftS = j ? cuS[j - 1] : 0;
     int zu = i ? upL[j] == 0 : 1, su = i ? upS[j] : 0, upleftS = i && j ? upS[j - 1] : 0;
-    i64 pl = rowE + m->col[j] - (eq << FRAC2); /* predicted L, FRAC2 fraction bits */
-    i64 h = pl <= 0 ? 0 : (pl + (1 << (FRAC2 - 2))) >> (FRAC2 - 1);
-    c.pctx = (int)(h > 2 * W + 1 ? 2 * W + 1 : h);
-    c.zctx = c.pctx * 4 + (leftL == 0) * 2 + zu;
+    c.zctx = pc * 4 + (leftL == 0) * 2 + zu;
+    c.lctx = pc * 3 + (leftL == 0 ? 0 : leftL <= (pc >> 1) ? 1 : 2);
     int r = 0;
     if (leftS && su && upleftS) r = 1 + (((leftS == 2) ^ (su == 2) ^ (upleftS == 2)) & 1);
-    c.sctx_base = ((sbase * 3 + leftS) * 3 + su) * 3 + r;
+    c.sctx = ((sbase * 3 + leftS) * 3 + su) * 3 + r;
     return c;
-}
-
-/* after a value with bit length L > 0: the running rank-1 model of q */
-INLINE void learn2(Model2 *m, i64 *rowE, i64 j, int L, i64 eq) {
-    i64 qf = ((i64)L + eq) << FRAC2, r = *rowE;
-    *rowE = r + floor_shift(qf - m->col[j] - r, 2);
-    m->col[j] += floor_shift(qf - r - m->col[j], 2);
 }
 
 static int depth_of(int W) { return W == 64 ? 6 : W == 32 ? 5 : W == 16 ? 4 : 3; }
 
 static int encode2(const void *nv, const void *bv, const i64 *segs, i64 nsegs, const Fm *f,
                    int kq, Buf *out) {
-    Model2 m = {0};
-    i64 n = total_values(segs, nsegs);
-    BitW raw = {0};
-    raw.p = work(0, (size_t)n * (size_t)(f->W / 8) + 16);
-    Buf rc = {0};
-    int ok = raw.p && model2_alloc(&m, max_of(segs, nsegs, 2));
-    RcEnc e = {0, 1, 0xFFFFFFFFu, 0, &rc};
     const int D = depth_of(f->W), W = f->W;
-    i64 rowE = 0;
+    Model2 m = {0};
+    Side s = {0};
+    Buf side = {0}, rc = {0};
+    i64 n = total_values(segs, nsegs);
+    BitW raw = {work(0, (size_t)n * (size_t)(W / 8) + 16), 0, 0, 0};
+    int ok = raw.p && model2_alloc(&m, max_of(segs, nsegs, 2)) &&
+             side_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2));
+    RcEnc e = {0, 1, 0xFFFFFFFFu, 0, &rc};
     for (i64 g = 0; ok && g < nsegs; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
-        for (i64 j = 0; j < cols; j++) m.col[j] = 0;
+        int mode;
+        plan_side(nv, bv, f, kq, off, rows, cols, &s, &side, &mode);
         for (i64 i = 0; i < rows; i++) {
             for (i64 j = 0; j < cols; j++) {
                 i64 k = off + i * cols + j;
@@ -357,19 +464,19 @@ static int encode2(const void *nv, const void *bv, const i64 *segs, i64 nsegs, c
                 int neg, sbase = (int)(b >> (W - 1));
                 u64 mag = split(load_v(nv, W, k), b, f, &neg);
                 int L = bitlen(mag);
-                i64 eq = kq ? ebase(b, f) : 0;
-                Ctx2 c = ctx2(&m, rowE, i, j, eq, sbase, W);
+                int pc = pred_at(s.R[i], s.C[j], kq ? ebase(b, f) : 0, W, 1);
+                Ctx2 c = ctx2(&m, pc, i, j, sbase);
                 rc_bit(&e, m.zero[c.zctx], L == 0);
                 int S = 0;
                 if (L) {
-                    u16 (*lp)[2] = m.len + (size_t)c.pctx * 64;
+                    u16 (*lp)[2] = m.len + (size_t)c.lctx * 64;
                     int node = 1, v = L - 1;
                     for (int t = D - 1; t >= 0; t--) {
                         int bit = (v >> t) & 1;
                         rc_bit(&e, lp[node], bit);
                         node = node * 2 + bit;
                     }
-                    if (!f->xor) rc_bit(&e, m.sign[c.sctx_base], neg);
+                    if (!f->xor) rc_bit(&e, m.sign[c.sctx], neg);
                     S = 1 + neg;
                     int t = L - 1 < TOP2 ? L - 1 : TOP2, rb = L - 1 - t;
                     u16 (*tp)[2] = m.top + (size_t)L * 16;
@@ -380,60 +487,70 @@ static int encode2(const void *nv, const void *bv, const i64 *segs, i64 nsegs, c
                         node = node * 2 + bit;
                     }
                     if (rb) bw_put(&raw, mag, rb);
-                    learn2(&m, &rowE, j, L, eq);
                 }
                 m.rowL[i & 1][j] = (u8)L, m.rowS[i & 1][j] = (u8)S;
             }
         }
     }
+    ok = ok && !side.fail;
     if (ok) {
         rc_finish(&e);
         bw_flush(&raw);
         put_u8(out, (u8)kq);
+        put_varint(out, side.len);
+        put_bytes(out, side.p, side.len);
         put_varint(out, rc.len);
         put_bytes(out, rc.p, rc.len);
         put_bytes(out, raw.p, raw.pos);
         ok = !rc.fail && !out->fail;
     }
-    free(rc.p);
+    free(rc.p), free(side.p);
+    side_free(&s);
     model2_free(&m);
     return ok;
 }
 
 static const char *decode2(const u8 *blk, size_t len, void *outv, const void *bv, const i64 *segs,
                            i64 nsegs, Fm *f) {
+    const int D = depth_of(f->W), W = f->W;
     Rd r = {blk, len, 0, 0};
     int kq = get_u8(&r);
+    u64 side_len = get_varint(&r);
+    if (r.bad || kq > 1 || side_len > r.len - r.pos) return "bad block header";
+    Rd sr = {r.p + r.pos, (size_t)side_len, 0, 0};
+    r.pos += (size_t)side_len;
     u64 rc_len = get_varint(&r);
-    if (r.bad || kq > 1 || rc_len > r.len - r.pos || rc_len < 5) return "bad block header";
+    if (r.bad || rc_len > r.len - r.pos || rc_len < 5) return "bad block header";
     RcDec d = {0xFFFFFFFFu, 0, r.p + r.pos, (size_t)rc_len, 0};
     for (int i = 0; i < 5; i++) d.code = (d.code << 8) | rc_byte(&d);
-    BitR raw = {r.p + r.pos + rc_len, r.len - r.pos - (size_t)rc_len, 0, 0, 0, 0};
+    BitR raw = br_open(r.p + r.pos + rc_len, r.len - r.pos - (size_t)rc_len);
     Model2 m = {0};
-    if (!model2_alloc(&m, max_of(segs, nsegs, 2))) {
-        model2_free(&m);
-        return "out of memory";
+    Side s = {0};
+    const char *err = NULL;
+    if (!model2_alloc(&m, max_of(segs, nsegs, 2)) ||
+        !side_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2))) {
+        err = "out of memory";
+        goto done;
     }
-    const int D = depth_of(f->W), W = f->W;
-    i64 rowE = 0;
     for (i64 g = 0; g < nsegs; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
-        for (i64 j = 0; j < cols; j++) m.col[j] = 0;
+        if (!read_side(&sr, &s, rows, cols)) {
+            err = "bad side information";
+            goto done;
+        }
         for (i64 i = 0; i < rows; i++) {
             for (i64 j = 0; j < cols; j++) {
                 i64 k = off + i * cols + j;
                 u64 b = load_v(bv, W, k), mag = 0;
-                int sbase = (int)(b >> (W - 1)), neg = 0, L = 0;
-                i64 eq = kq ? ebase(b, f) : 0;
-                Ctx2 c = ctx2(&m, rowE, i, j, eq, sbase, W);
-                int S = 0;
+                int sbase = (int)(b >> (W - 1)), neg = 0, L = 0, S = 0;
+                int pc = pred_at(s.R[i], s.C[j], kq ? ebase(b, f) : 0, W, 1);
+                Ctx2 c = ctx2(&m, pc, i, j, sbase);
                 if (!rd_bit(&d, m.zero[c.zctx])) {
-                    u16 (*lp)[2] = m.len + (size_t)c.pctx * 64;
+                    u16 (*lp)[2] = m.len + (size_t)c.lctx * 64;
                     int node = 1;
                     for (int t = 0; t < D; t++) node = node * 2 + rd_bit(&d, lp[node]);
-                    L = node - (1 << D) + 1;
-                    if (L > W) L = W; /* only a damaged stream gets here; the checksum fails */
-                    if (!f->xor) neg = rd_bit(&d, m.sign[c.sctx_base]);
+                    L = node - (1 << D) + 1; /* 1..2^D, and 2^D = W */
+                    if (!f->xor) neg = rd_bit(&d, m.sign[c.sctx]);
                     S = 1 + neg;
                     int t = L - 1 < TOP2 ? L - 1 : TOP2, rb = L - 1 - t;
                     u16 (*tp)[2] = m.top + (size_t)L * 16;
@@ -441,118 +558,23 @@ static const char *decode2(const u8 *blk, size_t len, void *outv, const void *bv
                     for (int q = 0; q < t; q++) node = node * 2 + rd_bit(&d, tp[node]);
                     u64 top = (u64)(node - (1 << t));
                     mag = ((((u64)1 << t) | top) << rb) | (rb ? br_get(&raw, rb) : 0);
-                    learn2(&m, &rowE, j, L, eq);
                 }
                 store_v(outv, W, k, join(mag, neg, b, f));
                 m.rowL[i & 1][j] = (u8)L, m.rowS[i & 1][j] = (u8)S;
             }
         }
     }
+    if (sr.pos != sr.len) err = "side information has the wrong length";
+    else if (d.pos != d.len) err = "range-coded part has the wrong length";
+    else if (!br_done(&raw)) err = "raw bits have the wrong length";
+done:
+    side_free(&s);
     model2_free(&m);
-    if (d.pos != d.len) return "range-coded part has the wrong length";
-    if (raw.bad || raw.pos != raw.len) return "raw bits have the wrong length";
-    return NULL;
+    return err;
 }
 
 /* ================================ level 1: semi-static ===================================== */
-/* Side information of one segment: mode (0: block mean, 1: row means, 2: rank-1) and the
- * fixed-point means of q over the changed values. */
-typedef struct {
-    i64 *R, *C, *cnt_c, *sum_c;
-} Side;
-
-static void side_free(Side *s) { free(s->R), free(s->C), free(s->cnt_c), free(s->sum_c); }
-
-static int side_alloc(Side *s, i64 rows, i64 cols) {
-    s->R = malloc(8 * ((size_t)rows + 1)), s->C = malloc(8 * ((size_t)cols + 1));
-    s->cnt_c = malloc(8 * ((size_t)cols + 1)), s->sum_c = malloc(8 * ((size_t)cols + 1));
-    return s->R && s->C && s->cnt_c && s->sum_c;
-}
-
-INLINE i64 round_mean(i64 sum, i64 cnt) { /* floor(sum / cnt + 1/2), cnt > 0 */
-    i64 a = 2 * sum + cnt, b = 2 * cnt, q = a / b;
-    if ((a % b) != 0 && a < 0) q--;
-    return q;
-}
-
-/* predicted L (integer, clamped to 0..W) from the side information */
-INLINE int pred1(i64 rfix, i64 cfix, i64 eq, int W) {
-    i64 p = rfix + cfix - (eq << FRAC1);
-    p = p <= 0 ? 0 : (p + (1 << (FRAC1 - 1))) >> FRAC1;
-    return (int)(p > W ? W : p);
-}
-
-static void plan1(const void *nv, const void *bv, const Fm *f, int kq, i64 off, i64 rows,
-                  i64 cols, Side *s, Buf *side, int *mode_out) {
-    const int W = f->W;
-    int mode = rows >= 8 && cols >= 2 ? 2 : rows >= 2 ? 1 : 0;
-    i64 tsum = 0, tcnt = 0;
-    for (i64 i = 0; i < rows; i++) {
-        i64 rsum = 0, rcnt = 0;
-        for (i64 j = 0; j < cols; j++) {
-            i64 k = off + i * cols + j;
-            u64 b = load_v(bv, W, k);
-            int neg, L = bitlen(split(load_v(nv, W, k), b, f, &neg));
-            if (!L) continue;
-            rsum += (i64)L + (kq ? ebase(b, f) : 0), rcnt++;
-        }
-        s->R[i] = rcnt ? round_mean(rsum << FRAC1, rcnt) : (i ? s->R[i - 1] : 0);
-        tsum += rsum, tcnt += rcnt;
-    }
-    i64 R0 = tcnt ? round_mean(tsum << FRAC1, tcnt) : 0;
-    if (mode == 0) s->R[0] = R0;
-    if (mode == 2) {
-        for (i64 j = 0; j < cols; j++) s->cnt_c[j] = s->sum_c[j] = 0;
-        for (i64 i = 0; i < rows; i++)
-            for (i64 j = 0; j < cols; j++) {
-                i64 k = off + i * cols + j;
-                u64 b = load_v(bv, W, k);
-                int neg, L = bitlen(split(load_v(nv, W, k), b, f, &neg));
-                if (!L) continue;
-                s->sum_c[j] += (((i64)L + (kq ? ebase(b, f) : 0)) << FRAC1) - s->R[i];
-                s->cnt_c[j]++;
-            }
-        for (i64 j = 0; j < cols; j++)
-            s->C[j] = s->cnt_c[j] ? round_mean(s->sum_c[j], s->cnt_c[j]) : 0;
-    } else {
-        for (i64 j = 0; j < cols; j++) s->C[j] = 0;
-    }
-    put_u8(side, (u8)mode);
-    i64 prev = 0, nr = mode == 0 ? 1 : rows;
-    for (i64 i = 0; i < nr; i++) put_varint(side, zz(s->R[i] - prev)), prev = s->R[i];
-    if (mode == 2) {
-        prev = 0;
-        for (i64 j = 0; j < cols; j++) put_varint(side, zz(s->C[j] - prev)), prev = s->C[j];
-    }
-    *mode_out = mode;
-}
-
-static int read_side(Rd *r, Side *s, i64 rows, i64 cols) {
-    int mode = get_u8(r);
-    if (r->bad || mode > 2) return 0;
-    i64 prev = 0, nr = mode == 0 ? 1 : rows;
-    for (i64 i = 0; i < nr; i++) {
-        i64 v = prev + unzz(get_varint(r));
-        if (r->bad || v < -SIDE_LIMIT || v > SIDE_LIMIT) return 0;
-        s->R[i] = prev = v;
-    }
-    if (mode == 0)
-        for (i64 i = 1; i < rows; i++) s->R[i] = s->R[0];
-    prev = 0;
-    for (i64 j = 0; j < cols; j++) {
-        i64 v = 0;
-        if (mode == 2) {
-            v = prev + unzz(get_varint(r));
-            if (r->bad || v < -SIDE_LIMIT || v > SIDE_LIMIT) return 0;
-            prev = v;
-        }
-        s->C[j] = v;
-    }
-    return 1;
-}
-
-/* B: (sign << t) | the t bits below the leading one, t = min(TOP1, L - 1); its table: */
-INLINE int tabB(int L, int sbase) { return (L < TOP1 + 2 ? L : TOP1 + 2) - 1 + (TOP1 + 2) * sbase; }
+enum { WK_LA = 1, WK_TA, WK_RAW, WK_OUT, WK_TAB };
 
 /* -- rANS over several tables: symbol k uses table tab[k] ------------------------------------ */
 static size_t rans_encode_tabs(const u8 *syms, const u8 *tabs, size_t n, const u32 *freq,
@@ -579,21 +601,25 @@ static size_t rans_encode_tabs(const u8 *syms, const u8 *tabs, size_t n, const u
     return (size_t)(out + cap - p);
 }
 
-/* decoding tables: entry = freq - 1 | (slot - cum) << 12 | sym << 24; empty[t]: no table */
+/* decoding tables: entry = freq - 1 | (slot - cum) << 12 | sym << 24; a missing table decodes
+ * to symbol 255, outside every alphabet (so the per-value loop needs no check) */
 typedef struct {
-    u32 *e;
+    u32 *e, *none;
     u8 *empty;
     int ntab;
 } Tabs;
 
-static void tabs_free(Tabs *t) { free(t->e), free(t->empty); }
+static void tabs_free(Tabs *t) { free(t->empty), free(t->none); }
 
 static int tabs_alloc(Tabs *t, int ntab) {
     t->ntab = ntab;
-    t->e = malloc(sizeof(u32) * SCALE * (size_t)ntab);
+    t->e = work(WK_TAB, sizeof(u32) * SCALE * (size_t)ntab); /* only present tables are written */
+    t->none = malloc(sizeof(u32) * SCALE);
     t->empty = malloc((size_t)ntab);
-    if (t->empty) memset(t->empty, 1, (size_t)ntab);
-    return t->e && t->empty;
+    if (!t->e || !t->none || !t->empty) return 0;
+    memset(t->empty, 1, (size_t)ntab);
+    for (u32 j = 0; j < SCALE; j++) t->none[j] = (SCALE - 1) | (j << 12) | (0xFFu << 24);
+    return 1;
 }
 
 /* counts -> tables: `count of present tables | (table index, table)...` */
@@ -682,8 +708,9 @@ static int rans_close(const RansDec *d) {
     return 1;
 }
 
-enum { WK_LA = 1, WK_TA, WK_B, WK_TB, WK_RAW, WK_OUT };
 
+/* Level 1 codes one symbol per value, S = 2 L + sign, in the table of its predicted L, and the
+ * L - 1 bits below the leading one raw: one table lookup and one bit read per value. */
 static int encode1(const void *nv, const void *bv, const i64 *segs, i64 nsegs, const Fm *f,
                    int kq, Buf *out) {
     const int W = f->W;
@@ -691,31 +718,26 @@ static int encode1(const void *nv, const void *bv, const i64 *segs, i64 nsegs, c
     Side s = {0};
     Buf side = {0};
     u8 *A = work(WK_LA, (size_t)n + 1), *TA = work(WK_TA, (size_t)n + 1);
-    u8 *B = work(WK_B, (size_t)n + 1), *TB = work(WK_TB, (size_t)n + 1);
     BitW raw = {work(WK_RAW, (size_t)n * (size_t)(W / 8) + 16), 0, 0, 0};
-    u64 *cA = calloc((size_t)NSYM_A * NSYM_A, 8), *cB = calloc((size_t)NTAB_B * NSYM_B, 8);
-    u32 *fA = malloc(4 * NSYM_A * NSYM_A), *uA = malloc(4 * NSYM_A * NSYM_A);
-    u32 *fB = malloc(4 * NTAB_B * NSYM_B), *uB = malloc(4 * NTAB_B * NSYM_B);
-    int ok = A && TA && B && TB && raw.p && cA && cB && fA && uA && fB && uB &&
+    u64 *cA = calloc((size_t)NTAB1 * NSYM1, 8);
+    u32 *fA = malloc(4 * NTAB1 * NSYM1), *uA = malloc(4 * NTAB1 * NSYM1);
+    int ok = A && TA && raw.p && cA && fA && uA &&
              side_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2));
-    size_t na = 0, nb = 0;
+    size_t na = 0;
     for (i64 g = 0; ok && g < nsegs; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         int mode;
-        plan1(nv, bv, f, kq, off, rows, cols, &s, &side, &mode);
+        plan_side(nv, bv, f, kq, off, rows, cols, &s, &side, &mode);
         for (i64 i = 0; i < rows; i++)
             for (i64 j = 0; j < cols; j++) {
                 i64 k = off + i * cols + j;
                 u64 b = load_v(bv, W, k);
-                int neg, sbase = (int)(b >> (W - 1));
+                int neg;
                 u64 mag = split(load_v(nv, W, k), b, f, &neg);
-                int L = bitlen(mag), c = pred1(s.R[i], s.C[j], kq ? ebase(b, f) : 0, W);
-                A[na] = (u8)L, TA[na++] = (u8)c, cA[c * NSYM_A + L]++;
-                if (!L) continue;
-                int t = L - 1 < TOP1 ? L - 1 : TOP1, rb = L - 1 - t, tb = tabB(L, sbase);
-                u8 sym = (u8)((neg << t) | (int)((mag >> rb) & (((u64)1 << t) - 1)));
-                B[nb] = sym, TB[nb++] = (u8)tb, cB[tb * NSYM_B + sym]++;
-                if (rb) bw_put(&raw, mag, rb);
+                int L = bitlen(mag), c = pred_at(s.R[i], s.C[j], kq ? ebase(b, f) : 0, W, 0);
+                int S = 2 * L + neg;
+                A[na] = (u8)S, TA[na++] = (u8)c, cA[c * NSYM1 + S]++;
+                if (L > 1) bw_put(&raw, mag, L - 1);
             }
     }
     ok = ok && !side.fail;
@@ -724,25 +746,110 @@ static int encode1(const void *nv, const void *bv, const i64 *segs, i64 nsegs, c
         put_u8(out, (u8)kq);
         put_varint(out, side.len);
         put_bytes(out, side.p, side.len);
-        size_t cap = 2 * (na > nb ? na : nb) + 4 * NSTATES + 16;
+        size_t cap = 2 * na + 4 * NSTATES + 16;
         u8 *tmp = work(WK_OUT, cap);
         ok = tmp != NULL;
         if (ok) {
-            write_tables(out, cA, NSYM_A, NSYM_A, fA, uA);
-            size_t len = na ? rans_encode_tabs(A, TA, na, fA, uA, NSYM_A, tmp, cap) : 0;
-            put_varint(out, len);
-            put_bytes(out, tmp + cap - len, len);
-            write_tables(out, cB, NTAB_B, NSYM_B, fB, uB);
-            len = nb ? rans_encode_tabs(B, TB, nb, fB, uB, NSYM_B, tmp, cap) : 0;
+            write_tables(out, cA, NTAB1, NSYM1, fA, uA);
+            size_t len = na ? rans_encode_tabs(A, TA, na, fA, uA, NSYM1, tmp, cap) : 0;
             put_varint(out, len);
             put_bytes(out, tmp + cap - len, len);
             put_bytes(out, raw.p, raw.pos);
             ok = !out->fail;
         }
     }
-    free(cA), free(cB), free(fA), free(uA), free(fB), free(uB), free(side.p);
+    free(cA), free(fA), free(uA), free(side.p);
     side_free(&s);
     return ok;
+}
+
+/* Pass 1: every value's table (its predicted L) from the side information and the base. */
+INLINE void contexts1(const int W, const void *bv, const Fm *f, int kq, i64 off, i64 rows,
+                      i64 cols, const Side *s, u8 *ctx) {
+    for (i64 i = 0; i < rows; i++) {
+        const i64 base = off + i * cols, R = s->R[i];
+        u8 *c = ctx + i * cols;
+        for (i64 j = 0; j < cols; j++) {
+            u64 b = load_v(bv, W, base + j);
+            i64 eq = kq ? (i64)((b >> f->M) & f->emask) : 0;
+            c[j] = (u8)pred_at(R, s->C[j], eq, W, 0);
+        }
+    }
+}
+
+/* Pass 2: n symbols, NSTATES at a time: the table lookups of a group are independent, and
+ * only the short renormalisation chain (compare, read) is serial through the read position. */
+static int rans_symbols(RansDec *d, const u32 *const *tp, const u8 *ctx, u8 *out, size_t n) {
+    u32 *x = d->x;
+    const u8 *p = d->p, *end = d->end;
+    size_t k = 0;
+    for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {
+        for (int i = 0; i < NSTATES; i++) {
+            u32 v = x[i], e = tp[ctx[k + i]][v & (SCALE - 1)];
+            out[k + i] = (u8)(e >> 24);
+            x[i] = ((e & (SCALE - 1)) + 1) * (v >> SCALE_BITS) + ((e >> 12) & (SCALE - 1));
+        }
+        for (int i = 0; i < NSTATES; i++) {
+            u32 v = x[i];
+            int r = v < RANS_L;
+            x[i] = r ? (v << 16) | rd16(p) : v;
+            p += 2 * r;
+        }
+    }
+    for (; k < n; k++) {
+        u32 *xs = &x[k & (NSTATES - 1)], v = *xs, e = tp[ctx[k]][v & (SCALE - 1)];
+        out[k] = (u8)(e >> 24);
+        v = ((e & (SCALE - 1)) + 1) * (v >> SCALE_BITS) + ((e >> 12) & (SCALE - 1));
+        if (v < RANS_L) {
+            if (end - p < 2) return 0;
+            v = (v << 16) | rd16(p);
+            p += 2;
+        }
+        *xs = v;
+    }
+    d->p = p;
+    return 1;
+}
+
+/* Pass 3: the values from their symbols, raw bits and base, for a compile-time width W
+ * (branch-free: the sign-magnitude mapping by masks). 0: a symbol outside the alphabet. */
+INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off, i64 cnt,
+                   const u8 *S, BitR *raw) {
+    const u64 mask = W == 64 ? ~(u64)0 : (((u64)1 << W) - 1), sb = (u64)1 << (W - 1);
+    const u64 smax = 2 * (u64)W + 1, xor = (u64)f->xor, isf = f->E != 0;
+    u64 bad = 0;
+    for (i64 q = 0; q < cnt; q++) {
+        u64 b = load_v(bv, W, off + q), sym = S[q], L = sym >> 1, neg = sym & 1;
+        bad |= (sym > smax) | (neg & xor);
+        int rb = L ? (int)L - 1 : 0;
+        u64 bits;
+        if (W <= 32 && raw->pos + 8 <= raw->len) { /* the common case: one load, one shift */
+            u64 w;
+            memcpy(&w, raw->p + raw->pos, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+            w = __builtin_bswap64(w);
+#endif
+            raw->acc |= w << raw->n;
+            raw->pos += (size_t)((63 - raw->n) >> 3);
+            raw->n |= 56;
+            bits = raw->acc & (((u64)1 << rb) - 1);
+            raw->acc >>= rb;
+            raw->n -= rb;
+            raw->used += (u64)rb;
+        } else {
+            bits = br_get(raw, rb);
+        }
+        u64 mag = (L ? (u64)1 << rb : 0) | bits, nv;
+        if (xor) {
+            nv = (mag ^ b) & mask;
+        } else { /* ordered base + signed distance, back to sign-magnitude */
+            u64 ob = isf ? b ^ (((0 - (b >> (W - 1))) & mask) | sb) : b;
+            u64 o = (ob + (((mag ^ (0 - neg)) + neg) & mask)) & mask;
+            nv = isf ? o ^ ((((o >> (W - 1)) - 1) & mask) | sb) : o;
+        }
+        store_v(outv, W, off + q, nv);
+    }
+    return !bad;
 }
 
 static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv, const i64 *segs,
@@ -757,93 +864,65 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
     r.pos += (size_t)side_len;
     const char *err = NULL;
     Side s = {0};
-    Tabs ta = {0}, tb = {0};
-    u8 *A = work(WK_LA, (size_t)n + 1), *B = work(WK_B, (size_t)n + 1);
-    if (!A || !B || !tabs_alloc(&ta, NSYM_A) || !tabs_alloc(&tb, NTAB_B) ||
+    Tabs ta = {0};
+    u8 *ctx = work(WK_TA, (size_t)n + 1), *S = work(WK_LA, (size_t)n + 1);
+    if (!ctx || !S || !tabs_alloc(&ta, NTAB1) ||
         !side_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2))) {
         err = "out of memory";
         goto done;
     }
-    /* A: every value's bit length, in the context its side information predicts */
     RansDec d;
     u64 slen;
-    if (!read_tables(&r, &ta, NSYM_A) || (slen = get_varint(&r), r.bad) ||
+    if (!read_tables(&r, &ta, NSYM1) || (slen = get_varint(&r), r.bad) ||
         slen > r.len - r.pos || (n && !rans_open(&d, r.p + r.pos, (size_t)slen)) ||
         (!n && slen)) {
-        err = "damaged length stream";
+        err = "damaged symbol stream";
         goto done;
     }
     r.pos += (size_t)slen;
-    size_t na = 0, nb = 0;
+    const u32 *tp[NTAB1];
+    for (int t = 0; t < NTAB1; t++) tp[t] = ta.empty[t] ? ta.none : ta.e + (size_t)t * SCALE;
+    size_t m = 0;
     for (i64 g = 0; g < nsegs; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         if (!read_side(&sr, &s, rows, cols)) {
             err = "bad side information";
             goto done;
         }
-        for (i64 i = 0; i < rows; i++) {
-            i64 base = off + i * cols;
-            for (i64 j = 0; j < cols; j++) {
-                u64 b = load_v(bv, W, base + j);
-                int c = pred1(s.R[i], s.C[j], kq ? ebase(b, f) : 0, W);
-                if (ta.empty[c]) {
-                    err = "a value's length table is missing";
-                    goto done;
-                }
-                int L = rans_get(&d, ta.e + (size_t)c * SCALE, na);
-                if (L > W) {
-                    err = "bit length beyond the width";
-                    goto done;
-                }
-                A[na++] = (u8)L;
-                nb += L != 0;
-            }
+        switch (W) {
+            case 8: contexts1(8, bv, f, kq, off, rows, cols, &s, ctx + m); break;
+            case 16: contexts1(16, bv, f, kq, off, rows, cols, &s, ctx + m); break;
+            case 32: contexts1(32, bv, f, kq, off, rows, cols, &s, ctx + m); break;
+            default: contexts1(64, bv, f, kq, off, rows, cols, &s, ctx + m); break;
         }
+        m += (size_t)(rows * cols);
     }
-    if (sr.pos != sr.len || (n && !rans_close(&d))) {
-        err = "damaged length stream";
+    if (sr.pos != sr.len) {
+        err = "side information has the wrong length";
         goto done;
     }
-    /* B: sign and top bits of the changed values */
-    if (!read_tables(&r, &tb, NSYM_B) || (slen = get_varint(&r), r.bad) ||
-        slen > r.len - r.pos || (nb && !rans_open(&d, r.p + r.pos, (size_t)slen)) ||
-        (!nb && slen)) {
-        err = "damaged sign/top stream";
+    if (n && (!rans_symbols(&d, tp, ctx, S, (size_t)n) || !rans_close(&d))) {
+        err = "damaged symbol stream";
         goto done;
     }
-    r.pos += (size_t)slen;
-    BitR raw = {r.p + r.pos, r.len - r.pos, 0, 0, 0, 0};
-    size_t ai = 0, bi = 0;
-    for (i64 g = 0; g < nsegs; g++) {
+    BitR raw = br_open(r.p + r.pos, r.len - r.pos);
+    m = 0;
+    for (i64 g = 0; g < nsegs && !err; g++) {
         i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
-        for (i64 k = off; k < off + cnt; k++) {
-            u64 b = load_v(bv, W, k), mag = 0;
-            int L = A[ai++], neg = 0;
-            if (L) {
-                int tab = tabB(L, (int)(b >> (W - 1)));
-                if (tb.empty[tab]) {
-                    err = "a value's sign/top table is missing";
-                    goto done;
-                }
-                int sym = rans_get(&d, tb.e + (size_t)tab * SCALE, bi++);
-                int t = L - 1 < TOP1 ? L - 1 : TOP1, rb = L - 1 - t;
-                if (sym >> (t + (f->xor ? 0 : 1))) {
-                    err = "sign/top symbol out of range";
-                    goto done;
-                }
-                neg = (sym >> t) & 1;
-                mag = ((((u64)1 << t) | (u64)(sym & ((1 << t) - 1))) << rb) |
-                      (rb ? br_get(&raw, rb) : 0);
-            }
-            store_v(outv, W, k, join(mag, neg, b, f));
+        int ok;
+        switch (W) {
+            case 8: ok = values1(8, outv, bv, f, off, cnt, S + m, &raw); break;
+            case 16: ok = values1(16, outv, bv, f, off, cnt, S + m, &raw); break;
+            case 32: ok = values1(32, outv, bv, f, off, cnt, S + m, &raw); break;
+            default: ok = values1(64, outv, bv, f, off, cnt, S + m, &raw); break;
         }
+        if (!ok) err = "symbol outside the alphabet";
+        m += (size_t)cnt;
     }
-    if (nb && !rans_close(&d)) err = "damaged sign/top stream";
-    else if (raw.bad || raw.pos != raw.len) err = "raw bits have the wrong length";
+    if (!err && !br_done(&raw)) err = "raw bits have the wrong length";
 done:
     side_free(&s);
     tabs_free(&ta);
-    tabs_free(&tb);
     return err;
 }
 

@@ -38,7 +38,7 @@ from .codec import decode_float_block, encode_float_block, seg_array
 from .formats import FloatFormat, as_uint, float_format, from_uint, segments
 from .int_codec import decode_int_block, encode_int_block
 
-VERSION = 1
+VERSION = 2
 """The kernel's ``DELTA_VERSION`` this code expects, recorded in ``meta``."""
 LEVEL_FAST, LEVEL_MAX = 1, 2
 BLOCK_VALUES = {LEVEL_FAST: 1 << 18, LEVEL_MAX: 1 << 20}
