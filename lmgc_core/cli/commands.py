@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -128,6 +129,14 @@ def _default_output(input: str, output: str | None) -> str:
     return STDIO if input == STDIO else input + ".lmgc"
 
 
+BASE_OPTION = click.option(
+    "--base",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Reference file: code tensors against (compress) or decode them with (decompress) "
+    "its tensors of the same name, dtype and shape.",
+)
+
+
 @cli.command()
 @click.argument("input", type=click.Path(exists=True, allow_dash=True))
 @click.option("-o", "--output", help="Output file, '-' for stdout. Default: INPUT.lmgc")
@@ -145,6 +154,7 @@ def _default_output(input: str, output: str | None) -> str:
     metavar="BYTES",
     help="Code tensors larger than this in chunks (bounds memory; default 16 MiB).",
 )
+@BASE_OPTION
 @_force_option("Overwrite OUTPUT if it exists.")
 @_quiet_option
 @JOBS_OPTION
@@ -155,15 +165,20 @@ def compress(
     dtype: str | None,
     fmt: str | None,
     chunk_size: int | None,
+    base: str | None,
     force: bool,
     quiet: bool,
     jobs: int,
     **kw: Any,
 ) -> None:
     """Compress a .npy, .npz, .safetensors or raw file ('-': stdin) into an lmgc archive that
-    `lmgc decompress` turns back into the same file, byte for byte."""
+    `lmgc decompress` turns back into the same file, byte for byte. With --base OLD, each tensor
+    of the same name, dtype and shape in OLD is coded against it (a checkpoint against the one
+    before it, a fine-tune against its base); decompressing then needs OLD."""
     from lmgc_core.files.source_hash import FileHash
 
+    if Path(input).is_dir() and base is not None:
+        raise ConfigError("--base takes a file; folders are compressed without a base")
     if Path(input).is_dir():  # a model folder: every tensor file coded, the rest copied
         from lmgc_core.files.folders import compress_folder_command
 
@@ -172,20 +187,30 @@ def compress(
     check_output(output, force)
     # The input's SHA-256 starts before the coding modules (numpy, the pipeline) load: with a
     # spare core it runs while this thread imports, not beside the first chunks.
-    with open_input(input) as (src, size, name), FileHash(src, jobs) as source_hash:
+    with (
+        open_input(input) as (src, size, name),
+        FileHash(src, jobs) as source_hash,
+        ExitStack() as stack,
+    ):
         from lmgc_core.files.filecodec import DEFAULT_CHUNK_BYTES, FileEncoder, compress_file
         from lmgc_core.files.readers import scan
         from lmgc_core.util.progress import Progress
 
         pipeline = build_pipeline(**kw)
         chunk_bytes = chunk_size or DEFAULT_CHUNK_BYTES
+        encoder = FileEncoder(pipeline)
+        if base is not None:
+            from lmgc_core.files.base_file import BaseEncoder, BaseFile
+
+            reference = BaseFile(stack.enter_context(open(base, "rb")), base, fmt, dtype)
+            encoder = BaseEncoder(pipeline, reference, chunk_bytes)
         layout = scan(src, size, name, fmt.lower() if fmt else None, dtype)
         for note in layout.notes:  # e.g. an npz member this zlib cannot re-deflate identically
             click.echo(f"warning: {_one_line(note)}", err=True)
         total = sum(t.nbytes for t in layout.tensors)
         with Progress(total, "compress", quiet) as bar, atomic_output(output, force) as out:
             result = compress_file(
-                src, layout, Path(name).name, out, FileEncoder(pipeline), bar, chunk_bytes,
+                src, layout, Path(name).name, out, encoder, bar, chunk_bytes,
                 jobs, source_hash,
             )  # fmt: skip
             out.flush()
@@ -233,6 +258,7 @@ def _output_size(reader: Any, tensors: list[Any], fmt: str) -> int:
     "stream's (the checksum still guards)."
 )
 @click.option("--model", help="Model file or folder, if it lives elsewhere on this machine.")
+@BASE_OPTION
 @_quiet_option
 @JOBS_OPTION
 def decompress(
@@ -241,6 +267,7 @@ def decompress(
     fmt: str | None,
     force: bool,
     model: str | None,
+    base: str | None,
     quiet: bool,
     jobs: int,
 ) -> None:
@@ -260,10 +287,13 @@ def decompress(
         output = STDIO if input == STDIO else input[: -len(".lmgc")]
     check_output(output, force)
     check_model_path(model)
-    with open_input(input) as (src, _, name):
+    with open_input(input) as (src, _, name), ExitStack() as stack:
         reader = ArchiveReader(src, name)
         target = _output_format(output, fmt, reader.format, len(reader.entries))
-        archive = ArchiveDecoder(reader, StreamDecoder(force, model, jobs))
+        decoder = StreamDecoder(force, model, jobs)
+        if getattr(reader, "base", None) is not None or base is not None:
+            _use_base(reader, decoder, base, name, stack)
+        archive = ArchiveDecoder(reader, decoder)
         check_free_space(output, _output_size(reader, archive.tensors, target))
         bar = Progress(archive.total_bytes(), "decompress", quiet)
         archive.progress = bar
@@ -271,6 +301,22 @@ def decompress(
             identical = decompress_archive(reader, archive, target, out)
     check = "identical to the source, SHA-256 verified" if identical else "checksums verified"
     _say(quiet, output, f"{name} -> {output} ({check})")
+
+
+def _use_base(reader: Any, decoder: Any, base: str | None, name: str, stack: ExitStack) -> None:
+    """Check ``--base`` against the archive's record (a usage error, before anything is
+    written, for a missing, other or truncated base) and hand its chunks to the decoder."""
+    from lmgc_core.files.base_file import BaseFile, base_for_header, check_record
+
+    if reader.base is None:
+        click.echo(f"warning: {name} was not coded against a base; --base is not used", err=True)
+        return
+    if base is None:
+        check_record(reader.base, None, name)
+        return
+    f = stack.enter_context(open(base, "rb"))  # noqa: SIM115 - closed by the caller's stack
+    reference = BaseFile(f, base, expect=(reader.base, name))
+    decoder.bases = lambda header: base_for_header(reference, header, reader.chunk_bytes)
 
 
 # -- inspection ------------------------------------------------------------------------------------

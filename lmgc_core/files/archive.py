@@ -46,7 +46,10 @@ ZIP_MAGIC = b"PK\x03\x04"
 SUFFIX = ".lmgc"
 MANIFEST = "__lmgc__.json"
 ARCHIVE_VERSION = 2
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
+BASE_VERSION = 3
+"""The version of an archive coded against a base (``--base``), whatever
+:data:`ARCHIVE_VERSION`: earlier readers would not know that its members need the base."""
 MAX_MANIFEST = 64 << 20
 """Cap on the manifest's JSON text (inflated): literal segments over 64 KiB are byte tensors,
 so a real manifest is ~200 bytes per tensor and chunk; inflating stops one byte past the cap."""
@@ -131,22 +134,34 @@ def _info(name: str) -> zipfile.ZipInfo:
 
 
 def manifest_for(
-    layout: FileLayout, source: dict[str, Any], members: list[list[str]], chunk_bytes: int
+    layout: FileLayout,
+    source: dict[str, Any],
+    members: list[list[str]],
+    chunk_bytes: int,
+    base: dict[str, Any] | None = None,
+    coded_against: dict[int, str] | None = None,
 ) -> dict[str, Any]:
-    """The manifest; :meth:`ArchiveWriter.close` adds the ``members`` list."""
-    return {
+    """The manifest; :meth:`ArchiveWriter.close` adds the ``members`` list. ``base``: the
+    reference file's name, size and SHA-256 (``--base``); ``coded_against``: tensor index -> the
+    base tensor it was coded against. Both only in an archive coded against a base."""
+    tensors = [{**t.to_json(), "members": m} for t, m in zip(layout.tensors, members, strict=True)]
+    for index, name in (coded_against or {}).items():
+        tensors[index]["base"] = name
+    manifest = {
         "lmgc_archive": ARCHIVE_VERSION,
         "format": layout.format,
         "source": source,
         "identical": layout.identical,
         "notes": layout.notes,
         "chunk_bytes": chunk_bytes,
-        "tensors": [
-            {**t.to_json(), "members": m} for t, m in zip(layout.tensors, members, strict=True)
-        ],
+        "tensors": tensors,
         "segments": layout.segments_json(),
         "metadata": layout.metadata,
     }
+    if base is not None:  # only then: every other archive keeps its bytes
+        manifest["lmgc_archive"] = max(ARCHIVE_VERSION, BASE_VERSION)
+        manifest["base"] = base
+    return manifest
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -180,6 +195,10 @@ class ArchiveReader:
         self.metadata: dict[str, Any] | None = None
         self.segments: list[Segment] | None = None
         self.chunk_bytes: int | None = None
+        self.base: dict[str, Any] | None = None
+        """The file the archive was coded against (``--base``: name, size, SHA-256), or None."""
+        self.coded_against: dict[int, str] = {}
+        """Tensor index -> the base tensor it was coded against."""
         self._f = f
         self._lock = threading.Lock()
         self._members: dict[str, ZipMember] = {}
@@ -303,11 +322,29 @@ class ArchiveReader:
                     )
                 self.entries.append(Entry(tensor.name, members, tensor))
             self.segments = segments_from_json(manifest["segments"], len(self.entries))
+            self._read_base(manifest.get("base"), items, version)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, StreamError):
                 raise
             raise StreamError(f"{bad}: bad manifest ({exc})") from None
         self._check_segments(bad)
+
+    def _read_base(self, base: Any, items: list[Any], version: int) -> None:
+        """The base file's record (version 3) and what each tensor was coded against."""
+        if base is not None and (
+            version < BASE_VERSION
+            or not isinstance(base, dict)
+            or not isinstance(base.get("name"), str)
+            or type(base.get("size")) is not int
+            or not isinstance(base.get("sha256"), str)
+        ):
+            raise ValueError(f"bad base record {base!r} (version {version})")
+        self.base = base
+        for index, item in enumerate(items):
+            if "base" in item:
+                if base is None or not isinstance(item["base"], str):
+                    raise ValueError(f"tensor {index} names base {item['base']!r}")
+                self.coded_against[index] = item["base"]
 
     def _check_member_list(self, listed: Any, data: list[ZipMember]) -> None:
         """Version 2: the manifest lists every other member, with its size and CRC-32."""

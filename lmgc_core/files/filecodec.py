@@ -64,6 +64,10 @@ class FileEncoder:
         self.concurrent = bool(pipeline.prior.thread_safe)
         """Chunks may be coded on several threads at once (a thread-safe prior)."""
         self._bytes_pipeline: Any = None
+        self.base: dict[str, Any] | None = None
+        """The reference file's manifest record (``--base``; see ``files/base_file.py``)."""
+        self.coded_against: dict[int, str] = {}
+        """Tensor index -> the base tensor it was coded against (the manifest says so)."""
 
     def n_symbols(self, nbytes: int) -> int:
         """Symbols the progress bar counts for a chunk of ``nbytes``."""
@@ -71,6 +75,11 @@ class FileEncoder:
 
     def tensor(self, array: np.ndarray, progress: Callable[[int], None], jobs: int) -> bytes:
         return self.pipeline.compress(array, progress=progress, jobs=jobs)
+
+    def coder_for(self, tensor: Tensor, index: int, i: int) -> Callable[..., bytes]:
+        """What codes chunk ``i`` of tensor ``index``: :meth:`byte_run` for the file's other
+        bytes, else :meth:`tensor` (a subclass may code some against a reference)."""
+        return self.byte_run if tensor.bytes_only else self.tensor
 
     def byte_run(self, array: np.ndarray, progress: Callable[[int], None], jobs: int) -> bytes:
         return self.bytes_pipeline().compress(array, progress=progress, jobs=jobs)
@@ -144,7 +153,7 @@ def compress_file(
             chunk = read()  # on the coding thread where the file allows it
             view, note = coding_view(chunk)
             update = progress.chunk(chunk.nbytes, encoder.n_symbols(view.nbytes))
-            code_with = encoder.byte_run if layout.tensors[index].bytes_only else encoder.tensor
+            code_with = encoder.coder_for(layout.tensors[index], index, i)
             blob = with_view(code_with(view, update, block_jobs), note)
             update.finish()
             return index, i, count, blob
@@ -160,7 +169,9 @@ def compress_file(
             interrupts.check()  # a Ctrl-C that arrived inside a C callback
         progress.finish_chunk()
         source = {"name": source_name, "size": layout.size, "sha256": file_hash.result()}
-        manifest = manifest_for(layout, source, members, chunk_bytes)
+        manifest = manifest_for(
+            layout, source, members, chunk_bytes, encoder.base, encoder.coded_against
+        )
         _check_manifest(manifest, writer.members, source_name)
         writer.close(manifest)
         writer = None
@@ -206,6 +217,8 @@ class StreamDecoder:
         self.model = model
         self.jobs = jobs
         self._pipelines: dict[str, Any] = {}
+        self.bases: Callable[[dict[str, Any]], np.ndarray | None] | None = None
+        """The base chunk a member's header names (``--base``), else ``None``."""
 
     def pipeline(self, header: dict[str, Any]) -> Any:
         from lmgc_core.coding.pipeline import Pipeline
@@ -245,6 +258,7 @@ class StreamDecoder:
             jobs=self.jobs if jobs is None else jobs,
             max_nbytes=max_nbytes,
             head=head,
+            base=None if self.bases is None or "base" not in header else self.bases(header),
         )
         note = header.get(VIEW_KEY)
         if isinstance(note, dict) and "dtype" in note:

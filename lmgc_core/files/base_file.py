@@ -1,0 +1,211 @@
+"""The reference file of ``lmgc compress NEW --base OLD``: OLD's tensors, matched to NEW's by name,
+read chunk by chunk as NEW's chunks are coded (or decoded) against them.
+
+A tensor of NEW is coded against OLD's tensor of the same name when both have the same dtype,
+shape and memory order (and are arrays of the file, not its other bytes); any other tensor is
+coded alone. Chunks match one to one, since both are cut by the same rule
+(:func:`~lmgc_core.files.readers.chunk_shapes`) with the same chunk size. Each chunk's stream
+records the base chunk's SHA-256 and the name ``<tensor>@<chunk>``, by which decoding finds it
+again; the archive's manifest records OLD's name, size and SHA-256, checked before anything is
+decoded. Reading is positional (any thread) for tensors stored as they are; a tensor inside a
+deflated ``.npz`` member is inflated whole, once, when first asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from lmgc_core.components.interfaces import DeltaCoding
+from lmgc_core.files.filecodec import FileEncoder
+from lmgc_core.files.readers import chunk_readers, scan, tensor_chunks, tensor_streams
+from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor
+from lmgc_core.util.dtypes import coding_view, dtype_name
+from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
+
+HASH_BLOCK = 4 << 20
+TRY_ALONE_BYTES = 64 << 10
+"""A chunk this small is also coded alone, and the smaller stream kept: its stream's record of
+the base (a SHA-256 and a name, ~100 bytes) can outweigh what the delta saves (a bias, a step
+counter, a moment that changed completely)."""
+
+
+def file_digest(f: IO[bytes]) -> tuple[int, str]:
+    """``(size, SHA-256)`` of a whole file."""
+    f.seek(0)
+    sha, size = hashlib.sha256(), 0
+    while block := f.read(HASH_BLOCK):
+        sha.update(block)
+        size += len(block)
+    f.seek(0)
+    return size, sha.hexdigest()
+
+
+def chunk_name(tensor: str, index: int) -> str:
+    """The base name a chunk's stream records (``<tensor>@<chunk>``)."""
+    return f"{tensor}@{index}"
+
+
+class BaseFile:
+    """OLD, scanned once: ``record`` (name, size, SHA-256) and its tensors by name."""
+
+    def __init__(
+        self,
+        f: IO[bytes],
+        name: str,
+        fmt: str | None = None,
+        dtype: str | None = None,
+        expect: tuple[Any, str] | None = None,
+    ):
+        """``expect``: ``(record, archive name)`` of an archive to decode: the file must be
+        the one it records (:func:`check_record`), checked before it is scanned."""
+        self._f = f
+        self.where = f"--base {name}"
+        size, digest = file_digest(f)
+        self.record: dict[str, Any] = {"name": Path(name).name, "size": size, "sha256": digest}
+        if expect is not None:
+            check_record(expect[0], self, expect[1])
+            fmt, dtype = expect[0].get("format"), expect[0].get("dtype")
+        try:
+            self.layout: FileLayout = scan(f, size, name, fmt, dtype)
+        except LMGCError as exc:  # a damaged or truncated base is the user's input
+            raise ConfigError(f"{self.where}: {exc}") from None
+        self.record["format"] = self.layout.format
+        if self.layout.format == "raw":
+            self.record["dtype"] = dtype_name(self.layout.tensors[0].dtype)
+        self._by_name = {
+            t.name: i for i, t in enumerate(self.layout.tensors) if not t.bytes_only
+        }
+        self._lock = threading.Lock()
+        self._readers: dict[tuple[int, int], list[Callable[[], np.ndarray]]] = {}
+        self._inflated: tuple[int, list[np.ndarray]] | None = None
+
+    def match(self, tensor: Tensor) -> bool:
+        """Whether ``tensor`` (of NEW) is coded against OLD's tensor of its name."""
+        index = self._by_name.get(tensor.name)
+        if index is None or tensor.bytes_only or tensor.dtype.itemsize == 0:
+            return False
+        old = self.layout.tensors[index]
+        return (old.dtype, old.stored_shape, old.fortran) == (
+            tensor.dtype,
+            tensor.stored_shape,
+            tensor.fortran,
+        )
+
+    def chunk(self, name: str, i: int, chunk_bytes: int) -> np.ndarray:
+        """Chunk ``i`` of OLD's tensor ``name`` as coded (its :func:`coding_view`)."""
+        index = self._by_name.get(name)
+        if index is None:
+            raise StreamError(f"{self.where} has no tensor {name!r}")
+        tensor = self.layout.tensors[index]
+        with self._lock:
+            readers = self._chunk_readers(index, tensor, chunk_bytes)
+        if not 0 <= i < len(readers):
+            raise StreamError(f"{self.where}: tensor {name!r} has no chunk {i}")
+        return coding_view(readers[i]())[0]
+
+    def chunk_named(self, recorded: str, chunk_bytes: int) -> np.ndarray:
+        """The chunk a stream names (:func:`chunk_name`)."""
+        name, _, i = recorded.rpartition("@")
+        if not i.isdigit():
+            raise StreamError(f"stream names base {recorded!r}, not '<tensor>@<chunk>'")
+        return self.chunk(name, int(i), chunk_bytes)
+
+    def _chunk_readers(
+        self, index: int, tensor: Tensor, chunk_bytes: int
+    ) -> list[Callable[[], np.ndarray]]:
+        key = (index, chunk_bytes)
+        if key in self._readers:
+            return self._readers[key]
+        if self._inflated is not None and self._inflated[0] == index:
+            return [lambda c=c: c for c in self._inflated[1]]
+        seg = next(
+            (s for s in self.layout.segments if isinstance(s, Data) and s.index == index), None
+        )
+        try:
+            if seg is not None:  # stored as it is: positional reads, any thread
+                self._f.seek(seg.offset)
+                readers = list(chunk_readers(self._f, tensor, chunk_bytes, self.where))
+                self._readers[key] = readers
+                return readers
+            for found, stream in tensor_streams(self._f, self.layout, self.where):
+                if found == index:  # inside a deflated member: inflated whole, kept
+                    chunks = list(tensor_chunks(stream, tensor, chunk_bytes, self.where))
+                    self._inflated = (index, chunks)
+                    return [lambda c=c: c for c in chunks]
+                for _ in tensor_chunks(stream, self.layout.tensors[found], 1 << 20, self.where):
+                    pass
+        except InputFileError as exc:
+            raise StreamError(str(exc)) from None
+        raise StreamError(f"{self.where}: tensor {tensor.name!r} has no data")
+
+
+def check_record(recorded: Any, base: BaseFile | None, where: str) -> None:
+    """Refuse (``ConfigError``: a usage error, before anything is written) an archive coded
+    against a base when none is given, or another file (size or SHA-256 differs)."""
+    if recorded is None:
+        return
+    name, size, digest = (recorded.get(k) for k in ("name", "size", "sha256"))
+    want = f"{name!r} ({size} bytes, SHA-256 {digest})"
+    if base is None:
+        raise ConfigError(f"{where} was compressed against base {want}: give it with --base")
+    got = base.record
+    if got["sha256"] != recorded.get("sha256"):
+        size = "" if got["size"] == recorded.get("size") else f"{got['size']} bytes, "
+        raise ConfigError(
+            f"{base.where} ({size}SHA-256 {got['sha256']}) is not the base {where} was "
+            f"compressed against: {want}"
+        )
+
+
+def base_for_header(base: BaseFile, header: Any, chunk_bytes: int | None) -> np.ndarray | None:
+    """The base chunk a member stream records (``None`` for a stream coded alone)."""
+    entry = header.get("base") if isinstance(header, dict) else None
+    if entry is None:
+        return None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or chunk_bytes is None:
+        raise StreamError(f"member stream names no base chunk ({entry!r})")
+    return base.chunk_named(name, chunk_bytes)
+
+
+class BaseEncoder(FileEncoder):
+    """A :class:`FileEncoder` that codes each chunk of a tensor :meth:`BaseFile.match` es
+    against the base's chunk, and records the base in the manifest."""
+
+    def __init__(self, pipeline: Any, reference: BaseFile, chunk_bytes: int) -> None:
+        super().__init__(pipeline)
+        if pipeline.stages:
+            raise ConfigError("--base needs a pipeline without stages (they change the values)")
+        if not isinstance(pipeline.prior, DeltaCoding):
+            raise ConfigError(
+                f"--base: prior {pipeline.prior.name!r} cannot code against a base (it has no "
+                "delta path); use the float prior"
+            )
+        self.reference = reference
+        self.base = reference.record
+        self.chunk_bytes = chunk_bytes
+
+    def coder_for(self, tensor: Tensor, index: int, i: int) -> Callable[..., bytes]:
+        if not self.reference.match(tensor):
+            return super().coder_for(tensor, index, i)
+
+        def code(view: np.ndarray, progress: Callable[[int], None], jobs: int) -> bytes:
+            ref = self.reference.chunk(tensor.name, i, self.chunk_bytes)
+            name = chunk_name(tensor.name, i)
+            blob = self.pipeline.compress(
+                view, progress=progress, jobs=jobs, base=ref, base_name=name
+            )
+            if view.nbytes <= TRY_ALONE_BYTES:  # the base's record may outweigh the gain
+                alone = self.pipeline.compress(view, jobs=jobs)
+                if len(alone) <= len(blob):
+                    return bytes(alone)
+            self.coded_against[index] = tensor.name
+            return bytes(blob)
+
+        return code

@@ -1,0 +1,212 @@
+"""``lmgc compress NEW --base OLD`` / ``lmgc decompress NEW.lmgc --base OLD`` (issue 21) on real
+checkpoints: a small model trained with AdamW in ``tmp_path``, saved after k and k+1 steps as
+torch.save, safetensors, npz (stored and deflated) and npy; byte-identical round trips, what the
+manifest says, and the refusals (missing, other, truncated base: exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import lmgc, one_error_line
+
+import lmgc_core
+from lmgc_core import MismatchError
+
+torch = pytest.importorskip("torch")
+
+
+def _train(steps: int) -> dict[str, object]:
+    """Model and AdamW state after ``steps`` steps (the same run for every ``steps``)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(16, 64, generator=gen)
+        loss = (model(x) - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": steps}
+
+
+def _flat(ckpt: dict[str, object]) -> dict[str, np.ndarray]:
+    """Weights and AdamW moments as named float32 arrays (exp_avg / exp_avg_sq per parameter)."""
+    out = {f"model.{k}": v.numpy() for k, v in ckpt["model"].items()}  # type: ignore[attr-defined]
+    for i, state in ckpt["optimizer"]["state"].items():  # type: ignore[index]
+        out[f"opt.{i}.exp_avg"] = state["exp_avg"].numpy()
+        out[f"opt.{i}.exp_avg_sq"] = state["exp_avg_sq"].numpy()
+    return out
+
+
+def _write(fmt: str, ckpt: dict[str, object], path: Path) -> Path:
+    if fmt == "pt":
+        torch.save(ckpt, path)
+    elif fmt == "safetensors":
+        from safetensors.numpy import save_file
+
+        save_file(_flat(ckpt), str(path))
+    elif fmt == "npz":
+        np.savez(path, **_flat(ckpt))
+    elif fmt == "npz-deflated":
+        np.savez_compressed(path, **_flat(ckpt))
+    elif fmt == "npy":
+        np.save(path, _flat(ckpt)["model.0.weight"])
+    return path
+
+
+SUFFIX = {"pt": ".pt", "safetensors": ".safetensors", "npz": ".npz", "npz-deflated": ".npz",
+          "npy": ".npy"}
+
+
+@pytest.fixture(scope="module")
+def checkpoints() -> tuple[dict[str, object], dict[str, object]]:
+    return _train(20), _train(21)
+
+
+def _pair(tmp_path: Path, fmt: str, checkpoints) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    old = _write(fmt, checkpoints[0], tmp_path / f"old{SUFFIX[fmt]}")
+    new = _write(fmt, checkpoints[1], tmp_path / f"new{SUFFIX[fmt]}")
+    return old, new
+
+
+def _manifest(path: Path) -> dict:  # type: ignore[type-arg]
+    with zipfile.ZipFile(path) as z:
+        return json.loads(z.read("__lmgc__.json"))
+
+
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_round_trip_with_base_is_byte_identical(tmp_path: Path, fmt: str, checkpoints) -> None:  # type: ignore[no-untyped-def]
+    old, new = _pair(tmp_path, fmt, checkpoints)
+    alone = tmp_path / "alone.lmgc"
+    packed = tmp_path / "new.lmgc"
+    lmgc("compress", new, "-o", alone, "-q")
+    lmgc("compress", new, "--base", old, "-o", packed, "-q")
+    back = tmp_path / "back"
+    lmgc("decompress", packed, "--base", old, "-o", back, "-q")
+    assert back.read_bytes() == new.read_bytes()
+    manifest = _manifest(packed)
+    assert manifest["lmgc_archive"] >= 3
+    assert manifest["base"]["name"] == old.name
+    assert manifest["base"]["size"] == old.stat().st_size
+    assert manifest["base"]["sha256"] == hashlib.sha256(old.read_bytes()).hexdigest()
+    against = {t["name"]: t.get("base") for t in manifest["tensors"] if not t.get("bytes")}
+    assert all(v in (None, k) for k, v in against.items()), against  # small ones: the smaller
+    used = {k for k, v in against.items() if v is not None}
+    if fmt == "npy":  # the one nameless array
+        assert used == {""}, against
+    else:
+        assert any("0.weight" in k for k in used) and any("2.weight" in k for k in used), against
+    if fmt == "pt":  # AdamW's moments are matched by the names lmgc derives for the storages
+        assert sum(k.startswith("optimizer") for k in used) >= 2, against
+    assert packed.stat().st_size < alone.stat().st_size
+
+
+def test_archive_without_base_is_unchanged_and_ignores_one(tmp_path: Path, checkpoints) -> None:  # type: ignore[no-untyped-def]
+    old, new = _pair(tmp_path, "safetensors", checkpoints)
+    packed = tmp_path / "new.lmgc"
+    lmgc("compress", new, "-o", packed, "-q")
+    manifest = _manifest(packed)
+    assert "base" not in manifest and all("base" not in t for t in manifest["tensors"])
+    back = tmp_path / "back.safetensors"
+    result = lmgc("decompress", packed, "--base", old, "-o", back, "-q")
+    assert "not coded against a base" in result.stderr
+    assert back.read_bytes() == new.read_bytes()
+
+
+def test_unmatched_tensors_are_coded_alone(tmp_path: Path, checkpoints) -> None:  # type: ignore[no-untyped-def]
+    from safetensors.numpy import save_file
+
+    flat_old, flat_new = _flat(checkpoints[0]), _flat(checkpoints[1])
+    flat_old.pop("model.2.bias")  # no match by name
+    flat_old["model.0.bias"] = flat_old["model.0.bias"][:-1]  # another shape
+    flat_old["model.2.weight"] = flat_old["model.2.weight"].astype(np.float64)  # another dtype
+    flat_new["extra"] = np.arange(5, dtype=np.float32)  # only in NEW
+    save_file(flat_old, str(old := tmp_path / "old.safetensors"))
+    save_file(flat_new, str(new := tmp_path / "new.safetensors"))
+    packed = tmp_path / "new.lmgc"
+    lmgc("compress", new, "--base", old, "-o", packed, "-q")
+    against = {t["name"]: t.get("base") for t in _manifest(packed)["tensors"]}
+    alone = {k for k, v in against.items() if v is None}
+    assert {"model.2.bias", "model.0.bias", "model.2.weight", "extra"} <= alone
+    assert against["model.0.weight"] == "model.0.weight"
+    with zipfile.ZipFile(packed) as z:  # the streams say the same
+        for t in _manifest(packed)["tensors"]:
+            header = lmgc_core.read_header(z.read(t["members"][0]))
+            assert ("base" in header) == (t.get("base") is not None), t["name"]
+    back = tmp_path / "back.safetensors"
+    lmgc("decompress", packed, "--base", old, "-o", back, "-q")
+    assert back.read_bytes() == new.read_bytes()
+
+
+def test_chunked_tensors_match_chunk_by_chunk(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((64, 100)).astype(np.float32)
+    new = base + rng.standard_normal(base.shape).astype(np.float32) * 1e-5
+    np.save(old := tmp_path / "old.npy", base)
+    np.save(path := tmp_path / "new.npy", new)
+    packed = tmp_path / "new.lmgc"
+    lmgc("compress", path, "--base", old, "--chunk-size", "4096", "-o", packed, "-q")
+    (entry,) = _manifest(packed)["tensors"]
+    assert len(entry["members"]) > 3 and entry["base"] == ""
+    back = tmp_path / "back.npy"
+    lmgc("decompress", packed, "--base", old, "-o", back, "-q")
+    assert back.read_bytes() == path.read_bytes()
+
+
+def _refused(result, out: Path, *words: str) -> None:  # type: ignore[no-untyped-def]
+    line = one_error_line(result, 2)
+    for word in words:
+        assert word in line, line
+    assert not out.exists()
+
+
+def test_decompress_refuses_missing_other_and_truncated_base(tmp_path: Path, checkpoints) -> None:  # type: ignore[no-untyped-def]
+    old, new = _pair(tmp_path, "safetensors", checkpoints)
+    packed = tmp_path / "new.lmgc"
+    lmgc("compress", new, "--base", old, "-o", packed, "-q")
+    out = tmp_path / "out.safetensors"
+    _refused(lmgc("decompress", packed, "-o", out, ok=False), out, "old.safetensors", "--base")
+    _refused(lmgc("decompress", packed, "--base", new, "-o", out, ok=False), out,
+             "is not the base", "old.safetensors")
+    (cut := tmp_path / "cut.safetensors").write_bytes(old.read_bytes()[:-7])
+    _refused(lmgc("decompress", packed, "--base", cut, "-o", out, ok=False), out,
+             f"{cut.stat().st_size} bytes", "is not the base")
+    _refused(lmgc("decompress", packed, "--base", tmp_path / "gone", "-o", out, ok=False), out,
+             "does not exist")
+
+
+def test_compress_refuses_missing_truncated_base_and_priors_without_deltas(
+    tmp_path: Path, checkpoints  # type: ignore[no-untyped-def]
+) -> None:
+    old, new = _pair(tmp_path, "safetensors", checkpoints)
+    out = tmp_path / "new.lmgc"
+    _refused(lmgc("compress", new, "--base", tmp_path / "gone", "-o", out, ok=False), out,
+             "does not exist")
+    (cut := tmp_path / "cut.safetensors").write_bytes(old.read_bytes()[:4000])
+    _refused(lmgc("compress", new, "--base", cut, "-o", out, ok=False), out, "--base")
+    _refused(lmgc("compress", new, "--base", old, "--prior", "adaptive", "-o", out, ok=False),
+             out, "delta")
+
+
+def test_a_member_alone_decodes_with_its_base_chunk(tmp_path: Path, checkpoints) -> None:  # type: ignore[no-untyped-def]
+    """Every member stays a plain stream: lmgc_core.decompress with the base array."""
+    old, new = _pair(tmp_path, "npz", checkpoints)
+    packed = tmp_path / "new.lmgc"
+    lmgc("compress", new, "--base", old, "-o", packed, "-q")
+    manifest = _manifest(packed)
+    entry = next(t for t in manifest["tensors"] if t["name"] == "model.0.weight")
+    with zipfile.ZipFile(packed) as z:
+        blob = z.read(entry["members"][0])
+    base = np.load(old)["model.0.weight"]
+    want = np.load(new)["model.0.weight"].tobytes()
+    assert lmgc_core.decompress(blob, base=base).tobytes() == want
+    with pytest.raises(MismatchError, match=r"model\.0\.weight@0"):
+        lmgc_core.decompress(blob)
