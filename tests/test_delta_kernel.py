@@ -212,3 +212,30 @@ def test_empty_and_scalar() -> None:
         s = np.array(np.float32(-0.0)).reshape(())
         _round_trip(s, np.array(np.float32(0.0)), (), level)
         assert math.prod(()) == 1
+
+
+def test_vector_and_scalar_decoding_agree() -> None:
+    """Level 1 decodes with AVX2 where the CPU has it: both paths give the same values, and the
+    same refusal on damaged blocks."""
+    k = delta.kernel()
+    if not k.simd():
+        pytest.skip("no AVX2 on this CPU")
+    new, base = _checkpoints(np.dtype(np.float32))
+    new, base = np.tile(new, 8), np.tile(base, 8)
+    meta, blocks = delta.encode(new, base, (512, 128), 1)
+    bad = bytearray(blocks[0])
+    bad[len(bad) // 3] ^= 0x10
+    outcomes = []
+    try:
+        for on in (True, False):
+            k.simd(on)
+            got = delta.decode(meta, blocks, base, new.dtype, (512, 128))
+            assert got.tobytes() == new.tobytes()
+            try:
+                delta.decode(meta, [bytes(bad)], base, new.dtype, (512, 128))
+                outcomes.append("decoded")
+            except LMGCError as err:
+                outcomes.append(type(err).__name__)
+    finally:
+        k.simd(True)
+    assert outcomes[0] == outcomes[1] != "decoded"

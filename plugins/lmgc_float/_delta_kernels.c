@@ -214,14 +214,18 @@ static BitR br_open(const u8 *p, size_t len) {
  * R[i] + C[j] - kq * e_base. Stored, so no value's context waits for decoded values. */
 typedef struct {
     i64 *R, *C, *cnt_c, *sum_c;
+    int32_t *C32; /* C for vector loops (decoding: |C| <= SIDE_LIMIT) */
 } Side;
 
-static void side_free(Side *s) { free(s->R), free(s->C), free(s->cnt_c), free(s->sum_c); }
+static void side_free(Side *s) {
+    free(s->R), free(s->C), free(s->cnt_c), free(s->sum_c), free(s->C32);
+}
 
 static int side_alloc(Side *s, i64 rows, i64 cols) {
     s->R = malloc(8 * ((size_t)rows + 1)), s->C = malloc(8 * ((size_t)cols + 1));
     s->cnt_c = malloc(8 * ((size_t)cols + 1)), s->sum_c = malloc(8 * ((size_t)cols + 1));
-    return s->R && s->C && s->cnt_c && s->sum_c;
+    s->C32 = malloc(4 * ((size_t)cols + 1));
+    return s->R && s->C && s->cnt_c && s->sum_c && s->C32;
 }
 
 INLINE i64 round_mean(i64 sum, i64 cnt) { /* floor(sum / cnt + 1/2), cnt > 0 */
@@ -303,7 +307,7 @@ static int read_side(Rd *r, Side *s, i64 rows, i64 cols) {
             if (r->bad || v < -SIDE_LIMIT || v > SIDE_LIMIT) return 0;
             prev = v;
         }
-        s->C[j] = v;
+        s->C[j] = v, s->C32[j] = (int32_t)v;
     }
     return 1;
 }
@@ -601,25 +605,33 @@ static size_t rans_encode_tabs(const u8 *syms, const u8 *tabs, size_t n, const u
     return (size_t)(out + cap - p);
 }
 
-/* decoding tables: entry = freq - 1 | (slot - cum) << 12 | sym << 24; a missing table decodes
- * to symbol 255, outside every alphabet (so the per-value loop needs no check) */
+/* decoding tables, SCALE entries each: entry = freq - 1 | (slot - cum) << 12 | sym << 24. Only
+ * present tables are written; a missing one that a value needs is filled with symbol 255, outside
+ * every alphabet (so the per-value loops need no check). */
 typedef struct {
-    u32 *e, *none;
+    u32 *e;
     u8 *empty;
     int ntab;
 } Tabs;
 
-static void tabs_free(Tabs *t) { free(t->empty), free(t->none); }
+static void tabs_free(Tabs *t) { free(t->empty); }
 
 static int tabs_alloc(Tabs *t, int ntab) {
     t->ntab = ntab;
-    t->e = work(WK_TAB, sizeof(u32) * SCALE * (size_t)ntab); /* only present tables are written */
-    t->none = malloc(sizeof(u32) * SCALE);
+    t->e = work(WK_TAB, sizeof(u32) * SCALE * (size_t)ntab);
     t->empty = malloc((size_t)ntab);
-    if (!t->e || !t->none || !t->empty) return 0;
+    if (!t->e || !t->empty) return 0;
     memset(t->empty, 1, (size_t)ntab);
-    for (u32 j = 0; j < SCALE; j++) t->none[j] = (SCALE - 1) | (j << 12) | (0xFFu << 24);
     return 1;
+}
+
+static void tabs_fill_missing(Tabs *t, int lo, int hi) {
+    for (int c = lo; c <= hi && c < t->ntab; c++) {
+        if (!t->empty[c]) continue;
+        u32 *e = t->e + (size_t)c * SCALE;
+        for (u32 j = 0; j < SCALE; j++) e[j] = (SCALE - 1) | (j << 12) | (0xFFu << 24);
+        t->empty[c] = 0;
+    }
 }
 
 /* counts -> tables: `count of present tables | (table index, table)...` */
@@ -763,29 +775,115 @@ static int encode1(const void *nv, const void *bv, const i64 *segs, i64 nsegs, c
     return ok;
 }
 
-/* Pass 1: every value's table (its predicted L) from the side information and the base. */
+/* Pass 1: every value's table (its predicted L) from the side information and the base;
+ * branch-free 32-bit arithmetic (|R|, |C| <= SIDE_LIMIT), which the compiler vectorises. */
 INLINE void contexts1(const int W, const void *bv, const Fm *f, int kq, i64 off, i64 rows,
-                      i64 cols, const Side *s, u8 *ctx) {
+                      i64 cols, const Side *s, u8 *ctx, int *cmin, int *cmax) {
+    const int M = f->M, ek = kq ? 1 : 0;
+    const u32 em = (u32)f->emask;
+    const int32_t *C = s->C32;
+    int lo = *cmin, hi = *cmax;
     for (i64 i = 0; i < rows; i++) {
-        const i64 base = off + i * cols, R = s->R[i];
+        const int32_t R = (int32_t)s->R[i] + (1 << (FRAC1 - 1));
         u8 *c = ctx + i * cols;
-        for (i64 j = 0; j < cols; j++) {
-            u64 b = load_v(bv, W, base + j);
-            i64 eq = kq ? (i64)((b >> f->M) & f->emask) : 0;
-            c[j] = (u8)pred_at(R, s->C[j], eq, W, 0);
+        int rlo = W, rhi = 0;
+        if (W == 32 || W == 16 || W == 8) {
+            for (i64 j = 0; j < cols; j++) {
+                u32 b = (u32)load_v(bv, W, off + i * cols + j);
+                int32_t eq = (int32_t)((b >> M) & em) * ek;
+                int32_t p = R + C[j] - eq * (1 << FRAC1);
+                p = (p < 0 ? 0 : p) >> FRAC1; /* as pred_at: rounded, clamped to 0..W */
+                p = p > W ? W : p;
+                c[j] = (u8)p;
+                rlo = p < rlo ? p : rlo;
+                rhi = p > rhi ? p : rhi;
+            }
+        } else {
+            for (i64 j = 0; j < cols; j++) {
+                u64 b = load_v(bv, W, off + i * cols + j);
+                int p = pred_at(s->R[i], s->C[j], kq ? (i64)((b >> M) & f->emask) : 0, W, 0);
+                c[j] = (u8)p;
+                rlo = p < rlo ? p : rlo;
+                rhi = p > rhi ? p : rhi;
+            }
         }
+        if (cols) lo = rlo < lo ? rlo : lo, hi = rhi > hi ? rhi : hi;
     }
+    *cmin = lo, *cmax = hi;
 }
 
 /* Pass 2: n symbols, NSTATES at a time: the table lookups of a group are independent, and
- * only the short renormalisation chain (compare, read) is serial through the read position. */
-static int rans_symbols(RansDec *d, const u32 *const *tp, const u8 *ctx, u8 *out, size_t n) {
+ * only the short renormalisation chain (compare, read) is serial through the read position.
+ * Symbol k is decoded with table ctx[k] of `tbl` (SCALE entries each). */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_AVX2 1
+static u32 RENORM_PERM[256][8]; /* lane -> index of its word among the lanes that read one */
+static int use_simd = 0;
+
+static void init_simd(void) {
+    for (int m = 0; m < 256; m++) {
+        int c = 0;
+        for (int i = 0; i < 8; i++) {
+            RENORM_PERM[m][i] = (u32)c;
+            c += (m >> i) & 1;
+        }
+    }
+    __builtin_cpu_init();
+    use_simd = __builtin_cpu_supports("avx2");
+}
+
+/* The same arithmetic as the scalar loop, eight states per vector (as _fast_kernels.c). */
+__attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8 **pp,
+                                                                const u8 *end, const u32 *tbl,
+                                                                const u8 *ctx, u8 *out, size_t n) {
+    __m256i x[NSTATES / 8];
+    for (int v = 0; v < NSTATES / 8; v++) x[v] = _mm256_loadu_si256((const __m256i *)(xs + 8 * v));
+    const __m256i m12 = _mm256_set1_epi32(SCALE - 1), one = _mm256_set1_epi32(1);
+    const __m256i zero = _mm256_setzero_si256();
+    const u8 *p = *pp;
+    size_t k = 0;
+    for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {
+        for (int v = 0; v < NSTATES / 8; v++) {
+            __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ctx + k + 8 * v)));
+            __m256i idx = _mm256_or_si256(_mm256_slli_epi32(c, SCALE_BITS), _mm256_and_si256(x[v], m12));
+            __m256i e = _mm256_i32gather_epi32((const int *)tbl, idx, 4);
+            __m256i f = _mm256_add_epi32(_mm256_and_si256(e, m12), one);
+            __m256i bias = _mm256_and_si256(_mm256_srli_epi32(e, 12), m12);
+            x[v] = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32(x[v], SCALE_BITS)), bias);
+            __m256i sy = _mm256_srli_epi32(e, 24);
+            __m256i w16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(sy, sy), 0x08);
+            __m128i lo = _mm256_castsi256_si128(w16);
+            _mm_storel_epi64((__m128i *)(out + k + 8 * v), _mm_packus_epi16(lo, lo));
+        }
+        for (int v = 0; v < NSTATES / 8; v++) {
+            __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x[v], 16), zero);
+            int bits = _mm256_movemask_ps(_mm256_castsi256_ps(need));
+            __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+            __m256i perm = _mm256_loadu_si256((const __m256i *)RENORM_PERM[bits]);
+            __m256i w = _mm256_permutevar8x32_epi32(words, perm);
+            x[v] = _mm256_blendv_epi8(x[v], _mm256_or_si256(_mm256_slli_epi32(x[v], 16), w), need);
+            p += 2 * __builtin_popcount((unsigned)bits);
+        }
+    }
+    for (int v = 0; v < NSTATES / 8; v++) _mm256_storeu_si256((__m256i *)(xs + 8 * v), x[v]);
+    *pp = p;
+    return k;
+}
+#else
+static void init_simd(void) {}
+#endif
+
+static int rans_symbols(RansDec *d, const u32 *tbl, const u8 *ctx, u8 *out, size_t n) {
     u32 *x = d->x;
     const u8 *p = d->p, *end = d->end;
     size_t k = 0;
+#ifdef HAVE_AVX2
+    if (use_simd) k = rans_groups_avx2(x, &p, end, tbl, ctx, out, n);
+#endif
     for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {
         for (int i = 0; i < NSTATES; i++) {
-            u32 v = x[i], e = tp[ctx[k + i]][v & (SCALE - 1)];
+            u32 v = x[i], e = tbl[((size_t)ctx[k + i] << SCALE_BITS) | (v & (SCALE - 1))];
             out[k + i] = (u8)(e >> 24);
             x[i] = ((e & (SCALE - 1)) + 1) * (v >> SCALE_BITS) + ((e >> 12) & (SCALE - 1));
         }
@@ -797,7 +895,8 @@ static int rans_symbols(RansDec *d, const u32 *const *tp, const u8 *ctx, u8 *out
         }
     }
     for (; k < n; k++) {
-        u32 *xs = &x[k & (NSTATES - 1)], v = *xs, e = tp[ctx[k]][v & (SCALE - 1)];
+        u32 *xs = &x[k & (NSTATES - 1)], v = *xs;
+        u32 e = tbl[((size_t)ctx[k] << SCALE_BITS) | (v & (SCALE - 1))];
         out[k] = (u8)(e >> 24);
         v = ((e & (SCALE - 1)) + 1) * (v >> SCALE_BITS) + ((e >> 12) & (SCALE - 1));
         if (v < RANS_L) {
@@ -880,9 +979,8 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
         goto done;
     }
     r.pos += (size_t)slen;
-    const u32 *tp[NTAB1];
-    for (int t = 0; t < NTAB1; t++) tp[t] = ta.empty[t] ? ta.none : ta.e + (size_t)t * SCALE;
     size_t m = 0;
+    int cmin = NTAB1, cmax = 0;
     for (i64 g = 0; g < nsegs; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         if (!read_side(&sr, &s, rows, cols)) {
@@ -890,10 +988,10 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
             goto done;
         }
         switch (W) {
-            case 8: contexts1(8, bv, f, kq, off, rows, cols, &s, ctx + m); break;
-            case 16: contexts1(16, bv, f, kq, off, rows, cols, &s, ctx + m); break;
-            case 32: contexts1(32, bv, f, kq, off, rows, cols, &s, ctx + m); break;
-            default: contexts1(64, bv, f, kq, off, rows, cols, &s, ctx + m); break;
+            case 8: contexts1(8, bv, f, kq, off, rows, cols, &s, ctx + m, &cmin, &cmax); break;
+            case 16: contexts1(16, bv, f, kq, off, rows, cols, &s, ctx + m, &cmin, &cmax); break;
+            case 32: contexts1(32, bv, f, kq, off, rows, cols, &s, ctx + m, &cmin, &cmax); break;
+            default: contexts1(64, bv, f, kq, off, rows, cols, &s, ctx + m, &cmin, &cmax); break;
         }
         m += (size_t)(rows * cols);
     }
@@ -901,7 +999,8 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
         err = "side information has the wrong length";
         goto done;
     }
-    if (n && (!rans_symbols(&d, tp, ctx, S, (size_t)n) || !rans_close(&d))) {
+    tabs_fill_missing(&ta, cmin, cmax);
+    if (n && (!rans_symbols(&d, ta.e, ctx, S, (size_t)n) || !rans_close(&d))) {
         err = "damaged symbol stream";
         goto done;
     }
@@ -1137,7 +1236,26 @@ static PyObject *py_checksum(PyObject *self, PyObject *args) {
     return res;
 }
 
+PyDoc_STRVAR(simd_doc, "simd(on: bool | None = None) -> bool\n\nWhether level-1 decoding uses the "
+             "AVX2 path (set it with `on`; the CPU must have AVX2). Both paths give the same values.");
+
+static PyObject *py_simd(PyObject *self, PyObject *args) {
+    PyObject *on = Py_None;
+    if (!PyArg_ParseTuple(args, "|O:simd", &on)) return NULL;
+#ifdef HAVE_AVX2
+    if (on != Py_None) {
+        int want = PyObject_IsTrue(on);
+        if (want < 0) return NULL;
+        use_simd = want && __builtin_cpu_supports("avx2");
+    }
+    return PyBool_FromLong(use_simd);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"simd", py_simd, METH_VARARGS, simd_doc},
     {"encode", py_encode, METH_VARARGS, encode_doc},
     {"decode", py_decode, METH_VARARGS, decode_doc},
     {"estimate", py_estimate, METH_VARARGS, estimate_doc},
@@ -1154,6 +1272,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__delta_kernels(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    init_simd();
     if (kc_init() != 0) {
         Py_DECREF(m);
         return PyErr_NoMemory();
