@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import zlib
 from pathlib import Path
 
@@ -20,10 +21,11 @@ from lmgc_float.formats import as_uint, float_format, segments
 
 from lmgc_core import LMGCError, Pipeline, decompress, read_header
 from lmgc_core.stream import container
-from lmgc_core.util.errors import ChecksumError, ConfigError, StreamError
+from lmgc_core.util.errors import ChecksumError, ConfigError, MismatchError, StreamError
 from tests.conftest import same_bits
 
 DATA = Path(__file__).parent / "data"
+FIXTURES = Path(__file__).parent / "fixtures"
 MLP_LAYOUT = [[256, 64], [256], [256, 256], [256], [10, 256], [10]]
 FLOATS = [np.float16, ml_dtypes.bfloat16, np.float32, np.float64]
 FP8 = [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2]
@@ -99,11 +101,11 @@ def test_threads_give_the_same_bytes():
 
 
 EXPECTED_SHA256 = {
-    "float32": "877a5e0cabe449c89392a7d261f0aac60a316eea224b32a892997f910c91e951",
-    "bfloat16": "f83093bfa48e8ec59a29e970657574f6e7f59e549eca95797b58bc3039a97796",
-    "float16": "1b90ee6bafd6afde694914917d151fbc8609ee0a82d811ccd4eaacb06b21e458",
-    "float64": "65be6c4371bb1dfd052c3c795269cec0e7afcd588967f61f5c6aed32dbb141a8",
-    "float8_e4m3fn": "2e7f30b028a73255d93b7452f13a1a85b2f55262ba369843aeac66bdaa03d9d6",
+    "float32": "3605e1745971069b03870b24a995fe3c3007a88c7e96f7ea3cbc6502cf3666e0",
+    "bfloat16": "1cbd072f2e77e1a8f5da644527edba193ae77481568f7a90a6491a547188b19d",
+    "float16": "3cdaab5781270a7a9a43b30d29b20965f3add9d55bb7f65cf2fd46a3e7366be8",
+    "float64": "ed16504cd7eedd8c9c4fd4417c8b427e16505d7e69b17151d16a4924afd666b2",
+    "float8_e4m3fn": "ba9842bff5b4bd2a1c25ea1a1d8b9ef71e19d850a3f3fce8a2e98d59e4e2031a",
     "int16": "483836ef9cb18b5a6380c40bb1c4d8d55af56bd98c6eee6d55024ff37303397a",
 }
 
@@ -126,7 +128,7 @@ def test_fixed_bytes(name):
     arr = _fixed_input(name)
     coded, _, _ = _blocks(arr, block_values=4096)
     digest = hashlib.sha256(b"".join(coded)).hexdigest()
-    assert fast.FAST_VERSION == 2
+    assert fast.FAST_VERSION == 3
     assert digest == EXPECTED_SHA256[name]
 
 
@@ -135,16 +137,48 @@ def test_level_recorded_and_decoded_without_being_told():
     blob = _fast().compress(grads)
     header = read_header(blob)
     assert header["pipeline"]["prior"]["level"] == 1
-    assert header["prior"]["level"] == 1 and header["prior"]["fast_version"] == 2
+    assert header["prior"]["level"] == 1 and header["prior"]["fast_version"] == 3
     assert same_bits(decompress(blob), grads)
     # a pipeline set to the other level still decodes it: the stream says which
-    adaptive = Pipeline.from_config({"prior": {"name": "float"}})
+    adaptive = Pipeline.from_config({"prior": {"name": "float", "level": 2}})
     assert same_bits(adaptive.decompress(blob), grads)
-    # the highest level keeps its old header (no level key), and the fast pipeline decodes it
+    # the highest level keeps its old header (no level in the prior's fingerprint), and the
+    # fast pipeline decodes it
     old = adaptive.compress(grads)
-    assert "level" not in read_header(old)["pipeline"]["prior"]
+    assert "level" not in read_header(old)["prior"]
     assert same_bits(_fast().decompress(old), grads)
     assert len(blob) != len(old)
+
+
+@pytest.mark.parametrize("name", ["float-level1.lmgc", "float-level1-bf16.lmgc"])
+def test_version_2_streams_decode_on_both_paths(name):
+    """Streams of fast_version 2 (exponent and sign / mantissa as two symbols) keep decoding,
+    on the AVX2 and the scalar path, to the values their fixture index records."""
+    blob = (FIXTURES / "stream-v2-b" / name).read_bytes()
+    assert read_header(blob)["prior"]["fast_version"] == 2
+    want = json.loads((FIXTURES / "stream-v2-b" / "index.json").read_text())["files"][name]
+    k = fast.kernel()
+    paths = [True, False] if k.simd() else [False]
+    try:
+        for simd in paths:
+            k.simd(simd)
+            out = decompress(blob)
+            assert hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest() == (
+                want["expected"]["sha256"]
+            )
+    finally:
+        k.simd(True)
+
+
+@pytest.mark.parametrize("version", [1, 4, True])
+def test_unknown_fast_version_is_refused(version):
+    grads = np.load(DATA / "mlp_grads_8k.npy")
+    blob = _fast().compress(grads)
+    header, offset = container.read_header(blob)
+    header["prior"] = {**header["prior"], "fast_version": version}
+    forged = container.pack(header, [blob[offset:]])
+    with pytest.raises(MismatchError, match="fast_version"):
+        decompress(forged)
 
 
 @pytest.mark.parametrize("level", [0, 3, True, "1", 1.0])
@@ -302,7 +336,7 @@ def test_checksum_key_only_where_the_prior_verifies_it():
         {"prior": {"name": "float", "level": 1}, "stages": [{"name": "quantize", "bits": 8}]}
     )
     assert "sha256" in read_header(staged.compress(grads))
-    old = Pipeline.from_config({"prior": {"name": "float"}}).compress(grads)
+    old = Pipeline.from_config({"prior": {"name": "float", "level": 2}}).compress(grads)
     header, offset = container.read_header(old)
     assert "sha256" in header and "checksum" not in header
     del header["sha256"]

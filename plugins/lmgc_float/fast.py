@@ -15,8 +15,9 @@ There is no numba twin: without a C compiler the fast level is unavailable and s
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,11 @@ from lmgc_core.util.parallel import map_ordered
 from .codec import seg_array
 from .formats import FloatFormat
 
-FAST_VERSION = 2
+FAST_VERSION = 3
 """The kernel's ``FAST_VERSION`` this code expects (and records in stream headers)."""
+DECODES = (2, 3)
+"""Every ``fast_version`` whose streams the kernel decodes (each block names its layout: version
+2 codes the exponent and the sign / top mantissa bits as two symbols, version 3 as one)."""
 BLOCK_CHECKSUM = "blocks-murmur3-x64-128"
 """The header's ``checksum`` for a stream whose every block carries the checksum of its values
 (instead of a ``sha256`` of the whole array)."""
@@ -49,6 +53,15 @@ def kernel() -> ModuleType:
             f"{FAST_VERSION}: rebuild it with `pip install -e .` (or reinstall lmgc)"
         )
     return k
+
+
+def readable(recorded: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A stream's recorded prior settings as this version's, when its ``fast_version`` is one
+    the kernel still decodes (so the fingerprint check accepts older level-1 streams)."""
+    version = recorded.get("fast_version")
+    if version in DECODES and not isinstance(version, bool) and version != FAST_VERSION:
+        return {**recorded, "fast_version": FAST_VERSION}
+    return recorded
 
 
 def _layout(bits: np.ndarray, fmt: FloatFormat | None) -> tuple[int, int, int]:

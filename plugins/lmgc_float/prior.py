@@ -104,6 +104,10 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         """The prior at the level the stream records (a stream decodes without being told its
         level); every other setting must match as usual."""
         level = recorded.get("level", LEVEL_MAX) if isinstance(recorded, Mapping) else None
+        if level == LEVEL_FAST:  # older fast-level streams keep decoding
+            from .fast import readable
+
+            recorded = readable(recorded)
         if level != self.level and level in LEVELS and not isinstance(level, bool):
             blocks = recorded.get("block_values") if self._default_blocks else self.block_values
             try:
