@@ -137,8 +137,22 @@ BASE_OPTION = click.option(
 )
 
 
+INPUTS_ARGUMENT = click.argument(
+    "inputs", nargs=-1, required=True, metavar="INPUT...",
+    type=click.Path(exists=True, allow_dash=True),
+)  # fmt: skip
+
+
+def _check_several(inputs: tuple[str, ...], output: str | None) -> None:
+    """Several inputs: each goes next to itself, none through stdin or stdout."""
+    if len(inputs) > 1 and output is not None:
+        raise click.UsageError("-o names one output; with several inputs, each goes next to itself")
+    if len(inputs) > 1 and STDIO in inputs:
+        raise click.UsageError("'-' (stdin) can only be the one input")
+
+
 @cli.command()
-@click.argument("input", type=click.Path(exists=True, allow_dash=True))
+@INPUTS_ARGUMENT
 @click.option("-o", "--output", help="Output file, '-' for stdout. Default: INPUT.lmgc")
 @click.option("--dtype", help="Element type of a raw input file (e.g. float32, bfloat16).")
 @click.option(
@@ -155,11 +169,51 @@ BASE_OPTION = click.option(
     help="Code tensors larger than this in chunks (bounds memory; default 16 MiB).",
 )
 @BASE_OPTION
+@click.option(
+    "--series",
+    is_flag=True,
+    help="Checkpoints in order: code each INPUT against the one before it (the first alone, or "
+    "against --base); decompress them in the same order.",
+)
+@click.option(
+    "--keyframe",
+    type=click.IntRange(min=1),
+    metavar="K",
+    help="With --series: code every K-th INPUT alone (the first is one), so reading one back "
+    "needs at most K-1 others.",
+)
 @_force_option("Overwrite OUTPUT if it exists.")
 @_quiet_option
 @JOBS_OPTION
 @pipeline_options
 def compress(
+    inputs: tuple[str, ...],
+    output: str | None,
+    base: str | None,
+    series: bool,
+    keyframe: int | None,
+    **kw: Any,
+) -> None:
+    """Compress .npy, .npz, .safetensors or raw files ('-': stdin) into lmgc archives that
+    `lmgc decompress` turns back into the same files, byte for byte. With --base OLD, each tensor
+    of the same name, dtype and shape in OLD is coded against it (a checkpoint against the one
+    before it, a fine-tune against its base); decompressing then needs OLD. With --series, each
+    INPUT is coded against the INPUT before it (see --keyframe)."""
+    from lmgc_core.files.series import chain
+
+    _check_several(inputs, output)
+    if keyframe is not None and not series:
+        raise click.UsageError("--keyframe needs --series")
+    pairs = chain(inputs, keyframe, base) if series else [(i, base) for i in inputs]
+    if len(inputs) > 1:  # every output checked before the first is written
+        for input in inputs:
+            if not Path(input).is_dir():
+                check_output(_default_output(input, None), kw["force"])
+    for input, reference in pairs:
+        _compress_one(input, output, base=reference, **kw)
+
+
+def _compress_one(
     input: str,
     output: str | None,
     dtype: str | None,
@@ -171,10 +225,7 @@ def compress(
     jobs: int,
     **kw: Any,
 ) -> None:
-    """Compress a .npy, .npz, .safetensors or raw file ('-': stdin) into an lmgc archive that
-    `lmgc decompress` turns back into the same file, byte for byte. With --base OLD, each tensor
-    of the same name, dtype and shape in OLD is coded against it (a checkpoint against the one
-    before it, a fine-tune against its base); decompressing then needs OLD."""
+    """One INPUT of ``lmgc compress`` (against ``base`` when given)."""
     from lmgc_core.files.source_hash import FileHash
 
     if Path(input).is_dir() and base is not None:
@@ -245,7 +296,7 @@ def _output_size(reader: Any, tensors: list[Any], fmt: str) -> int:
 
 
 @cli.command()
-@click.argument("input", type=click.Path(exists=True, allow_dash=True))
+@INPUTS_ARGUMENT
 @click.option("-o", "--output", help="Output file, '-' for stdout. Default: INPUT without .lmgc.")
 @click.option(
     "--format",
@@ -261,7 +312,41 @@ def _output_size(reader: Any, tensors: list[Any], fmt: str) -> int:
 @BASE_OPTION
 @_quiet_option
 @JOBS_OPTION
-def decompress(
+def decompress(inputs: tuple[str, ...], output: str | None, base: str | None, **kw: Any) -> None:
+    """Decompress lmgc archives or streams ('-': stdin), verifying every checksum; with no -o
+    each source file comes back under its own name, byte for byte. An archive compressed
+    against a base (--base, --series) is decoded with the file given by --base, or with the
+    file an archive before it in the same command decoded (list a series in order)."""
+    _check_several(inputs, output)
+    if len(inputs) == 1:
+        return _decompress_one(inputs[0], output, base=base, **kw)
+    for input, reference in _series_bases(inputs, base, kw["force"]):
+        _decompress_one(input, None, base=reference, **kw)
+
+
+def _series_bases(
+    inputs: tuple[str, ...], base: str | None, force: bool
+) -> list[tuple[str, str | None]]:
+    """Each archive with the base it is decoded with (see :func:`series.bases`), every output
+    checked before the first is written."""
+    from lmgc_core.files.archive import ArchiveReader
+    from lmgc_core.files.series import Planned, bases
+
+    plan = []
+    for input in inputs:
+        if Path(input).is_dir() or not input.lower().endswith(".lmgc"):
+            raise click.UsageError(f"{input}: with several inputs, each must be an .lmgc archive")
+        output = input[: -len(".lmgc")]
+        check_output(output, force)
+        with open_input(input) as (src, _, name):
+            reader = ArchiveReader(src, name)
+            source = reader.source if isinstance(reader.source, dict) else {}
+            sha = source.get("sha256") if isinstance(source.get("sha256"), str) else None
+            plan.append(Planned(input, output, sha, getattr(reader, "base", None)))
+    return list(zip(inputs, bases(plan, base), strict=True))
+
+
+def _decompress_one(
     input: str,
     output: str | None,
     fmt: str | None,
@@ -271,8 +356,7 @@ def decompress(
     quiet: bool,
     jobs: int,
 ) -> None:
-    """Decompress an lmgc archive or stream ('-': stdin), verifying every checksum; with no -o
-    the source file comes back under its own name, byte for byte."""
+    """One INPUT of ``lmgc decompress`` (with ``base`` when given)."""
     from lmgc_core.files.archive import ArchiveReader
     from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
     from lmgc_core.util.progress import Progress
