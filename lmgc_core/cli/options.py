@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from lmgc_core.coding.options import check_component_options, explain_bad_option
+from lmgc_core.coding.options import check_component_options
 from lmgc_core.components.spec import ComponentSpec, spec_dict
 from lmgc_core.util.errors import ConfigError, UnknownComponentError
 
@@ -155,8 +155,6 @@ def build_pipeline(**options: Any) -> Any:
 
     try:
         return Pipeline.from_config(pipeline_config(**options))
-    except ConfigError as exc:
-        raise explain_bad_option(exc) from None
     except UnknownComponentError as exc:  # a name typed wrong is a usage error
         if not exc.plugins_failed:  # ... but a plugin that failed to load may be the cause
             raise ConfigError(str(exc)) from None

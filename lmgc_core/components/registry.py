@@ -24,6 +24,7 @@ import pluggy
 
 from lmgc_core.components import hookspecs
 from lmgc_core.components.entry_points import EntryPoint, entry_points
+from lmgc_core.components.factories import checked
 from lmgc_core.util.errors import ConfigError, LMGCError, PluginError, UnknownComponentError
 
 KINDS = ("serializer", "prior", "coder", "stage")
@@ -367,7 +368,7 @@ def _build(kind: str, name: str, options: dict[str, Any]) -> Any:
             f"which is not installed{hint}"
         )
     try:
-        component = reg.factory(**options)
+        component = checked(kind, name, reg.factory, options)(**options)
     except TypeError as exc:
         raise ConfigError(f"bad options for {kind} {name!r}: {exc}") from None
     except LMGCError:

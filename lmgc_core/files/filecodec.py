@@ -20,7 +20,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from lmgc_core.coding.options import explain_bad_option
 from lmgc_core.coding.recorded import header_errors, recorded_config
 from lmgc_core.components import registry
 from lmgc_core.files import archive, writers
@@ -232,9 +231,9 @@ class StreamDecoder:
             except (ConfigError, PluginError) as exc:
                 if not self.model:
                     raise
-                if isinstance(exc, ConfigError):  # the user's model, not the stream, is the problem
-                    exc = explain_bad_option(exc)
-                raise type(exc)(f"cannot decode with --model {self.model}: {exc}") from None
+                # the user's model, not the stream, is the problem
+                cls = ConfigError if isinstance(exc, ConfigError) else type(exc)
+                raise cls(f"cannot decode with --model {self.model}: {exc}") from None
         return self._pipelines[key]
 
     def decode(

@@ -46,3 +46,15 @@ class UnknownComponentError(PluginError):
 
 class ConfigError(LMGCError, ValueError):
     """A pipeline configuration is invalid (bad option, wrong type, unknown key)."""
+
+
+class UnknownOptionError(ConfigError):
+    """A component was given options its factory does not take; ``unknown`` and ``valid`` say
+    which (callers reason on these, never on the message's text)."""
+
+    def __init__(self, kind: str, name: str, unknown: list[str], valid: list[str]) -> None:
+        super().__init__(
+            f"{kind} {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"valid options: {', '.join(valid) or 'none'}"
+        )
+        self.kind, self.name, self.unknown, self.valid = kind, name, unknown, valid

@@ -6,19 +6,15 @@ C (``_float_kernels.c``), built by ``pip install``.
 
 from __future__ import annotations
 
+from lmgc_core.components.factories import lazy
 from lmgc_core.components.hookspecs import hookimpl
 
 
 @hookimpl
 def register_priors(register):
-    def float_prior(**options):
-        from .prior import FloatPrior
-
-        return FloatPrior(**options)
-
     register(
         "float",
-        float_prior,
+        lazy("lmgc_float.prior:FloatPrior"),
         requires=("lmgc_float._float_kernels",),
         install_hint="pip install -e . (or reinstall lmgc) with a C compiler",
         description="float fields (zero, sign, exponent, top mantissa) in row/column context; "

@@ -2,7 +2,7 @@
 prior.
 
 Registered like any third-party plugin, through the ``lmgc`` entry-point group. Discovery stays
-cheap: ``llama_cpp`` is imported only when the prior is built (:func:`_factory`).
+cheap: ``llama_cpp`` is imported only when the prior is built (a ``lazy`` factory).
 
 Options (``{"name": "llamacpp", ...}``):
 
@@ -21,22 +21,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from lmgc_core.components.factories import lazy
 from lmgc_core.components.hookspecs import hookimpl
 
 INSTALL_HINT = "pip install 'lmgc[llamacpp,smollm2]'"
-
-
-def _factory(**options: Any) -> Any:
-    from .prior import LlamaCppPrior
-
-    return LlamaCppPrior(**options)
 
 
 @hookimpl
 def register_priors(register: Any) -> None:
     register(
         "llamacpp",
-        _factory,
+        lazy("lmgc_llamacpp.prior:LlamaCppPrior"),
         requires=("llama_cpp",),
         install_hint=INSTALL_HINT,
         description=(

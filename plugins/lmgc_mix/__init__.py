@@ -22,20 +22,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmgc_core.components.factories import lazy
 from lmgc_core.components.hookspecs import hookimpl
-
-
-def _factory(**options: Any) -> Any:
-    from .prior import MixPrior
-
-    return MixPrior(**options)
 
 
 @hookimpl
 def register_priors(register: Any) -> None:
     register(
         "mix",
-        _factory,
+        lazy("lmgc_mix.prior:MixPrior"),
         description=(
             "mixture of experts (any priors, e.g. an LM and the float prior), never more than "
             "a few bits per window worse than the best expert"

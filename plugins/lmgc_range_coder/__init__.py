@@ -3,19 +3,15 @@ are decoded in the order they were encoded, one step at a time)."""
 
 from __future__ import annotations
 
+from lmgc_core.components.factories import lazy
 from lmgc_core.components.hookspecs import hookimpl
 
 
 @hookimpl
 def register_coders(register):
-    def range_coder(**options):
-        from .coder import RangeCoder  # constriction is imported only when a coder is built
-
-        return RangeCoder(**options)
-
     register(
         "range",
-        range_coder,
+        lazy("lmgc_range_coder.coder:RangeCoder"),  # constriction: imported when a coder is built
         requires=("constriction",),
         install_hint="pip install constriction",
         description="constriction range coder, 32-bit words, 24-bit probability precision",

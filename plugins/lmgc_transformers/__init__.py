@@ -1,7 +1,8 @@
 """lmgc plugin: a Hugging Face ``transformers`` causal LM as the prior (PyTorch backend).
 
 Registered like any third-party plugin, through the ``lmgc`` entry-point group. Discovery stays
-cheap: torch and transformers are imported only when the prior is built (:func:`_factory`).
+cheap: torch and transformers are imported only when the prior is built (a ``lazy``
+factory).
 
 Options (``{"name": "transformers", ...}``):
 
@@ -21,27 +22,26 @@ Options (``{"name": "transformers", ...}``):
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
+from lmgc_core.components.factories import lazy
 from lmgc_core.components.hookspecs import hookimpl
 
 INSTALL_HINT = "pip install 'lmgc[transformers,smollm2]'"
 
 
-def _factory(**options: Any) -> Any:
+def _before_import(options: Mapping[str, Any]) -> None:
     from . import cpu
 
     cpu.request(options.get("cpu_capability"))  # before torch is imported (import time only)
-    from .prior import TransformersPrior
-
-    return TransformersPrior(**options)
 
 
 @hookimpl
 def register_priors(register: Any) -> None:
     register(
         "transformers",
-        _factory,
+        lazy("lmgc_transformers.prior:TransformersPrior", _before_import),
         requires=("torch", "transformers"),
         install_hint=INSTALL_HINT,
         description=(
