@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ["", "AVX512_ICL AVX512_SPR", "X86_V4 AVX512_ICL AVX512_SPR",
               "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"]  # fmt: skip
 CONFIGS = {
-    "float": {"prior": {"name": "float", "block_values": 5000}},
+    "float": {"prior": {"name": "float", "block_values": 5000}},  # level 1, the default
+    "float-level2": {"prior": {"name": "float", "block_values": 5000, "level": 2}},
     "float-layout": {
         "prior": {"name": "float", "layout": [[256, 64], [256], [256, 256], [256], [10, 256], [10]]}
     },
