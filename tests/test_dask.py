@@ -74,12 +74,15 @@ def test_to_zarr_on_a_cluster_builds_the_prior_once_per_worker(
 
 
 @pytest.mark.slow
-def test_warm_workers_loads_before_the_chunks_arrive(client, tmp_path):
+@pytest.mark.parametrize("config", [CONFIG, {"prior": "float"}], ids=["adaptive", "float"])
+def test_warm_workers_loads_before_the_chunks_arrive(client, tmp_path, config):
+    """The float prior's codec writes its default level into its config: warming builds that
+    very pipeline, not a second one."""
     client.run(_reset)
-    stats = warm_workers(client, CONFIG)
+    stats = warm_workers(client, config)
     assert all(s["builds"] == 1 and s["encoded"] == 0 for s in stats.values())
     x = np.linspace(-1, 1, 8192, dtype=np.float32).reshape(4, 2048)
-    to_zarr(x, str(tmp_path / "w.zarr"), CONFIG, chunks=(1, 2048))
+    to_zarr(x, str(tmp_path / "w.zarr"), config, chunks=(1, 2048))
     stats = worker_stats(client)
     assert all(s["builds"] == 1 for s in stats.values()), stats
     assert sum(s["encoded"] for s in stats.values()) == 4

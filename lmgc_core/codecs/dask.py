@@ -24,6 +24,7 @@ from lmgc_core.codecs.numcodecs_codec import (
     cached_pipeline,
     canonical_config,
     chunk_intervals,
+    pin_level,
     pipeline_cache_info,
 )
 
@@ -149,7 +150,8 @@ def _warm(config: Mapping[str, Any]) -> dict[str, Any]:
 def warm_workers(client: Any, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Build (load) the pipeline on every worker up front, e.g. to pay an LM's load time before
     the chunks arrive. Returns :func:`worker_stats`-style counters."""
-    return client.run(_warm, canonical_config(dict(config or {})))
+    # the config the codecs run (a float level written in), so the chunks find this pipeline
+    return client.run(_warm, pin_level(canonical_config(dict(config or {}))))
 
 
 def worker_stats(client: Any) -> dict[str, dict[str, Any]]:
