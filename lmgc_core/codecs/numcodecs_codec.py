@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -180,8 +179,9 @@ def chunk_intervals() -> list[tuple[str, float, float, int]]:
 
 def pipeline_cache_info() -> dict[str, Any]:
     """How often this process built a pipeline (and so its prior), reused one, and coded a
-    chunk (``encoded``/``decoded``), plus the LM plugins' own model-load counters
-    (``model_loads``). Read it on Dask workers with ``client.run(pipeline_cache_info)``."""
+    chunk (``encoded``/``decoded``), plus the model loads the plugins count (``model_loads``:
+    the ``model_loads`` hook, which the LM priors implement). Read it on Dask workers with
+    ``client.run(pipeline_cache_info)``."""
     with _CACHE_LOCK:
         return {
             "pid": os.getpid(),
@@ -190,19 +190,8 @@ def pipeline_cache_info() -> dict[str, Any]:
             "encoded": _STATS["encoded"],
             "decoded": _STATS["decoded"],
             "configs": sorted(_CACHE),
-            "model_loads": _model_loads(),
+            "model_loads": registry.model_loads(),
         }
-
-
-def _model_loads() -> dict[str, int]:
-    """``load_count()`` of every imported prior plugin that exposes one (the LM priors)."""
-    counts = {}
-    for name, module in list(sys.modules.items()):
-        if name.startswith("lmgc_") and "." not in name:
-            load_count = getattr(module, "load_count", None)
-            if callable(load_count):
-                counts[name] = int(load_count())
-    return counts
 
 
 def clear_pipeline_cache() -> None:

@@ -49,3 +49,11 @@ def register_stages(register: Any) -> None:
 @hookspec
 def register_commands(cli: Any) -> None:
     """Add sub-commands to the ``lmgc`` click group (e.g. ``bench``, ``collect``)."""
+
+
+@hookspec
+def model_loads() -> dict[str, int]:
+    """``{label: count}``: how many times this process has loaded a model so far (priors that
+    load models cache them per process, so a Dask worker or a Zarr codec loads each once).
+    Implemented by the LM priors; shown in ``pipeline_cache_info()["model_loads"]``. Count
+    without importing anything heavy (0 before the first load)."""

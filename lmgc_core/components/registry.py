@@ -291,6 +291,18 @@ def add_commands(cli: Any) -> None:
             registrations.cache_clear()  # so that BROKEN shows it
 
 
+def model_loads() -> dict[str, int]:
+    """Model loads so far in this process, from every plugin implementing the ``model_loads``
+    hook (one that fails is left out: these are statistics)."""
+    counts: dict[str, int] = {}
+    for impl in plugin_manager().hook.model_loads.get_hookimpls():
+        try:
+            counts.update({str(k): int(v) for k, v in impl.function().items()})
+        except Exception:
+            continue
+    return counts
+
+
 def names(kind: str) -> list[str]:
     return sorted(name for (k, name) in registrations() if k == kind)
 

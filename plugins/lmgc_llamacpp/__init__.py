@@ -52,3 +52,8 @@ def clear_cache() -> None:
     mod = sys.modules.get(f"{__name__}.prior")
     if mod is not None:
         mod.clear_cache()
+
+
+@hookimpl
+def model_loads() -> dict[str, int]:
+    return {__name__: load_count()}
