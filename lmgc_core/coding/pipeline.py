@@ -20,6 +20,7 @@ from lmgc_core.coding.options import valid_options
 from lmgc_core.coding.parts import PartCoder, decoder_for, encoder_for, part_entry
 from lmgc_core.components import registry
 from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
+from lmgc_core.components.spec import ComponentSpec, spec_dict, spec_name
 from lmgc_core.stream import container
 from lmgc_core.util.dtypes import dtype_name, parse_dtype
 from lmgc_core.util.errors import ChecksumError, ConfigError, LMGCError, MismatchError, StreamError
@@ -42,12 +43,7 @@ Progress = Callable[[int], None]
 
 
 def _component(kind: str, spec: Any) -> Any:
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
-        raise ConfigError(f"{kind} must be a name or a mapping with a 'name', not {spec!r}")
-    options = {k: v for k, v in spec.items() if k != "name"}
-    return registry.build(kind, spec["name"], options)
+    return ComponentSpec.parse(spec, kind).build(kind)
 
 
 def _prior_at_level(spec: Any, level: Any) -> Any:
@@ -55,9 +51,8 @@ def _prior_at_level(spec: Any, level: Any) -> Any:
     prior that has no levels (instead of a bare "unexpected keyword")."""
     if level is None:
         return _component("prior", spec)
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    name = spec.get("name") if isinstance(spec, Mapping) else None
+    spec = spec_dict(spec)
+    name = spec_name(spec) if isinstance(spec, Mapping) else None
     if isinstance(spec, Mapping) and spec.get("level", level) != level:
         raise ConfigError(
             f"level {level!r} conflicts with the prior's own level {spec['level']!r}; give one"
@@ -81,7 +76,7 @@ def _prior_at_level(spec: Any, level: Any) -> Any:
 
 
 def _spec(component: Any) -> dict[str, Any]:
-    return {"name": component.name, **component.get_config()}
+    return ComponentSpec.of(component).to_dict()
 
 
 def _sha256(array: np.ndarray) -> str:
