@@ -916,32 +916,49 @@ INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off
                    const u8 *S, BitR *raw) {
     const u64 mask = W == 64 ? ~(u64)0 : (((u64)1 << W) - 1), sb = (u64)1 << (W - 1);
     const u64 smax = 2 * (u64)W + 1, xor = (u64)f->xor, isf = f->E != 0;
-    u64 bad = 0;
-    for (i64 q = 0; q < cnt; q++) {
-        u64 b = load_v(bv, W, off + q), sym = S[q], L = sym >> 1, neg = sym & 1;
-        bad |= (sym > smax) | (neg & xor);
-        int rb = L ? (int)L - 1 : 0;
-        u64 bits;
-        if (W <= 32 && raw->pos + 8 <= raw->len) { /* the common case: one load, one shift */
+    /* the reader's state in locals: the stores to outv could alias its fields otherwise */
+    const u8 *rp = raw->p;
+    size_t pos = raw->pos;
+    const size_t fast_end = raw->len >= 8 ? raw->len - 8 : 0;
+    u64 acc = raw->acc, used = raw->used, bad = 0;
+    int n = raw->n;
+    i64 q = 0;
+    if (W <= 32)
+        for (; q < cnt && pos <= fast_end && raw->len >= 8; q++) { /* one load, one shift */
+            u64 b = load_v(bv, W, off + q), sym = S[q], L = sym >> 1, neg = sym & 1;
+            bad |= (sym > smax) | (neg & xor);
+            int rb = L ? (int)L - 1 : 0;
             u64 w;
-            memcpy(&w, raw->p + raw->pos, 8);
+            memcpy(&w, rp + pos, 8);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
             w = __builtin_bswap64(w);
 #endif
-            raw->acc |= w << raw->n;
-            raw->pos += (size_t)((63 - raw->n) >> 3);
-            raw->n |= 56;
-            bits = raw->acc & (((u64)1 << rb) - 1);
-            raw->acc >>= rb;
-            raw->n -= rb;
-            raw->used += (u64)rb;
-        } else {
-            bits = br_get(raw, rb);
+            acc |= w << n;
+            pos += (size_t)((63 - n) >> 3);
+            n |= 56;
+            u64 bits = acc & (((u64)1 << rb) - 1);
+            acc >>= rb;
+            n -= rb;
+            used += (u64)rb;
+            u64 mag = (L ? (u64)1 << rb : 0) | bits, nv;
+            if (xor) {
+                nv = (mag ^ b) & mask;
+            } else { /* ordered base + signed distance, back to sign-magnitude */
+                u64 ob = isf ? b ^ (((0 - (b >> (W - 1))) & mask) | sb) : b;
+                u64 o = (ob + (((mag ^ (0 - neg)) + neg) & mask)) & mask;
+                nv = isf ? o ^ ((((o >> (W - 1)) - 1) & mask) | sb) : o;
+            }
+            store_v(outv, W, off + q, nv);
         }
-        u64 mag = (L ? (u64)1 << rb : 0) | bits, nv;
+    raw->pos = pos, raw->acc = acc, raw->used = used, raw->n = n;
+    for (; q < cnt; q++) { /* near the end of the raw bits, and 64-bit values */
+        u64 b = load_v(bv, W, off + q), sym = S[q], L = sym >> 1, neg = sym & 1;
+        bad |= (sym > smax) | (neg & xor);
+        int rb = L ? (int)L - 1 : 0;
+        u64 mag = (L ? (u64)1 << rb : 0) | br_get(raw, rb), nv;
         if (xor) {
             nv = (mag ^ b) & mask;
-        } else { /* ordered base + signed distance, back to sign-magnitude */
+        } else {
             u64 ob = isf ? b ^ (((0 - (b >> (W - 1))) & mask) | sb) : b;
             u64 o = (ob + (((mag ^ (0 - neg)) + neg) & mask)) & mask;
             nv = isf ? o ^ ((((o >> (W - 1)) - 1) & mask) | sb) : o;
