@@ -178,10 +178,13 @@ def test_a_decoded_file_that_is_not_the_base_is_not_used(tmp_path, checkpoints):
         (["--series", "-o", "out.lmgc"], "-o"),
         (["-o", "out.lmgc"], "-o"),
         (["--series", "--keyframe", "0"], "keyframe"),
+        (["-"], "stdin"),
+        (["--series", "."], "folders"),
     ],
 )
-def test_bad_series_options_are_usage_errors(tmp_path, checkpoints, args, message):
+def test_bad_series_options_are_usage_errors(tmp_path, checkpoints, args, message, monkeypatch):
     files = make_series(tmp_path / "run", checkpoints, "npz", 2)
+    monkeypatch.chdir(tmp_path)
     line = one_error_line(lmgc("compress", *args, *files, ok=False), 2)
     assert message in line
     assert not any(f.exists() for f in archived(files))

@@ -204,6 +204,8 @@ def compress(
     _check_several(inputs, output)
     if keyframe is not None and not series:
         raise click.UsageError("--keyframe needs --series")
+    if series and any(Path(i).is_dir() for i in inputs):
+        raise click.UsageError("--series takes checkpoint files, not folders")
     pairs = chain(inputs, keyframe, base) if series else [(i, base) for i in inputs]
     if len(inputs) > 1:  # every output checked before the first is written
         for input in inputs:

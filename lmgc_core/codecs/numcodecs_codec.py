@@ -5,7 +5,8 @@ The codec's configuration *is* the pipeline configuration of :meth:`Pipeline.fro
 (``stages``, ``serializer``, ``prior``, ``coder``, ``window``, ``batch``, ``level``) plus an
 optional ``dtype``. ``LMGC()`` writes the float prior's level into its config (1, fast, by
 default); a stored config without one (written before the fast level was the default) means
-level 2, what it meant then::
+level 2, what it meant then. ``time_axis`` (an axis, or absent) codes each step along it
+against the step before it, inside each chunk (:mod:`lmgc_core.codecs.time_axis`)::
 
     >>> import numcodecs
     >>> codec = numcodecs.get_codec({"id": "lmgc", "prior": {"name": "adaptive"}})

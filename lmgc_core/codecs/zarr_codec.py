@@ -10,8 +10,9 @@ stream header records both. In ``zarr.json`` it reads::
 The configuration is exactly :meth:`lmgc_core.coding.pipeline.Pipeline.from_config`'s. ``level``
 selects the float prior's level; a new codec writes the one it codes at (1, fast, by default)
 into the metadata, and metadata without one (written before the fast level was the default)
-keeps meaning level 2. zarr-python finds
-the codec through the ``zarr.codecs`` entry-point group (``lmgc =
+keeps meaning level 2. ``time_axis`` (an axis, or absent) codes each step along that axis of a
+chunk against the step before it (:mod:`lmgc_core.codecs.time_axis`). zarr-python finds the codec
+through the ``zarr.codecs`` entry-point group (``lmgc =
 "lmgc_core.codecs.zarr_codec:LMGCZarrCodec"``), so opening such an array needs lmgc installed,
 nothing imported. Importing this module also registers the codec explicitly (for source checkouts).
 
