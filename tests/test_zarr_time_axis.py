@@ -300,3 +300,21 @@ def test_resolve_axis_and_view_axis():
     assert series.view_axis(0, 3, {"order": "F"}) == 2
     assert series.view_axis(0, 1, None) is None  # steps of single values: no series
     assert series.view_axis(None, 3, None) is None
+
+
+def test_dask_to_zarr_takes_time_axis_in_its_config(tmp_path, weights):
+    """``lmgc_core.codecs.dask.to_zarr`` (on Dask's local scheduler) passes ``time_axis`` to the
+    codec: the chunks are series; ``warm_workers`` builds the pipeline without it."""
+    pytest.importorskip("dask")
+    from lmgc_core.codecs.dask import to_zarr, warm_workers
+
+    to_zarr(weights, str(tmp_path / "d.zarr"), {"time_axis": 0}, chunks=(4, 64, 256))
+    assert bits_equal(zarr.open_array(str(tmp_path / "d.zarr"))[:], weights)
+    for f in chunk_files(tmp_path / "d.zarr"):
+        assert container.read_header(f.read_bytes())[0]["series"]["steps"] == 4
+
+    class Client:  # warm_workers hands (function, config) to client.run
+        def run(self, function, config):
+            return function(config)
+
+    assert warm_workers(Client(), {"time_axis": 0})["builds"] >= 0

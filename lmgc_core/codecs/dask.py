@@ -150,8 +150,10 @@ def _warm(config: Mapping[str, Any]) -> dict[str, Any]:
 def warm_workers(client: Any, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Build (load) the pipeline on every worker up front, e.g. to pay an LM's load time before
     the chunks arrive. Returns :func:`worker_stats`-style counters."""
-    # the config the codecs run (a float level written in), so the chunks find this pipeline
-    return client.run(_warm, pin_level(canonical_config(dict(config or {}))))
+    # the config the codecs run (a float level written in), so the chunks find this pipeline;
+    # time_axis is the codec's, not the pipeline's
+    pipeline = {k: v for k, v in (config or {}).items() if k != "time_axis"}
+    return client.run(_warm, pin_level(canonical_config(pipeline)))
 
 
 def worker_stats(client: Any) -> dict[str, dict[str, Any]]:
