@@ -144,6 +144,10 @@ def test_unmatched_tensors_are_coded_alone(tmp_path: Path, checkpoints) -> None:
     back = tmp_path / "back.safetensors"
     lmgc("decompress", packed, "--base", old, "-o", back, "-q")
     assert back.read_bytes() == new.read_bytes()
+    doc = json.loads(lmgc("info", "--json", packed).stdout)
+    assert doc["base"]["name"] == "old.safetensors"
+    assert {m["name"]: m["base"] for m in doc["members"]} == against
+    assert "  base       old.safetensors (" in lmgc("info", packed).stdout
 
 
 def test_chunked_tensors_match_chunk_by_chunk(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
                 "compressed_bytes": compressed,
                 "ratio_percent": _ratio(compressed, tensor.nbytes),
                 "bytes": tensor.bytes_only,  # not an array: a run of the source's other bytes
+                "base": getattr(reader, "coded_against", {}).get(index),  # --base: OLD's tensor
                 "streams": streams,
             }
         )
@@ -55,6 +56,7 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
         "format": reader.format,
         "source": reader.source or None,
         "identical": reader.identical if reader.format else None,
+        "base": getattr(reader, "base", None),  # the file it was coded against (--base)
         "notes": reader.notes,
         "metadata": reader.metadata,
         "members": members,
@@ -149,6 +151,12 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
         f"  size       {t['original_bytes']} -> {t['file_bytes']} bytes "
         f"({t['ratio_percent']:.2f}%), {t['tensors']} tensors in {t['streams']} streams"
     )
+    if doc.get("base"):
+        base, n = doc["base"], sum(m.get("base") is not None for m in doc["members"])
+        lines.append(
+            f"  base       {safe(base.get('name'))} ({base.get('size')} bytes, SHA-256 "
+            f"{base.get('sha256')}): {n} tensors coded against it, the rest alone"
+        )
     for note in doc.get("notes") or []:
         lines.append(f"  note       {note}")
     if doc.get("metadata"):
