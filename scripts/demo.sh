@@ -41,7 +41,10 @@ out, fast = sys.argv[1], sys.argv[2]
 
 
 def coded_bytes(path):
-    """Bytes of the range-coded blocks in the CLI's archive (no zip, manifest or header)."""
+    """Bytes of the coded blocks in the CLI's output (no zip, manifest or header): one stream
+    for a small .npy (the compact form), else a zip of streams."""
+    if not zipfile.is_zipfile(path):
+        return sum(len(b) for b in container.unpack(open(path, "rb").read()).blocks)
     with zipfile.ZipFile(path) as z:
         streams = [z.read(n) for n in z.namelist() if n.endswith(".lmgc")]
     return sum(len(b) for s in streams for b in container.unpack(s).blocks)

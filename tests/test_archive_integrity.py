@@ -202,13 +202,14 @@ def test_duplicate_member_in_an_archive_with_manifest(tmp_path, grads):
 
 
 def test_deflated_member(tmp_path, grads):
+    # a one-array .npz ("array"): a .npy would be written in the compact form, without a zip
     blob = stream(grads)
     with zipfile.ZipFile(tmp_path / "d.lmgc", "w") as z:
         z.writestr("w.lmgc", blob, zipfile.ZIP_DEFLATED)
     all_refuse(tmp_path / "d.lmgc", "is compressed")
-    np.save(tmp_path / "g.npy", grads[:100])
-    lmgc("compress", tmp_path / "g.npy")
-    items = members_of(tmp_path / "g.npy.lmgc")
+    np.savez(tmp_path / "g.npz", array=grads[:100])
+    lmgc("compress", tmp_path / "g.npz")
+    items = members_of(tmp_path / "g.npz.lmgc")
     with zipfile.ZipFile(tmp_path / "m.lmgc", "w") as z:  # with a manifest too
         for name, data, _ in items:
             z.writestr(name, data, zipfile.ZIP_DEFLATED)
@@ -237,38 +238,38 @@ def test_relative_names_from_before_format_2_still_read(tmp_path, grads):
 
 
 def test_member_outside_the_manifest_and_manifest_not_last(tmp_path, grads):
-    np.save(tmp_path / "g.npy", grads[:100])
-    lmgc("compress", tmp_path / "g.npy")
-    items = members_of(tmp_path / "g.npy.lmgc")
+    np.savez(tmp_path / "g.npz", array=grads[:100])
+    lmgc("compress", tmp_path / "g.npz")
+    items = members_of(tmp_path / "g.npz.lmgc")
     with zipfile.ZipFile(tmp_path / "extra.lmgc", "w") as z:
         for name, data, method in items:
             z.writestr(name, data, method)
         z.writestr("more.lmgc", stream(grads))
     all_refuse(tmp_path / "extra.lmgc", "manifest not last")
-    rewrite(tmp_path / "g.npy.lmgc", tmp_path / "v1.lmgc", edit=lambda m: m.update(lmgc_archive=1))
+    rewrite(tmp_path / "g.npz.lmgc", tmp_path / "v1.lmgc", edit=lambda m: m.update(lmgc_archive=1))
     items = members_of(tmp_path / "v1.lmgc")
     with zipfile.ZipFile(tmp_path / "extra1.lmgc", "w") as z:
         z.writestr("more.lmgc", stream(grads))
         for name, data, method in items:
             z.writestr(name, data, method)
     all_refuse(tmp_path / "extra1.lmgc", "name 1 members, the zip holds 2")
-    lmgc("decompress", tmp_path / "v1.lmgc", "-o", tmp_path / "v1.npy")  # version 1 still reads
-    assert (tmp_path / "v1.npy").read_bytes() == (tmp_path / "g.npy").read_bytes()
+    lmgc("decompress", tmp_path / "v1.lmgc", "-o", tmp_path / "v1.npz")  # version 1 still reads
+    assert (tmp_path / "v1.npz").read_bytes() == (tmp_path / "g.npz").read_bytes()
 
 
 def test_manifest_member_list_must_match(tmp_path, grads):
-    np.save(tmp_path / "g.npy", grads[:100])
-    lmgc("compress", tmp_path / "g.npy")
+    np.savez(tmp_path / "g.npz", array=grads[:100])
+    lmgc("compress", tmp_path / "g.npz")
 
     def wrong_crc(m):
         m["members"][0][2] ^= 1
 
-    rewrite(tmp_path / "g.npy.lmgc", tmp_path / "bad.lmgc", edit=wrong_crc)
+    rewrite(tmp_path / "g.npz.lmgc", tmp_path / "bad.lmgc", edit=wrong_crc)
     all_refuse(tmp_path / "bad.lmgc", "not the ones its manifest lists")
-    rewrite(tmp_path / "g.npy.lmgc", tmp_path / "none.lmgc", edit=lambda m: m.pop("members"))
+    rewrite(tmp_path / "g.npz.lmgc", tmp_path / "none.lmgc", edit=lambda m: m.pop("members"))
     all_refuse(tmp_path / "none.lmgc", "bad manifest")
     twice = tmp_path / "twice.lmgc"  # the tensor's data twice in the rebuilt file
-    rewrite(tmp_path / "g.npy.lmgc", twice, edit=lambda m: m["segments"].append(["tensor", 0]))
+    rewrite(tmp_path / "g.npz.lmgc", twice, edit=lambda m: m["segments"].append(["tensor", 0]))
     all_refuse(twice, "do not place each tensor once")
 
 
@@ -287,17 +288,17 @@ def test_chunk_of_another_shape_is_refused(tmp_path, grads):
 
 
 def test_manifest_listing_one_member_a_million_times(tmp_path, grads):
-    np.save(tmp_path / "g.npy", grads[:100])
-    lmgc("compress", tmp_path / "g.npy")
+    np.savez(tmp_path / "g.npz", array=grads[:100])
+    lmgc("compress", tmp_path / "g.npz")
     rewrite(
-        tmp_path / "g.npy.lmgc",
+        tmp_path / "g.npz.lmgc",
         tmp_path / "many.lmgc",
         edit=lambda m: m["tensors"][0].update(members=["array.lmgc"] * 1_000_000),
     )
-    for args in (["decompress", tmp_path / "many.lmgc", "-o", tmp_path / "x.npy"],
+    for args in (["decompress", tmp_path / "many.lmgc", "-o", tmp_path / "x.npz"],
                  ["ls", tmp_path / "many.lmgc"]):  # fmt: skip
         assert "name 1000000 members, the zip holds 1" in refused_in_bounds(*args)
-    assert not (tmp_path / "x.npy").exists()
+    assert not (tmp_path / "x.npz").exists()
 
 
 def _deflated(head: bytes, middle: bytes, tail: bytes, repeat: int) -> tuple[bytes, int, int]:
@@ -383,9 +384,9 @@ def test_deflated_member_inflating_to_a_gibibyte(tmp_path):
 def test_member_declaring_gigabytes_the_manifest_does_not(tmp_path, grads):
     """A valid-looking stream of 1.5 GB of zeros (the same block 384 times: a few KB) in the
     place of a small tensor's member: refused from its header, before decoding allocates."""
-    np.save(tmp_path / "g.npy", np.zeros(3 << 20, np.float32))
-    lmgc("compress", tmp_path / "g.npy")
-    small = dict((n, d) for n, d, _ in members_of(tmp_path / "g.npy.lmgc"))["array.lmgc"]
+    np.savez(tmp_path / "g.npz", array=np.zeros(3 << 20, np.float32))
+    lmgc("compress", tmp_path / "g.npz")
+    small = dict((n, d) for n, d, _ in members_of(tmp_path / "g.npz.lmgc"))["array.lmgc"]
     box = unpack(small)
     header = dict(box.header)
     n_blocks = 384
@@ -398,9 +399,9 @@ def test_member_declaring_gigabytes_the_manifest_does_not(tmp_path, grads):
     header["array"] = {**header["array"], "shape": [count]}
     huge = pack(header, [bytes(box.blocks[0])] * n_blocks)
     assert len(huge) < 200_000
-    rewrite(tmp_path / "g.npy.lmgc", tmp_path / "huge.lmgc", {"array.lmgc": huge})
+    rewrite(tmp_path / "g.npz.lmgc", tmp_path / "huge.lmgc", {"array.lmgc": huge})
     for cmd in ("decompress", "info"):
-        args = [cmd, tmp_path / "huge.lmgc"] + (["-o", tmp_path / "x.npy"] * (cmd != "info"))
+        args = [cmd, tmp_path / "huge.lmgc"] + (["-o", tmp_path / "x.npz"] * (cmd != "info"))
         message = refused_in_bounds(*args)
         assert "declares float32 (402653184,)" in message and "(3145728,)" in message, message
 

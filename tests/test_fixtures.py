@@ -245,6 +245,9 @@ _ZIP_FIELDS = ("date_time", "compress_type", "external_attr", "extra", "comment"
 def _same_archive(new: bytes, old: bytes, what: str) -> None:
     if new == old:
         return
+    if not old.startswith(b"PK"):  # the compact form of a single array: one stream
+        _made_by_free(new, old, what)
+        return
     import io
 
     with zipfile.ZipFile(io.BytesIO(new)) as zn, zipfile.ZipFile(io.BytesIO(old)) as zo:

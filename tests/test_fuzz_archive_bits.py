@@ -21,6 +21,7 @@ from lmgc_core import Pipeline
 from lmgc_core.cli.commands import _output_format
 from lmgc_core.files.archive import ArchiveReader
 from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
+from lmgc_core.stream import container
 from lmgc_core.util.errors import LMGCError
 from tests.cli_helpers import lmgc
 
@@ -30,7 +31,12 @@ DATA_BITS = 64
 
 def structure_offsets(blob: bytes) -> tuple[list[int], list[int]]:
     """Byte offsets of the zip's structure (local headers with their names, the central
-    directory, the end record), and of the member data."""
+    directory, the end record), and of the member data. A single-array file in the compact form
+    (one stream, no zip): its header (prefix, deflated JSON with the ``file`` record, CRC) is the
+    structure, its blocks the data."""
+    if blob[:4] == container.MAGIC:
+        offset = container.read_header(blob)[1]
+        return list(range(offset)), list(range(offset, len(blob)))
     (cd_offset,) = struct.unpack_from("<I", blob, len(blob) - 6)
     structure, data, pos = [], [], 0
     while pos < cd_offset:

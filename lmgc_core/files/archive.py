@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from lmgc_core.files import zip_scan
+from lmgc_core.files import compact, zip_scan
 from lmgc_core.files.segments import (
     FORMATS,
     Data,
@@ -45,7 +45,13 @@ from lmgc_core.util.errors import StreamError
 ZIP_MAGIC = b"PK\x03\x04"
 SUFFIX = ".lmgc"
 MANIFEST = "__lmgc__.json"
-ARCHIVE_VERSION = 2
+ARCHIVE_VERSION = 3
+"""Version 3 writes a single-array ``.npy`` or raw source in the compact form
+(:mod:`lmgc_core.files.compact`: one bare stream whose header carries a ``file`` record) and
+marks a manifest coded against a base (:data:`BASE_VERSION`); every other zip is version 2's,
+byte for byte (:data:`MANIFEST_VERSION`)."""
+MANIFEST_VERSION = 2
+"""The ``lmgc_archive`` of a manifest without a base: the oldest reader that reads it."""
 READ_VERSIONS = (1, 2, 3)
 BASE_VERSION = 3
 """The version of an archive coded against a base (``--base``), whatever
@@ -148,7 +154,7 @@ def manifest_for(
     for index, name in (coded_against or {}).items():
         tensors[index]["base"] = name
     manifest = {
-        "lmgc_archive": ARCHIVE_VERSION,
+        "lmgc_archive": MANIFEST_VERSION,
         "format": layout.format,
         "source": source,
         "identical": layout.identical,
@@ -159,7 +165,7 @@ def manifest_for(
         "metadata": layout.metadata,
     }
     if base is not None:  # only then: every other archive keeps its bytes
-        manifest["lmgc_archive"] = max(ARCHIVE_VERSION, BASE_VERSION)
+        manifest["lmgc_archive"] = max(MANIFEST_VERSION, BASE_VERSION)
         manifest["base"] = base
     return manifest
 
@@ -195,6 +201,10 @@ class ArchiveReader:
         self.metadata: dict[str, Any] | None = None
         self.segments: list[Segment] | None = None
         self.chunk_bytes: int | None = None
+        self.compact = False
+        """A single-array file in the compact form: one stream with a ``file`` record."""
+        self.heads: dict[str, tuple[dict[str, Any], int]] = {}
+        """Stream headers parsed here (a bare stream's), by member name, for their decoding."""
         self.base: dict[str, Any] | None = None
         """The file the archive was coded against (``--base``: name, size, SHA-256), or None."""
         self.coded_against: dict[int, str] = {}
@@ -212,8 +222,31 @@ class ArchiveReader:
         elif head == container.MAGIC or not head:
             self.kind = "stream"
             self.entries = [Entry("", [""])]
+            if head:
+                self._open_stream()
         else:
             raise StreamError(f"{where}: not an lmgc stream or archive (bad magic)")
+
+    def _open_stream(self) -> None:
+        """A bare stream: its header (read alone, verified and parsed once), and when it carries
+        a ``file`` record, the compact form of a single-array source (archive version 3)."""
+        with self._lock:
+            self._f.seek(0)
+            prefix = self._f.read(9)
+            length = int.from_bytes(prefix[5:9], "little") if len(prefix) == 9 else 0
+            self._f.seek(0)
+            blob = self._f.read(9 + min(length, container.MAX_HEADER) + 4)
+        head = container.read_header(blob)  # too short, corrupted: refused here, named
+        self.heads[""] = head
+        if compact.FILE_KEY not in head[0]:
+            return
+        record = compact.parse_record(head[0][compact.FILE_KEY], self.where)
+        self.compact, self.version, self.identical = True, 3, True
+        self.format, self.segments = record.format, record.segments
+        if record.tensor is not None:  # .npy: the stream must hold exactly the array it declares
+            self.entries[0].tensor = record.tensor
+            self.chunk_bytes = max(1, record.tensor.nbytes)  # one chunk: the whole array
+            self.source = {"size": len(record.head) + record.tensor.nbytes}
 
     def _open_zip(self) -> None:
         members = scan_zip(self._f, self.size, self.where)

@@ -10,6 +10,7 @@ be written, so about N + 2 chunks' worth (see ``benchmarks/memory_safetensors.py
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -22,13 +23,13 @@ import numpy as np
 
 from lmgc_core.coding.recorded import header_errors, recorded_config
 from lmgc_core.components import registry
-from lmgc_core.files import archive, writers
+from lmgc_core.files import archive, compact, writers
 from lmgc_core.files.archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
 from lmgc_core.files.readers import chunk_readers, chunk_shapes, tensor_streams
 from lmgc_core.files.segments import FileLayout, InputFileError, Tensor
 from lmgc_core.files.source_hash import FileHash
 from lmgc_core.stream import container
-from lmgc_core.stream.notes import VIEW_KEY, with_view
+from lmgc_core.stream.notes import VIEW_KEY, add_notes, with_view
 from lmgc_core.util import interrupts
 from lmgc_core.util.dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_dtype
 from lmgc_core.util.errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
@@ -131,8 +132,10 @@ def compress_file(
         layout.notes.append("lossy stages: decompression gives their reconstruction")
     file_hash = source_hash or FileHash(src, jobs)
     writer: ArchiveWriter | None = None
+    # one array in one chunk, nothing else: one stream (compact.py); a base needs the manifest
+    record = compact.record_for(layout, chunk_bytes, lossless) if encoder.base is None else None
     try:
-        writer = ArchiveWriter(out)
+        writer = None if record is not None else ArchiveWriter(out)
         members: list[list[str]] = [[] for _ in layout.tensors]
         counts = [len(chunk_shapes(t, chunk_bytes)) for t in layout.tensors]
 
@@ -157,6 +160,10 @@ def compress_file(
             update.finish()
             return index, i, count, blob
 
+        if record is not None:  # one array in one chunk: the compact form (compact.py)
+            _write_compact(record, chunks(), code, file_hash, out, source_name)
+            progress.finish_chunk()
+            return CompressResult(layout.tensors[0].nbytes, layout.size, 1)
         # With a thread-safe prior, ``jobs`` chunks are coded at a time (see the docstring). A
         # prior that is not thread-safe (a language model) codes in the caller's thread: nothing
         # to overlap with its slow chunks, and Ctrl-C then stops it at once.
@@ -181,6 +188,31 @@ def compress_file(
             file_hash.cancel()
     total = sum(t.nbytes for t in layout.tensors)
     return CompressResult(total, layout.size, len(layout.tensors))
+
+
+def _write_compact(
+    record: dict[str, Any],
+    chunks: Iterator[tuple[int, int, int, Callable[[], np.ndarray], int]],
+    code: Callable[[Any], tuple[int, int, int, bytes]],
+    file_hash: FileHash,
+    out: IO[bytes],
+    where: str,
+) -> None:
+    """The one chunk's stream with the ``file`` record in its header, written only once the
+    record's bytes and the chunk's are the source, byte for byte (its SHA-256)."""
+    ((index, i, count, read, block_jobs),) = chunks
+    kept: list[np.ndarray] = []
+
+    def read_kept() -> np.ndarray:
+        kept.append(read())
+        return kept[-1]
+
+    blob = code((index, i, count, read_kept, block_jobs))[3]
+    digest = hashlib.sha256(compact.head_of(record))
+    digest.update(np.ascontiguousarray(kept[0]).tobytes())
+    if digest.hexdigest() != file_hash.result():
+        raise InputFileError(f"{where}: its header and array are not the whole file")
+    out.write(add_notes(blob, {compact.FILE_KEY: record}))
 
 
 def _check_manifest(manifest: dict[str, Any], listed: list[Any], where: str) -> None:
@@ -324,13 +356,15 @@ class ArchiveDecoder:
         self.reader = reader
         self.decoder = decoder
         self.progress = progress or Progress(0, "decompress", quiet=True)
-        self._heads: dict[str, tuple[dict[str, Any], int]] = {}
-        """Headers parsed here (bare streams, pre-manifest members), kept for their decode."""
+        self._heads: dict[str, tuple[dict[str, Any], int]] = dict(reader.heads)
+        """Headers parsed already (bare streams, pre-manifest members), kept for their decode."""
         self._serial = threading.Lock()
         self.tensors: list[Tensor] = []
         for entry in reader.entries:
             if entry.tensor is None:  # bare stream / pre-manifest archive
-                head = container.read_header(reader.read_member(entry.members[0]))
+                head = self._heads.get(entry.members[0]) or container.read_header(
+                    reader.read_member(entry.members[0])
+                )
                 self._heads[entry.members[0]] = head
                 entry.tensor = tensor_from_header(entry.name, head[0])
             self.tensors.append(entry.tensor)
@@ -408,6 +442,11 @@ def decompress_archive(
     sink = writers.HashingWriter(out)
     if fmt == reader.format and reader.segments is not None:
         writers.rebuild(reader.segments, dec.chunks, sink)
+        if reader.compact:  # every byte came through the stream's own checks (compact.py)
+            size = reader.source.get("size", sink.size)
+            if sink.size != size:
+                raise ChecksumError(f"{reader.where}: the rebuilt {fmt} file is not {size} bytes")
+            return True
         if reader.identical:
             want = reader.source.get("sha256")
             if sink.size != reader.source.get("size") or sink.sha.hexdigest() != want:
