@@ -329,3 +329,18 @@ def test_a_pipeline_without_delta_coding_refuses_time_axis(weights, config):
     with pytest.raises(ConfigError, match="time_axis needs a pipeline that codes deltas"):
         LMGC(time_axis=0, **config).encode(weights[:2, :8, :16])
     LMGC(**config).encode(weights[:2, :8, :16])  # without time_axis it codes
+
+
+def test_steps_written_one_at_a_time_as_training_goes(tmp_path, weights):
+    """A run appends each checkpoint as it comes: Zarr reads back the partial chunk, and the
+    codec codes it again with the new step against the one before it."""
+    z = zarr.create_array(
+        str(tmp_path / "run.zarr"), shape=(0, *weights.shape[1:]), chunks=(4, 64, 256),
+        dtype="float32", serializer=LMGCZarrCodec(time_axis=0), compressors=None,
+    )  # fmt: skip
+    for step in weights:
+        z.append(step[None], axis=0)
+    again = zarr.open_array(str(tmp_path / "run.zarr"), mode="r")
+    assert again.shape == weights.shape and bits_equal(again[:], weights)
+    for f in chunk_files(tmp_path / "run.zarr"):
+        assert container.read_header(f.read_bytes())[0]["series"]["steps"] == 4
