@@ -18,11 +18,11 @@ Options (``{"name": "llamacpp", ...}``):
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from lmgc_core.components.factories import lazy
 from lmgc_core.components.hookspecs import hookimpl
+from lmgc_core.lm.prior_base import plugin_functions
 
 INSTALL_HINT = "pip install 'lmgc[llamacpp,smollm2]'"
 
@@ -41,19 +41,7 @@ def register_priors(register: Any) -> None:
     )
 
 
-def load_count() -> int:
-    """How many times this process has loaded a model (models are cached per process)."""
-    mod = sys.modules.get(f"{__name__}.prior")
-    return 0 if mod is None else mod.LOAD_COUNT
 
-
-def clear_cache() -> None:
-    """Drop every cached model and context (frees them once no prior or session holds them)."""
-    mod = sys.modules.get(f"{__name__}.prior")
-    if mod is not None:
-        mod.clear_cache()
-
-
-@hookimpl
-def model_loads() -> dict[str, int]:
-    return {__name__: load_count()}
+load_count, clear_cache, model_loads = plugin_functions(__name__)
+"""How many models this process has loaded, dropping the cached ones, and the ``model_loads``
+hook (see :mod:`lmgc_core.lm.prior_base`)."""

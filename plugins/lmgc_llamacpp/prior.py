@@ -16,41 +16,33 @@ import contextlib
 import ctypes
 import logging
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 import llama_cpp
 import numpy as np
 
-from lmgc_core.components.interfaces import JSON, Prior, PriorSession
+from lmgc_core.components.interfaces import JSON, PriorSession
 from lmgc_core.lm import models
+from lmgc_core.lm.prior_base import LMPrior, LMSession, LoadedModel, ModelCache, check_positive
 from lmgc_core.util.errors import ConfigError, MismatchError, PluginError
 
-BACKEND = "llamacpp"
 IMPL_VERSION = 1
 """Bump when the plugin computes scores differently (context settings, batch layout...)."""
-TOKEN_MAP_RULE = "bytes-v1"
 KV_CELL_PAD = 256
 MAX_IDLE_CONTEXTS = 2
 TF_CHUNK = 256
 """Tokens per ``llama_decode`` call in the teacher-forced estimate (all logits wanted)."""
 
-LOAD_COUNT = 0
-_MODELS: dict[tuple[Any, ...], _Model] = {}
-_LOCK = threading.Lock()
+MODELS: ModelCache[_Model] = ModelCache()
 _BACKEND_READY = False
 
 _quiet = logging.getLogger("llama-cpp-python")
 if _quiet.level == logging.NOTSET:  # llama.cpp logs every load to stderr otherwise
     _quiet.setLevel(logging.ERROR)
-
-
-def clear_cache() -> None:
-    with _LOCK:
-        _MODELS.clear()
 
 
 def auto_threads() -> int:
@@ -151,22 +143,15 @@ class _Context:
                 llama_cpp.llama_free(ptr)
 
 
-@dataclass(eq=False)
-class _Model:
+@dataclass(eq=False, kw_only=True)
+class _Model(LoadedModel):
     ptr: Any
     path: Path
     n_gpu_layers: int
     n_vocab: int
-    n_ctx_train: int
-    tokens: list[str]
-    kind: str
-    token_types: Any
-    bos: int
     idle: list[tuple[tuple[int, ...], _Context]] = field(default_factory=list)
     """Contexts kept for reuse, oldest first, at most ``MAX_IDLE_CONTEXTS`` (each holds a KV
     cache of ``batch x window`` cells: ~380 MB for SmolLM2 at 8 x 2048)."""
-    maps: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, *key: int) -> _Context:
         """A cleared context for ``key = (n_seq, n_cells, n_batch, n_outputs)``: an idle
@@ -197,49 +182,40 @@ class _Model:
 
 
 def _load(path: Path, n_gpu_layers: int) -> _Model:
-    global LOAD_COUNT, _BACKEND_READY
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, n_gpu_layers)
-    with _LOCK:
-        hit = _MODELS.get(key)
-        if hit is not None:
-            return hit
-        if not _BACKEND_READY:
-            llama_cpp.llama_backend_init()
-            _BACKEND_READY = True
-        if n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
-            raise PluginError(
-                f"n_gpu_layers={n_gpu_layers} needs a GPU build of llama-cpp-python (this one "
-                "is CPU only: it would silently run on the CPU); use n_gpu_layers=0"
-            )
-        meta = models.read_gguf_metadata(path)
-        tokens, kind, types, bos = models.gguf_vocab(meta)
-        if bos is None:
-            raise PluginError(f"{path} has neither a BOS nor an EOS token id")
-        mp = llama_cpp.llama_model_default_params()
-        mp.n_gpu_layers = n_gpu_layers
-        ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
-        if not ptr:
-            raise PluginError(f"llama.cpp {llama_cpp.__version__} could not load {path}")
-        vocab = llama_cpp.llama_model_get_vocab(ptr)
-        n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
-        if n_vocab != len(tokens):
-            llama_cpp.llama_model_free(ptr)
-            raise PluginError(f"{path}: llama.cpp sees {n_vocab} tokens, the header {len(tokens)}")
-        model = _Model(
-            ptr=ptr,
-            path=path,
-            n_gpu_layers=n_gpu_layers,
-            n_vocab=n_vocab,
-            n_ctx_train=int(llama_cpp.llama_model_n_ctx_train(ptr)),
-            tokens=tokens,
-            kind=kind,
-            token_types=types,
-            bos=int(bos),
+    global _BACKEND_READY
+    if not _BACKEND_READY:
+        llama_cpp.llama_backend_init()
+        _BACKEND_READY = True
+    if n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
+        raise PluginError(
+            f"n_gpu_layers={n_gpu_layers} needs a GPU build of llama-cpp-python (this one "
+            "is CPU only: it would silently run on the CPU); use n_gpu_layers=0"
         )
-        LOAD_COUNT += 1
-        _MODELS[key] = model
-        return model
+    meta = models.read_gguf_metadata(path)
+    tokens, kind, types, bos = models.gguf_vocab(meta)
+    if bos is None:
+        raise PluginError(f"{path} has neither a BOS nor an EOS token id")
+    mp = llama_cpp.llama_model_default_params()
+    mp.n_gpu_layers = n_gpu_layers
+    ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
+    if not ptr:
+        raise PluginError(f"llama.cpp {llama_cpp.__version__} could not load {path}")
+    vocab = llama_cpp.llama_model_get_vocab(ptr)
+    n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
+    if n_vocab != len(tokens):
+        llama_cpp.llama_model_free(ptr)
+        raise PluginError(f"{path}: llama.cpp sees {n_vocab} tokens, the header {len(tokens)}")
+    return _Model(
+        ptr=ptr,
+        path=path,
+        n_gpu_layers=n_gpu_layers,
+        n_vocab=n_vocab,
+        context=int(llama_cpp.llama_model_n_ctx_train(ptr)),
+        tokens=tokens,
+        kind=kind,
+        token_types=types,
+        bos=int(bos),
+    )
 
 
 def token_piece(model: _Model, token: int) -> bytes:
@@ -275,12 +251,12 @@ def _cells(window: int) -> int:
 # ------------------------------------------------------------------------------ the prior
 
 
-class LlamaCppPrior(Prior):
+class LlamaCppPrior(LMPrior):
     """A GGUF model run by llama.cpp; ``model=None`` is the bundled SmolLM2-135M GGUF."""
 
     name = "llamacpp"
-    default_batch_size: ClassVar[int] = 8
-    default_window: ClassVar[int] = 2048
+    backend: ClassVar[str] = "llamacpp"
+    impl_version: ClassVar[int] = IMPL_VERSION
 
     def __init__(
         self,
@@ -290,26 +266,20 @@ class LlamaCppPrior(Prior):
         n_batch: int = 512,
         unmapped: str = "error",
     ) -> None:
-        for label, value in (("threads", threads), ("n_batch", n_batch)):
-            if value is None and label == "threads":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{label} must be a positive integer, not {value!r}")
+        if threads is not None:
+            check_positive("threads", threads)
+        check_positive("n_batch", n_batch)
         if not isinstance(n_gpu_layers, int) or isinstance(n_gpu_layers, bool) or n_gpu_layers < -1:
             raise ConfigError(f"n_gpu_layers must be an integer >= -1 (all), not {n_gpu_layers!r}")
-        if unmapped not in models.UNMAPPED_POLICIES:
-            raise ConfigError(f"unmapped must be one of {models.UNMAPPED_POLICIES}")
-        self.path = models.resolve_model(model)
+        self._model_options(model, unmapped)
         if not models.is_gguf(self.path):
             raise ConfigError(
                 f"the llamacpp prior needs a .gguf file, not {str(self.path)!r} (use the "
                 "transformers prior for Hugging Face folders)"
             )
-        self.model = None if model is None else str(self.path)
         self.threads = threads
         self.n_gpu_layers = n_gpu_layers
         self.n_batch = n_batch
-        self.unmapped = unmapped
 
     def get_config(self) -> JSON:
         return {
@@ -322,10 +292,7 @@ class LlamaCppPrior(Prior):
 
     def fingerprint(self) -> JSON:
         return {
-            "backend": BACKEND,
-            "impl": IMPL_VERSION,
-            "model_sha256": models.model_sha256(self.path),
-            "model_format": "gguf",
+            **self.model_fingerprint(),
             "llama_cpp_python": llama_cpp.__version__,
             "device": "cpu" if self.n_gpu_layers == 0 else "gpu",
             "n_gpu_layers": self.n_gpu_layers,
@@ -333,7 +300,7 @@ class LlamaCppPrior(Prior):
             "n_batch": self.n_batch,
             "n_ubatch": self.n_batch,
             "flash_attn": False,
-            "token_map": f"{TOKEN_MAP_RULE}/{self.unmapped}",
+            "token_map": self.token_map,
             "system_info": system_info(),
         }
 
@@ -365,21 +332,11 @@ class LlamaCppPrior(Prior):
 
     # -- model -------------------------------------------------------------------------------------
     def loaded(self) -> _Model:
-        return _load(self.path, self.n_gpu_layers)
+        settings = (self.n_gpu_layers,)
+        return MODELS.get(self.path, settings, partial(_load, self.path, *settings))
 
     def token_ids(self, alphabet: Sequence[bytes]) -> np.ndarray:
-        lm = self.loaded()
-        key = (tuple(bytes(s) for s in alphabet), self.unmapped)
-        with lm.lock:
-            ids = lm.maps.get(key)
-            if ids is None:
-                ids = lm.maps[key] = models.symbol_token_map(
-                    alphabet, lm.tokens, lm.kind, lm.token_types, self.unmapped
-                )
-        return ids
-
-    def bos_id(self) -> int:
-        return self.loaded().bos
+        return self.alphabet_map(alphabet)
 
     def open(
         self,
@@ -389,10 +346,7 @@ class LlamaCppPrior(Prior):
         pattern: Sequence[int] = (-1,),
     ) -> PriorSession:
         lm = self.loaded()
-        if window > lm.n_ctx_train:
-            raise ConfigError(
-                f"window {window} exceeds the model's context of {lm.n_ctx_train} tokens"
-            )
+        self.check_window(lm, window)
         if batch_size > self.n_batch:
             raise ConfigError(f"batch {batch_size} exceeds the prior's n_batch {self.n_batch}")
         ids = self.token_ids(alphabet).astype(np.int32)
@@ -403,13 +357,10 @@ class LlamaCppPrior(Prior):
         The numbers differ from the step-wise ones in the last bits: an estimate only."""
         lm = self.loaded()
         ids = self.token_ids(alphabet).astype(np.int32)
-        windows = np.asarray(windows, dtype=np.int64)
-        n, length = windows.shape
-        out = np.zeros((n, length, len(ids)), dtype=np.float32)
-        if n == 0 or length == 0:
+        windows, out = self.teacher_forced_windows(lm, windows, len(ids))
+        if out.size == 0:
             return out
-        if length > lm.n_ctx_train:
-            raise ConfigError(f"windows of {length} tokens exceed the model's context")
+        n, length = windows.shape
         chunk = min(TF_CHUNK, self.n_batch)
         key = (1, _cells(length), chunk, chunk)
         ctx = lm.take(*key)
@@ -433,31 +384,27 @@ class LlamaCppPrior(Prior):
         return out
 
 
-class LlamaSession(PriorSession):
+class LlamaSession(LMSession):
     """``B`` windows in lock-step, one llama.cpp sequence each; every call is one decode (split
     into whole-row-block chunks of at most ``n_batch`` tokens when a call feeds more)."""
 
     def __init__(
         self, prior: LlamaCppPrior, lm: _Model, ids: np.ndarray, batch_size: int, window: int
     ) -> None:
+        super().__init__(prior.backend, batch_size, window)
         self.lm = lm
         self.ids = ids
-        self.batch = batch_size
-        self.window = window
         self.key = (batch_size, _cells(window), prior.n_batch, batch_size)
         self.ctx: _Context | None = lm.take(*self.key)
         self.ctx.set_threads(prior.threads or auto_threads())
-        self.length = 0
         self.rows = np.arange(batch_size, dtype=np.int32)
-        self.bar = models.lm_progress(batch_size * window, f"llamacpp {batch_size}x{window}")
 
     def _feed(self, tokens: np.ndarray) -> np.ndarray:
         """Append ``tokens`` (``(B, k)`` vocabulary ids) to every row; scores after the last."""
         if self.ctx is None:
             raise RuntimeError("session is closed")
         b, k = tokens.shape
-        if self.length + k > self.window:
-            raise ValueError(f"session fed {self.length + k} tokens, its window is {self.window}")
+        self._room(k)
         flat = np.ascontiguousarray(tokens.T, dtype=np.int32).reshape(-1)  # position-major
         pos = np.repeat(np.arange(self.length, self.length + k, dtype=np.int32), b)
         seq = np.tile(self.rows, k)
@@ -467,8 +414,7 @@ class LlamaSession(PriorSession):
         for s in range(0, b * k, step):
             e = s + step
             self.ctx.decode(flat[s:e], pos[s:e], seq[s:e], want[s:e])
-        self.length += k
-        self.bar.update(b * k)
+        self._fed(k)
         return self.ctx.logits(b)[:, self.ids].astype(np.float32)
 
     def start(self, prefix: np.ndarray) -> np.ndarray:
@@ -487,7 +433,7 @@ class LlamaSession(PriorSession):
         return self._feed(self.ids[symbols])
 
     def close(self) -> None:
-        self.bar.close()
+        super().close()
         ctx, self.ctx = self.ctx, None
         if ctx is not None:
             ctx.clear()

@@ -14,24 +14,24 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from lmgc_core.components.interfaces import JSON, Prior, PriorSession
+from lmgc_core.components.interfaces import JSON, PriorSession
 from lmgc_core.lm import models
+from lmgc_core.lm.prior_base import LMPrior, LMSession, LoadedModel, ModelCache, check_positive
 from lmgc_core.util.errors import ConfigError, MismatchError, PluginError
 
 from . import cpu
 
-BACKEND = "transformers"
 _UNRECORDED = object()
 IMPL_VERSION = 1
 """Bump when the plugin computes scores differently (fed tokens, head, attention...)."""
-TOKEN_MAP_RULE = "bytes-v1"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Architectures whose logits are exactly ``lm_head(last_hidden_state)`` (no softcapping or logit
 # scaling), so the head can be restricted to the alphabet's rows: 49k -> 17 output rows per step.
@@ -39,41 +39,26 @@ ALPHABET_HEAD_TYPES = frozenset(
     {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "olmo", "olmo2", "stablelm", "smollm3"}
 )
 
-LOAD_COUNT = 0
-_CACHE: dict[tuple[Any, ...], _Loaded] = {}
-_LOCK = threading.Lock()
+MODELS: ModelCache[_Loaded] = ModelCache()
 _COMPUTE_LOCK = threading.RLock()
 """Forward passes run one at a time per process: torch's thread count is process-wide, and each
 pass must run with its prior's recorded count."""
-
-
-def clear_cache() -> None:
-    with _LOCK:
-        _CACHE.clear()
 
 
 def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-@dataclass
-class _Loaded:
-    """One loaded model and what the sessions need from it."""
+@dataclass(eq=False, kw_only=True)
+class _Loaded(LoadedModel):
+    """One loaded model and what the sessions need from it; its alphabet maps are
+    ``(ids, ids as a tensor, the alphabet's rows of the head or None)``."""
 
     model: Any
     base: Any
     head: torch.Tensor | None
     """lm_head weight (vocab, hidden) when the alphabet head is exact for this architecture."""
-    tokens: list[str]
-    kind: str
-    token_types: Any
-    bos: int
-    max_positions: int
     device: torch.device
-    heads: dict[tuple[Any, ...], tuple[np.ndarray, torch.Tensor, torch.Tensor | None]] = field(
-        default_factory=dict
-    )
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 # ------------------------------------------------------------------------------ determinism
@@ -145,75 +130,66 @@ def _hf_vocab(path: Path, config: Any) -> tuple[list[str], str, np.ndarray, int]
 
 
 def _load(path: Path, dtype: str, device: str) -> _Loaded:
-    global LOAD_COUNT
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, dtype, device)
-    with _LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None:
-            return hit
-        import transformers
-        from transformers import AutoModelForCausalLM
-        from transformers.utils import logging as hf_logging
+    import transformers
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise PluginError("device 'cuda' was requested but torch sees no CUDA device")
-            # cuBLAS is deterministic only with a fixed workspace; must be set before its init.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        _set_determinism(dev)
-        kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "attn_implementation": "eager"}
-        bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
-            if models.is_gguf(path):
-                for module in ("gguf", "accelerate"):
-                    if not _has(module):
-                        raise PluginError(
-                            f"loading a GGUF file with transformers needs {module!r}; "
-                            "install it with: pip install 'lmgc[transformers]'"
-                        )
-                model = AutoModelForCausalLM.from_pretrained(
-                    str(path.parent), gguf_file=path.name, **kwargs
-                )
-                meta = models.read_gguf_metadata(path)
-                tokens, kind, types, bos = models.gguf_vocab(meta)
-                if bos is None:
-                    raise PluginError(f"{path} has neither a BOS nor an EOS token id")
-            else:
-                model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-                tokens, kind, types, bos = _hf_vocab(path, model.config)
-        except (OSError, ValueError) as exc:
-            raise PluginError(
-                f"transformers {transformers.__version__} cannot load {path}: {exc}"
-            ) from None
-        finally:
-            if bar:
-                hf_logging.enable_progress_bar()
-        model = model.to(dev).eval()
-        model.requires_grad_(False)
-        config = model.config
-        head = None
-        # decided from the file, like the fingerprint's "head" entry
-        if _architecture(path) in ALPHABET_HEAD_TYPES:
-            out = model.get_output_embeddings()
-            if out is not None and getattr(out, "bias", None) is None:
-                head = out.weight
-        loaded = _Loaded(
-            model=model,
-            base=model.base_model,
-            head=head,
-            tokens=tokens,
-            kind=kind,
-            token_types=types,
-            bos=bos,
-            max_positions=int(getattr(config, "max_position_embeddings", 0) or 1 << 30),
-            device=dev,
-        )
-        LOAD_COUNT += 1
-        _CACHE[key] = loaded
-        return loaded
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PluginError("device 'cuda' was requested but torch sees no CUDA device")
+        # cuBLAS is deterministic only with a fixed workspace; must be set before its init.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    _set_determinism(dev)
+    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "attn_implementation": "eager"}
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        if models.is_gguf(path):
+            for module in ("gguf", "accelerate"):
+                if not _has(module):
+                    raise PluginError(
+                        f"loading a GGUF file with transformers needs {module!r}; "
+                        "install it with: pip install 'lmgc[transformers]'"
+                    )
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, **kwargs
+            )
+            meta = models.read_gguf_metadata(path)
+            tokens, kind, types, bos = models.gguf_vocab(meta)
+            if bos is None:
+                raise PluginError(f"{path} has neither a BOS nor an EOS token id")
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+            tokens, kind, types, bos = _hf_vocab(path, model.config)
+    except (OSError, ValueError) as exc:
+        raise PluginError(
+            f"transformers {transformers.__version__} cannot load {path}: {exc}"
+        ) from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    model = model.to(dev).eval()
+    model.requires_grad_(False)
+    config = model.config
+    head = None
+    # decided from the file, like the fingerprint's "head" entry
+    if _architecture(path) in ALPHABET_HEAD_TYPES:
+        out = model.get_output_embeddings()
+        if out is not None and getattr(out, "bias", None) is None:
+            head = out.weight
+    loaded = _Loaded(
+        model=model,
+        base=model.base_model,
+        head=head,
+        tokens=tokens,
+        kind=kind,
+        token_types=types,
+        bos=bos,
+        context=int(getattr(config, "max_position_embeddings", 0) or 1 << 30),
+        device=dev,
+    )
+    return loaded
 
 
 def _has(module: str) -> bool:
@@ -225,12 +201,12 @@ def _has(module: str) -> bool:
 # ------------------------------------------------------------------------------ the prior
 
 
-class TransformersPrior(Prior):
+class TransformersPrior(LMPrior):
     """A causal LM run by PyTorch; ``model=None`` is the bundled SmolLM2-135M GGUF."""
 
     name = "transformers"
-    default_batch_size: ClassVar[int] = 8
-    default_window: ClassVar[int] = 2048
+    backend: ClassVar[str] = "transformers"
+    impl_version: ClassVar[int] = IMPL_VERSION
 
     def __init__(
         self,
@@ -251,19 +227,14 @@ class TransformersPrior(Prior):
             raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
         if threads is None:
             threads = default_threads()
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ConfigError(f"threads must be a positive integer, not {threads!r}")
-        if unmapped not in models.UNMAPPED_POLICIES:
-            raise ConfigError(f"unmapped must be one of {models.UNMAPPED_POLICIES}")
+        check_positive("threads", threads)
+        self._model_options(model, unmapped)
         if cpu_capability is not None and not cpu.known(cpu_capability):
             raise ConfigError(f"cpu_capability {cpu_capability!r} is not one torch knows")
-        self.path = models.resolve_model(model)
-        self.model = None if model is None else str(self.path)
         self.requested_capability = cpu_capability
         self.dtype = dtype
         self.device = str(dev)
         self.threads = threads
-        self.unmapped = unmapped
         self._architecture = _architecture(self.path)
 
     # -- configuration ---------------------------------------------------------------------------
@@ -286,10 +257,7 @@ class TransformersPrior(Prior):
         import transformers
 
         return {
-            "backend": BACKEND,
-            "impl": IMPL_VERSION,
-            "model_sha256": models.model_sha256(self.path),
-            "model_format": "gguf" if models.is_gguf(self.path) else "hf",
+            **self.model_fingerprint(),
             "transformers": transformers.__version__,
             "torch": torch.__version__,
             "dtype": self.dtype,
@@ -297,7 +265,7 @@ class TransformersPrior(Prior):
             "threads": self.threads,
             "attention": "eager",
             "head": "alphabet" if self._architecture in ALPHABET_HEAD_TYPES else "full",
-            "token_map": f"{TOKEN_MAP_RULE}/{self.unmapped}",
+            "token_map": self.token_map,
             "cpu_capability": self.cpu_capability(),
         }
 
@@ -323,30 +291,24 @@ class TransformersPrior(Prior):
 
     # -- model -------------------------------------------------------------------------------------
     def loaded(self) -> _Loaded:
-        return _load(self.path, self.dtype, self.device)
+        settings = (self.dtype, self.device)
+        return MODELS.get(self.path, settings, partial(_load, self.path, *settings))
 
     def token_ids(self, alphabet: Sequence[bytes]) -> np.ndarray:
         """The vocabulary token id of every alphabet symbol."""
         return self._alphabet(alphabet)[0]
 
-    def bos_id(self) -> int:
-        return self.loaded().bos
-
     def _alphabet(
         self, alphabet: Sequence[bytes]
     ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
         lm = self.loaded()
-        key = (tuple(bytes(s) for s in alphabet), self.unmapped)
-        with lm.lock:
-            hit = lm.heads.get(key)
-            if hit is None:
-                ids = models.symbol_token_map(
-                    alphabet, lm.tokens, lm.kind, lm.token_types, self.unmapped
-                )
-                tids = torch.as_tensor(ids, device=lm.device)
-                head = None if lm.head is None else lm.head[tids].detach().clone().contiguous()
-                hit = lm.heads[key] = (ids, tids, head)
-        return hit
+
+        def with_head(ids: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
+            tids = torch.as_tensor(ids, device=lm.device)
+            head = None if lm.head is None else lm.head[tids].detach().clone().contiguous()
+            return ids, tids, head
+
+        return self.alphabet_map(alphabet, with_head)
 
     def open(
         self,
@@ -356,10 +318,7 @@ class TransformersPrior(Prior):
         pattern: Sequence[int] = (-1,),
     ) -> PriorSession:
         lm = self.loaded()
-        if window > lm.max_positions:
-            raise ConfigError(
-                f"window {window} exceeds the model's context of {lm.max_positions} tokens"
-            )
+        self.check_window(lm, window)
         self._check_capability()
         _, tids, head = self._alphabet(alphabet)
         return TorchSession(lm, tids, head, batch_size, window, self.threads)
@@ -379,13 +338,10 @@ class TransformersPrior(Prior):
         numbers differ from the step-wise ones in the last bits: an estimate only."""
         lm = self.loaded()
         _, tids, head = self._alphabet(alphabet)
-        windows = np.asarray(windows, dtype=np.int64)
-        n, length = windows.shape
-        out = np.zeros((n, length, len(alphabet)), dtype=np.float32)
-        if n == 0 or length == 0:
+        windows, out = self.teacher_forced_windows(lm, windows, len(alphabet))
+        if out.size == 0:
             return out
-        if length > lm.max_positions:
-            raise ConfigError(f"windows of {length} tokens exceed the model's context")
+        n, length = windows.shape
         heads = int(getattr(lm.model.config, "num_attention_heads", 16) or 16)
         chunk = max(1, min(n, (256 << 20) // (4 * heads * length * length), 4096 // length or 1))
         sym = torch.as_tensor(windows, device=lm.device)
@@ -423,7 +379,7 @@ def _forward(
     return scores.float().cpu().numpy(), out.past_key_values if last else None
 
 
-class TorchSession(PriorSession):
+class TorchSession(LMSession):
     """``B`` windows in lock-step with a KV cache; every call is one forward pass."""
 
     def __init__(
@@ -435,21 +391,17 @@ class TorchSession(PriorSession):
         window: int,
         threads: int,
     ) -> None:
+        super().__init__(TransformersPrior.backend, batch_size, window)
         self.lm = lm
         self.tids = tids
         self.head = head
-        self.batch = batch_size
-        self.window = window
         self.threads = threads
-        self.length = 0
         self.past: Any = None
-        self.bar = models.lm_progress(batch_size * window, f"transformers {batch_size}x{window}")
 
     def _step(self, symbols: np.ndarray, bos: bool) -> np.ndarray:
         sym = np.asarray(symbols, dtype=np.int64).reshape(self.batch, -1)
         n = sym.shape[1] + (1 if bos else 0)
-        if self.length + n > self.window:
-            raise ValueError(f"session fed {self.length + n} tokens, its window is {self.window}")
+        self._room(n)
         lm = self.lm
         with _compute(self.threads):
             inp = self.tids[torch.as_tensor(sym, device=lm.device)]
@@ -457,8 +409,7 @@ class TorchSession(PriorSession):
                 first = torch.full((self.batch, 1), lm.bos, dtype=torch.long, device=lm.device)
                 inp = torch.cat([first, inp], dim=1)
             scores, self.past = _forward(lm, inp, self.tids, self.head, self.past)
-        self.length += n
-        self.bar.update(self.batch * n)
+        self._fed(n)
         return scores
 
     def start(self, prefix: np.ndarray) -> np.ndarray:
@@ -472,5 +423,5 @@ class TorchSession(PriorSession):
         return self._step(symbols, bos=False)
 
     def close(self) -> None:
-        self.bar.close()
+        super().close()
         self.past = None
