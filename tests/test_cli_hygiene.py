@@ -60,9 +60,13 @@ def test_a_failed_compress_prints_one_line_and_leaves_nothing(tmp_path):
     assert _leftovers(tmp_path) == [] and not (tmp_path / "nan.npy.lmgc").exists()
 
 
+SLOW = ("-l", "2", "--chunk-size", 65536)
+
+
 @pytest.fixture(scope="module")
 def slow_input(tmp_path_factory) -> Path:
-    """A few MB of random bytes in small chunks: compressing takes seconds, each chunk ms."""
+    """A few MB of random bytes in small chunks: compressing at level 2 (:data:`SLOW`) takes
+    seconds, each chunk ms (level 1 stores such bytes in a fraction of a second)."""
     folder = tmp_path_factory.mktemp("slow")
     rng = np.random.default_rng(0)
     np.save(folder / "u.npy", rng.integers(0, 256, 4 << 20, dtype=np.uint8))
@@ -72,7 +76,7 @@ def slow_input(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def slow_archive(slow_input) -> Path:
     archive = slow_input.with_name("u.lmgc")
-    lmgc("compress", slow_input, "-o", archive, "-q", "--chunk-size", 65536)
+    lmgc("compress", slow_input, "-o", archive, "-q", *SLOW)
     return archive
 
 
@@ -95,7 +99,7 @@ def _interrupt(proc: subprocess.Popen, folder: Path, sig: int) -> str:
 )
 def test_signals_during_compress_leave_no_part_files(tmp_path, slow_input, sig, status, words):
     out = tmp_path / "u.lmgc"
-    proc = _lmgc("compress", slow_input, "-o", out, "-q", "--chunk-size", 65536)
+    proc = _lmgc("compress", slow_input, "-o", out, "-q", *SLOW)
     stderr = _interrupt(proc, tmp_path, sig)
     assert proc.returncode == status, stderr
     _only_error_line(stderr, words)
