@@ -214,3 +214,34 @@ def test_a_member_alone_decodes_with_its_base_chunk(tmp_path: Path, checkpoints)
     assert lmgc_core.decompress(blob, base=base).tobytes() == want
     with pytest.raises(MismatchError, match=r"model\.0\.weight@0"):
         lmgc_core.decompress(blob)
+
+
+def _folder(root: Path, ckpt: dict[str, object]) -> Path:
+    from safetensors.numpy import save_file
+
+    root.mkdir()
+    save_file(_flat(ckpt), str(root / "model.safetensors"))
+    torch.save(ckpt, root / "training_state.pt")
+    (root / "config.json").write_text('{"hidden": 256}\n')
+    return root
+
+
+def test_folder_against_a_base_folder_file_by_file(tmp_path: Path, checkpoints) -> None:  # type: ignore[no-untyped-def]
+    old = _folder(tmp_path / "old", checkpoints[0])
+    new = _folder(tmp_path / "new", checkpoints[1])
+    np.save(new / "extra.npy", np.arange(10.0))  # no file of that name in OLD: coded alone
+    packed, back = tmp_path / "packed", tmp_path / "back"
+    lmgc("compress", new, "--base", old, "-o", packed, "-q")
+    assert _manifest(packed / "model.safetensors.lmgc")["base"]["name"] == "model.safetensors"
+    assert _manifest(packed / "training_state.pt.lmgc")["base"]["name"] == "training_state.pt"
+    assert json.loads(lmgc("info", "--json", packed / "extra.npy.lmgc").stdout)["base"] is None
+    out = tmp_path / "out"
+    _refused(lmgc("decompress", packed, "-o", out, ok=False), out, "model.safetensors", "--base")
+    other = _folder(tmp_path / "other", checkpoints[1])
+    _refused(lmgc("decompress", packed, "--base", other, "-o", out, ok=False), out,
+             "is not the base")
+    _refused(lmgc("decompress", packed, "--base", old / "config.json", "-o", out, ok=False), out,
+             "must be a folder")
+    lmgc("decompress", packed, "--base", old, "-o", back, "-q")
+    for name in ("model.safetensors", "training_state.pt", "config.json", "extra.npy"):
+        assert (back / name).read_bytes() == (new / name).read_bytes(), name

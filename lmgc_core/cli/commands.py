@@ -131,9 +131,9 @@ def _default_output(input: str, output: str | None) -> str:
 
 BASE_OPTION = click.option(
     "--base",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(exists=True),
     help="Reference file: code tensors against (compress) or decode them with (decompress) "
-    "its tensors of the same name, dtype and shape.",
+    "its tensors of the same name, dtype and shape (a folder for a folder: file by file).",
 )
 
 
@@ -230,12 +230,13 @@ def _compress_one(
     """One INPUT of ``lmgc compress`` (against ``base`` when given)."""
     from lmgc_core.files.source_hash import FileHash
 
-    if Path(input).is_dir() and base is not None:
-        raise ConfigError("--base takes a file; folders are compressed without a base")
+    _check_base_kind(input, base)
     if Path(input).is_dir():  # a model folder: every tensor file coded, the rest copied
         from lmgc_core.files.folders import compress_folder_command
 
-        return compress_folder_command(input, output, force, quiet, jobs, build_pipeline(**kw))
+        return compress_folder_command(
+            input, output, force, quiet, jobs, build_pipeline(**kw), base
+        )
     output = _default_output(input, output)
     check_output(output, force)
     # The input's SHA-256 starts before the coding modules (numpy, the pipeline) load: with a
@@ -245,18 +246,14 @@ def _compress_one(
         FileHash(src, jobs) as source_hash,
         ExitStack() as stack,
     ):
-        from lmgc_core.files.filecodec import DEFAULT_CHUNK_BYTES, FileEncoder, compress_file
+        from lmgc_core.files.base_file import encoder_for
+        from lmgc_core.files.filecodec import DEFAULT_CHUNK_BYTES, compress_file
         from lmgc_core.files.readers import scan
         from lmgc_core.util.progress import Progress
 
         pipeline = build_pipeline(**kw)
         chunk_bytes = chunk_size or DEFAULT_CHUNK_BYTES
-        encoder = FileEncoder(pipeline)
-        if base is not None:
-            from lmgc_core.files.base_file import BaseEncoder, BaseFile
-
-            reference = BaseFile(stack.enter_context(open(base, "rb")), base, fmt, dtype)
-            encoder = BaseEncoder(pipeline, reference, chunk_bytes)
+        encoder = encoder_for(pipeline, base, stack, chunk_bytes, fmt, dtype)
         layout = scan(src, size, name, fmt.lower() if fmt else None, dtype)
         for note in layout.notes:  # e.g. an npz member this zlib cannot re-deflate identically
             click.echo(f"warning: {_one_line(note)}", err=True)
@@ -363,10 +360,11 @@ def _decompress_one(
     from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
     from lmgc_core.util.progress import Progress
 
+    _check_base_kind(input, base)
     if Path(input).is_dir():  # a folder written by `lmgc compress MODEL_DIR -o OUT_DIR`
         from lmgc_core.files.folders import decompress_folder_command
 
-        return decompress_folder_command(input, output, force, quiet, jobs)
+        return decompress_folder_command(input, output, force, quiet, jobs, base)
     if output is None:
         if input != STDIO and not input.lower().endswith(".lmgc"):
             raise click.UsageError(f"{input} does not end in .lmgc: name the output with -o")
@@ -389,20 +387,20 @@ def _decompress_one(
     _say(quiet, output, f"{name} -> {output} ({check})")
 
 
+def _check_base_kind(input: str, base: str | None) -> None:
+    """A folder's base is a folder (file by file), a file's base a file."""
+    if base is not None and Path(input).is_dir() != Path(base).is_dir():
+        kind = "a folder" if Path(input).is_dir() else "a file"
+        raise ConfigError(f"--base {base}: {input} is {kind}, so its base must be {kind} too")
+
+
 def _use_base(reader: Any, decoder: Any, base: str | None, name: str, stack: ExitStack) -> None:
     """Check ``--base`` against the archive's record (a usage error, before anything is
     written, for a missing, other or truncated base) and hand its chunks to the decoder."""
-    from lmgc_core.files.base_file import BaseFile, base_for_header, check_record
+    from lmgc_core.files.base_file import attach
 
-    if reader.base is None:
+    if not attach(reader, decoder, base, name, stack):
         click.echo(f"warning: {name} was not coded against a base; --base is not used", err=True)
-        return
-    if base is None:
-        check_record(reader.base, None, name)
-        return
-    f = stack.enter_context(open(base, "rb"))  # noqa: SIM115 - closed by the caller's stack
-    reference = BaseFile(f, base, expect=(reader.base, name))
-    decoder.bases = lambda header: base_for_header(reference, header, reader.chunk_bytes)
 
 
 # -- inspection ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
@@ -209,3 +210,28 @@ class BaseEncoder(FileEncoder):
             return bytes(blob)
 
         return code
+
+
+def attach(reader: Any, decoder: Any, base: str | None, where: str, stack: ExitStack) -> bool:
+    """Give ``decoder`` (a ``StreamDecoder``) the chunks of ``base`` for the archive ``reader``
+    reads, after checking ``base`` against its record (:func:`check_record`: a missing, other or
+    truncated base is a ``ConfigError``). False when the archive was coded alone (``base`` is
+    then not opened)."""
+    if reader.base is None:
+        return False
+    if base is None:
+        check_record(reader.base, None, where)
+    f = stack.enter_context(open(base, "rb"))  # type: ignore[arg-type]  # noqa: SIM115
+    reference = BaseFile(f, str(base), expect=(reader.base, where))
+    decoder.bases = lambda header: base_for_header(reference, header, reader.chunk_bytes)
+    return True
+
+
+def encoder_for(pipeline: Any, base: str | None, stack: ExitStack, chunk_bytes: int,
+                fmt: str | None = None, dtype: str | None = None) -> FileEncoder:
+    """A :class:`BaseEncoder` against the file ``base`` (kept open on ``stack``), or a plain
+    :class:`FileEncoder` without one."""
+    if base is None:
+        return FileEncoder(pipeline)
+    f = stack.enter_context(open(base, "rb"))  # noqa: SIM115 - closed with the stack
+    return BaseEncoder(pipeline, BaseFile(f, str(base), fmt, dtype), chunk_bytes)

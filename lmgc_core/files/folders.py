@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -56,19 +57,24 @@ def compress_stream(
     pipeline: Any = None,
     progress: Progress | None = None,
     jobs: int = 1,
+    base: str | os.PathLike | None = None,
 ) -> None:
     """Code the tensor file open as ``src`` (named ``name``: its format comes from the name, else
     its magic bytes) into an lmgc archive on ``out`` -- the same archive ``lmgc compress``
-    writes."""
-    from lmgc_core.files.filecodec import DEFAULT_CHUNK_BYTES, FileEncoder, compress_file
+    writes (against the file ``base`` when given: ``lmgc compress --base``)."""
+    from lmgc_core.files.base_file import encoder_for
+    from lmgc_core.files.filecodec import DEFAULT_CHUNK_BYTES, compress_file
     from lmgc_core.files.readers import scan
 
     pipeline = pipeline or default_pipeline()
-    layout = scan(src, size, name, None, None)
-    compress_file(
-        src, layout, name, out, FileEncoder(pipeline),
-        progress or Progress(0, "compress", quiet=True), DEFAULT_CHUNK_BYTES, jobs,
-    )  # fmt: skip
+    layout = scan(src, size, name, None, None)  # before the base: a file that is no tensor file
+    with ExitStack() as stack:  # is copied, whatever its base
+        encoder = encoder_for(pipeline, None if base is None else str(base), stack,
+                              DEFAULT_CHUNK_BYTES)  # fmt: skip
+        compress_file(
+            src, layout, name, out, encoder,
+            progress or Progress(0, "compress", quiet=True), DEFAULT_CHUNK_BYTES, jobs,
+        )  # fmt: skip
 
 
 def compress_path(
@@ -77,13 +83,15 @@ def compress_path(
     pipeline: Any = None,
     progress: Progress | None = None,
     jobs: int = 1,
+    base: str | os.PathLike | None = None,
 ) -> None:
-    """``lmgc compress SRC -o DST`` as a function (``DST`` replaced only when all went well)."""
+    """``lmgc compress SRC -o DST [--base BASE]`` as a function (``DST`` replaced only when all
+    went well)."""
     from lmgc_core.files.outputs import atomic_output
 
     with open(src, "rb") as f, atomic_output(str(dst), True) as out:
         compress_stream(f, os.fstat(f.fileno()).st_size, Path(src).name, out, pipeline,
-                        progress, jobs)  # fmt: skip
+                        progress, jobs, base)  # fmt: skip
 
 
 def decompress_path(
@@ -91,18 +99,23 @@ def decompress_path(
     dst: str | os.PathLike,
     progress: Progress | None = None,
     jobs: int = 1,
+    base: str | os.PathLike | None = None,
 ) -> bool:
-    """``lmgc decompress SRC -o DST``: the source file back, checked against its SHA-256 (True;
-    False when lossy stages made the archive, whose arrays are then their reconstruction)."""
+    """``lmgc decompress SRC -o DST [--base BASE]``: the source file back, checked against its
+    SHA-256 (True; False when lossy stages made the archive, whose arrays are then their
+    reconstruction). ``base``: the file an archive coded against one needs (ignored else)."""
     from lmgc_core.files.archive import ArchiveReader
+    from lmgc_core.files.base_file import attach
     from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
     from lmgc_core.files.outputs import atomic_output
 
-    with open(src, "rb") as f:
+    with open(src, "rb") as f, ExitStack() as stack:
         reader = ArchiveReader(f, str(src))
         if reader.format is None or reader.segments is None:
             raise FolderError(f"{src}: not an lmgc archive of a file (no source to rebuild)")
-        dec = ArchiveDecoder(reader, StreamDecoder(jobs=jobs), progress)
+        decoder = StreamDecoder(jobs=jobs)
+        attach(reader, decoder, None if base is None else str(base), str(src), stack)
+        dec = ArchiveDecoder(reader, decoder, progress)
         with atomic_output(str(dst), True) as out:
             return decompress_archive(reader, dec, reader.format, out)
 
@@ -194,9 +207,12 @@ def compress_folder(
     jobs: int = 1,
     quiet: bool = True,
     force: bool = False,
+    base_dir: str | os.PathLike | None = None,
 ) -> FolderResult:
     """Code every tensor file of ``src_dir`` into ``out_dir/<name>.lmgc``, copy the rest, write
-    ``lmgc_folder.json``. The progress bar counts the source bytes."""
+    ``lmgc_folder.json``. The progress bar counts the source bytes. ``base_dir``: a folder whose
+    file of the same relative path each tensor file is coded against (``--base``), when it has
+    one."""
     root, out = Path(src_dir), Path(out_dir)
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise ConfigError(f"{out}: the output folder must not be inside {root}")
@@ -217,7 +233,8 @@ def compress_folder(
                 done = bar.done
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    compress_path(path, out / (rel + SUFFIX), pipeline, bar, jobs)
+                    base = _base_of(base_dir, rel)
+                    compress_path(path, out / (rel + SUFFIX), pipeline, bar, jobs, base)
                 except InputFileError as exc:  # not the file its name says: kept as it is
                     reason = str(exc).removeprefix(f"{path.name}: ")
                     result.uncoded.append((rel, reason))  # its bytes count as copied
@@ -272,8 +289,11 @@ def decompress_folder(
     jobs: int = 1,
     quiet: bool = True,
     force: bool = False,
+    base_dir: str | os.PathLike | None = None,
 ) -> FolderResult:
-    """The folder ``compress_folder`` was given, byte for byte (each file's SHA-256 checked)."""
+    """The folder ``compress_folder`` was given, byte for byte (each file's SHA-256 checked).
+    ``base_dir``: the folder it was coded against (``--base``); every archive that needs a base
+    is checked against its file there before anything is written."""
     from lmgc_core.files.archive import ArchiveReader
 
     root, out = Path(src_dir), Path(out_dir)
@@ -283,19 +303,22 @@ def decompress_folder(
     if missing:
         raise FolderError(f"{root}: files listed in {FOLDER_MANIFEST} are missing: "
                           + ", ".join(missing[:5]))  # fmt: skip
-    _prepare_output(out, force)
     total = 0
     for rel in coded:
         with open(root / (rel + SUFFIX), "rb") as f:
-            size = ArchiveReader(f, rel).source.get("size")
+            reader = ArchiveReader(f, rel)
+            size = reader.source.get("size")
             total += size if type(size) is int else 0
+            _check_base(reader, _base_of(base_dir, rel), rel)
+    _prepare_output(out, force)  # after every check: a refusal writes nothing
     total += sum((root / rel).stat().st_size for rel in copied)
     result = FolderResult()
     with Progress(total, "decompress", quiet) as bar:
         for rel in coded:
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             done = bar.done
-            if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs):
+            base = _base_of(base_dir, rel)
+            if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs, base):
                 result.lossy.append(rel)
             size = (out / rel).stat().st_size
             bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers: not decoded
@@ -304,6 +327,30 @@ def decompress_folder(
             _copy(root / rel, out / rel, bar)
             result.copied.append(rel)
     return result
+
+
+def _base_of(base_dir: str | os.PathLike | None, rel: str) -> Path | None:
+    """The file of ``base_dir`` a folder's file ``rel`` is coded against (None: alone)."""
+    path = None if base_dir is None else Path(base_dir) / rel
+    return path if path is not None and path.is_file() else None
+
+
+def _check_base(reader: Any, base: Path | None, where: str) -> None:
+    """An archive's base record against its file in the base folder (before any output)."""
+    from lmgc_core.files.base_file import check_record, file_digest
+
+    if reader.base is None:
+        return
+    if base is None:
+        check_record(reader.base, None, where)
+    with open(base, "rb") as f:  # type: ignore[arg-type]
+        size, digest = file_digest(f)
+    if digest != reader.base.get("sha256"):
+        raise ConfigError(
+            f"--base {base} ({size} bytes, SHA-256 {digest}) is not the base {where} was "
+            f"compressed against: {reader.base.get('name')!r} ({reader.base.get('size')} bytes, "
+            f"SHA-256 {reader.base.get('sha256')})"
+        )
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -316,12 +363,19 @@ def _say(message: str, err: bool = False) -> None:
 
 
 def compress_folder_command(
-    input: str, output: str | None, force: bool, quiet: bool, jobs: int, pipeline: Any
+    input: str,
+    output: str | None,
+    force: bool,
+    quiet: bool,
+    jobs: int,
+    pipeline: Any,
+    base: str | None = None,
 ) -> None:
-    """``lmgc compress MODEL_DIR -o OUT_DIR``: files it could not code are listed on stderr."""
+    """``lmgc compress MODEL_DIR -o OUT_DIR [--base OLD_DIR]``: files it could not code are
+    listed on stderr."""
     if output is None:
         raise ConfigError(f"{input} is a folder: name the output folder with -o OUT_DIR")
-    result = compress_folder(input, output, pipeline, jobs, quiet, force)
+    result = compress_folder(input, output, pipeline, jobs, quiet, force, base)
     for rel, reason in result.uncoded:
         _say(f"warning: {rel}: copied, not coded ({' '.join(reason.split())})", err=True)
     if not quiet:
@@ -333,12 +387,17 @@ def compress_folder_command(
 
 
 def decompress_folder_command(
-    input: str, output: str | None, force: bool, quiet: bool, jobs: int
+    input: str,
+    output: str | None,
+    force: bool,
+    quiet: bool,
+    jobs: int,
+    base: str | None = None,
 ) -> None:
-    """``lmgc decompress OUT_DIR -o DIR``: the folder back, each file checked."""
+    """``lmgc decompress OUT_DIR -o DIR [--base OLD_DIR]``: the folder back, each file checked."""
     if output is None:
         raise ConfigError(f"{input} is a folder: name the output folder with -o DIR")
-    result = decompress_folder(input, output, jobs, quiet, force)
+    result = decompress_folder(input, output, jobs, quiet, force, base)
     for rel in result.lossy:
         _say(f"warning: {rel}: lossy stages: the arrays are their reconstruction", err=True)
     if not quiet:
