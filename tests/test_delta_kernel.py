@@ -189,7 +189,7 @@ def test_each_block_kind_is_used_and_decodes(level: int) -> None:
     for data, kind in ((new, delta.ULP), (flipped, delta.XOR), (unrelated, delta.ALONE)):
         blocks = _round_trip(data, base, (64, 128), level)
         assert [b[0] for b in blocks] == [kind]
-    ints = np.arange(8192, dtype=np.int32) * 7
+    ints = np.arange(8192, dtype=np.int32) * 2 + 1  # odd: x + 1 carries, x ^ 1 does not
     for data, kind in ((ints + 1, delta.ULP), (ints ^ 1, delta.XOR)):
         blocks = _round_trip(data, ints, (64, 128), level)
         assert [b[0] for b in blocks] == [kind]

@@ -140,23 +140,35 @@ typedef struct {
     int n;
 } BitW;
 
-INLINE void bw_put(BitW *w, u64 v, int n) { /* n <= 64; the caller sized p */
-    while (n > 0) {
-        int take = n > 32 ? 32 : n;
-        w->acc |= (v & (((u64)1 << take) - 1)) << w->n;
-        w->n += take;
-        v = take == 64 ? 0 : v >> take;
-        n -= take;
-        while (w->n >= 8) {
-            w->p[w->pos++] = (u8)w->acc;
-            w->acc >>= 8;
-            w->n -= 8;
-        }
+/* v's low n bits (n <= 32) after the bits written so far; whole 32-bit words are stored */
+INLINE void bw_put32(BitW *w, u64 v, int n) {
+    w->acc |= (v & (((u64)1 << n) - 1)) << w->n;
+    w->n += n;
+    if (w->n >= 32) {
+        u8 *q = w->p + w->pos;
+        q[0] = (u8)w->acc, q[1] = (u8)(w->acc >> 8), q[2] = (u8)(w->acc >> 16);
+        q[3] = (u8)(w->acc >> 24);
+        w->pos += 4;
+        w->acc >>= 32;
+        w->n -= 32;
     }
 }
 
+INLINE void bw_put(BitW *w, u64 v, int n) { /* n <= 64; the caller sized p */
+    if (n > 32) {
+        bw_put32(w, v, 32);
+        v >>= 32;
+        n -= 32;
+    }
+    bw_put32(w, v, n);
+}
+
 static void bw_flush(BitW *w) {
-    if (w->n > 0) w->p[w->pos++] = (u8)w->acc;
+    while (w->n > 0) {
+        w->p[w->pos++] = (u8)w->acc;
+        w->acc >>= 8;
+        w->n -= 8;
+    }
     w->acc = 0, w->n = 0;
 }
 
@@ -1044,7 +1056,8 @@ done:
 
 /* ============================ choice of the transform ====================================== */
 /* Estimated bits (1/65536) of a block as ulp distance, as XOR, and of the values alone (order-0
- * over the exponent, plus sign and mantissa bits): the caller codes the smallest. */
+ * over the exponent, plus sign and mantissa bits), over every 4th value of long segments: the
+ * caller codes the smallest (an encoder-only choice; the block records it). */
 static void estimate(const void *nv, const void *bv, const i64 *segs, i64 nsegs, int width,
                      int ebits, int mbits, u64 cost[3]) {
     Fm fu = make_fm(width, ebits, mbits, T_ULP), fx = make_fm(width, ebits, mbits, T_XOR);
@@ -1053,7 +1066,8 @@ static void estimate(const void *nv, const void *bv, const i64 *segs, i64 nsegs,
     u64 bu = 0, bx = 0, ba = 0;
     for (i64 g = 0; g < nsegs; g++) {
         i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
-        for (i64 k = off; k < off + cnt; k++) {
+        i64 step = cnt >= 4096 ? 4 : 1; /* a sample ranks the three codings as well */
+        for (i64 k = off; k < off + cnt; k += step) {
             u64 nvv = load_v(nv, width, k), b = load_v(bv, width, k);
             int neg;
             int L = bitlen(split(nvv, b, &fu, &neg));
