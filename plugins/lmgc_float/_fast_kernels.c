@@ -317,22 +317,29 @@ static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
  * Encoding runs backwards, symbol k on state k % NSTATES, writing 16-bit words down from the
  * end of `out`; the final states go in front, so decoding reads one forward stream. At most one
  * word per symbol (a symbol adds at most SCALE_BITS < 16 bits): `cap` >= 2 n + 4 NSTATES. */
+typedef struct {
+    u64 rcp;   /* ceil(2^48 / freq): v / freq = (v * rcp) >> 48 exactly for v < 2^32, freq <= 2^15 */
+    u64 limit; /* freq << (32 - sb): a state at or above it sheds 16 bits first */
+    u32 freq, cum;
+} EncSym;
+
 #define RANS_ENCODE(NAME, T)                                                                    \
-    static size_t NAME(const T *syms, size_t n, const u32 *freq, const u32 *cum, u8 *out,      \
-                       size_t cap, const int sb) {                                              \
+    static size_t NAME(const T *syms, size_t n, const EncSym *es, u8 *out, size_t cap,         \
+                       const int sb) {                                                          \
         u32 x[NSTATES];                                                                         \
         for (int i = 0; i < NSTATES; i++) x[i] = RANS_L;                                        \
         u8 *p = out + cap;                                                                      \
         for (size_t k = n; k-- > 0;) {                                                          \
-            u32 s = syms[k], f = freq[s];                                                       \
+            const EncSym *e = &es[syms[k]];                                                     \
             u32 *xs = &x[k & (NSTATES - 1)], v = *xs;                                           \
-            if ((u64)v >= ((u64)f << (32 - sb))) {                                              \
+            if ((u64)v >= e->limit) {                                                           \
                 p -= 2;                                                                         \
                 p[0] = (u8)v;                                                                   \
                 p[1] = (u8)(v >> 8);                                                            \
                 v >>= 16;                                                                       \
             }                                                                                   \
-            *xs = ((v / f) << sb) + (v % f) + cum[s];                                           \
+            u32 q = (u32)(((unsigned __int128)v * e->rcp) >> 48);                               \
+            *xs = (q << sb) + (v - q * e->freq) + e->cum;                                       \
         }                                                                                       \
         for (int i = NSTATES; i-- > 0;) {                                                       \
             p -= 4;                                                                             \
@@ -477,20 +484,30 @@ RANS_DECODE(rans_decode8, u8)
 /* Normalise, write the table, code the symbols; append `varint len | stream` after it. */
 static int code_stream(Buf *b, const void *syms, int wide, size_t n, const u64 *cnt, int nsym,
                        int sb) {
-    u32 freq[MAX_ALPHA], cum[MAX_ALPHA + 1];
+    u32 freq[MAX_ALPHA];
     normalize(cnt, nsym, freq, sb);
     write_table(b, freq, nsym);
-    cum[0] = 0;
-    for (int s = 0; s < nsym; s++) cum[s + 1] = cum[s] + freq[s];
     if (n == 0) {
         put_varint(b, 0);
         return !b->fail;
     }
+    EncSym *es = malloc(sizeof(EncSym) * (size_t)nsym);
     size_t cap = 2 * n + 4 * NSTATES + 16;
     u8 *tmp = work(W_TMP, cap);
-    if (!tmp) return 0;
-    size_t len = wide ? rans_encode16(syms, n, freq, cum, tmp, cap, sb)
-                      : rans_encode8(syms, n, freq, cum, tmp, cap, sb);
+    if (!tmp || !es) {
+        free(es);
+        return 0;
+    }
+    u32 cum = 0;
+    for (int s = 0; s < nsym; s++) {
+        u32 f = freq[s] ? freq[s] : 1; /* absent symbols are never coded */
+        es[s].freq = f, es[s].cum = cum, es[s].limit = (u64)f << (32 - sb);
+        es[s].rcp = ((UINT64_C(1) << 48) + f - 1) / f;
+        cum += freq[s];
+    }
+    size_t len = wide ? rans_encode16(syms, n, es, tmp, cap, sb)
+                      : rans_encode8(syms, n, es, tmp, cap, sb);
+    free(es);
     put_varint(b, (u64)len);
     put_bytes(b, tmp + cap - len, len);
     return !b->fail;
@@ -505,6 +522,130 @@ static int read_stream(Rd *r, int nsym, size_t n, int wide, void *out, DecTab *t
     r->pos += (size_t)len;
     return wide ? rans_decode16(in, (size_t)len, n, t, out)
                 : rans_decode8(in, (size_t)len, n, t, out);
+}
+
+/* -- the block checksum -----------------------------------------------------------------------
+ * Why: a stream must prove that decoding reproduced the original bytes. A SHA-256 of the whole
+ * array runs at ~1 GB/s, slower than this decoder; a 128-bit non-cryptographic hash of each
+ * block's values, computed right after the block is decoded (its values still in cache), costs
+ * a fraction of that and catches the same accidents (a corrupted or mis-decoded block).
+ * The hash is MurmurHash3_x64_128 (Austin Appleby's public-domain design; seed 0) of the block's
+ * values as little-endian bytes, in segment order, as if concatenated: h1 then h2, each 8 bytes
+ * little-endian, appended to every block. Integer arithmetic only, so every CPU agrees. */
+#define MM_C1 UINT64_C(0x87c37b91114253d5)
+#define MM_C2 UINT64_C(0x4cf5ad432745937f)
+
+typedef struct {
+    u64 h1, h2, total;
+    u8 tail[16];
+    size_t ntail;
+} Hash128;
+
+INLINE u64 rotl64(u64 x, int r) { return (x << r) | (x >> (64 - r)); }
+
+INLINE u64 le64(const u8 *p) {
+    u64 v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+INLINE u64 fmix64(u64 k) {
+    k ^= k >> 33;
+    k *= UINT64_C(0xff51afd7ed558ccd);
+    k ^= k >> 33;
+    k *= UINT64_C(0xc4ceb9fe1a85ec53);
+    k ^= k >> 33;
+    return k;
+}
+
+INLINE void mm_round(Hash128 *h, u64 k1, u64 k2) {
+    k1 *= MM_C1;
+    k1 = rotl64(k1, 31);
+    k1 *= MM_C2;
+    h->h1 ^= k1;
+    h->h1 = rotl64(h->h1, 27);
+    h->h1 += h->h2;
+    h->h1 = h->h1 * 5 + 0x52dce729;
+    k2 *= MM_C2;
+    k2 = rotl64(k2, 33);
+    k2 *= MM_C1;
+    h->h2 ^= k2;
+    h->h2 = rotl64(h->h2, 31);
+    h->h2 += h->h1;
+    h->h2 = h->h2 * 5 + 0x38495ab5;
+}
+
+/* Feed n bytes (the stream of bytes is hashed as one message, whatever the pieces). */
+static void hash_bytes(Hash128 *h, const u8 *p, size_t n) {
+    h->total += n;
+    if (h->ntail) {
+        size_t take = 16 - h->ntail < n ? 16 - h->ntail : n;
+        memcpy(h->tail + h->ntail, p, take);
+        h->ntail += take;
+        p += take;
+        n -= take;
+        if (h->ntail < 16) return;
+        mm_round(h, le64(h->tail), le64(h->tail + 8));
+        h->ntail = 0;
+    }
+    u64 h1 = h->h1, h2 = h->h2;
+    for (; n >= 16; p += 16, n -= 16) {
+        u64 k1 = le64(p) * MM_C1, k2 = le64(p + 8) * MM_C2;
+        h1 ^= rotl64(k1, 31) * MM_C2;
+        h1 = (rotl64(h1, 27) + h2) * 5 + 0x52dce729;
+        h2 ^= rotl64(k2, 33) * MM_C1;
+        h2 = (rotl64(h2, 31) + h1) * 5 + 0x38495ab5;
+    }
+    h->h1 = h1;
+    h->h2 = h2;
+    memcpy(h->tail, p, n);
+    h->ntail = n;
+}
+
+static void hash_final(Hash128 *h, u8 out[16]) {
+    u64 k1 = 0, k2 = 0, h1 = h->h1, h2 = h->h2;
+    const u8 *t = h->tail;
+    for (size_t i = h->ntail; i-- > 8;) k2 = (k2 << 8) | t[i];
+    for (size_t i = h->ntail < 8 ? h->ntail : 8; i-- > 0;) k1 = (k1 << 8) | t[i];
+    if (h->ntail > 8) h2 ^= rotl64(k2 * MM_C2, 33) * MM_C1;
+    if (h->ntail > 0) h1 ^= rotl64(k1 * MM_C1, 31) * MM_C2;
+    h1 ^= h->total;
+    h2 ^= h->total;
+    h1 += h2;
+    h2 += h1;
+    h1 = fmix64(h1);
+    h2 = fmix64(h2);
+    h1 += h2;
+    h2 += h1;
+    for (int i = 0; i < 8; i++) {
+        out[i] = (u8)(h1 >> (8 * i));
+        out[8 + i] = (u8)(h2 >> (8 * i));
+    }
+}
+
+/* The checksum of the values `segs` names: little-endian bytes of each, in segment order. */
+static void hash_values(const void *vals, const i64 *segs, i64 nsegs, int width, u8 out[16]) {
+    Hash128 h = {0};
+    size_t w = (size_t)width / 8;
+    for (i64 g = 0; g < nsegs; g++) {
+        const u8 *p = (const u8 *)vals + (size_t)segs[3 * g] * w;
+        size_t n = (size_t)(segs[3 * g + 1] * segs[3 * g + 2]) * w;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        u8 le[4096];
+        for (size_t done = 0; done < n; done += sizeof le) {
+            size_t m = n - done < sizeof le ? n - done : sizeof le;
+            for (size_t i = 0; i < m; i += w)
+                for (size_t b = 0; b < w; b++) le[i + b] = p[done + i + w - 1 - b];
+            hash_bytes(&h, le, m);
+        }
+#else
+        hash_bytes(&h, p, n);
+#endif
+    }
+    hash_final(&h, out);
 }
 
 /* -- value access ---------------------------------------------------------------------------- */
@@ -613,41 +754,46 @@ INLINE void plan_segment(const int W, const void *vals, const Fmt *f, i64 off, i
     const int can2 = rows >= 2; /* a one-row segment never touches the column arrays */
     if (can2)
         for (i64 j = 0; j < cols; j++) s->cnt_c[j] = s->sum_c[j] = s->neg_c[j] = 0, s->zc[j] = 1;
+    /* one pass over the rows (branch-free, so it vectorises): zero rows / columns, row means,
+     * then, while the row is in L1, its share of the column means of (exponent - row mean) and
+     * of the columns' majority sign (the first round of the sign pattern below) */
     for (i64 i = 0; i < rows; i++) {
-        i64 rsum = 0, rcnt = 0;
-        int zrow = 1;
+        const i64 base = off + i * cols;
+        i64 rsum = 0, rcnt = 0, rneg = 0;
+        u64 any = 0;
         for (i64 j = 0; j < cols; j++) {
-            u64 v = load_v(vals, W, off + i * cols + j);
-            if (v) {
-                zrow = 0;
-                if (can2) s->zc[j] = 0;
-            }
-            if (is_zero(v, sb)) continue;
-            i64 ex = (i64)((v >> M) & em);
-            rsum += ex, rcnt++;
-            tneg += (v & sb) != 0;
+            u64 v = load_v(vals, W, base + j);
+            i64 nz = !is_zero(v, sb);
+            any |= v;
+            if (can2) s->zc[j] &= v == 0;
+            rsum += nz ? (i64)((v >> M) & em) : 0;
+            rcnt += nz;
+            rneg += nz & (i64)(v >> (W - 1));
         }
+        int zrow = any == 0;
         s->zr[i] = (u8)zrow;
         any_zr |= zrow;
         s->R[i] = rcnt ? floor_div(2 * (rsum << FRAC) + rcnt, 2 * rcnt) : (i ? s->R[i - 1] : 0);
         s->cnt_r[i] = rcnt;
-        tsum += rsum, tcnt += rcnt;
+        tsum += rsum, tcnt += rcnt, tneg += rneg;
+        if (can2 && rcnt) {
+            const i64 Ri = s->R[i];
+            for (i64 j = 0; j < cols; j++) {
+                u64 v = load_v(vals, W, base + j);
+                i64 nz = !is_zero(v, sb);
+                s->sum_c[j] += nz ? ((i64)((v >> M) & em) << FRAC) - Ri : 0;
+                s->cnt_c[j] += nz;
+                s->neg_c[j] += nz ? 2 * (i64)(v >> (W - 1)) - 1 : 0;
+            }
+        }
     }
     if (can2)
         for (i64 j = 0; j < cols; j++) any_zc |= s->zc[j];
     *R0 = tcnt ? floor_div(2 * (tsum << FRAC) + tcnt, 2 * tcnt) : 0;
-    if (can2) { /* column means of (exponent - row mean), the rank-1 model's second factor */
-        for (i64 i = 0; i < rows; i++)
-            for (i64 j = 0; j < cols; j++) {
-                u64 v = load_v(vals, W, off + i * cols + j);
-                if (is_zero(v, sb)) continue;
-                s->sum_c[j] += ((i64)((v >> M) & em) << FRAC) - s->R[i];
-                s->cnt_c[j]++;
-            }
+    if (can2)
         for (i64 j = 0; j < cols; j++)
             s->C[j] = s->cnt_c[j] ? floor_div(2 * s->sum_c[j] + s->cnt_c[j], 2 * s->cnt_c[j])
                                   : (j ? s->C[j - 1] : 0);
-    }
     /* histograms of A under the three modes (0: segment mean, 1: row means, 2: rank-1) */
     const int nA = f->nA;
     u32 *h0 = s->hist, *h1 = s->hist + nA, *h2 = s->hist + 2 * nA;
@@ -684,41 +830,40 @@ INLINE void plan_segment(const int W, const void *vals, const Fmt *f, i64 off, i
     /* signs: a rank-1 sign pattern (row sign XOR column sign), when it pays */
     int use_sign = 0;
     if (can2 && tcnt) {
-        for (i64 j = 0; j < cols; j++) s->cs[j] = 0;
+        /* columns' majority sign (counted in the pass above), rows' majority against the
+         * columns, columns again against the rows, rows again; the misses of the final pattern
+         * follow from the last rows' scores: a row's misses are its values whose sign differs
+         * from its row sign XOR column sign */
+        for (i64 j = 0; j < cols; j++) s->cs[j] = s->neg_c[j] > 0;
+        u64 miss = 0;
         for (int round = 0; round < 2; round++) {
-            if (round == 0) { /* columns' majority sign */
-                for (i64 i = 0; i < rows; i++)
-                    for (i64 j = 0; j < cols; j++) {
-                        u64 v = load_v(vals, W, off + i * cols + j);
-                        if (!is_zero(v, sb)) s->neg_c[j] += (v & sb) ? 1 : -1;
-                    }
-                for (i64 j = 0; j < cols; j++) s->cs[j] = s->neg_c[j] > 0;
-            }
             for (i64 i = 0; i < rows; i++) { /* rows' majority against the columns */
-                i64 score = 0;
+                const i64 base = off + i * cols;
+                i64 score = 0, nnz = 0;
                 for (i64 j = 0; j < cols; j++) {
-                    u64 v = load_v(vals, W, off + i * cols + j);
-                    if (!is_zero(v, sb)) score += (((v & sb) != 0) ^ s->cs[j]) ? 1 : -1;
+                    u64 v = load_v(vals, W, base + j);
+                    i64 nz = !is_zero(v, sb), d = (i64)(((v >> (W - 1)) ^ s->cs[j]) & 1);
+                    score += nz ? 2 * d - 1 : 0;
+                    nnz += nz;
                 }
                 s->rs[i] = score > 0;
+                /* score = m1 - m0, nnz = m1 + m0 (m1: sign differs from the column's) */
+                if (round == 1) miss += (u64)(s->rs[i] ? (nnz - score) / 2 : (nnz + score) / 2);
             }
             if (round == 0) { /* columns again, against the rows */
                 for (i64 j = 0; j < cols; j++) s->neg_c[j] = 0;
-                for (i64 i = 0; i < rows; i++)
+                for (i64 i = 0; i < rows; i++) {
+                    const i64 base = off + i * cols;
+                    const u64 ri = s->rs[i];
                     for (i64 j = 0; j < cols; j++) {
-                        u64 v = load_v(vals, W, off + i * cols + j);
-                        if (!is_zero(v, sb))
-                            s->neg_c[j] += (((v & sb) != 0) ^ s->rs[i]) ? 1 : -1;
+                        u64 v = load_v(vals, W, base + j);
+                        i64 nz = !is_zero(v, sb), d = (i64)(((v >> (W - 1)) ^ ri) & 1);
+                        s->neg_c[j] += nz ? 2 * d - 1 : 0;
                     }
+                }
                 for (i64 j = 0; j < cols; j++) s->cs[j] = s->neg_c[j] > 0;
             }
         }
-        u64 miss = 0;
-        for (i64 i = 0; i < rows; i++)
-            for (i64 j = 0; j < cols; j++) {
-                u64 v = load_v(vals, W, off + i * cols + j);
-                if (!is_zero(v, sb)) miss += ((v & sb) != 0) ^ s->rs[i] ^ s->cs[j];
-            }
         u64 with = bits_cost(miss, (u64)tcnt) + (u64)((rows + 7) / 8 + (cols + 7) / 8) * 8 * 65536;
         use_sign = with < bits_cost((u64)tneg, (u64)tcnt);
     }
@@ -800,8 +945,8 @@ static i64 total_values(const i64 *segs, i64 nsegs) {
     return n;
 }
 
-/* 1: done, 0: no memory */
-static int encode_float(const void *vals, const i64 *segs, i64 nsegs, const Fmt *f, Buf *out) {
+/* 1: done, 0: no memory. Compiled twice, like decode_float. */
+CLONES static int encode_float(const void *vals, const i64 *segs, i64 nsegs, const Fmt *f, Buf *out) {
     i64 n = total_values(segs, nsegs);
     Scratch s = {0};
     Buf side = {0};
@@ -959,8 +1104,8 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, const
 /* Reconstruct one segment; the caller checked that its coded values fit in A, B and raw. */
 INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scratch *s, int flags,
                             i64 R0, const u16 *A, size_t *na, const u8 *B, size_t *nb,
-                            const u8 *raw, const int W, const int RB, const int M, const int K,
-                            const int E, const int V3, const int NIB) {
+                            const u8 *raw, Hash128 *h, const int W, const int RB, const int M,
+                            const int K, const int E, const int V3, const int NIB) {
     const int mode = flags & F_EXP_MODE, zrows = flags & F_ZROWS;
     const int variant = (mode == 2) * 4 + ((flags & F_SIGN) ? 2 : 0) + ((flags & F_ZCOLS) ? 1 : 0);
     if (flags & F_ZCOLS) { /* the live columns first, then the zero ones (see rebuild_row) */
@@ -980,6 +1125,7 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scrat
         i64 base = off + i * cols;
         if (zrows && s->zr[i]) {
             for (i64 j = 0; j < cols; j++) store_v(outv, W, base + j, 0);
+            if (h) hash_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
             continue;
         }
         i64 rfix = mode == 0 ? R0 : s->R[i];
@@ -999,6 +1145,9 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scrat
             default: ROW(1, 1, 1)
         }
 #undef ROW
+        /* the row's bytes are in L1 now, and the hash's dependent multiplies overlap with the
+         * next row's reconstruction */
+        if (h) hash_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
     }
 }
 
@@ -1006,7 +1155,7 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scrat
  * Compiled twice (AVX2 and baseline, chosen when the module loads) so the reconstruction loops
  * use wider vectors where the CPU has them. */
 CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, const i64 *segs,
-                                       i64 nsegs, const Fmt *f, int v3) {
+                                       i64 nsegs, const Fmt *f, int v3, Hash128 *h) {
     i64 n = total_values(segs, nsegs);
     Rd r = {blk, len, 1, 0};
     u64 na = get_varint(&r), nb = get_varint(&r), side_len = get_varint(&r);
@@ -1094,7 +1243,7 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
         switch (v3 * 4096 + f->width * 64 + f->mbits) { /* one loop per version and format */
 #define REBUILD(V, WW, RB, MM, KK, EE, NIB)                                                     \
     case V * 4096 + WW * 64 + MM:                                                               \
-        rebuild_segment(outv, off, rows, cols, &s, flags, R0, A, &ai, B, &bi, raw, WW, RB, MM, \
+        rebuild_segment(outv, off, rows, cols, &s, flags, R0, A, &ai, B, &bi, raw, h, WW, RB, MM, \
                         KK, EE, V, NIB);                                                        \
         break;
             REBUILD(0, 32, 2, 23, 7, 8, 0)
@@ -1192,130 +1341,6 @@ static const char *decode_stored(const u8 *blk, size_t len, void *outv, const i6
         pos += (size_t)cnt * (width / 8);
     }
     return NULL;
-}
-
-/* -- the block checksum -----------------------------------------------------------------------
- * Why: a stream must prove that decoding reproduced the original bytes. A SHA-256 of the whole
- * array runs at ~1 GB/s, slower than this decoder; a 128-bit non-cryptographic hash of each
- * block's values, computed right after the block is decoded (its values still in cache), costs
- * a fraction of that and catches the same accidents (a corrupted or mis-decoded block).
- * The hash is MurmurHash3_x64_128 (Austin Appleby's public-domain design; seed 0) of the block's
- * values as little-endian bytes, in segment order, as if concatenated: h1 then h2, each 8 bytes
- * little-endian, appended to every block. Integer arithmetic only, so every CPU agrees. */
-#define MM_C1 UINT64_C(0x87c37b91114253d5)
-#define MM_C2 UINT64_C(0x4cf5ad432745937f)
-
-typedef struct {
-    u64 h1, h2, total;
-    u8 tail[16];
-    size_t ntail;
-} Hash128;
-
-INLINE u64 rotl64(u64 x, int r) { return (x << r) | (x >> (64 - r)); }
-
-INLINE u64 le64(const u8 *p) {
-    u64 v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
-INLINE u64 fmix64(u64 k) {
-    k ^= k >> 33;
-    k *= UINT64_C(0xff51afd7ed558ccd);
-    k ^= k >> 33;
-    k *= UINT64_C(0xc4ceb9fe1a85ec53);
-    k ^= k >> 33;
-    return k;
-}
-
-INLINE void mm_round(Hash128 *h, u64 k1, u64 k2) {
-    k1 *= MM_C1;
-    k1 = rotl64(k1, 31);
-    k1 *= MM_C2;
-    h->h1 ^= k1;
-    h->h1 = rotl64(h->h1, 27);
-    h->h1 += h->h2;
-    h->h1 = h->h1 * 5 + 0x52dce729;
-    k2 *= MM_C2;
-    k2 = rotl64(k2, 33);
-    k2 *= MM_C1;
-    h->h2 ^= k2;
-    h->h2 = rotl64(h->h2, 31);
-    h->h2 += h->h1;
-    h->h2 = h->h2 * 5 + 0x38495ab5;
-}
-
-/* Feed n bytes (the stream of bytes is hashed as one message, whatever the pieces). */
-static void hash_bytes(Hash128 *h, const u8 *p, size_t n) {
-    h->total += n;
-    if (h->ntail) {
-        size_t take = 16 - h->ntail < n ? 16 - h->ntail : n;
-        memcpy(h->tail + h->ntail, p, take);
-        h->ntail += take;
-        p += take;
-        n -= take;
-        if (h->ntail < 16) return;
-        mm_round(h, le64(h->tail), le64(h->tail + 8));
-        h->ntail = 0;
-    }
-    u64 h1 = h->h1, h2 = h->h2;
-    for (; n >= 16; p += 16, n -= 16) {
-        u64 k1 = le64(p) * MM_C1, k2 = le64(p + 8) * MM_C2;
-        h1 ^= rotl64(k1, 31) * MM_C2;
-        h1 = (rotl64(h1, 27) + h2) * 5 + 0x52dce729;
-        h2 ^= rotl64(k2, 33) * MM_C1;
-        h2 = (rotl64(h2, 31) + h1) * 5 + 0x38495ab5;
-    }
-    h->h1 = h1;
-    h->h2 = h2;
-    memcpy(h->tail, p, n);
-    h->ntail = n;
-}
-
-static void hash_final(Hash128 *h, u8 out[16]) {
-    u64 k1 = 0, k2 = 0, h1 = h->h1, h2 = h->h2;
-    const u8 *t = h->tail;
-    for (size_t i = h->ntail; i-- > 8;) k2 = (k2 << 8) | t[i];
-    for (size_t i = h->ntail < 8 ? h->ntail : 8; i-- > 0;) k1 = (k1 << 8) | t[i];
-    if (h->ntail > 8) h2 ^= rotl64(k2 * MM_C2, 33) * MM_C1;
-    if (h->ntail > 0) h1 ^= rotl64(k1 * MM_C1, 31) * MM_C2;
-    h1 ^= h->total;
-    h2 ^= h->total;
-    h1 += h2;
-    h2 += h1;
-    h1 = fmix64(h1);
-    h2 = fmix64(h2);
-    h1 += h2;
-    h2 += h1;
-    for (int i = 0; i < 8; i++) {
-        out[i] = (u8)(h1 >> (8 * i));
-        out[8 + i] = (u8)(h2 >> (8 * i));
-    }
-}
-
-/* The checksum of the values `segs` names: little-endian bytes of each, in segment order. */
-static void hash_values(const void *vals, const i64 *segs, i64 nsegs, int width, u8 out[16]) {
-    Hash128 h = {0};
-    size_t w = (size_t)width / 8;
-    for (i64 g = 0; g < nsegs; g++) {
-        const u8 *p = (const u8 *)vals + (size_t)segs[3 * g] * w;
-        size_t n = (size_t)(segs[3 * g + 1] * segs[3 * g + 2]) * w;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        u8 le[4096];
-        for (size_t done = 0; done < n; done += sizeof le) {
-            size_t m = n - done < sizeof le ? n - done : sizeof le;
-            for (size_t i = 0; i < m; i += w)
-                for (size_t b = 0; b < w; b++) le[i + b] = p[done + i + w - 1 - b];
-            hash_bytes(&h, le, m);
-        }
-#else
-        hash_bytes(&h, p, n);
-#endif
-    }
-    hash_final(&h, out);
 }
 
 /* -- Python bindings ------------------------------------------------------------------------- */
@@ -1424,18 +1449,25 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         } else {
             len -= DIGEST; /* the body, then its values' digest */
             int kind = b[0] == KIND_FLOAT3 ? KIND_FLOAT : b[0], v3 = b[0] == KIND_FLOAT3;
+            Hash128 hash = {0}, *fused = &hash; /* float blocks hash each row as it is built */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+            fused = NULL;
+#endif
             if (kind == KIND_STORED)
                 err = decode_stored(b, len, out.buf, sg, nsegs, width);
             else if (kind == KIND_FLOAT && ebits) {
                 Fmt f = make_fmt(width, ebits, mbits);
-                err = decode_float(b, len, out.buf, sg, nsegs, &f, v3);
+                err = decode_float(b, len, out.buf, sg, nsegs, &f, v3, fused);
             } else if (kind == KIND_INT && !ebits)
                 err = decode_int(b, len, out.buf, sg, nsegs, width);
             else
                 err = "unknown block kind for this dtype";
             if (!err) { /* the values are still in cache: check them against the digest */
                 u8 digest[DIGEST];
-                hash_values(out.buf, sg, nsegs, width, digest);
+                if (fused && kind == KIND_FLOAT)
+                    hash_final(fused, digest);
+                else
+                    hash_values(out.buf, sg, nsegs, width, digest);
                 if (memcmp(digest, b + len, DIGEST) != 0) err = CHECKSUM_MISMATCH;
             }
         }
