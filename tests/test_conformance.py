@@ -35,8 +35,11 @@ BUILTINS = [
     ("serializer", "iso", {}),
     ("prior", "uniform", {"batch_independent": True}),
     ("prior", "adaptive", {}),
-    ("prior", "float", {}),
+    ("prior", "float", {}),  # level 1, the default
     ("prior", {"name": "float", "layout": [[4, 8], [8]], "block_values": 64}, {}),
+    # level 2 leaves its level out of get_config (recorded_defaults): the kit replays it at 2
+    ("prior", {"name": "float", "level": 2}, {}),
+    ("prior", {"name": "float", "layout": [[4, 8], [8]], "block_values": 64, "level": 2}, {}),
     (
         "prior",
         {"name": "adaptive", "initial": 0.5, "limit": 4096},

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from lmgc_core.coding.pipeline import Pipeline
+from lmgc_core.components import registry
 from lmgc_core.components.interfaces import ArrayCoding, Prior
 from lmgc_core.testing._common import (
     ConformanceError,
@@ -114,7 +115,8 @@ def _check_fingerprint(sub: Subject, covers: Mapping[str, str]) -> None:
                 "being refused; add it (or pass fingerprint_covers={option: key} when another "
                 "fingerprint entry stands for it)",
             )
-    rebuilt = sub.rebuild(json_copy(prior.get_config()))
+    with registry.recorded():  # as a stream header's config is rebuilt
+        rebuilt = sub.rebuild(json_copy(prior.get_config()))
     if rebuilt.fingerprint() != fp:
         sub.fail(
             "config replay",
