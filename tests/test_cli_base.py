@@ -245,3 +245,29 @@ def test_folder_against_a_base_folder_file_by_file(tmp_path: Path, checkpoints) 
     lmgc("decompress", packed, "--base", old, "-o", back, "-q")
     for name in ("model.safetensors", "training_state.pt", "config.json", "extra.npy"):
         assert (back / name).read_bytes() == (new / name).read_bytes(), name
+
+
+def test_fortran_and_noted_dtypes_match_through_their_coding_views(tmp_path: Path) -> None:
+    """Fortran order, complex, bool, datetime: OLD's chunk takes the same view as NEW's."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((40, 30)).astype(np.float32)
+    arrays = {
+        "fortran": np.asfortranarray(w),
+        "complex": (w + 1j * w.T.copy().T).astype(np.complex64),
+        "mask": w > 0,
+        "times": (np.datetime64("2026-01-01") + np.arange(1200)).reshape(40, 30),
+    }
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    moved = {k: (v + np.float32(1e-4) * v if v.dtype.kind in "fc" else v)
+             for k, v in arrays.items()}
+    moved["fortran"] = np.asfortranarray(moved["fortran"])
+    new = tmp_path / "new.npz"
+    np.savez(new, **moved)
+    packed = tmp_path / "new.lmgc"
+    lmgc("compress", new, "--base", old, "-o", packed, "-q")
+    back = tmp_path / "back.npz"
+    lmgc("decompress", packed, "--base", old, "-o", back, "-q")
+    assert back.read_bytes() == new.read_bytes()
+    against = {t["name"]: t.get("base") for t in _manifest(packed)["tensors"]}
+    assert against["fortran"] == "fortran" and against["complex"] == "complex", against
