@@ -109,6 +109,25 @@ class PriorSession(ABC):
         """Release per-batch resources (KV caches...)."""
 
 
+class FeedingSession(PriorSession):
+    """A session whose scores follow from what it was fed alone: :meth:`start` and
+    :meth:`advance` both feed the symbols (:meth:`_feed`), then score (:meth:`_scores`)."""
+
+    @abstractmethod
+    def _feed(self, symbols: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _scores(self) -> Any: ...
+
+    def start(self, prefix: np.ndarray) -> Any:
+        self._feed(prefix)
+        return self._scores()
+
+    def advance(self, symbols: np.ndarray) -> Any:
+        self._feed(symbols)
+        return self._scores()
+
+
 class Prior(Component):
     """A next-symbol predictor. Encoder and decoder drive it through identical calls."""
 

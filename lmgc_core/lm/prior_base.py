@@ -110,9 +110,9 @@ def check_positive(label: str, value: Any) -> None:
 
 class LMPrior(Prior):
     """Base of the LM priors; ``model=None`` is the bundled SmolLM2-135M GGUF. A subclass sets
-    ``backend`` and ``impl_version`` and implements :meth:`loaded`."""
+    ``name`` (also its fingerprint's ``backend``) and ``impl_version`` and implements
+    :meth:`loaded`."""
 
-    backend: ClassVar[str]
     impl_version: ClassVar[int]
     default_batch_size: ClassVar[int] = 8
     default_window: ClassVar[int] = 2048
@@ -129,7 +129,7 @@ class LMPrior(Prior):
     def model_fingerprint(self) -> JSON:
         """The entries every backend records first: backend, version, model hash and format."""
         return {
-            "backend": self.backend,
+            "backend": self.name,
             "impl": self.impl_version,
             "model_sha256": models.model_sha256(self.path),
             "model_format": "gguf" if models.is_gguf(self.path) else "hf",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lmgc_core.components.interfaces import JSON, ContextScores, Prior, PriorSession
+from lmgc_core.components.interfaces import JSON, ContextScores, FeedingSession, Prior, PriorSession
 from lmgc_core.util.errors import ConfigError
 
 
@@ -36,7 +36,7 @@ def _context_phases(pattern: Sequence[int]) -> np.ndarray:
     return source
 
 
-class _AdaptiveSession(PriorSession):
+class _AdaptiveSession(FeedingSession):
     def __init__(
         self, size: int, rows: int, pattern: Sequence[int], initial: float, limit: float
     ) -> None:
@@ -71,14 +71,6 @@ class _AdaptiveSession(PriorSession):
                 table[full] *= 0.5
             self._history[q] = column
             self._pos += 1
-
-    def start(self, prefix: np.ndarray) -> ContextScores:
-        self._feed(prefix)
-        return self._scores()
-
-    def advance(self, symbols: np.ndarray) -> ContextScores:
-        self._feed(symbols)
-        return self._scores()
 
 
 class AdaptivePrior(Prior):

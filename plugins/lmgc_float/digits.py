@@ -18,13 +18,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lmgc_core.components.interfaces import ContextScores, PriorSession
+from lmgc_core.components.interfaces import ContextScores, FeedingSession
 
 INITIAL = 0.25
 LIMIT = float(1 << 20)
 
 
-class DigitSession(PriorSession):
+class DigitSession(FeedingSession):
     def __init__(self, alphabet: Sequence[bytes], rows: int, pattern: Sequence[int]) -> None:
         self._size = len(alphabet)
         self._period = len(pattern)
@@ -71,11 +71,3 @@ class DigitSession(PriorSession):
                     self._prev[1] = self._digits[min(1, len(self._free) - 1)]
                     self._zero[:] = True
             self._pos += 1
-
-    def start(self, prefix: np.ndarray) -> ContextScores:
-        self._feed(prefix)
-        return self._scores()
-
-    def advance(self, symbols: np.ndarray) -> ContextScores:
-        self._feed(symbols)
-        return self._scores()

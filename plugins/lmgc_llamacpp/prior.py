@@ -255,7 +255,6 @@ class LlamaCppPrior(LMPrior):
     """A GGUF model run by llama.cpp; ``model=None`` is the bundled SmolLM2-135M GGUF."""
 
     name = "llamacpp"
-    backend: ClassVar[str] = "llamacpp"
     impl_version: ClassVar[int] = IMPL_VERSION
 
     def __init__(
@@ -391,7 +390,7 @@ class LlamaSession(LMSession):
     def __init__(
         self, prior: LlamaCppPrior, lm: _Model, ids: np.ndarray, batch_size: int, window: int
     ) -> None:
-        super().__init__(prior.backend, batch_size, window)
+        super().__init__(prior.name, batch_size, window)
         self.lm = lm
         self.ids = ids
         self.key = (batch_size, _cells(window), prior.n_batch, batch_size)

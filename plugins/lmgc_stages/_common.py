@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from lmgc_core.util.bytes_layout import native
@@ -34,6 +36,19 @@ def hex_to_float(text: str, dtype: np.dtype) -> np.ndarray:
     except (TypeError, ValueError):
         raise StreamError(f"bad float bit pattern {text!r} in stage state") from None
     return np.array([bits], dtype=f"u{dtype.itemsize}").view(dtype)[0]
+
+
+def float_parts(
+    parts: dict[str, np.ndarray], out: dict[str, np.ndarray]
+) -> Iterator[tuple[str, np.ndarray]]:
+    """The float parts of ``parts`` (native byte order), in order; every other part goes to
+    ``out`` unchanged where it stands (the order of the parts is the order in the stream)."""
+    for name, arr in parts.items():
+        arr = native(arr)
+        if is_float(arr.dtype):
+            yield name, arr
+        else:
+            out[name] = arr
 
 
 def expect_part(parts: dict[str, np.ndarray], name: str, stage: str) -> np.ndarray:

@@ -32,10 +32,9 @@ from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 from ._common import (
     dtype_name,
     expect_part,
+    float_parts,
     float_to_hex,
     hex_to_float,
-    is_float,
-    native,
     parse_dtype,
 )
 
@@ -80,11 +79,7 @@ class QuantizeStage(Stage):
     def forward(self, parts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], JSON]:
         out: dict[str, np.ndarray] = {}
         states: dict[str, JSON] = {}
-        for name, arr in parts.items():
-            arr = native(arr)
-            if not is_float(arr.dtype):
-                out[name] = arr
-                continue
+        for name, arr in float_parts(parts, out):
             x = arr.astype(np.float64)
             bad = int(np.count_nonzero(~np.isfinite(x)))
             if bad:

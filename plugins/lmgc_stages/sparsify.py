@@ -31,7 +31,7 @@ import numpy as np
 from lmgc_core.components.interfaces import JSON, Stage
 from lmgc_core.util.errors import ConfigError, StreamError
 
-from ._common import dtype_name, expect_part, is_float, native, parse_dtype
+from ._common import dtype_name, expect_part, float_parts, parse_dtype
 
 METHODS = ("topk", "random")
 INDEX_FORMATS = ("bitmask", "delta")
@@ -124,11 +124,7 @@ class SparsifyStage(Stage):
     def forward(self, parts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], JSON]:
         out: dict[str, np.ndarray] = {}
         states: dict[str, JSON] = {}
-        for name, arr in parts.items():
-            arr = native(arr)
-            if not is_float(arr.dtype):
-                out[name] = arr
-                continue
+        for name, arr in float_parts(parts, out):
             n = arr.size
             k = self.count(n)
             topk = self.method == "topk"

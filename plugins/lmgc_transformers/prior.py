@@ -205,7 +205,6 @@ class TransformersPrior(LMPrior):
     """A causal LM run by PyTorch; ``model=None`` is the bundled SmolLM2-135M GGUF."""
 
     name = "transformers"
-    backend: ClassVar[str] = "transformers"
     impl_version: ClassVar[int] = IMPL_VERSION
 
     def __init__(
@@ -391,7 +390,7 @@ class TorchSession(LMSession):
         window: int,
         threads: int,
     ) -> None:
-        super().__init__(TransformersPrior.backend, batch_size, window)
+        super().__init__(TransformersPrior.name, batch_size, window)
         self.lm = lm
         self.tids = tids
         self.head = head
