@@ -937,7 +937,8 @@ INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off
     i64 q = 0;
     if (W <= 32)
         for (; q < cnt && pos <= fast_end && raw->len >= 8; q++) { /* one load, one shift */
-            u64 b = load_v(bv, W, off + q), sym = S[q], L = sym >> 1, neg = sym & 1;
+            u64 b = load_v(bv, W, off + q), sym = S[q], neg = sym & 1;
+            u64 L = sym > smax ? 0 : sym >> 1; /* a damaged symbol: flagged, no wild shift */
             bad |= (sym > smax) | (neg & xor);
             int rb = L ? (int)L - 1 : 0;
             u64 w;
@@ -964,7 +965,7 @@ INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off
         }
     raw->pos = pos, raw->acc = acc, raw->used = used, raw->n = n;
     for (; q < cnt; q++) { /* near the end of the raw bits, and 64-bit values */
-        u64 b = load_v(bv, W, off + q), sym = S[q], L = sym >> 1, neg = sym & 1;
+        u64 b = load_v(bv, W, off + q), sym = S[q], L = sym > smax ? 0 : sym >> 1, neg = sym & 1;
         bad |= (sym > smax) | (neg & xor);
         int rb = L ? (int)L - 1 : 0;
         u64 mag = (L ? (u64)1 << rb : 0) | br_get(raw, rb), nv;
