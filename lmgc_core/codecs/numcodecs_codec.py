@@ -55,6 +55,7 @@ from numcodecs.compat import (
 )
 
 from lmgc_core.codecs import time_axis as series
+from lmgc_core.coding.config_file import check_keys
 from lmgc_core.coding.recorded import recorded_config
 from lmgc_core.components import registry
 from lmgc_core.components.spec import spec_dict
@@ -87,11 +88,7 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
     (no component is built). Raises :class:`ConfigError` on unknown keys."""
     from lmgc_core.coding.pipeline import DEFAULTS
 
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise ConfigError(
-            f"unknown pipeline keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}"
-        )
+    check_keys(config, DEFAULTS)
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None or k == "batch"}}
     if cfg["level"] is None:  # absent means the prior's own default: configs stay as before
         del cfg["level"]

@@ -9,6 +9,7 @@ which the command-line options go through too).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,13 @@ def check_size(data: Any, where: str) -> None:
             items = value.values() if isinstance(value, dict) else value
             stack.extend((v, depth + 1) for v in items)
             count += len(value) if isinstance(value, dict) else 0  # the keys
+
+
+def check_keys(config: Mapping[str, Any], valid: Iterable[str]) -> None:
+    """Refuse keys a pipeline configuration does not have, naming the valid ones."""
+    unknown = set(config) - set(valid)
+    if unknown:
+        raise ConfigError(f"unknown pipeline keys {sorted(unknown)}; valid keys: {sorted(valid)}")
 
 
 def _load_yaml(text: str) -> Any:
