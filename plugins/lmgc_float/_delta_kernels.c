@@ -45,6 +45,7 @@
 #define NSYM1 (2 * MAXW + 2)   /* level 1: S = 2 L + sign */
 #define NTAB1 (MAXW + 1)       /* level 1: a table per predicted L */
 #define FRAC1 2                /* fraction bits of the side information */
+#define CHUNK1 8192            /* level-1 decoding: values per pass over contexts and symbols */
 #define PCTX2 (2 * MAXW + 1)   /* level 2: predicted L in half steps */
 #define SIDE_LIMIT (INT64_C(1) << 20)
 
@@ -886,13 +887,34 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
 static void init_simd(void) {}
 #endif
 
-static int rans_symbols(RansDec *d, const u32 *tbl, const u8 *ctx, u8 *out, size_t n) {
+/* one symbol on state (k0 + k) mod NSTATES; 0: the stream ran out */
+INLINE int rans_one(u32 *x, const u8 **pp, const u8 *end, const u32 *tbl, const u8 *ctx, u8 *out,
+                    size_t k0, size_t k) {
+    u32 *xs = &x[(k0 + k) & (NSTATES - 1)], v = *xs;
+    u32 e = tbl[((size_t)ctx[k] << SCALE_BITS) | (v & (SCALE - 1))];
+    out[k] = (u8)(e >> 24);
+    v = ((e & (SCALE - 1)) + 1) * (v >> SCALE_BITS) + ((e >> 12) & (SCALE - 1));
+    if (v < RANS_L) {
+        if (end - *pp < 2) return 0;
+        v = (v << 16) | rd16(*pp);
+        *pp += 2;
+    }
+    *xs = v;
+    return 1;
+}
+
+/* n symbols, the first on state k0 mod NSTATES (chunks of a block continue its states) */
+static int rans_symbols(RansDec *d, const u32 *tbl, const u8 *ctx, u8 *out, size_t n, size_t k0) {
     u32 *x = d->x;
     const u8 *p = d->p, *end = d->end;
     size_t k = 0;
+    for (; k < n && ((k0 + k) & (NSTATES - 1)); k++) /* up to the next whole group */
+        if (!rans_one(x, &p, end, tbl, ctx, out, k0, k)) return 0;
+    size_t g = 0;
 #ifdef HAVE_AVX2
-    if (use_simd) k = rans_groups_avx2(x, &p, end, tbl, ctx, out, n);
+    if (use_simd) g = rans_groups_avx2(x, &p, end, tbl, ctx + k, out + k, n - k);
 #endif
+    k += g;
     for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {
         for (int i = 0; i < NSTATES; i++) {
             u32 v = x[i], e = tbl[((size_t)ctx[k + i] << SCALE_BITS) | (v & (SCALE - 1))];
@@ -906,18 +928,8 @@ static int rans_symbols(RansDec *d, const u32 *tbl, const u8 *ctx, u8 *out, size
             p += 2 * r;
         }
     }
-    for (; k < n; k++) {
-        u32 *xs = &x[k & (NSTATES - 1)], v = *xs;
-        u32 e = tbl[((size_t)ctx[k] << SCALE_BITS) | (v & (SCALE - 1))];
-        out[k] = (u8)(e >> 24);
-        v = ((e & (SCALE - 1)) + 1) * (v >> SCALE_BITS) + ((e >> 12) & (SCALE - 1));
-        if (v < RANS_L) {
-            if (end - p < 2) return 0;
-            v = (v << 16) | rd16(p);
-            p += 2;
-        }
-        *xs = v;
-    }
+    for (; k < n; k++)
+        if (!rans_one(x, &p, end, tbl, ctx, out, k0, k)) return 0;
     d->p = p;
     return 1;
 }
@@ -1009,45 +1021,46 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
         goto done;
     }
     r.pos += (size_t)slen;
-    size_t m = 0;
-    int cmin = NTAB1, cmax = 0;
-    for (i64 g = 0; g < nsegs; g++) {
+    /* rows of about CHUNK1 values at a time: contexts, symbols, values, while the chunk's
+     * base values, contexts and symbols are still in the cache */
+    BitR raw = br_open(r.p + r.pos, r.len - r.pos);
+    size_t k0 = 0;
+    for (i64 g = 0; g < nsegs && !err; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         if (!read_side(&sr, &s, rows, cols)) {
             err = "bad side information";
             goto done;
         }
-        switch (W) {
-            case 8: contexts1(8, bv, f, kq, off, rows, cols, &s, ctx + m, &cmin, &cmax); break;
-            case 16: contexts1(16, bv, f, kq, off, rows, cols, &s, ctx + m, &cmin, &cmax); break;
-            case 32: contexts1(32, bv, f, kq, off, rows, cols, &s, ctx + m, &cmin, &cmax); break;
-            default: contexts1(64, bv, f, kq, off, rows, cols, &s, ctx + m, &cmin, &cmax); break;
+        i64 step = cols >= CHUNK1 ? 1 : CHUNK1 / (cols ? cols : 1);
+        for (i64 i0 = 0; i0 < rows && !err; i0 += step) {
+            i64 nr = rows - i0 < step ? rows - i0 : step, o = off + i0 * cols, cnt = nr * cols;
+            int cmin = NTAB1, cmax = 0, ok = 1;
+            Side sub = s;
+            sub.R = s.R + i0;
+            switch (W) {
+                case 8: contexts1(8, bv, f, kq, o, nr, cols, &sub, ctx, &cmin, &cmax); break;
+                case 16: contexts1(16, bv, f, kq, o, nr, cols, &sub, ctx, &cmin, &cmax); break;
+                case 32: contexts1(32, bv, f, kq, o, nr, cols, &sub, ctx, &cmin, &cmax); break;
+                default: contexts1(64, bv, f, kq, o, nr, cols, &sub, ctx, &cmin, &cmax); break;
+            }
+            tabs_fill_missing(&ta, cmin, cmax);
+            if (!rans_symbols(&d, ta.e, ctx, S, (size_t)cnt, k0)) {
+                err = "damaged symbol stream";
+                break;
+            }
+            k0 += (size_t)cnt;
+            switch (W) {
+                case 8: ok = values1(8, outv, bv, f, o, cnt, S, &raw); break;
+                case 16: ok = values1(16, outv, bv, f, o, cnt, S, &raw); break;
+                case 32: ok = values1(32, outv, bv, f, o, cnt, S, &raw); break;
+                default: ok = values1(64, outv, bv, f, o, cnt, S, &raw); break;
+            }
+            if (!ok) err = "symbol outside the alphabet";
         }
-        m += (size_t)(rows * cols);
     }
-    if (sr.pos != sr.len) {
-        err = "side information has the wrong length";
-        goto done;
-    }
-    tabs_fill_missing(&ta, cmin, cmax);
-    if (n && (!rans_symbols(&d, ta.e, ctx, S, (size_t)n) || !rans_close(&d))) {
-        err = "damaged symbol stream";
-        goto done;
-    }
-    BitR raw = br_open(r.p + r.pos, r.len - r.pos);
-    m = 0;
-    for (i64 g = 0; g < nsegs && !err; g++) {
-        i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
-        int ok;
-        switch (W) {
-            case 8: ok = values1(8, outv, bv, f, off, cnt, S + m, &raw); break;
-            case 16: ok = values1(16, outv, bv, f, off, cnt, S + m, &raw); break;
-            case 32: ok = values1(32, outv, bv, f, off, cnt, S + m, &raw); break;
-            default: ok = values1(64, outv, bv, f, off, cnt, S + m, &raw); break;
-        }
-        if (!ok) err = "symbol outside the alphabet";
-        m += (size_t)cnt;
-    }
+    if (err) goto done;
+    if (sr.pos != sr.len) err = "side information has the wrong length";
+    else if (n && !rans_close(&d)) err = "damaged symbol stream";
     if (!err && !br_done(&raw)) err = "raw bits have the wrong length";
 done:
     side_free(&s);
