@@ -275,3 +275,13 @@ def test_blocks_of_fixed_inputs_keep_their_bytes(level: int) -> None:
         blocks = _round_trip(new, base, (64, 128), level)
         digest = hashlib.sha256(b"".join(blocks)).hexdigest()[:16]
         assert digest == DIGESTS[name, level], (name, level)
+
+
+@pytest.mark.parametrize("shape", [(81920,), (2, 40960), (640, 128)])
+def test_long_and_short_rows_decode_in_chunks(shape: tuple[int, ...]) -> None:
+    """Level 1 decodes ~8192 values at a time (whole rows, or pieces of a longer row) with
+    its rANS states running on across chunks: every cut gives back the values."""
+    new, base = _checkpoints(np.dtype(np.float32))
+    new, base = np.tile(new, 10), np.tile(base, 10)
+    blocks = _round_trip(new, base, shape, 1)
+    assert [b[0] for b in blocks] == [delta.ULP]

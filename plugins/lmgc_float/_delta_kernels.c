@@ -1031,17 +1031,24 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
             err = "bad side information";
             goto done;
         }
+        /* chunks: whole rows, or pieces of a row longer than CHUNK1 */
         i64 step = cols >= CHUNK1 ? 1 : CHUNK1 / (cols ? cols : 1);
-        for (i64 i0 = 0; i0 < rows && !err; i0 += step) {
-            i64 nr = rows - i0 < step ? rows - i0 : step, o = off + i0 * cols, cnt = nr * cols;
+        const int split = cols > CHUNK1;
+        i64 wide = split ? CHUNK1 : cols, pieces = wide ? (cols + wide - 1) / wide : 0;
+        i64 chunks = split ? rows * pieces : (rows + step - 1) / step;
+        for (i64 t = 0; t < chunks && !err; t++) {
+            i64 i0 = split ? t / pieces : t * step, j0 = split ? (t % pieces) * wide : 0;
+            i64 nr = split ? 1 : (rows - i0 < step ? rows - i0 : step);
+            i64 nc = cols - j0 < wide ? cols - j0 : wide;
+            i64 o = off + i0 * cols + j0, cnt = nr * nc;
             int cmin = NTAB1, cmax = 0, ok = 1;
             Side sub = s;
-            sub.R = s.R + i0;
+            sub.R = s.R + i0, sub.C = s.C + j0, sub.C32 = s.C32 + j0;
             switch (W) {
-                case 8: contexts1(8, bv, f, kq, o, nr, cols, &sub, ctx, &cmin, &cmax); break;
-                case 16: contexts1(16, bv, f, kq, o, nr, cols, &sub, ctx, &cmin, &cmax); break;
-                case 32: contexts1(32, bv, f, kq, o, nr, cols, &sub, ctx, &cmin, &cmax); break;
-                default: contexts1(64, bv, f, kq, o, nr, cols, &sub, ctx, &cmin, &cmax); break;
+                case 8: contexts1(8, bv, f, kq, o, nr, nc, &sub, ctx, &cmin, &cmax); break;
+                case 16: contexts1(16, bv, f, kq, o, nr, nc, &sub, ctx, &cmin, &cmax); break;
+                case 32: contexts1(32, bv, f, kq, o, nr, nc, &sub, ctx, &cmin, &cmax); break;
+                default: contexts1(64, bv, f, kq, o, nr, nc, &sub, ctx, &cmin, &cmax); break;
             }
             tabs_fill_missing(&ta, cmin, cmax);
             if (!rans_symbols(&d, ta.e, ctx, S, (size_t)cnt, k0)) {
