@@ -1,4 +1,6 @@
-"""The ``float`` prior against pcodec, byte-plane zstd, lzma and zstd on the same bytes.
+"""The ``float`` prior at level 2 (the adaptive context model, the numbers of docs/results.md;
+``benchmarks/levels.py`` puts both levels side by side) against pcodec, byte-plane zstd, lzma and
+zstd on the same bytes.
 
 Every codec runs in this process on identical input, is decoded and compared bit for bit, and is
 timed on one core (best of ``--repeat``) by the CPU time of the calling thread
@@ -104,8 +106,8 @@ def codecs(w: Workload, adaptive: bool) -> dict[str, tuple[Callable, Callable]]:
 
     arr = w.array
     out = {
-        "lmgc float": _lmgc({"prior": {"name": "float", "layout": w.layout}}, arr),
-        "lmgc float (no layout)": _lmgc({"prior": "float"}, arr.reshape(-1)),
+        "lmgc float": _lmgc({"prior": {"name": "float", "layout": w.layout}, "level": 2}, arr),
+        "lmgc float (no layout)": _lmgc({"prior": "float", "level": 2}, arr.reshape(-1)),
     }
     if adaptive:
         out["lmgc adaptive"] = _lmgc({"prior": "adaptive"}, arr.reshape(-1))
@@ -142,7 +144,7 @@ def quantized(w: Workload) -> dict[str, float]:
     rows = w.array.reshape(len(w.array), -1) if w.array.ndim > 1 else w.array[None]
     sizes = {"lmgc float": 0, "lmgc adaptive": 0, "lzma -9e": 0}
     for row in rows:
-        for name, prior in (("lmgc float", {"name": "float", "layout": w.layout}),
+        for name, prior in (("lmgc float", {"name": "float", "layout": w.layout, "level": 2}),
                             ("lmgc adaptive", {"name": "adaptive"})):  # fmt: skip
             pipe = Pipeline.from_config({**cfg, "prior": prior})
             blob = pipe.compress(row)
@@ -162,7 +164,7 @@ from lmgc_core import Pipeline, decompress
 arr = np.load(sys.argv[1], mmap_mode="r")
 arr = np.ascontiguousarray(arr)
 jobs = int(sys.argv[2])
-pipe = Pipeline.from_config({"prior": {"name": "float", "layout": %r}})
+pipe = Pipeline.from_config({"prior": {"name": "float", "layout": %r}, "level": 2})
 decompress(pipe.compress(arr[:2], jobs=jobs))  # load the kernels once, outside the timing
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 times = []
