@@ -23,7 +23,14 @@ from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Se
 from lmgc_core.components.spec import ComponentSpec, spec_dict, spec_name
 from lmgc_core.stream import container
 from lmgc_core.util.dtypes import dtype_name, parse_dtype
-from lmgc_core.util.errors import ChecksumError, ConfigError, LMGCError, MismatchError, StreamError
+from lmgc_core.util.errors import (
+    ChecksumError,
+    ConfigError,
+    LMGCError,
+    MismatchError,
+    StreamError,
+    UnknownOptionError,
+)
 from lmgc_core.util.parallel import in_background, resolve_jobs
 
 DEFAULTS: dict[str, Any] = {
@@ -65,6 +72,10 @@ def _prior_at_level(spec: Any, level: Any) -> Any:
         raise none
     try:
         prior = _component("prior", {**spec, "level": level} if name else spec)
+    except UnknownOptionError as exc:  # the registry's check: no ``level`` among its options
+        if exc.unknown == ["level"]:
+            raise none from None
+        raise
     except ConfigError as exc:
         text = str(exc)  # the factory's own TypeError, rejecting the one option added
         if "argument 'level'" in text or ("takes no arguments" in text and len(spec) == 1):
