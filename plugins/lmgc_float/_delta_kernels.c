@@ -257,7 +257,8 @@ INLINE int pred_at(i64 rfix, i64 cfix, i64 eq, int W, int step) {
 }
 
 static void plan_side(const void *nv, const void *bv, const Fm *f, int kq, i64 off, i64 rows,
-                  i64 cols, Side *s, Buf *side, int *mode_out) {
+                      i64 cols, Side *s, Buf *side, int *mode_out, u8 *Lc) {
+    /* Lc: the segment's bit lengths, kept from the row pass for the column pass */
     const int W = f->W;
     int mode = rows >= 8 && cols >= 2 ? 2 : rows >= 2 ? 1 : 0;
     i64 tsum = 0, tcnt = 0;
@@ -267,6 +268,7 @@ static void plan_side(const void *nv, const void *bv, const Fm *f, int kq, i64 o
             i64 k = off + i * cols + j;
             u64 b = load_v(bv, W, k);
             int neg, L = bitlen(split(load_v(nv, W, k), b, f, &neg));
+            Lc[i * cols + j] = (u8)L;
             if (!L) continue;
             rsum += (i64)L + (kq ? ebase(b, f) : 0), rcnt++;
         }
@@ -280,9 +282,9 @@ static void plan_side(const void *nv, const void *bv, const Fm *f, int kq, i64 o
         for (i64 i = 0; i < rows; i++)
             for (i64 j = 0; j < cols; j++) {
                 i64 k = off + i * cols + j;
-                u64 b = load_v(bv, W, k);
-                int neg, L = bitlen(split(load_v(nv, W, k), b, f, &neg));
+                int L = Lc[i * cols + j];
                 if (!L) continue;
+                u64 b = load_v(bv, W, k);
                 s->sum_c[j] += (((i64)L + (kq ? ebase(b, f) : 0)) << FRAC1) - s->R[i];
                 s->cnt_c[j]++;
             }
@@ -326,6 +328,7 @@ static int read_side(Rd *r, Side *s, i64 rows, i64 cols) {
 }
 
 /* ================================ level 2: adaptive ======================================== */
+#define WK2_LC 7 /* work slot of the bit lengths (slot 0: raw bits) */
 typedef struct {
     u64 low, csize;
     u32 rng;
@@ -467,13 +470,14 @@ static int encode2(const void *nv, const void *bv, const i64 *segs, i64 nsegs, c
     Buf side = {0}, rc = {0};
     i64 n = total_values(segs, nsegs);
     BitW raw = {work(0, (size_t)n * (size_t)(W / 8) + 16), 0, 0, 0};
-    int ok = raw.p && model2_alloc(&m, max_of(segs, nsegs, 2)) &&
+    u8 *Lc = work(WK2_LC, (size_t)n + 1);
+    int ok = raw.p && Lc && model2_alloc(&m, max_of(segs, nsegs, 2)) &&
              side_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2));
     RcEnc e = {0, 1, 0xFFFFFFFFu, 0, &rc};
     for (i64 g = 0; ok && g < nsegs; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         int mode;
-        plan_side(nv, bv, f, kq, off, rows, cols, &s, &side, &mode);
+        plan_side(nv, bv, f, kq, off, rows, cols, &s, &side, &mode, Lc);
         for (i64 i = 0; i < rows; i++) {
             for (i64 j = 0; j < cols; j++) {
                 i64 k = off + i * cols + j;
@@ -591,7 +595,7 @@ done:
 }
 
 /* ================================ level 1: semi-static ===================================== */
-enum { WK_LA = 1, WK_TA, WK_RAW, WK_OUT, WK_TAB };
+enum { WK_LA = 1, WK_TA, WK_RAW, WK_OUT, WK_TAB, WK_LC };
 
 /* -- rANS over several tables: symbol k uses table tab[k] ------------------------------------ */
 static size_t rans_encode_tabs(const u8 *syms, const u8 *tabs, size_t n, const u32 *freq,
@@ -743,16 +747,17 @@ static int encode1(const void *nv, const void *bv, const i64 *segs, i64 nsegs, c
     Side s = {0};
     Buf side = {0};
     u8 *A = work(WK_LA, (size_t)n + 1), *TA = work(WK_TA, (size_t)n + 1);
+    u8 *Lc = work(WK_LC, (size_t)n + 1);
     BitW raw = {work(WK_RAW, (size_t)n * (size_t)(W / 8) + 16), 0, 0, 0};
     u64 *cA = calloc((size_t)NTAB1 * NSYM1, 8);
     u32 *fA = malloc(4 * NTAB1 * NSYM1), *uA = malloc(4 * NTAB1 * NSYM1);
-    int ok = A && TA && raw.p && cA && fA && uA &&
+    int ok = A && TA && Lc && raw.p && cA && fA && uA &&
              side_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2));
     size_t na = 0;
     for (i64 g = 0; ok && g < nsegs; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         int mode;
-        plan_side(nv, bv, f, kq, off, rows, cols, &s, &side, &mode);
+        plan_side(nv, bv, f, kq, off, rows, cols, &s, &side, &mode, Lc);
         for (i64 i = 0; i < rows; i++)
             for (i64 j = 0; j < cols; j++) {
                 i64 k = off + i * cols + j;
