@@ -4,15 +4,20 @@
  * its gain comes from the fields and their row/column context, not from adapting symbol by
  * symbol. Here each block is coded in two passes: pass 1 measures per-row / per-column
  * statistics (stored as side information, so no value's context depends on decoded values),
- * then counts the fields and normalises one frequency table per field in integers; pass 2 codes
- * with NSTATES interleaved 32-bit rANS states sharing one 16-bit word stream (Giesen,
- * arXiv 1402.3392), which the CPU pipelines. Mantissa bits below the top byte are noise and
- * are stored as raw bytes, copied back at memory speed.
+ * then counts the fields and normalises one frequency table in integers; pass 2 codes with
+ * NSTATES interleaved 32-bit rANS states sharing one 16-bit word stream (Giesen,
+ * arXiv 1402.3392), which the CPU pipelines. The low mantissa bits are noise and are stored
+ * raw, copied back at memory speed.
  *
- * Per value (not in an all-zero row or column the side information names):
+ * Per value (not in an all-zero row or column the side information names), version 3:
  *   A = 2 + (exponent - prediction + 127) mod 2^E, or 0 / 1 for +0 / -0;
- *   B = (sign XOR predicted sign) << k | the top k mantissa bits (k = mbits mod 8, or 7..);
- *   raw = the remaining mbits - k mantissa bits, whole bytes, little-endian.
+ *   B = (sign XOR predicted sign) << t | the top t mantissa bits (t = mbits mod 4);
+ *   one rANS symbol J = A for zeros, else 2 + (A - 2) << (t + 1) | B (tables at 2^15);
+ *   raw = the remaining mbits - t bits: a nibble (packed two to a byte, in its own plane)
+ *   where they are not whole bytes, then whole bytes, little-endian.
+ * Version 2 blocks (still decoded) code A and B as two streams (B with k = mbits mod 8 bits,
+ * tables at 2^12) and the rest as raw bytes. Each block ends with MurmurHash3_x64_128 of its
+ * values (_kernel_common.h), which decoding computes row by row as it rebuilds them.
  *
  * Every decision the coder sees is integer arithmetic (portable bytes). The decoder checks
  * every length, table and count against the block before using it, and never reads or writes
@@ -21,15 +26,10 @@
  * Bump FAST_VERSION whenever the bytes change: the loader refuses a stale build. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <pthread.h>
+#include "_kernel_common.h" /* buffers, varints, work buffers, tables, checksum */
 
 #define FAST_VERSION 3
-#define CHECKSUM_MISMATCH "decoded values do not match the block's checksum"
-#define DIGEST 16 /* every block ends with the 128-bit checksum of its values (see below) */
-#define SCALE_BITS 12 /* integer planes and version-2 floats: frequencies sum to 2^12 */
+/* SCALE_BITS (12, the header's): integer planes and version-2 floats */
 #define SCALE_BITS3 15 /* version-3 floats: a joint alphabet has many rare symbols, which a
                           coarser scale would overpay (+1.9 % on bfloat16 weights at 2^12) */
 #define MAX_SCALE (1u << SCALE_BITS3)
@@ -41,8 +41,7 @@
 #define SIDE_LIMIT (INT64_C(1) << 24)
 #define BIAS (INT64_C(1) << 26) /* keeps shifted predictions non-negative */
 #define BIAS32 (1 << 26)
-#define CENTRE 127 /* A = 2 + (exponent - prediction + CENTRE) mod 2^E; 0 / 1 are +0 / -0, so
-                      real blocks' symbols stay below 256 and decode with one table lookup */
+#define CENTRE 127 /* A = 2 + (exponent - prediction + CENTRE) mod 2^E; 0 / 1 are +0 / -0 */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define CLONES __attribute__((target_clones("avx2", "default")))
 #else
@@ -54,243 +53,19 @@
 enum { KIND_STORED = 0, KIND_FLOAT = 1, KIND_INT = 2, KIND_FLOAT3 = 3 };
 enum { F_EXP_MODE = 3, F_SIGN = 4, F_ZROWS = 8, F_ZCOLS = 16 };
 
-typedef int64_t i64;
-typedef uint64_t u64;
-typedef uint32_t u32;
-typedef uint16_t u16;
-typedef uint8_t u8;
-
-#if defined(__GNUC__)
-#define INLINE static inline __attribute__((always_inline))
-#else
-#define INLINE static __forceinline
-#endif
-
-/* -- growable output buffer and bounded reader ------------------------------------------- */
-typedef struct {
-    u8 *p;
-    size_t len, cap;
-    int fail;
-} Buf;
-
-static int buf_reserve(Buf *b, size_t extra) {
-    if (b->fail) return 0;
-    if (b->len + extra <= b->cap) return 1;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra) cap *= 2;
-    u8 *p = realloc(b->p, cap);
-    if (!p) {
-        b->fail = 1;
-        return 0;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 1;
-}
-
-static void put_u8(Buf *b, u8 v) {
-    if (buf_reserve(b, 1)) b->p[b->len++] = v;
-}
-
-static void put_varint(Buf *b, u64 v) {
-    if (!buf_reserve(b, 10)) return;
-    while (v >= 0x80) {
-        b->p[b->len++] = (u8)(v | 0x80);
-        v >>= 7;
-    }
-    b->p[b->len++] = (u8)v;
-}
-
-static void put_bytes(Buf *b, const u8 *src, size_t n) {
-    if (n && buf_reserve(b, n)) {
-        memcpy(b->p + b->len, src, n);
-        b->len += n;
-    }
-}
-
-static int varint_len(u64 v) {
-    int n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-typedef struct {
-    const u8 *p;
-    size_t len, pos;
-    int bad;
-} Rd;
-
-static u64 get_varint(Rd *r) {
-    u64 v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (r->pos >= r->len) break;
-        u8 c = r->p[r->pos++];
-        v |= (u64)(c & 0x7F) << shift;
-        if (!(c & 0x80)) return v;
-    }
-    r->bad = 1;
-    return 0;
-}
-
-static u8 get_u8(Rd *r) {
-    if (r->pos >= r->len) {
-        r->bad = 1;
-        return 0;
-    }
-    return r->p[r->pos++];
-}
-
-INLINE u64 zz(i64 v) { return v >= 0 ? (u64)v << 1 : (((u64)(-(v + 1))) << 1) | 1; }
-INLINE i64 unzz(u64 z) { return (z & 1) ? -(i64)(z >> 1) - 1 : (i64)(z >> 1); }
-
-/* floor(a / b) for b > 0 */
-INLINE i64 floor_div(i64 a, i64 b) {
-    i64 q = a / b;
-    if ((a % b) != 0 && a < 0) q--;
-    return q;
-}
-
-/* -- per-thread work buffers ------------------------------------------------------------------
- * Kept from block to block: fresh multi-megabyte buffers cost a page fault per 4 KiB touched
- * (about a tenth of the coding time). Freed when the thread ends. */
-enum { W_A, W_B, W_RAW, W_TMP, W_PLANE, W_SLOTS };
-typedef struct {
-    void *p[W_SLOTS];
-    size_t cap[W_SLOTS];
-} Work;
-static pthread_key_t work_key;
-
-static void work_free(void *v) {
-    Work *w = v;
-    for (int i = 0; i < W_SLOTS; i++) free(w->p[i]);
-    free(w);
-}
-
-/* this thread's buffer `slot`, at least `size` bytes (contents undefined); NULL: no memory */
-static void *work(int slot, size_t size) {
-    Work *w = pthread_getspecific(work_key);
-    if (!w) {
-        w = calloc(1, sizeof(Work));
-        if (!w || pthread_setspecific(work_key, w) != 0) {
-            free(w);
-            return NULL;
-        }
-    }
-    if (w->cap[slot] < size) {
-        free(w->p[slot]);
-        w->p[slot] = malloc(size);
-        w->cap[slot] = w->p[slot] ? size : 0;
-    }
-    return w->p[slot];
-}
-
-/* -- integer cost estimate (1/65536 bits) --------------------------------------------------
- * log2(1 + i/256) * 65536, rounded: constants, so the estimate is the same on every CPU. */
-static const u32 LOG2TAB[257] = {
-    0, 369, 736, 1102, 1466, 1829, 2190, 2551, 2909, 3267, 3623, 3978,
-    4331, 4683, 5034, 5384, 5732, 6079, 6425, 6769, 7112, 7454, 7795, 8134,
-    8473, 8810, 9146, 9480, 9814, 10146, 10477, 10807, 11136, 11464, 11791, 12116,
-    12440, 12764, 13086, 13407, 13727, 14046, 14363, 14680, 14996, 15310, 15624, 15937,
-    16248, 16559, 16868, 17177, 17484, 17791, 18096, 18401, 18704, 19007, 19308, 19609,
-    19909, 20207, 20505, 20802, 21098, 21393, 21687, 21980, 22272, 22564, 22854, 23144,
-    23433, 23720, 24007, 24293, 24579, 24863, 25146, 25429, 25711, 25992, 26272, 26551,
-    26830, 27108, 27384, 27660, 27936, 28210, 28484, 28757, 29029, 29300, 29571, 29840,
-    30109, 30378, 30645, 30912, 31178, 31443, 31707, 31971, 32234, 32496, 32758, 33019,
-    33279, 33538, 33797, 34055, 34312, 34569, 34825, 35080, 35334, 35588, 35841, 36094,
-    36346, 36597, 36847, 37097, 37346, 37595, 37842, 38090, 38336, 38582, 38827, 39072,
-    39316, 39559, 39802, 40044, 40286, 40527, 40767, 41006, 41246, 41484, 41722, 41959,
-    42196, 42432, 42667, 42902, 43137, 43370, 43603, 43836, 44068, 44300, 44530, 44761,
-    44990, 45220, 45448, 45676, 45904, 46131, 46357, 46583, 46809, 47034, 47258, 47482,
-    47705, 47928, 48150, 48372, 48593, 48813, 49034, 49253, 49472, 49691, 49909, 50127,
-    50344, 50560, 50776, 50992, 51207, 51422, 51636, 51850, 52063, 52276, 52488, 52700,
-    52911, 53122, 53332, 53542, 53751, 53960, 54169, 54377, 54584, 54791, 54998, 55204,
-    55410, 55615, 55820, 56025, 56229, 56432, 56635, 56838, 57040, 57242, 57443, 57644,
-    57845, 58045, 58245, 58444, 58643, 58841, 59039, 59237, 59434, 59631, 59827, 60023,
-    60219, 60414, 60609, 60803, 60997, 61190, 61384, 61576, 61769, 61961, 62152, 62343,
-    62534, 62725, 62915, 63104, 63294, 63483, 63671, 63859, 64047, 64234, 64421, 64608,
-    64794, 64980, 65166, 65351, 65536,
-};
-
-static u64 log2fix(u64 x) {
-    if (x == 0) return 0;
-    int msb = 63 - __builtin_clzll(x);
-    u64 frac = msb >= 8 ? (x >> (msb - 8)) & 255 : (x << (8 - msb)) & 255;
-    return (u64)msb * 65536 + LOG2TAB[frac];
-}
-
-static u64 entropy_cost(const u32 *hist, int nsym) {
-    u64 n = 0, sum = 0;
-    for (int s = 0; s < nsym; s++)
-        if (hist[s]) {
-            n += hist[s];
-            sum += (u64)hist[s] * log2fix(hist[s]);
-        }
-    return n ? n * log2fix(n) - sum : 0;
-}
+/* this thread's work() buffers (_kernel_common.h), kept from block to block */
+enum { W_A, W_B, W_RAW, W_TMP, W_PLANE };
 
 /* -- frequency tables ---------------------------------------------------------------------- */
-/* Counts to frequencies summing to 2^sb: every occurring symbol >= 1; the rounding remainder
- * goes to (or comes from) the most frequent symbol, first on ties. */
-static void normalize(const u64 *cnt, int nsym, u32 *freq, int sb) {
-    const u32 SCALE = 1u << sb;
-    u64 total = 0;
-    for (int s = 0; s < nsym; s++) total += cnt[s];
-    memset(freq, 0, sizeof(u32) * (size_t)nsym);
-    if (total == 0) return;
-    u32 sum = 0;
-    int best = 0;
-    u64 bestc = 0;
-    for (int s = 0; s < nsym; s++) {
-        if (!cnt[s]) continue;
-        u64 f = cnt[s] * SCALE / total;
-        if (f < 1) f = 1;
-        freq[s] = (u32)f;
-        sum += (u32)f;
-        if (cnt[s] > bestc) {
-            bestc = cnt[s];
-            best = s;
-        }
-    }
-    if (sum < SCALE) {
-        freq[best] += SCALE - sum;
-        return;
-    }
-    while (sum > SCALE) {
-        int m = 0;
-        for (int s = 1; s < nsym; s++)
-            if (freq[s] > freq[m]) m = s;
-        u32 cut = sum - SCALE < freq[m] - 1 ? sum - SCALE : freq[m] - 1;
-        freq[m] -= cut;
-        sum -= cut;
-    }
-}
-
-/* present count, then (gap, freq - 1) per present symbol */
-static void write_table(Buf *b, const u32 *freq, int nsym) {
-    int k = 0;
-    for (int s = 0; s < nsym; s++) k += freq[s] != 0;
-    put_varint(b, (u64)k);
-    int prev = -1;
-    for (int s = 0; s < nsym; s++) {
-        if (!freq[s]) continue;
-        put_varint(b, (u64)(s - prev - 1));
-        put_varint(b, (u64)(freq[s] - 1));
-        prev = s;
-    }
-}
-
 typedef struct {
     u16 sym[MAX_SCALE];
     u32 pack[MAX_SCALE]; /* freq << 16 | (slot - cum) */
     int empty, sb; /* sb: frequencies sum to 2^sb */
 } DecTab;
 
-/* 1 when the table is well formed: symbols in the alphabet, frequencies summing to SCALE. */
+/* 1 when the table is well formed: symbols in the alphabet, frequencies summing to 2^sb. */
 static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
-    const u32 SCALE = 1u << sb;
+    const u32 S = 1u << sb;
     t->sb = sb;
     u64 k = get_varint(r);
     if (r->bad || k > (u64)nsym) return 0;
@@ -299,10 +74,10 @@ static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
     i64 prev = -1;
     for (u64 i = 0; i < k; i++) {
         u64 gap = get_varint(r), f1 = get_varint(r);
-        if (r->bad || gap >= (u64)nsym || f1 >= SCALE) return 0;
+        if (r->bad || gap >= (u64)nsym || f1 >= S) return 0;
         i64 s = prev + 1 + (i64)gap;
         u32 f = (u32)f1 + 1;
-        if (s >= nsym || cum + f > SCALE) return 0;
+        if (s >= nsym || cum + f > S) return 0;
         for (u32 j = 0; j < f; j++) {
             t->sym[cum + j] = (u16)s;
             t->pack[cum + j] = (f << 16) | j;
@@ -310,7 +85,7 @@ static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
         cum += f;
         prev = s;
     }
-    return k == 0 || cum == SCALE;
+    return k == 0 || cum == S;
 }
 
 /* -- interleaved rANS ----------------------------------------------------------------------
@@ -353,7 +128,6 @@ typedef struct {
 RANS_ENCODE(rans_encode16, u16)
 RANS_ENCODE(rans_encode8, u8)
 
-INLINE u32 rd16(const u8 *p) { return (u32)p[0] | ((u32)p[1] << 8); }
 
 /* -- AVX2 decoding of whole groups of NSTATES symbols ----------------------------------------
  * The same arithmetic, eight states per vector, four vectors per group; the renormalisation
@@ -485,7 +259,7 @@ RANS_DECODE(rans_decode8, u8)
 static int code_stream(Buf *b, const void *syms, int wide, size_t n, const u64 *cnt, int nsym,
                        int sb) {
     u32 freq[MAX_ALPHA];
-    normalize(cnt, nsym, freq, sb);
+    normalize_bits(cnt, nsym, freq, sb);
     write_table(b, freq, nsym);
     if (n == 0) {
         put_varint(b, 0);
@@ -522,149 +296,6 @@ static int read_stream(Rd *r, int nsym, size_t n, int wide, void *out, DecTab *t
     r->pos += (size_t)len;
     return wide ? rans_decode16(in, (size_t)len, n, t, out)
                 : rans_decode8(in, (size_t)len, n, t, out);
-}
-
-/* -- the block checksum -----------------------------------------------------------------------
- * Why: a stream must prove that decoding reproduced the original bytes. A SHA-256 of the whole
- * array runs at ~1 GB/s, slower than this decoder; a 128-bit non-cryptographic hash of each
- * block's values, computed right after the block is decoded (its values still in cache), costs
- * a fraction of that and catches the same accidents (a corrupted or mis-decoded block).
- * The hash is MurmurHash3_x64_128 (Austin Appleby's public-domain design; seed 0) of the block's
- * values as little-endian bytes, in segment order, as if concatenated: h1 then h2, each 8 bytes
- * little-endian, appended to every block. Integer arithmetic only, so every CPU agrees. */
-#define MM_C1 UINT64_C(0x87c37b91114253d5)
-#define MM_C2 UINT64_C(0x4cf5ad432745937f)
-
-typedef struct {
-    u64 h1, h2, total;
-    u8 tail[16];
-    size_t ntail;
-} Hash128;
-
-INLINE u64 rotl64(u64 x, int r) { return (x << r) | (x >> (64 - r)); }
-
-INLINE u64 le64(const u8 *p) {
-    u64 v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
-INLINE u64 fmix64(u64 k) {
-    k ^= k >> 33;
-    k *= UINT64_C(0xff51afd7ed558ccd);
-    k ^= k >> 33;
-    k *= UINT64_C(0xc4ceb9fe1a85ec53);
-    k ^= k >> 33;
-    return k;
-}
-
-INLINE void mm_round(Hash128 *h, u64 k1, u64 k2) {
-    k1 *= MM_C1;
-    k1 = rotl64(k1, 31);
-    k1 *= MM_C2;
-    h->h1 ^= k1;
-    h->h1 = rotl64(h->h1, 27);
-    h->h1 += h->h2;
-    h->h1 = h->h1 * 5 + 0x52dce729;
-    k2 *= MM_C2;
-    k2 = rotl64(k2, 33);
-    k2 *= MM_C1;
-    h->h2 ^= k2;
-    h->h2 = rotl64(h->h2, 31);
-    h->h2 += h->h1;
-    h->h2 = h->h2 * 5 + 0x38495ab5;
-}
-
-/* Feed n bytes (the stream of bytes is hashed as one message, whatever the pieces). */
-static void hash_bytes(Hash128 *h, const u8 *p, size_t n) {
-    h->total += n;
-    if (h->ntail) {
-        size_t take = 16 - h->ntail < n ? 16 - h->ntail : n;
-        memcpy(h->tail + h->ntail, p, take);
-        h->ntail += take;
-        p += take;
-        n -= take;
-        if (h->ntail < 16) return;
-        mm_round(h, le64(h->tail), le64(h->tail + 8));
-        h->ntail = 0;
-    }
-    u64 h1 = h->h1, h2 = h->h2;
-    for (; n >= 16; p += 16, n -= 16) {
-        u64 k1 = le64(p) * MM_C1, k2 = le64(p + 8) * MM_C2;
-        h1 ^= rotl64(k1, 31) * MM_C2;
-        h1 = (rotl64(h1, 27) + h2) * 5 + 0x52dce729;
-        h2 ^= rotl64(k2, 33) * MM_C1;
-        h2 = (rotl64(h2, 31) + h1) * 5 + 0x38495ab5;
-    }
-    h->h1 = h1;
-    h->h2 = h2;
-    memcpy(h->tail, p, n);
-    h->ntail = n;
-}
-
-static void hash_final(Hash128 *h, u8 out[16]) {
-    u64 k1 = 0, k2 = 0, h1 = h->h1, h2 = h->h2;
-    const u8 *t = h->tail;
-    for (size_t i = h->ntail; i-- > 8;) k2 = (k2 << 8) | t[i];
-    for (size_t i = h->ntail < 8 ? h->ntail : 8; i-- > 0;) k1 = (k1 << 8) | t[i];
-    if (h->ntail > 8) h2 ^= rotl64(k2 * MM_C2, 33) * MM_C1;
-    if (h->ntail > 0) h1 ^= rotl64(k1 * MM_C1, 31) * MM_C2;
-    h1 ^= h->total;
-    h2 ^= h->total;
-    h1 += h2;
-    h2 += h1;
-    h1 = fmix64(h1);
-    h2 = fmix64(h2);
-    h1 += h2;
-    h2 += h1;
-    for (int i = 0; i < 8; i++) {
-        out[i] = (u8)(h1 >> (8 * i));
-        out[8 + i] = (u8)(h2 >> (8 * i));
-    }
-}
-
-/* The checksum of the values `segs` names: little-endian bytes of each, in segment order. */
-static void hash_values(const void *vals, const i64 *segs, i64 nsegs, int width, u8 out[16]) {
-    Hash128 h = {0};
-    size_t w = (size_t)width / 8;
-    for (i64 g = 0; g < nsegs; g++) {
-        const u8 *p = (const u8 *)vals + (size_t)segs[3 * g] * w;
-        size_t n = (size_t)(segs[3 * g + 1] * segs[3 * g + 2]) * w;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        u8 le[4096];
-        for (size_t done = 0; done < n; done += sizeof le) {
-            size_t m = n - done < sizeof le ? n - done : sizeof le;
-            for (size_t i = 0; i < m; i += w)
-                for (size_t b = 0; b < w; b++) le[i + b] = p[done + i + w - 1 - b];
-            hash_bytes(&h, le, m);
-        }
-#else
-        hash_bytes(&h, p, n);
-#endif
-    }
-    hash_final(&h, out);
-}
-
-/* -- value access ---------------------------------------------------------------------------- */
-INLINE u64 load_v(const void *vals, int width, i64 k) {
-    switch (width) {
-        case 8: return ((const u8 *)vals)[k];
-        case 16: return ((const u16 *)vals)[k];
-        case 32: return ((const u32 *)vals)[k];
-        default: return ((const u64 *)vals)[k];
-    }
-}
-
-INLINE void store_v(void *vals, int width, i64 k, u64 v) {
-    switch (width) {
-        case 8: ((u8 *)vals)[k] = (u8)v; break;
-        case 16: ((u16 *)vals)[k] = (u16)v; break;
-        case 32: ((u32 *)vals)[k] = (u32)v; break;
-        default: ((u64 *)vals)[k] = v; break;
-    }
 }
 
 /* Version 2 codes A and B as two streams (k = mbits mod 8 mantissa bits in B, the rest raw
@@ -1520,7 +1151,7 @@ PyMODINIT_FUNC PyInit__fast_kernels(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     init_simd();
-    if (pthread_key_create(&work_key, work_free) != 0) {
+    if (kc_init() != 0) {
         Py_DECREF(m);
         return PyErr_NoMemory();
     }

@@ -201,9 +201,10 @@ static u64 entropy_cost(const u32 *hist, int nsym) {
 }
 
 /* -- frequency tables ---------------------------------------------------------------------- */
-/* Counts to frequencies summing to SCALE: every occurring symbol >= 1; the rounding remainder
+/* Counts to frequencies summing to 2^sb: every occurring symbol >= 1; the rounding remainder
  * goes to (or comes from) the most frequent symbol, first on ties. */
-static void normalize(const u64 *cnt, int nsym, u32 *freq) {
+static void normalize_bits(const u64 *cnt, int nsym, u32 *freq, int sb) {
+    const u32 total_freq = 1u << sb;
     u64 total = 0;
     for (int s = 0; s < nsym; s++) total += cnt[s];
     memset(freq, 0, sizeof(u32) * (size_t)nsym);
@@ -213,7 +214,7 @@ static void normalize(const u64 *cnt, int nsym, u32 *freq) {
     u64 bestc = 0;
     for (int s = 0; s < nsym; s++) {
         if (!cnt[s]) continue;
-        u64 f = cnt[s] * SCALE / total;
+        u64 f = cnt[s] * total_freq / total;
         if (f < 1) f = 1;
         freq[s] = (u32)f;
         sum += (u32)f;
@@ -222,18 +223,23 @@ static void normalize(const u64 *cnt, int nsym, u32 *freq) {
             best = s;
         }
     }
-    if (sum < SCALE) {
-        freq[best] += SCALE - sum;
+    if (sum < total_freq) {
+        freq[best] += total_freq - sum;
         return;
     }
-    while (sum > SCALE) {
+    while (sum > total_freq) {
         int m = 0;
         for (int s = 1; s < nsym; s++)
             if (freq[s] > freq[m]) m = s;
-        u32 cut = sum - SCALE < freq[m] - 1 ? sum - SCALE : freq[m] - 1;
+        u32 cut = sum - total_freq < freq[m] - 1 ? sum - total_freq : freq[m] - 1;
         freq[m] -= cut;
         sum -= cut;
     }
+}
+
+/* normalize_bits to SCALE */
+static inline void normalize(const u64 *cnt, int nsym, u32 *freq) {
+    normalize_bits(cnt, nsym, freq, SCALE_BITS);
 }
 
 /* present count, then (gap, freq - 1) per present symbol */
