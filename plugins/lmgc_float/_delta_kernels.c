@@ -173,51 +173,46 @@ static void bw_flush(BitW *w) {
     w->acc = 0, w->n = 0;
 }
 
+/* Reading raw bits by position: value k's bits start where value k - 1's end, so the only serial
+ * step between values is one addition (no refill state). */
 typedef struct {
     const u8 *p;
-    size_t len, pos;
-    u64 acc, used;
-    int n, bad;
+    size_t len;
+    u64 pos; /* in bits */
+    int bad;
 } BitR;
 
-INLINE void br_refill(BitR *r) {
-    if (r->pos + 8 <= r->len) { /* branch-free refill: 56..63 bits in the accumulator */
-        u64 w;
-        memcpy(&w, r->p + r->pos, 8);
+INLINE u64 le64_at(const u8 *p) {
+    u64 w;
+    memcpy(&w, p, 8);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        w = __builtin_bswap64(w);
+    w = __builtin_bswap64(w);
 #endif
-        r->acc |= w << r->n;
-        r->pos += (size_t)((63 - r->n) >> 3);
-        r->n |= 56;
-        return;
-    }
-    while (r->n <= 56 && r->pos < r->len) r->acc |= (u64)r->p[r->pos++] << r->n, r->n += 8;
+    return w;
 }
 
-INLINE u64 br_take(BitR *r, int k) { /* k <= 56; past the end: zeros, and bad is set */
-    if (r->n < k) {
-        br_refill(r);
-        if (r->n < k) r->bad = 1, r->n = k;
+INLINE u64 br_get(BitR *r, int k) { /* k <= 64; past the end: zeros, and bad is set */
+    u64 v = 0;
+    if (r->pos + (u64)k > 8 * (u64)r->len) r->bad = 1;
+    if (k <= 56 && (r->pos >> 3) + 8 <= r->len) {
+        v = (le64_at(r->p + (r->pos >> 3)) >> (r->pos & 7)) & (((u64)1 << k) - 1);
+    } else {
+        for (int got = 0; got < k;) {
+            u64 at = r->pos + (u64)got, byte = (at >> 3) < r->len ? r->p[at >> 3] : 0;
+            int sh = (int)(at & 7), take = 8 - sh < k - got ? 8 - sh : k - got;
+            v |= ((byte >> sh) & (((u64)1 << take) - 1)) << got;
+            got += take;
+        }
     }
-    u64 v = r->acc & (((u64)1 << k) - 1);
-    r->acc >>= k;
-    r->n -= k;
-    r->used += (u64)k;
+    r->pos += (u64)k;
     return v;
 }
 
-INLINE u64 br_get(BitR *r, int k) { /* k <= 64 */
-    if (k <= 56) return br_take(r, k);
-    u64 lo = br_take(r, 32);
-    return lo | (br_take(r, k - 32) << 32);
-}
-
 /* the bit stream held exactly the bits read (its last byte padded) */
-static int br_done(const BitR *r) { return !r->bad && (r->used + 7) / 8 == (u64)r->len; }
+static int br_done(const BitR *r) { return !r->bad && (r->pos + 7) / 8 == (u64)r->len; }
 
 static BitR br_open(const u8 *p, size_t len) {
-    BitR r = {p, len, 0, 0, 0, 0, 0};
+    BitR r = {p, len, 0, 0};
     return r;
 }
 
@@ -945,31 +940,19 @@ INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off
                    const u8 *S, BitR *raw) {
     const u64 mask = W == 64 ? ~(u64)0 : (((u64)1 << W) - 1), sb = (u64)1 << (W - 1);
     const u64 smax = 2 * (u64)W + 1, xor = (u64)f->xor, isf = f->E != 0;
-    /* the reader's state in locals: the stores to outv could alias its fields otherwise */
+    /* the reader's position in a local: the stores to outv could alias it otherwise */
     const u8 *rp = raw->p;
-    size_t pos = raw->pos;
-    const size_t fast_end = raw->len >= 8 ? raw->len - 8 : 0;
-    u64 acc = raw->acc, used = raw->used, bad = 0;
-    int n = raw->n;
+    const u64 fast_end = raw->len >= 8 ? 8 * (u64)(raw->len - 8) : 0; /* 8 bytes readable */
+    u64 pos = raw->pos, bad = 0;
     i64 q = 0;
-    if (W <= 32)
-        for (; q < cnt && pos <= fast_end && raw->len >= 8; q++) { /* one load, one shift */
+    if (W <= 32 && raw->len >= 8)
+        for (; q < cnt && pos <= fast_end; q++) {
             u64 b = load_v(bv, W, off + q), sym = S[q], neg = sym & 1;
             u64 L = sym > smax ? 0 : sym >> 1; /* a damaged symbol: flagged, no wild shift */
             bad |= (sym > smax) | (neg & xor);
-            int rb = L ? (int)L - 1 : 0;
-            u64 w;
-            memcpy(&w, rp + pos, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-            w = __builtin_bswap64(w);
-#endif
-            acc |= w << n;
-            pos += (size_t)((63 - n) >> 3);
-            n |= 56;
-            u64 bits = acc & (((u64)1 << rb) - 1);
-            acc >>= rb;
-            n -= rb;
-            used += (u64)rb;
+            int rb = L ? (int)L - 1 : 0; /* <= 31, so (pos & 7) + rb < 64 */
+            u64 bits = (le64_at(rp + (pos >> 3)) >> (pos & 7)) & (((u64)1 << rb) - 1);
+            pos += (u64)rb;
             u64 mag = (L ? (u64)1 << rb : 0) | bits, nv;
             if (xor) {
                 nv = (mag ^ b) & mask;
@@ -980,7 +963,7 @@ INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off
             }
             store_v(outv, W, off + q, nv);
         }
-    raw->pos = pos, raw->acc = acc, raw->used = used, raw->n = n;
+    raw->pos = pos;
     for (; q < cnt; q++) { /* near the end of the raw bits, and 64-bit values */
         u64 b = load_v(bv, W, off + q), sym = S[q], L = sym > smax ? 0 : sym >> 1, neg = sym & 1;
         bad |= (sym > smax) | (neg & xor);
