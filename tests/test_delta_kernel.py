@@ -128,6 +128,8 @@ def test_blocks_do_not_depend_on_threads() -> None:
         two = delta.encode(new, base, (1040, 1024), level, 2)
         assert len(one[1]) > 1
         assert one == two
+        back = delta.decode(*one, base, new.dtype, (1040, 1024), jobs=3)
+        assert back.tobytes() == new.tobytes()
 
 
 @pytest.mark.parametrize("level", LEVELS)
