@@ -7,7 +7,7 @@
  * Each value is split into fields, like the float fields:
  *   L    = bit length of |d| (0: unchanged), in the context of its prediction;
  *   sign = of d (ulp transform only), in the context of the base's sign and the neighbours';
- *   top  = the TOP bits below the leading one;
+ *   top  = (level 2) the TOP2 bits below the leading one;
  *   raw  = the rest, noise, stored as raw bits.
  * where d is, per block, either the ulp distance (both bit patterns mapped to ordered integers,
  * sign-magnitude to monotone unsigned, then the wrapping difference; for integers the wrapping
@@ -24,6 +24,13 @@
  * the leading one raw, so decoding is one table lookup and one bit read per value.
  * A block's q uses e_base only if that narrows q's spread (exp_avg_sq's changes, a log ratio,
  * do not scale with the exponent): one flag per block.
+ *
+ * Level 1 decodes ~CHUNK1 values at a time in three passes (contexts, symbols with AVX2 gathers
+ * where the CPU has them, values), while the chunk is in the cache.
+ *
+ * Block layout (after delta.py's kind byte): u8 kq (q uses e_base) | varint side length | side
+ * information per segment | level 1: the present tables, varint length, rANS stream; level 2:
+ * varint length, range-coded part | raw bits, packed LSB first | 16-byte checksum of the values.
  *
  * Everything the decoder computes is integer arithmetic (portable bytes). The decoder checks
  * every length, table and count before using it and never reads or writes outside its buffers

@@ -172,7 +172,7 @@ def decode(
         segs = seg_array(cut)
         if not block or block[0] not in (ULP, XOR, ALONE):
             raise StreamError(f"delta: block {index} has an unknown kind")
-        kind, body = block[0], block[1:]
+        kind, body = block[0], memoryview(block)[1:]  # no copy of the block
         try:
             if kind != ALONE:
                 k.decode(body, out, old, segs, *layout, level, kind)
@@ -192,8 +192,8 @@ def decode(
     return from_uint(out, dtype)
 
 
-def _decode_alone(body: bytes, out: np.ndarray, segs: np.ndarray, fmt: FloatFormat | None,
-                  width: int, index: int) -> None:
+def _decode_alone(body: bytes | memoryview, out: np.ndarray, segs: np.ndarray,
+                  fmt: FloatFormat | None, width: int, index: int) -> None:
     digest = kernel().DIGEST
     if len(body) <= digest:
         raise StreamError(f"delta: block {index} is too short")
@@ -204,5 +204,5 @@ def _decode_alone(body: bytes, out: np.ndarray, segs: np.ndarray, fmt: FloatForm
         decode_float_block(coded, out, segs, fmt)
     else:
         decode_int_block(coded, out, segs)
-    if kernel().checksum(out, segs, width) != body[-digest:]:
+    if kernel().checksum(out, segs, width) != bytes(body[-digest:]):
         raise ChecksumError(f"delta: block {index} does not match its checksum")
