@@ -34,6 +34,9 @@ SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-45, -1e-45, 1e-40, 3
 
 
 def _fast(**options) -> Pipeline:
+    """Level 1 coding every part at level 1, however small (these tests are about its blocks;
+    tests/test_small_parts.py covers the choice of the smaller level)."""
+    options = {"small_parts": "level", **options}
     return Pipeline.from_config({"prior": {"name": "float", "level": 1, **options}})
 
 
