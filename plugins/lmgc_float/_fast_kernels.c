@@ -93,8 +93,7 @@ static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
  * end of `out`; the final states go in front, so decoding reads one forward stream. At most one
  * word per symbol (a symbol adds at most SCALE_BITS < 16 bits): `cap` >= 2 n + 4 NSTATES. */
 typedef struct {
-    u64 rcp;   /* ceil(2^48 / freq): v / freq = (v * rcp) >> 48 exactly for v < 2^32, freq <= 2^15 */
-    u64 limit; /* freq << (32 - sb): a state at or above it sheds 16 bits first */
+    u64 rcp; /* ceil(2^48 / freq): v / freq = (v * rcp) >> 48 exactly for v < 2^32, freq <= 2^15 */
     u32 freq, cum;
 } EncSym;
 
@@ -107,7 +106,7 @@ typedef struct {
         for (size_t k = n; k-- > 0;) {                                                          \
             const EncSym *e = &es[syms[k]];                                                     \
             u32 *xs = &x[k & (NSTATES - 1)], v = *xs;                                           \
-            if ((u64)v >= e->limit) {                                                           \
+            if ((u64)v >= ((u64)e->freq << (32 - sb))) { /* shed 16 bits first */              \
                 p -= 2;                                                                         \
                 p[0] = (u8)v;                                                                   \
                 p[1] = (u8)(v >> 8);                                                            \
@@ -275,7 +274,7 @@ static int code_stream(Buf *b, const void *syms, int wide, size_t n, const u64 *
     u32 cum = 0;
     for (int s = 0; s < nsym; s++) {
         u32 f = freq[s] ? freq[s] : 1; /* absent symbols are never coded */
-        es[s].freq = f, es[s].cum = cum, es[s].limit = (u64)f << (32 - sb);
+        es[s].freq = f, es[s].cum = cum;
         es[s].rcp = ((UINT64_C(1) << 48) + f - 1) / f;
         cum += freq[s];
     }
@@ -556,7 +555,11 @@ INLINE void fields_segment(const int W, const void *vals, const Fmt *f, i64 off,
                            ((((v & sb) != 0) ^ sp) << t) | ((v >> (M - t)) & tmask));
             J[a++] = (u16)sym, cJ[sym]++;
             if (nib) L[b] = (u8)((v >> (8 * rb)) & 15);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(raw + b * (size_t)rb, &v, 8); /* one store; the next value overwrites the rest */
+#else
             for (int q = 0; q < rb; q++) raw[b * (size_t)rb + q] = (u8)(v >> (8 * q));
+#endif
             b++;
         }
     }
@@ -582,7 +585,7 @@ CLONES static int encode_float(const void *vals, const i64 *segs, i64 nsegs, con
     Scratch s = {0};
     Buf side = {0};
     u16 *J = work(W_A, (size_t)n * 2 + 2);
-    u8 *L = work(W_B, (size_t)n + 1), *raw = work(W_RAW, (size_t)n * f->rb3 + 1);
+    u8 *L = work(W_B, (size_t)n + 1), *raw = work(W_RAW, (size_t)n * f->rb3 + 8);
     u64 *cJ = calloc(MAX_ALPHA, 8);
     int ok = J && L && raw && cJ &&
              scratch_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2), f->nA);
