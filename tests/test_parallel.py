@@ -154,10 +154,19 @@ def test_round_jobs_shares_the_cores_only_in_a_short_last_round():
 # -- Pipeline: blocks of a part --------------------------------------------------------------
 
 
-def test_pipeline_blocks_are_coded_concurrently_and_bytes_do_not_depend_on_jobs(grads):
-    pipeline = Pipeline.from_config(SMALL_BATCHES)
+def _recording(pipeline: Pipeline) -> tuple[Pipeline, RecordingCoder]:
+    """The same pipeline with its entropy coder wrapped in a recorder (the pipeline picks its
+    part coder when it is built, so the coder is given to the constructor)."""
     recorder = RecordingCoder(pipeline.coder)
-    pipeline.coder = recorder
+    rebuilt = Pipeline(
+        pipeline.serializer, pipeline.prior, recorder, pipeline.stages, pipeline.window,
+        pipeline.batch,
+    )  # fmt: skip
+    return rebuilt, recorder
+
+
+def test_pipeline_blocks_are_coded_concurrently_and_bytes_do_not_depend_on_jobs(grads):
+    pipeline, recorder = _recording(Pipeline.from_config(SMALL_BATCHES))
     serial = pipeline.compress(grads, jobs=1)
     n_blocks = len(recorder.intervals)
     assert n_blocks >= 10 and max_overlap(recorder.intervals) == 1
@@ -176,8 +185,7 @@ def test_pipeline_blocks_are_coded_concurrently_and_bytes_do_not_depend_on_jobs(
 def test_a_prior_that_is_not_thread_safe_codes_one_block_at_a_time(grads):
     pipeline = Pipeline.from_config(SMALL_BATCHES)
     pipeline.prior.thread_safe = False  # as an LM prior declares
-    recorder = RecordingCoder(pipeline.coder)
-    pipeline.coder = recorder
+    pipeline, recorder = _recording(pipeline)
     blob = pipeline.compress(grads, jobs=4)
     assert max_overlap(recorder.intervals) == 1
     assert blob == Pipeline.from_config(SMALL_BATCHES).compress(grads)
