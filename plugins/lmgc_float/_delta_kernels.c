@@ -988,6 +988,88 @@ INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off
     return !bad;
 }
 
+#ifdef HAVE_AVX2
+/* Pass 3 for 16- and 32-bit values, eight at a time, the same values as values1: a lane's raw
+ * bits start at the block's position plus the exclusive prefix sum of the lanes' bit counts, and
+ * a gather reads them. 16-bit values sit in the top half of 32-bit lanes, so one wrapping 32-bit
+ * addition serves both widths. It stops where a gather could read past the raw bits (values1
+ * does the rest); returns the values done, advances raw->pos and sets *bad for a symbol outside
+ * the alphabet. */
+__attribute__((target("avx2"))) static i64 values1_avx2(const int W, void *outv, const void *bv,
+                                                        const Fm *f, i64 off, i64 cnt,
+                                                        const u8 *S, BitR *raw, int *bad) {
+    const int sh = 32 - W, xor = f->xor, isf = f->E != 0;
+    const __m256i smax = _mm256_set1_epi32(2 * W + 1), one = _mm256_set1_epi32(1);
+    const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi32(-1);
+    const __m256i seven = _mm256_set1_epi32(7), sb = _mm256_set1_epi32(INT32_MIN);
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const u8 *rp = raw->p;
+    const u64 len = raw->len;
+    u64 pos = raw->pos;
+    __m256i badv = zero;
+    i64 q = 0;
+    for (; q + 8 <= cnt; q += 8) {
+        __m256i s = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(S + q)));
+        __m256i inval = _mm256_cmpgt_epi32(s, smax), neg = _mm256_and_si256(s, one);
+        __m256i L = _mm256_andnot_si256(inval, _mm256_srli_epi32(s, 1));
+        __m256i nz = _mm256_cmpgt_epi32(L, zero);
+        __m256i rb = _mm256_add_epi32(L, nz); /* L - 1, or 0 */
+        __m256i x = _mm256_add_epi32(rb, _mm256_slli_si256(rb, 4));
+        x = _mm256_add_epi32(x, _mm256_slli_si256(x, 8));
+        __m256i top = _mm256_shuffle_epi32(x, 0xFF);
+        x = _mm256_add_epi32(x, _mm256_permute2x128_si256(top, top, 0x08));
+        u64 total = (u32)_mm256_extract_epi32(x, 7);
+        if (((pos + total) >> 3) + 8 > len) break; /* every lane's 8 bytes lie in the bits */
+        __m256i at = _mm256_add_epi32(_mm256_sub_epi32(x, rb), _mm256_set1_epi32((int)(pos & 7)));
+        __m256i idx = _mm256_srli_epi32(at, 3), sft = _mm256_and_si256(at, seven);
+        const u8 *base = rp + (pos >> 3);
+        __m256i bits;
+        if (W == 16) {
+            bits = _mm256_srlv_epi32(_mm256_i32gather_epi32((const int *)base, idx, 1), sft);
+        } else {
+            __m256i g0 = _mm256_i32gather_epi64((const long long *)base,
+                                                _mm256_castsi256_si128(idx), 1);
+            __m256i g1 = _mm256_i32gather_epi64((const long long *)base,
+                                                _mm256_extracti128_si256(idx, 1), 1);
+            g0 = _mm256_srlv_epi64(g0, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sft)));
+            g1 = _mm256_srlv_epi64(g1, _mm256_cvtepu32_epi64(_mm256_extracti128_si256(sft, 1)));
+            g0 = _mm256_permutevar8x32_epi32(g0, even);
+            g1 = _mm256_permutevar8x32_epi32(g1, even);
+            bits = _mm256_permute2x128_si256(g0, g1, 0x20);
+        }
+        __m256i lead = _mm256_sllv_epi32(one, rb);
+        __m256i mag = _mm256_or_si256(_mm256_and_si256(bits, _mm256_sub_epi32(lead, one)),
+                                      _mm256_and_si256(lead, nz));
+        __m256i b = W == 16 ? _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const u16 *)bv + off + q)))
+                            : _mm256_loadu_si256((const __m256i *)((const u32 *)bv + off + q));
+        __m256i nv;
+        badv = _mm256_or_si256(badv, inval);
+        if (xor) {
+            badv = _mm256_or_si256(badv, neg);
+            nv = _mm256_xor_si256(mag, b);
+        } else { /* ordered base + signed distance, back to sign-magnitude (as values1) */
+            __m256i nm = _mm256_sub_epi32(zero, neg), ob = _mm256_sll_epi32(b, _mm_cvtsi32_si128(sh));
+            __m256i d = _mm256_sub_epi32(_mm256_xor_si256(_mm256_sll_epi32(mag, _mm_cvtsi32_si128(sh)), nm), nm);
+            if (isf) ob = _mm256_xor_si256(ob, _mm256_or_si256(_mm256_srai_epi32(ob, 31), sb));
+            __m256i o = _mm256_add_epi32(ob, d);
+            if (isf)
+                o = _mm256_xor_si256(o, _mm256_or_si256(_mm256_xor_si256(_mm256_srai_epi32(o, 31), ones), sb));
+            nv = _mm256_srl_epi32(o, _mm_cvtsi32_si128(sh));
+        }
+        if (W == 16) {
+            __m256i p16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(nv, nv), 0x08);
+            _mm_storeu_si128((__m128i *)((u16 *)outv + off + q), _mm256_castsi256_si128(p16));
+        } else {
+            _mm256_storeu_si256((__m256i *)((u32 *)outv + off + q), nv);
+        }
+        pos += total;
+    }
+    raw->pos = pos;
+    *bad |= !_mm256_testz_si256(badv, badv);
+    return q;
+}
+#endif
+
 static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv, const i64 *segs,
                            i64 nsegs, Fm *f) {
     const int W = f->W;
@@ -1051,13 +1133,21 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
                 break;
             }
             k0 += (size_t)cnt;
+            i64 done = 0;
+            int vbad = 0;
+#ifdef HAVE_AVX2
+            if (use_simd && (W == 16 || W == 32))
+                done = values1_avx2(W, outv, bv, f, o, cnt, S, &raw, &vbad);
+#endif
+            const u8 *Sr = S + done;
+            o += done, cnt -= done;
             switch (W) {
-                case 8: ok = values1(8, outv, bv, f, o, cnt, S, &raw); break;
-                case 16: ok = values1(16, outv, bv, f, o, cnt, S, &raw); break;
-                case 32: ok = values1(32, outv, bv, f, o, cnt, S, &raw); break;
-                default: ok = values1(64, outv, bv, f, o, cnt, S, &raw); break;
+                case 8: ok = values1(8, outv, bv, f, o, cnt, Sr, &raw); break;
+                case 16: ok = values1(16, outv, bv, f, o, cnt, Sr, &raw); break;
+                case 32: ok = values1(32, outv, bv, f, o, cnt, Sr, &raw); break;
+                default: ok = values1(64, outv, bv, f, o, cnt, Sr, &raw); break;
             }
-            if (!ok) err = "symbol outside the alphabet";
+            if (!ok || vbad) err = "symbol outside the alphabet";
         }
     }
     if (err) goto done;
