@@ -1068,6 +1068,16 @@ __attribute__((target("avx2"))) static i64 values1_avx2(const int W, void *outv,
     *bad |= !_mm256_testz_si256(badv, badv);
     return q;
 }
+
+/* Pass 1 compiled for AVX2 (eight contexts per instruction instead of four, and min/max in one
+ * instruction each): the same arithmetic as contexts1. */
+__attribute__((target("avx2"))) static void contexts1_avx2(const int W, const void *bv,
+                                                           const Fm *f, int kq, i64 off,
+                                                           i64 rows, i64 cols, const Side *s,
+                                                           u8 *ctx, int *cmin, int *cmax) {
+    if (W == 16) contexts1(16, bv, f, kq, off, rows, cols, s, ctx, cmin, cmax);
+    else contexts1(32, bv, f, kq, off, rows, cols, s, ctx, cmin, cmax);
+}
 #endif
 
 static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv, const i64 *segs,
@@ -1121,6 +1131,11 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
             int cmin = NTAB1, cmax = 0, ok = 1;
             Side sub = s;
             sub.R = s.R + i0, sub.C = s.C + j0, sub.C32 = s.C32 + j0;
+#ifdef HAVE_AVX2
+            if (use_simd && (W == 16 || W == 32))
+                contexts1_avx2(W, bv, f, kq, o, nr, nc, &sub, ctx, &cmin, &cmax);
+            else
+#endif
             switch (W) {
                 case 8: contexts1(8, bv, f, kq, o, nr, nc, &sub, ctx, &cmin, &cmax); break;
                 case 16: contexts1(16, bv, f, kq, o, nr, nc, &sub, ctx, &cmin, &cmax); break;

@@ -72,6 +72,18 @@ def _layout(fmt: FloatFormat | None, width: int) -> tuple[int, int, int]:
     return (width, fmt.exponent_bits, fmt.mantissa_bits) if fmt else (width, 0, 0)
 
 
+@functools.lru_cache(maxsize=64)
+def _cut_arrays(shape: tuple[int, ...], level: int) -> tuple[np.ndarray, ...]:
+    """The (offset, rows, cols) int64 segments of each block of a part, read-only; cached:
+    a checkpoint's tensors repeat a few shapes, and a small tensor's decode is otherwise
+    mostly this Python."""
+    cuts, _ = segments(shape, None, BLOCK_VALUES[level])
+    arrays = tuple(seg_array(cut) for cut in cuts)
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
 def _check_level(level: object) -> int:
     if isinstance(level, bool) or level not in BLOCK_VALUES:
         raise StreamError(f"delta: level must be one of {sorted(BLOCK_VALUES)}, not {level!r}")
@@ -105,11 +117,10 @@ def encode(
         shape = (new.size,)
     fmt = float_format(data.dtype)
     layout = _layout(fmt, 8 * new.dtype.itemsize)
-    cuts, _ = segments(shape, None, BLOCK_VALUES[level])
+    cuts = _cut_arrays(tuple(int(d) for d in shape), level)
     k = kernel()
 
-    def one(block: Sequence[tuple[int, int, int]]) -> bytes:
-        segs = seg_array(block)
+    def one(segs: np.ndarray) -> bytes:
         costs = k.estimate(new, old, segs, *layout)
         order = sorted(range(3), key=lambda t: costs[t])
         tries = order[:1]
@@ -161,15 +172,14 @@ def decode(
     old = as_uint(base)
     fmt = float_format(dtype)
     layout = _layout(fmt, 8 * old.dtype.itemsize)
-    cuts, _ = segments(part_shape, None, BLOCK_VALUES[level])
+    cuts = _cut_arrays(part_shape, level)
     if len(cuts) != len(blocks):
         raise StreamError(f"delta: {len(blocks)} blocks where the shape needs {len(cuts)}")
     out = np.empty(n, dtype=old.dtype)  # every block writes all its values, then checks them
     k = kernel()
 
-    def one(item: tuple[int, tuple[bytes, Sequence[tuple[int, int, int]]]]) -> None:
-        index, (block, cut) = item
-        segs = seg_array(cut)
+    def one(item: tuple[int, tuple[bytes, np.ndarray]]) -> None:
+        index, (block, segs) = item
         if not block or block[0] not in (ULP, XOR, ALONE):
             raise StreamError(f"delta: block {index} has an unknown kind")
         kind, body = block[0], memoryview(block)[1:]  # no copy of the block
