@@ -135,6 +135,97 @@ def fortran() -> np.ndarray:
     return np.asfortranarray(grads(96).reshape(8, 12))
 
 
+# ------------------------------------------------------------- inputs coded against a base
+
+
+def adamw(steps: int, shapes: list[list[int]], lr: float = 1e-4) -> list[dict[str, np.ndarray]]:
+    """The state after each of ``steps`` AdamW steps (torch's defaults: betas 0.9/0.999, eps
+    1e-8, weight decay 0.01) of a tiny model with parameters of ``shapes``: real gradients
+    (``tests/data/mlp_grads_8k.npy``) as each step's gradient, weights started from real values
+    too. float32 numpy arithmetic, one operation at a time (no fused multiply-add), so the
+    states are the same on every machine. Keys: ``p<i>``, ``p<i>.exp_avg``, ``p<i>.exp_avg_sq``
+    and ``step``."""
+    f32 = np.float32
+    sizes = [int(np.prod(s)) for s in shapes]
+    n = sum(sizes)
+    flat = grads(n, 8192 - n) * f32(40)  # the weights start from the file's last values
+    params = np.split(flat, np.cumsum(sizes)[:-1])
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    beta1, beta2, eps, wd = f32(0.9), f32(0.999), f32(1e-8), f32(0.01)
+    out = []
+    for t in range(1, steps + 1):
+        g_all = np.split(grads(n, (t - 1) * n), np.cumsum(sizes)[:-1])
+        bc1 = f32(1) - beta1 ** f32(t)
+        bc2 = np.sqrt(f32(1) - beta2 ** f32(t))
+        for i, g in enumerate(g_all):
+            params[i] = params[i] * (f32(1) - f32(lr) * wd)
+            m[i] = m[i] * beta1 + g * (f32(1) - beta1)
+            v[i] = v[i] * beta2 + (g * g) * (f32(1) - beta2)
+            params[i] = params[i] - (f32(lr) / bc1) * (m[i] / (np.sqrt(v[i]) / bc2 + eps))
+        state: dict[str, np.ndarray] = {}
+        for i, shape in enumerate(shapes):
+            state[f"p{i}"] = params[i].reshape(shape).astype(np.float32)
+            state[f"p{i}.exp_avg"] = m[i].reshape(shape).astype(np.float32)
+            state[f"p{i}.exp_avg_sq"] = v[i].reshape(shape).astype(np.float32)
+        state["step"] = np.array(t, np.float32)
+        out.append(state)
+    return out
+
+
+DELTA_MODEL = [[32, 32], [32], [8, 32], [8]]  # 1,320 parameters
+
+
+def _weights(step: int) -> np.ndarray:
+    """The first parameter (32, 32) float32 of :data:`DELTA_MODEL` after AdamW step ``step``."""
+    return adamw(step, DELTA_MODEL)[-1]["p0"]
+
+
+def delta_new_f32() -> np.ndarray:
+    """Step 2's weights with IEEE specials in both (NaN payloads, -0.0 vs 0.0, +-inf vs finite,
+    subnormals): every bit pattern must survive the ulp distance and the XOR."""
+    out = _weights(2).copy()
+    flat = out.reshape(-1)
+    flat[:8] = _bits([0x7FC00001, 0x80000000, 0x7F800000, 0x00000001, 0xFFC12345, 0x00000000,
+                      0x807FFFFF, 0xFF800000], "<f4")
+    return out
+
+
+def delta_base_f32() -> np.ndarray:
+    out = _weights(1).copy()
+    out.reshape(-1)[:8] = _bits([0x7FC00000, 0x00000000, 0x3F800000, 0x00000002, 0x7FC12345,
+                                 0x80000000, 0x007FFFFF, 0xFF800000], "<f4")
+    return out
+
+
+def _bf16(arr: np.ndarray) -> np.ndarray:
+    import ml_dtypes
+
+    return arr.astype(ml_dtypes.bfloat16)
+
+
+def delta_int32(step: int) -> np.ndarray:
+    """Step ``step``'s weights as fixed point (int32, 2^-20 units)."""
+    return (_weights(step) * np.float32(1 << 20)).astype(np.int32)
+
+
+def delta_xor_f32() -> np.ndarray:
+    """Step 1's weights with every value's lowest mantissa bit flipped (another rounding): the
+    XOR of the bit patterns codes it smallest."""
+    return (_weights(1).view(np.uint32) ^ np.uint32(1)).view(np.float32)
+
+
+def sgd_series(steps: int, n: int, dtype: Any = np.float32) -> np.ndarray:
+    """``(steps, n)``: weights after each of ``steps`` plain SGD steps on real gradients (a
+    checkpoint per row, as a Zarr array with a time axis holds them)."""
+    w = grads(n, 4096) * np.float32(40)
+    rows = []
+    for t in range(steps):
+        w = (w - np.float32(0.01) * grads(n, t * n)).astype(np.float32)
+        rows.append(w)
+    return np.stack(rows).astype(dtype)
+
+
 # ----------------------------------------------------------------------------- stream cases
 
 
@@ -146,12 +237,20 @@ class StreamCase:
     config: dict[str, Any] = field(default_factory=dict)
     via: str = "api"
     """``api``: ``Pipeline.compress`` / ``lmgc_core.decompress``; ``numcodecs``: the codec (the
-    noted views)."""
+    noted views, ``time_axis`` series chunks)."""
     lm: bool = False
+    base: Callable[[], np.ndarray] | None = None
+    """The array the stream is coded against (``Pipeline.compress(x, base=, base_name=)``);
+    committed beside the stream as ``<case>.base.npy``, since decoding needs it."""
+    base_name: str | None = None
 
     @property
     def file(self) -> str:
         return f"{self.name}.lmgc"
+
+    @property
+    def base_file(self) -> str:
+        return f"{self.name}.base.npy"
 
 
 HEX = {"name": "hex", "bytes_per_group": 4, "separator": " "}
@@ -239,6 +338,48 @@ STREAM_CASES = [
     StreamCase("mix-mixture", "mix prior, float + adaptive experts mixed digit by digit over hex "
                "(fallback off)", lambda: grads(64, 96),
                {"prior": {**MIX, "fallback": False}, "serializer": HEX, "window": 256}),
+    StreamCase("float-small-parts", "float prior level 1, small_parts 'smaller': the 1024 "
+               "float32 part was coded at level 2 (part meta \"level\": 2, per-block checksums)",
+               lambda: grads(1024, 1024), {"prior": {"name": "float", "level": 1,
+                                                     "small_parts": "smaller"}}),
+    StreamCase("float-delta-l1-f32", "float prior level 1 against a base (coding 'delta', "
+               "lmgc_float.delta meta version 2): AdamW weights step 2 vs step 1, (32, 32) "
+               "float32, IEEE specials in both", delta_new_f32,
+               {"prior": {"name": "float", "level": 1}}, base=delta_base_f32,
+               base_name="step-1"),
+    StreamCase("float-delta-l2-f32", "float prior level 2 against a base: as float-delta-l1-f32",
+               delta_new_f32, {"prior": {"name": "float", "level": 2}}, base=delta_base_f32,
+               base_name="step-1"),
+    StreamCase("float-delta-l1-bf16", "float prior level 1 against a base: AdamW weights step 2 "
+               "vs step 1 as bfloat16 (unnamed base)", lambda: _bf16(_weights(2)),
+               {"prior": {"name": "float", "level": 1}}, base=lambda: _bf16(_weights(1))),
+    StreamCase("float-delta-l2-bf16", "float prior level 2 against a base: as float-delta-l1-bf16",
+               lambda: _bf16(_weights(2)), {"prior": {"name": "float", "level": 2}},
+               base=lambda: _bf16(_weights(1)), base_name="step-1"),
+    StreamCase("float-delta-l1-int32", "float prior level 1 against a base: int32 (fixed-point "
+               "weights, step 2 vs step 1)", lambda: delta_int32(2),
+               {"prior": {"name": "float", "level": 1}}, base=lambda: delta_int32(1),
+               base_name="step-1"),
+    StreamCase("float-delta-l1-xor", "float prior level 1 against a base, a block coded as the "
+               "XOR of the bit patterns (the lowest mantissa bit flipped everywhere)",
+               delta_xor_f32, {"prior": {"name": "float", "level": 1}}, base=lambda: _weights(1),
+               base_name="step-1"),
+    StreamCase("float-delta-l1-alone", "float prior level 1 against a base, the block coded "
+               "alone inside the delta part (a gradient against the previous step's: unrelated)",
+               lambda: grads(1024, 1024), {"prior": {"name": "float", "level": 1}},
+               base=lambda: grads(1024), base_name="grad-0"),
+    StreamCase("float-delta-small-parts", "float prior level 1, small_parts 'smaller', against "
+               "a base: the delta was coded at level 2 (delta meta \"level\": 2)", delta_new_f32,
+               {"prior": {"name": "float", "level": 1, "small_parts": "smaller"}},
+               base=delta_base_f32, base_name="step-1"),
+    StreamCase("series-time-axis-l1", "numcodecs codec, time_axis 0, level 1: a (4, 256) float32 "
+               "chunk of SGD checkpoints, a series stream (step 0 alone, step t against t - 1)",
+               lambda: sgd_series(4, 256), {"prior": {"name": "float", "level": 1},
+                                            "time_axis": 0}, via="numcodecs"),
+    StreamCase("series-time-axis-l2-bf16", "numcodecs codec, time_axis 1, level 2: a (128, 3) "
+               "bfloat16 chunk (time on the last axis)",
+               lambda: _bf16(sgd_series(3, 128).T.copy()),
+               {"prior": {"name": "float", "level": 2}, "time_axis": 1}, via="numcodecs"),
     StreamCase("view-complex64", "noted view: complex64 as float32 parts", complex64,
                via="numcodecs"),
     StreamCase("view-datetime64", "noted view: datetime64[ns] as int64", datetime64,
@@ -359,16 +500,65 @@ def source_torch(d: Path) -> Path:
     return p
 
 
+def source_adamw_safetensors(d: Path, step: int = 2) -> Path:
+    """A safetensors checkpoint after AdamW step ``step`` of :data:`DELTA_MODEL`: weights, both
+    moments and the step (float32), and the first weight again as BF16."""
+    state = adamw(step, DELTA_MODEL)[-1]
+    tensors = {k: ("F32", v) for k, v in state.items()}
+    tensors["p0.bf16"] = ("BF16", _bf16(state["p0"]))
+    _safetensors(p := d / f"step{step}.safetensors", tensors, {"step": str(step)})
+    return p
+
+
+def source_adamw_torch(d: Path, step: int = 2) -> Path:
+    """A ``torch.save`` of ``{"model": state_dict, "optimizer": AdamW state_dict}`` after step
+    ``step`` of :data:`DELTA_MODEL` (the optimizer's state as torch.optim.AdamW keeps it:
+    per parameter index ``step``, ``exp_avg``, ``exp_avg_sq``)."""
+    import torch
+
+    state = adamw(step, DELTA_MODEL)[-1]
+    n = len(DELTA_MODEL)
+    model = {f"layers.{i // 2}.{'weight' if i % 2 == 0 else 'bias'}":
+             torch.from_numpy(state[f"p{i}"].copy()) for i in range(n)}
+    optim_state = {i: {"step": torch.tensor(float(step)),
+                       "exp_avg": torch.from_numpy(state[f"p{i}.exp_avg"].copy()),
+                       "exp_avg_sq": torch.from_numpy(state[f"p{i}.exp_avg_sq"].copy())}
+                   for i in range(n)}
+    groups = [{"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01,
+               "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
+               "differentiable": False, "fused": None, "params": list(range(n))}]
+    torch.save({"model": model, "optimizer": {"state": optim_state, "param_groups": groups}},
+               p := d / f"ckpt-{step}.pt")
+    return p
+
+
+def source_sgd_npy(d: Path, step: int = 1) -> Path:
+    """Checkpoint ``step`` (0 or 1) of two SGD steps on 1024 float32 weights, as a .npy."""
+    (p := d / f"step{step}.npy").write_bytes(_npy_bytes(sgd_series(2, 1024)[step]))
+    return p
+
+
 @dataclass(frozen=True)
 class ArchiveCase:
     name: str
     what: str
     source: Callable[[Path], Path]
     args: tuple[str, ...] = ()
+    base: Callable[[Path], Path] | None = None
+    """The file of ``--base`` (committed beside the archive: decoding needs it); with
+    ``series``, the first file of ``lmgc compress --series BASE SOURCE``, whose archive is
+    committed instead (``<case>.base.lmgc``) and decoded first in the same command."""
+    series: bool = False
 
     @property
     def file(self) -> str:
         return f"{self.name}.lmgc"
+
+    def base_file(self, base_source: Path) -> str:
+        """The committed base: the file (``--base``) or its archive (``--series``)."""
+        if self.series:
+            return f"{self.name}.base.lmgc"
+        return f"{self.name}.base{''.join(base_source.suffixes)}"
 
 
 ARCHIVE_CASES = [
@@ -387,6 +577,16 @@ ARCHIVE_CASES = [
                 source_torch),
     ArchiveCase("npy-adaptive", "a .npy with --prior adaptive (hex serializer)", source_npy,
                 ("--prior", "adaptive")),
+    ArchiveCase("safetensors-base", "lmgc compress step2.safetensors --base step1.safetensors "
+                "(archive/manifest version 3 with base): AdamW weights, moments and step (F32), "
+                "a BF16 weight", source_adamw_safetensors,
+                base=lambda d: source_adamw_safetensors(d, 1)),
+    ArchiveCase("torch-base", "lmgc compress ckpt-2.pt --base ckpt-1.pt: torch.save of a model "
+                "state_dict and its AdamW state_dict (exp_avg, exp_avg_sq, step per parameter)",
+                source_adamw_torch, base=lambda d: source_adamw_torch(d, 1)),
+    ArchiveCase("series-npy", "lmgc compress --series step0.npy step1.npy: step1 coded against "
+                "step0 (SGD checkpoints, 1024 float32); step0's archive committed as the base",
+                source_sgd_npy, base=lambda d: source_sgd_npy(d, 0), series=True),
 ]
 
 
@@ -441,23 +641,31 @@ def encode_stream(case: StreamCase, arr: np.ndarray) -> bytes:
             return LMGC(**case.config).encode(arr)
         from lmgc_core import Pipeline
 
-        return Pipeline.from_config(case.config).compress(arr)
+        pipeline = Pipeline.from_config(case.config)
+        if case.base is None:
+            return pipeline.compress(arr)
+        return pipeline.compress(arr, base=case.base(), base_name=case.base_name)
 
 
-def decode_stream(case_via: str, blob: bytes) -> np.ndarray:
+def decode_stream(case_via: str, blob: bytes, base: np.ndarray | None = None) -> np.ndarray:
     if case_via == "numcodecs":
         import numcodecs
 
         return numcodecs.get_codec({"id": "lmgc"}).decode(blob)
     import lmgc_core
 
-    return lmgc_core.decompress(blob)
+    if base is None:  # older lmgc has no base= at all
+        return lmgc_core.decompress(blob)
+    return lmgc_core.decompress(blob, base=base)
 
 
 DECODE_CALL = {
     "api": "lmgc_core.decompress(blob)",
+    "api-base": "lmgc_core.decompress(blob, base=np.load(BASE_FILE))",
     "numcodecs": "numcodecs.get_codec({'id': 'lmgc'}).decode(blob)",
     "cli": "lmgc decompress FILE  (writes FILE without .lmgc)",
+    "cli-base": "lmgc decompress FILE --base BASE_FILE",
+    "cli-series": "lmgc decompress BASE_ARCHIVE FILE  (renamed to <source_name>.lmgc each)",
 }
 
 
@@ -471,13 +679,33 @@ def run_cli(*args: str) -> None:
         raise RuntimeError(f"lmgc {' '.join(args)} failed: {result.output} {result.exception}")
 
 
-def encode_archive(case: ArchiveCase, workdir: Path) -> tuple[bytes, bytes, str]:
-    """(archive bytes, source bytes, source file name) for ``case``, made in ``workdir``."""
+@dataclass(frozen=True)
+class Encoded:
+    """What :func:`encode_archive` made: the archive, its source, and for a case with a base the
+    base file (``--base``) or the series' first archive (``--series``)."""
+
+    blob: bytes
+    source: bytes
+    source_name: str
+    base: Path | None = None
+    base_archive: bytes | None = None
+
+
+def encode_archive(case: ArchiveCase, workdir: Path) -> Encoded:
+    """``case``'s archive, made in ``workdir``."""
     src = case.source(workdir)
     out = workdir / case.file
+    base = None if case.base is None else case.base(workdir)
     with as_recorded():
-        run_cli("compress", str(src), "-o", str(out), *_quiet("compress"), *case.args)
-    return out.read_bytes(), src.read_bytes(), src.name
+        if case.series:
+            assert base is not None
+            run_cli("compress", "--series", str(base), str(src), *_quiet("compress"), *case.args)
+            src.with_name(src.name + ".lmgc").rename(out)
+            first = base.with_name(base.name + ".lmgc")
+            return Encoded(out.read_bytes(), src.read_bytes(), src.name, base, first.read_bytes())
+        with_base = () if base is None else ("--base", str(base))
+        run_cli("compress", str(src), "-o", str(out), *_quiet("compress"), *case.args, *with_base)
+    return Encoded(out.read_bytes(), src.read_bytes(), src.name, base)
 
 
 def _quiet(command: str) -> list[str]:
@@ -487,12 +715,27 @@ def _quiet(command: str) -> list[str]:
     return ["-q"] if any(p.name == "quiet" for p in cli.commands[command].params) else []
 
 
-def decode_archive(blob: bytes, source_name: str, workdir: Path) -> bytes:
-    """What ``lmgc decompress`` of the running code writes for an archive of ``source_name``."""
+def decode_archive(blob: bytes, source_name: str, workdir: Path,
+                   base: Path | None = None) -> bytes:
+    """What ``lmgc decompress`` of the running code writes for an archive of ``source_name``
+    (``--base base`` when given)."""
     packed = workdir / f"{source_name}.lmgc"
     packed.write_bytes(blob)
-    run_cli("decompress", str(packed), "-o", str(workdir / source_name), *_quiet("decompress"))
+    with_base = () if base is None else ("--base", str(base))
+    run_cli("decompress", str(packed), "-o", str(workdir / source_name), *_quiet("decompress"),
+            *with_base)
     return (workdir / source_name).read_bytes()
+
+
+def decode_series(archives: list[tuple[bytes, str]], workdir: Path) -> list[bytes]:
+    """``lmgc decompress A.lmgc B.lmgc ...`` of ``(archive, source name)`` pairs, in order: each
+    decoded with the file an earlier one wrote back as its base."""
+    packed = []
+    for blob, name in archives:
+        (p := workdir / f"{name}.lmgc").write_bytes(blob)
+        packed.append(str(p))
+    run_cli("decompress", *packed, *_quiet("decompress"))
+    return [(workdir / name).read_bytes() for _, name in archives]
 
 
 def member_arrays(blob: bytes) -> dict[str, Any]:
@@ -546,11 +789,16 @@ def make_streams(out: Path, names: set[str] | None, with_lm: bool) -> dict[str, 
             continue
         arr = case.build()
         blob = encode_stream(case, arr)
-        back = decode_stream(case.via, blob)  # what the stream decodes to here, today
+        base = None if case.base is None else case.base()
+        back = decode_stream(case.via, blob, base)  # what the stream decodes to here, today
         if case.config.get("stages") is None and describe(back) != describe(arr):
             raise RuntimeError(f"{case.name}: lossless stream does not decode to its input")
         (out / case.file).write_bytes(blob)
+        extra: dict[str, Any] = {}
+        if base is not None:
+            extra["base"] = write_base_array(out / case.base_file, base, case.base_name)
         files[case.file] = {
+            **extra,
             "case": case.name,
             "what": case.what,
             "commit": commit,
@@ -559,7 +807,7 @@ def make_streams(out: Path, names: set[str] | None, with_lm: bool) -> dict[str, 
             "input": describe(arr),
             "expected": describe(back),
             "decode": case.via,
-            "decode_call": DECODE_CALL[case.via],
+            "decode_call": DECODE_CALL["api-base" if base is not None else case.via],
             "lm": case.lm,
             "size": len(blob),
             "file_sha256": sha256(blob),
@@ -569,15 +817,56 @@ def make_streams(out: Path, names: set[str] | None, with_lm: bool) -> dict[str, 
             "commit": commit, "files": files}
 
 
+def _committed(path: Path, data: bytes) -> dict[str, Any]:
+    """Write a base beside its fixture; its index record (file, size, SHA-256)."""
+    path.write_bytes(data)
+    return {"file": path.name, "size": len(data), "file_sha256": sha256(data)}
+
+
+def write_base_array(path: Path, base: np.ndarray, name: str | None) -> dict[str, Any]:
+    """Commit a stream's base beside it (``.npy``; bfloat16 as its uint16 bits, which ``.npy``
+    can spell: ``array`` says the dtype to view them as) and say what it is."""
+    stored = base.view(np.uint16) if dtype_text(base.dtype) == "bfloat16" else base
+    data = _npy_bytes(np.ascontiguousarray(stored))
+    path.write_bytes(data)
+    return {"file": path.name, "name": name, "array": describe(base), "size": len(data),
+            "file_sha256": sha256(data)}
+
+
+def load_base_array(path: Path, entry: dict[str, Any]) -> np.ndarray:
+    """The base :func:`write_base_array` committed, in its dtype."""
+    arr = np.load(path, allow_pickle=False)
+    if entry["array"]["dtype"] == "bfloat16":
+        import ml_dtypes
+
+        arr = arr.view(ml_dtypes.bfloat16)
+    return arr
+
+
 def make_archives(out: Path, names: set[str] | None) -> dict[str, Any]:
     files: dict[str, Any] = {}
     commit, ver = code_commit(), versions()
     for case in ARCHIVE_CASES:
         if names and case.name not in names:
             continue
+        extra: dict[str, Any] = {}
         with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as back:
-            blob, source, src_name = encode_archive(case, Path(tmp))
-            decoded = decode_archive(blob, src_name, Path(back))
+            made = encode_archive(case, Path(tmp))
+            blob, source, src_name = made.blob, made.source, made.source_name
+            if made.base_archive is not None and made.base is not None:  # --series
+                first, decoded = decode_series(
+                    [(made.base_archive, made.base.name), (blob, src_name)], Path(back))
+                if first != made.base.read_bytes():
+                    raise RuntimeError(f"{case.name}: the series' first archive is not its file")
+                extra["base"] = _committed(out / case.base_file(made.base), made.base_archive)
+                extra["base"].update(archive_of=made.base.name, source={
+                    "sha256": sha256(first), "size": len(first)})
+            else:
+                decoded = decode_archive(blob, src_name, Path(back), made.base)
+                if made.base is not None:  # --base
+                    extra["base"] = _committed(out / case.base_file(made.base),
+                                               made.base.read_bytes())
+                    extra["base"]["name"] = made.base.name
         if decoded != source and ver["archive"] > 0:
             raise RuntimeError(f"{case.name}: the archive does not give its source back")
         # without a manifest, decompress converts to the output's format (whose writer may
@@ -587,17 +876,20 @@ def make_archives(out: Path, names: set[str] | None) -> dict[str, Any]:
             expected = {"tensors": member_arrays(blob)}
         (out / case.file).write_bytes(blob)
         files[case.file] = {
+            **extra,
             "case": case.name,
             "what": case.what,
             "commit": commit,
             "archive_version": ver["archive"],
             "stream_version": ver["stream"],
-            "args": list(case.args),
+            "args": list(case.args) + (["--series", "BASE", "SOURCE"] if case.series else
+                                       ["--base", "BASE"] if case.base else []),
             "source_name": src_name,
             "source": {"sha256": sha256(source), "size": len(source)},
             "expected": expected,
             "decode": "cli",
-            "decode_call": DECODE_CALL["cli"],
+            "decode_call": DECODE_CALL["cli-series" if case.series else
+                                       "cli-base" if case.base else "cli"],
             "lm": False,
             "size": len(blob),
             "file_sha256": sha256(blob),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import shutil
 import sys
@@ -63,6 +64,11 @@ ENTRIES = [
 ]
 STREAMS = [p for p in ENTRIES if INDEXES[p.values[0]]["kind"] == "stream"]
 ARCHIVES = [p for p in ENTRIES if INDEXES[p.values[0]]["kind"] == "archive"]
+BASED_STREAMS = [p for p in STREAMS if "base" in p.values[2]]
+BASED_ARCHIVES = [p for p in ARCHIVES if "base" in p.values[2]]
+"""Fixtures coded against a base (``Pipeline.compress(x, base=)``, ``lmgc compress --base`` or
+``--series``): the base is committed beside them (an array, a file, or the series' first
+archive), listed in the entry's ``base`` with its size and SHA-256."""
 
 
 def _is_current(index: dict[str, Any]) -> bool:
@@ -88,8 +94,9 @@ def test_fixture_files_are_exactly_those_indexed_and_unedited(name):
     index, folder = INDEXES[name], FIXTURES / name
     assert index["kind"] in ("stream", "archive") and index["files"], name
     on_disk = {p.name for p in folder.iterdir()} - {gen.INDEX}
-    assert on_disk == set(index["files"]), f"{name}: files and index differ"
-    for file, entry in index["files"].items():
+    bases = {e["base"]["file"]: e["base"] for e in index["files"].values() if "base" in e}
+    assert on_disk == set(index["files"]) | set(bases), f"{name}: files and index differ"
+    for file, entry in {**index["files"], **bases}.items():
         data = (folder / file).read_bytes()
         assert (len(data), _sha(data)) == (entry["size"], entry["file_sha256"]), (
             f"{name}/{file} changed: fixtures are never edited or regenerated "
@@ -123,15 +130,73 @@ def test_stream_fixture_decodes_bit_exact(folder, file, entry):
         except PluginError as exc:  # llama-cpp-python or the model is not installed
             pytest.skip(f"LM fixture needs its prior: {exc}")
     else:
-        arr = gen.decode_stream(entry["decode"], blob)
+        arr = gen.decode_stream(entry["decode"], blob, _stream_base(folder, entry))
     assert gen.describe(arr) == entry["expected"], f"{folder}/{file} ({entry['what']})"
+
+
+def _stream_base(folder: str, entry: dict[str, Any]) -> Any:
+    """The committed base of a stream coded against one (``None`` for the others)."""
+    if "base" not in entry:
+        return None
+    base = gen.load_base_array(FIXTURES / folder / entry["base"]["file"], entry["base"])
+    assert gen.describe(base) == entry["base"]["array"], f"{folder}: {entry['base']['file']}"
+    return base
+
+
+@pytest.mark.parametrize(("folder", "file", "entry"), BASED_STREAMS)
+def test_stream_fixture_refuses_a_missing_or_other_base(folder, file, entry):
+    """A delta stream needs its very base: without it, or with one value of it changed, the
+    decoder refuses with MismatchError naming the recorded base, before decoding anything."""
+    import numpy as np
+
+    blob = (FIXTURES / folder / file).read_bytes()
+    name = entry["base"]["name"]
+    with pytest.raises(MismatchError, match="base") as missing:
+        lmgc_core.decompress(blob)
+    if name is not None:
+        assert repr(name) in str(missing.value) or name in str(missing.value)
+    other = _stream_base(folder, entry).copy()
+    bits = other.reshape(-1).view(f"u{other.dtype.itemsize}")
+    bits[-1] ^= 1  # the last value one ulp off (its lowest bit)
+    with pytest.raises(MismatchError, match="base"):
+        lmgc_core.decompress(blob, base=other)
+    with pytest.raises(MismatchError):  # another shape
+        lmgc_core.decompress(blob, base=np.zeros(3, other.dtype))
+
+
+def _series_first(folder: str, entry: dict[str, Any], where: Path) -> Path:
+    """The committed first archive of a ``--series`` fixture, named as ``lmgc compress`` named
+    it, in ``where``."""
+    first = where / f"{entry['base']['archive_of']}.lmgc"
+    shutil.copyfile(FIXTURES / folder / entry["base"]["file"], first)
+    return first
+
+
+def _archive_base(folder: str, entry: dict[str, Any], where: Path) -> Path:
+    """The base file an archive fixture decodes with: the committed file (``--base``), or what
+    the series' first archive decompresses to (``--series``)."""
+    base = entry["base"]
+    if "archive_of" not in base:
+        return FIXTURES / folder / base["file"]
+    where.mkdir(exist_ok=True)
+    lmgc("decompress", _series_first(folder, entry, where), "-q")
+    out = where / base["archive_of"]
+    assert {"sha256": _sha(out.read_bytes()), "size": out.stat().st_size} == base["source"]
+    return out
 
 
 @pytest.mark.parametrize(("folder", "file", "entry"), ARCHIVES)
 def test_archive_fixture_decompresses_to_its_source(folder, file, entry, tmp_path):
     packed = tmp_path / f"{entry['source_name']}.lmgc"
     shutil.copyfile(FIXTURES / folder / file, packed)
-    lmgc("decompress", packed, "-q")
+    if "archive_of" in entry.get("base", {}):  # a series: both in one command, in order
+        lmgc("decompress", _series_first(folder, entry, tmp_path), packed, "-q")
+        first = (tmp_path / entry["base"]["archive_of"]).read_bytes()
+        assert {"sha256": _sha(first), "size": len(first)} == entry["base"]["source"]
+    elif "base" in entry:
+        lmgc("decompress", packed, "-q", "--base", _archive_base(folder, entry, tmp_path))
+    else:
+        lmgc("decompress", packed, "-q")
     out = tmp_path / entry["source_name"]
     data = out.read_bytes()
     if "tensors" in entry["expected"]:  # no manifest: the output is a conversion, check tensors
@@ -143,9 +208,45 @@ def test_archive_fixture_decompresses_to_its_source(folder, file, entry, tmp_pat
         assert {"sha256": _sha(data), "size": len(data)} == entry["expected"], f"{folder}/{file}"
 
 
+@pytest.mark.parametrize(("folder", "file", "entry"), BASED_ARCHIVES)
+def test_archive_fixture_refuses_a_missing_or_other_base(folder, file, entry, tmp_path):
+    """Without its base, or with another file, ``lmgc decompress`` refuses with one error line
+    naming the recorded base (exit status 2) and writes nothing."""
+    from tests.cli_helpers import one_error_line
+
+    packed = tmp_path / f"{entry['source_name']}.lmgc"
+    shutil.copyfile(FIXTURES / folder / file, packed)
+    out = tmp_path / entry["source_name"]
+    recorded = entry["base"].get("archive_of") or entry["base"]["name"]
+    line = one_error_line(lmgc("decompress", packed, "-q", ok=False), 2)
+    assert recorded in line and "--base" in line, line
+    other = tmp_path / "other" / recorded
+    other.parent.mkdir()
+    data = bytearray(_archive_base(folder, entry, tmp_path / "base").read_bytes())
+    data[-1] ^= 1  # the base's last byte changed
+    other.write_bytes(bytes(data))
+    line = one_error_line(lmgc("decompress", packed, "-q", "--base", other, ok=False), 2)
+    assert "is not the base" in line and recorded in line, line
+    assert not out.exists()
+
+
+def _member_base(folder: str, entry: dict[str, Any], zf: zipfile.ZipFile, where: Path) -> Any:
+    """``header -> base chunk`` for the members of an archive coded against a base (as
+    ``lmgc decompress --base`` finds them), or ``None``."""
+    if "base" not in entry:
+        return None
+    from lmgc_core.files.base_file import BaseFile, base_for_header
+
+    manifest = json.loads(zf.read(archive.MANIFEST))
+    path = _archive_base(folder, entry, where)
+    reference = BaseFile(io.BytesIO(path.read_bytes()), path.name)
+    return lambda header: base_for_header(reference, header, manifest["chunk_bytes"])
+
+
 @pytest.mark.parametrize(("folder", "file", "entry"), ARCHIVES)
-def test_archive_fixture_members_decode_alone(folder, file, entry):
-    """Every stream member of an archive decodes with lmgc_core.decompress on its own."""
+def test_archive_fixture_members_decode_alone(folder, file, entry, tmp_path):
+    """Every stream member of an archive decodes with lmgc_core.decompress on its own (a member
+    coded against a base: with its base chunk, and refused by name without it)."""
     blob = (FIXTURES / folder / file).read_bytes()
     if not zipfile.is_zipfile(FIXTURES / folder / file):  # a bare stream (one nameless tensor)
         arrays = {"": gen.describe(lmgc_core.decompress(blob))}
@@ -153,8 +254,20 @@ def test_archive_fixture_members_decode_alone(folder, file, entry):
         with zipfile.ZipFile(FIXTURES / folder / file) as zf:
             names = [n for n in zf.namelist() if n != archive.MANIFEST]
             assert names, f"{folder}/{file}: no members"
-            arrays = {n.removesuffix(".lmgc"): gen.describe(lmgc_core.decompress(zf.read(n)))
-                      for n in names}
+            bases = _member_base(folder, entry, zf, tmp_path)
+            arrays, against = {}, 0
+            for n in names:
+                member = zf.read(n)
+                header = container.read_header(member)[0]
+                base = None if bases is None else bases(header)
+                if base is not None:
+                    against += 1
+                    with pytest.raises(MismatchError, match=header["base"]["name"]):
+                        lmgc_core.decompress(member)
+                arrays[n.removesuffix(".lmgc")] = gen.describe(
+                    lmgc_core.decompress(member, base=base) if base is not None
+                    else lmgc_core.decompress(member))
+            assert bases is None or against, f"{folder}/{file}: no member coded against the base"
     if "tensors" in entry["expected"]:
         assert arrays == entry["expected"]["tensors"], f"{folder}/{file}"
 
@@ -273,17 +386,25 @@ def test_current_version_reencodes_to_the_fixture(folder, file, entry, tmp_path)
         assert case is not None, f"{what}: case {entry['case']!r} left scripts/make_fixtures.py"
         arr = case.build()
         assert gen.describe(arr) == entry["input"], f"{what}: the input no longer reproduces"
+        if case.base is not None:
+            assert gen.describe(case.base()) == entry["base"]["array"], f"{what}: base changed"
         _made_by_free(gen.encode_stream(case, arr), old, what)
     else:
         case = {c.name: c for c in gen.ARCHIVE_CASES}.get(entry["case"])
         assert case is not None, f"{what}: case {entry['case']!r} left scripts/make_fixtures.py"
         try:
-            new, source, _ = gen.encode_archive(case, tmp_path)
+            made = gen.encode_archive(case, tmp_path)
         except ModuleNotFoundError as exc:  # the torch case builds its source with torch
             pytest.skip(f"{what}: building the source needs {exc.name}")
         want = entry.get("source", entry["expected"])["sha256"]  # "source": since archive v2
-        assert _sha(source) == want, f"{what}: the source no longer reproduces"
-        _same_archive(new, old, what)
+        assert _sha(made.source) == want, f"{what}: the source no longer reproduces"
+        if made.base_archive is not None:  # --series: the first archive is committed too
+            first = (FIXTURES / folder / entry["base"]["file"]).read_bytes()
+            _same_archive(made.base_archive, first, f"{what} (the series' first archive)")
+        elif made.base is not None:
+            base = (FIXTURES / folder / entry["base"]["file"]).read_bytes()
+            assert made.base.read_bytes() == base, f"{what}: the base no longer reproduces"
+        _same_archive(made.blob, old, what)
 
 
 def test_generator_refuses_an_existing_directory(tmp_path, capsys):
