@@ -587,6 +587,13 @@ ARCHIVE_CASES = [
     ArchiveCase("series-npy", "lmgc compress --series step0.npy step1.npy: step1 coded against "
                 "step0 (SGD checkpoints, 1024 float32); step0's archive committed as the base",
                 source_sgd_npy, base=lambda d: source_sgd_npy(d, 0), series=True),
+    ArchiveCase("safetensors-base-l1", "as safetensors-base at today's default level (-l 1, "
+                "small_parts 'smaller': each small tensor's delta or array at the smaller level)",
+                source_adamw_safetensors, ("-l", "1", "-P", "small_parts=smaller"),
+                base=lambda d: source_adamw_safetensors(d, 1)),
+    ArchiveCase("series-npy-l1", "as series-npy at level 1 (small_parts 'level': every part at "
+                "level 1)", source_sgd_npy, ("-l", "1"), base=lambda d: source_sgd_npy(d, 0),
+                series=True),
 ]
 
 
