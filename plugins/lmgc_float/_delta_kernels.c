@@ -995,10 +995,10 @@ INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off
  * addition serves both widths. It stops where a gather could read past the raw bits (values1
  * does the rest); returns the values done, advances raw->pos and sets *bad for a symbol outside
  * the alphabet. */
-__attribute__((target("avx2"))) static i64 values1_avx2(const int W, void *outv, const void *bv,
-                                                        const Fm *f, i64 off, i64 cnt,
-                                                        const u8 *S, BitR *raw, int *bad) {
-    const int sh = 32 - W, xor = f->xor, isf = f->E != 0;
+__attribute__((target("avx2"), always_inline)) static inline i64
+values1_avx2_body(const int W, const int xor, const int isf, void *outv, const void *bv, i64 off,
+                  i64 cnt, const u8 *S, BitR *raw, int *bad) {
+    const int sh = 32 - W;
     const __m256i smax = _mm256_set1_epi32(2 * W + 1), one = _mm256_set1_epi32(1);
     const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi32(-1);
     const __m256i seven = _mm256_set1_epi32(7), sb = _mm256_set1_epi32(INT32_MIN);
@@ -1067,6 +1067,21 @@ __attribute__((target("avx2"))) static i64 values1_avx2(const int W, void *outv,
     raw->pos = pos;
     *bad |= !_mm256_testz_si256(badv, badv);
     return q;
+}
+
+/* values1_avx2_body for constant width and transform: no branch on them per group */
+__attribute__((target("avx2"))) static i64 values1_avx2(const int W, void *outv, const void *bv,
+                                                        const Fm *f, i64 off, i64 cnt,
+                                                        const u8 *S, BitR *raw, int *bad) {
+    const int isf = f->E != 0;
+    if (W == 16) {
+        if (f->xor) return values1_avx2_body(16, 1, 0, outv, bv, off, cnt, S, raw, bad);
+        if (isf) return values1_avx2_body(16, 0, 1, outv, bv, off, cnt, S, raw, bad);
+        return values1_avx2_body(16, 0, 0, outv, bv, off, cnt, S, raw, bad);
+    }
+    if (f->xor) return values1_avx2_body(32, 1, 0, outv, bv, off, cnt, S, raw, bad);
+    if (isf) return values1_avx2_body(32, 0, 1, outv, bv, off, cnt, S, raw, bad);
+    return values1_avx2_body(32, 0, 0, outv, bv, off, cnt, S, raw, bad);
 }
 
 /* Pass 1 compiled for AVX2 (eight contexts per instruction instead of four, and min/max in one
