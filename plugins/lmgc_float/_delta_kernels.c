@@ -44,6 +44,11 @@
 #include "_kernel_common.h"
 
 #define DELTA_VERSION 2
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define BIG_ENDIAN_HOST 1 /* the checksum is of little-endian bytes: hash_values swaps them */
+#else
+#define BIG_ENDIAN_HOST 0
+#endif
 #define RANS_L (1u << 16)
 #define NSTATES 32
 #define MAXW 64
@@ -1095,8 +1100,10 @@ __attribute__((target("avx2"))) static void contexts1_avx2(const int W, const vo
 }
 #endif
 
+/* digest: the checksum of the values decoded, computed chunk by chunk while they are in the
+ * cache (the chunks are the segments' values in order) */
 static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv, const i64 *segs,
-                           i64 nsegs, Fm *f) {
+                           i64 nsegs, Fm *f, u8 digest[DIGEST]) {
     const int W = f->W;
     i64 n = total_values(segs, nsegs);
     Rd r = {blk, len, 0, 0};
@@ -1127,6 +1134,7 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
      * base values, contexts and symbols are still in the cache */
     BitR raw = br_open(r.p + r.pos, r.len - r.pos);
     size_t k0 = 0;
+    Hash128 h = {0};
     for (i64 g = 0; g < nsegs && !err; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         if (!read_side(&sr, &s, rows, cols)) {
@@ -1178,9 +1186,12 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
                 default: ok = values1(64, outv, bv, f, o, cnt, Sr, &raw); break;
             }
             if (!ok || vbad) err = "symbol outside the alphabet";
+            hash_bytes(&h, (const u8 *)outv + (size_t)(o - done) * (size_t)(W / 8),
+                       (size_t)(cnt + done) * (size_t)(W / 8));
         }
     }
     if (err) goto done;
+    hash_final(&h, digest);
     if (sr.pos != sr.len) err = "side information has the wrong length";
     else if (n && !rans_close(&d)) err = "damaged symbol stream";
     if (!err && !br_done(&raw)) err = "raw bits have the wrong length";
@@ -1335,11 +1346,11 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         } else {
             len -= DIGEST;
             Fm f = make_fm(width, ebits, mbits, transform);
+            u8 digest[DIGEST];
             err = level == 2 ? decode2(b, len, out.buf, bv.buf, sg, nsegs, &f)
-                             : decode1(b, len, out.buf, bv.buf, sg, nsegs, &f);
+                             : decode1(b, len, out.buf, bv.buf, sg, nsegs, &f, digest);
             if (!err) {
-                u8 digest[DIGEST];
-                hash_values(out.buf, sg, nsegs, width, digest);
+                if (level == 2 || BIG_ENDIAN_HOST) hash_values(out.buf, sg, nsegs, width, digest);
                 if (memcmp(digest, b + len, DIGEST) != 0) err = CHECKSUM_MISMATCH;
             }
         }
