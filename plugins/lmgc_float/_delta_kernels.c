@@ -25,8 +25,10 @@
  * A block's q uses e_base only if that narrows q's spread (exp_avg_sq's changes, a log ratio,
  * do not scale with the exponent): one flag per block.
  *
- * Level 1 decodes ~CHUNK1 values at a time in three passes (contexts, symbols with AVX2 gathers
- * where the CPU has them, values), while the chunk is in the cache.
+ * Level 1 decodes ~CHUNK1 values at a time in three passes (contexts; symbols, by gathers from
+ * the tables; values, by gathers of their raw bits at prefix-summed bit positions), each in AVX2
+ * where the CPU has it (symbols: every width; contexts and values: 16- and 32-bit values), then
+ * feeds the chunk to the block checksum, all while the chunk is in the cache.
  *
  * Block layout (after delta.py's kind byte): u8 kq (q uses e_base) | varint side length | side
  * information per segment | level 1: the present tables, varint length, rANS stream; level 2:
