@@ -134,9 +134,17 @@ class Pipeline:
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None = None, **overrides: Any) -> Pipeline:
         cfg = {**DEFAULTS, **(config or {}), **overrides}
-        # a dict from anywhere (Zarr metadata someone else wrote, a stream header) meets the
-        # caps a config file meets, before any component is built
+        # a dict from anywhere (Zarr metadata someone else wrote) meets the caps a config file
+        # meets, before any component is built
         check_size(cfg, "pipeline configuration")
+        return cls._build(cfg)
+
+    @classmethod
+    def _build(cls, cfg: dict[str, Any]) -> Pipeline:
+        """:meth:`from_config` once ``cfg`` (every key present) is known to be of bounded size:
+        checked by :func:`check_size`, or parsed from a stream header whose text
+        :func:`container.check_json_text` bounded (a re-walk costs ~0.5 ms for a model's
+        layout, on every decode)."""
         unknown = set(cfg) - set(DEFAULTS)
         if unknown:
             raise ConfigError(
@@ -380,7 +388,6 @@ class Pipeline:
         if len(states) != len(self.stages):
             raise StreamError("header stage states do not match its stage list")
         _check_parts(part_specs, dtype.itemsize * math.prod(shape), bool(self.stages))
-        box = container.unpack(blob, head)
         prior = self.prior if force else self.check_stream(header)
         # only a prior that verifies every block of the one part may stand in for SHA-256
         if checksum is not None and (
@@ -391,6 +398,10 @@ class Pipeline:
                 f"stream header names checksum {checksum!r}, which this pipeline and prior "
                 f"({prior.name}) do not verify"
             )
+        # a part whose decoder catches every changed byte of its blocks needs no second check
+        # of the same bytes by CRC32 ("What checks what" in docs/format.md)
+        own = [i for i, spec in enumerate(part_specs) if _checks_own_blocks(prior, spec)]
+        box = container.unpack(blob, head, unverified_parts=own)
         jobs = resolve_jobs(jobs) if prior.thread_safe else 1
         if ref is None and any(isinstance(p, Mapping) and p.get("coding") == "delta"
                                for p in part_specs):
@@ -469,6 +480,16 @@ class Pipeline:
             "bits_per_symbol": bits / n_free if n_free else 0.0,
             "rate_percent": 100 * bits / 8 / arr.nbytes if arr.nbytes else 0.0,
         }
+
+
+def _checks_own_blocks(prior: Prior, spec: Any) -> bool:
+    """Whether ``prior`` catches every changed byte of the blocks of the array-coded part
+    ``spec`` itself (its optional ``checks_own_blocks(meta)``), so their CRC32 can go unchecked."""
+    check = getattr(prior, "checks_own_blocks", None)
+    if check is None or not isinstance(spec, Mapping) or spec.get("coding") != "array":
+        return False
+    meta = spec.get("array")
+    return bool(check(meta)) if isinstance(meta, Mapping) else False
 
 
 def _as_array(array: Any) -> np.ndarray:
@@ -620,12 +641,13 @@ def decompress(
     config = header.get("pipeline")
     if not isinstance(config, dict):
         raise StreamError("stream header has no pipeline configuration")
-    config = dict(config)
+    config = {**DEFAULTS, **config}
     if prior_options:
+        check_size(dict(prior_options), "prior options")
         config["prior"] = {**config["prior"], **prior_options}
     try:
         with registry.recorded():  # an option the header leaves out means what it always meant
-            pipeline = Pipeline.from_config(config)
+            pipeline = Pipeline._build(config)  # the header's text was bounded: no re-walk
     except ConfigError as exc:
         raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
     return pipeline.decompress(

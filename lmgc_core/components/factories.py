@@ -9,6 +9,7 @@ with the list of valid ones (:class:`~lmgc_core.util.errors.UnknownOptionError`)
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import sys
@@ -22,12 +23,23 @@ def parameters(func: Any) -> list[str] | None:
     """The keyword parameters of ``func`` (a function or class); ``None`` when it takes any
     ``**options`` or cannot be inspected."""
     try:
+        names = _parameters(func)
+    except TypeError:  # unhashable: inspect it afresh
+        names = _parameters.__wrapped__(func)
+    return None if names is None else list(names)
+
+
+@functools.lru_cache(maxsize=256)
+def _parameters(func: Any) -> tuple[str, ...] | None:
+    """:func:`parameters`, remembered: ``inspect.signature`` of a class costs ~0.1 ms, and every
+    decode rebuilds its pipeline's components from the stream header."""
+    try:
         params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):
         return None
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 class LazyFactory:

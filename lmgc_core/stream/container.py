@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +118,8 @@ def deflate_header(text: bytes, version: int | None = None) -> bytes:
 class Container:
     header: dict[str, Any]
     blocks: list[memoryview]
-    """Views into the stream (no copy), each CRC-checked."""
+    """Views into the stream (no copy), each CRC-checked (unless ``unpack`` was told that the
+    decoder checks them itself)."""
 
 
 def block_sizes(header: dict[str, Any]) -> list[tuple[int, int]]:
@@ -246,9 +248,19 @@ def read_header(blob: bytes) -> tuple[dict[str, Any], int]:
     return header, end + _CRC.size
 
 
-def unpack(blob: bytes, head: tuple[dict[str, Any], int] | None = None) -> Container:
+def unpack(
+    blob: bytes,
+    head: tuple[dict[str, Any], int] | None = None,
+    *,
+    unverified_parts: Collection[int] = (),
+) -> Container:
     """The header and CRC-checked blocks; ``head`` is :func:`read_header`'s result when the
-    caller has it already (its checks ran on the header before the blocks)."""
+    caller has it already (its checks ran on the header before the blocks).
+
+    ``unverified_parts``: indices of parts whose blocks' CRC32s are left unchecked (sizes and
+    total length are always checked): only for parts whose decoder catches every changed byte of
+    a block itself (see "What checks what" in ``docs/format.md``). The CRC32s are still written,
+    so ``lmgc ls``/``info`` and any other decoder check them."""
     header, offset = read_header(blob) if head is None else head
     sizes = block_sizes(header)
     expected = offset + sum(s for s, _ in sizes)
@@ -260,10 +272,22 @@ def unpack(blob: bytes, head: tuple[dict[str, Any], int] | None = None) -> Conta
         raise StreamError(f"stream has {len(blob) - expected} unexpected trailing bytes")
     blocks = []
     view = memoryview(blob)
+    skipped = _blocks_of(header, unverified_parts) if unverified_parts else frozenset()
     for i, (size, crc) in enumerate(sizes):
         block = view[offset : offset + size]  # zero-copy: a stream's blocks stay in the blob
-        if zlib.crc32(block) != crc:
+        if i not in skipped and zlib.crc32(block) != crc:
             raise StreamError(f"block {i} is corrupted (CRC32 mismatch)")
         blocks.append(block)
         offset += size
     return Container(header, blocks)
+
+
+def _blocks_of(header: dict[str, Any], parts: Collection[int]) -> frozenset[int]:
+    """Stream-order indices of the blocks of ``parts`` (indices into the header's parts)."""
+    out, start = [], 0
+    for index, part in enumerate(header["parts"]):  # block_sizes has checked the entries
+        n = len(part["blocks"])
+        if index in parts:
+            out.extend(range(start, start + n))
+        start += n
+    return frozenset(out)
