@@ -265,10 +265,9 @@ INLINE int pred_at(i64 rfix, i64 cfix, i64 eq, int W, int step) {
     return (int)(p > top ? top : p);
 }
 
-static void plan_side(const void *nv, const void *bv, const Fm *f, int kq, i64 off, i64 rows,
-                      i64 cols, Side *s, Buf *side, int *mode_out, u8 *Lc) {
+INLINE void plan_side_w(const int W, const void *nv, const void *bv, const Fm *f, int kq, i64 off,
+                        i64 rows, i64 cols, Side *s, Buf *side, int *mode_out, u8 *Lc) {
     /* Lc: the segment's bit lengths, kept from the row pass for the column pass */
-    const int W = f->W;
     int mode = rows >= 8 && cols >= 2 ? 2 : rows >= 2 ? 1 : 0;
     i64 tsum = 0, tcnt = 0;
     for (i64 i = 0; i < rows; i++) {
@@ -310,6 +309,17 @@ static void plan_side(const void *nv, const void *bv, const Fm *f, int kq, i64 o
         for (i64 j = 0; j < cols; j++) put_varint(side, zz(s->C[j] - prev)), prev = s->C[j];
     }
     *mode_out = mode;
+}
+
+/* plan_side_w for a compile-time width (the loads and stores then need no switch per value) */
+static void plan_side(const void *nv, const void *bv, const Fm *f, int kq, i64 off, i64 rows,
+                      i64 cols, Side *s, Buf *side, int *mode_out, u8 *Lc) {
+    switch (f->W) {
+        case 8: plan_side_w(8, nv, bv, f, kq, off, rows, cols, s, side, mode_out, Lc); break;
+        case 16: plan_side_w(16, nv, bv, f, kq, off, rows, cols, s, side, mode_out, Lc); break;
+        case 32: plan_side_w(32, nv, bv, f, kq, off, rows, cols, s, side, mode_out, Lc); break;
+        default: plan_side_w(64, nv, bv, f, kq, off, rows, cols, s, side, mode_out, Lc); break;
+    }
 }
 
 static int read_side(Rd *r, Side *s, i64 rows, i64 cols) {
@@ -747,6 +757,25 @@ static int rans_close(const RansDec *d) {
 }
 
 
+/* A segment's symbols, tables and raw bits (level 1 encoding), for a compile-time width;
+ * returns the symbols so far. */
+INLINE size_t symbols1(const int W, const void *nv, const void *bv, const Fm *f, int kq, i64 off,
+                       i64 rows, i64 cols, const Side *s, u8 *A, u8 *TA, u64 *cA, BitW *raw,
+                       size_t na) {
+    for (i64 i = 0; i < rows; i++)
+        for (i64 j = 0; j < cols; j++) {
+            i64 k = off + i * cols + j;
+            u64 b = load_v(bv, W, k);
+            int neg;
+            u64 mag = split(load_v(nv, W, k), b, f, &neg);
+            int L = bitlen(mag), c = pred_at(s->R[i], s->C[j], kq ? ebase(b, f) : 0, W, 0);
+            int S = 2 * L + neg;
+            A[na] = (u8)S, TA[na++] = (u8)c, cA[c * NSYM1 + S]++;
+            if (L > 1) bw_put(raw, mag, L - 1);
+        }
+    return na;
+}
+
 /* Level 1 codes one symbol per value, S = 2 L + sign, in the table of its predicted L, and the
  * L - 1 bits below the leading one raw: one table lookup and one bit read per value. */
 static int encode1(const void *nv, const void *bv, const i64 *segs, i64 nsegs, const Fm *f,
@@ -767,17 +796,12 @@ static int encode1(const void *nv, const void *bv, const i64 *segs, i64 nsegs, c
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         int mode;
         plan_side(nv, bv, f, kq, off, rows, cols, &s, &side, &mode, Lc);
-        for (i64 i = 0; i < rows; i++)
-            for (i64 j = 0; j < cols; j++) {
-                i64 k = off + i * cols + j;
-                u64 b = load_v(bv, W, k);
-                int neg;
-                u64 mag = split(load_v(nv, W, k), b, f, &neg);
-                int L = bitlen(mag), c = pred_at(s.R[i], s.C[j], kq ? ebase(b, f) : 0, W, 0);
-                int S = 2 * L + neg;
-                A[na] = (u8)S, TA[na++] = (u8)c, cA[c * NSYM1 + S]++;
-                if (L > 1) bw_put(&raw, mag, L - 1);
-            }
+        switch (W) {
+            case 8: na = symbols1(8, nv, bv, f, kq, off, rows, cols, &s, A, TA, cA, &raw, na); break;
+            case 16: na = symbols1(16, nv, bv, f, kq, off, rows, cols, &s, A, TA, cA, &raw, na); break;
+            case 32: na = symbols1(32, nv, bv, f, kq, off, rows, cols, &s, A, TA, cA, &raw, na); break;
+            default: na = symbols1(64, nv, bv, f, kq, off, rows, cols, &s, A, TA, cA, &raw, na); break;
+        }
     }
     ok = ok && !side.fail;
     if (ok) {
