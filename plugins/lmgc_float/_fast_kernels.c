@@ -21,7 +21,11 @@
  *
  * Every decision the coder sees is integer arithmetic (portable bytes). The decoder checks
  * every length, table and count against the block before using it, and never reads or writes
- * outside its buffers on garbage input: a bad block raises ValueError.
+ * outside its buffers on garbage input: a bad block raises ValueError. It also refuses every
+ * block the encoder would not write (non-canonical varints, side information other than what
+ * the rebuilt values give, nonzero padding bits, a coded block no shorter than the values):
+ * every bit either reaches the values (the checksum) or is checked, so no changed byte decodes
+ * and the checksum may stand in for the container's CRC32 (tests/test_fast_canonical.py).
  *
  * Bump FAST_VERSION whenever the bytes change: the loader refuses a stale build. */
 #define PY_SSIZE_T_CLEAN
@@ -29,6 +33,24 @@
 #include "_kernel_common.h" /* buffers, varints, work buffers, tables, checksum */
 
 #define FAST_VERSION 3
+
+/* A varint as put_varint writes it, else r->bad: no redundant continuation bytes (a last byte
+ * of 0 after others), nothing above 64 bits. The decoder reads every varint this way so that no
+ * changed byte of a block decodes (what lets its checksum stand in for the container's CRC32). */
+static u64 get_cvarint(Rd *r) {
+    u64 v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (r->pos >= r->len || (shift == 63 && r->p[r->pos] > 1)) break;
+        u8 c = r->p[r->pos++];
+        v |= (u64)(c & 0x7F) << shift;
+        if (!(c & 0x80)) {
+            if (c == 0 && shift) break;
+            return v;
+        }
+    }
+    r->bad = 1;
+    return 0;
+}
 /* SCALE_BITS (12, the header's): integer planes and version-2 floats */
 #define SCALE_BITS3 15 /* version-3 floats: a joint alphabet has many rare symbols, which a
                           coarser scale would overpay (+1.9 % on bfloat16 weights at 2^12) */
@@ -67,13 +89,13 @@ typedef struct {
 static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
     const u32 S = 1u << sb;
     t->sb = sb;
-    u64 k = get_varint(r);
+    u64 k = get_cvarint(r);
     if (r->bad || k > (u64)nsym) return 0;
     t->empty = k == 0;
     u32 cum = 0;
     i64 prev = -1;
     for (u64 i = 0; i < k; i++) {
-        u64 gap = get_varint(r), f1 = get_varint(r);
+        u64 gap = get_cvarint(r), f1 = get_cvarint(r);
         if (r->bad || gap >= (u64)nsym || f1 >= S) return 0;
         i64 s = prev + 1 + (i64)gap;
         u32 f = (u32)f1 + 1;
@@ -288,8 +310,8 @@ static int code_stream(Buf *b, const void *syms, int wide, size_t n, const u64 *
 
 /* Read `table | varint len | stream` and decode n symbols. */
 static int read_stream(Rd *r, int nsym, size_t n, int wide, void *out, DecTab *t, int sb) {
-    if (!read_table(r, nsym, t, sb)) return 0;
-    u64 len = get_varint(r);
+    if (!read_table(r, nsym, t, sb) || (n == 0) != t->empty) return 0;
+    u64 len = get_cvarint(r);
     if (r->bad || len > r->len - r->pos) return 0;
     const u8 *in = r->p + r->pos;
     r->pos += (size_t)len;
@@ -633,6 +655,7 @@ static int get_bitmap(Rd *r, u8 *dst, i64 n) {
     for (i64 q = 0; q < n; q += 8) {
         u8 byte = get_u8(r);
         for (int t = 0; t < 8 && q + t < n; t++) dst[q + t] = (byte >> t) & 1;
+        if (n - q < 8 && byte >> (n - q)) r->bad = 1; /* padding bits are zero */
     }
     return !r->bad;
 }
@@ -640,7 +663,7 @@ static int get_bitmap(Rd *r, u8 *dst, i64 n) {
 static int get_side_values(Rd *r, i64 *dst, i64 n) {
     i64 prev = 0;
     for (i64 i = 0; i < n; i++) {
-        i64 v = prev + unzz(get_varint(r));
+        i64 v = prev + unzz(get_cvarint(r));
         if (r->bad || v < -SIDE_LIMIT || v > SIDE_LIMIT) return 0;
         dst[i] = prev = v;
     }
@@ -785,6 +808,69 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scrat
     }
 }
 
+/* 1 when the side information is exactly what plan_segment writes for the values just rebuilt
+ * (row / column means to the last fraction bit, zero rows / columns, no sign bit of a row or
+ * column without a nonzero value, no flag the encoder never sets); adds the segment's nonzero
+ * values to *nonzero. Bits that never reach the values would otherwise decode unnoticed. */
+INLINE int side_is_canonical(const int W, const void *outv, const Fmt *f, i64 off, i64 rows,
+                             i64 cols, Scratch *s, int flags, i64 R0, u64 *nonzero) {
+    const int M = f->mbits, mode = flags & F_EXP_MODE;
+    const u64 sb = f->sign_bit, em = f->emask;
+    const int sgn = (flags & F_SIGN) != 0, zrows = (flags & F_ZROWS) != 0;
+    const int zcols = (flags & F_ZCOLS) != 0, do_cols = rows >= 2 && (mode == 2 || sgn);
+    i64 tsum = 0, tcnt = 0, prevR = 0;
+    int any_zr = 0;
+    if (do_cols)
+        for (i64 j = 0; j < cols; j++) s->cnt_c[j] = s->sum_c[j] = s->neg_c[j] = 0;
+    for (i64 i = 0; i < rows; i++) {
+        const i64 base = off + i * cols;
+        i64 rsum = 0, rcnt = 0;
+        u64 any = 0;
+        for (i64 j = 0; j < cols; j++) {
+            u64 v = load_v(outv, W, base + j);
+            i64 nz = !is_zero(v, sb);
+            any |= v;
+            rsum += nz ? (i64)((v >> M) & em) : 0;
+            rcnt += nz;
+        }
+        const int zrow = any == 0;
+        any_zr |= zrow;
+        if ((zrows && s->zr[i] != zrow) || (sgn && !rcnt && s->rs[i])) return 0;
+        const i64 Ri = rcnt ? floor_div(2 * (rsum << FRAC) + rcnt, 2 * rcnt) : prevR;
+        if (mode >= 1 && s->R[i] != Ri) return 0;
+        prevR = Ri;
+        tsum += rsum, tcnt += rcnt;
+        if (do_cols && rcnt)
+            for (i64 j = 0; j < cols; j++) {
+                u64 v = load_v(outv, W, base + j);
+                i64 nz = !is_zero(v, sb);
+                s->neg_c[j] |= (i64)(v != 0);
+                s->cnt_c[j] += nz;
+                s->sum_c[j] += nz ? ((i64)((v >> M) & em) << FRAC) - Ri : 0;
+            }
+    }
+    if (mode == 0 && R0 != (tcnt ? floor_div(2 * (tsum << FRAC) + tcnt, 2 * tcnt) : 0)) return 0;
+    if ((mode >= 1 && any_zr != zrows) || (sgn && !tcnt)) return 0;
+    if (do_cols) {
+        i64 prevC = 0;
+        int any_zc = 0;
+        for (i64 j = 0; j < cols; j++) {
+            const int zcol = s->neg_c[j] == 0;
+            any_zc |= zcol;
+            if ((zcols && s->zc[j] != zcol) || (sgn && !s->cnt_c[j] && s->cs[j])) return 0;
+            if (mode == 2) {
+                const i64 c = s->cnt_c[j];
+                const i64 Cj = c ? floor_div(2 * s->sum_c[j] + c, 2 * c) : prevC;
+                if (s->C[j] != Cj) return 0;
+                prevC = Cj;
+            }
+        }
+        if (mode == 2 && any_zc != zcols) return 0;
+    }
+    *nonzero += (u64)tcnt;
+    return 1;
+}
+
 /* NULL on success, else what is wrong with the block (`v3`: a version-3 block, else version 2).
  * Compiled twice (AVX2 and baseline, chosen when the module loads) so the reconstruction loops
  * use wider vectors where the CPU has them. */
@@ -792,7 +878,7 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
                                        i64 nsegs, const Fmt *f, int v3, Hash128 *h) {
     i64 n = total_values(segs, nsegs);
     Rd r = {blk, len, 1, 0};
-    u64 na = get_varint(&r), nb = get_varint(&r), side_len = get_varint(&r);
+    u64 na = get_cvarint(&r), nb = get_cvarint(&r), side_len = get_cvarint(&r);
     if (r.bad || na > (u64)n || nb > na || side_len > r.len - r.pos) return "bad block header";
     Rd side = {r.p + r.pos, (size_t)side_len, 0, 0};
     r.pos += (size_t)side_len;
@@ -834,14 +920,20 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
             B[2 * i + 1] = q[i] >> 4;
         }
         r.pos += (size_t)nibbytes;
+        if ((nb & 1) && q[nibbytes - 1] >> 4) {
+            err = "nonzero padding after the last nibble";
+            goto done;
+        }
     }
     const u8 *raw = r.p + r.pos;
     size_t ai = 0, bi = 0;
+    u64 nzout = 0; /* nonzero values rebuilt: every coded (not zero) symbol gives one */
     for (i64 g = 0; g < nsegs; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         int flags = get_u8(&side), mode = flags & F_EXP_MODE;
         i64 R0 = 0;
-        if (side.bad || mode == 3 || flags >= 32) {
+        if (side.bad || mode == 3 || flags >= 32 || ((mode >= 1 || (flags & F_SIGN)) && rows < 2) ||
+            ((flags & F_ZROWS) && mode == 0) || ((flags & F_ZCOLS) && mode != 2)) {
             err = "bad side information";
             goto done;
         }
@@ -897,8 +989,20 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
                 err = "unsupported float format";
                 goto done;
         }
+        int canon;
+        switch (f->width) {
+            case 8: canon = side_is_canonical(8, outv, f, off, rows, cols, &s, flags, R0, &nzout); break;
+            case 16: canon = side_is_canonical(16, outv, f, off, rows, cols, &s, flags, R0, &nzout); break;
+            case 32: canon = side_is_canonical(32, outv, f, off, rows, cols, &s, flags, R0, &nzout); break;
+            default: canon = side_is_canonical(64, outv, f, off, rows, cols, &s, flags, R0, &nzout);
+        }
+        if (!canon) {
+            err = "side information is not what the encoder writes for these values";
+            goto done;
+        }
     }
     if (ai != na || bi != nb || side.pos != side.len) err = "block holds more than its values";
+    else if (nzout != nb) err = "a coded value decodes to a zero";
 done:
     scratch_free(&s);
     return err;
@@ -1087,7 +1191,10 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
             fused = NULL;
 #endif
-            if (kind == KIND_STORED)
+            if (kind != KIND_STORED &&
+                (u64)len >= 1 + (u64)total_values(sg, nsegs) * (u64)(width / 8))
+                err = "coded block is not shorter than the values"; /* the encoder stores it */
+            else if (kind == KIND_STORED)
                 err = decode_stored(b, len, out.buf, sg, nsegs, width);
             else if (kind == KIND_FLOAT && ebits) {
                 Fmt f = make_fmt(width, ebits, mbits);
