@@ -758,11 +758,104 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, const
     *pa = a, *pb = b;
 }
 
+/* -- the side information's canonical check ------------------------------------------------
+ * The decoder refuses side information other than what plan_segment writes for the values it
+ * rebuilt (row / column means to the last fraction bit, the exact zero rows / columns, no sign
+ * bit of a row or column without a nonzero value, no flag the encoder never sets): those bits
+ * need not reach the values, so without this check a changed block could decode. Gathered row
+ * by row while each rebuilt row is still in L1 (canon_row), judged per segment (canon_end). */
+typedef struct {
+    i64 tsum, tcnt, prevR;
+    int any_zr, bad;
+} Canon;
+
+INLINE void canon_row(const void *outv, i64 base, i64 i, i64 cols, Scratch *s, int flags,
+                      Canon *c, const int W, const int M, const int E) {
+    const u64 sb = (u64)1 << (W - 1), em = ((u64)1 << E) - 1;
+    const int mode = flags & F_EXP_MODE, sgn = (flags & F_SIGN) != 0;
+    i64 rsum = 0, rcnt = 0;
+    u64 any = 0;
+    if (!((flags & F_ZROWS) && s->zr[i])) { /* a zero row is all +0: written so */
+        if (mode == 2) { /* one pass: the row's sums and the columns' (against R[i], checked
+                          * below to be the row's mean) */
+            const i64 Ri = s->R[i];
+            for (i64 j = 0; j < cols; j++) {
+                u64 v = load_v(outv, W, base + j);
+                i64 nz = !is_zero(v, sb), ex = (i64)((v >> M) & em);
+                any |= v;
+                rsum += nz ? ex : 0;
+                rcnt += nz;
+                s->neg_c[j] |= (i64)(v != 0);
+                s->cnt_c[j] += nz;
+                s->sum_c[j] += nz ? (ex << FRAC) - Ri : 0;
+            }
+        } else {
+            for (i64 j0 = 0; j0 < cols; j0 += 65536) { /* 32-bit sums vectorise better */
+                const i64 j1 = cols - j0 > 65536 ? j0 + 65536 : cols;
+                u32 ps = 0, pc = 0;
+                for (i64 j = j0; j < j1; j++) {
+                    u64 v = load_v(outv, W, base + j);
+                    u32 nz = !is_zero(v, sb);
+                    any |= v;
+                    ps += nz ? (u32)((v >> M) & em) : 0;
+                    pc += nz;
+                }
+                rsum += ps, rcnt += pc;
+            }
+            if (sgn && rcnt)
+                for (i64 j = 0; j < cols; j++) s->cnt_c[j] += !is_zero(load_v(outv, W, base + j), sb);
+        }
+    }
+    const int zrow = any == 0;
+    c->any_zr |= zrow;
+    if (((flags & F_ZROWS) && s->zr[i] != zrow) || (sgn && !rcnt && s->rs[i])) c->bad = 1;
+    const i64 Ri = rcnt ? floor_div(2 * (rsum << FRAC) + rcnt, 2 * rcnt) : c->prevR;
+    if (mode >= 1 && s->R[i] != Ri) c->bad = 1;
+    c->prevR = Ri;
+    c->tsum += rsum, c->tcnt += rcnt;
+}
+
+static void canon_start(i64 cols, Scratch *s, int flags, Canon *c) {
+    memset(c, 0, sizeof *c);
+    if ((flags & F_EXP_MODE) == 2 || (flags & F_SIGN))
+        for (i64 j = 0; j < cols; j++) s->cnt_c[j] = s->sum_c[j] = s->neg_c[j] = 0;
+}
+
+/* 1 when the segment's side information is what the encoder writes; adds its nonzero values
+ * to *nonzero (every coded symbol must give one: none decodes to a zero). */
+static int canon_end(i64 cols, const Scratch *s, int flags, i64 R0, const Canon *c,
+                     u64 *nonzero) {
+    const int mode = flags & F_EXP_MODE, sgn = (flags & F_SIGN) != 0;
+    const int zrows = (flags & F_ZROWS) != 0, zcols = (flags & F_ZCOLS) != 0;
+    if (c->bad || (mode >= 1 && c->any_zr != zrows) || (sgn && !c->tcnt)) return 0;
+    if (mode == 0 &&
+        R0 != (c->tcnt ? floor_div(2 * (c->tsum << FRAC) + c->tcnt, 2 * c->tcnt) : 0))
+        return 0;
+    if (mode == 2 || sgn) {
+        i64 prevC = 0;
+        int any_zc = 0;
+        for (i64 j = 0; j < cols; j++) {
+            const i64 n = s->cnt_c[j];
+            if (sgn && !n && s->cs[j]) return 0;
+            if (mode != 2) continue;
+            const int zcol = s->neg_c[j] == 0;
+            any_zc |= zcol;
+            if (zcols && s->zc[j] != zcol) return 0;
+            const i64 Cj = n ? floor_div(2 * s->sum_c[j] + n, 2 * n) : prevC;
+            if (s->C[j] != Cj) return 0;
+            prevC = Cj;
+        }
+        if (mode == 2 && any_zc != zcols) return 0;
+    }
+    *nonzero += (u64)c->tcnt;
+    return 1;
+}
+
 /* Reconstruct one segment; the caller checked that its coded values fit in A, B and raw. */
 INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scratch *s, int flags,
                             i64 R0, const u16 *A, size_t *na, const u8 *B, size_t *nb,
-                            const u8 *raw, Hash128 *h, const int W, const int RB, const int M,
-                            const int K, const int E, const int V3, const int NIB) {
+                            const u8 *raw, Hash128 *h, Canon *cn, const int W, const int RB,
+                            const int M, const int K, const int E, const int V3, const int NIB) {
     const int mode = flags & F_EXP_MODE, zrows = flags & F_ZROWS;
     const int variant = (mode == 2) * 4 + ((flags & F_SIGN) ? 2 : 0) + ((flags & F_ZCOLS) ? 1 : 0);
     if (flags & F_ZCOLS) { /* the live columns first, then the zero ones (see rebuild_row) */
@@ -783,6 +876,7 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scrat
         if (zrows && s->zr[i]) {
             for (i64 j = 0; j < cols; j++) store_v(outv, W, base + j, 0);
             if (h) hash_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
+            canon_row(outv, base, i, cols, (Scratch *)s, flags, cn, W, M, E);
             continue;
         }
         i64 rfix = mode == 0 ? R0 : s->R[i];
@@ -805,70 +899,8 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scrat
         /* the row's bytes are in L1 now, and the hash's dependent multiplies overlap with the
          * next row's reconstruction */
         if (h) hash_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
+        canon_row(outv, base, i, cols, (Scratch *)s, flags, cn, W, M, E);
     }
-}
-
-/* 1 when the side information is exactly what plan_segment writes for the values just rebuilt
- * (row / column means to the last fraction bit, zero rows / columns, no sign bit of a row or
- * column without a nonzero value, no flag the encoder never sets); adds the segment's nonzero
- * values to *nonzero. Bits that never reach the values would otherwise decode unnoticed. */
-INLINE int side_is_canonical(const int W, const void *outv, const Fmt *f, i64 off, i64 rows,
-                             i64 cols, Scratch *s, int flags, i64 R0, u64 *nonzero) {
-    const int M = f->mbits, mode = flags & F_EXP_MODE;
-    const u64 sb = f->sign_bit, em = f->emask;
-    const int sgn = (flags & F_SIGN) != 0, zrows = (flags & F_ZROWS) != 0;
-    const int zcols = (flags & F_ZCOLS) != 0, do_cols = rows >= 2 && (mode == 2 || sgn);
-    i64 tsum = 0, tcnt = 0, prevR = 0;
-    int any_zr = 0;
-    if (do_cols)
-        for (i64 j = 0; j < cols; j++) s->cnt_c[j] = s->sum_c[j] = s->neg_c[j] = 0;
-    for (i64 i = 0; i < rows; i++) {
-        const i64 base = off + i * cols;
-        i64 rsum = 0, rcnt = 0;
-        u64 any = 0;
-        for (i64 j = 0; j < cols; j++) {
-            u64 v = load_v(outv, W, base + j);
-            i64 nz = !is_zero(v, sb);
-            any |= v;
-            rsum += nz ? (i64)((v >> M) & em) : 0;
-            rcnt += nz;
-        }
-        const int zrow = any == 0;
-        any_zr |= zrow;
-        if ((zrows && s->zr[i] != zrow) || (sgn && !rcnt && s->rs[i])) return 0;
-        const i64 Ri = rcnt ? floor_div(2 * (rsum << FRAC) + rcnt, 2 * rcnt) : prevR;
-        if (mode >= 1 && s->R[i] != Ri) return 0;
-        prevR = Ri;
-        tsum += rsum, tcnt += rcnt;
-        if (do_cols && rcnt)
-            for (i64 j = 0; j < cols; j++) {
-                u64 v = load_v(outv, W, base + j);
-                i64 nz = !is_zero(v, sb);
-                s->neg_c[j] |= (i64)(v != 0);
-                s->cnt_c[j] += nz;
-                s->sum_c[j] += nz ? ((i64)((v >> M) & em) << FRAC) - Ri : 0;
-            }
-    }
-    if (mode == 0 && R0 != (tcnt ? floor_div(2 * (tsum << FRAC) + tcnt, 2 * tcnt) : 0)) return 0;
-    if ((mode >= 1 && any_zr != zrows) || (sgn && !tcnt)) return 0;
-    if (do_cols) {
-        i64 prevC = 0;
-        int any_zc = 0;
-        for (i64 j = 0; j < cols; j++) {
-            const int zcol = s->neg_c[j] == 0;
-            any_zc |= zcol;
-            if ((zcols && s->zc[j] != zcol) || (sgn && !s->cnt_c[j] && s->cs[j])) return 0;
-            if (mode == 2) {
-                const i64 c = s->cnt_c[j];
-                const i64 Cj = c ? floor_div(2 * s->sum_c[j] + c, 2 * c) : prevC;
-                if (s->C[j] != Cj) return 0;
-                prevC = Cj;
-            }
-        }
-        if (mode == 2 && any_zc != zcols) return 0;
-    }
-    *nonzero += (u64)tcnt;
-    return 1;
 }
 
 /* NULL on success, else what is wrong with the block (`v3`: a version-3 block, else version 2).
@@ -964,13 +996,15 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
             err = "side information names more values than the block codes";
             goto done;
         }
+        Canon cn;
+        canon_start(cols, &s, flags, &cn);
         /* B and raw are bounded by the nonzero count checked above: every B read follows an
          * A symbol that is not a zero, and A holds exactly nb of those. */
         switch (v3 * 4096 + f->width * 64 + f->mbits) { /* one loop per version and format */
 #define REBUILD(V, WW, RB, MM, KK, EE, NIB)                                                     \
     case V * 4096 + WW * 64 + MM:                                                               \
-        rebuild_segment(outv, off, rows, cols, &s, flags, R0, A, &ai, B, &bi, raw, h, WW, RB, MM, \
-                        KK, EE, V, NIB);                                                        \
+        rebuild_segment(outv, off, rows, cols, &s, flags, R0, A, &ai, B, &bi, raw, h, &cn, WW, RB, \
+                        MM, KK, EE, V, NIB);                                                    \
         break;
             REBUILD(0, 32, 2, 23, 7, 8, 0)
             REBUILD(0, 16, 0, 7, 7, 8, 0)
@@ -989,14 +1023,7 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
                 err = "unsupported float format";
                 goto done;
         }
-        int canon;
-        switch (f->width) {
-            case 8: canon = side_is_canonical(8, outv, f, off, rows, cols, &s, flags, R0, &nzout); break;
-            case 16: canon = side_is_canonical(16, outv, f, off, rows, cols, &s, flags, R0, &nzout); break;
-            case 32: canon = side_is_canonical(32, outv, f, off, rows, cols, &s, flags, R0, &nzout); break;
-            default: canon = side_is_canonical(64, outv, f, off, rows, cols, &s, flags, R0, &nzout);
-        }
-        if (!canon) {
+        if (!canon_end(cols, &s, flags, R0, &cn, &nzout)) {
             err = "side information is not what the encoder writes for these values";
             goto done;
         }
