@@ -45,10 +45,18 @@ def test_unpack_skips_the_crc_of_named_parts_only(grads):
 
 def test_level1_blocks_skip_their_crc_only_with_the_switch(grads, monkeypatch):
     bad = _wrong_crcs(_level1(grads))
+    monkeypatch.setattr(float_prior, "SELF_CHECKED_BLOCKS", False)
     with pytest.raises(StreamError, match="CRC32"):  # the switch is off: CRC32 checked
         decompress(bad)
     monkeypatch.setattr(float_prior, "SELF_CHECKED_BLOCKS", True)
     assert same_bits(decompress(bad), grads)  # the CRC32 went unchecked
+
+
+def test_level1_blocks_skip_their_crc_by_default(grads):
+    """The switch is on: the fast kernel refuses every changed byte itself
+    (tests/test_fast_canonical.py), so a level-1 stream's block CRC32s go unchecked."""
+    assert float_prior.SELF_CHECKED_BLOCKS is True
+    assert same_bits(decompress(_wrong_crcs(_level1(grads))), grads)
 
 
 def test_with_the_switch_a_changed_value_still_fails(grads, monkeypatch):

@@ -51,12 +51,12 @@ SMALL_VALUES = 1 << 16
 milliseconds (a 64 KB Zarr chunk of float32 is 2^14 values), while bigger parts keep the fast
 level's speed and bytes untouched."""
 
-SELF_CHECKED_BLOCKS = False
+SELF_CHECKED_BLOCKS = True
 """Whether a level-1 block's own value checksum stands in for its CRC32 on decoding (saves
-~2 ms per 10 MB, a quarter of the pipeline's decode). Off: the checksum catches every change of
-the decoded values, but a few bits of a fast block do not reach them (of every single-bit flip
-of f32/bf16/f16/f64 blocks of 2,048 values: 0, 12, 8, 4 decoded to the exact original without
-an error), and a changed stream must fail. Turn it on once the kernel refuses those bits."""
+~2 ms per 10 MB, a quarter of the pipeline's decode). On: the checksum catches every change of
+the decoded values, and the fast kernel refuses every block its encoder would not write (the
+bits that do not reach the values are checked), so every changed byte fails without the CRC32
+(tests/test_fast_canonical.py flips every bit of a block of each dtype)."""
 
 
 class FloatPrior(Prior, ArrayCoding, DeltaCoding):
