@@ -19,9 +19,7 @@
  * Bump KERNEL_VERSION whenever the kernels change: the loader refuses a stale build. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+#include "_kernel_common.h"
 
 #define KERNEL_VERSION 3
 
@@ -47,14 +45,6 @@
 #define CHECK 4096
 #define ROOM (8 * CHECK + 64)
 
-typedef int64_t i64;
-typedef uint64_t u64;
-
-#if defined(__GNUC__)
-#define INLINE static inline __attribute__((always_inline))
-#else
-#define INLINE static __forceinline
-#endif
 
 /* -- range coder ------------------------------------------------------------------------- */
 typedef struct {
@@ -370,24 +360,6 @@ INLINE void seen_nonzero(Scratch *sc, Means *mn, i64 j, i64 ex, i64 sign, int mo
     }
 }
 
-INLINE u64 load_value(const void *vals, int width, i64 k) {
-    switch (width) {
-        case 8: return ((const uint8_t *)vals)[k];
-        case 16: return ((const uint16_t *)vals)[k];
-        case 32: return ((const uint32_t *)vals)[k];
-        default: return ((const uint64_t *)vals)[k];
-    }
-}
-
-INLINE void store_value(void *vals, int width, i64 k, u64 v) {
-    switch (width) {
-        case 8: ((uint8_t *)vals)[k] = (uint8_t)v; break;
-        case 16: ((uint16_t *)vals)[k] = (uint16_t)v; break;
-        case 32: ((uint32_t *)vals)[k] = (uint32_t)v; break;
-        default: ((uint64_t *)vals)[k] = v; break;
-    }
-}
-
 /* -- the integer models ------------------------------------------------------------------ */
 #define LENGTH_CONTEXTS 65
 #define TOP_BITS 4
@@ -470,7 +442,7 @@ INLINE int float_encode_step(Fields *f, int width, const Site *at, i64 *ex_out, 
         return -1;
     i64 emask = (INT64_C(1) << f->ebits) - 1, mmask = (INT64_C(1) << f->mbits) - 1;
     i64 mtop = f->mbits < MANT_BITS ? f->mbits : MANT_BITS, low_bits = f->mbits - mtop;
-    u64 v = load_value(f->vals, width, at->t);
+    u64 v = load_v(f->vals, width, at->t);
     i64 sign = (i64)((v >> (width - 1)) & 1);
     i64 ex = (i64)(v >> f->mbits) & emask;
     i64 m = (i64)v & mmask;
@@ -500,7 +472,7 @@ INLINE int float_decode_step(Fields *f, int width, const Site *at, i64 *ex_out, 
     i64 mtop = f->mbits < MANT_BITS ? f->mbits : MANT_BITS, low_bits = f->mbits - mtop;
     if (dec_bit(d, md->zp, at->zctx) == 1) {
         u64 sign = (u64)dec_bit(d, md->sp, SIGN_CONTEXTS - 1);
-        store_value(f->vals, width, at->t, sign << (width - 1));
+        store_v(f->vals, width, at->t, sign << (width - 1));
         return 0;
     }
     i64 sign = dec_bit(d, md->sp, site_sign_context(at));
@@ -510,7 +482,7 @@ INLINE int float_decode_step(Fields *f, int width, const Site *at, i64 *ex_out, 
     u64 m = 0;
     if (mtop > 0) m = (u64)dec_sym(d, &md->mm, mant_context(sym)) << low_bits;
     m |= take(f->r, low_bits);
-    store_value(f->vals, width, at->t, ((u64)sign << (width - 1)) | ((u64)ex << f->mbits) | m);
+    store_v(f->vals, width, at->t, ((u64)sign << (width - 1)) | ((u64)ex << f->mbits) | m);
     *ex_out = ex;
     *sign_out = sign;
     return 1;
@@ -564,7 +536,7 @@ INLINE int levels_decode_step(Fields *f, int width, const Site *at, i64 *ex_out,
     Models *md = f->md;
     u64 full = width == 64 ? ~UINT64_C(0) : (UINT64_C(1) << width) - 1;
     if (dec_bit(d, md->zp, at->zctx) == 1) {
-        store_value(f->vals, width, at->t, (u64)f->centre & full);
+        store_v(f->vals, width, at->t, (u64)f->centre & full);
         return 0;
     }
     i64 sign = dec_bit(d, md->sp, site_sign_context(at));
@@ -589,7 +561,7 @@ INLINE int levels_decode_step(Fields *f, int width, const Site *at, i64 *ex_out,
         a |= take(f->r, rest);
     }
     u64 dv = sign ? (u64)0 - a : a;
-    store_value(f->vals, width, at->t, (dv + (u64)f->centre) & full);
+    store_v(f->vals, width, at->t, (dv + (u64)f->centre) & full);
     *ex_out = n;
     *sign_out = sign;
     return 1;
@@ -809,7 +781,7 @@ INLINE int decode_ints_width(void *out, int width, const i64 *segs, i64 nsegs, D
                     i64 guess = load_signed(out, width, ptr);
                     i64 mctx = (length < 15 ? length : 15) * 2 + (j > 0 && guess == left);
                     if (dec_bit(d, md->matches, mctx) == 1) {
-                        store_value(out, width, t, (u64)guess);
+                        store_v(out, width, t, (u64)guess);
                         match_step(out, width, t, start, guess, &ptr, &length, md);
                         col_seen(col_const, i, j, guess, up);
                         int same = j > 0 && guess == left;
@@ -826,7 +798,7 @@ INLINE int decode_ints_width(void *out, int width, const i64 *segs, i64 nsegs, D
                     left_repeat = dec_bit(d, md->repeat, ctx) == 1;
                     row_const = row_const && left_repeat;
                     if (left_repeat) {
-                        store_value(out, width, t, (u64)left);
+                        store_v(out, width, t, (u64)left);
                         match_step(out, width, t, start, left, &ptr, &length, md);
                         col_seen(col_const, i, j, left, up);
                         continue;
@@ -843,7 +815,7 @@ INLINE int decode_ints_width(void *out, int width, const i64 *segs, i64 nsegs, D
                     byte = dec_sym(d, &md->model, ctx);
                     v |= (u64)byte << (8 * k);
                 }
-                store_value(out, width, t, v);
+                store_v(out, width, t, v);
                 i64 sv = load_signed(out, width, t); /* as the encoder reads it */
                 match_step(out, width, t, start, sv, &ptr, &length, md);
                 col_seen(col_const, i, j, sv, up);
@@ -961,44 +933,78 @@ static int parse_segments_call(PyObject *args, const char *fmt, Py_buffer b[14],
     return 1;
 }
 
-/* Run a field encoder on parsed buffers (b[0] values, b[1] segments, b[2..5] coder state and
- * bytes, bit state and bytes), store the states back and release the buffers: True, or False
- * when an output buffer ran out. */
-static PyObject *run_field_encoder(Py_buffer b[14], Fields *f, int kind, int width) {
-    i64 *es = b[2].buf, *bw = b[4].buf;
-    Enc e = {es[0], es[1], es[2], es[3], es[4], (i64)b[3].len, b[3].buf};
-    BitsOut w = {(u64)bw[0], bw[1], bw[2], (i64)b[5].len, b[5].buf};
+/* Coder states travel as int64 arrays: encoder (low, rng, cache, csize, pos), decoder (code,
+ * rng, pos), bit writer and reader (acc, nb, pos). */
+static Enc enc_from(const i64 *s, Py_buffer *out) {
+    return (Enc){s[0], s[1], s[2], s[3], s[4], (i64)out->len, out->buf};
+}
+
+static void enc_to(i64 *s, const Enc *e) {
+    s[0] = e->low, s[1] = e->rng, s[2] = e->cache, s[3] = e->csize, s[4] = e->pos;
+}
+
+static Dec dec_from(const i64 *s, Py_buffer *in) {
+    return (Dec){s[0], s[1], s[2], (i64)in->len, in->buf};
+}
+
+static void dec_to(i64 *s, const Dec *d) { s[0] = d->code, s[1] = d->rng, s[2] = d->pos; }
+
+/* Run a field coder on parsed buffers (b[0] values, b[1] segments, b[2..5] coder state and
+ * bytes, bit state and bytes), store the states back and release the buffers. Encoding: True,
+ * or False when an output buffer ran out; decoding: None. */
+static PyObject *run_fields(Py_buffer b[14], Fields *f, int kind, int width) {
+    const int encoding = kind == FLOAT_ENCODE || kind == LEVELS_ENCODE;
+    i64 *cs = b[2].buf, *bs = b[4].buf;
+    Enc e = {0};
+    Dec d = {0};
+    BitsOut w = {0};
+    BitsIn r = {0};
+    if (encoding) {
+        e = enc_from(cs, &b[3]);
+        w = (BitsOut){(u64)bs[0], bs[1], bs[2], (i64)b[5].len, b[5].buf};
+    } else {
+        d = dec_from(cs, &b[3]);
+        r = (BitsIn){(u64)bs[0], bs[1], bs[2], (i64)b[5].len, b[5].buf};
+    }
     f->vals = b[0].buf;
     f->e = &e;
     f->w = &w;
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = fields_any(f, kind, width, b[1].buf, b[1].len / 24);
-    Py_END_ALLOW_THREADS
-    es[0] = e.low, es[1] = e.rng, es[2] = e.cache, es[3] = e.csize, es[4] = e.pos;
-    bw[0] = (i64)w.acc, bw[1] = w.nb, bw[2] = w.pos;
-    release(b, 14);
-    if (ok < 0) return PyErr_NoMemory();
-    return PyBool_FromLong(ok);
-}
-
-/* The decoding twin: None. */
-static PyObject *run_field_decoder(Py_buffer b[14], Fields *f, int kind, int width) {
-    i64 *ds = b[2].buf, *br = b[4].buf;
-    Dec d = {ds[0], ds[1], ds[2], (i64)b[3].len, b[3].buf};
-    BitsIn r = {(u64)br[0], br[1], br[2], (i64)b[5].len, b[5].buf};
-    f->vals = b[0].buf;
     f->d = &d;
     f->r = &r;
     int ok;
     Py_BEGIN_ALLOW_THREADS
     ok = fields_any(f, kind, width, b[1].buf, b[1].len / 24);
     Py_END_ALLOW_THREADS
-    ds[0] = d.code, ds[1] = d.rng, ds[2] = d.pos;
-    br[0] = (i64)r.acc, br[1] = r.nb, br[2] = r.pos;
+    if (encoding) {
+        enc_to(cs, &e);
+        bs[0] = (i64)w.acc, bs[1] = w.nb, bs[2] = w.pos;
+    } else {
+        dec_to(cs, &d);
+        bs[0] = (i64)r.acc, bs[1] = r.nb, bs[2] = r.pos;
+    }
     release(b, 14);
     if (ok < 0) return PyErr_NoMemory();
+    if (encoding) return PyBool_FromLong(ok);
     Py_RETURN_NONE;
+}
+
+/* A module function that hands its arguments to `call` with its format and direction. */
+#define KERNEL_FN(name, call, fmt, kind)                       \
+    static PyObject *py_##name(PyObject *self, PyObject *args) { \
+        (void)self;                                              \
+        return call(args, fmt ":" #name, kind);                  \
+    }
+
+/* One float-field call: `fmt` names the writable buffers, `kind` the direction. */
+static PyObject *segments_call(PyObject *args, const char *fmt, int kind) {
+    /* vals/out segs es/ds rc bw/br raw zp sp em0 em1 em2 mm0 mm1 mm2 */
+    Py_buffer b[14];
+    int lay[3];
+    Models md;
+    if (!parse_segments_call(args, fmt, b, lay, kind == FLOAT_ENCODE ? 5 * 8 : 3 * 8, &md))
+        return NULL;
+    Fields f = {NULL, lay[1], lay[2], 0, NULL, NULL, NULL, NULL, &md};
+    return run_fields(b, &f, kind, lay[0]);
 }
 
 PyDoc_STRVAR(encode_doc,
@@ -1006,34 +1012,14 @@ PyDoc_STRVAR(encode_doc,
              " em_counts, em_cum, em_ticks, mm_counts, mm_cum, mm_ticks) -> bool\n\n"
              "Code the float values of segs, the models' arrays passed flat; releases the GIL.");
 
-static PyObject *py_encode_segments(PyObject *self, PyObject *args) {
-    /* vals segs es rc_out bw raw_out zp sp em0 em1 em2 mm0 mm1 mm2 */
-    Py_buffer b[14];
-    int lay[3];
-    Models md;
-    if (!parse_segments_call(args, "y*y*iiiw*w*w*w*w*w*w*w*w*w*w*w*:encode_segments", b, lay,
-                             5 * 8, &md))
-        return NULL;
-    Fields f = {NULL, lay[1], lay[2], 0, NULL, NULL, NULL, NULL, &md};
-    return run_field_encoder(b, &f, FLOAT_ENCODE, lay[0]);
-}
+KERNEL_FN(encode_segments, segments_call, "y*y*iiiw*w*w*w*w*w*w*w*w*w*w*w*", FLOAT_ENCODE)
 
 PyDoc_STRVAR(decode_doc,
              "decode_segments(out, segs, width, ebits, mbits, ds, rc_in, br, raw_in, zp, sp,"
              " em_counts, em_cum, em_ticks, mm_counts, mm_cum, mm_ticks) -> None\n\n"
              "Decode float values into segs, the models' arrays passed flat; releases the GIL.");
 
-static PyObject *py_decode_segments(PyObject *self, PyObject *args) {
-    /* out segs ds rc_in br raw_in zp sp em0 em1 em2 mm0 mm1 mm2 */
-    Py_buffer b[14];
-    int lay[3];
-    Models md;
-    if (!parse_segments_call(args, "w*y*iiiw*y*w*y*w*w*w*w*w*w*w*w*:decode_segments", b, lay,
-                             3 * 8, &md))
-        return NULL;
-    Fields f = {NULL, lay[1], lay[2], 0, NULL, NULL, NULL, NULL, &md};
-    return run_field_decoder(b, &f, FLOAT_DECODE, lay[0]);
-}
+KERNEL_FN(decode_segments, segments_call, "w*y*iiiw*y*w*y*w*w*w*w*w*w*w*w*", FLOAT_DECODE)
 
 PyDoc_STRVAR(finish_doc, "encoder_finish(es, out) -> int: flush the range coder; its length.");
 
@@ -1044,10 +1030,9 @@ static PyObject *py_encoder_finish(PyObject *self, PyObject *args) {
         release(b, 2);
         return NULL;
     }
-    i64 *es = b[0].buf;
-    Enc e = {es[0], es[1], es[2], es[3], es[4], (i64)b[1].len, b[1].buf};
+    Enc e = enc_from(b[0].buf, &b[1]);
     for (int k = 0; k < 5; k++) shift_low(&e);
-    es[0] = e.low, es[1] = e.rng, es[2] = e.cache, es[3] = e.csize, es[4] = e.pos;
+    enc_to(b[0].buf, &e);
     release(b, 2);
     return PyLong_FromLongLong(e.pos);
 }
@@ -1136,39 +1121,32 @@ static int parse_levels_call(PyObject *args, const char *fmt, Py_buffer b[14], i
     return 1;
 }
 
+/* One integer-levels call: `fmt` names the writable buffers, `kind` the direction. */
+static PyObject *levels_call(PyObject *args, const char *fmt, int kind) {
+    Py_buffer b[14];
+    int width;
+    long long centre;
+    Models md;
+    if (!parse_levels_call(args, fmt, b, &width, &centre, kind == LEVELS_ENCODE ? 5 * 8 : 3 * 8,
+                           &md))
+        return NULL;
+    Fields f = {NULL, 0, 0, centre, NULL, NULL, NULL, NULL, &md};
+    return run_fields(b, &f, kind, width);
+}
+
 PyDoc_STRVAR(encode_levels_doc,
              "encode_levels(vals, segs, width, centre, es, out, bw, raw, zp, sp, lm_counts, lm_cum,"
              " lm_ticks, tm_counts, tm_cum, tm_ticks) -> bool\n\n"
              "Code integers as levels around centre; releases the GIL.");
 
-static PyObject *py_encode_levels(PyObject *self, PyObject *args) {
-    Py_buffer b[14];
-    int width;
-    long long centre;
-    Models md;
-    if (!parse_levels_call(args, "y*y*iLw*w*w*w*w*w*w*w*w*w*w*w*:encode_levels", b, &width,
-                           &centre, 5 * 8, &md))
-        return NULL;
-    Fields f = {NULL, 0, 0, centre, NULL, NULL, NULL, NULL, &md};
-    return run_field_encoder(b, &f, LEVELS_ENCODE, width);
-}
+KERNEL_FN(encode_levels, levels_call, "y*y*iLw*w*w*w*w*w*w*w*w*w*w*w*", LEVELS_ENCODE)
 
 PyDoc_STRVAR(decode_levels_doc,
              "decode_levels(out, segs, width, centre, ds, inp, br, raw, zp, sp, lm_counts, lm_cum,"
              " lm_ticks, tm_counts, tm_cum, tm_ticks) -> None\n\n"
              "Decode integers coded as levels around centre; releases the GIL.");
 
-static PyObject *py_decode_levels(PyObject *self, PyObject *args) {
-    Py_buffer b[14];
-    int width;
-    long long centre;
-    Models md;
-    if (!parse_levels_call(args, "w*y*iLw*y*w*y*w*w*w*w*w*w*w*w*:decode_levels", b, &width,
-                           &centre, 3 * 8, &md))
-        return NULL;
-    Fields f = {NULL, 0, 0, centre, NULL, NULL, NULL, NULL, &md};
-    return run_field_decoder(b, &f, LEVELS_DECODE, width);
-}
+KERNEL_FN(decode_levels, levels_call, "w*y*iLw*y*w*y*w*w*w*w*w*w*w*w*", LEVELS_DECODE)
 
 /* (values, segments, itemsize, coder state, coder bytes, matches, table, repeat, tree, 3 model
  * arrays) */
@@ -1195,51 +1173,45 @@ static int parse_ints_call(PyObject *args, const char *fmt, Py_buffer b[11], int
     return 1;
 }
 
+/* One repeat-and-match call: encoding True (False when the output ran out), decoding None. */
+static PyObject *ints_call(PyObject *args, const char *fmt, int encoding) {
+    Py_buffer b[11];
+    int width;
+    IntModels md;
+    if (!parse_ints_call(args, fmt, b, &width, encoding ? 5 * 8 : 3 * 8, &md)) return NULL;
+    int ok;
+    if (encoding) {
+        Enc e = enc_from(b[2].buf, &b[3]);
+        Py_BEGIN_ALLOW_THREADS
+        ok = encode_ints_any(b[0].buf, width, b[1].buf, b[1].len / 24, &e, &md);
+        Py_END_ALLOW_THREADS
+        enc_to(b[2].buf, &e);
+    } else {
+        Dec d = dec_from(b[2].buf, &b[3]);
+        Py_BEGIN_ALLOW_THREADS
+        ok = decode_ints_any(b[0].buf, width, b[1].buf, b[1].len / 24, &d, &md);
+        Py_END_ALLOW_THREADS
+        dec_to(b[2].buf, &d);
+    }
+    release(b, 11);
+    if (ok < 0) return PyErr_NoMemory();
+    if (encoding) return PyBool_FromLong(ok);
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(encode_ints_doc,
              "encode_ints(vals, segs, itemsize, es, out, matches, table, repeat, tree, counts, cum,"
              " ticks) -> bool\n\nCode integers with the repeat and match models; releases the"
              " GIL.");
 
-static PyObject *py_encode_ints(PyObject *self, PyObject *args) {
-    Py_buffer b[11];
-    int width;
-    IntModels md;
-    if (!parse_ints_call(args, "y*y*iw*w*w*w*w*w*w*w*w*:encode_ints", b, &width, 5 * 8, &md))
-        return NULL;
-    i64 *es = b[2].buf;
-    Enc e = {es[0], es[1], es[2], es[3], es[4], (i64)b[3].len, b[3].buf};
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = encode_ints_any(b[0].buf, width, b[1].buf, b[1].len / 24, &e, &md);
-    Py_END_ALLOW_THREADS
-    es[0] = e.low, es[1] = e.rng, es[2] = e.cache, es[3] = e.csize, es[4] = e.pos;
-    release(b, 11);
-    if (ok < 0) return PyErr_NoMemory();
-    return PyBool_FromLong(ok);
-}
+KERNEL_FN(encode_ints, ints_call, "y*y*iw*w*w*w*w*w*w*w*w*", 1)
 
 PyDoc_STRVAR(decode_ints_doc,
              "decode_ints(out, segs, itemsize, ds, inp, matches, table, repeat, tree, counts, cum,"
              " ticks) -> None\n\nDecode integers coded with the repeat and match models; releases"
              " the GIL.");
 
-static PyObject *py_decode_ints(PyObject *self, PyObject *args) {
-    Py_buffer b[11];
-    int width;
-    IntModels md;
-    if (!parse_ints_call(args, "w*y*iw*y*w*w*w*w*w*w*w*:decode_ints", b, &width, 3 * 8, &md))
-        return NULL;
-    i64 *ds = b[2].buf;
-    Dec d = {ds[0], ds[1], ds[2], (i64)b[3].len, b[3].buf};
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = decode_ints_any(b[0].buf, width, b[1].buf, b[1].len / 24, &d, &md);
-    Py_END_ALLOW_THREADS
-    ds[0] = d.code, ds[1] = d.rng, ds[2] = d.pos;
-    release(b, 11);
-    if (ok < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
-}
+KERNEL_FN(decode_ints, ints_call, "w*y*iw*y*w*w*w*w*w*w*w*", 0)
 
 static PyMethodDef methods[] = {
     {"encode_segments", py_encode_segments, METH_VARARGS, encode_doc},

@@ -28,8 +28,11 @@ typedef uint8_t u8;
 
 #if defined(__GNUC__)
 #define INLINE static inline __attribute__((always_inline))
+/* the header's out-of-line helpers: a kernel that leaves some unused compiles without warnings */
+#define KC_FN static __attribute__((unused))
 #else
 #define INLINE static __forceinline
+#define KC_FN static
 #endif
 
 /* -- growable output buffer and bounded reader ------------------------------------------- */
@@ -54,7 +57,7 @@ static int buf_reserve(Buf *b, size_t extra) {
     return 1;
 }
 
-static void put_u8(Buf *b, u8 v) {
+KC_FN void put_u8(Buf *b, u8 v) {
     if (buf_reserve(b, 1)) b->p[b->len++] = v;
 }
 
@@ -67,14 +70,14 @@ static void put_varint(Buf *b, u64 v) {
     b->p[b->len++] = (u8)v;
 }
 
-static void put_bytes(Buf *b, const u8 *src, size_t n) {
+KC_FN void put_bytes(Buf *b, const u8 *src, size_t n) {
     if (n && buf_reserve(b, n)) {
         memcpy(b->p + b->len, src, n);
         b->len += n;
     }
 }
 
-static int varint_len(u64 v) {
+KC_FN int varint_len(u64 v) {
     int n = 1;
     while (v >= 0x80) {
         v >>= 7;
@@ -89,7 +92,7 @@ typedef struct {
     int bad;
 } Rd;
 
-static u64 get_varint(Rd *r) {
+KC_FN u64 get_varint(Rd *r) {
     u64 v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
         if (r->pos >= r->len) break;
@@ -101,7 +104,7 @@ static u64 get_varint(Rd *r) {
     return 0;
 }
 
-static u8 get_u8(Rd *r) {
+KC_FN u8 get_u8(Rd *r) {
     if (r->pos >= r->len) {
         r->bad = 1;
         return 0;
@@ -136,10 +139,10 @@ static void work_free(void *v) {
 }
 
 /* 0 on success: call once when the module loads */
-static int kc_init(void) { return pthread_key_create(&work_key, work_free); }
+KC_FN int kc_init(void) { return pthread_key_create(&work_key, work_free); }
 
 /* this thread's buffer `slot`, at least `size` bytes (contents undefined); NULL: no memory */
-static void *work(int slot, size_t size) {
+KC_FN void *work(int slot, size_t size) {
     Work *w = pthread_getspecific(work_key);
     if (!w) {
         w = calloc(1, sizeof(Work));
@@ -190,7 +193,7 @@ static u64 log2fix(u64 x) {
     return (u64)msb * 65536 + LOG2TAB[frac];
 }
 
-static u64 entropy_cost(const u32 *hist, int nsym) {
+KC_FN u64 entropy_cost(const u32 *hist, int nsym) {
     u64 n = 0, sum = 0;
     for (int s = 0; s < nsym; s++)
         if (hist[s]) {
@@ -243,7 +246,7 @@ static inline void normalize(const u64 *cnt, int nsym, u32 *freq) {
 }
 
 /* present count, then (gap, freq - 1) per present symbol */
-static void write_table(Buf *b, const u32 *freq, int nsym) {
+KC_FN void write_table(Buf *b, const u32 *freq, int nsym) {
     int k = 0;
     for (int s = 0; s < nsym; s++) k += freq[s] != 0;
     put_varint(b, (u64)k);
@@ -380,7 +383,7 @@ static void hash_final(Hash128 *h, u8 out[16]) {
 }
 
 /* The checksum of the values `segs` names: little-endian bytes of each, in segment order. */
-static void hash_values(const void *vals, const i64 *segs, i64 nsegs, int width, u8 out[16]) {
+KC_FN void hash_values(const void *vals, const i64 *segs, i64 nsegs, int width, u8 out[16]) {
     Hash128 h = {0};
     size_t w = (size_t)width / 8;
     for (i64 g = 0; g < nsegs; g++) {
