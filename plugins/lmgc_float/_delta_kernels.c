@@ -44,6 +44,7 @@
 #include <Python.h>
 
 #include "_kernel_common.h"
+#include "_kernel_py.h"
 
 #define DELTA_VERSION 2
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -1267,35 +1268,14 @@ static void estimate(const void *nv, const void *bv, const i64 *segs, i64 nsegs,
 /* -- Python bindings ------------------------------------------------------------------------- */
 static int check_call(Py_buffer *vals, Py_buffer *base, Py_buffer *segs, int width, int ebits,
                       int mbits) {
-    if (width != 8 && width != 16 && width != 32 && width != 64) {
-        PyErr_Format(PyExc_ValueError, "unsupported width %d", width);
-        return 0;
-    }
-    if (ebits != 0 && (ebits < 1 || ebits > 11 || mbits < 0 || ebits + mbits + 1 != width)) {
-        PyErr_Format(PyExc_ValueError, "bad float layout: %d exponent, %d mantissa bits", ebits,
-                     mbits);
-        return 0;
-    }
+    if (!kc_check_width(width, "")) return 0;
+    if (ebits != 0 && (ebits < 1 || ebits > 11 || mbits < 0 || ebits + mbits + 1 != width))
+        return kc_bad_layout(ebits, mbits);
     if (base && base->len != vals->len) {
         PyErr_SetString(PyExc_ValueError, "the base and the values differ in size");
         return 0;
     }
-    if (segs->len % (3 * (Py_ssize_t)sizeof(i64)) != 0) {
-        PyErr_SetString(PyExc_ValueError, "segments must be int64 triples");
-        return 0;
-    }
-    i64 items = vals->len / (width / 8), nsegs = segs->len / (3 * (Py_ssize_t)sizeof(i64));
-    const i64 *sg = segs->buf;
-    for (i64 s = 0; s < nsegs; s++) {
-        i64 off = sg[3 * s], rows = sg[3 * s + 1], cols = sg[3 * s + 2];
-        if (off < 0 || rows < 0 || cols < 0 || off > items ||
-            (cols > 0 && rows > (items - off) / cols) || rows > (INT64_C(1) << 40) ||
-            cols > (INT64_C(1) << 40)) {
-            PyErr_SetString(PyExc_ValueError, "a segment lies outside the values");
-            return 0;
-        }
-    }
-    return 1;
+    return kc_check_segs(vals, segs, width);
 }
 
 PyDoc_STRVAR(encode_doc,

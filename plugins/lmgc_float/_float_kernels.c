@@ -20,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "_kernel_common.h"
+#include "_kernel_py.h"
 
 #define KERNEL_VERSION 3
 
@@ -857,39 +858,12 @@ static int need(Py_buffer *b, Py_ssize_t bytes, const char *what) {
     return 1;
 }
 
-static int check_segs(Py_buffer *vals, Py_buffer *segs, int width);
-
 /* Formats and segments come from our own code, but a bad call must not write out of bounds. */
 static int check_call(Py_buffer *vals, Py_buffer *segs, int width, int ebits, int mbits) {
-    if (width != 8 && width != 16 && width != 32 && width != 64) {
-        PyErr_Format(PyExc_ValueError, "unsupported float width %d", width);
-        return 0;
-    }
-    if (ebits < 1 || mbits < 0 || ebits + mbits + 1 != width || ebits > 56 || mbits > 60) {
-        PyErr_Format(PyExc_ValueError, "bad float layout: %d exponent, %d mantissa bits", ebits,
-                     mbits);
-        return 0;
-    }
-    return check_segs(vals, segs, width);
-}
-
-/* Every segment lies inside the values (items of width bits). */
-static int check_segs(Py_buffer *vals, Py_buffer *segs, int width) {
-    if (segs->len % (3 * (Py_ssize_t)sizeof(i64)) != 0) {
-        PyErr_SetString(PyExc_ValueError, "segments must be int64 triples");
-        return 0;
-    }
-    i64 items = vals->len / (width / 8), nsegs = segs->len / (3 * (Py_ssize_t)sizeof(i64));
-    const i64 *sg = segs->buf;
-    for (i64 s = 0; s < nsegs; s++) {
-        i64 off = sg[3 * s], rows = sg[3 * s + 1], cols = sg[3 * s + 2];
-        if (off < 0 || rows < 0 || cols < 0 || (cols > 0 && rows > (items - off) / cols) ||
-            off > items) {
-            PyErr_SetString(PyExc_ValueError, "a segment lies outside the values");
-            return 0;
-        }
-    }
-    return 1;
+    if (!kc_check_width(width, "float ")) return 0;
+    if (ebits < 1 || mbits < 0 || ebits + mbits + 1 != width || ebits > 56 || mbits > 60)
+        return kc_bad_layout(ebits, mbits);
+    return kc_check_segs(vals, segs, width);
 }
 
 static int models_from(Models *md, Py_buffer *zp, Py_buffer *sp, Py_buffer em[3],
@@ -1082,11 +1056,7 @@ static PyObject *py_decoder_init(PyObject *self, PyObject *args) {
 /* -- Python bindings of the integer models --------------------------------------------------
  * Same shape as the float ones: the models' arrays passed flat. */
 static int check_int_call(Py_buffer *vals, Py_buffer *segs, int width) {
-    if (width != 8 && width != 16 && width != 32 && width != 64) {
-        PyErr_Format(PyExc_ValueError, "unsupported integer width %d", width);
-        return 0;
-    }
-    return check_segs(vals, segs, width);
+    return kc_check_width(width, "integer ") && kc_check_segs(vals, segs, width);
 }
 
 static int level_models_from(Models *md, Py_buffer *b) { /* zp sp lm0 lm1 lm2 tm0 tm1 tm2 */

@@ -1,0 +1,46 @@
+/* Argument checks shared by the Python bindings of the float prior's kernels (_float_kernels.c,
+ * _delta_kernels.c).
+ *
+ * Why: formats and segments come from our own code, but a bad call must not write out of bounds;
+ * one copy of the checks keeps the kernels' errors alike. Include after <Python.h> and
+ * _kernel_common.h. */
+#ifndef LMGC_KERNEL_PY_H
+#define LMGC_KERNEL_PY_H
+
+/* The values' width is 8, 16, 32 or 64 bits; `what` ("float ", "integer ", "") names them. */
+KC_FN int kc_check_width(int width, const char *what) {
+    if (width != 8 && width != 16 && width != 32 && width != 64) {
+        PyErr_Format(PyExc_ValueError, "unsupported %swidth %d", what, width);
+        return 0;
+    }
+    return 1;
+}
+
+/* The error of a float layout a kernel has no loops for: 0. */
+KC_FN int kc_bad_layout(int ebits, int mbits) {
+    PyErr_Format(PyExc_ValueError, "bad float layout: %d exponent, %d mantissa bits", ebits, mbits);
+    return 0;
+}
+
+/* Every segment is an int64 triple (offset, rows, cols) inside the values (items of width
+ * bits), with rows and cols below 2**40 (no endless walk over empty rows). */
+KC_FN int kc_check_segs(Py_buffer *vals, Py_buffer *segs, int width) {
+    if (segs->len % (3 * (Py_ssize_t)sizeof(i64)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "segments must be int64 triples");
+        return 0;
+    }
+    i64 items = vals->len / (width / 8), nsegs = segs->len / (3 * (Py_ssize_t)sizeof(i64));
+    const i64 *sg = segs->buf;
+    for (i64 s = 0; s < nsegs; s++) {
+        i64 off = sg[3 * s], rows = sg[3 * s + 1], cols = sg[3 * s + 2];
+        if (off < 0 || rows < 0 || cols < 0 || off > items ||
+            (cols > 0 && rows > (items - off) / cols) || rows > (INT64_C(1) << 40) ||
+            cols > (INT64_C(1) << 40)) {
+            PyErr_SetString(PyExc_ValueError, "a segment lies outside the values");
+            return 0;
+        }
+    }
+    return 1;
+}
+
+#endif
