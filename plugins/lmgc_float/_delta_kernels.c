@@ -197,20 +197,11 @@ typedef struct {
     int bad;
 } BitR;
 
-INLINE u64 le64_at(const u8 *p) {
-    u64 w;
-    memcpy(&w, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    w = __builtin_bswap64(w);
-#endif
-    return w;
-}
-
 INLINE u64 br_get(BitR *r, int k) { /* k <= 64; past the end: zeros, and bad is set */
     u64 v = 0;
     if (r->pos + (u64)k > 8 * (u64)r->len) r->bad = 1;
     if (k <= 56 && (r->pos >> 3) + 8 <= r->len) {
-        v = (le64_at(r->p + (r->pos >> 3)) >> (r->pos & 7)) & (((u64)1 << k) - 1);
+        v = (le64(r->p + (r->pos >> 3)) >> (r->pos & 7)) & (((u64)1 << k) - 1);
     } else {
         for (int got = 0; got < k;) {
             u64 at = r->pos + (u64)got, byte = (at >> 3) < r->len ? r->p[at >> 3] : 0;
@@ -990,7 +981,7 @@ INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off
             u64 L = sym > smax ? 0 : sym >> 1; /* a damaged symbol: flagged, no wild shift */
             bad |= (sym > smax) | (neg & xor);
             int rb = L ? (int)L - 1 : 0; /* <= 31, so (pos & 7) + rb < 64 */
-            u64 bits = (le64_at(rp + (pos >> 3)) >> (pos & 7)) & (((u64)1 << rb) - 1);
+            u64 bits = (le64(rp + (pos >> 3)) >> (pos & 7)) & (((u64)1 << rb) - 1);
             pos += (u64)rb;
             u64 mag = (L ? (u64)1 << rb : 0) | bits, nv;
             if (xor) {
@@ -1447,25 +1438,20 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_delta_kernels",
-    "The float prior's delta model: a tensor coded against a reference of the same shape.", -1,
-    methods, NULL, NULL, NULL, NULL,
-};
-
-PyMODINIT_FUNC PyInit__delta_kernels(void) {
-    PyObject *m = PyModule_Create(&module);
-    if (m == NULL) return NULL;
+/* The module's state and constants. */
+static int setup(PyObject *m) {
     init_simd();
     if (kc_init() != 0) {
-        Py_DECREF(m);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
     if (PyModule_AddIntConstant(m, "DELTA_VERSION", DELTA_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "DIGEST", DIGEST) < 0 ||
-        PyModule_AddStringConstant(m, "CHECKSUM_MISMATCH", CHECKSUM_MISMATCH) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+        PyModule_AddStringConstant(m, "CHECKSUM_MISMATCH", CHECKSUM_MISMATCH) < 0)
+        return -1;
+    return 0;
 }
+
+KC_MODULE(_delta_kernels,
+          "The float prior's delta model: a tensor coded against a reference of the same shape.",
+          setup)

@@ -1196,15 +1196,8 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_float_kernels",
-    "The float prior's coding kernels: float fields, integer levels and repeats.", -1,
-    methods, NULL, NULL, NULL, NULL,
-};
-
-PyMODINIT_FUNC PyInit__float_kernels(void) {
-    PyObject *m = PyModule_Create(&module);
-    if (m == NULL) return NULL;
+/* The constants the Python side checks against its own (kernels.py). */
+static int setup(PyObject *m) {
     PyObject *c = Py_BuildValue(
         "{s:i,s:L,s:L,s:i,s:i,s:L,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
         "TOTAL_BITS", TOTAL_BITS, "TOP", (long long)TOP, "PROB_ONE", (long long)PROB_ONE,
@@ -1215,11 +1208,12 @@ PyMODINIT_FUNC PyInit__float_kernels(void) {
         LENGTH_CONTEXTS, "TOP_BITS", TOP_BITS, "REPEAT_CONTEXTS", REPEAT_CONTEXTS,
         "MATCH_CONTEXTS", MATCH_CONTEXTS, "HASH_BITS", HASH_BITS, "MATCH_MIN", MATCH_MIN,
         "TREE_CONTEXTS", TREE_CONTEXTS);
-    if (c == NULL || PyModule_AddObject(m, "CONSTANTS", c) < 0 ||
-        PyModule_AddIntConstant(m, "KERNEL_VERSION", KERNEL_VERSION) < 0) {
+    if (c == NULL || PyModule_AddObject(m, "CONSTANTS", c) < 0) {
         Py_XDECREF(c);
-        Py_DECREF(m);
-        return NULL;
+        return -1;
     }
-    return m;
+    return PyModule_AddIntConstant(m, "KERNEL_VERSION", KERNEL_VERSION);
 }
+
+KC_MODULE(_float_kernels,
+          "The float prior's coding kernels: float fields, integer levels and repeats.", setup)

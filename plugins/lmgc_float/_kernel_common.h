@@ -317,21 +317,12 @@ INLINE u64 fmix64(u64 k) {
     return k;
 }
 
+/* one lane's key mixing: k * ca, rotated left by r, * cb */
+INLINE u64 mm_key(u64 k, u64 ca, int r, u64 cb) { return rotl64(k * ca, r) * cb; }
+
 INLINE void mm_round(Hash128 *h, u64 k1, u64 k2) {
-    k1 *= MM_C1;
-    k1 = rotl64(k1, 31);
-    k1 *= MM_C2;
-    h->h1 ^= k1;
-    h->h1 = rotl64(h->h1, 27);
-    h->h1 += h->h2;
-    h->h1 = h->h1 * 5 + 0x52dce729;
-    k2 *= MM_C2;
-    k2 = rotl64(k2, 33);
-    k2 *= MM_C1;
-    h->h2 ^= k2;
-    h->h2 = rotl64(h->h2, 31);
-    h->h2 += h->h1;
-    h->h2 = h->h2 * 5 + 0x38495ab5;
+    h->h1 = (rotl64(h->h1 ^ mm_key(k1, MM_C1, 31, MM_C2), 27) + h->h2) * 5 + 0x52dce729;
+    h->h2 = (rotl64(h->h2 ^ mm_key(k2, MM_C2, 33, MM_C1), 31) + h->h1) * 5 + 0x38495ab5;
 }
 
 /* Feed n bytes (the stream of bytes is hashed as one message, whatever the pieces). */

@@ -43,4 +43,15 @@ KC_FN int kc_check_segs(Py_buffer *vals, Py_buffer *segs, int width) {
     return 1;
 }
 
+/* The extension module `name` (its PyInit_ function) over the file's `methods` table; `setup`
+ * adds what the module holds besides its functions (0, or -1 with a Python error set). */
+#define KC_MODULE(name, doc, setup)                                                            \
+    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, #name, doc, -1, methods,          \
+                                        NULL, NULL, NULL, NULL};                               \
+    PyMODINIT_FUNC PyInit_##name(void) {                                                       \
+        PyObject *m = PyModule_Create(&module);                                                \
+        if (m != NULL && setup(m) < 0) Py_CLEAR(m);                                            \
+        return m;                                                                              \
+    }
+
 #endif
