@@ -542,15 +542,23 @@ static int encode2(const void *nv, const void *bv, const i64 *segs, i64 nsegs, c
     return ok;
 }
 
+/* A block's head (both levels): kq, then the side information, which `side` reads; r is left
+ * at what follows. 0 for a bad head. */
+static int read_head(Rd *r, Rd *side, int *kq) {
+    *kq = get_u8(r);
+    u64 side_len = get_varint(r);
+    if (r->bad || *kq > 1 || side_len > r->len - r->pos) return 0;
+    *side = (Rd){r->p + r->pos, (size_t)side_len, 0, 0};
+    r->pos += (size_t)side_len;
+    return 1;
+}
+
 static const char *decode2(const u8 *blk, size_t len, void *outv, const void *bv, const i64 *segs,
                            i64 nsegs, Fm *f) {
     const int D = depth_of(f->W), W = f->W;
-    Rd r = {blk, len, 0, 0};
-    int kq = get_u8(&r);
-    u64 side_len = get_varint(&r);
-    if (r.bad || kq > 1 || side_len > r.len - r.pos) return "bad block header";
-    Rd sr = {r.p + r.pos, (size_t)side_len, 0, 0};
-    r.pos += (size_t)side_len;
+    Rd r = {blk, len, 0, 0}, sr;
+    int kq;
+    if (!read_head(&r, &sr, &kq)) return "bad block header";
     u64 rc_len = get_varint(&r);
     if (r.bad || rc_len > r.len - r.pos || rc_len < 5) return "bad block header";
     RcDec d = {0xFFFFFFFFu, 0, r.p + r.pos, (size_t)rc_len, 0};
@@ -1124,12 +1132,9 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
                            i64 nsegs, Fm *f, u8 digest[DIGEST]) {
     const int W = f->W;
     i64 n = total_values(segs, nsegs);
-    Rd r = {blk, len, 0, 0};
-    int kq = get_u8(&r);
-    u64 side_len = get_varint(&r);
-    if (r.bad || kq > 1 || side_len > r.len - r.pos) return "bad block header";
-    Rd sr = {r.p + r.pos, (size_t)side_len, 0, 0};
-    r.pos += (size_t)side_len;
+    Rd r = {blk, len, 0, 0}, sr;
+    int kq;
+    if (!read_head(&r, &sr, &kq)) return "bad block header";
     const char *err = NULL;
     Side s = {0};
     Tabs ta = {0};
@@ -1371,23 +1376,21 @@ PyDoc_STRVAR(estimate_doc,
              "Estimated bits of the block as ulp distance, as XOR, and of `new` alone.");
 
 static PyObject *py_estimate(PyObject *self, PyObject *args) {
-    Py_buffer nv, bv, segs;
+    Py_buffer b[3]; /* new base segs */
     int width, ebits, mbits;
-    if (!PyArg_ParseTuple(args, "y*y*y*iii:estimate", &nv, &bv, &segs, &width, &ebits, &mbits))
+    if (!PyArg_ParseTuple(args, "y*y*y*iii:estimate", &b[0], &b[1], &b[2], &width, &ebits, &mbits))
         return NULL;
     PyObject *res = NULL;
-    if (check_call(&nv, &bv, &segs, width, ebits, mbits)) {
+    if (check_call(&b[0], &b[1], &b[2], width, ebits, mbits)) {
         u64 cost[3];
         Py_BEGIN_ALLOW_THREADS
-        estimate(nv.buf, bv.buf, segs.buf, segs.len / 24, width, ebits, mbits, cost);
+        estimate(b[0].buf, b[1].buf, b[2].buf, b[2].len / 24, width, ebits, mbits, cost);
         Py_END_ALLOW_THREADS
         res = Py_BuildValue("(KKK)", (unsigned long long)(cost[0] >> 16),
                             (unsigned long long)(cost[1] >> 16),
                             (unsigned long long)(cost[2] >> 16));
     }
-    PyBuffer_Release(&nv);
-    PyBuffer_Release(&bv);
-    PyBuffer_Release(&segs);
+    kc_release(b, 3);
     return res;
 }
 
@@ -1395,19 +1398,18 @@ PyDoc_STRVAR(checksum_doc, "checksum(vals, segs, width) -> bytes\n\n"
              "The 16-byte checksum (MurmurHash3_x64_128) of the values the segments name.");
 
 static PyObject *py_checksum(PyObject *self, PyObject *args) {
-    Py_buffer vals, segs;
+    Py_buffer b[2]; /* vals segs */
     int width;
-    if (!PyArg_ParseTuple(args, "y*y*i:checksum", &vals, &segs, &width)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*i:checksum", &b[0], &b[1], &width)) return NULL;
     PyObject *res = NULL;
-    if (check_call(&vals, NULL, &segs, width, 0, 0)) {
+    if (check_call(&b[0], NULL, &b[1], width, 0, 0)) {
         u8 digest[DIGEST];
         Py_BEGIN_ALLOW_THREADS
-        hash_values(vals.buf, segs.buf, segs.len / 24, width, digest);
+        hash_values(b[0].buf, b[1].buf, b[1].len / 24, width, digest);
         Py_END_ALLOW_THREADS
         res = PyBytes_FromStringAndSize((const char *)digest, DIGEST);
     }
-    PyBuffer_Release(&vals);
-    PyBuffer_Release(&segs);
+    kc_release(b, 2);
     return res;
 }
 

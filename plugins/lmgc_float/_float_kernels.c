@@ -885,10 +885,6 @@ static int models_from(Models *md, Py_buffer *zp, Py_buffer *sp, Py_buffer em[3]
     return 1;
 }
 
-static void release(Py_buffer *bufs, int n) {
-    for (int i = 0; i < n; i++) PyBuffer_Release(&bufs[i]);
-}
-
 /* Both segment kernels take (values, segments, width, ebits, mbits, coder state, coder bytes,
  * bit state, bit bytes, 8 model arrays); `fmt` says which buffers are writable. On success the
  * 14 buffers are held (release them), else they are released and a Python error is set. */
@@ -901,7 +897,7 @@ static int parse_segments_call(PyObject *args, const char *fmt, Py_buffer b[14],
     if (!check_call(&b[0], &b[1], layout[0], layout[1], layout[2]) ||
         !need(&b[2], state_bytes, "range coder state") || !need(&b[4], 3 * 8, "raw bit state") ||
         !models_from(md, &b[6], &b[7], &b[8], &b[11])) {
-        release(b, 14);
+        kc_release(b, 14);
         return 0;
     }
     return 1;
@@ -956,7 +952,7 @@ static PyObject *run_fields(Py_buffer b[14], Fields *f, int kind, int width) {
         dec_to(cs, &d);
         bs[0] = (i64)r.acc, bs[1] = r.nb, bs[2] = r.pos;
     }
-    release(b, 14);
+    kc_release(b, 14);
     if (ok < 0) return PyErr_NoMemory();
     if (encoding) return PyBool_FromLong(ok);
     Py_RETURN_NONE;
@@ -1001,13 +997,13 @@ static PyObject *py_encoder_finish(PyObject *self, PyObject *args) {
     Py_buffer b[2];
     if (!PyArg_ParseTuple(args, "w*w*:encoder_finish", &b[0], &b[1])) return NULL;
     if (!need(&b[0], 5 * 8, "encoder state")) {
-        release(b, 2);
+        kc_release(b, 2);
         return NULL;
     }
     Enc e = enc_from(b[0].buf, &b[1]);
     for (int k = 0; k < 5; k++) shift_low(&e);
     enc_to(b[0].buf, &e);
-    release(b, 2);
+    kc_release(b, 2);
     return PyLong_FromLongLong(e.pos);
 }
 
@@ -1017,7 +1013,7 @@ static PyObject *py_flush_bits(PyObject *self, PyObject *args) {
     Py_buffer b[2];
     if (!PyArg_ParseTuple(args, "w*w*:flush_bits", &b[0], &b[1])) return NULL;
     if (!need(&b[0], 3 * 8, "bit writer state")) {
-        release(b, 2);
+        kc_release(b, 2);
         return NULL;
     }
     i64 *bw = b[0].buf;
@@ -1029,7 +1025,7 @@ static PyObject *py_flush_bits(PyObject *self, PyObject *args) {
         bw[1] -= 8;
     }
     bw[1] = 0;
-    release(b, 2);
+    kc_release(b, 2);
     return PyLong_FromLongLong(bw[2]);
 }
 
@@ -1039,7 +1035,7 @@ static PyObject *py_decoder_init(PyObject *self, PyObject *args) {
     Py_buffer b[2];
     if (!PyArg_ParseTuple(args, "w*y*:decoder_init", &b[0], &b[1])) return NULL;
     if (!need(&b[0], 3 * 8, "decoder state")) {
-        release(b, 2);
+        kc_release(b, 2);
         return NULL;
     }
     i64 *ds = b[0].buf;
@@ -1049,7 +1045,7 @@ static PyObject *py_decoder_init(PyObject *self, PyObject *args) {
         i64 byte = pos < (i64)b[1].len ? in[pos] : 0;
         ds[0] = ((ds[0] << 8) | byte) & INT64_C(0xFFFFFFFF);
     }
-    release(b, 2);
+    kc_release(b, 2);
     Py_RETURN_NONE;
 }
 
@@ -1085,7 +1081,7 @@ static int parse_levels_call(PyObject *args, const char *fmt, Py_buffer b[14], i
         return 0;
     if (!check_int_call(&b[0], &b[1], *width) || !need(&b[2], state_bytes, "range coder state") ||
         !need(&b[4], 3 * 8, "raw bit state") || !level_models_from(md, &b[6])) {
-        release(b, 14);
+        kc_release(b, 14);
         return 0;
     }
     return 1;
@@ -1135,7 +1131,7 @@ static int parse_ints_call(PyObject *args, const char *fmt, Py_buffer b[11], int
         !need(&b[7], TREE_CONTEXTS * 2 * w, "first-byte tree") ||
         !need(&b[8], n * 256 * w, "byte counts") ||
         !need(&b[9], n * 257 * w, "byte frequencies") || !need(&b[10], n * 2 * w, "byte ticks")) {
-        release(b, 11);
+        kc_release(b, 11);
         return 0;
     }
     *md = (IntModels){b[4].buf, b[5].buf, b[6].buf, b[7].buf,
@@ -1163,7 +1159,7 @@ static PyObject *ints_call(PyObject *args, const char *fmt, int encoding) {
         Py_END_ALLOW_THREADS
         dec_to(b[2].buf, &d);
     }
-    release(b, 11);
+    kc_release(b, 11);
     if (ok < 0) return PyErr_NoMemory();
     if (encoding) return PyBool_FromLong(ok);
     Py_RETURN_NONE;

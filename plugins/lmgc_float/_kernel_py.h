@@ -7,6 +7,11 @@
 #ifndef LMGC_KERNEL_PY_H
 #define LMGC_KERNEL_PY_H
 
+/* Release the n buffers a call holds. */
+KC_FN void kc_release(Py_buffer *bufs, int n) {
+    for (int i = 0; i < n; i++) PyBuffer_Release(&bufs[i]);
+}
+
 /* The values' width is 8, 16, 32 or 64 bits; `what` ("float ", "integer ", "") names them. */
 KC_FN int kc_check_width(int width, const char *what) {
     if (width != 8 && width != 16 && width != 32 && width != 64) {
