@@ -866,24 +866,7 @@ INLINE void contexts1(const int W, const void *bv, const Fm *f, int kq, i64 off,
 /* Pass 2: n symbols, NSTATES at a time: the table lookups of a group are independent, and
  * only the short renormalisation chain (compare, read) is serial through the read position.
  * Symbol k is decoded with table ctx[k] of `tbl` (SCALE entries each). */
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define HAVE_AVX2 1
-static u32 RENORM_PERM[256][8]; /* lane -> index of its word among the lanes that read one */
-static int use_simd = 0;
-
-static void init_simd(void) {
-    for (int m = 0; m < 256; m++) {
-        int c = 0;
-        for (int i = 0; i < 8; i++) {
-            RENORM_PERM[m][i] = (u32)c;
-            c += (m >> i) & 1;
-        }
-    }
-    __builtin_cpu_init();
-    use_simd = __builtin_cpu_supports("avx2");
-}
-
+#ifdef KC_HAVE_AVX2
 /* The same arithmetic as the scalar loop, eight states per vector (as _fast_kernels.c). */
 __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8 **pp,
                                                                 const u8 *end, const u32 *tbl,
@@ -891,7 +874,6 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
     __m256i x[NSTATES / 8];
     for (int v = 0; v < NSTATES / 8; v++) x[v] = _mm256_loadu_si256((const __m256i *)(xs + 8 * v));
     const __m256i m12 = _mm256_set1_epi32(SCALE - 1), one = _mm256_set1_epi32(1);
-    const __m256i zero = _mm256_setzero_si256();
     const u8 *p = *pp;
     size_t k = 0;
     for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {
@@ -907,22 +889,12 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
             __m128i lo = _mm256_castsi256_si128(w16);
             _mm_storel_epi64((__m128i *)(out + k + 8 * v), _mm_packus_epi16(lo, lo));
         }
-        for (int v = 0; v < NSTATES / 8; v++) {
-            __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x[v], 16), zero);
-            int bits = _mm256_movemask_ps(_mm256_castsi256_ps(need));
-            __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-            __m256i perm = _mm256_loadu_si256((const __m256i *)RENORM_PERM[bits]);
-            __m256i w = _mm256_permutevar8x32_epi32(words, perm);
-            x[v] = _mm256_blendv_epi8(x[v], _mm256_or_si256(_mm256_slli_epi32(x[v], 16), w), need);
-            p += 2 * __builtin_popcount((unsigned)bits);
-        }
+        for (int v = 0; v < NSTATES / 8; v++) x[v] = kc_renorm8(x[v], &p);
     }
     for (int v = 0; v < NSTATES / 8; v++) _mm256_storeu_si256((__m256i *)(xs + 8 * v), x[v]);
     *pp = p;
     return k;
 }
-#else
-static void init_simd(void) {}
 #endif
 
 /* one symbol on state (k0 + k) mod NSTATES; 0: the stream ran out */
@@ -949,8 +921,8 @@ static int rans_symbols(RansDec *d, const u32 *tbl, const u8 *ctx, u8 *out, size
     for (; k < n && ((k0 + k) & (NSTATES - 1)); k++) /* up to the next whole group */
         if (!rans_one(x, &p, end, tbl, ctx, out, k0, k)) return 0;
     size_t g = 0;
-#ifdef HAVE_AVX2
-    if (use_simd) g = rans_groups_avx2(x, &p, end, tbl, ctx + k, out + k, n - k);
+#ifdef KC_HAVE_AVX2
+    if (kc_use_simd) g = rans_groups_avx2(x, &p, end, tbl, ctx + k, out + k, n - k);
 #endif
     k += g;
     for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {
@@ -1019,7 +991,7 @@ INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off
     return !bad;
 }
 
-#ifdef HAVE_AVX2
+#ifdef KC_HAVE_AVX2
 /* Pass 3 for 16- and 32-bit values, eight at a time, the same values as values1: a lane's raw
  * bits start at the block's position plus the exclusive prefix sum of the lanes' bit counts, and
  * a gather reads them. 16-bit values sit in the top half of 32-bit lanes, so one wrapping 32-bit
@@ -1177,8 +1149,8 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
             int cmin = NTAB1, cmax = 0, ok = 1;
             Side sub = s;
             sub.R = s.R + i0, sub.C = s.C + j0, sub.C32 = s.C32 + j0;
-#ifdef HAVE_AVX2
-            if (use_simd && (W == 16 || W == 32))
+#ifdef KC_HAVE_AVX2
+            if (kc_use_simd && (W == 16 || W == 32))
                 contexts1_avx2(W, bv, f, kq, o, nr, nc, &sub, ctx, &cmin, &cmax);
             else
 #endif
@@ -1196,8 +1168,8 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
             k0 += (size_t)cnt;
             i64 done = 0;
             int vbad = 0;
-#ifdef HAVE_AVX2
-            if (use_simd && (W == 16 || W == 32))
+#ifdef KC_HAVE_AVX2
+            if (kc_use_simd && (W == 16 || W == 32))
                 done = values1_avx2(W, outv, bv, f, o, cnt, S, &raw, &vbad);
 #endif
             const u8 *Sr = S + done;
@@ -1413,26 +1385,8 @@ static PyObject *py_checksum(PyObject *self, PyObject *args) {
     return res;
 }
 
-PyDoc_STRVAR(simd_doc, "simd(on: bool | None = None) -> bool\n\nWhether level-1 decoding uses the "
-             "AVX2 path (set it with `on`; the CPU must have AVX2). Both paths give the same values.");
-
-static PyObject *py_simd(PyObject *self, PyObject *args) {
-    PyObject *on = Py_None;
-    if (!PyArg_ParseTuple(args, "|O:simd", &on)) return NULL;
-#ifdef HAVE_AVX2
-    if (on != Py_None) {
-        int want = PyObject_IsTrue(on);
-        if (want < 0) return NULL;
-        use_simd = want && __builtin_cpu_supports("avx2");
-    }
-    return PyBool_FromLong(use_simd);
-#else
-    Py_RETURN_FALSE;
-#endif
-}
-
 static PyMethodDef methods[] = {
-    {"simd", py_simd, METH_VARARGS, simd_doc},
+    KC_SIMD_METHOD,
     {"encode", py_encode, METH_VARARGS, encode_doc},
     {"decode", py_decode, METH_VARARGS, decode_doc},
     {"estimate", py_estimate, METH_VARARGS, estimate_doc},
@@ -1442,7 +1396,7 @@ static PyMethodDef methods[] = {
 
 /* The module's state and constants. */
 static int setup(PyObject *m) {
-    init_simd();
+    kc_init_simd();
     if (kc_init() != 0) {
         PyErr_NoMemory();
         return -1;

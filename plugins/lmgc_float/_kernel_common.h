@@ -395,4 +395,42 @@ KC_FN void hash_values(const void *vals, const i64 *segs, i64 nsegs, int width, 
     hash_final(&h, out);
 }
 
+/* -- AVX2 rANS decoding helpers ----------------------------------------------------------------
+ * Eight 32-bit states per vector; a state below 2**16 reads the next 16-bit little-endian word,
+ * the lanes that read one taking the words in lane order (as the scalar loop does). Chosen at
+ * run time: kc_init_simd() fills the table and sets kc_use_simd when the CPU has AVX2. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define KC_HAVE_AVX2 1
+/* lane -> index of its word among the lanes that read one */
+static u32 kc_renorm_perm[256][8] __attribute__((unused));
+static int kc_use_simd __attribute__((unused)) = 0;
+
+KC_FN void kc_init_simd(void) {
+    for (int m = 0; m < 256; m++) {
+        int c = 0;
+        for (int i = 0; i < 8; i++) {
+            kc_renorm_perm[m][i] = (u32)c;
+            c += (m >> i) & 1;
+        }
+    }
+    __builtin_cpu_init();
+    kc_use_simd = __builtin_cpu_supports("avx2");
+}
+
+/* Renormalise the eight states of x from the words at *pp (advanced past those read). */
+__attribute__((target("avx2"), always_inline, unused)) static inline __m256i kc_renorm8(
+    __m256i x, const u8 **pp) {
+    __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), _mm256_setzero_si256());
+    int bits = _mm256_movemask_ps(_mm256_castsi256_ps(need));
+    __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)*pp));
+    __m256i w = _mm256_permutevar8x32_epi32(
+        words, _mm256_loadu_si256((const __m256i *)kc_renorm_perm[bits]));
+    *pp += 2 * __builtin_popcount((unsigned)bits);
+    return _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), w), need);
+}
+#else
+KC_FN void kc_init_simd(void) {}
+#endif
+
 #endif

@@ -59,4 +59,26 @@ KC_FN int kc_check_segs(Py_buffer *vals, Py_buffer *segs, int width) {
         return m;                                                                              \
     }
 
+/* simd(on: bool | None = None) -> bool, for a kernel with an AVX2 decoding path. */
+KC_FN PyObject *kc_py_simd(PyObject *self, PyObject *args) {
+    PyObject *on = Py_None;
+    if (!PyArg_ParseTuple(args, "|O:simd", &on)) return NULL;
+#ifdef KC_HAVE_AVX2
+    if (on != Py_None) {
+        int want = PyObject_IsTrue(on);
+        if (want < 0) return NULL;
+        kc_use_simd = want && __builtin_cpu_supports("avx2");
+    }
+    return PyBool_FromLong(kc_use_simd);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+/* kc_py_simd's entry in a methods table */
+#define KC_SIMD_METHOD                                                                             \
+    {"simd", kc_py_simd, METH_VARARGS,                                                          \
+     "simd(on: bool | None = None) -> bool\n\nWhether level-1 decoding uses the AVX2 path (set " \
+     "it with `on`; the CPU must have AVX2). Both paths give the same values."}
+
 #endif
