@@ -1272,18 +1272,9 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
         int kq = choose_kq(nv.buf, bv.buf, sg, nsegs, &f);
         ok = level == 2 ? encode2(nv.buf, bv.buf, sg, nsegs, &f, kq, &out)
                         : encode1(nv.buf, bv.buf, sg, nsegs, &f, kq, &out);
-        if (ok) {
-            u8 digest[DIGEST];
-            hash_values(nv.buf, sg, nsegs, width, digest);
-            put_bytes(&out, digest, DIGEST);
-            ok = !out.fail;
-        }
+        ok = ok && kc_seal(&out, nv.buf, sg, nsegs, width);
         Py_END_ALLOW_THREADS
-        if (ok)
-            res = PyBytes_FromStringAndSize((const char *)out.p, (Py_ssize_t)out.len);
-        else
-            PyErr_NoMemory();
-        free(out.p);
+        res = kc_block_bytes(&out, ok);
     }
     PyBuffer_Release(&nv);
     PyBuffer_Release(&bv);
@@ -1334,13 +1325,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     PyBuffer_Release(&out);
     PyBuffer_Release(&bv);
     PyBuffer_Release(&segs);
-    if (!called) return NULL;
-    if (err) {
-        if (strcmp(err, "out of memory") == 0) return PyErr_NoMemory();
-        PyErr_SetString(PyExc_ValueError, err);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return called ? kc_decoded(err) : NULL;
 }
 
 PyDoc_STRVAR(estimate_doc,

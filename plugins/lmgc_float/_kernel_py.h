@@ -59,6 +59,31 @@ KC_FN int kc_check_segs(Py_buffer *vals, Py_buffer *segs, int width) {
         return m;                                                                              \
     }
 
+/* Append the checksum of the values the segments name to a coded block (GIL released): 1, or
+ * 0 when out of memory. */
+KC_FN int kc_seal(Buf *out, const void *vals, const i64 *sg, i64 nsegs, int width) {
+    u8 digest[DIGEST];
+    hash_values(vals, sg, nsegs, width, digest);
+    put_bytes(out, digest, DIGEST);
+    return !out->fail;
+}
+
+/* The coded block as bytes (MemoryError when !ok); frees it. */
+KC_FN PyObject *kc_block_bytes(Buf *out, int ok) {
+    PyObject *res = ok ? PyBytes_FromStringAndSize((const char *)out->p, (Py_ssize_t)out->len)
+                       : PyErr_NoMemory();
+    free(out->p);
+    return res;
+}
+
+/* A decode's outcome: None, or the error it names (MemoryError, else ValueError). */
+KC_FN PyObject *kc_decoded(const char *err) {
+    if (!err) Py_RETURN_NONE;
+    if (strcmp(err, "out of memory") == 0) return PyErr_NoMemory();
+    PyErr_SetString(PyExc_ValueError, err);
+    return NULL;
+}
+
 /* simd(on: bool | None = None) -> bool, for a kernel with an AVX2 decoding path. */
 KC_FN PyObject *kc_py_simd(PyObject *self, PyObject *args) {
     PyObject *on = Py_None;
