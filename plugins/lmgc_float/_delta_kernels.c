@@ -1381,16 +1381,8 @@ static PyMethodDef methods[] = {
 
 /* The module's state and constants. */
 static int setup(PyObject *m) {
-    kc_init_simd();
-    if (kc_init() != 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    if (PyModule_AddIntConstant(m, "DELTA_VERSION", DELTA_VERSION) < 0 ||
-        PyModule_AddIntConstant(m, "DIGEST", DIGEST) < 0 ||
-        PyModule_AddStringConstant(m, "CHECKSUM_MISMATCH", CHECKSUM_MISMATCH) < 0)
-        return -1;
-    return 0;
+    if (kc_module_setup(m) < 0) return -1;
+    return PyModule_AddIntConstant(m, "DELTA_VERSION", DELTA_VERSION);
 }
 
 KC_MODULE(_delta_kernels,

@@ -48,6 +48,20 @@ KC_FN int kc_check_segs(Py_buffer *vals, Py_buffer *segs, int width) {
     return 1;
 }
 
+/* What a checksummed kernel module holds besides its own constants: the work-buffer key, the
+ * AVX2 choice, DIGEST and CHECKSUM_MISMATCH. 0, or -1 with a Python error set. */
+KC_FN int kc_module_setup(PyObject *m) {
+    kc_init_simd();
+    if (kc_init() != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (PyModule_AddIntConstant(m, "DIGEST", DIGEST) < 0 ||
+        PyModule_AddStringConstant(m, "CHECKSUM_MISMATCH", CHECKSUM_MISMATCH) < 0)
+        return -1;
+    return 0;
+}
+
 /* The extension module `name` (its PyInit_ function) over the file's `methods` table; `setup`
  * adds what the module holds besides its functions (0, or -1 with a Python error set). */
 #define KC_MODULE(name, doc, setup)                                                            \
