@@ -30,7 +30,8 @@
  * Bump FAST_VERSION whenever the bytes change: the loader refuses a stale build. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include "_kernel_common.h" /* buffers, varints, work buffers, tables, checksum */
+#include "_kernel_common.h" /* buffers, varints, work buffers, tables, checksum, AVX2 rANS */
+#include "_kernel_py.h"     /* argument checks, simd(), the module */
 
 #define FAST_VERSION 3
 
@@ -153,32 +154,14 @@ RANS_ENCODE(rans_encode8, u8)
 /* -- AVX2 decoding of whole groups of NSTATES symbols ----------------------------------------
  * The same arithmetic, eight states per vector, four vectors per group; the renormalisation
  * reads each vector's words in lane order, as the scalar loop does, so both decode the same
- * stream to the same symbols (tests compare them). Chosen at run time (use_simd). */
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define HAVE_AVX2 1
-static u32 RENORM_PERM[256][8]; /* lane -> index of its word among the lanes that read one */
-static int use_simd = 0;
-
-static void init_simd(void) {
-    for (int m = 0; m < 256; m++) {
-        int c = 0;
-        for (int i = 0; i < 8; i++) {
-            RENORM_PERM[m][i] = (u32)c;
-            c += (m >> i) & 1;
-        }
-    }
-    __builtin_cpu_init();
-    use_simd = __builtin_cpu_supports("avx2");
-}
-
+ * stream to the same symbols (tests compare them). Chosen at run time (kc_use_simd). */
+#ifdef KC_HAVE_AVX2
 __attribute__((target("avx2"), always_inline)) static inline size_t rans_groups_body(
     u32 *xs, const u8 **pp, const u8 *end, const DecTab *t, void *out, const int wide,
     size_t n) {
     __m256i x[NSTATES / 8];
     for (int v = 0; v < NSTATES / 8; v++) x[v] = _mm256_loadu_si256((const __m256i *)(xs + 8 * v));
     const __m256i m12 = _mm256_set1_epi32((1 << t->sb) - 1), lo16 = _mm256_set1_epi32(0xFFFF);
-    const __m256i zero = _mm256_setzero_si256();
     const __m128i sbv = _mm_cvtsi32_si128(t->sb);
     const u8 *p = *pp;
     size_t k = 0;
@@ -199,15 +182,7 @@ __attribute__((target("avx2"), always_inline)) static inline size_t rans_groups_
                 _mm_storel_epi64((__m128i *)((u8 *)out + k + 8 * v), _mm_packus_epi16(lo, lo));
             }
         }
-        for (int v = 0; v < NSTATES / 8; v++) {
-            __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x[v], 16), zero);
-            int bits = _mm256_movemask_ps(_mm256_castsi256_ps(need));
-            __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-            __m256i perm = _mm256_loadu_si256((const __m256i *)RENORM_PERM[bits]);
-            __m256i w = _mm256_permutevar8x32_epi32(words, perm);
-            x[v] = _mm256_blendv_epi8(x[v], _mm256_or_si256(_mm256_slli_epi32(x[v], 16), w), need);
-            p += 2 * __builtin_popcount((unsigned)bits);
-        }
+        for (int v = 0; v < NSTATES / 8; v++) x[v] = kc_renorm8(x[v], &p);
     }
     for (int v = 0; v < NSTATES / 8; v++) _mm256_storeu_si256((__m256i *)(xs + 8 * v), x[v]);
     *pp = p;
@@ -221,10 +196,9 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
                 : rans_groups_body(xs, pp, end, t, out, 0, n);
 }
 #define SIMD_GROUPS(WIDE)                                                                        \
-    if (use_simd) k = rans_groups_avx2(x, &p, end, t, out, WIDE, n);
+    if (kc_use_simd) k = rans_groups_avx2(x, &p, end, t, out, WIDE, n);
 #else
 #define SIMD_GROUPS(WIDE)
-static void init_simd(void) {}
 #endif
 
 /* 1 when the stream decodes to exactly n symbols, ends where it should and leaves every state
@@ -1110,35 +1084,14 @@ static const char *decode_stored(const u8 *blk, size_t len, void *outv, const i6
 
 /* -- Python bindings ------------------------------------------------------------------------- */
 static int check_call(Py_buffer *vals, Py_buffer *segs, int width, int ebits, int mbits) {
-    if (width != 8 && width != 16 && width != 32 && width != 64) {
-        PyErr_Format(PyExc_ValueError, "unsupported width %d", width);
-        return 0;
-    }
+    if (!kc_check_width(width, "")) return 0;
     const int fw = width * 64 + mbits; /* the formats decode_float has loops for */
     if (ebits != 0 && (ebits < 1 || ebits > MAX_EBITS || mbits < 0 ||
                        ebits + mbits + 1 != width ||
                        (fw != 32 * 64 + 23 && fw != 16 * 64 + 7 && fw != 16 * 64 + 10 &&
-                        fw != 64 * 64 + 52 && fw != 8 * 64 + 3 && fw != 8 * 64 + 2))) {
-        PyErr_Format(PyExc_ValueError, "bad float layout: %d exponent, %d mantissa bits", ebits,
-                     mbits);
-        return 0;
-    }
-    if (segs->len % (3 * (Py_ssize_t)sizeof(i64)) != 0) {
-        PyErr_SetString(PyExc_ValueError, "segments must be int64 triples");
-        return 0;
-    }
-    i64 items = vals->len / (width / 8), nsegs = segs->len / (3 * (Py_ssize_t)sizeof(i64));
-    const i64 *sg = segs->buf;
-    for (i64 s = 0; s < nsegs; s++) {
-        i64 off = sg[3 * s], rows = sg[3 * s + 1], cols = sg[3 * s + 2];
-        if (off < 0 || rows < 0 || cols < 0 || off > items ||
-            (cols > 0 && rows > (items - off) / cols) || rows > (INT64_C(1) << 40) ||
-            cols > (INT64_C(1) << 40)) {
-            PyErr_SetString(PyExc_ValueError, "a segment lies outside the values");
-            return 0;
-        }
-    }
-    return 1;
+                        fw != 64 * 64 + 52 && fw != 8 * 64 + 3 && fw != 8 * 64 + 2)))
+        return kc_bad_layout(ebits, mbits);
+    return kc_check_segs(vals, segs, width);
 }
 
 PyDoc_STRVAR(encode_doc,
@@ -1172,18 +1125,9 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
             encode_stored(vals.buf, sg, nsegs, width, &out);
             ok = !out.fail;
         }
-        if (ok) {
-            u8 digest[DIGEST];
-            hash_values(vals.buf, sg, nsegs, width, digest);
-            put_bytes(&out, digest, DIGEST);
-            ok = !out.fail;
-        }
+        ok = ok && kc_seal(&out, vals.buf, sg, nsegs, width);
         Py_END_ALLOW_THREADS
-        if (ok)
-            res = PyBytes_FromStringAndSize((const char *)out.p, (Py_ssize_t)out.len);
-        else
-            PyErr_NoMemory();
-        free(out.p);
+        res = kc_block_bytes(&out, ok);
     }
     PyBuffer_Release(&vals);
     PyBuffer_Release(&segs);
@@ -1244,61 +1188,23 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     PyBuffer_Release(&blk);
     PyBuffer_Release(&out);
     PyBuffer_Release(&segs);
-    if (!called) return NULL;
-    if (err) {
-        if (strcmp(err, "out of memory") == 0) return PyErr_NoMemory();
-        PyErr_SetString(PyExc_ValueError, err);
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(simd_doc, "simd(on: bool | None = None) -> bool\n\nWhether decoding uses the AVX2 "
-             "path (set it with `on`; the CPU must have AVX2). Both paths give the same values.");
-
-static PyObject *py_simd(PyObject *self, PyObject *args) {
-    PyObject *on = Py_None;
-    if (!PyArg_ParseTuple(args, "|O:simd", &on)) return NULL;
-#ifdef HAVE_AVX2
-    if (on != Py_None) {
-        int want = PyObject_IsTrue(on);
-        if (want < 0) return NULL;
-        use_simd = want && __builtin_cpu_supports("avx2");
-    }
-    return PyBool_FromLong(use_simd);
-#else
-    Py_RETURN_FALSE;
-#endif
+    return called ? kc_decoded(err) : NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"simd", py_simd, METH_VARARGS, simd_doc},
+    KC_SIMD_METHOD,
     {"encode", py_encode, METH_VARARGS, encode_doc},
     {"decode", py_decode, METH_VARARGS, decode_doc},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fast_kernels",
-    "The float prior's fast level: semi-static fields coded with interleaved rANS.", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
-
-PyMODINIT_FUNC PyInit__fast_kernels(void) {
-    PyObject *m = PyModule_Create(&module);
-    if (m == NULL) return NULL;
-    init_simd();
-    if (kc_init() != 0) {
-        Py_DECREF(m);
-        return PyErr_NoMemory();
-    }
-    if (PyModule_AddIntConstant(m, "FAST_VERSION", FAST_VERSION) < 0 ||
-        PyModule_AddIntConstant(m, "NSTATES", NSTATES) < 0 ||
-        PyModule_AddIntConstant(m, "SCALE_BITS", SCALE_BITS3) < 0 ||
-        PyModule_AddIntConstant(m, "DIGEST", DIGEST) < 0 ||
-        PyModule_AddStringConstant(m, "CHECKSUM_MISMATCH", CHECKSUM_MISMATCH) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+/* The module's state and constants. */
+static int setup(PyObject *m) {
+    if (kc_module_setup(m) < 0 || PyModule_AddIntConstant(m, "FAST_VERSION", FAST_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "NSTATES", NSTATES) < 0)
+        return -1;
+    return PyModule_AddIntConstant(m, "SCALE_BITS", SCALE_BITS3);
 }
+
+KC_MODULE(_fast_kernels,
+          "The float prior's fast level: semi-static fields coded with interleaved rANS.", setup)
