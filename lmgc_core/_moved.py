@@ -5,7 +5,7 @@
 (``lmgc_core.cli`` is a package now; ``lmgc_core.cli.main`` still answers). Each old
 path is the *same module object* as its new home (so ``monkeypatch`` and ``isinstance`` agree),
 served by one finder over the table below instead of one shim file per module. New code imports
-the new paths; tests/test_layers.py forbids the old ones inside lmgc.
+the new paths; tests/architecture/test_layers.py forbids the old ones inside lmgc.
 """
 
 from __future__ import annotations

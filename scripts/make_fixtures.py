@@ -3,8 +3,8 @@
     python scripts/make_fixtures.py stream     # -> tests/fixtures/stream-v<container.VERSION>/
     python scripts/make_fixtures.py archive    # -> tests/fixtures/archive-v<ARCHIVE_VERSION>/
 
-Fixtures are real streams and archives that ``tests/test_fixtures.py`` decodes with today's code
-and compares, by SHA-256, with what they must decode to. They are written once per format
+Fixtures are real streams and archives that ``tests/files/test_fixtures.py`` decodes with today's
+code and compares, by SHA-256, with what they must decode to. They are written once per format
 version and never edited or regenerated, so this script only ever writes a NEW directory (it
 refuses an existing one; ``--out`` names another, e.g. ``archive-v1-stream-v3`` when only the
 stream version changed).

@@ -14,7 +14,7 @@ for distributions that have an entry point in the group.
 Where the layout is not that simple - a ``sys.path`` entry that is a zip file or an ``.egg``
 folder, or a ``sys.meta_path`` finder of its own that finds distributions - :func:`entry_points`
 hands the whole question to ``importlib.metadata``, so the answer is always the standard one.
-``tests/test_entry_points.py`` checks that both agree.
+``tests/components/test_entry_points.py`` checks that both agree.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ implementation (float fields, integer levels and repeats).
 C, not numba: a fresh process imports it in a millisecond (numba cost about a second and
 ~160 MB before the first value: import, CPU target registries, JIT or cache load), which is what
 a one-shot CLI call or a new Dask worker pays, and the integer models run about twice as fast.
-The bytes they write are the format: tests/test_float_kernels.py holds digests of blocks of
-fixed inputs (written by the numba kernels this replaced, and equal) and tests/fixtures holds
-committed streams; a kernel change must keep both.
+The bytes they write are the format: tests/plugins/lmgc_float/test_float_kernels.py holds
+digests of blocks of fixed inputs (written by the numba kernels this replaced, and equal) and
+tests/fixtures holds committed streams; a kernel change must keep both.
 """
 
 from __future__ import annotations

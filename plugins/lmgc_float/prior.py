@@ -56,7 +56,7 @@ SELF_CHECKED_BLOCKS = True
 ~2 ms per 10 MB, a quarter of the pipeline's decode). On: the checksum catches every change of
 the decoded values, and the fast kernel refuses every block its encoder would not write (the
 bits that do not reach the values are checked), so every changed byte fails without the CRC32
-(tests/test_fast_canonical.py flips every bit of a block of each dtype)."""
+(tests/plugins/lmgc_float/test_fast_canonical.py flips every bit of a block of each dtype)."""
 
 
 class FloatPrior(Prior, ArrayCoding, DeltaCoding):

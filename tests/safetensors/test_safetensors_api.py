@@ -1,0 +1,167 @@
+"""lmgc_core.safetensors: the safetensors API over lmgc archives, with the real coder and the
+real safetensors package as the reference for what a .safetensors file holds."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+import safetensors.numpy
+import safetensors.torch
+from lmgc_core.files.folders import decompress_path
+from lmgc_core.safetensors import TensorError, safe_open
+from lmgc_core.safetensors import numpy as lnp
+from lmgc_core.safetensors import torch as lpt
+from lmgc_core.util.errors import LMGCError
+from tests.cli_helpers import lmgc
+
+
+def _torch_tensors(grads: np.ndarray) -> dict[str, torch.Tensor]:
+    g = torch.from_numpy(grads[:4096].copy())
+    return {
+        "layer.weight": g.reshape(64, 64).to(torch.bfloat16),
+        "layer.bias": g[:64].to(torch.float16),
+        "f32": g[:1000],
+        "steps": torch.arange(-5, 5, dtype=torch.int64),
+        "mask": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 3),
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+    }
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bytes(a.reshape(-1).contiguous().view(torch.uint8).numpy()) == bytes(
+        b.reshape(-1).contiguous().view(torch.uint8).numpy()
+    )
+
+
+def test_torch_round_trip_keeps_dtypes_and_bits(tmp_path: Path, grads: np.ndarray) -> None:
+    tensors = _torch_tensors(grads)
+    path = tmp_path / "model.safetensors.lmgc"
+    lpt.save_file(tensors, path, metadata={"format": "pt"})
+    back = lpt.load_file(path)
+    assert sorted(back) == sorted(tensors)
+    for name, value in tensors.items():
+        assert _same(back[name], value), name
+    assert back["layer.weight"].dtype == torch.bfloat16  # no float32 detour
+    with safe_open(path, framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}
+        assert set(f.keys()) == set(tensors)
+
+
+def test_saved_archive_decompresses_to_a_real_safetensors_file(
+    tmp_path: Path, grads: np.ndarray
+) -> None:
+    tensors = _torch_tensors(grads)
+    path = tmp_path / "w.lmgc"
+    lpt.save_file(tensors, path, metadata={"k": "v"})
+    decompress_path(path, tmp_path / "w.safetensors")
+    real = safetensors.torch.load_file(tmp_path / "w.safetensors")
+    assert sorted(real) == sorted(tensors)
+    assert all(_same(real[k], tensors[k]) for k in tensors)
+    out = lmgc("decompress", path, "-o", tmp_path / "cli.safetensors")
+    assert "identical to the source" in out.stdout
+    assert (tmp_path / "cli.safetensors").read_bytes() == (tmp_path / "w.safetensors").read_bytes()
+
+
+def test_numpy_round_trip_is_bit_exact(tmp_path: Path, grads: np.ndarray) -> None:
+    weird = np.array([np.nan, -0.0, np.inf, 1e-45], dtype=np.float32)
+    weird.view(np.uint32)[0] = 0x7FC12345  # a NaN payload
+    arrays = {
+        "g": grads[:2048].reshape(32, 64),
+        "bf": grads[:256].astype(ml_dtypes.bfloat16),
+        "weird": weird,
+        "big_endian": grads[:10].astype(">f4"),
+        "u8": np.arange(200, dtype=np.uint8),
+    }
+    path = tmp_path / "a.lmgc"
+    lnp.save_file(arrays, path)
+    back = lnp.load_file(path)
+    for name, arr in arrays.items():
+        want = arr.astype(arr.dtype.newbyteorder("<")) if arr.dtype.byteorder == ">" else arr
+        assert back[name].dtype == want.dtype and back[name].shape == want.shape, name
+        assert back[name].tobytes() == want.tobytes(), name
+
+
+def test_archives_of_lmgc_compress_load_through_the_api(tmp_path: Path, grads: np.ndarray) -> None:
+    tensors = _torch_tensors(grads)
+    src = tmp_path / "real.safetensors"
+    safetensors.torch.save_file(tensors, src, metadata={"m": "1"})
+    # small chunks: tensors span several members
+    lmgc("compress", src, "-o", tmp_path / "real.lmgc", "--chunk-size", "1024", "-q")
+    back = lpt.load_file(tmp_path / "real.lmgc")
+    assert all(_same(back[k], tensors[k]) for k in tensors)
+    arrays = lnp.load_file(tmp_path / "real.lmgc")
+    want = safetensors.numpy.load_file(src)
+    assert all(arrays[k].tobytes() == want[k].tobytes() for k in want)
+    with safe_open(tmp_path / "real.lmgc", framework="np") as f:
+        assert f.metadata() == {"m": "1"}
+
+
+def test_get_tensor_reads_only_that_tensors_members(tmp_path: Path, grads: np.ndarray) -> None:
+    arrays = {"big": grads.reshape(64, 128), "small": grads[:100]}
+    src = tmp_path / "x.safetensors"
+    safetensors.numpy.save_file(arrays, src)
+    lmgc("compress", src, "-o", tmp_path / "x.lmgc", "--chunk-size", "4096", "-q")
+    with safe_open(tmp_path / "x.lmgc", framework="np") as f:
+        read: list[str] = []
+        original = f._reader.read_member
+        f._reader.read_member = lambda name: read.append(name) or original(name)  # type: ignore
+        small = f.get_tensor("small")
+        assert read == [m for e in f._reader.entries if e.name == "small" for m in e.members]
+        assert small.tobytes() == arrays["small"].tobytes()
+        read.clear()
+        assert f.get_tensor("big").tobytes() == arrays["big"].tobytes()
+        assert len(read) == 8  # 32 KiB in 4 KiB chunks
+
+
+def _corrupt_member(path: Path, member_prefix: str) -> None:
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.startswith(member_prefix))
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + info.file_size - 5] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_tensor_is_named_and_the_others_still_load(
+    tmp_path: Path, grads: np.ndarray
+) -> None:
+    path = tmp_path / "c.lmgc"
+    lnp.save_file({"good": grads[:500], "bad": grads[500:1500]}, path)
+    _corrupt_member(path, "bad")
+    with safe_open(path, framework="np") as f:
+        assert f.get_tensor("good").tobytes() == grads[:500].tobytes()
+        with pytest.raises(LMGCError, match="tensor 'bad'"):
+            f.get_tensor("bad")
+    with pytest.raises(LMGCError, match="tensor 'bad'"):
+        lpt.load_file(path)
+
+
+def test_a_missing_tensor_is_named(tmp_path: Path, grads: np.ndarray) -> None:
+    path = tmp_path / "m.lmgc"
+    lnp.save_file({"a": grads[:10]}, path)
+    with safe_open(path, framework="pt") as f:
+        with pytest.raises(TensorError, match="'nope'"):
+            f.get_tensor("nope")
+        with pytest.raises(KeyError):
+            f.get_tensor("nope")
+
+
+def test_bad_inputs_are_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="tensor 'x'"):
+        lpt.save_file({"x": np.zeros(3)}, tmp_path / "t.lmgc")
+    with pytest.raises(TypeError, match="metadata"):
+        lnp.save_file({"x": np.zeros(3)}, tmp_path / "t.lmgc", metadata={"a": 1})  # type: ignore
+    (tmp_path / "junk.lmgc").write_bytes(b"not an archive at all")
+    with pytest.raises(LMGCError):
+        safe_open(tmp_path / "junk.lmgc")
+    with pytest.raises(ValueError, match="framework"):
+        safe_open(tmp_path / "junk.lmgc", framework="tf")
