@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import lmgc, one_error_line
 
 import lmgc_core
 from lmgc_core import MismatchError
+from tests.cli_helpers import lmgc, one_error_line
 
 torch = pytest.importorskip("torch")
 

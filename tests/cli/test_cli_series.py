@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import lmgc, one_error_line
 
 from lmgc_core.files.archive import ArchiveReader
+from tests.cli_helpers import lmgc, one_error_line
 
 FORMATS = ("safetensors", "npz", "npy")
 
