@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the environment, then runs the whole test-suite (real SmolLM2 model included).
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not lm"` for the fast subset.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not lm and not slow"` for the
+# everyday subset (under 3 minutes; docs/architecture.md#tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -154,6 +154,7 @@ READ_BACK = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zarr_format", [2, 3])
 @pytest.mark.parametrize("kind", ["dir", "zip"])
 def test_write_close_reopen_in_a_new_process_is_bit_exact(tmp_path, real, zarr_format, kind):

@@ -6,6 +6,7 @@ by the chunk size, not the tensor (256 MiB here; 1 GiB measured by hand: 89 KB, 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.rss_helpers import run_lmgc
 
@@ -24,6 +25,7 @@ def _same_files(a, b) -> bool:
                 return True
 
 
+@pytest.mark.slow
 def test_an_all_zero_256_mib_tensor_round_trips_in_bounded_memory(tmp_path):
     src = tmp_path / "zeros.npy"
     np.lib.format.open_memmap(src, mode="w+", dtype=np.float32, shape=(SIZE // 4,)).flush()

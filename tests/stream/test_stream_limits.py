@@ -422,6 +422,7 @@ def test_zarr_chunk_replaced_by_a_bigger_stream_is_refused_first(tmp_path, zeros
 # -- legitimate inputs keep working -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_256_mb_of_zeros_round_trip():
     """A few bytes may legitimately stand for a large array: no cap refuses it."""
     arr = np.zeros(64 << 20, np.float32)

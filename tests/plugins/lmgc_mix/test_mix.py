@@ -139,6 +139,7 @@ class _BatchOracle(_BatchLiar):
         return session
 
 
+@pytest.mark.slow
 def test_a_lying_expert_costs_at_most_the_bound(grads):
     """Real coded streams: mix(float, liar) <= float alone + log2(K) bits per window and digit
     + the fixed-share cost per symbol (+ a few bytes of coder slack per block)."""
@@ -169,6 +170,7 @@ def test_a_lying_expert_costs_at_most_the_bound(grads):
     assert sizes["mixed"] - base < 0.02 * base
 
 
+@pytest.mark.slow
 def test_fallback_keeps_the_smaller_stream(grads):
     """With ``fallback`` (the default) the pipeline keeps the float expert's own stream when the
     mixture's is larger (a lying expert), byte for byte what float alone makes, decodable by the
