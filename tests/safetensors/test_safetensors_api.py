@@ -9,10 +9,10 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-import torch
-
 import safetensors.numpy
 import safetensors.torch
+import torch
+
 from lmgc_core.files.folders import decompress_path
 from lmgc_core.safetensors import TensorError, safe_open
 from lmgc_core.safetensors import numpy as lnp
