@@ -14,6 +14,7 @@ import pytest
 
 from lmgc_core.files.archive import ArchiveReader
 from tests.cli_helpers import lmgc, one_error_line
+from tests.sgd_mlp import sgd_snapshots
 
 FORMATS = ("safetensors", "npz", "npy")
 
@@ -21,28 +22,9 @@ FORMATS = ("safetensors", "npz", "npy")
 def sgd_checkpoints(steps: int = 4, every: int = 10, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """The weights of an MLP trained by SGD on scikit-learn's handwritten digits, every
     ``every`` steps: a real checkpoint series."""
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    onehot = np.eye(10, dtype=np.float32)[y]
-    rng = np.random.default_rng(seed)
-    w1 = (rng.standard_normal((64, 256)) / 8).astype(np.float32)
-    w2 = (rng.standard_normal((256, 10)) / 16).astype(np.float32)
-    out = []
-    for step in range(steps * every):
-        idx = rng.integers(0, len(x), 32)
-        h = np.maximum(x[idx] @ w1, 0)
-        z = h @ w2
-        p = np.exp(z - z.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        g = (p - onehot[idx]) / 32
-        gh = (g @ w2.T) * (h > 0)
-        w1 -= 0.05 * (x[idx].T @ gh)
-        w2 -= 0.05 * (h.T @ g)
-        if step % every == every - 1:
-            out.append({"fc1.weight": w1.copy(), "fc2.weight": w2.copy()})
-    return out
+    return [
+        {"fc1.weight": w1, "fc2.weight": w2} for w1, w2 in sgd_snapshots(steps, every, seed)
+    ]
 
 
 def write(path: Path, tensors: dict[str, np.ndarray], fmt: str) -> Path:

@@ -28,6 +28,7 @@ from lmgc_core.codecs.zarr_codec import LMGCZarrCodec  # noqa: E402
 from lmgc_core.stream import container  # noqa: E402
 from lmgc_core.util.errors import ConfigError, LMGCError, StreamError  # noqa: E402
 from tests.paths import TESTS_DIR  # noqa: E402
+from tests.sgd_mlp import sgd_snapshots  # noqa: E402
 
 DATA = TESTS_DIR / "data"
 SHAPE = (7, 40, 64)  # 7 steps of a 40 x 64 weight matrix
@@ -37,28 +38,7 @@ CHUNKS = (3, 32, 64)  # 3 chunks along time (the last one partial), 2 along rows
 def sgd_series(steps: int = 8, every: int = 10, seed: int = 0) -> np.ndarray:
     """A real training series: the first layer (64 x 256) of an MLP trained by SGD on
     scikit-learn's handwritten digits, one snapshot every ``every`` steps."""
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    onehot = np.eye(10, dtype=np.float32)[y]
-    rng = np.random.default_rng(seed)
-    w1 = (rng.standard_normal((64, 256)) / 8).astype(np.float32)
-    w2 = (rng.standard_normal((256, 10)) / 16).astype(np.float32)
-    out = []
-    for step in range(steps * every):
-        idx = rng.integers(0, len(x), 32)
-        h = np.maximum(x[idx] @ w1, 0)
-        z = h @ w2
-        p = np.exp(z - z.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        g = (p - onehot[idx]) / 32
-        gh = (g @ w2.T) * (h > 0)
-        w1 -= 0.05 * (x[idx].T @ gh)
-        w2 -= 0.05 * (h.T @ g)
-        if step % every == every - 1:
-            out.append(w1.copy())
-    return np.stack(out)
+    return np.stack([w1 for w1, _ in sgd_snapshots(steps, every, seed)])
 
 
 @pytest.fixture(scope="module")

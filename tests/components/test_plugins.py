@@ -14,6 +14,7 @@ from lmgc_core import PluginError
 from lmgc_core.components import registry
 from tests.conftest import same_bits
 from tests.paths import TESTS_DIR
+from tests.plugin_packages import pip_install
 
 EXAMPLE = TESTS_DIR / "example_plugin"
 
@@ -40,24 +41,7 @@ def test_unknown_names_list_what_is_available():
 def example_site(tmp_path_factory) -> Path:
     """The example plugin pip-installed (a real wheel build) into a separate target folder."""
     target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(EXAMPLE),
-        ],
-        check=True,
-        timeout=300,
-    )
-    return target
+    return pip_install(target, EXAMPLE)
 
 
 def _lmgc(site: Path, *args: str) -> subprocess.CompletedProcess:
