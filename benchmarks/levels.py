@@ -15,7 +15,11 @@ Workloads (real data only):
   those 7 gradient snapshots;
 * ``ocr-rec`` / ``ocr-det``: the float32 weights of PP-OCRv4's recognition and detection networks
   (``rapidocr-onnxruntime`` wheel), and ``-bf16``: the same rounded to bfloat16 (ml_dtypes);
-* with ``--more``: ``smollm2-grads`` and the ``lmgc collect`` gradients of ``workloads.py``.
+* ``gpt`` / ``gpt-bf16`` / ``gpt-adam-m`` / ``gpt-adam-v``: a byte-level GPT's weights (3.3 M
+  parameters, 4 layers) after 400 AdamW steps, in float32 and rounded to bfloat16, and AdamW's
+  real ``exp_avg`` / ``exp_avg_sq`` at that step (``benchmarks/delta_workloads.py``, run once);
+* with ``--more``: ``smollm2-grads`` (dense gradients of SmolLM2-135M) and ``convnet`` (the
+  ``lmgc collect`` gradients of ``workloads.py``).
 
     OMP_NUM_THREADS=1 python benchmarks/levels.py
     python benchmarks/levels.py ocr-rec ocr-rec-bf16 --repeat 5
@@ -46,7 +50,10 @@ OCR_MODELS = {
     "ocr-rec": ("ocr_weights.npz", "ch_PP-OCRv4_rec_infer.onnx"),
     "ocr-det": ("ocr_det_weights.npz", "ch_PP-OCRv4_det_infer.onnx"),
 }
-BASE = ["mlp-digits", "adam-m", "adam-v", "ocr-rec", "ocr-rec-bf16", "ocr-det", "ocr-det-bf16"]
+BASE = ["mlp-digits", "adam-m", "adam-v", "ocr-rec", "ocr-rec-bf16", "ocr-det", "ocr-det-bf16",
+        "gpt", "gpt-bf16", "gpt-adam-m", "gpt-adam-v"]
+GPT_FILES = {"gpt": "weights", "gpt-bf16": "weights", "gpt-adam-m": "exp_avg",
+             "gpt-adam-v": "exp_avg_sq"}
 
 
 def _ocr(name: str) -> dict[str, np.ndarray]:
@@ -66,6 +73,24 @@ def _adam(which: str) -> np.ndarray:
     return m if which == "m" else v
 
 
+def _gpt(name: str) -> Workload:
+    """One tensor group of the byte-level GPT's step-400 checkpoint (the deltas' training run)."""
+    import ml_dtypes
+    from delta_workloads import OUT
+
+    path = OUT / f"pre-000400.{GPT_FILES[name]}.npz"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run python benchmarks/delta_workloads.py once")
+    with np.load(path) as z:
+        tensors = [z[k] for k in z.files]
+    flat = np.concatenate([t.reshape(-1) for t in tensors])
+    if name.endswith("-bf16"):
+        flat = flat.astype(ml_dtypes.bfloat16)
+    what = {"weights": "weights", "exp_avg": "AdamW exp_avg", "exp_avg_sq": "AdamW exp_avg_sq"}
+    source = f"byte-level GPT, step 400, {what[GPT_FILES[name]]}"
+    return Workload(name, flat, [list(t.shape) for t in tensors], source)
+
+
 def load(names: list[str]) -> list[Workload]:
     import ml_dtypes
 
@@ -75,6 +100,8 @@ def load(names: list[str]) -> list[Workload]:
             out.append(Workload(name, np.load(SHARED_MLP), MLP_LAYOUT, "shared/data"))
         elif name in ("adam-m", "adam-v"):
             out.append(Workload(name, _adam(name[-1]), MLP_LAYOUT, "Adam moments of mlp-digits"))
+        elif name in GPT_FILES:
+            out.append(_gpt(name))
         elif name.removesuffix("-bf16") in OCR_MODELS:
             tensors = _ocr(name.removesuffix("-bf16"))
             flat = np.concatenate([t.reshape(-1) for t in tensors.values()])
