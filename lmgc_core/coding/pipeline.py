@@ -413,7 +413,11 @@ class Pipeline:
             raise StreamError("the header asks for more memory than this machine has") from None
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise ChecksumError(f"decoded data does not rebuild the array: {exc}") from None
-        if expected_hash is not None and _sha256(result) != expected_hash:
+        # every value checked against its block's own checksum (the blocks' CRC32s bind them to
+        # their places): a second pass over the array by SHA-256 would only repeat that
+        checked = not self.stages and bool(part_specs)
+        checked = checked and all(_checks_values(prior, spec) for spec in part_specs)
+        if expected_hash is not None and not checked and _sha256(result) != expected_hash:
             raise ChecksumError(
                 "decoded data does not match the original's SHA-256: the stream was made with a "
                 "different prior or is corrupted"
@@ -479,6 +483,18 @@ def _checks_own_blocks(prior: Prior, spec: Any) -> bool:
     if check is None or not isinstance(spec, Mapping) or spec.get("coding") != "array":
         return False
     meta = spec.get("array")
+    return bool(check(meta)) if isinstance(meta, Mapping) else False
+
+
+def _checks_values(prior: Prior, spec: Any) -> bool:
+    """Whether ``prior`` checks every value of the delta-coded part ``spec`` against a checksum
+    in its blocks (its optional ``checks_delta_values(meta)``), so the stream's SHA-256 of the
+    whole array need not be recomputed. Only for parts whose blocks the container CRC-checked:
+    a block's checksum covers its values, the CRC32 in the (checked) header its place."""
+    check = getattr(prior, "checks_delta_values", None)
+    if check is None or not isinstance(spec, Mapping) or spec.get("coding") != "delta":
+        return False
+    meta = spec.get("delta")
     return bool(check(meta)) if isinstance(meta, Mapping) else False
 
 

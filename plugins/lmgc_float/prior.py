@@ -50,6 +50,12 @@ SMALL_VALUES = 1 << 16
 """Parts of at most this many values are small: coding them twice costs at most a few
 milliseconds (a 64 KB Zarr chunk of float32 is 2^14 values), while bigger parts keep the fast
 level's speed and bytes untouched."""
+DELTA_SMALL_VALUES = 1 << 12
+"""The same for a delta (``encode_delta``), smaller: a level-2 delta decodes ~30x slower than a
+level-1 one (44 against 1,400 MB/s) and saves little on thousands of values (a 256 x 256 weight
+against the previous checkpoint: 1.4 %), so at 2^16 values the level-2 deltas of a checkpoint's
+small tensors (11 % of its bytes) took half of its decode time (issue 21's speed target). Below
+2^12 values level 2 still saves 7-20 % and costs at most ~0.4 ms per part."""
 
 SELF_CHECKED_BLOCKS = True
 """Whether a level-1 block's own value checksum stands in for its CRC32 on decoding (saves
@@ -140,6 +146,13 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         (:data:`SELF_CHECKED_BLOCKS`); never level-2 blocks (their range coder ignores bits)."""
         level = meta.get("level", self.level)
         return SELF_CHECKED_BLOCKS and self.level == LEVEL_FAST and level == LEVEL_FAST
+
+    def checks_delta_values(self, meta: Mapping[str, Any]) -> bool:
+        """Whether decoding a delta part with ``meta`` checks every value it writes against a
+        checksum in its block (every delta block of meta version 2 ends with the 128-bit
+        checksum of its values, at both levels and for each kind), so the pipeline needs no
+        SHA-256 of the whole array on top (see "What checks what" in docs/format.md)."""
+        return meta.get("model") == "delta" and meta.get("version") in (2,)
 
     def for_stream(self, recorded: Mapping[str, Any]) -> Prior:
         """The prior at the level the stream records (a stream decodes without being told its
@@ -234,7 +247,7 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         from . import delta
 
         meta, coded = delta.encode(data, base, shape, self.level, jobs)
-        if self.small_parts == "smaller" and 0 < np.size(data) <= SMALL_VALUES:
+        if self.small_parts == "smaller" and 0 < np.size(data) <= DELTA_SMALL_VALUES:
             other, highest = delta.encode(data, base, shape, LEVEL_MAX, jobs)
             if sum(map(len, highest)) < sum(map(len, coded)):  # meta names its level
                 return other, highest

@@ -133,6 +133,47 @@ def test_a_damaged_delta_block_is_caught() -> None:
         lmgc_core.decompress(container.pack(header, [bytes(b) for b in blocks]), base=base)
 
 
+@pytest.mark.parametrize("level", [1, 2])
+def test_delta_values_are_checked_by_their_blocks_not_by_a_second_pass(
+    level: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every delta block checks its values against its own checksum, so decoding skips the
+    SHA-256 pass over the whole array (issue 21's decode speed) and still refuses values that
+    differ: here a block whose checksum was changed (its CRC32 fixed) is a ChecksumError."""
+    from lmgc_core import ChecksumError
+    from lmgc_core.coding import pipeline
+
+    new, base = _pair()
+    blob = Pipeline.from_config(level=level).compress(new, base=base)
+
+    def no_hash(array: np.ndarray) -> str:
+        raise AssertionError("the decoded array was hashed again")
+
+    monkeypatch.setattr(pipeline, "_sha256", no_hash)
+    assert _same(lmgc_core.decompress(blob, base=base), new)
+    header, _ = container.read_header(blob)
+    blocks = [bytearray(b) for b in container.unpack(blob).blocks]
+    blocks[0][-1] ^= 0x01  # the last byte of the block's 16-byte checksum of its values
+    header["parts"][0]["blocks"][0] = [len(blocks[0]), zlib.crc32(bytes(blocks[0]))]
+    with pytest.raises(ChecksumError, match="checksum"):
+        lmgc_core.decompress(container.pack(header, [bytes(b) for b in blocks]), base=base)
+
+
+def test_a_delta_of_thousands_of_values_stays_at_level_1() -> None:
+    """Level 1 codes a small delta at both levels only up to DELTA_SMALL_VALUES values: a
+    bigger one stays at level 1 (its fast decode) even where level 2 would be a little
+    smaller, as it is here."""
+    from lmgc_float.prior import DELTA_SMALL_VALUES
+
+    new, base = _pair(shape=(64, 96))
+    assert new.size > DELTA_SMALL_VALUES
+    blob = Pipeline.from_config({}).compress(new, base=base)
+    top = Pipeline.from_config({"level": 2}).compress(new, base=base)
+    assert len(top) < len(blob)
+    assert lmgc_core.read_header(blob)["parts"][0]["delta"]["level"] == 1
+    assert _same(lmgc_core.decompress(blob, base=base), new)
+
+
 BIT_DTYPES = {"float32": np.uint32, "float64": np.uint64, "float16": np.uint16,
               "bfloat16": np.uint16, "int16": np.uint16}
 
