@@ -19,6 +19,7 @@ manifest. See ``docs/format.md``.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import zipfile
 import zlib
@@ -38,6 +39,7 @@ from lmgc_core.files.segments import (
     Tensor,
     segments_from_json,
 )
+from lmgc_core.files.source_hash import positional_fd
 from lmgc_core.files.zip_scan import MAX_NAME, ZipMember, scan_zip
 from lmgc_core.stream import container
 from lmgc_core.util.errors import StreamError
@@ -114,8 +116,9 @@ class ArchiveWriter:
                 f"over {zip_scan.MAX_MEMBERS} archive members (one per tensor chunk): more than "
                 "lmgc reads; use a larger --chunk-size"
             )
-        self._zip.writestr(_info(name), blob)
-        self.members.append([name, len(blob), zlib.crc32(blob)])
+        info = _info(name)
+        self._zip.writestr(info, blob)  # sets info.CRC: one pass over the blob, not two
+        self.members.append([name, len(blob), info.CRC])
 
     def abort(self) -> None:
         """Drop the archive unfinished (its output is being discarded): the zip then never tries
@@ -210,6 +213,7 @@ class ArchiveReader:
         self.coded_against: dict[int, str] = {}
         """Tensor index -> the base tensor it was coded against."""
         self._f = f
+        self._fd = positional_fd(f)
         self._lock = threading.Lock()
         self._members: dict[str, ZipMember] = {}
         f.seek(0, 2)
@@ -408,24 +412,63 @@ class ArchiveReader:
         if sorted(seen) != list(range(len(self.entries))):
             raise StreamError(f"{bad}: the manifest's segments do not place each tensor once")
 
-    def _read(self, m: ZipMember) -> bytes:
-        with self._lock:  # decoding threads share the file position
-            self._f.seek(m.data_offset)
-            data = self._f.read(m.size)
-        if len(data) != m.size:
+    def _read(self, m: ZipMember, size: int | None = None) -> bytes:
+        """The first ``size`` bytes (default: all) of a member's data. Positional reads where
+        the file allows them, so decoding threads read their members side by side (the reads
+        release the GIL); else under a lock, since they share the file position."""
+        n = m.size if size is None else min(size, m.size)
+        fd = self._fd
+        if fd is not None:
+            data = os.pread(fd, n, m.data_offset)
+            while 0 < len(data) < n:  # a short read is not the end of a regular file
+                more = os.pread(fd, n - len(data), m.data_offset + len(data))
+                if not more:
+                    break
+                data += more
+        else:
+            with self._lock:
+                self._f.seek(m.data_offset)
+                data = self._f.read(n)
+        if len(data) != n:
             raise StreamError(f"{self.where}: member {m.name!r} is truncated")
         return data
 
+    def _member(self, name: str) -> ZipMember:
+        m = self._members.get(name)
+        if m is None or name == MANIFEST:
+            raise StreamError(f"{self.where}: archive member {name!r} is missing")
+        return m
+
     def read_member(self, name: str) -> bytes:
-        """A member's bytes (the whole file for a bare stream); its zip CRC is checked."""
+        """A member's bytes (the whole file for a bare stream); its zip CRC is checked.
+        Thread-safe: decoding threads read (and CRC) their own members."""
         if self.kind == "stream":
             with self._lock:
                 self._f.seek(0)
                 return self._f.read()
-        m = self._members.get(name)
-        if m is None or name == MANIFEST:
-            raise StreamError(f"{self.where}: archive member {name!r} is missing")
-        data = self._read(m)
-        if zlib.crc32(data) != m.crc:
+        data = self._read(self._member(name))
+        if zlib.crc32(data) != self._members[name].crc:
             raise StreamError(f"{self.where}: member {name!r} is corrupted (zip CRC-32 mismatch)")
         return data
+
+    def read_head(self, name: str) -> tuple[tuple[dict[str, Any], int], bytes]:
+        """A member's stream header, parsed and checked (its own CRC32), read alone: the caller
+        checks it against the manifest and picks the pipeline before the member's data is read.
+        Returns ``(container.read_header's value, the header's bytes)``; the caller compares
+        those bytes with the member it later reads whole (zip CRC checked), so what it decodes
+        is what it checked. A header that does not parse is reported as the whole member's
+        zip CRC mismatch when that fails too (the more telling error)."""
+        if self.kind == "stream":
+            blob = self.read_member(name)
+            head = container.read_header(blob)
+            return head, blob[: head[1]]
+        m = self._member(name)
+        prefix = self._read(m, 9)
+        length = int.from_bytes(prefix[5:9], "little") if len(prefix) == 9 else 0
+        blob = self._read(m, 9 + min(length, container.MAX_HEADER) + 4)
+        try:
+            head = container.read_header(blob)
+        except StreamError:
+            self.read_member(name)  # a damaged member: say so (zip CRC-32 mismatch)
+            raise
+        return head, blob[: head[1]]

@@ -377,23 +377,31 @@ class ArchiveDecoder:
         members are decoded ahead (:func:`run_ahead`, ``jobs`` at a time, their blocks on
         :func:`round_jobs` threads, as in :func:`compress_file`), so reading the archive and
         writing the output overlap the decoding. Pipelines are built here, on the caller's
-        thread; a later member's pipeline that is not thread-safe decodes under a lock. Each
-        member's stream header is parsed once, here, and passed down."""
+        thread, from each member's stream header (read alone, parsed once, checked against the
+        manifest); the member's data is read and its zip CRC checked on the decoding thread, so
+        with ``jobs > 1`` that pass runs beside the writing too. A later member's pipeline that
+        is not thread-safe decodes under a lock."""
         entry: Entry = self.reader.entries[index]
         tensor = self.tensors[index]
 
         jobs = resolve_jobs(self.decoder.jobs)
 
-        def members() -> Iterator[tuple[str, bytes, Any, Any, int]]:
+        def members() -> Iterator[tuple[str, bytes | None, Any, Any, int]]:
             for i, member in enumerate(entry.members):
-                blob = self.reader.read_member(member)
-                head = self._heads.pop(member, None) or container.read_header(blob)
+                head, head_bytes = self._heads.pop(member, None), None
+                if head is None:
+                    head, head_bytes = self.reader.read_head(member)
                 check_chunk_header(self.reader, index, i, head[0])  # before any allocation
                 block_jobs = round_jobs(jobs, i, len(entry.members))
-                yield member, blob, head, self.decoder.pipeline(head[0]), block_jobs
+                yield member, head_bytes, head, self.decoder.pipeline(head[0]), block_jobs
 
-        def decode(item: tuple[str, bytes, Any, Any, int]) -> tuple[str, np.ndarray]:
-            member, blob, head, pipeline, block_jobs = item
+        def decode(item: tuple[str, bytes | None, Any, Any, int]) -> tuple[str, np.ndarray]:
+            member, head_bytes, head, pipeline, block_jobs = item
+            blob = self.reader.read_member(member)  # zip CRC-32 checked
+            if head_bytes is not None and blob[: len(head_bytes)] != head_bytes:
+                raise StreamError(
+                    f"{self.reader.where}: member {member!r} changed while it was read"
+                )
             update = self.progress.chunk(_stream_bytes(head[0]), _symbol_count(head[0]))
             with nullcontext() if pipeline.prior.thread_safe else self._serial:
                 arr = self.decoder.decode(
