@@ -7,6 +7,7 @@ travels inside every stream, so ``decompress(blob)`` needs nothing but the strea
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -125,6 +126,9 @@ class Pipeline:
         self.batch = batch or prior.default_batch_size
         self._part_coder = encoder_for(prior, *self._pieces())
         """How every part is coded (chosen once: the prior's array path, or the step loop)."""
+        self._checked: dict[str, Prior] = {}
+        """:meth:`check_stream`'s answers by the recorded entries' JSON text (thread-safe priors
+        only): a checkpoint's streams record a few configurations, checked once each."""
 
     # -- configuration -------------------------------------------------------------------------
     @classmethod
@@ -300,6 +304,18 @@ class Pipeline:
     def check_stream(self, header: Mapping[str, Any]) -> Prior:
         """Refuse a stream whose layout or prior differs from this pipeline's; returns the prior
         that decodes it (see :meth:`Prior.for_stream`)."""
+        key = _json_key([header.get("pipeline", {}), header.get("prior", {})])
+        hit = self._checked.get(key) if key is not None else None
+        if hit is not None:
+            return hit
+        prior = self._check_stream(header)
+        if key is not None and self.prior.thread_safe:  # a read-only prior: safe to share
+            if len(self._checked) >= MAX_RECORDED_PIPELINES:
+                self._checked.clear()
+            self._checked[key] = prior
+        return prior
+
+    def _check_stream(self, header: Mapping[str, Any]) -> Prior:
         recorded = header.get("pipeline", {})
         if not isinstance(recorded, Mapping):
             raise StreamError("stream header has a bad pipeline configuration")
@@ -623,6 +639,43 @@ def _check_parts(specs: list[Any], array_nbytes: int, staged: bool) -> None:
         )
 
 
+_RECORDED_PIPELINES: dict[str, Pipeline] = {}
+"""Pipelines built from recorded configurations, by their JSON text, most recently used last:
+building one (components from the registry, the serializer's tables) is ~100 us, most of a
+small tensor's decode once its kernel is fast (a checkpoint's hundreds of biases and norms)."""
+MAX_RECORDED_PIPELINES = 64
+registry.on_reset(_RECORDED_PIPELINES.clear)  # a new registry: pipelines built from it again
+
+
+def _json_key(value: Any) -> str | None:
+    """``value``'s canonical JSON text (a cache key), ``None`` when it is not JSON."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+
+
+def recorded_pipeline(config: dict[str, Any]) -> Pipeline:
+    """The pipeline a stream header records (``config``: every key present, from
+    :func:`recorded_config`), built inside :func:`registry.recorded` (an option the header
+    leaves out means what it always meant); a build error is the stream's (``StreamError``).
+
+    Reused across calls when its prior is ``thread_safe`` (read-only: every call opens its own
+    sessions) and it has no stages: such a pipeline holds nothing a decode changes, and no model
+    a caller would expect freed."""
+    key = _json_key(config)
+    hit = _RECORDED_PIPELINES.pop(key, None) if key is not None else None
+    if hit is None:
+        with header_errors(), registry.recorded():
+            hit = Pipeline._build(config)  # the header's text was bounded: no re-walk
+        if key is None or hit.stages or not hit.prior.thread_safe:
+            return hit
+        while len(_RECORDED_PIPELINES) >= MAX_RECORDED_PIPELINES:
+            _RECORDED_PIPELINES.pop(next(iter(_RECORDED_PIPELINES)), None)
+    _RECORDED_PIPELINES[key] = hit  # most recently used last
+    return hit
+
+
 def decompress(
     blob: bytes,
     *,
@@ -646,10 +699,7 @@ def decompress(
     declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
     if prior_options:
         check_size(dict(prior_options), "prior options")
-    config = {**DEFAULTS, **recorded_config(header, prior_options)}
-    # an option the header leaves out means what it always meant (registry.recorded)
-    with header_errors(), registry.recorded():
-        pipeline = Pipeline._build(config)  # the header's text was bounded: no re-walk
+    pipeline = recorded_pipeline({**DEFAULTS, **recorded_config(header, prior_options)})
     return pipeline.decompress(
         blob,
         force=force,
