@@ -64,7 +64,30 @@ def _broken_pipe() -> NoReturn:
 
 
 class _Group(click.Group):
-    """Turns every failure into one ``error:`` line and an exit status (see the module doc)."""
+    """Turns every failure into one ``error:`` line and an exit status (see the module doc).
+    Plugins' commands are added when first looked for (a name that is not built in, the
+    command list of ``--help``), so a built-in command does not load every plugin before its
+    own work starts: ``compress`` starts hashing its input first, ``ls`` and ``--version``
+    need no plugin at all."""
+
+    _plugins_added = False
+
+    def add_plugin_commands(self) -> None:
+        """Let every plugin add its commands, once (a broken one is noted, never fatal)."""
+        if not self._plugins_added:
+            self._plugins_added = True
+            registry.add_commands(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and not self._plugins_added:
+            self.add_plugin_commands()
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.add_plugin_commands()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -479,6 +502,7 @@ def estimate(
 @click.option("--json", "as_json", is_flag=True)
 def plugins(as_json: bool) -> None:
     """List serializers, priors, coders and stages with their source and availability."""
+    _add_plugin_commands()  # a plugin whose commands fail to register is listed as broken
     regs = sorted(registry.registrations().values(), key=lambda r: (r.kind, r.name))
     broken = registry.BROKEN
     if as_json:
@@ -516,13 +540,12 @@ def plugins(as_json: bool) -> None:
 
 
 def _add_plugin_commands() -> None:
-    registry.add_commands(cli)  # a broken plugin is listed by `lmgc plugins`, never fatal
+    cli.add_plugin_commands()  # type: ignore[attr-defined]  # (the group is a _Group)
 
 
 def main() -> None:
     interrupts.install()  # SIGTERM unwinds like Ctrl-C (exit 143), neither gets lost
-    _add_plugin_commands()
-    cli(prog_name="lmgc")
+    cli(prog_name="lmgc")  # plugins' commands: when asked for (_Group.get_command)
 
 
 if __name__ == "__main__":
