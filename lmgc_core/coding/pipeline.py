@@ -301,10 +301,11 @@ class Pipeline:
         alternative = self._fallback_pipeline()
         return alternative if alternative is not None and name == alternative.prior.name else None
 
-    def check_stream(self, header: Mapping[str, Any]) -> Prior:
+    def check_stream(self, header: Mapping[str, Any], key: str | None = None) -> Prior:
         """Refuse a stream whose layout or prior differs from this pipeline's; returns the prior
-        that decodes it (see :meth:`Prior.for_stream`)."""
-        key = _json_key([header.get("pipeline", {}), header.get("prior", {})])
+        that decodes it (see :meth:`Prior.for_stream`). ``key``: :func:`stream_key` of
+        ``header`` when the caller has it."""
+        key = stream_key(header) if key is None else key
         hit = self._checked.get(key) if key is not None else None
         if hit is not None:
             return hit
@@ -347,6 +348,7 @@ class Pipeline:
         *,
         head: tuple[dict[str, Any], int] | None = None,
         base: Any = None,
+        _key: str | None = None,
     ) -> np.ndarray:
         """Decode ``blob``. ``max_nbytes``: refuse (:class:`StreamError`, before anything is
         allocated or decoded) a stream whose header declares a bigger array: a few bytes of
@@ -362,7 +364,7 @@ class Pipeline:
         if "base" in head[0]:  # refused by name before the decode (and its provenance notes)
             dtype, shape = declared_array(head[0], max_nbytes)
             ref = check_base(head[0], base, dtype, shape)
-        return self._decode(blob, force, progress, jobs, max_nbytes, head=head, ref=ref)
+        return self._decode(blob, force, progress, jobs, max_nbytes, head=head, ref=ref, key=_key)
 
     @provenance.explain_decode_failures
     def _decode(
@@ -375,8 +377,10 @@ class Pipeline:
         *,
         head: tuple[dict[str, Any], int],
         ref: np.ndarray | None,
+        key: str | None = None,
     ) -> np.ndarray:
-        """:meth:`decompress` once the base (if the stream records one) is checked."""
+        """:meth:`decompress` once the base (if the stream records one) is checked (``key``: the
+        header's :func:`stream_key`, when known)."""
         header = head[0]
         alternative = self._made_by_fallback(header)
         if alternative is not None:  # the fallback's stream was the smaller one
@@ -394,7 +398,7 @@ class Pipeline:
         if len(states) != len(self.stages):
             raise StreamError("header stage states do not match its stage list")
         _check_parts(part_specs, dtype.itemsize * math.prod(shape), bool(self.stages))
-        prior = self.prior if force else self.check_stream(header)
+        prior = self.prior if force else self.check_stream(header, key)
         # only a prior that verifies every block of the one part may stand in for SHA-256
         if checksum is not None and (
             checksum != self._value_checksum(prior)
@@ -655,15 +659,23 @@ def _json_key(value: Any) -> str | None:
         return None
 
 
-def recorded_pipeline(config: dict[str, Any]) -> Pipeline:
+def stream_key(header: Mapping[str, Any]) -> str | None:
+    """What a stream header records of its pipeline and prior, as one canonical text: the key
+    of the caches of built pipelines and of :meth:`Pipeline.check_stream`'s answers (a layout
+    makes it a few KB, so a decode writes it once)."""
+    return _json_key([header.get("pipeline", {}), header.get("prior", {})])
+
+
+def recorded_pipeline(config: dict[str, Any], key: str | None = None) -> Pipeline:
     """The pipeline a stream header records (``config``: every key present, from
     :func:`recorded_config`), built inside :func:`registry.recorded` (an option the header
     leaves out means what it always meant); a build error is the stream's (``StreamError``).
 
     Reused across calls when its prior is ``thread_safe`` (read-only: every call opens its own
     sessions) and it has no stages: such a pipeline holds nothing a decode changes, and no model
-    a caller would expect freed."""
-    key = _json_key(config)
+    a caller would expect freed. ``key``: a text that determines ``config`` (default: its own
+    JSON text)."""
+    key = _json_key(config) if key is None else key
     hit = _RECORDED_PIPELINES.pop(key, None) if key is not None else None
     if hit is None:
         with header_errors(), registry.recorded():
@@ -699,7 +711,11 @@ def decompress(
     declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
     if prior_options:
         check_size(dict(prior_options), "prior options")
-    pipeline = recorded_pipeline({**DEFAULTS, **recorded_config(header, prior_options)})
+    key = stream_key(header)  # with prior_options, it determines the config built from it
+    options = _json_key(prior_options or None)
+    cache = None if key is None or options is None else f"{key}\n{options}"
+    config = {**DEFAULTS, **recorded_config(header, prior_options)}
+    pipeline = recorded_pipeline(config, cache)
     return pipeline.decompress(
         blob,
         force=force,
@@ -708,6 +724,7 @@ def decompress(
         max_nbytes=max_nbytes,
         head=head,
         base=base,
+        _key=key,
     )
 
 

@@ -49,3 +49,52 @@ def test_a_header_config_that_does_not_build_is_a_stream_error() -> None:
         StreamDecoder().pipeline({"pipeline": {"prior": {"name": "adaptive", "bogus": 1}}})
     with pytest.raises(ConfigError, match="cannot decode with --model"):
         StreamDecoder(model="/nowhere").pipeline({"pipeline": {"prior": "adaptive"}})
+
+
+def test_one_shot_decode_reuses_the_pipeline_a_header_records(monkeypatch) -> None:
+    """lmgc_core.decompress builds a recorded pipeline once (a thread-safe prior without
+    stages), again after a registry reset, and every time for a pipeline with stages."""
+    import lmgc_core
+    from lmgc_core.components import registry
+
+    built: list[object] = []
+    real = Pipeline._build.__func__  # type: ignore[attr-defined]
+
+    def counting(cls, cfg):  # type: ignore[no-untyped-def]
+        built.append(cfg)
+        return real(cls, cfg)
+
+    monkeypatch.setattr(Pipeline, "_build", classmethod(counting))
+    data = np.linspace(-1, 1, 300, dtype=np.float32)
+    blob = Pipeline.from_config({"prior": {"name": "float", "layout": [[3, 100]]}}).compress(data)
+    built.clear()
+    for _ in range(3):
+        assert lmgc_core.decompress(blob).tobytes() == data.tobytes()
+    assert len(built) <= 1  # the first may have been built by an earlier test
+    registry.reset()
+    built.clear()
+    lmgc_core.decompress(blob)
+    lmgc_core.decompress(blob)
+    assert len(built) == 1
+    staged = Pipeline.from_config({"stages": [{"name": "quantize", "bits": 8}]}).compress(data)
+    built.clear()
+    lmgc_core.decompress(staged)
+    lmgc_core.decompress(staged)
+    assert len(built) == 2
+
+
+def test_a_remembered_stream_check_still_refuses_another_prior() -> None:
+    """check_stream's answers are remembered per recorded pipeline and prior: a stream whose
+    prior fingerprint differs is still refused after a matching one was decoded."""
+    import lmgc_core
+    from lmgc_core.util.errors import MismatchError
+
+    data = np.linspace(-1, 1, 300, dtype=np.float32)
+    blob = Pipeline.from_config({"prior": "float"}).compress(data)
+    assert lmgc_core.decompress(blob).tobytes() == data.tobytes()
+    header, _ = container.read_header(blob)
+    header["prior"]["version"] = 99
+    other = container.pack(header, list(container.unpack(blob).blocks))
+    with pytest.raises(MismatchError):
+        lmgc_core.decompress(other)
+    assert lmgc_core.decompress(blob).tobytes() == data.tobytes()

@@ -207,6 +207,22 @@ def test_scan_counts_as_a_byte_by_byte_scanner(monkeypatch, chunk):
                 container.check_json_text(text)
 
 
+def test_shallow_check_never_passes_a_deeper_text():
+    """The quick depth check of a header with many brackets (a layout's) says "shallow" only
+    where the byte-by-byte scanner finds no deeper nesting, and says it for real headers."""
+    rng = np.random.default_rng(3)
+    for _ in range(3000):
+        soup = rng.choice(np.frombuffer(b'[[]]{{}},"\\ a', np.uint8), size=int(rng.integers(1, 60)))
+        text = soup.tobytes()
+        _, deepest = _reference_scan(text)
+        for limit in (max(deepest - 1, 0), deepest):
+            if container._shallow(text, limit):
+                assert deepest <= limit, text
+    layout = {"layout": [[3, 3, 64, 64]] * 200, "name": "[[[x"}
+    assert container._shallow(json.dumps(layout).encode(), 4)
+    assert not container._shallow(json.dumps(layout).encode(), 2)
+
+
 def test_headers_decoding_would_refuse_are_never_written():
     with pytest.raises(ConfigError, match="too big"):
         container.pack({"x": list(range(container.MAX_ELEMENTS))}, [])
