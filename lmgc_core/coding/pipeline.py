@@ -411,7 +411,8 @@ class Pipeline:
         # a part whose decoder catches every changed byte of its blocks needs no second check
         # of the same bytes by CRC32 ("What checks what" in docs/format.md)
         own = [i for i, spec in enumerate(part_specs) if _checks_own_blocks(prior, spec)]
-        box = container.unpack(blob, head, unverified_parts=own)
+        crc32 = getattr(prior, "block_crc32", None)  # zlib's CRC-32, computed faster
+        box = container.unpack(blob, head, unverified_parts=own, crc32=crc32)
         jobs = resolve_jobs(jobs) if prior.thread_safe else 1
         if ref is None and any(isinstance(p, Mapping) and p.get("coding") == "delta"
                                for p in part_specs):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,6 +280,7 @@ def unpack(
     head: tuple[dict[str, Any], int] | None = None,
     *,
     unverified_parts: Collection[int] = (),
+    crc32: Callable[[memoryview], int] | None = None,
 ) -> Container:
     """The header and CRC-checked blocks; ``head`` is :func:`read_header`'s result when the
     caller has it already (its checks ran on the header before the blocks).
@@ -287,7 +288,11 @@ def unpack(
     ``unverified_parts``: indices of parts whose blocks' CRC32s are left unchecked (sizes and
     total length are always checked): only for parts whose decoder catches every changed byte of
     a block itself (see "What checks what" in ``docs/format.md``). The CRC32s are still written,
-    so ``lmgc ls``/``info`` and any other decoder check them."""
+    so ``lmgc ls``/``info`` and any other decoder check them.
+
+    ``crc32``: a faster function of zlib's CRC-32 (the same values) to check blocks with (a
+    prior's compiled one, see ``Pipeline.decompress``); ``zlib.crc32`` by default."""
+    crc = zlib.crc32 if crc32 is None else crc32
     header, offset = read_header(blob) if head is None else head
     sizes = block_sizes(header)
     expected = offset + sum(s for s, _ in sizes)
@@ -300,9 +305,9 @@ def unpack(
     blocks = []
     view = memoryview(blob)
     skipped = _blocks_of(header, unverified_parts) if unverified_parts else frozenset()
-    for i, (size, crc) in enumerate(sizes):
+    for i, (size, expected) in enumerate(sizes):
         block = view[offset : offset + size]  # zero-copy: a stream's blocks stay in the blob
-        if i not in skipped and zlib.crc32(block) != crc:
+        if i not in skipped and crc(block) != expected:
             raise StreamError(f"block {i} is corrupted (CRC32 mismatch)")
         blocks.append(block)
         offset += size

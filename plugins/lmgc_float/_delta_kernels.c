@@ -1370,8 +1370,124 @@ static PyObject *py_checksum(PyObject *self, PyObject *args) {
     return res;
 }
 
+/* ================================ CRC-32 of a block ========================================
+ * zlib's CRC-32 (reflected polynomial 0xEDB88320), the one a stream header lists per block, for
+ * the container's check of the blocks a decoder does not check itself (delta blocks): zlib's
+ * table-driven loop runs at ~2.4 GB/s, as long as a level-1 delta block takes to decode at a
+ * quarter of its size. With PCLMULQDQ (x86-64 since 2010) 64 bytes are folded at a time
+ * ("Fast CRC Computation for Generic Polynomials Using PCLMULQDQ Instruction", Intel 2009; the
+ * constants and steps of Chromium's zlib crc32_simd.c), the tail byte by byte. Same values as
+ * zlib.crc32 for every input (tests/plugins/lmgc_float/test_delta_kernel.py). */
+static u32 crc_table[256];
+static int crc_use_clmul = 0;
+
+static void crc_init(void) {
+    for (u32 n = 0; n < 256; n++) {
+        u32 c = n;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[n] = c;
+    }
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    crc_use_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+#endif
+}
+
+/* crc: the running CRC before its final inversion (~the CRC so far) */
+static u32 crc_bytes(u32 crc, const u8 *p, size_t n) {
+    while (n--) crc = crc_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* n >= 64, a multiple of 16; crc as crc_bytes takes and returns it */
+__attribute__((target("pclmul,sse4.1"))) static u32 crc_clmul(u32 crc, const u8 *p, size_t n) {
+    const __m128i k1k2 = _mm_set_epi64x(0x01c6e41596, 0x0154442bd4);
+    const __m128i k3k4 = _mm_set_epi64x(0x00ccaa009e, 0x01751997d0);
+    const __m128i k5k0 = _mm_set_epi64x(0, 0x0163cd6124);
+    const __m128i poly = _mm_set_epi64x(0x01f7011641, 0x01db710641);
+    __m128i x0, x1, x2, x3, x4, x5, x6, x7, x8;
+    x1 = _mm_loadu_si128((const __m128i *)(p + 0x00));
+    x2 = _mm_loadu_si128((const __m128i *)(p + 0x10));
+    x3 = _mm_loadu_si128((const __m128i *)(p + 0x20));
+    x4 = _mm_loadu_si128((const __m128i *)(p + 0x30));
+    x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)crc));
+    x0 = k1k2;
+    p += 64, n -= 64;
+    while (n >= 64) { /* four lanes folded 512 bits ahead */
+        x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+        x6 = _mm_clmulepi64_si128(x2, x0, 0x00);
+        x7 = _mm_clmulepi64_si128(x3, x0, 0x00);
+        x8 = _mm_clmulepi64_si128(x4, x0, 0x00);
+        x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+        x2 = _mm_clmulepi64_si128(x2, x0, 0x11);
+        x3 = _mm_clmulepi64_si128(x3, x0, 0x11);
+        x4 = _mm_clmulepi64_si128(x4, x0, 0x11);
+        x1 = _mm_xor_si128(_mm_xor_si128(x1, x5), _mm_loadu_si128((const __m128i *)(p + 0x00)));
+        x2 = _mm_xor_si128(_mm_xor_si128(x2, x6), _mm_loadu_si128((const __m128i *)(p + 0x10)));
+        x3 = _mm_xor_si128(_mm_xor_si128(x3, x7), _mm_loadu_si128((const __m128i *)(p + 0x20)));
+        x4 = _mm_xor_si128(_mm_xor_si128(x4, x8), _mm_loadu_si128((const __m128i *)(p + 0x30)));
+        p += 64, n -= 64;
+    }
+    x0 = k3k4; /* the four lanes into one, 128 bits ahead each */
+    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, x0, 0x11), x2), x5);
+    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, x0, 0x11), x3), x5);
+    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, x0, 0x11), x4), x5);
+    while (n >= 16) {
+        x2 = _mm_loadu_si128((const __m128i *)p);
+        x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+        x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, x0, 0x11), x2), x5);
+        p += 16, n -= 16;
+    }
+    /* 128 -> 64 bits, then Barrett reduction to 32 */
+    x2 = _mm_clmulepi64_si128(x1, x0, 0x10);
+    x3 = _mm_setr_epi32(~0, 0, ~0, 0);
+    x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), x2);
+    x0 = k5k0;
+    x2 = _mm_srli_si128(x1, 4);
+    x1 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, x3), x0, 0x00), x2);
+    x0 = poly;
+    x2 = _mm_clmulepi64_si128(_mm_and_si128(x1, x3), x0, 0x10);
+    x2 = _mm_clmulepi64_si128(_mm_and_si128(x2, x3), x0, 0x00);
+    x1 = _mm_xor_si128(x1, x2);
+    return (u32)_mm_extract_epi32(x1, 1);
+}
+#endif
+
+/* zlib.crc32(p[:n], crc) */
+static u32 crc32_of(u32 crc, const u8 *p, size_t n) {
+    u32 c = ~crc;
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (crc_use_clmul && n >= 64) {
+        size_t m = n & ~(size_t)15;
+        c = crc_clmul(c, p, m);
+        p += m, n -= m;
+    }
+#endif
+    return ~crc_bytes(c, p, n);
+}
+
+PyDoc_STRVAR(crc32_doc, "crc32(data, value=0) -> int\n\n"
+             "zlib.crc32(data, value), faster where the CPU has PCLMULQDQ.");
+
+static PyObject *py_crc32(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    unsigned int value = 0;
+    if (!PyArg_ParseTuple(args, "y*|I:crc32", &b, &value)) return NULL;
+    u32 c;
+    Py_BEGIN_ALLOW_THREADS
+    c = crc32_of((u32)value, b.buf, (size_t)b.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(c);
+}
+
 static PyMethodDef methods[] = {
     KC_SIMD_METHOD,
+    {"crc32", py_crc32, METH_VARARGS, crc32_doc},
     {"encode", py_encode, METH_VARARGS, encode_doc},
     {"decode", py_decode, METH_VARARGS, decode_doc},
     {"estimate", py_estimate, METH_VARARGS, estimate_doc},
@@ -1382,6 +1498,7 @@ static PyMethodDef methods[] = {
 /* The module's state and constants. */
 static int setup(PyObject *m) {
     if (kc_module_setup(m) < 0) return -1;
+    crc_init();
     return PyModule_AddIntConstant(m, "DELTA_VERSION", DELTA_VERSION);
 }
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lmgc_core.components.interfaces import JSON, ArrayCoding, DeltaCoding, Prior, PriorSession
-from lmgc_core.util.errors import ConfigError, StreamError
+from lmgc_core.util.errors import ConfigError, PluginError, StreamError
 
 from . import codec
 from .formats import as_uint, check_layout, float_format, from_uint, segments
@@ -146,6 +146,18 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         (:data:`SELF_CHECKED_BLOCKS`); never level-2 blocks (their range coder ignores bits)."""
         level = meta.get("level", self.level)
         return SELF_CHECKED_BLOCKS and self.level == LEVEL_FAST and level == LEVEL_FAST
+
+    @property
+    def block_crc32(self) -> Any:
+        """zlib's CRC-32 computed by the delta kernel (PCLMULQDQ: ~12 against 2.4 GB/s), for the
+        container's check of the blocks no decoder checks itself (delta and level-2 blocks);
+        ``None`` (zlib's) without that kernel."""
+        from .delta import kernel
+
+        try:
+            return getattr(kernel(), "crc32", None)
+        except PluginError:
+            return None
 
     def checks_delta_values(self, meta: Mapping[str, Any]) -> bool:
         """Whether decoding a delta part with ``meta`` checks every value it writes against a

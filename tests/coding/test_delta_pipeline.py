@@ -174,6 +174,29 @@ def test_a_delta_of_thousands_of_values_stays_at_level_1() -> None:
     assert _same(lmgc_core.decompress(blob, base=base), new)
 
 
+def test_delta_blocks_are_crc_checked_with_the_priors_crc32(monkeypatch) -> None:
+    """The container checks a delta stream's blocks with the prior's compiled CRC-32 (zlib's
+    values, faster), and a block whose bytes differ from its header's CRC32 is refused."""
+    from lmgc_float.prior import FloatPrior
+
+    seen: list[int] = []
+
+    def counted(data) -> int:  # type: ignore[no-untyped-def]
+        seen.append(len(data))
+        return zlib.crc32(data)
+
+    monkeypatch.setattr(FloatPrior, "block_crc32", property(lambda self: counted))
+    new, base = _pair()
+    blob = lmgc_core.compress(new, base=base)
+    assert _same(lmgc_core.decompress(blob, base=base), new)
+    header, _ = container.read_header(blob)
+    assert seen == [size for size, _ in header["parts"][0]["blocks"]]
+    blocks = [bytearray(b) for b in container.unpack(blob).blocks]
+    blocks[0][3] ^= 0x20  # the header's CRC32 left as it was
+    with pytest.raises(StreamError, match="CRC32"):
+        lmgc_core.decompress(container.pack(header, [bytes(b) for b in blocks]), base=base)
+
+
 BIT_DTYPES = {"float32": np.uint32, "float64": np.uint64, "float16": np.uint16,
               "bfloat16": np.uint16, "int16": np.uint16}
 

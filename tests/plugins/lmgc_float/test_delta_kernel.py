@@ -338,3 +338,22 @@ def test_long_and_short_rows_decode_in_chunks(shape: tuple[int, ...]) -> None:
     new, base = np.tile(new, 10), np.tile(base, 10)
     blocks = _round_trip(new, base, shape, 1)
     assert [b[0] for b in blocks] == [delta.ULP]
+
+
+def test_kernel_crc32_is_zlibs() -> None:
+    """The kernel's CRC-32 (PCLMULQDQ folding where the CPU has it, bytes at the tail) gives
+    zlib.crc32's value for every length, alignment and starting value: the container checks
+    stream blocks with it against CRCs zlib wrote."""
+    import zlib
+
+    crc32 = delta.kernel().crc32
+    data = np.random.default_rng(5).integers(0, 256, 1 << 17, dtype=np.uint8).tobytes()
+    lengths = [*range(0, 300), 1023, 1024, 4096 + 15, 65536, (1 << 17) - 9]
+    for n in lengths:
+        for offset in (0, 1, 9):
+            view = memoryview(data)[offset : offset + n]
+            for start in (0, 0xDEADBEEF):
+                assert crc32(view, start) == zlib.crc32(view, start), (n, offset, start)
+    flipped = bytearray(data[:4096])
+    flipped[1000] ^= 4
+    assert crc32(bytes(flipped)) == zlib.crc32(bytes(flipped)) != zlib.crc32(data[:4096])
