@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -359,6 +360,9 @@ class ArchiveDecoder:
         self._heads: dict[str, tuple[dict[str, Any], int]] = dict(reader.heads)
         """Headers parsed already (bare streams, pre-manifest members), kept for their decode."""
         self._serial = threading.Lock()
+        self._planned: deque[int] = deque()
+        """Tensors still to be asked for in the order :meth:`plan` was given."""
+        self._stream: Iterator[tuple[str, np.ndarray]] | None = None
         self.tensors: list[Tensor] = []
         for entry in reader.entries:
             if entry.tensor is None:  # bare stream / pre-manifest archive
@@ -372,31 +376,91 @@ class ArchiveDecoder:
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors)
 
+    def plan(self, order: list[int]) -> None:
+        """Say in which order the tensors will be asked for (:meth:`chunks`, each once): their
+        members are then decoded ahead in one run across tensor boundaries, so the writing of
+        one tensor overlaps the decoding of the next (a checkpoint of many tensors of one or two
+        chunks each would otherwise leave the cores idle while each tensor is written). A
+        tensor asked for out of this order ends the plan and is decoded on its own."""
+        self.close()
+        self._planned = deque(order)
+        self._stream = self._decoded(order)
+
+    def close(self) -> None:
+        """Stop decoding ahead (the threads finish their member and stop)."""
+        stream, self._stream = self._stream, None
+        self._planned = deque()
+        if stream is not None:
+            stream.close()
+
     def chunks(self, index: int) -> Iterator[np.ndarray]:
-        """The tensor's decoded chunks, in order. With ``jobs > 1`` and a thread-safe pipeline,
-        members are decoded ahead (:func:`run_ahead`, ``jobs`` at a time, their blocks on
-        :func:`round_jobs` threads, as in :func:`compress_file`), so reading the archive and
-        writing the output overlap the decoding. Pipelines are built here, on the caller's
-        thread, from each member's stream header (read alone, parsed once, checked against the
-        manifest); the member's data is read and its zip CRC checked on the decoding thread, so
-        with ``jobs > 1`` that pass runs beside the writing too. A later member's pipeline that
-        is not thread-safe decodes under a lock."""
+        """The tensor's decoded chunks, in order, each checked against the manifest's tensor
+        (see :meth:`_decoded` for how members are decoded, :meth:`plan` for decoding ahead
+        across tensors)."""
         entry: Entry = self.reader.entries[index]
         tensor = self.tensors[index]
+        shared = bool(self._planned) and self._planned[0] == index and self._stream is not None
+        if shared:
+            self._planned.popleft()
+            stream = self._stream
+        else:
+            self.close()
+            stream = self._decoded([index])
+        assert stream is not None
+        done = count = 0
+        try:
+            for _ in entry.members:
+                member, arr = next(stream)
+                count += 1
+                if arr.dtype != tensor.dtype or done + arr.nbytes > tensor.nbytes:
+                    raise StreamError(
+                        f"{self.reader.where}: member {member!r} holds {arr.dtype} data that "
+                        f"does not fit tensor {tensor.name!r} ({tensor.dtype}, {tensor.nbytes} "
+                        "bytes)"
+                    )
+                done += arr.nbytes
+                yield arr
+        finally:  # a tensor left unfinished leaves the shared run out of step: end it
+            if not shared:
+                stream.close()
+            elif count < len(entry.members):
+                self.close()
+        self.progress.finish_chunk()
+        if done != tensor.nbytes:
+            raise StreamError(
+                f"{self.reader.where}: tensor {tensor.name!r} decodes to {done} bytes, "
+                f"the manifest says {tensor.nbytes}"
+            )
 
+    def _decoded(self, order: list[int]) -> Iterator[tuple[str, np.ndarray]]:
+        """``(member, decoded array)`` of every member of the tensors in ``order``. With
+        ``jobs > 1`` and a thread-safe pipeline, members are decoded ahead (:func:`run_ahead`,
+        ``jobs`` at a time, their blocks on :func:`round_jobs` threads, as in
+        :func:`compress_file`), so reading the archive and writing the output overlap the
+        decoding. Pipelines are built here, on the caller's thread, from each member's stream
+        header (read alone, parsed once, checked against the manifest); the member's data is
+        read and its zip CRC checked on the decoding thread, so with ``jobs > 1`` that pass runs
+        beside the writing too. A later member's pipeline that is not thread-safe decodes under
+        a lock."""
         jobs = resolve_jobs(self.decoder.jobs)
+        total = sum(len(self.reader.entries[index].members) for index in order)
+        Item = tuple[str, bytes | None, Any, Any, int, int]
 
-        def members() -> Iterator[tuple[str, bytes | None, Any, Any, int]]:
-            for i, member in enumerate(entry.members):
-                head, head_bytes = self._heads.pop(member, None), None
-                if head is None:
-                    head, head_bytes = self.reader.read_head(member)
-                check_chunk_header(self.reader, index, i, head[0])  # before any allocation
-                block_jobs = round_jobs(jobs, i, len(entry.members))
-                yield member, head_bytes, head, self.decoder.pipeline(head[0]), block_jobs
+        def members() -> Iterator[Item]:
+            n = 0
+            for index in order:
+                entry, nbytes = self.reader.entries[index], self.tensors[index].nbytes
+                for i, member in enumerate(entry.members):
+                    head, head_bytes = self._heads.pop(member, None), None
+                    if head is None:
+                        head, head_bytes = self.reader.read_head(member)
+                    check_chunk_header(self.reader, index, i, head[0])  # before any allocation
+                    pipeline = self.decoder.pipeline(head[0])
+                    yield member, head_bytes, head, pipeline, round_jobs(jobs, n, total), nbytes
+                    n += 1
 
-        def decode(item: tuple[str, bytes | None, Any, Any, int]) -> tuple[str, np.ndarray]:
-            member, head_bytes, head, pipeline, block_jobs = item
+        def decode(item: Item) -> tuple[str, np.ndarray]:
+            member, head_bytes, head, pipeline, block_jobs, nbytes = item
             blob = self.reader.read_member(member)  # zip CRC-32 checked
             if head_bytes is not None and blob[: len(head_bytes)] != head_bytes:
                 raise StreamError(
@@ -404,9 +468,7 @@ class ArchiveDecoder:
                 )
             update = self.progress.chunk(_stream_bytes(head[0]), _symbol_count(head[0]))
             with nullcontext() if pipeline.prior.thread_safe else self._serial:
-                arr = self.decoder.decode(
-                    blob, update, block_jobs if safe else jobs, tensor.nbytes, head
-                )
+                arr = self.decoder.decode(blob, update, block_jobs if safe else jobs, nbytes, head)
             update.finish()
             return member, arr
 
@@ -417,21 +479,7 @@ class ArchiveDecoder:
         # caller's thread as before (nothing to overlap, and Ctrl-C stops it at once).
         safe = first is not None and first[3].prior.thread_safe
         ahead = jobs if safe else 1
-        done = 0
-        for member, arr in run_ahead(decode, queue, ahead, workers=ahead):
-            if arr.dtype != tensor.dtype or done + arr.nbytes > tensor.nbytes:
-                raise StreamError(
-                    f"{self.reader.where}: member {member!r} holds {arr.dtype} data that does "
-                    f"not fit tensor {tensor.name!r} ({tensor.dtype}, {tensor.nbytes} bytes)"
-                )
-            done += arr.nbytes
-            yield arr
-        self.progress.finish_chunk()
-        if done != tensor.nbytes:
-            raise StreamError(
-                f"{self.reader.where}: tensor {tensor.name!r} decodes to {done} bytes, "
-                f"the manifest says {tensor.nbytes}"
-            )
+        yield from run_ahead(decode, queue, ahead, workers=ahead)
 
 
 def _stream_bytes(header: dict[str, Any]) -> int:
@@ -447,6 +495,22 @@ def decompress_archive(
 ) -> bool:
     """Write the archive's tensors as ``fmt`` to ``out``. Returns True when the result was
     checked byte for byte against the source file's SHA-256 (a rebuild of the source)."""
+    dec.plan(_order(reader, dec, fmt))
+    try:
+        return _write_archive(reader, dec, fmt, out)
+    finally:
+        dec.close()
+
+
+def _order(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str) -> list[int]:
+    """The order in which :func:`_write_archive` asks for the tensors: the source's file order
+    for a rebuild, the arrays' order for a conversion."""
+    if fmt == reader.format and reader.segments is not None:
+        return writers.data_order(reader.segments)
+    return [index for index, _ in writers.arrays(dec.tensors)]
+
+
+def _write_archive(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO[bytes]) -> bool:
     sink = writers.HashingWriter(out)
     if fmt == reader.format and reader.segments is not None:
         writers.rebuild(reader.segments, dec.chunks, sink)

@@ -55,6 +55,17 @@ def rebuild(segments: list[Segment], chunks: Chunks, out: HashingWriter) -> None
             _rebuild_deflated(seg, chunks, out)
 
 
+def data_order(segments: list[Segment]) -> list[int]:
+    """The tensor indices in the order :func:`rebuild` asks for their chunks (file order)."""
+    order: list[int] = []
+    for seg in segments:
+        if isinstance(seg, Data):
+            order.append(seg.index)
+        elif isinstance(seg, Deflated):
+            order.extend(data_order(seg.segments))
+    return order
+
+
 def _rebuild_deflated(seg: Deflated, chunks: Chunks, out: HashingWriter) -> None:
     packer = zlib.compressobj(seg.level, zlib.DEFLATED, -15)
     for inner in seg.segments:

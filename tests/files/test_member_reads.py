@@ -107,3 +107,75 @@ def test_positional_reads_without_a_descriptor(chunked):
     assert [mem.read_member(m) for e in mem.entries for m in e.members] == want
     with pytest.raises(StreamError, match="missing"):
         mem.read_member(archive.MANIFEST)
+
+
+# -- decoding ahead across tensors -----------------------------------------------------------------
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> tuple[Path, Path]:
+    """A .npz of three arrays, two of them in 2-3 chunks, and its archive."""
+    rng = np.random.default_rng(11)
+    arrays = {
+        "a": (rng.standard_normal((48, 64)) * 1e-2).astype(np.float32),
+        "b": np.arange(100, dtype=np.int16),
+        "c": (rng.standard_normal((40, 64)) * 1e-3).astype(np.float32),
+    }
+    src = tmp_path / "m.npz"
+    np.savez(src, **arrays)
+    lmgc("compress", "-q", src, "--chunk-size", "4096")
+    return src, tmp_path / "m.npz.lmgc"
+
+
+def _decoder(f, jobs: int = 2):
+    from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder
+
+    reader = ArchiveReader(f, "m")
+    return reader, ArchiveDecoder(reader, StreamDecoder(jobs=jobs))
+
+
+def _whole(dec, index: int) -> bytes:
+    return b"".join(np.ascontiguousarray(a).tobytes() for a in dec.chunks(index))
+
+
+def test_one_run_ahead_for_the_whole_file(many, tmp_path, monkeypatch):
+    """A rebuild decodes every member of every tensor in one run of threads (the next tensor's
+    members decode while one is written), not one run per tensor."""
+    from lmgc_core.files import filecodec
+
+    src, arc = many
+    runs = []
+    real = filecodec.run_ahead
+
+    def counted(*args, **kw):
+        runs.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(filecodec, "run_ahead", counted)
+    for jobs in ("1", "2"):
+        out = tmp_path / f"back{jobs}.npz"
+        lmgc("decompress", "-q", "-j", jobs, arc, "-o", out)
+        assert out.read_bytes() == src.read_bytes()
+    assert len(runs) == 2, runs  # one per decompress, three tensors each
+
+
+def test_tensors_asked_out_of_plan_or_left_unfinished(many):
+    """The plan is a hint: a tensor asked out of order, or one left half-read, ends it, and
+    every tensor still comes back whole and right."""
+    src, arc = many
+    with np.load(src) as z:
+        want = [np.ascontiguousarray(z[k]).tobytes() for k in ("a", "b", "c")]
+    with open(arc, "rb") as f:
+        reader, dec = _decoder(f)
+        names = [e.name for e in reader.entries]
+        assert names == ["a", "b", "c"] and len(reader.entries[0].members) > 1
+        dec.plan([0, 1, 2])
+        assert _whole(dec, 1) == want[1]  # out of plan
+        assert _whole(dec, 0) == want[0]
+        dec.plan([0, 1, 2])
+        part = dec.chunks(0)
+        next(part)
+        part.close()  # tensor 0 left after its first chunk
+        assert _whole(dec, 1) == want[1] and _whole(dec, 2) == want[2]
+        assert _whole(dec, 0) == want[0]
+        dec.close()
