@@ -77,7 +77,7 @@ enum { KIND_STORED = 0, KIND_FLOAT = 1, KIND_INT = 2, KIND_FLOAT3 = 3 };
 enum { F_EXP_MODE = 3, F_SIGN = 4, F_ZROWS = 8, F_ZCOLS = 16 };
 
 /* this thread's work() buffers (_kernel_common.h), kept from block to block */
-enum { W_A, W_B, W_RAW, W_TMP, W_PLANE };
+enum { W_A, W_B, W_RAW, W_TMP, W_PLANE, W_COLS };
 
 /* -- frequency tables ---------------------------------------------------------------------- */
 typedef struct {
@@ -331,6 +331,11 @@ typedef struct {
     i64 ncl;             /* how many columns are live */
     u8 *zr, *zc, *rs, *cs; /* all-zero rows / columns, row / column signs */
     i64 *cnt_r, *cnt_c, *sum_c, *neg_c;
+    int32_t *sum32, *cnt32, *nz32; /* decoding (in W_COLS): the column sums of rows rebuilt by
+                                    * the fused loop (rebuild_row), added to sum_c / cnt_c /
+                                    * neg_c every FLUSH_ROWS rows */
+    i64 nfused;
+    int dense; /* decoding: no symbol of the block is a zero (no row needs looking at first) */
     u32 *hist; /* 3 x nA */
 } Scratch;
 
@@ -656,15 +661,23 @@ INLINE u64 load_raw(const u8 *p, int rb) {
     }
 }
 
+/* A row's share of the canonical check, when rebuild_row gathered it (done) */
+typedef struct {
+    u64 rsum, rcnt, any;
+    int done;
+} RowSums;
+#define FLUSH_ROWS 32768 /* rows of 32-bit column sums: |exponent << FRAC - R| <= 2^10 each */
+
 /* One row of values from the decoded fields. Every argument after `raw` is a compile-time
  * constant at each call site, so each (version, dtype, mode) gets its own loop without branches
  * on the layout or the side information's flags. Version 2: A holds the exponent symbols, B the
  * sign / top-K-bit symbols; version 3 (V3): A holds the joint symbols, B each coded value's
- * nibble (NIB). */
-INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, const Scratch *s,
+ * nibble (NIB). A row without zeros and zero columns also gathers the canonical check's sums
+ * (canon_row) in the same loop, from the values still in registers (rs->done). */
+INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch *s,
                         const u16 *A, size_t *pa, const u8 *B, size_t *pb, const u8 *raw,
-                        const int W, const int RB, const int M, const int K, const int E,
-                        const int V3, const int NIB, const int mode2, const int sgn,
+                        RowSums *rsm, const int W, const int RB, const int M, const int K,
+                        const int E, const int V3, const int NIB, const int mode2, const int sgn,
                         const int zcols) {
     const u64 em = ((u64)1 << E) - 1, kmask = ((u64)1 << K) - 1;
     const int LO = 8 * RB; /* the nibble's position */
@@ -676,7 +689,8 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, const
                     * columns, over the live ones (their list is the same for every row) */
         const i64 n = zcols ? s->ncl : cols;
         unsigned zeros = 0;
-        for (i64 q = 0; q < n; q++) zeros |= A[a + q] < 2;
+        if (!s->dense)
+            for (i64 q = 0; q < n; q++) zeros |= A[a + q] < 2;
         if (!zeros) {
             const int32_t *C32 = zcols ? s->C32c : s->C32, *lc = s->lc;
             const u8 *csq = zcols ? s->csc : cs;
@@ -685,7 +699,16 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, const
             const u8 *Br = B + b, *Rr = raw + b * (size_t)RB;
             if (zcols)
                 for (i64 q = n; q < cols; q++) store_v(outv, W, base + lc[q], 0);
-            for (i64 q = 0; q < n; q++) {
+            const int FUSE = !zcols; /* zero columns: canon_row reads the row again */
+            const int32_t Ri = (int32_t)rfix; /* |R| <= SIDE_LIMIT */
+            int32_t *sum32 = s->sum32, *cnt32 = s->cnt32, *nz32 = s->nz32;
+            u64 rsum = 0, rcnt = 0, any = 0;
+            for (i64 q0 = 0; q0 < n; q0 += 65536) { /* 32-bit row sums vectorise better */
+            const i64 q1 = n - q0 > 65536 ? q0 + 65536 : n;
+            u32 ps = 0, pc = 0, pa32 = 0;
+            /* the row, the fields and the column sums never overlap */
+#pragma GCC ivdep
+            for (i64 q = q0; q < q1; q++) {
                 int32_t pj = p0;
                 if (mode2) {
                     pj = ((rf + C32[q]) >> FRAC) - (int32_t)(BIAS32 >> FRAC);
@@ -703,7 +726,23 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, const
                 u32 v = ((((bs >> K) ^ sp) & 1) << (W - 1)) | ((ex & (u32)em) << M) |
                         ((bs & (u32)kmask) << (M - K)) | lo;
                 store_v(outv, W, base + (zcols ? lc[q] : q), v);
+                if (FUSE) { /* canon_row's sums */
+                    const u32 nz = (v & ~((u32)1 << (W - 1))) != 0, xf = ex & (u32)em;
+                    pa32 |= v;
+                    ps += nz ? xf : 0;
+                    pc += nz;
+                    if (mode2) {
+                        sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
+                        cnt32[q] += (int32_t)nz;
+                        nz32[q] |= (int32_t)(v != 0);
+                    } else if (sgn) {
+                        cnt32[q] += (int32_t)nz;
+                    }
+                }
             }
+            rsum += ps, rcnt += pc, any |= pa32;
+            }
+            if (FUSE) rsm->rsum = rsum, rsm->rcnt = rcnt, rsm->any = any, rsm->done = 1;
             *pa = a + (size_t)n, *pb = b + (size_t)n;
             return;
         }
@@ -743,6 +782,19 @@ typedef struct {
     int any_zr, bad;
 } Canon;
 
+/* one row's judgement from its sums */
+INLINE void canon_judge(i64 i, const Scratch *s, int flags, Canon *c, i64 rsum, i64 rcnt,
+                        u64 any) {
+    const int mode = flags & F_EXP_MODE, sgn = (flags & F_SIGN) != 0;
+    const int zrow = any == 0;
+    c->any_zr |= zrow;
+    if (((flags & F_ZROWS) && s->zr[i] != zrow) || (sgn && !rcnt && s->rs[i])) c->bad = 1;
+    const i64 Ri = rcnt ? floor_div(2 * (rsum << FRAC) + rcnt, 2 * rcnt) : c->prevR;
+    if (mode >= 1 && s->R[i] != Ri) c->bad = 1;
+    c->prevR = Ri;
+    c->tsum += rsum, c->tcnt += rcnt;
+}
+
 INLINE void canon_row(const void *outv, i64 base, i64 i, i64 cols, Scratch *s, int flags,
                       Canon *c, const int W, const int M, const int E) {
     const u64 sb = (u64)1 << (W - 1), em = ((u64)1 << E) - 1;
@@ -780,19 +832,32 @@ INLINE void canon_row(const void *outv, i64 base, i64 i, i64 cols, Scratch *s, i
                 for (i64 j = 0; j < cols; j++) s->cnt_c[j] += !is_zero(load_v(outv, W, base + j), sb);
         }
     }
-    const int zrow = any == 0;
-    c->any_zr |= zrow;
-    if (((flags & F_ZROWS) && s->zr[i] != zrow) || (sgn && !rcnt && s->rs[i])) c->bad = 1;
-    const i64 Ri = rcnt ? floor_div(2 * (rsum << FRAC) + rcnt, 2 * rcnt) : c->prevR;
-    if (mode >= 1 && s->R[i] != Ri) c->bad = 1;
-    c->prevR = Ri;
-    c->tsum += rsum, c->tcnt += rcnt;
+    canon_judge(i, s, flags, c, rsum, rcnt, any);
+}
+
+/* the 32-bit column sums of the fused rows into the segment's */
+static void canon_flush(i64 cols, Scratch *s, int flags) {
+    const int mode = flags & F_EXP_MODE;
+    if (!s->nfused) return;
+    if (mode == 2 && !(flags & F_ZCOLS)) {
+        for (i64 j = 0; j < cols; j++) {
+            s->sum_c[j] += s->sum32[j], s->cnt_c[j] += s->cnt32[j], s->neg_c[j] |= s->nz32[j];
+            s->sum32[j] = s->cnt32[j] = s->nz32[j] = 0;
+        }
+    } else if (mode != 2 && (flags & F_SIGN)) {
+        for (i64 j = 0; j < cols; j++) s->cnt_c[j] += s->cnt32[j], s->cnt32[j] = 0;
+    }
+    s->nfused = 0;
 }
 
 static void canon_start(i64 cols, Scratch *s, int flags, Canon *c) {
     memset(c, 0, sizeof *c);
     if ((flags & F_EXP_MODE) == 2 || (flags & F_SIGN))
-        for (i64 j = 0; j < cols; j++) s->cnt_c[j] = s->sum_c[j] = s->neg_c[j] = 0;
+        for (i64 j = 0; j < cols; j++) {
+            s->cnt_c[j] = s->sum_c[j] = s->neg_c[j] = 0;
+            s->sum32[j] = s->cnt32[j] = s->nz32[j] = 0;
+        }
+    s->nfused = 0;
 }
 
 /* 1 when the segment's side information is what the encoder writes; adds its nonzero values
@@ -826,7 +891,7 @@ static int canon_end(i64 cols, const Scratch *s, int flags, i64 R0, const Canon 
 }
 
 /* Reconstruct one segment; the caller checked that its coded values fit in A, B and raw. */
-INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scratch *s, int flags,
+INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s, int flags,
                             i64 R0, const u16 *A, size_t *na, const u8 *B, size_t *nb,
                             const u8 *raw, Hash128 *h, Canon *cn, const int W, const int RB,
                             const int M, const int K, const int E, const int V3, const int NIB) {
@@ -845,19 +910,20 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scrat
         }
         w->ncl = q;
     }
+    RowSums rsm = {0};
     for (i64 i = 0; i < rows; i++) {
         i64 base = off + i * cols;
         if (zrows && s->zr[i]) {
             for (i64 j = 0; j < cols; j++) store_v(outv, W, base + j, 0);
             if (h) hash_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
-            canon_row(outv, base, i, cols, (Scratch *)s, flags, cn, W, M, E);
+            canon_row(outv, base, i, cols, s, flags, cn, W, M, E);
             continue;
         }
         i64 rfix = mode == 0 ? R0 : s->R[i];
         u64 rsg = (flags & F_SIGN) ? s->rs[i] : 0;
 #define ROW(M2, SG, ZC)                                                                    \
-    rebuild_row(outv, base, cols, rfix, rsg, s, A, na, B, nb, raw, W, RB, M, K, E, V3, NIB, \
-                M2, SG, ZC);                                                               \
+    rebuild_row(outv, base, cols, rfix, rsg, s, A, na, B, nb, raw, &rsm, W, RB, M, K, E, V3, \
+                NIB, M2, SG, ZC);                                                          \
     break;
         switch (variant) {
             case 0: ROW(0, 0, 0)
@@ -873,8 +939,15 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, const Scrat
         /* the row's bytes are in L1 now, and the hash's dependent multiplies overlap with the
          * next row's reconstruction */
         if (h) hash_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
-        canon_row(outv, base, i, cols, (Scratch *)s, flags, cn, W, M, E);
+        if (rsm.done) {
+            canon_judge(i, s, flags, cn, (i64)rsm.rsum, (i64)rsm.rcnt, rsm.any);
+            rsm.done = 0;
+            if (++s->nfused == FLUSH_ROWS) canon_flush(cols, s, flags);
+        } else {
+            canon_row(outv, base, i, cols, s, flags, cn, W, M, E);
+        }
     }
+    canon_flush(cols, s, flags);
 }
 
 /* NULL on success, else what is wrong with the block (`v3`: a version-3 block, else version 2).
@@ -893,11 +966,14 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
     u8 *B = work(W_B, (size_t)nb + 2);
     DecTab *t = work(W_TMP, sizeof(DecTab));
     Scratch s = {0};
-    if (!A || !B || !t ||
+    const size_t mc = (size_t)max_of(segs, nsegs, 2) + 1;
+    int32_t *c32 = work(W_COLS, mc * 12); /* kept: fresh pages would cost more than the sums */
+    if (!A || !B || !t || !c32 ||
         !scratch_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2), 1)) {
         err = "out of memory";
         goto done;
     }
+    s.sum32 = c32, s.cnt32 = c32 + mc, s.nz32 = c32 + 2 * mc;
     if (!read_stream(&r, v3 ? f->nJ : f->nA, (size_t)na, 1, A, t, v3 ? SCALE_BITS3 : SCALE_BITS)) {
         err = v3 ? "damaged symbol stream" : "damaged exponent stream";
         goto done;
@@ -913,6 +989,7 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
         for (size_t q = q0; q < q1; q++) part += A[q] >= 2;
         nonzero += part;
     }
+    s.dense = nonzero == na;
     u64 nibbytes = v3 && f->nib ? (nb + 1) / 2 : 0;
     if (nonzero != nb ||
         (u64)(r.len - r.pos) != nibbytes + nb * (u64)(v3 ? f->rb3 : f->rawbytes)) {

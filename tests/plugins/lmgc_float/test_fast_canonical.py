@@ -22,6 +22,7 @@ FIXTURES = TESTS_DIR / "fixtures"
 DTYPES = [np.float32, ml_dtypes.bfloat16, np.float16, np.float64, ml_dtypes.float8_e4m3fn,
           ml_dtypes.float8_e5m2, np.int32, np.uint8]
 F_SIGN, F_ZROWS, F_ZCOLS = 4, 8, 16
+FLAGS = [0, 2 | F_SIGN | F_ZROWS | F_ZCOLS, 2 | F_SIGN, 1 | F_SIGN]  # of _arrays' floats
 
 
 def _varint(blob: bytes, at: int) -> tuple[int, int]:
@@ -43,8 +44,10 @@ def _flags(block: bytes) -> int:
 
 
 def _arrays(dtype) -> list[np.ndarray]:
-    """A 1-D slice of real gradients (one-row segment: mode 0) and a 16 x 32 matrix with row and
-    column scales, a zero row, a zero column, a -0.0 and a sign pattern (mode 2, every flag)."""
+    """A 1-D slice of real gradients (one-row segment: mode 0), a 16 x 32 matrix with row and
+    column scales, a zero row, a zero column, a -0.0 and a sign pattern (mode 2, every flag), and
+    the same without zeros (mode 2 + signs) and without column scales (mode 1 + signs): rows
+    without zeros are checked in the loop that rebuilds them (rebuild_row), the others after."""
     g = g8k = np.load(DATA / "mlp_grads_8k.npy").astype(np.float64)
     g = g[:512] / np.abs(g).max()  # smooth enough to code (not store) in every format
     vec = (1 + np.abs(g) / 4) * np.sign(g) * 2.0 ** (np.arange(512) % 4 - 2)
@@ -53,6 +56,10 @@ def _arrays(dtype) -> list[np.ndarray]:
     mat *= 2.0 ** (r % 5 - 2) * 2.0 ** (c * 7 % 5 - 2)
     mat[::2] *= -1
     mat[:, ::3] *= -1
+    dense = np.where(mat == 0, 2.0 ** (r % 5 - 2), mat)
+    rows_only = np.abs(dense) / 2.0 ** (c * 7 % 5 - 2)
+    rows_only[::2] *= -1
+    rows_only[:, ::3] *= -1
     vec[100] = 0.0  # an odd count of coded values: the nibble plane ends half used
     mat[3], mat[:, 5], mat[7, 9] = 0.0, 0.0, -0.0
     if np.dtype(dtype).kind in "iu":  # integers: byte planes, small magnitudes
@@ -60,7 +67,7 @@ def _arrays(dtype) -> list[np.ndarray]:
         ints = np.clip(g8k[:1024] * scale, -(2**31), 2**31 - 1)
         ints = ints if np.dtype(dtype).kind == "i" else np.clip(np.abs(ints), 0, 255)
         return [ints[:512].astype(dtype), ints[512:].reshape(16, 32).astype(dtype)]
-    return [a.astype(dtype) for a in (vec, mat)]
+    return [a.astype(dtype) for a in (vec, mat, dense, rows_only)]
 
 
 def _undetected(block: bytes, bits: np.ndarray, segs: np.ndarray, layout) -> list[tuple[int, int]]:
@@ -87,7 +94,7 @@ def test_every_bit_flip_of_a_block_fails_to_decode(dtype, simd):
     was = k.simd()
     k.simd(simd)
     try:
-        for arr in _arrays(dtype):
+        for arr, want in zip(_arrays(dtype), FLAGS, strict=False):
             rows, cols = (1, arr.size) if arr.ndim == 1 else arr.shape
             segs = np.array([0, rows, cols], dtype=np.int64)
             bits = arr.view(f"u{arr.itemsize}")
@@ -95,8 +102,8 @@ def test_every_bit_flip_of_a_block_fails_to_decode(dtype, simd):
             layout = fast._layout(bits, fmt)
             block = k.encode(bits, segs, *layout)
             assert block[0] != 0, "a stored block: the test would not reach the coder"
-            if arr.ndim == 2 and fmt is not None:  # every field of the side information in use
-                assert _flags(block) == 2 | F_SIGN | F_ZROWS | F_ZCOLS
+            if fmt is not None:  # the side information the array is for
+                assert _flags(block) == want
             out = np.empty_like(bits)
             k.decode(block, out, segs, *layout)
             assert out.tobytes() == bits.tobytes()
