@@ -411,7 +411,8 @@ class Pipeline:
         # a part whose decoder catches every changed byte of its blocks needs no second check
         # of the same bytes by CRC32 ("What checks what" in docs/format.md)
         own = [i for i, spec in enumerate(part_specs) if _checks_own_blocks(prior, spec)]
-        crc32 = getattr(prior, "block_crc32", None)  # zlib's CRC-32, computed faster
+        # zlib's CRC-32, computed faster, for the blocks the container checks
+        crc32 = getattr(prior, "block_crc32", None) if len(own) < len(part_specs) else None
         box = container.unpack(blob, head, unverified_parts=own, crc32=crc32)
         jobs = resolve_jobs(jobs) if prior.thread_safe else 1
         if ref is None and any(isinstance(p, Mapping) and p.get("coding") == "delta"
@@ -713,10 +714,12 @@ def decompress(
     if prior_options:
         check_size(dict(prior_options), "prior options")
     key = stream_key(header)  # with prior_options, it determines the config built from it
-    options = _json_key(prior_options or None)
+    options = _json_key(prior_options) if prior_options else "null"
     cache = None if key is None or options is None else f"{key}\n{options}"
-    config = {**DEFAULTS, **recorded_config(header, prior_options)}
-    pipeline = recorded_pipeline(config, cache)
+    pipeline = _RECORDED_PIPELINES.get(cache) if cache is not None else None
+    if pipeline is None:
+        config = {**DEFAULTS, **recorded_config(header, prior_options)}
+        pipeline = recorded_pipeline(config, cache)
     return pipeline.decompress(
         blob,
         force=force,

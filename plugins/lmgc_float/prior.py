@@ -11,6 +11,7 @@ symbol-level priors (a mixture with a language model) it also offers a hex-digit
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from types import ModuleType
@@ -152,12 +153,7 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         """zlib's CRC-32 computed by the delta kernel (PCLMULQDQ: ~12 against 2.4 GB/s), for the
         container's check of the blocks no decoder checks itself (delta and level-2 blocks);
         ``None`` (zlib's) without that kernel."""
-        from .delta import kernel
-
-        try:
-            return getattr(kernel(), "crc32", None)
-        except PluginError:
-            return None
+        return _kernel_crc32()
 
     def checks_delta_values(self, meta: Mapping[str, Any]) -> bool:
         """Whether decoding a delta part with ``meta`` checks every value it writes against a
@@ -295,6 +291,17 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
                 f"(this alphabet has {len(alphabet)} symbols)"
             )
         return DigitSession(alphabet, batch_size, pattern)
+
+
+@functools.cache
+def _kernel_crc32() -> Any:
+    """The delta kernel's ``crc32`` (looked up once: every decode asks), ``None`` without it."""
+    from .delta import kernel
+
+    try:
+        return getattr(kernel(), "crc32", None)
+    except PluginError:
+        return None
 
 
 # -- a small part at the highest level inside a level-1 stream (small_parts) --------------------
