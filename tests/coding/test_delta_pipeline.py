@@ -175,8 +175,9 @@ def test_a_delta_of_thousands_of_values_stays_at_level_1() -> None:
 
 
 def test_delta_blocks_are_crc_checked_with_the_priors_crc32(monkeypatch) -> None:
-    """The container checks a delta stream's blocks with the prior's compiled CRC-32 (zlib's
-    values, faster), and a block whose bytes differ from its header's CRC32 is refused."""
+    """The encoder lists, and the container checks, a delta stream's block CRC32s with the
+    prior's compiled CRC-32 (zlib's values, faster); a block whose bytes differ from its
+    header's CRC32 is refused."""
     from lmgc_float.prior import FloatPrior
 
     seen: list[int] = []
@@ -188,9 +189,12 @@ def test_delta_blocks_are_crc_checked_with_the_priors_crc32(monkeypatch) -> None
     monkeypatch.setattr(FloatPrior, "block_crc32", property(lambda self: counted))
     new, base = _pair()
     blob = lmgc_core.compress(new, base=base)
-    assert _same(lmgc_core.decompress(blob, base=base), new)
     header, _ = container.read_header(blob)
-    assert seen == [size for size, _ in header["parts"][0]["blocks"]]
+    sizes = [size for size, _ in header["parts"][0]["blocks"]]
+    assert seen == sizes  # the encoder's CRC32s too
+    seen.clear()
+    assert _same(lmgc_core.decompress(blob, base=base), new)
+    assert seen == sizes
     blocks = [bytearray(b) for b in container.unpack(blob).blocks]
     blocks[0][3] ^= 0x20  # the header's CRC32 left as it was
     with pytest.raises(StreamError, match="CRC32"):
