@@ -437,7 +437,7 @@ class Pipeline:
             raise ChecksumError(f"decoded data does not rebuild the array: {exc}") from None
         # every value checked against its block's own checksum (the blocks' CRC32s bind them to
         # their places): a second pass over the array by SHA-256 would only repeat that
-        checked = not self.stages and bool(part_specs)
+        checked = not self.stages and bool(part_specs) and not own  # every CRC32 checked
         checked = checked and all(_checks_values(prior, spec) for spec in part_specs)
         if expected_hash is not None and not checked and _sha256(result) != expected_hash:
             raise ChecksumError(
