@@ -335,6 +335,8 @@ typedef struct {
                                     * the fused loop (rebuild_row), added to sum_c / cnt_c /
                                     * neg_c every FLUSH_ROWS rows */
     i64 nfused;
+    int32_t *pred; /* decoding (in W_COLS): a row's predictions in mode 2 */
+    u32 *rowv;     /* and its values, with zero columns */
     int dense; /* decoding: no symbol of the block is a zero (no row needs looking at first) */
     u32 *hist; /* 3 x nA */
 } Scratch;
@@ -672,7 +674,7 @@ typedef struct {
  * constant at each call site, so each (version, dtype, mode) gets its own loop without branches
  * on the layout or the side information's flags. Version 2: A holds the exponent symbols, B the
  * sign / top-K-bit symbols; version 3 (V3): A holds the joint symbols, B each coded value's
- * nibble (NIB). A row without zeros and zero columns also gathers the canonical check's sums
+ * nibble (NIB). A row without zeros also gathers the canonical check's sums
  * (canon_row) in the same loop, from the values still in registers (rs->done). */
 INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch *s,
                         const u16 *A, size_t *pa, const u8 *B, size_t *pb, const u8 *raw,
@@ -699,22 +701,25 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scrat
             const u8 *Br = B + b, *Rr = raw + b * (size_t)RB;
             if (zcols)
                 for (i64 q = n; q < cols; q++) store_v(outv, W, base + lc[q], 0);
-            const int FUSE = !zcols; /* zero columns: canon_row reads the row again */
             const int32_t Ri = (int32_t)rfix; /* |R| <= SIDE_LIMIT */
-            int32_t *sum32 = s->sum32, *cnt32 = s->cnt32, *nz32 = s->nz32;
+            /* with zero columns, the column sums are of the live columns, in their order */
+            int32_t *sum32 = s->sum32, *cnt32 = s->cnt32, *nz32 = s->nz32, *pred = s->pred;
+            u32 *rowv = s->rowv;
             u64 rsum = 0, rcnt = 0, any = 0;
             for (i64 q0 = 0; q0 < n; q0 += 65536) { /* 32-bit row sums vectorise better */
             const i64 q1 = n - q0 > 65536 ? q0 + 65536 : n;
             u32 ps = 0, pc = 0, pa32 = 0;
+            if (mode2) /* the row's predictions first: in the loop below, gcc would not
+                        * vectorise it */
+                for (i64 q = q0; q < q1; q++) {
+                    int32_t pj = ((rf + C32[q]) >> FRAC) - (int32_t)(BIAS32 >> FRAC);
+                    pj = pj < 0 ? 0 : pj;
+                    pred[q - q0] = pj > (int32_t)em ? (int32_t)em : pj;
+                }
             /* the row, the fields and the column sums never overlap */
 #pragma GCC ivdep
             for (i64 q = q0; q < q1; q++) {
-                int32_t pj = p0;
-                if (mode2) {
-                    pj = ((rf + C32[q]) >> FRAC) - (int32_t)(BIAS32 >> FRAC);
-                    pj = pj < 0 ? 0 : pj;
-                    pj = pj > (int32_t)em ? (int32_t)em : pj;
-                }
+                const int32_t pj = mode2 ? pred[q - q0] : p0;
                 u32 sym = Ar[q], sp = sgn ? (u32)rsg ^ csq[q] : 0;
                 u32 bs = V3 ? sym - 2 : Br[q];
                 u32 ex = V3 ? ((sym - 2) >> (K + 1)) + (u32)pj - CENTRE
@@ -725,24 +730,28 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scrat
                 if (V3 && NIB) lo |= (u32)Br[q] << LO;
                 u32 v = ((((bs >> K) ^ sp) & 1) << (W - 1)) | ((ex & (u32)em) << M) |
                         ((bs & (u32)kmask) << (M - K)) | lo;
-                store_v(outv, W, base + (zcols ? lc[q] : q), v);
-                if (FUSE) { /* canon_row's sums */
-                    const u32 nz = (v & ~((u32)1 << (W - 1))) != 0, xf = ex & (u32)em;
-                    pa32 |= v;
-                    ps += nz ? xf : 0;
-                    pc += nz;
-                    if (mode2) {
-                        sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
-                        cnt32[q] += (int32_t)nz;
-                        nz32[q] |= (int32_t)(v != 0);
-                    } else if (sgn) {
-                        cnt32[q] += (int32_t)nz;
-                    }
+                if (zcols) /* in order here (the loop vectorises), to their columns below */
+                    rowv[q - q0] = v;
+                else
+                    store_v(outv, W, base + q, v);
+                /* canon_row's sums */
+                const u32 nz = (v & ~((u32)1 << (W - 1))) != 0, xf = ex & (u32)em;
+                pa32 |= v;
+                ps += nz ? xf : 0;
+                pc += nz;
+                if (mode2) {
+                    sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
+                    cnt32[q] += (int32_t)nz;
+                    nz32[q] |= (int32_t)(v != 0);
+                } else if (sgn) {
+                    cnt32[q] += (int32_t)nz;
                 }
             }
+            if (zcols)
+                for (i64 q = q0; q < q1; q++) store_v(outv, W, base + lc[q], rowv[q - q0]);
             rsum += ps, rcnt += pc, any |= pa32;
             }
-            if (FUSE) rsm->rsum = rsum, rsm->rcnt = rcnt, rsm->any = any, rsm->done = 1;
+            rsm->rsum = rsum, rsm->rcnt = rcnt, rsm->any = any, rsm->done = 1;
             *pa = a + (size_t)n, *pb = b + (size_t)n;
             return;
         }
@@ -839,10 +848,13 @@ INLINE void canon_row(const void *outv, i64 base, i64 i, i64 cols, Scratch *s, i
 static void canon_flush(i64 cols, Scratch *s, int flags) {
     const int mode = flags & F_EXP_MODE;
     if (!s->nfused) return;
-    if (mode == 2 && !(flags & F_ZCOLS)) {
-        for (i64 j = 0; j < cols; j++) {
-            s->sum_c[j] += s->sum32[j], s->cnt_c[j] += s->cnt32[j], s->neg_c[j] |= s->nz32[j];
-            s->sum32[j] = s->cnt32[j] = s->nz32[j] = 0;
+    if (mode == 2) { /* with zero columns, the sums are of the live ones (s->lc) */
+        const int zc = (flags & F_ZCOLS) != 0;
+        const i64 n = zc ? s->ncl : cols;
+        for (i64 q = 0; q < n; q++) {
+            const i64 j = zc ? s->lc[q] : q;
+            s->sum_c[j] += s->sum32[q], s->cnt_c[j] += s->cnt32[q], s->neg_c[j] |= s->nz32[q];
+            s->sum32[q] = s->cnt32[q] = s->nz32[q] = 0;
         }
     } else if (mode != 2 && (flags & F_SIGN)) {
         for (i64 j = 0; j < cols; j++) s->cnt_c[j] += s->cnt32[j], s->cnt32[j] = 0;
@@ -967,13 +979,15 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
     DecTab *t = work(W_TMP, sizeof(DecTab));
     Scratch s = {0};
     const size_t mc = (size_t)max_of(segs, nsegs, 2) + 1;
-    int32_t *c32 = work(W_COLS, mc * 12); /* kept: fresh pages would cost more than the sums */
+    const size_t np = mc < 65536 ? mc : 65536;
+    int32_t *c32 = work(W_COLS, (3 * mc + 2 * np) * 4); /* kept: fresh pages cost more */
     if (!A || !B || !t || !c32 ||
         !scratch_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2), 1)) {
         err = "out of memory";
         goto done;
     }
-    s.sum32 = c32, s.cnt32 = c32 + mc, s.nz32 = c32 + 2 * mc;
+    s.sum32 = c32, s.cnt32 = c32 + mc, s.nz32 = c32 + 2 * mc, s.pred = c32 + 3 * mc;
+    s.rowv = (u32 *)(c32 + 3 * mc + np);
     if (!read_stream(&r, v3 ? f->nJ : f->nA, (size_t)na, 1, A, t, v3 ? SCALE_BITS3 : SCALE_BITS)) {
         err = v3 ? "damaged symbol stream" : "damaged exponent stream";
         goto done;
