@@ -210,11 +210,15 @@ def big(level2: bool, repeat: int) -> None:
     print(f"# {path.name}: {total:,} bytes ({nbytes:,} of bf16 data); load {os.getloadavg()}")
     print("| codec | size | compress | decompress |\n|---|---:|---:|---:|")
     lm: dict[int | None, list] = {None: [], 1: []}
+    cpu: dict[int | None, list] = {None: [], 1: []}
     for _ in range(repeat):  # alternate, so drift on a shared machine hits both alike
         for jobs in lm:
             lm[jobs].append(cli_round(path, 1, jobs, f"l1j{jobs}"))
-    row("lmgc -l 1 (default jobs)", total, *best(lm[None]))
-    row("lmgc -l 1 -j 1", total, *best(lm[1]))
+            cpu[jobs].append(list(LAST_CPU))
+    for jobs, name in ((None, "lmgc -l 1 (default jobs)"), (1, "lmgc -l 1 -j 1")):
+        row(name, total, *best(lm[jobs]))
+        c, d = (min(r[k] for r in cpu[jobs]) for k in (0, 1))
+        print(f"#   {name}: CPU seconds (user + system) compress {c:.2f}, decompress {d:.2f}")
     for threads, name in ((0, "ZipNN (default threads)"), (1, "ZipNN threads=1")):
         rounds = [zipnn_round(path, offset, nbytes, threads) for _ in range(repeat)]
         row(name, nbytes, *best(rounds))
