@@ -571,13 +571,15 @@ def check_base(
             f"the stream was coded against base {describe_base(entry)}; decode it with that base "
             "(base= / --base)"
         )
-    ref = _as_array(base)
+    ref = np.asarray(base)  # a dtype no stream has is refused by the comparison
     if ref.dtype != dtype or ref.shape != shape:
         raise MismatchError(
             f"the base given ({ref.dtype}{list(ref.shape)}) is not the stream's base "
             f"{describe_base(entry)}, which has the array's dtype and shape "
             f"({dtype}{list(shape)})"
         )
+    if not ref.flags.c_contiguous:
+        ref = ref.copy(order="C")
     digest = base_sha256(ref)
     if digest != entry["sha256"]:
         raise MismatchError(
