@@ -25,6 +25,12 @@ tiny ``lmgc compress`` (a 4 kB .npy: the fixed start-up that no ``--jobs`` can s
 ``inproc`` runs the very same commands through ``lmgc_core.cli.commands.cli`` in this process, so
 interpreter start-up and imports are left out: what ``-j 2`` gives the work itself.
 
+Files go to ``LMGC_BIG_TMP`` (default ``/tmp/h12``). On this project's VM, writing a new file
+on the ext4 disk costs 0.3 to 6 s of kernel time per GB from one minute to the next (``dd`` of
+1 GB of zeros: 0.3-8.4 s system time), which a 1 GB decompress pays in full; ZipNN is timed in
+memory. ``LMGC_BIG_TMP=/dev/shm/h12`` (tmpfs: ~0.35 s per GB, steady) keeps lmgc's own work
+comparable from run to run; say which one a table used.
+
 Before timing, the project's modules are byte-compiled (``compileall``): where
 ``PYTHONDONTWRITEBYTECODE`` is set (this project's shells) and a module was edited since its
 ``.pyc``, every ``lmgc`` call would otherwise compile it again (~0.06 s per call with ~70 stale
