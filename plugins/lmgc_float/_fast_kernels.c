@@ -25,7 +25,8 @@
  * block the encoder would not write (non-canonical varints, side information other than what
  * the rebuilt values give, nonzero padding bits, a coded block no shorter than the values):
  * every bit either reaches the values (the checksum) or is checked, so no changed byte decodes
- * and the checksum may stand in for the container's CRC32 (tests/test_fast_canonical.py).
+ * (tests/plugins/lmgc_float/test_fast_canonical.py). Where a block goes is not in it: the
+ * container's CRC32s bind blocks to their places (docs/format.md, What checks what).
  *
  * Bump FAST_VERSION whenever the bytes change: the loader refuses a stale build. */
 #define PY_SSIZE_T_CLEAN
@@ -37,7 +38,7 @@
 
 /* A varint as put_varint writes it, else r->bad: no redundant continuation bytes (a last byte
  * of 0 after others), nothing above 64 bits. The decoder reads every varint this way so that no
- * changed byte of a block decodes (what lets its checksum stand in for the container's CRC32). */
+ * changed byte of a block decodes (docs/format.md, What checks what). */
 static u64 get_cvarint(Rd *r) {
     u64 v = 0;
     for (int shift = 0; shift < 64; shift += 7) {

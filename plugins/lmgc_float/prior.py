@@ -62,12 +62,14 @@ against the previous checkpoint: 1.4 %), so at 2^16 values the level-2 deltas of
 small tensors (11 % of its bytes) took half of its decode time (issue 21's speed target). Below
 2^12 values level 2 still saves 7-20 % and costs at most ~0.4 ms per part."""
 
-SELF_CHECKED_BLOCKS = True
-"""Whether a level-1 block's own value checksum stands in for its CRC32 on decoding (saves
-~2 ms per 10 MB, a quarter of the pipeline's decode). On: the checksum catches every change of
-the decoded values, and the fast kernel refuses every block its encoder would not write (the
-bits that do not reach the values are checked), so every changed byte fails without the CRC32
-(tests/plugins/lmgc_float/test_fast_canonical.py flips every bit of a block of each dtype)."""
+SELF_CHECKED_BLOCKS = False
+"""Whether a level-1 block's own value checksum stands in for its CRC32 on decoding. Off: the
+fast kernel refuses every changed byte of a block (test_fast_canonical.py flips every bit), but
+a block's checksum covers only its own values, not where they go, so two blocks of equal length
+swapped in a stream decoded without an error into the wrong places (found 2026-12-05). The
+CRC32s the header lists bind each block to its position; the float prior checks them with its
+PCLMULQDQ CRC-32 (~12 GB/s, :attr:`FloatPrior.block_crc32`). A block format whose checksum is
+seeded with the block's position could turn this back on."""
 
 
 class FloatPrior(Prior, ArrayCoding, DeltaCoding):

@@ -52,11 +52,39 @@ def test_level1_blocks_skip_their_crc_only_with_the_switch(grads, monkeypatch):
     assert same_bits(decompress(bad), grads)  # the CRC32 went unchecked
 
 
-def test_level1_blocks_skip_their_crc_by_default(grads):
-    """The switch is on: the fast kernel refuses every changed byte itself (test_fast_canonical.py),
-    so a level-1 stream's block CRC32s go unchecked."""
-    assert float_prior.SELF_CHECKED_BLOCKS is True
-    assert same_bits(decompress(_wrong_crcs(_level1(grads))), grads)
+def test_level1_blocks_check_their_crc_by_default(grads):
+    """The switch is off: a block's own checksum does not bind it to its place (see the swap
+    test below), so a level-1 stream's block CRC32s are checked."""
+    assert float_prior.SELF_CHECKED_BLOCKS is False
+    with pytest.raises(StreamError, match="CRC32"):
+        decompress(_wrong_crcs(_level1(grads)))
+
+
+def _swapped_blocks(blob: bytes) -> bytes:
+    """``blob`` with its first two blocks' bytes swapped (they must be of equal length), the
+    header, recorded CRC32s included, untouched."""
+    header, offset = container.read_header(blob)
+    first, second = header["parts"][0]["blocks"][:2]
+    assert first[0] == second[0]
+    n = first[0]
+    b0, b1 = blob[offset : offset + n], blob[offset + n : offset + 2 * n]
+    return blob[:offset] + b1 + b0 + blob[offset + 2 * n :]
+
+
+def test_swapped_level1_blocks_are_refused(grads):
+    """Two level-1 blocks of equal length swapped: each passes its own value checksum, so only
+    the CRC32s the header lists for the two positions can tell (with the switch on, this decoded
+    without an error into the wrong values)."""
+    x = np.ascontiguousarray(grads[:4096], dtype=np.float32)
+    # the same values with the lowest mantissa bit of each nonzero one flipped: the same coded
+    # symbols, so blocks of equal length, but other values
+    bits = x.view(np.uint32)
+    y = np.where(bits & 0x7FFFFFFF, bits ^ np.uint32(1), bits).view(np.float32)
+    values = np.concatenate([x, y])
+    blob = _level1(values)
+    assert same_bits(decompress(blob), values)
+    with pytest.raises(LMGCError, match="CRC32"):
+        decompress(_swapped_blocks(blob))
 
 
 def test_with_the_switch_a_changed_value_still_fails(grads, monkeypatch):
