@@ -23,6 +23,7 @@ import os
 import threading
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -212,6 +213,9 @@ class ArchiveReader:
         """The file the archive was coded against (``--base``: name, size, SHA-256), or None."""
         self.coded_against: dict[int, str] = {}
         """Tensor index -> the base tensor it was coded against."""
+        self.crc32: Callable[[bytes], int] | None = None
+        """A faster function with ``zlib.crc32``'s values for the members' zip CRC-32 (the
+        decoding pipeline's prior may offer one, ``block_crc32``); ``None``: zlib's."""
         self._f = f
         self._fd = positional_fd(f)
         self._lock = threading.Lock()
@@ -440,14 +444,14 @@ class ArchiveReader:
         return m
 
     def read_member(self, name: str) -> bytes:
-        """A member's bytes (the whole file for a bare stream); its zip CRC is checked.
-        Thread-safe: decoding threads read (and CRC) their own members."""
+        """A member's bytes (the whole file for a bare stream); its zip CRC is checked (with
+        :attr:`crc32`). Thread-safe: decoding threads read (and CRC) their own members."""
         if self.kind == "stream":
             with self._lock:
                 self._f.seek(0)
                 return self._f.read()
         data = self._read(self._member(name))
-        if zlib.crc32(data) != self._members[name].crc:
+        if (self.crc32 or zlib.crc32)(data) != self._members[name].crc:
             raise StreamError(f"{self.where}: member {name!r} is corrupted (zip CRC-32 mismatch)")
         return data
 

@@ -456,6 +456,8 @@ class ArchiveDecoder:
                         head, head_bytes = self.reader.read_head(member)
                     check_chunk_header(self.reader, index, i, head[0])  # before any allocation
                     pipeline = self.decoder.pipeline(head[0])
+                    if self.reader.crc32 is None:  # the prior's faster CRC-32, zlib's values
+                        self.reader.crc32 = getattr(pipeline.prior, "block_crc32", None)
                     yield member, head_bytes, head, pipeline, round_jobs(jobs, n, total), nbytes
                     n += 1
 

@@ -94,6 +94,17 @@ def test_a_header_that_changed_between_reads_is_refused(chunked, tmp_path, monke
     assert not out.exists()
 
 
+def test_the_prior_crc32_checks_the_zip_crc(chunked, tmp_path, monkeypatch):
+    """Members are CRC-checked with the decoding prior's ``block_crc32`` where it has one (zlib's
+    values, faster): a wrong one is caught there, as the member's zip CRC-32 mismatch."""
+    from lmgc_float.prior import FloatPrior
+
+    _, arc = chunked
+    monkeypatch.setattr(FloatPrior, "block_crc32", property(lambda self: lambda data: 0))
+    line = one_error_line(lmgc("decompress", "-q", arc, "-o", tmp_path / "b.npy", ok=False), 1)
+    assert "zip CRC-32 mismatch" in line, line
+
+
 def test_positional_reads_without_a_descriptor(chunked):
     """A reader over a file object without a descriptor reads under its lock, same bytes."""
     import io
