@@ -513,8 +513,9 @@ def _order(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str) -> list[int]:
 
 
 def _write_archive(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO[bytes]) -> bool:
-    sink = writers.HashingWriter(out)
-    if fmt == reader.format and reader.segments is not None:
+    rebuild = fmt == reader.format and reader.segments is not None
+    sink = writers.HashingWriter(out, hashing=rebuild and reader.identical and not reader.compact)
+    if rebuild:
         writers.rebuild(reader.segments, dec.chunks, sink)
         if reader.compact:  # every byte came through the stream's own checks (compact.py)
             size = reader.source.get("size", sink.size)
@@ -523,7 +524,8 @@ def _write_archive(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO
             return True
         if reader.identical:
             want = reader.source.get("sha256")
-            if sink.size != reader.source.get("size") or sink.sha.hexdigest() != want:
+            got = sink.sha.hexdigest() if sink.sha is not None else None
+            if sink.size != reader.source.get("size") or got != want:
                 raise ChecksumError(
                     f"{reader.where}: the rebuilt {fmt} file does not match the source's SHA-256"
                 )
