@@ -501,11 +501,7 @@ class Pipeline:
 def _checks_own_blocks(prior: Prior, spec: Any) -> bool:
     """Whether ``prior`` catches every changed byte of the blocks of the array-coded part
     ``spec`` itself (its optional ``checks_own_blocks(meta)``), so their CRC32 can go unchecked."""
-    check = getattr(prior, "checks_own_blocks", None)
-    if check is None or not isinstance(spec, Mapping) or spec.get("coding") != "array":
-        return False
-    meta = spec.get("array")
-    return bool(check(meta)) if isinstance(meta, Mapping) else False
+    return _part_check(prior, "checks_own_blocks", "array", spec)
 
 
 def _checks_values(prior: Prior, spec: Any) -> bool:
@@ -513,10 +509,16 @@ def _checks_values(prior: Prior, spec: Any) -> bool:
     in its blocks (its optional ``checks_delta_values(meta)``), so the stream's SHA-256 of the
     whole array need not be recomputed. Only for parts whose blocks the container CRC-checked:
     a block's checksum covers its values, the CRC32 in the (checked) header its place."""
-    check = getattr(prior, "checks_delta_values", None)
-    if check is None or not isinstance(spec, Mapping) or spec.get("coding") != "delta":
+    return _part_check(prior, "checks_delta_values", "delta", spec)
+
+
+def _part_check(prior: Prior, hook: str, coding: str, spec: Any) -> bool:
+    """The answer of ``prior``'s optional ``hook(meta)`` for a part ``spec`` coded as ``coding``
+    (its metadata under that key); ``False`` without the hook or for any other part."""
+    check = getattr(prior, hook, None)
+    if check is None or not isinstance(spec, Mapping) or spec.get("coding") != coding:
         return False
-    meta = spec.get("delta")
+    meta = spec.get(coding)
     return bool(check(meta)) if isinstance(meta, Mapping) else False
 
 

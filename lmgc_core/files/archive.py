@@ -450,8 +450,9 @@ class ArchiveReader:
             with self._lock:
                 self._f.seek(0)
                 return self._f.read()
-        data = self._read(self._member(name))
-        if (self.crc32 or zlib.crc32)(data) != self._members[name].crc:
+        m = self._member(name)
+        data = self._read(m)
+        if (self.crc32 or zlib.crc32)(data) != m.crc:
             raise StreamError(f"{self.where}: member {name!r} is corrupted (zip CRC-32 mismatch)")
         return data
 

@@ -38,10 +38,6 @@ from .codec import decode_float_block, encode_float_block, seg_array
 from .formats import FloatFormat, as_uint, float_format, from_uint, segments
 from .int_codec import decode_int_block, encode_int_block
 
-_float_format = functools.cache(float_format)
-"""float_format per dtype, remembered (numpy's ``dtype.name`` costs ~4 us: a few % of a small
-tensor's decode)."""
-
 VERSION = 2
 """The kernel's ``DELTA_VERSION`` this code expects, recorded in ``meta``."""
 LEVEL_FAST, LEVEL_MAX = 1, 2
@@ -119,7 +115,7 @@ def encode(
     new, old = as_uint(data), as_uint(base)
     if math.prod(shape) != new.size:
         shape = (new.size,)
-    fmt = _float_format(data.dtype)
+    fmt = float_format(data.dtype)
     layout = _layout(fmt, 8 * new.dtype.itemsize)
     cuts = _cut_arrays(tuple(int(d) for d in shape), level)
     k = kernel()
@@ -174,7 +170,7 @@ def decode(
             f"tensor ({dtype}, {n} values)"
         )
     old = as_uint(base)
-    fmt = _float_format(dtype)
+    fmt = float_format(dtype)
     layout = _layout(fmt, 8 * old.dtype.itemsize)
     cuts = _cut_arrays(part_shape, level)
     if len(cuts) != len(blocks):

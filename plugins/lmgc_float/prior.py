@@ -25,10 +25,6 @@ from lmgc_core.util.errors import ConfigError, PluginError, StreamError
 from . import codec
 from .formats import as_uint, check_layout, float_format, from_uint, segments
 
-_float_format = functools.cache(float_format)
-"""float_format per dtype, remembered (numpy's ``dtype.name`` costs ~4 us: a few % of a small
-tensor's decode)."""
-
 VERSION = 1
 BLOCK_VALUES = 1 << 20
 """Values per independently coded block: big enough that model learning is amortised, small
@@ -202,7 +198,7 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         data = np.ascontiguousarray(data).reshape(-1)
         if math.prod(shape) != data.size:
             shape = (data.size,)
-        fmt = _float_format(data.dtype)
+        fmt = float_format(data.dtype)
         blocks, used = segments(shape, self.layout, self.block_values)
         bits = as_uint(data)
         coded = self._blocks().encode_blocks(bits, blocks, fmt, jobs)
@@ -234,7 +230,7 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
             raise StreamError(f"float prior: bad part metadata: {exc}") from None
         if math.prod(part_shape) != math.prod(shape) or any(n < 0 for n in part_shape):
             raise StreamError("float prior: part shape does not match its element count")
-        fmt = _float_format(dtype)
+        fmt = float_format(dtype)
         if model != ("float" if fmt else "int"):
             raise StreamError(f"float prior: part coded with the {model!r} model, dtype {dtype}")
         level = meta.get("level", self.level)  # a small part's own level (small_parts)
