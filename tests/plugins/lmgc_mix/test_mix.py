@@ -116,6 +116,17 @@ def _pipeline(prior: Prior, window: int, batch: int) -> Pipeline:
                     window=window, batch=batch)  # fmt: skip
 
 
+def _window_rows(data: np.ndarray, window: int) -> np.ndarray:
+    """``data``'s hex symbols as the pipeline's windows would hold them, one row per window
+    (whole values per row, the last row padded with zeros): what a batch liar hands out."""
+    ser = registry.build("serializer", "hex")
+    symbols = ser.to_symbols(data)
+    width = (window - 1) // ser.period * ser.period
+    rows = np.zeros((-(-symbols.size // width), width), dtype=np.int64)
+    rows.reshape(-1)[: symbols.size] = symbols
+    return rows
+
+
 class _BatchLiar(Liar):
     """A liar that hands each session the rows of the batch being coded, in coding order."""
 
@@ -145,12 +156,8 @@ def test_a_lying_expert_costs_at_most_the_bound(grads):
     + the fixed-share cost per symbol (+ a few bytes of coder slack per block)."""
     data = grads[:2000]
     window, batch = 512, 4
-    ser = registry.build("serializer", "hex")
-    symbols = ser.to_symbols(data)
-    width = (window - 1) // ser.period * ser.period
-    n_windows = -(-symbols.size // width)
-    rows = np.zeros((n_windows, width), dtype=np.int64)
-    rows.reshape(-1)[: symbols.size] = symbols
+    rows = _window_rows(data, window)
+    n_windows = rows.shape[0]
     plain = {"uniform": False, "fallback": False}  # the mixture's own stream, always
     alone = registry.build("prior", "mix", {"experts": ["float"], **plain})
     base = payload(_pipeline(alone, window, batch).compress(data))  # the float expert's numbers
@@ -178,12 +185,7 @@ def test_fallback_keeps_the_smaller_stream(grads):
     stream smaller, and then that one is kept."""
     data = grads[:2000]
     window, batch = 512, 4
-    ser = registry.build("serializer", "hex")
-    symbols = ser.to_symbols(data)
-    width = (window - 1) // ser.period * ser.period
-    n_windows = -(-symbols.size // width)
-    rows = np.zeros((n_windows, width), dtype=np.int64)
-    rows.reshape(-1)[: symbols.size] = symbols
+    rows = _window_rows(data, window)
     float_alone = Pipeline.from_config({"prior": "float"}).compress(data)
     for expert, mixture_wins in (
         (_BatchLiar(rows, batch), False),
