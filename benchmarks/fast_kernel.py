@@ -14,6 +14,10 @@ with the flags Python builds extensions with, under any file name::
     OMP_NUM_THREADS=1 python benchmarks/fast_kernel.py --build /tmp/k/old.so ocr-rec adam-m
 
 Under ``perf record`` the builds show as separate objects (give them different file names).
+
+A build that takes ``decode(..., canonical=)`` decodes as the pipeline does, without the canonical
+checks (the container checked the block's CRC32); ``--canonical`` adds a row with them (a block
+whose CRC32 went unchecked). Builds from before the flag always run them.
 """
 
 from __future__ import annotations
@@ -51,8 +55,14 @@ def _timer(fn, times: list[float]) -> None:
     times.append(time.process_time() - t)
 
 
-def _codec(k: ModuleType, bits: np.ndarray, segs: list, layout: tuple):
-    """(encode, decode, output array, coded size) of one build on one workload."""
+def _has_flag(k: ModuleType) -> bool:
+    """Whether this build's decode takes ``canonical=`` (builds from before it always check)."""
+    return "canonical=" in (k.decode.__doc__ or "")
+
+
+def _codec(k: ModuleType, bits: np.ndarray, segs: list, layout: tuple, flag: dict):
+    """(encode, decode, output array, coded size) of one build on one workload; ``flag``: the
+    decode's ``canonical=`` keyword (empty for a build without it)."""
     blocks = [k.encode(bits, s, *layout) for s in segs]
     out = np.empty_like(bits)
 
@@ -61,7 +71,7 @@ def _codec(k: ModuleType, bits: np.ndarray, segs: list, layout: tuple):
 
     def dec():
         for b, s in zip(blocks, segs, strict=True):
-            k.decode(b, out, s, *layout)
+            k.decode(b, out, s, *layout, **flag)
 
     return enc, dec, out, sum(map(len, blocks))
 
@@ -73,6 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=5, help="runs per build and round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds over the builds")
     ap.add_argument("--no-encode", action="store_true", help="time decoding only")
+    ap.add_argument(
+        "--canonical",
+        action="store_true",
+        help="also time each build that has the flag with the canonical checks on",
+    )
     args = ap.parse_args(argv)
 
     from lmgc_float import fast
@@ -80,7 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     from lmgc_float.formats import as_uint, check_layout, float_format, segments
     from lmgc_float.prior import FAST_BLOCK_VALUES
 
-    kernels = {"installed": fast.kernel()} | {p: _build(p) for p in args.build}
+    builds = {"installed": fast.kernel()} | {p: _build(p) for p in args.build}
+    kernels = {}  # label -> (build, decode keywords)
+    for label, k in builds.items():
+        kernels[label] = (k, {"canonical": False} if _has_flag(k) else {})
+        if args.canonical and _has_flag(k):
+            kernels[f"{label} +canonical"] = (k, {"canonical": True})
     print(f"one thread, best of {args.repeat * args.rounds}, process CPU time; MB = 10^6 bytes\n")
     print("| workload | build | size % | encode MB/s | decode MB/s |")
     print("|---|---|---:|---:|---:|")
@@ -91,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         segs = [seg_array(c) for c in cuts]
         layout = (8 * bits.dtype.itemsize, fmt.exponent_bits, fmt.mantissa_bits)
         runs = {}
-        for label, k in kernels.items():
-            enc, dec, out, size = _codec(k, bits, segs, layout)
+        for label, (k, flag) in kernels.items():
+            enc, dec, out, size = _codec(k, bits, segs, layout, flag)
             dec()
             if out.tobytes() != bits.tobytes():
                 raise SystemExit(f"{w.name}: {label} did not round-trip bit for bit")

@@ -21,11 +21,13 @@
  *
  * Every decision the coder sees is integer arithmetic (portable bytes). The decoder checks
  * every length, table and count against the block before using it, and never reads or writes
- * outside its buffers on garbage input: a bad block raises ValueError. It also refuses every
- * block the encoder would not write (non-canonical varints, side information other than what
- * the rebuilt values give, nonzero padding bits, a coded block no shorter than the values):
- * every bit either reaches the values (the checksum) or is checked, so no changed byte decodes
- * (tests/plugins/lmgc_float/test_fast_canonical.py). Where a block goes is not in it: the
+ * outside its buffers on garbage input: a bad block raises ValueError. Asked to (canonical, for
+ * a block whose CRC32 nobody checked), it also refuses every block the encoder would not write
+ * (non-canonical varints, side information other than what the rebuilt values give, nonzero
+ * padding bits, a coded block no shorter than the values): every bit either reaches the values
+ * (the checksum) or is checked, so no changed byte decodes
+ * (tests/plugins/lmgc_float/test_fast_canonical.py); without it only the checks that read every
+ * value again are left out (test_fast_unchecked.py). Where a block goes is not in it: the
  * container's CRC32s bind blocks to their places (docs/format.md, What checks what).
  *
  * Bump FAST_VERSION whenever the bytes change: the loader refuses a stale build. */
@@ -675,13 +677,14 @@ typedef struct {
  * constant at each call site, so each (version, dtype, mode) gets its own loop without branches
  * on the layout or the side information's flags. Version 2: A holds the exponent symbols, B the
  * sign / top-K-bit symbols; version 3 (V3): A holds the joint symbols, B each coded value's
- * nibble (NIB). A row without zeros also gathers the canonical check's sums
- * (canon_row) in the same loop, from the values still in registers (rs->done). */
+ * nibble (NIB). With the canonical checks (CK), a row without zeros also gathers their sums
+ * (canon_row) in the same loop, from the values still in registers (rs->done); without them the
+ * loop has no check code at all. */
 INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch *s,
                         const u16 *A, size_t *pa, const u8 *B, size_t *pb, const u8 *raw,
                         RowSums *rsm, const int W, const int RB, const int M, const int K,
                         const int E, const int V3, const int NIB, const int mode2, const int sgn,
-                        const int zcols) {
+                        const int zcols, const int CK) {
     const u64 em = ((u64)1 << E) - 1, kmask = ((u64)1 << K) - 1;
     const int LO = 8 * RB; /* the nibble's position */
     const i64 *C = s->C;
@@ -735,24 +738,25 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scrat
                     rowv[q - q0] = v;
                 else
                     store_v(outv, W, base + q, v);
-                /* canon_row's sums */
-                const u32 nz = (v & ~((u32)1 << (W - 1))) != 0, xf = ex & (u32)em;
-                pa32 |= v;
-                ps += nz ? xf : 0;
-                pc += nz;
-                if (mode2) {
-                    sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
-                    cnt32[q] += (int32_t)nz;
-                    nz32[q] |= (int32_t)(v != 0);
-                } else if (sgn) {
-                    cnt32[q] += (int32_t)nz;
+                if (CK) { /* canon_row's sums */
+                    const u32 nz = (v & ~((u32)1 << (W - 1))) != 0, xf = ex & (u32)em;
+                    pa32 |= v;
+                    ps += nz ? xf : 0;
+                    pc += nz;
+                    if (mode2) {
+                        sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
+                        cnt32[q] += (int32_t)nz;
+                        nz32[q] |= (int32_t)(v != 0);
+                    } else if (sgn) {
+                        cnt32[q] += (int32_t)nz;
+                    }
                 }
             }
             if (zcols)
                 for (i64 q = q0; q < q1; q++) store_v(outv, W, base + lc[q], rowv[q - q0]);
             rsum += ps, rcnt += pc, any |= pa32;
             }
-            rsm->rsum = rsum, rsm->rcnt = rcnt, rsm->any = any, rsm->done = 1;
+            if (CK) rsm->rsum = rsum, rsm->rcnt = rcnt, rsm->any = any, rsm->done = 1;
             *pa = a + (size_t)n, *pb = b + (size_t)n;
             return;
         }
@@ -903,11 +907,14 @@ static int canon_end(i64 cols, const Scratch *s, int flags, i64 R0, const Canon 
     return 1;
 }
 
-/* Reconstruct one segment; the caller checked that its coded values fit in A, B and raw. */
+/* Reconstruct one segment; the caller checked that its coded values fit in A, B and raw.
+ * CK (a compile-time constant, like the format's arguments): gather the canonical checks' sums
+ * into *cn; without it nothing of them is compiled in. */
 INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s, int flags,
                             i64 R0, const u16 *A, size_t *na, const u8 *B, size_t *nb,
                             const u8 *raw, Hash128 *h, Canon *cn, const int W, const int RB,
-                            const int M, const int K, const int E, const int V3, const int NIB) {
+                            const int M, const int K, const int E, const int V3, const int NIB,
+                            const int CK) {
     const int mode = flags & F_EXP_MODE, zrows = flags & F_ZROWS;
     const int variant = (mode == 2) * 4 + ((flags & F_SIGN) ? 2 : 0) + ((flags & F_ZCOLS) ? 1 : 0);
     if (flags & F_ZCOLS) { /* the live columns first, then the zero ones (see rebuild_row) */
@@ -929,14 +936,14 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
         if (zrows && s->zr[i]) {
             for (i64 j = 0; j < cols; j++) store_v(outv, W, base + j, 0);
             if (h) hash_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
-            canon_row(outv, base, i, cols, s, flags, cn, W, M, E);
+            if (CK) canon_row(outv, base, i, cols, s, flags, cn, W, M, E);
             continue;
         }
         i64 rfix = mode == 0 ? R0 : s->R[i];
         u64 rsg = (flags & F_SIGN) ? s->rs[i] : 0;
 #define ROW(M2, SG, ZC)                                                                    \
     rebuild_row(outv, base, cols, rfix, rsg, s, A, na, B, nb, raw, &rsm, W, RB, M, K, E, V3, \
-                NIB, M2, SG, ZC);                                                          \
+                NIB, M2, SG, ZC, CK);                                                      \
     break;
         switch (variant) {
             case 0: ROW(0, 0, 0)
@@ -952,6 +959,7 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
         /* the row's bytes are in L1 now, and the hash's dependent multiplies overlap with the
          * next row's reconstruction */
         if (h) hash_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
+        if (!CK) continue;
         if (rsm.done) {
             canon_judge(i, s, flags, cn, (i64)rsm.rsum, (i64)rsm.rcnt, rsm.any);
             rsm.done = 0;
@@ -960,14 +968,17 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
             canon_row(outv, base, i, cols, s, flags, cn, W, M, E);
         }
     }
-    canon_flush(cols, s, flags);
+    if (CK) canon_flush(cols, s, flags);
 }
 
 /* NULL on success, else what is wrong with the block (`v3`: a version-3 block, else version 2).
- * Compiled twice (AVX2 and baseline, chosen when the module loads) so the reconstruction loops
- * use wider vectors where the CPU has them. */
+ * `canonical`: also refuse side information other than what the encoder computes from the
+ * rebuilt values, and a coded value that decodes to a zero (the checks that read every value;
+ * see py_decode). Compiled twice (AVX2 and baseline, chosen when the module loads) so the
+ * reconstruction loops use wider vectors where the CPU has them. */
 CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, const i64 *segs,
-                                       i64 nsegs, const Fmt *f, int v3, Hash128 *h) {
+                                       i64 nsegs, const Fmt *f, int v3, int canonical,
+                                       Hash128 *h) {
     i64 n = total_values(segs, nsegs);
     Rd r = {blk, len, 1, 0};
     u64 na = get_cvarint(&r), nb = get_cvarint(&r), side_len = get_cvarint(&r);
@@ -1062,16 +1073,21 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
             err = "side information names more values than the block codes";
             goto done;
         }
-        Canon cn;
-        canon_start(cols, &s, flags, &cn);
+        Canon cn = {0};
+        if (canonical) canon_start(cols, &s, flags, &cn);
         /* B and raw are bounded by the nonzero count checked above: every B read follows an
          * A symbol that is not a zero, and A holds exactly nb of those. */
         switch (v3 * 4096 + f->width * 64 + f->mbits) { /* one loop per version and format */
 #define REBUILD(V, WW, RB, MM, KK, EE, NIB)                                                     \
     case V * 4096 + WW * 64 + MM:                                                               \
-        rebuild_segment(outv, off, rows, cols, &s, flags, R0, A, &ai, B, &bi, raw, h, &cn, WW, RB, \
-                        MM, KK, EE, V, NIB);                                                    \
+        if (canonical)                                                                          \
+            SEGMENT(V, WW, RB, MM, KK, EE, NIB, 1);                                             \
+        else                                                                                    \
+            SEGMENT(V, WW, RB, MM, KK, EE, NIB, 0);                                             \
         break;
+#define SEGMENT(V, WW, RB, MM, KK, EE, NIB, CK)                                                 \
+    rebuild_segment(outv, off, rows, cols, &s, flags, R0, A, &ai, B, &bi, raw, h, &cn, WW, RB,  \
+                    MM, KK, EE, V, NIB, CK)
             REBUILD(0, 32, 2, 23, 7, 8, 0)
             REBUILD(0, 16, 0, 7, 7, 8, 0)
             REBUILD(0, 16, 1, 10, 2, 5, 0)
@@ -1085,17 +1101,18 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
             REBUILD(1, 8, 0, 3, 3, 4, 0)
             REBUILD(1, 8, 0, 2, 2, 5, 0)
 #undef REBUILD
+#undef SEGMENT
             default:
                 err = "unsupported float format";
                 goto done;
         }
-        if (!canon_end(cols, &s, flags, R0, &cn, &nzout)) {
+        if (canonical && !canon_end(cols, &s, flags, R0, &cn, &nzout)) {
             err = "side information is not what the encoder writes for these values";
             goto done;
         }
     }
     if (ai != na || bi != nb || side.pos != side.len) err = "block holds more than its values";
-    else if (nzout != nb) err = "a coded value decodes to a zero";
+    else if (canonical && nzout != nb) err = "a coded value decodes to a zero";
 done:
     scratch_free(&s);
     return err;
@@ -1227,15 +1244,24 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(decode_doc,
-             "decode(block, out, segs, width, ebits, mbits) -> None\n\n"
+             "decode(block, out, segs, width, ebits, mbits, *, canonical=True) -> None\n\n"
              "Decode one fast-level block into `out` and check the values against its checksum; "
              "ValueError names what is wrong with a damaged block (CHECKSUM_MISMATCH: the "
-             "values decoded are not the ones coded).");
+             "values decoded are not the ones coded).\n\n"
+             "canonical=True also refuses every block the encoder would not write, so that no "
+             "changed byte decodes: side information other than what the encoder computes from "
+             "the rebuilt values, a coded value decoding to a zero (checks that read every value "
+             "again). Only for a block whose CRC32 nobody checked: with canonical=False a changed "
+             "byte may still decode, but only to the very values coded (the checksum). Bounds, "
+             "lengths, tables, counts and the cheap per-block checks (varints, padding bits, "
+             "final rANS states) are checked either way.");
 
-static PyObject *py_decode(PyObject *self, PyObject *args) {
+static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"block", "out", "segs", "width", "ebits", "mbits", "canonical", NULL};
     Py_buffer blk, out, segs;
-    int width, ebits, mbits;
-    if (!PyArg_ParseTuple(args, "y*w*y*iii:decode", &blk, &out, &segs, &width, &ebits, &mbits))
+    int width, ebits, mbits, canonical = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*w*y*iii|$p:decode", kwlist, &blk, &out,
+                                     &segs, &width, &ebits, &mbits, &canonical))
         return NULL;
     const char *err = NULL;
     int called = check_call(&out, &segs, width, ebits, mbits);
@@ -1261,7 +1287,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
                 err = decode_stored(b, len, out.buf, sg, nsegs, width);
             else if (kind == KIND_FLOAT && ebits) {
                 Fmt f = make_fmt(width, ebits, mbits);
-                err = decode_float(b, len, out.buf, sg, nsegs, &f, v3, fused);
+                err = decode_float(b, len, out.buf, sg, nsegs, &f, v3, canonical, fused);
             } else if (kind == KIND_INT && !ebits)
                 err = decode_int(b, len, out.buf, sg, nsegs, width);
             else
@@ -1286,7 +1312,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     KC_SIMD_METHOD,
     {"encode", py_encode, METH_VARARGS, encode_doc},
-    {"decode", py_decode, METH_VARARGS, decode_doc},
+    {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS, decode_doc},
     {NULL, NULL, 0, NULL},
 };
 

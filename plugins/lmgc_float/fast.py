@@ -91,10 +91,17 @@ def decode_blocks(
     blocks: Sequence[Sequence[tuple[int, int, int]]],
     fmt: FloatFormat | None,
     jobs: int,
+    canonical: bool = True,
 ) -> None:
     """Decode every block into ``out_bits`` (contiguous; its previous contents do not matter:
     every value is written, then checked against its block's checksum). A damaged block raises
-    StreamError, values that do not match their block's checksum ChecksumError."""
+    StreamError, values that do not match their block's checksum ChecksumError.
+
+    ``canonical``: also refuse every block the encoder would not write (the kernel's canonical
+    checks), so that no changed byte decodes, even to the right values. Needed only where
+    nothing else checked the blocks' bytes: the float prior turns it off for blocks whose CRC32
+    the container verified (:meth:`FloatPrior.decode_array`), which the checks would only
+    repeat, at ~10-20 % of the kernel's decode time."""
     k = kernel()
     layout = _layout(out_bits, fmt)
     if not out_bits.flags.c_contiguous:
@@ -103,7 +110,7 @@ def decode_blocks(
     def one(item: tuple[int, tuple[bytes, Sequence[tuple[int, int, int]]]]) -> None:
         index, (block, segs) = item
         try:
-            k.decode(block, out_bits, seg_array(segs), *layout)
+            k.decode(block, out_bits, seg_array(segs), *layout, canonical=canonical)
         except ValueError as err:
             if str(err) == k.CHECKSUM_MISMATCH:
                 raise ChecksumError(

@@ -64,8 +64,10 @@ fast kernel refuses every changed byte of a block (test_fast_canonical.py flips 
 a block's checksum covers only its own values, not where they go, so two blocks of equal length
 swapped in a stream decoded without an error into the wrong places (found 2026-12-05). The
 CRC32s the header lists bind each block to its position; the float prior checks them with its
-PCLMULQDQ CRC-32 (~12 GB/s, :attr:`FloatPrior.block_crc32`). A block format whose checksum is
-seeded with the block's position could turn this back on."""
+PCLMULQDQ CRC-32 (~12 GB/s, :attr:`FloatPrior.block_crc32`), and the kernel then leaves out its
+canonical checks, which would repeat the CRC32 (:meth:`FloatPrior.checks_own_blocks`). A block
+format whose checksum is seeded with the block's position could turn this back on (the canonical
+checks with it)."""
 
 
 class FloatPrior(Prior, ArrayCoding, DeltaCoding):
@@ -145,8 +147,11 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
     def checks_own_blocks(self, meta: Mapping[str, Any]) -> bool:
         """Whether decoding a part with ``meta`` catches every changed byte of its blocks, so the
         container may leave their CRC32s unchecked (see "What checks what" in docs/format.md):
-        level-1 blocks once the fast kernel refuses every non-canonical block
-        (:data:`SELF_CHECKED_BLOCKS`); never level-2 blocks (their range coder ignores bits)."""
+        level-1 blocks, with the fast kernel's canonical checks, which refuse every
+        non-canonical block (:data:`SELF_CHECKED_BLOCKS`); never level-2 blocks (their range
+        coder ignores bits). The one rule for both sides: :meth:`decode_array` runs the
+        canonical checks exactly on the parts this says yes to (their CRC32s unchecked), and
+        leaves them out where the container verified the CRC32s (they would repeat it)."""
         level = meta.get("level", self.level)
         return SELF_CHECKED_BLOCKS and self.level == LEVEL_FAST and level == LEVEL_FAST
 
@@ -246,8 +251,13 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         out = alloc(math.prod(part_shape), dtype=np.dtype(f"u{dtype.itemsize}"))
         if level != self.level:
             _decode_checked(blocks, out, cuts, fmt, jobs)
+        elif level == LEVEL_FAST:
+            from . import fast
+
+            own = self.checks_own_blocks(meta)  # their CRC32s went unchecked: the kernel checks
+            fast.decode_blocks(blocks, out, cuts, fmt, jobs, canonical=own)
         else:
-            self._blocks().decode_blocks(blocks, out, cuts, fmt, jobs)
+            codec.decode_blocks(blocks, out, cuts, fmt, jobs)
         return from_uint(out, dtype)
 
     # -- delta path (a tensor against its reference) ---------------------------------------------
