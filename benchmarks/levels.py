@@ -135,8 +135,9 @@ def _lmgc(w: Workload, level: int):
 
 
 def _kernel(w: Workload):
-    """The fast level's blocks alone (no container; each block's value checksum, no canonical
-    checks: as the pipeline decodes blocks whose CRC32 the container verified)."""
+    """The fast level's blocks alone (no container), cut as the prior cuts them (its splits);
+    each block's value checksum, no canonical checks: as the pipeline decodes blocks whose CRC32
+    the container verified."""
     from lmgc_float import fast
     from lmgc_float.formats import as_uint, check_layout, float_format, from_uint, segments
     from lmgc_float.prior import FAST_BLOCK_VALUES
@@ -144,13 +145,16 @@ def _kernel(w: Workload):
     fmt = float_format(w.array.dtype)
     bits = as_uint(w.array.reshape(-1))
     cuts, _ = segments(w.array.shape, check_layout(w.layout), FAST_BLOCK_VALUES)
+    splits: list[int] = []
 
     def enc():
-        return fast.encode_blocks(bits, cuts, fmt, 1)
+        blocks, splits[:] = fast.encode_split_blocks(bits, cuts, fmt, 1)
+        return blocks
 
     def dec(blocks):
         out = np.empty_like(bits)
-        fast.decode_blocks(blocks, out, cuts, fmt, 1, canonical=False)
+        groups = fast.regroup(cuts, splits) if splits else cuts
+        fast.decode_blocks(blocks, out, groups, fmt, 1, canonical=False)
         return from_uint(out, w.array.dtype)
 
     return enc, dec

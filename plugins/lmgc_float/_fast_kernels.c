@@ -585,21 +585,131 @@ static i64 total_values(const i64 *segs, i64 nsegs) {
     return n;
 }
 
-/* 1: done, 0: no memory. Compiled twice, like decode_float. */
-CLONES static int encode_float(const void *vals, const i64 *segs, i64 nsegs, const Fmt *f, Buf *out) {
+/* One version-3 float block of a run of segments whose fields are ready: its side information,
+ * J symbols (counted in cJ), nibbles and raw bytes. */
+static int write_float3(Buf *out, const Fmt *f, const u8 *side, size_t sidelen, const u16 *J,
+                        size_t na, const u8 *L, size_t nb, const u8 *raw, const u64 *cJ) {
+    put_u8(out, KIND_FLOAT3);
+    put_varint(out, na);
+    put_varint(out, nb);
+    put_varint(out, sidelen);
+    put_bytes(out, side, sidelen);
+    int ok = code_stream(out, J, 1, na, cJ, f->nJ, SCALE_BITS3);
+    if (f->nib && buf_reserve(out, (nb + 1) / 2)) {
+        for (size_t q = 0; q + 1 < nb; q += 2) out->p[out->len++] = (u8)(L[q] | L[q + 1] << 4);
+        if (nb & 1) out->p[out->len++] = L[nb - 1];
+    }
+    put_bytes(out, raw, nb * (size_t)f->rb3);
+    return ok && !out->fail;
+}
+
+/* -- splitting a block where its tensors' statistics change ---------------------------------
+ * A block has one J table, so tensors of different statistics in one block pay for each other
+ * (PP-OCRv4's first bf16 block: 1x1 convolutions of different spreads, +43 KB on 3.6 MB). Their
+ * fields do not depend on the block (side information is per segment), so the encoder may cut
+ * a block's segments into runs that each get their own table: the runs minimising the
+ * estimated size (entropy of each run's symbols, its table, a block's fixed cost), over units of
+ * segments (at least UNIT symbols, or one bigger segment), at most MAX_UNITS of them. The
+ * stream lists the cuts (the part's "splits"); each run is an ordinary block. */
+#define MAX_UNITS 32
+#define UNIT 4096
+#define BLOCK_COST (160 * 8) /* bits: rANS states 128 bytes, checksum, lengths, header entry */
+#define SPLIT_MARGIN (32 * 8) /* bits a split must save on the estimate */
+
+/* The estimated bits (1/65536) of a block holding the counts c[0..k) of the symbols sym[]. */
+static u64 run_cost(const u32 *hi, const u32 *lo, const u16 *sym, int k) {
+    u64 n = 0, sum = 0, table = 0;
+    for (int q = 0; q < k; q++) n += hi[q] - lo[q];
+    if (!n) return 0;
+    int prev = -1;
+    for (int q = 0; q < k; q++) {
+        u64 c = hi[q] - lo[q];
+        if (!c) continue;
+        sum += c * log2fix(c);
+        u64 fq = (c << SCALE_BITS3) / n;
+        table += (u64)varint_len((u64)(sym[q] - prev - 1)) + (u64)varint_len(fq ? fq - 1 : 0);
+        prev = sym[q];
+    }
+    return n * log2fix(n) - sum + ((table + 1) * 8 + BLOCK_COST) * 65536;
+}
+
+/* Cut the segments [0, nsegs) into runs (cuts[0] = 0 < ... < cuts[m] = nsegs; returns m, 1
+ * when the block stays whole). mk[3 g] = symbols before segment g. */
+static int plan_cuts(const u16 *J, const size_t *mk, i64 nsegs, const Fmt *f, const u64 *cJ,
+                     i64 *cuts) {
+    cuts[0] = 0, cuts[1] = nsegs;
+    i64 ustart[MAX_UNITS + 1];
+    int nu = 0;
+    for (u64 unit = UNIT;; unit *= 2) { /* coarser units until there are few enough */
+        nu = 0;
+        u64 cur = 0;
+        for (i64 g = 0; g < nsegs && nu <= MAX_UNITS; g++) {
+            u64 n = mk[3 * (g + 1)] - mk[3 * g];
+            if (g == 0 || cur >= unit || n >= unit) {
+                if (nu == MAX_UNITS) { nu++; break; }
+                ustart[nu++] = g, cur = 0;
+            }
+            cur += n;
+        }
+        if (nu <= MAX_UNITS) break;
+    }
+    if (nu < 2) return 1;
+    ustart[nu] = nsegs;
+    int k = 0;
+    u16 *sym = malloc(sizeof(u16) * (size_t)f->nJ), *idx = malloc(sizeof(u16) * (size_t)f->nJ);
+    u32 *P = NULL;
+    int m = 1;
+    if (!sym || !idx) goto done;
+    for (int s = 0; s < f->nJ; s++)
+        if (cJ[s]) idx[s] = (u16)k, sym[k++] = (u16)s;
+    P = calloc((size_t)(nu + 1) * (size_t)k, 4); /* prefix counts at unit starts */
+    if (!P) goto done;
+    for (int u = 0; u < nu; u++) {
+        u32 *row = P + (size_t)(u + 1) * k;
+        memcpy(row, P + (size_t)u * k, 4 * (size_t)k);
+        for (size_t q = mk[3 * ustart[u]]; q < mk[3 * ustart[u + 1]]; q++) row[idx[J[q]]]++;
+    }
+    u64 best[MAX_UNITS + 1];
+    int from[MAX_UNITS + 1];
+    best[0] = 0;
+    for (int j = 1; j <= nu; j++) {
+        best[j] = UINT64_MAX;
+        for (int i = 0; i < j; i++) {
+            u64 c = best[i] + run_cost(P + (size_t)j * k, P + (size_t)i * k, sym, k);
+            if (c < best[j]) best[j] = c, from[j] = i;
+        }
+    }
+    u64 whole = run_cost(P + (size_t)nu * k, P, sym, k);
+    if (best[nu] + (u64)SPLIT_MARGIN * 65536 < whole) {
+        int runs[MAX_UNITS + 1], r = 0;
+        for (int j = nu; j > 0; j = from[j]) runs[r++] = j;
+        for (m = 0; m < r; m++) cuts[m + 1] = ustart[runs[r - 1 - m]];
+    }
+done:
+    free(sym), free(idx), free(P);
+    return m;
+}
+
+/* Code a block's segments (split: into runs of their own, plan_cuts) into outs[0..m) (each the
+ * smaller of coded and stored, then the checksum of its values); cuts[0..m] are the runs'
+ * segment bounds. Returns m, 0 when out of memory. Compiled twice, like decode_float. */
+CLONES static int encode_float(const void *vals, const i64 *segs, i64 nsegs, const Fmt *f,
+                               int split, Buf *outs, i64 *cuts) {
     i64 n = total_values(segs, nsegs);
     Scratch s = {0};
     Buf side = {0};
     u16 *J = work(W_A, (size_t)n * 2 + 2);
     u8 *L = work(W_B, (size_t)n + 1), *raw = work(W_RAW, (size_t)n * f->rb3 + 8);
     u64 *cJ = calloc(MAX_ALPHA, 8);
-    int ok = J && L && raw && cJ &&
+    size_t *mk = malloc(sizeof(size_t) * 3 * (size_t)(nsegs + 1)); /* na, nb, side per segment */
+    int ok = J && L && raw && cJ && mk &&
              scratch_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2), f->nA);
     size_t na = 0, nb = 0;
     for (i64 g = 0; ok && g < nsegs; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         int mode, flags;
         i64 R0;
+        mk[3 * g] = na, mk[3 * g + 1] = nb, mk[3 * g + 2] = side.len;
         switch (f->width) { /* one specialised copy of both passes per width */
 #define PASSES(WW)                                                                             \
     case WW:                                                                                   \
@@ -615,23 +725,28 @@ CLONES static int encode_float(const void *vals, const i64 *segs, i64 nsegs, con
         }
     }
     ok = ok && !side.fail;
+    int m = 0;
     if (ok) {
-        put_u8(out, KIND_FLOAT3);
-        put_varint(out, na);
-        put_varint(out, nb);
-        put_varint(out, side.len);
-        put_bytes(out, side.p, side.len);
-        ok = code_stream(out, J, 1, na, cJ, f->nJ, SCALE_BITS3);
-        if (f->nib && buf_reserve(out, (nb + 1) / 2)) {
-            for (size_t q = 0; q + 1 < nb; q += 2) out->p[out->len++] = (u8)(L[q] | L[q + 1] << 4);
-            if (nb & 1) out->p[out->len++] = L[nb - 1];
+        mk[3 * nsegs] = na, mk[3 * nsegs + 1] = nb, mk[3 * nsegs + 2] = side.len;
+        cuts[0] = 0, cuts[1] = nsegs;
+        m = split && nsegs > 1 ? plan_cuts(J, mk, nsegs, f, cJ, cuts) : 1;
+        for (int r = 0; ok && r < m; r++) {
+            const size_t *a = mk + 3 * cuts[r], *b = mk + 3 * cuts[r + 1];
+            const i64 *sg = segs + 3 * cuts[r], ns = cuts[r + 1] - cuts[r];
+            Buf *out = &outs[r];
+            if (m > 1) { /* this run's counts */
+                memset(cJ, 0, MAX_ALPHA * 8);
+                for (size_t q = a[0]; q < b[0]; q++) cJ[J[q]]++;
+            }
+            u64 stored = 1 + (u64)total_values(sg, ns) * (u64)(f->width / 8);
+            ok = buf_reserve(out, (size_t)stored + 4096) &&
+                 write_float3(out, f, side.p + a[2], b[2] - a[2], J + a[0], b[0] - a[0],
+                              L + a[1], b[1] - a[1], raw + a[1] * (size_t)f->rb3, cJ);
         }
-        put_bytes(out, raw, nb * (size_t)f->rb3);
-        ok = ok && !out->fail;
     }
-    free(cJ), free(side.p);
+    free(cJ), free(side.p), free(mk);
     scratch_free(&s);
-    return ok;
+    return ok ? m : 0;
 }
 
 /* -- the float decoder ----------------------------------------------------------------------- */
@@ -1203,6 +1318,33 @@ static int check_call(Py_buffer *vals, Py_buffer *segs, int width, int ebits, in
     return kc_check_segs(vals, segs, width);
 }
 
+/* Code the values of segs as one block, or (split) as consecutive runs of them: outs[0..m), each
+ * the smaller of coded and stored, then the checksum of its values; cuts[0..m] the runs' segment
+ * bounds. Returns m, 0 when out of memory. */
+static int encode_runs(const void *vals, const i64 *sg, i64 nsegs, int width, int ebits,
+                       int mbits, int split, Buf *outs, i64 *cuts) {
+    int m;
+    if (ebits) {
+        Fmt f = make_fmt(width, ebits, mbits);
+        m = encode_float(vals, sg, nsegs, &f, split, outs, cuts);
+    } else {
+        buf_reserve(&outs[0], (size_t)total_values(sg, nsegs) * (size_t)(width / 8) + 4096);
+        m = encode_int(vals, sg, nsegs, width, &outs[0]);
+        cuts[0] = 0, cuts[1] = nsegs;
+    }
+    for (int r = 0; r < m; r++) {
+        const i64 *s = sg + 3 * cuts[r], ns = cuts[r + 1] - cuts[r];
+        Buf *out = &outs[r];
+        u64 stored = 1 + (u64)total_values(s, ns) * (u64)(width / 8);
+        if (out->len >= stored) {
+            out->len = 0;
+            encode_stored(vals, s, ns, width, out);
+        }
+        if (out->fail || !kc_seal(out, vals, s, ns, width)) m = 0;
+    }
+    return m;
+}
+
 PyDoc_STRVAR(encode_doc,
              "encode(vals, segs, width, ebits, mbits) -> bytes\n\n"
              "One fast-level block of the values the (offset, rows, cols) int64 segments name; "
@@ -1216,27 +1358,46 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
         return NULL;
     PyObject *res = NULL;
     if (check_call(&vals, &segs, width, ebits, mbits)) {
-        i64 nsegs = segs.len / 24;
-        const i64 *sg = segs.buf;
         Buf out = {0};
+        i64 cuts[2];
         int ok;
         Py_BEGIN_ALLOW_THREADS
-        buf_reserve(&out, (size_t)total_values(sg, nsegs) * (size_t)(width / 8) + 4096);
-        if (ebits) {
-            Fmt f = make_fmt(width, ebits, mbits);
-            ok = encode_float(vals.buf, sg, nsegs, &f, &out);
-        } else {
-            ok = encode_int(vals.buf, sg, nsegs, width, &out);
-        }
-        u64 stored = 1 + (u64)total_values(sg, nsegs) * (u64)(width / 8);
-        if (ok && out.len >= stored) {
-            out.len = 0;
-            encode_stored(vals.buf, sg, nsegs, width, &out);
-            ok = !out.fail;
-        }
-        ok = ok && kc_seal(&out, vals.buf, sg, nsegs, width);
+        ok = encode_runs(vals.buf, segs.buf, segs.len / 24, width, ebits, mbits, 0, &out, cuts);
         Py_END_ALLOW_THREADS
-        res = kc_block_bytes(&out, ok);
+        res = kc_block_bytes(&out, ok == 1);
+    }
+    PyBuffer_Release(&vals);
+    PyBuffer_Release(&segs);
+    return res;
+}
+
+PyDoc_STRVAR(encode_split_doc,
+             "encode_split(vals, segs, width, ebits, mbits) -> list[tuple[bytes, int]]\n\n"
+             "encode(), cut into consecutive runs of segments where separate frequency tables "
+             "pay for themselves: each run's block and its number of segments (one run: what "
+             "encode() writes).");
+
+static PyObject *py_encode_split(PyObject *self, PyObject *args) {
+    Py_buffer vals, segs;
+    int width, ebits, mbits;
+    if (!PyArg_ParseTuple(args, "y*y*iii:encode_split", &vals, &segs, &width, &ebits, &mbits))
+        return NULL;
+    PyObject *res = NULL;
+    if (check_call(&vals, &segs, width, ebits, mbits)) {
+        Buf outs[MAX_UNITS] = {{0}};
+        i64 cuts[MAX_UNITS + 1];
+        int m;
+        Py_BEGIN_ALLOW_THREADS
+        m = encode_runs(vals.buf, segs.buf, segs.len / 24, width, ebits, mbits, 1, outs, cuts);
+        Py_END_ALLOW_THREADS
+        res = m ? PyList_New(m) : PyErr_NoMemory();
+        for (int r = 0; res && r < m; r++) {
+            PyObject *item = Py_BuildValue("(y#L)", (const char *)outs[r].p,
+                                           (Py_ssize_t)outs[r].len, (long long)(cuts[r + 1] - cuts[r]));
+            if (!item) Py_CLEAR(res);
+            else PyList_SET_ITEM(res, r, item);
+        }
+        for (int r = 0; r < MAX_UNITS; r++) free(outs[r].p);
     }
     PyBuffer_Release(&vals);
     PyBuffer_Release(&segs);
@@ -1312,6 +1473,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
 static PyMethodDef methods[] = {
     KC_SIMD_METHOD,
     {"encode", py_encode, METH_VARARGS, encode_doc},
+    {"encode_split", py_encode_split, METH_VARARGS, encode_split_doc},
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS, decode_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -206,15 +206,23 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         fmt = float_format(data.dtype)
         blocks, used = segments(shape, self.layout, self.block_values)
         bits = as_uint(data)
-        coded = self._blocks().encode_blocks(bits, blocks, fmt, jobs)
         meta: dict[str, Any] = {
             "model": "float" if fmt else "int",
             "shape": list(shape),
             "layout": used,
         }
+        if self.level == LEVEL_FAST and fmt is not None:
+            from .fast import encode_split_blocks
+
+            coded, splits = encode_split_blocks(bits, blocks, fmt, jobs)
+            if splits:  # absent: the blocks of the shape's cut
+                meta["splits"] = splits
+        else:
+            coded = self._blocks().encode_blocks(bits, blocks, fmt, jobs)
         if self.small_parts == "smaller" and 0 < data.size <= SMALL_VALUES:
             highest = _encode_checked(bits, blocks, fmt, jobs)
             if sum(map(len, highest)) < sum(map(len, coded)):
+                meta.pop("splits", None)
                 meta["level"] = LEVEL_MAX  # absent: the stream's level
                 coded = highest
         return meta, coded
@@ -242,6 +250,12 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         if level != self.level and (self.level, level) != (LEVEL_FAST, LEVEL_MAX):
             raise StreamError(f"float prior: a part of a level-{self.level} stream at {level!r}")
         cuts, _ = segments(part_shape, self.layout, self.block_values)
+        if "splits" in meta:  # a level-1 part whose encoder cut blocks further
+            if level != LEVEL_FAST:
+                raise StreamError("float prior: block splits in a part not coded at level 1")
+            from .fast import regroup
+
+            cuts = regroup(cuts, meta["splits"])
         if len(cuts) != len(blocks):
             raise StreamError(
                 f"float prior: {len(blocks)} blocks where the shape needs {len(cuts)}"
