@@ -68,6 +68,9 @@ before it is parsed: ~150 MB of Python objects at most; a real manifest has ~20 
 MAX_MANIFEST_DEPTH = 32
 """Cap on JSON nesting in the manifest (real ones nest ~5 deep, safetensors metadata aside)."""
 STORED, DEFLATED = 0, 8
+PREMANIFEST_STREAM = 1
+"""The stream format version of every member lmgc wrote into a zip without a manifest (the
+manifest came on 2026-11-23, stream format 2 on 2026-12-01)."""
 
 
 @dataclass
@@ -230,8 +233,7 @@ class ArchiveReader:
         elif head == container.MAGIC or not head:
             self.kind = "stream"
             self.entries = [Entry("", [""])]
-            if head:
-                self._open_stream()
+            self._open_stream()  # an empty file too: refused here, before anything is said
         else:
             raise StreamError(f"{where}: not an lmgc stream or archive (bad magic)")
 
@@ -281,7 +283,25 @@ class ArchiveReader:
                         f"{self.where}: a zip without a manifest whose member {m.name!r} is not "
                         "an lmgc stream"
                     )
+                self._check_premanifest(m)
             self.entries = [Entry(m.name[: -len(SUFFIX)], [m.name]) for m in members]
+
+    def _check_premanifest(self, m: ZipMember) -> None:
+        """A zip without a manifest is read only when lmgc could have written it so: before
+        the manifest existed, when every stream was format version 1 (:data:`PREMANIFEST_STREAM`).
+        A newer stream in it means the manifest is gone (the last member, the first a cut
+        loses; a zip "repaired" or rewritten without it): read as a zip of streams, such an
+        archive would decode with exit 0 into another file -- no source format, chunks as
+        separate arrays, tensors missing."""
+        prefix = self._read(m, 5)
+        if len(prefix) < 5 or prefix[:4] != container.MAGIC:
+            raise StreamError(f"{self.where}: archive member {m.name!r} is not an lmgc stream")
+        if prefix[4] != PREMANIFEST_STREAM:
+            raise StreamError(
+                f"{self.where}: corrupted lmgc archive: a zip of lmgc streams without a "
+                f"manifest, but member {m.name!r} is stream format {prefix[4]}, written after "
+                "archives had a manifest (its manifest is missing)"
+            )
 
     def _check_stored(self, m: ZipMember) -> None:
         if m.method != STORED or m.size != m.file_size:

@@ -24,6 +24,7 @@ from lmgc_core import Pipeline
 from lmgc_core.stream.container import pack, unpack
 from tests.cli_helpers import lmgc, one_error_line
 from tests.conftest import same_bits
+from tests.files.old_streams import old_array, old_stream
 
 MAX_RSS = 400 << 20
 MAX_WALL = 10.0
@@ -231,7 +232,7 @@ def test_names_that_are_not_plain(tmp_path, grads, name):
 def test_relative_names_from_before_format_2_still_read(tmp_path, grads):
     """lmgc named members after tensors before archive format 2: ``params/dense/kernel:0``."""
     with zipfile.ZipFile(tmp_path / "old.lmgc", "w") as z:
-        z.writestr("params/dense/kernel:0.lmgc", stream(grads))
+        z.writestr("params/dense/kernel:0.lmgc", old_stream())
     lmgc("decompress", tmp_path / "old.lmgc", "-o", tmp_path / "old.npz")
     with np.load(tmp_path / "old.npz") as z:
         assert z.files == ["params/dense/kernel:0"]
@@ -410,18 +411,23 @@ def test_member_declaring_gigabytes_the_manifest_does_not(tmp_path, grads):
 
 
 def test_archives_without_manifest_still_decode(tmp_path, grads):
-    """What lmgc wrote before the manifest: plain zipfile, stored ``<name>.lmgc`` streams."""
+    """What lmgc wrote before the manifest: plain zipfile, stored ``<name>.lmgc`` streams of
+    format 1 (a newer one means the manifest was lost: test_hostile_archives.py)."""
     with zipfile.ZipFile(tmp_path / "old.lmgc", "w") as z:
-        z.writestr("w.lmgc", Pipeline.from_config().compress(grads[:300].reshape(10, 30)))
-        z.writestr("b.lmgc", Pipeline.from_config().compress(grads[:5]))
+        z.writestr("w.lmgc", old_stream("w"))
+        z.writestr("b.lmgc", old_stream("b"))
     lmgc("decompress", tmp_path / "old.lmgc", "-o", tmp_path / "old.npz")
     with np.load(tmp_path / "old.npz") as z:
-        assert z.files == ["w", "b"] and same_bits(z["w"], grads[:300].reshape(10, 30))
+        assert z.files == ["w", "b"] and same_bits(z["w"], old_array("w"))
     assert "no manifest" in lmgc("info", tmp_path / "old.lmgc").stdout
     with zipfile.ZipFile(tmp_path / "odd.lmgc", "w") as z:  # a member that is no stream
-        z.writestr("w.lmgc", Pipeline.from_config().compress(grads[:5]))
+        z.writestr("w.lmgc", old_stream("b"))
         z.writestr("readme.txt", b"hello")
     all_refuse(tmp_path / "odd.lmgc", "is not an lmgc stream")
+    with zipfile.ZipFile(tmp_path / "new.lmgc", "w") as z:  # a stream of today: no manifest lost
+        z.writestr("w.lmgc", old_stream("w"))
+        z.writestr("b.lmgc", Pipeline.from_config().compress(grads[:5]))
+    all_refuse(tmp_path / "new.lmgc", "its manifest is missing")
 
 
 @pytest.mark.parametrize("limit", ["small", "above the first member"])

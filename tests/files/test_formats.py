@@ -16,6 +16,7 @@ import pytest
 
 from tests.cli_helpers import lmgc, one_error_line
 from tests.conftest import same_bits
+from tests.files.old_streams import old_array, old_stream
 
 
 def round_trip(src: Path, *options: str) -> bytes:
@@ -267,11 +268,11 @@ def test_bare_streams_and_pre_manifest_archives(tmp_path, grads):
     lmgc("decompress", tmp_path / "s.lmgc", "-o", tmp_path / "s.npy")
     assert same_bits(np.load(tmp_path / "s.npy"), grads[:300].reshape(10, 30))
     with zipfile.ZipFile(tmp_path / "old.lmgc", "w") as z:  # what lmgc wrote before manifests
-        z.writestr("w.lmgc", blob)
-        z.writestr("b.lmgc", Pipeline.from_config().compress(grads[:5]))
+        z.writestr("w.lmgc", old_stream("w"))
+        z.writestr("b.lmgc", old_stream("b"))
     lmgc("decompress", tmp_path / "old.lmgc", "-o", tmp_path / "old.npz")
     with np.load(tmp_path / "old.npz") as z:
-        assert z.files == ["w", "b"] and same_bits(z["b"], grads[:5])
+        assert z.files == ["w", "b"] and same_bits(z["b"], old_array("b"))
     assert "lmgc stream" in lmgc("info", tmp_path / "s.lmgc").stdout
 
 

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from lmgc_core import Pipeline
 from lmgc_core.cli.commands import _output_format
 from lmgc_core.files.archive import ArchiveReader
 from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
 from lmgc_core.stream import container
 from lmgc_core.util.errors import LMGCError
 from tests.cli_helpers import lmgc
+from tests.files.old_streams import old_stream
 
 DATA_BITS = 64
 """Member data bits flipped per archive (the stream and zip CRCs cover these)."""
@@ -86,8 +86,8 @@ def archive(tmp_path: Path, grads: np.ndarray, kind: str) -> tuple[bytes, str, b
     decoder = StreamDecoder()
     if kind == "no manifest":  # what lmgc wrote before the manifest existed
         with zipfile.ZipFile(tmp_path / "old.lmgc", "w") as z:
-            z.writestr("w.lmgc", Pipeline.from_config().compress(grads[:120].reshape(6, 20)))
-            z.writestr("b.lmgc", Pipeline.from_config().compress(grads[120:128]))
+            z.writestr("w.lmgc", old_stream("w"))
+            z.writestr("b.lmgc", old_stream("b"))
         blob = (tmp_path / "old.lmgc").read_bytes()
         return blob, "old.npz", decode(blob, "old.npz", decoder)
     src = sources(tmp_path, grads)[kind]
