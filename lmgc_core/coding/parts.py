@@ -7,6 +7,12 @@ same dtype and shape (:class:`DeltaCoder`, a prior with :class:`DeltaCoding`). A
 entry names its coding (``steps`` when absent, as in the oldest streams), and the decoder takes
 the coder of that name (:func:`decoder_for`). Each coder writes exactly the part entry keys it
 always wrote, so stream bytes do not depend on this split.
+
+Never expand (format version 4): a step-coded part whose blocks would be larger than its raw
+bytes is written as one stored block instead (:class:`StoredCoder`, ``"coding": "stored"``), as
+zstd and xz store a block that does not compress; its decode copies the bytes and never runs the
+prior. Array and delta coders keep their own blocks (the ``float`` prior stores raw blocks
+itself).
 """
 
 from __future__ import annotations
@@ -153,6 +159,9 @@ class StepCoder(PartCoder):
         blocks = map_ordered(
             partial(self._encode_batch, symbols, progress=progress), layout.batches(), jobs
         )
+        coded = sum(len(b) for b in blocks)
+        if coded > data.nbytes:  # the prior expands the part: keep its raw bytes instead
+            return StoredCoder.store(data, {self.coding: coded})
         return {"n_symbols": int(symbols.size), "blocks": _entries(blocks)}, blocks
 
     def decode(self, spec, blocks, dtype, count, jobs, progress, base=None):  # type: ignore[no-untyped-def]
@@ -261,8 +270,55 @@ class DeltaCoder(PartCoder):
         raise ConfigError("estimate does not take a base")
 
 
-CODERS: dict[str, type[PartCoder]] = {"steps": StepCoder, "array": ArrayCoder, "delta": DeltaCoder}
-NEEDS: dict[str, type | None] = {"steps": None, "array": ArrayCoding, "delta": DeltaCoding}
+class StoredCoder(PartCoder):
+    """A part's raw bytes (its dtype's, in its order) as one block: what a part is written as
+    when its prior's coding would be larger. The part entry's ``stored`` records, as a
+    measurement, the bytes the refused coding took (``{"steps": 2449}``); decoding needs neither
+    it nor the prior. The block's CRC32 and the stream's SHA-256 guard it like any other."""
+
+    coding = "stored"
+
+    @staticmethod
+    def store(data: np.ndarray, refused: dict[str, int]) -> tuple[dict[str, Any], list[bytes]]:
+        """The stored entry keys and block of ``data``; ``refused``: the bytes each coding that
+        was tried took (recorded under ``stored``)."""
+        raw = np.ascontiguousarray(data).reshape(-1).tobytes()
+        fields = {"coding": "stored", "stored": refused, "blocks": _entries([raw])}
+        return fields, [raw]
+
+    def encode(self, data, shape, jobs, progress, base=None):  # type: ignore[no-untyped-def]
+        if progress:
+            progress(self.serializer.n_symbols(data.nbytes))
+        return self.store(data, {})
+
+    def decode(self, spec, blocks, dtype, count, jobs, progress, base=None):  # type: ignore[no-untyped-def]
+        data = _take(blocks, spec)
+        if len(data) != 1 or len(data[0]) != count * dtype.itemsize:
+            sizes = [len(b) for b in data]
+            raise StreamError(
+                f"part {spec.get('name')!r} is stored as blocks of {sizes} bytes, not one of "
+                f"{count * dtype.itemsize} ({count} x {dtype})"
+            )
+        if progress:
+            progress(self.serializer.n_symbols(count * dtype.itemsize))
+        return np.frombuffer(data[0], dtype=dtype, count=count).copy()
+
+    def estimate(self, data, shape, teacher_forced):  # type: ignore[no-untyped-def]
+        return 8.0 * data.nbytes, self._free(data.nbytes), "stored"
+
+
+CODERS: dict[str, type[PartCoder]] = {
+    "steps": StepCoder,
+    "array": ArrayCoder,
+    "delta": DeltaCoder,
+    "stored": StoredCoder,
+}
+NEEDS: dict[str, type | None] = {
+    "steps": None,
+    "array": ArrayCoding,
+    "delta": DeltaCoding,
+    "stored": None,
+}
 """The interface a prior must offer for each coding."""
 
 
@@ -288,7 +344,9 @@ def decoder_for(spec: Mapping[str, Any], prior: Prior, *pieces: Any) -> PartCode
     coding = spec.get("coding", "steps")
     kind = CODERS.get(coding) if isinstance(coding, str) else None
     if kind is None:
-        raise StreamError(f"unknown part coding {coding!r} in header")
+        raise StreamError(
+            f"unknown part coding {coding!r} in header (a stream of a newer lmgc?)"
+        )
     needs = NEEDS[coding]
     if needs is not None and not isinstance(prior, needs):
         what = "as a whole array" if coding == "array" else "against a base"

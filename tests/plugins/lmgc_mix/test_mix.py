@@ -35,8 +35,12 @@ FAST = {"name": "mix", "experts": [{"name": "float"}, {"name": "adaptive"}], "fa
 
 
 def payload(blob: bytes) -> int:
-    """Bytes of the coded blocks (the header is the same size for the streams compared)."""
-    return sum(len(b) for b in container.unpack(blob).blocks)
+    """Bytes of the coded blocks (the header is the same size for the streams compared); for a
+    part stored raw because its coding was larger, the bytes that coding took (its record)."""
+    parts = container.unpack(blob).header["parts"]
+    stored = [p["stored"]["steps"] for p in parts if p.get("coding") == "stored"]
+    coded = [s for p in parts if p.get("coding") != "stored" for s, _ in p["blocks"]]
+    return sum(stored) + sum(coded)
 
 
 # ------------------------------------------------------------------ integer arithmetic

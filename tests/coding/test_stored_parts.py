@@ -1,0 +1,119 @@
+"""Never expand: a step-coded part whose blocks would be larger than its raw bytes is stored raw
+(``"coding": "stored"``), decodes bit-exact without running the prior, and is checked like any
+other part (its CRC32, its size, the stream's SHA-256)."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+from lmgc_basic_priors.uniform import UniformPrior
+
+from lmgc_core import Pipeline, decompress
+from lmgc_core.coding import parts
+from lmgc_core.stream import container
+from lmgc_core.util.errors import StreamError, TruncatedStreamError
+from tests.conftest import same_bits
+
+UNIFORM = {"prior": {"name": "uniform"}, "window": 64}
+"""The uniform prior codes every hex digit in 4 bits: the data's own size plus each block's
+coder flush, so it expands every part (many small windows: many blocks)."""
+
+
+def _specials(grads: np.ndarray) -> np.ndarray:
+    data = grads[:300].copy()
+    data[:6] = np.array([0x7FC00001, 0xFFC12345, 0x80000000, 0x7F800000, 0x00000001, 0x807FFFFF],
+                        dtype="<u4").view("<f4")  # fmt: skip
+    return data
+
+
+def _coded(blob: bytes) -> int:
+    return sum(len(b) for b in container.unpack(blob).blocks)
+
+
+def test_an_expanding_prior_is_stored_and_decodes_bit_exact(grads):
+    data = _specials(grads)
+    blob = Pipeline.from_config(UNIFORM).compress(data)
+    (part,) = container.read_header(blob)[0]["parts"]
+    assert part["coding"] == "stored" and part["blocks"][0][0] == data.nbytes
+    assert part["stored"]["steps"] > data.nbytes  # what the uniform prior's blocks took
+    assert _coded(blob) == data.nbytes
+    assert len(blob) <= data.nbytes + 160  # the header (with its SHA-256), nothing else
+    assert same_bits(decompress(blob), data)
+
+
+def test_a_prior_that_compresses_keeps_its_coded_blocks(grads):
+    data = grads[:256]
+    blob = Pipeline.from_config({"prior": {"name": "adaptive"}}).compress(data)
+    (part,) = container.read_header(blob)[0]["parts"]
+    assert "coding" not in part and _coded(blob) < data.nbytes
+    assert same_bits(decompress(blob), data)
+
+
+def test_stages_parts_are_stored_one_by_one(grads):
+    """Only the parts that expand are stored (here quantize's values, under uniform)."""
+    data = grads[:512]
+    cfg = {**UNIFORM, "stages": [{"name": "sparsify", "keep": 0.2}, {"name": "quantize"}]}
+    pipe = Pipeline.from_config(cfg)
+    blob = pipe.compress(data)
+    codings = [p.get("coding") for p in container.read_header(blob)[0]["parts"]]
+    assert "stored" in codings
+    assert same_bits(decompress(blob), pipe.reconstruct(data))
+
+
+def test_decoding_a_stored_part_never_runs_the_prior(grads, monkeypatch):
+    data = grads[:200]
+    blob = Pipeline.from_config(UNIFORM).compress(data)
+    assert container.read_header(blob)[0]["parts"][0]["coding"] == "stored"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the prior ran on a stored part")
+
+    monkeypatch.setattr(UniformPrior, "open", refuse)
+    assert same_bits(decompress(blob), data)
+
+
+def test_a_changed_or_truncated_stored_block_is_refused(grads):
+    data = grads[:200]
+    blob = Pipeline.from_config(UNIFORM).compress(data)
+    header, offset = container.read_header(blob)
+    assert header["parts"][0]["coding"] == "stored"
+    for at in (offset, offset + data.nbytes // 2, len(blob) - 1):
+        bad = bytearray(blob)
+        bad[at] ^= 0x10
+        with pytest.raises(StreamError, match="block 0 is corrupted"):
+            decompress(bytes(bad))
+    with pytest.raises(TruncatedStreamError):
+        decompress(blob[:-1])
+
+
+def _repacked(blob: bytes, edit) -> bytes:
+    header, offset = container.read_header(blob)
+    header = json.loads(json.dumps(header))
+    block = edit(header, bytes(blob[offset:]))
+    return container.pack(header, [block])
+
+
+def test_a_stored_block_of_another_size_is_refused(grads):
+    """A header that lists a stored block shorter than the part (its CRC32 and the total length
+    made consistent) is refused by the part's size, not read past or padded."""
+    data = grads[:200]
+    blob = Pipeline.from_config(UNIFORM).compress(data)
+
+    def shorter(header, block):
+        block = block[:-4]
+        header["parts"][0]["blocks"] = [[len(block), zlib.crc32(block)]]
+        return block
+
+    with pytest.raises(StreamError, match="stored as blocks of"):
+        decompress(_repacked(blob, shorter))
+
+
+def test_a_reader_without_stored_parts_refuses_them_by_name(grads, monkeypatch):
+    """What a version-3 reader says of a stored part: an unknown coding, never a mis-decode."""
+    blob = Pipeline.from_config(UNIFORM).compress(grads[:200])
+    monkeypatch.delitem(parts.CODERS, "stored")
+    with pytest.raises(StreamError, match="unknown part coding 'stored'"):
+        decompress(blob)
