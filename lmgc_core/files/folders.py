@@ -14,6 +14,7 @@ becomes ``model-00001-of-00002.safetensors.lmgc``, the index is copied as it is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from typing import IO, Any
 from lmgc_core.files import torch_zip
 from lmgc_core.files.archive import SUFFIX
 from lmgc_core.files.segments import InputFileError
-from lmgc_core.util.errors import ConfigError, LMGCError
+from lmgc_core.util.errors import ConfigError, LMGCError, MismatchError, StreamError
 from lmgc_core.util.progress import Progress
 
 FOLDER_MANIFEST = "lmgc_folder.json"
@@ -109,15 +110,20 @@ def decompress_path(
     from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
     from lmgc_core.files.outputs import atomic_output
 
-    with open(src, "rb") as f, ExitStack() as stack:
-        reader = ArchiveReader(f, str(src))
-        if reader.format is None or reader.segments is None:
-            raise FolderError(f"{src}: not an lmgc archive of a file (no source to rebuild)")
-        decoder = StreamDecoder(jobs=jobs)
-        attach(reader, decoder, None if base is None else str(base), str(src), stack)
-        dec = ArchiveDecoder(reader, decoder, progress)
-        with atomic_output(str(dst), True) as out:
-            return decompress_archive(reader, dec, reader.format, out)
+    try:
+        with open(src, "rb") as f, ExitStack() as stack:
+            reader = ArchiveReader(f, str(src))
+            if reader.format is None or reader.segments is None:
+                raise FolderError(f"{src}: not an lmgc archive of a file (no source to rebuild)")
+            decoder = StreamDecoder(jobs=jobs)
+            attach(reader, decoder, None if base is None else str(base), str(src), stack)
+            dec = ArchiveDecoder(reader, decoder, progress)
+            with atomic_output(str(dst), True) as out:
+                return decompress_archive(reader, dec, reader.format, out)
+    except (StreamError, MismatchError) as exc:  # a damaged member: say which file holds it
+        if str(src) in str(exc):
+            raise
+        raise type(exc)(f"{src}: {exc}") from None
 
 
 # -- folders -------------------------------------------------------------------------------------
@@ -310,23 +316,41 @@ def decompress_folder(
             size = reader.source.get("size")
             total += size if type(size) is int else 0
             _check_base(reader, _base_of(base_dir, rel), rel)
-    _prepare_output(out, force)  # after every check: a refusal writes nothing
     total += sum((root / rel).stat().st_size for rel in copied)
+    made = [out] if not out.exists() else []  # what a failure removes again (_undo)
+    _prepare_output(out, force)  # after every check: a refusal writes nothing
+    new = [rel for rel in coded + copied if not (out / rel).exists()]
+    made += {p for rel in new for p in (out / rel).parents if out in p.parents and not p.exists()}
     result = FolderResult()
-    with Progress(total, "decompress", quiet) as bar:
-        for rel in coded:
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            done = bar.done
-            base = _base_of(base_dir, rel)
-            if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs, base):
-                result.lossy.append(rel)
-            size = (out / rel).stat().st_size
-            bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers: not decoded
-            result.coded.append(rel)
-        for rel in copied:
-            _copy(root / rel, out / rel, bar)
-            result.copied.append(rel)
+    try:
+        with Progress(total, "decompress", quiet) as bar:
+            for rel in coded:
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                done = bar.done
+                base = _base_of(base_dir, rel)
+                if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs, base):
+                    result.lossy.append(rel)
+                size = (out / rel).stat().st_size
+                bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers: not decoded
+                result.coded.append(rel)
+            for rel in copied:
+                _copy(root / rel, out / rel, bar)
+                result.copied.append(rel)
+    except BaseException:
+        _undo(out, new, made)
+        raise
     return result
+
+
+def _undo(out: Path, new: list[str], made: list[Path]) -> None:
+    """After a failed decompression (a damaged archive, Ctrl-C): remove the files it wrote
+    that were not there before, and the folders it made, so a failure leaves no half-restored
+    folder that could pass for the whole one (files it replaced under ``--force`` stay)."""
+    for rel in new:
+        (out / rel).unlink(missing_ok=True)
+    for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):  # deepest first
+        with contextlib.suppress(OSError):  # not empty: something else is in it
+            folder.rmdir()
 
 
 def _base_of(base_dir: str | os.PathLike | None, rel: str) -> Path | None:

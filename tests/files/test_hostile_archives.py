@@ -566,3 +566,37 @@ def test_through_the_real_executable(seeds, tmp_path):
                 assert proc.returncode == 1 and len(lines) == 1, where
                 assert lines[0].startswith("error: ") and b"Traceback" not in proc.stderr, where
                 assert not out.exists() and not list(tmp_path.glob("*.part")), where
+
+
+@pytest.mark.parametrize("damage", ["byte", "cut"])
+def test_a_damaged_archive_in_a_folder(tmp_path, grads, damage):
+    """``lmgc decompress DIR -o OUT`` with one damaged archive among others: one error line
+    naming that file, and no half-restored folder left (the archives before it decoded fine;
+    an unrelated file of an existing OUT stays)."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    np.save(src / "a.npy", grads[:500])
+    np.save(src / "sub" / "b.npy", grads[500:1500].reshape(10, 100))
+    np.save(src / "z.npy", grads[1500:1600])
+    (src / "readme.txt").write_text("hi")
+    ok = CliRunner().invoke(cli, ["compress", str(src), "-o", str(tmp_path / "enc"), "-q"])
+    assert ok.exit_code == 0, ok.stderr
+    damaged = tmp_path / "enc" / "sub" / "b.npy.lmgc"
+    blob = bytearray(damaged.read_bytes())
+    if damage == "byte":
+        blob[-10] ^= 0x21
+    else:
+        del blob[len(blob) // 2 :]
+    damaged.write_bytes(bytes(blob))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("keep")
+    for out, extra in [(tmp_path / "dec", []), (tmp_path / "busy", ["-f"])]:
+        for jobs in ("1", "2"):
+            args = ["decompress", str(tmp_path / "enc"), "-o", str(out), "-q", "-j", jobs]
+            result = CliRunner().invoke(cli, [*args, *extra], env=DEBUG)
+            assert result.exit_code == 1 and not isinstance(result.exception, AssertionError)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+            assert "b.npy.lmgc" in lines[0], lines[0]
+    assert not (tmp_path / "dec").exists()
+    assert [p.name for p in (tmp_path / "busy").rglob("*")] == ["mine.txt"]
