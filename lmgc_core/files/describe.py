@@ -129,6 +129,19 @@ def _items(obj: Any) -> list[Any]:
     return obj if isinstance(obj, list) else []
 
 
+def _part_line(part: Any) -> str:
+    """A part's name, count, dtype and blocks; for a stored part what its prior's coding took
+    (the bytes it would have written instead of the raw ones)."""
+    text = (
+        f"{_get(part, 'name')} {_get(part, 'count')} x {_get(part, 'dtype')} in "
+        f"{len(_items(_get(part, 'blocks')))} blocks"
+    )
+    if _get(part, "coding") == "stored":
+        took = _get(_get(part, "stored"), "steps")
+        text += " stored raw" + (f" (the prior's coding: {took!r} bytes)" if took else "")
+    return text
+
+
 def _common(values: list[Any]) -> Any:
     return values[0] if values and all(v == values[0] for v in values) else None
 
@@ -185,11 +198,7 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
         )
         for s in m["streams"]:
             h = s["header"]
-            parts = ", ".join(
-                f"{_get(p, 'name')} {_get(p, 'count')} x {_get(p, 'dtype')} in "
-                f"{len(_items(_get(p, 'blocks')))} blocks"
-                for p in _items(_get(h, "parts"))
-            )
+            parts = ", ".join(_part_line(p) for p in _items(_get(h, "parts")))
             lines.append(f"    {s['member'] or '(stream)'}: {s['size']} bytes; {parts}")
             if _get(h, "checksum") is not None:  # the fast level: a checksum in every block
                 lines.append(f"      checksum {_get(h, 'checksum')}")

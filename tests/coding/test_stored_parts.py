@@ -117,3 +117,19 @@ def test_a_reader_without_stored_parts_refuses_them_by_name(grads, monkeypatch):
     monkeypatch.delitem(parts.CODERS, "stored")
     with pytest.raises(StreamError, match="unknown part coding 'stored'"):
         decompress(blob)
+
+
+def test_lmgc_info_says_a_part_is_stored_and_what_its_prior_took(grads, tmp_path):
+    from click.testing import CliRunner
+
+    from lmgc_core.cli.commands import cli
+
+    src, packed = tmp_path / "g.npy", tmp_path / "g.lmgc"
+    np.save(src, grads[:200])
+    runner = CliRunner()
+    made = runner.invoke(cli, ["compress", str(src), "-o", str(packed), "--prior", "uniform"])
+    assert made.exit_code == 0, made.output
+    took = container.read_header(packed.read_bytes())[0]["parts"][0]["stored"]["steps"]
+    shown = runner.invoke(cli, ["info", str(packed)])
+    assert shown.exit_code == 0, shown.output
+    assert f"stored raw (the prior's coding: {took} bytes)" in shown.output
