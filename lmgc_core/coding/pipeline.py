@@ -397,7 +397,7 @@ class Pipeline:
             raise StreamError(f"header is missing or has a bad field: {exc}") from None
         if len(states) != len(self.stages):
             raise StreamError("header stage states do not match its stage list")
-        _check_parts(part_specs, dtype.itemsize * math.prod(shape), bool(self.stages))
+        _check_parts(part_specs, dtype, math.prod(shape), bool(self.stages))
         prior = self.prior if force else self.check_stream(header, key)
         # only a prior that verifies every block of the one part may stand in for SHA-256
         if checksum is not None and (
@@ -629,19 +629,24 @@ def _count(value: Any) -> int:
     return value
 
 
-def _check_parts(specs: list[Any], array_nbytes: int, staged: bool) -> None:
+def _check_parts(specs: list[Any], dtype: np.dtype, count: int, staged: bool) -> None:
     """Every part's declared size against the array's, before any part is allocated: without
-    stages the one part *is* the array; with stages each is bounded by :data:`PART_SLACK`."""
+    stages the one part *is* the array, its dtype too (decoding would otherwise cast its values
+    into the array's dtype: float32 gradients read as int32 zeros, every block's checksum
+    right); with stages each is bounded by :data:`PART_SLACK`."""
     factor, extra = PART_SLACK
-    sizes = []
+    array_nbytes = dtype.itemsize * count
+    sizes, dtypes = [], []
     for spec in specs:
         try:
-            sizes.append(parse_dtype(spec["dtype"]).itemsize * _count(spec["count"]))
+            dtypes.append(parse_dtype(spec["dtype"]))
+            sizes.append(dtypes[-1].itemsize * _count(spec["count"]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StreamError(f"bad part entry in header: {exc}") from None
-    if not staged and sizes != [array_nbytes]:
+    if not staged and (sizes != [array_nbytes] or dtypes != [dtype]):
         raise StreamError(
-            f"header declares parts of {sizes} bytes for an array of {array_nbytes} bytes"
+            f"header declares parts of {sizes} bytes ({', '.join(map(str, dtypes))}) for an "
+            f"array of {array_nbytes} bytes ({dtype})"
         )
     if sum(sizes) > factor * array_nbytes + extra:
         raise StreamError(
