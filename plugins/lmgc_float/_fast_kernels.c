@@ -84,9 +84,9 @@ enum { W_A, W_B, W_RAW, W_TMP, W_PLANE, W_COLS };
 
 /* -- frequency tables ---------------------------------------------------------------------- */
 typedef struct {
-    u16 sym[MAX_SCALE];
-    u32 pack[MAX_SCALE]; /* freq << 16 | (slot - cum) */
-    int empty, sb; /* sb: frequencies sum to 2^sb */
+    u64 ent[MAX_SCALE]; /* symbol << 32 | freq << 16 | (slot - cum): one load per state (the
+                         * AVX2 loop: one 64-bit gather lane instead of two 32-bit ones) */
+    int empty, sb;      /* sb: frequencies sum to 2^sb */
 } DecTab;
 
 /* 1 when the table is well formed: symbols in the alphabet, frequencies summing to 2^sb. */
@@ -104,10 +104,7 @@ static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
         i64 s = prev + 1 + (i64)gap;
         u32 f = (u32)f1 + 1;
         if (s >= nsym || cum + f > S) return 0;
-        for (u32 j = 0; j < f; j++) {
-            t->sym[cum + j] = (u16)s;
-            t->pack[cum + j] = (f << 16) | j;
-        }
+        for (u32 j = 0; j < f; j++) t->ent[cum + j] = (u64)s << 32 | (f << 16) | j;
         cum += f;
         prev = s;
     }
@@ -166,18 +163,26 @@ __attribute__((target("avx2"), always_inline)) static inline size_t rans_groups_
     for (int v = 0; v < NSTATES / 8; v++) x[v] = _mm256_loadu_si256((const __m256i *)(xs + 8 * v));
     const __m256i m12 = _mm256_set1_epi32((1 << t->sb) - 1), lo16 = _mm256_set1_epi32(0xFFFF);
     const __m128i sbv = _mm_cvtsi32_si128(t->sb);
+    /* after packus_epi32 of symbols in lane order 0 1 4 5 2 3 6 7: 16-bit pairs 0-1, 2-3, ... */
+    const __m256i pairs = _mm256_setr_epi32(0, 4, 1, 5, 0, 4, 1, 5);
+    const long long *ent = (const long long *)t->ent;
     const u8 *p = *pp;
     size_t k = 0;
     for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {
         for (int v = 0; v < NSTATES / 8; v++) {
             __m256i slot = _mm256_and_si256(x[v], m12);
-            __m256i e = _mm256_i32gather_epi32((const int *)t->pack, slot, 4);
-            /* 4 bytes at sym + 2 slot: the symbol and the next (sym is followed by pack) */
-            __m256i sy = _mm256_and_si256(_mm256_i32gather_epi32((const int *)t->sym, slot, 2), lo16);
+            /* the entries of lanes 0-3 and 4-7, then their low halves (freq, slot - cum) and
+             * high halves (symbols), each in lane order 0 1 4 5 2 3 6 7 */
+            __m256i ga = _mm256_i32gather_epi64(ent, _mm256_castsi256_si128(slot), 8);
+            __m256i gb = _mm256_i32gather_epi64(ent, _mm256_extracti128_si256(slot, 1), 8);
+            __m256 fa = _mm256_castsi256_ps(ga), fb = _mm256_castsi256_ps(gb);
+            __m256i e = _mm256_castps_si256(_mm256_shuffle_ps(fa, fb, 0x88));
+            __m256i sy = _mm256_castps_si256(_mm256_shuffle_ps(fa, fb, 0xDD));
+            e = _mm256_permute4x64_epi64(e, 0xD8); /* lane order */
             x[v] = _mm256_add_epi32(
                 _mm256_mullo_epi32(_mm256_srli_epi32(e, 16), _mm256_srl_epi32(x[v], sbv)),
                 _mm256_and_si256(e, lo16));
-            __m256i w16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(sy, sy), 0x08);
+            __m256i w16 = _mm256_permutevar8x32_epi32(_mm256_packus_epi32(sy, sy), pairs);
             if (wide) {
                 _mm_storeu_si128((__m128i *)((u16 *)out + k + 8 * v), _mm256_castsi256_si128(w16));
             } else {
@@ -222,8 +227,10 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
          * add) is serial through the read position, so the CPU overlaps the table loads */     \
         for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {                      \
             for (int i = 0; i < NSTATES; i++) {                                                 \
-                u32 v = x[i], slot = v & smask, e = t->pack[slot];                                \
-                out[k + i] = (T)t->sym[slot];                                                   \
+                u32 v = x[i], slot = v & smask;                                                 \
+                u64 ent = t->ent[slot];                                                         \
+                u32 e = (u32)ent;                                                               \
+                out[k + i] = (T)(ent >> 32);                                                    \
                 x[i] = (e >> 16) * (v >> sb) + (e & 0xFFFF);                                    \
             }                                                                                   \
             for (int i = 0; i < NSTATES; i++) {                                                 \
@@ -235,8 +242,9 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
         }                                                                                       \
         for (; k < n; k++) {                                                                    \
             u32 *xs = &x[k & (NSTATES - 1)], v = *xs, slot = v & smask;                          \
-            u32 e = t->pack[slot];                                                              \
-            out[k] = (T)t->sym[slot];                                                           \
+            u64 ent = t->ent[slot];                                                             \
+            u32 e = (u32)ent;                                                                   \
+            out[k] = (T)(ent >> 32);                                                            \
             v = (e >> 16) * (v >> sb) + (e & 0xFFFF);                                           \
             if (v < RANS_L) {                                                                   \
                 if (end - p < 2) return 0;                                                      \
