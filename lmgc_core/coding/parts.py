@@ -291,7 +291,12 @@ class StoredCoder(PartCoder):
             progress(self.serializer.n_symbols(data.nbytes))
         return self.store(data, {})
 
-    def decode(self, spec, blocks, dtype, count, jobs, progress, base=None):  # type: ignore[no-untyped-def]
+    @staticmethod
+    def read(
+        spec: Mapping[str, Any], blocks: Iterator[bytes], dtype: np.dtype, count: int
+    ) -> np.ndarray:
+        """The part's items from its one block (``StreamError`` for any other number or size of
+        blocks); needs no prior, serializer or coder."""
         data = _take(blocks, spec)
         if len(data) != 1 or len(data[0]) != count * dtype.itemsize:
             sizes = [len(b) for b in data]
@@ -299,9 +304,13 @@ class StoredCoder(PartCoder):
                 f"part {spec.get('name')!r} is stored as blocks of {sizes} bytes, not one of "
                 f"{count * dtype.itemsize} ({count} x {dtype})"
             )
+        return np.frombuffer(data[0], dtype=dtype, count=count).copy()
+
+    def decode(self, spec, blocks, dtype, count, jobs, progress, base=None):  # type: ignore[no-untyped-def]
+        part = self.read(spec, blocks, dtype, count)
         if progress:
             progress(self.serializer.n_symbols(count * dtype.itemsize))
-        return np.frombuffer(data[0], dtype=dtype, count=count).copy()
+        return part
 
     def estimate(self, data, shape, teacher_forced):  # type: ignore[no-untyped-def]
         return 8.0 * data.nbytes, self._free(data.nbytes), "stored"

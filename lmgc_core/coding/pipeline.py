@@ -18,7 +18,7 @@ import numpy as np
 from lmgc_core.coding import provenance
 from lmgc_core.coding.config_file import check_keys, check_size
 from lmgc_core.coding.options import valid_options
-from lmgc_core.coding.parts import PartCoder, decoder_for, encoder_for, part_entry
+from lmgc_core.coding.parts import PartCoder, StoredCoder, decoder_for, encoder_for, part_entry
 from lmgc_core.coding.recorded import header_errors, recorded_config
 from lmgc_core.components import registry
 from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
@@ -360,6 +360,8 @@ class Pipeline:
         is refused (:class:`MismatchError`, naming the base) without it or with another one (its
         SHA-256 differs), before anything is decoded. A stream made without a base ignores it."""
         head = container.read_header(blob) if head is None else head
+        if stored_only(head[0]):  # raw bytes: nothing of this pipeline's prior is used
+            return decode_stored(blob, head, max_nbytes)
         ref = None
         if "base" in head[0]:  # refused by name before the decode (and its provenance notes)
             dtype, shape = declared_array(head[0], max_nbytes)
@@ -720,6 +722,8 @@ def decompress(
     head = container.read_header(blob)
     header = head[0]
     declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
+    if stored_only(header):  # raw bytes: no prior to build (no model needed), nothing to match
+        return decode_stored(blob, head, max_nbytes)
     if prior_options:
         check_size(dict(prior_options), "prior options")
     key = stream_key(header)  # with prior_options, it determines the config built from it
@@ -739,6 +743,45 @@ def decompress(
         base=base,
         _key=key,
     )
+
+
+def stored_only(header: Mapping[str, Any]) -> bool:
+    """Whether a stream's array is the bytes of its one stored part (no stages, no base): what
+    :func:`decompress` decodes without building the recorded pipeline, and any pipeline without
+    comparing its prior, so a language model's stored stream decodes on any machine, with or
+    without the model and whatever its build."""
+    parts, pipeline = header.get("parts"), header.get("pipeline")
+    return (
+        isinstance(parts, list)
+        and len(parts) == 1
+        and isinstance(parts[0], Mapping)
+        and parts[0].get("coding") == StoredCoder.coding
+        and header.get("stages") == []
+        and isinstance(pipeline, Mapping)
+        and pipeline.get("stages", []) == []
+        and "base" not in header
+    )
+
+
+def decode_stored(
+    blob: bytes, head: tuple[dict[str, Any], int], max_nbytes: int | None
+) -> np.ndarray:
+    """The array of a :func:`stored_only` stream: every block's CRC32, the part's size and the
+    array's SHA-256 checked, as for any stream; the prior's fingerprint is not compared (nothing
+    of it is used)."""
+    header = head[0]
+    dtype, shape = declared_array(header, max_nbytes)
+    spec = header["parts"][0]
+    _check_parts([spec], dtype, math.prod(shape), staged=False)
+    expected = header.get("sha256")
+    if not isinstance(expected, str):  # a value checksum needs its prior: never with stored
+        raise StreamError("stream header has no sha256 for its stored part")
+    box = container.unpack(blob, head)
+    part = StoredCoder.read(spec, iter(box.blocks), parse_dtype(spec["dtype"]), int(spec["count"]))
+    result = part.astype(dtype, copy=False).reshape(shape)
+    if _sha256(result) != expected:
+        raise ChecksumError("decoded data does not match the original's SHA-256: corrupted")
+    return result
 
 
 def compress(

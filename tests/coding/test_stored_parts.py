@@ -12,9 +12,9 @@ import pytest
 from lmgc_basic_priors.uniform import UniformPrior
 
 from lmgc_core import Pipeline, decompress
-from lmgc_core.coding import parts
+from lmgc_core.coding import parts, pipeline
 from lmgc_core.stream import container
-from lmgc_core.util.errors import StreamError, TruncatedStreamError
+from lmgc_core.util.errors import ChecksumError, PluginError, StreamError, TruncatedStreamError
 from tests.conftest import same_bits
 
 UNIFORM = {"prior": {"name": "uniform"}, "window": 64}
@@ -115,6 +115,7 @@ def test_a_reader_without_stored_parts_refuses_them_by_name(grads, monkeypatch):
     """What a version-3 reader says of a stored part: an unknown coding, never a mis-decode."""
     blob = Pipeline.from_config(UNIFORM).compress(grads[:200])
     monkeypatch.delitem(parts.CODERS, "stored")
+    monkeypatch.setattr(pipeline, "stored_only", lambda header: False)
     with pytest.raises(StreamError, match="unknown part coding 'stored'"):
         decompress(blob)
 
@@ -133,3 +134,50 @@ def test_lmgc_info_says_a_part_is_stored_and_what_its_prior_took(grads, tmp_path
     shown = runner.invoke(cli, ["info", str(packed)])
     assert shown.exit_code == 0, shown.output
     assert f"stored raw (the prior's coding: {took} bytes)" in shown.output
+
+
+def test_a_stored_stream_decodes_without_building_its_prior(grads, monkeypatch):
+    """Nothing of the prior is used: a stored stream decodes where the prior cannot be built (a
+    language model not installed, another build), and its fingerprint is not compared."""
+    data = grads[:200]
+    blob = Pipeline.from_config(UNIFORM).compress(data)
+    monkeypatch.setattr(pipeline, "_RECORDED_PIPELINES", {})
+
+    def missing(self, *args, **kwargs):
+        raise PluginError("the prior is not installed here")
+
+    monkeypatch.setattr(UniformPrior, "__init__", missing)
+    assert same_bits(decompress(blob), data)
+    moved = _repacked(blob, lambda header, block: header.__setitem__("prior", {}) or block)
+    assert same_bits(decompress(moved), data)
+
+
+def test_a_stored_stream_is_checked_against_its_sha256(grads):
+    blob = Pipeline.from_config(UNIFORM).compress(grads[:200])
+    wrong = _repacked(blob, lambda header, block: header.__setitem__("sha256", "0" * 64) or block)
+    with pytest.raises(ChecksumError, match="SHA-256"):
+        decompress(wrong)
+    none = _repacked(blob, lambda header, block: header.pop("sha256") and block)
+    with pytest.raises(StreamError, match="sha256"):
+        decompress(none)
+
+
+def test_lmgc_decompress_of_a_stored_file_compares_no_fingerprint(grads, tmp_path):
+    """A stored stream recording a prior this machine's differs from (another version, another
+    build) decompresses: its prior is not used, so there is nothing to refuse."""
+    from click.testing import CliRunner
+
+    from lmgc_core.cli.commands import cli
+
+    src, packed, back = tmp_path / "g.npy", tmp_path / "g.lmgc", tmp_path / "b.npy"
+    np.save(src, grads[:200])
+    runner = CliRunner()
+    made = runner.invoke(cli, ["compress", str(src), "-o", str(packed), "--prior", "uniform"])
+    assert made.exit_code == 0, made.output
+    other = _repacked(
+        packed.read_bytes(), lambda header, block: header["prior"].update(version=99) or block
+    )
+    packed.write_bytes(other)
+    done = runner.invoke(cli, ["decompress", str(packed), "-o", str(back)])
+    assert done.exit_code == 0, done.output
+    assert back.read_bytes() == src.read_bytes()
