@@ -629,23 +629,28 @@ static u64 run_cost(const u32 *hi, const u32 *lo, const u16 *sym, int k) {
     u64 n = 0, sum = 0, table = 0;
     for (int q = 0; q < k; q++) n += hi[q] - lo[q];
     if (!n) return 0;
+    /* a table entry: the gap (1 byte below 128, else 2) and the frequency - 1 (1 byte below 128,
+     * 2 below 16,384, else 3) of a frequency of about c 2^15 / n, compared without dividing */
+    const u64 f1 = 129 * n, f2 = 16385 * n;
     int prev = -1;
     for (int q = 0; q < k; q++) {
         u64 c = hi[q] - lo[q];
         if (!c) continue;
         sum += c * log2fix(c);
-        u64 fq = (c << SCALE_BITS3) / n;
-        table += (u64)varint_len((u64)(sym[q] - prev - 1)) + (u64)varint_len(fq ? fq - 1 : 0);
+        u64 scaled = c << SCALE_BITS3;
+        table += 2 + (sym[q] - prev > 128) + (scaled >= f1) + (scaled >= f2);
         prev = sym[q];
     }
     return n * log2fix(n) - sum + ((table + 1) * 8 + BLOCK_COST) * 65536;
 }
 
 /* Cut the segments [0, nsegs) into runs (cuts[0] = 0 < ... < cuts[m] = nsegs; returns m, 1
- * when the block stays whole). mk[3 g] = symbols before segment g. */
+ * when the block stays whole, -1 when out of memory) and, when m > 1, give each run's symbol
+ * counts (m rows of nJ, to be freed). mk[3 g] = symbols before segment g. */
 static int plan_cuts(const u16 *J, const size_t *mk, i64 nsegs, const Fmt *f, const u64 *cJ,
-                     i64 *cuts) {
+                     i64 *cuts, u32 **run_counts) {
     cuts[0] = 0, cuts[1] = nsegs;
+    *run_counts = NULL;
     i64 ustart[MAX_UNITS + 1];
     int nu = 0;
     for (u64 unit = UNIT;; unit *= 2) { /* coarser units until there are few enough */
@@ -667,15 +672,34 @@ static int plan_cuts(const u16 *J, const size_t *mk, i64 nsegs, const Fmt *f, co
     u16 *sym = malloc(sizeof(u16) * (size_t)f->nJ), *idx = malloc(sizeof(u16) * (size_t)f->nJ);
     u32 *P = NULL;
     int m = 1;
-    if (!sym || !idx) goto done;
+    if (!sym || !idx) {
+        m = -1;
+        goto done;
+    }
     for (int s = 0; s < f->nJ; s++)
         if (cJ[s]) idx[s] = (u16)k, sym[k++] = (u16)s;
     P = calloc((size_t)(nu + 1) * (size_t)k, 4); /* prefix counts at unit starts */
-    if (!P) goto done;
+    if (!P) {
+        m = -1;
+        goto done;
+    }
+    /* each unit's counts in row u + 1, the biggest unit's (most of a block of a big tensor and
+     * a few small ones) as the block's minus the others', then the rows summed up */
+    int big = 0;
+    for (int u = 1; u < nu; u++)
+        if (mk[3 * ustart[u + 1]] - mk[3 * ustart[u]] > mk[3 * ustart[big + 1]] - mk[3 * ustart[big]])
+            big = u;
+    u32 *brow = P + (size_t)(big + 1) * k;
+    for (int q = 0; q < k; q++) brow[q] = (u32)cJ[sym[q]];
     for (int u = 0; u < nu; u++) {
+        if (u == big) continue;
         u32 *row = P + (size_t)(u + 1) * k;
-        memcpy(row, P + (size_t)u * k, 4 * (size_t)k);
         for (size_t q = mk[3 * ustart[u]]; q < mk[3 * ustart[u + 1]]; q++) row[idx[J[q]]]++;
+        for (int q = 0; q < k; q++) brow[q] -= row[q];
+    }
+    for (int u = 1; u <= nu; u++) {
+        u32 *row = P + (size_t)u * k, *prev = row - k;
+        for (int q = 0; q < k; q++) row[q] += prev[q];
     }
     u64 best[MAX_UNITS + 1];
     int from[MAX_UNITS + 1];
@@ -692,6 +716,13 @@ static int plan_cuts(const u16 *J, const size_t *mk, i64 nsegs, const Fmt *f, co
         int runs[MAX_UNITS + 1], r = 0;
         for (int j = nu; j > 0; j = from[j]) runs[r++] = j;
         for (m = 0; m < r; m++) cuts[m + 1] = ustart[runs[r - 1 - m]];
+        u32 *rc = *run_counts = calloc((size_t)m * (size_t)f->nJ, 4); /* each run's counts */
+        if (!rc) m = -1;
+        for (int q = 0; rc && q < m; q++) {
+            const u32 *hi = P + (size_t)runs[r - 1 - q] * k;
+            const u32 *lo = P + (size_t)(q ? runs[r - q] : 0) * k;
+            for (int z = 0; z < k; z++) rc[(size_t)q * f->nJ + sym[z]] = hi[z] - lo[z];
+        }
     }
 done:
     free(sym), free(idx), free(P);
@@ -737,20 +768,21 @@ CLONES static int encode_float(const void *vals, const i64 *segs, i64 nsegs, con
     if (ok) {
         mk[3 * nsegs] = na, mk[3 * nsegs + 1] = nb, mk[3 * nsegs + 2] = side.len;
         cuts[0] = 0, cuts[1] = nsegs;
-        m = split && nsegs > 1 ? plan_cuts(J, mk, nsegs, f, cJ, cuts) : 1;
+        u32 *rc = NULL;
+        m = split && nsegs > 1 ? plan_cuts(J, mk, nsegs, f, cJ, cuts, &rc) : 1;
+        ok = m > 0;
         for (int r = 0; ok && r < m; r++) {
             const size_t *a = mk + 3 * cuts[r], *b = mk + 3 * cuts[r + 1];
             const i64 *sg = segs + 3 * cuts[r], ns = cuts[r + 1] - cuts[r];
             Buf *out = &outs[r];
-            if (m > 1) { /* this run's counts */
-                memset(cJ, 0, MAX_ALPHA * 8);
-                for (size_t q = a[0]; q < b[0]; q++) cJ[J[q]]++;
-            }
+            if (m > 1) /* this run's counts */
+                for (int z = 0; z < f->nJ; z++) cJ[z] = rc[(size_t)r * f->nJ + z];
             u64 stored = 1 + (u64)total_values(sg, ns) * (u64)(f->width / 8);
             ok = buf_reserve(out, (size_t)stored + 4096) &&
                  write_float3(out, f, side.p + a[2], b[2] - a[2], J + a[0], b[0] - a[0],
                               L + a[1], b[1] - a[1], raw + a[1] * (size_t)f->rb3, cJ);
         }
+        free(rc);
     }
     free(cJ), free(side.p), free(mk);
     scratch_free(&s);
