@@ -102,7 +102,8 @@ def encode_split_blocks(
     (the kernel's ``encode_split``: PP-OCRv4's bfloat16 weights 66.96 -> 66.32 %): the coded
     blocks and the ``splits``, the index (counted over all of the blocks' segments) of every
     segment that starts a block the cut of ``blocks`` does not start. More blocks than a header
-    can list (never seen: a run holds at least 4,096 values) fall back to the plain cut."""
+    could list with the splits (over ``MAX_BLOCKS // 2``: 45 G values and more) keep the plain
+    cut."""
     k = kernel()
     layout = _layout(bits, fmt)
     bits = np.ascontiguousarray(bits)
@@ -118,8 +119,8 @@ def encode_split_blocks(
             coded.append(data)
             at += count
         start += len(block)
-    if len(coded) > MAX_BLOCKS:
-        return encode_blocks(bits, blocks, fmt, jobs), []
+    if splits and len(coded) > MAX_BLOCKS // 2:  # a header's blocks and splits stay far below
+        return encode_blocks(bits, blocks, fmt, jobs), []  # its cap on JSON values
     return coded, splits
 
 

@@ -107,3 +107,13 @@ def test_splits_in_a_level_2_part_are_refused():
     assert _meta(blob)["level"] == 2  # a small part, coded at level 2
     with pytest.raises(StreamError, match="splits"):
         decompress(_forged(blob, splits=[1]))
+
+
+def test_too_many_blocks_keep_the_plain_cut(monkeypatch):
+    """A part whose blocks and splits would crowd the header's cap on JSON values is coded with
+    the shape's cut (here the cap is lowered so that one split is too many)."""
+    monkeypatch.setattr(fast, "MAX_BLOCKS", 3)
+    blob = _pipe(layout=LAYOUT).compress(MIXED)
+    assert "splits" not in _meta(blob)
+    assert len(container.unpack(blob).blocks) == 1
+    assert decompress(blob).tobytes() == MIXED.tobytes()
