@@ -3,7 +3,8 @@
 Why: on a shared machine a single timing of the kernel moves by 10-20 % from run to run; builds
 compared in one process, round after round (each timed by the process's CPU time, best of all
 its runs), show differences of a few percent. Each build encodes the workload itself (so a build
-that changes the bytes shows its own size) and must decode it bit for bit.
+that changes the bytes shows its own size) and must decode it bit for bit. The blocks are those
+the prior codes: its cut, split where the installed build's ``encode_split`` splits it.
 
 Build another copy of ``plugins/lmgc_float/_fast_kernels.c`` (edited, or from another commit)
 with the flags Python builds extensions with, under any file name::
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         fmt = float_format(w.array.dtype)
         bits = np.ascontiguousarray(as_uint(w.array.reshape(-1)))
         cuts, _ = segments(w.array.shape, check_layout(w.layout), FAST_BLOCK_VALUES)
-        segs = [seg_array(c) for c in cuts]
+        _, splits = fast.encode_split_blocks(bits, cuts, fmt, 1)
+        segs = [seg_array(c) for c in (fast.regroup(cuts, splits) if splits else cuts)]
         layout = (8 * bits.dtype.itemsize, fmt.exponent_bits, fmt.mantissa_bits)
         runs = {}
         for label, (k, flag) in kernels.items():
