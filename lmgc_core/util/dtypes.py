@@ -66,11 +66,18 @@ def is_ml_dtype(dtype: np.dtype) -> bool:
 
 def is_codable(dtype: np.dtype) -> bool:
     """True for the dtypes a pipeline codes directly: bool, ints, floats, ml_dtypes and opaque
-    ``|V`` items (e.g. bfloat16 read back from a ``.npy``)."""
+    ``|V`` items of 1, 2, 4 or 8 bytes (e.g. bfloat16 read back from a ``.npy``); other ``|V``
+    sizes (``|V3``, ``|V16``) are coded as their bytes (:func:`view_dtype`): priors code items
+    of an unsigned integer's size (``|V0`` is still refused, by the prior)."""
     dtype = np.dtype(dtype)
     if dtype.kind in _KINDS:
         return True
-    return dtype.kind == "V" and dtype.fields is None and dtype.subdtype is None
+    return (
+        dtype.kind == "V"
+        and dtype.fields is None
+        and dtype.subdtype is None
+        and dtype.itemsize in (0, 1, 2, 4, 8)
+    )
 
 
 def dtype_name(dtype: np.dtype) -> str:
@@ -79,7 +86,7 @@ def dtype_name(dtype: np.dtype) -> str:
         return dtype.name
     if dtype.kind in _KINDS:
         return dtype.str
-    if dtype.kind == "V" and dtype.fields is None and dtype.subdtype is None:
+    if is_codable(dtype):
         return dtype.str  # opaque items (e.g. bfloat16 saved to .npy reads back as |V2)
     raise ConfigError(
         f"cannot compress arrays of dtype {dtype} directly (numbers only: floats, bfloat16, "
