@@ -382,7 +382,9 @@ def test_pipeline_round_trip(priors, grads, name, serializer, extra, window, cou
 @needs_torch
 def test_decoding_with_other_settings_is_refused(priors, grads, tmp_path):
     prior_for(priors, "transformers")
-    data = grads[:8]
+    # one real gradient, repeated: the LM copies it (16 + 8 bytes of 32), so its blocks are coded
+    # (a part the LM expands is stored raw, and decodes without comparing the LM's settings)
+    data = np.tile(grads[:1], 8)
     base = {"serializer": {"name": "hex"}, "window": 32, "batch": 2}
     blob = Pipeline.from_config(base, prior={"name": "llamacpp", "threads": 1}).compress(data)
 
@@ -479,7 +481,7 @@ def test_llamacpp_fingerprint_names_its_cpu_features():
 ENCODE = """
 import sys, numpy as np
 from lmgc_core import Pipeline
-g = np.load("tests/data/mlp_grads_8k.npy")[:6]
+g = np.tile(np.load("tests/data/mlp_grads_8k.npy")[:1], 6)  # coded by the LM, not stored
 cfg = {"prior": {"name": "transformers", "threads": 1}, "window": 32, "batch": 2}
 open(sys.argv[1], "wb").write(Pipeline.from_config(cfg).compress(g))
 import torch
@@ -490,7 +492,7 @@ import sys, numpy as np
 if sys.argv[2] == "torch-first":
     import torch
 import lmgc_core
-g = np.load("tests/data/mlp_grads_8k.npy")[:6]
+g = np.tile(np.load("tests/data/mlp_grads_8k.npy")[:1], 6)  # coded by the LM, not stored
 try:
     ok = lmgc_core.decompress(open(sys.argv[1], "rb").read()).tobytes() == g.tobytes()
     print("decoded", ok)
