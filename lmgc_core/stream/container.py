@@ -296,9 +296,10 @@ def _shallow(text: bytes, max_depth: int) -> bool:
 
 
 SMALL_HEADER = 1 << 16
-"""Header text up to this size is deflated against both written dictionaries (the smaller kept);
-a longer one (a block list) only against the newest: a second pass would cost milliseconds for
-a saving of a few bytes in megabytes."""
+"""Header text up to this size is deflated against both written dictionaries (the smaller kept;
+a typical 600-byte header costs ~90 us per deflate at level 9 here, so ~90 us more per stream
+written); a longer one (a block list) only against the newest: a second pass would cost
+milliseconds for a saving of a few bytes in megabytes."""
 OLDEST_WRITTEN = 3
 """A writer chooses between this version and :data:`VERSION` by the size of the deflated header
 (the older on a tie): version 4's dictionary adds language-model text in front of version 3's,
