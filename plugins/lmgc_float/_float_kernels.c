@@ -13,8 +13,12 @@
  *
  * A decoder fed damaged bytes never reads or writes out of bounds: past the end it reads zeros,
  * the code register stays 32 bits and every decoded symbol stays in its alphabet; the stream's
- * checksum then reports the damage. The kernels release the GIL, so blocks code on several
- * threads.
+ * checksum then reports the damage. It stops, though, once it has read past the end of its
+ * bytes (checked every CHECK values and at the end): the encoder's flush leaves exactly the
+ * bytes its decoder reads (see encoder_finish), so a block whose values outrun its bytes is
+ * damaged, and a crafted header that declares 2**28 values for a block of a few kilobytes costs
+ * what those kilobytes carry, not a walk over 2**28 values. The kernels release the GIL, so
+ * blocks code on several threads.
  *
  * Bump KERNEL_VERSION whenever the kernels change: the loader refuses a stale build. */
 #define PY_SSIZE_T_CLEAN
@@ -22,7 +26,7 @@
 #include "_kernel_common.h"
 #include "_kernel_py.h"
 
-#define KERNEL_VERSION 3
+#define KERNEL_VERSION 4
 
 /* coder constants (tables.py) */
 #define TOTAL_BITS 15
@@ -327,16 +331,36 @@ static void scratch_free(Scratch *s) {
     free(s->ccnt);
 }
 
-/* The column state is read from the second row on and written up to the last row but one, so a
- * one-row segment (a flat run, a chunk of a few long rows) never touches it: for a row of a
- * million values that is 17 MB less memory set, faulted in and streamed through per block. */
-static void scratch_reset(Scratch *s, i64 rows, i64 cols) {
-    memset(s->above, 0, (size_t)cols + 1);
-    memset(s->cur, 0, (size_t)cols + 1);
+/* A segment's scratch before its first row: only the pads. The rest is set a chunk at a time as
+ * the first row reaches it (scratch_chunk), so memory is touched only as far as the walk gets:
+ * a damaged block that declares 2**28 values stops after a few kilobytes of input (see the
+ * top), before setting the gigabytes of scratch so many columns would take. A row writes its
+ * `cur` entry before reading it, so `cur` needs only its pad. */
+static void scratch_reset(Scratch *s) {
+    s->above[0] = 0;
+    s->cur[0] = 0;
+}
+
+/* The first row's chunk of columns [j, j + CHECK): the row above (read, though row 0 ignores
+ * it) cleared and, for a segment of several rows, the column state reset. The column state is
+ * read from the second row on and written up to the last row but one, so a one-row segment (a
+ * flat run, a chunk of a few long rows) never touches it: for a row of a million values that is
+ * 17 MB less memory set, faulted in and streamed through per block. */
+static void scratch_chunk(Scratch *s, i64 rows, i64 cols, i64 j) {
+    size_t n = (size_t)(cols - j < CHECK ? cols - j : CHECK);
+    memset(s->above + j + 1, 0, n);
     if (rows < 2) return;
-    memset(s->col_zero, 1, (size_t)cols);
-    memset(s->csum, 0, (size_t)cols * sizeof(i64));
-    memset(s->ccnt, 0, (size_t)cols * sizeof(i64));
+    memset(s->col_zero + j, 1, n);
+    memset(s->csum + j, 0, n * sizeof(i64));
+    memset(s->ccnt + j, 0, n * sizeof(i64));
+}
+
+/* Whether a decoder has read past the end of its range-coded or raw bytes (both count every
+ * byte they consume, those past the end read as zeros). A block the encoder wrote never does:
+ * encoder_finish leaves exactly the bytes the decoder reads, flush_bits those the bit reader
+ * takes. */
+INLINE int read_past_end(const Dec *d, const BitsIn *r) {
+    return d->pos > d->len || (r != NULL && r->pos > r->len);
 }
 
 /* The exponent's prediction and context at column j, from the running means. */
@@ -571,23 +595,32 @@ INLINE int levels_decode_step(Fields *f, int width, const Site *at, i64 *ex_out,
 /* Walks the segments' values row by row for one kernel (`kind`, a constant once inlined, as is
  * `width`), keeping what the field models' contexts read: the neighbours' signs, which columns
  * are all zero so far, and the row, column and tensor means of the exponents.
- * 1: done, 0: an output buffer ran out (the caller retries with larger ones), -1: no memory. */
+ * 1: done, 0: an output buffer ran out (the caller retries with larger ones), -1: no memory,
+ * -2: the decoder read past the end of its bytes (a damaged block). */
 INLINE int walk_fields(Fields *f, int kind, int width, const i64 *segs, i64 nsegs) {
+    const int decoding = kind == FLOAT_DECODE || kind == LEVELS_DECODE;
     Scratch sc;
     if (!scratch_alloc(&sc, max_cols(segs, nsegs))) {
         scratch_free(&sc);
         return -1;
     }
     int ok = 1;
-    for (i64 s = 0; s < nsegs && ok; s++) {
+    for (i64 s = 0; s < nsegs && ok > 0; s++) {
         i64 off = segs[3 * s], rows = segs[3 * s + 1], cols = segs[3 * s + 2];
-        scratch_reset(&sc, rows, cols);
+        scratch_reset(&sc);
         Means mn = {0, 0, 0, 0, 0, 0};
-        for (i64 i = 0; i < rows && ok; i++) {
+        for (i64 i = 0; i < rows && ok > 0; i++) {
             int row_zero = 1;
             mn.rsum = mn.rcnt = 0;
             i64 base = off + i * cols;
             for (i64 j = 0; j < cols; j++) {
+                if ((j & (CHECK - 1)) == 0) {
+                    if (i == 0) scratch_chunk(&sc, rows, cols, j);
+                    if (decoding && read_past_end(f->d, f->r)) {
+                        ok = -2;
+                        break;
+                    }
+                }
                 int left = sc.cur[j], up = sc.above[j + 1];
                 Site at = {&sc,
                            &mn,
@@ -623,6 +656,7 @@ INLINE int walk_fields(Fields *f, int kind, int width, const i64 *segs, i64 nseg
         }
     }
     scratch_free(&sc);
+    if (decoding && ok > 0 && read_past_end(f->d, f->r)) return -2;
     return ok;
 }
 
@@ -769,13 +803,23 @@ INLINE int decode_ints_width(void *out, int width, const i64 *segs, i64 nsegs, D
     i64 start = nsegs ? segs[0] : 0, ptr = -1, length = 0;
     uint8_t *col_const = malloc((size_t)max_cols(segs, nsegs) + 1);
     if (col_const == NULL) return -1;
-    for (i64 s = 0; s < nsegs; s++) {
+    int ok = 1;
+    for (i64 s = 0; s < nsegs && ok > 0; s++) {
         i64 off = segs[3 * s], rows = segs[3 * s + 1], cols = segs[3 * s + 2];
-        memset(col_const, 1, (size_t)cols);
-        for (i64 i = 0; i < rows; i++) {
+        for (i64 i = 0; i < rows && ok > 0; i++) {
             i64 base = off + i * cols, left = 0;
             int row_const = 1, left_repeat = 0;
             for (i64 j = 0; j < cols; j++) {
+                /* as walk_fields: the column state set as the first row reaches it, and a stop
+                 * once the decoder has read past the end of its bytes */
+                if ((j & (CHECK - 1)) == 0) {
+                    if (i == 0)
+                        memset(col_const + j, 1, (size_t)(cols - j < CHECK ? cols - j : CHECK));
+                    if (read_past_end(d, NULL)) {
+                        ok = -2;
+                        break;
+                    }
+                }
                 i64 t = base + j;
                 i64 up = i > 0 ? load_signed(out, width, t - cols) : 0;
                 if (ptr >= 0) {
@@ -825,7 +869,8 @@ INLINE int decode_ints_width(void *out, int width, const i64 *segs, i64 nsegs, D
         }
     }
     free(col_const);
-    return 1;
+    if (ok > 0 && read_past_end(d, NULL)) return -2;
+    return ok;
 }
 
 #define BY_WIDTH(call_8, call_16, call_32, call_64) \
@@ -903,6 +948,13 @@ static int parse_segments_call(PyObject *args, const char *fmt, Py_buffer b[14],
     return 1;
 }
 
+/* The ValueError of a block whose values outrun its bytes (the Python side: StreamError). */
+static PyObject *past_end_error(void) {
+    PyErr_SetString(PyExc_ValueError,
+                    "its values run past the end of its coded bytes (damaged or truncated)");
+    return NULL;
+}
+
 /* Coder states travel as int64 arrays: encoder (low, rng, cache, csize, pos), decoder (code,
  * rng, pos), bit writer and reader (acc, nb, pos). */
 static Enc enc_from(const i64 *s, Py_buffer *out) {
@@ -953,6 +1005,7 @@ static PyObject *run_fields(Py_buffer b[14], Fields *f, int kind, int width) {
         bs[0] = (i64)r.acc, bs[1] = r.nb, bs[2] = r.pos;
     }
     kc_release(b, 14);
+    if (ok == -2) return past_end_error();
     if (ok < 0) return PyErr_NoMemory();
     if (encoding) return PyBool_FromLong(ok);
     Py_RETURN_NONE;
@@ -992,6 +1045,11 @@ PyDoc_STRVAR(decode_doc,
 KERNEL_FN(decode_segments, segments_call, "w*y*iiiw*y*w*y*w*w*w*w*w*w*w*w*", FLOAT_DECODE)
 
 PyDoc_STRVAR(finish_doc, "encoder_finish(es, out) -> int: flush the range coder; its length.");
+
+/* Five shifts push out the pending bytes and the four of `low`, so the coder writes one byte
+ * per renormalising shift plus 5 (its leading 0 among them), and its decoder reads exactly as
+ * many: the leading byte it skips (tables.decoder_state), the 4 decoder_init loads, one per
+ * shift. A decoder that reads past the end of a block's bytes decodes no encoder's block. */
 
 static PyObject *py_encoder_finish(PyObject *self, PyObject *args) {
     Py_buffer b[2];
@@ -1160,6 +1218,7 @@ static PyObject *ints_call(PyObject *args, const char *fmt, int encoding) {
         dec_to(b[2].buf, &d);
     }
     kc_release(b, 11);
+    if (ok == -2) return past_end_error();
     if (ok < 0) return PyErr_NoMemory();
     if (encoding) return PyBool_FromLong(ok);
     Py_RETURN_NONE;

@@ -106,8 +106,18 @@ def decode_blocks(
     fmt: FloatFormat | None,
     jobs: int,
 ) -> None:
-    pairs = list(zip(data, blocks, strict=True))
-    if fmt is None:
-        map_ordered(lambda p: decode_int_block(p[0], out_bits, seg_array(p[1])), pairs, jobs)
-    else:
-        map_ordered(lambda p: decode_float_block(p[0], out_bits, seg_array(p[1]), fmt), pairs, jobs)
+    """Decode every block into ``out_bits``; a damaged block raises StreamError. The kernels
+    raise ValueError for a block whose values run past the end of its bytes (they stop there: a
+    header that declares 2**28 values for a block of a few kilobytes costs what those carry)."""
+
+    def one(item: tuple[int, tuple[bytes, Sequence[tuple[int, int, int]]]]) -> None:
+        index, (block, segs) = item
+        try:
+            if fmt is None:
+                decode_int_block(block, out_bits, seg_array(segs))
+            else:
+                decode_float_block(block, out_bits, seg_array(segs), fmt)
+        except ValueError as err:
+            raise StreamError(f"float prior (level 2): block {index} is damaged: {err}") from None
+
+    map_ordered(one, list(enumerate(zip(data, blocks, strict=True))), jobs)

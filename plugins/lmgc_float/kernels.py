@@ -22,7 +22,7 @@ from lmgc_core.util.errors import PluginError
 
 from . import tables
 
-KERNEL_VERSION = 3
+KERNEL_VERSION = 4
 """The compiled module's ``KERNEL_VERSION`` this code expects; another one is a stale build."""
 REBUILD = "rebuild it with `pip install -e .` (or reinstall lmgc; it needs a C compiler)"
 
