@@ -86,6 +86,15 @@ def bf16() -> np.ndarray:
     return out
 
 
+def grads_and_squares_bf16() -> np.ndarray:
+    """Two tensors of different spread in one level-1 block (the squares' exponents spread twice
+    as wide), so the encoder splits the block (``splits``)."""
+    import ml_dtypes
+
+    g = grads(8192)
+    return np.concatenate([g, g * g]).astype(ml_dtypes.bfloat16)
+
+
 def int32() -> np.ndarray:
     return (grads(512) * np.float32(1e6)).astype(np.int32)
 
@@ -342,6 +351,11 @@ STREAM_CASES = [
                "float32 part was coded at level 2 (part meta \"level\": 2, per-block checksums)",
                lambda: grads(1024, 1024), {"prior": {"name": "float", "level": 1,
                                                      "small_parts": "smaller"}}),
+    StreamCase("float-level1-splits", "float prior level 1, two bfloat16 tensors of 8192 values in "
+               "one block: real gradients, then their squares; the encoder cut the block between "
+               "them (part meta \"splits\": [1])", grads_and_squares_bf16,
+               {"prior": {"name": "float", "level": 1, "small_parts": "level",
+                          "layout": [[8192], [8192]]}}),
     StreamCase("float-delta-l1-f32", "float prior level 1 against a base (coding 'delta', "
                "lmgc_float.delta meta version 2): AdamW weights step 2 vs step 1, (32, 32) "
                "float32, IEEE specials in both", delta_new_f32,
