@@ -405,6 +405,7 @@ KC_FN void hash_values(const void *vals, const i64 *segs, i64 nsegs, int width, 
 /* lane -> index of its word among the lanes that read one */
 static u32 kc_renorm_perm[256][8] __attribute__((unused));
 static int kc_use_simd __attribute__((unused)) = 0;
+static int kc_use_avx512 __attribute__((unused)) = 0; /* kc_renorm8_avx512 runs here */
 
 KC_FN void kc_init_simd(void) {
     for (int m = 0; m < 256; m++) {
@@ -416,6 +417,7 @@ KC_FN void kc_init_simd(void) {
     }
     __builtin_cpu_init();
     kc_use_simd = __builtin_cpu_supports("avx2");
+    kc_use_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
 }
 
 /* Renormalise the eight states of x from the words at *pp (advanced past those read). */
@@ -428,6 +430,17 @@ __attribute__((target("avx2"), always_inline, unused)) static inline __m256i kc_
         words, _mm256_loadu_si256((const __m256i *)kc_renorm_perm[bits]));
     *pp += 2 * __builtin_popcount((unsigned)bits);
     return _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), w), need);
+}
+
+/* The same with AVX-512VL: the words expanded into the lanes that read one (no table), a shorter
+ * chain from one group's states to the next's (kc_use_avx512). */
+__attribute__((target("avx2,avx512f,avx512vl"), always_inline, unused)) static inline __m256i
+kc_renorm8_avx512(__m256i x, const u8 **pp) {
+    __mmask8 need = _mm256_cmplt_epu32_mask(x, _mm256_set1_epi32(1 << 16));
+    __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)*pp));
+    *pp += 2 * __builtin_popcount((unsigned)need);
+    return _mm256_mask_or_epi32(x, need, _mm256_slli_epi32(x, 16),
+                                _mm256_maskz_expand_epi32(need, words));
 }
 #else
 KC_FN void kc_init_simd(void) {}
