@@ -625,8 +625,9 @@ static int write_float3(Buf *out, const Fmt *f, const u8 *side, size_t sidelen, 
  * fields do not depend on the block (side information is per segment), so the encoder may cut
  * a block's segments into runs that each get their own table: the runs minimising the
  * estimated size (entropy of each run's symbols, its table, a block's fixed cost), over units of
- * segments (at least UNIT symbols, or one bigger segment), at most MAX_UNITS of them. The
- * stream lists the cuts (the part's "splits"); each run is an ordinary block. */
+ * segments (at least UNIT values, or one bigger segment: plan_units), at most MAX_UNITS of
+ * them, whose counts coding snapshots as it goes. The stream lists the cuts (the part's
+ * "splits"); each run is an ordinary block. */
 #define MAX_UNITS 32
 #define UNIT 4096
 #define BLOCK_COST (160 * 8) /* bits: rANS states 128 bytes, checksum, lengths, header entry */
@@ -652,63 +653,68 @@ static u64 run_cost(const u32 *hi, const u32 *lo, const u16 *sym, int k) {
     return n * log2fix(n) - sum + ((table + 1) * 8 + BLOCK_COST) * 65536;
 }
 
-/* Cut the segments [0, nsegs) into runs (cuts[0] = 0 < ... < cuts[m] = nsegs; returns m, 1
- * when the block stays whole, -1 when out of memory) and, when m > 1, give each run's symbol
- * counts (m rows of nJ, to be freed). mk[3 g] = symbols before segment g. */
-static int plan_cuts(const u16 *J, const size_t *mk, i64 nsegs, const Fmt *f, const u64 *cJ,
-                     i64 *cuts, u32 **run_counts) {
-    cuts[0] = 0, cuts[1] = nsegs;
-    *run_counts = NULL;
-    i64 ustart[MAX_UNITS + 1];
+/* The units a block's segments are planned in: a unit starts at ustart[u] (ustart[0] = 0) with
+ * a segment of at least `unit` values or after units of at least as many, `unit` doubled until
+ * there are at most MAX_UNITS. Derived from the segments' sizes alone, so that coding can take
+ * its counts as it goes. Returns their number. */
+static int plan_units(const i64 *segs, i64 nsegs, i64 *ustart) {
     int nu = 0;
-    for (u64 unit = UNIT;; unit *= 2) { /* coarser units until there are few enough */
+    for (u64 unit = UNIT;; unit *= 2) {
         nu = 0;
         u64 cur = 0;
         for (i64 g = 0; g < nsegs && nu <= MAX_UNITS; g++) {
-            u64 n = mk[3 * (g + 1)] - mk[3 * g];
+            u64 n = (u64)(segs[3 * g + 1] * segs[3 * g + 2]);
             if (g == 0 || cur >= unit || n >= unit) {
-                if (nu == MAX_UNITS) { nu++; break; }
+                if (nu == MAX_UNITS) {
+                    nu++;
+                    break;
+                }
                 ustart[nu++] = g, cur = 0;
             }
             cur += n;
         }
         if (nu <= MAX_UNITS) break;
     }
-    if (nu < 2) return 1;
     ustart[nu] = nsegs;
-    int k = 0;
-    u16 *sym = malloc(sizeof(u16) * (size_t)f->nJ), *idx = malloc(sizeof(u16) * (size_t)f->nJ);
+    return nu;
+}
+
+/* Cut a block's nu >= 2 units into runs (cuts[0] = 0 < ... < cuts[m] = nsegs, in segments;
+ * returns m, 1 when the block stays whole, -1 when out of memory) and, when m > 1, give each
+ * run's symbol counts (m rows of nJ, to be freed). snap[u nJ + s]: the count of symbol s before
+ * unit u (row nu: the block's, cJ). */
+static int plan_cuts(const u32 *snap, const i64 *ustart, int nu, const Fmt *f, const u64 *cJ,
+                     i64 *cuts, u32 **run_counts) {
+    *run_counts = NULL;
+    int k = 0, m = 1;
+    u16 *sym = malloc(sizeof(u16) * (size_t)f->nJ);
     u32 *P = NULL;
-    int m = 1;
-    if (!sym || !idx) {
-        m = -1;
-        goto done;
+    if (sym) {
+        for (int s = 0; s < f->nJ; s++)
+            if (cJ[s]) sym[k++] = (u16)s;
+        P = malloc((size_t)(nu + 1) * (size_t)k * 4); /* the same, present symbols only */
     }
-    for (int s = 0; s < f->nJ; s++)
-        if (cJ[s]) idx[s] = (u16)k, sym[k++] = (u16)s;
-    P = calloc((size_t)(nu + 1) * (size_t)k, 4); /* prefix counts at unit starts */
     if (!P) {
         m = -1;
         goto done;
     }
-    /* each unit's counts in row u + 1, the biggest unit's (most of a block of a big tensor and
-     * a few small ones) as the block's minus the others', then the rows summed up */
-    int big = 0;
-    for (int u = 1; u < nu; u++)
-        if (mk[3 * ustart[u + 1]] - mk[3 * ustart[u]] > mk[3 * ustart[big + 1]] - mk[3 * ustart[big]])
-            big = u;
-    u32 *brow = P + (size_t)(big + 1) * k;
-    for (int q = 0; q < k; q++) brow[q] = (u32)cJ[sym[q]];
+    for (int u = 0; u <= nu; u++)
+        for (int q = 0; q < k; q++) P[(size_t)u * k + q] = snap[(size_t)u * f->nJ + sym[q]];
+    /* no cut can pay when the block's estimate is within reach of a lower bound of every cut
+     * into two runs or more: each unit's own entropy (merging never lowers it), two bytes per
+     * present symbol (each is in some run's table) and two blocks' fixed cost */
+    u64 whole = run_cost(P + (size_t)nu * k, P, sym, k), floor_bits = 0;
     for (int u = 0; u < nu; u++) {
-        if (u == big) continue;
-        u32 *row = P + (size_t)(u + 1) * k;
-        for (size_t q = mk[3 * ustart[u]]; q < mk[3 * ustart[u + 1]]; q++) row[idx[J[q]]]++;
-        for (int q = 0; q < k; q++) brow[q] -= row[q];
+        const u32 *hi = P + (size_t)(u + 1) * k, *lo = P + (size_t)u * k;
+        u64 n = 0, sum = 0;
+        for (int q = 0; q < k; q++) {
+            u64 c = hi[q] - lo[q];
+            n += c, sum += c * log2fix(c);
+        }
+        floor_bits += n * log2fix(n) - sum;
     }
-    for (int u = 1; u <= nu; u++) {
-        u32 *row = P + (size_t)u * k, *prev = row - k;
-        for (int q = 0; q < k; q++) row[q] += prev[q];
-    }
+    floor_bits += ((u64)k * 16 + 2 * BLOCK_COST + SPLIT_MARGIN) * 65536;
+    if (floor_bits >= whole) goto done;
     u64 best[MAX_UNITS + 1];
     int from[MAX_UNITS + 1];
     best[0] = 0;
@@ -719,7 +725,6 @@ static int plan_cuts(const u16 *J, const size_t *mk, i64 nsegs, const Fmt *f, co
             if (c < best[j]) best[j] = c, from[j] = i;
         }
     }
-    u64 whole = run_cost(P + (size_t)nu * k, P, sym, k);
     if (best[nu] + (u64)SPLIT_MARGIN * 65536 < whole) {
         int runs[MAX_UNITS + 1], r = 0;
         for (int j = nu; j > 0; j = from[j]) runs[r++] = j;
@@ -733,7 +738,7 @@ static int plan_cuts(const u16 *J, const size_t *mk, i64 nsegs, const Fmt *f, co
         }
     }
 done:
-    free(sym), free(idx), free(P);
+    free(sym), free(P);
     return m;
 }
 
@@ -751,12 +756,20 @@ CLONES static int encode_float(const void *vals, const i64 *segs, i64 nsegs, con
     size_t *mk = malloc(sizeof(size_t) * 3 * (size_t)(nsegs + 1)); /* na, nb, side per segment */
     int ok = J && L && raw && cJ && mk &&
              scratch_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2), f->nA);
+    i64 ustart[MAX_UNITS + 1];
+    int nu = ok && split && nsegs > 1 ? plan_units(segs, nsegs, ustart) : 1, u = 0;
+    u32 *snap = nu > 1 ? malloc((size_t)(nu + 1) * (size_t)f->nJ * 4) : NULL; /* plan_cuts */
+    ok = ok && (nu < 2 || snap);
     size_t na = 0, nb = 0;
     for (i64 g = 0; ok && g < nsegs; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         int mode, flags;
         i64 R0;
         mk[3 * g] = na, mk[3 * g + 1] = nb, mk[3 * g + 2] = side.len;
+        if (snap && u < nu && ustart[u] == g) { /* the counts so far, at a unit's start */
+            for (int q = 0; q < f->nJ; q++) snap[(size_t)u * f->nJ + q] = (u32)cJ[q];
+            u++;
+        }
         switch (f->width) { /* one specialised copy of both passes per width */
 #define PASSES(WW)                                                                             \
     case WW:                                                                                   \
@@ -777,7 +790,11 @@ CLONES static int encode_float(const void *vals, const i64 *segs, i64 nsegs, con
         mk[3 * nsegs] = na, mk[3 * nsegs + 1] = nb, mk[3 * nsegs + 2] = side.len;
         cuts[0] = 0, cuts[1] = nsegs;
         u32 *rc = NULL;
-        m = split && nsegs > 1 ? plan_cuts(J, mk, nsegs, f, cJ, cuts, &rc) : 1;
+        m = 1;
+        if (snap) {
+            for (int q = 0; q < f->nJ; q++) snap[(size_t)nu * f->nJ + q] = (u32)cJ[q];
+            m = plan_cuts(snap, ustart, nu, f, cJ, cuts, &rc);
+        }
         ok = m > 0;
         for (int r = 0; ok && r < m; r++) {
             const size_t *a = mk + 3 * cuts[r], *b = mk + 3 * cuts[r + 1];
@@ -792,7 +809,7 @@ CLONES static int encode_float(const void *vals, const i64 *segs, i64 nsegs, con
         }
         free(rc);
     }
-    free(cJ), free(side.p), free(mk);
+    free(cJ), free(side.p), free(mk), free(snap);
     scratch_free(&s);
     return ok ? m : 0;
 }
@@ -1441,7 +1458,8 @@ static PyObject *py_encode_split(PyObject *self, PyObject *args) {
         res = m ? PyList_New(m) : PyErr_NoMemory();
         for (int r = 0; res && r < m; r++) {
             PyObject *item = Py_BuildValue("(y#L)", (const char *)outs[r].p,
-                                           (Py_ssize_t)outs[r].len, (long long)(cuts[r + 1] - cuts[r]));
+                                           (Py_ssize_t)outs[r].len,
+                                           (long long)(cuts[r + 1] - cuts[r]));
             if (!item) Py_CLEAR(res);
             else PyList_SET_ITEM(res, r, item);
         }
