@@ -186,8 +186,8 @@ def decode(
         try:
             if kind != ALONE:
                 k.decode(body, out, old, segs, *layout, level, kind)
-            elif level == LEVEL_FAST:
-                fast.kernel().decode(body, out, segs, *layout)
+            elif level == LEVEL_FAST:  # a delta part's CRC32s are always checked: no
+                fast.kernel().decode(body, out, segs, *layout, canonical=False)  # 2nd check
             else:
                 _decode_alone(body, out, segs, fmt, layout[0], index)
         except ValueError as err:  # the kernels' damaged-input errors (and StreamError)
