@@ -248,6 +248,8 @@ class Pipeline:
             header["base"] = {"sha256": base_sha256(ref)}
             if base_name is not None:
                 header["base"]["name"] = base_name
+        if stored_only(header):  # decoded by copying: nothing of the prior binds the stream
+            del header["prior"]  # (an LM's model hash and CPU features: no machine, any size)
         blob = container.pack(header, blocks)
         alternative = None if ref is not None else self._fallback_pipeline()
         if alternative is not None:
@@ -782,6 +784,43 @@ def decode_stored(
     if _sha256(result) != expected:
         raise ChecksumError("decoded data does not match the original's SHA-256: corrupted")
     return result
+
+
+class _Copying:
+    """The "prior" of :data:`STORED`: none is run, so any thread may decode at any time."""
+
+    name = StoredCoder.coding
+    thread_safe = True
+
+
+class StoredPipeline:
+    """Decodes :func:`stored_only` streams where a caller would use the pipeline their header
+    records (an archive's members, ``lmgc decompress``), without building it: copying the bytes
+    needs no prior, so no model is loaded and a stream of another machine or model decodes.
+    Use :data:`STORED`."""
+
+    prior = _Copying()
+
+    def decompress(
+        self,
+        blob: bytes,
+        force: bool = False,
+        progress: Progress | None = None,
+        jobs: int | None = 1,
+        max_nbytes: int | None = None,
+        *,
+        head: tuple[dict[str, Any], int] | None = None,
+        base: Any = None,
+        _key: str | None = None,
+    ) -> np.ndarray:
+        """:meth:`Pipeline.decompress` of a stored-only stream (``StreamError`` for another)."""
+        head = container.read_header(blob) if head is None else head
+        if not stored_only(head[0]):
+            raise StreamError("stream has a part that is not stored: it needs its pipeline")
+        return decode_stored(blob, head, max_nbytes)
+
+
+STORED = StoredPipeline()
 
 
 def compress(

@@ -142,6 +142,13 @@ def _part_line(part: Any) -> str:
     return text
 
 
+def _stored_only(header: Any) -> bool:
+    """Whether a stream header's parts are all stored (and it records no fingerprint)."""
+    parts = _items(_get(header, "parts"))
+    stored = all(_get(p, "coding") == "stored" for p in parts)
+    return bool(parts) and stored and _get(header, "prior") is None
+
+
 def _common(values: list[Any]) -> Any:
     return values[0] if values and all(v == values[0] for v in values) else None
 
@@ -190,6 +197,8 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
         lines.append("  pipeline   differs between streams (see --json)")
     if fingerprint:
         lines.append(f"  fingerprint {fingerprint}")
+    elif headers and all(_stored_only(h) for h in headers):
+        lines.append("  fingerprint none: every part stored (decoded by copying, on any machine)")
     for m in doc["members"]:
         lines.append(
             f"  tensor {m['name'] or '-'}: {m['dtype']} {_shape(m['shape'])}, "

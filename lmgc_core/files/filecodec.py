@@ -253,8 +253,14 @@ class StreamDecoder:
         """The base chunk a member's header names (``--base``), else ``None``."""
 
     def pipeline(self, header: dict[str, Any]) -> Any:
-        from lmgc_core.coding.pipeline import Pipeline
+        """The recorded pipeline (``--model`` applied), or :data:`~lmgc_core.coding.pipeline.
+        STORED` for a stream whose every part is stored: copied, never run, so its prior is not
+        built (no model loaded, none needed) and ``--model`` / ``--force`` do not matter, as in
+        :func:`lmgc_core.decompress`."""
+        from lmgc_core.coding.pipeline import STORED, Pipeline, stored_only
 
+        if stored_only(header):
+            return STORED
         config = recorded_config(header, {"model": self.model} if self.model else None)
         key = json.dumps(config, sort_keys=True, default=str)
         if key not in self._pipelines:

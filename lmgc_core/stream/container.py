@@ -7,7 +7,9 @@ Versions differ only in how the header is deflated: versions 1 and 2 as a zlib s
 preset dictionary (version 2 appends the ``float`` prior's typical header text to version 1's);
 version 3 as a raw deflate stream (no zlib header or Adler-32: the CRC32 after it covers it)
 against a dictionary that adds today's default headers (both levels of the ``float`` prior) and
-the ``file`` record of a single-array file. Every version is read.
+the ``file`` record of a single-array file; version 4 puts language-model text in front of
+version 3's dictionary, version 5 appends a stored-only header without a fingerprint (what
+version 5's writer leaves out of such a stream). Every version is read.
 
 Every block is one independently decodable batch of windows; its byte length and CRC32 are in
 the header, so corruption is caught before a decoder sees garbage and points at the block that
@@ -28,7 +30,7 @@ import numpy as np
 from lmgc_core.util.errors import ConfigError, StreamError, TruncatedStreamError
 
 MAGIC = b"LMGC"
-VERSION = 4
+VERSION = 5
 _PREFIX = struct.Struct("<4sBI")
 _CRC = struct.Struct("<I")
 MAX_HEADER = 64 << 20
@@ -180,7 +182,27 @@ header of SmolLM2 alone on 16 values shrinks from 281 to 107 bytes, of the demo'
 to 110 (see :data:`OLDEST_WRITTEN`).
 Stored parts (``"coding": "stored"``, ``lmgc_core/coding/parts.py``) came with version 4;
 readers before it refuse them as an unknown part coding."""
-_RAW = frozenset({3, 4})
+_UNBOUND = (
+    b'{"array":{"dtype":"<f4","shape":[]},"file":{"format":"npy","head":"\\u0093NUMPY\\u0001\\u00'
+    b"00v\\u0000{'descr': '<f4', 'fortran_order': False, 'shape': (,), }                       "
+    b'                                   \\n"},"made_by":"lmgc 0.1.0","parts":[{"blocks":[[]],"'
+    b'coding":"stored","count":,"dtype":"<f4","name":"data","stored":{"steps":}}],"pipeline":{'
+    b'"batch":8,"coder":{"name":"range"},"prior":{"model":null,"n_batch":512,"n_gpu_layers":0,'
+    b'"name":"llamacpp","threads":null,"unmapped":"error"},"serializer":{"byte_order":"big","b'
+    b'ytes_per_group":4,"name":"hex","prefix":"","separator":" "},"stages":[],"window":2048},"'
+    b'sha256":"","stages":[]}'
+)
+"""The compact-form header of SmolLM2 alone whose one part is stored, as version 5 writes it:
+no ``prior`` fingerprint (a stream whose every part is stored is decoded by copying, so nothing
+binds it to a model or machine; ``docs/format.md``), numbers and digest left out."""
+HEADER_DICTIONARIES[5] = HEADER_DICTIONARIES[4] + _UNBOUND
+"""Version 5 appends (nearest, where matches are cheapest) that header to version 4's
+dictionary: the demo's stored SmolLM2 stream's header 107 bytes with the fingerprint at version
+4 (177 where llama.cpp reports other CPU features), 97 without it at version 5, on any machine.
+Version 5 is the first whose writer leaves a stored-only stream's fingerprint out; version 4
+readers decode such a header correctly (they never read the fingerprint of a stored-only
+stream) but refuse the version byte 5."""
+_RAW = frozenset({3, 4, 5})
 """Versions whose header is a raw deflate stream (zlib's own header and Adler-32 left out)."""
 
 
@@ -302,7 +324,8 @@ written); a longer one (a block list) only against the newest: a second pass wou
 milliseconds for a saving of a few bytes in megabytes."""
 OLDEST_WRITTEN = 3
 """A writer chooses between this version and :data:`VERSION` by the size of the deflated header
-(the older on a tie): version 4's dictionary adds language-model text in front of version 3's,
+(the older on a tie): version 4's (and 5's) dictionary adds language-model text in front of
+version 3's,
 which shrinks LM and ``mix`` headers by ~170-290 bytes but moves every other header's matches,
 which deflate then codes a few bytes longer or shorter. Choosing keeps every header at most as
 long as version 3 made it (and most streams readable by version 3 readers)."""

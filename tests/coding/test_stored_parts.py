@@ -14,7 +14,13 @@ from lmgc_basic_priors.uniform import UniformPrior
 from lmgc_core import Pipeline, decompress
 from lmgc_core.coding import parts, pipeline
 from lmgc_core.stream import container
-from lmgc_core.util.errors import ChecksumError, PluginError, StreamError, TruncatedStreamError
+from lmgc_core.util.errors import (
+    ChecksumError,
+    MismatchError,
+    PluginError,
+    StreamError,
+    TruncatedStreamError,
+)
 from tests.conftest import same_bits
 
 UNIFORM = {"prior": {"name": "uniform"}, "window": 64}
@@ -112,12 +118,16 @@ def test_a_stored_block_of_another_size_is_refused(grads):
 
 
 def test_a_reader_without_stored_parts_refuses_them_by_name(grads, monkeypatch):
-    """What a version-3 reader says of a stored part: an unknown coding, never a mis-decode."""
+    """What a version-3 reader says of a stored part: the header has no fingerprint to match
+    (a stored-only stream's is left out), and forced past that check, an unknown coding; never
+    a mis-decode."""
     blob = Pipeline.from_config(UNIFORM).compress(grads[:200])
     monkeypatch.delitem(parts.CODERS, "stored")
     monkeypatch.setattr(pipeline, "stored_only", lambda header: False)
-    with pytest.raises(StreamError, match="unknown part coding 'stored'"):
+    with pytest.raises(MismatchError, match="prior: stream has None"):
         decompress(blob)
+    with pytest.raises(StreamError, match="unknown part coding 'stored'"):
+        decompress(blob, force=True)
 
 
 def test_lmgc_info_says_a_part_is_stored_and_what_its_prior_took(grads, tmp_path):
@@ -134,6 +144,7 @@ def test_lmgc_info_says_a_part_is_stored_and_what_its_prior_took(grads, tmp_path
     shown = runner.invoke(cli, ["info", str(packed)])
     assert shown.exit_code == 0, shown.output
     assert f"stored raw (the prior's coding: {took} bytes)" in shown.output
+    assert "fingerprint none: every part stored" in shown.output
 
 
 def test_a_stored_stream_decodes_without_building_its_prior(grads, monkeypatch):
@@ -174,10 +185,29 @@ def test_lmgc_decompress_of_a_stored_file_compares_no_fingerprint(grads, tmp_pat
     runner = CliRunner()
     made = runner.invoke(cli, ["compress", str(src), "-o", str(packed), "--prior", "uniform"])
     assert made.exit_code == 0, made.output
-    other = _repacked(
-        packed.read_bytes(), lambda header, block: header["prior"].update(version=99) or block
+    assert "prior" not in container.read_header(packed.read_bytes())[0]  # nothing binds it
+    other = _repacked(  # as version 4 wrote it: with the fingerprint, here of another build
+        packed.read_bytes(),
+        lambda header, block: header.update(prior={"prior": "uniform", "version": 99}) or block,
     )
     packed.write_bytes(other)
     done = runner.invoke(cli, ["decompress", str(packed), "-o", str(back)])
     assert done.exit_code == 0, done.output
     assert back.read_bytes() == src.read_bytes()
+
+
+def test_a_stored_only_header_leaves_the_fingerprint_out(grads, monkeypatch):
+    """Nothing of the prior decodes a stored-only stream, so nothing binds it to a machine: its
+    header keeps what was tried (the pipeline config, ``made_by``, the prior's code length) but
+    not the prior's fingerprint, and its size does not depend on it (an LM's records its model's
+    SHA-256 and llama.cpp's CPU features). A stream with a coded part keeps its fingerprint."""
+    data = grads[:200]
+    blob = Pipeline.from_config(UNIFORM).compress(data)
+    header = container.read_header(blob)[0]
+    assert "prior" not in header and header["pipeline"]["prior"] == {"name": "uniform"}
+    assert header["made_by"] and header["parts"][0]["stored"]["steps"] > data.nbytes
+    bound = {"prior": "uniform", "version": 1, "system_info": "CPU: " + "AVX512_X " * 40}
+    monkeypatch.setattr(UniformPrior, "fingerprint", lambda self: bound)
+    assert Pipeline.from_config(UNIFORM).compress(data) == blob
+    coded = Pipeline.from_config({"prior": {"name": "adaptive"}}).compress(data)
+    assert "prior" in container.read_header(coded)[0]

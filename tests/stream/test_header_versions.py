@@ -31,8 +31,8 @@ def test_a_mix_header_is_written_as_version_4_and_shorter(grads):
     data = grads[:64]
     blob = Pipeline.from_config(MIXTURE).compress(data)
     text = _text(blob)
-    v3, v4 = (len(container.deflate_header(text, v)) for v in (3, 4))
-    assert blob[4] == 4 and _header_bytes(blob) == 13 + v4
+    v3, v4 = (len(container.deflate_header(text, v)) for v in (3, container.VERSION))
+    assert blob[4] == container.VERSION and _header_bytes(blob) == 13 + v4
     assert v4 < v3 - 60  # the experts' fingerprints are in the dictionary
     assert same_bits(decompress(blob), data)
 
@@ -46,8 +46,9 @@ def test_no_header_grows(grads, config):
     data = grads[:512]
     blob = Pipeline.from_config(config).compress(data)
     text = _text(blob)
-    heads = {v: container.deflate_header(text, v) for v in (3, 4)}
-    version = 4 if len(heads[4]) < len(heads[3]) else 3
+    new = container.VERSION
+    heads = {v: container.deflate_header(text, v) for v in (3, new)}
+    version = new if len(heads[new]) < len(heads[3]) else 3
     assert blob[4] == version and blob[9 : 9 + len(heads[version])] == heads[version]
     assert _header_bytes(blob) - 13 <= len(heads[3])
     assert same_bits(decompress(blob), data)
@@ -55,9 +56,9 @@ def test_no_header_grows(grads, config):
 
 def test_a_version_3_reader_refuses_version_4_by_its_version_byte(grads, monkeypatch):
     blob = Pipeline.from_config(MIXTURE).compress(grads[:64])
-    assert blob[4] == 4
-    monkeypatch.delitem(container.HEADER_DICTIONARIES, 4)
-    with pytest.raises(StreamError, match="unsupported lmgc format version 4"):
+    assert blob[4] == container.VERSION
+    monkeypatch.delitem(container.HEADER_DICTIONARIES, container.VERSION)
+    with pytest.raises(StreamError, match=f"unsupported lmgc format version {container.VERSION}"):
         decompress(blob)
 
 
