@@ -84,3 +84,18 @@ def test_a_stream_with_a_coded_part_still_builds_its_prior(grads, tmp_path, monk
     monkeypatch.setattr(AdaptivePrior, "__init__", missing)
     done = CliRunner().invoke(cli, ["decompress", str(packed), "-o", str(tmp_path / "b.npy")])
     assert done.exit_code != 0 and "not installed" in done.output
+
+
+def test_a_stored_stream_naming_a_missing_model_decompresses(grads, tmp_path):
+    """The header of a stored stream names the llamacpp prior with a model file that does not
+    exist here (as on a machine without the model): nothing is built, the bytes come back."""
+    src, packed, back = tmp_path / "g.npy", tmp_path / "g.lmgc", tmp_path / "b.npy"
+    np.save(src, grads[:64])
+    _compress(src, packed)
+    blob = packed.read_bytes()
+    header, offset = container.read_header(blob)
+    header["pipeline"]["prior"] = {"name": "llamacpp", "model": str(tmp_path / "none.gguf")}
+    packed.write_bytes(container.pack(header, [blob[offset:]]))
+    done = CliRunner().invoke(cli, ["decompress", str(packed), "-o", str(back)])
+    assert done.exit_code == 0, done.output
+    assert back.read_bytes() == src.read_bytes()
