@@ -5,7 +5,9 @@
 #      than 4 bits per hex digit (it guesses the noise digits of the mantissa badly), so its coded
 #      blocks would be larger than the data: lmgc stores that part raw instead (never expand, as
 #      zstd and xz do; docs/format.md "Stored parts") and records the LM's own code length, which
-#      is printed as a measurement next to what was written;
+#      is printed as a measurement next to what was written. Nothing of the LM decodes that
+#      stream, so its header carries no fingerprint of the model or of llama.cpp's CPU features:
+#      its size is the same on any machine, and it decompresses without the model;
 #   2. the fast prior alone ($LMGC_DEMO_FAST, default: float, the default prior);
 #   3. the mixture of both (`mix`: the LM consulted on the two leading hex digits of each value,
 #      where it carries information), which codes within a few bits per window of its best expert:
