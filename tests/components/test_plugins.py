@@ -85,22 +85,22 @@ def test_third_party_plugin_is_discovered_listed_and_used(example_site, tmp_path
     assert refused.returncode == 1
     assert "lmgc_example_dependency_that_is_not_installed" in refused.stderr
 
-    # Without the plugin installed, the stream names what is missing.
-    gone = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lmgc_core.cli.commands",
-            "decompress",
-            str(tmp_path / "x.npy.lmgc"),
-            "-o",
-            str(tmp_path / "z.npy"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # Without the plugin installed, a stream its prior coded names what is missing; one whose
+    # every part is stored (the prior expanded the gradients) decodes by copying, without it.
+    np.save(tmp_path / "zeros.npy", np.zeros(4096, dtype="<f4"))
+    zeros = _lmgc(example_site, "compress", str(tmp_path / "zeros.npy"), "--prior",
+                  "zeros-favoured")  # fmt: skip
+    assert zeros.returncode == 0, zeros.stderr
+
+    def without_plugin(packed: str, out: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "lmgc_core.cli.commands", "decompress", packed, "-o", out]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    gone = without_plugin(str(tmp_path / "zeros.npy.lmgc"), str(tmp_path / "z.npy"))
     assert gone.returncode == 1 and "zeros-favoured" in gone.stderr
+    stored = without_plugin(str(tmp_path / "x.npy.lmgc"), str(tmp_path / "s.npy"))
+    assert stored.returncode == 0, stored.stderr
+    assert same_bits(np.load(tmp_path / "s.npy"), grads[:400])
 
 
 def test_third_party_plugin_passes_the_kit(example_site):
