@@ -236,7 +236,13 @@ def compress_array(
 def _recorded_pipeline(
     header: Mapping[str, Any], config: Mapping[str, Any] | None
 ) -> tuple[Any, Guard]:
-    """The cached pipeline a header records (``config``, the codec's, when it records none)."""
+    """The cached pipeline a header records (``config``, the codec's, when it records none);
+    for a stream whose every part is stored, the copying one (its prior is never run, so it is
+    not built: a chunk of a language model's stored stream decodes without the model)."""
+    from lmgc_core.coding.pipeline import STORED, stored_only
+
+    if stored_only(header):
+        return STORED, nullcontext()
     with registry.recorded():  # left-out options mean what they meant when it was written
         return cached_pipeline(recorded_config(header, default=config or {}))
 
