@@ -520,7 +520,18 @@ def _order(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str) -> list[int]:
 
 def _write_archive(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO[bytes]) -> bool:
     rebuild = fmt == reader.format and reader.segments is not None
-    sink = writers.HashingWriter(out, hashing=rebuild and reader.identical and not reader.compact)
+    background = resolve_jobs(dec.decoder.jobs) > 1  # the SHA-256 beside the writes
+    hashing = rebuild and reader.identical and not reader.compact
+    sink = writers.HashingWriter(out, hashing=hashing, background=background)
+    try:
+        return _write_into(reader, dec, fmt, sink, rebuild)
+    finally:  # an error while writing: the background hash stops too
+        sink.close()
+
+
+def _write_into(
+    reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, sink: writers.HashingWriter, rebuild: bool
+) -> bool:
     if rebuild:
         writers.rebuild(reader.segments, dec.chunks, sink)
         if reader.compact:  # every byte came through the stream's own checks (compact.py)
@@ -530,7 +541,7 @@ def _write_archive(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO
             return True
         if reader.identical:
             want = reader.source.get("sha256")
-            got = sink.sha.hexdigest() if sink.sha is not None else None
+            got = sink.hexdigest()
             if sink.size != reader.source.get("size") or got != want:
                 raise ChecksumError(
                     f"{reader.where}: the rebuilt {fmt} file does not match the source's SHA-256"

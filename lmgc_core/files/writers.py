@@ -6,6 +6,8 @@ reorder it (a Fortran-ordered array into safetensors)."""
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -25,11 +27,17 @@ class HashingWriter:
     """Counts what goes to ``out`` and, with ``hashing``, hashes it (a rebuilt file is checked
     against the source's SHA-256). Without: a file whose bytes all came through its streams' own
     checks (a compact archive) or a conversion, which has no source hash to meet; hashing those
-    cost ~0.07 s per 100 MB on the decoding's one serial thread."""
+    cost ~0.07 s per 100 MB on the decoding's one serial thread.
 
-    def __init__(self, out: IO[bytes], hashing: bool = True) -> None:
+    ``background`` (a decode with ``jobs > 1``): the SHA-256 runs on a thread of its own, fed in
+    file order, so the writing thread only writes (100 MB ``.npy`` in a zip archive, in-process
+    decompress ``-j 2``: 0.128 -> 0.107 s). At most :data:`HASH_AHEAD` writes wait for it (each
+    holds its chunk), so memory stays bounded when hashing is the slower."""
+
+    def __init__(self, out: IO[bytes], hashing: bool = True, background: bool = False) -> None:
         self.out = out
-        self.sha = hashlib.sha256() if hashing else None
+        self.sha = (_HashThread() if background else hashlib.sha256()) if hashing else None
+        self._background = background
         self.size = 0
 
     def write(self, data: Any) -> None:
@@ -39,6 +47,45 @@ class HashingWriter:
             self.sha.update(view)
         self.out.write(view)
         self.size += len(view)
+
+    def hexdigest(self) -> str | None:
+        """The SHA-256 of everything written (``None`` without ``hashing``)."""
+        return None if self.sha is None else self.sha.hexdigest()
+
+    def close(self) -> None:
+        """Stop a background hash that will not be asked for (an error while writing)."""
+        if self._background and self.sha is not None:
+            self.sha.close()
+
+
+HASH_AHEAD = 4
+"""Writes that may wait for the background SHA-256 (:class:`HashingWriter`)."""
+
+
+class _HashThread:
+    """``hashlib.sha256`` fed on a thread of its own (hashlib releases the GIL on big updates)."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=HASH_AHEAD)
+        self._thread = threading.Thread(target=self._run, name="lmgc-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (view := self._queue.get()) is not None:
+            self._sha.update(view)
+
+    def update(self, view: memoryview) -> None:
+        self._queue.put(view)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 def _bytes(arr: np.ndarray) -> memoryview:

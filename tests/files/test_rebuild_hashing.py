@@ -52,3 +52,71 @@ def test_a_zip_rebuild_still_meets_the_source_sha256(tmp_path, grads, monkeypatc
     monkeypatch.setattr(writers.hashlib, "sha256", _WrongHash)
     with pytest.raises(ChecksumError, match="SHA-256"):
         decompress_path(tmp_path / "s.lmgc", tmp_path / "back2.npz")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_source_sha256_is_checked_on_one_thread_or_beside_the_writes(
+    tmp_path, grads, monkeypatch, jobs
+):
+    """With ``jobs > 1`` the rebuilt file is hashed on a thread of its own, still in file order
+    and still checked: a wrong digest is refused either way."""
+    several = tmp_path / "several.npz"
+    np.savez(several, a=grads[:4096], b=grads[4096:])
+    compress_path(several, tmp_path / "s.lmgc")
+    started: list[object] = []
+    real = writers._HashThread
+
+    def counted() -> object:
+        started.append(real())
+        return started[-1]
+
+    monkeypatch.setattr(writers, "_HashThread", counted)
+    assert decompress_path(tmp_path / "s.lmgc", tmp_path / "back.npz", jobs=jobs)
+    assert (tmp_path / "back.npz").read_bytes() == several.read_bytes()
+    assert len(started) == (1 if jobs > 1 else 0)
+
+    class _WrongHash:
+        def __init__(self) -> None:
+            self.inner = writers.hashlib.new("sha256")
+
+        def update(self, data: object) -> None:
+            self.inner.update(data)
+
+        def hexdigest(self) -> str:
+            return "0" * 64
+
+    monkeypatch.setattr(writers.hashlib, "sha256", _WrongHash)
+    with pytest.raises(ChecksumError, match="SHA-256"):
+        decompress_path(tmp_path / "s.lmgc", tmp_path / "back2.npz", jobs=jobs)
+
+
+def test_writes_wait_for_a_slower_background_hash(monkeypatch):
+    """At most HASH_AHEAD writes (each holding its chunk) wait for the hashing thread, so a
+    hash slower than the writes bounds memory instead of queueing the whole file."""
+    import io
+    import threading
+
+    release = threading.Event()
+
+    class _Slow:
+        def __init__(self) -> None:
+            self.inner = writers.hashlib.new("sha256")
+
+        def update(self, data: object) -> None:
+            release.wait()
+            self.inner.update(data)
+
+        def hexdigest(self) -> str:
+            return self.inner.hexdigest()
+
+    monkeypatch.setattr(writers.hashlib, "sha256", _Slow)
+    sink = writers.HashingWriter(io.BytesIO(), background=True)
+    chunks = [bytes([k]) * 1024 for k in range(writers.HASH_AHEAD + 3)]
+    writer = threading.Thread(target=lambda: [sink.write(c) for c in chunks])
+    writer.start()
+    writer.join(timeout=1.0)
+    assert writer.is_alive(), "every write went through while the hash was stuck"
+    release.set()
+    writer.join(timeout=10)
+    assert not writer.is_alive()
+    assert sink.hexdigest() == writers.hashlib.new("sha256", b"".join(chunks)).hexdigest()
