@@ -691,15 +691,24 @@ def recorded_pipeline(config: dict[str, Any], key: str | None = None) -> Pipelin
     a caller would expect freed. ``key``: a text that determines ``config`` (default: its own
     JSON text)."""
     key = _json_key(config) if key is None else key
-    hit = _RECORDED_PIPELINES.pop(key, None) if key is not None else None
-    if hit is None:
-        with header_errors(), registry.recorded():
-            hit = Pipeline._build(config)  # the header's text was bounded: no re-walk
-        if key is None or hit.stages or not hit.prior.thread_safe:
-            return hit
-        while len(_RECORDED_PIPELINES) >= MAX_RECORDED_PIPELINES:
-            _RECORDED_PIPELINES.pop(next(iter(_RECORDED_PIPELINES)), None)
+    hit = _reused_pipeline(key) if key is not None else None
+    if hit is not None:
+        return hit
+    with header_errors(), registry.recorded():
+        hit = Pipeline._build(config)  # the header's text was bounded: no re-walk
+    if key is None or hit.stages or not hit.prior.thread_safe:
+        return hit
+    while len(_RECORDED_PIPELINES) >= MAX_RECORDED_PIPELINES:
+        _RECORDED_PIPELINES.pop(next(iter(_RECORDED_PIPELINES)), None)
     _RECORDED_PIPELINES[key] = hit  # most recently used last
+    return hit
+
+
+def _reused_pipeline(key: str) -> Pipeline | None:
+    """The pipeline cached under ``key``, made the most recently used; ``None`` when none is."""
+    hit = _RECORDED_PIPELINES.pop(key, None)
+    if hit is not None:
+        _RECORDED_PIPELINES[key] = hit
     return hit
 
 
@@ -731,7 +740,7 @@ def decompress(
     key = stream_key(header)  # with prior_options, it determines the config built from it
     options = _json_key(prior_options) if prior_options else "null"
     cache = None if key is None or options is None else f"{key}\n{options}"
-    pipeline = _RECORDED_PIPELINES.get(cache) if cache is not None else None
+    pipeline = _reused_pipeline(cache) if cache is not None else None  # no config built
     if pipeline is None:
         config = {**DEFAULTS, **recorded_config(header, prior_options)}
         pipeline = recorded_pipeline(config, cache)
