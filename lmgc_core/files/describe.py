@@ -9,6 +9,7 @@ sequences) escaped as Python's ``repr`` does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import IO, Any
 
 from lmgc_core.files.archive import ArchiveReader
@@ -142,11 +143,13 @@ def _part_line(part: Any) -> str:
     return text
 
 
-def _stored_only(header: Any) -> bool:
-    """Whether a stream header's parts are all stored (and it records no fingerprint)."""
-    parts = _items(_get(header, "parts"))
-    stored = all(_get(p, "coding") == "stored" for p in parts)
-    return bool(parts) and stored and _get(header, "prior") is None
+def _unbound(header: Any) -> bool:
+    """Whether a stream header is one the pipeline decodes by copying (``stored_only``) and so
+    records no prior fingerprint. (The pipeline module loads only here: ``lmgc ls`` / ``info``
+    start without it.)"""
+    from lmgc_core.coding.pipeline import stored_only
+
+    return isinstance(header, Mapping) and stored_only(header) and "prior" not in header
 
 
 def _common(values: list[Any]) -> Any:
@@ -197,7 +200,7 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
         lines.append("  pipeline   differs between streams (see --json)")
     if fingerprint:
         lines.append(f"  fingerprint {fingerprint}")
-    elif headers and all(_stored_only(h) for h in headers):
+    elif headers and all(_unbound(h) for h in headers):
         lines.append("  fingerprint none: every part stored (decoded by copying, on any machine)")
     for m in doc["members"]:
         lines.append(

@@ -319,9 +319,10 @@ def _shallow(text: bytes, max_depth: int) -> bool:
 
 SMALL_HEADER = 1 << 16
 """Header text up to this size is deflated against both written dictionaries (the smaller kept;
-a typical 600-byte header costs ~90 us per deflate at level 9 here, so ~90 us more per stream
-written); a longer one (a block list) only against the newest: a second pass would cost
-milliseconds for a saving of a few bytes in megabytes."""
+a 64 KB float32 Zarr chunk's 672-byte header: 9 us against version 3's dictionary, 14 us against
+version 5's, ~24 us for both, of a ~890 us chunk encode); a longer one (a block list) only
+against the newest: a second pass would cost milliseconds for a saving of a few bytes in
+megabytes."""
 OLDEST_WRITTEN = 3
 """A writer chooses between this version and :data:`VERSION` by the size of the deflated header
 (the older on a tie): version 4's (and 5's) dictionary adds language-model text in front of
