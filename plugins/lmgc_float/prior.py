@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -188,14 +187,6 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         self.check_fingerprint(recorded)
         return self
 
-    def _blocks(self) -> ModuleType:
-        """The block codec of this level: :mod:`.fast` or the adaptive :mod:`.codec`."""
-        if self.level == LEVEL_FAST:
-            from . import fast
-
-            return fast
-        return codec
-
     # -- array path ------------------------------------------------------------------------------
     def encode_array(
         self, data: np.ndarray, shape: tuple[int, ...], jobs: int = 1
@@ -211,14 +202,17 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
             "shape": list(shape),
             "layout": used,
         }
-        if self.level == LEVEL_FAST and fmt is not None:
-            from .fast import encode_split_blocks
-
-            coded, splits = encode_split_blocks(bits, blocks, fmt, jobs)
-            if splits:  # absent: the blocks of the shape's cut
-                meta["splits"] = splits
+        if self.level != LEVEL_FAST:
+            coded = codec.encode_blocks(bits, blocks, fmt, jobs)
         else:
-            coded = self._blocks().encode_blocks(bits, blocks, fmt, jobs)
+            from . import fast
+
+            if fmt is None:  # integers: byte planes, never split
+                coded = fast.encode_blocks(bits, blocks, fmt, jobs)
+            else:
+                coded, splits = fast.encode_split_blocks(bits, blocks, fmt, jobs)
+                if splits:  # absent: the blocks of the shape's cut
+                    meta["splits"] = splits
         if self.small_parts == "smaller" and 0 < data.size <= SMALL_VALUES:
             highest = _encode_checked(bits, blocks, fmt, jobs)
             if sum(map(len, highest)) < sum(map(len, coded)):
