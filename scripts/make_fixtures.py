@@ -792,11 +792,15 @@ def code_commit() -> str:
 
 
 def versions() -> dict[str, int]:
+    from lmgc_float.fast import FAST_VERSION
+
     from lmgc_core.files import archive
     from lmgc_core.stream import container
 
-    # 0: the zips written before the manifest (and ARCHIVE_VERSION) existed
-    return {"stream": container.VERSION, "archive": getattr(archive, "ARCHIVE_VERSION", 0)}
+    # 0: the zips written before the manifest (and ARCHIVE_VERSION) existed; the fast level's
+    # block version changes the bytes of level-1 streams within one stream version
+    return {"stream": container.VERSION, "archive": getattr(archive, "ARCHIVE_VERSION", 0),
+            "fast": FAST_VERSION}
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -835,7 +839,7 @@ def make_streams(out: Path, names: set[str] | None, with_lm: bool) -> dict[str, 
         }
         print(f"{case.file:40} {len(blob):7} bytes", file=sys.stderr)
     return {"kind": "stream", "version": ver["stream"], "stream_version": ver["stream"],
-            "commit": commit, "files": files}
+            "fast_version": ver["fast"], "commit": commit, "files": files}
 
 
 def _committed(path: Path, data: bytes) -> dict[str, Any]:
@@ -917,7 +921,7 @@ def make_archives(out: Path, names: set[str] | None) -> dict[str, Any]:
         }
         print(f"{case.file:40} {len(blob):7} bytes", file=sys.stderr)
     return {"kind": "archive", "version": ver["archive"], "stream_version": ver["stream"],
-            "commit": commit, "files": files}
+            "fast_version": ver["fast"], "commit": commit, "files": files}
 
 
 def write_index(out: Path, index: dict[str, Any]) -> None:

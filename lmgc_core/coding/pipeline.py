@@ -287,6 +287,13 @@ class Pipeline:
         ok = not self.stages and isinstance(prior, ArrayCoding) and isinstance(name, str)
         return name if ok else None
 
+    def _verifies_checksum(self, prior: Prior, name: object) -> bool:
+        """Whether ``prior`` checks the value checksum ``name`` a stream's header records, over
+        the whole array: one it writes (:meth:`_value_checksum`) or an older one it still reads
+        (its optional ``value_checksums``)."""
+        mine = self._value_checksum(prior)
+        return mine is not None and name in (mine, *getattr(prior, "value_checksums", ()))
+
     def _fallback_pipeline(self) -> Pipeline | None:
         """The pipeline of the prior's fallback (see :meth:`Prior.fallback`): same serializer,
         coder and stages, the fallback's own window and batch, exactly as if configured alone."""
@@ -405,7 +412,7 @@ class Pipeline:
         prior = self.prior if force else self.check_stream(header, key)
         # only a prior that verifies every block of the one part may stand in for SHA-256
         if checksum is not None and (
-            checksum != self._value_checksum(prior)
+            not self._verifies_checksum(prior, checksum)
             or any(not isinstance(p, Mapping) or p.get("coding") != "array" for p in part_specs)
         ):
             raise StreamError(

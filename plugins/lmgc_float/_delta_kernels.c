@@ -1272,7 +1272,7 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
         int kq = choose_kq(nv.buf, bv.buf, sg, nsegs, &f);
         ok = level == 2 ? encode2(nv.buf, bv.buf, sg, nsegs, &f, kq, &out)
                         : encode1(nv.buf, bv.buf, sg, nsegs, &f, kq, &out);
-        ok = ok && kc_seal(&out, nv.buf, sg, nsegs, width);
+        ok = ok && kc_seal(&out, nv.buf, sg, nsegs, width, SUM_MURMUR);
         Py_END_ALLOW_THREADS
         res = kc_block_bytes(&out, ok);
     }

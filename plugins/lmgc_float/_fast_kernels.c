@@ -36,7 +36,7 @@
 #include "_kernel_common.h" /* buffers, varints, work buffers, tables, checksum, AVX2 rANS */
 #include "_kernel_py.h"     /* argument checks, simd(), the module */
 
-#define FAST_VERSION 3
+#define FAST_VERSION 4
 
 /* A varint as put_varint writes it, else r->bad: no redundant continuation bytes (a last byte
  * of 0 after others), nothing above 64 bits. The decoder reads every varint this way so that no
@@ -75,8 +75,9 @@ static u64 get_cvarint(Rd *r) {
 #endif
 
 /* A block's first byte: its kind (KIND_FLOAT: version 2's float fields, KIND_FLOAT3: version
- * 3's; stored and integer blocks are the same in both versions) */
-enum { KIND_STORED = 0, KIND_FLOAT = 1, KIND_INT = 2, KIND_FLOAT3 = 3 };
+ * 3's; stored and integer blocks are the same in both versions), with KIND_XXH3 set where the
+ * block's checksum is XXH3-128 (version 4, the same bytes otherwise) instead of MurmurHash3 */
+enum { KIND_STORED = 0, KIND_FLOAT = 1, KIND_INT = 2, KIND_FLOAT3 = 3, KIND_XXH3 = 0x10 };
 enum { F_EXP_MODE = 3, F_SIGN = 4, F_ZROWS = 8, F_ZCOLS = 16 };
 
 /* this thread's work() buffers (_kernel_common.h), kept from block to block */
@@ -605,7 +606,7 @@ static i64 total_values(const i64 *segs, i64 nsegs) {
  * J symbols (counted in cJ), nibbles and raw bytes. */
 static int write_float3(Buf *out, const Fmt *f, const u8 *side, size_t sidelen, const u16 *J,
                         size_t na, const u8 *L, size_t nb, const u8 *raw, const u64 *cJ) {
-    put_u8(out, KIND_FLOAT3);
+    put_u8(out, KIND_FLOAT3 | KIND_XXH3);
     put_varint(out, na);
     put_varint(out, nb);
     put_varint(out, sidelen);
@@ -1092,7 +1093,7 @@ static int canon_end(i64 cols, const Scratch *s, int flags, i64 R0, const Canon 
  * into *cn; without it nothing of them is compiled in. */
 INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s, int flags,
                             i64 R0, const u16 *A, size_t *na, const u8 *B, size_t *nb,
-                            const u8 *raw, Hash128 *h, Canon *cn, const int W, const int RB,
+                            const u8 *raw, BlockSum *h, Canon *cn, const int W, const int RB,
                             const int M, const int K, const int E, const int V3, const int NIB,
                             const int CK) {
     const int mode = flags & F_EXP_MODE, zrows = flags & F_ZROWS;
@@ -1115,7 +1116,7 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
         i64 base = off + i * cols;
         if (zrows && s->zr[i]) {
             for (i64 j = 0; j < cols; j++) store_v(outv, W, base + j, 0);
-            if (h) hash_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
+            if (h) sum_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
             if (CK) canon_row(outv, base, i, cols, s, flags, cn, W, M, E);
             continue;
         }
@@ -1138,7 +1139,7 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
 #undef ROW
         /* the row's bytes are in L1 now, and the hash's dependent multiplies overlap with the
          * next row's reconstruction */
-        if (h) hash_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
+        if (h) sum_bytes(h, (const u8 *)outv + base * (W / 8), (size_t)cols * (W / 8));
         if (!CK) continue;
         if (rsm.done) {
             canon_judge(i, s, flags, cn, (i64)rsm.rsum, (i64)rsm.rcnt, rsm.any);
@@ -1158,7 +1159,7 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
  * reconstruction loops use wider vectors where the CPU has them. */
 CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, const i64 *segs,
                                        i64 nsegs, const Fmt *f, int v3, int canonical,
-                                       Hash128 *h) {
+                                       BlockSum *h) {
     i64 n = total_values(segs, nsegs);
     Rd r = {blk, len, 1, 0};
     u64 na = get_cvarint(&r), nb = get_cvarint(&r), side_len = get_cvarint(&r);
@@ -1305,7 +1306,7 @@ static int encode_int(const void *vals, const i64 *segs, i64 nsegs, int width, B
     u8 *plane = work(W_PLANE, (size_t)n + 1);
     u64 *cnt = malloc(256 * 8);
     int ok = plane && cnt;
-    if (ok) put_u8(out, KIND_INT);
+    if (ok) put_u8(out, KIND_INT | KIND_XXH3);
     for (int q = 0; ok && q < nbytes; q++) {
         memset(cnt, 0, 256 * 8);
         size_t m = 0;
@@ -1351,7 +1352,7 @@ static const char *decode_int(const u8 *blk, size_t len, void *outv, const i64 *
 
 /* -- stored blocks ----------------------------------------------------------------------------- */
 static void encode_stored(const void *vals, const i64 *segs, i64 nsegs, int width, Buf *out) {
-    put_u8(out, KIND_STORED);
+    put_u8(out, KIND_STORED | KIND_XXH3);
     for (i64 g = 0; g < nsegs; g++) {
         i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
         put_bytes(out, (const u8 *)vals + off * (width / 8), (size_t)cnt * (width / 8));
@@ -1405,7 +1406,7 @@ static int encode_runs(const void *vals, const i64 *sg, i64 nsegs, int width, in
             out->len = 0;
             encode_stored(vals, s, ns, width, out);
         }
-        if (out->fail || !kc_seal(out, vals, s, ns, width)) m = 0;
+        if (out->fail || !kc_seal(out, vals, s, ns, width, SUM_XXH3)) m = 0;
     }
     return m;
 }
@@ -1502,8 +1503,11 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
             err = "block is too short";
         } else {
             len -= DIGEST; /* the body, then its values' digest */
-            int kind = b[0] == KIND_FLOAT3 ? KIND_FLOAT : b[0], v3 = b[0] == KIND_FLOAT3;
-            Hash128 hash = {0}, *fused = &hash; /* float blocks hash each row as it is built */
+            const int base_kind = b[0] & ~KIND_XXH3, v3 = base_kind == KIND_FLOAT3;
+            const int kind = v3 ? KIND_FLOAT : base_kind;
+            const int sum = b[0] & KIND_XXH3 ? SUM_XXH3 : SUM_MURMUR;
+            BlockSum hash, *fused = &hash; /* float blocks hash each row as it is built */
+            sum_start(&hash, sum);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
             fused = NULL;
 #endif
@@ -1522,9 +1526,9 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
             if (!err) { /* the values are still in cache: check them against the digest */
                 u8 digest[DIGEST];
                 if (fused && kind == KIND_FLOAT)
-                    hash_final(fused, digest);
+                    sum_final(fused, digest);
                 else
-                    hash_values(out.buf, sg, nsegs, width, digest);
+                    block_digest(out.buf, sg, nsegs, width, sum, digest);
                 if (memcmp(digest, b + len, DIGEST) != 0) err = CHECKSUM_MISMATCH;
             }
         }
@@ -1557,7 +1561,40 @@ static PyObject *py_avx512(PyObject *self, PyObject *args) {
 #endif
 }
 
+PyDoc_STRVAR(xxh3_doc,
+             "xxh3_128(data, cuts=()) -> bytes\n\n"
+             "The checksum of version-4 blocks: XXH3-128 of `data` in its canonical 16 bytes (as "
+             "xxhash.xxh3_128_digest gives), fed to the streaming hash in pieces split at the "
+             "offsets `cuts` (ascending), as the decoder feeds it row by row.");
+
+static PyObject *py_xxh3(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    PyObject *cuts = NULL;
+    if (!PyArg_ParseTuple(args, "y*|O:xxh3_128", &data, &cuts)) return NULL;
+    PyObject *seq = cuts ? PySequence_Fast(cuts, "cuts must be a sequence") : NULL;
+    Py_ssize_t m = seq ? PySequence_Fast_GET_SIZE(seq) : 0, done = 0;
+    Xxh3 h;
+    xh_start(&h);
+    for (Py_ssize_t i = 0; i <= m; i++) {
+        Py_ssize_t at = i < m ? PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(seq, i)) : data.len;
+        if (at == -1 && PyErr_Occurred()) break;
+        if (at < done || at > data.len) {
+            PyErr_SetString(PyExc_ValueError, "cuts must ascend within the data");
+            break;
+        }
+        xh_update(&h, (const u8 *)data.buf + done, (size_t)(at - done));
+        done = at;
+    }
+    Py_XDECREF(seq);
+    PyBuffer_Release(&data);
+    if (PyErr_Occurred()) return NULL;
+    u8 out[16];
+    xh_digest(&h, out);
+    return PyBytes_FromStringAndSize((const char *)out, 16);
+}
+
 static PyMethodDef methods[] = {
+    {"xxh3_128", py_xxh3, METH_VARARGS, xxh3_doc},
     KC_SIMD_METHOD,
     {"avx512", py_avx512, METH_VARARGS, avx512_doc},
     {"encode", py_encode, METH_VARARGS, encode_doc},

@@ -73,11 +73,11 @@ KC_FN int kc_module_setup(PyObject *m) {
         return m;                                                                              \
     }
 
-/* Append the checksum of the values the segments name to a coded block (GIL released): 1, or
- * 0 when out of memory. */
-KC_FN int kc_seal(Buf *out, const void *vals, const i64 *sg, i64 nsegs, int width) {
+/* Append the checksum (`kind`: SUM_MURMUR, SUM_XXH3) of the values the segments name to a coded
+ * block (GIL released): 1, or 0 when out of memory. */
+KC_FN int kc_seal(Buf *out, const void *vals, const i64 *sg, i64 nsegs, int width, int kind) {
     u8 digest[DIGEST];
-    hash_values(vals, sg, nsegs, width, digest);
+    block_digest(vals, sg, nsegs, width, kind, digest);
     put_bytes(out, digest, DIGEST);
     return !out->fail;
 }
@@ -107,6 +107,7 @@ KC_FN PyObject *kc_py_simd(PyObject *self, PyObject *args) {
         int want = PyObject_IsTrue(on);
         if (want < 0) return NULL;
         kc_use_simd = want && __builtin_cpu_supports("avx2");
+        xh_use_avx2 = kc_use_simd; /* the block checksum's AVX2 loop too */
     }
     return PyBool_FromLong(kc_use_simd);
 #else

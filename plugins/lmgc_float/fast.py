@@ -5,9 +5,10 @@ frequency table per field; pass 2: interleaved rANS), so decoding is table looku
 copies instead of an adaptive model per bit. Blocks are independent and the kernel releases the
 GIL, so blocks code on several threads; the bytes do not depend on the thread count.
 
-Every block ends with a 128-bit checksum (MurmurHash3_x64_128) of its values, which the kernel
-checks right after decoding the block, while its values are still in cache: a level-1 stream
-without stages needs no SHA-256 of the whole array (see :data:`BLOCK_CHECKSUM`).
+Every block ends with a 128-bit checksum of its values (XXH3-128 since version 4, ~4x faster than
+the MurmurHash3_x64_128 of older blocks), which the kernel checks while it rebuilds the block's
+rows, each still in cache: a level-1 stream without stages needs no SHA-256 of the whole array
+(see :data:`BLOCK_CHECKSUM`).
 
 A block whose tensors' statistics differ (one frequency table would serve them badly) is cut
 by the encoder into runs of its segments, each an ordinary block (:func:`encode_split_blocks`);
@@ -34,14 +35,18 @@ from lmgc_core.util.parallel import map_ordered
 from .codec import seg_array
 from .formats import FloatFormat
 
-FAST_VERSION = 3
+FAST_VERSION = 4
 """The kernel's ``FAST_VERSION`` this code expects (and records in stream headers)."""
-DECODES = (2, 3)
-"""Every ``fast_version`` whose streams the kernel decodes (each block names its layout: version
-2 codes the exponent and the sign / top mantissa bits as two symbols, version 3 as one)."""
-BLOCK_CHECKSUM = "blocks-murmur3-x64-128"
+DECODES = (2, 3, 4)
+"""Every ``fast_version`` whose streams the kernel decodes (each block names its layout and its
+checksum: version 2 codes the exponent and the sign / top mantissa bits as two symbols, version
+3 as one; version 4 is version 3 with XXH3-128 as the blocks' checksum)."""
+BLOCK_CHECKSUM = "blocks-xxh3-128"
 """The header's ``checksum`` for a stream whose every block carries the checksum of its values
-(instead of a ``sha256`` of the whole array)."""
+(instead of a ``sha256`` of the whole array): XXH3-128, ``xxhash.xxh3_128_digest`` of the
+block's values as little-endian bytes."""
+OLD_BLOCK_CHECKSUMS = ("blocks-murmur3-x64-128",)
+"""The same for streams of versions 2 and 3 (their blocks carry MurmurHash3_x64_128), read."""
 
 
 @functools.cache

@@ -143,6 +143,16 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
 
         return BLOCK_CHECKSUM
 
+    @property
+    def value_checksums(self) -> tuple[str, ...]:
+        """The older :attr:`value_checksum` names whose streams the fast level still reads (each
+        block names its checksum: the kernel checks whichever it carries)."""
+        if self.level != LEVEL_FAST:
+            return ()
+        from .fast import OLD_BLOCK_CHECKSUMS
+
+        return OLD_BLOCK_CHECKSUMS
+
     def checks_own_blocks(self, meta: Mapping[str, Any]) -> bool:
         """Whether decoding a part with ``meta`` catches every changed byte of its blocks, so the
         container may leave their CRC32s unchecked (see "What checks what" in docs/format.md):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lmgc_float.fast import FAST_VERSION
 
 import lmgc_core
 from lmgc_core import MismatchError
@@ -73,6 +74,10 @@ archive), listed in the entry's ``base`` with its size and SHA-256."""
 
 
 def _is_current(index: dict[str, Any]) -> bool:
+    """Made by these versions: the stream (and archive) format and the fast level's blocks
+    (a directory from before ``fast_version`` was recorded holds version 3's)."""
+    if index.get("fast_version", 3) != FAST_VERSION:
+        return False
     if index["kind"] == "stream":
         return index["version"] == container.VERSION
     return index["version"] == archive.ARCHIVE_VERSION and (

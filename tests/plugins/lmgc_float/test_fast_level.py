@@ -12,6 +12,7 @@ import zlib
 import ml_dtypes
 import numpy as np
 import pytest
+import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -104,12 +105,12 @@ def test_threads_give_the_same_bytes():
 
 
 EXPECTED_SHA256 = {
-    "float32": "3605e1745971069b03870b24a995fe3c3007a88c7e96f7ea3cbc6502cf3666e0",
-    "bfloat16": "1cbd072f2e77e1a8f5da644527edba193ae77481568f7a90a6491a547188b19d",
-    "float16": "3cdaab5781270a7a9a43b30d29b20965f3add9d55bb7f65cf2fd46a3e7366be8",
-    "float64": "ed16504cd7eedd8c9c4fd4417c8b427e16505d7e69b17151d16a4924afd666b2",
-    "float8_e4m3fn": "ba9842bff5b4bd2a1c25ea1a1d8b9ef71e19d850a3f3fce8a2e98d59e4e2031a",
-    "int16": "483836ef9cb18b5a6380c40bb1c4d8d55af56bd98c6eee6d55024ff37303397a",
+    "float32": "7b5395532ef440ff13876050b9487262ddc3a31f1576e69abff9556fc505ecba",
+    "bfloat16": "d5f39574c781178e68807a36602e443fb06a011232c3cdead344112388e2e5a5",
+    "float16": "23badd86c96bb57c00ac49d39bceb2209ff3b9e5dbaf1ac9a29ff7f59c7c4411",
+    "float64": "c1b704b3d3d2feacbfc30cf63925cc0296997eaf046fa43923ebaf425b50a894",
+    "float8_e4m3fn": "35191907bca80755c9c63c14f0d75c8a98d6ac9cb0c51e6ffe33b20fef81bd1c",
+    "int16": "0a42b6b4a1370ca12d4e4fe299fe89ca4512d47f49ef496167ac084c948a5168",
 }
 
 
@@ -131,7 +132,7 @@ def test_fixed_bytes(name):
     arr = _fixed_input(name)
     coded, _, _ = _blocks(arr, block_values=4096)
     digest = hashlib.sha256(b"".join(coded)).hexdigest()
-    assert fast.FAST_VERSION == 3
+    assert fast.FAST_VERSION == 4
     assert digest == EXPECTED_SHA256[name]
 
 
@@ -140,7 +141,7 @@ def test_level_recorded_and_decoded_without_being_told():
     blob = _fast().compress(grads)
     header = read_header(blob)
     assert header["pipeline"]["prior"]["level"] == 1
-    assert header["prior"]["level"] == 1 and header["prior"]["fast_version"] == 3
+    assert header["prior"]["level"] == 1 and header["prior"]["fast_version"] == 4
     assert same_bits(decompress(blob), grads)
     # a pipeline set to the other level still decodes it: the stream says which
     adaptive = Pipeline.from_config({"prior": {"name": "float", "level": 2}})
@@ -173,7 +174,7 @@ def test_version_2_streams_decode_on_both_paths(name):
         k.simd(True)
 
 
-@pytest.mark.parametrize("version", [1, 4, True])
+@pytest.mark.parametrize("version", [1, 5, True])
 def test_unknown_fast_version_is_refused(version):
     grads = np.load(DATA / "mlp_grads_8k.npy")
     blob = _fast().compress(grads)
@@ -278,19 +279,35 @@ def test_simd_and_scalar_decoders_agree(dtype):
 MURMUR3_FOX = "6c1b07bc7bbc4be347939ac4a93c437a"
 """MurmurHash3_x64_128 (seed 0) of b"The quick brown fox jumps over the lazy dog": h1 then h2,
 little-endian, as published with the algorithm (and as ``mmh3.hash_bytes`` gives)."""
+FOX = b"The quick brown fox jumps over the lazy dog"
 
 
-def test_block_checksum_is_murmur3_of_the_values():
-    """Every block ends with MurmurHash3_x64_128 of its values' little-endian bytes in segment
-    order, the same on every CPU: the published digest, split across segments at odd places."""
+def test_block_checksum_is_xxh3_of_the_values():
+    """Every block ends with XXH3-128 of its values' little-endian bytes in segment order, the
+    same on every CPU: what the ``xxhash`` package gives, split across segments at odd places
+    (tests/plugins/lmgc_float/test_xxh3.py checks every length and split)."""
     k = fast.kernel()
-    text = np.frombuffer(b"The quick brown fox jumps over the lazy dog", dtype=np.uint8)
+    text = np.frombuffer(FOX, dtype=np.uint8)
     for segs in ([(0, 1, text.size)], [(0, 1, 5), (5, 3, 3), (14, 1, 29)]):
         block = k.encode(text, np.array(segs, dtype=np.int64), 8, 0, 0)
-        assert block[-k.DIGEST :].hex() == MURMUR3_FOX
-    words = np.frombuffer(b"The quick brown fox jumps over the lazy dog.", dtype="<u2")
+        assert block[-k.DIGEST :] == xxhash.xxh3_128_digest(FOX)
+    words = np.frombuffer(FOX + b".", dtype="<u2")
     block = k.encode(words.astype(np.uint16), np.array([(0, 2, 11)], dtype=np.int64), 16, 0, 0)
-    assert block[-16:].hex() == "c902e99e1f4899cde7b68789a3a15d69"
+    assert block[-16:] == xxhash.xxh3_128_digest(FOX + b".")
+
+
+def test_murmur3_checksum_of_delta_and_small_part_blocks():
+    """Delta blocks and a level-1 stream's level-2 small parts keep MurmurHash3_x64_128 (as do
+    fast blocks before version 4): the published digest, split across segments."""
+    from lmgc_float import delta
+
+    k = delta.kernel()
+    text = np.frombuffer(FOX, dtype=np.uint8)
+    for segs in ([(0, 1, text.size)], [(0, 1, 5), (5, 3, 3), (14, 1, 29)]):
+        assert k.checksum(text, np.array(segs, dtype=np.int64), 8).hex() == MURMUR3_FOX
+    words = np.frombuffer(FOX + b".", dtype="<u2").astype(np.uint16)
+    digest = k.checksum(words, np.array([(0, 2, 11)], dtype=np.int64), 16)
+    assert digest.hex() == "c902e99e1f4899cde7b68789a3a15d69"
 
 
 def _altered_but_decodable(block: bytes, cuts, bits, fmt) -> bytes:
