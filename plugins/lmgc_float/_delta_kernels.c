@@ -1379,7 +1379,7 @@ static PyObject *py_checksum(PyObject *self, PyObject *args) {
  * constants and steps of Chromium's zlib crc32_simd.c), the tail byte by byte. Same values as
  * zlib.crc32 for every input (tests/plugins/lmgc_float/test_delta_kernel.py). */
 static u32 crc_table[256];
-static int crc_use_clmul = 0;
+static int crc_use_clmul = 0, crc_use_vclmul = 0;
 
 static void crc_init(void) {
     for (u32 n = 0; n < 256; n++) {
@@ -1390,6 +1390,8 @@ static void crc_init(void) {
 #if defined(__GNUC__) && defined(__x86_64__)
     __builtin_cpu_init();
     crc_use_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+    crc_use_vclmul = crc_use_clmul && __builtin_cpu_supports("avx512f") &&
+                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vpclmulqdq");
 #endif
 }
 
@@ -1457,11 +1459,51 @@ __attribute__((target("pclmul,sse4.1"))) static u32 crc_clmul(u32 crc, const u8 
 }
 #endif
 
+#if defined(__GNUC__) && defined(__x86_64__)
+/* The same four times wider with VPCLMULQDQ (AVX-512): four 512-bit accumulators folded 2,048
+ * bits ahead (constants x^2080 and x^2016 mod P, bit-reflected and shifted as in crc_clmul's),
+ * ~2.5x crc_clmul's speed. The accumulators are then the message's equivalent (the same
+ * remainder), so they go through crc_clmul as 256 bytes of data followed by the tail.
+ * n >= 512, a multiple of 16. */
+__attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.1"))) static u32 crc_vclmul(
+    u32 crc, const u8 *p, size_t n) {
+    const __m512i k = _mm512_broadcast_i32x4(_mm_set_epi64x(0x01322d1430, 0x011542778a));
+    __m512i z0 = _mm512_loadu_si512((const void *)p), z1 = _mm512_loadu_si512((const void *)(p + 64));
+    __m512i z2 = _mm512_loadu_si512((const void *)(p + 128));
+    __m512i z3 = _mm512_loadu_si512((const void *)(p + 192));
+    z0 = _mm512_xor_si512(z0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+    p += 256, n -= 256;
+#define FOLD(z, off)                                                                          \
+    z = _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(z, k, 0x00),                      \
+                                  _mm512_clmulepi64_epi128(z, k, 0x11),                      \
+                                  _mm512_loadu_si512((const void *)(p + (off))), 0x96)
+    while (n >= 256) {
+        FOLD(z0, 0);
+        FOLD(z1, 64);
+        FOLD(z2, 128);
+        FOLD(z3, 192);
+        p += 256, n -= 256;
+    }
+#undef FOLD
+    u8 buf[512] __attribute__((aligned(64)));
+    _mm512_store_si512((void *)buf, z0);
+    _mm512_store_si512((void *)(buf + 64), z1);
+    _mm512_store_si512((void *)(buf + 128), z2);
+    _mm512_store_si512((void *)(buf + 192), z3);
+    memcpy(buf + 256, p, n);
+    return crc_clmul(0, buf, 256 + n);
+}
+#endif
+
 /* zlib.crc32(p[:n], crc) */
 static u32 crc32_of(u32 crc, const u8 *p, size_t n) {
     u32 c = ~crc;
 #if defined(__GNUC__) && defined(__x86_64__)
-    if (crc_use_clmul && n >= 64) {
+    if (crc_use_vclmul && n >= 512) {
+        size_t m = n & ~(size_t)15;
+        c = crc_vclmul(c, p, m);
+        p += m, n -= m;
+    } else if (crc_use_clmul && n >= 64) {
         size_t m = n & ~(size_t)15;
         c = crc_clmul(c, p, m);
         p += m, n -= m;
