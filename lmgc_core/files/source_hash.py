@@ -1,5 +1,9 @@
-"""The SHA-256 of a whole source file, computed on a thread of its own beside the reads and the
-coding of the same file.
+"""The SHA-256 and XXH3-128 of a whole source file, read once on a thread of its own beside the
+reads and the coding of the same file.
+
+The archive records both: the SHA-256 names the file (``lmgc ls``, a base's identity), the
+XXH3-128 is what decompress checks the rebuilt file against (~7.5 GB/s from the ``xxhash``
+package against SHA-256's ~1 GB/s, which took half of a 100 MB level-1 decompress).
 
 Kept apart from :mod:`lmgc_core.files.filecodec` (which needs numpy) so the CLI can start it before
 the coding modules load: on a spare core the hash then runs while the interpreter is still busy
@@ -15,6 +19,8 @@ import os
 import threading
 from types import TracebackType
 from typing import IO
+
+import xxhash
 
 from lmgc_core.util.parallel import resolve_jobs
 
@@ -37,15 +43,16 @@ def positional_fd(f: IO[bytes]) -> int | None:
     return fd
 
 
-def file_sha256(f: IO[bytes], stop: threading.Event | None = None) -> str:
-    """SHA-256 of the whole file. With a descriptor it reads by position (``os.preadv``), leaving
-    ``f``'s position alone, so it can run on a thread beside the chunk reads. ``stop`` set:
-    :class:`HashCancelled` at the next block.
+def file_digests(f: IO[bytes], stop: threading.Event | None = None) -> dict[str, str]:
+    """``{"sha256": ..., "xxh3_128": ...}`` (hex) of the whole file, read once. With a
+    descriptor it reads by position (``os.preadv``), leaving ``f``'s position alone, so it can
+    run on a thread beside the chunk reads. ``stop`` set: :class:`HashCancelled` at the next
+    block.
 
     The reads and the hashing release the GIL, but each block must take it back, which costs up
     to the interpreter's switch interval (5 ms) while another thread runs Python (the CLI
     importing numpy): blocks of :data:`BLOCK` into one reused buffer keep those waits few."""
-    h = hashlib.sha256()
+    h, x = hashlib.sha256(), xxhash.xxh3_128()
     fd = positional_fd(f)
     if fd is None:
         f.seek(0)
@@ -53,7 +60,8 @@ def file_sha256(f: IO[bytes], stop: threading.Event | None = None) -> str:
             if stop is not None and stop.is_set():
                 raise HashCancelled
             h.update(block)
-        return h.hexdigest()
+            x.update(block)
+        return {"sha256": h.hexdigest(), "xxh3_128": x.hexdigest()}
     buf = bytearray(BLOCK)
     view = memoryview(buf)
     pos = 0
@@ -61,12 +69,13 @@ def file_sha256(f: IO[bytes], stop: threading.Event | None = None) -> str:
         if stop is not None and stop.is_set():
             raise HashCancelled
         h.update(view[:n])
+        x.update(view[:n])
         pos += n
-    return h.hexdigest()
+    return {"sha256": h.hexdigest(), "xxh3_128": x.hexdigest()}
 
 
 class FileHash:
-    """``file_sha256(f)``, started at once on a thread of its own when there is a spare core
+    """``file_digests(f)``, started at once on a thread of its own when there is a spare core
     (``jobs > 1``) and ``f`` allows positional reads; otherwise computed when :meth:`result` is
     first asked. Use it as a context manager (its exit cancels an unfinished hash and waits the
     at most one block it takes to stop) and close ``f`` only after it."""
@@ -74,24 +83,28 @@ class FileHash:
     def __init__(self, f: IO[bytes], jobs: int | None) -> None:
         self._f = f
         self._stop = threading.Event()
-        self._value: str | None = None
+        self._value: dict[str, str] | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if resolve_jobs(jobs) > 1 and positional_fd(f) is not None:
-            self._thread = threading.Thread(target=self._run, name="lmgc-file-sha256", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="lmgc-file-hash", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
         try:
-            self._value = file_sha256(self._f, self._stop)
+            self._value = file_digests(self._f, self._stop)
         except BaseException as exc:  # handed to the caller of result()
             self._error = exc
 
     def result(self) -> str:
-        """The hex digest (the hash's own error, if it failed)."""
+        """The SHA-256's hex digest (the hash's own error, if it failed)."""
+        return self.digests()["sha256"]
+
+    def digests(self) -> dict[str, str]:
+        """Both hex digests by name, ``sha256`` and ``xxh3_128`` (the hash's own error)."""
         if self._thread is None:
             if self._value is None:
-                self._value = file_sha256(self._f)
+                self._value = file_digests(self._f)
             return self._value
         self._thread.join()
         if self._error is not None:

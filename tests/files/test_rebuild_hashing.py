@@ -1,7 +1,8 @@
 """Which decompressions hash the rebuilt file: only a rebuild that is checked against the
-source's SHA-256 (a zip archive of an identical source). A compact archive's bytes all come
-through its stream's own checks, and a conversion has no source hash to meet, so hashing them
-would only cost time on the decoding's serial thread."""
+source's hash (a zip archive of an identical source): its XXH3-128 where the archive records one,
+else (archives made before) its SHA-256. A compact archive's bytes all come through its stream's
+own checks, and a conversion has no source hash to meet, so hashing them would only cost time on
+the decoding's serial thread."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import pytest
 from lmgc_core.files import writers
 from lmgc_core.files.folders import compress_path, decompress_path
 from lmgc_core.util.errors import ChecksumError
+from tests.paths import TESTS_DIR
+
+OLD_ZIP = TESTS_DIR / "fixtures" / "archive-v3-stream-v5" / "npz-stored.lmgc"
+"""A zip archive from before XXH3-128 was recorded: its source has only a SHA-256."""
 
 
 class _Sha256:
@@ -33,6 +38,16 @@ class _WrongHash(_Sha256):
         return "0" * 64
 
 
+class _WrongXxh3:
+    """An XXH3-128 that reports a wrong digest."""
+
+    def update(self, data: object) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return "0" * 32
+
+
 class _NoHash:
     def __init__(self, *args: object) -> None:
         raise AssertionError("the rebuilt file was hashed")
@@ -45,7 +60,8 @@ def test_a_compact_file_is_not_hashed_but_a_zip_rebuild_is(tmp_path, grads, monk
     np.savez(several, a=grads[:4096], b=grads[4096:])
     for src in (one, several):
         compress_path(src, tmp_path / f"{src.name}.lmgc")
-    monkeypatch.setattr(writers.hashlib, "sha256", _NoHash)
+    monkeypatch.setitem(writers.HASHERS, "sha256", _NoHash)
+    monkeypatch.setitem(writers.HASHERS, "xxh3_128", _NoHash)
     assert decompress_path(tmp_path / "one.npy.lmgc", tmp_path / "one_back.npy")
     assert (tmp_path / "one_back.npy").read_bytes() == one.read_bytes()
     with pytest.raises(AssertionError, match="hashed"):
@@ -53,20 +69,20 @@ def test_a_compact_file_is_not_hashed_but_a_zip_rebuild_is(tmp_path, grads, monk
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_the_source_sha256_is_checked_on_one_thread_or_beside_the_writes(
+def test_the_source_hash_is_checked_on_one_thread_or_beside_the_writes(
     tmp_path, grads, monkeypatch, jobs
 ):
-    """A zip rebuild still meets the source's SHA-256; with ``jobs > 1`` the rebuilt file is
-    hashed on a thread of its own, still in file order and still checked: a wrong digest is
-    refused either way."""
+    """A zip rebuild still meets the source's hash (XXH3-128, recorded since SHA-256 took half
+    of a level-1 decompress); with ``jobs > 1`` the rebuilt file is hashed on a thread of its
+    own, still in file order and still checked: a wrong digest is refused either way."""
     several = tmp_path / "several.npz"
     np.savez(several, a=grads[:4096], b=grads[4096:])
     compress_path(several, tmp_path / "s.lmgc")
     started: list[object] = []
     real = writers._HashThread
 
-    def counted() -> object:
-        started.append(real())
+    def counted(new: object) -> object:
+        started.append(real(new))
         return started[-1]
 
     monkeypatch.setattr(writers, "_HashThread", counted)
@@ -74,9 +90,19 @@ def test_the_source_sha256_is_checked_on_one_thread_or_beside_the_writes(
     assert (tmp_path / "back.npz").read_bytes() == several.read_bytes()
     assert len(started) == (1 if jobs > 1 else 0)
 
-    monkeypatch.setattr(writers.hashlib, "sha256", _WrongHash)
-    with pytest.raises(ChecksumError, match="SHA-256"):
+    monkeypatch.setitem(writers.HASHERS, "sha256", _NoHash)  # XXH3-128 alone checks it
+    monkeypatch.setitem(writers.HASHERS, "xxh3_128", _WrongXxh3)
+    with pytest.raises(ChecksumError, match="XXH3-128"):
         decompress_path(tmp_path / "s.lmgc", tmp_path / "back2.npz", jobs=jobs)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_archive_without_xxh3_is_checked_against_its_sha256(tmp_path, monkeypatch, jobs):
+    monkeypatch.setitem(writers.HASHERS, "xxh3_128", _NoHash)
+    assert decompress_path(OLD_ZIP, tmp_path / "back.npz", jobs=jobs)
+    monkeypatch.setitem(writers.HASHERS, "sha256", _WrongHash)
+    with pytest.raises(ChecksumError, match="SHA-256"):
+        decompress_path(OLD_ZIP, tmp_path / "back2.npz", jobs=jobs)
 
 
 def test_writes_wait_for_a_slower_background_hash(monkeypatch):
@@ -92,7 +118,7 @@ def test_writes_wait_for_a_slower_background_hash(monkeypatch):
             release.wait()
             super().update(data)
 
-    monkeypatch.setattr(writers.hashlib, "sha256", _Slow)
+    monkeypatch.setitem(writers.HASHERS, "sha256", _Slow)
     sink = writers.HashingWriter(io.BytesIO(), background=True)
     chunks = [bytes([k]) * 1024 for k in range(writers.HASH_AHEAD + 3)]
     writer = threading.Thread(target=lambda: [sink.write(c) for c in chunks])
