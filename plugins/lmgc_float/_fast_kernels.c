@@ -160,7 +160,7 @@ RANS_ENCODE(rans_encode8, u8)
  * read one (vpexpandd) instead of permuting them by a table: a shorter chain from one group's
  * states to the next's (ocr-rec-bf16 +8-13 %). One body, compiled once per instruction set. */
 #ifdef KC_HAVE_AVX2
-#define RANS_GROUPS(NAME, TARGET, RENORM)                                                          \
+#define RANS_GROUPS(NAME, TARGET, RENORM, Z)                                                       \
 __attribute__((target(TARGET), always_inline)) static inline size_t NAME##_body(                   \
     u32 *xs, const u8 **pp, const u8 *end, const DecTab *t, void *out, const int wide,             \
     size_t n) {                                                                                    \
@@ -175,18 +175,18 @@ __attribute__((target(TARGET), always_inline)) static inline size_t NAME##_body(
     size_t k = 0;                                                                                  \
     for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {                             \
         for (int v = 0; v < NSTATES / 8; v++) {                                                    \
-            __m256i slot = _mm256_and_si256(x[v], m12);                                            \
+            __m256i slot = _mm256_and_si256(x[v], m12), e;                                         \
+            if (Z) { /* one 512-bit gather of the eight entries, narrowed in lane order */         \
+                GATHER512(ent, slot, e, out, k + 8 * v, wide);                                     \
+            } else {                                                                               \
             /* the entries of lanes 0-3 and 4-7, then their low halves (freq, slot - cum) and      \
              * high halves (symbols), each in lane order 0 1 4 5 2 3 6 7 */                        \
             __m256i ga = _mm256_i32gather_epi64(ent, _mm256_castsi256_si128(slot), 8);             \
             __m256i gb = _mm256_i32gather_epi64(ent, _mm256_extracti128_si256(slot, 1), 8);        \
             __m256 fa = _mm256_castsi256_ps(ga), fb = _mm256_castsi256_ps(gb);                     \
-            __m256i e = _mm256_castps_si256(_mm256_shuffle_ps(fa, fb, 0x88));                      \
+            e = _mm256_castps_si256(_mm256_shuffle_ps(fa, fb, 0x88));                              \
             __m256i sy = _mm256_castps_si256(_mm256_shuffle_ps(fa, fb, 0xDD));                     \
             e = _mm256_permute4x64_epi64(e, 0xD8); /* lane order */                                \
-            x[v] = _mm256_add_epi32(                                                               \
-                _mm256_mullo_epi32(_mm256_srli_epi32(e, 16), _mm256_srl_epi32(x[v], sbv)),         \
-                _mm256_and_si256(e, lo16));                                                        \
             __m256i w16 = _mm256_permutevar8x32_epi32(_mm256_packus_epi32(sy, sy), pairs);         \
             if (wide) {                                                                            \
                 _mm_storeu_si128((__m128i *)((u16 *)out + k + 8 * v), _mm256_castsi256_si128(w16)); \
@@ -194,6 +194,10 @@ __attribute__((target(TARGET), always_inline)) static inline size_t NAME##_body(
                 __m128i lo = _mm256_castsi256_si128(w16);                                          \
                 _mm_storel_epi64((__m128i *)((u8 *)out + k + 8 * v), _mm_packus_epi16(lo, lo));    \
             }                                                                                      \
+            }                                                                                      \
+            x[v] = _mm256_add_epi32(                                                               \
+                _mm256_mullo_epi32(_mm256_srli_epi32(e, 16), _mm256_srl_epi32(x[v], sbv)),         \
+                _mm256_and_si256(e, lo16));                                                        \
         }                                                                                          \
         for (int v = 0; v < NSTATES / 8; v++) x[v] = RENORM(x[v], &p);                             \
     }                                                                                              \
@@ -206,8 +210,23 @@ __attribute__((target(TARGET))) static size_t NAME(u32 *xs, const u8 **pp, const
                                                   const DecTab *t, void *out, int wide, size_t n) { \
     return wide ? NAME##_body(xs, pp, end, t, out, 1, n) : NAME##_body(xs, pp, end, t, out, 0, n); \
 }
-RANS_GROUPS(rans_groups_avx2, "avx2", kc_renorm8)
-RANS_GROUPS(rans_groups_avx512, "avx2,avx512f,avx512vl", kc_renorm8_avx512)
+#define GATHER512(ent, slot, e, out, at, wide) /* Z = 0: never expanded */
+RANS_GROUPS(rans_groups_avx2, "avx2", kc_renorm8, 0)
+#undef GATHER512
+/* AVX-512: the eight 64-bit entries in one gather, their halves narrowed by vpmovqd in lane
+ * order (no shuffles), the symbols stored by vpmovdw / vpmovdb */
+#define GATHER512(ent, slot, e, out, at, wide)                                                     \
+    do {                                                                                           \
+        __m512i g = _mm512_i32gather_epi64(slot, ent, 8);                                          \
+        __m256i sy = _mm512_cvtepi64_epi32(_mm512_srli_epi64(g, 32));                              \
+        e = _mm512_cvtepi64_epi32(g);                                                              \
+        if (wide)                                                                                  \
+            _mm_storeu_si128((__m128i *)((u16 *)(out) + (at)), _mm256_cvtepi32_epi16(sy));         \
+        else                                                                                       \
+            _mm_storel_epi64((__m128i *)((u8 *)(out) + (at)), _mm256_cvtepi32_epi8(sy));           \
+    } while (0)
+RANS_GROUPS(rans_groups_avx512, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
+#undef GATHER512
 #undef RANS_GROUPS
 #define SIMD_GROUPS(WIDE)                                                                        \
     if (kc_use_simd && kc_use_avx512)                                                            \
