@@ -379,6 +379,7 @@ def _decompress_one(
     jobs: int,
 ) -> None:
     """One INPUT of ``lmgc decompress`` (with ``base`` when given)."""
+    from lmgc_core.files import writers
     from lmgc_core.files.archive import ArchiveReader
     from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
     from lmgc_core.util.progress import Progress
@@ -408,7 +409,11 @@ def _decompress_one(
             identical = decompress_archive(reader, archive, target, out)
     check = "checksums verified"
     if identical:  # a compact archive's bytes all come through its stream's own checks
-        how = "its stream's checksums" if reader.compact else "SHA-256"
+        how = (
+            "its stream's checksums"
+            if reader.compact
+            else writers.HASH_NAMES[writers.checked_hash(reader.source)]
+        )
         check = f"identical to the source, {how} verified"
     _say(quiet, output, f"{name} -> {output} ({check})")
 

@@ -525,8 +525,7 @@ def _write_archive(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO
     rebuild = fmt == reader.format and reader.segments is not None
     background = resolve_jobs(dec.decoder.jobs) > 1  # the hash beside the writes
     hashing = rebuild and reader.identical and not reader.compact
-    # archives since XXH3-128 was recorded are checked with it (~7x faster than SHA-256)
-    algorithm = "xxh3_128" if isinstance(reader.source.get("xxh3_128"), str) else "sha256"
+    algorithm = writers.checked_hash(reader.source)
     sink = writers.HashingWriter(out, hashing=hashing, background=background, algorithm=algorithm)
     try:
         return _write_into(reader, dec, fmt, sink, rebuild)

@@ -427,5 +427,5 @@ def decompress_folder_command(
     if not quiet:
         _say(
             f"{input} -> {output} ({len(result.coded) - len(result.lossy)} files identical to "
-            f"their sources, SHA-256 verified; {len(result.copied)} copied)"
+            f"their sources, their hashes verified; {len(result.copied)} copied)"
         )

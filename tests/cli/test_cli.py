@@ -41,6 +41,20 @@ def test_npy_round_trip_and_info(tmp_path, grads):
     assert doc["members"][0]["streams"][0]["header"]["array"]["shape"] == [64, 128]
 
 
+def test_a_zip_rebuild_names_the_hash_it_checked(tmp_path, grads):
+    """A zip archive's rebuilt file is checked against the source's XXH3-128 (recorded since
+    2026-12-05; an older archive's SHA-256), and the command says which."""
+    src = tmp_path / "g.npz"
+    np.savez(src, a=grads[:4096], b=grads[4096:])
+    run("compress", str(src), "-o", str(tmp_path / "g.lmgc"))
+    said = run("decompress", str(tmp_path / "g.lmgc"), "-o", str(tmp_path / "back.npz")).stdout
+    assert (tmp_path / "back.npz").read_bytes() == src.read_bytes()
+    assert "identical to the source, XXH3-128 verified" in said
+    old = Path(__file__).parents[1] / "fixtures" / "archive-v3-stream-v5" / "npz-stored.lmgc"
+    said = run("decompress", str(old), "-o", str(tmp_path / "old.npz")).stdout
+    assert "identical to the source, SHA-256 verified" in said
+
+
 def test_npz_safetensors_and_raw(tmp_path, grads):
     from safetensors.numpy import load_file, save_file
 
