@@ -16,8 +16,9 @@
  *   raw = the remaining mbits - t bits: a nibble (packed two to a byte, in its own plane)
  *   where they are not whole bytes, then whole bytes, little-endian.
  * Version 2 blocks (still decoded) code A and B as two streams (B with k = mbits mod 8 bits,
- * tables at 2^12) and the rest as raw bytes. Each block ends with MurmurHash3_x64_128 of its
- * values (_kernel_common.h), which decoding computes row by row as it rebuilds them.
+ * tables at 2^12) and the rest as raw bytes. Each block ends with the 128-bit checksum of its
+ * values, which decoding computes row by row as it rebuilds them: XXH3-128 since version 4
+ * (_xxh3.h; the kind byte's KIND_XXH3 bit), MurmurHash3_x64_128 before (_kernel_common.h).
  *
  * Every decision the coder sees is integer arithmetic (portable bytes). The decoder checks
  * every length, table and count against the block before using it, and never reads or writes
