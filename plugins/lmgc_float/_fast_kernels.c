@@ -347,6 +347,7 @@ typedef struct {
     int32_t *C32;        /* C as 32-bit (decoding: |C| <= SIDE_LIMIT), for vector loops */
     int32_t *lc, *C32c;  /* decoding with zero columns: the live columns, then the zero ones; */
     u8 *csc;             /* C32 and cs of the live columns, in that order */
+    u8 *livem;           /* and a bit per column, set where it is live (spread_row) */
     i64 ncl;             /* how many columns are live */
     u8 *zr, *zc, *rs, *cs; /* all-zero rows / columns, row / column signs */
     i64 *cnt_r, *cnt_c, *sum_c, *neg_c;
@@ -363,7 +364,7 @@ typedef struct {
 } Scratch;
 
 static void scratch_free(Scratch *s) {
-    free(s->R), free(s->C), free(s->C32), free(s->lc), free(s->C32c), free(s->csc), free(s->zr), free(s->zc), free(s->rs), free(s->cs);
+    free(s->R), free(s->C), free(s->C32), free(s->lc), free(s->C32c), free(s->csc), free(s->livem), free(s->zr), free(s->zc), free(s->rs), free(s->cs);
     free(s->cnt_r), free(s->cnt_c), free(s->sum_c), free(s->neg_c), free(s->hist);
 }
 
@@ -371,9 +372,10 @@ static int scratch_alloc(Scratch *s, i64 rows, i64 cols, int nA) {
     size_t r = (size_t)rows + 1, c = (size_t)cols + 1;
     s->R = malloc(r * 8), s->C = malloc(c * 8), s->zr = malloc(r), s->zc = malloc(c);
     s->C32 = malloc(c * 4), s->lc = malloc(c * 4), s->C32c = malloc(c * 4), s->csc = malloc(c);
+    s->livem = malloc(c / 8 + 4);
     s->rs = malloc(r), s->cs = malloc(c), s->cnt_r = malloc(r * 8), s->cnt_c = malloc(c * 8);
     s->sum_c = malloc(c * 8), s->neg_c = malloc(c * 8), s->hist = malloc(3 * (size_t)nA * 4);
-    return s->R && s->C && s->C32 && s->lc && s->C32c && s->csc && s->zr && s->zc && s->rs && s->cs && s->cnt_r && s->cnt_c &&
+    return s->R && s->C && s->C32 && s->lc && s->C32c && s->csc && s->livem && s->zr && s->zc && s->rs && s->cs && s->cnt_r && s->cnt_c &&
            s->sum_c && s->neg_c && s->hist;
 }
 
@@ -936,6 +938,79 @@ INLINE i64 expand_row(u32 *lox, u32 *bx, const u16 *A, i64 n, const u8 *B, const
     return expand_tail(lox, bx, A, 0, n, B, R, avail, 0, RB, NIB, V2);
 }
 
+/* -- a row with zero columns: its live columns' values to their places ------------------------
+ * fused_row rebuilds the live columns in order (rowv); their places are an expansion too: the
+ * columns [j, jend) hold exactly those values, in order, where livem (a bit per column, live =
+ * 1) is set, and +0 elsewhere. Stored eight columns at a time where the CPU has AVX2 (rather
+ * than one store per column at an index). rowv may be read up to 8 values past its end. */
+INLINE void spread_tail(void *outv, i64 base, i64 j, i64 jend, const u32 *rowv,
+                        const u8 *livem, i64 k, const int W) {
+    for (; j < jend; j++) { /* branch-free */
+        const u32 live = (livem[j >> 3] >> (j & 7)) & 1, x = rowv[k];
+        store_v(outv, W, base + j, x & -live);
+        k += live;
+    }
+}
+
+#ifdef KC_HAVE_AVX2
+#define SPREAD8(NAME, TARGET, SPREAD)                                                            \
+__attribute__((target(TARGET), always_inline)) static inline void NAME##_body(                  \
+    void *outv, i64 base, i64 j, i64 jend, const u32 *rowv, const u8 *livem, const int W) {     \
+    i64 k = 0;                                                                                   \
+    for (; j + 8 <= jend; j += 8) {                                                              \
+        const unsigned m = (rd16(livem + (j >> 3)) >> (j & 7)) & 0xFF;                           \
+        __m256i v = SPREAD(_mm256_loadu_si256((const __m256i *)(rowv + k)), m);                  \
+        if (W == 32) {                                                                           \
+            _mm256_storeu_si256((__m256i *)((u32 *)outv + base + j), v);                         \
+        } else { /* the low 16 (8) bits of each lane, in order */                               \
+            __m128i h = _mm256_castsi256_si128(                                                  \
+                _mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0xD8));                      \
+            if (W == 16)                                                                         \
+                _mm_storeu_si128((__m128i *)((u16 *)outv + base + j), h);                        \
+            else                                                                                 \
+                _mm_storel_epi64((__m128i *)((u8 *)outv + base + j), _mm_packus_epi16(h, h));    \
+        }                                                                                        \
+        k += __builtin_popcount(m);                                                              \
+    }                                                                                            \
+    spread_tail(outv, base, j, jend, rowv, livem, k, W);                                         \
+}                                                                                                \
+__attribute__((target(TARGET))) static void NAME(void *outv, i64 base, i64 j, i64 jend,         \
+                                                const u32 *rowv, const u8 *livem, int w) {      \
+    if (w == 32) NAME##_body(outv, base, j, jend, rowv, livem, 32);                              \
+    else if (w == 16) NAME##_body(outv, base, j, jend, rowv, livem, 16);                         \
+    else NAME##_body(outv, base, j, jend, rowv, livem, 8);                                       \
+}
+/* AVX2: the permutation leaves other values in the dead columns' lanes: masked to +0 */
+#define SPREAD_AVX2(v, m)                                                                        \
+    _mm256_and_si256(                                                                            \
+        _mm256_permutevar8x32_epi32((v),                                                         \
+                                    _mm256_loadu_si256((const __m256i *)kc_renorm_perm[(m)])),   \
+        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(m)), lane_bits()),           \
+                           lane_bits()))
+#define SPREAD_AVX512(v, m) _mm256_maskz_expand_epi32((__mmask8)(m), (v))
+__attribute__((target("avx2"), always_inline)) static inline __m256i lane_bits(void) {
+    return _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+}
+SPREAD8(spread_avx2, "avx2", SPREAD_AVX2)
+SPREAD8(spread_avx512, "avx2,avx512f,avx512vl", SPREAD_AVX512)
+#undef SPREAD8
+#undef SPREAD_AVX2
+#undef SPREAD_AVX512
+#endif
+
+/* One run of a row with zero columns to its places (see spread_tail). */
+INLINE void spread_row(void *outv, i64 base, i64 j, i64 jend, const u32 *rowv, const u8 *livem,
+                       const int W) {
+#ifdef KC_HAVE_AVX2
+    if (kc_use_simd && kc_use_avx512)
+        spread_avx512(outv, base, j, jend, rowv, livem, W);
+    else if (kc_use_simd)
+        spread_avx2(outv, base, j, jend, rowv, livem, W);
+    else
+#endif
+        spread_tail(outv, base, j, jend, rowv, livem, 0, W);
+}
+
 /* A row's share of the canonical check, when rebuild_row gathered it (done) */
 typedef struct {
     u64 rsum, rcnt, any;
@@ -967,8 +1042,7 @@ INLINE void fused_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch
     const u8 *csq = zcols ? s->csc : s->cs;
     const int32_t rf = (int32_t)rfix + 2 + (int32_t)BIAS32, p0 = (int32_t)clamp_pred(rfix, em);
     const u16 *Ar = A + a;
-    if (zcols)
-        for (i64 q = n; q < cols; q++) store_v(outv, W, base + lc[q], 0);
+    i64 jz = 0; /* with zero columns: the columns stored so far */
     const int32_t Ri = (int32_t)rfix; /* |R| <= SIDE_LIMIT */
     /* with zero columns, the column sums are of the live columns, in their order */
     int32_t *sum32 = s->sum32, *cnt32 = s->cnt32, *nz32 = s->nz32, *pred = s->pred;
@@ -1030,10 +1104,14 @@ INLINE void fused_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch
                 }
             }
         }
-        if (zcols)
-            for (i64 q = q0; q < q1; q++) store_v(outv, W, base + lc[q], rowv[q - q0]);
+        if (zcols) { /* the run's values and the zero columns before them to their places */
+            spread_row(outv, base, jz, lc[q1 - 1] + 1, rowv, s->livem, W);
+            jz = lc[q1 - 1] + 1;
+        }
         rsum += ps, rcnt += pc, any |= pa32;
     }
+    if (zcols) /* the zero columns after the last live one */
+        for (i64 j = jz; j < cols; j++) store_v(outv, W, base + j, 0);
     if (CK) rsm->rsum = rsum, rsm->rcnt = rcnt, rsm->any = any, rsm->done = 1;
     *pa = a + (size_t)n, *pb = b;
 }
@@ -1223,7 +1301,9 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
     if (flags & F_ZCOLS) { /* the live columns first, then the zero ones (see rebuild_row) */
         Scratch *w = (Scratch *)s;
         i64 q = 0, z = cols;
+        memset(w->livem, 0, (size_t)cols / 8 + 4);
         for (i64 j = 0; j < cols; j++) {
+            w->livem[j >> 3] |= (u8)(!s->zc[j] << (j & 7));
             if (s->zc[j]) {
                 w->lc[--z] = (int32_t)j;
                 continue;
@@ -1295,8 +1375,9 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
     Scratch s = {0};
     const size_t mc = (size_t)max_of(segs, nsegs, 2) + 1;
     const size_t np = mc < 65536 ? mc : 65536;
-    int32_t *c32 = work(W_COLS, (3 * mc + 2 * np + 2 * ZCHUNK) * 4); /* kept: fresh pages
-                                                                        * cost more */
+    /* (rowv: np values and 8 that spread_row may read past them) */
+    int32_t *c32 = work(W_COLS, (3 * mc + 2 * np + 8 + 2 * ZCHUNK) * 4); /* kept: fresh pages
+                                                                            * cost more */
     if (!A || !B || !t || !c32 ||
         !scratch_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2), 1)) {
         err = "out of memory";
@@ -1304,7 +1385,7 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
     }
     s.sum32 = c32, s.cnt32 = c32 + mc, s.nz32 = c32 + 2 * mc, s.pred = c32 + 3 * mc;
     s.rowv = (u32 *)(c32 + 3 * mc + np);
-    s.lox = (u32 *)(c32 + 3 * mc + 2 * np), s.bx = s.lox + ZCHUNK, s.nbtot = nb;
+    s.lox = (u32 *)(c32 + 3 * mc + 2 * np + 8), s.bx = s.lox + ZCHUNK, s.nbtot = nb;
     if (!read_stream(&r, v3 ? f->nJ : f->nA, (size_t)na, 1, A, t, v3 ? SCALE_BITS3 : SCALE_BITS)) {
         err = v3 ? "damaged symbol stream" : "damaged exponent stream";
         goto done;

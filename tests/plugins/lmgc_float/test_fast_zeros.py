@@ -55,8 +55,9 @@ def _path(name: str) -> Iterator[None]:
 
 def _with_zeros(shape, dtype, density: float, seed: int, lines: bool) -> np.ndarray:
     """Real gradients with row / column scales, scattered +0 / -0 at `density`, and (with
-    `lines`) an all-zero row and column, so the encoder's zero-row / zero-column side
-    information and per-column predictions come into play."""
+    `lines`) an all-zero row and all-zero columns (the first, the last, one at random and a run
+    of nine), so the encoder's zero-row / zero-column side information and per-column
+    predictions come into play."""
     rng = np.random.default_rng(seed)
     g = np.load(DATA / "mlp_grads_8k.npy").astype(np.float64).reshape(-1)
     g = g[g != 0]
@@ -67,7 +68,8 @@ def _with_zeros(shape, dtype, density: float, seed: int, lines: bool) -> np.ndar
     vals[zero] = np.where(rng.random(int(zero.sum())) < 0.3, -0.0, 0.0)
     if lines and rows > 2 and cols > 2:
         vals[rows // 2] = 0.0
-        vals[:, cols // 3] = -0.0 if seed % 2 else 0.0
+        dead = [0, cols - 1, int(rng.integers(cols)), *range(cols // 2, cols // 2 + 9)]
+        vals[:, [c for c in dead if c < cols and (c or seed % 3)]] = -0.0 if seed % 2 else 0.0
     with np.errstate(over="ignore"):
         return vals.astype(dtype)
 
@@ -86,7 +88,7 @@ def _round_trip(arrays: list[np.ndarray], canonical: bool) -> None:
     block = k.encode(bits, segs, *layout)
     for name in PATHS:
         with _path(name):
-            out = np.zeros_like(bits)
+            out = np.full_like(bits, 0x5A)  # every value must be written
             k.decode(block, out, segs, *layout, canonical=canonical)
             assert out.tobytes() == bits.tobytes(), name
 
