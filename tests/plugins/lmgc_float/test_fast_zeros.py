@@ -40,15 +40,14 @@ SHAPES = [(1, 1), (1, 7), (1, 1001), (3, 5), (37, 53), (8, 4099), (300, 9)]
 
 
 @contextlib.contextmanager
-def _path(name: str) -> Iterator[None]:
-    """The kernel switched to one expansion path (skipped where the CPU lacks it)."""
+def _path(name: str) -> Iterator[bool]:
+    """The kernel switched to one expansion path; False where the CPU lacks it (the scalar
+    path is always there)."""
     k = fast.kernel()
     simd, wide = PATHS[name]
     was = k.simd(), k.avx512()
     try:
-        if k.simd(simd) != simd or k.avx512(wide) != wide:
-            pytest.skip(f"no {name} path on this CPU")
-        yield
+        yield k.simd(simd) == simd and k.avx512(wide) == wide
     finally:
         k.simd(was[0]), k.avx512(was[1])
 
@@ -87,7 +86,9 @@ def _round_trip(arrays: list[np.ndarray], canonical: bool) -> None:
     layout = fast._layout(bits, float_format(arrays[0].dtype))
     block = k.encode(bits, segs, *layout)
     for name in PATHS:
-        with _path(name):
+        with _path(name) as here:
+            if not here:
+                continue
             out = np.full_like(bits, 0x5A)  # every value must be written
             k.decode(block, out, segs, *layout, canonical=canonical)
             assert out.tobytes() == bits.tobytes(), name
@@ -140,7 +141,9 @@ def test_version_2_streams_decode_on_every_path(name):
     assert read_header(blob)["prior"]["fast_version"] == 2
     want = json.loads((FIXTURES / "stream-v2-b" / "index.json").read_text())["files"][name]
     for path in PATHS:
-        with _path(path):
+        with _path(path) as here:
+            if not here:
+                continue
             out = np.ascontiguousarray(decompress(blob))
             assert out.size and (out == 0).any()  # the rows with zeros are what this is about
             got = hashlib.sha256(out.tobytes()).hexdigest()
