@@ -352,7 +352,7 @@ typedef struct {
     u8 *zr, *zc, *rs, *cs; /* all-zero rows / columns, row / column signs */
     i64 *cnt_r, *cnt_c, *sum_c, *neg_c;
     int32_t *sum32, *cnt32, *nz32; /* decoding (in W_COLS): the column sums of rows rebuilt by
-                                    * the fused loop (rebuild_row), added to sum_c / cnt_c /
+                                    * the fused loop (fused_row), added to sum_c / cnt_c /
                                     * neg_c every FLUSH_ROWS rows */
     i64 nfused;
     int32_t *pred; /* decoding (in W_COLS): a row's predictions in mode 2 */
@@ -855,7 +855,7 @@ INLINE u64 load_raw(const u8 *p, int rb) {
  * it in the row: a prefix sum, which a branch per value (taken at random where zeros are
  * scattered) would mispredict. The expansion writes, for each value of a run of n, its raw bits
  * (with the nibble above them) to lox and version 2's B to bx, a coded value's own entries, a
- * zero's anything (rebuild_row replaces a zero's value), and returns how many values are coded.
+ * zero's anything (fused_row replaces a zero's value), and returns how many values are coded.
  * `avail`: the entries readable at B and R (the block's rest), so no load passes the block. */
 INLINE i64 expand_tail(u32 *lox, u32 *bx, const u16 *A, i64 q, i64 n, const u8 *B,
                        const u8 *R, i64 avail, i64 k, const int RB, const int NIB, const int V2) {
@@ -1011,7 +1011,7 @@ INLINE void spread_row(void *outv, i64 base, i64 j, i64 jend, const u32 *rowv, c
         spread_tail(outv, base, j, jend, rowv, livem, 0, W);
 }
 
-/* A row's share of the canonical check, when rebuild_row gathered it (done) */
+/* A row's share of the canonical check, when fused_row gathered it (done) */
 typedef struct {
     u64 rsum, rcnt, any;
     int done;
@@ -1117,7 +1117,7 @@ INLINE void fused_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch
 }
 
 /* One row: by fused_row where the values fit 32 bits (a row without zeros, the common case,
- * skipping the expansion), else value by value. */
+ * without the expansion), else (64-bit values) value by value. */
 INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch *s,
                         const u16 *A, size_t *pa, const u8 *B, size_t *pb, const u8 *raw,
                         RowSums *rsm, const int W, const int RB, const int M, const int K,
@@ -1298,7 +1298,7 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
                             const int CK) {
     const int mode = flags & F_EXP_MODE, zrows = flags & F_ZROWS;
     const int variant = (mode == 2) * 4 + ((flags & F_SIGN) ? 2 : 0) + ((flags & F_ZCOLS) ? 1 : 0);
-    if (flags & F_ZCOLS) { /* the live columns first, then the zero ones (see rebuild_row) */
+    if (flags & F_ZCOLS) { /* the live columns first, then the zero ones (see fused_row) */
         Scratch *w = (Scratch *)s;
         i64 q = 0, z = cols;
         memset(w->livem, 0, (size_t)cols / 8 + 4);
