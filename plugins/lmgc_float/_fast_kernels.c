@@ -368,21 +368,24 @@ typedef struct {
     int32_t *C32;        /* C as 32-bit (decoding: |C| <= SIDE_LIMIT), for vector loops */
     int32_t *lc, *C32c;  /* decoding with zero columns: the live columns, then the zero ones; */
     u8 *csc;             /* C32 and cs of the live columns, in that order */
+    u8 *livem;           /* and a bit per column, set where it is live (spread_row) */
     i64 ncl;             /* how many columns are live */
     u8 *zr, *zc, *rs, *cs; /* all-zero rows / columns, row / column signs */
     i64 *cnt_r, *cnt_c, *sum_c, *neg_c;
     int32_t *sum32, *cnt32, *nz32; /* decoding (in W_COLS): the column sums of rows rebuilt by
-                                    * the fused loop (rebuild_row), added to sum_c / cnt_c /
+                                    * the fused loop (fused_row), added to sum_c / cnt_c /
                                     * neg_c every FLUSH_ROWS rows */
     i64 nfused;
     int32_t *pred; /* decoding (in W_COLS): a row's predictions in mode 2 */
     u32 *rowv;     /* and its values, with zero columns */
+    u32 *lox, *bx; /* a row with zeros: its values' raw / B entries (expand_row) */
+    u64 nbtot;     /* the block's coded values */
     int dense; /* decoding: no symbol of the block is a zero (no row needs looking at first) */
     u32 *hist; /* 3 x nA */
 } Scratch;
 
 static void scratch_free(Scratch *s) {
-    free(s->R), free(s->C), free(s->C32), free(s->lc), free(s->C32c), free(s->csc), free(s->zr), free(s->zc), free(s->rs), free(s->cs);
+    free(s->R), free(s->C), free(s->C32), free(s->lc), free(s->C32c), free(s->csc), free(s->livem), free(s->zr), free(s->zc), free(s->rs), free(s->cs);
     free(s->cnt_r), free(s->cnt_c), free(s->sum_c), free(s->neg_c), free(s->hist);
 }
 
@@ -390,9 +393,10 @@ static int scratch_alloc(Scratch *s, i64 rows, i64 cols, int nA) {
     size_t r = (size_t)rows + 1, c = (size_t)cols + 1;
     s->R = malloc(r * 8), s->C = malloc(c * 8), s->zr = malloc(r), s->zc = malloc(c);
     s->C32 = malloc(c * 4), s->lc = malloc(c * 4), s->C32c = malloc(c * 4), s->csc = malloc(c);
+    s->livem = malloc(c / 8 + 4);
     s->rs = malloc(r), s->cs = malloc(c), s->cnt_r = malloc(r * 8), s->cnt_c = malloc(c * 8);
     s->sum_c = malloc(c * 8), s->neg_c = malloc(c * 8), s->hist = malloc(3 * (size_t)nA * 4);
-    return s->R && s->C && s->C32 && s->lc && s->C32c && s->csc && s->zr && s->zc && s->rs && s->cs && s->cnt_r && s->cnt_c &&
+    return s->R && s->C && s->C32 && s->lc && s->C32c && s->csc && s->livem && s->zr && s->zc && s->rs && s->cs && s->cnt_r && s->cnt_c &&
            s->sum_c && s->neg_c && s->hist;
 }
 
@@ -867,7 +871,168 @@ INLINE u64 load_raw(const u8 *p, int rb) {
     }
 }
 
-/* A row's share of the canonical check, when rebuild_row gathered it (done) */
+/* -- a row with zeros: each value's B / raw entry ------------------------------------------
+ * Zeros (A < 2) have no B or raw entry, so value q's entry is the count of coded values before
+ * it in the row: a prefix sum, which a branch per value (taken at random where zeros are
+ * scattered) would mispredict. The expansion writes, for each value of a run of n, its raw bits
+ * (with the nibble above them) to lox and version 2's B to bx, a coded value's own entries, a
+ * zero's anything (fused_row replaces a zero's value), and returns how many values are coded.
+ * `avail`: the entries readable at B and R (the block's rest), so no load passes the block. */
+INLINE i64 expand_tail(u32 *lox, u32 *bx, const u16 *A, i64 q, i64 n, const u8 *B,
+                       const u8 *R, i64 avail, i64 k, const int RB, const int NIB, const int V2) {
+    if (avail <= k) { /* no coded value left: all zeros */
+        for (; q < n; q++) {
+            if (RB || NIB) lox[q] = 0;
+            if (V2) bx[q] = 0;
+        }
+        return k;
+    }
+    for (; q < n; q++) { /* branch-free: the entry at k (the last one past the end) */
+        const i64 kk = k < avail ? k : avail - 1;
+        u32 lo = (u32)load_raw(R + kk * RB, RB);
+        if (NIB) lo |= (u32)B[kk] << (8 * RB);
+        if (RB || NIB) lox[q] = lo;
+        if (V2) bx[q] = B[kk];
+        k += A[q] >= 2;
+    }
+    return k;
+}
+
+#ifdef KC_HAVE_AVX2
+/* Eight values at a time: the next eight entries, widened to 32 bits, moved into the lanes of
+ * the coded values (AVX2: a permutation from kc_renorm_perm, whose row for a lane mask holds
+ * each lane's rank among the set lanes; AVX-512VL: vpexpandd). */
+#define EXPAND8(NAME, TARGET, SPREAD)                                                            \
+__attribute__((target(TARGET), always_inline)) static inline i64 NAME##_body(                    \
+    u32 *lox, u32 *bx, const u16 *A, i64 n, const u8 *B, const u8 *R, i64 avail, const int RB,   \
+    const int NIB, const int V2) {                                                               \
+    i64 q = 0, k = 0;                                                                            \
+    const __m256i one = _mm256_set1_epi32(1);                                                    \
+    for (; q + 8 <= n && k + 8 <= avail; q += 8) {                                               \
+        __m256i sym = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(A + q)));          \
+        __m256i c = _mm256_cmpgt_epi32(sym, one);                                                \
+        const unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(c));                 \
+        __m256i lo = _mm256_setzero_si256();                                                     \
+        if (RB == 2) lo = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(R + 2 * k)));  \
+        if (RB == 1) lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(R + k)));       \
+        __m256i b8 = _mm256_setzero_si256();                                                     \
+        if (NIB || V2) b8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(B + k)));    \
+        if (NIB) lo = _mm256_or_si256(lo, _mm256_slli_epi32(b8, 8 * RB));                        \
+        if (RB || NIB) _mm256_storeu_si256((__m256i *)(lox + q), SPREAD(lo, m));                 \
+        if (V2) _mm256_storeu_si256((__m256i *)(bx + q), SPREAD(b8, m));                         \
+        k += __builtin_popcount(m);                                                              \
+    }                                                                                            \
+    return expand_tail(lox, bx, A, q, n, B, R, avail, k, RB, NIB, V2);                           \
+}                                                                                                \
+/* one body per layout: (raw bytes, nibble, version 2's B) */                                    \
+__attribute__((target(TARGET))) static i64 NAME(u32 *lox, u32 *bx, const u16 *A, i64 n,         \
+                                                const u8 *B, const u8 *R, i64 avail, int rb,     \
+                                                int nib, int v2) {                               \
+    switch (rb * 4 + nib * 2 + v2) {                                                             \
+        case 0: return NAME##_body(lox, bx, A, n, B, R, avail, 0, 0, 0);                         \
+        case 1: return NAME##_body(lox, bx, A, n, B, R, avail, 0, 0, 1);                         \
+        case 2: return NAME##_body(lox, bx, A, n, B, R, avail, 0, 1, 0);                         \
+        case 4: return NAME##_body(lox, bx, A, n, B, R, avail, 1, 0, 0);                         \
+        case 5: return NAME##_body(lox, bx, A, n, B, R, avail, 1, 0, 1);                         \
+        case 8: return NAME##_body(lox, bx, A, n, B, R, avail, 2, 0, 0);                         \
+        case 9: return NAME##_body(lox, bx, A, n, B, R, avail, 2, 0, 1);                         \
+        default: return NAME##_body(lox, bx, A, n, B, R, avail, 2, 1, 0);                        \
+    }                                                                                            \
+}
+#define SPREAD_AVX2(v, m)                                                                        \
+    _mm256_permutevar8x32_epi32((v), _mm256_loadu_si256((const __m256i *)kc_renorm_perm[(m)]))
+#define SPREAD_AVX512(v, m) _mm256_maskz_expand_epi32((__mmask8)(m), (v))
+EXPAND8(expand_avx2, "avx2", SPREAD_AVX2)
+EXPAND8(expand_avx512, "avx2,avx512f,avx512vl", SPREAD_AVX512)
+#undef EXPAND8
+#undef SPREAD_AVX2
+#undef SPREAD_AVX512
+#endif
+
+/* The expansion of one run of a row (see expand_tail), by the widest code the CPU runs. */
+INLINE i64 expand_row(u32 *lox, u32 *bx, const u16 *A, i64 n, const u8 *B, const u8 *R,
+                      i64 avail, const int RB, const int NIB, const int V2) {
+#ifdef KC_HAVE_AVX2
+    if (kc_use_simd && kc_use_avx512) return expand_avx512(lox, bx, A, n, B, R, avail, RB, NIB, V2);
+    if (kc_use_simd) return expand_avx2(lox, bx, A, n, B, R, avail, RB, NIB, V2);
+#endif
+    return expand_tail(lox, bx, A, 0, n, B, R, avail, 0, RB, NIB, V2);
+}
+
+/* -- a row with zero columns: its live columns' values to their places ------------------------
+ * fused_row rebuilds the live columns in order (rowv); their places are an expansion too: the
+ * columns [j, jend) hold exactly those values, in order, where livem (a bit per column, live =
+ * 1) is set, and +0 elsewhere. Stored eight columns at a time where the CPU has AVX2 (rather
+ * than one store per column at an index). rowv may be read up to 8 values past its end. */
+INLINE void spread_tail(void *outv, i64 base, i64 j, i64 jend, const u32 *rowv,
+                        const u8 *livem, i64 k, const int W) {
+    for (; j < jend; j++) { /* branch-free */
+        const u32 live = (livem[j >> 3] >> (j & 7)) & 1, x = rowv[k];
+        store_v(outv, W, base + j, x & -live);
+        k += live;
+    }
+}
+
+#ifdef KC_HAVE_AVX2
+#define SPREAD8(NAME, TARGET, SPREAD)                                                            \
+__attribute__((target(TARGET), always_inline)) static inline void NAME##_body(                  \
+    void *outv, i64 base, i64 j, i64 jend, const u32 *rowv, const u8 *livem, const int W) {     \
+    i64 k = 0;                                                                                   \
+    for (; j + 8 <= jend; j += 8) {                                                              \
+        const unsigned m = (rd16(livem + (j >> 3)) >> (j & 7)) & 0xFF;                           \
+        __m256i v = SPREAD(_mm256_loadu_si256((const __m256i *)(rowv + k)), m);                  \
+        if (W == 32) {                                                                           \
+            _mm256_storeu_si256((__m256i *)((u32 *)outv + base + j), v);                         \
+        } else { /* the low 16 (8) bits of each lane, in order */                               \
+            __m128i h = _mm256_castsi256_si128(                                                  \
+                _mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0xD8));                      \
+            if (W == 16)                                                                         \
+                _mm_storeu_si128((__m128i *)((u16 *)outv + base + j), h);                        \
+            else                                                                                 \
+                _mm_storel_epi64((__m128i *)((u8 *)outv + base + j), _mm_packus_epi16(h, h));    \
+        }                                                                                        \
+        k += __builtin_popcount(m);                                                              \
+    }                                                                                            \
+    spread_tail(outv, base, j, jend, rowv, livem, k, W);                                         \
+}                                                                                                \
+__attribute__((target(TARGET))) static void NAME(void *outv, i64 base, i64 j, i64 jend,         \
+                                                const u32 *rowv, const u8 *livem, int w) {      \
+    if (w == 32) NAME##_body(outv, base, j, jend, rowv, livem, 32);                              \
+    else if (w == 16) NAME##_body(outv, base, j, jend, rowv, livem, 16);                         \
+    else NAME##_body(outv, base, j, jend, rowv, livem, 8);                                       \
+}
+/* AVX2: the permutation leaves other values in the dead columns' lanes: masked to +0 */
+#define SPREAD_AVX2(v, m)                                                                        \
+    _mm256_and_si256(                                                                            \
+        _mm256_permutevar8x32_epi32((v),                                                         \
+                                    _mm256_loadu_si256((const __m256i *)kc_renorm_perm[(m)])),   \
+        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(m)), lane_bits()),           \
+                           lane_bits()))
+#define SPREAD_AVX512(v, m) _mm256_maskz_expand_epi32((__mmask8)(m), (v))
+__attribute__((target("avx2"), always_inline)) static inline __m256i lane_bits(void) {
+    return _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+}
+SPREAD8(spread_avx2, "avx2", SPREAD_AVX2)
+SPREAD8(spread_avx512, "avx2,avx512f,avx512vl", SPREAD_AVX512)
+#undef SPREAD8
+#undef SPREAD_AVX2
+#undef SPREAD_AVX512
+#endif
+
+/* One run of a row with zero columns to its places (see spread_tail). */
+INLINE void spread_row(void *outv, i64 base, i64 j, i64 jend, const u32 *rowv, const u8 *livem,
+                       const int W) {
+#ifdef KC_HAVE_AVX2
+    if (kc_use_simd && kc_use_avx512)
+        spread_avx512(outv, base, j, jend, rowv, livem, W);
+    else if (kc_use_simd)
+        spread_avx2(outv, base, j, jend, rowv, livem, W);
+    else
+#endif
+        spread_tail(outv, base, j, jend, rowv, livem, 0, W);
+}
+
+/* A row's share of the canonical check, when fused_row gathered it (done) */
 typedef struct {
     u64 rsum, rcnt, any;
     int done;
@@ -878,9 +1043,102 @@ typedef struct {
  * constant at each call site, so each (version, dtype, mode) gets its own loop without branches
  * on the layout or the side information's flags. Version 2: A holds the exponent symbols, B the
  * sign / top-K-bit symbols; version 3 (V3): A holds the joint symbols, B each coded value's
- * nibble (NIB). With the canonical checks (CK), a row without zeros also gathers their sums
- * (canon_row) in the same loop, from the values still in registers (rs->done); without them the
- * loop has no check code at all. */
+ * nibble (NIB). With the canonical checks (CK), the loop also gathers the row's sums
+ * (canon_row) from the values still in registers (rs->done); without them the loop has no check
+ * code at all. A row with zeros (ZR) is rebuilt by the same branch-free loop, a run of ZCHUNK
+ * values at a time: first each value's B and raw entries (expand_row), then every value as if
+ * coded, a zero's replaced by its +0 / -0. */
+#define ZCHUNK 2048 /* values per run of a row with zeros: its entries stay in L1 */
+INLINE void fused_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch *s,
+                      const u16 *A, size_t *pa, const u8 *B, size_t *pb, const u8 *raw,
+                      RowSums *rsm, const int W, const int RB, const int M, const int K,
+                      const int E, const int V3, const int NIB, const int mode2, const int sgn,
+                      const int zcols, const int CK, const int ZR) {
+    const u64 em = ((u64)1 << E) - 1, kmask = ((u64)1 << K) - 1;
+    const int LO = 8 * RB; /* the nibble's position */
+    const size_t a = *pa;
+    size_t b = *pb;
+    const i64 n = zcols ? s->ncl : cols; /* with zero columns, the live ones (see below) */
+    const int32_t *C32 = zcols ? s->C32c : s->C32, *lc = s->lc;
+    const u8 *csq = zcols ? s->csc : s->cs;
+    const int32_t rf = (int32_t)rfix + 2 + (int32_t)BIAS32, p0 = (int32_t)clamp_pred(rfix, em);
+    const u16 *Ar = A + a;
+    i64 jz = 0; /* with zero columns: the columns stored so far */
+    const int32_t Ri = (int32_t)rfix; /* |R| <= SIDE_LIMIT */
+    /* with zero columns, the column sums are of the live columns, in their order */
+    int32_t *sum32 = s->sum32, *cnt32 = s->cnt32, *nz32 = s->nz32, *pred = s->pred;
+    u32 *rowv = s->rowv, *lox = s->lox, *bx = s->bx;
+    u64 rsum = 0, rcnt = 0, any = 0;
+    const i64 CH = ZR ? ZCHUNK : 65536; /* 32-bit row sums vectorise better */
+    for (i64 q0 = 0; q0 < n; q0 += CH) {
+        const i64 q1 = n - q0 > CH ? q0 + CH : n;
+        u32 ps = 0, pc = 0, pa32 = 0;
+        /* without zeros, the run's entries are at b + q - q0; with them, expanded to lox / bx */
+        const size_t bq = ZR ? 0 : b - (size_t)q0;
+        const u8 *Br = B + bq, *Rr = raw + bq * (size_t)RB;
+        if (ZR)
+            b += (size_t)expand_row(lox, bx, Ar + q0, q1 - q0, B + b, raw + b * (size_t)RB,
+                                    (i64)(s->nbtot - b), RB, V3 && NIB, !V3);
+        else
+            b += (size_t)(q1 - q0);
+        if (mode2) /* the row's predictions first: in the loop below, gcc would not
+                    * vectorise it */
+            for (i64 q = q0; q < q1; q++) {
+                int32_t pj = ((rf + C32[q]) >> FRAC) - (int32_t)(BIAS32 >> FRAC);
+                pj = pj < 0 ? 0 : pj;
+                pred[q - q0] = pj > (int32_t)em ? (int32_t)em : pj;
+            }
+        /* the row, the fields and the column sums never overlap */
+#pragma GCC ivdep
+        for (i64 q = q0; q < q1; q++) {
+            const int32_t pj = mode2 ? pred[q - q0] : p0;
+            u32 sym = Ar[q], sp = sgn ? (u32)rsg ^ csq[q] : 0;
+            u32 bs = V3 ? sym - 2 : ZR ? bx[q - q0] : Br[q];
+            u32 ex = V3 ? ((sym - 2) >> (K + 1)) + (u32)pj - CENTRE
+                        : sym + (u32)pj - (CENTRE + 2);
+            u32 lo = 0;
+            if (ZR && (RB || (V3 && NIB))) lo = lox[q - q0];
+            if (!ZR && RB == 1) lo = Rr[q];
+            if (!ZR && RB == 2) lo = (u32)Rr[2 * q] | ((u32)Rr[2 * q + 1] << 8);
+            if (!ZR && V3 && NIB) lo |= (u32)Br[q] << LO;
+            u32 v = ((((bs >> K) ^ sp) & 1) << (W - 1)) | ((ex & (u32)em) << M) |
+                    ((bs & (u32)kmask) << (M - K)) | lo;
+            if (ZR) { /* a zero's +0 / -0, by a mask: gcc would not vectorise a select here */
+                const u32 coded = -(u32)(sym >= 2);
+                v = (v & coded) | ((sym << (W - 1)) & ~coded);
+            }
+            if (zcols) /* in order here (the loop vectorises), to their columns below */
+                rowv[q - q0] = v;
+            else
+                store_v(outv, W, base + q, v);
+            if (CK) { /* canon_row's sums */
+                const u32 nz = (v & ~((u32)1 << (W - 1))) != 0, xf = ex & (u32)em;
+                pa32 |= v;
+                ps += nz ? xf : 0;
+                pc += nz;
+                if (mode2) {
+                    sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
+                    cnt32[q] += (int32_t)nz;
+                    nz32[q] |= (int32_t)(v != 0);
+                } else if (sgn) {
+                    cnt32[q] += (int32_t)nz;
+                }
+            }
+        }
+        if (zcols) { /* the run's values and the zero columns before them to their places */
+            spread_row(outv, base, jz, lc[q1 - 1] + 1, rowv, s->livem, W);
+            jz = lc[q1 - 1] + 1;
+        }
+        rsum += ps, rcnt += pc, any |= pa32;
+    }
+    if (zcols) /* the zero columns after the last live one */
+        for (i64 j = jz; j < cols; j++) store_v(outv, W, base + j, 0);
+    if (CK) rsm->rsum = rsum, rsm->rcnt = rcnt, rsm->any = any, rsm->done = 1;
+    *pa = a + (size_t)n, *pb = b;
+}
+
+/* One row: by fused_row where the values fit 32 bits (a row without zeros, the common case,
+ * without the expansion), else (64-bit values) value by value. */
 INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch *s,
                         const u16 *A, size_t *pa, const u8 *B, size_t *pb, const u8 *raw,
                         RowSums *rsm, const int W, const int RB, const int M, const int K,
@@ -892,75 +1150,18 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scrat
     const u8 *cs = s->cs, *zc = s->zc;
     size_t a = *pa, b = *pb;
     i64 p = clamp_pred(rfix, em);
-    if (W <= 32) { /* a row without zeros (the common case) in one branch-free loop; with zero
-                    * columns, over the live ones (their list is the same for every row) */
+    if (W <= 32) {
         const i64 n = zcols ? s->ncl : cols;
         unsigned zeros = 0;
         if (!s->dense)
             for (i64 q = 0; q < n; q++) zeros |= A[a + q] < 2;
-        if (!zeros) {
-            const int32_t *C32 = zcols ? s->C32c : s->C32, *lc = s->lc;
-            const u8 *csq = zcols ? s->csc : cs;
-            const int32_t rf = (int32_t)rfix + 2 + (int32_t)BIAS32, p0 = (int32_t)p;
-            const u16 *Ar = A + a;
-            const u8 *Br = B + b, *Rr = raw + b * (size_t)RB;
-            if (zcols)
-                for (i64 q = n; q < cols; q++) store_v(outv, W, base + lc[q], 0);
-            const int32_t Ri = (int32_t)rfix; /* |R| <= SIDE_LIMIT */
-            /* with zero columns, the column sums are of the live columns, in their order */
-            int32_t *sum32 = s->sum32, *cnt32 = s->cnt32, *nz32 = s->nz32, *pred = s->pred;
-            u32 *rowv = s->rowv;
-            u64 rsum = 0, rcnt = 0, any = 0;
-            for (i64 q0 = 0; q0 < n; q0 += 65536) { /* 32-bit row sums vectorise better */
-            const i64 q1 = n - q0 > 65536 ? q0 + 65536 : n;
-            u32 ps = 0, pc = 0, pa32 = 0;
-            if (mode2) /* the row's predictions first: in the loop below, gcc would not
-                        * vectorise it */
-                for (i64 q = q0; q < q1; q++) {
-                    int32_t pj = ((rf + C32[q]) >> FRAC) - (int32_t)(BIAS32 >> FRAC);
-                    pj = pj < 0 ? 0 : pj;
-                    pred[q - q0] = pj > (int32_t)em ? (int32_t)em : pj;
-                }
-            /* the row, the fields and the column sums never overlap */
-#pragma GCC ivdep
-            for (i64 q = q0; q < q1; q++) {
-                const int32_t pj = mode2 ? pred[q - q0] : p0;
-                u32 sym = Ar[q], sp = sgn ? (u32)rsg ^ csq[q] : 0;
-                u32 bs = V3 ? sym - 2 : Br[q];
-                u32 ex = V3 ? ((sym - 2) >> (K + 1)) + (u32)pj - CENTRE
-                            : sym + (u32)pj - (CENTRE + 2);
-                u32 lo = 0;
-                if (RB == 1) lo = Rr[q];
-                if (RB == 2) lo = (u32)Rr[2 * q] | ((u32)Rr[2 * q + 1] << 8);
-                if (V3 && NIB) lo |= (u32)Br[q] << LO;
-                u32 v = ((((bs >> K) ^ sp) & 1) << (W - 1)) | ((ex & (u32)em) << M) |
-                        ((bs & (u32)kmask) << (M - K)) | lo;
-                if (zcols) /* in order here (the loop vectorises), to their columns below */
-                    rowv[q - q0] = v;
-                else
-                    store_v(outv, W, base + q, v);
-                if (CK) { /* canon_row's sums */
-                    const u32 nz = (v & ~((u32)1 << (W - 1))) != 0, xf = ex & (u32)em;
-                    pa32 |= v;
-                    ps += nz ? xf : 0;
-                    pc += nz;
-                    if (mode2) {
-                        sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
-                        cnt32[q] += (int32_t)nz;
-                        nz32[q] |= (int32_t)(v != 0);
-                    } else if (sgn) {
-                        cnt32[q] += (int32_t)nz;
-                    }
-                }
-            }
-            if (zcols)
-                for (i64 q = q0; q < q1; q++) store_v(outv, W, base + lc[q], rowv[q - q0]);
-            rsum += ps, rcnt += pc, any |= pa32;
-            }
-            if (CK) rsm->rsum = rsum, rsm->rcnt = rcnt, rsm->any = any, rsm->done = 1;
-            *pa = a + (size_t)n, *pb = b + (size_t)n;
-            return;
-        }
+        if (zeros)
+            fused_row(outv, base, cols, rfix, rsg, s, A, pa, B, pb, raw, rsm, W, RB, M, K, E, V3,
+                      NIB, mode2, sgn, zcols, CK, 1);
+        else
+            fused_row(outv, base, cols, rfix, rsg, s, A, pa, B, pb, raw, rsm, W, RB, M, K, E, V3,
+                      NIB, mode2, sgn, zcols, CK, 0);
+        return;
     }
     for (i64 j = 0; j < cols; j++) {
         if (zcols && zc[j]) {
@@ -1118,10 +1319,12 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
                             const int CK) {
     const int mode = flags & F_EXP_MODE, zrows = flags & F_ZROWS;
     const int variant = (mode == 2) * 4 + ((flags & F_SIGN) ? 2 : 0) + ((flags & F_ZCOLS) ? 1 : 0);
-    if (flags & F_ZCOLS) { /* the live columns first, then the zero ones (see rebuild_row) */
+    if (flags & F_ZCOLS) { /* the live columns first, then the zero ones (see fused_row) */
         Scratch *w = (Scratch *)s;
         i64 q = 0, z = cols;
+        memset(w->livem, 0, (size_t)cols / 8 + 4);
         for (i64 j = 0; j < cols; j++) {
+            w->livem[j >> 3] |= (u8)(!s->zc[j] << (j & 7));
             if (s->zc[j]) {
                 w->lc[--z] = (int32_t)j;
                 continue;
@@ -1193,7 +1396,9 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
     Scratch s = {0};
     const size_t mc = (size_t)max_of(segs, nsegs, 2) + 1;
     const size_t np = mc < 65536 ? mc : 65536;
-    int32_t *c32 = work(W_COLS, (3 * mc + 2 * np) * 4); /* kept: fresh pages cost more */
+    /* (rowv: np values and 8 that spread_row may read past them) */
+    int32_t *c32 = work(W_COLS, (3 * mc + 2 * np + 8 + 2 * ZCHUNK) * 4); /* kept: fresh pages
+                                                                            * cost more */
     if (!A || !B || !t || !c32 ||
         !scratch_alloc(&s, max_of(segs, nsegs, 1), max_of(segs, nsegs, 2), 1)) {
         err = "out of memory";
@@ -1201,6 +1406,7 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
     }
     s.sum32 = c32, s.cnt32 = c32 + mc, s.nz32 = c32 + 2 * mc, s.pred = c32 + 3 * mc;
     s.rowv = (u32 *)(c32 + 3 * mc + np);
+    s.lox = (u32 *)(c32 + 3 * mc + 2 * np + 8), s.bx = s.lox + ZCHUNK, s.nbtot = nb;
     if (!read_stream(&r, v3 ? f->nJ : f->nA, (size_t)na, 1, A, t, v3 ? SCALE_BITS3 : SCALE_BITS)) {
         err = v3 ? "damaged symbol stream" : "damaged exponent stream";
         goto done;

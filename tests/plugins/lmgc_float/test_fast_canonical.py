@@ -46,8 +46,9 @@ def _flags(block: bytes) -> int:
 def _arrays(dtype) -> list[np.ndarray]:
     """A 1-D slice of real gradients (one-row segment: mode 0), a 16 x 32 matrix with row and
     column scales, a zero row, a zero column, a -0.0 and a sign pattern (mode 2, every flag), and
-    the same without zeros (mode 2 + signs) and without column scales (mode 1 + signs): rows
-    without zeros are checked in the loop that rebuilds them (rebuild_row), the others after."""
+    the same without zeros (mode 2 + signs) and without column scales (mode 1 + signs): rows of
+    values up to 32 bits are checked in the loop that rebuilds them (fused_row), with or without
+    zeros; 64-bit rows after."""
     g = g8k = np.load(DATA / "mlp_grads_8k.npy").astype(np.float64)
     g = g[:512] / np.abs(g).max()  # smooth enough to code (not store) in every format
     vec = (1 + np.abs(g) / 4) * np.sign(g) * 2.0 ** (np.arange(512) % 4 - 2)
