@@ -48,10 +48,15 @@ def _span_fraction(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def _from_fraction(t: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``lo + t * (hi - lo)`` in float64; a value that rounding carried past the largest float
+    (``hi`` near it: infinite before) is ``hi``, the grid's last point. Finite values are never
+    changed, so every stream's reconstruction stays what it was."""
     span = hi - lo
     if np.isfinite(span):
-        return lo + t * span
-    return 2.0 * (lo * 0.5 + t * (hi * 0.5 - lo * 0.5))
+        out = lo + t * span
+    else:
+        out = 2.0 * (lo * 0.5 + t * (hi * 0.5 - lo * 0.5))
+    return np.where(np.isfinite(out), out, hi)
 
 
 class QuantizeStage(Stage):
