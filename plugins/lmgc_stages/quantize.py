@@ -52,10 +52,8 @@ def _from_fraction(t: np.ndarray, lo: float, hi: float) -> np.ndarray:
     (``hi`` near it: infinite before) is ``hi``, the grid's last point. Finite values are never
     changed, so every stream's reconstruction stays what it was."""
     span = hi - lo
-    if np.isfinite(span):
-        out = lo + t * span
-    else:
-        out = 2.0 * (lo * 0.5 + t * (hi * 0.5 - lo * 0.5))
+    finite = np.isfinite(span)  # else the span itself overflows: work in halves
+    out = lo + t * span if finite else 2.0 * (lo * 0.5 + t * (hi * 0.5 - lo * 0.5))
     return np.where(np.isfinite(out), out, hi)
 
 
