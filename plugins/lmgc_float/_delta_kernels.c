@@ -46,7 +46,7 @@
 #include "_kernel_common.h"
 #include "_kernel_py.h"
 
-#define DELTA_VERSION 2
+#define DELTA_VERSION 3
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #define BIG_ENDIAN_HOST 1 /* the checksum is of little-endian bytes: hash_values swaps them */
 #else
@@ -1101,7 +1101,7 @@ __attribute__((target("avx2"))) static void contexts1_avx2(const int W, const vo
 /* digest: the checksum of the values decoded, computed chunk by chunk while they are in the
  * cache (the chunks are the segments' values in order) */
 static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv, const i64 *segs,
-                           i64 nsegs, Fm *f, u8 digest[DIGEST]) {
+                           i64 nsegs, Fm *f, int sum, u8 digest[DIGEST]) {
     const int W = f->W;
     i64 n = total_values(segs, nsegs);
     Rd r = {blk, len, 0, 0}, sr;
@@ -1129,7 +1129,8 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
      * base values, contexts and symbols are still in the cache */
     BitR raw = br_open(r.p + r.pos, r.len - r.pos);
     size_t k0 = 0;
-    Hash128 h = {0};
+    BlockSum h;
+    sum_start(&h, sum);
     for (i64 g = 0; g < nsegs && !err; g++) {
         i64 off = segs[3 * g], rows = segs[3 * g + 1], cols = segs[3 * g + 2];
         if (!read_side(&sr, &s, rows, cols)) {
@@ -1181,12 +1182,12 @@ static const char *decode1(const u8 *blk, size_t len, void *outv, const void *bv
                 default: ok = values1(64, outv, bv, f, o, cnt, Sr, &raw); break;
             }
             if (!ok || vbad) err = "symbol outside the alphabet";
-            hash_bytes(&h, (const u8 *)outv + (size_t)(o - done) * (size_t)(W / 8),
+            sum_bytes(&h, (const u8 *)outv + (size_t)(o - done) * (size_t)(W / 8),
                        (size_t)(cnt + done) * (size_t)(W / 8));
         }
     }
     if (err) goto done;
-    hash_final(&h, digest);
+    sum_final(&h, digest);
     if (sr.pos != sr.len) err = "side information has the wrong length";
     else if (n && !rans_close(&d)) err = "damaged symbol stream";
     if (!err && !br_done(&raw)) err = "raw bits have the wrong length";
@@ -1250,7 +1251,8 @@ PyDoc_STRVAR(encode_doc,
              "encode(new, base, segs, width, ebits, mbits, level, transform) -> bytes\n\n"
              "One delta block of the values the (offset, rows, cols) int64 segments name, coded "
              "against `base` (transform 0: ulp distance, 1: XOR; ebits = 0 for integers) at "
-             "level 1 (semi-static, rANS) or 2 (adaptive), then the 16-byte checksum of `new`.");
+             "level 1 (semi-static, rANS) or 2 (adaptive), then the 16-byte checksum of `new` "
+             "(XXH3-128 since DELTA_VERSION 3).");
 
 static PyObject *py_encode(PyObject *self, PyObject *args) {
     Py_buffer nv, bv, segs;
@@ -1272,7 +1274,7 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
         int kq = choose_kq(nv.buf, bv.buf, sg, nsegs, &f);
         ok = level == 2 ? encode2(nv.buf, bv.buf, sg, nsegs, &f, kq, &out)
                         : encode1(nv.buf, bv.buf, sg, nsegs, &f, kq, &out);
-        ok = ok && kc_seal(&out, nv.buf, sg, nsegs, width, SUM_MURMUR);
+        ok = ok && kc_seal(&out, nv.buf, sg, nsegs, width, SUM_XXH3);
         Py_END_ALLOW_THREADS
         res = kc_block_bytes(&out, ok);
     }
@@ -1283,17 +1285,20 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(decode_doc,
-             "decode(block, out, base, segs, width, ebits, mbits, level, transform) -> None\n\n"
-             "Decode one delta block into `out` and check the values against its checksum; "
+             "decode(block, out, base, segs, width, ebits, mbits, level, transform, xxh3=1) -> "
+             "None\n\n"
+             "Decode one delta block into `out` and check the values against its checksum "
+             "(xxh3: XXH3-128, blocks of DELTA_VERSION 3; 0: MurmurHash3_x64_128, version 2); "
              "ValueError names what is wrong with a damaged block (CHECKSUM_MISMATCH: the values "
              "decoded are not the ones coded, e.g. another base).");
 
 static PyObject *py_decode(PyObject *self, PyObject *args) {
     Py_buffer blk, out, bv, segs;
-    int width, ebits, mbits, level, transform;
-    if (!PyArg_ParseTuple(args, "y*w*y*y*iiiii:decode", &blk, &out, &bv, &segs, &width, &ebits,
-                          &mbits, &level, &transform))
+    int width, ebits, mbits, level, transform, xxh3 = 1;
+    if (!PyArg_ParseTuple(args, "y*w*y*y*iiiii|p:decode", &blk, &out, &bv, &segs, &width, &ebits,
+                          &mbits, &level, &transform, &xxh3))
         return NULL;
+    const int sum = xxh3 ? SUM_XXH3 : SUM_MURMUR;
     const char *err = NULL;
     int called = 0;
     if ((level != 1 && level != 2) || (transform != T_ULP && transform != T_XOR))
@@ -1313,9 +1318,10 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             Fm f = make_fm(width, ebits, mbits, transform);
             u8 digest[DIGEST];
             err = level == 2 ? decode2(b, len, out.buf, bv.buf, sg, nsegs, &f)
-                             : decode1(b, len, out.buf, bv.buf, sg, nsegs, &f, digest);
+                             : decode1(b, len, out.buf, bv.buf, sg, nsegs, &f, sum, digest);
             if (!err) {
-                if (level == 2 || BIG_ENDIAN_HOST) hash_values(out.buf, sg, nsegs, width, digest);
+                if (level == 2 || BIG_ENDIAN_HOST)
+                    block_digest(out.buf, sg, nsegs, width, sum, digest);
                 if (memcmp(digest, b + len, DIGEST) != 0) err = CHECKSUM_MISMATCH;
             }
         }
@@ -1351,18 +1357,21 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
     return res;
 }
 
-PyDoc_STRVAR(checksum_doc, "checksum(vals, segs, width) -> bytes\n\n"
-             "The 16-byte checksum (MurmurHash3_x64_128) of the values the segments name.");
+PyDoc_STRVAR(checksum_doc, "checksum(vals, segs, width, xxh3=0) -> bytes\n\n"
+             "The 16-byte checksum of the values the segments name: MurmurHash3_x64_128 (a "
+             "level-1 stream's level-2 small parts; delta blocks of DELTA_VERSION 2), or with "
+             "xxh3 XXH3-128 (delta blocks of version 3).");
 
 static PyObject *py_checksum(PyObject *self, PyObject *args) {
     Py_buffer b[2]; /* vals segs */
-    int width;
-    if (!PyArg_ParseTuple(args, "y*y*i:checksum", &b[0], &b[1], &width)) return NULL;
+    int width, xxh3 = 0;
+    if (!PyArg_ParseTuple(args, "y*y*i|p:checksum", &b[0], &b[1], &width, &xxh3)) return NULL;
     PyObject *res = NULL;
     if (check_call(&b[0], NULL, &b[1], width, 0, 0)) {
         u8 digest[DIGEST];
         Py_BEGIN_ALLOW_THREADS
-        hash_values(b[0].buf, b[1].buf, b[1].len / 24, width, digest);
+        block_digest(b[0].buf, b[1].buf, b[1].len / 24, width, xxh3 ? SUM_XXH3 : SUM_MURMUR,
+                     digest);
         Py_END_ALLOW_THREADS
         res = PyBytes_FromStringAndSize((const char *)digest, DIGEST);
     }

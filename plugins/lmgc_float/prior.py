@@ -174,9 +174,15 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
     def checks_delta_values(self, meta: Mapping[str, Any]) -> bool:
         """Whether decoding a delta part with ``meta`` checks every value it writes against a
         checksum in its block (every delta block of meta version 2 ends with the 128-bit
-        checksum of its values, at both levels and for each kind), so the pipeline needs no
-        SHA-256 of the whole array on top (see "What checks what" in docs/format.md)."""
-        return meta.get("model") == "delta" and meta.get("version") in (2,)
+        checksum of its values, at both levels and for each kind; XXH3-128 since version 3), so
+        the pipeline needs no SHA-256 of the whole array on top (see "What checks what" in
+        docs/format.md)."""
+        from .delta import DECODES
+
+        version = meta.get("version")
+        return meta.get("model") == "delta" and not isinstance(version, bool) and (
+            version in DECODES
+        )
 
     def for_stream(self, recorded: Mapping[str, Any]) -> Prior:
         """The prior at the level the stream records (a stream decodes without being told its

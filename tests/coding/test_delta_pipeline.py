@@ -53,6 +53,20 @@ def test_round_trip_with_base_is_exact_and_smaller(level: int, dtype: str) -> No
         assert len(blob) < len(alone)
 
 
+@pytest.mark.parametrize("level", [1, 2])
+def test_delta_blocks_name_their_checksum_by_the_meta_version(level: int) -> None:
+    """Version 3's blocks end with XXH3-128 of their values; a header edited to say version 2
+    (MurmurHash3_x64_128, still read) makes every block's check fail, never decode."""
+    new, base = _pair()
+    blob = Pipeline.from_config(level=level).compress(new, base=base)
+    header, offset = container.read_header(blob)
+    meta = header["parts"][0]["delta"]
+    assert meta["version"] == 3
+    header["parts"][0]["delta"] = {**meta, "version": 2}
+    with pytest.raises(lmgc_core.ChecksumError, match="checksum"):
+        lmgc_core.decompress(container.pack(header, [blob[offset:]]), base=base)
+
+
 def test_base_hash_is_of_the_bytes() -> None:
     new, base = _pair()
     blob = lmgc_core.compress(new, base=base)
