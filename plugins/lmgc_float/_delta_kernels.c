@@ -48,7 +48,7 @@
 
 #define DELTA_VERSION 3
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-#define BIG_ENDIAN_HOST 1 /* the checksum is of little-endian bytes: hash_values swaps them */
+#define BIG_ENDIAN_HOST 1 /* the checksum is of little-endian bytes: block_digest swaps them */
 #else
 #define BIG_ENDIAN_HOST 0
 #endif

@@ -430,11 +430,6 @@ KC_FN void block_digest(const void *vals, const i64 *segs, i64 nsegs, int width,
     sum_final(&h, out);
 }
 
-/* MurmurHash3_x64_128 of the values (the checksum of delta blocks) */
-KC_FN void hash_values(const void *vals, const i64 *segs, i64 nsegs, int width, u8 out[16]) {
-    block_digest(vals, segs, nsegs, width, SUM_MURMUR, out);
-}
-
 /* -- AVX2 rANS decoding helpers ----------------------------------------------------------------
  * Eight 32-bit states per vector; a state below 2**16 reads the next 16-bit little-endian word,
  * the lanes that read one taking the words in lane order (as the scalar loop does). Chosen at

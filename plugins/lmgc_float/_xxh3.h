@@ -110,17 +110,20 @@ static inline uint64_t xh_avalanche64(uint64_t h) { /* XXH64's */
 }
 
 /* -- the long path: eight lanes over 64-byte stripes, scrambled every 16 stripes ---------- */
+/* one stripe into the lanes: each lane's input to its neighbour, its keyed halves multiplied */
+static inline void xh_accumulate(uint64_t acc[8], const uint8_t *p, const uint8_t *key) {
+    for (int i = 0; i < 8; i++) {
+        uint64_t v = xh_rd64(p + 8 * i), dk = v ^ xh_rd64(key + 8 * i);
+        acc[i ^ 1] += v;
+        acc[i] += (dk & 0xFFFFFFFFu) * (dk >> 32);
+    }
+}
+
 static void xh_stripes_scalar(Xxh3 *h, const uint8_t *p, size_t k) {
     while (k) {
         size_t take = 16 - h->nstripe < k ? 16 - h->nstripe : k;
-        for (size_t s = 0; s < take; s++, p += 64) {
-            const uint8_t *key = xh_secret + 8 * (h->nstripe + s);
-            for (int i = 0; i < 8; i++) {
-                uint64_t v = xh_rd64(p + 8 * i), dk = v ^ xh_rd64(key + 8 * i);
-                h->acc[i ^ 1] += v;
-                h->acc[i] += (dk & 0xFFFFFFFFu) * (dk >> 32);
-            }
-        }
+        for (size_t s = 0; s < take; s++, p += 64)
+            xh_accumulate(h->acc, p, xh_secret + 8 * (h->nstripe + s));
         k -= take;
         h->nstripe += (unsigned)take;
         if (h->nstripe == 16) {
@@ -324,15 +327,9 @@ static void xh_digest(const Xxh3 *h, uint8_t out[16]) {
     if (h->total <= XH_SHORT) {
         xh_short(h->head, (size_t)h->total, r);
     } else {
-        Xxh3 c = *h; /* the last stripe: the message's final 64 bytes */
-        c.nstripe = 0;
-        uint64_t *acc = c.acc;
-        const uint8_t *key = xh_secret + 192 - 64 - 7;
-        for (int i = 0; i < 8; i++) {
-            uint64_t v = xh_rd64(c.tail + 8 * i), dk = v ^ xh_rd64(key + 8 * i);
-            acc[i ^ 1] += v;
-            acc[i] += (dk & 0xFFFFFFFFu) * (dk >> 32);
-        }
+        uint64_t acc[8]; /* the last stripe, the message's final 64 bytes, on a copy */
+        memcpy(acc, h->acc, sizeof acc);
+        xh_accumulate(acc, h->tail, xh_secret + 192 - 64 - 7);
         r[0] = xh_merge(acc, xh_secret + 11, h->total * XH_P64_1);
         r[1] = xh_merge(acc, xh_secret + 192 - 64 - 11, ~(h->total * XH_P64_2));
     }
