@@ -12,7 +12,8 @@
  * Per value (not in an all-zero row or column the side information names), version 3:
  *   A = 2 + (exponent - prediction + 127) mod 2^E, or 0 / 1 for +0 / -0;
  *   B = (sign XOR predicted sign) << t | the top t mantissa bits (t = mbits mod 4);
- *   one rANS symbol J = A for zeros, else 2 + (A - 2) << (t + 1) | B (tables at 2^15);
+ *   one rANS symbol J = A for zeros, else 2 + (A - 2) << (t + 1) | B (its table at 2^15,
+ *   since version 5 at the block's own scale, 2^11 to 2^15: choose_scale);
  *   raw = the remaining mbits - t bits: a nibble (packed two to a byte, in its own plane)
  *   where they are not whole bytes, then whole bytes, little-endian.
  * Version 2 blocks (still decoded) code A and B as two streams (B with k = mbits mod 8 bits,
@@ -37,7 +38,7 @@
 #include "_kernel_common.h" /* buffers, varints, work buffers, tables, checksum, AVX2 rANS */
 #include "_kernel_py.h"     /* argument checks, simd(), the module */
 
-#define FAST_VERSION 4
+#define FAST_VERSION 5
 
 /* A varint as put_varint writes it, else r->bad: no redundant continuation bytes (a last byte
  * of 0 after others), nothing above 64 bits. The decoder reads every varint this way so that no
@@ -60,6 +61,7 @@ static u64 get_cvarint(Rd *r) {
 #define SCALE_BITS3 15 /* version-3 floats: a joint alphabet has many rare symbols, which a
                           coarser scale would overpay (+1.9 % on bfloat16 weights at 2^12) */
 #define MAX_SCALE (1u << SCALE_BITS3)
+#define MIN_SCALE_BITS3 11 /* version 5: a block's J table sums to 2^sb, MIN_SCALE_BITS3 <= sb <= 15 */
 #define RANS_L (1u << 16)
 #define NSTATES 32 /* four AVX2 vectors of eight: enough independent work to hide latency */
 #define FRAC 2 /* fixed-point fraction bits of the row / column exponent means */
@@ -79,6 +81,9 @@ static u64 get_cvarint(Rd *r) {
  * 3's; stored and integer blocks are the same in both versions), with KIND_XXH3 set where the
  * block's checksum is XXH3-128 (version 4, the same bytes otherwise) instead of MurmurHash3 */
 enum { KIND_STORED = 0, KIND_FLOAT = 1, KIND_INT = 2, KIND_FLOAT3 = 3, KIND_XXH3 = 0x10 };
+/* version 5: bits 5-7 of a KIND_FLOAT3 | KIND_XXH3 block's kind byte hold 15 - sb, its J table's
+ * scale (choose_scale); blocks of versions 3 and 4 have them clear, so they read as sb = 15 */
+#define KIND_SCALE_SHIFT 5
 enum { F_EXP_MODE = 3, F_SIGN = 4, F_ZROWS = 8, F_ZCOLS = 16 };
 
 /* this thread's work() buffers (_kernel_common.h), kept from block to block */
@@ -291,10 +296,8 @@ RANS_DECODE(rans_decode16, u16)
 RANS_DECODE(rans_decode8, u8)
 
 /* Normalise, write the table, code the symbols; append `varint len | stream` after it. */
-static int code_stream(Buf *b, const void *syms, int wide, size_t n, const u64 *cnt, int nsym,
-                       int sb) {
-    u32 freq[MAX_ALPHA];
-    normalize_bits(cnt, nsym, freq, sb);
+static int code_stream_freq(Buf *b, const void *syms, int wide, size_t n, const u32 *freq,
+                            int nsym, int sb) {
     write_table(b, freq, nsym);
     if (n == 0) {
         put_varint(b, 0);
@@ -320,6 +323,13 @@ static int code_stream(Buf *b, const void *syms, int wide, size_t n, const u64 *
     put_varint(b, (u64)len);
     put_bytes(b, tmp + cap - len, len);
     return !b->fail;
+}
+
+static int code_stream(Buf *b, const void *syms, int wide, size_t n, const u64 *cnt, int nsym,
+                       int sb) {
+    u32 freq[MAX_ALPHA];
+    normalize_bits(cnt, nsym, freq, sb);
+    return code_stream_freq(b, syms, wide, n, freq, nsym, sb);
 }
 
 /* Read `table | varint len | stream` and decode n symbols. */
@@ -626,16 +636,126 @@ static i64 total_values(const i64 *segs, i64 nsegs) {
     return n;
 }
 
+/* -- version 5: each block's J table at the scale it needs -------------------------------------
+ * Why: decoding looks up one 8-byte entry per value in a table of 2^sb entries. At sb = 15
+ * (256 KB) every lookup misses L1; at sb = 12 (32 KB) the table stays there and the whole
+ * decode is 8-15 % faster, but a coarser table codes rare symbols less exactly. So the encoder
+ * normalises the counts at every scale from 15 down to MIN_SCALE_BITS3, estimates each block's
+ * size, and takes the smallest scale within SCALE_SLACK of the smallest size: a block gives up
+ * at most ~0.1 % of its bytes for the faster table. All of it is integer arithmetic, so every
+ * machine writes the same bytes. */
+#define SCALE_SLACK 10 /* a scale may cost 2^-10 of the block's estimated bits more than the best */
+
+/* log2(x) * 65536 to within ~2e-5 bits (log2fix interpolated between its table's points) */
+static u64 log2fine(u64 x) {
+    if (x == 0) return 0;
+    int msb = 63 - __builtin_clzll(x);
+    u64 m = msb >= 16 ? x >> (msb - 16) : x << (16 - msb); /* 1.16 fixed point, 2^16 <= m < 2^17 */
+    u32 i = (u32)(m >> 8) & 255, fr = (u32)m & 255;
+    return (u64)msb * 65536 + LOG2TAB[i] + (((LOG2TAB[i + 1] - LOG2TAB[i]) * fr) >> 8);
+}
+
+/* Whether symbol a's unit of frequency should move before b's: with `inc`, a's next unit saves
+ * more bits than b's, else a's last unit costs fewer (a symbol at 1 has none to give). A unit's
+ * worth at frequency f is about c / (f +- 1/2) (log2((f + 1) / f) to within 1e-3 relative),
+ * compared by exact cross-multiplication; ties go to the lower symbol. */
+INLINE int unit_before(const u64 *cnt, const u32 *f, int a, int b, int inc) {
+    if (!inc && (f[a] == 1 || f[b] == 1)) return f[a] == 1 ? 0 : f[b] == 1 ? 1 : a < b;
+    u64 da = 2 * (u64)f[a] + (inc ? 1 : (u64)-1), db = 2 * (u64)f[b] + (inc ? 1 : (u64)-1);
+    u64 l = cnt[a] * db, r = cnt[b] * da;
+    return l != r ? (inc ? l > r : l < r) : a < b;
+}
+
+static void sift_down(int *h, int k, int i, const u64 *cnt, const u32 *f, int inc) {
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= k) return;
+        if (c + 1 < k && unit_before(cnt, f, h[c + 1], h[c], inc)) c++;
+        if (!unit_before(cnt, f, h[c], h[i], inc)) return;
+        int t = h[i];
+        h[i] = h[c], h[c] = t;
+        i = c;
+    }
+}
+
+/* Frequencies summing to 2^sb (each present symbol's >= 1, at most 2^sb of them): floors of the
+ * proportional shares, then the surplus or deficit moved one unit at a time where it costs least
+ * (a heap over the present symbols `h`). */
+static void normalize_close(const u64 *cnt, int nsym, u32 *freq, int sb, int *h) {
+    const u64 S = (u64)1 << sb;
+    u64 total = 0, sum = 0;
+    int k = 0;
+    for (int s = 0; s < nsym; s++) total += cnt[s];
+    for (int s = 0; s < nsym; s++) {
+        freq[s] = 0;
+        if (!cnt[s]) continue;
+        u64 q = cnt[s] * S / total;
+        freq[s] = q ? (u32)q : 1;
+        sum += freq[s];
+        h[k++] = s;
+    }
+    if (!k || sum == S) return;
+    const int inc = sum < S;
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(h, k, i, cnt, freq, inc);
+    for (; sum != S; sum += inc ? 1 : (u64)-1) { /* the top always has a unit to give: sum > k */
+        freq[h[0]] += inc ? 1 : (u32)-1;
+        sift_down(h, k, 0, cnt, freq, inc);
+    }
+}
+
+/* The estimated bits (1/65536) of coding the counts with these frequencies, and their table. */
+static u64 table_cost(const u64 *cnt, const u32 *freq, int nsym, int sb) {
+    u64 bits = 0, bytes = 0;
+    int prev = -1, k = 0;
+    for (int s = 0; s < nsym; s++) {
+        if (!freq[s]) continue;
+        bits += cnt[s] * ((u64)sb * 65536 - log2fine(freq[s]));
+        bytes += (u64)varint_len((u64)(s - prev - 1)) + (u64)varint_len(freq[s] - 1);
+        prev = s, k++;
+    }
+    return bits + (bytes + (u64)varint_len((u64)k)) * 8 * 65536;
+}
+
+/* The scale of a block's J table and its frequencies (in freq): `rest` is the block's other
+ * bytes (side information, nibbles, raw bytes), which the slack is a share of too. 0 when out
+ * of memory. */
+static int choose_scale(const u64 *cnt, int nsym, u64 rest, u32 *freq) {
+    int *h = malloc(sizeof(int) * (size_t)nsym);
+    u32 *tr = malloc(sizeof(u32) * (size_t)nsym * (SCALE_BITS3 - MIN_SCALE_BITS3 + 1));
+    int sb = 0, present = 0;
+    u64 cost[SCALE_BITS3 + 1] = {0}, best = UINT64_MAX;
+    if (!h || !tr) goto done;
+    for (int s = 0; s < nsym; s++) present += cnt[s] != 0;
+    for (int b = SCALE_BITS3; b >= MIN_SCALE_BITS3 && present <= (1 << b); b--) {
+        u32 *fb = tr + (size_t)(SCALE_BITS3 - b) * (size_t)nsym;
+        normalize_close(cnt, nsym, fb, b, h);
+        cost[b] = table_cost(cnt, fb, nsym, b);
+        if (cost[b] < best) best = cost[b];
+        sb = b;
+    }
+    const u64 limit = best + ((best + rest * 8 * 65536) >> SCALE_SLACK);
+    while (cost[sb] > limit) sb++;
+    memcpy(freq, tr + (size_t)(SCALE_BITS3 - sb) * (size_t)nsym, sizeof(u32) * (size_t)nsym);
+done:
+    free(h), free(tr);
+    return sb;
+}
+
 /* One version-3 float block of a run of segments whose fields are ready: its side information,
- * J symbols (counted in cJ), nibbles and raw bytes. */
+ * J symbols (counted in cJ) at the scale choose_scale picks, nibbles and raw bytes. */
 static int write_float3(Buf *out, const Fmt *f, const u8 *side, size_t sidelen, const u16 *J,
                         size_t na, const u8 *L, size_t nb, const u8 *raw, const u64 *cJ) {
-    put_u8(out, KIND_FLOAT3 | KIND_XXH3);
+    u32 freq[MAX_ALPHA];
+    const u64 rest = sidelen + (f->nib ? (nb + 1) / 2 : 0) + nb * (u64)f->rb3;
+    const int sb = na ? choose_scale(cJ, f->nJ, rest, freq) : SCALE_BITS3;
+    if (!sb) return 0;
+    if (!na) memset(freq, 0, sizeof(u32) * (size_t)f->nJ);
+    put_u8(out, KIND_FLOAT3 | KIND_XXH3 | (SCALE_BITS3 - sb) << KIND_SCALE_SHIFT);
     put_varint(out, na);
     put_varint(out, nb);
     put_varint(out, sidelen);
     put_bytes(out, side, sidelen);
-    int ok = code_stream(out, J, 1, na, cJ, f->nJ, SCALE_BITS3);
+    int ok = code_stream_freq(out, J, 1, na, freq, f->nJ, sb);
     if (f->nib && buf_reserve(out, (nb + 1) / 2)) {
         for (size_t q = 0; q + 1 < nb; q += 2) out->p[out->len++] = (u8)(L[q] | L[q + 1] << 4);
         if (nb & 1) out->p[out->len++] = L[nb - 1];
@@ -1381,7 +1501,7 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
  * see py_decode). Compiled twice (AVX2 and baseline, chosen when the module loads) so the
  * reconstruction loops use wider vectors where the CPU has them. */
 CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, const i64 *segs,
-                                       i64 nsegs, const Fmt *f, int v3, int canonical,
+                                       i64 nsegs, const Fmt *f, int v3, int sb3, int canonical,
                                        BlockSum *h) {
     i64 n = total_values(segs, nsegs);
     Rd r = {blk, len, 1, 0};
@@ -1407,7 +1527,7 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
     s.sum32 = c32, s.cnt32 = c32 + mc, s.nz32 = c32 + 2 * mc, s.pred = c32 + 3 * mc;
     s.rowv = (u32 *)(c32 + 3 * mc + np);
     s.lox = (u32 *)(c32 + 3 * mc + 2 * np + 8), s.bx = s.lox + ZCHUNK, s.nbtot = nb;
-    if (!read_stream(&r, v3 ? f->nJ : f->nA, (size_t)na, 1, A, t, v3 ? SCALE_BITS3 : SCALE_BITS)) {
+    if (!read_stream(&r, v3 ? f->nJ : f->nA, (size_t)na, 1, A, t, v3 ? sb3 : SCALE_BITS)) {
         err = v3 ? "damaged symbol stream" : "damaged exponent stream";
         goto done;
     }
@@ -1729,9 +1849,12 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
             err = "block is too short";
         } else {
             len -= DIGEST; /* the body, then its values' digest */
-            const int base_kind = b[0] & ~KIND_XXH3, v3 = base_kind == KIND_FLOAT3;
-            const int kind = v3 ? KIND_FLOAT : base_kind;
-            const int sum = b[0] & KIND_XXH3 ? SUM_XXH3 : SUM_MURMUR;
+            const int base_kind = b[0] & (KIND_XXH3 - 1), v3 = base_kind == KIND_FLOAT3;
+            const int down = b[0] >> KIND_SCALE_SHIFT, sum = b[0] & KIND_XXH3 ? SUM_XXH3 : SUM_MURMUR;
+            /* a scale other than 15 only in a version-5 block (KIND_FLOAT3 with XXH3) */
+            const int kind = down && (!v3 || sum != SUM_XXH3 ||
+                                      down > SCALE_BITS3 - MIN_SCALE_BITS3) ? -1
+                             : v3 ? KIND_FLOAT : base_kind;
             BlockSum hash, *fused = &hash; /* float blocks hash each row as it is built */
             sum_start(&hash, sum);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -1744,7 +1867,8 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
                 err = decode_stored(b, len, out.buf, sg, nsegs, width);
             else if (kind == KIND_FLOAT && ebits) {
                 Fmt f = make_fmt(width, ebits, mbits);
-                err = decode_float(b, len, out.buf, sg, nsegs, &f, v3, canonical, fused);
+                err = decode_float(b, len, out.buf, sg, nsegs, &f, v3, SCALE_BITS3 - down,
+                                   canonical, fused);
             } else if (kind == KIND_INT && !ebits)
                 err = decode_int(b, len, out.buf, sg, nsegs, width);
             else

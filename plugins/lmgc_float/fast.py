@@ -35,12 +35,13 @@ from lmgc_core.util.parallel import map_ordered
 from .codec import seg_array
 from .formats import FloatFormat
 
-FAST_VERSION = 4
+FAST_VERSION = 5
 """The kernel's ``FAST_VERSION`` this code expects (and records in stream headers)."""
-DECODES = (2, 3, 4)
-"""Every ``fast_version`` whose streams the kernel decodes (each block names its layout and its
-checksum: version 2 codes the exponent and the sign / top mantissa bits as two symbols, version
-3 as one; version 4 is version 3 with XXH3-128 as the blocks' checksum)."""
+DECODES = (2, 3, 4, 5)
+"""Every ``fast_version`` whose streams the kernel decodes (each block names its layout, its
+checksum and its table's scale: version 2 codes the exponent and the sign / top mantissa bits as
+two symbols, version 3 as one; version 4 is version 3 with XXH3-128 as the blocks' checksum;
+version 5 is version 4 with each block's symbol table at the scale it chose, 2^11 to 2^15)."""
 BLOCK_CHECKSUM = "blocks-xxh3-128"
 """The header's ``checksum`` for a stream whose every block carries the checksum of its values
 (instead of a ``sha256`` of the whole array): XXH3-128, ``xxhash.xxh3_128_digest`` of the
