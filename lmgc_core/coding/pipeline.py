@@ -358,6 +358,7 @@ class Pipeline:
         head: tuple[dict[str, Any], int] | None = None,
         base: Any = None,
         _key: str | None = None,
+        _declared: tuple[np.dtype, tuple[int, ...]] | None = None,
     ) -> np.ndarray:
         """Decode ``blob``. ``max_nbytes``: refuse (:class:`StreamError`, before anything is
         allocated or decoded) a stream whose header declares a bigger array: a few bytes of
@@ -369,13 +370,28 @@ class Pipeline:
         is refused (:class:`MismatchError`, naming the base) without it or with another one (its
         SHA-256 differs), before anything is decoded. A stream made without a base ignores it."""
         head = container.read_header(blob) if head is None else head
-        if stored_only(head[0]):  # raw bytes: nothing of this pipeline's prior is used
+        header = head[0]
+        if stored_only(header):  # raw bytes: nothing of this pipeline's prior is used
             return decode_stored(blob, head, max_nbytes)
+        # ``_key``, ``_declared``: the header's stream key and declared_array(header, max_nbytes)
+        # when the caller has them (lmgc_core.decompress), so a small tensor's decode does
+        # each once
+        declared = _declared
         ref = None
-        if "base" in head[0]:  # refused by name before the decode (and its provenance notes)
-            dtype, shape = declared_array(head[0], max_nbytes)
-            ref = check_base(head[0], base, dtype, shape)
-        return self._decode(blob, force, progress, jobs, max_nbytes, head=head, ref=ref, key=_key)
+        if "base" in header:  # refused by name before the decode (and its provenance notes)
+            declared = declared_array(header, max_nbytes) if declared is None else declared
+            ref = check_base(header, base, *declared)
+        return self._decode(
+            blob,
+            force,
+            progress,
+            jobs,
+            max_nbytes,
+            head=head,
+            ref=ref,
+            key=_key,
+            declared=declared,
+        )
 
     @provenance.explain_decode_failures
     def _decode(
@@ -389,16 +405,18 @@ class Pipeline:
         head: tuple[dict[str, Any], int],
         ref: np.ndarray | None,
         key: str | None = None,
+        declared: tuple[np.dtype, tuple[int, ...]] | None = None,
     ) -> np.ndarray:
         """:meth:`decompress` once the base (if the stream records one) is checked (``key``: the
-        header's :func:`stream_key`, when known)."""
+        header's :func:`stream_key`, ``declared``: its :func:`declared_array` with
+        ``max_nbytes``, when known)."""
         header = head[0]
         alternative = self._made_by_fallback(header)
         if alternative is not None:  # the fallback's stream was the smaller one
             return alternative._decode(
-                blob, force, progress, jobs, max_nbytes, head=head, ref=ref
+                blob, force, progress, jobs, max_nbytes, head=head, ref=ref, declared=declared
             )
-        dtype, shape = declared_array(header, max_nbytes)
+        dtype, shape = declared_array(header, max_nbytes) if declared is None else declared
         try:
             states = list(header["stages"])
             part_specs = list(header["parts"])
@@ -681,6 +699,12 @@ def _json_key(value: Any) -> str | None:
         return None
 
 
+_KEYED = ("pipeline", "prior")
+"""The header entries that :func:`stream_key` covers: a key made of their text as written
+(:func:`container.read_header_keyed`, prefixed ``text``) stands in for it, in the same caches
+(it determines them as exactly, and never equals a :func:`stream_key`, which is JSON)."""
+
+
 def stream_key(header: Mapping[str, Any]) -> str | None:
     """What a stream header records of its pipeline and prior, as one canonical text: the key
     of the caches of built pipelines and of :meth:`Pipeline.check_stream`'s answers (a layout
@@ -737,14 +761,15 @@ def decompress(
     ``max_nbytes`` refuses a stream declaring a bigger array before decoding (see
     :meth:`Pipeline.decompress`). ``base``: the array a stream made with a base was coded against
     (see :meth:`Pipeline.decompress`)."""
-    head = container.read_header(blob)
+    head, text_key = container.read_header_keyed(blob, _KEYED)
     header = head[0]
-    declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
+    declared = declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
     if stored_only(header):  # raw bytes: no prior to build (no model needed), nothing to match
         return decode_stored(blob, head, max_nbytes)
     if prior_options:
         check_size(dict(prior_options), "prior options")
-    key = stream_key(header)  # with prior_options, it determines the config built from it
+    # with prior_options, it determines the config built from it
+    key = stream_key(header) if text_key is None else f"text {text_key}"
     options = _json_key(prior_options) if prior_options else "null"
     cache = None if key is None or options is None else f"{key}\n{options}"
     pipeline = _reused_pipeline(cache) if cache is not None else None  # no config built
@@ -760,6 +785,7 @@ def decompress(
         head=head,
         base=base,
         _key=key,
+        _declared=declared,
     )
 
 

@@ -12,6 +12,7 @@ memory order travel beside the stream (:func:`restore_view`), so it comes back b
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from typing import Any
 
@@ -96,8 +97,17 @@ def dtype_name(dtype: np.dtype) -> str:
 
 
 def parse_dtype(name: str) -> np.dtype:
+    """The dtype a header names (``StreamError`` for any other text)."""
     if not isinstance(name, str):
         raise StreamError(f"bad dtype in header: {name!r}")
+    return _parse_dtype(str(name))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_dtype(name: str) -> np.dtype:
+    """:func:`parse_dtype` of a string, remembered (a decode reads every part's dtype and the
+    array's: ~1 us each, a few % of a small tensor's decode). Only answers are kept, never an
+    error; a dtype is immutable (none of these has fields whose names could be set)."""
     if name[:1] in "<>|=":
         try:
             dtype = np.dtype(name)

@@ -138,17 +138,18 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
             fp["fast_version"] = FAST_VERSION
         return fp
 
-    @property
+    @functools.cached_property
     def value_checksum(self) -> str | None:
         """The fast level checks every block's values against a checksum in the block, so its
-        streams need no SHA-256 of the whole array (see :meth:`Pipeline.compress`)."""
+        streams need no SHA-256 of the whole array (see :meth:`Pipeline.compress`). Looked up
+        once per prior (its level never changes): every decode asks."""
         if self.level != LEVEL_FAST:
             return None
         from .fast import BLOCK_CHECKSUM
 
         return BLOCK_CHECKSUM
 
-    @property
+    @functools.cached_property
     def value_checksums(self) -> tuple[str, ...]:
         """The older :attr:`value_checksum` names whose streams the fast level still reads (each
         block names its checksum: the kernel checks whichever it carries)."""

@@ -1,7 +1,8 @@
 """Each stream header is parsed once per decode (issue 23): verifying and inflating a header
 (CRC, deflate, JSON caps, ``json.loads``) is a fixed cost per stream that small Zarr chunks and
 archive members pay on every read. The count is of :func:`container.read_header` calls, every
-path in lmgc reaching the header through it."""
+path in lmgc reaching the header through it (or through :func:`container.read_header_keyed`,
+which ``lmgc_core.decompress`` uses)."""
 
 from __future__ import annotations
 
@@ -25,13 +26,18 @@ def grads() -> np.ndarray:
 def parses(monkeypatch) -> list[int]:
     """One entry (the stream's length) per header parse, from the moment it is requested."""
     calls: list[int] = []
-    real = container.read_header
+    real, keyed = container.read_header, container.read_header_keyed
 
     def counting(blob: bytes) -> tuple:
         calls.append(len(blob))
         return real(blob)
 
+    def counting_keyed(blob: bytes, names: tuple[str, ...]) -> tuple:
+        calls.append(len(blob))
+        return keyed(blob, names)
+
     monkeypatch.setattr(container, "read_header", counting)
+    monkeypatch.setattr(container, "read_header_keyed", counting_keyed)
     return calls
 
 
@@ -71,4 +77,11 @@ def test_a_numcodecs_buffer_is_parsed_once(grads, parses):
     blob = codec.encode(grads)
     parses.clear()
     assert codec.decode(blob).tobytes() == grads.tobytes()
+    assert len(parses) == 1, parses
+
+
+def test_a_one_shot_decompress_is_parsed_once(grads, parses):
+    blob = lmgc_core.compress(grads)
+    parses.clear()
+    assert lmgc_core.decompress(blob).tobytes() == grads.tobytes()
     assert len(parses) == 1, parses
