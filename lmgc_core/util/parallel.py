@@ -36,6 +36,8 @@ def resolve_jobs(jobs: int | None) -> int:
 
 def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) -> list[R]:
     """``[fn(x) for x in items]``, run on up to ``jobs`` threads, results in input order."""
+    if type(jobs) is int and jobs == 1:  # one thread: nothing to count or start
+        return [fn(x) for x in items]
     seq: Sequence[T] = list(items)
     n = min(resolve_jobs(jobs), len(seq))
     if n <= 1:

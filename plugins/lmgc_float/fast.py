@@ -33,7 +33,7 @@ from lmgc_core.util.errors import ChecksumError, PluginError, StreamError
 from lmgc_core.util.parallel import map_ordered
 
 from .codec import seg_array
-from .formats import FloatFormat
+from .formats import CACHED_SEGMENTS, FloatFormat, segments
 
 FAST_VERSION = 5
 """The kernel's ``FAST_VERSION`` this code expects (and records in stream headers)."""
@@ -158,10 +158,62 @@ def regroup(blocks: Sequence[Segments], splits: object) -> list[Segments]:
     return out
 
 
+NO_SPLITS: Any = object()
+"""``splits`` of a part whose metadata has none (:func:`block_arrays`)."""
+CACHED_ARRAYS = 16
+""":func:`block_arrays` keeps the segments of the last this many parts' cuts (of at most
+:data:`~.formats.CACHED_SEGMENTS` segments each)."""
+_ARRAYS: dict[tuple[object, ...], tuple[np.ndarray, ...]] = {}
+
+
+def block_arrays(
+    shape: tuple[int, ...],
+    layout: tuple[tuple[int, ...], ...] | None,
+    block_values: int,
+    splits: object = NO_SPLITS,
+) -> tuple[np.ndarray, ...]:
+    """The ``(offset, rows, cols)`` int64 segments (read-only) of every level-1 block of a part:
+    its cut (:func:`~.formats.segments`), regrouped by the metadata's ``splits``
+    (:func:`regroup`: StreamError for splits it never writes). Remembered for recent parts: a
+    layout's blocks list dozens of segments, and turning them into arrays on every decode cost
+    ~2 us a block (GPT's 14 blocks: ~30 us, with the regrouping). Keyed by the values
+    themselves, splits only once they are a list of ints (whose equal tuples are the same)."""
+    if splits is NO_SPLITS:
+        key: tuple[object, ...] = (shape, layout, block_values)
+    elif type(splits) is list and splits and all(type(s) is int for s in splits):
+        key = (shape, layout, block_values, tuple(splits))
+    else:  # refused by regroup
+        return _block_arrays(shape, layout, block_values, splits)
+    hit = _ARRAYS.get(key)
+    if hit is not None:
+        return hit
+    arrays = _block_arrays(shape, layout, block_values, splits)
+    if sum(len(a) for a in arrays) <= CACHED_SEGMENTS:
+        while len(_ARRAYS) >= CACHED_ARRAYS:
+            _ARRAYS.pop(next(iter(_ARRAYS), None), None)  # the oldest (threads may race)
+        _ARRAYS[key] = arrays
+    return arrays
+
+
+def _block_arrays(
+    shape: tuple[int, ...],
+    layout: tuple[tuple[int, ...], ...] | None,
+    block_values: int,
+    splits: object,
+) -> tuple[np.ndarray, ...]:
+    cuts, _ = segments(shape, layout, block_values)
+    if splits is not NO_SPLITS:
+        cuts = regroup(cuts, splits)
+    arrays = tuple(seg_array(cut) for cut in cuts)
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
 def decode_blocks(
     data: Sequence[bytes],
     out_bits: np.ndarray,
-    blocks: Sequence[Sequence[tuple[int, int, int]]],
+    blocks: Sequence[Sequence[tuple[int, int, int]]] | Sequence[np.ndarray],
     fmt: FloatFormat | None,
     jobs: int,
     canonical: bool = True,
@@ -174,13 +226,15 @@ def decode_blocks(
     checks), so that no changed byte decodes, even to the right values. Needed only where
     nothing else checked the blocks' bytes: the float prior turns it off for blocks whose CRC32
     the container verified (:meth:`FloatPrior.decode_array`), which the checks would only
-    repeat, at ~10-20 % of the kernel's decode time."""
+    repeat, at ~10-20 % of the kernel's decode time.
+
+    ``blocks``: each block's segments, as tuples or as :func:`block_arrays` gives them."""
     k = kernel()
     layout = _layout(out_bits, fmt)
     if not out_bits.flags.c_contiguous:
         raise ValueError("the fast kernel decodes into contiguous arrays")
 
-    def one(item: tuple[int, tuple[bytes, Sequence[tuple[int, int, int]]]]) -> None:
+    def one(item: tuple[int, tuple[bytes, Any]]) -> None:
         index, (block, segs) = item
         try:
             k.decode(block, out_bits, seg_array(segs), *layout, canonical=canonical)
@@ -194,4 +248,4 @@ def decode_blocks(
                 f"float prior (fast level): block {index} is damaged: {err}"
             ) from None
 
-    map_ordered(one, list(enumerate(zip(data, blocks, strict=True))), jobs)
+    map_ordered(one, enumerate(zip(data, blocks, strict=True)), jobs)

@@ -265,13 +265,16 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         level = meta.get("level", self.level)  # a small part's own level (small_parts)
         if level != self.level and (self.level, level) != (LEVEL_FAST, LEVEL_MAX):
             raise StreamError(f"float prior: a part of a level-{self.level} stream at {level!r}")
-        cuts, _ = segments(part_shape, self.layout, self.block_values)
-        if "splits" in meta:  # a level-1 part whose encoder cut blocks further
-            if level != LEVEL_FAST:
-                raise StreamError("float prior: block splits in a part not coded at level 1")
-            from .fast import regroup
+        if level == LEVEL_FAST:  # its blocks' segments as arrays, remembered (fast.block_arrays)
+            from . import fast
 
-            cuts = regroup(cuts, meta["splits"])
+            cuts: Sequence[Any] = fast.block_arrays(
+                part_shape, self.layout, self.block_values, meta.get("splits", fast.NO_SPLITS)
+            )
+        else:
+            cuts, _ = segments(part_shape, self.layout, self.block_values)
+            if "splits" in meta:  # only a level-1 part's encoder cuts blocks further
+                raise StreamError("float prior: block splits in a part not coded at level 1")
         if len(cuts) != len(blocks):
             raise StreamError(
                 f"float prior: {len(blocks)} blocks where the shape needs {len(cuts)}"
@@ -282,8 +285,6 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         if level != self.level:
             _decode_checked(blocks, out, cuts, fmt, jobs)
         elif level == LEVEL_FAST:
-            from . import fast
-
             own = self.checks_own_blocks(meta)  # their CRC32s went unchecked: the kernel checks
             fast.decode_blocks(blocks, out, cuts, fmt, jobs, canonical=own)
         else:
