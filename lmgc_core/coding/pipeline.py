@@ -464,16 +464,22 @@ class Pipeline:
             raise StreamError("the header asks for more memory than this machine has") from None
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise ChecksumError(f"decoded data does not rebuild the array: {exc}") from None
-        # every value checked against its block's own checksum (the blocks' CRC32s bind them to
-        # their places): a second pass over the array by SHA-256 would only repeat that
-        checked = not self.stages and bool(part_specs) and not own  # every CRC32 checked
-        checked = checked and all(_checks_values(prior, spec) for spec in part_specs)
-        if expected_hash is not None and not checked and _sha256(result) != expected_hash:
+        if expected_hash is not None and not self._values_checked(prior, part_specs, own) and (
+            _sha256(result) != expected_hash
+        ):
             raise ChecksumError(
                 "decoded data does not match the original's SHA-256: the stream was made with a "
                 "different prior or is corrupted"
             )
         return result
+
+    def _values_checked(self, prior: Prior, part_specs: list[Any], own: list[int]) -> bool:
+        """Whether decoding checked every value against its block's own checksum (the blocks'
+        CRC32s bind them to their places): a second pass over the array by SHA-256 would only
+        repeat that."""
+        if self.stages or not part_specs or own:  # own: a CRC32 left unchecked
+            return False
+        return all(_checks_values(prior, spec) for spec in part_specs)
 
     def _decode_part(
         self,
