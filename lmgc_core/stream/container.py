@@ -404,25 +404,24 @@ def _compact_object(
         return None
     if not s.startswith('{"'):
         return None
-    pairs: list[tuple[str, Any]] = []
+    header: dict[str, Any] = {}
     spans: dict[str, tuple[int, int]] = {}
     index, end = 1, len(s)
+    scan, scan_string = _SCAN_VALUE, json.decoder.scanstring
     try:
-        while True:
-            if s[index] != '"':
-                return None
-            name, index = json.decoder.scanstring(s, index + 1, True)
+        while s[index] == '"':
+            name, index = scan_string(s, index + 1, True)
             if s[index] != ":":
                 return None
-            value, stop = _SCAN_VALUE(s, index + 1)
+            header[name], stop = scan(s, index + 1)  # a repeated name: first place, last value
             spans[name] = (index + 1, stop)
-            pairs.append((name, value))
             if s[stop] == ",":
                 index = stop + 1
             elif s[stop] == "}" and stop + 1 == end:
-                return dict(pairs), spans, s
+                return header, spans, s
             else:
                 return None
+        return None
     except (ValueError, StopIteration, IndexError, RecursionError):
         return None
 
