@@ -190,7 +190,10 @@ def block_arrays(
     arrays = _block_arrays(shape, layout, block_values, splits)
     if sum(len(a) for a in arrays) <= CACHED_SEGMENTS:
         while len(_ARRAYS) >= CACHED_ARRAYS:
-            _ARRAYS.pop(next(iter(_ARRAYS), None), None)  # the oldest (threads may race)
+            try:  # the oldest; another thread may change the dictionary meanwhile
+                _ARRAYS.pop(next(iter(_ARRAYS)), None)
+            except (RuntimeError, StopIteration):
+                break
         _ARRAYS[key] = arrays
     return arrays
 

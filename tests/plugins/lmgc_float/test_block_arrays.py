@@ -82,3 +82,13 @@ def test_a_stream_whose_splits_became_true_is_refused_after_the_real_one():
     with pytest.raises(StreamError, match="splits"):
         decompress(container.pack(header, []) + blob[offset:])
     assert decompress(blob).tobytes() == data.tobytes()
+
+
+def test_only_the_last_parts_are_kept(monkeypatch):
+    monkeypatch.setattr(fast, "CACHED_ARRAYS", 2)
+    shapes = [(n, 3152) for n in (1, 2, 3, 4, 5)]
+    for shape in shapes * 2:
+        got = fast.block_arrays(shape, LAYOUT, 1000)
+        assert [a.tolist() for a in got] == _want(shape, LAYOUT, 1000)
+        assert len(fast._ARRAYS) <= 2
+    assert list(fast._ARRAYS) == [(s, LAYOUT, 1000) for s in shapes[-2:]]
