@@ -428,10 +428,10 @@ class Pipeline:
             raise StreamError("header stage states do not match its stage list")
         _check_parts(part_specs, dtype, math.prod(shape), bool(self.stages))
         prior = self.prior if force else self.check_stream(header, key)
+        codings = [p.get("coding") if isinstance(p, Mapping) else None for p in part_specs]
         # only a prior that verifies every block of the one part may stand in for SHA-256
         if checksum is not None and (
-            not self._verifies_checksum(prior, checksum)
-            or any(not isinstance(p, Mapping) or p.get("coding") != "array" for p in part_specs)
+            not self._verifies_checksum(prior, checksum) or any(c != "array" for c in codings)
         ):
             raise StreamError(
                 f"stream header names checksum {checksum!r}, which this pipeline and prior "
@@ -444,8 +444,7 @@ class Pipeline:
         crc32 = getattr(prior, "block_crc32", None) if len(own) < len(part_specs) else None
         box = container.unpack(blob, head, unverified_parts=own, crc32=crc32)
         jobs = resolve_jobs(jobs) if prior.thread_safe else 1
-        if ref is None and any(isinstance(p, Mapping) and p.get("coding") == "delta"
-                               for p in part_specs):
+        if ref is None and "delta" in codings:
             raise StreamError("stream has a part coded against a base but records no base")
         blocks = iter(box.blocks)
         parts: dict[str, np.ndarray] = {}
