@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from lmgc_core.coding import provenance
 from lmgc_core.coding.config_file import check_keys, check_size
@@ -245,7 +246,7 @@ class Pipeline:
             "parts": part_headers,
         }
         if ref is not None:
-            header["base"] = {"sha256": base_sha256(ref)}
+            header["base"] = {"sha256": base_sha256(ref), "xxh3_128": base_xxh3_128(ref)}
             if base_name is not None:
                 header["base"]["name"] = base_name
         if stored_only(header):  # decoded by copying: nothing of the prior binds the stream
@@ -573,16 +574,30 @@ def base_sha256(base: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(base).reshape(-1).view(np.uint8)).hexdigest()
 
 
+def base_xxh3_128(base: np.ndarray) -> str:
+    """The XXH3-128 (hex, ``xxhash.xxh3_128_hexdigest``) a stream records beside the base's
+    SHA-256, of the same bytes: what decoding checks, ~7 GB/s against SHA-256's ~1 (which took
+    44 % of a delta decode: GPT weights against the previous checkpoint, 55 ms of which 24 ms
+    hashed the base). Either tells a wrong base from the right one; the SHA-256 stays the name
+    by which a user finds the file."""
+    return xxhash.xxh3_128_hexdigest(np.ascontiguousarray(base).reshape(-1).view(np.uint8))
+
+
 def recorded_base(header: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The ``base`` entry of a stream header (``{"sha256", "name"?}``), ``None`` for a stream
-    coded alone; ``StreamError`` for a malformed one."""
+    """The ``base`` entry of a stream header (``{"sha256", "xxh3_128"?, "name"?}``; streams
+    before 2026-12-05 have no ``xxh3_128``), ``None`` for a stream coded alone; ``StreamError``
+    for a malformed one."""
     entry = header.get("base")
     if entry is None:
         return None
-    digest = entry.get("sha256") if isinstance(entry, Mapping) else None
-    name = entry.get("name") if isinstance(entry, Mapping) else None
-    if not isinstance(digest, str) or len(digest) != 64 or not (
-        name is None or isinstance(name, str)
+    if not isinstance(entry, Mapping):
+        raise StreamError(f"stream header has a bad base entry: {entry!r}")
+    digest, name, fast = entry.get("sha256"), entry.get("name"), entry.get("xxh3_128")
+    if (
+        not isinstance(digest, str)
+        or len(digest) != 64
+        or not (name is None or isinstance(name, str))
+        or ("xxh3_128" in entry and not (isinstance(fast, str) and len(fast) == 32))
     ):
         raise StreamError(f"stream header has a bad base entry: {entry!r}")
     return dict(entry)
@@ -616,12 +631,17 @@ def check_base(
         )
     if not ref.flags.c_contiguous:
         ref = ref.copy(order="C")
-    digest = base_sha256(ref)
-    if digest != entry["sha256"]:
-        raise MismatchError(
-            f"the base given (SHA-256 {digest}) is not the stream's base {describe_base(entry)}"
-        )
-    return ref
+    if "xxh3_128" in entry:  # the faster of the two, where the stream records it
+        digest, label = base_xxh3_128(ref), "XXH3-128"
+        if digest == entry["xxh3_128"]:
+            return ref
+    else:
+        digest, label = base_sha256(ref), "SHA-256"
+        if digest == entry["sha256"]:
+            return ref
+    raise MismatchError(
+        f"the base given ({label} {digest}) is not the stream's base {describe_base(entry)}"
+    )
 
 
 MAX_ARRAY_NBYTES = 1 << 56
