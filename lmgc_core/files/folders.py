@@ -361,20 +361,16 @@ def _base_of(base_dir: str | os.PathLike | None, rel: str) -> Path | None:
 
 def _check_base(reader: Any, base: Path | None, where: str) -> None:
     """An archive's base record against its file in the base folder (before any output)."""
-    from lmgc_core.files.base_file import check_record, file_digest
+    from lmgc_core.files.base_file import check_digests, check_record, file_digest
+    from lmgc_core.files.writers import checked_hash
 
     if reader.base is None:
         return
     if base is None:
         check_record(reader.base, None, where)
     with open(base, "rb") as f:  # type: ignore[arg-type]
-        size, digest = file_digest(f)
-    if digest != reader.base.get("sha256"):
-        raise ConfigError(
-            f"--base {base} ({size} bytes, SHA-256 {digest}) is not the base {where} was "
-            f"compressed against: {reader.base.get('name')!r} ({reader.base.get('size')} bytes, "
-            f"SHA-256 {reader.base.get('sha256')})"
-        )
+        size, digests = file_digest(f, (checked_hash(reader.base),))
+    check_digests(reader.base, f"--base {base}", size, digests, where)
 
 
 # -- the command line ----------------------------------------------------------------------------
