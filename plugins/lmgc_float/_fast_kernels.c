@@ -1059,14 +1059,13 @@ __attribute__((target(TARGET))) static i64 NAME(u32 *lox, u32 *bx, const u16 *A,
         default: return NAME##_body(lox, bx, A, n, B, R, avail, 2, 1, 0);                        \
     }                                                                                            \
 }
+/* The eight values of v into the lanes set in m, in order (spread_row's too: SPREAD8) */
 #define SPREAD_AVX2(v, m)                                                                        \
     _mm256_permutevar8x32_epi32((v), _mm256_loadu_si256((const __m256i *)kc_renorm_perm[(m)]))
 #define SPREAD_AVX512(v, m) _mm256_maskz_expand_epi32((__mmask8)(m), (v))
 EXPAND8(expand_avx2, "avx2", SPREAD_AVX2)
 EXPAND8(expand_avx512, "avx2,avx512f,avx512vl", SPREAD_AVX512)
 #undef EXPAND8
-#undef SPREAD_AVX2
-#undef SPREAD_AVX512
 #endif
 
 /* The expansion of one run of a row (see expand_tail), by the widest code the CPU runs. */
@@ -1121,20 +1120,20 @@ __attribute__((target(TARGET))) static void NAME(void *outv, i64 base, i64 j, i6
     else if (w == 16) NAME##_body(outv, base, j, jend, rowv, livem, 16);                         \
     else NAME##_body(outv, base, j, jend, rowv, livem, 8);                                       \
 }
-/* AVX2: the permutation leaves other values in the dead columns' lanes: masked to +0 */
-#define SPREAD_AVX2(v, m)                                                                        \
-    _mm256_and_si256(                                                                            \
-        _mm256_permutevar8x32_epi32((v),                                                         \
-                                    _mm256_loadu_si256((const __m256i *)kc_renorm_perm[(m)])),   \
-        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(m)), lane_bits()),           \
-                           lane_bits()))
-#define SPREAD_AVX512(v, m) _mm256_maskz_expand_epi32((__mmask8)(m), (v))
+/* AVX2: the permutation (EXPAND8's) leaves other values in the dead columns' lanes: masked to
+ * +0; AVX-512VL's expand zeroes them itself */
+#define SPREAD_ZEROED_AVX2(v, m)                                                                 \
+    _mm256_and_si256(SPREAD_AVX2(v, m),                                                          \
+                     _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(m)),             \
+                                                         lane_bits()),                           \
+                                        lane_bits()))
 __attribute__((target("avx2"), always_inline)) static inline __m256i lane_bits(void) {
     return _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
 }
-SPREAD8(spread_avx2, "avx2", SPREAD_AVX2)
+SPREAD8(spread_avx2, "avx2", SPREAD_ZEROED_AVX2)
 SPREAD8(spread_avx512, "avx2,avx512f,avx512vl", SPREAD_AVX512)
 #undef SPREAD8
+#undef SPREAD_ZEROED_AVX2
 #undef SPREAD_AVX2
 #undef SPREAD_AVX512
 #endif
