@@ -356,6 +356,11 @@ STREAM_CASES = [
                "them (part meta \"splits\": [1])", grads_and_squares_bf16,
                {"prior": {"name": "float", "level": 1, "small_parts": "level",
                           "layout": [[8192], [8192]]}}),
+    StreamCase("float-level1-states64", "float prior level 1, 32768 float32 (four copies of the "
+               "gradients scaled by 1, 2, 4, 8): a block of ~80 KB, which interleaves 64 rANS "
+               "states (fast_version 6)", lambda: np.concatenate([grads(8192) * np.float32(2**k)
+                                                                  for k in range(4)]),
+               {"prior": {"name": "float", "level": 1}}),
     StreamCase("float-delta-l1-f32", "float prior level 1 against a base (coding 'delta', "
                "lmgc_float.delta meta version 2): AdamW weights step 2 vs step 1, (32, 32) "
                "float32, IEEE specials in both", delta_new_f32,

@@ -6,7 +6,8 @@
  * statistics (stored as side information, so no value's context depends on decoded values),
  * then counts the fields and normalises one frequency table in integers; pass 2 codes with
  * NSTATES interleaved 32-bit rANS states sharing one 16-bit word stream (Giesen,
- * arXiv 1402.3392), which the CPU pipelines. The low mantissa bits are noise and are stored
+ * arXiv 1402.3392), which the CPU pipelines (since version 6, 64 or 128 in a block of many
+ * values: states_for). The low mantissa bits are noise and are stored
  * raw, copied back at memory speed.
  *
  * Per value (not in an all-zero row or column the side information names), version 3:
@@ -38,7 +39,7 @@
 #include "_kernel_common.h" /* buffers, varints, work buffers, tables, checksum, AVX2 rANS */
 #include "_kernel_py.h"     /* argument checks, simd(), the module */
 
-#define FAST_VERSION 5
+#define FAST_VERSION 6
 
 /* A varint as put_varint writes it, else r->bad: no redundant continuation bytes (a last byte
  * of 0 after others), nothing above 64 bits. The decoder reads every varint this way so that no
@@ -63,7 +64,22 @@ static u64 get_cvarint(Rd *r) {
 #define MAX_SCALE (1u << SCALE_BITS3)
 #define MIN_SCALE_BITS3 11 /* version 5: a block's J table sums to 2^sb, MIN_SCALE_BITS3 <= sb <= 15 */
 #define RANS_L (1u << 16)
-#define NSTATES 32 /* four AVX2 vectors of eight: enough independent work to hide latency */
+#define NSTATES 32 /* four AVX2 vectors of eight: every stream before version 6, and a version-6
+                    * stream of fewer than STATES64_MIN symbols */
+#define MAX_STATES 128
+/* Version 6: a float block interleaves as many states (32, 64 or 128) as it can afford: each
+ * extra state costs its 4 final bytes, at most 1/STATES_SHARE of the block's estimated bytes
+ * (so 64 states from 64 KB, 128 from 192 KB). Why: each state's chain from one group of symbols
+ * to the next (gather, multiply, renormalise: ~45 cycles) bounds the decoder, not its
+ * throughput, so more states in flight decode faster (benchmarks/fast_kernel.py: bfloat16 GPT
+ * weights +21 %, PP-OCRv4 detection weights +11-17 %); a block of few symbols, or of very
+ * predictable ones, keeps 32. */
+#ifndef STATES_SHARE
+#define STATES_SHARE 512
+#endif
+static int states_for(u64 bytes) {
+    return bytes >= STATES_SHARE * 4 * 96 ? 128 : bytes >= STATES_SHARE * 4 * 32 ? 64 : NSTATES;
+}
 #define FRAC 2 /* fixed-point fraction bits of the row / column exponent means */
 #define MAX_EBITS 11
 #define MAX_ALPHA ((1 << 12) + 2) /* version 3's joint symbols of the formats below */
@@ -84,6 +100,9 @@ enum { KIND_STORED = 0, KIND_FLOAT = 1, KIND_INT = 2, KIND_FLOAT3 = 3, KIND_XXH3
 /* version 5: bits 5-7 of a KIND_FLOAT3 | KIND_XXH3 block's kind byte hold 15 - sb, its J table's
  * scale (choose_scale); blocks of versions 3 and 4 have them clear, so they read as sb = 15 */
 #define KIND_SCALE_SHIFT 5
+/* version 6: bits 2-3 of such a block's kind byte hold log2(states / NSTATES) of its J stream
+ * (states_for: 0, 1 or 2); older blocks have them clear, so they read as NSTATES */
+#define KIND_STATES_SHIFT 2
 enum { F_EXP_MODE = 3, F_SIGN = 4, F_ZROWS = 8, F_ZCOLS = 16 };
 
 /* this thread's work() buffers (_kernel_common.h), kept from block to block */
@@ -119,9 +138,10 @@ static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
 }
 
 /* -- interleaved rANS ----------------------------------------------------------------------
- * Encoding runs backwards, symbol k on state k % NSTATES, writing 16-bit words down from the
- * end of `out`; the final states go in front, so decoding reads one forward stream. At most one
- * word per symbol (a symbol adds at most SCALE_BITS < 16 bits): `cap` >= 2 n + 4 NSTATES. */
+ * Encoding runs backwards, symbol k on state k % ns (ns: NSTATES, or states_for's), writing
+ * 16-bit words down from the end of `out`; the final states go in front, so decoding reads one
+ * forward stream. At most one word per symbol (a symbol adds at most SCALE_BITS < 16 bits):
+ * `cap` >= 2 n + 4 ns. */
 typedef struct {
     u64 rcp; /* ceil(2^48 / freq): v / freq = (v * rcp) >> 48 exactly for v < 2^32, freq <= 2^15 */
     u32 freq, cum;
@@ -129,13 +149,13 @@ typedef struct {
 
 #define RANS_ENCODE(NAME, T)                                                                    \
     static size_t NAME(const T *syms, size_t n, const EncSym *es, u8 *out, size_t cap,         \
-                       const int sb) {                                                          \
-        u32 x[NSTATES];                                                                         \
-        for (int i = 0; i < NSTATES; i++) x[i] = RANS_L;                                        \
+                       const int sb, const int ns) {                                            \
+        u32 x[MAX_STATES];                                                                      \
+        for (int i = 0; i < ns; i++) x[i] = RANS_L;                                             \
         u8 *p = out + cap;                                                                      \
         for (size_t k = n; k-- > 0;) {                                                          \
             const EncSym *e = &es[syms[k]];                                                     \
-            u32 *xs = &x[k & (NSTATES - 1)], v = *xs;                                           \
+            u32 *xs = &x[k & (size_t)(ns - 1)], v = *xs;                                        \
             if ((u64)v >= ((u64)e->freq << (32 - sb))) { /* shed 16 bits first */              \
                 p -= 2;                                                                         \
                 p[0] = (u8)v;                                                                   \
@@ -145,7 +165,7 @@ typedef struct {
             u32 q = (u32)(((unsigned __int128)v * e->rcp) >> 48);                               \
             *xs = (q << sb) + (v - q * e->freq) + e->cum;                                       \
         }                                                                                       \
-        for (int i = NSTATES; i-- > 0;) {                                                       \
+        for (int i = ns; i-- > 0;) {                                                            \
             p -= 4;                                                                             \
             p[0] = (u8)x[i];                                                                    \
             p[1] = (u8)(x[i] >> 8);                                                             \
@@ -169,9 +189,10 @@ RANS_ENCODE(rans_encode8, u8)
 #define RANS_GROUPS(NAME, TARGET, RENORM, Z)                                                       \
 __attribute__((target(TARGET), always_inline)) static inline size_t NAME##_body(                   \
     u32 *xs, const u8 **pp, const u8 *end, const DecTab *t, void *out, const int wide,             \
-    size_t n) {                                                                                    \
-    __m256i x[NSTATES / 8];                                                                        \
-    for (int v = 0; v < NSTATES / 8; v++) x[v] = _mm256_loadu_si256((const __m256i *)(xs + 8 * v)); \
+    size_t n, const int NV) {                                                                      \
+    const size_t NS = 8 * (size_t)NV; /* NV vectors of eight states */                             \
+    __m256i x[MAX_STATES / 8];                                                                     \
+    for (int v = 0; v < NV; v++) x[v] = _mm256_loadu_si256((const __m256i *)(xs + 8 * v));         \
     const __m256i m12 = _mm256_set1_epi32((1 << t->sb) - 1), lo16 = _mm256_set1_epi32(0xFFFF);     \
     const __m128i sbv = _mm_cvtsi32_si128(t->sb);                                                  \
     /* after packus_epi32 of symbols in lane order 0 1 4 5 2 3 6 7: 16-bit pairs 0-1, 2-3, ... */  \
@@ -179,8 +200,8 @@ __attribute__((target(TARGET), always_inline)) static inline size_t NAME##_body(
     const long long *ent = (const long long *)t->ent;                                              \
     const u8 *p = *pp;                                                                             \
     size_t k = 0;                                                                                  \
-    for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {                             \
-        for (int v = 0; v < NSTATES / 8; v++) {                                                    \
+    for (; k + NS <= n && end - p >= 2 * (ptrdiff_t)NS; k += NS) {                                 \
+        for (int v = 0; v < NV; v++) {                                                             \
             __m256i slot = _mm256_and_si256(x[v], m12), e;                                         \
             if (Z) { /* one 512-bit gather of the eight entries, narrowed in lane order */         \
                 GATHER512(ent, slot, e, out, k + 8 * v, wide);                                     \
@@ -205,16 +226,23 @@ __attribute__((target(TARGET), always_inline)) static inline size_t NAME##_body(
                 _mm256_mullo_epi32(_mm256_srli_epi32(e, 16), _mm256_srl_epi32(x[v], sbv)),         \
                 _mm256_and_si256(e, lo16));                                                        \
         }                                                                                          \
-        for (int v = 0; v < NSTATES / 8; v++) x[v] = RENORM(x[v], &p);                             \
+        for (int v = 0; v < NV; v++) x[v] = RENORM(x[v], &p);                                      \
     }                                                                                              \
-    for (int v = 0; v < NSTATES / 8; v++) _mm256_storeu_si256((__m256i *)(xs + 8 * v), x[v]);      \
+    for (int v = 0; v < NV; v++) _mm256_storeu_si256((__m256i *)(xs + 8 * v), x[v]);               \
     *pp = p;                                                                                       \
     return k;                                                                                      \
 }                                                                                                  \
-/* one loop per output width: no branch on it inside */                                            \
+/* one loop per output width and number of states: no branch on them inside */                     \
 __attribute__((target(TARGET))) static size_t NAME(u32 *xs, const u8 **pp, const u8 *end,          \
-                                                  const DecTab *t, void *out, int wide, size_t n) { \
-    return wide ? NAME##_body(xs, pp, end, t, out, 1, n) : NAME##_body(xs, pp, end, t, out, 0, n); \
+                                                  const DecTab *t, void *out, int wide, size_t n,  \
+                                                  int ns) {                                        \
+    if (ns == 128)                                                                                 \
+        return wide ? NAME##_body(xs, pp, end, t, out, 1, n, 16)                                   \
+                    : NAME##_body(xs, pp, end, t, out, 0, n, 16);                                  \
+    if (ns == 64)                                                                                  \
+        return wide ? NAME##_body(xs, pp, end, t, out, 1, n, 8)                                    \
+                    : NAME##_body(xs, pp, end, t, out, 0, n, 8);                                   \
+    return wide ? NAME##_body(xs, pp, end, t, out, 1, n, 4) : NAME##_body(xs, pp, end, t, out, 0, n, 4); \
 }
 #define GATHER512(ent, slot, e, out, at, wide) /* Z = 0: never expanded */
 RANS_GROUPS(rans_groups_avx2, "avx2", kc_renorm8, 0)
@@ -236,9 +264,9 @@ RANS_GROUPS(rans_groups_avx512, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
 #undef RANS_GROUPS
 #define SIMD_GROUPS(WIDE)                                                                        \
     if (kc_use_simd && kc_use_avx512)                                                            \
-        k = rans_groups_avx512(x, &p, end, t, out, WIDE, n);                                     \
+        k = rans_groups_avx512(x, &p, end, t, out, WIDE, n, ns);                                 \
     else if (kc_use_simd)                                                                        \
-        k = rans_groups_avx2(x, &p, end, t, out, WIDE, n);
+        k = rans_groups_avx2(x, &p, end, t, out, WIDE, n, ns);
 #else
 #define SIMD_GROUPS(WIDE)
 #endif
@@ -246,28 +274,28 @@ RANS_GROUPS(rans_groups_avx512, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
 /* 1 when the stream decodes to exactly n symbols, ends where it should and leaves every state
  * where the encoder started it; 0 on a damaged stream (never reads past `len`). */
 #define RANS_DECODE(NAME, T)                                                                  \
-    static int NAME(const u8 *in, size_t len, size_t n, const DecTab *t, T *out) {             \
+    static int NAME(const u8 *in, size_t len, size_t n, const DecTab *t, T *out, int ns) {     \
         if (n == 0) return len == 0;                                                            \
-        if (t->empty || len < 4 * NSTATES) return 0;                                            \
+        if (t->empty || ns > MAX_STATES || len < 4 * (size_t)ns) return 0;                     \
         const int sb = t->sb;                                                                   \
         const u32 smask = (1u << sb) - 1;                                                       \
-        u32 x[NSTATES];                                                                         \
-        for (int i = 0; i < NSTATES; i++)                                                       \
+        u32 x[MAX_STATES];                                                                      \
+        for (int i = 0; i < ns; i++)                                                            \
             x[i] = rd16(in + 4 * i) | (rd16(in + 4 * i + 2) << 16);                             \
-        const u8 *p = in + 4 * NSTATES, *end = in + len;                                        \
+        const u8 *p = in + 4 * ns, *end = in + len;                                             \
         size_t k = 0;                                                                           \
         SIMD_GROUPS(sizeof(T) == 2)                                                             \
         /* the states decode independently; only the short renormalisation chain (compare,   \
          * add) is serial through the read position, so the CPU overlaps the table loads */     \
-        for (; k + NSTATES <= n && end - p >= 2 * NSTATES; k += NSTATES) {                      \
-            for (int i = 0; i < NSTATES; i++) {                                                 \
+        for (; k + (size_t)ns <= n && end - p >= 2 * ns; k += (size_t)ns) {                     \
+            for (int i = 0; i < ns; i++) {                                                      \
                 u32 v = x[i], slot = v & smask;                                                 \
                 u64 ent = t->ent[slot];                                                         \
                 u32 e = (u32)ent;                                                               \
                 out[k + i] = (T)(ent >> 32);                                                    \
                 x[i] = (e >> 16) * (v >> sb) + (e & 0xFFFF);                                    \
             }                                                                                   \
-            for (int i = 0; i < NSTATES; i++) {                                                 \
+            for (int i = 0; i < ns; i++) {                                                      \
                 u32 v = x[i];                                                                   \
                 int r = v < RANS_L;                                                             \
                 x[i] = r ? (v << 16) | rd16(p) : v;                                             \
@@ -275,7 +303,7 @@ RANS_GROUPS(rans_groups_avx512, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
             }                                                                                   \
         }                                                                                       \
         for (; k < n; k++) {                                                                    \
-            u32 *xs = &x[k & (NSTATES - 1)], v = *xs, slot = v & smask;                          \
+            u32 *xs = &x[k & (size_t)(ns - 1)], v = *xs, slot = v & smask;                       \
             u64 ent = t->ent[slot];                                                             \
             u32 e = (u32)ent;                                                                   \
             out[k] = (T)(ent >> 32);                                                            \
@@ -288,7 +316,7 @@ RANS_GROUPS(rans_groups_avx512, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
             *xs = v;                                                                            \
         }                                                                                       \
         if (p != end) return 0;                                                                 \
-        for (int i = 0; i < NSTATES; i++)                                                       \
+        for (int i = 0; i < ns; i++)                                                            \
             if (x[i] != RANS_L) return 0;                                                       \
         return 1;                                                                               \
     }
@@ -297,14 +325,14 @@ RANS_DECODE(rans_decode8, u8)
 
 /* Normalise, write the table, code the symbols; append `varint len | stream` after it. */
 static int code_stream_freq(Buf *b, const void *syms, int wide, size_t n, const u32 *freq,
-                            int nsym, int sb) {
+                            int nsym, int sb, int ns) {
     write_table(b, freq, nsym);
     if (n == 0) {
         put_varint(b, 0);
         return !b->fail;
     }
     EncSym *es = malloc(sizeof(EncSym) * (size_t)nsym);
-    size_t cap = 2 * n + 4 * NSTATES + 16;
+    size_t cap = 2 * n + 4 * (size_t)ns + 16;
     u8 *tmp = work(W_TMP, cap);
     if (!tmp || !es) {
         free(es);
@@ -317,8 +345,8 @@ static int code_stream_freq(Buf *b, const void *syms, int wide, size_t n, const 
         es[s].rcp = ((UINT64_C(1) << 48) + f - 1) / f;
         cum += freq[s];
     }
-    size_t len = wide ? rans_encode16(syms, n, es, tmp, cap, sb)
-                      : rans_encode8(syms, n, es, tmp, cap, sb);
+    size_t len = wide ? rans_encode16(syms, n, es, tmp, cap, sb, ns)
+                      : rans_encode8(syms, n, es, tmp, cap, sb, ns);
     free(es);
     put_varint(b, (u64)len);
     put_bytes(b, tmp + cap - len, len);
@@ -329,18 +357,19 @@ static int code_stream(Buf *b, const void *syms, int wide, size_t n, const u64 *
                        int sb) {
     u32 freq[MAX_ALPHA];
     normalize_bits(cnt, nsym, freq, sb);
-    return code_stream_freq(b, syms, wide, n, freq, nsym, sb);
+    return code_stream_freq(b, syms, wide, n, freq, nsym, sb, NSTATES);
 }
 
-/* Read `table | varint len | stream` and decode n symbols. */
-static int read_stream(Rd *r, int nsym, size_t n, int wide, void *out, DecTab *t, int sb) {
+/* Read `table | varint len | stream` and decode n symbols (ns interleaved states). */
+static int read_stream(Rd *r, int nsym, size_t n, int wide, void *out, DecTab *t, int sb,
+                       int ns) {
     if (!read_table(r, nsym, t, sb) || (n == 0) != t->empty) return 0;
     u64 len = get_cvarint(r);
     if (r->bad || len > r->len - r->pos) return 0;
     const u8 *in = r->p + r->pos;
     r->pos += (size_t)len;
-    return wide ? rans_decode16(in, (size_t)len, n, t, out)
-                : rans_decode8(in, (size_t)len, n, t, out);
+    return wide ? rans_decode16(in, (size_t)len, n, t, out, ns)
+                : rans_decode8(in, (size_t)len, n, t, out, ns);
 }
 
 /* Version 2 codes A and B as two streams (k = mbits mod 8 mantissa bits in B, the rest raw
@@ -716,10 +745,10 @@ static u64 table_cost(const u64 *cnt, const u32 *freq, int nsym, int sb) {
     return bits + (bytes + (u64)varint_len((u64)k)) * 8 * 65536;
 }
 
-/* The scale of a block's J table and its frequencies (in freq): `rest` is the block's other
- * bytes (side information, nibbles, raw bytes), which the slack is a share of too. 0 when out
- * of memory. */
-static int choose_scale(const u64 *cnt, int nsym, u64 rest, u32 *freq) {
+/* The scale of a block's J table and its frequencies (in freq), and the estimated bits (1/65536)
+ * of the symbols and the table at that scale: `rest` is the block's other bytes (side
+ * information, nibbles, raw bytes), which the slack is a share of too. 0 when out of memory. */
+static int choose_scale(const u64 *cnt, int nsym, u64 rest, u32 *freq, u64 *bits) {
     int *h = malloc(sizeof(int) * (size_t)nsym);
     u32 *tr = malloc(sizeof(u32) * (size_t)nsym * (SCALE_BITS3 - MIN_SCALE_BITS3 + 1));
     int sb = 0, present = 0;
@@ -735,6 +764,7 @@ static int choose_scale(const u64 *cnt, int nsym, u64 rest, u32 *freq) {
     }
     const u64 limit = best + ((best + rest * 8 * 65536) >> SCALE_SLACK);
     while (cost[sb] > limit) sb++;
+    *bits = cost[sb];
     memcpy(freq, tr + (size_t)(SCALE_BITS3 - sb) * (size_t)nsym, sizeof(u32) * (size_t)nsym);
 done:
     free(h), free(tr);
@@ -747,15 +777,18 @@ static int write_float3(Buf *out, const Fmt *f, const u8 *side, size_t sidelen, 
                         size_t na, const u8 *L, size_t nb, const u8 *raw, const u64 *cJ) {
     u32 freq[MAX_ALPHA];
     const u64 rest = sidelen + (f->nib ? (nb + 1) / 2 : 0) + nb * (u64)f->rb3;
-    const int sb = na ? choose_scale(cJ, f->nJ, rest, freq) : SCALE_BITS3;
+    u64 bits = 0;
+    const int sb = na ? choose_scale(cJ, f->nJ, rest, freq, &bits) : SCALE_BITS3;
     if (!sb) return 0;
     if (!na) memset(freq, 0, sizeof(u32) * (size_t)f->nJ);
-    put_u8(out, KIND_FLOAT3 | KIND_XXH3 | (SCALE_BITS3 - sb) << KIND_SCALE_SHIFT);
+    const int ns = states_for(rest + (bits >> 19)); /* (bits / 65536 / 8) */
+    put_u8(out, KIND_FLOAT3 | KIND_XXH3 | (SCALE_BITS3 - sb) << KIND_SCALE_SHIFT |
+                    (ns == 128 ? 2 : ns == 64) << KIND_STATES_SHIFT);
     put_varint(out, na);
     put_varint(out, nb);
     put_varint(out, sidelen);
     put_bytes(out, side, sidelen);
-    int ok = code_stream_freq(out, J, 1, na, freq, f->nJ, sb);
+    int ok = code_stream_freq(out, J, 1, na, freq, f->nJ, sb, ns);
     if (f->nib && buf_reserve(out, (nb + 1) / 2)) {
         for (size_t q = 0; q + 1 < nb; q += 2) out->p[out->len++] = (u8)(L[q] | L[q + 1] << 4);
         if (nb & 1) out->p[out->len++] = L[nb - 1];
@@ -775,11 +808,12 @@ static int write_float3(Buf *out, const Fmt *f, const u8 *side, size_t sidelen, 
  * "splits"); each run is an ordinary block. */
 #define MAX_UNITS 32
 #define UNIT 4096
-#define BLOCK_COST (160 * 8) /* bits: rANS states 128 bytes, checksum, lengths, header entry */
+#define BLOCK_COST (160 * 8) /* bits: NSTATES rANS states 128 bytes, checksum, lengths, header
+                              * entry (run_cost adds states_for's extra states) */
 #define SPLIT_MARGIN (32 * 8) /* bits a split must save on the estimate */
 
 /* The estimated bits (1/65536) of a block holding the counts c[0..k) of the symbols sym[]. */
-static u64 run_cost(const u32 *hi, const u32 *lo, const u16 *sym, int k) {
+static u64 run_cost(const u32 *hi, const u32 *lo, const u16 *sym, int k, const Fmt *f) {
     u64 n = 0, sum = 0, table = 0;
     for (int q = 0; q < k; q++) n += hi[q] - lo[q];
     if (!n) return 0;
@@ -795,7 +829,11 @@ static u64 run_cost(const u32 *hi, const u32 *lo, const u16 *sym, int k) {
         table += 2 + (sym[q] - prev > 128) + (scaled >= f1) + (scaled >= f2);
         prev = sym[q];
     }
-    return n * log2fix(n) - sum + ((table + 1) * 8 + BLOCK_COST) * 65536;
+    /* the extra states' final bytes, for the run's estimated bytes (raw bytes: as if every
+     * value were coded) */
+    const u64 est = n * log2fix(n) - sum + ((table + 1) * 8 + BLOCK_COST) * 65536;
+    const u64 raw = n * (u64)f->rb3 + (f->nib ? n / 2 : 0);
+    return est + 32 * (u64)(states_for((est >> 19) + raw) - NSTATES) * 65536;
 }
 
 /* The units a block's segments are planned in: a unit starts at ustart[u] (ustart[0] = 0) with
@@ -848,7 +886,7 @@ static int plan_cuts(const u32 *snap, const i64 *ustart, int nu, const Fmt *f, c
     /* no cut can pay when the block's estimate is within reach of a lower bound of every cut
      * into two runs or more: each unit's own entropy (merging never lowers it), two bytes per
      * present symbol (each is in some run's table) and two blocks' fixed cost */
-    u64 whole = run_cost(P + (size_t)nu * k, P, sym, k), floor_bits = 0;
+    u64 whole = run_cost(P + (size_t)nu * k, P, sym, k, f), floor_bits = 0;
     for (int u = 0; u < nu; u++) {
         const u32 *hi = P + (size_t)(u + 1) * k, *lo = P + (size_t)u * k;
         u64 n = 0, sum = 0;
@@ -866,7 +904,7 @@ static int plan_cuts(const u32 *snap, const i64 *ustart, int nu, const Fmt *f, c
     for (int j = 1; j <= nu; j++) {
         best[j] = UINT64_MAX;
         for (int i = 0; i < j; i++) {
-            u64 c = best[i] + run_cost(P + (size_t)j * k, P + (size_t)i * k, sym, k);
+            u64 c = best[i] + run_cost(P + (size_t)j * k, P + (size_t)i * k, sym, k, f);
             if (c < best[j]) best[j] = c, from[j] = i;
         }
     }
@@ -1500,8 +1538,8 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
  * see py_decode). Compiled twice (AVX2 and baseline, chosen when the module loads) so the
  * reconstruction loops use wider vectors where the CPU has them. */
 CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, const i64 *segs,
-                                       i64 nsegs, const Fmt *f, int v3, int sb3, int canonical,
-                                       BlockSum *h) {
+                                       i64 nsegs, const Fmt *f, int v3, int sb3, int ns3,
+                                       int canonical, BlockSum *h) {
     i64 n = total_values(segs, nsegs);
     Rd r = {blk, len, 1, 0};
     u64 na = get_cvarint(&r), nb = get_cvarint(&r), side_len = get_cvarint(&r);
@@ -1526,11 +1564,12 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
     s.sum32 = c32, s.cnt32 = c32 + mc, s.nz32 = c32 + 2 * mc, s.pred = c32 + 3 * mc;
     s.rowv = (u32 *)(c32 + 3 * mc + np);
     s.lox = (u32 *)(c32 + 3 * mc + 2 * np + 8), s.bx = s.lox + ZCHUNK, s.nbtot = nb;
-    if (!read_stream(&r, v3 ? f->nJ : f->nA, (size_t)na, 1, A, t, v3 ? sb3 : SCALE_BITS)) {
+    if (!read_stream(&r, v3 ? f->nJ : f->nA, (size_t)na, 1, A, t, v3 ? sb3 : SCALE_BITS,
+                     v3 ? ns3 : NSTATES)) {
         err = v3 ? "damaged symbol stream" : "damaged exponent stream";
         goto done;
     }
-    if (!v3 && !read_stream(&r, f->nB, (size_t)nb, 0, B, t, SCALE_BITS)) {
+    if (!v3 && !read_stream(&r, f->nB, (size_t)nb, 0, B, t, SCALE_BITS, NSTATES)) {
         err = "damaged sign/mantissa stream";
         goto done;
     }
@@ -1678,7 +1717,7 @@ static const char *decode_int(const u8 *blk, size_t len, void *outv, const i64 *
     const char *err = NULL;
     if (!plane || !t) err = "out of memory";
     for (int q = 0; !err && q < width / 8; q++) {
-        if (!read_stream(&r, 256, (size_t)n, 0, plane, t, SCALE_BITS)) {
+        if (!read_stream(&r, 256, (size_t)n, 0, plane, t, SCALE_BITS, NSTATES)) {
             err = "damaged byte plane";
             break;
         }
@@ -1848,11 +1887,13 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
             err = "block is too short";
         } else {
             len -= DIGEST; /* the body, then its values' digest */
-            const int base_kind = b[0] & (KIND_XXH3 - 1), v3 = base_kind == KIND_FLOAT3;
+            const int states = (b[0] >> KIND_STATES_SHIFT) & 3;
+            const int base_kind = b[0] & ((1 << KIND_STATES_SHIFT) - 1), v3 = base_kind == KIND_FLOAT3;
             const int down = b[0] >> KIND_SCALE_SHIFT, sum = b[0] & KIND_XXH3 ? SUM_XXH3 : SUM_MURMUR;
-            /* a scale other than 15 only in a version-5 block (KIND_FLOAT3 with XXH3) */
-            const int kind = down && (!v3 || sum != SUM_XXH3 ||
-                                      down > SCALE_BITS3 - MIN_SCALE_BITS3) ? -1
+            /* a scale other than 15 (version 5) and more states (version 6) only in a block of
+             * version 3's fields with XXH3-128 */
+            const int kind = (down || states) && (!v3 || sum != SUM_XXH3 || states == 3 ||
+                                                  down > SCALE_BITS3 - MIN_SCALE_BITS3) ? -1
                              : v3 ? KIND_FLOAT : base_kind;
             BlockSum hash, *fused = &hash; /* float blocks hash each row as it is built */
             sum_start(&hash, sum);
@@ -1867,7 +1908,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
             else if (kind == KIND_FLOAT && ebits) {
                 Fmt f = make_fmt(width, ebits, mbits);
                 err = decode_float(b, len, out.buf, sg, nsegs, &f, v3, SCALE_BITS3 - down,
-                                   canonical, fused);
+                                   NSTATES << states, canonical, fused);
             } else if (kind == KIND_INT && !ebits)
                 err = decode_int(b, len, out.buf, sg, nsegs, width);
             else

@@ -35,13 +35,15 @@ from lmgc_core.util.parallel import map_ordered
 from .codec import seg_array
 from .formats import CACHED_SEGMENTS, FloatFormat, segments
 
-FAST_VERSION = 5
+FAST_VERSION = 6
 """The kernel's ``FAST_VERSION`` this code expects (and records in stream headers)."""
-DECODES = (2, 3, 4, 5)
+DECODES = (2, 3, 4, 5, 6)
 """Every ``fast_version`` whose streams the kernel decodes (each block names its layout, its
 checksum and its table's scale: version 2 codes the exponent and the sign / top mantissa bits as
 two symbols, version 3 as one; version 4 is version 3 with XXH3-128 as the blocks' checksum;
-version 5 is version 4 with each block's symbol table at the scale it chose, 2^11 to 2^15)."""
+version 5 is version 4 with each block's symbol table at the scale it chose, 2^11 to 2^15;
+version 6 is version 5 with a block of many values interleaving 64 or 128 rANS states instead
+of 32, for decoding speed)."""
 BLOCK_CHECKSUM = "blocks-xxh3-128"
 """The header's ``checksum`` for a stream whose every block carries the checksum of its values
 (instead of a ``sha256`` of the whole array): XXH3-128, ``xxhash.xxh3_128_digest`` of the

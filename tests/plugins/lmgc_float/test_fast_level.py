@@ -111,10 +111,20 @@ EXPECTED_SHA256 = {
     "float64": "e443dcaa7014268433e9b6370af37a6326365df206d4aa91b73514cd88e84c7a",
     "float8_e4m3fn": "a0a3a8c34dd10c2a849c0020a919fe252c052e5ba42dcdd9819ecf9e88f5f3e1",
     "int16": "0a42b6b4a1370ca12d4e4fe299fe89ca4512d47f49ef496167ac084c948a5168",
+    "float32-states64": "bcf8ccca1086a68f6d848986e34ede752eb94234067a58345048a5911b7384a2",
+    "bfloat16-states128": "d9f49fafcdd053c2372d189584d3eea0622a738e37393462c644ae616d194cc6",
 }
+WIDE_BLOCKS = {"float32-states64": (1 << 15, 1), "bfloat16-states128": (1 << 18, 2)}
+"""Inputs coded as one block with more rANS states (version 6: 64 from ~64 KB, 128 from ~192 KB):
+(block_values, states code)"""
 
 
 def _fixed_input(name: str) -> np.ndarray:
+    if name in WIDE_BLOCKS:  # copies scaled by powers of two: 4 x 2^13 values, 31 x 2^13
+        base = _fixed_input(name.split("-")[0])
+        powers = range(4) if name == "float32-states64" else range(-15, 16)
+        with np.errstate(over="ignore"):  # 3.4e38 doubled: inf, exactly as on every CPU
+            return np.concatenate([base * base.dtype.type(2.0**k) for k in powers])
     grads = np.load(DATA / "mlp_grads_8k.npy").reshape(64, 128)
     grads[3, :] = 0.0
     grads[:, 5] = 0.0
@@ -130,10 +140,12 @@ def test_fixed_bytes(name):
     """The same input gives the same bytes on every CPU and in every version of the kernel
     that keeps FAST_VERSION: a change to the stream must bump it (and these hashes)."""
     arr = _fixed_input(name)
-    coded, _, _ = _blocks(arr, block_values=4096)
+    coded, _, _ = _blocks(arr, block_values=WIDE_BLOCKS.get(name, (4096, 0))[0])
     digest = hashlib.sha256(b"".join(coded)).hexdigest()
-    assert fast.FAST_VERSION == 5
+    assert fast.FAST_VERSION == 6
     assert digest == EXPECTED_SHA256[name]
+    if name in WIDE_BLOCKS:  # the kind byte's bits 2-3: log2(states / 32)
+        assert [block[0] >> 2 & 3 for block in coded] == [WIDE_BLOCKS[name][1]]
 
 
 def test_level_recorded_and_decoded_without_being_told():
@@ -141,7 +153,7 @@ def test_level_recorded_and_decoded_without_being_told():
     blob = _fast().compress(grads)
     header = read_header(blob)
     assert header["pipeline"]["prior"]["level"] == 1
-    assert header["prior"]["level"] == 1 and header["prior"]["fast_version"] == 5
+    assert header["prior"]["level"] == 1 and header["prior"]["fast_version"] == 6
     assert same_bits(decompress(blob), grads)
     # a pipeline set to the other level still decodes it: the stream says which
     adaptive = Pipeline.from_config({"prior": {"name": "float", "level": 2}})
@@ -174,7 +186,7 @@ def test_version_2_streams_decode_on_both_paths(name):
         k.simd(True)
 
 
-@pytest.mark.parametrize("version", [1, 6, True])
+@pytest.mark.parametrize("version", [1, 7, True])
 def test_unknown_fast_version_is_refused(version):
     grads = np.load(DATA / "mlp_grads_8k.npy")
     blob = _fast().compress(grads)
