@@ -443,8 +443,8 @@ class Pipeline:
         own = [i for i, spec in enumerate(part_specs) if _checks_own_blocks(prior, spec)]
         # zlib's CRC-32, computed faster, for the blocks the container checks
         crc32 = getattr(prior, "block_crc32", None) if len(own) < len(part_specs) else None
-        box = container.unpack(blob, head, unverified_parts=own, crc32=crc32)
         jobs = resolve_jobs(jobs) if prior.thread_safe else 1
+        box = container.unpack(blob, head, unverified_parts=own, crc32=crc32, jobs=jobs)
         if ref is None and "delta" in codings:
             raise StreamError("stream has a part coded against a base but records no base")
         blocks = iter(box.blocks)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lmgc_core.util.errors import ConfigError, StreamError, TruncatedStreamError
+from lmgc_core.util.parallel import map_ordered
 
 MAGIC = b"LMGC"
 VERSION = 5
@@ -484,6 +485,7 @@ def unpack(
     *,
     unverified_parts: Collection[int] = (),
     crc32: Callable[[memoryview], int] | None = None,
+    jobs: int | None = 1,
 ) -> Container:
     """The header and CRC-checked blocks; ``head`` is :func:`read_header`'s result when the
     caller has it already (its checks ran on the header before the blocks).
@@ -494,7 +496,11 @@ def unpack(
     so ``lmgc ls``/``info`` and any other decoder check them.
 
     ``crc32``: a faster function of zlib's CRC-32 (the same values) to check blocks with (a
-    prior's compiled one, see ``Pipeline.decompress``); ``zlib.crc32`` by default."""
+    prior's compiled one, see ``Pipeline.decompress``); ``zlib.crc32`` by default.
+
+    ``jobs``: threads to compute the CRC32s of a big stream on (both functions release the GIL):
+    they run before any block decodes, so on one thread they would be the serial part of a
+    parallel decode (100 MB of float32 at the fast level: ~4 of ~40 ms on two cores)."""
     crc = zlib.crc32 if crc32 is None else crc32
     header, offset = read_header(blob) if head is None else head
     sizes = block_sizes(header)
@@ -507,14 +513,22 @@ def unpack(
         raise StreamError(f"stream has {len(blob) - expected} unexpected trailing bytes")
     blocks = []
     view = memoryview(blob)
-    skipped = _blocks_of(header, unverified_parts) if unverified_parts else frozenset()
-    for i, (size, expected) in enumerate(sizes):
-        block = view[offset : offset + size]  # zero-copy: a stream's blocks stay in the blob
-        if i not in skipped and crc(block) != expected:
-            raise StreamError(f"block {i} is corrupted (CRC32 mismatch)")
-        blocks.append(block)
+    for size, _ in sizes:
+        blocks.append(view[offset : offset + size])  # zero-copy: they stay in the blob
         offset += size
+    skipped = _blocks_of(header, unverified_parts) if unverified_parts else frozenset()
+    checked = [i for i in range(len(blocks)) if i not in skipped]
+    if sum(len(blocks[i]) for i in checked) < PARALLEL_CRC_BYTES:
+        jobs = 1
+    for i, value in zip(checked, map_ordered(lambda i: crc(blocks[i]), checked, jobs), strict=True):
+        if value != sizes[i][1]:  # the first damaged block in stream order
+            raise StreamError(f"block {i} is corrupted (CRC32 mismatch)")
     return Container(header, blocks)
+
+
+PARALLEL_CRC_BYTES = 1 << 22
+"""Blocks of fewer bytes in all are checked on the calling thread: starting threads costs more
+than their CRC32s (~0.2 ms at 22 GB/s)."""
 
 
 def _blocks_of(header: dict[str, Any], parts: Collection[int]) -> frozenset[int]:
