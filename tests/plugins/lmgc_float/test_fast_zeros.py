@@ -6,10 +6,8 @@ format, in 1-D and 2-D segments of odd sizes and in rows longer than one expansi
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
 
 import ml_dtypes
 import numpy as np
@@ -21,6 +19,7 @@ from lmgc_float.formats import float_format
 
 from lmgc_core import decompress, read_header
 from tests.paths import TESTS_DIR
+from tests.plugins.lmgc_float.kernel_paths import PATHS, kernel_path
 
 DATA = TESTS_DIR / "data"
 FIXTURES = TESTS_DIR / "fixtures"
@@ -32,24 +31,9 @@ DTYPES = [
     ml_dtypes.float8_e4m3fn,
     ml_dtypes.float8_e5m2,
 ]
-PATHS = {"avx512": (True, True), "avx2": (True, False), "scalar": (False, False)}
-"""(simd, avx512) of each expansion path"""
 DENSITIES = [0.0, 0.01, 0.14, 0.5, 0.9, 0.999, 1.0]
 SHAPES = [(1, 1), (1, 7), (1, 1001), (3, 5), (37, 53), (8, 4099), (300, 9)]
 """1-D (one row) and 2-D segments: odd sizes, one row longer than an expansion run (2048)"""
-
-
-@contextlib.contextmanager
-def _path(name: str) -> Iterator[bool]:
-    """The kernel switched to one expansion path; False where the CPU lacks it (the scalar
-    path is always there)."""
-    k = fast.kernel()
-    simd, wide = PATHS[name]
-    was = k.simd(), k.avx512()
-    try:
-        yield k.simd(simd) == simd and k.avx512(wide) == wide
-    finally:
-        k.simd(was[0]), k.avx512(was[1])
 
 
 def _with_zeros(shape, dtype, density: float, seed: int, lines: bool) -> np.ndarray:
@@ -86,7 +70,7 @@ def _round_trip(arrays: list[np.ndarray], canonical: bool) -> None:
     layout = fast._layout(bits, float_format(arrays[0].dtype))
     block = k.encode(bits, segs, *layout)
     for name in PATHS:
-        with _path(name) as here:
+        with kernel_path(name) as here:
             if not here:
                 continue
             out = np.full_like(bits, 0x5A)  # every value must be written
@@ -96,7 +80,7 @@ def _round_trip(arrays: list[np.ndarray], canonical: bool) -> None:
 
 @pytest.mark.parametrize("canonical", [False, True], ids=["unchecked", "canonical"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_scattered_zeros_round_trip_on_every_path(dtype, canonical):
+def test_scattered_zeros_round_trip_on_everykernel_path(dtype, canonical):
     for i, (shape, density) in enumerate((s, d) for s in SHAPES for d in DENSITIES):
         arr = _with_zeros(shape, dtype, density, seed=i, lines=i % 3 == 0)
         _round_trip([arr.reshape(-1) if shape[0] == 1 else arr], canonical)
@@ -134,14 +118,14 @@ def test_random_zero_patterns(dtype, rows, cols, density, seed, lines, canonical
 
 
 @pytest.mark.parametrize("name", ["float-level1.lmgc", "float-level1-bf16.lmgc"])
-def test_version_2_streams_decode_on_every_path(name):
+def test_version_2_streams_decode_on_everykernel_path(name):
     """Version 2 blocks (B: a symbol of its own per coded value, expanded beside raw) decode to
     what their fixture index records on every expansion path."""
     blob = (FIXTURES / "stream-v2-b" / name).read_bytes()
     assert read_header(blob)["prior"]["fast_version"] == 2
     want = json.loads((FIXTURES / "stream-v2-b" / "index.json").read_text())["files"][name]
     for path in PATHS:
-        with _path(path) as here:
+        with kernel_path(path) as here:
             if not here:
                 continue
             out = np.ascontiguousarray(decompress(blob))

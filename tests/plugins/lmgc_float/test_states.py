@@ -8,9 +8,6 @@ writes (test_fast_level.test_fixed_bytes)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import ml_dtypes
 import numpy as np
 import pytest
@@ -19,27 +16,15 @@ from lmgc_float.codec import seg_array
 from lmgc_float.formats import as_uint, float_format, segments
 
 from tests.paths import TESTS_DIR
+from tests.plugins.lmgc_float.kernel_paths import PATHS, kernel_path
 
 K = fast.kernel()
 GRADS = np.load(TESTS_DIR / "data" / "mlp_grads_8k.npy").astype(np.float32)
-PATHS = {"avx512": (True, True), "avx2": (True, False), "scalar": (False, False)}
-"""(simd, avx512) of each decoding path"""
 SIZES = {
     "float32": {32: 8192, 64: 20000, 128: 70000},
     "bfloat16": {32: 30000, 64: 50000, 128: 150000},
 }
 """dtype -> states -> values of a dense input (every value coded) whose block gets them"""
-
-
-@contextlib.contextmanager
-def _path(name: str) -> Iterator[bool]:
-    """The kernel switched to one decoding path; False where the CPU lacks it."""
-    simd, wide = PATHS[name]
-    was = K.simd(), K.avx512()
-    try:
-        yield K.simd(simd) == simd and K.avx512(wide) == wide
-    finally:
-        K.simd(was[0]), K.avx512(was[1])
 
 
 def _dense(n: int, dtype) -> np.ndarray:
@@ -68,12 +53,12 @@ def _decode(block: bytes, bits: np.ndarray, segs: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
 @pytest.mark.parametrize("states", [32, 64, 128])
 @pytest.mark.parametrize("path", sorted(PATHS))
-def test_each_count_is_named_and_decodes_on_every_path(states, dtype, path):
+def test_each_count_is_named_and_decodes_on_everykernel_path(states, dtype, path):
     block, bits, segs = _block(_dense(SIZES[np.dtype(dtype).name][states], dtype))
     assert block[0] & 0x13 == 0x13  # version 3's fields, XXH3-128
     assert 32 << (block[0] >> 2 & 3) == states
     assert 4 * (states - 32) <= len(block) / 500  # the extra states' share, as estimated
-    with _path(path) as available:
+    with kernel_path(path) as available:
         if not available:
             pytest.skip(f"this CPU (or build) has no {path} path")
         assert _decode(block, bits, segs).tobytes() == bits.tobytes()
@@ -91,7 +76,7 @@ def test_another_count_is_refused(states):
             continue
         edited = bytes([(block[0] & ~0x0C) | other << 2]) + block[1:]
         for path in PATHS:
-            with _path(path) as available:
+            with kernel_path(path) as available:
                 if not available:
                     continue
                 message = "unknown block kind" if other == 3 else "damaged symbol stream"
@@ -118,7 +103,7 @@ def test_split_runs_get_their_own_states():
     blocks, splits = fast.encode_split_blocks(bits, cuts, float_format(arr.dtype), 1)
     assert splits == [1] and [b[0] >> 2 & 3 for b in blocks] == [1, 1]
     for path in PATHS:
-        with _path(path) as available:
+        with kernel_path(path) as available:
             if not available:
                 continue
             out = np.empty_like(bits)
