@@ -65,7 +65,7 @@ static u64 get_cvarint(Rd *r) {
 #define MIN_SCALE_BITS3 11 /* version 5: a block's J table sums to 2^sb, MIN_SCALE_BITS3 <= sb <= 15 */
 #define RANS_L (1u << 16)
 #define NSTATES 32 /* four AVX2 vectors of eight: every stream before version 6, and a version-6
-                    * stream of fewer than STATES64_MIN symbols */
+                    * block too small for more (states_for) */
 #define MAX_STATES 128
 /* Version 6: a float block interleaves as many states (32, 64 or 128) as it can afford: each
  * extra state costs its 4 final bytes, at most 1/STATES_SHARE of the block's estimated bytes
@@ -73,7 +73,8 @@ static u64 get_cvarint(Rd *r) {
  * to the next (gather, multiply, renormalise: ~45 cycles) bounds the decoder, not its
  * throughput, so more states in flight decode faster (benchmarks/fast_kernel.py: bfloat16 GPT
  * weights +21 %, PP-OCRv4 detection weights +11-17 %); a block of few symbols, or of very
- * predictable ones, keeps 32. */
+ * predictable ones, keeps 32. The AVX2-only path (16 vector registers) spills 128 states and
+ * gains less: -6 to +7 % against version 5 on the same workloads (avx512(False)). */
 #ifndef STATES_SHARE
 #define STATES_SHARE 512
 #endif
