@@ -39,7 +39,7 @@
 #include "_kernel_common.h" /* buffers, varints, work buffers, tables, checksum, AVX2 rANS */
 #include "_kernel_py.h"     /* argument checks, simd(), the module */
 
-#define FAST_VERSION 6
+#define FAST_VERSION 7 /* 7: the same blocks as 6; the part's header records block_sums (fast.py) */
 
 /* A varint as put_varint writes it, else r->bad: no redundant continuation bytes (a last byte
  * of 0 after others), nothing above 64 bits. The decoder reads every varint this way so that no

@@ -69,9 +69,10 @@ a block's checksum covers only its own values, not where they go, so two blocks 
 swapped in a stream decoded without an error into the wrong places (found 2026-12-05). The
 CRC32s the header lists bind each block to its position; the float prior checks them with its
 PCLMULQDQ CRC-32 (~12 GB/s, :attr:`FloatPrior.block_crc32`), and the kernel then leaves out its
-canonical checks, which would repeat the CRC32 (:meth:`FloatPrior.checks_own_blocks`). A block
-format whose checksum is seeded with the block's position could turn this back on (the canonical
-checks with it)."""
+canonical checks, which would repeat the CRC32 (:meth:`FloatPrior.checks_own_blocks`). Since
+fast_version 7 a part of 64 KB or more records ``block_sums`` (:func:`fast.block_sums`), the
+list of its blocks' checksums, in the CRC-checked header: that binds each block to its place
+and stream, so such a part is decoded without its CRC32s and without the canonical checks."""
 
 
 class FloatPrior(Prior, ArrayCoding, DeltaCoding):
@@ -160,15 +161,17 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         return OLD_BLOCK_CHECKSUMS
 
     def checks_own_blocks(self, meta: Mapping[str, Any]) -> bool:
-        """Whether decoding a part with ``meta`` catches every changed byte of its blocks, so the
-        container may leave their CRC32s unchecked (see "What checks what" in docs/format.md):
-        level-1 blocks, with the fast kernel's canonical checks, which refuse every
-        non-canonical block (:data:`SELF_CHECKED_BLOCKS`); never level-2 blocks (their range
-        coder ignores bits). The one rule for both sides: :meth:`decode_array` runs the
-        canonical checks exactly on the parts this says yes to (their CRC32s unchecked), and
-        leaves them out where the container verified the CRC32s (they would repeat it)."""
-        level = meta.get("level", self.level)
-        return SELF_CHECKED_BLOCKS and self.level == LEVEL_FAST and level == LEVEL_FAST
+        """Whether decoding a part with ``meta`` catches every block that is not the one the
+        header lists at its place, so the container may leave their CRC32s unchecked (see "What
+        checks what" in docs/format.md): level-1 parts that record :data:`fast.BLOCK_SUMS` (every
+        block's values checked against its checksum, the checksums against the header's list),
+        or, with :data:`SELF_CHECKED_BLOCKS`, any level-1 part under the kernel's canonical
+        checks; never level-2 blocks (their range coder ignores bits)."""
+        if self.level != LEVEL_FAST or meta.get("level", self.level) != LEVEL_FAST:
+            return False
+        from .fast import BLOCK_SUMS
+
+        return BLOCK_SUMS in meta or SELF_CHECKED_BLOCKS
 
     @property
     def block_crc32(self) -> Any:
@@ -224,11 +227,11 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
             "shape": list(shape),
             "layout": used,
         }
+        from . import fast
+
         if self.level != LEVEL_FAST:
             coded = codec.encode_blocks(bits, blocks, fmt, jobs)
         else:
-            from . import fast
-
             if fmt is None:  # integers: byte planes, never split
                 coded = fast.encode_blocks(bits, blocks, fmt, jobs)
             else:
@@ -241,6 +244,10 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
                 meta.pop("splits", None)
                 meta["level"] = LEVEL_MAX  # absent: the stream's level
                 coded = highest
+        if meta.get("level", self.level) == LEVEL_FAST and sum(map(len, coded)) >= (
+            fast.BLOCK_SUMS_BYTES
+        ):
+            meta[fast.BLOCK_SUMS] = fast.block_sums(coded)
         return meta, coded
 
     def decode_array(
@@ -285,8 +292,12 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         if level != self.level:
             _decode_checked(blocks, out, cuts, fmt, jobs)
         elif level == LEVEL_FAST:
-            own = self.checks_own_blocks(meta)  # their CRC32s went unchecked: the kernel checks
-            fast.decode_blocks(blocks, out, cuts, fmt, jobs, canonical=own)
+            listed = fast.BLOCK_SUMS in meta
+            # canonical checks only where nothing else binds the blocks (their CRC32s unchecked)
+            canonical = not listed and self.checks_own_blocks(meta)
+            fast.decode_blocks(blocks, out, cuts, fmt, jobs, canonical=canonical)
+            if listed:
+                fast.check_block_sums(blocks, meta[fast.BLOCK_SUMS])
         else:
             codec.decode_blocks(blocks, out, cuts, fmt, jobs)
         return from_uint(out, dtype)

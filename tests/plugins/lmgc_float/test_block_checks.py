@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lmgc_float import fast
 from lmgc_float import prior as float_prior
 from lmgc_float.formats import check_layout, cut_segments, segments
 
-from lmgc_core import LMGCError, Pipeline, StreamError, decompress
+from lmgc_core import ChecksumError, LMGCError, Pipeline, StreamError, decompress
 from lmgc_core.components.factories import parameters
 from lmgc_core.stream import container
 from tests.conftest import same_bits
@@ -124,3 +125,76 @@ def test_parameters_are_cached_but_handed_out_as_copies():
     assert names == ["a", "b"]
     names.append("c")
     assert parameters(factory) == ["a", "b"]
+
+
+# -- block_sums (fast_version 7): the header's list of the blocks' checksums binds them ----------
+
+
+def _twins(grads) -> tuple[np.ndarray, np.ndarray]:
+    """Two arrays of 16,384 values that code to blocks of equal length (the second with the
+    lowest mantissa bit of each nonzero value flipped: the same coded symbols, other values)."""
+    x = np.concatenate([grads, grads * np.float32(2)]).astype(np.float32)
+    bits = x.view(np.uint32)
+    return x, np.where(bits & 0x7FFFFFFF, bits ^ np.uint32(1), bits).view(np.float32)
+
+
+def _sums_stream(values: np.ndarray) -> bytes:
+    config = {"prior": {"name": "float", "block_values": 16384, "small_parts": "level"}}
+    blob = Pipeline.from_config(config).compress(values)
+    meta = container.read_header(blob)[0]["parts"][0]["array"]
+    assert isinstance(meta[fast.BLOCK_SUMS], str) and len(meta[fast.BLOCK_SUMS]) == 16
+    return blob
+
+
+def test_a_part_of_64_kb_or_more_records_block_sums_and_skips_its_crcs(grads):
+    x, y = _twins(grads)
+    values = np.concatenate([x, y])
+    blob = _sums_stream(values)
+    assert same_bits(decompress(_wrong_crcs(blob)), values)  # the CRC32s went unchecked
+    small = _level1(grads)  # 27 KB of blocks: no list, the CRC32s are checked
+    assert fast.BLOCK_SUMS not in container.read_header(small)[0]["parts"][0]["array"]
+
+
+def test_swapped_blocks_are_refused_by_block_sums(grads):
+    x, y = _twins(grads)
+    blob = _sums_stream(np.concatenate([x, y]))
+    with pytest.raises(ChecksumError, match="not the ones the header lists"):
+        decompress(_swapped_blocks(blob))
+
+
+def test_a_block_from_another_stream_is_refused_by_block_sums(grads):
+    """The second stream's first block (y's) in the first stream's first place: it passes its
+    own checksum and the length the header lists; only the list tells."""
+    x, y = _twins(grads)
+    first, second = _sums_stream(np.concatenate([x, y])), _sums_stream(np.concatenate([y, y]))
+    header, offset = container.read_header(first)
+    n = header["parts"][0]["blocks"][0][0]
+    other = container.read_header(second)[1]
+    spliced = first[:offset] + second[other : other + n] + first[offset + n :]
+    with pytest.raises(ChecksumError, match="not the ones the header lists"):
+        decompress(spliced)
+
+
+@pytest.mark.parametrize("recorded", ["0" * 16, 7, None])
+def test_another_recorded_list_is_refused(grads, recorded):
+    x, y = _twins(grads)
+    blob = _sums_stream(np.concatenate([x, y]))
+    unpacked = container.unpack(blob)
+    header = unpacked.header
+    header["parts"][0]["array"][fast.BLOCK_SUMS] = recorded
+    forged = container.pack(header, [bytes(b) for b in unpacked.blocks])
+    with pytest.raises(ChecksumError, match="not the ones the header lists"):
+        decompress(forged)
+
+
+def test_without_block_sums_the_crcs_are_checked_again(grads):
+    """A fast_version 6 stream (no list): its blocks' CRC32s are what binds them."""
+    x, y = _twins(grads)
+    values = np.concatenate([x, y])
+    unpacked = container.unpack(_sums_stream(values))
+    header = unpacked.header
+    del header["parts"][0]["array"][fast.BLOCK_SUMS]
+    blob = container.pack(header, [bytes(b) for b in unpacked.blocks])
+    assert same_bits(decompress(blob), values)
+    with pytest.raises(StreamError, match="CRC32"):
+        decompress(_wrong_crcs(blob))
