@@ -66,7 +66,8 @@ static u64 get_cvarint(Rd *r) {
 #define RANS_L (1u << 16)
 #define NSTATES 32 /* four AVX2 vectors of eight: every stream before version 6, and a version-6
                     * block too small for more (states_for) */
-#define MAX_STATES 128
+#define MAX_STATES_CODE 2 /* the kind byte's largest states code */
+#define MAX_STATES (NSTATES << MAX_STATES_CODE)
 /* Version 6: a float block interleaves as many states (32, 64 or 128) as it can afford: each
  * extra state costs its 4 final bytes, at most 1/STATES_SHARE of the block's estimated bytes
  * (so 64 states from 64 KB, 128 from 192 KB). Why: each state's chain from one group of symbols
@@ -78,8 +79,14 @@ static u64 get_cvarint(Rd *r) {
 #ifndef STATES_SHARE
 #define STATES_SHARE 512
 #endif
+/* The states code (log2(states / NSTATES), the kind byte's bits 2-3) a block of about `bytes`
+ * affords: the largest whose extra states' final bytes stay within 1/STATES_SHARE of them. */
 static int states_for(u64 bytes) {
-    return bytes >= STATES_SHARE * 4 * 96 ? 128 : bytes >= STATES_SHARE * 4 * 32 ? 64 : NSTATES;
+    int code = 0;
+    while (code < MAX_STATES_CODE &&
+           bytes >= (u64)STATES_SHARE * 4 * (u64)((NSTATES << (code + 1)) - NSTATES))
+        code++;
+    return code;
 }
 #define FRAC 2 /* fixed-point fraction bits of the row / column exponent means */
 #define MAX_EBITS 11
@@ -102,7 +109,7 @@ enum { KIND_STORED = 0, KIND_FLOAT = 1, KIND_INT = 2, KIND_FLOAT3 = 3, KIND_XXH3
  * scale (choose_scale); blocks of versions 3 and 4 have them clear, so they read as sb = 15 */
 #define KIND_SCALE_SHIFT 5
 /* version 6: bits 2-3 of such a block's kind byte hold log2(states / NSTATES) of its J stream
- * (states_for: 0, 1 or 2); older blocks have them clear, so they read as NSTATES */
+ * (states_for's code: 0, 1 or 2); older blocks have them clear, so they read as NSTATES */
 #define KIND_STATES_SHIFT 2
 enum { F_EXP_MODE = 3, F_SIGN = 4, F_ZROWS = 8, F_ZCOLS = 16 };
 
@@ -782,9 +789,9 @@ static int write_float3(Buf *out, const Fmt *f, const u8 *side, size_t sidelen, 
     const int sb = na ? choose_scale(cJ, f->nJ, rest, freq, &bits) : SCALE_BITS3;
     if (!sb) return 0;
     if (!na) memset(freq, 0, sizeof(u32) * (size_t)f->nJ);
-    const int ns = states_for(rest + (bits >> 19)); /* (bits / 65536 / 8) */
+    const int code = states_for(rest + (bits >> 19)), ns = NSTATES << code; /* bits / 2^19 */
     put_u8(out, KIND_FLOAT3 | KIND_XXH3 | (SCALE_BITS3 - sb) << KIND_SCALE_SHIFT |
-                    (ns == 128 ? 2 : ns == 64) << KIND_STATES_SHIFT);
+                    code << KIND_STATES_SHIFT);
     put_varint(out, na);
     put_varint(out, nb);
     put_varint(out, sidelen);
@@ -834,7 +841,7 @@ static u64 run_cost(const u32 *hi, const u32 *lo, const u16 *sym, int k, const F
      * value were coded) */
     const u64 est = n * log2fix(n) - sum + ((table + 1) * 8 + BLOCK_COST) * 65536;
     const u64 raw = n * (u64)f->rb3 + (f->nib ? n / 2 : 0);
-    return est + 32 * (u64)(states_for((est >> 19) + raw) - NSTATES) * 65536;
+    return est + 32 * (u64)((NSTATES << states_for((est >> 19) + raw)) - NSTATES) * 65536;
 }
 
 /* The units a block's segments are planned in: a unit starts at ustart[u] (ustart[0] = 0) with
@@ -1893,7 +1900,8 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
             const int down = b[0] >> KIND_SCALE_SHIFT, sum = b[0] & KIND_XXH3 ? SUM_XXH3 : SUM_MURMUR;
             /* a scale other than 15 (version 5) and more states (version 6) only in a block of
              * version 3's fields with XXH3-128 */
-            const int kind = (down || states) && (!v3 || sum != SUM_XXH3 || states == 3 ||
+            const int kind = (down || states) && (!v3 || sum != SUM_XXH3 ||
+                                                  states > MAX_STATES_CODE ||
                                                   down > SCALE_BITS3 - MIN_SCALE_BITS3) ? -1
                              : v3 ? KIND_FLOAT : base_kind;
             BlockSum hash, *fused = &hash; /* float blocks hash each row as it is built */
