@@ -51,10 +51,13 @@ SMALL_GAIN = 32
 bytes: level 2 decodes ~30x slower (ConvNet gradients, four snapshots of 15,338 values: 1.1 %
 smaller at 57 against 1,976 MB/s, slower than pcodec and ZipNN), and the fast level is the one a
 user picks for speed. Only the encoder's choice: every stream decodes either way."""
-SMALL_VALUES = 1 << 16
-"""Parts of at most this many values are small: coding them twice costs at most a few
-milliseconds (a 64 KB Zarr chunk of float32 is 2^14 values), while bigger parts keep the fast
-level's speed and bytes untouched."""
+SMALL_VALUES = 1 << 15
+"""Parts of at most this many values are small (a 64 KB Zarr chunk of float32 is 2^14 values):
+coding them twice costs at most ~1.5 ms (level 2 codes ~90 MB/s). Above it level 2 was clearly
+smaller on none of 59 real tensors of 2^15 to 2^16 values (``benchmarks/small_parts.py``: it
+saves 0.38 % in the median, 1.65 % at most), while the second encode cut those parts' encode
+speed ~3x (ConvNet gradients, 61,352 values: 68 against pcodec's 147 MB/s); below it, on 17 of
+91 (and on 28,672 values of the MLP's gradients: 3.7 %, ``test_small_parts``)."""
 DELTA_SMALL_VALUES = 1 << 12
 """The same for a delta (``encode_delta``), smaller: a level-2 delta decodes ~30x slower than a
 level-1 one (44 against 1,400 MB/s) and saves little on thousands of values (a 256 x 256 weight
