@@ -172,3 +172,49 @@ def test_header_dtypes_are_parsed_as_named_every_time():
         for bad in ("<U4", "float33", "|O", "", 4):
             with pytest.raises(StreamError):
                 parse_dtype(bad)
+
+
+@pytest.fixture
+def fresh_values(monkeypatch):
+    monkeypatch.setattr(container, "_RECENT_VALUES", {})
+
+
+def _keyed_header(blob: bytes) -> dict[str, Any]:
+    return container.read_header_keyed(blob, NAMES)[0][0]
+
+
+def test_a_remembered_entry_is_reused_only_for_its_exact_text(data, fresh_values):
+    first = _stream(data, layout=[[32, 64]])
+    longer = _stream(data, layout=[[32, 64], [0]])  # the first's layout text is its prefix
+    header = _keyed_header(first)
+    again = _keyed_header(first)
+    assert again["pipeline"] is header["pipeline"]  # the text was seen: not parsed again
+    assert again["prior"] is header["prior"]
+    other = _keyed_header(longer)
+    assert other == container.read_header(longer)[0]
+    assert other["prior"]["layout"] == [[32, 64], [0]]
+    assert _keyed_header(first) == container.read_header(first)[0]
+
+
+def test_a_remembered_text_followed_by_more_is_not_taken_for_the_value(data, fresh_values):
+    blob = _stream(data, layout=[[32, 64]])
+    text = _text(blob)
+    _keyed_header(blob)  # its pipeline's text remembered
+    at = text.index(b'"pipeline":') + len(b'"pipeline":')
+    stop = at + len(json.dumps(json.loads(text)["pipeline"], separators=(",", ":"), sort_keys=True))
+    for extra in (b"1", b"]"):  # the remembered text, then bytes that make it no value
+        edited = _with_text(blob, text[:stop] + extra + text[stop:])
+        with pytest.raises(StreamError):
+            container.read_header(edited)
+        with pytest.raises(StreamError):
+            container.read_header_keyed(edited, NAMES)
+    spaced = _with_text(blob, text[:stop] + b" " + text[stop:])  # JSON, not the compact form
+    (header, _), key = container.read_header_keyed(spaced, NAMES)
+    assert key is None and header == container.read_header(spaced)[0]
+
+
+def test_remembered_values_are_bounded(data, fresh_values):
+    for n in range(container.RECENT_VALUES + 3):
+        blob = _stream(data, layout=[[32, 64], [n]])
+        assert _keyed_header(blob) == container.read_header(blob)[0]
+    assert {len(v) for v in container._RECENT_VALUES.values()} == {container.RECENT_VALUES}
