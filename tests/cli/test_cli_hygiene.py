@@ -60,16 +60,18 @@ def test_a_failed_compress_prints_one_line_and_leaves_nothing(tmp_path):
     assert _leftovers(tmp_path) == [] and not (tmp_path / "nan.npy.lmgc").exists()
 
 
-SLOW = ("-l", "2", "--chunk-size", 65536)
+SLOW = ("-l", "2", "--chunk-size", 65536, "-j", 1)
 
 
 @pytest.fixture(scope="module")
 def slow_input(tmp_path_factory) -> Path:
-    """A few MB of random bytes in small chunks: compressing at level 2 (:data:`SLOW`) takes
-    seconds, each chunk ms (level 1 stores such bytes in a fraction of a second)."""
+    """16 MB of random bytes in small chunks: compressing them at level 2 on one thread
+    (:data:`SLOW`) takes ~2.5 s, decompressing ~1 s, each chunk ms, so a signal sent 0.2 s
+    into the output lands inside the coding (4 MB on two threads took 0.45 s in all: a signal
+    sometimes came after the end)."""
     folder = tmp_path_factory.mktemp("slow")
     rng = np.random.default_rng(0)
-    np.save(folder / "u.npy", rng.integers(0, 256, 4 << 20, dtype=np.uint8))
+    np.save(folder / "u.npy", rng.integers(0, 256, 16 << 20, dtype=np.uint8))
     return folder / "u.npy"
 
 
