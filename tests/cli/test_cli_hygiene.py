@@ -67,8 +67,7 @@ SLOW = ("-l", "2", "--chunk-size", 65536, "-j", 1)
 def slow_input(tmp_path_factory) -> Path:
     """16 MB of random bytes in small chunks: compressing them at level 2 on one thread
     (:data:`SLOW`) takes ~2.5 s, decompressing ~1 s, each chunk ms, so a signal sent 0.2 s
-    into the output lands inside the coding (4 MB on two threads took 0.45 s in all: a signal
-    sometimes came after the end)."""
+    into the output lands well inside the coding (4 MB on two threads took 0.45 s in all)."""
     folder = tmp_path_factory.mktemp("slow")
     rng = np.random.default_rng(0)
     np.save(folder / "u.npy", rng.integers(0, 256, 16 << 20, dtype=np.uint8))
