@@ -52,7 +52,6 @@ from lmgc_core.codecs.numcodecs_codec import (
     pin_level,
 )
 from lmgc_core.components import registry
-from lmgc_core.stream import container
 from lmgc_core.stream.notes import restore, with_view
 from lmgc_core.util.dtypes import coding_view
 from lmgc_core.util.errors import ConfigError, StreamError
@@ -178,8 +177,10 @@ class LMGCZarrCodec(ArrayBytesCodec):
         nbytes = want.itemsize * int(np.prod(tuple(chunk_spec.shape), dtype=object))
         with codec_errors("decode"):
             blob = chunk_bytes.to_bytes()
-            head = container.read_header(blob)  # verified and parsed once per chunk
-            arr = restore(head[0], decompress_blob(self.pipeline_config, blob, nbytes, head))
+            from lmgc_core.coding.pipeline import read_keyed_header
+
+            head, key = read_keyed_header(blob)  # verified and parsed once per chunk
+            arr = restore(head[0], decompress_blob(self.pipeline_config, blob, nbytes, head, key))
         if arr.shape != tuple(chunk_spec.shape) or arr.dtype != want:
             raise StreamError(
                 f"lmgc chunk holds {arr.dtype}{list(arr.shape)}, the array expects "

@@ -730,6 +730,15 @@ _KEYED = ("pipeline", "prior")
 (it determines them as exactly, and never equals a :func:`stream_key`, which is JSON)."""
 
 
+def read_keyed_header(blob: bytes) -> tuple[tuple[dict[str, Any], int], str | None]:
+    """:func:`container.read_header`'s result for ``blob`` and a key that stands for its
+    :func:`stream_key` in the caches of built pipelines and stream checks (the text of the
+    :data:`_KEYED` entries as written; ``None`` for a header not in the compact form writers
+    use): a chunk's decode then writes no JSON to find its pipeline."""
+    head, text_key = container.read_header_keyed(blob, _KEYED)
+    return head, None if text_key is None else f"text {text_key}"
+
+
 def stream_key(header: Mapping[str, Any]) -> str | None:
     """What a stream header records of its pipeline and prior, as one canonical text: the key
     of the caches of built pipelines and of :meth:`Pipeline.check_stream`'s answers (a layout
@@ -786,7 +795,7 @@ def decompress(
     ``max_nbytes`` refuses a stream declaring a bigger array before decoding (see
     :meth:`Pipeline.decompress`). ``base``: the array a stream made with a base was coded against
     (see :meth:`Pipeline.decompress`)."""
-    head, text_key = container.read_header_keyed(blob, _KEYED)
+    head, text_key = read_keyed_header(blob)
     header = head[0]
     declared = declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
     if stored_only(header):  # raw bytes: no prior to build (no model needed), nothing to match
@@ -794,7 +803,7 @@ def decompress(
     if prior_options:
         check_size(dict(prior_options), "prior options")
     # with prior_options, it determines the config built from it
-    key = stream_key(header) if text_key is None else f"text {text_key}"
+    key = stream_key(header) if text_key is None else text_key
     options = _json_key(prior_options) if prior_options else "null"
     cache = None if key is None or options is None else f"{key}\n{options}"
     pipeline = _reused_pipeline(cache) if cache is not None else None  # no config built

@@ -120,6 +120,33 @@ def test_pipelines_are_built_once_per_process_and_config(real):
     assert after["encoded"] - before["encoded"] == len(real)
 
 
+def test_chunks_of_other_pipelines_find_their_own_by_the_header_key(real):
+    """A chunk's pipeline is found by its header's key (the text of its pipeline and prior
+    entries), so chunks of several configurations decode in any order, each with its own
+    pipeline, and no chunk builds one twice; clearing the cache forgets those keys too."""
+    from lmgc_core.codecs import numcodecs_codec
+    from lmgc_core.coding.pipeline import read_keyed_header
+
+    data = real[0][:512].astype(np.float32)
+    laid_out = LMGC(prior={"name": "float", "layout": [[16, 32]]}, level=1)
+    codecs = [LMGC(level=1), LMGC(level=2), laid_out, LMGC(level=2)]
+    blobs = [c.encode(data) for c in codecs]
+    keys = [read_keyed_header(b)[1] for b in blobs]
+    assert None not in keys and len(set(keys)) == 3 and keys[1] == keys[3]
+    for _ in range(2):
+        for codec, blob in zip(codecs[::-1], blobs[::-1], strict=True):
+            assert np.frombuffer(codec.decode(blob), np.float32).tobytes() == data.tobytes()
+    before = pipeline_cache_info()
+    for blob in blobs:
+        LMGC().decode(blob)  # another codec's config: the header's pipeline decodes
+    assert pipeline_cache_info()["builds"] == before["builds"]
+    assert set(keys) <= set(numcodecs_codec._RECORDED)
+    levels = {k: numcodecs_codec._RECORDED[k][0].prior.level for k in keys}
+    assert [levels[k] for k in keys] == [1, 2, 1, 2]
+    numcodecs_codec.clear_pipeline_cache()
+    assert not numcodecs_codec._RECORDED
+
+
 # -- Zarr -----------------------------------------------------------------------------------
 
 

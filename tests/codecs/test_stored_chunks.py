@@ -29,6 +29,7 @@ def _unbuildable(monkeypatch: pytest.MonkeyPatch) -> None:
         raise PluginError("the prior is not installed here")
 
     monkeypatch.setattr(numcodecs_codec, "_CACHE", {})
+    monkeypatch.setattr(numcodecs_codec, "_RECORDED", {})
     monkeypatch.setattr(pipeline, "_RECORDED_PIPELINES", {})
     monkeypatch.setattr(UniformPrior, "__init__", missing)
 
@@ -66,6 +67,7 @@ def test_a_coded_chunk_still_needs_its_prior(monkeypatch):
         raise PluginError("the prior is not installed here")
 
     monkeypatch.setattr(numcodecs_codec, "_CACHE", {})
+    monkeypatch.setattr(numcodecs_codec, "_RECORDED", {})
     monkeypatch.setattr(pipeline, "_RECORDED_PIPELINES", {})
     monkeypatch.setattr(AdaptivePrior, "__init__", missing)
     with pytest.raises(PluginError, match="not installed"):
