@@ -260,14 +260,17 @@ def decode_blocks(
 
     ``blocks``: each block's segments, as tuples or as :func:`block_arrays` gives them."""
     k = kernel()
-    layout = _layout(out_bits, fmt)
+    width, ebits, mbits = _layout(out_bits, fmt)
     if not out_bits.flags.c_contiguous:
         raise ValueError("the fast kernel decodes into contiguous arrays")
+    if len(data) != len(blocks):
+        raise ValueError(f"{len(data)} blocks for {len(blocks)} segment lists")
+    decode = k.decode
 
-    def one(item: tuple[int, tuple[bytes, Any]]) -> None:
-        index, (block, segs) = item
+    def one(index: int) -> None:
         try:
-            k.decode(block, out_bits, seg_array(segs), *layout, canonical=canonical)
+            decode(data[index], out_bits, seg_array(blocks[index]), width, ebits, mbits,
+                   canonical=canonical)  # fmt: skip
         except ValueError as err:
             if str(err) == k.CHECKSUM_MISMATCH:
                 raise ChecksumError(
@@ -278,4 +281,8 @@ def decode_blocks(
                 f"float prior (fast level): block {index} is damaged: {err}"
             ) from None
 
-    map_ordered(one, enumerate(zip(data, blocks, strict=True)), jobs)
+    if jobs == 1:  # a small tensor's blocks: no thread pool, no list of results
+        for index in range(len(data)):
+            one(index)
+    else:
+        map_ordered(one, range(len(data)), jobs)
