@@ -121,6 +121,7 @@ typedef struct {
     u64 ent[MAX_SCALE]; /* symbol << 32 | freq << 16 | (slot - cum): one load per state (the
                          * AVX2 loop: one 64-bit gather lane instead of two 32-bit ones) */
     int empty, sb;      /* sb: frequencies sum to 2^sb */
+    int lowest;         /* the smallest symbol listed (nsym when none): no smaller one decodes */
 } DecTab;
 
 /* 1 when the table is well formed: symbols in the alphabet, frequencies summing to 2^sb. */
@@ -130,6 +131,7 @@ static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
     u64 k = get_cvarint(r);
     if (r->bad || k > (u64)nsym) return 0;
     t->empty = k == 0;
+    t->lowest = nsym;
     u32 cum = 0;
     i64 prev = -1;
     for (u64 i = 0; i < k; i++) {
@@ -139,6 +141,7 @@ static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
         u32 f = (u32)f1 + 1;
         if (s >= nsym || cum + f > S) return 0;
         for (u32 j = 0; j < f; j++) t->ent[cum + j] = (u64)s << 32 | (f << 16) | j;
+        if (i == 0) t->lowest = (int)s; /* listed in increasing order */
         cum += f;
         prev = s;
     }
@@ -1577,12 +1580,16 @@ CLONES static const char *decode_float(const u8 *blk, size_t len, void *outv, co
         err = v3 ? "damaged symbol stream" : "damaged exponent stream";
         goto done;
     }
+    /* symbols 0 and 1 are the zeros: where A's table lists neither, none decoded (every
+     * symbol is a table entry), so every value is coded and A need not be counted */
+    const int zeros_listed = t->lowest < 2;
     if (!v3 && !read_stream(&r, f->nB, (size_t)nb, 0, B, t, SCALE_BITS, NSTATES)) {
         err = "damaged sign/mantissa stream";
         goto done;
     }
-    u64 nonzero = 0;
-    for (size_t q0 = 0; q0 < (size_t)na; q0 += 65536) { /* 32-bit counts vectorise better */
+    u64 nonzero = zeros_listed ? 0 : na;
+    for (size_t q0 = 0; zeros_listed && q0 < (size_t)na; q0 += 65536) { /* 32-bit counts
+                                                                         * vectorise better */
         size_t q1 = q0 + 65536 < (size_t)na ? q0 + 65536 : (size_t)na;
         u32 part = 0;
         for (size_t q = q0; q < q1; q++) part += A[q] >= 2;

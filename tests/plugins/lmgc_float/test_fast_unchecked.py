@@ -205,3 +205,44 @@ def test_the_three_decoding_paths_agree(dtype):
     finally:
         k.simd(True)
         k.avx512(True)
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """The 7-bit little-endian varint at ``data[at]`` and the offset after it."""
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            return value, at
+
+
+def _put_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value >= 0x80 else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+@pytest.mark.parametrize("zeros", [False, True], ids=["dense", "with-zeros"])
+def test_a_wrong_count_of_coded_values_is_refused(zeros, simd):
+    """The block header's count of coded (nonzero) values must be the count of its decoded
+    symbols that are not zeros; a dense block's table lists no zero symbol, so the decoder knows
+    that count without counting (every value), a block with zeros counts them: either way a
+    count one off is refused, on every path and without the canonical checks."""
+    arr = np.load(DATA / "mlp_grads_8k.npy")[:4096].astype(np.float32).reshape(64, 64)
+    arr = arr + np.float32(1.0) if not zeros else np.where(np.abs(arr) < 1e-4, 0, arr)
+    assert (np.count_nonzero(arr == 0) > 0) == zeros
+    bits, segs, layout, block = _case(arr.astype(np.float32))
+    na, at = _varint(block, 1)
+    nb, end = _varint(block, at)
+    assert (nb < na) == zeros and _decode(block, bits, segs, layout) == bits.tobytes()
+    for wrong in (nb - 1, nb + 1):
+        if len(_put_varint(wrong)) != end - at:
+            continue
+        changed = block[:at] + _put_varint(wrong) + block[end:]
+        got = _decode(changed, bits, segs, layout)
+        assert isinstance(got, str) and got, f"a count of {wrong} for {nb} decoded"
