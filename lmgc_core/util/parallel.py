@@ -7,11 +7,13 @@ heavy kernels (the float prior's C kernels, constriction, numpy on large arrays)
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,15 +37,50 @@ def resolve_jobs(jobs: int | None) -> int:
 
 
 def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) -> list[R]:
-    """``[fn(x) for x in items]``, run on up to ``jobs`` threads, results in input order."""
+    """``[fn(x) for x in items]``, run on up to ``jobs`` threads, results in input order.
+
+    The caller and ``jobs - 1`` threads of its own take the items in turn, each the next one not
+    taken yet, and write each result to its place: no future per item and no wake-up of the
+    caller per result. Through a thread pool's ``map`` those cost ~25 us of GIL hand-offs per
+    item, so the fast level's 100 MB decode (96 blocks) ran 1.65x faster on two threads where
+    the same blocks split by hand ran 1.93x. An item that raises stops the others from taking
+    more; once every taken item is done, the exception of the first in input order is raised
+    (as ``map`` raises it)."""
     if type(jobs) is int and jobs == 1:  # one thread: nothing to count or start
         return [fn(x) for x in items]
     seq: Sequence[T] = list(items)
     n = min(resolve_jobs(jobs), len(seq))
     if n <= 1:
         return [fn(x) for x in seq]
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(fn, seq))
+    results: list[Any] = [None] * len(seq)
+    taken = itertools.count()  # next() on it is atomic: each index is taken once
+    failed: list[tuple[int, BaseException]] = []
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            i = next(taken)
+            if i >= len(seq):
+                return
+            try:
+                results[i] = fn(seq[i])
+            except BaseException as exc:  # raised in the caller, below
+                failed.append((i, exc))
+                stop.set()
+                return
+
+    threads = [threading.Thread(target=work, name="lmgc-map", daemon=True) for _ in range(n - 1)]
+    try:
+        for thread in threads:
+            thread.start()
+        work()
+        for thread in threads:
+            thread.join()
+    finally:
+        stop.set()  # an interrupt in the caller: the threads take no more items
+    if failed:
+        raise min(failed, key=lambda f: f[0])[1]
+    return results
 
 
 def in_background(fn: Callable[[], R], jobs: int | None) -> Callable[[], R]:

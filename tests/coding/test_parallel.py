@@ -89,6 +89,26 @@ def test_map_ordered_keeps_input_order_and_uses_threads():
     assert map_ordered(slow_square, [], jobs=4) == []
 
 
+def test_map_ordered_raises_the_first_failure_in_input_order_and_takes_no_more_items():
+    """Item 1 fails after item 3 has (later in time, earlier in order): its exception is the
+    one raised, as ``map`` raises it; once an item failed, no further item is started."""
+    started: list[int] = []
+
+    def fail_some(x: int) -> int:
+        started.append(x)
+        if x == 1:
+            time.sleep(0.05)
+            raise ValueError("item 1")
+        if x == 3:
+            raise KeyError("item 3")
+        time.sleep(0.01)
+        return x
+
+    with pytest.raises(ValueError, match="item 1"):
+        map_ordered(fail_some, range(40), jobs=2)
+    assert {0, 1, 3} <= set(started) and len(started) < 40
+
+
 def test_run_ahead_overlaps_work_with_the_callers_handling():
     """Results in input order; ``fn`` runs on other threads while the caller handles the
     previous result (writes it), two at a time with ``workers=2``; one core: a plain map."""
