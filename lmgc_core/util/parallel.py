@@ -7,7 +7,6 @@ heavy kernels (the float prior's C kernels, constriction, numpy on large arrays)
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from collections import deque
@@ -39,13 +38,12 @@ def resolve_jobs(jobs: int | None) -> int:
 def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) -> list[R]:
     """``[fn(x) for x in items]``, run on up to ``jobs`` threads, results in input order.
 
-    The caller and ``jobs - 1`` threads of its own take the items in turn, each the next one not
-    taken yet, and write each result to its place: no future per item and no wake-up of the
-    caller per result. Through a thread pool's ``map`` those cost ~25 us of GIL hand-offs per
-    item, so the fast level's 100 MB decode (96 blocks) ran 1.65x faster on two threads where
-    the same blocks split by hand ran 1.93x. An item that raises stops the others from taking
-    more; once every taken item is done, the exception of the first in input order is raised
-    (as ``map`` raises it)."""
+    The caller and ``jobs - 1`` threads of its own share the items out (:class:`_Ranges`) and
+    write each result to its place: no future per item and no wake-up of the caller per result.
+    Through a thread pool's ``map`` those cost ~25 us of GIL hand-offs per item: the fast level's
+    100 MB decode (96 blocks) ran 1.65x faster on two threads where the same blocks split by
+    hand ran 1.93x. An item that raises stops the others from taking more; once every item
+    taken is done, the exception of the first in input order is raised (as ``map`` raises it)."""
     if type(jobs) is int and jobs == 1:  # one thread: nothing to count or start
         return [fn(x) for x in items]
     seq: Sequence[T] = list(items)
@@ -53,14 +51,14 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) 
     if n <= 1:
         return [fn(x) for x in seq]
     results: list[Any] = [None] * len(seq)
-    taken = itertools.count()  # next() on it is atomic: each index is taken once
+    ranges = _Ranges(len(seq), n)
     failed: list[tuple[int, BaseException]] = []
     stop = threading.Event()
 
-    def work() -> None:
+    def work(worker: int) -> None:
         while not stop.is_set():
-            i = next(taken)
-            if i >= len(seq):
+            i = ranges.take(worker)
+            if i is None:
                 return
             try:
                 results[i] = fn(seq[i])
@@ -69,11 +67,13 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) 
                 stop.set()
                 return
 
-    threads = [threading.Thread(target=work, name="lmgc-map", daemon=True) for _ in range(n - 1)]
+    threads = [
+        threading.Thread(target=work, args=(k,), name="lmgc-map", daemon=True) for k in range(1, n)
+    ]
     try:
         for thread in threads:
             thread.start()
-        work()
+        work(0)
         for thread in threads:
             thread.join()
     finally:
@@ -81,6 +81,32 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) 
     if failed:
         raise min(failed, key=lambda f: f[0])[1]
     return results
+
+
+class _Ranges:
+    """Indices ``0 .. count - 1`` shared out among ``workers``: each takes its own contiguous
+    range front to back, then, once it is done, the last index of the range with the most
+    left. Contiguous, not in turn: items next to each other write next to each other (a
+    decode's blocks into one fresh array, whose 2 MB pages the kernel zeroes on their first
+    write), and two threads writing into one page wait for each other there: 100 MB decoded
+    on two threads into a fresh array, 1.85x split in halves against 1.68x block by block."""
+
+    def __init__(self, count: int, workers: int) -> None:
+        cuts = [count * k // workers for k in range(workers + 1)]
+        self.front, self.back = cuts[:-1], cuts[1:]
+        self.lock = threading.Lock()
+
+    def take(self, worker: int) -> int | None:
+        """The next index for ``worker``; ``None`` when none is left."""
+        with self.lock:
+            if self.front[worker] < self.back[worker]:
+                self.front[worker] += 1
+                return self.front[worker] - 1
+            most = max(range(len(self.front)), key=lambda r: self.back[r] - self.front[r])
+            if self.front[most] >= self.back[most]:
+                return None
+            self.back[most] -= 1
+            return self.back[most]
 
 
 def in_background(fn: Callable[[], R], jobs: int | None) -> Callable[[], R]:

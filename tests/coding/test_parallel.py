@@ -90,23 +90,42 @@ def test_map_ordered_keeps_input_order_and_uses_threads():
 
 
 def test_map_ordered_raises_the_first_failure_in_input_order_and_takes_no_more_items():
-    """Item 1 fails after item 3 has (later in time, earlier in order): its exception is the
-    one raised, as ``map`` raises it; once an item failed, no further item is started."""
+    """Item 0 fails after item 20 has (later in time, earlier in order; two workers start at
+    0 and 20): its exception is the one raised, as ``map`` raises it; once an item failed, no
+    further item is started."""
     started: list[int] = []
+    first_started, later_failing = threading.Event(), threading.Event()
 
     def fail_some(x: int) -> int:
         started.append(x)
-        if x == 1:
-            time.sleep(0.05)
-            raise ValueError("item 1")
-        if x == 3:
-            raise KeyError("item 3")
+        if x == 0:
+            first_started.set()
+            later_failing.wait(10)
+            time.sleep(0.01)
+            raise ValueError("item 0")
+        if x == 20:
+            first_started.wait(10)
+            later_failing.set()
+            raise KeyError("item 20")
         time.sleep(0.01)
         return x
 
-    with pytest.raises(ValueError, match="item 1"):
+    with pytest.raises(ValueError, match="item 0"):
         map_ordered(fail_some, range(40), jobs=2)
-    assert {0, 1, 3} <= set(started) and len(started) < 40
+    assert {0, 20} <= set(started) and len(started) < 40
+
+
+def test_items_are_shared_out_in_contiguous_ranges_then_taken_from_the_fullest():
+    """Each worker takes its own range front to back (neighbouring items write neighbouring
+    memory), then the last item of the range with the most left; every index exactly once."""
+    from lmgc_core.util.parallel import _Ranges
+
+    ranges = _Ranges(10, 3)  # 0-2, 3-5, 6-9
+    assert [ranges.take(1) for _ in range(3)] == [3, 4, 5]
+    assert ranges.take(1) == 9  # its own is done: the back of the fullest (6-9)
+    assert [ranges.take(0) for _ in range(3)] == [0, 1, 2]
+    rest = [ranges.take(2) for _ in range(3)]
+    assert rest == [6, 7, 8] and ranges.take(0) is None and ranges.take(2) is None
 
 
 def test_run_ahead_overlaps_work_with_the_callers_handling():
