@@ -19,6 +19,7 @@ safetensors by hand (JSON header + data). ``scale`` uses the same vector in floa
     python benchmarks/cli_big.py big --level2 # ... plus lmgc -l 2 once (default jobs)
     python benchmarks/cli_big.py scale        # ~100 MB f32 .npy: -j 1 vs -j 2, levels 1 and 2
     python benchmarks/cli_big.py inproc       # the same commands in this process (no start-up)
+    python benchmarks/cli_big.py memory       # the library alone on the array (no file I/O)
 
 Every CLI time comes with the CPU seconds (user + system) of the same call, and ``scale`` times a
 tiny ``lmgc compress`` (a 4 kB .npy: the fixed start-up that no ``--jobs`` can share out).
@@ -277,12 +278,48 @@ def scale(repeat: int) -> None:
     path.unlink()
 
 
+def memory(repeat: int) -> None:
+    """The library alone on the same 100 MB: ``Pipeline.compress`` and ``lmgc_core.decompress``
+    of the array in memory (no file, no command), one and two threads, wall time, best of
+    ``repeat`` (alternating, so drift hits both alike); every decode compared bit for bit."""
+    from lmgc_core import Pipeline, decompress
+
+    data = tiled(25_000_000, np.float32).reshape(-1, 1000)
+    print(f"# {data.nbytes:,} bytes of float32 in memory; best of {repeat}; load {os.getloadavg()}")
+    print("| level | compress -j 1 | -j 2 | speed-up | decompress -j 1 | -j 2 | speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for level in (1, 2):
+        pipe = Pipeline.from_config({"prior": {"name": "float", "level": level}})
+        best = {(op, j): float("inf") for op in "cd" for j in (1, 2)}
+        for _ in range(repeat):
+            for jobs in (1, 2):
+                t = time.perf_counter()
+                blob = pipe.compress(data, jobs=jobs)
+                best["c", jobs] = min(best["c", jobs], time.perf_counter() - t)
+                t = time.perf_counter()
+                back = decompress(blob, jobs=jobs)
+                best["d", jobs] = min(best["d", jobs], time.perf_counter() - t)
+                if back.tobytes() != data.tobytes():
+                    raise SystemExit(f"level {level}, {jobs} jobs: the decode differs")
+                del back
+        c1, c2, d1, d2 = best["c", 1], best["c", 2], best["d", 1], best["d", 2]
+        print(
+            f"| {level} | {1e3 * c1:.1f} ms | {1e3 * c2:.1f} ms | {c1 / c2:.2f}x "
+            f"| {1e3 * d1:.1f} ms | {1e3 * d2:.1f} ms | {d1 / d2:.2f}x |",
+            flush=True,
+        )
+    print(f"# load after: {os.getloadavg()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["big", "scale", "inproc"])
+    ap.add_argument("what", choices=["big", "scale", "inproc", "memory"])
     ap.add_argument("--level2", action="store_true", help="big: also time level 2 once")
     ap.add_argument(
-        "--repeat", type=int, default=0, help="best of N (default: big 2, scale 3, inproc 5)"
+        "--repeat",
+        type=int,
+        default=0,
+        help="best of N (default: big 2, scale 3, inproc 5, memory 9)",
     )
     a = ap.parse_args()
     TMP.mkdir(parents=True, exist_ok=True)
@@ -291,6 +328,8 @@ def main() -> None:
         big(a.level2, a.repeat or 2)
     elif a.what == "scale":
         scale(a.repeat or 3)
+    elif a.what == "memory":
+        memory(a.repeat or 9)
     else:
         global IN_PROCESS
         IN_PROCESS = True
