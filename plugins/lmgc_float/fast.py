@@ -281,8 +281,4 @@ def decode_blocks(
                 f"float prior (fast level): block {index} is damaged: {err}"
             ) from None
 
-    if jobs == 1:  # a small tensor's blocks: no thread pool, no list of results
-        for index in range(len(data)):
-            one(index)
-    else:
-        map_ordered(one, range(len(data)), jobs)
+    map_ordered(one, range(len(data)), jobs)
