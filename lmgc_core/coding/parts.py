@@ -42,7 +42,7 @@ from lmgc_core.components.interfaces import (
     Prior,
     Serializer,
 )
-from lmgc_core.stream.container import PARALLEL_CRC_BYTES
+from lmgc_core.stream.container import block_crc32s
 from lmgc_core.util.dtypes import dtype_name
 from lmgc_core.util.errors import ConfigError, StreamError
 from lmgc_core.util.parallel import map_ordered
@@ -110,12 +110,10 @@ def _entries(
 ) -> list[list[int]]:
     """``[size, CRC32]`` of every block; the CRC32 by ``prior``'s faster function of the same
     values (its optional ``block_crc32``) where it has one, on ``jobs`` threads for many bytes
-    (both functions release the GIL: 100 MB of level-1 blocks, ~7 ms on one thread, would be
-    the serial tail of a two-thread encode)."""
+    (:func:`container.block_crc32s`)."""
     crc32 = getattr(prior, "block_crc32", None) or zlib.crc32
-    if sum(map(len, blocks)) < PARALLEL_CRC_BYTES:
-        jobs = 1
-    return [[len(b), c] for b, c in zip(blocks, map_ordered(crc32, blocks, jobs), strict=True)]
+    crcs = block_crc32s(blocks, crc32, jobs)
+    return [[len(b), c] for b, c in zip(blocks, crcs, strict=True)]
 
 
 def _take(blocks: Iterator[bytes], spec: Mapping[str, Any]) -> list[bytes]:
