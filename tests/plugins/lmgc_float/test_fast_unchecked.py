@@ -19,7 +19,7 @@ from lmgc_core import LMGCError, Pipeline, decompress
 from lmgc_core.stream import container
 from tests.conftest import same_bits
 from tests.paths import TESTS_DIR
-from tests.plugins.lmgc_float.test_fast_canonical import DTYPES, _arrays
+from tests.plugins.lmgc_float.test_fast_canonical import DTYPES, _arrays, _varint
 
 DATA = TESTS_DIR / "data"
 GUARD = 64
@@ -205,17 +205,6 @@ def test_the_three_decoding_paths_agree(dtype):
     finally:
         k.simd(True)
         k.avx512(True)
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    """The 7-bit little-endian varint at ``data[at]`` and the offset after it."""
-    value = shift = 0
-    while True:
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at, shift = at + 1, shift + 7
-        if not byte & 0x80:
-            return value, at
 
 
 def _put_varint(value: int) -> bytes:
