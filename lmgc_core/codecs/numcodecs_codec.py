@@ -78,11 +78,6 @@ thousands of configurations (written by someone else) cannot make the cache grow
 _GIVEN: dict[str, str] = {}
 """Cache key of a configuration as given (``_key`` of it, uncanonicalised), for those that found
 or built a pipeline: what each Zarr chunk's header records maps to its pipeline directly."""
-_RECORDED: dict[str, tuple[Any, Guard]] = {}
-"""The cached pipeline a chunk's header records, by the header's stream key as
-:func:`~lmgc_core.coding.pipeline.read_keyed_header` gives it (the text of its pipeline and
-prior entries), for headers that record a pipeline: a chunk finds its pipeline without writing
-its configuration as JSON twice (~25 us of a 64 KB chunk's ~95 us decode)."""
 _CACHE_LOCK = threading.Lock()
 _STATS = {"builds": 0, "hits": 0, "encoded": 0, "decoded": 0}
 _INTERVALS: deque[tuple[str, float, float, int]] = deque(maxlen=100_000)
@@ -136,21 +131,27 @@ def _key(config: Mapping[str, Any], recorded: bool = False) -> str:
     return "recorded " + text if recorded else text
 
 
-def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
+def cached_pipeline(config: Mapping[str, Any], given: str | None = None) -> tuple[Any, Guard]:
     """The process-wide ``(Pipeline, guard)`` for ``config``, built on first use.
 
     ``guard`` is a context manager to hold while coding with the pipeline: a no-op for a
-    ``thread_safe`` prior (threads code concurrently), a lock of its own otherwise."""
+    ``thread_safe`` prior (threads code concurrently), a lock of its own otherwise.
+
+    ``given``: a key that determines ``config`` (a chunk header's stream key, as
+    :func:`~lmgc_core.coding.pipeline.read_keyed_header` gives it), to find it by in
+    :data:`_GIVEN` instead of its JSON text (~25 us of a 64 KB chunk's ~95 us decode)."""
     from lmgc_core.coding.pipeline import Pipeline
 
     recorded = registry.building_recorded()
     try:  # a chunk's recorded config, as its header has it
-        given: str | None = _key(config, recorded)
+        given = _key(config, recorded) if given is None else given
     except (TypeError, ValueError):  # not JSON: canonical_config says so
         given = None
-    key = _GIVEN.get(given) if given is not None else None
-    if key is None:  # canonicalised once per configuration, not once per chunk (~40 us)
-        key = _key(canonical_config(config), recorded)
+    hit = _given_hit(given) if given is not None else None
+    if hit is not None:
+        return hit
+    # canonicalised once per configuration, not once per chunk (~40 us)
+    key = _key(canonical_config(config), recorded)
     with _CACHE_LOCK:
         hit = _CACHE.pop(key, None)
         if hit is not None:
@@ -175,6 +176,20 @@ def cached_pipeline(config: Mapping[str, Any]) -> tuple[Any, Guard]:
             _GIVEN[given] = key
         _STATS["builds"] += 1
         return entry
+
+
+def _given_hit(given: str) -> tuple[Any, Guard] | None:
+    """The cached entry :data:`_GIVEN` maps ``given`` to, made the most recently used (a hit,
+    counted); ``None`` when there is none."""
+    key = _GIVEN.get(given)
+    if key is None:
+        return None
+    with _CACHE_LOCK:
+        hit = _CACHE.pop(key, None)
+        if hit is not None:
+            _CACHE[key] = hit
+            _STATS["hits"] += 1
+        return hit
 
 
 @contextmanager
@@ -218,7 +233,6 @@ def clear_pipeline_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
         _GIVEN.clear()
-        _RECORDED.clear()
         _INTERVALS.clear()
         for key in _STATS:
             _STATS[key] = 0
@@ -245,26 +259,19 @@ def _recorded_pipeline(
     """The cached pipeline a header records (``config``, the codec's, when it records none);
     for a stream whose every part is stored, the copying one (its prior is never run, so it is
     not built: a chunk of a language model's stored stream decodes without the model).
-    ``key``: the header's stream key (:data:`_RECORDED`), when the caller has it."""
+    ``key``: the header's stream key (:func:`cached_pipeline`'s ``given``), when the caller has
+    it."""
     from lmgc_core.coding.pipeline import STORED, stored_only
 
     if stored_only(header):
         return STORED, nullcontext()
     if not isinstance(header.get("pipeline"), dict):  # the codec's own config: not keyed
         key = None
-    hit = _RECORDED.get(key) if key is not None else None
+    hit = _given_hit(key) if key is not None else None  # no config built
     if hit is not None:
-        with _CACHE_LOCK:
-            _STATS["hits"] += 1
         return hit
     with registry.recorded():  # left-out options mean what they meant when it was written
-        entry = cached_pipeline(recorded_config(header, default=config or {}))
-    if key is not None:
-        with _CACHE_LOCK:
-            if len(_RECORDED) >= MAX_CACHED:
-                _RECORDED.clear()
-            _RECORDED[key] = entry
-    return entry
+        return cached_pipeline(recorded_config(header, default=config or {}), key)
 
 
 def _decode_series(

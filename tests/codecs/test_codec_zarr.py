@@ -140,11 +140,11 @@ def test_chunks_of_other_pipelines_find_their_own_by_the_header_key(real):
     for blob in blobs:
         LMGC().decode(blob)  # another codec's config: the header's pipeline decodes
     assert pipeline_cache_info()["builds"] == before["builds"]
-    assert set(keys) <= set(numcodecs_codec._RECORDED)
-    levels = {k: numcodecs_codec._RECORDED[k][0].prior.level for k in keys}
-    assert [levels[k] for k in keys] == [1, 2, 1, 2]
+    cache, given = numcodecs_codec._CACHE, numcodecs_codec._GIVEN
+    assert set(keys) <= set(given)
+    assert [cache[given[k]][0].prior.level for k in keys] == [1, 2, 1, 2]
     numcodecs_codec.clear_pipeline_cache()
-    assert not numcodecs_codec._RECORDED
+    assert not set(keys) & set(numcodecs_codec._GIVEN)
 
 
 # -- Zarr -----------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ def _unbuildable(monkeypatch: pytest.MonkeyPatch) -> None:
         raise PluginError("the prior is not installed here")
 
     monkeypatch.setattr(numcodecs_codec, "_CACHE", {})
-    monkeypatch.setattr(numcodecs_codec, "_RECORDED", {})
     monkeypatch.setattr(pipeline, "_RECORDED_PIPELINES", {})
     monkeypatch.setattr(UniformPrior, "__init__", missing)
 
@@ -67,7 +66,6 @@ def test_a_coded_chunk_still_needs_its_prior(monkeypatch):
         raise PluginError("the prior is not installed here")
 
     monkeypatch.setattr(numcodecs_codec, "_CACHE", {})
-    monkeypatch.setattr(numcodecs_codec, "_RECORDED", {})
     monkeypatch.setattr(pipeline, "_RECORDED_PIPELINES", {})
     monkeypatch.setattr(AdaptivePrior, "__init__", missing)
     with pytest.raises(PluginError, match="not installed"):
