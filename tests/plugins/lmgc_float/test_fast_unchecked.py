@@ -19,6 +19,7 @@ from lmgc_core import LMGCError, Pipeline, decompress
 from lmgc_core.stream import container
 from tests.conftest import same_bits
 from tests.paths import TESTS_DIR
+from tests.plugins.lmgc_float.kernel_paths import PATHS, kernel_path
 from tests.plugins.lmgc_float.test_fast_canonical import DTYPES, _arrays, _varint
 
 DATA = TESTS_DIR / "data"
@@ -50,20 +51,13 @@ def _decode(block: bytes, bits: np.ndarray, segs, layout, canonical: bool = Fals
     return result
 
 
-@pytest.fixture(params=["avx512", "avx2", "scalar"])
+@pytest.fixture(params=sorted(PATHS))
 def simd(request):
-    """Each decoding path: AVX2 with AVX-512VL renormalisation, plain AVX2, scalar."""
-    k = fast.kernel()
-    was = k.simd(), k.avx512()
-    if request.param != "scalar" and not was[0]:
-        pytest.skip("no AVX2 on this CPU")
-    if request.param == "avx512" and not was[1]:
-        pytest.skip("no AVX-512VL on this CPU")
-    k.simd(request.param != "scalar")
-    k.avx512(request.param == "avx512")
-    yield request.param
-    k.simd(was[0])
-    k.avx512(was[1])
+    """Each decoding path (kernel_paths.PATHS), skipped where the CPU lacks it."""
+    with kernel_path(request.param) as available:
+        if not available:
+            pytest.skip(f"no {request.param} path on this CPU")
+        yield request.param
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -178,12 +172,13 @@ def test_direct_calls_check_by_default():
 
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.int16],
                          ids=lambda d: np.dtype(d).name)
-def test_the_three_decoding_paths_agree(dtype):
-    """AVX-512VL renormalisation, plain AVX2 and scalar decode every block, damaged ones too, to
-    the same values or the same error (blocks big enough for the vector loops to run)."""
-    k = fast.kernel()
-    if not (k.simd() and k.avx512()):
-        pytest.skip("no AVX-512VL on this CPU")
+def test_every_decoding_path_agrees(dtype):
+    """AMD Zen 4's path, AVX-512VL renormalisation, plain AVX2 and scalar decode every block,
+    damaged ones too, to the same values or the same error (blocks big enough for the vector
+    loops to run)."""
+    with kernel_path("zen") as available:
+        if not available:
+            pytest.skip("no x86-64-v4 (AVX-512) on this CPU")
     rng = np.random.default_rng(3)
     arr = np.tile(_arrays(np.float32)[1], (40, 1)).astype(dtype) if dtype != np.int16 else (
         (np.load(DATA / "mlp_grads_8k.npy") * 1e4).astype(np.int16).reshape(64, 128))
@@ -193,18 +188,13 @@ def test_the_three_decoding_paths_agree(dtype):
         damaged = bytearray(block)
         damaged[int(rng.integers(0, len(damaged)))] ^= 1 << int(rng.integers(0, 8))
         blocks.append(bytes(damaged))
-    try:
-        for b in blocks:
-            got = []
-            for simd, avx512 in ((True, True), (True, False), (False, False)):
-                k.simd(simd)
-                k.avx512(avx512)
-                got.append(_decode(b, bits, segs, layout))
-            assert got[0] == got[1] == got[2]
-        assert _decode(block, bits, segs, layout) == bits.tobytes()
-    finally:
-        k.simd(True)
-        k.avx512(True)
+    for b in blocks:
+        got = set()
+        for name in PATHS:
+            with kernel_path(name):
+                got.add(_decode(b, bits, segs, layout))
+        assert len(got) == 1
+    assert _decode(block, bits, segs, layout) == bits.tobytes()
 
 
 def _put_varint(value: int) -> bytes:
