@@ -220,7 +220,7 @@ __attribute__((target(TARGET), always_inline)) static inline size_t NAME##_body(
     const u8 *p = *pp;                                                                             \
     size_t k = 0;                                                                                  \
     for (; k + NS <= n && end - p >= 2 * (ptrdiff_t)NS; k += NS) {                                 \
-        for (int v = 0; v < NV; v++) {                                                             \
+        _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                                    \
             __m256i slot = _mm256_and_si256(x[v], m12), e;                                         \
             if (Z) { /* one 512-bit gather of the eight entries, narrowed in lane order */         \
                 GATHER512(ent, slot, e, out, k + 8 * v, wide);                                     \
