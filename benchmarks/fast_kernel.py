@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from levels import load
+from workloads import machine
 
 NAMES = ["ocr-rec", "ocr-rec-bf16", "adam-m", "mlp-digits"]
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         kernels[label] = (k, {"canonical": False} if _has_flag(k) else {})
         if args.canonical and _has_flag(k):
             kernels[f"{label} +canonical"] = (k, {"canonical": True})
+    print(f"Machine: {machine()}")
     print(f"one thread, best of {args.repeat * args.rounds}, process CPU time; MB = 10^6 bytes\n")
     print("| workload | build | size % | encode MB/s | decode MB/s |")
     print("|---|---|---:|---:|---:|")

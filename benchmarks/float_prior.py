@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import lzma
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workloads import MLP_LAYOUT, SHARED_MLP, Workload, load
+from workloads import MLP_LAYOUT, SHARED_MLP, Workload, load, machine
 
 from lmgc_core import Pipeline, decompress
 
@@ -223,7 +222,7 @@ def main() -> None:
     ap.add_argument("--no-adaptive", action="store_true", help="skip the (slow) adaptive prior")
     ap.add_argument("--scale", action="store_true", help="only the 1-vs-2-core / memory section")
     args = ap.parse_args()
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    print(f"Machine: {machine()}; "
           f"load average before: {os.getloadavg()[0]:.2f}\n")  # fmt: skip
     if args.scale:
         print("\n".join(scale(args.repeat)))

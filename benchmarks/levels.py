@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workloads import MLP_LAYOUT, SHARED_MLP, Workload  # noqa: E402
+from workloads import MLP_LAYOUT, SHARED_MLP, Workload, machine  # noqa: E402
 
 from lmgc_core import Pipeline, decompress  # noqa: E402
 
@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     names = args.names or BASE + (["smollm2-grads", "convnet"] if args.more else [])
     clock = "wall" if args.wall else "process CPU"
+    print(f"Machine: {machine()}")
     print(f"one thread, best of {args.repeat}, {clock} time; MB = 10^6 bytes of input\n")
     for w in load(names):
         r = measure(w, args.repeat, not args.no_adaptive, args.wall)

@@ -35,6 +35,32 @@ TEXT = (
 )
 
 
+def machine() -> str:
+    """The CPU these figures come from, and the fast kernel's decoding path on it: ratios to
+    ZipNN and pcodec differ between CPUs (ZipNN's Huffman decoder gains more on AMD Zen 4 than
+    lmgc's rANS), so every benchmark names it."""
+    import os
+    import platform
+
+    name, family, model = platform.processor() or platform.machine(), "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and name in ("", platform.machine(), platform.processor()):
+                name = value
+            family = value if key == "cpu family" and not family else family
+            model = value if key == "model" and not model else model
+    except OSError:
+        pass
+    from lmgc_float import fast
+
+    k = fast.kernel()
+    path = ("zen" if k.zen() else "avx512") if k.simd() and k.avx512() else (
+        "avx2" if k.simd() else "scalar")
+    where = f" (family {family}, model {model})" if family else ""
+    return f"{name}{where}, {os.cpu_count()} cores; fast kernel path: {path}"
+
+
 class Workload:
     def __init__(self, name: str, array: np.ndarray, layout: list | None, source: str) -> None:
         self.name, self.array, self.layout, self.source = name, array, layout, source
