@@ -37,6 +37,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "_kernel_common.h" /* buffers, varints, work buffers, tables, checksum, AVX2 rANS */
+static void zen_sync(void);
+#define KC_ON_SIMD zen_sync /* simd() changes what the Zen 4 path takes (zen_sync) */
 #include "_kernel_py.h"     /* argument checks, simd(), the module */
 
 #define FAST_VERSION 7 /* 7: the same blocks as 6; the part's header records block_sums (fast.py) */
@@ -2008,6 +2010,7 @@ static PyObject *py_avx512(PyObject *self, PyObject *args) {
         if (want < 0) return NULL;
         kc_use_avx512 = want && __builtin_cpu_supports("avx512f") &&
                         __builtin_cpu_supports("avx512vl");
+        zen_sync();
     }
     return PyBool_FromLong(kc_use_avx512);
 #else
@@ -2065,6 +2068,13 @@ static int zen_runs(void) {
 #endif
 }
 
+/* The checksum's 512-bit loop goes with the Zen 4 path (it is slower on Intel CPUs) */
+static void zen_sync(void) {
+#ifdef KC_HAVE_AVX2
+    xh_use_avx512 = ZEN_DECODE;
+#endif
+}
+
 static PyObject *py_zen(PyObject *self, PyObject *args) {
     PyObject *on = Py_None;
     if (!PyArg_ParseTuple(args, "|O:zen", &on)) return NULL;
@@ -2072,6 +2082,7 @@ static PyObject *py_zen(PyObject *self, PyObject *args) {
         int want = PyObject_IsTrue(on);
         if (want < 0) return NULL;
         kc_zen = want && zen_runs();
+        zen_sync();
     }
     return PyBool_FromLong(kc_zen);
 }
@@ -2092,6 +2103,7 @@ static int setup(PyObject *m) {
     if (kc_module_setup(m) < 0) return -1;
 #ifdef ZEN_TARGET
     kc_zen = zen_runs() && __builtin_cpu_is("amd"); /* after kc_module_setup's __builtin_cpu_init */
+    zen_sync();
 #endif
     if (PyModule_AddIntConstant(m, "FAST_VERSION", FAST_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "NSTATES", NSTATES) < 0)

@@ -108,6 +108,9 @@ KC_FN PyObject *kc_py_simd(PyObject *self, PyObject *args) {
         if (want < 0) return NULL;
         kc_use_simd = want && __builtin_cpu_supports("avx2");
         xh_use_avx2 = kc_use_simd; /* the block checksum's AVX2 loop too */
+#ifdef KC_ON_SIMD
+        KC_ON_SIMD(); /* the kernel's own choices that depend on this one */
+#endif
     }
     return PyBool_FromLong(kc_use_simd);
 #else

@@ -1,6 +1,6 @@
 """The fast level's block checksum since FAST_VERSION 4: XXH3-128, checked against the
 independent implementation (the ``xxhash`` package), fed whole and in pieces as the decoder
-feeds it row by row, on the AVX2 path and the scalar one; and every kind of block carries it."""
+feeds it row by row, on the AVX-512, AVX2 and scalar loops; and every kind of block carries it."""
 
 from __future__ import annotations
 
@@ -18,17 +18,18 @@ from lmgc_float.codec import seg_array
 from lmgc_float.formats import as_uint, float_format, segments
 
 from tests.paths import TESTS_DIR
+from tests.plugins.lmgc_float.kernel_paths import kernel_path
 
 K = fast.kernel()
 
 
-@pytest.fixture(params=[True, False], ids=["avx2", "scalar"])
+@pytest.fixture(params=["zen", "avx2", "scalar"])
 def simd(request):
-    """Both checksum loops (the AVX2 one only where the CPU has it)."""
-    before = K.simd()
-    K.simd(request.param)
-    yield request.param
-    K.simd(before)
+    """Each checksum loop: AVX-512 (the Zen 4 path's), AVX2, scalar, where the CPU has it."""
+    with kernel_path(request.param) as available:
+        if not available:
+            pytest.skip(f"no {request.param} path on this CPU")
+        yield request.param
 
 
 def test_every_length_whole_and_in_pieces(simd):
