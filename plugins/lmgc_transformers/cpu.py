@@ -49,3 +49,22 @@ def current() -> str:
     import torch
 
     return str(torch.backends.cpu.get_cpu_capability())
+
+
+def vendor() -> str | None:
+    """The CPU's vendor (``GenuineIntel``, ``AuthenticAMD``...; ``None`` where the system does
+    not say). torch's CPU matrix products go through a BLAS that picks its code paths by vendor
+    as well as by instruction set: a stream made on an Intel Xeon (AVX512 kernels) failed its
+    SHA-256 on an AMD EPYC Zen 4 (AVX512 kernels too), so the vendor is recorded beside the
+    kernel set."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip() or None
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or None

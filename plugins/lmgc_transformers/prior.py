@@ -266,16 +266,29 @@ class TransformersPrior(LMPrior):
             "head": "alphabet" if self._architecture in ALPHABET_HEAD_TYPES else "full",
             "token_map": self.token_map,
             "cpu_capability": self.cpu_capability(),
+            "cpu_vendor": self.cpu_vendor(),
         }
+
+    def cpu_vendor(self) -> str | None:
+        """The CPU's vendor where the CPU computes the logits (``None`` on a GPU)."""
+        return cpu.vendor() if torch.device(self.device).type == "cpu" else None
 
     def check_fingerprint(self, recorded: Mapping[str, Any]) -> None:
         """As the base check, and a different CPU kernel set is refused with the setting that
-        selects the recorded one. Streams from before the kernel set was recorded have no
-        ``cpu_capability``: they are let through (the SHA-256 check still guards them)."""
+        selects the recorded one, another CPU vendor by name. Streams from before these were
+        recorded have no ``cpu_capability`` / ``cpu_vendor``: they are let through (the SHA-256
+        check still guards them)."""
         theirs = recorded.get("cpu_capability", _UNRECORDED)
         mine = self.cpu_capability()
-        rest = {k: v for k, v in recorded.items() if k != "cpu_capability"}
-        super().check_fingerprint({**rest, "cpu_capability": mine})
+        made_on, here = recorded.get("cpu_vendor", _UNRECORDED), self.cpu_vendor()
+        rest = {k: v for k, v in recorded.items() if k not in ("cpu_capability", "cpu_vendor")}
+        super().check_fingerprint({**rest, "cpu_capability": mine, "cpu_vendor": here})
+        if made_on is not _UNRECORDED and made_on != here:
+            raise MismatchError(
+                f"prior {self.name!r}: cpu_vendor: the stream was made on a {made_on!r} CPU, "
+                f"this one is {here!r}; torch's CPU matrix products take other code paths there "
+                "and round differently: decode on a CPU of the same vendor"
+            )
         if theirs is not _UNRECORDED and theirs != mine:
             hint = (
                 f"start Python with {cpu.ENV}={cpu.env_value(theirs)} (this CPU must have {theirs})"

@@ -217,6 +217,12 @@ def test_fingerprint_and_config(name):
         assert fp["dtype"] == "float32" and fp["attention"] == "eager" and fp["head"] == "alphabet"
         assert (fp["torch"], fp["transformers"]) == (torch.__version__, transformers.__version__)
         assert fp["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        from lmgc_transformers import cpu
+
+        assert fp["cpu_vendor"] == cpu.vendor() is not None
+        with pytest.raises(MismatchError, match="cpu_vendor: the stream was made on a 'Other'"):
+            prior.check_fingerprint({**fp, "cpu_vendor": "Other"})
+        prior.check_fingerprint({k: v for k, v in fp.items() if k != "cpu_vendor"})  # older
     else:
         import llama_cpp
 
