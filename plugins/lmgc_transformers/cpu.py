@@ -53,10 +53,9 @@ def current() -> str:
 
 def vendor() -> str | None:
     """The CPU's vendor (``GenuineIntel``, ``AuthenticAMD``...; ``None`` where the system does
-    not say). torch's CPU matrix products go through a BLAS that picks its code paths by vendor
-    as well as by instruction set: a stream made on an Intel Xeon (AVX512 kernels) failed its
-    SHA-256 on an AMD EPYC Zen 4 (AVX512 kernels too), so the vendor is recorded beside the
-    kernel set."""
+    not say). A stream made on an Intel Xeon (torch's AVX512 kernels) failed its SHA-256 on an
+    AMD EPYC Zen 4 running the same kernels (most likely the BLAS behind the matrix products,
+    which picks code paths by vendor too), so the vendor is recorded beside the kernel set."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
