@@ -42,16 +42,15 @@ def machine() -> str:
     import os
     import platform
 
-    name, family, model = platform.processor() or platform.machine(), "", ""
+    info: dict[str, str] = {}  # the first CPU's fields
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name" and name in ("", platform.machine(), platform.processor()):
-                name = value
-            family = value if key == "cpu family" and not family else family
-            model = value if key == "model" and not model else model
+            info.setdefault(key, value)
     except OSError:
         pass
+    name = info.get("model name") or platform.processor() or platform.machine()
+    family, model = info.get("cpu family"), info.get("model")
     from lmgc_float import fast
 
     k = fast.kernel()
