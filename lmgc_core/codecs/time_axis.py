@@ -100,7 +100,7 @@ def encode(pipeline: Any, arr: np.ndarray, axis: int, jobs: int = 1) -> bytes:
         "array": {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape)},
         "parts": [{"name": "steps", "blocks": [[len(b), zlib.crc32(b)] for b in blocks]}],
     }
-    return container.pack(header, blocks)
+    return container.pack(header, blocks, jobs)
 
 
 def _layout(header: dict[str, Any]) -> tuple[int, int]:

@@ -251,7 +251,7 @@ class Pipeline:
                 header["base"]["name"] = base_name
         if stored_only(header):  # decoded by copying: nothing of the prior binds the stream
             del header["prior"]  # (an LM's model hash and CPU features: no machine, any size)
-        blob = container.pack(header, blocks)
+        blob = container.pack(header, blocks, jobs)
         alternative = None if ref is not None else self._fallback_pipeline()
         if alternative is not None:
             other = alternative.compress(arr, jobs=jobs)

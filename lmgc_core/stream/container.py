@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lmgc_core.util.errors import ConfigError, StreamError, TruncatedStreamError
+from lmgc_core.util.join import join_bytes
 from lmgc_core.util.parallel import map_ordered
 
 MAGIC = b"LMGC"
@@ -345,7 +346,8 @@ def _smallest_header(text: bytes) -> tuple[int, bytes]:
     return version, head
 
 
-def pack(header: dict[str, Any], blocks: list[bytes]) -> bytes:
+def pack(header: dict[str, Any], blocks: list[bytes], jobs: int | None = 1) -> bytes:
+    """The stream of ``header`` and ``blocks`` (joined on up to ``jobs`` threads when big)."""
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     try:  # never write a header that decoding would refuse
         check_json_text(text)
@@ -356,7 +358,7 @@ def pack(header: dict[str, Any], blocks: list[bytes]) -> bytes:
     version, head = _smallest_header(text)
     prefix = _PREFIX.pack(MAGIC, version, len(head))
     crc = _CRC.pack(zlib.crc32(prefix + head))
-    return b"".join([prefix, head, crc, *blocks])
+    return join_bytes([prefix, head, crc, *blocks], jobs)
 
 
 def read_header(blob: bytes) -> tuple[dict[str, Any], int]:
