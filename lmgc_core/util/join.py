@@ -33,7 +33,7 @@ def join_bytes(pieces: Sequence[Any], jobs: int | None = 1) -> bytes:
     if workers <= 1 or not _PARALLEL:
         return b"".join(views)
     out, at = _unfilled_bytes(total)
-    dst = np.ctypeslib.as_array((ctypes.c_uint8 * total).from_address(at))
+    dst = np.asarray(_Memory(at, total))
     starts = np.cumsum([0] + [len(v) for v in views]).tolist()
 
     def fill(worker: int) -> None:
@@ -49,6 +49,19 @@ def join_bytes(pieces: Sequence[Any], jobs: int | None = 1) -> bytes:
 
     map_ordered(fill, range(workers), workers)
     return out
+
+
+class _Memory:
+    """``size`` writable bytes at ``address`` as numpy sees them (no ctypes array type: ctypes
+    keeps one per length for good)."""
+
+    def __init__(self, address: int, size: int) -> None:
+        self.__array_interface__ = {
+            "data": (address, False),
+            "shape": (size,),
+            "typestr": "|u1",
+            "version": 3,
+        }
 
 
 @functools.cache
