@@ -21,7 +21,7 @@ import numpy as np
 from lmgc_core.components.interfaces import JSON, ArrayCoding, DeltaCoding, Prior, PriorSession
 from lmgc_core.util.errors import ConfigError, PluginError, StreamError
 
-from . import codec
+from . import codec, delta, fast
 from .formats import as_uint, check_layout, float_format, from_uint, segments
 
 VERSION = 1
@@ -137,9 +137,8 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
     def fingerprint(self) -> JSON:
         fp: dict[str, Any] = {"prior": "float", "version": VERSION, **self.get_config()}
         if self.level == LEVEL_FAST:
-            from .fast import FAST_VERSION
 
-            fp["fast_version"] = FAST_VERSION
+            fp["fast_version"] = fast.FAST_VERSION
         return fp
 
     @functools.cached_property
@@ -149,9 +148,8 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         once per prior (its level never changes): every decode asks."""
         if self.level != LEVEL_FAST:
             return None
-        from .fast import BLOCK_CHECKSUM
 
-        return BLOCK_CHECKSUM
+        return fast.BLOCK_CHECKSUM
 
     @functools.cached_property
     def value_checksums(self) -> tuple[str, ...]:
@@ -159,9 +157,8 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         block names its checksum: the kernel checks whichever it carries)."""
         if self.level != LEVEL_FAST:
             return ()
-        from .fast import OLD_BLOCK_CHECKSUMS
 
-        return OLD_BLOCK_CHECKSUMS
+        return fast.OLD_BLOCK_CHECKSUMS
 
     def checks_own_blocks(self, meta: Mapping[str, Any]) -> bool:
         """Whether decoding a part with ``meta`` catches every block that is not the one the
@@ -172,9 +169,8 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         checks; never level-2 blocks (their range coder ignores bits)."""
         if self.level != LEVEL_FAST or meta.get("level", self.level) != LEVEL_FAST:
             return False
-        from .fast import BLOCK_SUMS
 
-        return BLOCK_SUMS in meta or SELF_CHECKED_BLOCKS
+        return fast.BLOCK_SUMS in meta or SELF_CHECKED_BLOCKS
 
     @property
     def block_crc32(self) -> Any:
@@ -189,11 +185,10 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         checksum of its values, at both levels and for each kind; XXH3-128 since version 3), so
         the pipeline needs no SHA-256 of the whole array on top (see "What checks what" in
         docs/format.md)."""
-        from .delta import DECODES
 
         version = meta.get("version")
         return meta.get("model") == "delta" and not isinstance(version, bool) and (
-            version in DECODES
+            version in delta.DECODES
         )
 
     def for_stream(self, recorded: Mapping[str, Any]) -> Prior:
@@ -201,9 +196,8 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         level); every other setting must match as usual."""
         level = recorded.get("level", LEVEL_MAX) if isinstance(recorded, Mapping) else None
         if level == LEVEL_FAST:  # older fast-level streams keep decoding
-            from .fast import readable
 
-            recorded = readable(recorded)
+            recorded = fast.readable(recorded)
         if level != self.level and level in LEVELS and not isinstance(level, bool):
             blocks = recorded.get("block_values") if self._default_blocks else self.block_values
             try:
@@ -230,7 +224,6 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
             "shape": list(shape),
             "layout": used,
         }
-        from . import fast
 
         if self.level != LEVEL_FAST:
             coded = codec.encode_blocks(bits, blocks, fmt, jobs)
@@ -276,7 +269,6 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         if level != self.level and (self.level, level) != (LEVEL_FAST, LEVEL_MAX):
             raise StreamError(f"float prior: a part of a level-{self.level} stream at {level!r}")
         if level == LEVEL_FAST:  # its blocks' segments as arrays, remembered (fast.block_arrays)
-            from . import fast
 
             cuts: Sequence[Any] = fast.block_arrays(
                 part_shape, self.layout, self.block_values, meta.get("splits", fast.NO_SPLITS)
@@ -309,7 +301,6 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
     def encode_delta(
         self, data: np.ndarray, base: np.ndarray, shape: tuple[int, ...], jobs: int = 1
     ) -> tuple[JSON, list[bytes]]:
-        from . import delta
 
         meta, coded = delta.encode(data, base, shape, self.level, jobs)
         if self.small_parts == "smaller" and 0 < np.size(data) <= DELTA_SMALL_VALUES:
@@ -328,7 +319,6 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         jobs: int = 1,
     ) -> np.ndarray:
         """The level comes from ``meta`` (the stream's), whatever this prior's level."""
-        from . import delta
 
         return delta.decode(meta, blocks, base, dtype, shape, jobs)
 
@@ -353,10 +343,9 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
 @functools.cache
 def _kernel_crc32() -> Any:
     """The delta kernel's ``crc32`` (looked up once: every decode asks), ``None`` without it."""
-    from .delta import kernel
 
     try:
-        return getattr(kernel(), "crc32", None)
+        return getattr(delta.kernel(), "crc32", None)
     except PluginError:
         return None
 
@@ -375,13 +364,13 @@ def _encode_checked(
 ) -> list[bytes]:
     """Level-2 blocks, each followed by the 128-bit checksum of its values that every level-1
     block carries (a level-1 stream has no SHA-256 of the whole array to fall back on)."""
-    from .codec import seg_array
-    from .delta import kernel
 
     width = 8 * bits.dtype.itemsize
     coded = codec.encode_blocks(bits, blocks, fmt, jobs)
-    return [c + kernel().checksum(bits, seg_array(b), width) for c, b in zip(coded, blocks,
-                                                                            strict=True)]
+    check = delta.kernel().checksum
+    return [
+        c + check(bits, codec.seg_array(b), width) for c, b in zip(coded, blocks, strict=True)
+    ]
 
 
 def _decode_checked(
@@ -395,15 +384,13 @@ def _decode_checked(
     values against its checksum (ChecksumError when they differ)."""
     from lmgc_core.util.errors import ChecksumError
 
-    from .codec import seg_array
-    from .delta import kernel
 
-    digest, width = kernel().DIGEST, 8 * out.dtype.itemsize
+    digest, width = delta.kernel().DIGEST, 8 * out.dtype.itemsize
     if any(len(block) <= digest for block in data):
         raise StreamError("float prior: a level-2 block of a small part is too short")
     codec.decode_blocks([block[:-digest] for block in data], out, blocks, fmt, jobs)
     for index, (block, cut) in enumerate(zip(data, blocks, strict=True)):
-        if kernel().checksum(out, seg_array(cut), width) != block[-digest:]:
+        if delta.kernel().checksum(out, codec.seg_array(cut), width) != block[-digest:]:
             raise ChecksumError(
                 f"float prior: block {index} of a small part (level 2) decodes to values that "
                 "do not match its checksum: the stream is corrupted"
