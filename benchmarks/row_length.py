@@ -25,7 +25,6 @@ from levels import load
 from workloads import machine
 
 COLS = [16, 32, 64, 128, 256, 1024, 4096]
-PATHS = {"zen": (True, True, True), "avx512": (True, True, False), "avx2": (True, False, False)}
 
 
 def main() -> None:
@@ -36,11 +35,8 @@ def main() -> None:
     from lmgc_float.formats import as_uint, check_layout, float_format, segments
     from lmgc_float.prior import FAST_BLOCK_VALUES
 
-    k = fast.kernel()
     here = machine()
-    was = k.simd(), k.avx512(), k.zen()
-    paths = [p for p, (s, w, z) in PATHS.items() if k.simd(s) == s and k.avx512(w) == w
-             and k.zen(z) == z]  # fmt: skip
+    paths = [p for p in fast.DECODING_PATHS if p != "scalar" and _runs(p)]
     values = load(["gpt-bf16"])[0].array[: 1 << 21]
     fmt, bits = float_format(values.dtype), as_uint(values)
     print(f"Machine: {here}")
@@ -55,19 +51,25 @@ def main() -> None:
         out = np.empty_like(bits)
         cells = []
         for p in paths:
-            k.simd(PATHS[p][0]), k.avx512(PATHS[p][1]), k.zen(PATHS[p][2])
             best = float("inf")
-            for _ in range(args.repeat):
-                t = time.process_time()
-                fast.decode_blocks(blocks, out, groups, fmt, 1, canonical=False)
-                best = min(best, time.process_time() - t)
+            with fast.decoding_path(p):
+                for _ in range(args.repeat):
+                    t = time.process_time()
+                    fast.decode_blocks(blocks, out, groups, fmt, 1, canonical=False)
+                    best = min(best, time.process_time() - t)
             if out.tobytes() != bits.tobytes():
                 raise SystemExit(f"{cols} columns, {p}: the decode differs")
             per_row = 1e9 * best * cols / values.size
             cells.append(f"{values.nbytes / best / 1e6:,.0f} | {per_row:.0f}")
         size = 100 * sum(map(len, blocks)) / values.nbytes
         print(f"| {cols} | {size:.2f} | " + " | ".join(cells) + " |", flush=True)
-    k.simd(was[0]), k.avx512(was[1]), k.zen(was[2])
+
+
+def _runs(path: str) -> bool:
+    from lmgc_float import fast
+
+    with fast.decoding_path(path) as here:
+        return here
 
 
 if __name__ == "__main__":

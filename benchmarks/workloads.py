@@ -54,8 +54,8 @@ def machine() -> str:
     from lmgc_float import fast
 
     k = fast.kernel()
-    path = ("zen" if k.zen() else "avx512") if k.simd() and k.avx512() else (
-        "avx2" if k.simd() else "scalar")
+    wide = "avx512" if k.avx512() else "avx2"
+    path = (f"zen-{wide}" if k.zen() else wide) if k.simd() else "scalar"
     where = f" (family {family}, model {model})" if family else ""
     return f"{name}{where}, {os.cpu_count()} cores; fast kernel path: {path}"
 

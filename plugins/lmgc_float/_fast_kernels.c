@@ -199,14 +199,18 @@ RANS_ENCODE(rans_encode8, u8)
  * CPU has AVX-512VL (kc_use_avx512) the renormalisation expands the words into the lanes that
  * read one (vpexpandd) instead of permuting them by a table: a shorter chain from one group's
  * states to the next's (ocr-rec-bf16 +8-13 %). One body, compiled once per instruction set. */
-/* The decoding path tuned on AMD Zen 4 (zen(), on by default on AMD CPUs with AVX-512): the rANS
- * loop reads its table entries by eight scalar loads instead of the gather instruction, which is
- * slower there, and the fields are rebuilt by a copy of decode_float compiled for x86-64-v4
- * (512-bit vectors) where rows are long enough (long_rows), with XXH3's 512-bit loop. Kernel decode
- * on a Zen 4 EPYC against the AVX-512 path: PP-OCRv4 detection weights +17 % (float32) and
- * +15 % (bfloat16), GPT weights in bfloat16 +32 %, sparse gradients +1-3 %. The same values on
- * every path (tests/plugins/lmgc_float/kernel_paths.py). */
+/* The decoding path tuned on AMD Zen (zen(), on by default on AMD CPUs with AVX2): the rANS loop
+ * reads its table entries by eight scalar loads instead of the gather instruction, which is
+ * slower there, at either vector width; with AVX-512 (x86-64-v4, kc_v4) the fields are also
+ * rebuilt by a copy of decode_float compiled for x86-64-v4 (512-bit vectors) where rows are long
+ * enough (long_rows), with XXH3's 512-bit loop. Kernel decode on a Zen 4 EPYC against the
+ * AVX-512 path: PP-OCRv4 detection weights +17 % (float32) and +15 % (bfloat16), GPT weights in
+ * bfloat16 +32 %, sparse gradients +1-3 %; with AVX-512 off, the loads against AVX2's gathers:
+ * +6-15 % (GPT weights +15 %, PP-OCRv4 +9 %), for Zen 2 and 3, which have no AVX-512 and slower
+ * gathers (not measured on them). The same values on every path
+ * (tests/plugins/lmgc_float/kernel_paths.py). */
 static int kc_zen = 0;
+static int kc_v4 = 0; /* the CPU runs x86-64-v4 code (decode_float_zen) */
 #ifdef KC_HAVE_AVX2
 #define RANS_GROUPS(NAME, TARGET, RENORM, Z)                                                       \
 __attribute__((target(TARGET), always_inline)) static inline size_t NAME##_body(                   \
@@ -230,8 +234,7 @@ __attribute__((target(TARGET), always_inline)) static inline size_t NAME##_body(
             } else {                                                                               \
             /* the entries of lanes 0-3 and 4-7, then their low halves (freq, slot - cum) and      \
              * high halves (symbols), each in lane order 0 1 4 5 2 3 6 7 */                        \
-            __m256i ga = _mm256_i32gather_epi64(ent, _mm256_castsi256_si128(slot), 8);             \
-            __m256i gb = _mm256_i32gather_epi64(ent, _mm256_extracti128_si256(slot, 1), 8);        \
+            ENTRIES256(ent, slot, ga, gb);                                                         \
             __m256 fa = _mm256_castsi256_ps(ga), fb = _mm256_castsi256_ps(gb);                     \
             e = _mm256_castps_si256(_mm256_shuffle_ps(fa, fb, 0x88));                              \
             __m256i sy = _mm256_castps_si256(_mm256_shuffle_ps(fa, fb, 0xDD));                     \
@@ -267,8 +270,31 @@ __attribute__((target(TARGET))) static size_t NAME(u32 *xs, const u8 **pp, const
     return wide ? NAME##_body(xs, pp, end, t, out, 1, n, 4) : NAME##_body(xs, pp, end, t, out, 0, n, 4); \
 }
 #define GATHER512(ent, slot, e, out, at, wide) /* Z = 0: never expanded */
+/* the slots' eight 64-bit entries: lanes 0-3 in ga, 4-7 in gb */
+#define ENTRIES256(ent, slot, ga, gb)                                                              \
+    __m256i ga = _mm256_i32gather_epi64(ent, _mm256_castsi256_si128(slot), 8);                     \
+    __m256i gb = _mm256_i32gather_epi64(ent, _mm256_extracti128_si256(slot, 1), 8)
 RANS_GROUPS(rans_groups_avx2, "avx2", kc_renorm8, 0)
+#undef ENTRIES256
+/* the same by scalar loads, the slots taken out of the vector 64 bits at a time (kc_zen): AMD's
+ * vpgatherdq is slower than eight loads (Zen 4: 0.66 against ~0.5 ns per symbol) */
+#define SLOTS64(slot)                                                                              \
+    const __m128i sl = _mm256_castsi256_si128(slot), sh = _mm256_extracti128_si256(slot, 1);       \
+    const u64 s0 = (u64)_mm_cvtsi128_si64(sl), s1 = (u64)_mm_extract_epi64(sl, 1);                 \
+    const u64 s2 = (u64)_mm_cvtsi128_si64(sh), s3 = (u64)_mm_extract_epi64(sh, 1)
+#define LOADS256(ent, ga, gb)                                                                      \
+    const __m256i ga = _mm256_set_m128i(_mm_set_epi64x(ent[s1 >> 32], ent[(u32)s1]),              \
+                                        _mm_set_epi64x(ent[s0 >> 32], ent[(u32)s0]));             \
+    const __m256i gb = _mm256_set_m128i(_mm_set_epi64x(ent[s3 >> 32], ent[(u32)s3]),              \
+                                        _mm_set_epi64x(ent[s2 >> 32], ent[(u32)s2]))
+#define ENTRIES256(ent, slot, ga, gb)                                                              \
+    SLOTS64(slot);                                                                                 \
+    LOADS256(ent, ga, gb)
+RANS_GROUPS(rans_groups_avx2_loads, "avx2", kc_renorm8, 0)
+#undef ENTRIES256
 #undef GATHER512
+#define ENTRIES256(ent, slot, ga, gb) /* Z = 1: only in the branch not taken */                    \
+    __m256i ga = _mm256_setzero_si256(), gb = ga
 /* AVX-512: eight 64-bit entries g split into their low halves e (freq, slot - cum) by vpmovqd in
  * lane order (no shuffles), and their symbols stored by vpmovdw / vpmovdb */
 #define NARROW512(g, e, out, at, wide)                                                             \
@@ -292,25 +318,25 @@ RANS_GROUPS(rans_groups_avx512, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
  * slots taken out of the vector 64 bits at a time (kc_zen) */
 #define GATHER512(ent, slot, e, out, at, wide)                                                     \
     do {                                                                                           \
-        const __m128i sl = _mm256_castsi256_si128(slot), sh = _mm256_extracti128_si256(slot, 1);   \
-        const u64 s0 = (u64)_mm_cvtsi128_si64(sl), s1 = (u64)_mm_extract_epi64(sl, 1);             \
-        const u64 s2 = (u64)_mm_cvtsi128_si64(sh), s3 = (u64)_mm_extract_epi64(sh, 1);             \
-        const __m256i ga = _mm256_set_m128i(_mm_set_epi64x(ent[s1 >> 32], ent[(u32)s1]),           \
-                                            _mm_set_epi64x(ent[s0 >> 32], ent[(u32)s0]));          \
-        const __m256i gb = _mm256_set_m128i(_mm_set_epi64x(ent[s3 >> 32], ent[(u32)s3]),           \
-                                            _mm_set_epi64x(ent[s2 >> 32], ent[(u32)s2]));          \
+        SLOTS64(slot);                                                                             \
+        LOADS256(ent, ga, gb);                                                                     \
         __m512i g = _mm512_inserti64x4(_mm512_castsi256_si512(ga), gb, 1);                         \
         NARROW512(g, e, out, at, wide);                                                            \
     } while (0)
 RANS_GROUPS(rans_groups_loads, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
 #undef GATHER512
 #undef NARROW512
+#undef LOADS256
+#undef SLOTS64
+#undef ENTRIES256
 #undef RANS_GROUPS
 #define SIMD_GROUPS(WIDE)                                                                        \
     if (kc_use_simd && kc_use_avx512 && kc_zen)                                         \
         k = rans_groups_loads(x, &p, end, t, out, WIDE, n, ns);                                  \
     else if (kc_use_simd && kc_use_avx512)                                                       \
         k = rans_groups_avx512(x, &p, end, t, out, WIDE, n, ns);                                 \
+    else if (kc_use_simd && kc_zen)                                                              \
+        k = rans_groups_avx2_loads(x, &p, end, t, out, WIDE, n, ns);                             \
     else if (kc_use_simd)                                                                        \
         k = rans_groups_avx2(x, &p, end, t, out, WIDE, n, ns);
 #else
@@ -1752,7 +1778,7 @@ done:
 DECODE_FLOAT(decode_float, CLONES)
 #ifdef ZEN_TARGET
 DECODE_FLOAT(decode_float_zen, ZEN_TARGET) /* kc_zen */
-#define ZEN_DECODE (kc_zen && kc_use_simd && kc_use_avx512)
+#define ZEN_DECODE (kc_zen && kc_v4 && kc_use_simd && kc_use_avx512)
 #else
 #define decode_float_zen decode_float
 #define ZEN_DECODE 0
@@ -2064,13 +2090,22 @@ static PyObject *py_xxh3(PyObject *self, PyObject *args) {
 
 PyDoc_STRVAR(zen_doc,
              "zen(on: bool | None = None) -> bool\n\n"
-             "Whether decoding takes the path tuned on AMD Zen 4 (table entries by scalar loads, "
-             "not gathers; the rebuild in 512-bit vectors): on by default on AMD CPUs with "
-             "AVX-512, effective with simd() and avx512() on. Set it with `on` (the CPU must have "
-             "x86-64-v4). Every path gives the same values.");
+             "Whether decoding takes the path tuned on AMD Zen (table entries by scalar loads, "
+             "not gathers, effective with simd() on; with avx512() on and x86-64-v4, the rebuild "
+             "in 512-bit vectors): on by default on AMD CPUs with AVX2. Set it with `on` (the CPU "
+             "must have AVX2). Every path gives the same values.");
+
+/* 1 where this CPU runs the AVX2 loops (the scalar-loads one among them) */
+static int avx2_runs(void) {
+#ifdef KC_HAVE_AVX2
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
 
 /* 1 where this CPU runs decode_float_zen's instructions (x86-64-v4) */
-static int zen_runs(void) {
+static int v4_runs(void) {
 #ifdef ZEN_TARGET
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
@@ -2093,7 +2128,7 @@ static PyObject *py_zen(PyObject *self, PyObject *args) {
     if (on != Py_None) {
         int want = PyObject_IsTrue(on);
         if (want < 0) return NULL;
-        kc_zen = want && zen_runs();
+        kc_zen = want && avx2_runs();
         zen_sync();
     }
     return PyBool_FromLong(kc_zen);
@@ -2113,8 +2148,9 @@ static PyMethodDef methods[] = {
 /* The module's state and constants. */
 static int setup(PyObject *m) {
     if (kc_module_setup(m) < 0) return -1;
-#ifdef ZEN_TARGET
-    kc_zen = zen_runs() && __builtin_cpu_is("amd"); /* after kc_module_setup's __builtin_cpu_init */
+#ifdef KC_HAVE_AVX2
+    kc_v4 = v4_runs(); /* after kc_module_setup's __builtin_cpu_init */
+    kc_zen = avx2_runs() && __builtin_cpu_is("amd");
     zen_sync();
 #endif
     if (PyModule_AddIntConstant(m, "FAST_VERSION", FAST_VERSION) < 0 ||

@@ -20,9 +20,10 @@ There is no numba twin: without a C compiler the fast level is unavailable and s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -93,6 +94,33 @@ def kernel() -> ModuleType:
             f"{FAST_VERSION}: rebuild it with `pip install -e .` (or reinstall lmgc)"
         )
     return k
+
+
+DECODING_PATHS = {
+    "zen-avx512": (True, True, True),
+    "zen-avx2": (True, False, True),
+    "avx512": (True, True, False),
+    "avx2": (True, False, False),
+    "scalar": (False, False, False),
+}
+"""The kernel's decoding paths, each as its ``(simd, avx512, zen)`` switches: AMD's (table
+entries by scalar loads; with AVX-512 also the x86-64-v4 rebuild), AVX-512VL's renormalisation,
+plain AVX2, scalar. The kernel picks one for the CPU at import; all decode the same values."""
+
+
+@contextlib.contextmanager
+def decoding_path(name: str) -> Iterator[bool]:
+    """The kernel switched to the path ``name`` of :data:`DECODING_PATHS` for the block (for
+    tests that compare paths, and benchmarks); yields False where the CPU or build lacks it
+    (the scalar path is always there). Process-wide: not for use beside other decodes. The
+    previous switches come back afterwards."""
+    k = kernel()
+    simd, wide, zen = DECODING_PATHS[name]
+    was = k.simd(), k.avx512(), k.zen()
+    try:
+        yield k.simd(simd) == simd and k.avx512(wide) == wide and k.zen(zen) == zen
+    finally:
+        k.simd(was[0]), k.avx512(was[1]), k.zen(was[2])
 
 
 def readable(recorded: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -19,7 +19,6 @@ from lmgc_core import LMGCError, Pipeline, decompress
 from lmgc_core.stream import container
 from tests.conftest import same_bits
 from tests.paths import TESTS_DIR
-from tests.plugins.lmgc_float.kernel_paths import PATHS, kernel_path
 from tests.plugins.lmgc_float.test_fast_canonical import DTYPES, _arrays, _varint
 
 DATA = TESTS_DIR / "data"
@@ -51,10 +50,10 @@ def _decode(block: bytes, bits: np.ndarray, segs, layout, canonical: bool = Fals
     return result
 
 
-@pytest.fixture(params=sorted(PATHS))
+@pytest.fixture(params=sorted(fast.DECODING_PATHS))
 def simd(request):
-    """Each decoding path (kernel_paths.PATHS), skipped where the CPU lacks it."""
-    with kernel_path(request.param) as available:
+    """Each decoding path (fast.DECODING_PATHS), skipped where the CPU lacks it."""
+    with fast.decoding_path(request.param) as available:
         if not available:
             pytest.skip(f"no {request.param} path on this CPU")
         yield request.param
@@ -173,10 +172,10 @@ def test_direct_calls_check_by_default():
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.int16],
                          ids=lambda d: np.dtype(d).name)
 def test_every_decoding_path_agrees(dtype):
-    """AMD Zen 4's path, AVX-512VL renormalisation, plain AVX2 and scalar decode every block,
-    damaged ones too, to the same values or the same error (blocks big enough for the vector
-    loops to run)."""
-    with kernel_path("zen") as available:
+    """AMD Zen's paths (with AVX-512 and with AVX2 only), AVX-512VL renormalisation, plain AVX2
+    and scalar decode every block, damaged ones too, to the same values or the same error (blocks
+    big enough for the vector loops to run)."""
+    with fast.decoding_path("zen-avx512") as available:
         if not available:
             pytest.skip("no x86-64-v4 (AVX-512) on this CPU")
     rng = np.random.default_rng(3)
@@ -190,8 +189,8 @@ def test_every_decoding_path_agrees(dtype):
         blocks.append(bytes(damaged))
     for b in blocks:
         got = set()
-        for name in PATHS:
-            with kernel_path(name):
+        for name in fast.DECODING_PATHS:
+            with fast.decoding_path(name):
                 got.add(_decode(b, bits, segs, layout))
         assert len(got) == 1
     assert _decode(block, bits, segs, layout) == bits.tobytes()

@@ -19,7 +19,6 @@ from lmgc_float.formats import float_format
 
 from lmgc_core import decompress, read_header
 from tests.paths import TESTS_DIR
-from tests.plugins.lmgc_float.kernel_paths import PATHS, kernel_path
 
 DATA = TESTS_DIR / "data"
 FIXTURES = TESTS_DIR / "fixtures"
@@ -69,8 +68,8 @@ def _round_trip(arrays: list[np.ndarray], canonical: bool) -> None:
     segs = np.array(segs, dtype=np.int64).reshape(-1)
     layout = fast._layout(bits, float_format(arrays[0].dtype))
     block = k.encode(bits, segs, *layout)
-    for name in PATHS:
-        with kernel_path(name) as here:
+    for name in fast.DECODING_PATHS:
+        with fast.decoding_path(name) as here:
             if not here:
                 continue
             out = np.full_like(bits, 0x5A)  # every value must be written
@@ -80,7 +79,7 @@ def _round_trip(arrays: list[np.ndarray], canonical: bool) -> None:
 
 @pytest.mark.parametrize("canonical", [False, True], ids=["unchecked", "canonical"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_scattered_zeros_round_trip_on_everykernel_path(dtype, canonical):
+def test_scattered_zeros_round_trip_on_every_decoding_path(dtype, canonical):
     for i, (shape, density) in enumerate((s, d) for s in SHAPES for d in DENSITIES):
         arr = _with_zeros(shape, dtype, density, seed=i, lines=i % 3 == 0)
         _round_trip([arr.reshape(-1) if shape[0] == 1 else arr], canonical)
@@ -118,14 +117,14 @@ def test_random_zero_patterns(dtype, rows, cols, density, seed, lines, canonical
 
 
 @pytest.mark.parametrize("name", ["float-level1.lmgc", "float-level1-bf16.lmgc"])
-def test_version_2_streams_decode_on_everykernel_path(name):
+def test_version_2_streams_decode_on_every_decoding_path(name):
     """Version 2 blocks (B: a symbol of its own per coded value, expanded beside raw) decode to
     what their fixture index records on every expansion path."""
     blob = (FIXTURES / "stream-v2-b" / name).read_bytes()
     assert read_header(blob)["prior"]["fast_version"] == 2
     want = json.loads((FIXTURES / "stream-v2-b" / "index.json").read_text())["files"][name]
-    for path in PATHS:
-        with kernel_path(path) as here:
+    for path in fast.DECODING_PATHS:
+        with fast.decoding_path(path) as here:
             if not here:
                 continue
             out = np.ascontiguousarray(decompress(blob))

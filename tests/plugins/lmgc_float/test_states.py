@@ -16,7 +16,6 @@ from lmgc_float.codec import seg_array
 from lmgc_float.formats import as_uint, float_format, segments
 
 from tests.paths import TESTS_DIR
-from tests.plugins.lmgc_float.kernel_paths import PATHS, kernel_path
 
 K = fast.kernel()
 GRADS = np.load(TESTS_DIR / "data" / "mlp_grads_8k.npy").astype(np.float32)
@@ -52,13 +51,13 @@ def _decode(block: bytes, bits: np.ndarray, segs: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
 @pytest.mark.parametrize("states", [32, 64, 128])
-@pytest.mark.parametrize("path", sorted(PATHS))
-def test_each_count_is_named_and_decodes_on_everykernel_path(states, dtype, path):
+@pytest.mark.parametrize("path", sorted(fast.DECODING_PATHS))
+def test_each_count_is_named_and_decodes_on_every_decoding_path(states, dtype, path):
     block, bits, segs = _block(_dense(SIZES[np.dtype(dtype).name][states], dtype))
     assert block[0] & 0x13 == 0x13  # version 3's fields, XXH3-128
     assert 32 << (block[0] >> 2 & 3) == states
     assert 4 * (states - 32) <= len(block) / 500  # the extra states' share, as estimated
-    with kernel_path(path) as available:
+    with fast.decoding_path(path) as available:
         if not available:
             pytest.skip(f"this CPU (or build) has no {path} path")
         assert _decode(block, bits, segs).tobytes() == bits.tobytes()
@@ -75,8 +74,8 @@ def test_another_count_is_refused(states):
         if other == code:
             continue
         edited = bytes([(block[0] & ~0x0C) | other << 2]) + block[1:]
-        for path in PATHS:
-            with kernel_path(path) as available:
+        for path in fast.DECODING_PATHS:
+            with fast.decoding_path(path) as available:
                 if not available:
                     continue
                 message = "unknown block kind" if other == 3 else "damaged symbol stream"
@@ -102,8 +101,8 @@ def test_split_runs_get_their_own_states():
     cuts, _ = segments(bits.shape, ((256, 128), (256, 128)), 1 << 18)
     blocks, splits = fast.encode_split_blocks(bits, cuts, float_format(arr.dtype), 1)
     assert splits == [1] and [b[0] >> 2 & 3 for b in blocks] == [1, 1]
-    for path in PATHS:
-        with kernel_path(path) as available:
+    for path in fast.DECODING_PATHS:
+        with fast.decoding_path(path) as available:
             if not available:
                 continue
             out = np.empty_like(bits)

@@ -18,15 +18,14 @@ from lmgc_float.codec import seg_array
 from lmgc_float.formats import as_uint, float_format, segments
 
 from tests.paths import TESTS_DIR
-from tests.plugins.lmgc_float.kernel_paths import kernel_path
 
 K = fast.kernel()
 
 
-@pytest.fixture(params=["zen", "avx2", "scalar"])
+@pytest.fixture(params=["zen-avx512", "avx2", "scalar"])
 def simd(request):
     """Each checksum loop: AVX-512 (the Zen 4 path's), AVX2, scalar, where the CPU has it."""
-    with kernel_path(request.param) as available:
+    with fast.decoding_path(request.param) as available:
         if not available:
             pytest.skip(f"no {request.param} path on this CPU")
         yield request.param
