@@ -867,10 +867,44 @@ INLINE void contexts1(const int W, const void *bv, const Fm *f, int kq, i64 off,
  * only the short renormalisation chain (compare, read) is serial through the read position.
  * Symbol k is decoded with table ctx[k] of `tbl` (SCALE entries each). */
 #ifdef KC_HAVE_AVX2
+/* On AMD CPUs (zen(), on by default there) the vector loops read their table entries and raw
+ * bits by eight scalar loads instead of the gather instruction, which is slower there (as
+ * _fast_kernels.c's kc_zen); the same values either way (tests compare them). */
+static int kc_zen = 0;
+
+/* the eight 32-bit lanes of idx, two to a 64-bit word */
+#define LANES8(idx)                                                                                \
+    const __m128i lo_ = _mm256_castsi256_si128(idx), hi_ = _mm256_extracti128_si256(idx, 1);       \
+    const u64 i01 = (u64)_mm_cvtsi128_si64(lo_), i23 = (u64)_mm_extract_epi64(lo_, 1);             \
+    const u64 i45 = (u64)_mm_cvtsi128_si64(hi_), i67 = (u64)_mm_extract_epi64(hi_, 1)
+#define LANE(w, k) ((k) ? (w) >> 32 : (u32)(w))
+
+/* tbl[idx] for the eight lanes, by loads */
+__attribute__((target("avx2"), always_inline)) static inline __m256i loads_epi32(const u32 *tbl,
+                                                                                 __m256i idx) {
+    LANES8(idx);
+    return _mm256_setr_epi32((int)tbl[LANE(i01, 0)], (int)tbl[LANE(i01, 1)],
+                             (int)tbl[LANE(i23, 0)], (int)tbl[LANE(i23, 1)],
+                             (int)tbl[LANE(i45, 0)], (int)tbl[LANE(i45, 1)],
+                             (int)tbl[LANE(i67, 0)], (int)tbl[LANE(i67, 1)]);
+}
+
+INLINE u32 ld32u(const u8 *p) {
+    u32 v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+INLINE u64 ld64u(const u8 *p) {
+    u64 v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
 /* The same arithmetic as the scalar loop, eight states per vector (as _fast_kernels.c). */
-__attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8 **pp,
-                                                                const u8 *end, const u32 *tbl,
-                                                                const u8 *ctx, u8 *out, size_t n) {
+__attribute__((target("avx2"), always_inline)) static inline size_t rans_groups_body(
+    u32 *xs, const u8 **pp, const u8 *end, const u32 *tbl, const u8 *ctx, u8 *out, size_t n,
+    const int LOADS) {
     __m256i x[NSTATES / 8];
     for (int v = 0; v < NSTATES / 8; v++) x[v] = _mm256_loadu_si256((const __m256i *)(xs + 8 * v));
     const __m256i m12 = _mm256_set1_epi32(SCALE - 1), one = _mm256_set1_epi32(1);
@@ -880,7 +914,7 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
         for (int v = 0; v < NSTATES / 8; v++) {
             __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ctx + k + 8 * v)));
             __m256i idx = _mm256_or_si256(_mm256_slli_epi32(c, SCALE_BITS), _mm256_and_si256(x[v], m12));
-            __m256i e = _mm256_i32gather_epi32((const int *)tbl, idx, 4);
+            __m256i e = LOADS ? loads_epi32(tbl, idx) : _mm256_i32gather_epi32((const int *)tbl, idx, 4);
             __m256i f = _mm256_add_epi32(_mm256_and_si256(e, m12), one);
             __m256i bias = _mm256_and_si256(_mm256_srli_epi32(e, 12), m12);
             x[v] = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32(x[v], SCALE_BITS)), bias);
@@ -894,6 +928,13 @@ __attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8
     for (int v = 0; v < NSTATES / 8; v++) _mm256_storeu_si256((__m256i *)(xs + 8 * v), x[v]);
     *pp = p;
     return k;
+}
+
+__attribute__((target("avx2"))) static size_t rans_groups_avx2(u32 *xs, const u8 **pp,
+                                                                const u8 *end, const u32 *tbl,
+                                                                const u8 *ctx, u8 *out, size_t n) {
+    return kc_zen ? rans_groups_body(xs, pp, end, tbl, ctx, out, n, 1)
+                  : rans_groups_body(xs, pp, end, tbl, ctx, out, n, 0);
 }
 #endif
 
@@ -999,8 +1040,8 @@ INLINE int values1(const int W, void *outv, const void *bv, const Fm *f, i64 off
  * does the rest); returns the values done, advances raw->pos and sets *bad for a symbol outside
  * the alphabet. */
 __attribute__((target("avx2"), always_inline)) static inline i64
-values1_avx2_body(const int W, const int xor, const int isf, void *outv, const void *bv, i64 off,
-                  i64 cnt, const u8 *S, BitR *raw, int *bad) {
+values1_avx2_body(const int W, const int xor, const int isf, const int LOADS, void *outv,
+                  const void *bv, i64 off, i64 cnt, const u8 *S, BitR *raw, int *bad) {
     const int sh = 32 - W;
     const __m256i smax = _mm256_set1_epi32(2 * W + 1), one = _mm256_set1_epi32(1);
     const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi32(-1);
@@ -1027,13 +1068,32 @@ values1_avx2_body(const int W, const int xor, const int isf, void *outv, const v
         __m256i idx = _mm256_srli_epi32(at, 3), sft = _mm256_and_si256(at, seven);
         const u8 *base = rp + (pos >> 3);
         __m256i bits;
-        if (W == 16) {
+        if (W == 16 && LOADS) {
+            LANES8(idx);
+            bits = _mm256_setr_epi32(
+                (int)ld32u(base + LANE(i01, 0)), (int)ld32u(base + LANE(i01, 1)),
+                (int)ld32u(base + LANE(i23, 0)), (int)ld32u(base + LANE(i23, 1)),
+                (int)ld32u(base + LANE(i45, 0)), (int)ld32u(base + LANE(i45, 1)),
+                (int)ld32u(base + LANE(i67, 0)), (int)ld32u(base + LANE(i67, 1)));
+            bits = _mm256_srlv_epi32(bits, sft);
+        } else if (W == 16) {
             bits = _mm256_srlv_epi32(_mm256_i32gather_epi32((const int *)base, idx, 1), sft);
         } else {
-            __m256i g0 = _mm256_i32gather_epi64((const long long *)base,
-                                                _mm256_castsi256_si128(idx), 1);
-            __m256i g1 = _mm256_i32gather_epi64((const long long *)base,
-                                                _mm256_extracti128_si256(idx, 1), 1);
+            __m256i g0, g1;
+            if (LOADS) {
+                LANES8(idx);
+                g0 = _mm256_setr_epi64x(
+                    (long long)ld64u(base + LANE(i01, 0)), (long long)ld64u(base + LANE(i01, 1)),
+                    (long long)ld64u(base + LANE(i23, 0)), (long long)ld64u(base + LANE(i23, 1)));
+                g1 = _mm256_setr_epi64x(
+                    (long long)ld64u(base + LANE(i45, 0)), (long long)ld64u(base + LANE(i45, 1)),
+                    (long long)ld64u(base + LANE(i67, 0)), (long long)ld64u(base + LANE(i67, 1)));
+            } else {
+                g0 = _mm256_i32gather_epi64((const long long *)base,
+                                            _mm256_castsi256_si128(idx), 1);
+                g1 = _mm256_i32gather_epi64((const long long *)base,
+                                            _mm256_extracti128_si256(idx, 1), 1);
+            }
             g0 = _mm256_srlv_epi64(g0, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sft)));
             g1 = _mm256_srlv_epi64(g1, _mm256_cvtepu32_epi64(_mm256_extracti128_si256(sft, 1)));
             g0 = _mm256_permutevar8x32_epi32(g0, even);
@@ -1072,20 +1132,24 @@ values1_avx2_body(const int W, const int xor, const int isf, void *outv, const v
     return q;
 }
 
-/* values1_avx2_body for constant width and transform: no branch on them per group */
+/* values1_avx2_body for constant width, transform and loads: no branch on them per group */
+#define VALUES1(W, X, F)                                                                           \
+    (kc_zen ? values1_avx2_body(W, X, F, 1, outv, bv, off, cnt, S, raw, bad)                       \
+            : values1_avx2_body(W, X, F, 0, outv, bv, off, cnt, S, raw, bad))
 __attribute__((target("avx2"))) static i64 values1_avx2(const int W, void *outv, const void *bv,
                                                         const Fm *f, i64 off, i64 cnt,
                                                         const u8 *S, BitR *raw, int *bad) {
     const int isf = f->E != 0;
     if (W == 16) {
-        if (f->xor) return values1_avx2_body(16, 1, 0, outv, bv, off, cnt, S, raw, bad);
-        if (isf) return values1_avx2_body(16, 0, 1, outv, bv, off, cnt, S, raw, bad);
-        return values1_avx2_body(16, 0, 0, outv, bv, off, cnt, S, raw, bad);
+        if (f->xor) return VALUES1(16, 1, 0);
+        if (isf) return VALUES1(16, 0, 1);
+        return VALUES1(16, 0, 0);
     }
-    if (f->xor) return values1_avx2_body(32, 1, 0, outv, bv, off, cnt, S, raw, bad);
-    if (isf) return values1_avx2_body(32, 0, 1, outv, bv, off, cnt, S, raw, bad);
-    return values1_avx2_body(32, 0, 0, outv, bv, off, cnt, S, raw, bad);
+    if (f->xor) return VALUES1(32, 1, 0);
+    if (isf) return VALUES1(32, 0, 1);
+    return VALUES1(32, 0, 0);
 }
+#undef VALUES1
 
 /* Pass 1 compiled for AVX2 (eight contexts per instruction instead of four, and min/max in one
  * instruction each): the same arithmetic as contexts1. */
@@ -1536,8 +1600,31 @@ static PyObject *py_crc32(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(c);
 }
 
+PyDoc_STRVAR(zen_doc,
+             "zen(on: bool | None = None) -> bool\n\n"
+             "Whether the AVX2 loops read table entries and raw bits by scalar loads instead of "
+             "gathers (slower on AMD CPUs): on by default on AMD CPUs with AVX2, effective with "
+             "simd() on. Set it with `on` (the CPU must have AVX2). Every path gives the same "
+             "values.");
+
+static PyObject *py_zen(PyObject *self, PyObject *args) {
+    PyObject *on = Py_None;
+    if (!PyArg_ParseTuple(args, "|O:zen", &on)) return NULL;
+#ifdef KC_HAVE_AVX2
+    if (on != Py_None) {
+        int want = PyObject_IsTrue(on);
+        if (want < 0) return NULL;
+        kc_zen = want && __builtin_cpu_supports("avx2");
+    }
+    return PyBool_FromLong(kc_zen);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
     KC_SIMD_METHOD,
+    {"zen", py_zen, METH_VARARGS, zen_doc},
     {"crc32", py_crc32, METH_VARARGS, crc32_doc},
     {"encode", py_encode, METH_VARARGS, encode_doc},
     {"decode", py_decode, METH_VARARGS, decode_doc},
@@ -1549,6 +1636,9 @@ static PyMethodDef methods[] = {
 /* The module's state and constants. */
 static int setup(PyObject *m) {
     if (kc_module_setup(m) < 0) return -1;
+#ifdef KC_HAVE_AVX2
+    kc_zen = __builtin_cpu_supports("avx2") && __builtin_cpu_is("amd"); /* after __builtin_cpu_init */
+#endif
     crc_init();
     return PyModule_AddIntConstant(m, "DELTA_VERSION", DELTA_VERSION);
 }

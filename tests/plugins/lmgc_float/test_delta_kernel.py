@@ -216,8 +216,17 @@ def test_empty_and_scalar() -> None:
         assert math.prod(()) == 1
 
 
+PATHS = [(True, True), (True, False), (False, False)]
+"""(simd, zen) of the delta kernel's decoding paths: AVX2 by loads (AMD's), AVX2 by gathers,
+scalar."""
+
+
+def _path(k: object, simd: bool, zen: bool) -> None:
+    k.simd(simd), k.zen(zen)  # type: ignore[attr-defined]
+
+
 def test_vector_and_scalar_decoding_agree() -> None:
-    """Level 1 decodes with AVX2 where the CPU has it: both paths give the same values, and the
+    """Level 1 decodes with AVX2 where the CPU has it: every path gives the same values, and the
     same refusal on damaged blocks."""
     k = delta.kernel()
     if not k.simd():
@@ -228,9 +237,10 @@ def test_vector_and_scalar_decoding_agree() -> None:
     bad = bytearray(blocks[0])
     bad[len(bad) // 3] ^= 0x10
     outcomes = []
+    was = k.zen()
     try:
-        for on in (True, False):
-            k.simd(on)
+        for simd, zen in PATHS:
+            _path(k, simd, zen)
             got = delta.decode(meta, blocks, base, new.dtype, (512, 128))
             assert got.tobytes() == new.tobytes()
             try:
@@ -239,8 +249,8 @@ def test_vector_and_scalar_decoding_agree() -> None:
             except LMGCError as err:
                 outcomes.append(type(err).__name__)
     finally:
-        k.simd(True)
-    assert outcomes[0] == outcomes[1] != "decoded"
+        _path(k, True, was)
+    assert outcomes[0] == outcomes[1] == outcomes[2] != "decoded"
 
 
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16),
@@ -248,8 +258,9 @@ def test_vector_and_scalar_decoding_agree() -> None:
                                    np.dtype(np.uint16), np.dtype(np.float64)])
 @pytest.mark.parametrize("transform", [delta.ULP, delta.XOR])
 def test_vector_and_scalar_values_agree(dtype: np.dtype, transform: int) -> None:
-    """The AVX2 value pass (16- and 32-bit values, both transforms, floats and integers) gives
-    the scalar pass's values on deltas of every length, sign changes and special values."""
+    """The AVX2 value pass (16- and 32-bit values, both transforms, floats and integers; by
+    loads and by gathers) gives the scalar pass's values on deltas of every length, sign changes
+    and special values."""
     k = delta.kernel()
     if not k.simd():
         pytest.skip("no AVX2 on this CPU")
@@ -276,9 +287,10 @@ def test_vector_and_scalar_values_agree(dtype: np.dtype, transform: int) -> None
             bad[at] ^= 1 << int(rng.integers(0, 8))
         damaged.append(bytes(bad))
     outs: list[list[object]] = []
+    was = k.zen()
     try:
-        for on in (True, False):
-            k.simd(on)
+        for simd, zen in PATHS:
+            _path(k, simd, zen)
             got: list[object] = []
             for blk in [block, *damaged]:
                 out = np.zeros_like(base)
@@ -289,8 +301,8 @@ def test_vector_and_scalar_values_agree(dtype: np.dtype, transform: int) -> None
                     got.append(str(err))
             outs.append(got)
     finally:
-        k.simd(True)
-    assert outs[0] == outs[1]
+        _path(k, True, was)
+    assert outs[0] == outs[1] == outs[2]
     assert outs[0][0] == new.tobytes()
 
 
