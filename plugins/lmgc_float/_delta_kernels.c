@@ -867,37 +867,22 @@ INLINE void contexts1(const int W, const void *bv, const Fm *f, int kq, i64 off,
  * only the short renormalisation chain (compare, read) is serial through the read position.
  * Symbol k is decoded with table ctx[k] of `tbl` (SCALE entries each). */
 #ifdef KC_HAVE_AVX2
-/* On AMD CPUs (zen(), on by default there) the vector loops read their table entries and raw
- * bits by eight scalar loads instead of the gather instruction, which is slower there (as
- * _fast_kernels.c's kc_zen); the same values either way (tests compare them). */
-static int kc_zen = 0;
-
-/* the eight 32-bit lanes of idx, two to a 64-bit word */
-#define LANES8(idx)                                                                                \
-    const __m128i lo_ = _mm256_castsi256_si128(idx), hi_ = _mm256_extracti128_si256(idx, 1);       \
-    const u64 i01 = (u64)_mm_cvtsi128_si64(lo_), i23 = (u64)_mm_extract_epi64(lo_, 1);             \
-    const u64 i45 = (u64)_mm_cvtsi128_si64(hi_), i67 = (u64)_mm_extract_epi64(hi_, 1)
-#define LANE(w, k) ((k) ? (w) >> 32 : (u32)(w))
+/* On AMD CPUs (kc_zen) the vector loops read their table entries and raw bits by eight scalar
+ * loads instead of the gather instruction; the same values either way (tests compare them). */
 
 /* tbl[idx] for the eight lanes, by loads */
 __attribute__((target("avx2"), always_inline)) static inline __m256i loads_epi32(const u32 *tbl,
                                                                                  __m256i idx) {
-    LANES8(idx);
-    return _mm256_setr_epi32((int)tbl[LANE(i01, 0)], (int)tbl[LANE(i01, 1)],
-                             (int)tbl[LANE(i23, 0)], (int)tbl[LANE(i23, 1)],
-                             (int)tbl[LANE(i45, 0)], (int)tbl[LANE(i45, 1)],
-                             (int)tbl[LANE(i67, 0)], (int)tbl[LANE(i67, 1)]);
+    KC_LANES8(idx);
+    return _mm256_setr_epi32((int)tbl[KC_LANE(i01, 0)], (int)tbl[KC_LANE(i01, 1)],
+                             (int)tbl[KC_LANE(i23, 0)], (int)tbl[KC_LANE(i23, 1)],
+                             (int)tbl[KC_LANE(i45, 0)], (int)tbl[KC_LANE(i45, 1)],
+                             (int)tbl[KC_LANE(i67, 0)], (int)tbl[KC_LANE(i67, 1)]);
 }
 
 INLINE u32 ld32u(const u8 *p) {
     u32 v;
     memcpy(&v, p, 4);
-    return v;
-}
-
-INLINE u64 ld64u(const u8 *p) {
-    u64 v;
-    memcpy(&v, p, 8);
     return v;
 }
 
@@ -1069,25 +1054,25 @@ values1_avx2_body(const int W, const int xor, const int isf, const int LOADS, vo
         const u8 *base = rp + (pos >> 3);
         __m256i bits;
         if (W == 16 && LOADS) {
-            LANES8(idx);
+            KC_LANES8(idx);
             bits = _mm256_setr_epi32(
-                (int)ld32u(base + LANE(i01, 0)), (int)ld32u(base + LANE(i01, 1)),
-                (int)ld32u(base + LANE(i23, 0)), (int)ld32u(base + LANE(i23, 1)),
-                (int)ld32u(base + LANE(i45, 0)), (int)ld32u(base + LANE(i45, 1)),
-                (int)ld32u(base + LANE(i67, 0)), (int)ld32u(base + LANE(i67, 1)));
+                (int)ld32u(base + KC_LANE(i01, 0)), (int)ld32u(base + KC_LANE(i01, 1)),
+                (int)ld32u(base + KC_LANE(i23, 0)), (int)ld32u(base + KC_LANE(i23, 1)),
+                (int)ld32u(base + KC_LANE(i45, 0)), (int)ld32u(base + KC_LANE(i45, 1)),
+                (int)ld32u(base + KC_LANE(i67, 0)), (int)ld32u(base + KC_LANE(i67, 1)));
             bits = _mm256_srlv_epi32(bits, sft);
         } else if (W == 16) {
             bits = _mm256_srlv_epi32(_mm256_i32gather_epi32((const int *)base, idx, 1), sft);
         } else {
             __m256i g0, g1;
             if (LOADS) {
-                LANES8(idx);
+                KC_LANES8(idx);
                 g0 = _mm256_setr_epi64x(
-                    (long long)ld64u(base + LANE(i01, 0)), (long long)ld64u(base + LANE(i01, 1)),
-                    (long long)ld64u(base + LANE(i23, 0)), (long long)ld64u(base + LANE(i23, 1)));
+                    (long long)le64(base + KC_LANE(i01, 0)), (long long)le64(base + KC_LANE(i01, 1)),
+                    (long long)le64(base + KC_LANE(i23, 0)), (long long)le64(base + KC_LANE(i23, 1)));
                 g1 = _mm256_setr_epi64x(
-                    (long long)ld64u(base + LANE(i45, 0)), (long long)ld64u(base + LANE(i45, 1)),
-                    (long long)ld64u(base + LANE(i67, 0)), (long long)ld64u(base + LANE(i67, 1)));
+                    (long long)le64(base + KC_LANE(i45, 0)), (long long)le64(base + KC_LANE(i45, 1)),
+                    (long long)le64(base + KC_LANE(i67, 0)), (long long)le64(base + KC_LANE(i67, 1)));
             } else {
                 g0 = _mm256_i32gather_epi64((const long long *)base,
                                             _mm256_castsi256_si128(idx), 1);
@@ -1607,24 +1592,9 @@ PyDoc_STRVAR(zen_doc,
              "simd() on. Set it with `on` (the CPU must have AVX2). Every path gives the same "
              "values.");
 
-static PyObject *py_zen(PyObject *self, PyObject *args) {
-    PyObject *on = Py_None;
-    if (!PyArg_ParseTuple(args, "|O:zen", &on)) return NULL;
-#ifdef KC_HAVE_AVX2
-    if (on != Py_None) {
-        int want = PyObject_IsTrue(on);
-        if (want < 0) return NULL;
-        kc_zen = want && __builtin_cpu_supports("avx2");
-    }
-    return PyBool_FromLong(kc_zen);
-#else
-    Py_RETURN_FALSE;
-#endif
-}
-
 static PyMethodDef methods[] = {
     KC_SIMD_METHOD,
-    {"zen", py_zen, METH_VARARGS, zen_doc},
+    {"zen", kc_py_zen, METH_VARARGS, zen_doc},
     {"crc32", py_crc32, METH_VARARGS, crc32_doc},
     {"encode", py_encode, METH_VARARGS, encode_doc},
     {"decode", py_decode, METH_VARARGS, decode_doc},
@@ -1636,9 +1606,6 @@ static PyMethodDef methods[] = {
 /* The module's state and constants. */
 static int setup(PyObject *m) {
     if (kc_module_setup(m) < 0) return -1;
-#ifdef KC_HAVE_AVX2
-    kc_zen = __builtin_cpu_supports("avx2") && __builtin_cpu_is("amd"); /* after __builtin_cpu_init */
-#endif
     crc_init();
     return PyModule_AddIntConstant(m, "DELTA_VERSION", DELTA_VERSION);
 }

@@ -38,7 +38,7 @@
 #include <Python.h>
 #include "_kernel_common.h" /* buffers, varints, work buffers, tables, checksum, AVX2 rANS */
 static void zen_sync(void);
-#define KC_ON_SIMD zen_sync /* simd() changes what the Zen 4 path takes (zen_sync) */
+#define KC_ON_SWITCH zen_sync /* simd() and zen() change what the Zen 4 path takes */
 #include "_kernel_py.h"     /* argument checks, simd(), the module */
 
 #define FAST_VERSION 7 /* 7: the same blocks as 6; the part's header records block_sums (fast.py) */
@@ -209,7 +209,6 @@ RANS_ENCODE(rans_encode8, u8)
  * +6-15 % (GPT weights +15 %, PP-OCRv4 +9 %), for Zen 2 and 3, which have no AVX-512 and slower
  * gathers (not measured on them). The same values on every path
  * (tests/plugins/lmgc_float/kernel_paths.py). */
-static int kc_zen = 0;
 static int kc_v4 = 0; /* the CPU runs x86-64-v4 code (decode_float_zen) */
 #ifdef KC_HAVE_AVX2
 #define RANS_GROUPS(NAME, TARGET, RENORM, Z)                                                       \
@@ -278,18 +277,13 @@ RANS_GROUPS(rans_groups_avx2, "avx2", kc_renorm8, 0)
 #undef ENTRIES256
 /* the same by scalar loads, the slots taken out of the vector 64 bits at a time (kc_zen): AMD's
  * vpgatherdq is slower than eight loads (Zen 4: 0.66 against ~0.5 ns per symbol) */
-#define SLOTS64(slot)                                                                              \
-    const __m128i sl = _mm256_castsi256_si128(slot), sh = _mm256_extracti128_si256(slot, 1);       \
-    const u64 s0 = (u64)_mm_cvtsi128_si64(sl), s1 = (u64)_mm_extract_epi64(sl, 1);                 \
-    const u64 s2 = (u64)_mm_cvtsi128_si64(sh), s3 = (u64)_mm_extract_epi64(sh, 1)
-#define LOADS256(ent, ga, gb)                                                                      \
-    const __m256i ga = _mm256_set_m128i(_mm_set_epi64x(ent[s1 >> 32], ent[(u32)s1]),              \
-                                        _mm_set_epi64x(ent[s0 >> 32], ent[(u32)s0]));             \
-    const __m256i gb = _mm256_set_m128i(_mm_set_epi64x(ent[s3 >> 32], ent[(u32)s3]),              \
-                                        _mm_set_epi64x(ent[s2 >> 32], ent[(u32)s2]))
-#define ENTRIES256(ent, slot, ga, gb)                                                              \
-    SLOTS64(slot);                                                                                 \
-    LOADS256(ent, ga, gb)
+#define LOADS256(ent, slot, ga, gb)                                                                \
+    KC_LANES8(slot);                                                                               \
+    const __m256i ga = _mm256_setr_epi64x(ent[KC_LANE(i01, 0)], ent[KC_LANE(i01, 1)],             \
+                                          ent[KC_LANE(i23, 0)], ent[KC_LANE(i23, 1)]);            \
+    const __m256i gb = _mm256_setr_epi64x(ent[KC_LANE(i45, 0)], ent[KC_LANE(i45, 1)],             \
+                                          ent[KC_LANE(i67, 0)], ent[KC_LANE(i67, 1)])
+#define ENTRIES256(ent, slot, ga, gb) LOADS256(ent, slot, ga, gb)
 RANS_GROUPS(rans_groups_avx2_loads, "avx2", kc_renorm8, 0)
 #undef ENTRIES256
 #undef GATHER512
@@ -318,8 +312,7 @@ RANS_GROUPS(rans_groups_avx512, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
  * slots taken out of the vector 64 bits at a time (kc_zen) */
 #define GATHER512(ent, slot, e, out, at, wide)                                                     \
     do {                                                                                           \
-        SLOTS64(slot);                                                                             \
-        LOADS256(ent, ga, gb);                                                                     \
+        LOADS256(ent, slot, ga, gb);                                                               \
         __m512i g = _mm512_inserti64x4(_mm512_castsi256_si512(ga), gb, 1);                         \
         NARROW512(g, e, out, at, wide);                                                            \
     } while (0)
@@ -327,7 +320,6 @@ RANS_GROUPS(rans_groups_loads, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
 #undef GATHER512
 #undef NARROW512
 #undef LOADS256
-#undef SLOTS64
 #undef ENTRIES256
 #undef RANS_GROUPS
 #define SIMD_GROUPS(WIDE)                                                                        \
@@ -2040,19 +2032,13 @@ PyDoc_STRVAR(avx512_doc,
              "CPU must have it). Both give the same values.");
 
 static PyObject *py_avx512(PyObject *self, PyObject *args) {
-    PyObject *on = Py_None;
-    if (!PyArg_ParseTuple(args, "|O:avx512", &on)) return NULL;
 #ifdef KC_HAVE_AVX2
-    if (on != Py_None) {
-        int want = PyObject_IsTrue(on);
-        if (want < 0) return NULL;
-        kc_use_avx512 = want && __builtin_cpu_supports("avx512f") &&
-                        __builtin_cpu_supports("avx512vl");
-        zen_sync();
-    }
-    return PyBool_FromLong(kc_use_avx512);
+    return kc_switch(args, "|O:avx512", &kc_use_avx512,
+                     __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"),
+                     zen_sync);
 #else
-    Py_RETURN_FALSE;
+    static int none = 0;
+    return kc_switch(args, "|O:avx512", &none, 0, NULL);
 #endif
 }
 
@@ -2095,15 +2081,6 @@ PyDoc_STRVAR(zen_doc,
              "in 512-bit vectors): on by default on AMD CPUs with AVX2. Set it with `on` (the CPU "
              "must have AVX2). Every path gives the same values.");
 
-/* 1 where this CPU runs the AVX2 loops (the scalar-loads one among them) */
-static int avx2_runs(void) {
-#ifdef KC_HAVE_AVX2
-    return __builtin_cpu_supports("avx2");
-#else
-    return 0;
-#endif
-}
-
 /* 1 where this CPU runs decode_float_zen's instructions (x86-64-v4) */
 static int v4_runs(void) {
 #ifdef ZEN_TARGET
@@ -2122,23 +2099,11 @@ static void zen_sync(void) {
 #endif
 }
 
-static PyObject *py_zen(PyObject *self, PyObject *args) {
-    PyObject *on = Py_None;
-    if (!PyArg_ParseTuple(args, "|O:zen", &on)) return NULL;
-    if (on != Py_None) {
-        int want = PyObject_IsTrue(on);
-        if (want < 0) return NULL;
-        kc_zen = want && avx2_runs();
-        zen_sync();
-    }
-    return PyBool_FromLong(kc_zen);
-}
-
 static PyMethodDef methods[] = {
     {"xxh3_128", py_xxh3, METH_VARARGS, xxh3_doc},
     KC_SIMD_METHOD,
     {"avx512", py_avx512, METH_VARARGS, avx512_doc},
-    {"zen", py_zen, METH_VARARGS, zen_doc},
+    {"zen", kc_py_zen, METH_VARARGS, zen_doc},
     {"encode", py_encode, METH_VARARGS, encode_doc},
     {"encode_split", py_encode_split, METH_VARARGS, encode_split_doc},
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS, decode_doc},
@@ -2150,7 +2115,6 @@ static int setup(PyObject *m) {
     if (kc_module_setup(m) < 0) return -1;
 #ifdef KC_HAVE_AVX2
     kc_v4 = v4_runs(); /* after kc_module_setup's __builtin_cpu_init */
-    kc_zen = avx2_runs() && __builtin_cpu_is("amd");
     zen_sync();
 #endif
     if (PyModule_AddIntConstant(m, "FAST_VERSION", FAST_VERSION) < 0 ||

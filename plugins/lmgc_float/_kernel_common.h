@@ -441,6 +441,16 @@ KC_FN void block_digest(const void *vals, const i64 *segs, i64 nsegs, int width,
 static u32 kc_renorm_perm[256][8] __attribute__((unused));
 static int kc_use_simd __attribute__((unused)) = 0;
 static int kc_use_avx512 __attribute__((unused)) = 0; /* kc_renorm8_avx512 runs here */
+/* AMD's choice (zen(), on by default on AMD CPUs with AVX2): the vector loops read table entries
+ * by eight scalar loads instead of the gather instruction, which is slower there */
+static int kc_zen __attribute__((unused)) = 0;
+
+/* the eight 32-bit lanes of a vector idx, two to a 64-bit word (KC_LANE(i01, 1): lane 1) */
+#define KC_LANES8(idx)                                                                             \
+    const __m128i lo_ = _mm256_castsi256_si128(idx), hi_ = _mm256_extracti128_si256(idx, 1);       \
+    const u64 i01 = (u64)_mm_cvtsi128_si64(lo_), i23 = (u64)_mm_extract_epi64(lo_, 1);             \
+    const u64 i45 = (u64)_mm_cvtsi128_si64(hi_), i67 = (u64)_mm_extract_epi64(hi_, 1)
+#define KC_LANE(w, k) ((k) ? (w) >> 32 : (u32)(w))
 
 KC_FN void kc_init_simd(void) {
     for (int m = 0; m < 256; m++) {
@@ -454,6 +464,7 @@ KC_FN void kc_init_simd(void) {
     xh_init();
     kc_use_simd = __builtin_cpu_supports("avx2");
     kc_use_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+    kc_zen = kc_use_simd && __builtin_cpu_is("amd");
 }
 
 /* Renormalise the eight states of x from the words at *pp (advanced past those read). */

@@ -98,23 +98,50 @@ KC_FN PyObject *kc_decoded(const char *err) {
     return NULL;
 }
 
-/* simd(on: bool | None = None) -> bool, for a kernel with an AVX2 decoding path. */
-KC_FN PyObject *kc_py_simd(PyObject *self, PyObject *args) {
+/* A switch's method, `name(on: bool | None = None) -> bool` (`format`: "|O:name"): with `on`,
+ * *flag = on and `supported`, then `after` (what depends on the flag; NULL for nothing); returns
+ * the flag. */
+KC_FN PyObject *kc_switch(PyObject *args, const char *format, int *flag, int supported,
+                          void (*after)(void)) {
     PyObject *on = Py_None;
-    if (!PyArg_ParseTuple(args, "|O:simd", &on)) return NULL;
-#ifdef KC_HAVE_AVX2
+    if (!PyArg_ParseTuple(args, format, &on)) return NULL;
     if (on != Py_None) {
         int want = PyObject_IsTrue(on);
         if (want < 0) return NULL;
-        kc_use_simd = want && __builtin_cpu_supports("avx2");
-        xh_use_avx2 = kc_use_simd; /* the block checksum's AVX2 loop too */
-#ifdef KC_ON_SIMD
-        KC_ON_SIMD(); /* the kernel's own choices that depend on this one */
-#endif
+        *flag = want && supported;
+        if (after) after();
     }
-    return PyBool_FromLong(kc_use_simd);
+    return PyBool_FromLong(*flag);
+}
+
+#ifdef KC_HAVE_AVX2
+/* after simd() or zen() changed */
+KC_FN void kc_switched(void) {
+    xh_use_avx2 = kc_use_simd; /* the block checksum's AVX2 loop too */
+#ifdef KC_ON_SWITCH
+    KC_ON_SWITCH(); /* the kernel's own choices that depend on them */
+#endif
+}
+#endif
+
+/* simd(on: bool | None = None) -> bool, for a kernel with an AVX2 decoding path. */
+KC_FN PyObject *kc_py_simd(PyObject *self, PyObject *args) {
+#ifdef KC_HAVE_AVX2
+    return kc_switch(args, "|O:simd", &kc_use_simd, __builtin_cpu_supports("avx2"), kc_switched);
 #else
-    Py_RETURN_FALSE;
+    static int none = 0;
+    return kc_switch(args, "|O:simd", &none, 0, NULL);
+#endif
+}
+
+/* zen(on: bool | None = None) -> bool (kc_zen), for a kernel whose AVX2 loops read by loads on
+ * AMD CPUs (its own docstring: what the switch changes there) */
+KC_FN PyObject *kc_py_zen(PyObject *self, PyObject *args) {
+#ifdef KC_HAVE_AVX2
+    return kc_switch(args, "|O:zen", &kc_zen, __builtin_cpu_supports("avx2"), kc_switched);
+#else
+    static int none = 0;
+    return kc_switch(args, "|O:zen", &none, 0, NULL);
 #endif
 }
 
