@@ -23,14 +23,19 @@ SMALL = np.load(TESTS_DIR / "data" / "mlp_grads_8k.npy")
 
 
 def _inputs() -> dict[str, np.ndarray]:
-    """Real gradients whose blocks pick different scales: a small block's table pays most for
-    its size (11), a dense f32 block is as small at 12, and bfloat16 values of four spreads
-    have many rare symbols, which need a finer table (13)."""
+    """Real gradients whose blocks pick different scales (since version 8 the coarsest within
+    2^-8 of the block's bytes): a small block's table pays most for its size, and a dense f32
+    block is as small at 11; bfloat16 values of four spreads have many rare symbols, which need
+    a finer table (12), and more so with heavy tails (13: each value scaled by 4^k, k the
+    trailing zero bits of its 1-based index, so P(k) = 2^-(k+1))."""
     spreads = np.concatenate([SLICE.ravel() * s for s in (1, 1e-3, 1e3, 7)])
+    index = np.arange(1, spreads.size + 1)
+    tails = spreads * np.exp2(2 * np.log2(index & -index))
     return {
         "small": SMALL,
         "dense": SLICE.ravel(),
         "spreads": spreads.astype(ml_dtypes.bfloat16),
+        "tails": tails.astype(ml_dtypes.bfloat16),
     }
 
 
@@ -51,7 +56,9 @@ def _decode(block: bytes, bits: np.ndarray, segs: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize(("name", "scale"), [("small", 11), ("dense", 12), ("spreads", 13)])
+@pytest.mark.parametrize(
+    ("name", "scale"), [("small", 11), ("dense", 11), ("spreads", 12), ("tails", 13)]
+)
 def test_each_block_names_its_scale_and_decodes(name, scale):
     block, bits, segs = _block(_inputs()[name])
     assert block[0] & 0x13 == 0x13  # version 3's fields, XXH3-128 (bits 2-3: test_states.py)
@@ -59,7 +66,7 @@ def test_each_block_names_its_scale_and_decodes(name, scale):
     assert _decode(block, bits, segs).tobytes() == bits.tobytes()
 
 
-@pytest.mark.parametrize("name", ["small", "dense", "spreads"])
+@pytest.mark.parametrize("name", ["small", "dense", "spreads", "tails"])
 def test_another_scale_is_refused(name):
     """The table's frequencies sum to 2^sb: read at any other scale the table is refused, so an
     edited kind byte never decodes."""
