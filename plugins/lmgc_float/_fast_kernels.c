@@ -747,7 +747,7 @@ static int long_rows(const i64 *segs, i64 nsegs) {
  * normalises the counts at every scale from 15 down to MIN_SCALE_BITS3, estimates each block's
  * size, and takes the smallest scale within SCALE_SLACK of the smallest size: a block gives up
  * at most ~0.4 % of its bytes for the faster table (~0.1 % before version 8, which left dense
- * blocks at 2^13-2^15: version 8 decodes them 5-12 % faster for 0.06-0.18 points of size,
+ * blocks at 2^13-2^15: version 8 decodes them 5-12 % faster for up to 0.18 points of size,
  * benchmarks/fast_kernel.py). All of it is integer arithmetic, so every machine writes the same
  * bytes. */
 #define SCALE_SLACK 8 /* a scale may cost 2^-8 of the block's estimated bits more than the best
