@@ -308,6 +308,15 @@ INLINE u64 le64(const u8 *p) {
     return v;
 }
 
+INLINE u32 le16(const u8 *p) { /* one load, which gcc vectorises; two byte loads it may not */
+    uint16_t v;
+    memcpy(&v, p, 2);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap16(v);
+#endif
+    return v;
+}
+
 INLINE u64 fmix64(u64 k) {
     k ^= k >> 33;
     k *= UINT64_C(0xff51afd7ed558ccd);

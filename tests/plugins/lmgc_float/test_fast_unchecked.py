@@ -169,6 +169,35 @@ def test_direct_calls_check_by_default():
                            float_format(arr.dtype), 1)
 
 
+SHORT_DTYPES = [ml_dtypes.bfloat16, np.float16, ml_dtypes.float8_e4m3fn, np.float32]
+
+
+@pytest.mark.parametrize("dtype", SHORT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_rows_shorter_than_a_vector(dtype, simd):
+    """fused_row rebuilds a row of 16-bit values or narrower that is shorter than a vector
+    (SPAN, 32) as a whole vector where its segment has the room, writing into the next rows'
+    places before they are rebuilt: every row length around the vector's, segments that end
+    with too little room, zero rows, segments out of order, and the block's last values next
+    to the output's end (the guard's canary)."""
+    g = np.load(DATA / "mlp_grads_8k.npy").astype(np.float64)
+    g = (1 + np.abs(g[:4096]) / np.abs(g).max()) * np.sign(g[:4096])
+    for cols in (1, 2, 3, 5, 9, 16, 25, 31, 32, 33):
+        for rows in (1, 2, 3, 7, 40):
+            arr = (g[: rows * cols].reshape(rows, cols) * 2.0 ** (np.arange(rows) % 5 - 2)[:, None])
+            if rows > 3:
+                arr[rows // 2] = 0.0  # a zero row inside the segment
+            bits, segs, layout, block = _case(arr.astype(dtype))
+            assert _decode(block, bits, segs, layout) == bits.tobytes(), (rows, cols)
+    # three segments: 7 x 25 at the end of the output, then 5 x 9 and 2 x 31 before it
+    arr = g[: 175 + 45 + 62].astype(dtype)
+    segs = np.array([107, 7, 25, 0, 5, 9, 45, 2, 31], dtype=np.int64)
+    bits = arr.view(f"u{arr.itemsize}")
+    layout = fast._layout(bits, float_format(arr.dtype))
+    block = fast.kernel().encode(bits, segs, *layout)
+    assert block[0] != 0, "a stored block: the test would not reach the coder"
+    assert _decode(block, bits, segs, layout) == bits.tobytes()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.int16],
                          ids=lambda d: np.dtype(d).name)
 def test_every_decoding_path_agrees(dtype):
