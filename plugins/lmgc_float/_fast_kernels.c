@@ -1456,11 +1456,11 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scrat
         if (!s->dense)
             for (i64 q = 0; q < n; q++) zeros |= A[a + q] < 2;
         if (zeros)
-            fused_row(outv, base, cols, rfix, rsg, s, A, pa, B, pb, raw, rsm, room, W, RB, M, K, E, V3,
-                      NIB, mode2, sgn, zcols, CK, 1);
+            fused_row(outv, base, cols, rfix, rsg, s, A, pa, B, pb, raw, rsm, room, W, RB, M, K,
+                      E, V3, NIB, mode2, sgn, zcols, CK, 1);
         else
-            fused_row(outv, base, cols, rfix, rsg, s, A, pa, B, pb, raw, rsm, room, W, RB, M, K, E, V3,
-                      NIB, mode2, sgn, zcols, CK, 0);
+            fused_row(outv, base, cols, rfix, rsg, s, A, pa, B, pb, raw, rsm, room, W, RB, M, K,
+                      E, V3, NIB, mode2, sgn, zcols, CK, 0);
         return;
     }
     for (i64 j = 0; j < cols; j++) {
