@@ -9,10 +9,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 stamp=.venv/.lmgc-installed
-kernels=plugins/lmgc_float/_float_kernels.c  # the float prior's only kernels: the install compiles them
-fast=plugins/lmgc_float/_fast_kernels.c  # the fast level's kernel, compiled the same way
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$kernels" -nt "$stamp" ] ||
-  [ "$fast" -nt "$stamp" ]; then
+# the float prior's C kernels and their headers: the install compiles them, so a changed one
+# (the delta kernel or a header included) means installing again
+stale=0
+for source in pyproject.toml plugins/lmgc_float/*.c plugins/lmgc_float/*.h; do
+  if [ ! -f "$stamp" ] || [ "$source" -nt "$stamp" ]; then stale=1; fi
+done
+if [ "$stale" = 1 ]; then
   python -m pip install -q --upgrade pip setuptools wheel
   python -m pip install -q "torch==${LMGC_TORCH_VERSION:-2.13.0}"
   # llama-cpp-python compiles from source the first time (~8-10 minutes on 2 cores). A build for

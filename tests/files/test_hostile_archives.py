@@ -654,6 +654,7 @@ def test_a_stream_whose_array_dtype_was_edited_is_refused(grads, level, dtype):
         decompress(container.pack(edited, []) + blob[offset:])
 
 
+@pytest.mark.rss
 @pytest.mark.parametrize("form", ["npy", "raw", "one block"])
 def test_a_compact_stream_declaring_gigabytes(seeds, tmp_path, form):
     """A 2 KB compact stream whose record, array and part all declare 24 GB (made consistent,

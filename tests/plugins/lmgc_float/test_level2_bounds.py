@@ -131,6 +131,7 @@ with open("/proc/self/status") as status:
 """
 
 
+@pytest.mark.rss
 @pytest.mark.parametrize(
     "rows, cols, kind",
     [(1, 1 << 27, "float"), (2, 1 << 26, "float"), (1, 1 << 28, "repeats")],
