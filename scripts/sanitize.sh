@@ -14,7 +14,7 @@ trap 'rm -rf "$work"' EXIT
 git ls-files -z | xargs -0 cp --parents -t "$work"
 include=$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 suffix=$(python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-flags=(-O2 -g1 -fwrapv -fPIC -shared -fno-omit-frame-pointer
+flags=(-O3 -g1 -fwrapv -fPIC -shared -fno-omit-frame-pointer
   -fsanitize=address,undefined -fno-sanitize-recover=all)
 pids=()
 for kernel in float fast delta; do

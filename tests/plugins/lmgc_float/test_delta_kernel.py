@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from lmgc_float import delta
 
 from lmgc_core.util.errors import ChecksumError, LMGCError, MismatchError, StreamError
+from tests.paths import TESTS_DIR
 
 DTYPES = [
     np.dtype(np.float32),
@@ -30,7 +31,7 @@ DTYPES = [
     np.dtype(np.bool_),
 ]
 LEVELS = [1, 2]
-GRADS = "tests/data/mlp_grads_8k.npy"
+GRADS = TESTS_DIR / "data" / "mlp_grads_8k.npy"
 
 
 def _specials(dtype: np.dtype) -> np.ndarray:
