@@ -13,10 +13,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 from lmgc_float import fast
-from lmgc_float.formats import float_format
 
 from tests.fuzzing import fuzz_cases, mutate
-from tests.plugins.lmgc_float.test_fast_unchecked import _decode
+from tests.plugins.lmgc_float.test_fast_unchecked import _case, _decode
 
 MUTANTS = 25
 """Changed blocks per coded block."""
@@ -49,12 +48,7 @@ def test_changed_blocks_are_refused_or_decode_to_the_coded_values(seed):
     donors: list[bytes] = []
     refused = 0
     for _ in range(fuzz_cases(60)):
-        arr = _values(rng, nrng)
-        rows, cols = arr.shape
-        bits = np.ascontiguousarray(arr).reshape(-1).view(f"u{arr.itemsize}")
-        segs = np.array([0, rows, cols], dtype=np.int64)
-        layout = fast._layout(bits, float_format(arr.dtype))
-        block = fast.kernel().encode(bits, segs, *layout)
+        bits, segs, layout, block = _case(_values(rng, nrng))
         assert _decode(block, bits, segs, layout, True) == bits.tobytes()
         donors = [*donors[-19:], block]
         for _ in range(MUTANTS):
