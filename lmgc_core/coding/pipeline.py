@@ -20,6 +20,7 @@ from lmgc_core.coding import provenance
 from lmgc_core.coding.config_file import check_keys, check_size
 from lmgc_core.coding.options import valid_options
 from lmgc_core.coding.parts import PartCoder, StoredCoder, decoder_for, encoder_for, part_entry
+from lmgc_core.coding.rebuild_limit import rebuild_limit
 from lmgc_core.coding.recorded import header_errors, recorded_config
 from lmgc_core.components import registry
 from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
@@ -456,13 +457,14 @@ class Pipeline:
             raise StreamError("the header asks for more memory than this machine has") from None
         except (TypeError, KeyError) as exc:
             raise StreamError(f"bad part entry in header: {exc}") from None
-        try:
-            result = self._inverse(parts, states, dtype, shape)
+        try:  # no part rebuilt holds more values than the array has bytes (rebuild_limit)
+            with rebuild_limit(dtype.itemsize * math.prod(shape)):
+                result = self._inverse(parts, states, dtype, shape)
         except LMGCError:
             raise
-        except MemoryError:  # a stage state declaring a huge part (sparsify's n, say)
+        except MemoryError:  # a stage state declaring a huge part
             raise StreamError("the header asks for more memory than this machine has") from None
-        except (KeyError, ValueError, TypeError, IndexError) as exc:
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
             raise ChecksumError(f"decoded data does not rebuild the array: {exc}") from None
         if expected_hash is not None and not self._values_checked(prior, part_specs, own) and (
             _sha256(result) != expected_hash

@@ -35,6 +35,8 @@ def hex_to_float(text: str, dtype: np.dtype) -> np.ndarray:
         bits = int(text, 16)
     except (TypeError, ValueError):
         raise StreamError(f"bad float bit pattern {text!r} in stage state") from None
+    if not 0 <= bits < 1 << (8 * dtype.itemsize):
+        raise StreamError(f"float bit pattern {text!r} in stage state does not fit {dtype}")
     return np.array([bits], dtype=f"u{dtype.itemsize}").view(dtype)[0]
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lmgc_core.coding.rebuild_limit import check_rebuild
 from lmgc_core.components.interfaces import JSON, Stage
 from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 
@@ -152,7 +153,10 @@ class QuantizeStage(Stage):
     def _unlinear(q: np.ndarray, st: JSON, dtype: np.dtype) -> np.ndarray:
         if q.size == 0:
             return np.zeros(0, dtype=dtype)
-        levels = (1 << int(st["bits"])) - 1
+        bits = st["bits"]
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+            raise StreamError(f"quantize: bad bits {bits!r} in its stage state")
+        levels = (1 << bits) - 1
         lo_v, hi_v = hex_to_float(st["min"], dtype), hex_to_float(st["max"], dtype)
         if not hi_v > lo_v:
             return np.full(q.size, lo_v, dtype=dtype)
@@ -163,7 +167,7 @@ class QuantizeStage(Stage):
 
     @staticmethod
     def _unsign(packed: np.ndarray, st: JSON, dtype: np.dtype) -> np.ndarray:
-        count = int(st["count"])
+        count = check_rebuild(st["count"], "quantize")
         if packed.dtype != np.uint8 or packed.size != -(-count // 8):
             raise StreamError(f"quantize: sign part has {packed.size} bytes for {count} values")
         bits = np.unpackbits(packed, count=count).astype(bool)

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from lmgc_core.coding.rebuild_limit import check_rebuild
 from lmgc_core.components.interfaces import JSON, Stage
 from lmgc_core.util.errors import ConfigError, StreamError
 
@@ -155,6 +156,8 @@ class SparsifyStage(Stage):
             raise StreamError(f"sparsify: bad stage state {state!r}")
         owner: dict[str, str] = {}
         for name, st in states.items():
+            if not isinstance(st, dict):
+                raise StreamError(f"sparsify: bad state {st!r} for part {name!r}")
             for key in ("index_part", "values_part"):
                 if st.get(key):
                     owner[st[key]] = name
@@ -172,7 +175,10 @@ class SparsifyStage(Stage):
 
     @staticmethod
     def _rebuild(parts: dict[str, np.ndarray], st: JSON, seed: int) -> np.ndarray:
-        n, k = int(st["n"]), int(st["k"])
+        n = check_rebuild(st["n"], "sparsify")  # before random_indices' O(n) work
+        k = st["k"]
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
+            raise StreamError(f"sparsify: bad count k={k!r} of n={n} in its stage state")
         dtype = parse_dtype(st["dtype"])
         values = expect_part(parts, st["values_part"], "sparsify")
         if st["index"] == "seed":

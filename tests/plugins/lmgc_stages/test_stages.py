@@ -4,6 +4,7 @@ that lmgc returns exactly the stage's own reconstruction, bit for bit."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from lmgc_stages.sparsify import SparsifyStage, random_indices
 import lmgc_core
 from lmgc_core.coding.pipeline import Pipeline
 from lmgc_core.components import registry
+from lmgc_core.stream import container
 from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 from tests.paths import TESTS_DIR
 
@@ -320,3 +322,60 @@ def test_empty_and_constant_arrays_through_the_pipeline(size):
     for stages in CONFIGS:
         pipe = Pipeline.from_config({"stages": stages, "window": 64})
         assert bits_equal(pipe.decompress(pipe.compress(x)), pipe.reconstruct(x))
+
+
+# -- hostile stage states: a header edited and resealed (its CRC32 recomputed) ----------------
+
+
+def _resealed(blob: bytes, edit: Any) -> bytes:
+    header, offset = container.read_header(blob)
+    edit(header["stages"][0])
+    return container.pack(header, []) + blob[offset:]
+
+
+def _set(path: tuple[str, ...], value: Any) -> Any:
+    def edit(state: dict[str, Any]) -> None:
+        for key in path[:-1]:
+            state = state[key]
+        state[path[-1]] = value
+
+    return edit
+
+
+LIMIT = "more than the 2,048 bytes"
+N = ("parts", "data", "n")
+HOSTILE_STATES = [
+    # random-k regenerates its positions from its seed in O(n): n is bounded before that
+    ({"name": "sparsify", "keep": 0.2, "method": "random"}, N, 2**28, LIMIT),
+    ({"name": "sparsify", "keep": 0.2, "index_format": "delta"}, N, 2**28, LIMIT),
+    ({"name": "sparsify", "keep": 0.2}, N, -1, "bad value count"),
+    ({"name": "sparsify", "keep": 0.2}, N, "512", "bad value count"),
+    ({"name": "sparsify", "keep": 0.2}, ("parts", "data", "k"), 10**9, "bad count"),
+    ({"name": "sparsify", "keep": 0.2}, ("parts", "data"), 1, "bad state"),
+    ({"name": "sparsify", "keep": 0.2}, ("parts", "data"), [1, 2], "bad state"),
+    ({"name": "quantize", "bits": 8}, ("parts", "data", "bits"), 2**31, "bad bits"),
+    ({"name": "quantize", "bits": 8}, ("parts", "data", "bits"), 0, "bad bits"),
+    ({"name": "quantize", "bits": 8}, ("parts", "data", "dtype"), "bfloat16", "does not fit"),
+    ({"name": "quantize", "bits": 1}, ("parts", "data", "count"), 2**28, LIMIT),
+]
+
+
+@pytest.mark.parametrize(("stage", "path", "value", "message"), HOSTILE_STATES)
+def test_hostile_stage_states_are_refused_before_any_big_allocation(stage, path, value, message):
+    x = np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32)  # 2,048 bytes
+    blob = Pipeline.from_config({"stages": [stage]}).compress(x)
+    with pytest.raises(StreamError, match=message):
+        lmgc_core.decompress(_resealed(blob, _set(path, value)))
+
+
+def test_the_rebuild_limit_is_the_arrays_bytes():
+    """A state asking for one value more than the array has bytes is refused; within the limit
+    the usual checks decide (here: the positions do not match)."""
+    x = np.arange(8, dtype=np.float32)
+    blob = Pipeline.from_config({"stages": [{"name": "sparsify", "keep": 0.5}]}).compress(x)
+    with pytest.raises(StreamError, match="more than the 32 bytes"):
+        lmgc_core.decompress(_resealed(blob, _set(("parts", "data", "n"), 33)))
+    assert np.array_equal(
+        lmgc_core.decompress(blob),
+        Pipeline.from_config({"stages": [{"name": "sparsify", "keep": 0.5}]}).reconstruct(x),
+    )
