@@ -162,7 +162,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
     # may also call them directly from their own threads) -----------------------------------
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:
         with codec_errors("encode"):
-            arr = np.ascontiguousarray(chunk_array.as_numpy_array())
+            arr = np.asarray(chunk_array.as_numpy_array(), order="C")  # a 0-d chunk stays 0-d
             ndim = arr.ndim
             # non-numbers (complex, datetime, |S, <U, records) go through a noted integer view
             arr, note = coding_view(arr)

@@ -214,6 +214,25 @@ def test_zarr_metadata_names_the_codec(tmp_path, real):
     }
 
 
+@pytest.mark.parametrize("level", [1, 2])
+def test_a_zero_dimensional_array_reads_back(tmp_path, level):
+    """A 0-d array's one chunk is 0-d too: its stream must record shape ``()``, not ``(1,)``
+    (``np.ascontiguousarray`` had made it 1-d, and the written array could not be read)."""
+    from zarr.storage import LocalStore
+
+    value = np.float32(-0.0)
+    z = zarr.create_array(
+        store=LocalStore(tmp_path / "x.zarr"),
+        shape=(),
+        dtype="float32",
+        serializer=LMGCZarrCodec(level=level),
+        compressors=None,
+    )
+    z[...] = value
+    back = zarr.open_array(store=LocalStore(tmp_path / "x.zarr"), mode="r")[...]
+    assert bits_equal(back, np.asarray(value))
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_reading_one_chunk_decodes_only_that_chunk(tmp_path, real, zarr_format):
     path = tmp_path / "g.zarr"
