@@ -72,7 +72,7 @@ def is_codable(dtype: np.dtype) -> bool:
     of an unsigned integer's size (``|V0`` is still refused, by the prior)."""
     dtype = np.dtype(dtype)
     if dtype.kind in _KINDS:
-        return True
+        return dtype.itemsize <= 8  # not long double: 80 bits of 16 bytes, no prior's format
     return (
         dtype.kind == "V"
         and dtype.fields is None
@@ -85,8 +85,6 @@ def dtype_name(dtype: np.dtype) -> str:
     dtype = np.dtype(dtype)
     if is_ml_dtype(dtype):
         return dtype.name
-    if dtype.kind in _KINDS:
-        return dtype.str
     if is_codable(dtype):
         return dtype.str  # opaque items (e.g. bfloat16 saved to .npy reads back as |V2)
     raise ConfigError(
