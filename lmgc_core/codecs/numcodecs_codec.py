@@ -427,7 +427,10 @@ class LMGC(Codec):
             raise TypeError("lmgc codec: object arrays cannot be compressed")
         if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
             arr = np.ascontiguousarray(arr)
-        if self.dtype is not None and arr.dtype != np.dtype(self.dtype):
+        # ``dtype`` views raw buffers (bytes, memoryviews, byte arrays), never an array's own
+        # dtype: a bfloat16 array is not re-read as float32
+        raw = not isinstance(buf, np.ndarray) or buf.dtype == np.uint8
+        if self.dtype is not None and raw and arr.dtype != np.dtype(self.dtype):
             flat = ensure_contiguous_ndarray(arr).reshape(-1).view(np.uint8)
             itemsize = np.dtype(self.dtype).itemsize
             if flat.size % itemsize:

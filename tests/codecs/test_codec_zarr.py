@@ -100,6 +100,16 @@ def test_encode_decode_with_out_and_raw_bytes(real):
     as_f4 = LMGC(dtype="float32", **ADAPTIVE)
     assert bits_equal(as_f4.decode(as_f4.encode(x.tobytes())), x.reshape(-1))
     assert codec.decode(codec.encode(x.tobytes())).tobytes() == x.tobytes()
+    as_u1 = np.frombuffer(x.tobytes(), np.uint8)  # a byte array is a raw buffer too
+    assert bits_equal(as_f4.decode(as_f4.encode(as_u1)), x.reshape(-1))
+
+
+def test_dtype_views_raw_buffers_not_an_arrays_own_dtype():
+    import ml_dtypes
+
+    g = np.random.default_rng(0).standard_normal((8, 64)).astype(ml_dtypes.bfloat16)
+    codec = LMGC(dtype="float32")
+    assert bits_equal(codec.decode(codec.encode(g)), g)  # not float32 (256,)
 
 
 def test_lossy_codec_returns_the_stage_reconstruction(real):
