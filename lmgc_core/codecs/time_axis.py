@@ -28,7 +28,7 @@ import numpy as np
 
 from lmgc_core.stream import container
 from lmgc_core.util.dtypes import dtype_name
-from lmgc_core.util.errors import ConfigError, StreamError
+from lmgc_core.util.errors import ConfigError, MismatchError, StreamError
 
 SERIES_KEY = "series"
 VERSION = 0
@@ -144,7 +144,14 @@ def decode(
     base: np.ndarray | None = None
     for t, block in enumerate(box.blocks):
         stream = bytes(block)
-        got_dtype, got_shape = declared_array(container.read_header(stream)[0], step_bytes)
+        step_header = container.read_header(stream)[0]
+        if ("base" in step_header) != (t > 0):  # so no step stream decodes in another's place
+            how = "coded against a base" if t == 0 else "coded alone"
+            raise MismatchError(
+                f"series chunk: step {t}'s stream is {how}; the first step is coded alone and "
+                "every later one against the step before it"
+            )
+        got_dtype, got_shape = declared_array(step_header, step_bytes)
         if got_dtype != dtype or tuple(got_shape) != tuple(step_shape):
             raise StreamError(
                 f"series chunk: step {t} declares {got_dtype}{list(got_shape)}, the chunk's "

@@ -26,7 +26,7 @@ from lmgc_core.codecs.numcodecs_codec import (  # noqa: E402
 )
 from lmgc_core.codecs.zarr_codec import LMGCZarrCodec  # noqa: E402
 from lmgc_core.stream import container  # noqa: E402
-from lmgc_core.util.errors import ConfigError, LMGCError, StreamError  # noqa: E402
+from lmgc_core.util.errors import ConfigError, LMGCError, MismatchError, StreamError  # noqa: E402
 from tests.paths import TESTS_DIR  # noqa: E402
 from tests.sgd_mlp import sgd_snapshots  # noqa: E402
 
@@ -250,6 +250,14 @@ def test_steps_decoded_against_another_base_are_refused(weights):
     swapped = _repack(blob, [0, 2, 1, 3])  # every stream intact, the bases now wrong
     with pytest.raises(LMGCError):
         LMGC().decode(swapped)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 0], [1, 1, 2, 3]])
+def test_a_step_stream_coded_alone_or_with_a_base_in_the_wrong_place_is_refused(weights, order):
+    """The first step's stream (coded alone) as the last step decoded, as that step's values
+    (the values of step 0), before series decoding required a base for every later step."""
+    with pytest.raises(MismatchError, match="coded"):
+        LMGC().decode(_repack(_series_blob(weights), order))
 
 
 def test_a_bad_series_header_or_a_truncated_chunk_is_a_stream_error(weights):
