@@ -660,6 +660,12 @@ def declared_array(
     """The ``(dtype, shape)`` a stream's header declares, checked for sane sizes and, with
     ``max_nbytes``, refused (:class:`StreamError` naming both sizes) when bigger: what callers
     compare with the buffer, chunk or manifest entry they expect, before decoding anything."""
+    if max_nbytes is not None and (
+        isinstance(max_nbytes, bool)
+        or not isinstance(max_nbytes, int | np.integer)
+        or max_nbytes < 0
+    ):
+        raise ConfigError(f"max_nbytes must be a non-negative integer, not {max_nbytes!r}")
     try:
         dtype = parse_dtype(header["array"]["dtype"])
         shape = tuple(_count(n) for n in header["array"]["shape"])

@@ -399,6 +399,10 @@ def test_max_nbytes_admits_what_fits():
         decompress(blob, max_nbytes=39)
     with pytest.raises(StreamError, match="40 bytes"):
         Pipeline.from_config({}).decompress(blob, max_nbytes=39)
+    np.testing.assert_array_equal(decompress(blob, max_nbytes=np.int64(40)), arr)
+    for bad in ("100000", -1, 40.0, True):  # not a comparison error from deep inside
+        with pytest.raises(ConfigError, match="max_nbytes must be"):
+            decompress(blob, max_nbytes=bad)
 
 
 def test_numcodecs_decode_into_a_small_out_is_refused_first(tmp_path, zeros_stream):
