@@ -330,13 +330,13 @@ def test_staged_parts_are_bounded_by_the_array():
 
 
 def test_stage_state_asking_for_too_much_memory_is_a_stream_error():
-    """A quantize state with ``bits: 2**40``: its inverse cannot allocate its table."""
+    """A quantize state with ``bits: 2**40``: refused before its inverse computes 2**bits."""
     blob = Pipeline.from_config({"stages": ["quantize"]}).compress(np.float32([1, 2, 3]))
 
     def edit(h: dict[str, Any]) -> None:
         h["stages"][0]["parts"]["data"]["bits"] = 1 << 40
 
-    with pytest.raises(StreamError, match="more memory"):
+    with pytest.raises(StreamError, match="bad bits"):
         decompress(_repack(blob, edit))
 
 
