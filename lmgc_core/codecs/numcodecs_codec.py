@@ -167,7 +167,7 @@ def cached_pipeline(config: Mapping[str, Any], given: str | None = None) -> tupl
         _CACHE[key] = entry
         # streams record the resolved config (window, batch, prior options filled in): reading
         # back what this process wrote must reuse this pipeline, not build (load) a second one
-        _CACHE.setdefault(_key(canonical_config(pipeline.get_config()), recorded=True), entry)
+        _CACHE.setdefault(_key(canonical_config(pipeline.recorded_config()), recorded=True), entry)
         while len(_CACHE) > MAX_CACHED:
             del _CACHE[next(iter(_CACHE))]
         if len(_GIVEN) > 4 * MAX_CACHED:

@@ -159,7 +159,11 @@ class Pipeline:
             batch=cfg["batch"],
         )
 
-    def get_config(self) -> dict[str, Any]:
+    def recorded_config(self) -> dict[str, Any]:
+        """The configuration a stream header records (its ``pipeline``). Headers are read inside
+        :func:`~lmgc_core.components.registry.recorded`, where an option left out means what its
+        absence has always meant (a component's ``recorded_defaults``: the float prior's level
+        2), so this form leaves such options out and old streams keep their meaning."""
         return {
             "stages": [_spec(s) for s in self.stages],
             "serializer": _spec(self.serializer),
@@ -168,6 +172,17 @@ class Pipeline:
             "window": self.window,
             "batch": self.batch,
         }
+
+    def get_config(self) -> dict[str, Any]:
+        """The full configuration: ``Pipeline.from_config(p.get_config())`` builds the same
+        pipeline. :meth:`recorded_config` with the options its form leaves out put back (a
+        level-2 float prior's ``level``, which a new configuration would otherwise take as 1)."""
+        config = self.recorded_config()
+        prior = config["prior"]
+        for key in getattr(type(self.prior), "recorded_defaults", {}):
+            if key not in prior and hasattr(self.prior, key):
+                prior[key] = getattr(self.prior, key)
+        return config
 
     # -- stages ----------------------------------------------------------------------------------
     def _forward(self, array: np.ndarray) -> tuple[dict[str, np.ndarray], list[Any]]:
@@ -238,7 +253,7 @@ class Pipeline:
             blocks.extend(coded)
             part_headers.append(part_entry(name, data, fields))
         header = {
-            "pipeline": self.get_config(),
+            "pipeline": self.recorded_config(),
             "prior": self.prior.fingerprint(),
             "made_by": provenance.made_by(self),
             "array": {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape)},
@@ -331,7 +346,7 @@ class Pipeline:
         recorded = header.get("pipeline", {})
         if not isinstance(recorded, Mapping):
             raise StreamError("stream header has a bad pipeline configuration")
-        mine = self.get_config()
+        mine = self.recorded_config()
         diffs = [
             f"{key}: stream has {recorded.get(key)!r}, this pipeline has {mine[key]!r}"
             for key in sorted(mine)

@@ -91,14 +91,14 @@ def check_replay(pipeline: Any) -> None:
     components += [("stage", s) for s in pipeline.stages]
     if any(registry.registration_of(kind, c) is None for kind, c in components):
         return
-    config = pipeline.get_config()
+    config = pipeline.recorded_config()
     recorded = _json_copy(config)
     try:
         with registry.recorded():  # as decoding rebuilds it from the header
             rebuilt = type(pipeline).from_config(recorded)
     except PluginError:  # a part built by hand inside a registered one (a mixture's expert)
         return
-    diffs = _config_diffs(recorded, rebuilt.get_config())
+    diffs = _config_diffs(recorded, rebuilt.recorded_config())
     if diffs:
         raise ConfigError(
             "the pipeline does not survive a JSON round trip of its config ("
@@ -139,7 +139,7 @@ def explain(header: Mapping[str, Any], pipeline: Any) -> str:
     """Who made the stream, who decodes it, and what differs (one sentence for an error)."""
     config = header.get("pipeline") if isinstance(header.get("pipeline"), Mapping) else {}
     record = _record(header.get("made_by"), config)
-    mine_config = pipeline.get_config()
+    mine_config = pipeline.recorded_config()
     theirs = _describe(config, record or {})
     mine = _describe(mine_config, _record(made_by(pipeline), mine_config) or {})
     made = ", ".join(f"{c} ({v})" for c, v in theirs)

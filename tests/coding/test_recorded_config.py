@@ -40,7 +40,7 @@ def test_every_decoder_builds_the_pipeline_its_header_records() -> None:
     blob = Pipeline.from_config({"prior": "adaptive", "serializer": "hex"}).compress(data)
     header = container.read_header(blob)[0]
     built = StreamDecoder().pipeline(header)
-    assert built.get_config() == header["pipeline"]
+    assert built.recorded_config() == header["pipeline"]
     assert np.array_equal(decompress_blob({"prior": "uniform"}, blob), data)
 
 

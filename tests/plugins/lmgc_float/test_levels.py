@@ -66,8 +66,11 @@ def test_the_default_is_level_1_and_streams_record_it(grads):
 
 def test_level_2_records_no_level_and_a_recorded_config_without_one_is_level_2(grads):
     high = Pipeline.from_config({"level": 2})
-    assert "level" not in high.get_config()["prior"]  # headers as before levels existed
+    assert "level" not in high.recorded_config()["prior"]  # headers as before levels existed
     blob = high.compress(grads)  # its config replays (provenance) although it names no level
+    # the full config names it: a new config without a level would be level 1
+    assert high.get_config()["prior"]["level"] == 2
+    assert Pipeline.from_config(high.get_config()).compress(grads) == blob
     assert _levels(blob) == (None, None)
     assert Pipeline.from_config({"prior": {"name": "float", "level": 2}}).compress(grads) == blob
     assert bits(decompress(blob)) == bits(grads)
