@@ -4,8 +4,9 @@ Everything but the arrays' data — local headers, ``.npy`` headers, data descri
 directory, members that are not ``.npy`` — is kept as literal bytes, so a stored (``np.savez``)
 archive comes back byte for byte whatever wrote it. A deflated member
 (``np.savez_compressed``) comes back byte for byte when deflating its content again with
-zlib's default level reproduces the stored bytes, which :func:`scan` checks; otherwise the
-layout is marked not ``identical`` and the arrays still come back exactly.
+zlib at some level reproduces the stored bytes, which :func:`scan` checks (the archive records
+the level); otherwise the member's deflated bytes are kept as they are (its arrays are then not
+coded), so every ``.npz`` comes back byte for byte.
 """
 
 from __future__ import annotations
@@ -133,6 +134,13 @@ def _member(
     with zf.open(info) as m:
         if m.read(6) != MAGIC:
             return [file_run(f, start, info.compress_size, layout, where)]
+    level = _deflate_level(zf, f, info, start)
+    if level is None:  # no level of this zlib gives its bytes: kept as they are, so that
+        layout.notes.append(  # the file still comes back byte for byte
+            f"{where} was deflated by a zlib this machine does not reproduce at any level: "
+            "kept as its deflated bytes (its arrays are not coded)"
+        )
+        return [file_run(f, start, info.compress_size, layout, where)]
     with zf.open(info) as m:
         raw, header = read_header(m, where)
     end = _add_tensor(raw, header, name, info.file_size, layout, where)
@@ -141,13 +149,7 @@ def _member(
         read = partial(_member_tail, zf, info, end)
         n = info.file_size - end
         inner.append(byte_run(read, end, n, layout.tensors, where, f"{info.filename}+"))
-    if not _redeflates(zf, f, info, start):
-        layout.identical = False
-        layout.notes.append(
-            f"{where} was deflated by a zlib this machine does not reproduce: decompression "
-            "gives the same arrays, not the same bytes"
-        )
-    return [Deflated(start, info.compress_size, -1, inner, member=info.filename)]
+    return [Deflated(start, info.compress_size, level, inner, member=info.filename)]
 
 
 def _add_tensor(
@@ -162,10 +164,30 @@ def _add_tensor(
     return end
 
 
-def _redeflates(zf: zipfile.ZipFile, f: IO[bytes], info: zipfile.ZipInfo, start: int) -> bool:
-    """Does deflating the member's content with zlib's default level (what zipfile and
-    ``np.savez_compressed`` use) give back exactly its stored bytes?"""
-    packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+LEVELS = (zlib.Z_DEFAULT_COMPRESSION, 1, 2, 3, 4, 5, 7, 8, 9, 0)
+"""The zlib levels tried, most likely first: the default (``np.savez_compressed``, zipfile),
+then the others zipfile's ``compresslevel`` gives (6 is the default's own output)."""
+
+
+def _deflate_level(
+    zf: zipfile.ZipFile, f: IO[bytes], info: zipfile.ZipInfo, start: int
+) -> int | None:
+    """The first zlib level of :data:`LEVELS` whose deflate of the member's content gives back
+    exactly its stored bytes (what the archive records, to rebuild them); ``None`` when none
+    does (another deflate implementation). A level that differs is found out at its first
+    differing output, so trying them all costs little more than one pass."""
+    for level in LEVELS:
+        if _redeflates(zf, f, info, start, level):
+            return level
+    return None
+
+
+def _redeflates(
+    zf: zipfile.ZipFile, f: IO[bytes], info: zipfile.ZipInfo, start: int, level: int
+) -> bool:
+    """Does deflating the member's content with zlib at ``level`` give back exactly its stored
+    bytes?"""
+    packer = zlib.compressobj(level, zlib.DEFLATED, -15)
     done = 0
     with zf.open(info) as m:
         while True:
