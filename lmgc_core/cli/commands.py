@@ -292,11 +292,18 @@ def _compress_one(
     _say(quiet, output, f"{name}: {result.source} -> {written} bytes ({rate:.2f}%) -> {output}")
 
 
-def _output_format(output: str, fmt: str | None, source_format: str | None, n: int) -> str:
+def _output_format(
+    output: str, fmt: str | None, source_format: str | None, n: int, named: bool = True
+) -> str:
+    """What decompression writes: ``--format``; else, for an output the user ``named``, the
+    format its name says; else the source's own (with no ``-o``, a file comes back as it was,
+    byte for byte: a ``.npy`` coded as raw bytes is not made into another ``.npy``)."""
     from lmgc_core.files.readers import format_of_name
 
     if fmt:
         return fmt.lower()
+    if not named and source_format:
+        return source_format
     by_name = None if output == STDIO else format_of_name(output)
     if by_name:
         return by_name
@@ -389,6 +396,7 @@ def _decompress_one(
         from lmgc_core.files.folders import decompress_folder_command
 
         return decompress_folder_command(input, output, force, quiet, jobs, base)
+    named = output is not None
     if output is None:
         if input != STDIO and not input.lower().endswith(".lmgc"):
             raise click.UsageError(f"{input} does not end in .lmgc: name the output with -o")
@@ -397,7 +405,7 @@ def _decompress_one(
     check_model_path(model)
     with open_input(input) as (src, _, name), ExitStack() as stack:
         reader = ArchiveReader(src, name)
-        target = _output_format(output, fmt, reader.format, len(reader.entries))
+        target = _output_format(output, fmt, reader.format, len(reader.entries), named)
         decoder = StreamDecoder(force, model, jobs)
         if getattr(reader, "base", None) is not None or base is not None:
             _use_base(reader, decoder, base, name, stack)

@@ -237,6 +237,18 @@ def test_raw_with_dtype(tmp_path, grads):
     assert "whole number" in message
 
 
+@pytest.mark.parametrize("name", ["a.npy", "r.safetensors", "c.npz"])
+@pytest.mark.parametrize("chunk", [[], ["--chunk-size", "1024"]])
+def test_a_file_coded_as_raw_bytes_comes_back_as_it_was_whatever_its_name(
+    tmp_path, grads, name, chunk
+):
+    """With no ``-o``, the output's name (the source's) once chose a conversion: a ``.npy``
+    coded with ``--dtype`` came back as a new ``.npy`` wrapping the old one's bytes, exit 0."""
+    np.save(tmp_path / "x.npy", grads[:2560].reshape(40, 64))
+    (tmp_path / name).write_bytes((tmp_path / "x.npy").read_bytes())
+    round_trip(tmp_path / name, "--dtype", "uint8", *chunk)
+
+
 # -- chunks, conversions, pipes -------------------------------------------------------------
 
 
