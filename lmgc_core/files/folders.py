@@ -142,8 +142,18 @@ class FolderResult:
 
 
 def _files(root: Path) -> Iterator[str]:
-    """Every regular file under ``root`` (relative POSIX paths, sorted, symlinks followed)."""
+    """Every regular file under ``root`` (relative POSIX paths, sorted, symlinks followed).
+    A link to a folder that contains it (``self -> .``) is a :class:`FolderError`: followed, it
+    gave every file again at each depth, and two such links an endless walk."""
+    inodes: dict[Path, tuple[int, int]] = {}
     for folder, dirs, names in os.walk(root, followlinks=True):
+        here = Path(folder)
+        st = os.stat(here)
+        inodes[here] = (st.st_dev, st.st_ino)
+        if any(inodes.get(up) == inodes[here] for up in here.parents):
+            raise FolderError(
+                f"{here}: a symbolic link leads back to a folder that contains it (a loop)"
+            )
         dirs.sort()
         for name in sorted(names):
             path = Path(folder, name)
@@ -230,12 +240,15 @@ def compress_folder(
     pipeline = pipeline or default_pipeline()
     result = FolderResult()
     total = sum((root / rel).stat().st_size for rel in files)
+    taken = set(files)
     with Progress(total, "compress", quiet) as bar:
         for rel in files:
             path = root / rel
             size = path.stat().st_size
             result.source_bytes += size
-            if is_tensor_file(path):
+            if rel + SUFFIX in taken:  # its archive's name is another file's: copied as it is
+                result.uncoded.append((rel, f"the folder holds a file named {rel + SUFFIX} too"))
+            elif is_tensor_file(path):
                 done = bar.done
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 try:
@@ -272,10 +285,10 @@ def _read_folder_manifest(root: Path) -> tuple[list[str], list[str]]:
                 f"{root}: not a folder written by `lmgc compress` (no {FOLDER_MANIFEST}, "
                 "no .lmgc files)"
             )
-        return (
-            [f[: -len(SUFFIX)] for f in files if f.endswith(SUFFIX)],
-            [f for f in files if not f.endswith(SUFFIX)],
-        )
+        coded = [f[: -len(SUFFIX)] for f in files if f.endswith(SUFFIX)]
+        copied = [f for f in files if not f.endswith(SUFFIX)]
+        _check_distinct(root, coded, copied)
+        return coded, copied
     try:
         doc = json.loads(path.read_text("utf-8"))
         coded, copied = list(doc["coded"]), list(doc["copied"])
@@ -286,7 +299,21 @@ def _read_folder_manifest(root: Path) -> tuple[list[str], list[str]]:
     for rel in coded + copied:  # the manifest must not send writes outside the folder
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise FolderError(f"{path}: names a path outside the folder: {rel!r}")
+    _check_distinct(root, coded, copied)
     return coded, copied
+
+
+def _check_distinct(root: Path, coded: list[str], copied: list[str]) -> None:
+    """No output file written twice: a decoded ``a.npy`` (from ``a.npy.lmgc``) and a copied
+    ``a.npy`` would leave whichever came last, with exit 0."""
+    seen: set[str] = set()
+    for rel in coded + copied:
+        if rel in seen:
+            raise FolderError(
+                f"{root}: {rel} would be written twice (decoded from {rel + SUFFIX} and copied, "
+                "or listed twice): decompress the files one by one"
+            )
+        seen.add(rel)
 
 
 def decompress_folder(

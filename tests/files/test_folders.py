@@ -140,3 +140,40 @@ def test_lossy_stages_change_arrays_only_and_are_said(tmp_path: Path, grads: np.
     assert back["a.bias"].shape == (128,)  # the header and layout are the source's
     assert not np.array_equal(back["a.bias"], grads.reshape(64, 128)[0])
     assert (tmp_path / "back" / "config.json").read_bytes() == (src / "config.json").read_bytes()
+
+
+def test_a_file_named_like_anothers_archive_is_kept_apart(tmp_path: Path, grads: np.ndarray):
+    """``a.npy`` next to a user's own ``a.npy.lmgc`` (an older version of it): coding a.npy
+    wrote its archive under that name, then the copy of the user's file replaced it, and the
+    folder came back with the old a.npy, exit 0. a.npy is now copied as it is."""
+    src = tmp_path / "m"
+    src.mkdir()
+    np.save(src / "a.npy", grads[:100] * 0)
+    lmgc("compress", src / "a.npy")  # the user's m/a.npy.lmgc
+    np.save(src / "a.npy", grads[:100])
+    result = compress_folder(src, tmp_path / "c")
+    assert [rel for rel, _ in result.uncoded] == ["a.npy"]
+    decompress_folder(tmp_path / "c", tmp_path / "back")
+    assert _tree(tmp_path / "back") == _tree(src)
+
+
+def test_a_folder_without_manifest_that_would_write_a_file_twice_is_refused(tmp_path: Path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros(4, np.float32))
+    lmgc("compress", folder / "a.npy")  # a.npy.lmgc beside a.npy: which one is a.npy?
+    with pytest.raises(FolderError, match="written twice"):
+        decompress_folder(folder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_symbolic_link_loop_is_refused(tmp_path: Path, grads: np.ndarray) -> None:
+    """Followed, ``self -> .`` gave every file again at each depth (41 copies of a.npy), and
+    two such links an endless walk with growing memory."""
+    src = tmp_path / "m"
+    src.mkdir()
+    np.save(src / "a.npy", grads[:100])
+    (src / "self").symlink_to(".", target_is_directory=True)
+    (src / "other").symlink_to(".", target_is_directory=True)
+    with pytest.raises(FolderError, match="loop"):
+        compress_folder(src, tmp_path / "c")
