@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -80,19 +81,34 @@ def check_free_space(name: str, nbytes: int) -> None:
         )
 
 
+def _special(path: Path) -> bool:
+    """An existing output that is not a regular file (a FIFO, ``/dev/null``, a terminal):
+    renaming a temporary file over it would replace the device or pipe (a reader of the FIFO
+    got nothing; as root, ``-o /dev/null -f`` deleted the device node)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 @contextmanager
 def atomic_output(name: str, force: bool) -> Iterator[IO[bytes]]:
     """A file to write the output to; it becomes ``name`` (or goes to stdout) only when the
     ``with`` block finishes without an exception."""
     check_output(name, force)
-    if name == STDIO:
+    path = Path(name)
+    if name == STDIO or _special(path):  # written into, once whole: never replaced
         with tempfile.TemporaryFile() as spool:
             yield spool
             spool.seek(0)
-            shutil.copyfileobj(spool, sys.stdout.buffer, 1 << 20)
-            sys.stdout.buffer.flush()
+            if name == STDIO:
+                shutil.copyfileobj(spool, sys.stdout.buffer, 1 << 20)
+                sys.stdout.buffer.flush()
+            else:
+                with open(path, "wb") as dst:
+                    shutil.copyfileobj(spool, dst, 1 << 20)
         return
-    path = Path(name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -332,6 +332,27 @@ def test_stdin_and_stdout(tmp_path, grads):
 # -- never overwrite, never leave half a file -----------------------------------------------
 
 
+def test_an_output_that_is_a_pipe_is_written_into_not_replaced(tmp_path, grads):
+    """``-o FIFO -f`` renamed a regular file over the FIFO: its reader got nothing (and, as
+    root, ``-o /dev/null -f`` deleted the device node)."""
+    import os
+    import stat
+    import threading
+
+    np.save(tmp_path / "a.npy", grads[:64])
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    lmgc("compress", "-f", tmp_path / "a.npy", "-o", fifo)
+    reader.join(30)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    (tmp_path / "a.npy.lmgc").write_bytes(got[0])
+    lmgc("decompress", tmp_path / "a.npy.lmgc", "-o", tmp_path / "back.npy")
+    assert (tmp_path / "back.npy").read_bytes() == (tmp_path / "a.npy").read_bytes()
+
+
 def test_no_overwrite_without_force(tmp_path, grads):
     np.save(tmp_path / "g.npy", grads[:100])
     before = (tmp_path / "g.npy").read_bytes()
