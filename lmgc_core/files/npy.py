@@ -11,7 +11,15 @@ from typing import IO, Any
 
 import numpy as np
 
-from lmgc_core.files.segments import Data, FileLayout, InputFileError, Literal, Tensor, byte_run
+from lmgc_core.files.segments import (
+    Data,
+    FileLayout,
+    InputFileError,
+    Literal,
+    Tensor,
+    byte_run,
+    check_shape,
+)
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 20
@@ -48,7 +56,7 @@ def tensor_of(header: dict[str, Any], name: str, where: str) -> Tensor:
     """The tensor a parsed header describes (object dtypes refused)."""
     try:
         dtype = np.lib.format.descr_to_dtype(header["descr"])
-    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError, SyntaxError):
         raise InputFileError(f"{where}: .npy header has a bad descr {header['descr']!r}") from None
     if dtype.hasobject:
         raise InputFileError(
@@ -62,6 +70,7 @@ def tensor_of(header: dict[str, Any], name: str, where: str) -> Tensor:
     fortran = header["fortran_order"]
     if not isinstance(fortran, bool):
         raise InputFileError(f"{where}: .npy header has a bad fortran_order {fortran!r}")
+    check_shape(shape, dtype, where)
     return Tensor(name, dtype, shape, fortran=fortran and len(shape) > 1)
 
 

@@ -13,7 +13,15 @@ from typing import IO, Any
 
 import numpy as np
 
-from lmgc_core.files.segments import Data, FileLayout, InputFileError, Literal, Tensor, byte_run
+from lmgc_core.files.segments import (
+    Data,
+    FileLayout,
+    InputFileError,
+    Literal,
+    Tensor,
+    byte_run,
+    check_shape,
+)
 
 MAX_HEADER = 100 << 20  # the safetensors library's own limit
 
@@ -169,6 +177,7 @@ def _tensor(name: str, entry: Any, data_size: int, where: str) -> tuple[Tensor, 
     else:
         if count * dtype.itemsize != end - begin:
             raise InputFileError(f"{bad} ({count} x {tag} is not {end - begin} bytes)")
+        check_shape(tuple(shape), dtype, bad)
         tensor = Tensor(name, dtype, tuple(shape), tag=tag)
     tensor.nbytes = end - begin
     return tensor, begin, end

@@ -25,6 +25,28 @@ class InputFileError(LMGCError):
     """An input file is not what its name or contents say (bad magic, truncated, bad header)."""
 
 
+MAX_DIMS = 64
+"""numpy's limit on an array's dimensions."""
+
+
+def check_shape(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
+    """InputFileError for a header's shape numpy cannot hold (it failed later in a reshape
+    with numpy's own message) and for items of no bytes (``|S0``: numpy allocates them as
+    one-byte items, so a declared shape, not the file, set the memory)."""
+    if dtype.itemsize == 0:
+        raise InputFileError(
+            f"{where}: items of 0 bytes ({dtype.str}) hold nothing to compress: code the file "
+            "as raw bytes (--dtype uint8)"
+        )
+    if len(shape) > MAX_DIMS:
+        raise InputFileError(f"{where}: {len(shape)} dimensions (numpy holds at most {MAX_DIMS})")
+    nonzero = 1
+    for n in shape:
+        nonzero *= max(n, 1)
+    if nonzero * dtype.itemsize >= 1 << 62:
+        raise InputFileError(f"{where}: shape {tuple(shape)} is too large for numpy to hold")
+
+
 @dataclass
 class Tensor:
     """One array of a source file, as its bytes lie there."""

@@ -229,6 +229,44 @@ def test_npy_shapes_orders_versions_and_trailing_bytes(tmp_path, grads):
     round_trip(tmp_path / "tail.npy")
 
 
+def _npy(header: str, data: bytes = b"") -> bytes:
+    text = header.encode("latin1")
+    pad = (64 - (10 + len(text) + 1) % 64) % 64
+    length = struct.pack("<H", len(text) + pad + 1)
+    return b"\x93NUMPY\x01\x00" + length + text + b" " * pad + b"\n" + data
+
+
+def _st(header: dict, data: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+BAD_HEADERS = {  # what each said before: numpy's own words, or a 931 GiB allocation
+    "descr.npy": (_npy("{'descr': ',i2', 'fortran_order': False, 'shape': (1,), }", b"ab"),
+                  "bad descr"),
+    "s0.npy": (_npy(f"{{'descr': '|S0', 'fortran_order': False, 'shape': ({10**12},), }}"),
+               "items of 0 bytes"),
+    "u0.npy": (_npy("{'descr': '<U0', 'fortran_order': False, 'shape': (3,), }"),
+               "items of 0 bytes"),
+    "dims.npy": (_npy("{'descr': '|u1', 'fortran_order': False, 'shape': (%s), }" % ("1," * 100),
+                      b"\x01"), "100 dimensions"),
+    "zero.npy": (_npy(f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({2**62}, 0), }}"),
+                 "too large"),
+    "zero.safetensors": (_st({"a": {"dtype": "F32", "shape": [2**32, 2**32, 0],
+                                    "data_offsets": [0, 0]}}, b""), "too large"),
+    "dims.safetensors": (_st({"a": {"dtype": "U8", "shape": [1] * 100, "data_offsets": [0, 1]}},
+                             b"\x01"), "100 dimensions"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BAD_HEADERS))
+def test_headers_numpy_cannot_hold_are_one_clear_error(tmp_path, name):
+    data, said = BAD_HEADERS[name]
+    (tmp_path / name).write_bytes(data)
+    message = one_error_line(lmgc("compress", tmp_path / name, ok=False), 1)
+    assert said in message
+
+
 def test_raw_with_dtype(tmp_path, grads):
     (tmp_path / "w.bin").write_bytes(grads[:500].astype(ml_dtypes.bfloat16).tobytes())
     round_trip(tmp_path / "w.bin", "--dtype", "bfloat16")
