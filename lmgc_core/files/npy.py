@@ -99,8 +99,13 @@ def header_bytes(tensor: Tensor) -> bytes:
     """A header as ``np.save`` writes it (version 1.0 when it fits, else 2.0 / 3.0)."""
     import io
 
+    descr = np.lib.format.dtype_to_descr(tensor.dtype)
+    try:  # ml_dtypes' float8_e5m2 says '<f1', which np.load cannot read back
+        np.lib.format.descr_to_dtype(descr)
+    except (ValueError, TypeError, SyntaxError):
+        descr = f"<V{tensor.dtype.itemsize}"  # as the other float8s and bfloat16 go out
     d = {
-        "descr": np.lib.format.dtype_to_descr(tensor.dtype),
+        "descr": descr,
         "fortran_order": tensor.fortran,
         "shape": tuple(tensor.shape),
     }

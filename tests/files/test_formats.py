@@ -307,6 +307,23 @@ def test_large_tensors_are_coded_in_chunks(tmp_path, grads):
         assert all(same_bits(z[k], ref[k]) for k in ref.files)
 
 
+def test_float8_e5m2_converts_to_a_npz_that_loads(tmp_path, grads):
+    """ml_dtypes' float8_e5m2 says descr '<f1', which np.load refuses: it goes out as '<V1',
+    as the other float8s and bfloat16 do, and the bytes come back in lmgc."""
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    t = torch.from_numpy(grads[:8].copy())
+    tensors = {"a": t.to(torch.float8_e5m2), "b": t.to(torch.float8_e4m3fn)}
+    safetensors.torch.save_file(tensors, tmp_path / "f8.safetensors")
+    lmgc("compress", tmp_path / "f8.safetensors")
+    lmgc("decompress", tmp_path / "f8.safetensors.lmgc", "-o", tmp_path / "f8.npz")
+    with np.load(tmp_path / "f8.npz") as z:
+        for name, tensor in tensors.items():
+            assert z[name].tobytes() == tensor.view(torch.uint8).numpy().tobytes()
+    round_trip(tmp_path / "f8.npz")
+
+
 def test_conversions_between_formats(tmp_path, grads):
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file, save_file
