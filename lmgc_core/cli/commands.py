@@ -254,6 +254,7 @@ def _compress_one(
     from lmgc_core.files.source_hash import FileHash
 
     _check_base_kind(input, base)
+    _check_output_is_new(input, output, base)
     if Path(input).is_dir():  # a model folder: every tensor file coded, the rest copied
         from lmgc_core.files.folders import compress_folder_command
 
@@ -261,6 +262,7 @@ def _compress_one(
             input, output, force, quiet, jobs, build_pipeline(**kw), base
         )
     output = _default_output(input, output)
+    _check_output_is_new(input, output, base)
     check_output(output, force)
     # The input's SHA-256 starts before the coding modules (numpy, the pipeline) load: with a
     # spare core it runs while this thread imports, not beside the first chunks.
@@ -392,6 +394,7 @@ def _decompress_one(
     from lmgc_core.util.progress import Progress
 
     _check_base_kind(input, base)
+    _check_output_is_new(input, output, base)
     if Path(input).is_dir():  # a folder written by `lmgc compress MODEL_DIR -o OUT_DIR`
         from lmgc_core.files.folders import decompress_folder_command
 
@@ -401,6 +404,7 @@ def _decompress_one(
         if input != STDIO and not input.lower().endswith(".lmgc"):
             raise click.UsageError(f"{input} does not end in .lmgc: name the output with -o")
         output = STDIO if input == STDIO else input[: -len(".lmgc")]
+    _check_output_is_new(input, output, base)
     check_output(output, force)
     check_model_path(model)
     with open_input(input) as (src, _, name), ExitStack() as stack:
@@ -424,6 +428,26 @@ def _decompress_one(
         )
         check = f"identical to the source, {how} verified"
     _say(quiet, output, f"{name} -> {output} ({check})")
+
+
+def _check_output_is_new(input: str, output: str | None, base: str | None) -> None:
+    """Usage errors, before any work: a folder to stdout (it made a folder named ``-``), and
+    an output that is the base (``--base old -o old -f`` replaced the base the archive needs,
+    so it could never be decoded). An output that is the input is allowed with ``--force``
+    (in-place compression: the input is read whole before the output replaces it)."""
+    if output is None:
+        return
+    if output == STDIO:
+        if input != STDIO and Path(input).is_dir():
+            raise click.UsageError(f"{input} is a folder: name an output folder with -o, not -")
+        return
+    if (
+        base is not None
+        and Path(base).exists()
+        and Path(output).exists()
+        and os.path.samefile(output, base)
+    ):
+        raise click.UsageError(f"{output} is the base (--base): name another output")
 
 
 def _check_base_kind(input: str, base: str | None) -> None:

@@ -426,6 +426,21 @@ def test_no_overwrite_without_force(tmp_path, grads):
     assert (tmp_path / "h.npy").read_bytes() == before
 
 
+def test_an_output_that_is_the_base_or_a_folder_to_stdout_is_refused(tmp_path, grads):
+    """``--base old -o old -f`` replaced the base the archive needs (never decodable again),
+    and ``-o -`` for a folder made a folder named ``-``; both exited 0."""
+    np.save(tmp_path / "old.npy", grads[:500])
+    np.save(tmp_path / "new.npy", grads[:500] * np.float32(1.001))
+    before = (tmp_path / "old.npy").read_bytes()
+    args = ("compress", tmp_path / "new.npy", "--base", tmp_path / "old.npy")
+    message = one_error_line(lmgc(*args, "-o", tmp_path / "old.npy", "-f", ok=False), 2)
+    assert "is the base" in message and (tmp_path / "old.npy").read_bytes() == before
+    (tmp_path / "m").mkdir()
+    np.save(tmp_path / "m" / "a.npy", grads[:64])
+    message = one_error_line(lmgc("compress", tmp_path / "m", "-o", "-", ok=False), 2)
+    assert "is a folder" in message and not (tmp_path / "-").exists()
+
+
 def test_failed_runs_leave_no_file(tmp_path, grads):
     np.save(tmp_path / "g.npy", grads[:4096].reshape(64, 64))
     lmgc("compress", tmp_path / "g.npy", "--chunk-size", "2048")
