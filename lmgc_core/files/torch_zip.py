@@ -113,8 +113,7 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
             member.filename.startswith(prefix + "data/")
             and "/" not in key
             and member.compress_type == zipfile.ZIP_STORED
-            and member.compress_size > 0
-        ):
+        ):  # an empty storage too: a zero-size tensor is one of the checkpoint's arrays
             layout.segments.append(file_run(f, pos, start - pos, layout, where))
             layout.tensors.append(_storage(key, member.compress_size, info, big, layout))
             layout.segments.append(Data(len(layout.tensors) - 1, start))

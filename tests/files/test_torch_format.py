@@ -245,6 +245,21 @@ def test_conversion_names_tensors_by_their_paths(tmp_path):
             assert np.array_equal(npz[f"model/{name}"], param.numpy()), name
 
 
+def test_a_zero_size_tensor_is_kept_in_conversions(tmp_path):
+    """Its storage is an empty zip member, which the reader skipped: the file round-tripped,
+    but a conversion to .npz left the tensor out."""
+    path = tmp_path / "m.pt"
+    state = {"w": torch.randn(3, 4), "empty": torch.zeros(0, 5), "b": torch.ones(2)}
+    torch.save(state, path)
+    round_trip(path)
+    lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / "out.npz")
+    with np.load(tmp_path / "out.npz") as npz:
+        assert sorted(npz.files) == sorted(state)
+        for name, tensor in state.items():
+            assert npz[name].shape == tuple(tensor.shape)
+            assert np.array_equal(npz[name], tensor.numpy()), name
+
+
 def test_a_plain_npz_named_bin_is_still_an_npz(tmp_path):
     np.savez(tmp_path / "a.npz", x=np.arange(5.0))
     (tmp_path / "a.npz").rename(tmp_path / "a.bin")
