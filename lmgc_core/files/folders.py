@@ -236,8 +236,30 @@ def compress_folder(
     if FOLDER_MANIFEST in files:
         raise FolderError(f"{root} holds {FOLDER_MANIFEST}: it is already an lmgc folder")
     check_indexes(root, files)
+    made = [out] if not out.exists() else []  # what a failure removes again (_undo)
     _prepare_output(out, force)
     pipeline = pipeline or default_pipeline()
+    names = [rel + SUFFIX for rel in files] + files + [FOLDER_MANIFEST]
+    new = [name for name in names if not (out / name).exists()]
+    made += {p for rel in files for p in (out / rel).parents if out in p.parents and not p.exists()}
+    try:
+        result = _code_folder(root, out, files, pipeline, jobs, quiet, base_dir)
+    except BaseException:  # a bad base, a full disk, Ctrl-C: no half-written folder is left,
+        _undo(out, new, made)  # which would decode as a whole one with files missing
+        raise
+    return result
+
+
+def _code_folder(
+    root: Path,
+    out: Path,
+    files: list[str],
+    pipeline: Any,
+    jobs: int,
+    quiet: bool,
+    base_dir: str | os.PathLike | None,
+) -> FolderResult:
+    """:func:`compress_folder`'s work once its output folder is ready."""
     result = FolderResult()
     total = sum((root / rel).stat().st_size for rel in files)
     taken = set(files)

@@ -177,3 +177,22 @@ def test_a_symbolic_link_loop_is_refused(tmp_path: Path, grads: np.ndarray) -> N
     (src / "other").symlink_to(".", target_is_directory=True)
     with pytest.raises(FolderError, match="loop"):
         compress_folder(src, tmp_path / "c")
+
+
+def test_a_compress_that_fails_part_way_leaves_no_folder(tmp_path: Path) -> None:
+    """A damaged base file stopped the compress after its first archive; the folder it left
+    (no manifest) then decoded with exit 0 and a file missing."""
+    a = np.arange(4096, dtype=np.float32)
+    for name in ("new", "old"):
+        (tmp_path / name / "sub").mkdir(parents=True)
+        safetensors.numpy.save_file({"w": a}, tmp_path / name / "a.safetensors")
+        safetensors.numpy.save_file({"w": a}, tmp_path / name / "sub" / "z.safetensors")
+    (tmp_path / "old" / "sub" / "z.safetensors").write_bytes(b"garbage, not safetensors")
+    args = ("compress", tmp_path / "new", "--base", tmp_path / "old", "-o", tmp_path / "out")
+    one_error_line(lmgc(*args, ok=False), 2)
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "kept").mkdir()  # an output folder that was there keeps what it held
+    (tmp_path / "kept" / "mine.txt").write_text("mine")
+    args = (*args[:-1], tmp_path / "kept", "--force")
+    one_error_line(lmgc(*args, ok=False), 2)
+    assert _tree(tmp_path / "kept") == {"mine.txt": b"mine"}
