@@ -61,6 +61,8 @@ def pipeline_options(f: Callable) -> Callable:
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
+    except RecursionError:  # nested deeper than json.loads goes; the size caps come later
+        raise ConfigError(f"option value {_short(text)} is nested too deeply") from None
     except ValueError:
         return text
 
@@ -81,16 +83,21 @@ def stage_spec(text: str) -> dict[str, Any]:
     if text.startswith("{"):
         try:
             spec = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"--stage {text!r} is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"--stage {_short(text)} is not valid JSON: {exc}") from None
         if isinstance(spec, dict):
             with contextlib.suppress(ConfigError):
                 return ComponentSpec.parse(spec).to_dict()
-        raise ConfigError(f"--stage {text!r} must be a JSON object with a 'name'")
+        raise ConfigError(f"--stage {_short(text)} must be a JSON object with a 'name'")
     name, _, opts = text.partition(":")
     if not name:
         raise ConfigError(f"--stage is NAME[:KEY=VALUE,...] or a JSON object, not {text!r}")
     return {"name": name, **parse_pairs(tuple(o for o in opts.split(",") if o))}
+
+
+def _short(text: str, most: int = 60) -> str:
+    """``text`` for an error line: quoted, cut to ``most`` characters."""
+    return repr(text) if len(text) <= most else repr(text[:most]) + "..."
 
 
 def check_model_path(model: str | None) -> None:
@@ -121,13 +128,18 @@ def pipeline_config(
     check_model_path(model)
     cfg: dict[str, Any] = load_config(config) if config else {}
     if stages:  # appended after the config file's stages, in the order given
-        cfg["stages"] = [*(cfg.get("stages") or []), *map(stage_spec, stages)]
+        given = cfg.get("stages") or []
+        if not isinstance(given, list):  # a string's letters were taken for stage names
+            raise ConfigError(f"stages must be a list, not {given!r}")
+        cfg["stages"] = [*given, *map(stage_spec, stages)]
     for key, name, opts in (
         ("prior", prior, prior_opts),
         ("serializer", serializer, serializer_opts),
         ("coder", coder, ()),
     ):
         current = cfg.get(key)
+        if current is not None and not isinstance(current, str | dict):
+            raise ConfigError(f"{key} must be a name or a mapping with a 'name', not {current!r}")
         current = spec_dict(current or {})
         if name:
             current = {"name": name} if current.get("name") != name else current

@@ -93,6 +93,8 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if cfg["level"] is None:  # absent means the prior's own default: configs stay as before
         del cfg["level"]
 
+    if not isinstance(cfg["stages"] or [], list | tuple):  # a string's letters: stage names
+        raise ConfigError(f"stages must be a list, not {cfg['stages']!r}")
     cfg["stages"] = [spec_dict(s) for s in (cfg["stages"] or [])]
     for key in ("serializer", "prior", "coder"):
         cfg[key] = spec_dict(cfg[key])

@@ -112,4 +112,14 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config {path.name} must hold a mapping of pipeline keys")
     check_size(data, f"config {path.name}")
-    return data.get("pipeline", data)
+    if "pipeline" not in data:
+        return data
+    beside = sorted(k for k in data if k != "pipeline")
+    if beside:  # they were ignored: a `window:` there did nothing (configs have no anchors)
+        raise ConfigError(
+            f"config {path.name}: {', '.join(map(repr, beside))} beside 'pipeline': put pipeline "
+            "keys inside it"
+        )
+    if not isinstance(data["pipeline"], dict):
+        raise ConfigError(f"config {path.name}: 'pipeline' must hold a mapping of pipeline keys")
+    return data["pipeline"]

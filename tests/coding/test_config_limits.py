@@ -132,3 +132,34 @@ def test_a_pipeline_config_from_python_or_zarr_metadata_meets_the_caps():
     layout = [[1]] * (MAX_VALUES // 2 + 1)
     with pytest.raises(ConfigError, match="pipeline configuration holds over"):
         Pipeline.from_config({"prior": {"name": "float", "layout": layout}})
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("pipeline: 5\n", "'pipeline' must hold a mapping"),
+        ("pipeline:\n", "'pipeline' must hold a mapping"),
+        ("pipeline: {prior: adaptive}\nwindow: 5\n", "'window' beside 'pipeline'"),
+        ("pipeline: {prior: adaptive}\nbogus: 1\n", "'bogus' beside 'pipeline'"),
+        ("prior: 5\n", "prior must be a name or a mapping"),
+        ("serializer: [hex]\n", "serializer must be a name or a mapping"),
+    ],
+)
+def test_config_files_of_the_wrong_shape_are_one_clear_error(tmp_path, g, text, said):
+    """Each was a Python exception (AttributeError, TypeError) with exit 1, or, for a pipeline
+    key beside ``pipeline:``, silently ignored."""
+    (tmp_path / "c.yaml").write_text(text)
+    message = one_error_line(lmgc("compress", g, "--config", tmp_path / "c.yaml", ok=False), 2)
+    assert said in message
+
+
+def test_stages_that_are_not_a_list_and_deep_options_are_one_clear_error(tmp_path, g):
+    (tmp_path / "c.yaml").write_text("pipeline: {stages: quantize}\n")
+    args = ("compress", g, "--config", tmp_path / "c.yaml", "--stage", "sparsify")
+    assert "stages must be a list" in one_error_line(lmgc(*args, ok=False), 2)
+    deep = "[" * 5000 + "]" * 5000  # past json's recursion limit, not only MAX_DEPTH
+    message = one_error_line(lmgc("compress", g, "-P", f"layout={deep}", ok=False), 2)
+    assert "nested too deeply" in message and len(message) < 200
+    stage = '{"name": "quantize", "x": ' + deep + "}"
+    message = one_error_line(lmgc("compress", g, "--stage", stage, ok=False), 2)
+    assert "not valid JSON" in message and len(message) < 300
