@@ -101,8 +101,10 @@ class PartCoder(ABC):
         """``(bits, free symbols, method)`` for one part, without making a stream."""
 
     def _free(self, nbytes: int) -> int:
+        """The data symbols (the pattern's ``-1`` positions) of ``nbytes`` serialized: what
+        bits per symbol divide by (``free_symbols`` is the alphabet they take, not a count)."""
         s = self.serializer
-        return s.n_symbols(nbytes) * len(s.free_symbols) // max(s.period, 1)
+        return s.n_symbols(nbytes) * s.pattern.count(-1) // max(s.period, 1)
 
 
 def _entries(

@@ -130,3 +130,15 @@ def test_hex_layout_matches_the_paper():
     )
     syms = ser.to_symbols(np.array([1.0], dtype=np.float32))
     assert b"".join(ser.alphabet[s] for s in syms) == b"0x3f,0x80,0x00,0x00,"
+
+
+@pytest.mark.parametrize(("serializer", "per_value"), [("hex", 8), ("iso", 4)])
+@pytest.mark.parametrize("prior", ["float", "adaptive"])
+def test_estimate_counts_the_data_symbols(serializer, per_value, prior):
+    """Bits per symbol divide by the data symbols (8 hex digits or 4 bytes per float32), on
+    the step path and on a prior's array path alike (the array path had multiplied by the
+    alphabet's size: 1.27 bits per hex digit where 2.54 was right)."""
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    est = Pipeline.from_config({"prior": prior, "serializer": serializer}).estimate(x)
+    assert est["free_symbols"] == per_value * x.size
+    assert est["bits_per_symbol"] == pytest.approx(est["ideal_bits"] / (per_value * x.size))
