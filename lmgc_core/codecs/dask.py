@@ -120,15 +120,23 @@ def to_zarr(
         "dtype": darr.dtype,
         **zarr_kwargs,
     }
+    shards = kwargs.get("shards")
+    if isinstance(shards, tuple | list):  # refused before an existing array is replaced
+        _check_aligned(darr, tuple(shards), darr.shape, lock)
     z = zarr.create_array(
         url, name=component, overwrite=mode == "w", storage_options=storage_options, **kwargs
     )
-    if lock is False and not _aligned(darr.chunks, z.shards or z.chunks, z.shape):
+    _check_aligned(darr, z.shards or z.chunks, z.shape, lock)
+    return darr.store(z, lock=lock, compute=compute)
+
+
+def _check_aligned(darr: Any, unit: tuple[int, ...], shape: Any, lock: Any) -> None:
+    """Without a lock, two Dask blocks must never write into one chunk or shard."""
+    if lock is False and not _aligned(darr.chunks, unit, shape):
         raise ValueError(
             f"Dask blocks {darr.chunksize} do not cover whole Zarr chunks/shards "
-            f"{z.shards or z.chunks}: rechunk to a multiple of them, or pass lock=True"
+            f"{unit}: rechunk to a multiple of them, or pass lock=True"
         )
-    return darr.store(z, lock=lock, compute=compute)
 
 
 def _aligned(blocks: tuple[tuple[int, ...], ...], unit: tuple[int, ...], shape: Any) -> bool:

@@ -132,6 +132,8 @@ def test_to_zarr_modes_and_alignment(archive, tmp_path):
     # Dask blocks that split a shard would race on it: refused unless a lock is asked for
     with pytest.raises(ValueError, match="whole Zarr chunks"):
         to_zarr(archive, path, CONFIG, chunks=(1, 2048), shards=(2, 2048))
+    # refused before the array there was replaced (it had read back as zeros)
+    assert zarr.open_array(path, mode="r")[:].tobytes() == archive.tobytes()
     to_zarr(archive, path, CONFIG, chunks=(1, 2048), shards=(2, 2048), lock=True)
     assert zarr.open_array(path, mode="r")[:].tobytes() == archive.tobytes()
     to_zarr(archive, path, CONFIG, chunks=(2, 2048), shards=(2, 2048))
