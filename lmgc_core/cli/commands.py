@@ -351,7 +351,12 @@ def decompress(inputs: tuple[str, ...], output: str | None, base: str | None, **
     _check_several(inputs, output)
     if len(inputs) == 1:
         return _decompress_one(inputs[0], output, base=base, **kw)
-    for input, reference in _series_bases(inputs, base, kw["force"]):
+    plan = _series_bases(inputs, base, kw["force"])
+    if kw.get("fmt") and any(reference is not None for _, reference in plan):
+        raise click.UsageError(  # the next archive's base is the source's bytes, not these
+            "--format with a series: decompress it first, then convert the files one by one"
+        )
+    for input, reference in plan:
         _decompress_one(input, None, base=reference, **kw)
 
 
@@ -364,10 +369,14 @@ def _series_bases(
     from lmgc_core.files.series import Planned, bases
 
     plan = []
+    outputs: set[str] = set()
     for input in inputs:
         if Path(input).is_dir() or not input.lower().endswith(".lmgc"):
             raise click.UsageError(f"{input}: with several inputs, each must be an .lmgc archive")
         output = input[: -len(".lmgc")]
+        if os.path.abspath(output) in outputs:
+            raise click.UsageError(f"{input} is listed twice: its output would be written twice")
+        outputs.add(os.path.abspath(output))
         check_output(output, force)
         with open_input(input) as (src, _, name):
             reader = ArchiveReader(src, name)

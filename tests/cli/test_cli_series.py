@@ -178,3 +178,17 @@ def test_decompress_several_with_one_output_is_a_usage_error(tmp_path, checkpoin
     line = one_error_line(lmgc("decompress", "-o", tmp_path / "x.npz", *archived(files),
                                ok=False), 2)  # fmt: skip
     assert "-o" in line
+
+
+def test_format_with_a_series_and_an_archive_listed_twice_write_nothing(tmp_path, checkpoints):
+    """``--format npz`` over a chain converted step 0 (under its .npy name), then refused step 1
+    for a base no one gave; an archive listed twice wrote the outputs before it was refused."""
+    files = make_series(tmp_path / "run", checkpoints, "npy", 3)
+    lmgc("compress", "-q", "--series", *files)
+    lmgcs = archived(files)
+    move_away(files, tmp_path / "sources")
+    line = one_error_line(lmgc("decompress", "--format", "npz", *lmgcs, ok=False), 2)
+    assert "--format with a series" in line
+    twice = [lmgcs[0], lmgcs[1], lmgcs[1], lmgcs[2]]
+    assert "listed twice" in one_error_line(lmgc("decompress", *twice, ok=False), 2)
+    assert not any(f.exists() for f in files)
