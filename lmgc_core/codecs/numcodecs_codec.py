@@ -94,7 +94,8 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
         del cfg["level"]
 
     if not isinstance(cfg["stages"] or [], list | tuple):  # a string's letters: stage names
-        raise ConfigError(f"stages must be a list, not {cfg['stages']!r}")
+        raise TypeError(f"stages must be a list, not {cfg['stages']!r}")  # (a header's: a
+        # StreamError through codec_errors)
     cfg["stages"] = [spec_dict(s) for s in (cfg["stages"] or [])]
     for key in ("serializer", "prior", "coder"):
         cfg[key] = spec_dict(cfg[key])

@@ -114,6 +114,59 @@ def test_compress_refuses_a_config_that_does_not_rebuild_the_component():
         pipe.compress(np.float32([1, 2]))
 
 
+class _ScaleStage:
+    """A stage whose inverse needs an option its get_config() leaves out (a plugin's bug)."""
+
+    @staticmethod
+    def make(forget: bool) -> type:
+        from lmgc_core.components.interfaces import Stage
+
+        class Scale(Stage):
+            name = "scale-probe"
+            lossless = False
+
+            def __init__(self, factor: float = 2.0) -> None:
+                self.factor = float(factor)
+
+            def get_config(self) -> dict:
+                return {} if forget else {"factor": self.factor}
+
+            def forward(self, parts):
+                f = np.float32(self.factor)
+                return {k: (v * f).astype(v.dtype) for k, v in parts.items()}, {}
+
+            def inverse(self, parts, state):
+                f = np.float32(self.factor)
+                return {k: (v / f).astype(v.dtype) for k, v in parts.items()}
+
+        return Scale
+
+
+@pytest.mark.parametrize("forget", [True, False])
+def test_compress_refuses_a_stage_whose_config_does_not_rebuild_its_inverse(forget):
+    """Stages have no fingerprint: such a stream was written with exit 0 and failed its
+    SHA-256 on every decode. A probe through both pipelines' stages finds it first."""
+    import types
+
+    from lmgc_core.components.hookspecs import hookimpl
+    from lmgc_core.components.registry import add_plugin, remove_plugin
+
+    plugin = types.ModuleType("scale_probe_plugin")
+    cls = _ScaleStage.make(forget)
+    plugin.register_stages = hookimpl(lambda register: register("scale-probe", cls))
+    add_plugin(plugin)
+    try:
+        pipe = Pipeline.from_config({"stages": [{"name": "scale-probe", "factor": 3.0}]})
+        x = np.float32([0.1, 0.2, 0.3, 1e-3] * 64)
+        if forget:
+            with pytest.raises(ConfigError, match="missing from a stage's get_config"):
+                pipe.compress(x)
+        else:
+            assert same_bits(decompress(pipe.compress(x)), pipe.reconstruct(x))
+    finally:
+        remove_plugin(plugin)
+
+
 # ---------------------------------------------------------------------------- CLI --stage
 
 
