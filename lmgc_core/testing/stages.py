@@ -68,6 +68,20 @@ def _forward(sub: Subject, stage: Any, arr: np.ndarray) -> tuple[dict[str, np.nd
         )
 
 
+def _inverse(
+    sub: Subject, stage: Any, parts: dict[str, np.ndarray], state: Any, name: str
+) -> Any:
+    """``stage.inverse`` of a copy of ``parts``; any exception is the kit's failure (an
+    LMGCError too: the stage's own forward output must invert)."""
+    try:
+        return stage.inverse({k: v.copy() for k, v in parts.items()}, state)
+    except Exception as exc:
+        sub.fail(
+            "inverse",
+            f"of {name} raised {type(exc).__name__}: {exc}; it must rebuild what forward gave",
+        )
+
+
 def _check_forward(sub: Subject, name: str, arr: np.ndarray, must_accept: bool) -> None:
     stage = sub.component
     before = arr.copy()
@@ -103,8 +117,8 @@ def _check_forward(sub: Subject, name: str, arr: np.ndarray, must_accept: bool) 
             or not all(same_bits(p[k], parts[k]) for k in parts)
         ):
             sub.fail("determinism", f"forward of {name} differs in {label}")
-    out = stage.inverse({k: v.copy() for k, v in parts.items()}, state_json)
-    ref = stage.inverse({k: v.copy() for k, v in parts.items()}, state)
+    out = _inverse(sub, stage, parts, state_json, name)
+    ref = _inverse(sub, stage, parts, state, name)
     if not isinstance(out, dict) or "data" not in out:
         sub.fail("inverse", f"must return the parts it was given back, with 'data', for {name}")
     if not same_bits(np.asarray(out["data"]), np.asarray(ref["data"])):

@@ -81,10 +81,14 @@ class AdaptivePrior(Prior):
     version = 3
 
     def __init__(self, initial: float = 0.25, limit: int = 1 << 20) -> None:
-        if not initial > 0:
-            raise ConfigError(f"initial count must be > 0, not {initial!r}")
-        if limit < 256:
-            raise ConfigError(f"limit must be >= 256, not {limit!r}")
+        if (
+            isinstance(initial, bool)
+            or not isinstance(initial, int | float)
+            or not 0 < initial <= 1 << 20  # finite: headers are JSON (no Infinity)
+        ):
+            raise ConfigError(f"initial count must be a number in (0, 2**20], not {initial!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 256 <= limit <= 1 << 30:
+            raise ConfigError(f"limit must be an integer in [256, 2**30], not {limit!r}")
         self.initial = float(initial)
         self.limit = int(limit)
 

@@ -377,3 +377,15 @@ def test_the_interfaces_are_required(install):
     with pytest.raises(ConformanceError, match=r"is not a lmgc_core Prior"):
         check_prior("fake", **FAST)
     assert issubclass(LaplacePrior, Prior) and issubclass(NegateStage, Stage)
+
+
+def test_stage_whose_inverse_crashes(install):
+    """The kit let the stage's own RuntimeError escape instead of naming the rule."""
+
+    class Crashing(NegateStage):
+        def inverse(self, parts, state):
+            raise RuntimeError("boom")
+
+    install("stage", negate=Crashing)
+    with pytest.raises(ConformanceError, match=r"inverse: of .* raised RuntimeError: boom"):
+        check_stage("negate", **FAST)
