@@ -59,9 +59,11 @@ def view_axis(time_axis: int | None, ndim: int, note: dict[str, Any] | None) -> 
     ``time_axis`` of the ``ndim``-d array the user gave: a Fortran-ordered array is coded as its
     transpose; a trailing axis a view adds (complex as float pairs) comes after every other.
     ``None`` when there is no series to code: no axis, or steps that would be single values."""
-    if time_axis is None or ndim < 2:
+    if time_axis is None:
         return None
-    axis = resolve_axis(time_axis, ndim)
+    axis = resolve_axis(time_axis, max(ndim, 1))  # out of range is refused on 1-d chunks too
+    if ndim < 2:
+        return None
     if note and note.get("order") == "F":
         axis = ndim - 1 - axis
     return axis

@@ -289,6 +289,8 @@ def test_resolve_axis_and_view_axis():
     assert series.view_axis(0, 3, {"order": "F"}) == 2
     assert series.view_axis(0, 1, None) is None  # steps of single values: no series
     assert series.view_axis(None, 3, None) is None
+    with pytest.raises(ConfigError, match="out of range for a 1-d"):  # was ignored on 1-d
+        series.view_axis(5, 1, None)
 
 
 def test_dask_to_zarr_takes_time_axis_in_its_config(tmp_path, weights):
