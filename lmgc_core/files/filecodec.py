@@ -179,9 +179,9 @@ def compress_file(
         source = {"name": source_name, "size": layout.size, "sha256": digests["sha256"]}
         if layout.identical:  # what decompress checks the rebuilt file against
             source["xxh3_128"] = digests["xxh3_128"]
-        manifest = manifest_for(
-            layout, source, members, chunk_bytes, encoder.base, encoder.coded_against
-        )
+        # a base no tensor was coded against is not recorded: decoding needs no --base then
+        base = encoder.base if encoder.coded_against else None
+        manifest = manifest_for(layout, source, members, chunk_bytes, base, encoder.coded_against)
         _check_manifest(manifest, writer.members, source_name)
         writer.close(manifest)
         writer = None

@@ -150,6 +150,22 @@ def test_unmatched_tensors_are_coded_alone(tmp_path: Path, checkpoints) -> None:
     assert "  base       old.safetensors (" in lmgc("info", packed).stdout
 
 
+def test_a_base_no_tensor_was_coded_against_is_not_needed(tmp_path: Path) -> None:
+    """Every tensor renamed: all are coded alone, and the archive no longer records the base
+    (its decode had asked for it all the same)."""
+    from safetensors.numpy import save_file
+
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    save_file({"old.weight": w}, str(old := tmp_path / "old.safetensors"))
+    save_file({"new.weight": w * np.float32(1.001)}, str(new := tmp_path / "new.safetensors"))
+    packed = tmp_path / "new.lmgc"
+    lmgc("compress", new, "--base", old, "-o", packed, "-q")
+    assert "base" not in _manifest(packed)
+    back = tmp_path / "back.safetensors"
+    lmgc("decompress", packed, "-o", back, "-q")  # no --base
+    assert back.read_bytes() == new.read_bytes()
+
+
 def test_chunked_tensors_match_chunk_by_chunk(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     base = rng.standard_normal((64, 100)).astype(np.float32)
