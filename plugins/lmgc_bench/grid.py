@@ -68,23 +68,43 @@ def resolve_config_path(path: str | Path) -> Path:
     raise FileNotFoundError(f"no config {path} (nor a packaged config of that name)")
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
+def load_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A bench config; ``ValueError`` (one line) for any file that is not one: not YAML, not
+    a mapping, ``extends:`` in a loop, experiments without names."""
     import yaml
 
     real = resolve_config_path(path)
-    with open(real) as fh:
-        cfg = yaml.safe_load(fh) or {}
+    if real.resolve() in _seen:
+        raise ValueError(f"{path}: 'extends' comes back to it (a loop)")
+    try:
+        with open(real) as fh:
+            cfg = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: a bench config is a mapping with a list of 'experiments'")
     if cfg.get("extends"):
         # another config's settings and experiments; an experiment of this config replaces the
         # parent's experiment of the same name, the others are appended
-        parent = Path(cfg.pop("extends"))
-        base = load_config(parent if parent.is_absolute() else real.parent / parent)
-        mine = {e["name"]: e for e in cfg.pop("experiments", [])}
+        parent = Path(str(cfg.pop("extends")))
+        base = load_config(
+            parent if parent.is_absolute() else real.parent / parent, (*_seen, real.resolve())
+        )
+        mine = {e["name"]: e for e in _experiments(cfg.pop("experiments", []), path)}
         merged = [mine.pop(e["name"], e) for e in base["experiments"]]
         cfg = {**base, **cfg, "experiments": [*merged, *mine.values()]}
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("experiments"), list):
+    if "experiments" not in cfg:
         raise ValueError(f"{path}: a bench config needs a list of 'experiments'")
+    _experiments(cfg["experiments"], path)
     return cfg
+
+
+def _experiments(experiments: Any, path: str | Path) -> list[dict[str, Any]]:
+    if not isinstance(experiments, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) for e in experiments
+    ):
+        raise ValueError(f"{path}: 'experiments' must be a list of mappings with a 'name'")
+    return experiments
 
 
 def _as_list(v: Any) -> list[Any]:

@@ -241,3 +241,22 @@ def test_lmgc_help_is_fast_and_lists_commands():
     code = f"import lmgc_core, lmgc_bench, sys; print([m for m in {heavy} if m in sys.modules])"
     mods = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert mods.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("- just\n- a list\n", "is a mapping"),
+        ("extends: b.yaml\nexperiments: []\n", "a loop"),  # b.yaml extends itself
+        ("experiments: [\n", "not valid YAML"),
+        ("experiments: [1, 2]\n", "mappings with a 'name'"),
+        ("name: x\n", "needs a list of 'experiments'"),
+    ],
+)
+def test_bad_bench_configs_are_one_value_error(tmp_path, text, said):
+    """They were AttributeError, RecursionError or yaml's ParserError, exit 1 with a trace."""
+    from lmgc_bench.grid import load_config
+
+    (tmp_path / "b.yaml").write_text(text)
+    with pytest.raises(ValueError, match=said):
+        load_config(tmp_path / "b.yaml")
