@@ -251,4 +251,20 @@ def encoder_for(pipeline: Any, base: str | None, stack: ExitStack, chunk_bytes: 
     if base is None:
         return FileEncoder(pipeline)
     f = stack.enter_context(open(base, "rb"))  # noqa: SIM115 - closed with the stack
-    return BaseEncoder(pipeline, BaseFile(f, str(base), fmt, dtype), chunk_bytes)
+    return BaseEncoder(pipeline, BaseFile(f, str(base), *_own_format(f, str(base), dtype)),
+                       chunk_bytes)  # fmt: skip
+
+
+def _own_format(f: IO[bytes], name: str, dtype: str | None) -> tuple[str | None, str | None]:
+    """How to read a base: as the format its name or first bytes say (not NEW's ``--format``
+    or ``--dtype``: an ``.npy`` base of a raw NEW was read as raw, its header as values), and
+    as raw ``dtype`` only when they say none."""
+    from lmgc_core.files import torch_zip
+    from lmgc_core.files.readers import format_of_name, sniff
+
+    own = format_of_name(name) or torch_zip.format_of_name(name)
+    if own is None:
+        f.seek(0, 2)
+        own = sniff(f, f.tell())
+        f.seek(0)
+    return (own, None) if own is not None else ("raw", dtype)

@@ -166,6 +166,32 @@ def test_a_base_no_tensor_was_coded_against_is_not_needed(tmp_path: Path) -> Non
     assert back.read_bytes() == new.read_bytes()
 
 
+def test_the_base_is_read_as_its_own_format(tmp_path: Path) -> None:
+    """NEW's --format and --dtype were applied to the base: a .safetensors base of an .npy
+    with --format npy was refused, and an .npy base of a raw NEW was read as raw, its header
+    as values. A raw base takes --dtype (with --format for a NEW that is not raw)."""
+    from safetensors.numpy import save_file
+
+    a = np.random.default_rng(0).standard_normal(8192).astype(np.float32)
+    np.save(new := tmp_path / "new.npy", a * np.float32(1.001))
+    save_file({"": a}, str(old := tmp_path / "old.safetensors"))
+    np.save(old_npy := tmp_path / "old.npy", a)
+    a.tofile(old_raw := tmp_path / "old.raw")
+    (a * np.float32(1.001)).tofile(new_raw := tmp_path / "new.raw")
+    cases = [
+        (new, old, ["--format", "npy"]),
+        (new_raw, old_npy, ["--dtype", "float32"]),
+        (new, old_raw, ["--format", "npy", "--dtype", "float32"]),
+    ]
+    for src, base, options in cases:
+        packed = tmp_path / "x.lmgc"
+        lmgc("compress", src, "--base", base, *options, "-o", packed, "-q", "-f")
+        assert _manifest(packed)["base"]["format"] == base.suffix[1:]
+        back = tmp_path / ("back" + src.suffix)
+        lmgc("decompress", packed, "--base", base, "-o", back, "-q", "-f")
+        assert back.read_bytes() == src.read_bytes()
+
+
 def test_chunked_tensors_match_chunk_by_chunk(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     base = rng.standard_normal((64, 100)).astype(np.float32)
