@@ -35,6 +35,10 @@ from lmgc_core.components.spec import ComponentSpec, spec_dict
 
 from .baselines import DEFAULT_BASELINES, make_codec, measure, missing_modules
 
+MEASURES = ("code", "estimate", "teacher-forced")
+"""An lmgc cell's ``measure``: a real stream, or the ideal code length (``Pipeline.estimate``)
+by the step loop or teacher-forced."""
+
 CELL_VERSION = 1
 """Bump to invalidate cached cells when the measurement itself changes."""
 
@@ -263,6 +267,10 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
         wl_names = exp.get("workloads") or list(by_name)
         stage_lists = [list(s or []) for s in exp.get("stages", [[]])]
         max_floats = exp.get("max_floats")
+        if max_floats is not None and (
+            isinstance(max_floats, bool) or not isinstance(max_floats, int) or max_floats < 1
+        ):
+            raise ValueError(f"experiment {name!r}: max_floats must be a positive integer")
         where = exp.get("slice", "middle")
         variants: list[tuple[str, dict[str, Any], str]] = []
         for spec in (
@@ -276,7 +284,18 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
         blocks = exp.get("lmgc", [])  # one block of grid axes, or a list of blocks
         blocks = blocks if isinstance(blocks, list) else [blocks or {}]
         for block in blocks:
+            unknown = sorted(set(block) - set(DEFAULT_LMGC)) if isinstance(block, dict) else None
+            if unknown is None or unknown:
+                raise ValueError(
+                    f"experiment {name!r}: an lmgc block is a mapping of "
+                    f"{', '.join(DEFAULT_LMGC)}; not {unknown or block!r}"
+                )
             lm = {**DEFAULT_LMGC, **block}
+            if lm["measure"] not in MEASURES:
+                raise ValueError(
+                    f"experiment {name!r}: measure must be one of {', '.join(MEASURES)}, "
+                    f"not {lm['measure']!r}"
+                )
             for ser, pri, win, bat in itertools.product(
                 _as_list(lm["serializer"]), _as_list(lm["prior"]), _as_list(lm["window"]),
                 _as_list(lm["batch"]),

@@ -260,3 +260,22 @@ def test_bad_bench_configs_are_one_value_error(tmp_path, text, said):
     (tmp_path / "b.yaml").write_text(text)
     with pytest.raises(ValueError, match=said):
         load_config(tmp_path / "b.yaml")
+
+
+@pytest.mark.parametrize(
+    ("experiment", "said"),
+    [
+        ({"lmgc": {"prior": [{"name": "adaptive"}], "windw": [64]}, "max_floats": 64}, "windw"),
+        ({"lmgc": {"measure": "bogus"}, "max_floats": 64}, "measure must be one of"),
+        ({"lmgc": {}, "max_floats": -5}, "max_floats must be a positive integer"),
+    ],
+)
+def test_bad_experiments_are_refused_before_running(experiment, said):
+    """An unknown key was ignored, ``measure: bogus`` became an ideal estimate, and a negative
+    ``max_floats`` an empty slice whose ratio divided by zero."""
+    from lmgc_bench.grid import Workload, expand
+
+    cfg = {"experiments": [{"name": "e", **experiment}]}
+    w = Workload("w", "test", [0], lambda _: np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match=said):
+        list(expand(cfg, [w]))
