@@ -282,6 +282,7 @@ def _compress_one(
         layout = scan(src, size, name, fmt.lower() if fmt else None, dtype)
         for note in layout.notes:  # e.g. an npz member this zlib cannot re-deflate identically
             click.echo(f"warning: {_one_line(note)}", err=True)
+        seen = len(layout.notes)
         total = sum(t.nbytes for t in layout.tensors)
         with Progress(total, "compress", quiet) as bar, atomic_output(output, force) as out:
             result = compress_file(
@@ -290,6 +291,8 @@ def _compress_one(
             )  # fmt: skip
             out.flush()
             written = out.tell()
+        for note in layout.notes[seen:]:  # what coding found: lossy stages
+            click.echo(f"warning: {_one_line(note)}", err=True)
     rate = 100 * written / result.source if result.source else 0.0
     _say(quiet, output, f"{name}: {result.source} -> {written} bytes ({rate:.2f}%) -> {output}")
 

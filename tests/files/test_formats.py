@@ -441,6 +441,13 @@ def test_an_output_that_is_the_base_or_a_folder_to_stdout_is_refused(tmp_path, g
     assert "is a folder" in message and not (tmp_path / "-").exists()
 
 
+def test_compress_with_lossy_stages_says_so(tmp_path, grads):
+    """The note was added while coding, after the notes were printed: only decompress said."""
+    np.save(tmp_path / "g.npy", grads[:100])
+    result = lmgc("compress", tmp_path / "g.npy", "--stage", "quantize")
+    assert "warning: lossy stages" in result.stderr
+
+
 def test_failed_runs_leave_no_file(tmp_path, grads):
     np.save(tmp_path / "g.npy", grads[:4096].reshape(64, 64))
     lmgc("compress", tmp_path / "g.npy", "--chunk-size", "2048")
