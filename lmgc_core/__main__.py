@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 
 
 def main() -> None:
@@ -29,13 +30,23 @@ def main() -> None:
     gc.disable()
     try:
         from lmgc_core.cli.commands import main as run
+    except KeyboardInterrupt:  # Ctrl-C while the command loads: before its own handlers
+        _interrupted()
     finally:
         gc.freeze()
         gc.enable()
     try:
         run()
+    except KeyboardInterrupt:  # one that arrived before the command's handlers took over
+        _interrupted()
     finally:  # the exit's own collection pass then has nothing left to walk
         gc.freeze()
+
+
+def _interrupted() -> None:
+    """One line and the shell's code for SIGINT, as the commands give: no traceback."""
+    sys.stderr.write("error: interrupted\n")
+    raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

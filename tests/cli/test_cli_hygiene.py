@@ -249,3 +249,20 @@ def test_the_npz_writer_refuses_duplicates_and_unsafe_names(tmp_path):
     write(["x", "dir/y", "z"])
     with np.load(tmp_path / "o.npz") as z:
         assert sorted(z) == ["dir/y", "x", "z"]
+
+
+def test_an_interrupt_before_the_commands_handlers_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first ~0.1 s (while the command loads) printed a traceback."""
+    import pytest
+
+    from lmgc_core import __main__ as entry
+    from lmgc_core.cli import commands
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "main", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        entry.main()
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
