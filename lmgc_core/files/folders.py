@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -202,8 +203,12 @@ def _prepare_output(out_dir: Path, force: bool) -> None:
 
 
 def _copy(src: Path, dst: Path, progress: Progress) -> None:
+    """``src`` to ``dst`` through a temporary file of a name no other file has (a fixed
+    ``.NAME.part`` was the name of a file of the folder too, which it replaced)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.part")
+    fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         with open(src, "rb") as f, open(tmp, "wb") as out:
             while block := f.read(_COPY_BLOCK):

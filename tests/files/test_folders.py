@@ -196,3 +196,15 @@ def test_a_compress_that_fails_part_way_leaves_no_folder(tmp_path: Path) -> None
     args = (*args[:-1], tmp_path / "kept", "--force")
     one_error_line(lmgc(*args, ok=False), 2)
     assert _tree(tmp_path / "kept") == {"mine.txt": b"mine"}
+
+
+def test_a_file_named_like_a_copys_temporary_file_is_kept(tmp_path: Path) -> None:
+    """Copies went through ``.NAME.part``: a file of that very name was replaced, then missing."""
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    (src / ".config.json.part").write_text("mine")
+    np.save(src / "w.npy", np.arange(8, dtype=np.float32))
+    compress_folder(src, tmp_path / "c")
+    decompress_folder(tmp_path / "c", tmp_path / "back")
+    assert _tree(tmp_path / "back") == _tree(src)
