@@ -246,13 +246,22 @@ def compress_folder(
     pipeline = pipeline or default_pipeline()
     names = [rel + SUFFIX for rel in files] + files + [FOLDER_MANIFEST]
     new = [name for name in names if not (out / name).exists()]
+    held = len(new) < len(names)  # --force over files (or a manifest) of an earlier run
     made += {p for rel in files for p in (out / rel).parents if out in p.parents and not p.exists()}
+    # until the run ends, the folder says it is unfinished: files it replaces under --force
+    # stay replaced if it fails, and an older manifest must not make them pass for a whole
+    (out / FOLDER_MANIFEST).write_text(json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED}))
     try:
         result = _code_folder(root, out, files, pipeline, jobs, quiet, base_dir)
     except BaseException:  # a bad base, a full disk, Ctrl-C: no half-written folder is left,
-        _undo(out, new, made)  # which would decode as a whole one with files missing
+        # which would decode as a whole one with files missing (or old ones)
+        _undo(out, [n for n in new if not (held and n == FOLDER_MANIFEST)], made)
         raise
     return result
+
+
+UNFINISHED = "`lmgc compress` did not finish writing this folder: compress it again"
+"""The ``incomplete`` entry of the manifest a folder holds while it is written."""
 
 
 def _code_folder(
@@ -318,11 +327,16 @@ def _read_folder_manifest(root: Path) -> tuple[list[str], list[str]]:
         return coded, copied
     try:
         doc = json.loads(path.read_text("utf-8"))
-        coded, copied = list(doc["coded"]), list(doc["copied"])
+        unfinished = doc.get("incomplete") if isinstance(doc, dict) else None
+        coded, copied = [], []
+        if unfinished is None:
+            coded, copied = list(doc["coded"]), list(doc["copied"])
         if doc.get("lmgc_folder") != 1 or not all(isinstance(p, str) for p in coded + copied):
             raise ValueError("unknown version or bad entries")
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise FolderError(f"{path}: damaged folder manifest ({exc})") from None
+    if unfinished is not None:
+        raise FolderError(f"{root}: {unfinished}")
     for rel in coded + copied:  # the manifest must not send writes outside the folder
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise FolderError(f"{path}: names a path outside the folder: {rel!r}")

@@ -208,3 +208,22 @@ def test_a_file_named_like_a_copys_temporary_file_is_kept(tmp_path: Path) -> Non
     compress_folder(src, tmp_path / "c")
     decompress_folder(tmp_path / "c", tmp_path / "back")
     assert _tree(tmp_path / "back") == _tree(src)
+
+
+def test_a_failed_compress_over_an_earlier_folder_marks_it_unfinished(tmp_path: Path) -> None:
+    """``compress NEW -o OLD_FOLDER -f`` stopped part-way left new archives beside old ones and
+    the old manifest, and the mix decoded with exit 0. The folder now says it is unfinished."""
+    a = np.arange(4096, dtype=np.float32)
+    for name in ("v1", "v2", "old"):
+        (tmp_path / name / "sub").mkdir(parents=True)
+        for rel in ("a.safetensors", "sub/z.safetensors"):
+            safetensors.numpy.save_file({"w": a}, tmp_path / name / rel)
+    compress_folder(tmp_path / "v1", tmp_path / "out")
+    (tmp_path / "old" / "sub" / "z.safetensors").write_bytes(b"damaged base")
+    with pytest.raises(ConfigError):
+        compress_folder(tmp_path / "v2", tmp_path / "out", force=True, base_dir=tmp_path / "old")
+    with pytest.raises(FolderError, match="did not finish"):
+        decompress_folder(tmp_path / "out", tmp_path / "back")
+    compress_folder(tmp_path / "v2", tmp_path / "out", force=True)  # again: whole
+    decompress_folder(tmp_path / "out", tmp_path / "back")
+    assert _tree(tmp_path / "back") == _tree(tmp_path / "v2")
