@@ -11,7 +11,10 @@ be written, so about N + 2 chunks' worth (see ``benchmarks/memory_safetensors.py
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -132,6 +135,7 @@ def compress_file(
     if not lossless:
         layout.notes.append("lossy stages: decompression gives their reconstruction")
     file_hash = source_hash or FileHash(src, jobs)
+    before = _file_state(src)
     writer: ArchiveWriter | None = None
     # one array in one chunk, nothing else: one stream (compact.py); a base needs the manifest
     record = compact.record_for(layout, chunk_bytes, lossless) if encoder.base is None else None
@@ -162,7 +166,10 @@ def compress_file(
             return index, i, count, blob
 
         if record is not None:  # one array in one chunk: the compact form (compact.py)
-            _write_compact(record, chunks(), code, file_hash, out, source_name)
+            try:
+                _write_compact(record, chunks(), code, file_hash, out, source_name)
+            finally:  # (a change shows first as a hash that does not match: say why)
+                _check_unchanged(src, before, layout.size, source_name)
             progress.finish_chunk()
             return CompressResult(layout.tensors[0].nbytes, layout.size, 1)
         # With a thread-safe prior, ``jobs`` chunks are coded at a time (see the docstring). A
@@ -176,6 +183,7 @@ def compress_file(
             interrupts.check()  # a Ctrl-C that arrived inside a C callback
         progress.finish_chunk()
         digests = file_hash.digests()
+        _check_unchanged(src, before, layout.size, source_name)
         source = {"name": source_name, "size": layout.size, "sha256": digests["sha256"]}
         if layout.identical:  # what decompress checks the rebuilt file against
             source["xxh3_128"] = digests["xxh3_128"]
@@ -192,6 +200,29 @@ def compress_file(
             file_hash.cancel()
     total = sum(t.nbytes for t in layout.tensors)
     return CompressResult(total, layout.size, len(layout.tensors))
+
+
+def _file_state(f: IO[bytes]) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a regular file (``None`` for a pipe or a stream)."""
+    try:
+        st = os.fstat(f.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def _check_unchanged(
+    f: IO[bytes], before: tuple[int, int] | None, size: int, where: str
+) -> None:
+    """InputFileError when the source changed while it was coded: its chunks and its hash may
+    then come from different bytes, and the archive would never decompress (an append made
+    the hash cover bytes no chunk held)."""
+    now = _file_state(f)
+    if before is not None and (now != before or now[0] != size):
+        raise InputFileError(
+            f"{where}: the file changed while it was being compressed (another program wrote "
+            "to it); nothing was written: compress it again"
+        )
 
 
 def _write_compact(

@@ -448,6 +448,30 @@ def test_compress_with_lossy_stages_says_so(tmp_path, grads):
     assert "warning: lossy stages" in result.stderr
 
 
+@pytest.mark.parametrize("chunk", [[], ["--chunk-size", "4096"]])
+def test_a_file_that_changes_while_it_is_compressed_is_refused(tmp_path, grads, monkeypatch, chunk):
+    """Appended to while it was coded, its archive held the old bytes and a hash of the new
+    ones, exit 0, and could never be decompressed; in place (``-o a.npy -f``) the source was
+    gone too."""
+    from lmgc_core.files import filecodec
+
+    np.save(src := tmp_path / "a.npy", grads[:4096])
+    before = src.read_bytes()
+    real, done = filecodec.coding_view, []
+
+    def view_and_append(chunk):
+        if not done:  # once (chunks are coded on two threads)
+            done.append(1)
+            with open(src, "ab") as f:
+                f.write(b"appended while coding")
+        return real(chunk)
+
+    monkeypatch.setattr(filecodec, "coding_view", view_and_append)
+    result = lmgc("compress", src, "-o", src, "-f", *chunk, ok=False)
+    assert "changed while it was being compressed" in one_error_line(result, 1)
+    assert src.read_bytes() == before + b"appended while coding"  # the source, untouched
+
+
 def test_failed_runs_leave_no_file(tmp_path, grads):
     np.save(tmp_path / "g.npy", grads[:4096].reshape(64, 64))
     lmgc("compress", tmp_path / "g.npy", "--chunk-size", "2048")
