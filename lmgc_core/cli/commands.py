@@ -284,7 +284,7 @@ def _compress_one(
             click.echo(f"warning: {_one_line(note)}", err=True)
         seen = len(layout.notes)
         total = sum(t.nbytes for t in layout.tensors)
-        with Progress(total, "compress", quiet) as bar, atomic_output(output, force) as out:
+        with Progress(total, "compress", quiet) as bar, atomic_output(output, force, input) as out:
             result = compress_file(
                 src, layout, Path(name).name, out, encoder, bar, chunk_bytes,
                 jobs, source_hash,
@@ -429,7 +429,7 @@ def _decompress_one(
         check_free_space(output, _output_size(reader, archive.tensors, target))
         bar = Progress(archive.total_bytes(), "decompress", quiet)
         archive.progress = bar
-        with bar, atomic_output(output, force) as out:
+        with bar, atomic_output(output, force, input) as out:
             identical = decompress_archive(reader, archive, target, out)
     check = "checksums verified"
     if identical:  # a compact archive's bytes all come through its stream's own checks

@@ -91,7 +91,7 @@ def compress_path(
     went well)."""
     from lmgc_core.files.outputs import atomic_output
 
-    with open(src, "rb") as f, atomic_output(str(dst), True) as out:
+    with open(src, "rb") as f, atomic_output(str(dst), True, str(src)) as out:
         compress_stream(f, os.fstat(f.fileno()).st_size, Path(src).name, out, pipeline,
                         progress, jobs, base)  # fmt: skip
 
@@ -119,7 +119,7 @@ def decompress_path(
             decoder = StreamDecoder(jobs=jobs)
             attach(reader, decoder, None if base is None else str(base), str(src), stack)
             dec = ArchiveDecoder(reader, decoder, progress)
-            with atomic_output(str(dst), True) as out:
+            with atomic_output(str(dst), True, str(src)) as out:
                 return decompress_archive(reader, dec, reader.format, out)
     except (StreamError, MismatchError) as exc:  # a damaged member: say which file holds it
         if str(src) in str(exc):

@@ -81,6 +81,20 @@ def check_free_space(name: str, nbytes: int) -> None:
         )
 
 
+def _mode_like(like: str | None) -> int:
+    """The permission bits of the regular file ``like``, else ``0o666`` less the umask."""
+    if like is not None and like != STDIO:
+        try:
+            st = os.stat(like)
+            if stat.S_ISREG(st.st_mode):
+                return stat.S_IMODE(st.st_mode)
+        except OSError:
+            pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _special(path: Path) -> bool:
     """An existing output that is not a regular file (a FIFO, ``/dev/null``, a terminal):
     renaming a temporary file over it would replace the device or pipe (a reader of the FIFO
@@ -93,9 +107,11 @@ def _special(path: Path) -> bool:
 
 
 @contextmanager
-def atomic_output(name: str, force: bool) -> Iterator[IO[bytes]]:
+def atomic_output(name: str, force: bool, like: str | None = None) -> Iterator[IO[bytes]]:
     """A file to write the output to; it becomes ``name`` (or goes to stdout) only when the
-    ``with`` block finishes without an exception."""
+    ``with`` block finishes without an exception. ``like``: a file whose permission bits the
+    output takes (the source's, as gzip and zstd keep them: a private file's archive stays
+    private); else the umask's."""
     check_output(name, force)
     path = Path(name)
     if name == STDIO or _special(path):  # written into, once whole: never replaced
@@ -113,9 +129,7 @@ def atomic_output(name: str, force: bool) -> Iterator[IO[bytes]]:
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, _mode_like(like))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -472,6 +472,19 @@ def test_a_file_that_changes_while_it_is_compressed_is_refused(tmp_path, grads, 
     assert src.read_bytes() == before + b"appended while coding"  # the source, untouched
 
 
+def test_a_private_files_archive_and_restored_file_stay_private(tmp_path, grads):
+    """Both were 0644 whatever the source's mode (gzip and zstd keep it)."""
+    import os
+    import stat
+
+    np.save(src := tmp_path / "secret.npy", grads[:64])
+    os.chmod(src, 0o600)
+    lmgc("compress", src)
+    lmgc("decompress", f"{src}.lmgc", "-o", back := tmp_path / "back.npy")
+    for path in (tmp_path / "secret.npy.lmgc", back):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+
+
 def test_failed_runs_leave_no_file(tmp_path, grads):
     np.save(tmp_path / "g.npy", grads[:4096].reshape(64, 64))
     lmgc("compress", tmp_path / "g.npy", "--chunk-size", "2048")
