@@ -89,7 +89,7 @@ def resolve_model(model: str | os.PathLike[str] | None) -> Path:
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if not (path / "config.json").is_file() and len(ggufs) == 1:
-            return ggufs[0]
+            return ggufs[0].resolve()  # as a file is: the config's round trip gives it again
         if not (path / "config.json").is_file():
             raise ConfigError(
                 f"model folder {str(model)!r} has no config.json (not a Hugging Face model folder)"

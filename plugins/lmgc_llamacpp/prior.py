@@ -12,7 +12,6 @@ The ``llama_batch`` handed to ``llama_decode`` points into numpy arrays this mod
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -139,8 +138,10 @@ class _Context:
     def __del__(self) -> None:
         ptr, self.ptr = getattr(self, "ptr", None), None
         if ptr:
-            with contextlib.suppress(Exception):  # at shutdown the library may be gone
+            try:  # noqa: SIM105 - at shutdown contextlib and the library may be gone (None)
                 llama_cpp.llama_free(ptr)
+            except Exception:
+                pass
 
 
 @dataclass(eq=False, kw_only=True)
@@ -177,8 +178,10 @@ class _Model(LoadedModel):
         self.idle = []
         ptr, self.ptr = getattr(self, "ptr", None), None
         if ptr:
-            with contextlib.suppress(Exception):
+            try:  # noqa: SIM105 - at shutdown contextlib and the library may be gone (None)
                 llama_cpp.llama_model_free(ptr)
+            except Exception:
+                pass
 
 
 def _load(path: Path, n_gpu_layers: int) -> _Model:

@@ -96,6 +96,21 @@ def test_missing_model_path_is_a_config_error(tmp_path):
         models.resolve_model(tmp_path)
 
 
+def test_a_folder_of_one_gguf_resolves_as_the_file_does(tmp_path, monkeypatch):
+    """Relative, through a symlinked folder, or a symlinked .gguf (the Hugging Face cache's
+    layout): the folder gave the path as written, the file its resolved path, so the config's
+    round trip at compress failed ("does not survive a JSON round trip")."""
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "abc").write_bytes(b"GGUF")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m.gguf").symlink_to(tmp_path / "blobs" / "abc")
+    (tmp_path / "link").symlink_to(tmp_path / "models", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    real = (tmp_path / "blobs" / "abc").resolve()
+    for given in ("models", tmp_path / "link", tmp_path / "models" / "m.gguf"):
+        assert models.resolve_model(given) == real, given
+
+
 def test_token_map_rules_without_a_model():
     # SentencePiece: "▁" is a space, a normal token beats the <0x..> byte-fallback one.
     tokens = ["<unk>", "<s>", "<0x20>", "<0x41>", "\u2581", "A", "<0xFF>", "é"]
