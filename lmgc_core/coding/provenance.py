@@ -174,8 +174,10 @@ def _describe(config: Mapping[str, Any], record: Mapping[str, Any]) -> list[tupl
     return out
 
 
-def explain(header: Mapping[str, Any], pipeline: Any) -> str:
-    """Who made the stream, who decodes it, and what differs (one sentence for an error)."""
+def explain(header: Mapping[str, Any], pipeline: Any, named: bool = False) -> str:
+    """Who made the stream, who decodes it, and what differs (one sentence for an error).
+    ``named``: the error names its cause already (a fingerprint's differing entry, such as
+    another model's SHA-256): no guess at a cause is added when the versions are the same."""
     config = header.get("pipeline") if isinstance(header.get("pipeline"), Mapping) else {}
     record = _record(header.get("made_by"), config)
     mine_config = pipeline.recorded_config()
@@ -197,7 +199,7 @@ def explain(header: Mapping[str, Any], pipeline: Any) -> str:
             "without a change of fingerprint; decode with the version that made the stream (and, "
             "as the plugin's author, put a version number in fingerprint())"
         )
-    else:
+    elif not named:
         text += (
             "; same versions: a component is not deterministic (check it with "
             "lmgc_core.testing) or the stream was altered before it was written"
@@ -228,7 +230,8 @@ def explain_decode_failures(decompress: Callable[..., Any]) -> Callable[..., Any
             if header is None:
                 raise
             try:
-                better = type(exc)(f"{exc}; {explain(header, self)}")
+                named = isinstance(exc, MismatchError)  # it says what differs
+                better = type(exc)(f"{exc}; {explain(header, self, named)}")
             except Exception:  # an exception type with another signature: keep the original
                 raise exc from None
             raise better.with_traceback(exc.__traceback__) from None
