@@ -485,6 +485,28 @@ def test_a_private_files_archive_and_restored_file_stay_private(tmp_path, grads)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
 
 
+def test_a_full_disk_is_named(tmp_path, grads, monkeypatch):
+    """The error said only "No space left on device": not where, nor that ``-o -`` spools to
+    TMPDIR first."""
+    import errno
+
+    from lmgc_core.files import filecodec
+
+    def full(src, layout, name, out, *args, **kwargs):
+        out.write(b"some bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(filecodec, "compress_file", full)
+    np.save(tmp_path / "g.npy", grads[:64])
+    line = one_error_line(lmgc("compress", tmp_path / "g.npy", ok=False), 1)
+    assert line == (
+        f"error: {tmp_path}: No space left on device (writing {tmp_path / 'g.npy.lmgc'})"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.npy"]  # no .part left
+    line = one_error_line(lmgc("compress", tmp_path / "g.npy", "-o", "-", ok=False), 1)
+    assert "spooled there first (TMPDIR)" in line
+
+
 def test_failed_runs_leave_no_file(tmp_path, grads):
     np.save(tmp_path / "g.npy", grads[:4096].reshape(64, 64))
     lmgc("compress", tmp_path / "g.npy", "--chunk-size", "2048")
