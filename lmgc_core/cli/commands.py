@@ -254,10 +254,10 @@ def _compress_one(
     from lmgc_core.files.source_hash import FileHash
 
     _check_base_kind(input, base)
-    _check_output_is_new(input, output, base)
     if Path(input).is_dir():  # a model folder: every tensor file coded, the rest copied
         from lmgc_core.files.folders import compress_folder_command
 
+        _check_output_is_new(input, output, base)
         return compress_folder_command(
             input, output, force, quiet, jobs, build_pipeline(**kw), base
         )
@@ -280,8 +280,7 @@ def _compress_one(
         chunk_bytes = chunk_size or DEFAULT_CHUNK_BYTES
         encoder = encoder_for(pipeline, base, stack, chunk_bytes, fmt, dtype)
         layout = scan(src, size, name, fmt.lower() if fmt else None, dtype)
-        for note in layout.notes:  # e.g. an npz member this zlib cannot re-deflate identically
-            click.echo(f"warning: {_one_line(note)}", err=True)
+        _warn(layout.notes)  # e.g. an npz member no zlib level re-deflates identically
         seen = len(layout.notes)
         total = sum(t.nbytes for t in layout.tensors)
         with Progress(total, "compress", quiet) as bar, atomic_output(output, force, input) as out:
@@ -291,10 +290,14 @@ def _compress_one(
             )  # fmt: skip
             out.flush()
             written = out.tell()
-        for note in layout.notes[seen:]:  # what coding found: lossy stages
-            click.echo(f"warning: {_one_line(note)}", err=True)
+        _warn(layout.notes[seen:])  # what coding found: lossy stages
     rate = 100 * written / result.source if result.source else 0.0
     _say(quiet, output, f"{name}: {result.source} -> {written} bytes ({rate:.2f}%) -> {output}")
+
+
+def _warn(notes: list[str]) -> None:
+    for note in notes:
+        click.echo(f"warning: {_one_line(note)}", err=True)
 
 
 def _output_format(
@@ -406,10 +409,10 @@ def _decompress_one(
     from lmgc_core.util.progress import Progress
 
     _check_base_kind(input, base)
-    _check_output_is_new(input, output, base)
     if Path(input).is_dir():  # a folder written by `lmgc compress MODEL_DIR -o OUT_DIR`
         from lmgc_core.files.folders import decompress_folder_command
 
+        _check_output_is_new(input, output, base)
         return decompress_folder_command(input, output, force, quiet, jobs, base)
     named = output is not None
     if output is None:

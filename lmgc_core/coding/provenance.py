@@ -27,6 +27,7 @@ from lmgc_core.components.spec import spec_name
 from lmgc_core.stream import container
 from lmgc_core.util.errors import (
     ConfigError,
+    LMGCError,
     MismatchError,
     PluginError,
     StreamError,
@@ -132,8 +133,6 @@ def _check_stages_replay(pipeline: Any, rebuilt: Any) -> None:
     if not pipeline.stages:
         return
     import numpy as np
-
-    from lmgc_core.util.errors import LMGCError
 
     probe = np.geomspace(1e-4, 1e3, STAGE_PROBE_VALUES, dtype=np.float32)
     probe[::2] *= -1

@@ -14,6 +14,7 @@ deflated ``.npz`` member is inflated whole, once, when first asked for.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -24,7 +25,13 @@ import numpy as np
 
 from lmgc_core.components.interfaces import DeltaCoding
 from lmgc_core.files.filecodec import FileEncoder
-from lmgc_core.files.readers import chunk_readers, scan, tensor_chunks, tensor_streams
+from lmgc_core.files.readers import (
+    chunk_readers,
+    guess_format,
+    scan,
+    tensor_chunks,
+    tensor_streams,
+)
 from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor
 from lmgc_core.files.writers import HASH_NAMES, HASHERS, checked_hash
 from lmgc_core.util.dtypes import coding_view, dtype_name
@@ -259,12 +266,5 @@ def _own_format(f: IO[bytes], name: str, dtype: str | None) -> tuple[str | None,
     """How to read a base: as the format its name or first bytes say (not NEW's ``--format``
     or ``--dtype``: an ``.npy`` base of a raw NEW was read as raw, its header as values), and
     as raw ``dtype`` only when they say none."""
-    from lmgc_core.files import torch_zip
-    from lmgc_core.files.readers import format_of_name, sniff
-
-    own = format_of_name(name) or torch_zip.format_of_name(name)
-    if own is None:
-        f.seek(0, 2)
-        own = sniff(f, f.tell())
-        f.seek(0)
+    own = guess_format(f, os.fstat(f.fileno()).st_size, name)
     return (own, None) if own is not None else ("raw", dtype)

@@ -114,28 +114,28 @@ def atomic_output(name: str, force: bool, like: str | None = None) -> Iterator[I
     output takes (the source's, as gzip and zstd keep them: a private file's archive stays
     private); else the umask's."""
     check_output(name, force)
-    with _where_full(name):
-        yield from _atomic_output(name, like)
+    spooled = name == STDIO or _special(Path(name))  # written into, once whole: never replaced
+    with _where_full(name, spooled):
+        yield from _atomic_output(name, like, spooled)
 
 
 @contextmanager
-def _where_full(name: str) -> Iterator[None]:
+def _where_full(name: str, spooled: bool) -> Iterator[None]:
     """A full disk named: the write's own error says only "No space left on device"."""
     try:
         yield
     except OSError as exc:
         if exc.errno != errno.ENOSPC or exc.filename is not None:
             raise
-        spooled = name == STDIO or _special(Path(name))
         where = tempfile.gettempdir() if spooled else str(Path(name).parent)
         why = f"{name} is spooled there first (TMPDIR)" if spooled else f"writing {name}"
         raise OSError(exc.errno, f"{exc.strerror} ({why})", where) from None
 
 
-def _atomic_output(name: str, like: str | None) -> Iterator[IO[bytes]]:
+def _atomic_output(name: str, like: str | None, spooled: bool) -> Iterator[IO[bytes]]:
     """:func:`atomic_output` once the output is checked."""
     path = Path(name)
-    if name == STDIO or _special(path):  # written into, once whole: never replaced
+    if spooled:
         with tempfile.TemporaryFile() as spool:
             yield spool
             spool.seek(0)

@@ -63,12 +63,17 @@ def sniff(f: IO[bytes], size: int) -> str | None:
     return None
 
 
+def guess_format(f: IO[bytes], size: int, name: str) -> str | None:
+    """A file's format by its suffix, else by its first bytes (``None``: neither says)."""
+    return format_of_name(name) or torch_format.format_of_name(name) or sniff(f, size)
+
+
 def scan(f: IO[bytes], size: int, name: str, fmt: str | None, dtype: str | None) -> FileLayout:
     """The layout of an input: ``fmt`` if given, else ``--dtype`` means raw, else the suffix,
     else the magic bytes."""
     if fmt is None and dtype is not None:
         fmt = "raw"
-    fmt = fmt or format_of_name(name) or torch_format.format_of_name(name) or sniff(f, size)
+    fmt = fmt or guess_format(f, size, name)
     if fmt is None:
         raise ConfigError(
             f"{name}: not a .npy, .npz or .safetensors file; raw input needs --dtype "
