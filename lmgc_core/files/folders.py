@@ -162,6 +162,19 @@ def _files(root: Path) -> Iterator[str]:
                 yield path.relative_to(root).as_posix()
 
 
+def _empty_folders(root: Path) -> list[str]:
+    """The folders under ``root`` with nothing in them (relative POSIX paths, sorted): the
+    manifest lists them so that decompression makes them again (an empty ``logs/`` or
+    ``checkpoints/`` a training script expects). Folders holding other folders come back as
+    their parents."""
+    empty = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs.sort()
+        if not dirs and not names and Path(folder) != root:
+            empty.append(Path(folder).relative_to(root).as_posix())
+    return empty
+
+
 def is_tensor_file(path: Path) -> bool:
     """Worth trying to code: a tensor suffix, or a ``.bin`` that is a torch.save zip."""
     name = path.name.lower()
@@ -247,12 +260,15 @@ def compress_folder(
     names = [rel + SUFFIX for rel in files] + files + [FOLDER_MANIFEST]
     new = [name for name in names if not (out / name).exists()]
     held = len(new) < len(names)  # --force over files (or a manifest) of an earlier run
+    empty = _empty_folders(root)
     made += {p for rel in files for p in (out / rel).parents if out in p.parents and not p.exists()}
+    made += {p for rel in empty for p in (out / rel / "_").parents if out in p.parents
+             and not p.exists()}  # fmt: skip
     # until the run ends, the folder says it is unfinished: files it replaces under --force
     # stay replaced if it fails, and an older manifest must not make them pass for a whole
     (out / FOLDER_MANIFEST).write_text(json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED}))
     try:
-        result = _code_folder(root, out, files, pipeline, jobs, quiet, base_dir)
+        result = _code_folder(root, out, files, empty, pipeline, jobs, quiet, base_dir)
     except BaseException:  # a bad base, a full disk, Ctrl-C: no half-written folder is left,
         # which would decode as a whole one with files missing (or old ones)
         _undo(out, [n for n in new if not (held and n == FOLDER_MANIFEST)], made)
@@ -268,6 +284,7 @@ def _code_folder(
     root: Path,
     out: Path,
     files: list[str],
+    empty: list[str],
     pipeline: Any,
     jobs: int,
     quiet: bool,
@@ -307,12 +324,17 @@ def _code_folder(
         "copied": result.copied,
         "uncoded": [{"path": p, "reason": r} for p, r in result.uncoded],
     }
+    for rel in empty:
+        (out / rel).mkdir(parents=True, exist_ok=True)
+    if empty:  # absent otherwise: such manifests stay as they were
+        manifest["empty_folders"] = empty
     (out / FOLDER_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return result
 
 
-def _read_folder_manifest(root: Path) -> tuple[list[str], list[str]]:
-    """``(coded, copied)`` from ``lmgc_folder.json``; without one, every ``*.lmgc`` is coded."""
+def _read_folder_manifest(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """``(coded, copied, empty folders)`` from ``lmgc_folder.json``; without one, every
+    ``*.lmgc`` is coded."""
     path = root / FOLDER_MANIFEST
     if not path.exists():
         files = list(_files(root))
@@ -324,24 +346,29 @@ def _read_folder_manifest(root: Path) -> tuple[list[str], list[str]]:
         coded = [f[: -len(SUFFIX)] for f in files if f.endswith(SUFFIX)]
         copied = [f for f in files if not f.endswith(SUFFIX)]
         _check_distinct(root, coded, copied)
-        return coded, copied
+        return coded, copied, []
     try:
         doc = json.loads(path.read_text("utf-8"))
         unfinished = doc.get("incomplete") if isinstance(doc, dict) else None
-        coded, copied = [], []
+        coded, copied, empty = [], [], []
         if unfinished is None:
             coded, copied = list(doc["coded"]), list(doc["copied"])
-        if doc.get("lmgc_folder") != 1 or not all(isinstance(p, str) for p in coded + copied):
+            empty = list(doc.get("empty_folders", []))  # absent before 2026-12-06: none
+        if doc.get("lmgc_folder") != 1 or not all(
+            isinstance(p, str) for p in coded + copied + empty
+        ):
             raise ValueError("unknown version or bad entries")
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise FolderError(f"{path}: damaged folder manifest ({exc})") from None
     if unfinished is not None:
         raise FolderError(f"{root}: {unfinished}")
-    for rel in coded + copied:  # the manifest must not send writes outside the folder
+    for rel in coded + copied + empty:  # the manifest must not send writes outside the folder
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise FolderError(f"{path}: names a path outside the folder: {rel!r}")
+    if clash := sorted(set(empty) & set(coded + copied)):
+        raise FolderError(f"{path}: lists {clash[0]!r} as a file and as an empty folder")
     _check_distinct(root, coded, copied)
-    return coded, copied
+    return coded, copied, empty
 
 
 def _check_distinct(root: Path, coded: list[str], copied: list[str]) -> None:
@@ -371,7 +398,7 @@ def decompress_folder(
     from lmgc_core.files.archive import ArchiveReader
 
     root, out = Path(src_dir), Path(out_dir)
-    coded, copied = _read_folder_manifest(root)
+    coded, copied, empty = _read_folder_manifest(root)
     missing = [r + SUFFIX for r in coded if not (root / (r + SUFFIX)).is_file()]
     missing += [r for r in copied if not (root / r).is_file()]
     if missing:
@@ -389,6 +416,8 @@ def decompress_folder(
     _prepare_output(out, force)  # after every check: a refusal writes nothing
     new = [rel for rel in coded + copied if not (out / rel).exists()]
     made += {p for rel in new for p in (out / rel).parents if out in p.parents and not p.exists()}
+    made += {p for rel in empty for p in (out / rel / "_").parents if out in p.parents
+             and not p.exists()}  # fmt: skip
     result = FolderResult()
     try:
         with Progress(total, "decompress", quiet) as bar:
@@ -404,6 +433,8 @@ def decompress_folder(
             for rel in copied:
                 _copy(root / rel, out / rel, bar)
                 result.copied.append(rel)
+            for rel in empty:
+                (out / rel).mkdir(parents=True, exist_ok=True)
     except BaseException:
         _undo(out, new, made)
         raise

@@ -227,3 +227,36 @@ def test_a_failed_compress_over_an_earlier_folder_marks_it_unfinished(tmp_path: 
     compress_folder(tmp_path / "v2", tmp_path / "out", force=True)  # again: whole
     decompress_folder(tmp_path / "out", tmp_path / "back")
     assert _tree(tmp_path / "back") == _tree(tmp_path / "v2")
+
+
+def test_empty_folders_come_back(tmp_path: Path, grads: np.ndarray) -> None:
+    """A training run's empty ``logs/`` or ``runs/2/`` is part of the folder: it was dropped."""
+    src = tmp_path / "m"
+    (src / "logs").mkdir(parents=True)
+    (src / "runs" / "2").mkdir(parents=True)
+    np.save(src / "runs" / "g.npy", grads[:100])
+    compress_folder(src, tmp_path / "c")
+    assert (tmp_path / "c" / "logs").is_dir()
+    decompress_folder(tmp_path / "c", tmp_path / "back")
+    dirs = sorted(p.relative_to(tmp_path / "back").as_posix()
+                  for p in (tmp_path / "back").rglob("*") if p.is_dir())  # fmt: skip
+    assert dirs == ["logs", "runs", "runs/2"]
+    assert _tree(tmp_path / "back") == _tree(src)
+
+
+def test_a_manifest_naming_a_file_as_an_empty_folder_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "m"
+    (src / "logs").mkdir(parents=True)
+    (src / "config.json").write_text("{}")
+    compress_folder(src, tmp_path / "c")
+    manifest = tmp_path / "c" / FOLDER_MANIFEST
+    doc = json.loads(manifest.read_text())
+    doc["empty_folders"] = ["config.json"]
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(FolderError, match="as a file and as an empty folder"):
+        decompress_folder(tmp_path / "c", tmp_path / "back")
+    doc["empty_folders"] = ["../escape"]
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(FolderError, match="outside the folder"):
+        decompress_folder(tmp_path / "c", tmp_path / "back")
+    assert not (tmp_path / "back").exists() and not (tmp_path / "escape").exists()
