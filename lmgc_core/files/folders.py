@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from lmgc_core.files import torch_zip
 from lmgc_core.files.archive import SUFFIX
+from lmgc_core.files.outputs import check_free_space
 from lmgc_core.files.segments import InputFileError
 from lmgc_core.util.errors import ConfigError, LMGCError, MismatchError, StreamError
 from lmgc_core.util.progress import Progress
@@ -412,6 +413,7 @@ def decompress_folder(
             total += size if type(size) is int else 0
             _check_base(reader, _base_of(base_dir, rel), rel)
     total += sum((root / rel).stat().st_size for rel in copied)
+    _check_room(out, total, coded + copied)
     made = [out] if not out.exists() else []  # what a failure removes again (_undo)
     _prepare_output(out, force)  # after every check: a refusal writes nothing
     new = [rel for rel in coded + copied if not (out / rel).exists()]
@@ -439,6 +441,14 @@ def decompress_folder(
         _undo(out, new, made)
         raise
     return result
+
+
+def _check_room(out: Path, total: int, files: list[str]) -> None:
+    """Refuse up front a folder that would not fit where it is written (the files it replaces
+    under ``--force`` give their room back), rather than fill the disk part way and undo."""
+    replaced = sum((out / rel).stat().st_size for rel in files if (out / rel).is_file())
+    where = next(p for p in (out, *out.absolute().parents) if p.is_dir())
+    check_free_space(str(out), total - replaced, str(where))
 
 
 def _undo(out: Path, new: list[str], made: list[Path]) -> None:

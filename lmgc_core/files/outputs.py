@@ -67,11 +67,12 @@ class DiskSpaceError(LMGCError):
     """The output would not fit in its folder's free space."""
 
 
-def check_free_space(name: str, nbytes: int) -> None:
+def check_free_space(name: str, nbytes: int, folder: str | None = None) -> None:
     """Refuse up front an output of ``nbytes`` (what the archive declares) larger than the
-    free space where it is written (its folder; for ``-``, the spool's temporary folder),
-    rather than fill the disk and fail at the end."""
-    folder = tempfile.gettempdir() if name == STDIO else str(Path(name).parent)
+    free space where it is written (``folder``, else the output's folder; for ``-``, the
+    spool's temporary folder), rather than fill the disk and fail at the end."""
+    if folder is None:
+        folder = tempfile.gettempdir() if name == STDIO else str(Path(name).parent)
     try:
         free = shutil.disk_usage(folder).free
     except OSError:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 from lmgc_core.files import folders
 from lmgc_core.files.folders import FOLDER_MANIFEST, FolderError, compress_folder, decompress_folder
+from lmgc_core.files.outputs import DiskSpaceError
 from lmgc_core.util.errors import ConfigError
 from tests.cli_helpers import lmgc, one_error_line
 
@@ -260,3 +263,28 @@ def test_a_manifest_naming_a_file_as_an_empty_folder_is_refused(tmp_path: Path) 
     with pytest.raises(FolderError, match="outside the folder"):
         decompress_folder(tmp_path / "c", tmp_path / "back")
     assert not (tmp_path / "back").exists() and not (tmp_path / "escape").exists()
+
+
+def test_a_folder_larger_than_the_free_space_is_refused_up_front(
+    tmp_path: Path, grads: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It filled the disk part way, then failed and removed what it had written."""
+    src = _model_folder(tmp_path / "model", grads)
+    compress_folder(src, tmp_path / "c")
+    need = sum(len(b) for b in _tree(src).values())
+    usage = namedtuple("Usage", "total used free")
+    asked = []
+
+    def free(path):
+        asked.append(str(path))
+        return usage(1 << 40, 0, need - 1)
+
+    monkeypatch.setattr(shutil, "disk_usage", free)
+    with pytest.raises(DiskSpaceError, match=f"takes {need} bytes"):
+        decompress_folder(tmp_path / "c", tmp_path / "new" / "back")
+    assert asked == [str(tmp_path)] and not (tmp_path / "new").exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, need))
+    decompress_folder(tmp_path / "c", tmp_path / "back")  # exactly enough is enough
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, 0))
+    decompress_folder(tmp_path / "c", tmp_path / "back", force=True)  # replaces as much
+    assert _tree(tmp_path / "back") == _tree(src)
