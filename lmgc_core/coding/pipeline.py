@@ -21,7 +21,7 @@ from lmgc_core.coding.config_file import check_keys, check_size
 from lmgc_core.coding.options import valid_options
 from lmgc_core.coding.parts import PartCoder, StoredCoder, decoder_for, encoder_for, part_entry
 from lmgc_core.coding.rebuild_limit import rebuild_limit
-from lmgc_core.coding.recorded import header_errors, recorded_config
+from lmgc_core.coding.recorded import header_errors, options_errors, recorded_config
 from lmgc_core.components import registry
 from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
 from lmgc_core.components.spec import ComponentSpec, spec_dict, spec_name
@@ -832,7 +832,8 @@ def decompress(
     pipeline = _reused_pipeline(cache) if cache is not None else None  # no config built
     if pipeline is None:
         config = {**DEFAULTS, **recorded_config(header, prior_options)}
-        pipeline = recorded_pipeline(config, cache)
+        with options_errors(prior_options):
+            pipeline = recorded_pipeline(config, cache)
     return pipeline.decompress(
         blob,
         force=force,

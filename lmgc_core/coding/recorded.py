@@ -44,3 +44,16 @@ def header_errors() -> Iterator[None]:
         yield
     except ConfigError as exc:
         raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
+
+
+@contextmanager
+def options_errors(prior_options: Mapping[str, Any] | None) -> Iterator[None]:
+    """A build error that names one of the caller's ``prior_options`` (a misspelt key, a bad
+    value) is the caller's :class:`ConfigError`, not the stream's."""
+    try:
+        yield
+    except StreamError as exc:
+        why = str(exc).removeprefix("stream header has an invalid pipeline: ")
+        if not prior_options or not any(str(k) in why for k in prior_options):
+            raise
+        raise ConfigError(f"prior_options {dict(prior_options)!r}: {why}") from None

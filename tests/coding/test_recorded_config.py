@@ -98,3 +98,18 @@ def test_a_remembered_stream_check_still_refuses_another_prior() -> None:
     with pytest.raises(MismatchError):
         lmgc_core.decompress(other)
     assert lmgc_core.decompress(blob).tobytes() == data.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [({"modle": 1}, "has no option 'modle'"), ({"level": "x"}, "level must be one of")],
+)
+def test_bad_prior_options_are_the_callers_error_not_the_streams(options, says) -> None:
+    """A misspelt key was reported as 'stream header has an invalid pipeline'."""
+    from lmgc_core import decompress
+
+    blob = Pipeline.from_config({"prior": "float"}).compress(np.ones(64, np.float32))
+    with pytest.raises(ConfigError, match=f"prior_options .*{says}") as info:
+        decompress(blob, prior_options=options)
+    assert not isinstance(info.value, StreamError)
+    assert decompress(blob, prior_options={"level": 1}).sum() == 64  # a good one still works
