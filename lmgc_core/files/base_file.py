@@ -171,9 +171,10 @@ def check_record(recorded: Any, base: BaseFile | None, where: str) -> None:
     check_digests(recorded, base.where, base.record["size"], base.record, where)
 
 
-def describe_record(recorded: Any) -> str:
-    name, size, digest = (recorded.get(k) for k in ("name", "size", "sha256"))
-    return f"{name!r} ({size} bytes, SHA-256 {digest})"
+def describe_record(recorded: Any, algorithm: str = "sha256") -> str:
+    """The recorded base by name, size and hash (``algorithm``: the one shown beside it)."""
+    name, size, digest = (recorded.get(k) for k in ("name", "size", algorithm))
+    return f"{name!r} ({size} bytes, {HASH_NAMES[algorithm]} {digest})"
 
 
 def check_digests(recorded: Any, given: str, size: int, digests: dict, where: str) -> None:
@@ -181,10 +182,9 @@ def check_digests(recorded: Any, given: str, size: int, digests: dict, where: st
     the base record is checked by (:func:`~lmgc_core.files.writers.checked_hash`)."""
     algorithm = checked_hash(recorded)
     if digests.get(algorithm) != recorded.get(algorithm):
-        sized = "" if size == recorded.get("size") else f"{size} bytes, "
         raise ConfigError(
-            f"{given} ({sized}{HASH_NAMES[algorithm]} {digests.get(algorithm)}) is not the base "
-            f"{where} was compressed against: {describe_record(recorded)}"
+            f"{given} ({size} bytes, {HASH_NAMES[algorithm]} {digests.get(algorithm)}) is not "
+            f"the base {where} was compressed against: {describe_record(recorded, algorithm)}"
         )
 
 

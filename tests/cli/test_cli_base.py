@@ -222,6 +222,12 @@ def test_decompress_refuses_missing_other_and_truncated_base(tmp_path: Path, che
     _refused(lmgc("decompress", packed, "-o", out, ok=False), out, "old.safetensors", "--base")
     _refused(lmgc("decompress", packed, "--base", new, "-o", out, ok=False), out,
              "is not the base", "old.safetensors")
+    # the two files side by side, by size and by the same hash (it gave an XXH3-128 beside a
+    # SHA-256, which cannot be compared, and left the size out when it matched)
+    line = one_error_line(lmgc("decompress", packed, "--base", new, "-o", out, ok=False), 2)
+    given, recorded = line.split("is not the base")
+    assert f"({new.stat().st_size} bytes, XXH3-128 " in given, line
+    assert f"({old.stat().st_size} bytes, XXH3-128 " in recorded, line
     (cut := tmp_path / "cut.safetensors").write_bytes(old.read_bytes()[:-7])
     _refused(lmgc("decompress", packed, "--base", cut, "-o", out, ok=False), out,
              f"{cut.stat().st_size} bytes", "is not the base")
