@@ -217,11 +217,12 @@ def compress(
     keyframe: int | None,
     **kw: Any,
 ) -> None:
-    """Compress .npy, .npz, .safetensors or raw files ('-': stdin) into lmgc archives that
-    `lmgc decompress` turns back into the same files, byte for byte. With --base OLD, each tensor
-    of the same name, dtype and shape in OLD is coded against it (a checkpoint against the one
-    before it, a fine-tune against its base); decompressing then needs OLD. With --series, each
-    INPUT is coded against the INPUT before it (see --keyframe)."""
+    """Compress .npy, .npz, .safetensors, torch.save or raw files, or model folders ('-':
+    stdin) into lmgc archives that `lmgc decompress` turns back into the same files, byte for
+    byte. With --base OLD, each tensor of the same name, dtype and shape in OLD is coded against
+    it (a checkpoint against the one before it, a fine-tune against its base); decompressing then
+    needs OLD. With --series, each INPUT is coded against the INPUT before it (see
+    --keyframe)."""
     from lmgc_core.files.series import chain
 
     _check_several(inputs, output)

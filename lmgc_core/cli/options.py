@@ -21,7 +21,8 @@ from lmgc_core.util.errors import ConfigError, UnknownComponentError
 PIPELINE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--config", "config"), {"type": click.Path(dir_okay=False), "help": "Pipeline config "
                               "(YAML/TOML/JSON)."}),
-    (("--prior",), {"help": "Prior plugin name (adaptive, uniform, transformers, llamacpp...)."}),
+    (("--prior",), {"help": "Prior plugin name (float: the default; mix, adaptive, uniform, "
+                    "transformers, llamacpp, ...: `lmgc plugins` lists them)."}),
     (("--serializer",), {"help": "Serializer plugin name (hex, iso)."}),
     (("--coder",), {"help": "Entropy coder plugin name (range)."}),
     (("--window",), {"type": int, "help": "Tokens per window, BOS included (default: the "

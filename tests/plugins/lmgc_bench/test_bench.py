@@ -251,6 +251,10 @@ def test_lmgc_help_is_fast_and_lists_commands():
         ("experiments: [\n", "not valid YAML"),
         ("experiments: [1, 2]\n", "mappings with a 'name'"),
         ("name: x\n", "needs a list of 'experiments'"),
+        # misspelt keys were dropped and the grid run at full size, exit 0
+        ("workloadz: []\nexperiments: []\n", "unknown key workloadz"),
+        ("experiments: [{name: e, max_snapshot: 1}]\n", "experiment 'e': unknown key max_snapshot"),
+        ("workloads: [{npy: a.npy, snapshot: 1}]\nexperiments: []\n", "unknown key snapshot"),
     ],
 )
 def test_bad_bench_configs_are_one_value_error(tmp_path, text, said):
