@@ -34,6 +34,8 @@ from lmgc_core.files.torch_pickle import (
     TensorRef,
     read_pickle,
 )
+from lmgc_core.util.dtypes import parse_dtype
+from lmgc_core.util.errors import LMGCError
 
 _LOCAL = struct.Struct("<4s22xHH")
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -211,12 +213,10 @@ def _numpy_dtype(torch_name: str) -> np.dtype | None:
         return np.dtype(np.bool_)
     if hasattr(np, torch_name) and torch_name != "bfloat16":
         return np.dtype(getattr(np, torch_name))
-    try:
-        import ml_dtypes
-    except ImportError:
+    try:  # an ml_dtypes type streams can name (not complex32, whose '<W4' no header takes)
+        return parse_dtype(torch_name)
+    except LMGCError:  # unknown, or no ml_dtypes: coded as bytes
         return None
-    found = getattr(ml_dtypes, torch_name, None)
-    return np.dtype(found) if found is not None else None
 
 
 def _covers(tensor: TensorRef, count: int) -> bool:

@@ -134,9 +134,15 @@ def encode_dtype(dtype: np.dtype) -> Any:
         raise TypeError(f"dtype {dtype} holds Python objects, which have no fixed bytes")
     if is_ml_dtype(dtype):
         return dtype.name
-    if dtype.fields is None and dtype.subdtype is None:
-        return dtype.str
-    return repr(np.lib.format.dtype_to_descr(dtype))
+    text = dtype.str if dtype.fields is None and dtype.subdtype is None else None
+    text = text or repr(np.lib.format.dtype_to_descr(dtype))
+    try:  # a dtype whose text does not name it again (ml_dtypes' complex32: '<W4') would make
+        back = decode_dtype(text)  # a stream that no decoder reads
+    except StreamError:
+        back = None
+    if back != dtype:
+        raise TypeError(f"dtype {dtype} ({text}) cannot be recorded in a stream header")
+    return text
 
 
 def decode_dtype(text: Any) -> np.dtype:

@@ -365,3 +365,12 @@ def test_a_whole_module_is_not_loaded_but_its_parameters_are_named(tmp_path):
     path.unlink()
     lmgc("decompress", f"{path}.lmgc")
     assert path.read_bytes() == original
+
+
+def test_a_storage_no_stream_can_name_the_dtype_of_is_coded_as_bytes(tmp_path):
+    """complex32 (ml_dtypes' '<W4'): compress said 'ok', and no command could read the archive."""
+    path = tmp_path / "c32.pt"
+    torch.save({"c": torch.randn(8, dtype=torch.complex64).to(torch.complex32)}, path)
+    assert [t.dtype for t in layout_of(path).tensors] == [np.dtype(np.uint8)]
+    round_trip(path)
+    lmgc("ls", f"{path}.lmgc")

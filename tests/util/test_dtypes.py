@@ -27,3 +27,21 @@ def test_the_codecs_code_long_double_as_its_bytes():
     x = np.array([1.5, -0.0, np.inf, np.nan, 1e-4000], np.longdouble)
     back = LMGC().decode(LMGC().encode(x))
     assert back.dtype == x.dtype and back.tobytes() == x.tobytes()
+
+
+def test_a_dtype_whose_text_names_no_dtype_is_never_recorded() -> None:
+    """ml_dtypes' complex32 spells itself '<W4', which no decoder reads: a numcodecs stream
+    of it encoded, then never decoded."""
+    import ml_dtypes
+    import numcodecs
+
+    from lmgc_core.util.dtypes import decode_dtype, encode_dtype
+
+    if not hasattr(ml_dtypes, "complex32"):
+        pytest.skip("this ml_dtypes has no complex32")
+    with pytest.raises(TypeError, match="cannot be recorded"):
+        encode_dtype(np.dtype(ml_dtypes.complex32))
+    with pytest.raises(ConfigError, match="cannot be recorded"):
+        numcodecs.get_codec({"id": "lmgc"}).encode(np.zeros(8, ml_dtypes.complex32))
+    for dtype in ["<c8", ">f4", "|S5", "<U3", "M8[ns]", [("a", "<f4"), ("b", "S3")], "V3"]:
+        assert decode_dtype(encode_dtype(np.dtype(dtype))) == np.dtype(dtype)
