@@ -313,6 +313,7 @@ class _Reader:
             and pid[0] == "storage"
             and isinstance(pid[1], Global)
             and isinstance(pid[2], str)
+            and isinstance(pid[3], str)  # the location ("cpu"): a nested value was spelled
             and isinstance(pid[4], int)
             and not isinstance(pid[4], bool)
             and pid[4] >= 0
@@ -321,7 +322,7 @@ class _Reader:
             return Opaque("persistent id")
         kind = pid[1]
         type_name = kind.name if kind.qualname in _ALLOWED else "?"
-        ref = StorageRef(pid[2], type_name, str(pid[3]), pid[4])
+        ref = StorageRef(pid[2], type_name, pid[3], pid[4])
         known = self.storages.setdefault(ref.key, ref)
         if (known.type_name, known.numel) != (ref.type_name, ref.numel):
             raise PickleReadError(f"storage {ref.key!r} is recorded twice, differently")
@@ -425,32 +426,60 @@ def _set_items(target: Any, pairs: list[tuple[Any, Any]]) -> None:
         raise PickleReadError(f"SETITEM on a {type(target).__name__}")
 
 
+MAX_PATH_DEPTH = 64
+MAX_PATH_CHARS = 1024
+"""A tensor deeper or with a longer path keeps its storage's name (``data/<key>``)."""
+
+_Node = tuple[Any, Any, int] | None
+"""A path, kept as a link to its parent's: ``(parent, key, depth)``; ``None`` is the root."""
+
+
 def _name_tensors(root: Any) -> None:
     """Each tensor's first path from the root (``model/fc1.weight``); shared containers are
-    walked once, so a pickle of nested references costs its size, not its unfolding."""
+    walked once, so a pickle of nested references costs its size, not its unfolding. A path is
+    spelled only for a tensor (a 1 MB key above 5,000 items cost 5 GB spelled for each, and
+    deep nesting time quadratic in the depth)."""
     seen: set[int] = set()
-    todo: list[tuple[Any, str]] = [(root, "")]
+    todo: list[tuple[Any, _Node]] = [(root, None)]
     while todo:
-        obj, path = todo.pop()
+        obj, node = todo.pop()
         if isinstance(obj, TensorRef):
             if obj.path is None:
-                obj.path = path
+                obj.path = _spell(node)
             continue
         if id(obj) in seen:
             continue
+        depth = node[2] + 1 if node is not None else 1
         if isinstance(obj, PDict):
             seen.add(id(obj))
-            children = [(v, _join(path, k)) for k, v in obj.items]
+            children = [(v, (node, k, depth)) for k, v in obj.items]
         elif isinstance(obj, Opaque):  # its arguments and state: under its own path
             seen.add(id(obj))
-            children = [(v, path) for v in obj.inner]
+            children = [(v, node) for v in obj.inner]
         elif isinstance(obj, (list, tuple, PSet)):
             seen.add(id(obj))
             items = obj.items if isinstance(obj, PSet) else obj
-            children = [(v, _join(path, i)) for i, v in enumerate(items)]
+            children = [(v, (node, i, depth)) for i, v in enumerate(items)]
         else:
             continue
         todo.extend(reversed(children))
+
+
+def _spell(node: _Node) -> str:
+    """The path ``node`` stands for; ``""`` (the storage's name) past the depth or length caps."""
+    if node is not None and node[2] > MAX_PATH_DEPTH:
+        return ""
+    keys, chars = [], 0
+    while node is not None:
+        node, key, _ = node
+        chars += len(key) if isinstance(key, str) else 24
+        if chars > MAX_PATH_CHARS:
+            return ""
+        keys.append(key)
+    path = ""
+    for key in reversed(keys):
+        path = _join(path, key)
+    return path
 
 
 def _join(path: str, key: Any) -> str:

@@ -374,3 +374,39 @@ def test_a_storage_no_stream_can_name_the_dtype_of_is_coded_as_bytes(tmp_path):
     assert [t.dtype for t in layout_of(path).tensors] == [np.dtype(np.uint8)]
     round_trip(path)
     lmgc("ls", f"{path}.lmgc")
+
+
+def test_a_storage_location_that_is_not_text_is_refused_not_spelled():
+    """A 600-byte pickle whose location was a list DAG 40 deep (each list [prev, prev], shared
+    through the memo) was spelled by str(): 2^40 characters, a hang and gigabytes."""
+
+    class Record(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", obj.location, 4) if obj is box else None
+
+    box, location = _Thing(), []
+    for _ in range(40):
+        location = [location, location]
+    box.location = location
+    buf = io.BytesIO()
+    Record(buf, protocol=2).dump({"w": box})
+    assert len(buf.getvalue()) < 1000
+    info = read_pickle(buf.getvalue())
+    assert info.storages == {} and any("persistent id" in r for r in info.refused)
+
+
+def test_a_tensor_path_past_the_caps_keeps_its_storages_name(tmp_path):
+    """Paths were spelled for every item under a key (a 1 MB key above 5,000 items: 5 GB), and
+    deep nesting took time quadratic in its depth; now only a tensor's path is spelled, and a
+    path deeper than 64 or longer than 1 KB gives way to the storage's name."""
+    deep = {"w": torch.arange(4.0)}
+    for _ in range(100):
+        deep = {"a": deep}
+    long_key = "k" * 2000
+    saved = {"deep": deep, long_key: [torch.full((4,), float(i)) for i in range(3)],
+             "short": {"b": torch.ones(4)}}  # fmt: skip
+    path = tmp_path / "odd.pt"
+    torch.save(saved, path)
+    names = [t.name for t in layout_of(path).tensors]
+    assert "short/b" in names and not any(long_key in n or "a/a/a" in n for n in names), names
+    round_trip(path)
