@@ -25,7 +25,7 @@ from typing import IO
 import numpy as np
 
 from lmgc_core.files.npz import ZIP_ERRORS, file_run, member_data_span
-from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor
+from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor, check_shape
 from lmgc_core.files.torch_pickle import (
     STORAGE_TYPES,
     PickleInfo,
@@ -188,9 +188,19 @@ def _storage(
     views = info.views.get(key, []) if info else []
     if len(views) == 1 and views[0].path and views[0].offset == 0 and _covers(views[0], count):
         name = views[0].path
-        if len(views[0].shape) >= 2:
+        if len(views[0].shape) >= 2 and _holds(views[0].shape, dtype):
             shape = views[0].shape
     return Tensor(name, dtype, shape)
+
+
+def _holds(shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """A tensor's shape numpy can take (torch allows more than 64 dimensions, and
+    ``torch.empty(0, 2**62)``): else the storage keeps its own, 1-d."""
+    try:
+        check_shape(shape, dtype, "")
+    except InputFileError:
+        return False
+    return True
 
 
 def _dtype(ref: StorageRef | None, info: PickleInfo | None, big: bool) -> np.dtype | None:

@@ -410,3 +410,14 @@ def test_a_tensor_path_past_the_caps_keeps_its_storages_name(tmp_path):
     names = [t.name for t in layout_of(path).tensors]
     assert "short/b" in names and not any(long_key in n or "a/a/a" in n for n in names), names
     round_trip(path)
+
+
+def test_a_tensor_shape_numpy_cannot_hold_keeps_its_storages(tmp_path):
+    """torch allows 66 dimensions and torch.empty(0, 2**62); compress failed with numpy's own
+    'maximum supported dimension' / 'array is too big'."""
+    path = tmp_path / "shapes.pt"
+    torch.save({"w": torch.arange(3.0).reshape([1] * 65 + [3]), "e": torch.empty(0, 2**62),
+                "ok": torch.ones(2, 3)}, path)  # fmt: skip
+    shapes = {t.name: t.shape for t in layout_of(path).tensors}
+    assert shapes["w"] == (3,) and shapes["ok"] == (2, 3), shapes
+    round_trip(path)
