@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+from collections.abc import Callable
 from typing import IO
 
 import numpy as np
@@ -103,8 +104,8 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
         raise InputFileError(f"{where}: not a torch.save file (no single data.pkl member)")
     prefix = pickles[0].filename[: -len("data.pkl")]
     layout = FileLayout("torch", size, [], [])
-    info = _read_pickle(zf, pickles[0], where, layout)
-    big = _byteorder(zf, prefix, where) == "big"
+    info = _read_pickle(_member(zf, pickles[0], f, size, where), pickles[0], where, layout)
+    big = _byteorder(zf, prefix, f, size, where) == "big"
     pos = 0
     for member in infos:
         if member.flag_bits & 1:
@@ -125,13 +126,30 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
     return layout
 
 
+def _member(
+    zf: zipfile.ZipFile, member: zipfile.ZipInfo, f: IO[bytes], size: int, where: str
+) -> Callable[[], bytes]:
+    """How to read a member's bytes. torch's ``compute_crc32=False`` writes a CRC of 0, which
+    zipfile calls a bad CRC-32 (the file was refused as damaged): such a stored member is read
+    as it lies (its bytes are kept as they are, and the archive's checksum covers them)."""
+    if member.CRC == 0 and member.compress_type == zipfile.ZIP_STORED:
+
+        def lying() -> bytes:
+            start, end = member_data_span(f, member, 0, size, where)
+            f.seek(start)
+            return f.read(end - start)
+
+        return lying
+    return lambda: zf.read(member)
+
+
 def _read_pickle(
-    zf: zipfile.ZipFile, member: zipfile.ZipInfo, where: str, layout: FileLayout
+    read: Callable[[], bytes], member: zipfile.ZipInfo, where: str, layout: FileLayout
 ) -> PickleInfo | None:
     try:
         if member.file_size > MAX_PICKLE:
             raise PickleReadError(f"{member.file_size} bytes, over {MAX_PICKLE}")
-        info = read_pickle(zf.read(member))
+        info = read_pickle(read())
     except PickleReadError as exc:
         layout.notes.append(
             f"{where}: data.pkl cannot be followed ({exc}); it is kept as it is and the "
@@ -148,13 +166,14 @@ def _read_pickle(
     return info
 
 
-def _byteorder(zf: zipfile.ZipFile, prefix: str, where: str) -> str:
+def _byteorder(zf: zipfile.ZipFile, prefix: str, f: IO[bytes], size: int, where: str) -> str:
     """``little`` unless the ``byteorder`` record says ``big`` (files before torch 1.10 have
     none and were written little-endian)."""
     try:
-        text = zf.read(prefix + "byteorder").strip()
+        member = zf.getinfo(prefix + "byteorder")
     except KeyError:
         return "little"
+    text = _member(zf, member, f, size, where)()[:32].strip()
     if text not in (b"little", b"big"):
         raise InputFileError(f"{where}: byteorder record says {text[:20]!r}")
     return text.decode()
