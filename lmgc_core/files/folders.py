@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from lmgc_core.files import torch_zip
 from lmgc_core.files.archive import SUFFIX
 from lmgc_core.files.outputs import check_free_space
+from lmgc_core.files.readers import sniff
 from lmgc_core.files.segments import InputFileError
 from lmgc_core.util.errors import ConfigError, LMGCError, MismatchError, StreamError
 from lmgc_core.util.progress import Progress
@@ -35,6 +35,7 @@ from lmgc_core.util.progress import Progress
 FOLDER_MANIFEST = "lmgc_folder.json"
 INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
 TENSOR_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth")
+SNIFFED_SUFFIXES = (".bin", ".ckpt", ".tar")
 _COPY_BLOCK = 1 << 20
 
 
@@ -177,13 +178,15 @@ def _empty_folders(root: Path) -> list[str]:
 
 
 def is_tensor_file(path: Path) -> bool:
-    """Worth trying to code: a tensor suffix, or a ``.bin`` that is a torch.save zip."""
+    """Worth trying to code: a tensor suffix, or a name checkpoints also take (``.bin``,
+    ``.ckpt``, ``.pth.tar``) on a torch.save file (a legacy one too: it is then listed as
+    copied uncoded, with the reason)."""
     name = path.name.lower()
     if name.endswith(TENSOR_SUFFIXES):
         return True
-    if name.endswith(".bin"):
+    if name.endswith(SNIFFED_SUFFIXES):
         with open(path, "rb") as f:
-            return torch_zip.is_torch_zip(f)
+            return sniff(f, path.stat().st_size) == "torch"
     return False
 
 

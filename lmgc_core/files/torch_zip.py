@@ -73,7 +73,7 @@ def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
     f.seek(0)
     head = f.read(4)
     if head != b"PK\x03\x04":
-        if head[:1] == b"\x80" and _is_legacy(f):
+        if head[:1] == b"\x80" and is_legacy(f):
             raise InputFileError(
                 f"{where}: a legacy torch file (torch < 1.6, not a zip), which lmgc does not "
                 "read; save it again with torch.save, or compress its bytes with --dtype uint8"
@@ -89,7 +89,8 @@ def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
         raise InputFileError(f"{where}: damaged torch.save file ({exc})") from None
 
 
-def _is_legacy(f: IO[bytes]) -> bool:
+def is_legacy(f: IO[bytes]) -> bool:
+    """A torch < 1.6 file: a pickle whose first value is torch's magic number."""
     f.seek(0)
     head = f.read(16)
     if len(head) < 4 or head[2] != 0x8A:  # PROTO n, LONG1 length magic

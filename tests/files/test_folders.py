@@ -288,3 +288,20 @@ def test_a_folder_larger_than_the_free_space_is_refused_up_front(
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, 0))
     decompress_folder(tmp_path / "c", tmp_path / "back", force=True)  # replaces as much
     assert _tree(tmp_path / "back") == _tree(src)
+
+
+def test_checkpoints_under_other_names_are_coded_and_legacy_ones_listed(tmp_path: Path) -> None:
+    """.ckpt and .pth.tar torch.save files were copied uncoded, and a legacy (torch < 1.6)
+    pytorch_model.bin copied without a word, though the docs say such files are listed."""
+    src = tmp_path / "m"
+    src.mkdir()
+    torch.save({"w": torch.randn(64, 64)}, src / "last.ckpt")
+    torch.save({"w": torch.randn(64, 64)}, src / "weights.pth.tar")
+    torch.save({"w": torch.randn(8)}, src / "pytorch_model.bin",
+               _use_new_zipfile_serialization=False)  # fmt: skip
+    (src / "notes.tar").write_bytes(b"x" * 600)  # not a checkpoint: copied, not listed
+    result = compress_folder(src, tmp_path / "c")
+    assert sorted(result.coded) == ["last.ckpt", "weights.pth.tar"]
+    assert [(p, "legacy torch" in r) for p, r in result.uncoded] == [("pytorch_model.bin", True)]
+    decompress_folder(tmp_path / "c", tmp_path / "back")
+    assert _tree(tmp_path / "back") == _tree(src)

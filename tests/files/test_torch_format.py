@@ -227,6 +227,9 @@ def test_truncated_corrupt_and_legacy_files_give_one_error_line(tmp_path):
     torch.save({"w": torch.randn(4)}, legacy, _use_new_zipfile_serialization=False)
     message = one_error_line(lmgc("compress", legacy, ok=False), 1)
     assert "legacy torch file" in message
+    bin_ = tmp_path / "pytorch_model.bin"  # sniffed: it said "raw input needs --dtype"
+    bin_.write_bytes(legacy.read_bytes())
+    assert "legacy torch file" in one_error_line(lmgc("compress", bin_, ok=False), 1)
     # the workaround the message gives: its bytes as raw data, back under its own .pt name
     original = legacy.read_bytes()
     lmgc("compress", legacy, "--dtype", "uint8")
