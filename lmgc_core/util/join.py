@@ -33,7 +33,7 @@ def join_bytes(pieces: Sequence[Any], jobs: int | None = 1) -> bytes:
     if workers <= 1 or not _PARALLEL:
         return b"".join(views)
     out, at = _unfilled_bytes(total)
-    dst = np.asarray(_Memory(at, total))
+    dst = np.asarray(_Memory(at, total, out))  # holds ``out`` while a thread writes into it
     starts = np.cumsum([0] + [len(v) for v in views]).tolist()
 
     def fill(worker: int) -> None:
@@ -52,10 +52,11 @@ def join_bytes(pieces: Sequence[Any], jobs: int | None = 1) -> bytes:
 
 
 class _Memory:
-    """``size`` writable bytes at ``address`` as numpy sees them (no ctypes array type: ctypes
-    keeps one per length for good)."""
+    """``size`` writable bytes at ``address`` (inside ``owner``, kept alive) as numpy sees them
+    (no ctypes array type: ctypes keeps one per length for good)."""
 
-    def __init__(self, address: int, size: int) -> None:
+    def __init__(self, address: int, size: int, owner: object) -> None:
+        self.owner = owner
         self.__array_interface__ = {
             "data": (address, False),
             "shape": (size,),

@@ -67,20 +67,47 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) 
                 stop.set()
                 return
 
+    finished = [threading.Event() for _ in range(1, n)]
+
+    def worker(k: int) -> None:
+        try:
+            work(k)
+        finally:
+            finished[k - 1].set()
+
     threads = [
-        threading.Thread(target=work, args=(k,), name="lmgc-map", daemon=True) for k in range(1, n)
+        threading.Thread(target=worker, args=(k,), name="lmgc-map", daemon=True)
+        for k in range(1, n)
     ]
     try:
         for thread in threads:
             thread.start()
         work(0)
-        for thread in threads:
-            thread.join()
     finally:
         stop.set()  # an interrupt in the caller: the threads take no more items
+        _wait(threads, finished)
     if failed:
         raise min(failed, key=lambda f: f[0])[1]
     return results
+
+
+def _wait(threads: list[threading.Thread], finished: list[threading.Event]) -> None:
+    """Wait for every started thread's work, even through Ctrl-C: a thread that outlived the
+    call went on writing into what the caller had freed (``join_bytes``' output, then reused
+    memory: other arrays changed, or a segfault). Each finishes the item it holds, then stops;
+    an interrupt that came meanwhile is raised once they have. Events, not ``Thread.join``:
+    Python 3.11's join, interrupted, marks a running thread stopped (bpo-45274's fix)."""
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            for thread, done in zip(threads, finished, strict=True):
+                if thread.ident is not None:  # not started: it never takes an item
+                    done.wait()
+            break
+        except KeyboardInterrupt as exc:  # waited on again: a set event stays set
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
 
 
 class _Ranges:
