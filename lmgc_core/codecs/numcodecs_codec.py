@@ -61,7 +61,7 @@ from lmgc_core.components import registry
 from lmgc_core.components.spec import spec_dict
 from lmgc_core.stream import container
 from lmgc_core.stream.notes import restore, with_view
-from lmgc_core.util.dtypes import coding_view
+from lmgc_core.util.dtypes import coding_view, user_dtype
 from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 
 PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch", "level")
@@ -387,12 +387,8 @@ class LMGC(Codec):
             "level": level,
         }
         self.pipeline_config = pin_level(canonical_config(given))
-        if dtype is not None:
-            try:
-                np.dtype(dtype)
-            except TypeError:
-                raise ConfigError(f"lmgc codec: unknown dtype {dtype!r}") from None
-        self.dtype = None if dtype is None else str(np.dtype(dtype))
+        # ml_dtypes' names resolve without an import first (a fresh reader of stored metadata)
+        self.dtype = None if dtype is None else str(user_dtype(dtype, "lmgc codec: dtype"))
         self.time_axis = series.check_time_axis(time_axis)
         """Code each step along this axis of a chunk against the step before it (see
         :mod:`lmgc_core.codecs.time_axis`); ``None``: every chunk as one array."""

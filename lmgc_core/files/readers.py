@@ -34,9 +34,10 @@ from lmgc_core.files.segments import (
     InputFileError,
     Literal,
     Tensor,
+    check_shape,
 )
 from lmgc_core.files.source_hash import positional_fd
-from lmgc_core.util.dtypes import coding_view
+from lmgc_core.util.dtypes import coding_view, user_dtype
 from lmgc_core.util.errors import ConfigError
 
 SUFFIXES = {".npy": "npy", ".npz": "npz", ".safetensors": "safetensors"}
@@ -99,29 +100,13 @@ def scan(f: IO[bytes], size: int, name: str, fmt: str | None, dtype: str | None)
 def _scan_raw(size: int, name: str, dtype: str | None) -> FileLayout:
     if dtype is None:
         raise ConfigError(f"{name}: raw input needs --dtype (e.g. float32)")
-    dt = parse_user_dtype(dtype)
-    if dt.itemsize == 0 or size % dt.itemsize:
+    dt = user_dtype(dtype, "--dtype")
+    if dt.itemsize == 0:
+        check_shape((size,), dt, name)  # items of 0 bytes: its message says what to do
+    if size % dt.itemsize:
         raise InputFileError(f"{name}: {size} bytes is not a whole number of {dt} items")
     tensor = Tensor("", dt, (size // dt.itemsize,))
     return FileLayout("raw", size, [tensor], [Data(0, 0)])
-
-
-def parse_user_dtype(text: str) -> np.dtype:
-    """``--dtype``: numpy names (``float32``, ``<i2``, ``S8``) or ml_dtypes (``bfloat16``)."""
-    try:
-        import ml_dtypes
-
-        if hasattr(ml_dtypes, text):
-            return np.dtype(getattr(ml_dtypes, text))
-    except ImportError:
-        pass
-    try:
-        dt = np.dtype(text)
-    except (TypeError, ValueError, SyntaxError):
-        raise ConfigError(f"unknown --dtype {text!r} (e.g. float32, int16, bfloat16)") from None
-    if dt.hasobject:
-        raise ConfigError(f"--dtype {text!r} holds Python objects; give a fixed-size dtype")
-    return dt
 
 
 # -- chunks ----------------------------------------------------------------------------------------

@@ -34,8 +34,10 @@ _ML_NAMES = (
     "float6_e2m3fn",
     "float6_e3m2fn",
     "float4_e2m1fn",
+    "int1",
     "int2",
     "int4",
+    "uint1",
     "uint2",
     "uint4",
 )
@@ -92,6 +94,28 @@ def dtype_name(dtype: np.dtype) -> str:
         "ints, bool); the CLI and the numcodecs/Zarr codecs code other fixed-size dtypes "
         "through an integer view"
     )
+
+
+def user_dtype(text: Any, what: str = "dtype") -> np.dtype:
+    """A dtype a user names (``--dtype``, a codec's ``dtype``): numpy's names (``float32``,
+    ``<i2``, ``S8``) or an ml_dtypes type streams can record (``bfloat16``), which needs no
+    import of ml_dtypes first. ``what``: how the message names the option."""
+    if text in _ML_NAMES:
+        try:
+            return parse_dtype(text)
+        except StreamError:
+            pass  # this ml_dtypes has no such type: numpy's answer below
+    try:
+        dt = np.dtype(text)
+    except (TypeError, ValueError, SyntaxError):
+        raise ConfigError(f"unknown {what} {text!r} (e.g. float32, int16, bfloat16)") from None
+    if dt.hasobject:
+        raise ConfigError(f"{what} {text!r} holds Python objects; give a fixed-size dtype")
+    try:
+        encode_dtype(dt)
+    except TypeError:  # complex32 once ml_dtypes is imported: no stream header can name it
+        raise ConfigError(f"{what} {text!r}: no stream can record this dtype") from None
+    return dt
 
 
 def parse_dtype(name: str) -> np.dtype:

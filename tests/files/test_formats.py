@@ -267,6 +267,13 @@ def test_headers_numpy_cannot_hold_are_one_clear_error(tmp_path, name):
     assert said in message
 
 
+def test_raw_items_of_no_bytes_say_what_to_do(tmp_path):
+    """``--dtype V0`` said '0 bytes is not a whole number of |V0 items'."""
+    (tmp_path / "v0.bin").write_bytes(b"")
+    message = one_error_line(lmgc("compress", tmp_path / "v0.bin", "--dtype", "V0", ok=False), 1)
+    assert "items of 0 bytes" in message and "--dtype uint8" in message
+
+
 def test_raw_with_dtype(tmp_path, grads):
     (tmp_path / "w.bin").write_bytes(grads[:500].astype(ml_dtypes.bfloat16).tobytes())
     round_trip(tmp_path / "w.bin", "--dtype", "bfloat16")
