@@ -342,6 +342,17 @@ class Pipeline:
             self._checked[key] = prior
         return prior
 
+    def _stream_prior(self, header: Mapping[str, Any], key: str | None, force: bool) -> Prior:
+        """The prior that decodes ``header``'s stream; ``force``: this pipeline's own where the
+        stream's differs. A matching stream still gets the prior its version needs: with
+        --force, an old adaptive stream (log-domain scores) failed its checksum."""
+        try:
+            return self.check_stream(header, key)
+        except MismatchError:
+            if not force:
+                raise
+            return self.prior
+
     def _check_stream(self, header: Mapping[str, Any]) -> Prior:
         recorded = header.get("pipeline", {})
         if not isinstance(recorded, Mapping):
@@ -444,7 +455,7 @@ class Pipeline:
         if len(states) != len(self.stages):
             raise StreamError("header stage states do not match its stage list")
         _check_parts(part_specs, dtype, math.prod(shape), bool(self.stages))
-        prior = self.prior if force else self.check_stream(header, key)
+        prior = self._stream_prior(header, key, force)
         codings = [p.get("coding") if isinstance(p, Mapping) else None for p in part_specs]
         # only a prior that verifies every block of the one part may stand in for SHA-256
         if checksum is not None and (

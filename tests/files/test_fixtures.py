@@ -145,6 +145,22 @@ def test_stream_fixture_decodes_bit_exact(folder, file, entry):
     assert gen.describe(arr) == entry["expected"], f"{folder}/{file} ({entry['what']})"
 
 
+PLAIN_STREAMS = [
+    p for p in STREAMS if not p.values[2]["lm"] and p.values[2]["decode"] != "numcodecs"
+]
+
+
+@pytest.mark.parametrize(("folder", "file", "entry"), PLAIN_STREAMS)
+def test_stream_fixture_decodes_the_same_with_force(folder, file, entry):
+    """``force`` only lets a mismatch through: with it, an old adaptive stream (log-domain
+    scores, which the prior's for_stream picks) failed its checksum."""
+    import lmgc_core
+
+    blob = (FIXTURES / folder / file).read_bytes()
+    arr = lmgc_core.decompress(blob, force=True, base=_stream_base(folder, entry))
+    assert gen.describe(arr) == entry["expected"], f"{folder}/{file} ({entry['what']})"
+
+
 LM_FIXTURES_VENDOR = "GenuineIntel"
 """Where every committed LM fixture that records no ``cpu_vendor`` was written (the project's
 Intel Xeon VM). Elsewhere torch's matrix products round differently (an AMD EPYC with the same
