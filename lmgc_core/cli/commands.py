@@ -30,6 +30,12 @@ from lmgc_core.util.interrupts import Terminated
 
 USAGE_ERRORS = (ConfigError,)
 DEBUG_VARIABLE = "LMGC_DEBUG"
+EXTRAS = {
+    "zarr": "zarr", "dask": "dask", "distributed": "dask", "safetensors": "formats",
+    "torch": "bench", "sklearn": "bench", "matplotlib": "bench", "zstandard": "bench",
+    "fpzip": "bench", "pcodec": "bench", "blosc2": "bench", "PIL": "bench", "soundfile": "bench",
+}  # fmt: skip
+"""The extra that installs a module a command imported and did not find (pyproject.toml)."""
 FORMAT_CHOICE = click.Choice(["npy", "npz", "safetensors", "raw"], case_sensitive=False)
 
 
@@ -117,6 +123,12 @@ class _Group(click.Group):
             _exit(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1)
         except MemoryError:
             _exit("out of memory", 1)
+        except ModuleNotFoundError as exc:  # a command of an extra (bench, zarr...) not installed
+            if os.environ.get(DEBUG_VARIABLE) or exc.name is None:
+                raise
+            extra = EXTRAS.get(exc.name.split(".")[0])
+            hint = f"pip install 'lmgc[{extra}]'" if extra else f"pip install {exc.name}"
+            _exit(f"this needs {exc.name}, which is not installed ({hint})", 1)
         except Exception as exc:  # unexpected (a plugin command's ValueError, or a bug)
             if os.environ.get(DEBUG_VARIABLE):
                 raise

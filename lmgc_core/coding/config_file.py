@@ -95,15 +95,13 @@ def load_config(path: str | Path) -> dict[str, Any]:
         if suffix in (".yaml", ".yml"):
             data = _load_yaml(text)
         elif suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
+            data = _toml().loads(text)
         elif suffix == ".json":
             data = json.loads(text)
         else:
             raise ConfigError(f"config {path.name}: use a .yaml, .toml or .json file")
     except ConfigError as exc:
-        if suffix in (".yaml", ".yml"):
+        if suffix in (".yaml", ".yml", ".toml"):
             sep = ", " if str(exc).startswith("line ") else " "
             raise ConfigError(f"config {path.name}{sep}{exc}") from None
         raise
@@ -123,3 +121,17 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(data["pipeline"], dict):
         raise ConfigError(f"config {path.name}: 'pipeline' must hold a mapping of pipeline keys")
     return data["pipeline"]
+
+
+def _toml() -> Any:
+    """Python 3.11's ``tomllib``, else ``tomli`` (the same parser; a dependency on 3.10)."""
+    try:
+        import tomllib
+    except ImportError:
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ConfigError(
+                "TOML configs need Python 3.11 or the tomli package (pip install tomli)"
+            ) from None
+    return tomllib

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lmgc_core.util.errors import ConfigError, StreamError
+from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 
 _KINDS = "fiub"
 _ML_NAMES = (
@@ -180,6 +180,8 @@ def decode_dtype(text: Any) -> np.dtype:
             dtype = np.dtype(text)
         else:
             return parse_dtype(text)
+    except LMGCError:  # "needs ml_dtypes" stays what it is, not "bad dtype" (a corrupted file)
+        raise
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         raise StreamError(f"bad dtype in header: {text!r}") from None
     if dtype.hasobject:

@@ -266,3 +266,23 @@ def test_an_interrupt_before_the_commands_handlers_is_one_line(monkeypatch, caps
         entry.main()
     assert exit_info.value.code == 130
     assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_a_missing_extra_names_what_to_install(tmp_path, monkeypatch):
+    """`lmgc collect` / `bench` without the bench extra: 'No module named zarr
+    (ModuleNotFoundError; LMGC_DEBUG=1 shows where)'."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "zarr", None)
+    message = one_error_line(lmgc("collect", "--out", tmp_path / "g.zarr", ok=False), 1)
+    assert "needs zarr, which is not installed (pip install 'lmgc[zarr]')" in message
+
+
+def test_python_m_lmgc_core_cli_runs_the_command():
+    """It said 'lmgc_core.cli is a package and cannot be directly executed'."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "lmgc_core.cli", "--version"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and "lmgc, version" in done.stdout, done.stderr

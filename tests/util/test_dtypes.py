@@ -84,3 +84,19 @@ def test_a_codec_dtype_of_ml_dtypes_is_read_in_a_fresh_interpreter() -> None:
     assert done.stdout.split() == ["bfloat16", "True"], done.stderr
     with pytest.raises(ConfigError, match="lmgc codec: dtype 'complex32'"):
         LMGC(dtype="complex32")  # ml_dtypes has it, no stream can name it
+
+
+def test_a_dtype_that_needs_ml_dtypes_says_so_not_corrupted(monkeypatch) -> None:
+    """Without ml_dtypes a bf16 archive was 'corrupted lmgc archive: ... bad dtype'."""
+    import sys
+
+    from lmgc_core.util import dtypes
+
+    dtypes._parse_dtype.cache_clear()
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    try:
+        with pytest.raises(ConfigError, match="needs ml_dtypes") as info:
+            dtypes.decode_dtype("bfloat16")
+        assert not isinstance(info.value, dtypes.StreamError)
+    finally:
+        dtypes._parse_dtype.cache_clear()
