@@ -56,7 +56,7 @@ from numcodecs.compat import (
 
 from lmgc_core.codecs import time_axis as series
 from lmgc_core.coding.config_file import check_keys
-from lmgc_core.coding.recorded import recorded_config
+from lmgc_core.coding.recorded import header_errors, recorded_config
 from lmgc_core.components import registry
 from lmgc_core.components.spec import spec_dict
 from lmgc_core.stream import container
@@ -273,7 +273,9 @@ def _recorded_pipeline(
     hit = _given_hit(key) if key is not None else None  # no config built
     if hit is not None:
         return hit
-    with registry.recorded():  # left-out options mean what they meant when it was written
+    recorded = isinstance(header.get("pipeline"), dict)  # the chunk's config, not the codec's
+    own = header_errors() if recorded else nullcontext()
+    with registry.recorded(), own:  # left-out options mean what they meant when written
         return cached_pipeline(recorded_config(header, default=config or {}), key)
 
 

@@ -96,6 +96,13 @@ def _sha256(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+MAX_WINDOW_CELLS = 1 << 25
+"""Most ``window * batch`` a pipeline takes: the step loop holds a (window, batch) matrix of
+int64 symbols for every batch, the last one padded to full size, so a stream's recorded batch of
+2^40 cost 1.1 GB for one 4-byte block. The defaults use 2^23 (512 x 16,384); the paper's window
+of 2,048 with them, 2^25."""
+
+
 class Pipeline:
     """stages -> serializer -> prior + entropy coder, with ``window``/``batch`` layout."""
 
@@ -120,6 +127,12 @@ class Pipeline:
             not isinstance(batch, int) or isinstance(batch, bool) or batch < 1
         ):
             raise ConfigError(f"batch must be a positive integer or null, not {batch!r}")
+        if window * (batch or prior.default_batch_size) > MAX_WINDOW_CELLS:
+            raise ConfigError(
+                f"window {window} x batch {batch or prior.default_batch_size} is over "
+                f"{MAX_WINDOW_CELLS} symbols per step batch (a step-coded prior decodes a whole "
+                "batch at once, padded to full size)"
+            )
         self.serializer = serializer
         self.prior = prior
         self.coder = coder

@@ -467,3 +467,26 @@ def test_pipeline_cache_is_bounded_for_streams_with_many_configs(monkeypatch):
         assert nc.decompress_blob(None, blob).tobytes() == x.tobytes()
     assert len(nc.pipeline_cache_info()["configs"]) <= 4
     nc.clear_pipeline_cache()
+
+
+@pytest.mark.parametrize(
+    "code", [DECODE, "from lmgc_core.codecs.numcodecs_codec import LMGC; LMGC().decode(blob)"]
+)
+def test_a_recorded_batch_of_2_to_the_40_is_refused_before_the_step_loop(tmp_path, code):
+    """One 4-byte block, window 10, batch 2^40, 4 Mi values declared: the step loop padded the
+    batch to 2^40 rows (1.1 GB, then a checksum error), and the numcodecs codec called the
+    header's config the caller's ConfigError."""
+    legit = Pipeline.from_config({"prior": {"name": "adaptive"}}).compress(np.zeros(64, np.float32))
+
+    def edit(header: dict[str, Any]) -> None:
+        n = 1 << 22
+        header["array"]["shape"] = [n]
+        part = header["parts"][0]
+        part["count"], part["n_symbols"] = n, 9 * n
+        part["blocks"] = [[4, zlib.crc32(bytes(4))]]
+        header["pipeline"]["window"], header["pipeline"]["batch"] = 10, 1 << 40
+
+    header, _ = container.read_header(legit)
+    edit(header)
+    blob = container.pack(header, []) + bytes(4)
+    _assert_refused(_run_case(tmp_path, blob, code), "window 10 x batch 1099511627776")
