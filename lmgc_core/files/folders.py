@@ -29,10 +29,17 @@ from lmgc_core.files.archive import SUFFIX
 from lmgc_core.files.outputs import check_free_space
 from lmgc_core.files.readers import sniff
 from lmgc_core.files.segments import InputFileError
+from lmgc_core.stream import container
 from lmgc_core.util.errors import ConfigError, LMGCError, MismatchError, StreamError
 from lmgc_core.util.progress import Progress
 
 FOLDER_MANIFEST = "lmgc_folder.json"
+MAX_MANIFEST_BYTES = 256 << 20
+MAX_MANIFEST_VALUES = 1 << 24
+MAX_MANIFEST_DEPTH = 8
+MAX_PATH_PARTS = 256
+"""Caps on what a folder manifest may hold (a million files' names fit many times over): a
+15 KB manifest of paths 1,500 folders deep took 25 s, then Python's recursion limit."""
 INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
 TENSOR_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth")
 SNIFFED_SUFFIXES = (".bin", ".ckpt", ".tar")
@@ -199,7 +206,7 @@ def check_indexes(root: Path, files: list[str]) -> None:
         try:
             index = json.loads((root / rel).read_text("utf-8"))
             shards = set(index["weight_map"].values())
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise FolderError(f"{root / rel}: not a readable shard index ({exc})") from None
         base = Path(rel).parent
         missing = sorted(s for s in shards if (base / str(s)).as_posix() not in present)
@@ -265,9 +272,7 @@ def compress_folder(
     new = [name for name in names if not (out / name).exists()]
     held = len(new) < len(names)  # --force over files (or a manifest) of an earlier run
     empty = _empty_folders(root)
-    made += {p for rel in files for p in (out / rel).parents if out in p.parents and not p.exists()}
-    made += {p for rel in empty for p in (out / rel / "_").parents if out in p.parents
-             and not p.exists()}  # fmt: skip
+    made += _new_folders(out, [str(Path(rel).parent) for rel in files] + empty)
     # until the run ends, the folder says it is unfinished: files it replaces under --force
     # stay replaced if it fails, and an older manifest must not make them pass for a whole
     (out / FOLDER_MANIFEST).write_text(json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED}))
@@ -352,7 +357,10 @@ def _read_folder_manifest(root: Path) -> tuple[list[str], list[str], list[str]]:
         _check_distinct(root, coded, copied)
         return coded, copied, []
     try:
-        doc = json.loads(path.read_text("utf-8"))
+        text = path.read_bytes()
+        container.check_json_text(text, FOLDER_MANIFEST, MAX_MANIFEST_BYTES, MAX_MANIFEST_VALUES,
+                                  MAX_MANIFEST_DEPTH)  # fmt: skip
+        doc = json.loads(text.decode("utf-8"))
         unfinished = doc.get("incomplete") if isinstance(doc, dict) else None
         coded, copied, empty = [], [], []
         if unfinished is None:
@@ -362,13 +370,15 @@ def _read_folder_manifest(root: Path) -> tuple[list[str], list[str], list[str]]:
             isinstance(p, str) for p in coded + copied + empty
         ):
             raise ValueError("unknown version or bad entries")
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise FolderError(f"{path}: damaged folder manifest ({exc})") from None
     if unfinished is not None:
         raise FolderError(f"{root}: {unfinished}")
     for rel in coded + copied + empty:  # the manifest must not send writes outside the folder
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise FolderError(f"{path}: names a path outside the folder: {rel!r}")
+        if len(Path(rel).parts) > MAX_PATH_PARTS:
+            raise FolderError(f"{path}: names a path over {MAX_PATH_PARTS} folders deep")
     if clash := sorted(set(empty) & set(coded + copied)):
         raise FolderError(f"{path}: lists {clash[0]!r} as a file and as an empty folder")
     _check_distinct(root, coded, copied)
@@ -420,9 +430,7 @@ def decompress_folder(
     made = [out] if not out.exists() else []  # what a failure removes again (_undo)
     _prepare_output(out, force)  # after every check: a refusal writes nothing
     new = [rel for rel in coded + copied if not (out / rel).exists()]
-    made += {p for rel in new for p in (out / rel).parents if out in p.parents and not p.exists()}
-    made += {p for rel in empty for p in (out / rel / "_").parents if out in p.parents
-             and not p.exists()}  # fmt: skip
+    made += _new_folders(out, [str(Path(rel).parent) for rel in new] + empty)
     result = FolderResult()
     try:
         with Progress(total, "decompress", quiet) as bar:
@@ -452,6 +460,23 @@ def _check_room(out: Path, total: int, files: list[str]) -> None:
     replaced = sum((out / rel).stat().st_size for rel in files if (out / rel).is_file())
     where = next(p for p in (out, *out.absolute().parents) if p.is_dir())
     check_free_space(str(out), total - replaced, str(where))
+
+
+def _new_folders(out: Path, folders: list[str]) -> list[Path]:
+    """The folders under ``out`` that making ``folders`` (relative paths) would create: what a
+    failure removes again. Each prefix is looked at once (deep paths cost their length, not its
+    square)."""
+    seen: set[str] = set()
+    new = []
+    for rel in folders:
+        prefix = ""
+        for part in Path(rel).parts:
+            prefix = f"{prefix}/{part}" if prefix else part
+            if prefix not in seen and part != ".":
+                seen.add(prefix)
+                if not (out / prefix).exists():
+                    new.append(out / prefix)
+    return new
 
 
 def _undo(out: Path, new: list[str], made: list[Path]) -> None:

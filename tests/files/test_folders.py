@@ -305,3 +305,24 @@ def test_checkpoints_under_other_names_are_coded_and_legacy_ones_listed(tmp_path
     assert [(p, "legacy torch" in r) for p, r in result.uncoded] == [("pytorch_model.bin", True)]
     decompress_folder(tmp_path / "c", tmp_path / "back")
     assert _tree(tmp_path / "back") == _tree(src)
+
+
+@pytest.mark.parametrize(
+    ("doc", "said"),
+    [
+        ({"empty_folders": ["/".join(["d"] * 1500)] * 5}, "over 256 folders deep"),
+        ({"copied": [[[[[[[[[["x"]]]]]]]]]]}, "deeper than 8 levels"),
+    ],
+)
+def test_a_hostile_folder_manifest_is_refused_at_once(tmp_path: Path, doc, said) -> None:
+    """Paths 1,500 folders deep took 25 s (parents walked per parent), then Python's recursion
+    limit; deep JSON gave json's RecursionError."""
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    compress_folder(src, tmp_path / "c")
+    manifest = tmp_path / "c" / FOLDER_MANIFEST
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), **doc}))
+    with pytest.raises(FolderError, match=said):
+        decompress_folder(tmp_path / "c", tmp_path / "back")
+    assert not (tmp_path / "back").exists()
