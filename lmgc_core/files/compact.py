@@ -84,7 +84,7 @@ def parse_record(record: Any, where: str) -> CompactFile:
         raw, header = npy.read_header(io.BytesIO(head), where)
         tensor = npy.tensor_of(header, "", where)
     except InputFileError as exc:
-        raise StreamError(f"{bad}: {exc}") from None
+        raise StreamError(f"{bad}: {str(exc).removeprefix(f'{where}: ')}") from None
     if raw != head:
         raise StreamError(f"{bad} (bytes after the .npy header)")
     return CompactFile("npy", [Literal(head), Data(0, len(head))], tensor, head)

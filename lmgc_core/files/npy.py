@@ -23,6 +23,10 @@ from lmgc_core.files.segments import (
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 20
+MAX_HEADER_ITEMS = 1 << 15
+"""Most brackets and commas a header may hold before it is parsed: ``ast.literal_eval`` of a
+hostile 1 MiB header of empty lists took 520 MB (numpy itself refuses headers over 10,000 bytes
+unless told otherwise; a record dtype of a few thousand fields stays well under this)."""
 
 
 def read_header(f: IO[bytes], where: str) -> tuple[bytes, dict[str, Any]]:
@@ -43,6 +47,9 @@ def read_header(f: IO[bytes], where: str) -> tuple[bytes, dict[str, Any]]:
     text = f.read(length)
     if len(text) < length:
         raise InputFileError(f"{where}: .npy file ends inside its header")
+    items = sum(text.count(c) for c in (b"(", b"[", b"{", b","))
+    if items > MAX_HEADER_ITEMS:
+        raise InputFileError(f"{where}: .npy header holds over {MAX_HEADER_ITEMS} items")
     try:
         literal = ast.literal_eval(text.decode("utf8" if major == 3 else "latin1"))
     except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError, TypeError):

@@ -581,3 +581,14 @@ def test_chunk_readers_give_the_sequential_chunks(tmp_path, grads, positional):
         readers = list(chunk_readers(f, tensor, 4096, "t.bin"))
         with pytest.raises(InputFileError, match="file ended early"):
             [read() for read in readers]
+
+
+def test_a_npy_header_of_too_many_items_is_refused_before_it_is_parsed(tmp_path):
+    """ast.literal_eval of 1 MiB of ``[],`` took 520 MB (in a .npy, or a compact archive's
+    record)."""
+    from lmgc_core.files import npy
+
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (0,), 'x': [" + "[]," * 17000 + "]}"
+    (tmp_path / "many.npy").write_bytes(_npy(text))
+    message = one_error_line(lmgc("compress", tmp_path / "many.npy", ok=False), 1)
+    assert f"over {npy.MAX_HEADER_ITEMS} items" in message
