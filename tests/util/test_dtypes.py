@@ -100,3 +100,14 @@ def test_a_dtype_that_needs_ml_dtypes_says_so_not_corrupted(monkeypatch) -> None
         assert not isinstance(info.value, dtypes.StreamError)
     finally:
         dtypes._parse_dtype.cache_clear()
+
+
+def test_a_view_of_items_of_no_bytes_is_refused() -> None:
+    """A chunk declaring uint8 [2**31, 0] with a '|S0' view came back as 2 GiB of |S1 (numpy
+    allocates a byte per item of no bytes); records of no fields still come back."""
+    from lmgc_core.util.dtypes import StreamError, restore_view
+
+    with pytest.raises(StreamError, match="bad view dtype"):
+        restore_view(np.zeros((1 << 31, 0), np.uint8), {"dtype": "|S0"})
+    back = restore_view(np.zeros((3, 0), np.uint8), {"dtype": "[]"})
+    assert back.dtype == np.dtype([]) and back.shape == (3,)
