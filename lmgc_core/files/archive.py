@@ -422,7 +422,9 @@ class ArchiveReader:
             )
 
     def _check_segments(self, bad: str) -> None:
-        """Each tensor in the segments exactly once, so a rebuild decodes each member once."""
+        """Each tensor in the segments exactly once, so a rebuild decodes each member once, and
+        a tensor in every deflated segment (an .npz member's array: 400,000 empty ones each set
+        up a zlib compressor, 20 s for a 22 KB archive)."""
         seen: list[int] = []
 
         def walk(segments: list[Segment]) -> None:
@@ -430,6 +432,8 @@ class ArchiveReader:
                 if isinstance(seg, Data):
                     seen.append(seg.index)
                 elif isinstance(seg, Deflated):
+                    if not any(isinstance(inner, Data) for inner in seg.segments):
+                        raise StreamError(f"{bad}: a deflated segment holds no tensor")
                     walk(seg.segments)
 
         walk(self.segments or [])

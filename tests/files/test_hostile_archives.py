@@ -717,3 +717,18 @@ def test_opaque_items_of_any_size_round_trip(tmp_path, size):
         assert (tmp_path / f"back-{name}").read_bytes() == src.read_bytes()
     with pytest.raises(ConfigError, match="directly"):
         compress(items)
+
+
+def test_a_deflated_segment_without_a_tensor_is_refused(seeds, tmp_path):
+    """400,000 empty deflated segments in a 22 KB archive each set up a zlib compressor (20 s)
+    before any check failed; an .npz member's deflated segment always holds its array."""
+    from tests.cli_helpers import lmgc, one_error_line
+
+    blob = seeds["npz-deflated"].archive
+
+    def edit(manifest: dict) -> None:
+        manifest["segments"] += [["deflated", 9, []]] * 3
+
+    (tmp_path / "x.npz.lmgc").write_bytes(_edit_manifest(blob, edit))
+    message = one_error_line(lmgc("decompress", tmp_path / "x.npz.lmgc", ok=False), 1)
+    assert "a deflated segment holds no tensor" in message
