@@ -7,7 +7,7 @@ terms (positions and magnitudes have nothing in common statistically):
 * ``p.values`` - the kept values, in index order, in the part's own dtype (exact);
 * ``p.mask`` - the kept positions as a bitmask, ``np.packbits`` of ``n`` bits (``uint8``), or,
   with ``index_format="delta"``, ``p.delta`` - the gaps ``i_0, i_1 - i_0 - 1, ...`` of the sorted
-  indices in the narrowest of ``uint8``/``uint16``/``uint32`` that holds them.
+  indices in the narrowest of ``uint8``/``uint16``/``uint32``/``uint64`` that holds them.
 
 The bitmask is the default: ``n / 8`` bytes whatever ``k`` is, and its hex digits are iid-ish
 nibbles that an adaptive order-0 model codes near the entropy ``n * H(keep)``; the gap list
@@ -70,11 +70,16 @@ def topk_indices(x: np.ndarray, k: int) -> np.ndarray:
 def _encode_delta(idx: np.ndarray) -> np.ndarray:
     gaps = np.diff(idx, prepend=-1) - 1
     top = int(gaps.max()) if gaps.size else 0
-    dtype = np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.uint32
+    # uint64 past 2^32: a gap of 2^32 + 9 in a tensor of over 2^32 entries came back as 9,
+    # the kept values at the wrong positions under a checksum of the truncated parts
+    widths = ((np.uint8, 1 << 8), (np.uint16, 1 << 16), (np.uint32, 1 << 32), (np.uint64, None))
+    dtype = next(d for d, bound in widths if bound is None or top < bound)
     return gaps.astype(dtype)
 
 
-def _decode_delta(gaps: np.ndarray) -> np.ndarray:
+def _decode_delta(gaps: np.ndarray, n: int) -> np.ndarray:
+    if gaps.size and int(gaps.max()) >= n:  # no gap spans the tensor (nor wraps in int64)
+        raise StreamError(f"sparsify: a gap of {int(gaps.max())} in a tensor of {n} entries")
     return np.cumsum(gaps.astype(np.int64) + 1) - 1
 
 
@@ -189,7 +194,7 @@ class SparsifyStage(Stage):
                 raise StreamError(f"sparsify: mask has {packed.size} bytes for {n} entries")
             idx = np.flatnonzero(np.unpackbits(packed.astype(np.uint8), count=n))
         elif st["index"] == "delta":
-            idx = _decode_delta(expect_part(parts, st["index_part"], "sparsify"))
+            idx = _decode_delta(expect_part(parts, st["index_part"], "sparsify"), n)
         else:
             raise StreamError(f"sparsify: unknown index format {st['index']!r}")
         if idx.size != k or values.size != k or (k and (idx[0] < 0 or idx[-1] >= n)):
