@@ -114,12 +114,16 @@ class ArchiveWriter:
         self._names.add(name)
         return name
 
-    def add(self, name: str, blob: bytes) -> None:
-        if len(self.members) + 2 > zip_scan.MAX_MEMBERS:  # this one and the manifest
+    def check_room(self, more: int) -> None:
+        """Refuse ``more`` members past the cap readers take (the manifest is one more)."""
+        if len(self.members) + more + 1 > zip_scan.MAX_MEMBERS:
             raise InputFileError(
                 f"over {zip_scan.MAX_MEMBERS} archive members (one per tensor chunk): more than "
                 "lmgc reads; use a larger --chunk-size"
             )
+
+    def add(self, name: str, blob: bytes) -> None:
+        self.check_room(1)
         info = _info(name)
         self._zip.writestr(info, blob)  # sets info.CRC: one pass over the blob, not two
         self.members.append([name, len(blob), info.CRC])

@@ -143,6 +143,8 @@ def compress_file(
         writer = None if record is not None else ArchiveWriter(out)
         members: list[list[str]] = [[] for _ in layout.tensors]
         counts = [len(chunk_shapes(t, chunk_bytes)) for t in layout.tensors]
+        if writer is not None:  # refused before coding, not after minutes of it
+            writer.check_room(sum(counts))
 
         def chunks() -> Iterator[tuple[int, int, int, Callable[[], np.ndarray], int]]:
             n, total = 0, sum(counts)

@@ -501,16 +501,19 @@ def test_info_of_a_header_with_odd_json(tmp_path, grads):
 
 def test_member_count_cap_on_both_sides(tmp_path, grads, monkeypatch):
     """What compress would write past the member cap it refuses; reading refuses it too."""
-    from lmgc_core.files import zip_scan
+    from lmgc_core.files import filecodec, zip_scan
 
     np.save(tmp_path / "g.npy", grads[:4096].reshape(64, 64))
     lmgc("compress", tmp_path / "g.npy", "--chunk-size", "4096")  # 4 chunks + the manifest
     monkeypatch.setattr(zip_scan, "MAX_MEMBERS", 4)
     out = tmp_path / "x"
+    coded = []  # refused before any chunk is coded (it was after every one: minutes on GBs)
+    real = filecodec.coding_view
+    monkeypatch.setattr(filecodec, "coding_view", lambda a: coded.append(1) or real(a))
     again = lmgc("compress", tmp_path / "g.npy", "--chunk-size", "4096", "-o", out, ok=False)
     message = one_error_line(again, 1)
     assert "over 4 archive members" in message and "--chunk-size" in message
-    assert not out.exists()
+    assert not out.exists() and coded == []
     all_refuse(tmp_path / "g.npy.lmgc", "lists 5 members")
     monkeypatch.setattr(zip_scan, "MAX_MEMBERS", 5)
     lmgc("decompress", tmp_path / "g.npy.lmgc", "-o", tmp_path / "back.npy")
