@@ -33,7 +33,7 @@ from lmgc_core.files.readers import chunk_readers, chunk_shapes, tensor_streams
 from lmgc_core.files.segments import FileLayout, InputFileError, Tensor
 from lmgc_core.files.source_hash import FileHash
 from lmgc_core.stream import container
-from lmgc_core.stream.notes import VIEW_KEY, add_notes, with_view
+from lmgc_core.stream.notes import VIEW_KEY, noted_parts, with_view
 from lmgc_core.util import interrupts
 from lmgc_core.util.dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_dtype
 from lmgc_core.util.errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
@@ -246,10 +246,11 @@ def _write_compact(
 
     blob = code((index, i, count, read_kept, block_jobs))[3]
     digest = hashlib.sha256(compact.head_of(record))
-    digest.update(np.ascontiguousarray(kept[0]).tobytes())
+    digest.update(np.ascontiguousarray(kept.pop()).reshape(-1).view(np.uint8))  # no copy
     if digest.hexdigest() != file_hash.result():
         raise InputFileError(f"{where}: its header and array are not the whole file")
-    out.write(add_notes(blob, {compact.FILE_KEY: record}))
+    for piece in noted_parts(blob, {compact.FILE_KEY: record}):
+        out.write(piece)
 
 
 def _check_manifest(manifest: dict[str, Any], listed: list[Any], where: str) -> None:

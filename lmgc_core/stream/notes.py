@@ -18,9 +18,15 @@ VIEW_KEY = "view"
 
 
 def add_notes(blob: bytes, notes: dict[str, Any]) -> bytes:
-    """``blob`` with ``notes`` merged into its header (the blocks are copied unchanged)."""
+    """``blob`` with ``notes`` merged into its header (the blocks are copied unchanged, once)."""
+    return b"".join(noted_parts(blob, notes))
+
+
+def noted_parts(blob: bytes, notes: dict[str, Any]) -> tuple[bytes, memoryview]:
+    """:func:`add_notes` as its new header and a view of ``blob``'s blocks, to be written one
+    after the other without joining them (a 4 GiB stream was copied twice more)."""
     header, offset = container.read_header(blob)
-    return container.pack({**header, **notes}, []) + bytes(memoryview(blob)[offset:])
+    return container.pack({**header, **notes}, []), memoryview(blob)[offset:]
 
 
 def with_view(blob: bytes, note: dict[str, Any] | None) -> bytes:
