@@ -76,19 +76,29 @@ def _wrap_resolve(original: Any, weights_name: str, index_name: str) -> Any:
             path is not None
             and given.get("gguf_file") is None
             and given.get("use_safetensors") is not False
-            and given.get("variant") is None
             and given.get("transformers_explicit_filename") is None
             and os.path.isdir(str(path))
         ):
             download = given.get("download_kwargs") or {}
             folder = os.path.join(str(path), download.get("subfolder", "") or "")
-            plain = os.path.join(folder, weights_name)
-            if not os.path.exists(os.path.join(folder, index_name)) and lmgc_path(plain):
+            variant = given.get("variant")  # save_pretrained(variant="fp16")
+            plain = os.path.join(folder, _with_variant(weights_name, variant))
+            index = os.path.join(folder, _with_variant(index_name, variant))
+            if not os.path.exists(index) and lmgc_path(plain):
                 return [plain], None
         return original(*args, **kw)
 
     setattr(resolve, _MARK, original)
     return resolve
+
+
+def _with_variant(name: str, variant: Any) -> str:
+    """``model.safetensors`` as transformers names it for ``variant`` (``model.fp16.safetensors``;
+    the index ``model.safetensors.index.fp16.json``)."""
+    if not isinstance(variant, str) or not variant:
+        return name
+    stem, suffix = name.rsplit(".", 1)
+    return f"{stem}.{variant}.{suffix}"
 
 
 def _lookup(module_name: str, attr: str) -> Any:

@@ -119,3 +119,28 @@ def test_device_map_loads_go_through_the_hook_too(tmp_path: Path, hooked: None) 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", device_map="cpu").eval()
     with torch.no_grad():
         assert torch.equal(model(INPUT).logits, want)
+
+
+@pytest.mark.parametrize("shard", [None, "20KB"], ids=["one-file", "sharded"])
+def test_a_variant_loads_from_a_compressed_folder(
+    tmp_path: Path, shard: str | None, hooked: None
+) -> None:
+    """save_pretrained(variant="fp16") writes model.fp16.safetensors: from_pretrained(OUT,
+    variant="fp16") said 'no file named model.fp16.safetensors'."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+    )  # fmt: skip
+    folder = tmp_path / "tiny"
+    LlamaForCausalLM(config).to(torch.bfloat16).eval().save_pretrained(
+        folder, variant="fp16", **({"max_shard_size": shard} if shard else {})
+    )
+
+    def logits(path: Path) -> torch.Tensor:
+        model = AutoModelForCausalLM.from_pretrained(path, variant="fp16").eval()
+        with torch.no_grad():
+            return model(INPUT).logits
+
+    compress_folder(folder, tmp_path / "out")
+    assert torch.equal(logits(tmp_path / "out"), logits(folder))
