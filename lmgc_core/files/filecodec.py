@@ -191,6 +191,11 @@ def compress_file(
             source["xxh3_128"] = digests["xxh3_128"]
         # a base no tensor was coded against is not recorded: decoding needs no --base then
         base = encoder.base if encoder.coded_against else None
+        if encoder.base is not None and base is None:  # said, not left to be guessed
+            layout.notes.append(
+                f"no tensor matches one of the base {encoder.base.get('name')!r} by name, dtype "
+                "and shape: every tensor is coded alone (decompressing needs no --base)"
+            )
         manifest = manifest_for(layout, source, members, chunk_bytes, base, encoder.coded_against)
         _check_manifest(manifest, writer.members, source_name)
         writer.close(manifest)

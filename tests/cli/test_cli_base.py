@@ -319,3 +319,15 @@ def test_fortran_and_noted_dtypes_match_through_their_coding_views(tmp_path: Pat
     assert back.read_bytes() == new.read_bytes()
     against = {t["name"]: t.get("base") for t in _manifest(packed)["tensors"]}
     assert against["fortran"] == "fortran" and against["complex"] == "complex", against
+
+
+def test_a_base_no_tensor_matches_is_said(tmp_path: Path) -> None:
+    """A .npy against a .safetensors base (no tensor of one name) was coded alone in silence."""
+    import safetensors.numpy
+
+    np.save(tmp_path / "new.npy", np.ones(100, np.float32))
+    safetensors.numpy.save_file({"w": np.ones(100, np.float32)}, tmp_path / "old.safetensors")
+    done = lmgc("compress", tmp_path / "new.npy", "--base", tmp_path / "old.safetensors")
+    assert "warning: no tensor matches one of the base 'old.safetensors'" in done.stderr
+    lmgc("decompress", tmp_path / "new.npy.lmgc", "-o", tmp_path / "back.npy")  # no --base
+    assert (tmp_path / "back.npy").read_bytes() == (tmp_path / "new.npy").read_bytes()
