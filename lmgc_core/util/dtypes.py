@@ -248,10 +248,8 @@ def restore_view(arr: np.ndarray, note: Any) -> np.ndarray:
             shape = arr.shape[:-1] if per_item != 1 else arr.shape
             if arr.dtype != coded or (per_item != 1 and arr.shape[-1:] != (per_item,)):
                 raise StreamError(f"decoded {arr.dtype} data does not fit the recorded {dtype}")
-            if dtype.itemsize == 0:
-                if dtype.fields is None:  # |S0: numpy would make it |S1 and allocate a byte
-                    raise StreamError(f"bad view dtype in header: {note['dtype']!r}")  # each
-                arr = np.zeros(shape, dtype=dtype)  # records of no fields: nothing allocated
+            if dtype.itemsize == 0:  # np.zeros makes |S0 items |S1 and allocates a byte each
+                arr = np.ndarray(shape, dtype=dtype)  # (2 GiB for a declared [2**31, 0])
             else:
                 arr = np.ascontiguousarray(arr).reshape(-1).view(dtype).reshape(shape)
         if note.get("order") == "F":

@@ -102,12 +102,16 @@ def test_a_dtype_that_needs_ml_dtypes_says_so_not_corrupted(monkeypatch) -> None
         dtypes._parse_dtype.cache_clear()
 
 
-def test_a_view_of_items_of_no_bytes_is_refused() -> None:
-    """A chunk declaring uint8 [2**31, 0] with a '|S0' view came back as 2 GiB of |S1 (numpy
-    allocates a byte per item of no bytes); records of no fields still come back."""
-    from lmgc_core.util.dtypes import StreamError, restore_view
+def test_items_of_no_bytes_come_back_without_memory() -> None:
+    """A chunk declaring uint8 [2**31, 0] with a '|S0' view came back as 2 GiB of |S1 (np.zeros
+    allocates a byte per item of no bytes); |S0 arrays now come back as themselves."""
+    import numcodecs
 
-    with pytest.raises(StreamError, match="bad view dtype"):
-        restore_view(np.zeros((1 << 31, 0), np.uint8), {"dtype": "|S0"})
-    back = restore_view(np.zeros((3, 0), np.uint8), {"dtype": "[]"})
-    assert back.dtype == np.dtype([]) and back.shape == (3,)
+    from lmgc_core.util.dtypes import restore_view
+
+    back = restore_view(np.zeros((1 << 31, 0), np.uint8), {"dtype": "|S0"})
+    assert back.dtype == np.dtype("S0") and back.shape == (1 << 31,) and back.nbytes == 0
+    codec = numcodecs.get_codec({"id": "lmgc", "level": 1})
+    for arr in (np.ndarray((5,), "S0"), np.ndarray((0,), "S0"), np.zeros(3, [])):
+        got = codec.decode(codec.encode(arr))
+        assert got.dtype == arr.dtype and got.shape == arr.shape
