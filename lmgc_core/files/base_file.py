@@ -216,6 +216,9 @@ class BaseEncoder(FileEncoder):
         self.base = reference.record
         self.chunk_bytes = chunk_bytes
 
+    def matches(self, tensors: list[Tensor]) -> bool:
+        return any(self.reference.match(t) for t in tensors)
+
     def coder_for(self, tensor: Tensor, index: int, i: int) -> Callable[..., bytes]:
         if not self.reference.match(tensor):
             return super().coder_for(tensor, index, i)

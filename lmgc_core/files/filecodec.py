@@ -80,6 +80,10 @@ class FileEncoder:
     def tensor(self, array: np.ndarray, progress: Callable[[int], None], jobs: int) -> bytes:
         return self.pipeline.compress(array, progress=progress, jobs=jobs)
 
+    def matches(self, tensors: list[Tensor]) -> bool:
+        """Whether any of ``tensors`` may be coded against :attr:`base` (a subclass's)."""
+        return False
+
     def coder_for(self, tensor: Tensor, index: int, i: int) -> Callable[..., bytes]:
         """What codes chunk ``i`` of tensor ``index``: :meth:`byte_run` for the file's other
         bytes, else :meth:`tensor` (a subclass may code some against a reference)."""
@@ -137,8 +141,14 @@ def compress_file(
     file_hash = source_hash or FileHash(src, jobs)
     before = _file_state(src)
     writer: ArchiveWriter | None = None
+    matched = encoder.base is not None and encoder.matches(layout.tensors)
+    if encoder.base is not None and not matched:  # said, not left to be guessed
+        layout.notes.append(
+            f"no tensor matches one of the base {encoder.base.get('name')!r} by name, dtype "
+            "and shape: every tensor is coded alone (decompressing needs no --base)"
+        )
     # one array in one chunk, nothing else: one stream (compact.py); a base needs the manifest
-    record = compact.record_for(layout, chunk_bytes, lossless) if encoder.base is None else None
+    record = None if matched else compact.record_for(layout, chunk_bytes, lossless)
     try:
         writer = None if record is not None else ArchiveWriter(out)
         members: list[list[str]] = [[] for _ in layout.tensors]
@@ -191,10 +201,10 @@ def compress_file(
             source["xxh3_128"] = digests["xxh3_128"]
         # a base no tensor was coded against is not recorded: decoding needs no --base then
         base = encoder.base if encoder.coded_against else None
-        if encoder.base is not None and base is None:  # said, not left to be guessed
+        if matched and base is None:
             layout.notes.append(
-                f"no tensor matches one of the base {encoder.base.get('name')!r} by name, dtype "
-                "and shape: every tensor is coded alone (decompressing needs no --base)"
+                f"every tensor that matches one of the base {encoder.base.get('name')!r} coded "
+                "smaller alone (decompressing needs no --base)"
             )
         manifest = manifest_for(layout, source, members, chunk_bytes, base, encoder.coded_against)
         _check_manifest(manifest, writer.members, source_name)

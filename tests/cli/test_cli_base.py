@@ -329,5 +329,6 @@ def test_a_base_no_tensor_matches_is_said(tmp_path: Path) -> None:
     safetensors.numpy.save_file({"w": np.ones(100, np.float32)}, tmp_path / "old.safetensors")
     done = lmgc("compress", tmp_path / "new.npy", "--base", tmp_path / "old.safetensors")
     assert "warning: no tensor matches one of the base 'old.safetensors'" in done.stderr
+    assert (tmp_path / "new.npy.lmgc").read_bytes()[:4] == b"LMGC"  # the compact form, no zip
     lmgc("decompress", tmp_path / "new.npy.lmgc", "-o", tmp_path / "back.npy")  # no --base
     assert (tmp_path / "back.npy").read_bytes() == (tmp_path / "new.npy").read_bytes()
