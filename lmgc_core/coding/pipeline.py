@@ -127,9 +127,10 @@ class Pipeline:
             not isinstance(batch, int) or isinstance(batch, bool) or batch < 1
         ):
             raise ConfigError(f"batch must be a positive integer or null, not {batch!r}")
-        if window * (batch or prior.default_batch_size) > MAX_WINDOW_CELLS:
+        batch = batch or prior.default_batch_size
+        if window * batch > MAX_WINDOW_CELLS:
             raise ConfigError(
-                f"window {window} x batch {batch or prior.default_batch_size} is over "
+                f"window {window} x batch {batch} is over "
                 f"{MAX_WINDOW_CELLS} symbols per step batch (a step-coded prior decodes a whole "
                 "batch at once, padded to full size)"
             )
@@ -138,7 +139,7 @@ class Pipeline:
         self.coder = coder
         self.stages = list(stages)
         self.window = window
-        self.batch = batch or prior.default_batch_size
+        self.batch = batch
         self._part_coder = encoder_for(prior, *self._pieces())
         """How every part is coded (chosen once: the prior's array path, or the step loop)."""
         self._checked: dict[str, Prior] = {}

@@ -151,10 +151,13 @@ class FolderResult:
     """Decompressed files that are a lossy pipeline's reconstruction, not the source."""
 
 
-def _files(root: Path) -> Iterator[str]:
+def _files(root: Path, empty: list[str] | None = None) -> Iterator[str]:
     """Every regular file under ``root`` (relative POSIX paths, sorted, symlinks followed).
     A link to a folder that contains it (``self -> .``) is a :class:`FolderError`: followed, it
-    gave every file again at each depth, and two such links an endless walk."""
+    gave every file again at each depth, and two such links an endless walk. ``empty`` gets
+    the folders with nothing in them, which the manifest lists so that decompression makes
+    them again (an empty ``logs/`` a training script expects; folders holding only other
+    folders come back as their parents)."""
     inodes: dict[Path, tuple[int, int]] = {}
     for folder, dirs, names in os.walk(root, followlinks=True):
         here = Path(folder)
@@ -165,23 +168,12 @@ def _files(root: Path) -> Iterator[str]:
                 f"{here}: a symbolic link leads back to a folder that contains it (a loop)"
             )
         dirs.sort()
+        if empty is not None and not dirs and not names and here != root:
+            empty.append(here.relative_to(root).as_posix())
         for name in sorted(names):
             path = Path(folder, name)
             if path.is_file():
                 yield path.relative_to(root).as_posix()
-
-
-def _empty_folders(root: Path) -> list[str]:
-    """The folders under ``root`` with nothing in them (relative POSIX paths, sorted): the
-    manifest lists them so that decompression makes them again (an empty ``logs/`` or
-    ``checkpoints/`` a training script expects). Folders holding other folders come back as
-    their parents."""
-    empty = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs.sort()
-        if not dirs and not names and Path(folder) != root:
-            empty.append(Path(folder).relative_to(root).as_posix())
-    return empty
 
 
 def is_tensor_file(path: Path) -> bool:
@@ -261,7 +253,8 @@ def compress_folder(
     root, out = Path(src_dir), Path(out_dir)
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise ConfigError(f"{out}: the output folder must not be inside {root}")
-    files = list(_files(root))
+    empty: list[str] = []
+    files = list(_files(root, empty))  # one walk for both
     if FOLDER_MANIFEST in files:
         raise FolderError(f"{root} holds {FOLDER_MANIFEST}: it is already an lmgc folder")
     check_indexes(root, files)
@@ -271,7 +264,6 @@ def compress_folder(
     names = [rel + SUFFIX for rel in files] + files + [FOLDER_MANIFEST]
     new = [name for name in names if not (out / name).exists()]
     held = len(new) < len(names)  # --force over files (or a manifest) of an earlier run
-    empty = _empty_folders(root)
     made += _new_folders(out, [str(Path(rel).parent) for rel in files] + empty)
     # until the run ends, the folder says it is unfinished: files it replaces under --force
     # stay replaced if it fails, and an older manifest must not make them pass for a whole
