@@ -857,7 +857,8 @@ def decompress(
     pipeline = _reused_pipeline(cache) if cache is not None else None  # no config built
     if pipeline is None:
         config = {**DEFAULTS, **recorded_config(header, prior_options)}
-        with options_errors(prior_options):
+        alone = partial(recorded_pipeline, {**DEFAULTS, **recorded_config(header)})
+        with options_errors(prior_options, alone):
             pipeline = recorded_pipeline(config, cache)
     return pipeline.decompress(
         blob,

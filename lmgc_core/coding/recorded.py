@@ -8,12 +8,12 @@ inside :func:`header_errors`. The module sits below ``pipeline`` so that it can 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from lmgc_core.components.spec import spec_dict
-from lmgc_core.util.errors import ConfigError, StreamError
+from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 
 
 def recorded_config(
@@ -47,13 +47,20 @@ def header_errors() -> Iterator[None]:
 
 
 @contextmanager
-def options_errors(prior_options: Mapping[str, Any] | None) -> Iterator[None]:
-    """A build error that names one of the caller's ``prior_options`` (a misspelt key, a bad
-    value) is the caller's :class:`ConfigError`, not the stream's."""
+def options_errors(
+    prior_options: Mapping[str, Any] | None, build_recorded: Callable[[], object]
+) -> Iterator[None]:
+    """A build that fails with the caller's ``prior_options`` (a misspelt key, a bad value) is
+    the caller's :class:`ConfigError` when the recorded configuration builds without them
+    (``build_recorded``, run only on that failure), else the stream's error as it was."""
     try:
         yield
     except StreamError as exc:
-        why = str(exc).removeprefix("stream header has an invalid pipeline: ")
-        if not prior_options or not any(str(k) in why for k in prior_options):
+        if not prior_options:
             raise
+        try:
+            build_recorded()
+        except LMGCError:
+            raise exc from None
+        why = str(exc).removeprefix("stream header has an invalid pipeline: ")
         raise ConfigError(f"prior_options {dict(prior_options)!r}: {why}") from None

@@ -113,3 +113,17 @@ def test_bad_prior_options_are_the_callers_error_not_the_streams(options, says) 
         decompress(blob, prior_options=options)
     assert not isinstance(info.value, StreamError)
     assert decompress(blob, prior_options={"level": 1}).sum() == 64  # a good one still works
+
+
+def test_a_stream_whose_own_prior_does_not_build_stays_the_streams_error() -> None:
+    """The caller's prior_options were blamed whenever the build error named one of their keys,
+    and an unknown recorded option's message lists every valid one: a good ``level`` override
+    turned a bad stream into the caller's ConfigError."""
+    from lmgc_core import decompress
+
+    blob = Pipeline.from_config({"prior": "float"}).compress(np.ones(64, np.float32))
+    header, _ = container.read_header(blob)
+    header["pipeline"]["prior"] = {**header["pipeline"]["prior"], "bogus": 1}
+    bad = container.pack(header, list(container.unpack(blob).blocks))
+    with pytest.raises(StreamError, match="no option 'bogus'"):
+        decompress(bad, prior_options={"level": 1})
