@@ -263,17 +263,20 @@ def compress_folder(
     pipeline = pipeline or default_pipeline()
     names = [rel + SUFFIX for rel in files] + files + [FOLDER_MANIFEST]
     new = [name for name in names if not (out / name).exists()]
-    held = len(new) < len(names)  # --force over files (or a manifest) of an earlier run
     made += _new_folders(out, [str(Path(rel).parent) for rel in files] + empty)
-    # until the run ends, the folder says it is unfinished: files it replaces under --force
-    # stay replaced if it fails, and an older manifest must not make them pass for a whole
-    (out / FOLDER_MANIFEST).write_text(json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED}))
-    try:
-        result = _code_folder(root, out, files, empty, pipeline, jobs, quiet, base_dir)
-    except BaseException:  # a bad base, a full disk, Ctrl-C: no half-written folder is left,
-        # which would decode as a whole one with files missing (or old ones)
-        _undo(out, [n for n in new if not (held and n == FOLDER_MANIFEST)], made)
-        raise
+    with _Kept(out, sorted(set(names) - set(new))) as kept:
+        # until the run ends, the folder says it is unfinished (were a put-back interrupted,
+        # an older manifest must not make a mix of old and new files pass for a whole folder)
+        (out / FOLDER_MANIFEST).write_text(
+            json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED})
+        )
+        try:
+            result = _code_folder(root, out, files, empty, pipeline, jobs, quiet, base_dir)
+        except BaseException:  # a bad base, a full disk, Ctrl-C: no half-written folder is
+            # left, which would decode as a whole one with files missing (or old ones)
+            _undo(out, new, made)
+            kept.put_back()
+            raise
     return result
 
 
@@ -418,40 +421,77 @@ def decompress_folder(
             total += size if type(size) is int else 0
             _check_base(reader, _base_of(base_dir, rel), rel)
     total += sum((root / rel).stat().st_size for rel in copied)
-    _check_room(out, total, coded + copied)
+    check_free_space(str(out), total, str(_existing(out)))  # replaced files are kept till the end
     made = [out] if not out.exists() else []  # what a failure removes again (_undo)
     _prepare_output(out, force)  # after every check: a refusal writes nothing
     new = [rel for rel in coded + copied if not (out / rel).exists()]
     made += _new_folders(out, [str(Path(rel).parent) for rel in new] + empty)
     result = FolderResult()
-    try:
-        with Progress(total, "decompress", quiet) as bar:
-            for rel in coded:
-                (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                done = bar.done
-                base = _base_of(base_dir, rel)
-                if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs, base):
-                    result.lossy.append(rel)
-                size = (out / rel).stat().st_size
-                bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers: not decoded
-                result.coded.append(rel)
-            for rel in copied:
-                _copy(root / rel, out / rel, bar)
-                result.copied.append(rel)
-            for rel in empty:
-                (out / rel).mkdir(parents=True, exist_ok=True)
-    except BaseException:
-        _undo(out, new, made)
-        raise
+    with _Kept(out, sorted(set(coded + copied) - set(new))) as kept:
+        try:
+            with Progress(total, "decompress", quiet) as bar:
+                for rel in coded:
+                    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                    done = bar.done
+                    base = _base_of(base_dir, rel)
+                    if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs, base):
+                        result.lossy.append(rel)
+                    size = (out / rel).stat().st_size
+                    bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers
+                    result.coded.append(rel)
+                for rel in copied:
+                    _copy(root / rel, out / rel, bar)
+                    result.copied.append(rel)
+                for rel in empty:
+                    (out / rel).mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            _undo(out, new, made)
+            kept.put_back()
+            raise
     return result
 
 
-def _check_room(out: Path, total: int, files: list[str]) -> None:
-    """Refuse up front a folder that would not fit where it is written (the files it replaces
-    under ``--force`` give their room back), rather than fill the disk part way and undo."""
-    replaced = sum((out / rel).stat().st_size for rel in files if (out / rel).is_file())
-    where = next(p for p in (out, *out.absolute().parents) if p.is_dir())
-    check_free_space(str(out), total - replaced, str(where))
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest folder that exists (where free space is asked)."""
+    return next(p for p in (path, *path.absolute().parents) if p.is_dir())
+
+
+class _Kept:
+    """Files of the output folder a run replaces (``--force``), moved aside under hidden names
+    until the run ends: a failed run puts them back, so the folder is what it was, not a mix of
+    old and new files; a finished one drops them. They keep their room till then, so the
+    free-space check counts none back."""
+
+    def __init__(self, out: Path, names: list[str]) -> None:
+        self.out, self.names = out, names
+        self.kept: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> _Kept:
+        try:
+            self._keep()
+        except BaseException:
+            self.put_back()
+            raise
+        return self
+
+    def _keep(self) -> None:
+        for name in self.names:
+            dst = self.out / name
+            if dst.is_dir() and not dst.is_symlink():
+                continue  # a folder is never replaced (writing into it fails)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".kept", dir=dst.parent)
+            os.close(fd)
+            os.replace(dst, tmp)  # moved, not linked: a writer into the file (the manifest's
+            self.kept.append((Path(tmp), dst))  # write_text) would change a second link too
+
+    def put_back(self) -> None:
+        for tmp, dst in reversed(self.kept):
+            os.replace(tmp, dst)
+        self.kept = []
+
+    def __exit__(self, *exc: object) -> None:
+        for tmp, _ in self.kept:  # empty after put_back
+            tmp.unlink(missing_ok=True)
 
 
 def _new_folders(out: Path, folders: list[str]) -> list[Path]:
@@ -472,9 +512,9 @@ def _new_folders(out: Path, folders: list[str]) -> list[Path]:
 
 
 def _undo(out: Path, new: list[str], made: list[Path]) -> None:
-    """After a failed decompression (a damaged archive, Ctrl-C): remove the files it wrote
-    that were not there before, and the folders it made, so a failure leaves no half-restored
-    folder that could pass for the whole one (files it replaced under ``--force`` stay)."""
+    """After a failed run (a damaged archive, Ctrl-C): remove the files it wrote that were not
+    there before, and the folders it made, so a failure leaves no half-restored folder that
+    could pass for the whole one (files it replaced under ``--force``: :class:`_Kept`)."""
     for rel in new:
         (out / rel).unlink(missing_ok=True)
     for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):  # deepest first

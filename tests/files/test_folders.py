@@ -13,9 +13,10 @@ import safetensors.numpy
 import torch
 
 from lmgc_core.files import folders
+from lmgc_core.files.archive import SUFFIX
 from lmgc_core.files.folders import FOLDER_MANIFEST, FolderError, compress_folder, decompress_folder
 from lmgc_core.files.outputs import DiskSpaceError
-from lmgc_core.util.errors import ConfigError
+from lmgc_core.util.errors import ConfigError, LMGCError
 from tests.cli_helpers import lmgc, one_error_line
 
 
@@ -213,23 +214,36 @@ def test_a_file_named_like_a_copys_temporary_file_is_kept(tmp_path: Path) -> Non
     assert _tree(tmp_path / "back") == _tree(src)
 
 
-def test_a_failed_compress_over_an_earlier_folder_marks_it_unfinished(tmp_path: Path) -> None:
+def test_a_failed_run_over_an_earlier_folder_leaves_it_as_it_was(tmp_path: Path) -> None:
     """``compress NEW -o OLD_FOLDER -f`` stopped part-way left new archives beside old ones and
-    the old manifest, and the mix decoded with exit 0. The folder now says it is unfinished."""
+    the old manifest, and the mix decoded with exit 0 (then: a folder marked unfinished);
+    ``decompress ... -o EXISTING -f`` left the files it had replaced. Both now put back every
+    file they replaced, and leave nothing of their own."""
     a = np.arange(4096, dtype=np.float32)
     for name in ("v1", "v2", "old"):
         (tmp_path / name / "sub").mkdir(parents=True)
         for rel in ("a.safetensors", "sub/z.safetensors"):
-            safetensors.numpy.save_file({"w": a}, tmp_path / name / rel)
+            safetensors.numpy.save_file({"w": a + len(name)}, tmp_path / name / rel)
+    (tmp_path / "v2" / "extra.txt").write_text("new")
     compress_folder(tmp_path / "v1", tmp_path / "out")
+    before = _tree(tmp_path / "out")
     (tmp_path / "old" / "sub" / "z.safetensors").write_bytes(b"damaged base")
     with pytest.raises(ConfigError):
         compress_folder(tmp_path / "v2", tmp_path / "out", force=True, base_dir=tmp_path / "old")
-    with pytest.raises(FolderError, match="did not finish"):
-        decompress_folder(tmp_path / "out", tmp_path / "back")
-    compress_folder(tmp_path / "v2", tmp_path / "out", force=True)  # again: whole
+    assert _tree(tmp_path / "out") == before
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == sorted(
+        Path(rel).name for rel in [*before, "sub"]
+    )
     decompress_folder(tmp_path / "out", tmp_path / "back")
-    assert _tree(tmp_path / "back") == _tree(tmp_path / "v2")
+    assert _tree(tmp_path / "back") == _tree(tmp_path / "v1")
+
+    compress_folder(tmp_path / "v2", tmp_path / "out2")
+    archive = tmp_path / "out2" / ("sub/z.safetensors" + SUFFIX)
+    archive.write_bytes(archive.read_bytes()[:-40])  # damaged: decoded after a.safetensors
+    with pytest.raises(LMGCError):
+        decompress_folder(tmp_path / "out2", tmp_path / "back", force=True)
+    assert _tree(tmp_path / "back") == _tree(tmp_path / "v1")  # a.safetensors put back
+    assert not [p for p in (tmp_path / "back").rglob("*") if p.name.endswith(".kept")]
 
 
 def test_empty_folders_come_back(tmp_path: Path, grads: np.ndarray) -> None:
@@ -285,8 +299,9 @@ def test_a_folder_larger_than_the_free_space_is_refused_up_front(
     assert asked == [str(tmp_path)] and not (tmp_path / "new").exists()
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, need))
     decompress_folder(tmp_path / "c", tmp_path / "back")  # exactly enough is enough
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, 0))
-    decompress_folder(tmp_path / "c", tmp_path / "back", force=True)  # replaces as much
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, need - 1))
+    with pytest.raises(DiskSpaceError):  # the files it replaces are kept till it ends
+        decompress_folder(tmp_path / "c", tmp_path / "back", force=True)
     assert _tree(tmp_path / "back") == _tree(src)
 
 
