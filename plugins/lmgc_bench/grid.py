@@ -485,12 +485,12 @@ def run_grid(
     from tqdm import tqdm
 
     out = Path(out_dir)
+    workloads = build_workloads(cfg, zarr_path)  # a missing store: refused before out exists
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / "cells.jsonl"
     if fresh and cache_path.exists():
         cache_path.unlink()
     cache = _load_cache(cache_path)
-    workloads = build_workloads(cfg, zarr_path)
     by_name = {w.name: w for w in workloads}
     cells = list(expand(cfg, workloads))
     data_cache: dict[tuple, tuple[np.ndarray, str]] = {}

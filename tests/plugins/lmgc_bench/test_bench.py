@@ -227,8 +227,10 @@ def test_cli_commands_registered(tmp_path):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "results.md").exists()
-    res = runner.invoke(cli, ["bench", "--config", str(cfg), "--zarr", str(tmp_path / "none")])
-    assert res.exit_code != 0 and "lmgc collect" in res.output
+    out = tmp_path / "none-out"  # made before the store was looked for
+    res = runner.invoke(cli, ["bench", "--config", str(cfg), "--zarr", str(tmp_path / "none"),
+                              "--out", str(out)])  # fmt: skip
+    assert res.exit_code != 0 and "lmgc collect" in res.output and not out.exists()
 
 
 def test_lmgc_help_is_fast_and_lists_commands():
