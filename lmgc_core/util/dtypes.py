@@ -71,7 +71,7 @@ def is_codable(dtype: np.dtype) -> bool:
     """True for the dtypes a pipeline codes directly: bool, ints, floats, ml_dtypes and opaque
     ``|V`` items of 1, 2, 4 or 8 bytes (e.g. bfloat16 read back from a ``.npy``); other ``|V``
     sizes (``|V3``, ``|V16``) are coded as their bytes (:func:`view_dtype`): priors code items
-    of an unsigned integer's size (``|V0`` is still refused, by the prior)."""
+    of an unsigned integer's size (``|V0``, no bytes, as its bytes too: an empty view)."""
     dtype = np.dtype(dtype)
     if dtype.kind in _KINDS:
         return dtype.itemsize <= 8  # not long double: 80 bits of 16 bytes, no prior's format
@@ -79,7 +79,7 @@ def is_codable(dtype: np.dtype) -> bool:
         dtype.kind == "V"
         and dtype.fields is None
         and dtype.subdtype is None
-        and dtype.itemsize in (0, 1, 2, 4, 8)
+        and dtype.itemsize in (1, 2, 4, 8)
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import lmgc_core
 from lmgc_core.codecs.numcodecs_codec import LMGC
 from lmgc_core.coding.pipeline import Pipeline
 from lmgc_core.util.dtypes import is_codable
@@ -112,6 +113,9 @@ def test_items_of_no_bytes_come_back_without_memory() -> None:
     back = restore_view(np.zeros((1 << 31, 0), np.uint8), {"dtype": "|S0"})
     assert back.dtype == np.dtype("S0") and back.shape == (1 << 31,) and back.nbytes == 0
     codec = numcodecs.get_codec({"id": "lmgc", "level": 1})
-    for arr in (np.ndarray((5,), "S0"), np.ndarray((0,), "S0"), np.zeros(3, [])):
+    for arr in (np.ndarray((5,), "S0"), np.ndarray((0,), "S0"), np.zeros(3, []),
+                np.ndarray((3, 4), "V0")):  # fmt: skip (|V0 reached the prior: a TypeError)
         got = codec.decode(codec.encode(arr))
         assert got.dtype == arr.dtype and got.shape == arr.shape
+    with pytest.raises(ConfigError, match="directly"):  # needs the codecs' byte view
+        lmgc_core.compress(np.ndarray((3,), "V0"))
