@@ -186,6 +186,14 @@ def _check_several(inputs: tuple[str, ...], output: str | None) -> None:
         raise click.UsageError("'-' (stdin) can only be the one input")
 
 
+def _check_apart(inputs: tuple[str, ...], outputs: list[str]) -> None:
+    """No output of a command of several inputs is one of its inputs: ``compress -f x
+    x.lmgc`` replaced the user's ``x.lmgc`` with x's archive before it read it."""
+    read = {os.path.realpath(i) for i in inputs}
+    if clash := next((o for o in outputs if os.path.realpath(o) in read), None):
+        raise click.UsageError(f"{clash} is an input and would be written as an output too")
+
+
 @cli.command()
 @INPUTS_ARGUMENT
 @click.option("-o", "--output", help="Output file, '-' for stdout. Default: INPUT.lmgc")
@@ -244,9 +252,11 @@ def compress(
         raise click.UsageError("--series takes checkpoint files, not folders")
     pairs = chain(inputs, keyframe, base) if series else [(i, base) for i in inputs]
     if len(inputs) > 1:  # every output checked before the first is written
+        if folder := next((i for i in inputs if Path(i).is_dir()), None):
+            raise click.UsageError(f"{folder} is a folder: it needs -o, so it is the one input")
+        _check_apart(inputs, [_default_output(input, None) for input in inputs])
         for input in inputs:
-            if not Path(input).is_dir():
-                check_output(_default_output(input, None), kw["force"])
+            check_output(_default_output(input, None), kw["force"])
     for input, reference in pairs:
         _compress_one(input, output, base=reference, **kw)
 
@@ -402,6 +412,7 @@ def _series_bases(
             source = reader.source if isinstance(reader.source, dict) else {}
             sha = source.get("sha256") if isinstance(source.get("sha256"), str) else None
             plan.append(Planned(input, output, sha, getattr(reader, "base", None)))
+    _check_apart(inputs, [p.output for p in plan])
     return list(zip(inputs, bases(plan, base), strict=True))
 
 

@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lmgc_core.files.archive import SUFFIX
-from lmgc_core.files.outputs import check_free_space
+from lmgc_core.files.outputs import check_free_space, temp_beside
 from lmgc_core.files.readers import sniff
 from lmgc_core.files.segments import InputFileError
 from lmgc_core.stream import container
@@ -149,17 +149,27 @@ class FolderResult:
     written_bytes: int = 0
     lossy: list[str] = field(default_factory=list)
     """Decompressed files that are a lossy pipeline's reconstruction, not the source."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Entries that are no regular file (a link leading nowhere, a FIFO): ``(path, why)``."""
 
 
-def _files(root: Path, empty: list[str] | None = None) -> Iterator[str]:
+def _files(
+    root: Path, empty: list[str] | None = None, skipped: list[tuple[str, str]] | None = None
+) -> Iterator[str]:
     """Every regular file under ``root`` (relative POSIX paths, sorted, symlinks followed).
     A link to a folder that contains it (``self -> .``) is a :class:`FolderError`: followed, it
-    gave every file again at each depth, and two such links an endless walk. ``empty`` gets
-    the folders with nothing in them, which the manifest lists so that decompression makes
-    them again (an empty ``logs/`` a training script expects; folders holding only other
-    folders come back as their parents)."""
+    gave every file again at each depth, and two such links an endless walk; so is a folder
+    that cannot be listed (it was left out, with exit 0). ``empty`` gets the folders with
+    nothing in them, which the manifest lists so that decompression makes them again (an
+    empty ``logs/`` a training script expects; folders holding only other folders come back as
+    their parents); ``skipped`` the entries that are no file to copy (a link that leads
+    nowhere, a FIFO, a socket, a device), with why: they were dropped without a word."""
+
+    def unlisted(exc: OSError) -> None:
+        raise FolderError(f"{exc.filename}: cannot list this folder ({exc.strerror})")
+
     inodes: dict[Path, tuple[int, int]] = {}
-    for folder, dirs, names in os.walk(root, followlinks=True):
+    for folder, dirs, names in os.walk(root, onerror=unlisted, followlinks=True):
         here = Path(folder)
         st = os.stat(here)
         inodes[here] = (st.st_dev, st.st_ino)
@@ -174,6 +184,21 @@ def _files(root: Path, empty: list[str] | None = None) -> Iterator[str]:
             path = Path(folder, name)
             if path.is_file():
                 yield path.relative_to(root).as_posix()
+            elif skipped is not None:
+                skipped.append((path.relative_to(root).as_posix(), _not_a_file(path)))
+
+
+def _not_a_file(path: Path) -> str:
+    """Why a folder's entry that is not a regular file is left out."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"a symbolic link that cannot be followed ({exc.strerror})"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file"
+    return "a device or other special file, not a regular file"
 
 
 def is_tensor_file(path: Path) -> bool:
@@ -222,7 +247,7 @@ def _copy(src: Path, dst: Path, progress: Progress) -> None:
     """``src`` to ``dst`` through a temporary file of a name no other file has (a fixed
     ``.NAME.part`` was the name of a file of the folder too, which it replaced)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+    fd, name = temp_beside(dst, ".part")
     os.close(fd)
     tmp = Path(name)
     try:
@@ -254,24 +279,28 @@ def compress_folder(
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise ConfigError(f"{out}: the output folder must not be inside {root}")
     empty: list[str] = []
-    files = list(_files(root, empty))  # one walk for both
+    skipped: list[tuple[str, str]] = []
+    files = list(_files(root, empty, skipped))  # one walk for all three
     if FOLDER_MANIFEST in files:
         raise FolderError(f"{root} holds {FOLDER_MANIFEST}: it is already an lmgc folder")
     check_indexes(root, files)
+    names = [rel + SUFFIX for rel in files] + files + [FOLDER_MANIFEST]
+    _check_apart(root, files, out, names)
     made = [out] if not out.exists() else []  # what a failure removes again (_undo)
     _prepare_output(out, force)
     pipeline = pipeline or default_pipeline()
-    names = [rel + SUFFIX for rel in files] + files + [FOLDER_MANIFEST]
-    new = [name for name in names if not (out / name).exists()]
+    new = [name for name in names if not os.path.lexists(out / name)]
     made += _new_folders(out, [str(Path(rel).parent) for rel in files] + empty)
-    with _Kept(out, sorted(set(names) - set(new))) as kept:
+    with _Kept() as kept:
         # until the run ends, the folder says it is unfinished (were a put-back interrupted,
         # an older manifest must not make a mix of old and new files pass for a whole folder)
+        kept.keep(out / FOLDER_MANIFEST)
         (out / FOLDER_MANIFEST).write_text(
             json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED})
         )
         try:
-            result = _code_folder(root, out, files, empty, pipeline, jobs, quiet, base_dir)
+            result = _code_folder(root, out, files, empty, pipeline, jobs, quiet, base_dir,
+                                  kept, skipped)  # fmt: skip
         except BaseException:  # a bad base, a full disk, Ctrl-C: no half-written folder is
             # left, which would decode as a whole one with files missing (or old ones)
             _undo(out, new, made)
@@ -293,9 +322,11 @@ def _code_folder(
     jobs: int,
     quiet: bool,
     base_dir: str | os.PathLike | None,
+    kept: _Kept,
+    skipped: list[tuple[str, str]],
 ) -> FolderResult:
     """:func:`compress_folder`'s work once its output folder is ready."""
-    result = FolderResult()
+    result = FolderResult(skipped=skipped)
     total = sum((root / rel).stat().st_size for rel in files)
     taken = set(files)
     with Progress(total, "compress", quiet) as bar:
@@ -305,9 +336,12 @@ def _code_folder(
             result.source_bytes += size
             if rel + SUFFIX in taken:  # its archive's name is another file's: copied as it is
                 result.uncoded.append((rel, f"the folder holds a file named {rel + SUFFIX} too"))
+            elif len(os.fsencode(path.name + SUFFIX)) > 255:
+                result.uncoded.append((rel, "its archive's name would be over 255 bytes"))
             elif is_tensor_file(path):
                 done = bar.done
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                kept.keep(out / (rel + SUFFIX))
                 try:
                     base = _base_of(base_dir, rel)
                     compress_path(path, out / (rel + SUFFIX), pipeline, bar, jobs, base)
@@ -319,10 +353,11 @@ def _code_folder(
                     result.coded.append(rel)
                     result.written_bytes += (out / (rel + SUFFIX)).stat().st_size
                     continue
+            kept.keep(out / rel)
             _copy(path, out / rel, bar)
             result.copied.append(rel)
             result.written_bytes += size
-    manifest = {
+    manifest: dict[str, Any] = {
         "lmgc_folder": 1,
         "coded": result.coded,
         "copied": result.copied,
@@ -332,8 +367,21 @@ def _code_folder(
         (out / rel).mkdir(parents=True, exist_ok=True)
     if empty:  # absent otherwise: such manifests stay as they were
         manifest["empty_folders"] = empty
+    if skipped:  # absent otherwise, as above; readers only show it
+        manifest["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
     (out / FOLDER_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return result
+
+
+def _check_apart(in_root: Path, inputs: list[str], out: Path, outputs: list[str]) -> None:
+    """No file a run writes is one it reads: ``decompress C -o C`` moved its own inputs aside
+    before reading them (and a run over an overlapping folder would read what it wrote)."""
+    read = {os.path.realpath(in_root / rel) for rel in inputs}
+    if clash := next((rel for rel in outputs if os.path.realpath(out / rel) in read), None):
+        raise ConfigError(
+            f"{out}: writing {clash} there would replace a file it reads from {in_root}: "
+            "choose an output folder apart from the input"
+        )
 
 
 def _read_folder_manifest(root: Path) -> tuple[list[str], list[str], list[str]]:
@@ -372,6 +420,8 @@ def _read_folder_manifest(root: Path) -> tuple[list[str], list[str], list[str]]:
     for rel in coded + copied + empty:  # the manifest must not send writes outside the folder
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise FolderError(f"{path}: names a path outside the folder: {rel!r}")
+        if Path(rel).as_posix() != rel or rel in ("", "."):  # './a.npy', 'a.npy/', 'sub//a'
+            raise FolderError(f"{path}: names a path not in its plain form: {rel!r}")
         if len(Path(rel).parts) > MAX_PATH_PARTS:
             raise FolderError(f"{path}: names a path over {MAX_PATH_PARTS} folders deep")
     if clash := sorted(set(empty) & set(coded + copied)):
@@ -422,24 +472,28 @@ def decompress_folder(
             _check_base(reader, _base_of(base_dir, rel), rel)
     total += sum((root / rel).stat().st_size for rel in copied)
     check_free_space(str(out), total, str(_existing(out)))  # replaced files are kept till the end
+    inputs = [rel + SUFFIX for rel in coded] + copied + [FOLDER_MANIFEST]
+    _check_apart(root, inputs, out, coded + copied)
     made = [out] if not out.exists() else []  # what a failure removes again (_undo)
     _prepare_output(out, force)  # after every check: a refusal writes nothing
-    new = [rel for rel in coded + copied if not (out / rel).exists()]
+    new = [rel for rel in coded + copied if not os.path.lexists(out / rel)]
     made += _new_folders(out, [str(Path(rel).parent) for rel in new] + empty)
     result = FolderResult()
-    with _Kept(out, sorted(set(coded + copied) - set(new))) as kept:
+    with _Kept() as kept:
         try:
             with Progress(total, "decompress", quiet) as bar:
                 for rel in coded:
                     (out / rel).parent.mkdir(parents=True, exist_ok=True)
                     done = bar.done
                     base = _base_of(base_dir, rel)
+                    kept.keep(out / rel)
                     if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs, base):
                         result.lossy.append(rel)
                     size = (out / rel).stat().st_size
                     bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers
                     result.coded.append(rel)
                 for rel in copied:
+                    kept.keep(out / rel)
                     _copy(root / rel, out / rel, bar)
                     result.copied.append(rel)
                 for rel in empty:
@@ -458,31 +512,27 @@ def _existing(path: Path) -> Path:
 
 class _Kept:
     """Files of the output folder a run replaces (``--force``), moved aside under hidden names
-    until the run ends: a failed run puts them back, so the folder is what it was, not a mix of
-    old and new files; a finished one drops them. They keep their room till then, so the
-    free-space check counts none back."""
+    just before each is written: a failed run puts them back, so the folder is what it was,
+    not a mix of old and new files; a finished one drops those that were replaced and puts
+    back any that were not (a coding that fell back to a copy). They keep their room till
+    then, so the free-space check counts none back."""
 
-    def __init__(self, out: Path, names: list[str]) -> None:
-        self.out, self.names = out, names
+    def __init__(self) -> None:
         self.kept: list[tuple[Path, Path]] = []
 
     def __enter__(self) -> _Kept:
-        try:
-            self._keep()
-        except BaseException:
-            self.put_back()
-            raise
         return self
 
-    def _keep(self) -> None:
-        for name in self.names:
-            dst = self.out / name
-            if dst.is_dir() and not dst.is_symlink():
-                continue  # a folder is never replaced (writing into it fails)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".kept", dir=dst.parent)
-            os.close(fd)
-            os.replace(dst, tmp)  # moved, not linked: a writer into the file (the manifest's
-            self.kept.append((Path(tmp), dst))  # write_text) would change a second link too
+    def keep(self, dst: Path) -> None:
+        """Before ``dst`` is written: the file (or link) there, if any, moved aside (moved, not
+        linked: a writer into the file, as the manifest's ``write_text``, would change a
+        second link too)."""
+        if not os.path.lexists(dst) or (dst.is_dir() and not dst.is_symlink()):
+            return  # nothing there, or a folder (writing over it fails)
+        fd, tmp = temp_beside(dst, ".kept")
+        os.close(fd)
+        os.replace(dst, tmp)
+        self.kept.append((Path(tmp), dst))
 
     def put_back(self) -> None:
         for tmp, dst in reversed(self.kept):
@@ -490,8 +540,11 @@ class _Kept:
         self.kept = []
 
     def __exit__(self, *exc: object) -> None:
-        for tmp, _ in self.kept:  # empty after put_back
-            tmp.unlink(missing_ok=True)
+        for tmp, dst in self.kept:  # empty after put_back
+            if os.path.lexists(dst):
+                tmp.unlink(missing_ok=True)
+            else:
+                os.replace(tmp, dst)
 
 
 def _new_folders(out: Path, folders: list[str]) -> list[Path]:
@@ -567,6 +620,8 @@ def compress_folder_command(
     result = compress_folder(input, output, pipeline, jobs, quiet, force, base)
     for rel, reason in result.uncoded:
         _say(f"warning: {rel}: copied, not coded ({' '.join(reason.split())})", err=True)
+    for rel, reason in result.skipped:
+        _say(f"warning: {rel}: left out ({reason})", err=True)
     if not quiet:
         rate = 100 * result.written_bytes / result.source_bytes if result.source_bytes else 0.0
         _say(

@@ -57,10 +57,24 @@ def check_output(name: str, force: bool) -> None:
     path = Path(name)
     if path.is_dir():
         raise click.UsageError(f"{name} is a folder")
-    if path.exists() and not force:
+    if os.path.lexists(path) and not force:  # a link that leads nowhere is there too
         raise click.UsageError(f"{name} exists; use --force to overwrite it")
+    if name.endswith(("/", os.sep)):
+        raise click.UsageError(f"{name} names a folder: the output of a file is a file")
     if not path.parent.is_dir():
         raise click.UsageError(f"{path.parent}: no such folder")
+
+
+TEMP_EXTRA = 15
+"""Bytes a temporary name adds to its file's (``.NAME.XXXXXXXX.part``)."""
+
+
+def temp_beside(path: Path, suffix: str) -> tuple[int, str]:
+    """``mkstemp`` in ``path``'s folder, named after it: hidden, ending in ``suffix`` (5
+    characters), and cut so that it is no longer than NAME_MAX (255 bytes) where ``path``'s
+    own name fits (a 241-byte name was refused for its temporary one's 256)."""
+    name = os.fsencode(path.name)[: 255 - TEMP_EXTRA]
+    return tempfile.mkstemp(prefix=f".{os.fsdecode(name)}.", suffix=suffix, dir=path.parent)
 
 
 class DiskSpaceError(LMGCError):
@@ -147,7 +161,7 @@ def _atomic_output(name: str, like: str | None, spooled: bool) -> Iterator[IO[by
                 with open(path, "wb") as dst:
                     shutil.copyfileobj(spool, dst, 1 << 20)
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = temp_beside(path, ".part")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

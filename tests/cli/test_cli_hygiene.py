@@ -286,3 +286,37 @@ def test_python_m_lmgc_core_cli_runs_the_command():
     done = subprocess.run([sys.executable, "-m", "lmgc_core.cli", "--version"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0 and "lmgc, version" in done.stdout, done.stderr
+
+
+def test_several_inputs_never_write_over_one_another(tmp_path):
+    """``compress -f x x.lmgc`` replaced the user's ``x.lmgc`` with x's archive before reading
+    it; ``decompress -f x.lmgc.lmgc x.lmgc`` replaced the archive x.lmgc before decoding it; a
+    folder among several inputs (it needs -o) was refused after the files before it were
+    written."""
+    x = tmp_path / "x"
+    x.write_bytes(bytes(range(256)) * 16)
+    (tmp_path / "x.lmgc").write_text("notes of mine")
+    said = one_error_line(lmgc("compress", "-f", "--dtype", "uint8", x, f"{x}.lmgc", ok=False), 2)
+    assert "is an input and would be written as an output" in said
+    assert (tmp_path / "x.lmgc").read_text() == "notes of mine"
+    lmgc("compress", "-q", "--dtype", "uint8", x, "-o", f"{x}.lmgc", "-f")
+    lmgc("compress", "-q", "--dtype", "uint8", x, "-o", f"{x}.lmgc.lmgc")
+    archive = (tmp_path / "x.lmgc").read_bytes()
+    said = one_error_line(lmgc("decompress", "-f", f"{x}.lmgc.lmgc", f"{x}.lmgc", ok=False), 2)
+    assert "is an input" in said and (tmp_path / "x.lmgc").read_bytes() == archive
+    (tmp_path / "m").mkdir()
+    np.save(tmp_path / "a.npy", np.ones(8, np.float32))
+    said = one_error_line(lmgc("compress", tmp_path / "a.npy", tmp_path / "m", ok=False), 2)
+    assert "m is a folder: it needs -o" in said and not (tmp_path / "a.npy.lmgc").exists()
+
+
+def test_outputs_a_link_leading_nowhere_or_a_folder_name_are_refused(tmp_path):
+    """A dangling link at the output name was replaced without --force; ``-o new/`` wrote a
+    file named ``new``."""
+    np.save(tmp_path / "a.npy", np.ones(8, np.float32))
+    (tmp_path / "a.npy.lmgc").symlink_to(tmp_path / "elsewhere" / "a.npy.lmgc")
+    said = one_error_line(lmgc("compress", tmp_path / "a.npy", ok=False), 2)
+    assert "exists; use --force" in said and (tmp_path / "a.npy.lmgc").is_symlink()
+    new = f"{tmp_path}/new/"
+    said = one_error_line(lmgc("compress", tmp_path / "a.npy", "-o", new, ok=False), 2)
+    assert "names a folder" in said and not (tmp_path / "new").exists()

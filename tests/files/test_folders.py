@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -341,3 +344,129 @@ def test_a_hostile_folder_manifest_is_refused_at_once(tmp_path: Path, doc, said)
     with pytest.raises(FolderError, match=said):
         decompress_folder(tmp_path / "c", tmp_path / "back")
     assert not (tmp_path / "back").exists()
+
+
+def test_force_touches_only_the_files_it_writes(tmp_path: Path) -> None:
+    """The put-back of a failed run moved aside, and a finished run then removed, every name
+    the run *could* write: ``compress ../model -o . -f`` in a clone of the model deleted its
+    ``a.npy`` (the run writes ``a.npy.lmgc``) and a ``config.json.lmgc`` of the user's."""
+    src, out = tmp_path / "m", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    np.save(src / "a.npy", np.arange(64, dtype=np.float32))
+    (src / "config.json").write_text("{}")
+    (out / "a.npy").write_text("the user's own")
+    (out / "config.json.lmgc").write_text("the user's too")
+    compress_folder(src, out, force=True)
+    assert (out / "a.npy").read_text() == "the user's own"
+    assert (out / "config.json.lmgc").read_text() == "the user's too"
+    assert not [p for p in out.iterdir() if p.name.endswith(".kept")]
+
+
+def test_a_folder_that_cannot_be_listed_is_refused(tmp_path: Path) -> None:
+    """os.walk swallowed the error: the folder and its files were left out, exit 0 both ways."""
+    src = tmp_path / "m"
+    (src / "secret").mkdir(parents=True)
+    np.save(src / "a.npy", np.ones(8, np.float32))
+    np.save(src / "secret" / "w.npy", np.ones(8, np.float32))
+    (src / "secret").chmod(0)
+    try:
+        out = str(tmp_path / "c")
+        command = [sys.executable, "-m", "lmgc_core", "compress", str(src), "-o", out]
+        if os.geteuid() == 0:  # root lists anything: drop the capabilities that allow it
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv")
+            caps = "-dac_override,-dac_read_search"
+            command = ["setpriv", "--bounding-set", caps, "--inh-caps", caps, *command]
+        done = subprocess.run(command, capture_output=True, text=True)
+    finally:
+        (src / "secret").chmod(0o755)
+    assert done.returncode == 1 and "secret: cannot list this folder" in done.stderr, done.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_entries_that_are_no_file_are_said_and_listed(tmp_path: Path) -> None:
+    """A dangling link (a download that never finished), a FIFO, a socket: dropped without a
+    word, so a model folder could come back without its weights and exit 0."""
+    src = tmp_path / "m"
+    src.mkdir()
+    np.save(src / "a.npy", np.ones(8, np.float32))
+    (src / "model.safetensors").symlink_to(tmp_path / "blobs" / "never-downloaded")
+    os.mkfifo(src / "fifo")
+    result = lmgc("compress", src, "-o", tmp_path / "c")
+    assert "model.safetensors: left out (a symbolic link that cannot be followed" in result.stderr
+    assert "fifo: left out (a FIFO" in result.stderr
+    doc = json.loads((tmp_path / "c" / FOLDER_MANIFEST).read_text())
+    assert [e["path"] for e in doc["skipped"]] == ["fifo", "model.safetensors"]
+    decompress_folder(tmp_path / "c", tmp_path / "back")  # old readers ignore the entry
+    assert _tree(tmp_path / "back") == _tree(src)
+
+
+def test_a_manifest_path_in_another_spelling_is_refused(tmp_path: Path) -> None:
+    """``./a.npy`` copied beside a coded ``a.npy`` passed the written-twice check: the copy
+    replaced the verified decode, exit 0."""
+    src = tmp_path / "m"
+    src.mkdir()
+    np.save(src / "a.npy", np.ones(8, np.float32))
+    compress_folder(src, tmp_path / "c")
+    manifest = tmp_path / "c" / FOLDER_MANIFEST
+    doc = json.loads(manifest.read_text())
+    for other in ("./a.npy", "a.npy/", "sub//a.npy", "."):
+        manifest.write_text(json.dumps({**doc, "copied": [other]}))
+        with pytest.raises(FolderError, match="not in its plain form"):
+            decompress_folder(tmp_path / "c", tmp_path / "back")
+    assert not (tmp_path / "back").exists()
+
+
+def test_a_failed_run_keeps_a_dangling_link_it_would_have_replaced(tmp_path: Path) -> None:
+    src = tmp_path / "m"
+    src.mkdir()
+    for name in ("a", "b"):
+        np.save(src / f"{name}.npy", np.ones(4096, np.float32))
+    compress_folder(src, tmp_path / "c")
+    archive = tmp_path / "c" / "b.npy.lmgc"
+    archive.write_bytes(archive.read_bytes()[:-40])
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "a.npy").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(LMGCError):
+        decompress_folder(tmp_path / "c", tmp_path / "r", force=True)
+    assert (tmp_path / "r" / "a.npy").is_symlink() and sorted(os.listdir(tmp_path / "r")) == [
+        "a.npy"
+    ]
+
+
+def test_long_names_fit_their_temporary_files(tmp_path: Path) -> None:
+    """A temporary name added 15 bytes: a 241-byte name that fits NAME_MAX was refused; a
+    name whose archive's name would not fit is copied, said, not a failure of the folder."""
+    src = tmp_path / "m"
+    src.mkdir()
+    long_npy = "a" * 236 + ".npy"  # its archive's name: 245 bytes
+    np.save(src / long_npy, np.ones(8, np.float32))
+    too_long = "b" * 247 + ".npy"  # 251 bytes: its archive's name would be 256
+    np.save(src / too_long, np.ones(8, np.float32))
+    (src / ("c" * 245)).write_text("{}")
+    result = compress_folder(src, tmp_path / "c")
+    assert result.coded == [long_npy]
+    assert result.uncoded == [(too_long, "its archive's name would be over 255 bytes")]
+    decompress_folder(tmp_path / "c", tmp_path / "back")
+    assert _tree(tmp_path / "back") == _tree(src)
+
+
+def test_a_folder_decompressed_or_compressed_onto_its_input_is_refused(tmp_path: Path) -> None:
+    """``decompress C -o C -f`` moved its own copied files aside before reading them (a false
+    'No such file'); ``compress O/P -o O -f`` wrote over the files it was reading."""
+    src = tmp_path / "m"
+    src.mkdir()
+    np.save(src / "a.npy", np.ones(8, np.float32))
+    (src / "config.json").write_text("{}")
+    compress_folder(src, tmp_path / "c")
+    before = _tree(tmp_path / "c")
+    with pytest.raises(ConfigError, match="would replace a file it reads"):
+        decompress_folder(tmp_path / "c", tmp_path / "c" / ".", force=True)
+    assert _tree(tmp_path / "c") == before
+    (tmp_path / "o" / "p" / "p").mkdir(parents=True)
+    (tmp_path / "o" / "p" / "config.json").write_text("1")
+    (tmp_path / "o" / "p" / "p" / "config.json").write_text("2")
+    with pytest.raises(ConfigError, match="would replace a file it reads"):
+        compress_folder(tmp_path / "o" / "p", tmp_path / "o", force=True)
+    assert (tmp_path / "o" / "p" / "config.json").read_text() == "1"
