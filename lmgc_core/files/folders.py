@@ -15,6 +15,7 @@ becomes ``model-00001-of-00002.safetensors.lmgc``, the index is copied as it is 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -151,6 +152,8 @@ class FolderResult:
     """Decompressed files that are a lossy pipeline's reconstruction, not the source."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """Entries that are no regular file (a link leading nowhere, a FIFO): ``(path, why)``."""
+    copied_sha256: dict[str, str] = field(default_factory=dict)
+    """The SHA-256 of each copied file, which the manifest records and decompression checks."""
 
 
 def _files(
@@ -243,23 +246,31 @@ def _prepare_output(out_dir: Path, force: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _copy(src: Path, dst: Path, progress: Progress) -> None:
+def _copy(src: Path, dst: Path, progress: Progress, sha256: str | None = None) -> str:
     """``src`` to ``dst`` through a temporary file of a name no other file has (a fixed
-    ``.NAME.part`` was the name of a file of the folder too, which it replaced)."""
+    ``.NAME.part`` was the name of a file of the folder too, which it replaced); returns the
+    SHA-256 of the bytes, and refuses (writing nothing) bytes that are not ``sha256``'s."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, name = temp_beside(dst, ".part")
     os.close(fd)
     tmp = Path(name)
+    digest = hashlib.sha256()
     try:
         with open(src, "rb") as f, open(tmp, "wb") as out:
             while block := f.read(_COPY_BLOCK):
                 out.write(block)
+                digest.update(block)
                 progress.chunk(len(block), 0).finish()
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise FolderError(
+                f"{src}: not the file compress copied (its SHA-256 differs from the manifest's)"
+            )
         shutil.copymode(src, tmp)
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return digest.hexdigest()
 
 
 def compress_folder(
@@ -354,7 +365,7 @@ def _code_folder(
                     result.written_bytes += (out / (rel + SUFFIX)).stat().st_size
                     continue
             kept.keep(out / rel)
-            _copy(path, out / rel, bar)
+            result.copied_sha256[rel] = _copy(path, out / rel, bar)
             result.copied.append(rel)
             result.written_bytes += size
     manifest: dict[str, Any] = {
@@ -362,6 +373,7 @@ def _code_folder(
         "coded": result.coded,
         "copied": result.copied,
         "uncoded": [{"path": p, "reason": r} for p, r in result.uncoded],
+        "copied_sha256": result.copied_sha256,  # absent before 2026-12-06: copies unchecked
     }
     for rel in empty:
         (out / rel).mkdir(parents=True, exist_ok=True)
@@ -384,9 +396,11 @@ def _check_apart(in_root: Path, inputs: list[str], out: Path, outputs: list[str]
         )
 
 
-def _read_folder_manifest(root: Path) -> tuple[list[str], list[str], list[str]]:
-    """``(coded, copied, empty folders)`` from ``lmgc_folder.json``; without one, every
-    ``*.lmgc`` is coded."""
+def _read_folder_manifest(
+    root: Path,
+) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+    """``(coded, copied, empty folders, the copied files' SHA-256s)`` from ``lmgc_folder.json``;
+    without one, every ``*.lmgc`` is coded and copies are not checked."""
     path = root / FOLDER_MANIFEST
     if not path.exists():
         files = list(_files(root))
@@ -398,19 +412,20 @@ def _read_folder_manifest(root: Path) -> tuple[list[str], list[str], list[str]]:
         coded = [f[: -len(SUFFIX)] for f in files if f.endswith(SUFFIX)]
         copied = [f for f in files if not f.endswith(SUFFIX)]
         _check_distinct(root, coded, copied)
-        return coded, copied, []
+        return coded, copied, [], {}
     try:
         text = path.read_bytes()
         container.check_json_text(text, FOLDER_MANIFEST, MAX_MANIFEST_BYTES, MAX_MANIFEST_VALUES,
                                   MAX_MANIFEST_DEPTH)  # fmt: skip
         doc = json.loads(text.decode("utf-8"))
         unfinished = doc.get("incomplete") if isinstance(doc, dict) else None
-        coded, copied, empty = [], [], []
+        coded, copied, empty, hashes = [], [], [], {}
         if unfinished is None:
             coded, copied = list(doc["coded"]), list(doc["copied"])
             empty = list(doc.get("empty_folders", []))  # absent before 2026-12-06: none
+            hashes = dict(doc.get("copied_sha256", {}))  # the same
         if doc.get("lmgc_folder") != 1 or not all(
-            isinstance(p, str) for p in coded + copied + empty
+            isinstance(p, str) for p in [*coded, *copied, *empty, *hashes, *hashes.values()]
         ):
             raise ValueError("unknown version or bad entries")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
@@ -427,7 +442,7 @@ def _read_folder_manifest(root: Path) -> tuple[list[str], list[str], list[str]]:
     if clash := sorted(set(empty) & set(coded + copied)):
         raise FolderError(f"{path}: lists {clash[0]!r} as a file and as an empty folder")
     _check_distinct(root, coded, copied)
-    return coded, copied, empty
+    return coded, copied, empty, hashes
 
 
 def _check_distinct(root: Path, coded: list[str], copied: list[str]) -> None:
@@ -457,7 +472,7 @@ def decompress_folder(
     from lmgc_core.files.archive import ArchiveReader
 
     root, out = Path(src_dir), Path(out_dir)
-    coded, copied, empty = _read_folder_manifest(root)
+    coded, copied, empty, hashes = _read_folder_manifest(root)
     missing = [r + SUFFIX for r in coded if not (root / (r + SUFFIX)).is_file()]
     missing += [r for r in copied if not (root / r).is_file()]
     if missing:
@@ -494,7 +509,7 @@ def decompress_folder(
                     result.coded.append(rel)
                 for rel in copied:
                     kept.keep(out / rel)
-                    _copy(root / rel, out / rel, bar)
+                    _copy(root / rel, out / rel, bar, hashes.get(rel))
                     result.copied.append(rel)
                 for rel in empty:
                     (out / rel).mkdir(parents=True, exist_ok=True)

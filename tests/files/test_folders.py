@@ -470,3 +470,22 @@ def test_a_folder_decompressed_or_compressed_onto_its_input_is_refused(tmp_path:
     with pytest.raises(ConfigError, match="would replace a file it reads"):
         compress_folder(tmp_path / "o" / "p", tmp_path / "o", force=True)
     assert (tmp_path / "o" / "p" / "config.json").read_text() == "1"
+
+
+def test_a_damaged_copied_file_is_refused(tmp_path: Path) -> None:
+    """Copied files carried no checksum: a truncated tokenizer.json in the compressed folder
+    came back as it was, exit 0, beside files whose hashes were 'verified'."""
+    src = tmp_path / "m"
+    src.mkdir()
+    np.save(src / "a.npy", np.ones(8, np.float32))
+    (src / "tokenizer.json").write_text('{"vocab": [1, 2, 3]}')
+    compress_folder(src, tmp_path / "c")
+    doc = json.loads((tmp_path / "c" / FOLDER_MANIFEST).read_text())
+    assert set(doc["copied_sha256"]) == {"tokenizer.json"}
+    (tmp_path / "c" / "tokenizer.json").write_text('{"vocab": [1, 2')
+    with pytest.raises(FolderError, match="tokenizer.json: not the file compress copied"):
+        decompress_folder(tmp_path / "c", tmp_path / "back")
+    assert not (tmp_path / "back").exists()
+    del doc["copied_sha256"]  # a manifest from before: copies unchecked, as then
+    (tmp_path / "c" / FOLDER_MANIFEST).write_text(json.dumps(doc))
+    decompress_folder(tmp_path / "c", tmp_path / "back")
