@@ -60,11 +60,14 @@ def pip_install(target: Path, *sources: Path) -> Path:
     return target
 
 
-def run_with(site: Path | None, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
-    """``lmgc ARGS`` (or ``python -c CODE``) in a fresh interpreter with ``site`` on its path."""
+def run_with(
+    site: Path | None, *args: str, code: str | None = None, text: bool = True
+) -> subprocess.CompletedProcess:
+    """``lmgc ARGS`` (or ``python -c CODE``) in a fresh interpreter with ``site`` on its path
+    (``text=False``: its output as bytes)."""
     paths = [str(site)] if site else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
     command = ["-c", code] if code is not None else ["-m", "lmgc_core.cli.commands", *args]
     return subprocess.run(
-        [sys.executable, *command], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, *command], capture_output=True, text=text, env=env, timeout=300
     )

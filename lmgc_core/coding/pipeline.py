@@ -32,6 +32,7 @@ from lmgc_core.util.errors import (
     ConfigError,
     LMGCError,
     MismatchError,
+    PluginError,
     StreamError,
     UnknownOptionError,
 )
@@ -87,6 +88,16 @@ def _prior_at_level(spec: Any, level: Any) -> Any:
 
 def _spec(component: Any) -> dict[str, Any]:
     return ComponentSpec.of(component).to_dict()
+
+
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays hold the same dtype, shape and bytes (NaN payloads included)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.itemsize == 0:
+        return True
+    flat = [np.ascontiguousarray(x).reshape(-1).view(np.uint8) for x in (a, b)]
+    return bool(np.array_equal(*flat))
 
 
 def _sha256(array: np.ndarray) -> str:
@@ -214,6 +225,28 @@ class Pipeline:
             parts = stage.inverse(parts, state)
         return np.asarray(parts["data"]).astype(dtype, copy=False).reshape(shape)
 
+    def _expected(
+        self, arr: np.ndarray, parts: dict[str, np.ndarray], states: list[Any]
+    ) -> np.ndarray:
+        """What decoding will rebuild from ``parts``: the stages' inverse with their states as
+        the header gives them back (through JSON: a tuple in a state came back a list, and the
+        stream failed its checksum). Stages that all claim to be lossless must rebuild ``arr``
+        bit for bit: a false claim made "identical to the source" false, exit 0."""
+        names = ", ".join(repr(stage.name) for stage in self.stages)
+        try:
+            as_read = json.loads(json.dumps(states))
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"a state of the stages ({names}) is not JSON: {exc}") from None
+        expected = self._inverse({k: v.copy() for k, v in parts.items()}, as_read, arr.dtype,
+                                 arr.shape)  # fmt: skip
+        lossless = all(getattr(stage, "lossless", False) for stage in self.stages)
+        if lossless and not _same_bytes(expected, arr):
+            raise PluginError(
+                f"the stages ({names}) all say they are lossless, but their inverse does not "
+                "rebuild the input bit for bit: a stage's `lossless` is wrong"
+            )
+        return expected
+
     def reconstruct(self, array: Any) -> np.ndarray:
         """What decoding returns for ``array``: the stages' own reconstruction (exact copy when
         every stage is lossless)."""
@@ -247,12 +280,7 @@ class Pipeline:
         ref = None if base is None else self._check_base_for(arr, base, base_name)
         part_coder = self._delta_coder if ref is not None else self._part_coder
         parts, states = self._forward(arr)
-        if self.stages:
-            expected = self._inverse(
-                {k: v.copy() for k, v in parts.items()}, states, arr.dtype, arr.shape
-            )
-        else:
-            expected = arr
+        expected = self._expected(arr, parts, states) if self.stages else arr
         value_checksum = None if ref is not None else self._value_checksum(self.prior)
         # With spare cores the checksum runs beside the coding (hashlib releases the GIL), so it
         # is not a serial step in front of a parallel one.

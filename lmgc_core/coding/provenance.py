@@ -192,7 +192,10 @@ def explain(header: Mapping[str, Any], pipeline: Any, named: bool = False) -> st
         if c == d and v != w and record is not None
     ]
     text = f"the stream was made with {made}; this decoder uses {using}"
-    if changed:
+    if changed and named:  # the error says what differs: the versions only explain it
+        text += "; versions differ (" + "; ".join(changed) + "): decode with the version that "
+        text += "made the stream"
+    elif changed:
         text += (
             "; versions differ (" + "; ".join(changed) + "): a plugin's code changed its numbers "
             "without a change of fingerprint; decode with the version that made the stream (and, "

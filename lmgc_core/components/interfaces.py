@@ -16,6 +16,8 @@ one place, identically for encoder and decoder.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
@@ -187,8 +189,12 @@ class Prior(Component):
         return self
 
     def check_fingerprint(self, recorded: Mapping[str, Any]) -> None:
-        """Refuse to decode a stream made with anything that changes the prior's numbers."""
+        """Refuse to decode a stream made with anything that changes the prior's numbers. The
+        fingerprint is compared as the header holds it, through JSON (a tuple, such as
+        ``sys.version_info[:2]``, is a list there: every stream was refused)."""
         mine = self.fingerprint()
+        with contextlib.suppress(TypeError, ValueError):  # not JSON: no header holds it
+            mine = json.loads(json.dumps(mine))
         diffs = [
             f"{key}: stream has {recorded.get(key)!r}, this prior has {mine.get(key)!r}"
             for key in sorted(set(mine) | set(recorded))

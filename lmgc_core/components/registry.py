@@ -12,7 +12,9 @@ plugin and the reason. Everything else keeps working.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -126,6 +128,12 @@ def _register(loaded: _Loaded, plugin: object, source: Source, key: str) -> None
     loaded.sources[id(plugin)] = source
 
 
+def _no_stdout() -> contextlib.AbstractContextManager[Any]:
+    """Plugin code run while plugins load prints to stderr: stdout may be the data
+    (``lmgc decompress X -o -``), and a plugin's "loaded" line began the output, exit 0."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 @cache
 def _loaded() -> _Loaded:
     registrations.cache_clear()
@@ -136,7 +144,8 @@ def _loaded() -> _Loaded:
     sourced = [(_source(ep), ep) for ep in eps]
     for source, ep in sorted(sourced, key=lambda p: (p[0].label, p[1].name)):
         try:
-            plugin = ep.load()
+            with _no_stdout():
+                plugin = ep.load()
         except (Exception, SystemExit) as exc:  # one broken plugin must not break the others
             _note(loaded.broken, source.label, f"import of {ep.value!r} failed: {one_line(exc)}")
             continue
@@ -233,7 +242,8 @@ def _collect(loaded: _Loaded, kind: str, notes: dict[str, str]) -> list[Registra
             )
 
         try:
-            impl.function(register=register)
+            with _no_stdout():
+                impl.function(register=register)
         except (Exception, SystemExit) as exc:
             reason = f"register_{kind}s failed: {one_line(exc)}"
             _note(notes, source.label, reason)

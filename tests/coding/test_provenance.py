@@ -234,3 +234,89 @@ def test_hand_built_unregistered_components_still_compress():
     blob = pipe.compress(data)
     assert read_header(blob)["made_by"]["prior"] == "not registered"
     assert same_bits(pipe.decompress(blob), data)
+
+
+def _stage_plugin(cls: type):
+    import types
+
+    from lmgc_core.components.hookspecs import hookimpl
+
+    plugin = types.ModuleType(f"{cls.name}_plugin")
+    plugin.register_stages = hookimpl(lambda register: register(cls.name, cls))
+    return plugin
+
+
+def test_stages_are_checked_as_decoding_will_see_them():
+    """A stage claiming ``lossless`` whose inverse is not (through float16) made the CLI say
+    "identical to the source" of other bytes, exit 0; a stage whose state holds a tuple wrote
+    streams that failed their checksum (the header gives the state back as a list)."""
+    from lmgc_core.components.interfaces import Stage
+    from lmgc_core.components.registry import add_plugin, remove_plugin
+    from lmgc_core.util.errors import PluginError
+
+    class HalfClaim(Stage):
+        name = "half-claim"
+        lossless = True
+
+        def get_config(self):
+            return {}
+
+        def forward(self, parts):
+            return {k: v.astype(np.float16) for k, v in parts.items()}, {}
+
+        def inverse(self, parts, state):
+            return {k: v.astype(np.float32) for k, v in parts.items()}
+
+    class TupleState(Stage):
+        name = "tuple-state"
+        lossless = True
+
+        def get_config(self):
+            return {}
+
+        def forward(self, parts):
+            return dict(parts), {"shape": (1, 2)}
+
+        def inverse(self, parts, state):
+            assert isinstance(state["shape"], list)  # as the header gives it back
+            return dict(parts)
+
+    plugins = [_stage_plugin(cls) for cls in (HalfClaim, TupleState)]
+    for plugin in plugins:
+        add_plugin(plugin)
+    try:
+        x = np.float32([0.1, 0.2, 0.3, 1e-3] * 64)
+        with pytest.raises(PluginError, match=r"'half-claim'.* lossless.*does not rebuild"):
+            Pipeline.from_config({"stages": ["half-claim"]}).compress(x)
+        blob = Pipeline.from_config({"stages": ["tuple-state"]}).compress(x)
+        assert same_bits(decompress(blob), x)
+    finally:
+        for plugin in plugins:
+            remove_plugin(plugin)
+
+
+def test_a_fingerprint_holding_a_tuple_decodes():
+    """The header holds the fingerprint as JSON, where a tuple is a list: every stream of a
+    prior whose fingerprint held ``sys.version_info[:2]`` was refused ("stream has [3, 11],
+    this prior has (3, 11)")."""
+    import types
+
+    from lmgc_basic_priors.adaptive import AdaptivePrior
+
+    from lmgc_core.components.hookspecs import hookimpl
+    from lmgc_core.components.registry import add_plugin, remove_plugin
+
+    class Tupled(AdaptivePrior):
+        name = "tupled"
+
+        def fingerprint(self):
+            return {**super().fingerprint(), "python": (3, 11)}
+
+    plugin = types.ModuleType("tupled_plugin")
+    plugin.register_priors = hookimpl(lambda register: register("tupled", Tupled))
+    add_plugin(plugin)
+    try:
+        x = np.float32([0.1, -2.5, 3e-3, 7.0] * 64)  # coded, not stored: the prior decodes
+        assert same_bits(decompress(Pipeline.from_config({"prior": "tupled"}).compress(x)), x)
+    finally:
+        remove_plugin(plugin)

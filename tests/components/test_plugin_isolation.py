@@ -157,6 +157,20 @@ def test_using_a_broken_component_fails_with_its_plugin_and_reason(
         assert "should list it in requires=" in proc.stderr
 
 
+def test_a_plugin_that_prints_does_not_write_into_piped_data(tmp_path_factory, tmp_path, grads):
+    """A plugin's "loaded" line at import began the output of ``decompress X -o -`` (any
+    archive, exit 0, "identical"): plugin code run while plugins load prints to stderr."""
+    chatty = 'print("lmgc-chatty loaded")\n'
+    package = write_package(tmp_path_factory.mktemp("chatty"), "lmgc-chatty", "0.1.0",
+                            {"lmgc_chatty": chatty})  # fmt: skip
+    site = pip_install(tmp_path_factory.mktemp("site-chatty"), package)
+    np.save(tmp_path / "x.npy", grads[:500])
+    assert run_with(site, "compress", str(tmp_path / "x.npy"), "-q").returncode == 0
+    piped = run_with(site, "decompress", str(tmp_path / "x.npy.lmgc"), "-o", "-", text=False)
+    assert piped.returncode == 0 and piped.stdout == (tmp_path / "x.npy").read_bytes()
+    assert b"lmgc-chatty loaded" in piped.stderr
+
+
 # ---------------------------------------------------------------- plugin versions in streams
 
 CHANGED_MATHS = ("-self.scale * np.arange", "-2 * self.scale * np.arange")
