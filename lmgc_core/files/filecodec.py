@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import threading
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -30,7 +31,7 @@ from lmgc_core.components import registry
 from lmgc_core.files import archive, compact, writers
 from lmgc_core.files.archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
 from lmgc_core.files.readers import chunk_readers, chunk_shapes, tensor_streams
-from lmgc_core.files.segments import FileLayout, InputFileError, Tensor
+from lmgc_core.files.segments import Deflated, FileLayout, InputFileError, Tensor
 from lmgc_core.files.source_hash import FileHash
 from lmgc_core.stream import container
 from lmgc_core.stream.notes import VIEW_KEY, noted_parts, with_view
@@ -582,6 +583,23 @@ def _write_archive(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO
         sink.close()
 
 
+def _other_zlib(reader: ArchiveReader) -> str:
+    """Why a rebuilt file whose members are deflated again differs while its arrays passed
+    their own checks: this machine's zlib deflates them to other bytes than the one that
+    compressed it (zlib-ng, which Fedora ships as zlib, does; so may other builds). Empty for
+    a file with no deflated member. (The archive does not record the zlib: a new key in the
+    source record would change every such archive's bytes.)"""
+    if not any(isinstance(seg, Deflated) for seg in reader.segments or []):
+        return ""
+    return (
+        f": its deflated members are deflated again here, and this machine's zlib "
+        f"({zlib.ZLIB_RUNTIME_VERSION}) may deflate them to other bytes than the zlib where it "
+        "was compressed (zlib-ng does); the arrays passed their checks, so converting them "
+        "(-o NAME.safetensors, or .npy for one array) works here, and the same file comes back "
+        "where that zlib is"
+    )
+
+
 def _write_into(
     reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, sink: writers.HashingWriter, rebuild: bool
 ) -> bool:
@@ -599,6 +617,7 @@ def _write_into(
                 name = writers.HASH_NAMES[sink.algorithm]
                 raise ChecksumError(
                     f"{reader.where}: the rebuilt {fmt} file does not match the source's {name}"
+                    + _other_zlib(reader)
                 )
             return True
         return False

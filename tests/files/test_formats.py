@@ -8,12 +8,14 @@ import io
 import json
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 import pytest
 
+from lmgc_core.util.errors import ChecksumError
 from tests.cli_helpers import lmgc, one_error_line
 from tests.conftest import same_bits
 from tests.files.old_streams import old_array, old_stream
@@ -158,6 +160,27 @@ def test_npz_deflated_by_another_deflate_keeps_its_bytes(tmp_path, grads):
     assert "does not reproduce at any level" in lmgc("compress", tmp_path / "c.npz").stderr
     lmgc("decompress", tmp_path / "c.npz.lmgc", "-o", tmp_path / "back.npz")
     assert (tmp_path / "back.npz").read_bytes() == bytes(data)
+
+
+def test_a_zlib_that_deflates_otherwise_is_named(tmp_path, grads, monkeypatch):
+    """Where the decoding machine's zlib deflates a member to other bytes (zlib-ng, which
+    Fedora ships as zlib), the rebuilt file fails its hash: the error read like corruption.
+    It now says why, and that a conversion works. (The other zlib is played by deflating at
+    another level.)"""
+    from lmgc_core.files import filecodec, writers
+    from lmgc_core.files.folders import decompress_path
+
+    np.savez_compressed(tmp_path / "g.npz", w=grads[:3000])
+    lmgc("compress", "-q", tmp_path / "g.npz")
+    deflate = zlib.compressobj
+    monkeypatch.setattr(writers.zlib, "compressobj", lambda level, *a: deflate(1, *a))
+    monkeypatch.setattr(filecodec.zlib, "ZLIB_RUNTIME_VERSION", "1.3.0.zlib-ng")
+    with pytest.raises(ChecksumError, match=r"this machine's zlib \(1\.3\.0\.zlib-ng\) "
+                       r"may deflate them to other bytes .* converting them"):
+        decompress_path(tmp_path / "g.npz.lmgc", tmp_path / "back.npz")
+    monkeypatch.undo()
+    decompress_path(tmp_path / "g.npz.lmgc", tmp_path / "back.npz")
+    assert (tmp_path / "back.npz").read_bytes() == (tmp_path / "g.npz").read_bytes()
 
 
 def test_npz_member_order_kept_in_conversions(tmp_path, grads):
