@@ -274,7 +274,7 @@ def _recorded_pipeline(
     if hit is not None:
         return hit
     recorded = isinstance(header.get("pipeline"), dict)  # the chunk's config, not the codec's
-    own = header_errors() if recorded else nullcontext()
+    own = header_errors(header) if recorded else nullcontext()
     with registry.recorded(), own:  # left-out options mean what they meant when written
         return cached_pipeline(recorded_config(header, default=config or {}), key)
 

@@ -886,7 +886,7 @@ def decompress(
     if pipeline is None:
         config = {**DEFAULTS, **recorded_config(header, prior_options)}
         alone = partial(recorded_pipeline, {**DEFAULTS, **recorded_config(header)})
-        with options_errors(prior_options, alone):
+        with options_errors(prior_options, alone), header_errors(header):
             pipeline = recorded_pipeline(config, cache)
     return pipeline.decompress(
         blob,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from lmgc_core.components.spec import spec_dict
-from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
+from lmgc_core.util.errors import ConfigError, LMGCError, StreamError, UnknownComponentError
 
 
 def recorded_config(
@@ -37,13 +37,39 @@ def recorded_config(
 
 
 @contextmanager
-def header_errors() -> Iterator[None]:
+def header_errors(header: Mapping[str, Any] | None = None) -> Iterator[None]:
     """A configuration read from a stream that does not build is a bad stream (a
-    :class:`StreamError`), not a bad option of the caller's."""
+    :class:`StreamError`), not a bad option of the caller's. A component no installed plugin
+    registers is said with the distribution ``header`` records as its maker (``made_by``):
+    the one to install."""
     try:
         yield
     except ConfigError as exc:
         raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
+    except UnknownComponentError as exc:
+        makers = _makers(header)
+        if not makers:
+            raise
+        raise UnknownComponentError(
+            f"{exc}; the stream was made with {makers}: install it", exc.plugins_failed
+        ) from None
+
+
+def _makers(header: Mapping[str, Any] | None) -> str:
+    """The distributions other than lmgc's own that ``made_by`` names (``""``: none)."""
+    from lmgc_core.coding.provenance import _describe, _record
+
+    config = header.get("pipeline") if header is not None else None
+    if not isinstance(config, Mapping):
+        return ""
+    record = _record(header.get("made_by"), config) if header is not None else None
+    if record is None:
+        return ""
+    return ", ".join(
+        f"{component} from {label}"
+        for component, label in _describe(config, record)
+        if label != "?" and not label.startswith("lmgc ")
+    )
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lmgc_core.util.errors import UnknownOptionError
+from lmgc_core.util.errors import PluginError, UnknownOptionError
 
 
 def parameters(func: Any) -> list[str] | None:
@@ -60,7 +60,11 @@ class LazyFactory:
         """The class (``None`` without ``load`` while its module is not imported yet)."""
         if not load and self.module not in sys.modules:
             return None
-        return getattr(importlib.import_module(self.module), self.attr)
+        module = importlib.import_module(self.module)
+        try:
+            return getattr(module, self.attr)
+        except AttributeError:  # a misspelt target: the plugin's error, not a traceback
+            raise PluginError(f"{self!r}: {self.module} has no {self.attr!r}") from None
 
     def load(self, options: Mapping[str, Any]) -> Any:
         """The class that builds a component with ``options`` (``before`` run, then imported)."""

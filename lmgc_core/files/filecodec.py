@@ -318,7 +318,8 @@ class StreamDecoder:
         key = json.dumps(config, sort_keys=True, default=str)
         if key not in self._pipelines:
             try:
-                with registry.recorded(), header_errors() if not self.model else nullcontext():
+                own = header_errors(header) if not self.model else nullcontext()
+                with registry.recorded(), own:
                     self._pipelines[key] = Pipeline.from_config(config)
             except (ConfigError, PluginError) as exc:
                 if not self.model:

@@ -320,3 +320,28 @@ def test_a_fingerprint_holding_a_tuple_decodes():
         assert same_bits(decompress(Pipeline.from_config({"prior": "tupled"}).compress(x)), x)
     finally:
         remove_plugin(plugin)
+
+
+def test_a_stream_of_a_plugin_not_installed_names_the_one_to_install():
+    """'unknown prior' only listed the installed ones, though the header's made_by names the
+    distribution that made it."""
+    import types
+
+    from lmgc_basic_priors.adaptive import AdaptivePrior
+
+    from lmgc_core.components.hookspecs import hookimpl
+    from lmgc_core.components.registry import add_plugin, remove_plugin
+    from lmgc_core.util.errors import UnknownComponentError
+
+    class Mine(AdaptivePrior):
+        name = "mine"
+
+    plugin = types.ModuleType("mine_plugin")
+    plugin.register_priors = hookimpl(lambda register: register("mine", Mine))
+    add_plugin(plugin)
+    try:
+        blob = Pipeline.from_config({"prior": "mine"}).compress(np.float32([0.1, 2, 3, 4] * 64))
+    finally:
+        remove_plugin(plugin)
+    with pytest.raises(UnknownComponentError, match="made with prior 'mine' from mine_plugin"):
+        decompress(blob)

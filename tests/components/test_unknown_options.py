@@ -13,7 +13,7 @@ from lmgc_core.cli.options import build_pipeline
 from lmgc_core.components import registry
 from lmgc_core.components.factories import checked, lazy, option_names
 from lmgc_core.components.hookspecs import hookimpl
-from lmgc_core.util.errors import ConfigError, UnknownOptionError
+from lmgc_core.util.errors import ConfigError, PluginError, UnknownOptionError
 
 
 def test_an_unknown_option_of_a_class_factory_lists_the_valid_ones() -> None:
@@ -44,6 +44,8 @@ def test_lazy_runs_before_then_imports_and_checks() -> None:
     assert option_names(unloaded) is None and "lmgc_no_such_module_here" not in sys.modules
     with pytest.raises(ValueError, match="module:Class"):
         lazy("fractions.Fraction")
+    with pytest.raises(PluginError, match="fractions has no 'Fractoin'"):  # a raw AttributeError
+        lazy("fractions:Fractoin")()
 
 
 class _Plugin:
