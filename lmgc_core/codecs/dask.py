@@ -89,6 +89,7 @@ def to_zarr(
     compute: bool = True,
     lock: Any = False,
     storage_options: dict[str, Any] | None = None,
+    zarr_config: Mapping[str, Any] | None = None,
     **zarr_kwargs: Any,
 ) -> Any:
     """Write ``array`` (NumPy or Dask) to the Zarr store ``url`` with the lmgc codec.
@@ -100,7 +101,11 @@ def to_zarr(
     ``to_zarr(mode="w")`` would take a cluster-wide lock around each chunk, i.e. around the
     coding). ``lock=True`` restores that lock. Runs on the current Dask scheduler (a
     ``distributed.Client`` when one is active). Other keyword arguments go to
-    ``zarr.create_array``; ``compute=False`` returns the Dask graph of the writes.
+    ``zarr.create_array``, and ``zarr_config`` is its ``config`` (``config`` is lmgc's):
+    ``write_empty_chunks`` is true unless it says otherwise, since Zarr otherwise drops a chunk
+    equal to the fill value by ``==``, so a chunk of -0.0 (fill 0) or of NaNs with another
+    payload (fill NaN) came back as the fill value's bits; ``compute=False`` returns the Dask
+    graph of the writes.
     """
     import dask.array as da
     import zarr
@@ -118,6 +123,7 @@ def to_zarr(
         "shape": darr.shape,
         "chunks": tuple(max(c[0], 1) for c in darr.chunks),
         "dtype": darr.dtype,
+        "config": {"write_empty_chunks": True, **(zarr_config or {})},
         **zarr_kwargs,
     }
     shards = kwargs.get("shards")

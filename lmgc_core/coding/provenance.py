@@ -201,12 +201,27 @@ def explain(header: Mapping[str, Any], pipeline: Any, named: bool = False) -> st
             "without a change of fingerprint; decode with the version that made the stream (and, "
             "as the plugin's author, put a version number in fingerprint())"
         )
+    elif not named and _numpy_bound(header):
+        text += (
+            "; an adaptive stream of version 2 took its scores through numpy's log and exp, "
+            "and decodes only where they give the encoder's last bits (numpy 2 on x86-64, not "
+            "numpy 1.x): decode it with numpy 2 (docs/compatibility.md)"
+        )
     elif not named:
         text += (
             "; same versions: a component is not deterministic (check it with "
             "lmgc_core.testing) or the stream was altered before it was written"
         )
     return text
+
+
+def _numpy_bound(header: Mapping[str, Any]) -> bool:
+    """The one legacy stream whose decoding depends on numpy's float maths (see
+    docs/compatibility.md): the ``adaptive`` prior's version 2."""
+    prior = header.get("prior")
+    return isinstance(prior, Mapping) and prior.get("prior") == "adaptive" and (
+        prior.get("version") == 2
+    )
 
 
 def _intact_header(blob: Any) -> dict[str, Any] | None:

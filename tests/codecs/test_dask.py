@@ -140,6 +140,23 @@ def test_to_zarr_modes_and_alignment(archive, tmp_path):
     assert zarr.open_array(path, mode="r")[:].tobytes() == archive.tobytes()
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_to_zarr_keeps_chunks_equal_to_the_fill_value_bit_for_bit(tmp_path, zarr_format):
+    """Zarr drops a chunk equal to the fill value by ``==``: a chunk of NaNs with another
+    payload (fill NaN) came back as the fill's NaN, and before zarr 3.1.2 a chunk of -0.0 as
+    +0.0, silently; and ``to_zarr(config=...)`` could not reach zarr's own ``config``."""
+    import zarr
+
+    x = np.zeros((4, 64), np.float32)
+    x[0] = np.frombuffer(np.uint32(0x7FC00001).tobytes() * 64, np.float32)
+    x[1] = -0.0
+    for fill in (float("nan"), 0.0):
+        path = str(tmp_path / f"f{fill}.zarr")
+        to_zarr(x, path, {"level": 1}, chunks=(1, 64), zarr_format=zarr_format, fill_value=fill)
+        assert zarr.open_array(path, mode="r")[:].tobytes() == x.tobytes()
+    to_zarr(x, path, chunks=(1, 64), zarr_format=zarr_format, zarr_config={"order": "C"})
+
+
 def _reset() -> None:
     from lmgc_core.codecs.numcodecs_codec import clear_pipeline_cache
 

@@ -345,3 +345,16 @@ def test_a_stream_of_a_plugin_not_installed_names_the_one_to_install():
         remove_plugin(plugin)
     with pytest.raises(UnknownComponentError, match="made with prior 'mine' from mine_plugin"):
         decompress(blob)
+
+
+def test_a_refused_adaptive_version_2_stream_names_its_numpy_dependence():
+    """Under numpy 1.x such a stream fails its checksum; the explanation blamed a component
+    that is not deterministic, or an altered stream, instead of the documented cause."""
+    from lmgc_core.coding.provenance import explain
+    from tests.paths import TESTS_DIR
+
+    blob = (TESTS_DIR / "fixtures" / "stream-v1-early" / "adaptive-hex-range.lmgc").read_bytes()
+    header = read_header(blob)
+    assert "numpy's log and exp" in explain(header, Pipeline.from_config(header["pipeline"]))
+    header["prior"]["version"] = 3
+    assert "numpy" not in explain(header, Pipeline.from_config(header["pipeline"]))
