@@ -237,8 +237,7 @@ class Pipeline:
             as_read = json.loads(json.dumps(states))
         except (TypeError, ValueError) as exc:
             raise PluginError(f"a state of the stages ({names}) is not JSON: {exc}") from None
-        expected = self._inverse({k: v.copy() for k, v in parts.items()}, as_read, arr.dtype,
-                                 arr.shape)  # fmt: skip
+        expected = self._own_inverse({k: v.copy() for k, v in parts.items()}, as_read, arr)
         lossless = all(getattr(stage, "lossless", False) for stage in self.stages)
         if lossless and not _same_bytes(expected, arr):
             raise PluginError(
@@ -252,7 +251,21 @@ class Pipeline:
         every stage is lossless)."""
         arr = _as_array(array)
         parts, states = self._forward(arr)
-        return self._inverse(parts, states, arr.dtype, arr.shape)
+        return self._own_inverse(parts, states, arr)
+
+    def _own_inverse(
+        self, parts: dict[str, np.ndarray], states: list[Any], arr: np.ndarray
+    ) -> np.ndarray:
+        """The stages' inverse of their own forward output of ``arr``: where it cannot even
+        be shaped as ``arr`` (a stage returned other sizes), the stages' fault, by name."""
+        try:
+            return self._inverse(parts, states, arr.dtype, arr.shape)
+        except (ValueError, TypeError) as exc:
+            names = ", ".join(repr(stage.name) for stage in self.stages)
+            raise PluginError(
+                f"the stages ({names}) do not rebuild an array of {arr.dtype} {arr.shape} from "
+                f"their own output: {exc}"
+            ) from None
 
     # -- coding ----------------------------------------------------------------------------------
     def _pieces(self) -> tuple[Serializer, EntropyCoder, int, int]:

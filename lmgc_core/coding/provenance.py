@@ -140,8 +140,8 @@ def _check_stages_replay(pipeline: Any, rebuilt: Any) -> None:
         parts, states = pipeline._forward(probe)
         states = _json_copy({"states": states})["states"]
         mine = pipeline._inverse(dict(parts), states, probe.dtype, probe.shape)
-    except LMGCError:  # the stages refuse this probe: nothing to compare
-        return
+    except (LMGCError, ValueError, TypeError):  # the stages refuse this probe (or fail on
+        return  # it: compress names them when they fail on the data): nothing to compare
     try:
         again = rebuilt._inverse(dict(parts), states, probe.dtype, probe.shape)
     except LMGCError:

@@ -196,6 +196,8 @@ def roundtrip_everywhere(
     for name, arr in arrays.items():
         try:
             blob = pipeline.compress(arr)
+        except PluginError as exc:  # not a refusal: compress found the component at fault
+            sub.fail("compress", f"{name} ({_describe(arr)}): {exc}")
         except LMGCError:
             if may_refuse:
                 continue

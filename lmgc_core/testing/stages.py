@@ -124,7 +124,11 @@ def _check_forward(sub: Subject, name: str, arr: np.ndarray, must_accept: bool) 
     if not same_bits(np.asarray(out["data"]), np.asarray(ref["data"])):
         sub.fail("state", f"inverse of {name} differs after the state's JSON round trip")
     if stage.lossless:
-        rebuilt = np.asarray(out["data"]).astype(arr.dtype, copy=False).reshape(arr.shape)
+        rebuilt = np.asarray(out["data"])
+        if rebuilt.size != arr.size:
+            sub.fail("lossless", f"claims lossless = True but rebuilds {rebuilt.size} values of "
+                     f"{name}'s {arr.size}")  # fmt: skip
+        rebuilt = rebuilt.astype(arr.dtype, copy=False).reshape(arr.shape)
         if not same_bits(rebuilt, arr):
             sub.fail("lossless", f"claims lossless = True but does not rebuild {name} exactly")
 

@@ -389,3 +389,19 @@ def test_stage_whose_inverse_crashes(install):
     install("stage", negate=Crashing)
     with pytest.raises(ConformanceError, match=r"inverse: of .* raised RuntimeError: boom"):
         check_stage("negate", **FAST)
+
+
+@pytest.mark.parametrize("lossless", [True, False])
+def test_stage_whose_inverse_returns_fewer_values(install, lossless):
+    """numpy's ValueError ("cannot reshape array of size 149") escaped the kit and, through
+    the stages' replay probe, every compress."""
+
+    class Shrinking(NegateStage):
+        def inverse(self, parts, state):
+            return {k: v[:-1] for k, v in super().inverse(parts, state).items()}
+
+    Shrinking.lossless = lossless
+    install("stage", negate=Shrinking)
+    said = r"rebuilds 149 values" if lossless else r"do not rebuild an array of float32"
+    with pytest.raises(ConformanceError, match=said):
+        check_stage("negate", **FAST)
