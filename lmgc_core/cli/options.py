@@ -23,8 +23,10 @@ PIPELINE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                               "(YAML/TOML/JSON)."}),
     (("--prior",), {"help": "Prior plugin name (float: the default; mix, adaptive, uniform, "
                     "transformers, llamacpp, ...: `lmgc plugins` lists them)."}),
-    (("--serializer",), {"help": "Serializer plugin name (hex, iso)."}),
-    (("--coder",), {"help": "Entropy coder plugin name (range)."}),
+    (("--serializer",), {"help": "Serializer plugin name (hex: the default, iso, ...: "
+                         "`lmgc plugins` lists them)."}),
+    (("--coder",), {"help": "Entropy coder plugin name (range: the default, ...: `lmgc "
+                    "plugins` lists them)."}),
     (("--window",), {"type": int, "help": "Tokens per window, BOS included (default: the "
                      "prior's own; the stream records the one used)."}),
     (("--batch",), {"type": int, "help": "Windows per batch (default: the prior's)."}),

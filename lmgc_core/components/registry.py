@@ -290,15 +290,24 @@ def registrations() -> dict[tuple[str, str], Registration]:
 
 
 def add_commands(cli: Any) -> None:
-    """Let every plugin add its sub-commands; a failing one is noted as broken and skipped."""
+    """Let every plugin add its sub-commands; a failing one is noted as broken and skipped. A
+    command named like one that is already there (lmgc's ``compress``) is ignored, and said:
+    ``--help`` listed the plugin's while ``lmgc compress`` ran lmgc's."""
     loaded = _loaded()
     for impl in loaded.pm.hook.register_commands.get_hookimpls():
+        source = loaded.sources.get(id(impl.plugin)) or Source(impl.plugin_name)
+        before = dict(cli.commands)
         try:
-            impl.function(cli=cli)
+            with _no_stdout():
+                impl.function(cli=cli)
         except (Exception, SystemExit) as exc:
-            source = loaded.sources.get(id(impl.plugin)) or Source(impl.plugin_name)
             _note(loaded.broken, source.label, f"register_commands failed: {one_line(exc)}")
             registrations.cache_clear()  # so that BROKEN shows it
+        for name, command in before.items():
+            if cli.commands.get(name) is not command:
+                cli.commands[name] = command
+                _note(loaded.broken, source.label, f"its command {name!r} is ignored: taken")
+                registrations.cache_clear()
 
 
 def model_loads() -> dict[str, int]:

@@ -69,6 +69,11 @@ from tests.paths import ROOT_DIR
 @hookimpl
 def register_stages(register):
     register("shared-name", lambda: None)
+
+
+@hookimpl
+def register_commands(cli):
+    cli.command("compress", help="HIJACKED compress")(lambda: None)
 """
 
 
@@ -108,6 +113,9 @@ def test_plugins_lists_each_broken_plugin_with_its_reason(broken_site):
     assert "its prior 'adaptive' is ignored: lmgc has its own" in notes
     assert "register_commands failed: ValueError: no commands today" in notes
     assert "ok" in _line(out, "adaptive       lmgc 0.1.0")  # the built-in keeps its name
+    two = _line(out, "plugin                    lmgc-quirks-two 0.1.0")
+    assert "its command 'compress' is ignored" in two  # --help listed it, compress ran lmgc's
+    assert "HIJACKED" not in run_with(broken_site, "--help").stdout
     listing = json.loads(run_with(broken_site, "plugins", "--json").stdout)
     by_plugin = {e["plugin"]: e for e in listing if e["kind"] == "plugin"}
     assert "simulated import failure" in by_plugin["lmgc-broken 0.1.0"]["broken"]
