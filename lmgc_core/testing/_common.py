@@ -234,7 +234,13 @@ def roundtrip_everywhere(
     try:
         fresh = run_fresh(config, {k: arrays[k] for k in digests}, **(fresh_job or {}))
     except ConformanceError as exc:
-        sub.fail("fresh process", str(exc))
+        hint = ""
+        if not sub.registration.distribution:  # added with registry.add_plugin
+            hint = (
+                "; a plugin added at run time is imported there again by its module's name: "
+                "define it in an importable module, or pass fresh_process=False"
+            )
+        sub.fail("fresh process", f"{exc}{hint}")
     for name, digest in digests.items():
         if fresh["streams"].get(name) != digest:
             sub.fail("determinism", f"a fresh process compresses {name} to another stream")

@@ -405,3 +405,11 @@ def test_stage_whose_inverse_returns_fewer_values(install, lossless):
     said = r"rebuilds 149 values" if lossless else r"do not rebuild an array of float32"
     with pytest.raises(ConformanceError, match=said):
         check_stage("negate", **FAST)
+
+
+def test_a_run_time_plugin_in_a_fresh_process_says_how_to_check_it(install):
+    """With the default fresh_process=True, a plugin added at run time (a notebook's) failed
+    with the fresh process's ModuleNotFoundError and no word of what to do."""
+    install("stage", negate=NegateStage)
+    with pytest.raises(ConformanceError, match=r"fresh process: .*fresh_process=False"):
+        check_stage("negate", cli=False, codec=False)
