@@ -174,7 +174,10 @@ def compress_file(
             view, note = coding_view(chunk)
             update = progress.chunk(chunk.nbytes, encoder.n_symbols(view.nbytes))
             code_with = encoder.coder_for(layout.tensors[index], index, i)
-            blob = with_view(code_with(view, update, block_jobs), note)
+            try:
+                blob = with_view(code_with(view, update, block_jobs), note)
+            except LMGCError as exc:  # a stage refusing its input: say which tensor
+                raise _in_tensor(exc, layout.tensors[index].name, len(layout.tensors)) from None
             update.finish()
             return index, i, count, blob
 
@@ -582,6 +585,17 @@ def _write_archive(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO
         return _write_into(reader, dec, fmt, sink, rebuild)
     finally:  # an error while writing: the background hash stops too
         sink.close()
+
+
+def _in_tensor(exc: LMGCError, name: str, n_tensors: int) -> LMGCError:
+    """``exc`` naming the tensor it is about, in a file of several (a stage speaks of its part
+    ``'data'``)."""
+    if n_tensors < 2 or not name:
+        return exc
+    try:
+        return type(exc)(f"tensor {name!r}: {exc}")
+    except TypeError:  # an error type of another signature: as it is
+        return exc
 
 
 def _other_zlib(reader: ArchiveReader) -> str:

@@ -84,7 +84,8 @@ class QuantizeStage(Stage):
         out: dict[str, np.ndarray] = {}
         states: dict[str, JSON] = {}
         for name, arr in float_parts(parts, out):
-            x = arr.astype(np.float64)
+            with np.errstate(invalid="ignore"):  # a signalling NaN warns as it is cast
+                x = arr.astype(np.float64)
             bad = int(np.count_nonzero(~np.isfinite(x)))
             if bad:
                 raise LMGCError(

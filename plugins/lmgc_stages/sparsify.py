@@ -61,7 +61,8 @@ def random_indices(n: int, k: int, seed: int) -> np.ndarray:
 
 def topk_indices(x: np.ndarray, k: int) -> np.ndarray:
     """The sorted positions of the ``k`` largest ``|x|`` (ties: lower index; NaN lowest)."""
-    mag = np.abs(x.astype(np.float64))
+    with np.errstate(invalid="ignore"):  # a signalling NaN warns as it is cast: still NaN
+        mag = np.abs(x.astype(np.float64))
     mag[np.isnan(mag)] = -1.0
     idx = np.argsort(-mag, kind="stable")[:k]
     return np.sort(idx).astype(np.int64)

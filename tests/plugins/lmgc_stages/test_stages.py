@@ -379,3 +379,21 @@ def test_the_rebuild_limit_is_the_arrays_bytes():
         lmgc_core.decompress(blob),
         Pipeline.from_config({"stages": [{"name": "sparsify", "keep": 0.5}]}).reconstruct(x),
     )
+
+
+def test_stage_refusals_name_the_tensor_and_print_no_numpy_warning(tmp_path):
+    """A signalling NaN printed numpy's RuntimeWarning (file and line) on every stage run, exit
+    0 included, and quantize's refusal in a file of several tensors named part 'data'."""
+    from safetensors.numpy import save_file
+
+    from tests.cli_helpers import lmgc, one_error_line
+
+    b = np.ones(100, np.float32)
+    b.view(np.uint32)[0] = 0x7F800001  # a signalling NaN
+    save_file({"w": np.zeros(10, np.float32), "b": b}, tmp_path / "m.safetensors")
+    np.save(tmp_path / "s.npy", b)
+    done = lmgc("compress", "-q", "--stage", "sparsify:keep=0.5", tmp_path / "s.npy")
+    assert "RuntimeWarning" not in done.stderr
+    failed = lmgc("compress", "-q", "--stage", "quantize:bits=8", tmp_path / "m.safetensors",
+                  ok=False)  # fmt: skip
+    assert "tensor 'b': quantize:" in one_error_line(failed, 1)
