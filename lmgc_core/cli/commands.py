@@ -103,6 +103,7 @@ class _Group(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
+        registry.stdout_is_data()
         try:
             code = super().main(args, prog_name, standalone_mode=False, **extra)
             sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
@@ -189,8 +190,11 @@ def _check_several(inputs: tuple[str, ...], output: str | None) -> None:
 def _check_apart(inputs: tuple[str, ...], outputs: list[str]) -> None:
     """No output of a command of several inputs is one of its inputs: ``compress -f x
     x.lmgc`` replaced the user's ``x.lmgc`` with x's archive before it read it."""
-    read = {os.path.realpath(i) for i in inputs}
-    if clash := next((o for o in outputs if os.path.realpath(o) in read), None):
+    def entry(name: str) -> tuple[str, str]:  # a link as output is replaced, not followed
+        return os.path.realpath(os.path.dirname(name) or "."), os.path.basename(name)
+
+    read = {entry(i) for i in inputs}
+    if clash := next((o for o in outputs if entry(o) in read), None):
         raise click.UsageError(f"{clash} is an input and would be written as an output too")
 
 

@@ -47,29 +47,39 @@ def header_errors(header: Mapping[str, Any] | None = None) -> Iterator[None]:
     except ConfigError as exc:
         raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
     except UnknownComponentError as exc:
-        makers = _makers(header)
-        if not makers:
+        maker = _maker(header, exc.kind, exc.name)
+        if not maker:
             raise
         raise UnknownComponentError(
-            f"{exc}; the stream was made with {makers}: install it", exc.plugins_failed
+            f"{exc}; the stream was made with {exc.kind} {exc.name!r} from {maker}: install it",
+            exc.plugins_failed, exc.kind, exc.name,
         ) from None
 
 
-def _makers(header: Mapping[str, Any] | None) -> str:
-    """The distributions other than lmgc's own that ``made_by`` names (``""``: none)."""
-    from lmgc_core.coding.provenance import _describe, _record
+def _maker(header: Mapping[str, Any] | None, kind: str, name: str) -> str:
+    """The distribution ``made_by`` names for the ``kind`` component ``name`` (``""``: none,
+    or a header that does not say it plainly)."""
+    from lmgc_core.coding.provenance import ROLES
+    from lmgc_core.components.spec import spec_name
 
-    config = header.get("pipeline") if header is not None else None
-    if not isinstance(config, Mapping):
+    config = header.get("pipeline") if isinstance(header, Mapping) else None
+    made = header.get("made_by") if isinstance(header, Mapping) else None
+    if not isinstance(config, Mapping) or not kind or not name:
         return ""
-    record = _record(header.get("made_by"), config) if header is not None else None
-    if record is None:
+    if isinstance(made, str):
+        return made
+    if not isinstance(made, Mapping):
         return ""
-    return ", ".join(
-        f"{component} from {label}"
-        for component, label in _describe(config, record)
-        if label != "?" and not label.startswith("lmgc ")
-    )
+    if kind in ROLES and spec_name(config.get(kind)) == name:
+        label = made.get(kind)
+    elif kind == "stage" and isinstance(config.get("stages"), list):
+        labels = made.get("stages")
+        stages = [spec_name(spec) for spec in config["stages"]]
+        at = stages.index(name) if name in stages else -1
+        label = labels[at] if isinstance(labels, list) and 0 <= at < len(labels) else None
+    else:
+        label = None
+    return label if isinstance(label, str) else ""
 
 
 @contextmanager
@@ -78,15 +88,20 @@ def options_errors(
 ) -> Iterator[None]:
     """A build that fails with the caller's ``prior_options`` (a misspelt key, a bad value) is
     the caller's :class:`ConfigError` when the recorded configuration builds without them
-    (``build_recorded``, run only on that failure), else the stream's error as it was."""
+    (``build_recorded``, run only on that failure), or when the error quotes one of their
+    text values (a mistyped model path: the stream's own path is another machine's and does
+    not build here either); else the stream's error as it was."""
     try:
         yield
     except StreamError as exc:
         if not prior_options:
             raise
-        try:
-            build_recorded()
-        except LMGCError:
-            raise exc from None
         why = str(exc).removeprefix("stream header has an invalid pipeline: ")
+        quoted = any(isinstance(v, str) and len(v) > 1 and repr(v) in why
+                     for v in prior_options.values())  # fmt: skip
+        if not quoted:
+            try:
+                build_recorded()
+            except LMGCError:
+                raise exc from None
         raise ConfigError(f"prior_options {dict(prior_options)!r}: {why}") from None

@@ -128,10 +128,21 @@ def _register(loaded: _Loaded, plugin: object, source: Source, key: str) -> None
     loaded.sources[id(plugin)] = source
 
 
+_STDOUT_IS_DATA = False
+
+
+def stdout_is_data() -> None:
+    """Called by the ``lmgc`` command: from now on, plugin code run while plugins load prints
+    to stderr, since stdout may be the data (``lmgc decompress X -o -``): a plugin's "loaded"
+    line began the output, exit 0. Only there: ``redirect_stdout`` swaps the process's
+    ``sys.stdout``, which in a program of several threads would catch their prints too."""
+    global _STDOUT_IS_DATA
+    _STDOUT_IS_DATA = True
+
+
 def _no_stdout() -> contextlib.AbstractContextManager[Any]:
-    """Plugin code run while plugins load prints to stderr: stdout may be the data
-    (``lmgc decompress X -o -``), and a plugin's "loaded" line began the output, exit 0."""
-    return contextlib.redirect_stdout(sys.stderr)
+    """See :func:`stdout_is_data`."""
+    return contextlib.redirect_stdout(sys.stderr) if _STDOUT_IS_DATA else contextlib.nullcontext()
 
 
 @cache
@@ -334,6 +345,8 @@ def get(kind: str, name: str) -> Registration:
             f"unknown {kind} {name!r}; available {kind}s: {', '.join(names(kind)) or 'none'}"
             + (f"; plugins that failed to load, one may provide it: {failed}" if failed else ""),
             plugins_failed=bool(failed),
+            kind=kind,
+            name=name,
         )
     return reg
 

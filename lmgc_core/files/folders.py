@@ -154,6 +154,8 @@ class FolderResult:
     """Entries that are no regular file (a link leading nowhere, a FIFO): ``(path, why)``."""
     copied_sha256: dict[str, str] = field(default_factory=dict)
     """The SHA-256 of each copied file, which the manifest records and decompression checks."""
+    leftovers: list[str] = field(default_factory=list)
+    """Hidden files a killed run left in the output folder (see :class:`_Kept`)."""
 
 
 def _files(
@@ -306,12 +308,12 @@ def compress_folder(
         # until the run ends, the folder says it is unfinished (were a put-back interrupted,
         # an older manifest must not make a mix of old and new files pass for a whole folder)
         kept.keep(out / FOLDER_MANIFEST)
-        (out / FOLDER_MANIFEST).write_text(
-            json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED})
-        )
+        unfinished = json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED})
+        _write_manifest(out / FOLDER_MANIFEST, unfinished)
         try:
             result = _code_folder(root, out, files, empty, pipeline, jobs, quiet, base_dir,
                                   kept, skipped)  # fmt: skip
+            result.leftovers = _leftovers(out)
         except BaseException:  # a bad base, a full disk, Ctrl-C: no half-written folder is
             # left, which would decode as a whole one with files missing (or old ones)
             _undo(out, new, made)
@@ -381,19 +383,27 @@ def _code_folder(
         manifest["empty_folders"] = empty
     if skipped:  # absent otherwise, as above; readers only show it
         manifest["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
-    (out / FOLDER_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    _write_manifest(out / FOLDER_MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return result
 
 
 def _check_apart(in_root: Path, inputs: list[str], out: Path, outputs: list[str]) -> None:
-    """No file a run writes is one it reads: ``decompress C -o C`` moved its own inputs aside
-    before reading them (and a run over an overlapping folder would read what it wrote)."""
-    read = {os.path.realpath(in_root / rel) for rel in inputs}
-    if clash := next((rel for rel in outputs if os.path.realpath(out / rel) in read), None):
-        raise ConfigError(
-            f"{out}: writing {clash} there would replace a file it reads from {in_root}: "
-            "choose an output folder apart from the input"
-        )
+    """No file a run writes is another one it reads: ``compress O/P -o O`` wrote P's files
+    over the ones it was reading. A name is compared by its folder's real path and its own
+    name (a link in the output is replaced, not what it leads to); a copy onto itself (a
+    folder decompressed in place) is no clash."""
+
+    def entry(path: Path) -> tuple[str, str]:
+        return os.path.realpath(path.parent), path.name
+
+    read = {entry(in_root / rel): rel for rel in inputs}
+    for rel in outputs:
+        source = read.get(entry(out / rel))
+        if source is not None and source != rel:
+            raise ConfigError(
+                f"{out}: writing {rel} there would replace {source}, which it reads from "
+                f"{in_root}: choose an output folder apart from the input"
+            )
 
 
 def _read_folder_manifest(
@@ -517,6 +527,7 @@ def decompress_folder(
             _undo(out, new, made)
             kept.put_back()
             raise
+    result.leftovers = _leftovers(out)
     return result
 
 
@@ -526,11 +537,14 @@ def _existing(path: Path) -> Path:
 
 
 class _Kept:
-    """Files of the output folder a run replaces (``--force``), moved aside under hidden names
-    just before each is written: a failed run puts them back, so the folder is what it was,
-    not a mix of old and new files; a finished one drops those that were replaced and puts
-    back any that were not (a coding that fell back to a copy). They keep their room till
-    then, so the free-space check counts none back."""
+    """Files of the output folder a run replaces (``--force``), kept by a second, hidden hard
+    link just before each is replaced (every write replaces its file by a rename, so the link
+    keeps the old bytes and the name never goes missing): a failed run puts them back, so
+    the folder is what it was, not a mix of old and new files; a finished one drops the links.
+    They keep their room till then, so the free-space check counts none back. Where hard links
+    cannot be made, files are replaced as before (and stay replaced after a failure)."""
+
+    SUFFIX = ".kept"
 
     def __init__(self) -> None:
         self.kept: list[tuple[Path, Path]] = []
@@ -539,27 +553,64 @@ class _Kept:
         return self
 
     def keep(self, dst: Path) -> None:
-        """Before ``dst`` is written: the file (or link) there, if any, moved aside (moved, not
-        linked: a writer into the file, as the manifest's ``write_text``, would change a
-        second link too)."""
+        """Before ``dst`` is replaced: the file (or link) there, if any, linked aside."""
         if not os.path.lexists(dst) or (dst.is_dir() and not dst.is_symlink()):
             return  # nothing there, or a folder (writing over it fails)
-        fd, tmp = temp_beside(dst, ".kept")
+        fd, tmp = temp_beside(dst, self.SUFFIX)
         os.close(fd)
-        os.replace(dst, tmp)
-        self.kept.append((Path(tmp), dst))
+        self.kept.append((Path(tmp), dst))  # first: an interrupt leaves it listed
+        try:
+            os.unlink(tmp)
+            os.link(dst, tmp, follow_symlinks=False)
+        except OSError:  # no hard links here: not kept
+            self.kept.pop()
+            Path(tmp).unlink(missing_ok=True)
 
     def put_back(self) -> None:
-        for tmp, dst in reversed(self.kept):
-            os.replace(tmp, dst)
-        self.kept = []
-
-    def __exit__(self, *exc: object) -> None:
-        for tmp, dst in self.kept:  # empty after put_back
-            if os.path.lexists(dst):
-                tmp.unlink(missing_ok=True)
-            else:
+        while self.kept:
+            tmp, dst = self.kept[-1]
+            if _same_entry(tmp, dst):  # never replaced: a rename onto itself does nothing
+                tmp.unlink()
+            elif os.path.lexists(tmp):
                 os.replace(tmp, dst)
+            self.kept.pop()
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None and self.kept:  # a put-back that did not finish (a second
+            return  # Ctrl-C): what it did not put back stays, under its hidden name
+        for tmp, _ in self.kept:
+            tmp.unlink(missing_ok=True)
+
+
+def _same_entry(a: Path, b: Path) -> bool:
+    """Whether two names are links of one file (neither followed)."""
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _leftovers(out: Path) -> list[str]:
+    """Hidden ``.NAME.XXXXXXXX.kept`` links a killed run left in ``out``: said, never removed
+    (they are the only copy of a file it replaced)."""
+    if not out.is_dir():
+        return []
+    found = [p for p in out.rglob(f".*{_Kept.SUFFIX}") if p.is_file() and not p.is_symlink()]
+    return sorted(p.relative_to(out).as_posix() for p in found)
+
+
+def _write_manifest(path: Path, text: str) -> None:
+    """The manifest written by a rename, as every other file of the folder (a hard link
+    :class:`_Kept` made to the old one must not see the new text)."""
+    fd, tmp = temp_beside(path, ".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _new_folders(out: Path, folders: list[str]) -> list[Path]:
@@ -619,6 +670,12 @@ def _say(message: str, err: bool = False) -> None:
     click.echo(message, err=err)
 
 
+def _say_leftovers(output: str, result: FolderResult) -> None:
+    for rel in result.leftovers:
+        why = "left by an interrupted run: the bytes of a file it replaced; remove it if unneeded"
+        _say(f"warning: {output}/{rel}: {why}", err=True)
+
+
 def compress_folder_command(
     input: str,
     output: str | None,
@@ -637,6 +694,7 @@ def compress_folder_command(
         _say(f"warning: {rel}: copied, not coded ({' '.join(reason.split())})", err=True)
     for rel, reason in result.skipped:
         _say(f"warning: {rel}: left out ({reason})", err=True)
+    _say_leftovers(output, result)
     if not quiet:
         rate = 100 * result.written_bytes / result.source_bytes if result.source_bytes else 0.0
         _say(
@@ -659,6 +717,7 @@ def decompress_folder_command(
     result = decompress_folder(input, output, jobs, quiet, force, base)
     for rel in result.lossy:
         _say(f"warning: {rel}: lossy stages: the arrays are their reconstruction", err=True)
+    _say_leftovers(output, result)
     if not quiet:
         _say(
             f"{input} -> {output} ({len(result.coded) - len(result.lossy)} files identical to "

@@ -39,9 +39,11 @@ class UnknownComponentError(PluginError):
     """No installed plugin registers this name. ``plugins_failed`` is true when some plugin
     failed to load, so the name may still be right (a missing package, not a typo)."""
 
-    def __init__(self, message: str, plugins_failed: bool = False) -> None:
+    def __init__(
+        self, message: str, plugins_failed: bool = False, kind: str = "", name: str = ""
+    ) -> None:
         super().__init__(message)
-        self.plugins_failed = plugins_failed
+        self.plugins_failed, self.kind, self.name = plugins_failed, kind, name
 
 
 class ConfigError(LMGCError, ValueError):

@@ -127,3 +127,46 @@ def test_a_stream_whose_own_prior_does_not_build_stays_the_streams_error() -> No
     bad = container.pack(header, list(container.unpack(blob).blocks))
     with pytest.raises(StreamError, match="no option 'bogus'"):
         decompress(bad, prior_options={"level": 1})
+
+
+def test_a_mistyped_model_path_in_prior_options_is_the_callers_error() -> None:
+    """The documented use of prior_options is another machine's model path; the stream's own
+    path does not build here either, and a typo in the caller's was called a bad stream."""
+    from lmgc_core import decompress
+
+    blob = Pipeline.from_config({"prior": "float"}).compress(np.arange(8, dtype=np.float32))
+    header, start = container.read_header(blob)
+    header["pipeline"]["prior"] = {"name": "llamacpp", "model": "/other/machine/model.gguf"}
+    header["prior"] = {"backend": "llamacpp"}
+    bad = container.pack(header, [blob[start:]])
+    with pytest.raises(ConfigError, match=r"prior_options .*'/home/me/modle\.gguf' does not exist"):
+        decompress(bad, prior_options={"model": "/home/me/modle.gguf"})
+
+
+@pytest.mark.parametrize(
+    ("made_by", "said"),
+    [
+        ({"prior": "acme-priors 1.2", "serializer": "lmgc 0.1.0", "coder": "lmgc 0.1.0",
+          "stages": {"0": "x"}}, "made with prior 'nosuch' from acme-priors 1.2: install it"),
+        ({"prior": "lmgc 0.9.0", "stages": ["acme-stages 1.0"]}, "from lmgc 0.9.0: install"),
+        ({"prior": 7, "stages": 3}, None),  # odd values: the plain error, no crash
+        ("lmgc 0.9.0", "made with prior 'nosuch' from lmgc 0.9.0"),
+    ],
+)  # fmt: skip
+def test_an_unknown_component_names_its_own_maker(made_by, said) -> None:
+    """The maker of the missing component, not of another one; a made_by of odd shape raised
+    a raw KeyError/TypeError."""
+    from lmgc_core import decompress
+    from lmgc_core.util.errors import UnknownComponentError
+
+    blob = Pipeline.from_config({"prior": "float"}).compress(np.arange(8, dtype=np.float32))
+    header, start = container.read_header(blob)
+    header["pipeline"]["prior"] = {"name": "nosuch"}
+    header["made_by"] = made_by
+    bad = container.pack(header, [blob[start:]])
+    with pytest.raises(UnknownComponentError) as info:
+        decompress(bad)
+    if said is None:
+        assert "made with" not in str(info.value)
+    else:
+        assert said in str(info.value)

@@ -227,3 +227,23 @@ def test_a_stream_decoded_with_another_plugin_version_names_both(laplace_sites, 
     )
     assert "without a change of fingerprint" in other.stderr
     assert not (tmp_path / "b.npy").exists()
+
+
+def test_the_library_leaves_the_programs_stdout_alone(tmp_path):
+    """Plugins loaded by several threads at once swapped sys.stdout to stderr and back out of
+    order: the program's own prints went to stderr for good (stdout is guarded only in the
+    lmgc command, where it may be the data)."""
+    code = (
+        "import numpy as np, lmgc_core\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        f"blob = open({str(tmp_path / 's.bin')!r}, 'rb').read()\n"
+        "with ThreadPoolExecutor(8) as ex:\n"
+        "    outs = list(ex.map(lambda _: lmgc_core.decompress(blob), range(8)))\n"
+        "print('decoded', all((o == np.arange(1024, dtype='f4')).all() for o in outs))\n"
+    )
+    import lmgc_core
+
+    (tmp_path / "s.bin").write_bytes(lmgc_core.compress(np.arange(1024, dtype="f4")))
+    for _ in range(3):
+        proc = run_with(None, code=code)
+        assert proc.returncode == 0 and proc.stdout.strip() == "decoded True", proc.stderr

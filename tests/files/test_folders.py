@@ -452,22 +452,28 @@ def test_long_names_fit_their_temporary_files(tmp_path: Path) -> None:
     assert _tree(tmp_path / "back") == _tree(src)
 
 
-def test_a_folder_decompressed_or_compressed_onto_its_input_is_refused(tmp_path: Path) -> None:
-    """``decompress C -o C -f`` moved its own copied files aside before reading them (a false
-    'No such file'); ``compress O/P -o O -f`` wrote over the files it was reading."""
+def test_a_run_onto_its_own_inputs(tmp_path: Path) -> None:
+    """``compress O/P -o O -f`` wrote P's files over the ones it was reading, and is refused;
+    ``decompress C -o C -f`` (in place: each copied file onto itself) works, and so does an
+    output folder of links to the input's files (a link is replaced, not what it leads to)."""
     src = tmp_path / "m"
     src.mkdir()
     np.save(src / "a.npy", np.ones(8, np.float32))
     (src / "config.json").write_text("{}")
     compress_folder(src, tmp_path / "c")
-    before = _tree(tmp_path / "c")
-    with pytest.raises(ConfigError, match="would replace a file it reads"):
-        decompress_folder(tmp_path / "c", tmp_path / "c" / ".", force=True)
-    assert _tree(tmp_path / "c") == before
+    decompress_folder(tmp_path / "c", tmp_path / "c" / ".", force=True)
+    assert (tmp_path / "c" / "a.npy").read_bytes() == (src / "a.npy").read_bytes()
+    assert (tmp_path / "c" / "config.json").read_text() == "{}"
+    (tmp_path / "links").mkdir()
+    for name in ("a.npy", "config.json"):
+        (tmp_path / "links" / name).symlink_to(tmp_path / "c" / name)
+    decompress_folder(tmp_path / "c", tmp_path / "links", force=True)
+    assert not (tmp_path / "links" / "config.json").is_symlink()
+    assert (tmp_path / "c" / "config.json").read_text() == "{}"
     (tmp_path / "o" / "p" / "p").mkdir(parents=True)
     (tmp_path / "o" / "p" / "config.json").write_text("1")
     (tmp_path / "o" / "p" / "p" / "config.json").write_text("2")
-    with pytest.raises(ConfigError, match="would replace a file it reads"):
+    with pytest.raises(ConfigError, match=r"writing p/config\.json there would replace config"):
         compress_folder(tmp_path / "o" / "p", tmp_path / "o", force=True)
     assert (tmp_path / "o" / "p" / "config.json").read_text() == "1"
 
@@ -489,3 +495,17 @@ def test_a_damaged_copied_file_is_refused(tmp_path: Path) -> None:
     del doc["copied_sha256"]  # a manifest from before: copies unchecked, as then
     (tmp_path / "c" / FOLDER_MANIFEST).write_text(json.dumps(doc))
     decompress_folder(tmp_path / "c", tmp_path / "back")
+
+
+def test_links_a_killed_run_left_are_said(tmp_path: Path) -> None:
+    """A run killed part way (SIGKILL: nothing can put back) leaves its hidden links to the
+    files it replaced; they were never mentioned, and a later compress copied them in."""
+    src = tmp_path / "m"
+    src.mkdir()
+    np.save(src / "a.npy", np.ones(8, np.float32))
+    compress_folder(src, tmp_path / "c")
+    (tmp_path / "back").mkdir()
+    (tmp_path / "back" / ".a.npy.k3j9x0qz.kept").write_bytes(b"old bytes")
+    result = lmgc("decompress", tmp_path / "c", "-o", tmp_path / "back", "-f")
+    assert ".a.npy.k3j9x0qz.kept: left by an interrupted run" in result.stderr
+    assert (tmp_path / "back" / ".a.npy.k3j9x0qz.kept").read_bytes() == b"old bytes"
