@@ -23,7 +23,14 @@ import click
 
 from lmgc_core.cli.options import JOBS_OPTION, build_pipeline, check_model_path, pipeline_options
 from lmgc_core.components import registry
-from lmgc_core.files.outputs import STDIO, atomic_output, check_free_space, check_output, open_input
+from lmgc_core.files.outputs import (
+    STDIO,
+    atomic_output,
+    check_free_space,
+    check_output,
+    is_stdout,
+    open_input,
+)
 from lmgc_core.util import interrupts
 from lmgc_core.util.errors import ConfigError, LMGCError
 from lmgc_core.util.interrupts import Terminated
@@ -48,14 +55,14 @@ def _exit(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-class _TerminatedExit(click.ClickException):
-    exit_code = 128 + signal.SIGTERM
-
-
 def _interrupted(exc: click.Abort) -> NoReturn:
     if isinstance(exc.__cause__, Terminated):
-        _exit("terminated", 128 + signal.SIGTERM)
+        _signalled(exc.__cause__)
     _exit("interrupted", 128 + signal.SIGINT)
+
+
+def _signalled(exc: Terminated) -> NoReturn:
+    _exit("hung up" if exc.signum != signal.SIGTERM else "terminated", 128 + exc.signum)
 
 
 def _broken_pipe() -> NoReturn:
@@ -98,16 +105,19 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except Terminated:  # not click's Ctrl-C handling: no blank line closing a "^C" echo
-            raise _TerminatedExit("terminated") from None
+        except Terminated as exc:  # not click's Ctrl-C handling: no "^C" echo's blank line
+            _signalled(exc)
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
         registry.stdout_is_data()
         try:
             code = super().main(args, prog_name, standalone_mode=False, **extra)
-            sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+            _flush_stdout()
         except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx:  # a bare `lmgc`: its
+                click.echo(exc.ctx.get_help())  # help as --help shows it (click 8.2 raises
+                sys.exit(0)  # it, which was squashed into one "error:" line)
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
             _exit(exc.format_message() + hint, 2)
         except click.ClickException as exc:
@@ -154,9 +164,38 @@ def _force_option(help_text: str) -> Callable[[Callable], Callable]:
 
 
 def _say(quiet: bool, output: str, message: str) -> None:
-    """The summary line: on stdout, or stderr when stdout carries the data."""
-    if not quiet:
-        click.echo(message, err=output == STDIO)
+    """The summary line: on stdout, or stderr when stdout carries the data (``-``, or a path
+    that is stdout: ``-o /dev/stdout``). Nothing where stdout is closed."""
+    err = is_stdout(output)
+    if quiet or (not err and sys.stdout is None):
+        return
+    try:
+        click.echo(message, err=err)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # > /dev/full: said as stdout's, beside an output written whole
+        raise OSError(exc.errno, exc.strerror, "<stderr>" if err else "<stdout>") from None
+
+
+def _flush_stdout() -> None:
+    """What is left of the summary line, written now: a closed pipe shows up here, not at
+    interpreter exit; a full one (``> /dev/full``) is said as stdout's, not as a bare "No
+    space left on device" beside an output that was written whole."""
+    if sys.stdout is None:  # closed (>&-): nothing was written to it
+        return
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, "<stdout>") from None
+
+
+def _restored_name(archive: str) -> str:
+    """The file ``X.lmgc`` comes back as: ``X``, and ``./-`` for ``-.lmgc`` (``-`` would be
+    standard output)."""
+    name = archive[: -len(".lmgc")]
+    return f".{os.sep}{name}" if name == STDIO else name
 
 
 def _default_output(input: str, output: str | None) -> str:
@@ -406,7 +445,7 @@ def _series_bases(
     for input in inputs:
         if Path(input).is_dir() or not input.lower().endswith(".lmgc"):
             raise click.UsageError(f"{input}: with several inputs, each must be an .lmgc archive")
-        output = input[: -len(".lmgc")]
+        output = _restored_name(input)
         if os.path.abspath(output) in outputs:
             raise click.UsageError(f"{input} is listed twice: its output would be written twice")
         outputs.add(os.path.abspath(output))
@@ -446,7 +485,7 @@ def _decompress_one(
     if output is None:
         if input != STDIO and not input.lower().endswith(".lmgc"):
             raise click.UsageError(f"{input} does not end in .lmgc: name the output with -o")
-        output = STDIO if input == STDIO else input[: -len(".lmgc")]
+        output = STDIO if input == STDIO else _restored_name(input)
     _check_output_is_new(input, output, base)
     check_output(output, force)
     check_model_path(model)

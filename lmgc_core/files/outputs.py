@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import shutil
 import stat
 import sys
@@ -26,15 +27,34 @@ from lmgc_core.util.errors import LMGCError, MismatchError, StreamError
 STDIO = "-"
 
 
+def is_stdout(name: str) -> bool:
+    """``-``, or a path that is this process's standard output (``/dev/stdout``): written as
+    ``-`` is (the summary line went into the data, or the path's link was replaced)."""
+    return name == STDIO or _same_file(name, 1)
+
+
+def _same_file(name: str, fd: int) -> bool:
+    try:
+        return os.path.samestat(os.stat(name), os.fstat(fd))
+    except (OSError, ValueError):
+        return False
+
+
 @contextmanager
 def open_input(name: str) -> Iterator[tuple[IO[bytes], int, str]]:
     """``(seekable binary file, size, display name)`` for a path or ``-``. Data errors raised
-    inside name the input when they do not already."""
+    inside name the input when they do not already. Standard input, and a path that is a
+    pipe (``<(...)``, ``/dev/stdin``, a FIFO), are read whole into a temporary file first:
+    archives and safetensors are read out of order."""
     shown = "<stdin>" if name == STDIO else name
     try:
-        if name == STDIO:
-            with tempfile.TemporaryFile() as spool:
-                shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        if name == STDIO or _not_seekable(name):
+            with _open_stream(name) as fd, tempfile.TemporaryFile() as spool:
+                with _where_full(STDIO, True, f"{shown} is read into a temporary file first"):
+                    if fd is None:  # a stream with no descriptor (a test runner's)
+                        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+                    else:
+                        _read_all(fd, spool, shown)
                 size = spool.tell()
                 spool.seek(0)
                 yield spool, size, shown
@@ -47,10 +67,88 @@ def open_input(name: str) -> Iterator[tuple[IO[bytes], int, str]]:
         raise type(exc)(f"{shown}: {exc}") from None
 
 
+def _not_seekable(name: str) -> bool:
+    try:
+        mode = os.stat(name).st_mode
+    except OSError:
+        return False  # open() says why
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+
+
+@contextmanager
+def _open_stream(name: str) -> Iterator[int | None]:
+    """The file descriptor of standard input (checked; ``None`` for a stream without one) or
+    of the pipe ``name``."""
+    if name != STDIO:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+        return
+    fd = _descriptor(sys.stdin, "input", "give an input file")
+    if fd is not None and os.isatty(fd):
+        raise click.UsageError("refusing to read binary data from a terminal; give an input file")
+    yield fd
+
+
+def _descriptor(stream: IO[str] | None, which: str, instead: str) -> int | None:
+    """The descriptor of standard input or output, refused when closed (``<&-``, ``>&-``);
+    ``None`` for a stream that has none (a test runner's)."""
+    if stream is None:
+        raise click.UsageError(f"standard {which} is closed: {instead}")
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError):  # io.UnsupportedOperation is a ValueError
+        return None
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise click.UsageError(f"standard {which} is closed: {instead}") from None
+    return fd
+
+
+def _read_all(fd: int, out: IO[bytes], shown: str) -> None:
+    """Every byte of ``fd`` until its end, into ``out``. A pipe another process set
+    non-blocking answers "no data yet" (EAGAIN): that is waited out, not taken for the end
+    (shutil.copyfileobj took it for the end: 128 KiB of 12 MB were compressed, exit 0)."""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            select.select([fd], [], [])
+            continue
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, shown) from None
+        if not chunk:
+            return
+        out.write(chunk)
+
+
+def _write_all(src: IO[bytes], fd: int) -> None:
+    """Every byte of ``src`` to ``fd``, short writes continued: a pipe set non-blocking takes
+    part of a write, or none (EAGAIN), which shutil.copyfileobj dropped: 131,072 of 12 MB
+    arrived, with holes, exit 0."""
+    while block := src.read(1 << 20):
+        view = memoryview(block)
+        while view:
+            try:
+                done = os.write(fd, view)
+            except BlockingIOError:
+                select.select([], [fd], [])
+                continue
+            except OSError as exc:
+                if isinstance(exc, BrokenPipeError):
+                    raise
+                raise OSError(exc.errno, exc.strerror, "<stdout>") from None
+            view = view[done:]
+
+
 def check_output(name: str, force: bool) -> None:
     """Refuse before any work is done: an existing output without ``--force``, binary data
     to a terminal."""
-    if name == STDIO:
+    if is_stdout(name):
+        _descriptor(sys.stdout, "output", "use -o FILE")  # closed: refused
         if sys.stdout.isatty():
             raise click.UsageError("refusing to write binary data to a terminal; use -o FILE")
         return
@@ -129,13 +227,13 @@ def atomic_output(name: str, force: bool, like: str | None = None) -> Iterator[I
     output takes (the source's, as gzip and zstd keep them: a private file's archive stays
     private); else the umask's."""
     check_output(name, force)
+    name = STDIO if is_stdout(name) else name
     spooled = name == STDIO or _special(Path(name))  # written into, once whole: never replaced
-    with _where_full(name, spooled):
-        yield from _atomic_output(name, like, spooled)
+    yield from _atomic_output(name, like, spooled, force)
 
 
 @contextmanager
-def _where_full(name: str, spooled: bool) -> Iterator[None]:
+def _where_full(name: str, spooled: bool, why: str | None = None) -> Iterator[None]:
     """A full disk named: the write's own error says only "No space left on device"."""
     try:
         yield
@@ -143,30 +241,62 @@ def _where_full(name: str, spooled: bool) -> Iterator[None]:
         if exc.errno != errno.ENOSPC or exc.filename is not None:
             raise
         where = tempfile.gettempdir() if spooled else str(Path(name).parent)
-        why = f"{name} is spooled there first (TMPDIR)" if spooled else f"writing {name}"
+        why = why or (f"{name} is spooled there first (TMPDIR)" if spooled else f"writing {name}")
         raise OSError(exc.errno, f"{exc.strerror} ({why})", where) from None
 
 
-def _atomic_output(name: str, like: str | None, spooled: bool) -> Iterator[IO[bytes]]:
+def _atomic_output(
+    name: str, like: str | None, spooled: bool, force: bool
+) -> Iterator[IO[bytes]]:
     """:func:`atomic_output` once the output is checked."""
     path = Path(name)
     if spooled:
         with tempfile.TemporaryFile() as spool:
-            yield spool
+            with _where_full(name, True):
+                yield spool
             spool.seek(0)
             if name == STDIO:
-                shutil.copyfileobj(spool, sys.stdout.buffer, 1 << 20)
-                sys.stdout.buffer.flush()
+                sys.stdout.flush()
+                fd = _descriptor(sys.stdout, "output", "use -o FILE")
+                if fd is None:  # a stream with no descriptor (a test runner's)
+                    shutil.copyfileobj(spool, sys.stdout.buffer, 1 << 20)
+                    sys.stdout.buffer.flush()
+                else:
+                    _write_all(spool, fd)
             else:
                 with open(path, "wb") as dst:
                     shutil.copyfileobj(spool, dst, 1 << 20)
         return
-    fd, tmp = temp_beside(path, ".part")
     try:
-        with os.fdopen(fd, "wb") as f:
+        fd, tmp = temp_beside(path, ".part")
+    except OSError as exc:  # the output's folder, not the temporary name, is what fails
+        raise OSError(exc.errno, exc.strerror, name) from None
+    try:
+        with _where_full(name, False), os.fdopen(fd, "wb") as f:
             yield f
         os.chmod(tmp, _mode_like(like))
-        os.replace(tmp, path)
+        _put_in_place(tmp, path, force)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _put_in_place(tmp: str, path: Path, force: bool) -> None:
+    """The finished output renamed into place; without ``force``, never over a file that
+    appeared meanwhile (another command's output of the same name): a link, which fails
+    where a name exists, instead of a rename, which replaces it."""
+    if force:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise click.UsageError(
+            f"{path} appeared while this command ran; use --force to overwrite it"
+        ) from None
+    except OSError:  # no hard links here: as close as a rename gets
+        if os.path.lexists(path):
+            raise click.UsageError(f"{path} appeared while this command ran") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)

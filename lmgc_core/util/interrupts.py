@@ -19,6 +19,15 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt, so that it unwinds through the same
     cleanup (temporary outputs removed, coding threads joined, the archive's zip dropped)."""
 
+    signum = signal.SIGTERM
+
+
+class HungUp(Terminated):
+    """SIGHUP (the terminal closed, ssh dropped): the same cleanup (a hidden ``.part`` of
+    14 MB stayed), exit 129."""
+
+    signum = signal.SIGHUP
+
 
 _pending: type[BaseException] | None = None
 _delivered = False
@@ -39,6 +48,11 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     _raise(Terminated)
 
 
+def _on_sighup(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _raise(HungUp)
+
+
 def _unraisable(info: Any) -> None:
     """Once a signal stopped the run, "Exception ignored" noise is dropped: the signal's own
     exception swallowed in a callback (:func:`check` raises it again), and what it broke on
@@ -48,13 +62,16 @@ def _unraisable(info: Any) -> None:
 
 
 def install() -> None:
-    """Handle SIGINT and SIGTERM as above, unless they are ignored (a background job's
+    """Handle SIGINT, SIGTERM and SIGHUP as above, unless they are ignored (a background job's
     SIGINT) or someone else handles them."""
     sys.unraisablehook = _unraisable
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
+    hup = getattr(signal, "SIGHUP", None)  # not on Windows
+    if hup is not None and signal.getsignal(hup) == signal.SIG_DFL:  # nohup: SIG_IGN, kept
+        signal.signal(hup, _on_sighup)
 
 
 def check() -> None:

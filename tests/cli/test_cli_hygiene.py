@@ -96,8 +96,9 @@ def _interrupt(proc: subprocess.Popen, folder: Path, sig: int) -> str:
 
 @pytest.mark.parametrize(
     ("sig", "status", "words"),
-    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
-)
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated"),
+     (signal.SIGHUP, 129, "hung up")],  # a closed terminal: a 14 MB hidden .part stayed
+)  # fmt: skip
 def test_signals_during_compress_leave_no_part_files(tmp_path, slow_input, sig, status, words):
     out = tmp_path / "u.lmgc"
     proc = _lmgc("compress", slow_input, "-o", out, "-q", *SLOW)
@@ -110,8 +111,9 @@ def test_signals_during_compress_leave_no_part_files(tmp_path, slow_input, sig, 
 
 @pytest.mark.parametrize(
     ("sig", "status", "words"),
-    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
-)
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated"),
+     (signal.SIGHUP, 129, "hung up")],
+)  # fmt: skip
 def test_signals_during_decompress_leave_no_part_files(tmp_path, slow_archive, sig, status, words):
     archive = slow_archive
     folder = tmp_path / "out"
@@ -320,3 +322,113 @@ def test_outputs_a_link_leading_nowhere_or_a_folder_name_are_refused(tmp_path):
     new = f"{tmp_path}/new/"
     said = one_error_line(lmgc("compress", tmp_path / "a.npy", "-o", new, ok=False), 2)
     assert "names a folder" in said and not (tmp_path / "new").exists()
+
+
+def _lmgc_command(*args: object) -> list[str]:
+    return [sys.executable, "-m", "lmgc_core", *map(str, args)]
+
+
+def test_non_blocking_pipes_lose_nothing(tmp_path):
+    """A pipe another process set non-blocking (node, some CI log collectors): stdout got
+    131,072 of 12 MB with holes, and stdin's first 'no data yet' was taken for its end, both
+    with exit 0 and "identical to the source"."""
+    data = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32)
+    np.save(tmp_path / "big.npy", data)
+    lmgc("compress", "-q", tmp_path / "big.npy")
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    proc = subprocess.Popen(_lmgc_command("decompress", "-q", tmp_path / "big.npy.lmgc", "-o", "-"),
+                            stdout=w, stderr=subprocess.PIPE)  # fmt: skip
+    os.close(w)
+    got = bytearray()
+    while chunk := (time.sleep(0.001), os.read(r, 1 << 16))[1]:  # a slow reader
+        got += chunk
+    os.close(r)
+    assert proc.wait() == 0, proc.stderr.read()
+    assert bytes(got) == (tmp_path / "big.npy").read_bytes()
+    raw = data[: 1 << 18].tobytes()
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    out = tmp_path / "raw.lmgc"
+    proc = subprocess.Popen(_lmgc_command("compress", "-q", "-", "--dtype", "float32", "-o", out),
+                            stdin=r, stderr=subprocess.PIPE)  # fmt: skip
+    os.close(r)
+    for i in range(0, len(raw), 1 << 16):  # a writer that delivers in pieces
+        os.write(w, raw[i : i + (1 << 16)])
+        time.sleep(0.01)
+    os.close(w)
+    assert proc.wait() == 0, proc.stderr.read()
+    assert lmgc("decompress", out, "-o", "-", "-q").stdout_bytes == raw
+
+
+def test_dev_stdout_is_standard_output(tmp_path):
+    """``-o /dev/stdout`` needed --force, put the summary line into the data, and, with stdout
+    a regular file, replaced the /dev/stdout link (its file got only the summary)."""
+    np.save(tmp_path / "a.npy", np.arange(100, dtype=np.float32))
+    lmgc("compress", "-q", tmp_path / "a.npy")
+    with open(tmp_path / "out.npy", "wb") as out:
+        command = _lmgc_command("decompress", tmp_path / "a.npy.lmgc", "-o", "/dev/stdout")
+        done = subprocess.run(command, stdout=out, stderr=subprocess.PIPE)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.npy").read_bytes() == (tmp_path / "a.npy").read_bytes()
+    assert b"identical to the source" in done.stderr and os.path.islink("/dev/stdout")
+
+
+def test_closed_or_terminal_standard_streams_and_odd_names(tmp_path):
+    """A closed stdout turned a written file into exit 1 ('NoneType' has no attribute
+    'flush'); a closed stdin gave "'NoneType' has no attribute 'buffer'"; ``-.lmgc`` came back
+    on stdout, not as a file named ``-``; a full stdout blamed TMPDIR."""
+    np.save(tmp_path / "a.npy", np.arange(100, dtype=np.float32))
+    closed = subprocess.run(_lmgc_command("compress", tmp_path / "a.npy"), stderr=subprocess.PIPE,
+                            preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert closed.returncode == 0, closed.stderr
+    no_stdin = subprocess.run(_lmgc_command("compress", "-", "-o", tmp_path / "x.lmgc"),
+                              stderr=subprocess.PIPE, preexec_fn=lambda: os.close(0),
+                              text=True)  # fmt: skip
+    assert no_stdin.returncode == 2 and "standard input is closed" in no_stdin.stderr
+    (tmp_path / "-.lmgc").write_bytes((tmp_path / "a.npy.lmgc").read_bytes())
+    done = subprocess.run(_lmgc_command("decompress", "-q", "--", "-.lmgc"), cwd=tmp_path,
+                          capture_output=True)  # fmt: skip
+    assert done.returncode == 0 and done.stdout == b""
+    assert (tmp_path / "-").read_bytes() == (tmp_path / "a.npy").read_bytes()
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(_lmgc_command("decompress", tmp_path / "a.npy.lmgc", "-o", "-"),
+                              stdout=full, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert done.returncode == 1 and "<stdout>: No space left on device" in done.stderr
+
+
+def test_an_output_that_appears_meanwhile_is_kept_without_force(tmp_path, monkeypatch):
+    """check_output looked once, at the start, and the finished output was renamed over a
+    file created meanwhile (another lmgc writing the same name): now it is linked into place,
+    which fails where a name exists."""
+    from lmgc_core.files import outputs
+
+    np.save(tmp_path / "a.npy", np.arange(100, dtype=np.float32))
+    target = tmp_path / "a.npy.lmgc"
+    real = outputs._put_in_place
+
+    def late(tmp, path, force):
+        target.write_text("someone else's")
+        real(tmp, path, force)
+
+    monkeypatch.setattr(outputs, "_put_in_place", late)
+    said = one_error_line(lmgc("compress", tmp_path / "a.npy", ok=False), 2)
+    assert "appeared while this command ran" in said
+    assert target.read_text() == "someone else's" and _leftovers(tmp_path) == []
+
+
+def test_a_bare_lmgc_shows_its_help_and_pipes_are_read_by_path(tmp_path):
+    """A bare ``lmgc`` squashed the whole help into one "error:" line (click 8.2); an input
+    given as a pipe's path (``<(...)``, a FIFO) failed with "not seekable"."""
+    done = subprocess.run(_lmgc_command(), capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("Usage:") and "\n" in done.stdout
+    np.save(tmp_path / "a.npy", np.arange(100, dtype=np.float32))
+    os.mkfifo(tmp_path / "fifo")
+    command = _lmgc_command("compress", "-q", tmp_path / "fifo", "--format", "npy", "-o",
+                            tmp_path / "f.lmgc")  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+    with open(tmp_path / "fifo", "wb") as fifo:
+        fifo.write((tmp_path / "a.npy").read_bytes())
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    back = lmgc("decompress", tmp_path / "f.lmgc", "-o", "-", "-q").stdout_bytes
+    assert back == (tmp_path / "a.npy").read_bytes()
