@@ -451,6 +451,8 @@ def _read_folder_manifest(
             raise FolderError(f"{path}: names a path over {MAX_PATH_PARTS} folders deep")
     if clash := sorted(set(empty) & set(coded + copied)):
         raise FolderError(f"{path}: lists {clash[0]!r} as a file and as an empty folder")
+    if "copied_sha256" in doc and (unchecked := sorted(set(copied) - set(hashes))):
+        raise FolderError(f"{path}: lists copied files without their SHA-256: {unchecked[0]!r}")
     _check_distinct(root, coded, copied)
     return coded, copied, empty, hashes
 

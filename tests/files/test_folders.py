@@ -492,6 +492,10 @@ def test_a_damaged_copied_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FolderError, match=r"tokenizer\.json: not the file compress copied"):
         decompress_folder(tmp_path / "c", tmp_path / "back")
     assert not (tmp_path / "back").exists()
+    (tmp_path / "c" / "tokenizer.json").write_text('{"vocab": [1, 2, 3]}')
+    (tmp_path / "c" / FOLDER_MANIFEST).write_text(json.dumps({**doc, "copied_sha256": {}}))
+    with pytest.raises(FolderError, match="copied files without their SHA-256"):
+        decompress_folder(tmp_path / "c", tmp_path / "back")
     del doc["copied_sha256"]  # a manifest from before: copies unchecked, as then
     (tmp_path / "c" / FOLDER_MANIFEST).write_text(json.dumps(doc))
     decompress_folder(tmp_path / "c", tmp_path / "back")
