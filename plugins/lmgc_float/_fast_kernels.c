@@ -179,7 +179,7 @@ typedef struct {
                 p[1] = (u8)(v >> 8);                                                            \
                 v >>= 16;                                                                       \
             }                                                                                   \
-            u32 q = (u32)(((unsigned __int128)v * e->rcp) >> 48);                               \
+            u32 q = (u32)mul_shr48(v, e->rcp);                                                  \
             *xs = (q << sb) + (v - q * e->freq) + e->cum;                                       \
         }                                                                                       \
         for (int i = ns; i-- > 0;) {                                                            \
@@ -1917,11 +1917,35 @@ static const char *decode_int(const u8 *blk, size_t len, void *outv, const i64 *
 }
 
 /* -- stored blocks ----------------------------------------------------------------------------- */
+/* The values as little-endian bytes, on every host (a big-endian one wrote its own byte order,
+ * which no other machine decoded: the checksum is of little-endian bytes). */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define STORED_SWAPS 1
+#else
+#define STORED_SWAPS 0
+#endif
+
+static void copy_swapped(u8 *dst, const u8 *src, size_t n, size_t w) {
+    for (size_t i = 0; i < n; i += w)
+        for (size_t b = 0; b < w; b++) dst[i + b] = src[i + w - 1 - b];
+}
+
 static void encode_stored(const void *vals, const i64 *segs, i64 nsegs, int width, Buf *out) {
     put_u8(out, KIND_STORED | KIND_XXH3);
+    const size_t w = (size_t)width / 8;
     for (i64 g = 0; g < nsegs; g++) {
         i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
-        put_bytes(out, (const u8 *)vals + off * (width / 8), (size_t)cnt * (width / 8));
+        const u8 *src = (const u8 *)vals + off * (i64)w;
+        if (!STORED_SWAPS || w == 1) {
+            put_bytes(out, src, (size_t)cnt * w);
+            continue;
+        }
+        u8 le[4096];
+        for (size_t done = 0, n = (size_t)cnt * w; done < n; done += sizeof le) {
+            size_t m = n - done < sizeof le ? n - done : sizeof le;
+            copy_swapped(le, src + done, m, w);
+            put_bytes(out, le, m);
+        }
     }
 }
 
@@ -1929,11 +1953,16 @@ static const char *decode_stored(const u8 *blk, size_t len, void *outv, const i6
                                  i64 nsegs, int width) {
     if ((u64)(len - 1) != (u64)total_values(segs, nsegs) * (u64)(width / 8))
         return "stored block has the wrong length";
+    const size_t w = (size_t)width / 8;
     size_t pos = 1;
     for (i64 g = 0; g < nsegs; g++) {
         i64 off = segs[3 * g], cnt = segs[3 * g + 1] * segs[3 * g + 2];
-        memcpy((u8 *)outv + off * (width / 8), blk + pos, (size_t)cnt * (width / 8));
-        pos += (size_t)cnt * (width / 8);
+        u8 *dst = (u8 *)outv + off * (i64)w;
+        if (STORED_SWAPS && w > 1)
+            copy_swapped(dst, blk + pos, (size_t)cnt * w, w);
+        else
+            memcpy(dst, blk + pos, (size_t)cnt * w);
+        pos += (size_t)cnt * w;
     }
     return NULL;
 }

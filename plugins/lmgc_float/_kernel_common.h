@@ -10,6 +10,7 @@
  * CPU. */
 #ifndef LMGC_KERNEL_COMMON_H
 #define LMGC_KERNEL_COMMON_H
+#include <stddef.h> /* ptrdiff_t: clang's <immintrin.h> does not bring it, as gcc's does */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,20 @@ typedef struct {
 } Hash128;
 
 INLINE u64 rotl64(u64 x, int r) { return (x << r) | (x >> (64 - r)); }
+
+/* (a * b) >> 48 of the full 128-bit product; without __int128 (32-bit targets) by halves */
+INLINE u64 mul_shr48(u64 a, u64 b) {
+#if defined(__SIZEOF_INT128__)
+    return (u64)(((unsigned __int128)a * b) >> 48);
+#else
+    u64 al = (u32)a, ah = a >> 32, bl = (u32)b, bh = b >> 32;
+    u64 ll = al * bl, lh = al * bh, hl = ah * bl, hh = ah * bh;
+    u64 cross = (ll >> 32) + (u32)lh + (u32)hl;
+    u64 hi = hh + (lh >> 32) + (hl >> 32) + (cross >> 32);
+    u64 lo = (cross << 32) | (u32)ll;
+    return (hi << 16) | (lo >> 48);
+#endif
+}
 
 INLINE u64 le64(const u8 *p) {
     u64 v;

@@ -61,7 +61,8 @@ def kernel() -> ModuleType:
     except ImportError as err:
         raise PluginError(
             "the float prior's delta model needs its compiled kernel (lmgc_float._delta_kernels):"
-            f" reinstall lmgc where a C compiler is available ({err})"
+            " it was not built when lmgc was installed (it is optional, so a failed compile "
+            f"only warned: `pip install -v lmgc` shows why) ({err})"
         ) from None
     if k.DELTA_VERSION != VERSION:
         raise PluginError(

@@ -87,7 +87,9 @@ def kernel() -> ModuleType:
     except ImportError as err:
         raise PluginError(
             "the float prior's fast level needs its compiled kernel (lmgc_float._fast_kernels): "
-            f"reinstall lmgc where a C compiler is available ({err})"
+            "it was not built when lmgc was installed (it is optional, so a failed compile "
+            "only warned: `pip install -v lmgc` shows why); level 2 (-l 2) works without it "
+            f"({err})"
         ) from None
     if k.FAST_VERSION != FAST_VERSION:
         raise PluginError(

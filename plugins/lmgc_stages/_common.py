@@ -22,9 +22,11 @@ __all__ = [
 
 
 def float_to_hex(value, dtype: np.dtype) -> str:
-    """The exact bit pattern of ``value`` as ``dtype``, as a hex string (JSON-safe, lossless)."""
-    dtype = np.dtype(dtype)
-    bits = np.array([value], dtype=dtype).view(f"u{dtype.itemsize}")[0]
+    """The exact bit pattern of ``value`` as ``dtype``, as a hex string (JSON-safe, lossless):
+    the number's bits, whatever the byte order (a stream's recorded dtype is ``>f4`` where it
+    was made on a big-endian machine, and the text must mean the same value everywhere)."""
+    dtype = np.dtype(dtype).newbyteorder("=")
+    bits = np.array([value], dtype=dtype).view(f"=u{dtype.itemsize}")[0]
     return f"0x{int(bits):0{2 * dtype.itemsize}x}"
 
 
@@ -37,7 +39,8 @@ def hex_to_float(text: str, dtype: np.dtype) -> np.ndarray:
         raise StreamError(f"bad float bit pattern {text!r} in stage state") from None
     if not 0 <= bits < 1 << (8 * dtype.itemsize):
         raise StreamError(f"float bit pattern {text!r} in stage state does not fit {dtype}")
-    return np.array([bits], dtype=f"u{dtype.itemsize}").view(dtype)[0]
+    value = np.array([bits], dtype=f"=u{dtype.itemsize}").view(dtype.newbyteorder("="))
+    return value.astype(dtype)[0]
 
 
 def float_parts(
