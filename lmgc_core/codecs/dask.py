@@ -110,6 +110,10 @@ def to_zarr(
     import dask.array as da
     import zarr
 
+    shards = zarr_kwargs.get("shards")
+    inner = None  # with shards=, chunks= is the Zarr chunk inside a shard-sized Dask block
+    if isinstance(shards, tuple | list) and isinstance(chunks, tuple | list) and not lock:
+        inner, chunks = tuple(chunks), tuple(shards)
     if isinstance(array, da.Array):
         darr = array.rechunk(chunks) if chunks is not None else array
     else:
@@ -121,12 +125,11 @@ def to_zarr(
     kwargs = {
         **codec_kwargs(config, zarr_format),
         "shape": darr.shape,
-        "chunks": tuple(max(c[0], 1) for c in darr.chunks),
+        "chunks": inner or tuple(max(c[0], 1) for c in darr.chunks),
         "dtype": darr.dtype,
         "config": {"write_empty_chunks": True, **(zarr_config or {})},
         **zarr_kwargs,
     }
-    shards = kwargs.get("shards")
     if isinstance(shards, tuple | list):  # refused before an existing array is replaced
         _check_aligned(darr, tuple(shards), darr.shape, lock)
     z = zarr.create_array(

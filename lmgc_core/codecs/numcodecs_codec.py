@@ -61,7 +61,7 @@ from lmgc_core.components import registry
 from lmgc_core.components.spec import spec_dict
 from lmgc_core.stream import container
 from lmgc_core.stream.notes import restore, with_view
-from lmgc_core.util.dtypes import coding_view, user_dtype
+from lmgc_core.util.dtypes import coding_view, refuse_masked, user_dtype
 from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 
 PIPELINE_KEYS = ("stages", "serializer", "prior", "coder", "window", "batch", "level")
@@ -423,6 +423,7 @@ class LMGC(Codec):
         return cached_pipeline(self.pipeline_config)[0]
 
     def _as_array(self, buf: Any) -> np.ndarray:
+        refuse_masked(buf)
         arr = ensure_ndarray(buf)
         if arr.dtype.hasobject:
             raise TypeError("lmgc codec: object arrays cannot be compressed")

@@ -163,6 +163,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:
         with codec_errors("encode"):
             arr = np.asarray(chunk_array.as_numpy_array(), order="C")  # a 0-d chunk stays 0-d
+            arr = _in_byte_order(arr, _native(chunk_spec.dtype))
             ndim = arr.ndim
             # non-numbers (complex, datetime, |S, <U, records) go through a noted integer view
             arr, note = coding_view(arr)
@@ -181,6 +182,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
 
             head, key = read_keyed_header(blob)  # verified and parsed once per chunk
             arr = restore(head[0], decompress_blob(self.pipeline_config, blob, nbytes, head, key))
+            arr = _in_byte_order(arr, want)  # chunks written before the encoder converted
         if arr.shape != tuple(chunk_spec.shape) or arr.dtype != want:
             raise StreamError(
                 f"lmgc chunk holds {arr.dtype}{list(arr.shape)}, the array expects "
@@ -194,6 +196,15 @@ class LMGCZarrCodec(ArrayBytesCodec):
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: Any) -> NDBuffer:
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+
+def _in_byte_order(arr: np.ndarray, want: np.dtype) -> np.ndarray:
+    """``arr`` in ``want``'s byte order where only that differs: Zarr hands a big-endian
+    value assigned to a whole chunk over as it is, and the array's metadata (with no ``bytes``
+    codec) keeps no byte order, so such chunks were written and then refused on every read."""
+    if arr.dtype == want or arr.dtype.newbyteorder("=") != want.newbyteorder("="):
+        return arr
+    return arr.astype(want)
 
 
 def _register() -> None:

@@ -26,7 +26,7 @@ from lmgc_core.components import registry
 from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
 from lmgc_core.components.spec import ComponentSpec, spec_dict, spec_name
 from lmgc_core.stream import container
-from lmgc_core.util.dtypes import dtype_name, parse_dtype
+from lmgc_core.util.dtypes import dtype_name, parse_dtype, refuse_masked
 from lmgc_core.util.errors import (
     ChecksumError,
     ConfigError,
@@ -641,7 +641,19 @@ def _part_check(prior: Prior, hook: str, coding: str, spec: Any) -> bool:
 
 
 def _as_array(array: Any) -> np.ndarray:
-    arr = np.asarray(array)
+    """``array`` as a C-ordered ndarray of a dtype a pipeline codes; a masked array with
+    masked values is refused (np.asarray dropped its mask: other values came back, silently),
+    and what numpy cannot read (a torch bf16 or grad tensor) is said in words."""
+    refuse_masked(array)
+    try:
+        arr = np.asarray(array)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        hint = ""
+        if type(array).__module__.startswith("torch"):
+            hint = "; a torch tensor: tensor.detach().cpu().numpy(), bfloat16 and float8 through "
+            hint += "an integer view to ml_dtypes, or lmgc_core.safetensors.torch.save_file"
+        kind = type(array).__name__
+        raise ConfigError(f"cannot read a {kind} as an array: {exc}{hint}") from None
     dtype_name(arr.dtype)  # raises ConfigError for unsupported dtypes
     return arr if arr.flags.c_contiguous else arr.copy(order="C")  # keeps 0-d arrays 0-d
 

@@ -13,6 +13,8 @@ import numpy as np
 from lmgc_core.files.folders import compress_stream
 from lmgc_core.files.safetensors_file import header_bytes, numpy_dtype
 from lmgc_core.files.segments import Tensor
+from lmgc_core.util.dtypes import refuse_masked
+from lmgc_core.util.errors import ConfigError
 
 
 def source_name(path: str | os.PathLike) -> str:
@@ -61,6 +63,10 @@ def array_item(name: str, value: Any) -> tuple[str, tuple[int, ...], bytes]:
 
     if not isinstance(value, np.ndarray):
         raise TypeError(f"tensor {name!r}: expected a numpy array, got {type(value).__name__}")
+    try:
+        refuse_masked(value)
+    except ConfigError as exc:
+        raise TypeError(f"tensor {name!r}: {exc}") from None
     arr = value
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))

@@ -67,6 +67,17 @@ def is_ml_dtype(dtype: np.dtype) -> bool:
     return "ml_dtypes" in sys.modules and dtype.name in _ml_dtype_names()
 
 
+def refuse_masked(array: Any) -> None:
+    """A ConfigError for a numpy masked array with masked values: lmgc codes values, and the
+    mask was dropped without a word (``[1.5, --, 3.0]`` came back ``[1.5, -999.0, 3.0]``)."""
+    if np.ma.isMaskedArray(array) and np.ma.getmaskarray(array).any():
+        raise ConfigError(
+            "a masked array with masked values: lmgc codes values, not masks, so the mask would "
+            "be lost; compress array.filled(...) or array.data and the mask (np.ma.getmaskarray) "
+            "apart"
+        )
+
+
 def is_codable(dtype: np.dtype) -> bool:
     """True for the dtypes a pipeline codes directly: bool, ints, floats, ml_dtypes and opaque
     ``|V`` items of 1, 2, 4 or 8 bytes (e.g. bfloat16 read back from a ``.npy``); other ``|V``

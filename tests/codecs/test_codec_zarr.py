@@ -375,3 +375,19 @@ def test_smollm2_prior_through_zarr(tmp_path, real):
     # two chunks decoded in the new process, one model load
     assert info["decoded"] == 2 and info["builds"] == 1
     assert info["model_loads"].get(f"lmgc_{name}") == 1, info
+
+
+@pytest.mark.parametrize(("array_dtype", "chunks"), [(">f4", (1, 2)), ("<f4", (3, 2))])
+def test_big_endian_values_read_back(tmp_path, array_dtype, chunks):
+    """A big-endian array's chunks, or a big-endian value assigned to a whole chunk, were
+    coded in their own byte order and then refused on every read ("holds >f4, the array
+    expects float32"): the metadata, with no bytes codec, keeps no byte order."""
+    import zarr
+
+    data = np.arange(6, dtype=">f4").reshape(3, 2) - 2.5
+    path = str(tmp_path / "be.zarr")
+    z = zarr.create_array(path, shape=data.shape, chunks=chunks, dtype=array_dtype,
+                          serializer=LMGCZarrCodec(), compressors=None)  # fmt: skip
+    z[:] = data
+    back = zarr.open_array(path, mode="r")[:]
+    assert back.astype("<f4").tobytes() == data.astype("<f4").tobytes()

@@ -129,9 +129,15 @@ def test_to_zarr_modes_and_alignment(archive, tmp_path):
         to_zarr(archive, path, CONFIG, chunks=(2, 2048), mode="w-")
     with pytest.raises(ValueError, match="mode"):
         to_zarr(archive, path, CONFIG, mode="a")
+    # with shards=, chunks= is the chunk inside a shard and the Dask blocks are shard-sized
+    # (every block was one chunk, so more than one chunk per shard was refused)
+    to_zarr(archive, path, CONFIG, chunks=(1, 2048), shards=(2, 2048))
+    z = zarr.open_array(path, mode="r")
+    assert z.chunks == (1, 2048) and z.shards == (2, 2048)
+    assert z[:].tobytes() == archive.tobytes()
     # Dask blocks that split a shard would race on it: refused unless a lock is asked for
     with pytest.raises(ValueError, match="whole Zarr chunks"):
-        to_zarr(archive, path, CONFIG, chunks=(1, 2048), shards=(2, 2048))
+        to_zarr(da.from_array(archive, chunks=(1, 2048)), path, CONFIG, shards=(2, 2048))
     # refused before the array there was replaced (it had read back as zeros)
     assert zarr.open_array(path, mode="r")[:].tobytes() == archive.tobytes()
     to_zarr(archive, path, CONFIG, chunks=(1, 2048), shards=(2, 2048), lock=True)

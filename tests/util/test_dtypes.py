@@ -119,3 +119,25 @@ def test_items_of_no_bytes_come_back_without_memory() -> None:
         assert got.dtype == arr.dtype and got.shape == arr.shape
     with pytest.raises(ConfigError, match="directly"):  # needs the codecs' byte view
         lmgc_core.compress(np.ndarray((3,), "V0"))
+
+
+def test_masked_values_and_unreadable_tensors_are_refused_in_words(tmp_path) -> None:
+    """np.asarray dropped a masked array's mask ([1.5, --, 3.0] came back [1.5, -999.0, 3.0],
+    silently) in compress, the codec and safetensors' save_file; a torch bf16 or grad tensor
+    raised torch's own error."""
+    import torch
+
+    from lmgc_core.safetensors.numpy import save_file
+
+    masked = np.ma.masked_array(np.float32([1.5, -999.0, 3.0]), mask=[False, True, False])
+    with pytest.raises(ConfigError, match="mask would be lost"):
+        lmgc_core.compress(masked)
+    with pytest.raises(ConfigError, match="mask would be lost"):
+        LMGC(level=1).encode(masked)
+    with pytest.raises(TypeError, match="tensor 'w': a masked array"):
+        save_file({"w": masked}, tmp_path / "m.safetensors")
+    unmasked = np.ma.masked_array(np.float32([1.5, 2.0]))  # nothing masked: nothing to lose
+    assert lmgc_core.decompress(lmgc_core.compress(unmasked)).tolist() == [1.5, 2.0]
+    for tensor in (torch.ones(4, dtype=torch.bfloat16), torch.ones(4, requires_grad=True)):
+        with pytest.raises(ConfigError, match=r"cannot read a Tensor as an array: .*torch tensor"):
+            lmgc_core.compress(tensor)
