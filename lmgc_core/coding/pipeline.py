@@ -160,6 +160,11 @@ class Pipeline:
     # -- configuration -------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None = None, **overrides: Any) -> Pipeline:
+        if config is not None and not isinstance(config, Mapping):
+            raise ConfigError(
+                f"a pipeline configuration is a mapping (e.g. {{'prior': 'adaptive'}}), not a "
+                f"{type(config).__name__}: {config!r:.60}"
+            )
         cfg = {**DEFAULTS, **(config or {}), **overrides}
         # a dict from anywhere (Zarr metadata someone else wrote) meets the caps a config file
         # meets, before any component is built
@@ -288,6 +293,9 @@ class Pipeline:
         of another dtype or shape). The header then records the base's SHA-256 (and
         ``base_name``), and decoding needs that very base."""
         provenance.check_replay(self)
+        _check_progress(progress)
+        if base is None and base_name is not None:  # recorded nowhere: said, not dropped
+            raise ConfigError("base_name names a base, but no base= was given")
         jobs = resolve_jobs(jobs) if self.prior.thread_safe else 1
         arr = _as_array(array)
         ref = None if base is None else self._check_base_for(arr, base, base_name)
@@ -452,6 +460,7 @@ class Pipeline:
         stream made with ``compress(..., base=)`` was coded against; a stream that records a base
         is refused (:class:`MismatchError`, naming the base) without it or with another one (its
         SHA-256 differs), before anything is decoded. A stream made without a base ignores it."""
+        _check_progress(progress)
         head = container.read_header(blob) if head is None else head
         header = head[0]
         if stored_only(header):  # raw bytes: nothing of this pipeline's prior is used
@@ -638,6 +647,13 @@ def _part_check(prior: Prior, hook: str, coding: str, spec: Any) -> bool:
         return False
     meta = spec.get(coding)
     return bool(check(meta)) if isinstance(meta, Mapping) else False
+
+
+def _check_progress(progress: Any) -> None:
+    """The caller's ``progress`` (called with counts of symbols): anything else failed deep in
+    decoding, where the error blamed the stream."""
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not a {type(progress).__name__}")
 
 
 def _as_array(array: Any) -> np.ndarray:
@@ -901,6 +917,8 @@ def decompress(
     declared = declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
     if stored_only(header):  # raw bytes: no prior to build (no model needed), nothing to match
         return decode_stored(blob, head, max_nbytes)
+    if prior_options is not None and not isinstance(prior_options, Mapping):
+        raise ConfigError(f"prior_options is a mapping, not a {type(prior_options).__name__}")
     if prior_options:
         check_size(dict(prior_options), "prior options")
     # with prior_options, it determines the config built from it

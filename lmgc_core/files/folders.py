@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +78,10 @@ def compress_stream(
     from lmgc_core.files.filecodec import DEFAULT_CHUNK_BYTES, compress_file
     from lmgc_core.files.readers import scan
 
+    if isinstance(pipeline, Mapping):  # a config, as everywhere else (an AttributeError)
+        from lmgc_core.coding.pipeline import Pipeline
+
+        pipeline = Pipeline.from_config(pipeline)
     pipeline = pipeline or default_pipeline()
     layout = scan(src, size, name, None, None)  # before the base: a file that is no tensor file
     with ExitStack() as stack:  # is copied, whatever its base

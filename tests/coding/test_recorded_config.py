@@ -170,3 +170,24 @@ def test_an_unknown_component_names_its_own_maker(made_by, said) -> None:
         assert "made with" not in str(info.value)
     else:
         assert said in str(info.value)
+
+
+def test_the_callers_wrong_arguments_are_said_as_the_callers(tmp_path) -> None:
+    """compress(x, 'adaptive') and prior_options=[1] raised Python's own TypeErrors,
+    base_name= without base= was dropped without a word, a progress that is not callable was
+    blamed on the stream, and save_file(pipeline={...}) raised an AttributeError."""
+    import lmgc_core
+    from lmgc_core.safetensors.numpy import load_file, save_file
+
+    x = np.arange(64, dtype=np.float32)
+    blob = lmgc_core.compress(x)
+    with pytest.raises(ConfigError, match="is a mapping"):
+        lmgc_core.compress(x, "adaptive")
+    with pytest.raises(ConfigError, match="prior_options is a mapping"):
+        lmgc_core.decompress(blob, prior_options=[1])
+    with pytest.raises(ConfigError, match="no base= was given"):
+        lmgc_core.compress(x, base_name="step1.npy")
+    with pytest.raises(TypeError, match="progress must be callable"):
+        Pipeline.from_config({}).decompress(blob, progress=True)
+    save_file({"w": x}, tmp_path / "w.safetensors", pipeline={"prior": "adaptive"})
+    assert load_file(tmp_path / "w.safetensors")["w"].tobytes() == x.tobytes()
