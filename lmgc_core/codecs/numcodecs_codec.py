@@ -357,6 +357,17 @@ def codec_errors(action: str) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def stored_config_errors(config: Any) -> Iterator[None]:
+    """Stored codec metadata the constructor does not take (an unknown key: metadata written by
+    a newer lmgc; ``stages`` not a list) is a ConfigError naming it, not Python's TypeError,
+    which also stopped the array from opening for reading."""
+    try:
+        yield
+    except TypeError as exc:
+        raise ConfigError(f"lmgc codec metadata {config!r:.200}: {exc}") from None
+
+
 class LMGC(Codec):
     """An lmgc pipeline as a numcodecs codec (``codec_id = "lmgc"``).
 
@@ -410,7 +421,7 @@ class LMGC(Codec):
         level became the default) keeps coding at the level it always meant (2)."""
         config = dict(config)
         config.pop("id", None)
-        with registry.recorded():
+        with registry.recorded(), stored_config_errors(config):
             return cls(**config)
 
     def __repr__(self) -> str:

@@ -50,6 +50,7 @@ from lmgc_core.codecs.numcodecs_codec import (
     compress_array,
     decompress_blob,
     pin_level,
+    stored_config_errors,
 )
 from lmgc_core.components import registry
 from lmgc_core.stream.notes import restore, with_view
@@ -132,7 +133,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
     def from_dict(cls, data: dict[str, Any]) -> LMGCZarrCodec:
         """The codec stored metadata describes: a configuration without ``level`` (written before
         the fast level became the default) keeps coding at the level it always meant (2)."""
-        with registry.recorded():
+        with registry.recorded(), stored_config_errors(data):
             return cls(**_parse(data))
 
     def to_dict(self) -> dict[str, Any]:

@@ -125,3 +125,17 @@ def test_zarr_chunk_replaced_by_a_bad_stream(tmp_path, codec, case):
     np.testing.assert_array_equal(arr[0], data[0])
     with pytest.raises(StreamError, match=match):
         arr[1]
+
+
+def test_stored_metadata_the_codecs_do_not_take_is_a_config_error():
+    """An unknown key (metadata of a newer lmgc) or stages that are no list raised Python's
+    TypeError, and a Zarr array with such metadata did not even open for reading."""
+    import numcodecs
+
+    from lmgc_core.codecs.zarr_codec import LMGCZarrCodec
+
+    with pytest.raises(ConfigError, match="new_option"):
+        numcodecs.get_codec({"id": "lmgc", "level": 1, "new_option": 1})
+    configuration = {**LMGCZarrCodec(level=1).to_dict()["configuration"], "stages": "quantize"}
+    with pytest.raises(ConfigError, match="stages must be a list"):
+        LMGCZarrCodec.from_dict({"name": "lmgc", "configuration": configuration})
