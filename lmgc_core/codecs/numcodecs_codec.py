@@ -467,6 +467,8 @@ class LMGC(Codec):
         (:class:`StreamError`) before anything is decoded or allocated."""
         if out is not None and ensure_ndarray_like(out).dtype.hasobject:
             raise TypeError("lmgc codec: cannot decode into an object array")
+        if out is not None and not ensure_ndarray_like(out).flags.writeable:
+            raise ConfigError("lmgc codec: out= is read-only (bytes?): pass a writable buffer")
         with codec_errors("decode"):
             if not isinstance(buf, bytes):  # bytes cannot change under the decoder: no copy
                 buf = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8).tobytes()

@@ -139,3 +139,10 @@ def test_stored_metadata_the_codecs_do_not_take_is_a_config_error():
     configuration = {**LMGCZarrCodec(level=1).to_dict()["configuration"], "stages": "quantize"}
     with pytest.raises(ConfigError, match="stages must be a list"):
         LMGCZarrCodec.from_dict({"name": "lmgc", "configuration": configuration})
+
+
+def test_a_read_only_out_is_the_callers_error(codec):
+    """decode(blob, out=bytes(32)) blamed the input ("cannot decode this input")."""
+    blob = codec.encode(np.arange(8, dtype=np.float32))
+    with pytest.raises(ConfigError, match="out= is read-only"):
+        codec.decode(blob, out=bytes(32))
