@@ -58,6 +58,9 @@ def tensor_bytes(value: Any) -> tuple[str, tuple[int, ...], bytes]:
     tag = TORCH_TO_TAG.get(value.dtype)
     if tag is None:
         raise TypeError(f"safetensors has no dtype for {value.dtype}")
-    t = value.detach().to("cpu").contiguous()
+    if value.layout != torch.strided or value.device.type == "meta":  # no values to save
+        raise TypeError(f"a {value.layout} tensor on {value.device} has no dense values to save")
+    # a conjugate or negative view holds valid values: resolved, not refused with torch's error
+    t = value.detach().resolve_conj().resolve_neg().to("cpu").contiguous()
     data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
     return tag, tuple(t.shape), data

@@ -165,3 +165,19 @@ def test_bad_inputs_are_refused_clearly(tmp_path: Path) -> None:
         safe_open(tmp_path / "junk.lmgc")
     with pytest.raises(ValueError, match="framework"):
         safe_open(tmp_path / "junk.lmgc", framework="tf")
+
+
+def test_torch_views_are_resolved_and_tensors_without_values_refused(tmp_path):
+    """A conjugate or negative view holds valid values but raised torch's RuntimeError; a
+    sparse or meta tensor raised torch's own errors instead of the TypeError naming it."""
+    import lmgc_core.safetensors.torch as lst
+
+    conj = torch.tensor([1 + 2j, -3 - 4j], dtype=torch.complex64).conj()
+    neg = torch._neg_view(torch.arange(4, dtype=torch.float32))
+    lst.save_file({"c": conj, "n": neg}, tmp_path / "v.safetensors")
+    back = lst.load_file(tmp_path / "v.safetensors")
+    assert torch.equal(back["c"], conj.resolve_conj())
+    assert torch.equal(back["n"], -torch.arange(4.0))
+    for name, t in (("s", torch.eye(3).to_sparse()), ("m", torch.empty(3, device="meta"))):
+        with pytest.raises(TypeError, match=f"tensor '{name}': .* no dense values"):
+            lst.save_file({name: t}, tmp_path / f"{name}.safetensors")
