@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lmgc_core.util.bytes_layout import same_bits  # noqa: F401  (tests import it from here)
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -14,16 +16,6 @@ DATA = Path(__file__).parent / "data"
 def grads() -> np.ndarray:
     """8,192 real float32 gradients of a small MLP trained on scikit-learn digits (25% zeros)."""
     return np.load(DATA / "mlp_grads_8k.npy")
-
-
-def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bit-exact equality (NaN payloads and -0.0 included) plus dtype and shape."""
-    a, b = np.asarray(a), np.asarray(b)
-    return (
-        a.dtype == b.dtype
-        and a.shape == b.shape
-        and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
-    )
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlp_digits_grads.npy"

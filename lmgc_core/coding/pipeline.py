@@ -26,6 +26,7 @@ from lmgc_core.components import registry
 from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
 from lmgc_core.components.spec import ComponentSpec, spec_dict, spec_name
 from lmgc_core.stream import container
+from lmgc_core.util.bytes_layout import same_bits
 from lmgc_core.util.dtypes import dtype_name, parse_dtype, refuse_masked
 from lmgc_core.util.errors import (
     ChecksumError,
@@ -88,16 +89,6 @@ def _prior_at_level(spec: Any, level: Any) -> Any:
 
 def _spec(component: Any) -> dict[str, Any]:
     return ComponentSpec.of(component).to_dict()
-
-
-def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two arrays hold the same dtype, shape and bytes (NaN payloads included)."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.dtype.itemsize == 0:
-        return True
-    flat = [np.ascontiguousarray(x).reshape(-1).view(np.uint8) for x in (a, b)]
-    return bool(np.array_equal(*flat))
 
 
 def _sha256(array: np.ndarray) -> str:
@@ -244,7 +235,7 @@ class Pipeline:
             raise PluginError(f"a state of the stages ({names}) is not JSON: {exc}") from None
         expected = self._own_inverse({k: v.copy() for k, v in parts.items()}, as_read, arr)
         lossless = all(getattr(stage, "lossless", False) for stage in self.stages)
-        if lossless and not _same_bytes(expected, arr):
+        if lossless and not same_bits(expected, arr):
             raise PluginError(
                 f"the stages ({names}) all say they are lossless, but their inverse does not "
                 "rebuild the input bit for bit: a stage's `lossless` is wrong"

@@ -20,6 +20,7 @@ import numpy as np
 
 from lmgc_core.components import registry
 from lmgc_core.components.spec import ComponentSpec, spec_dict
+from lmgc_core.util.bytes_layout import same_bits
 from lmgc_core.util.dtypes import dtype_name
 from lmgc_core.util.errors import LMGCError, PluginError
 
@@ -151,15 +152,6 @@ def check_config(sub: Subject) -> None:
 def class_sets(cls: type, attr: str, base: type) -> bool:
     """True when ``attr`` is defined by ``cls`` or a base other than the interface ``base``."""
     return any(attr in vars(c) for c in cls.__mro__ if c is not base and issubclass(c, base))
-
-
-def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    a, b = np.asarray(a), np.asarray(b)
-    return (
-        a.dtype == b.dtype
-        and a.shape == b.shape
-        and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
-    )
 
 
 def _digest(blob: bytes) -> str:

@@ -21,6 +21,18 @@ def check_byte_order(byte_order: str) -> str:
     return byte_order
 
 
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-exact equality (NaN payloads and -0.0 included) plus dtype and shape, without
+    copying contiguous arrays' bytes."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.itemsize == 0:
+        return True
+    flat = [np.ascontiguousarray(x).reshape(-1).view(np.uint8) for x in (a, b)]
+    return bool(np.array_equal(*flat))
+
+
 def native(arr: np.ndarray) -> np.ndarray:
     """``arr`` flattened, in the machine's byte order (same values; a copy only if swapped).
 
