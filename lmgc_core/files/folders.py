@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import stat
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lmgc_core.files.archive import SUFFIX
-from lmgc_core.files.outputs import check_free_space, temp_beside
+from lmgc_core.files.outputs import check_free_space, renamed_into_place, temp_beside
 from lmgc_core.files.readers import sniff
 from lmgc_core.files.segments import InputFileError
 from lmgc_core.stream import container
@@ -257,25 +256,16 @@ def _copy(src: Path, dst: Path, progress: Progress, sha256: str | None = None) -
     ``.NAME.part`` was the name of a file of the folder too, which it replaced); returns the
     SHA-256 of the bytes, and refuses (writing nothing) bytes that are not ``sha256``'s."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = temp_beside(dst, ".part")
-    os.close(fd)
-    tmp = Path(name)
     digest = hashlib.sha256()
-    try:
-        with open(src, "rb") as f, open(tmp, "wb") as out:
-            while block := f.read(_COPY_BLOCK):
-                out.write(block)
-                digest.update(block)
-                progress.chunk(len(block), 0).finish()
+    with open(src, "rb") as f, renamed_into_place(dst, like=str(src)) as out:
+        while block := f.read(_COPY_BLOCK):
+            out.write(block)
+            digest.update(block)
+            progress.chunk(len(block), 0).finish()
         if sha256 is not None and digest.hexdigest() != sha256:
             raise FolderError(
                 f"{src}: not the file compress copied (its SHA-256 differs from the manifest's)"
             )
-        shutil.copymode(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return digest.hexdigest()
 
 
@@ -609,14 +599,8 @@ def _leftovers(out: Path) -> list[str]:
 def _write_manifest(path: Path, text: str) -> None:
     """The manifest written by a rename, as every other file of the folder (a hard link
     :class:`_Kept` made to the old one must not see the new text)."""
-    fd, tmp = temp_beside(path, ".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with renamed_into_place(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def _new_folders(out: Path, folders: list[str]) -> list[Path]:

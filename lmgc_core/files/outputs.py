@@ -267,12 +267,23 @@ def _atomic_output(
                 with open(path, "wb") as dst:
                     shutil.copyfileobj(spool, dst, 1 << 20)
         return
+    with renamed_into_place(path, like, force) as f:
+        yield f
+
+
+@contextmanager
+def renamed_into_place(
+    path: Path, like: str | None = None, force: bool = True
+) -> Iterator[IO[bytes]]:
+    """A temporary file beside ``path`` that becomes ``path`` by a rename only when the block
+    ends without an exception (else it is removed); its permission bits are ``like``'s, else
+    the umask's (a temporary file's own are 0600). ``force``: see :func:`_put_in_place`."""
     try:
         fd, tmp = temp_beside(path, ".part")
     except OSError as exc:  # the output's folder, not the temporary name, is what fails
-        raise OSError(exc.errno, exc.strerror, name) from None
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
-        with _where_full(name, False), os.fdopen(fd, "wb") as f:
+        with _where_full(str(path), False), os.fdopen(fd, "wb") as f:
             yield f
         os.chmod(tmp, _mode_like(like))
         _put_in_place(tmp, path, force)

@@ -513,3 +513,17 @@ def test_links_a_killed_run_left_are_said(tmp_path: Path) -> None:
     result = lmgc("decompress", tmp_path / "c", "-o", tmp_path / "back", "-f")
     assert ".a.npy.k3j9x0qz.kept: left by an interrupted run" in result.stderr
     assert (tmp_path / "back" / ".a.npy.k3j9x0qz.kept").read_bytes() == b"old bytes"
+
+
+def test_the_manifest_takes_the_umasks_mode(tmp_path: Path) -> None:
+    """Written through a temporary file (for the put-back's hard links), the manifest took
+    that file's 0600; it is as readable as a file the umask lets be."""
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    umask = os.umask(0o022)
+    try:
+        compress_folder(src, tmp_path / "c")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "c" / FOLDER_MANIFEST).stat().st_mode & 0o777 == 0o644
