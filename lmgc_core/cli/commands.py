@@ -28,8 +28,10 @@ from lmgc_core.files.outputs import (
     atomic_output,
     check_free_space,
     check_output,
+    entry_key,
     is_stdout,
     open_input,
+    said_as,
 )
 from lmgc_core.util import interrupts
 from lmgc_core.util.errors import ConfigError, LMGCError
@@ -169,26 +171,17 @@ def _say(quiet: bool, output: str, message: str) -> None:
     err = is_stdout(output)
     if quiet or (not err and sys.stdout is None):
         return
-    try:
+    with said_as("<stderr>" if err else "<stdout>"):
         click.echo(message, err=err)
-    except BrokenPipeError:
-        raise
-    except OSError as exc:  # > /dev/full: said as stdout's, beside an output written whole
-        raise OSError(exc.errno, exc.strerror, "<stderr>" if err else "<stdout>") from None
 
 
 def _flush_stdout() -> None:
     """What is left of the summary line, written now: a closed pipe shows up here, not at
-    interpreter exit; a full one (``> /dev/full``) is said as stdout's, not as a bare "No
-    space left on device" beside an output that was written whole."""
+    interpreter exit; a full one is said as stdout's (:func:`said_as`)."""
     if sys.stdout is None:  # closed (>&-): nothing was written to it
         return
-    try:
+    with said_as("<stdout>"):
         sys.stdout.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, "<stdout>") from None
 
 
 def _restored_name(archive: str) -> str:
@@ -229,11 +222,8 @@ def _check_several(inputs: tuple[str, ...], output: str | None) -> None:
 def _check_apart(inputs: tuple[str, ...], outputs: list[str]) -> None:
     """No output of a command of several inputs is one of its inputs: ``compress -f x
     x.lmgc`` replaced the user's ``x.lmgc`` with x's archive before it read it."""
-    def entry(name: str) -> tuple[str, str]:  # a link as output is replaced, not followed
-        return os.path.realpath(os.path.dirname(name) or "."), os.path.basename(name)
-
-    read = {entry(i) for i in inputs}
-    if clash := next((o for o in outputs if entry(o) in read), None):
+    read = {entry_key(i) for i in inputs}
+    if clash := next((o for o in outputs if entry_key(o) in read), None):
         raise click.UsageError(f"{clash} is an input and would be written as an output too")
 
 

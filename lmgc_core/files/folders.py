@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from lmgc_core.files.archive import SUFFIX
-from lmgc_core.files.outputs import check_free_space, renamed_into_place, temp_beside
+from lmgc_core.files.outputs import (
+    check_free_space,
+    entry_key,
+    renamed_into_place,
+    temp_beside,
+)
 from lmgc_core.files.readers import sniff
 from lmgc_core.files.segments import InputFileError
 from lmgc_core.stream import container
@@ -387,12 +392,9 @@ def _check_apart(in_root: Path, inputs: list[str], out: Path, outputs: list[str]
     name (a link in the output is replaced, not what it leads to); a copy onto itself (a
     folder decompressed in place) is no clash."""
 
-    def entry(path: Path) -> tuple[str, str]:
-        return os.path.realpath(path.parent), path.name
-
-    read = {entry(in_root / rel): rel for rel in inputs}
+    read = {entry_key(in_root / rel): rel for rel in inputs}
     for rel in outputs:
-        source = read.get(entry(out / rel))
+        source = read.get(entry_key(out / rel))
         if source is not None and source != rel:
             raise ConfigError(
                 f"{out}: writing {rel} there would replace {source}, which it reads from "

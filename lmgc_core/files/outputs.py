@@ -33,6 +33,14 @@ def is_stdout(name: str) -> bool:
     return name == STDIO or _same_file(name, 1)
 
 
+def entry_key(name: str | os.PathLike) -> tuple[str, str]:
+    """Which directory entry ``name`` is: its folder's real path and its own name. A link
+    there is an entry of its own (writing replaces the link, not what it leads to), so two
+    names of one entry, and only those, compare equal."""
+    path = Path(name)
+    return os.path.realpath(path.parent), path.name
+
+
 def _same_file(name: str, fd: int) -> bool:
     try:
         return os.path.samestat(os.stat(name), os.fstat(fd))
@@ -125,6 +133,19 @@ def _read_all(fd: int, out: IO[bytes], shown: str) -> None:
         out.write(chunk)
 
 
+@contextmanager
+def said_as(stream: str) -> Iterator[None]:
+    """An error writing a standard stream named as that stream (``<stdout>``): ``> /dev/full``
+    said only "No space left on device", beside an output written whole. A broken pipe stays
+    as it is (the command stops quietly on it), and so does "not now" (EAGAIN: waited out)."""
+    try:
+        yield
+    except (BrokenPipeError, BlockingIOError):
+        raise
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, stream) from None
+
+
 def _write_all(src: IO[bytes], fd: int) -> None:
     """Every byte of ``src`` to ``fd``, short writes continued: a pipe set non-blocking takes
     part of a write, or none (EAGAIN), which shutil.copyfileobj dropped: 131,072 of 12 MB
@@ -133,14 +154,11 @@ def _write_all(src: IO[bytes], fd: int) -> None:
         view = memoryview(block)
         while view:
             try:
-                done = os.write(fd, view)
+                with said_as("<stdout>"):
+                    done = os.write(fd, view)
             except BlockingIOError:
                 select.select([], [fd], [])
                 continue
-            except OSError as exc:
-                if isinstance(exc, BrokenPipeError):
-                    raise
-                raise OSError(exc.errno, exc.strerror, "<stdout>") from None
             view = view[done:]
 
 
