@@ -919,7 +919,9 @@ def decompress(
     pipeline = _reused_pipeline(cache) if cache is not None else None  # no config built
     if pipeline is None:
         config = {**DEFAULTS, **recorded_config(header, prior_options)}
-        alone = partial(recorded_pipeline, {**DEFAULTS, **recorded_config(header)})
+        def alone() -> Pipeline:  # built only where a build with prior_options failed
+            return recorded_pipeline({**DEFAULTS, **recorded_config(header)})
+
         with options_errors(prior_options, alone), header_errors(header):
             pipeline = recorded_pipeline(config, cache)
     return pipeline.decompress(

@@ -254,12 +254,14 @@ def test_stages_are_checked_as_decoding_will_see_them():
     from lmgc_core.components.registry import add_plugin, remove_plugin
     from lmgc_core.util.errors import PluginError
 
-    class HalfClaim(Stage):
-        name = "half-claim"
+    class Optionless(Stage):
         lossless = True
 
         def get_config(self):
             return {}
+
+    class HalfClaim(Optionless):
+        name = "half-claim"
 
         def forward(self, parts):
             return {k: v.astype(np.float16) for k, v in parts.items()}, {}
@@ -267,12 +269,8 @@ def test_stages_are_checked_as_decoding_will_see_them():
         def inverse(self, parts, state):
             return {k: v.astype(np.float32) for k, v in parts.items()}
 
-    class TupleState(Stage):
+    class TupleState(Optionless):
         name = "tuple-state"
-        lossless = True
-
-        def get_config(self):
-            return {}
 
         def forward(self, parts):
             return dict(parts), {"shape": (1, 2)}
