@@ -26,7 +26,7 @@ class HungUp(Terminated):
     """SIGHUP (the terminal closed, ssh dropped): the same cleanup (a hidden ``.part`` of
     14 MB stayed), exit 129."""
 
-    signum = signal.SIGHUP
+    signum = getattr(signal, "SIGHUP", 1)  # Windows has none: this module must still import
 
 
 _pending: type[BaseException] | None = None
