@@ -34,7 +34,7 @@ from lmgc_core.files.outputs import (
     said_as,
 )
 from lmgc_core.util import interrupts
-from lmgc_core.util.errors import ConfigError, LMGCError
+from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 from lmgc_core.util.interrupts import Terminated
 
 USAGE_ERRORS = (ConfigError,)
@@ -259,6 +259,12 @@ def _check_apart(inputs: tuple[str, ...], outputs: list[str]) -> None:
     "needs at most K-1 others.",
 )
 @_force_option("Overwrite OUTPUT if it exists.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Decode each output again before it is kept and check that it gives back the source "
+    "(as decompress --test does); a failure keeps nothing and exits 1.",
+)
 @_quiet_option
 @JOBS_OPTION
 @pipeline_options
@@ -304,6 +310,7 @@ def _compress_one(
     force: bool,
     quiet: bool,
     jobs: int,
+    verify: bool,
     **kw: Any,
 ) -> None:
     """One INPUT of ``lmgc compress`` (against ``base`` when given)."""
@@ -315,7 +322,7 @@ def _compress_one(
 
         _check_output_is_new(input, output, base)
         return compress_folder_command(
-            input, output, force, quiet, jobs, build_pipeline(**kw), base
+            input, output, force, quiet, jobs, build_pipeline(**kw), base, verify
         )
     output = _default_output(input, output)
     _check_output_is_new(input, output, base)
@@ -346,9 +353,24 @@ def _compress_one(
             )  # fmt: skip
             out.flush()
             written = out.tell()
+            checked = _verify(out, output, base, jobs) if verify else ""
         _warn(layout.notes[seen:])  # what coding found: lossy stages
     rate = 100 * written / result.source if result.source else 0.0
-    _say(quiet, output, f"{name}: {result.source} -> {written} bytes ({rate:.2f}%) -> {output}")
+    summary = f"{name}: {result.source} -> {written} bytes ({rate:.2f}%) -> {output}"
+    _say(quiet, output, f"{summary} (verified: {checked})" if verify else summary)
+
+
+def _verify(out: Any, output: str, base: str | None, jobs: int) -> str:
+    """``--verify``: the archive just written into ``out`` (not yet in its place) decoded as
+    ``decompress --test`` decodes it; a failure is the run's, so nothing is kept."""
+    out.seek(0)
+    try:
+        return _test_archive(out, output, False, None, base, True, jobs)
+    except LMGCError as exc:
+        raise StreamError(
+            f"{output}: the archive just written does not decode to its source, so it is not "
+            f"kept: {exc}"
+        ) from None
 
 
 def _warn(notes: list[str]) -> None:
@@ -403,30 +425,42 @@ def _output_size(reader: Any, tensors: list[Any], fmt: str) -> int:
 )
 @click.option("--model", help="Model file or folder, if it lives elsewhere on this machine.")
 @BASE_OPTION
+@click.option(
+    "-t",
+    "--test",
+    is_flag=True,
+    help="Decode every INPUT through all its checks (a rebuilt file's hash included) and write "
+    "nothing, as gzip -t does.",
+)
 @_quiet_option
 @JOBS_OPTION
-def decompress(inputs: tuple[str, ...], output: str | None, base: str | None, **kw: Any) -> None:
+def decompress(
+    inputs: tuple[str, ...], output: str | None, base: str | None, test: bool, **kw: Any
+) -> None:
     """Decompress lmgc archives or streams ('-': stdin), verifying every checksum; with no -o
     each source file comes back under its own name, byte for byte. An archive compressed
     against a base (--base, --series) is decoded with the file given by --base, or with the
     file an archive before it in the same command decoded (list a series in order)."""
+    if test and (output is not None or kw.get("fmt")):
+        raise click.UsageError("--test writes nothing: it takes neither -o nor --format")
     _check_several(inputs, output)
     if len(inputs) == 1:
-        return _decompress_one(inputs[0], output, base=base, **kw)
-    plan = _series_bases(inputs, base, kw["force"])
+        return _decompress_one(inputs[0], output, base=base, test=test, **kw)
+    plan = _series_bases(inputs, base, kw["force"], test)
     if kw.get("fmt") and any(reference is not None for _, reference in plan):
         raise click.UsageError(  # the next archive's base is the source's bytes, not these
             "--format with a series: decompress it first, then convert the files one by one"
         )
     for input, reference in plan:
-        _decompress_one(input, None, base=reference, **kw)
+        _decompress_one(input, None, base=reference, test=test, **kw)
 
 
 def _series_bases(
-    inputs: tuple[str, ...], base: str | None, force: bool
+    inputs: tuple[str, ...], base: str | None, force: bool, test: bool = False
 ) -> list[tuple[str, str | None]]:
     """Each archive with the base it is decoded with (see :func:`series.bases`), every output
-    checked before the first is written."""
+    checked before the first is written (``test``: nothing is written, so an earlier archive's
+    output serves as a base only where that file is on disk already)."""
     from lmgc_core.files.archive import ArchiveReader
     from lmgc_core.files.series import Planned, bases
 
@@ -439,12 +473,23 @@ def _series_bases(
         if os.path.abspath(output) in outputs:
             raise click.UsageError(f"{input} is listed twice: its output would be written twice")
         outputs.add(os.path.abspath(output))
-        check_output(output, force)
+        if not test:
+            check_output(output, force)
         with open_input(input) as (src, _, name):
             reader = ArchiveReader(src, name)
             source = reader.source if isinstance(reader.source, dict) else {}
             sha = source.get("sha256") if isinstance(source.get("sha256"), str) else None
             plan.append(Planned(input, output, sha, getattr(reader, "base", None)))
+    if test:
+        chosen = bases(plan, base)
+        outputs_here = {p.output for p in plan}
+        for input, reference in zip(inputs, chosen, strict=True):
+            if reference in outputs_here and not os.path.lexists(reference):
+                raise click.UsageError(
+                    f"{input} is coded against {reference}, which --test does not write: "
+                    "decompress the series, or test it where that file is"
+                )
+        return list(zip(inputs, chosen, strict=True))
     _check_apart(inputs, [p.output for p in plan])
     return list(zip(inputs, bases(plan, base), strict=True))
 
@@ -458,19 +503,25 @@ def _decompress_one(
     base: str | None,
     quiet: bool,
     jobs: int,
+    test: bool = False,
 ) -> None:
-    """One INPUT of ``lmgc decompress`` (with ``base`` when given)."""
-    from lmgc_core.files import writers
-    from lmgc_core.files.archive import ArchiveReader
-    from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
+    """One INPUT of ``lmgc decompress`` (with ``base`` when given; ``test``: into nothing)."""
+    from lmgc_core.files.filecodec import decompress_archive
     from lmgc_core.util.progress import Progress
 
     _check_base_kind(input, base)
     if Path(input).is_dir():  # a folder written by `lmgc compress MODEL_DIR -o OUT_DIR`
-        from lmgc_core.files.folders import decompress_folder_command
+        from lmgc_core.files.folders import decompress_folder_command, test_folder_command
 
+        if test:
+            return test_folder_command(input, quiet, jobs, base)
         _check_output_is_new(input, output, base)
         return decompress_folder_command(input, output, force, quiet, jobs, base)
+    if test:
+        check_model_path(model)
+        with open_input(input) as (src, _, name):
+            checked = _test_archive(src, name, force, model, base, quiet, jobs)
+        return _say(quiet, "", f"{name}: OK ({checked})")
     named = output is not None
     if output is None:
         if input != STDIO and not input.lower().endswith(".lmgc"):
@@ -480,26 +531,63 @@ def _decompress_one(
     check_output(output, force)
     check_model_path(model)
     with open_input(input) as (src, _, name), ExitStack() as stack:
-        reader = ArchiveReader(src, name)
+        reader, archive = _open_archive(src, name, force, model, base, jobs, stack)
         target = _output_format(output, fmt, reader.format, len(reader.entries), named)
-        decoder = StreamDecoder(force, model, jobs)
-        if getattr(reader, "base", None) is not None or base is not None:
-            _use_base(reader, decoder, base, name, stack)
-        archive = ArchiveDecoder(reader, decoder)
         check_free_space(output, _output_size(reader, archive.tensors, target))
         bar = Progress(archive.total_bytes(), "decompress", quiet)
         archive.progress = bar
         with bar, atomic_output(output, force, input) as out:
             identical = decompress_archive(reader, archive, target, out)
-    check = "checksums verified"
-    if identical:  # a compact archive's bytes all come through its stream's own checks
-        how = (
-            "its stream's checksums"
-            if reader.compact
-            else writers.HASH_NAMES[writers.checked_hash(reader.source)]
-        )
-        check = f"identical to the source, {how} verified"
-    _say(quiet, output, f"{name} -> {output} ({check})")
+    _say(quiet, output, f"{name} -> {output} ({_what_checked(reader, identical)})")
+
+
+def _open_archive(
+    src: Any, name: str, force: bool, model: str | None, base: str | None, jobs: int,
+    stack: ExitStack,
+) -> tuple[Any, Any]:  # fmt: skip
+    """The archive ``src`` read, and its decoder, with ``base`` attached where it needs one."""
+    from lmgc_core.files.archive import ArchiveReader
+    from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder
+
+    reader = ArchiveReader(src, name)
+    decoder = StreamDecoder(force, model, jobs)
+    if getattr(reader, "base", None) is not None or base is not None:
+        _use_base(reader, decoder, base, name, stack)
+    return reader, ArchiveDecoder(reader, decoder)
+
+
+def _test_archive(
+    src: Any, name: str, force: bool, model: str | None, base: str | None, quiet: bool,
+    jobs: int,
+) -> str:  # fmt: skip
+    """Decode the archive ``src`` as decompressing it with no ``-o`` would, through every
+    check, into nothing; returns what was checked (a failed check raises)."""
+    from lmgc_core.files.filecodec import decompress_archive
+    from lmgc_core.files.writers import Discard
+    from lmgc_core.util.progress import Progress
+
+    with ExitStack() as stack:
+        reader, archive = _open_archive(src, name, force, model, base, jobs, stack)
+        target = _output_format(STDIO, None, reader.format, len(reader.entries), named=False)
+        bar = Progress(archive.total_bytes(), "test", quiet)
+        archive.progress = bar
+        with bar:
+            identical = decompress_archive(reader, archive, target, Discard())
+    return _what_checked(reader, identical)
+
+
+def _what_checked(reader: Any, identical: bool) -> str:
+    """The summary's words for what a decode checked."""
+    from lmgc_core.files import writers
+
+    if not identical:
+        return "checksums verified"
+    how = (  # a compact archive's bytes all come through its stream's own checks
+        "its stream's checksums"
+        if reader.compact
+        else writers.HASH_NAMES[writers.checked_hash(reader.source)]
+    )
+    return f"identical to the source, {how} verified"
 
 
 def _check_output_is_new(input: str, output: str | None, base: str | None) -> None:

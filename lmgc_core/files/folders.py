@@ -19,8 +19,8 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -124,10 +124,22 @@ def decompress_path(
     """``lmgc decompress SRC -o DST [--base BASE]``: the source file back, checked against its
     SHA-256 (True; False when lossy stages made the archive, whose arrays are then their
     reconstruction). ``base``: the file an archive coded against one needs (ignored else)."""
+    from lmgc_core.files.outputs import atomic_output
+
+    return _decode_path(src, lambda: atomic_output(str(dst), True, str(src)), progress, jobs, base)
+
+
+def _decode_path(
+    src: str | os.PathLike,
+    output: Callable[[], AbstractContextManager[Any]],
+    progress: Progress | None,
+    jobs: int,
+    base: str | os.PathLike | None,
+) -> bool:
+    """:func:`decompress_path` into what ``output()`` opens (a file, or nothing for a test)."""
     from lmgc_core.files.archive import ArchiveReader
     from lmgc_core.files.base_file import attach
     from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
-    from lmgc_core.files.outputs import atomic_output
 
     try:
         with open(src, "rb") as f, ExitStack() as stack:
@@ -137,7 +149,7 @@ def decompress_path(
             decoder = StreamDecoder(jobs=jobs)
             attach(reader, decoder, None if base is None else str(base), str(src), stack)
             dec = ArchiveDecoder(reader, decoder, progress)
-            with atomic_output(str(dst), True, str(src)) as out:
+            with output() as out:
                 return decompress_archive(reader, dec, reader.format, out)
     except (StreamError, MismatchError) as exc:  # a damaged member: say which file holds it
         if str(src) in str(exc):
@@ -164,6 +176,8 @@ class FolderResult:
     """The SHA-256 of each copied file, which the manifest records and decompression checks."""
     leftovers: list[str] = field(default_factory=list)
     """Hidden files a killed run left in the output folder (see :class:`_Kept`)."""
+    unchecked: list[str] = field(default_factory=list)
+    """Copied files a test read but could not check: the manifest (older) has no SHA-256."""
 
 
 def _files(
@@ -261,16 +275,22 @@ def _copy(src: Path, dst: Path, progress: Progress, sha256: str | None = None) -
     ``.NAME.part`` was the name of a file of the folder too, which it replaced); returns the
     SHA-256 of the bytes, and refuses (writing nothing) bytes that are not ``sha256``'s."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    with renamed_into_place(dst, like=str(src)) as out:
+        return _copy_into(src, out, progress, sha256)
+
+
+def _copy_into(src: Path, out: Any, progress: Progress, sha256: str | None = None) -> str:
+    """:func:`_copy`'s bytes into ``out`` (a file, or nothing for a test), hashed."""
     digest = hashlib.sha256()
-    with open(src, "rb") as f, renamed_into_place(dst, like=str(src)) as out:
+    with open(src, "rb") as f:
         while block := f.read(_COPY_BLOCK):
             out.write(block)
             digest.update(block)
             progress.chunk(len(block), 0).finish()
-        if sha256 is not None and digest.hexdigest() != sha256:
-            raise FolderError(
-                f"{src}: not the file compress copied (its SHA-256 differs from the manifest's)"
-            )
+    if sha256 is not None and digest.hexdigest() != sha256:
+        raise FolderError(
+            f"{src}: not the file compress copied (its SHA-256 differs from the manifest's)"
+        )
     return digest.hexdigest()
 
 
@@ -477,23 +497,9 @@ def decompress_folder(
     """The folder ``compress_folder`` was given, byte for byte (each file's SHA-256 checked).
     ``base_dir``: the folder it was coded against (``--base``); every archive that needs a base
     is checked against its file there before anything is written."""
-    from lmgc_core.files.archive import ArchiveReader
-
     root, out = Path(src_dir), Path(out_dir)
     coded, copied, empty, hashes = _read_folder_manifest(root)
-    missing = [r + SUFFIX for r in coded if not (root / (r + SUFFIX)).is_file()]
-    missing += [r for r in copied if not (root / r).is_file()]
-    if missing:
-        raise FolderError(f"{root}: files listed in {FOLDER_MANIFEST} are missing: "
-                          + ", ".join(missing[:5]))  # fmt: skip
-    total = 0
-    for rel in coded:
-        with open(root / (rel + SUFFIX), "rb") as f:
-            reader = ArchiveReader(f, rel)
-            size = reader.source.get("size")
-            total += size if type(size) is int else 0
-            _check_base(reader, _base_of(base_dir, rel), rel)
-    total += sum((root / rel).stat().st_size for rel in copied)
+    total = _check_listed(root, coded, copied, base_dir)
     check_free_space(str(out), total, str(_existing(out)))  # replaced files are kept till the end
     inputs = [rel + SUFFIX for rel in coded] + copied + [FOLDER_MANIFEST]
     _check_apart(root, inputs, out, coded + copied)
@@ -526,6 +532,58 @@ def decompress_folder(
             kept.put_back()
             raise
     result.leftovers = _leftovers(out)
+    return result
+
+
+def _check_listed(
+    root: Path, coded: list[str], copied: list[str], base_dir: str | os.PathLike | None
+) -> int:
+    """Refuse a folder whose manifest lists files that are not there, or whose archives' bases
+    are missing or other files; returns the bytes decompressing it writes."""
+    from lmgc_core.files.archive import ArchiveReader
+
+    missing = [r + SUFFIX for r in coded if not (root / (r + SUFFIX)).is_file()]
+    missing += [r for r in copied if not (root / r).is_file()]
+    if missing:
+        raise FolderError(f"{root}: files listed in {FOLDER_MANIFEST} are missing: "
+                          + ", ".join(missing[:5]))  # fmt: skip
+    total = 0
+    for rel in coded:
+        with open(root / (rel + SUFFIX), "rb") as f:
+            reader = ArchiveReader(f, rel)
+            size = reader.source.get("size")
+            total += size if type(size) is int else 0
+            _check_base(reader, _base_of(base_dir, rel), rel)
+    return total + sum((root / rel).stat().st_size for rel in copied)
+
+
+def test_folder(
+    src_dir: str | os.PathLike,
+    jobs: int = 1,
+    quiet: bool = True,
+    base_dir: str | os.PathLike | None = None,
+) -> FolderResult:
+    """Every file of a folder ``lmgc compress MODEL_DIR -o OUT_DIR`` wrote, decoded (a copy:
+    hashed) through the checks :func:`decompress_folder` makes, into nothing: what
+    ``lmgc decompress --test`` and ``compress --verify`` run."""
+    from lmgc_core.files.writers import Discard
+
+    root = Path(src_dir)
+    coded, copied, _, hashes = _read_folder_manifest(root)
+    total = _check_listed(root, coded, copied, base_dir)
+    result = FolderResult()
+    with Progress(total, "test", quiet) as bar:
+        for rel in coded:
+            base = _base_of(base_dir, rel)
+            if not _decode_path(root / (rel + SUFFIX), lambda: nullcontext(Discard()), bar,
+                                jobs, base):  # fmt: skip
+                result.lossy.append(rel)
+            result.coded.append(rel)
+        for rel in copied:
+            _copy_into(root / rel, Discard(), bar, hashes.get(rel))
+            result.copied.append(rel)
+            if rel not in hashes:
+                result.unchecked.append(rel)
     return result
 
 
@@ -676,12 +734,21 @@ def compress_folder_command(
     jobs: int,
     pipeline: Any,
     base: str | None = None,
+    verify: bool = False,
 ) -> None:
-    """``lmgc compress MODEL_DIR -o OUT_DIR [--base OLD_DIR]``: files it could not code are
-    listed on stderr."""
+    """``lmgc compress MODEL_DIR -o OUT_DIR [--base OLD_DIR] [--verify]``: files it could not
+    code are listed on stderr."""
     if output is None:
         raise ConfigError(f"{input} is a folder: name the output folder with -o OUT_DIR")
     result = compress_folder(input, output, pipeline, jobs, quiet, force, base)
+    if verify:  # the folder is in place by now: a failure says so, and removes nothing
+        try:
+            test_folder(output, jobs, True, base)
+        except (LMGCError, OSError) as exc:
+            raise FolderError(
+                f"{output}: the folder just written does not decode to its sources, so do not "
+                f"delete {input} (the folder is left as written): {exc}"
+            ) from None
     for rel, reason in result.uncoded:
         _say(f"warning: {rel}: copied, not coded ({' '.join(reason.split())})", err=True)
     for rel, reason in result.skipped:
@@ -691,7 +758,8 @@ def compress_folder_command(
         rate = 100 * result.written_bytes / result.source_bytes if result.source_bytes else 0.0
         _say(
             f"{input}: {result.source_bytes} -> {result.written_bytes} bytes ({rate:.2f}%) -> "
-            f"{output} ({len(result.coded)} coded, {len(result.copied)} copied)"
+            f"{output} ({len(result.coded)} coded, {len(result.copied)} copied"
+            f"{'; decoded again and verified' if verify else ''})"
         )
 
 
@@ -714,4 +782,21 @@ def decompress_folder_command(
         _say(
             f"{input} -> {output} ({len(result.coded) - len(result.lossy)} files identical to "
             f"their sources, their hashes verified; {len(result.copied)} copied)"
+        )
+
+
+def test_folder_command(input: str, quiet: bool, jobs: int, base: str | None = None) -> None:
+    """``lmgc decompress --test OUT_DIR [--base OLD_DIR]``: every file checked, none written."""
+    result = test_folder(input, jobs, quiet, base)
+    for rel in result.lossy:
+        _say(f"warning: {rel}: lossy stages: its arrays are their reconstruction", err=True)
+    for rel in result.unchecked:
+        why = "the manifest, written before copies were hashed, records no SHA-256 of it"
+        _say(f"warning: {rel}: a copied file read but not checked ({why})", err=True)
+    if not quiet:
+        identical = len(result.coded) - len(result.lossy)
+        copies = len(result.copied) - len(result.unchecked)
+        _say(
+            f"{input}: OK ({identical} files identical to their sources, their hashes verified; "
+            f"{copies} copies checked)"
         )

@@ -301,7 +301,7 @@ def renamed_into_place(
     except OSError as exc:  # the output's folder, not the temporary name, is what fails
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
-        with _where_full(str(path), False), os.fdopen(fd, "wb") as f:
+        with _where_full(str(path), False), os.fdopen(fd, "w+b") as f:  # readable: --verify
             yield f
         os.chmod(tmp, _mode_like(like))
         _put_in_place(tmp, path, force)

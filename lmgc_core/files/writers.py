@@ -38,6 +38,14 @@ def checked_hash(source: dict[str, Any]) -> str:
     return "xxh3_128" if isinstance(source.get("xxh3_128"), str) else "sha256"
 
 
+class Discard:
+    """An output that keeps nothing: ``lmgc decompress --test`` and ``compress --verify`` decode
+    an archive through every check (the rebuilt file's hash included) and write nowhere."""
+
+    def write(self, data: Any) -> None:
+        del data
+
+
 class HashingWriter:
     """Counts what goes to ``out`` and, with ``hashing``, hashes it (a rebuilt file is checked
     against the source's hash: ``algorithm``, a key of :data:`HASHERS`; XXH3-128 where the
