@@ -16,6 +16,7 @@ See ``docs/zarr.md``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from lmgc_core.codecs.numcodecs_codec import (
     pin_level,
     pipeline_cache_info,
 )
+from lmgc_core.util.errors import ConfigError
 
 __all__ = [
     "codec_kwargs",
@@ -45,10 +47,28 @@ def codec_kwargs(config: Mapping[str, Any] | None = None, zarr_format: int = 3) 
     if zarr_format == 3:
         from lmgc_core.codecs.zarr_codec import LMGCZarrCodec
 
-        return {"serializer": LMGCZarrCodec(**config), "compressors": None, "filters": None}
+        codec: Any = _made(LMGCZarrCodec, config)
+        return {"serializer": codec, "compressors": None, "filters": None}
     if zarr_format == 2:
-        return {"compressors": LMGC(**config), "filters": None, "zarr_format": 2}
+        return {"compressors": _made(LMGC, config), "filters": None, "zarr_format": 2}
     raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
+
+
+def _made(cls: Any, config: dict[str, Any]) -> Any:
+    """The codec ``cls(**config)`` with its pipeline built (a bad option refused here, before a
+    store is touched, not at the first chunk's encode); an unknown key is a ConfigError."""
+    try:
+        codec = cls(**config)
+    except TypeError:
+        known = sorted(inspect.signature(cls.__init__).parameters.keys() - {"self"})
+        unknown = sorted(set(config) - set(known))
+        if not unknown:
+            raise
+        raise ConfigError(
+            f"unknown lmgc codec keys {unknown} for {cls.__name__} (it takes {known})"
+        ) from None
+    codec.pipeline  # noqa: B018 -- built (and cached) now: a ConfigError before any write
+    return codec
 
 
 def connect(
@@ -109,6 +129,7 @@ def to_zarr(
     """
     import dask.array as da
     import zarr
+    from zarr.storage import ZipStore
 
     shards = zarr_kwargs.get("shards")
     inner = None  # with shards=, chunks= is the Zarr chunk inside a shard-sized Dask block
@@ -122,6 +143,17 @@ def to_zarr(
         darr = darr.rechunk(tuple(max(c) for c in darr.chunks))  # regular, as Zarr needs
     if mode not in ("w", "w-"):
         raise ValueError(f"mode must be 'w' (overwrite) or 'w-' (create), not {mode!r}")
+    if taken := sorted(OWN_KEYS & zarr_kwargs.keys()):
+        raise TypeError(
+            f"to_zarr sets {taken} itself (from the array and lmgc's codec): rechunk or cast "
+            "the array instead, and give lmgc's configuration as config"
+        )
+    if isinstance(url, ZipStore):
+        raise ValueError(
+            "to_zarr cannot write a ZipStore: Dask's store() writes through copies of the "
+            "store that each rewrite the zip, which then cannot be read; write a folder (a path "
+            "or LocalStore) and zip it, or write the ZipStore with zarr itself (docs/zarr.md)"
+        )
     kwargs = {
         **codec_kwargs(config, zarr_format),
         "shape": darr.shape,
@@ -137,6 +169,12 @@ def to_zarr(
     )
     _check_aligned(darr, z.shards or z.chunks, z.shape, lock)
     return darr.store(z, lock=lock, compute=compute)
+
+
+OWN_KEYS = frozenset({"shape", "dtype", "serializer", "compressors", "filters", "zarr_format",
+                      "name", "overwrite"})  # fmt: skip
+"""``create_array`` arguments :func:`to_zarr` derives itself: given again, they would replace
+the array's shape or dtype (a corner of it stored, or its values cast) or lmgc's codec."""
 
 
 def _check_aligned(darr: Any, unit: tuple[int, ...], shape: Any, lock: Any) -> None:
@@ -168,8 +206,8 @@ def warm_workers(client: Any, config: Mapping[str, Any] | None = None) -> dict[s
     """Build (load) the pipeline on every worker up front, e.g. to pay an LM's load time before
     the chunks arrive. Returns :func:`worker_stats`-style counters."""
     # the config the codecs run (a float level written in), so the chunks find this pipeline;
-    # time_axis is the codec's, not the pipeline's
-    pipeline = {k: v for k, v in (config or {}).items() if k != "time_axis"}
+    # time_axis and dtype (how the numcodecs codec views raw bytes) are the codec's
+    pipeline = {k: v for k, v in (config or {}).items() if k not in ("time_axis", "dtype")}
     return client.run(_warm, pin_level(canonical_config(pipeline)))
 
 

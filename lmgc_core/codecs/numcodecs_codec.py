@@ -36,6 +36,7 @@ model and KV cache) gets one lock per cached pipeline and codes one chunk at a t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -408,7 +409,8 @@ class LMGC(Codec):
 
     # numcodecs' Codec equality / repr use get_config
     def get_config(self) -> dict[str, Any]:
-        config = {"id": self.codec_id, **self.pipeline_config}
+        # a copy all the way down: a caller editing it must not change this codec (its stages)
+        config = {"id": self.codec_id, **copy.deepcopy(self.pipeline_config)}
         if self.dtype is not None:
             config["dtype"] = self.dtype
         if self.time_axis is not None:  # absent when off: configs written before stay equal

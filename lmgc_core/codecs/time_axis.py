@@ -47,10 +47,12 @@ def check_time_axis(time_axis: Any) -> int | None:
     return time_axis
 
 
-def resolve_axis(time_axis: int, ndim: int) -> int:
-    """The non-negative axis ``time_axis`` names in an array of ``ndim`` dimensions."""
+def resolve_axis(time_axis: int, ndim: int, given: int | None = None) -> int:
+    """The non-negative axis ``time_axis`` names in an array of ``ndim`` dimensions (``given``:
+    the dimensions the user's array has, said in the error, where it is seen as ``ndim``)."""
     if not -ndim <= time_axis < ndim:
-        raise ConfigError(f"time_axis {time_axis} is out of range for a {ndim}-d array")
+        shown = ndim if given is None else given
+        raise ConfigError(f"time_axis {time_axis} is out of range for a {shown}-d array")
     return time_axis % ndim
 
 
@@ -61,7 +63,7 @@ def view_axis(time_axis: int | None, ndim: int, note: dict[str, Any] | None) -> 
     ``None`` when there is no series to code: no axis, or steps that would be single values."""
     if time_axis is None:
         return None
-    axis = resolve_axis(time_axis, max(ndim, 1))  # out of range is refused on 1-d chunks too
+    axis = resolve_axis(time_axis, max(ndim, 1), ndim)  # refused on 0-d and 1-d chunks too
     if ndim < 2:
         return None
     if note and note.get("order") == "F":

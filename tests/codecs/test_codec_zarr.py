@@ -391,3 +391,19 @@ def test_big_endian_values_read_back(tmp_path, array_dtype, chunks):
     z[:] = data
     back = zarr.open_array(path, mode="r")[:]
     assert back.astype("<f4").tobytes() == data.astype("<f4").tobytes()
+
+
+def test_get_config_is_a_copy_that_cannot_change_the_codec():
+    codec = LMGC(prior="float")
+    config = codec.get_config()
+    config["stages"].append({"name": "quantize", "bits": 4})
+    config["prior"]["name"] = "adaptive"
+    assert codec.get_config()["stages"] == [] and codec.get_config()["prior"] == {"name": "float"}
+    x = np.random.default_rng(1).standard_normal(300).astype(np.float32)
+    assert codec.decode(codec.encode(x)).tobytes() == x.tobytes()
+
+
+def test_time_axis_names_the_dimensions_of_a_0d_chunk():
+    with pytest.raises(ConfigError, match="out of range for a 0-d array"):
+        LMGC(time_axis=1).encode(np.float32(1))
+

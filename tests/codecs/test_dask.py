@@ -167,3 +167,39 @@ def _reset() -> None:
     from lmgc_core.codecs.numcodecs_codec import clear_pipeline_cache
 
     clear_pipeline_cache()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"level": 5}, {"prior": "no_such_prior"}, {"stages": [{"name": "quantize", "bits": 0}]},
+     {"no_such_key": 1}],
+)  # fmt: skip
+def test_a_bad_config_is_refused_before_the_store_is_touched(tmp_path, config):
+    from lmgc_core.util.errors import LMGCError
+
+    old = np.arange(6, dtype=np.float32)
+    to_zarr(old, tmp_path / "a.zarr", None, chunks=(3,))
+    with pytest.raises(LMGCError):
+        to_zarr(np.ones(6, np.float32), tmp_path / "a.zarr", config, chunks=(3,))
+    import zarr
+
+    assert zarr.open_array(tmp_path / "a.zarr")[:].tobytes() == old.tobytes()  # not replaced
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"shape": (4, 4)}, {"dtype": "float16"}, {"compressors": None}, {"serializer": "auto"}],
+)
+def test_to_zarr_refuses_arguments_that_would_replace_its_own(tmp_path, extra):
+    x = np.random.default_rng(0).standard_normal((8, 10)).astype(np.float32)
+    with pytest.raises(TypeError, match="to_zarr sets"):
+        to_zarr(x, tmp_path / "b.zarr", None, chunks=(4, 10), **extra)
+    assert not (tmp_path / "b.zarr").exists()
+
+
+def test_to_zarr_refuses_a_zip_store(tmp_path):
+    from zarr.storage import ZipStore
+
+    store = ZipStore(tmp_path / "c.zip", mode="w")
+    with pytest.raises(ValueError, match="cannot write a ZipStore"):
+        to_zarr(np.ones((4, 6), np.float32), store, None, chunks=(2, 6))
