@@ -27,6 +27,7 @@ from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Se
 from lmgc_core.components.spec import ComponentSpec, spec_dict, spec_name
 from lmgc_core.stream import container
 from lmgc_core.util.bytes_layout import same_bits
+from lmgc_core.util.caches import drop_oldest
 from lmgc_core.util.dtypes import dtype_name, parse_dtype, refuse_masked
 from lmgc_core.util.errors import (
     ChecksumError,
@@ -871,8 +872,7 @@ def recorded_pipeline(config: dict[str, Any], key: str | None = None) -> Pipelin
         hit = Pipeline._build(config)  # the header's text was bounded: no re-walk
     if key is None or hit.stages or not hit.prior.thread_safe:
         return hit
-    while len(_RECORDED_PIPELINES) >= MAX_RECORDED_PIPELINES:
-        _RECORDED_PIPELINES.pop(next(iter(_RECORDED_PIPELINES)), None)
+    drop_oldest(_RECORDED_PIPELINES, MAX_RECORDED_PIPELINES)
     _RECORDED_PIPELINES[key] = hit  # most recently used last
     return hit
 

@@ -22,6 +22,7 @@ import json
 import json.decoder
 import json.scanner
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from lmgc_core.util.caches import drop_oldest
 from lmgc_core.util.errors import ConfigError, StreamError, TruncatedStreamError
 from lmgc_core.util.join import join_bytes
 from lmgc_core.util.parallel import map_ordered
@@ -398,24 +400,27 @@ _RECENT_VALUES: dict[str, dict[str, Any]] = {}
 used last (:func:`_compact_object`). Shared between the headers returned: read-only."""
 RECENT_VALUES = 8
 """How many texts :data:`_RECENT_VALUES` keeps per name."""
+_RECENT_LOCK = threading.Lock()
 
 
 def _recent_value(s: str, at: int, name: str) -> tuple[Any, int] | None:
     """The value (and its end) of entry ``name`` whose text starts at ``s[at]``, when that text
     is one recently parsed for ``name``: a whole JSON value's text ends where its scan ends, so
     a match followed by ``,`` or ``}`` is that value, and the header's parse skips it (a
-    model's layout is written twice in each tensor's header: ~60 of ~100 us for PP-OCRv4's)."""
-    recent = _RECENT_VALUES.get(name)
-    if not recent:
+    model's layout is written twice in each tensor's header: ~60 of ~100 us for PP-OCRv4's).
+    Under :data:`_RECENT_LOCK`: threads decoding other streams reorder and evict entries."""
+    with _RECENT_LOCK:
+        recent = _RECENT_VALUES.get(name)
+        if not recent:
+            return None
+        for seen, value in reversed(recent.items()):  # most recent first
+            stop = at + len(seen)
+            if s.startswith(seen, at) and s[stop : stop + 1] in (",", "}"):
+                if seen != next(reversed(recent)):
+                    del recent[seen]
+                    recent[seen] = value
+                return value, stop
         return None
-    for seen, value in reversed(recent.items()):  # most recent first
-        stop = at + len(seen)
-        if s.startswith(seen, at) and s[stop : stop + 1] in (",", "}"):
-            if seen != next(reversed(recent)):
-                del recent[seen]
-                recent[seen] = value
-            return value, stop
-    return None
 
 
 def _remember_value(name: str, seen: str, value: Any) -> None:
@@ -423,13 +428,10 @@ def _remember_value(name: str, seen: str, value: Any) -> None:
     the parse of ``seen`` for entry ``name``, the oldest of :data:`RECENT_VALUES` dropped."""
     if not isinstance(value, dict | list):
         return
-    recent = _RECENT_VALUES.setdefault(name, {})
-    try:
-        while len(recent) >= RECENT_VALUES:
-            recent.pop(next(iter(recent)), None)
-    except (RuntimeError, StopIteration):  # another thread changed it meanwhile
-        return
-    recent[seen] = value
+    with _RECENT_LOCK:
+        recent = _RECENT_VALUES.setdefault(name, {})
+        drop_oldest(recent, RECENT_VALUES)
+        recent[seen] = value
 
 
 def _compact_object(

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lmgc_core.stream.container import MAX_BLOCKS
+from lmgc_core.util.caches import drop_oldest
 from lmgc_core.util.errors import ChecksumError, PluginError, StreamError
 from lmgc_core.util.parallel import map_ordered
 
@@ -247,11 +248,7 @@ def block_arrays(
         return hit
     arrays = _block_arrays(shape, layout, block_values, splits)
     if sum(len(a) for a in arrays) <= CACHED_SEGMENTS:
-        while len(_ARRAYS) >= CACHED_ARRAYS:
-            try:  # the oldest; another thread may change the dictionary meanwhile
-                _ARRAYS.pop(next(iter(_ARRAYS)), None)
-            except (RuntimeError, StopIteration):
-                break
+        drop_oldest(_ARRAYS, CACHED_ARRAYS)
         _ARRAYS[key] = arrays
     return arrays
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmgc_core.stream.container import MAX_BLOCKS
+from lmgc_core.util.caches import drop_oldest
 from lmgc_core.util.errors import ConfigError
 
 
@@ -177,8 +178,7 @@ def segments(
         return hit
     cut = cut_segments(shape, layout, block_values)
     if sum(map(len, cut[0])) <= CACHED_SEGMENTS:
-        while len(_CUTS) >= CACHED_CUTS:
-            _CUTS.pop(next(iter(_CUTS)), None)  # the oldest (threads may race: pop softly)
+        drop_oldest(_CUTS, CACHED_CUTS)
         _CUTS[key] = cut
     return cut
 

@@ -1,0 +1,63 @@
+"""Process-wide caches shared by threads without a caller's lock: the header's recent values
+(:mod:`lmgc_core.stream.container`) and :func:`lmgc_core.util.caches.drop_oldest`. Threads that
+decode different streams evict and reorder one another's entries; before, a lookup could raise
+``KeyError`` or ``RuntimeError`` (dictionary changed size) out of a valid stream's decode."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from lmgc_core.stream import container
+from lmgc_core.util.caches import drop_oldest
+
+
+def _hammer(work, threads: int = 8) -> list[BaseException]:
+    errors: list[BaseException] = []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: the races show within a second
+
+    def run(k: int) -> None:
+        try:
+            work(k)
+        except BaseException as exc:  # noqa: BLE001 -- what escapes is the defect
+            errors.append(exc)
+
+    try:
+        pool = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    return errors
+
+
+def test_recent_header_values_survive_threads_that_evict_them():
+    name = "test-recent-values"
+    texts = [f'[{i},{i + 1}]' for i in range(3 * container.RECENT_VALUES)]
+
+    def work(k: int) -> None:
+        for i in range(4000):
+            text = texts[(i * 7 + k) % len(texts)]
+            container._remember_value(name, text, [1, 2])
+            hit = container._recent_value(text + "}", 0, name)
+            assert hit is None or hit[1] == len(text)
+
+    try:
+        assert _hammer(work) == []
+    finally:
+        container._RECENT_VALUES.pop(name, None)
+
+
+def test_drop_oldest_keeps_a_shared_cache_bounded_under_threads():
+    cache: dict[int, int] = {}
+
+    def work(k: int) -> None:
+        for i in range(20000):
+            drop_oldest(cache, 16)
+            cache[k * 100000 + i] = i
+
+    assert _hammer(work) == []
+    assert len(cache) <= 16 + 8  # each thread may insert once past a race
