@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import xxhash
+
 from lmgc_core.files.archive import SUFFIX
 from lmgc_core.files.outputs import (
     check_free_space,
@@ -174,6 +176,10 @@ class FolderResult:
     """Entries that are no regular file (a link leading nowhere, a FIFO): ``(path, why)``."""
     copied_sha256: dict[str, str] = field(default_factory=dict)
     """The SHA-256 of each copied file, which the manifest records and decompression checks."""
+    coded_xxh3_128: dict[str, str] = field(default_factory=dict)
+    """The XXH3-128 of each archive written (``NAME.lmgc``), which the manifest records and
+    decompression checks: another archive of the same name (a run writing the same folder at
+    the same time, a shard copied from another model's folder) is refused, not decoded."""
     leftovers: list[str] = field(default_factory=list)
     """Hidden files a killed run left in the output folder (see :class:`_Kept`)."""
     unchecked: list[str] = field(default_factory=list)
@@ -384,6 +390,7 @@ def _code_folder(
                     bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers, zip
                     result.coded.append(rel)
                     result.written_bytes += (out / (rel + SUFFIX)).stat().st_size
+                    result.coded_xxh3_128[rel] = _archive_digest(out / (rel + SUFFIX))
                     continue
             kept.keep(out / rel)
             result.copied_sha256[rel] = _copy(path, out / rel, bar)
@@ -395,6 +402,7 @@ def _code_folder(
         "copied": result.copied,
         "uncoded": [{"path": p, "reason": r} for p, r in result.uncoded],
         "copied_sha256": result.copied_sha256,  # absent before 2026-12-06: copies unchecked
+        "coded_xxh3_128": result.coded_xxh3_128,  # absent before 2026-12-07: archives unchecked
     }
     for rel in empty:
         (out / rel).mkdir(parents=True, exist_ok=True)
@@ -424,9 +432,10 @@ def _check_apart(in_root: Path, inputs: list[str], out: Path, outputs: list[str]
 
 def _read_folder_manifest(
     root: Path,
-) -> tuple[list[str], list[str], list[str], dict[str, str]]:
-    """``(coded, copied, empty folders, the copied files' SHA-256s)`` from ``lmgc_folder.json``;
-    without one, every ``*.lmgc`` is coded and copies are not checked."""
+) -> tuple[list[str], list[str], list[str], dict[str, str], dict[str, str]]:
+    """``(coded, copied, empty folders, the copied files' SHA-256s, the archives' XXH3-128s)``
+    from ``lmgc_folder.json``; without one, every ``*.lmgc`` is coded and nothing is checked
+    against a manifest."""
     path = root / FOLDER_MANIFEST
     if not path.exists():
         files = list(_files(root))
@@ -438,20 +447,22 @@ def _read_folder_manifest(
         coded = [f[: -len(SUFFIX)] for f in files if f.endswith(SUFFIX)]
         copied = [f for f in files if not f.endswith(SUFFIX)]
         _check_distinct(root, coded, copied)
-        return coded, copied, [], {}
+        return coded, copied, [], {}, {}
     try:
         text = path.read_bytes()
         container.check_json_text(text, FOLDER_MANIFEST, MAX_MANIFEST_BYTES, MAX_MANIFEST_VALUES,
                                   MAX_MANIFEST_DEPTH)  # fmt: skip
         doc = json.loads(text.decode("utf-8"))
         unfinished = doc.get("incomplete") if isinstance(doc, dict) else None
-        coded, copied, empty, hashes = [], [], [], {}
+        coded, copied, empty, hashes, archives = [], [], [], {}, {}
         if unfinished is None:
             coded, copied = list(doc["coded"]), list(doc["copied"])
             empty = list(doc.get("empty_folders", []))  # absent before 2026-12-06: none
             hashes = dict(doc.get("copied_sha256", {}))  # the same
+            archives = dict(doc.get("coded_xxh3_128", {}))  # absent before 2026-12-07
+        named = [*coded, *copied, *empty, *hashes, *hashes.values(), *archives]
         if doc.get("lmgc_folder") != 1 or not all(
-            isinstance(p, str) for p in [*coded, *copied, *empty, *hashes, *hashes.values()]
+            isinstance(p, str) for p in [*named, *archives.values()]
         ):
             raise ValueError("unknown version or bad entries")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
@@ -469,8 +480,10 @@ def _read_folder_manifest(
         raise FolderError(f"{path}: lists {clash[0]!r} as a file and as an empty folder")
     if "copied_sha256" in doc and (unchecked := sorted(set(copied) - set(hashes))):
         raise FolderError(f"{path}: lists copied files without their SHA-256: {unchecked[0]!r}")
+    if "coded_xxh3_128" in doc and (unchecked := sorted(set(coded) - set(archives))):
+        raise FolderError(f"{path}: lists archives without their XXH3-128: {unchecked[0]!r}")
     _check_distinct(root, coded, copied)
-    return coded, copied, empty, hashes
+    return coded, copied, empty, hashes, archives
 
 
 def _check_distinct(root: Path, coded: list[str], copied: list[str]) -> None:
@@ -498,8 +511,8 @@ def decompress_folder(
     ``base_dir``: the folder it was coded against (``--base``); every archive that needs a base
     is checked against its file there before anything is written."""
     root, out = Path(src_dir), Path(out_dir)
-    coded, copied, empty, hashes = _read_folder_manifest(root)
-    total = _check_listed(root, coded, copied, base_dir)
+    coded, copied, empty, hashes, archives = _read_folder_manifest(root)
+    total = _check_listed(root, coded, copied, base_dir, archives)
     check_free_space(str(out), total, str(_existing(out)))  # replaced files are kept till the end
     inputs = [rel + SUFFIX for rel in coded] + copied + [FOLDER_MANIFEST]
     _check_apart(root, inputs, out, coded + copied)
@@ -536,10 +549,16 @@ def decompress_folder(
 
 
 def _check_listed(
-    root: Path, coded: list[str], copied: list[str], base_dir: str | os.PathLike | None
+    root: Path,
+    coded: list[str],
+    copied: list[str],
+    base_dir: str | os.PathLike | None,
+    archives: Mapping[str, str],
 ) -> int:
-    """Refuse a folder whose manifest lists files that are not there, or whose archives' bases
-    are missing or other files; returns the bytes decompressing it writes."""
+    """Refuse a folder whose manifest lists files that are not there, archives that are not
+    the ones compress wrote (``archives``: their XXH3-128s, where the manifest has them), or
+    whose archives' bases are missing or other files; returns the bytes decompressing it
+    writes."""
     from lmgc_core.files.archive import ArchiveReader
 
     missing = [r + SUFFIX for r in coded if not (root / (r + SUFFIX)).is_file()]
@@ -547,6 +566,13 @@ def _check_listed(
     if missing:
         raise FolderError(f"{root}: files listed in {FOLDER_MANIFEST} are missing: "
                           + ", ".join(missing[:5]))  # fmt: skip
+    for rel, digest in archives.items():
+        if rel in coded and _archive_digest(root / (rel + SUFFIX)) != digest:
+            raise FolderError(
+                f"{root / (rel + SUFFIX)}: not the archive compress wrote (its XXH3-128 differs "
+                "from the manifest's): another run wrote this folder at the same time, or the "
+                "file comes from another folder"
+            )
     total = 0
     for rel in coded:
         with open(root / (rel + SUFFIX), "rb") as f:
@@ -555,6 +581,16 @@ def _check_listed(
             total += size if type(size) is int else 0
             _check_base(reader, _base_of(base_dir, rel), rel)
     return total + sum((root / rel).stat().st_size for rel in copied)
+
+
+def _archive_digest(path: Path) -> str:
+    """The XXH3-128 of a file's bytes (~7 GB/s: a second read of an archive costs little
+    beside decoding it)."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while block := f.read(_COPY_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def test_folder(
@@ -569,8 +605,8 @@ def test_folder(
     from lmgc_core.files.writers import Discard
 
     root = Path(src_dir)
-    coded, copied, _, hashes = _read_folder_manifest(root)
-    total = _check_listed(root, coded, copied, base_dir)
+    coded, copied, _, hashes, archives = _read_folder_manifest(root)
+    total = _check_listed(root, coded, copied, base_dir, archives)
     result = FolderResult()
     with Progress(total, "test", quiet) as bar:
         for rel in coded:
@@ -722,7 +758,10 @@ def _say(message: str, err: bool = False) -> None:
 
 def _say_leftovers(output: str, result: FolderResult) -> None:
     for rel in result.leftovers:
-        why = "left by an interrupted run: the bytes of a file it replaced; remove it if unneeded"
+        why = (
+            "left by an interrupted run, or by one still writing this folder: the bytes of a "
+            "file it replaced; remove it, if unneeded, once no lmgc run writes here"
+        )
         _say(f"warning: {output}/{rel}: {why}", err=True)
 
 

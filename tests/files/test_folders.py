@@ -501,6 +501,33 @@ def test_a_damaged_copied_file_is_refused(tmp_path: Path) -> None:
     decompress_folder(tmp_path / "c", tmp_path / "back")
 
 
+def test_an_archive_from_another_folder_is_refused(tmp_path: Path) -> None:
+    """Coded files were listed by name only: another valid archive of the same name (a second
+    run writing the folder at the same time, a shard copied from another model's folder)
+    decoded with exit 0 into a mix of two models."""
+    for name, scale in (("m1", 1), ("m2", 2)):
+        (tmp_path / name).mkdir()
+        for k in range(2):
+            np.save(tmp_path / name / f"t{k}.npy", np.full(64, scale * (k + 1), np.float32))
+        compress_folder(tmp_path / name, tmp_path / f"{name}-lmgc")
+    one, other = tmp_path / "m1-lmgc", tmp_path / "m2-lmgc"
+    doc = json.loads((one / FOLDER_MANIFEST).read_text())
+    assert set(doc["coded_xxh3_128"]) == {"t0.npy", "t1.npy"}
+    shutil.copyfile(other / "t1.npy.lmgc", one / "t1.npy.lmgc")
+    with pytest.raises(FolderError, match=r"t1\.npy\.lmgc: not the archive compress wrote"):
+        decompress_folder(one, tmp_path / "back")
+    assert not (tmp_path / "back").exists()
+    line = one_error_line(lmgc("decompress", "--test", one, ok=False), 1)
+    assert "not the archive compress wrote" in line
+    (one / FOLDER_MANIFEST).write_text(json.dumps({**doc, "coded_xxh3_128": {}}))
+    with pytest.raises(FolderError, match="archives without their XXH3-128"):
+        decompress_folder(one, tmp_path / "back")
+    del doc["coded_xxh3_128"]  # a manifest from before: archives unchecked, as then
+    (one / FOLDER_MANIFEST).write_text(json.dumps(doc))
+    decompress_folder(one, tmp_path / "back")
+    assert np.load(tmp_path / "back" / "t1.npy")[0] == 4  # the other folder's: as it was
+
+
 def test_links_a_killed_run_left_are_said(tmp_path: Path) -> None:
     """A run killed part way (SIGKILL: nothing can put back) leaves its hidden links to the
     files it replaced; they were never mentioned, and a later compress copied them in."""
