@@ -289,7 +289,12 @@ def compress(
         raise click.UsageError("--keyframe needs --series")
     if series and any(Path(i).is_dir() for i in inputs):
         raise click.UsageError("--series takes checkpoint files, not folders")
+    _check_references(inputs, base)
     pairs = chain(inputs, keyframe, base) if series else [(i, base) for i in inputs]
+    if (series and len(inputs) > 1) or base is not None:  # refused before a file is written
+        from lmgc_core.files.base_file import check_delta_pipeline
+
+        check_delta_pipeline(build_pipeline(**{k: v for k, v in kw.items() if k not in _RUN}))
     if len(inputs) > 1:  # every output checked before the first is written
         if folder := next((i for i in inputs if Path(i).is_dir()), None):
             raise click.UsageError(f"{folder} is a folder: it needs -o, so it is the one input")
@@ -298,6 +303,40 @@ def compress(
             check_output(_default_output(input, None), kw["force"])
     for input, reference in pairs:
         _compress_one(input, output, base=reference, **kw)
+
+
+_RUN = ("dtype", "fmt", "chunk_size", "force", "quiet", "jobs", "verify")
+"""``compress``'s options that are not the pipeline's."""
+
+
+def _check_references(inputs: tuple[str, ...], base: str | None) -> None:
+    """No input listed twice (``--series d d`` coded the second against the first, its own
+    bytes, and replaced the first's archive), and no ``--base`` that is itself an input (``x
+    --base x``, ``--series a b --base b``): an archive coded against a file the same run
+    replaces by its archive, or against itself, could never be decoded."""
+    seen: dict[tuple[int, int], str] = {}
+    for input in inputs:
+        key = _file_key(input)
+        if key is not None and key in seen:
+            raise click.UsageError(f"{input} is listed twice ({seen[key]})")
+        if key is not None:
+            seen[key] = input
+    if base is not None and (key := _file_key(base)) is not None and key in seen:
+        raise click.UsageError(
+            f"--base {base} is {seen[key]}, which this run compresses: an archive coded against "
+            "itself, or a chain that comes back to it, could never be decoded"
+        )
+
+
+def _file_key(path: str) -> tuple[int, int] | None:
+    """Which file (or folder) ``path`` is: its device and inode (``None``: ``-`` or missing)."""
+    if path == STDIO:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _compress_one(

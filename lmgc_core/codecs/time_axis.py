@@ -128,6 +128,28 @@ def _layout(header: dict[str, Any]) -> tuple[int, int]:
     return axis, steps
 
 
+def _check_step(
+    step_header: dict[str, Any], t: int, dtype: np.dtype, step_shape: tuple[int, ...],
+    step_bytes: int,
+) -> None:  # fmt: skip
+    """Step ``t``'s stream header: coded alone (the first) or against the step before it, and
+    declaring one step's dtype and shape (refused before anything is decoded or allocated)."""
+    from lmgc_core.coding.pipeline import declared_array
+
+    if ("base" in step_header) != (t > 0):  # so no step stream decodes in another's place
+        how = "coded against a base" if t == 0 else "coded alone"
+        raise MismatchError(
+            f"series chunk: step {t}'s stream is {how}; the first step is coded alone and "
+            "every later one against the step before it"
+        )
+    got_dtype, got_shape = declared_array(step_header, step_bytes)
+    if got_dtype != dtype or tuple(got_shape) != tuple(step_shape):
+        raise StreamError(
+            f"series chunk: step {t} declares {got_dtype}{list(got_shape)}, the chunk's "
+            f"steps are {dtype}{list(step_shape)}"
+        )
+
+
 def decode(
     decode_step: Any, blob: bytes, head: tuple[dict[str, Any], int], jobs: int = 1
 ) -> np.ndarray:
@@ -144,23 +166,17 @@ def decode(
         raise StreamError(f"series chunk: {len(box.blocks)} step streams for {steps} steps")
     step_shape = shape[:axis] + shape[axis + 1 :]
     step_bytes = dtype.itemsize * math.prod(step_shape)
-    out = np.empty(shape, dtype=dtype)
+    streams = [bytes(block) for block in box.blocks]
+    for t, stream in enumerate(streams):  # every step's header before the chunk's memory
+        _check_step(container.read_header(stream)[0], t, dtype, step_shape, step_bytes)
+    try:
+        out = np.empty(shape, dtype=dtype)
+    except MemoryError:  # a header declaring a huge chunk
+        raise StreamError(
+            "series chunk: the header asks for more memory than this machine has"
+        ) from None
     base: np.ndarray | None = None
-    for t, block in enumerate(box.blocks):
-        stream = bytes(block)
-        step_header = container.read_header(stream)[0]
-        if ("base" in step_header) != (t > 0):  # so no step stream decodes in another's place
-            how = "coded against a base" if t == 0 else "coded alone"
-            raise MismatchError(
-                f"series chunk: step {t}'s stream is {how}; the first step is coded alone and "
-                "every later one against the step before it"
-            )
-        got_dtype, got_shape = declared_array(step_header, step_bytes)
-        if got_dtype != dtype or tuple(got_shape) != tuple(step_shape):
-            raise StreamError(
-                f"series chunk: step {t} declares {got_dtype}{list(got_shape)}, the chunk's "
-                f"steps are {dtype}{list(step_shape)}"
-            )
+    for t, stream in enumerate(streams):
         step = np.asarray(decode_step(stream, base, step_bytes, jobs))
         if step.dtype != dtype or step.shape != tuple(step_shape):
             raise StreamError(f"series chunk: step {t} decodes to {step.dtype}{list(step.shape)}")

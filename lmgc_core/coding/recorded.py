@@ -27,7 +27,10 @@ def recorded_config(
     config = header.get("pipeline")
     if not isinstance(config, dict):
         if default is None:
-            raise StreamError("stream header has no pipeline configuration")
+            raise StreamError(
+                "stream header has no pipeline configuration (a chunk the numcodecs or Zarr "
+                "codec wrote with time_axis has none of its own: decode it with that codec)"
+            )
         config = default
     config = dict(config)
     prior = spec_dict(config.get("prior") or {})

@@ -15,6 +15,7 @@ deflated ``.npz`` member is inflated whole, once, when first asked for.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -24,7 +25,8 @@ from typing import IO, Any
 import numpy as np
 
 from lmgc_core.components.interfaces import DeltaCoding
-from lmgc_core.files.filecodec import FileEncoder
+from lmgc_core.files.archive import SUFFIX
+from lmgc_core.files.filecodec import FileEncoder, file_state
 from lmgc_core.files.readers import (
     chunk_readers,
     guess_format,
@@ -34,6 +36,7 @@ from lmgc_core.files.readers import (
 )
 from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor
 from lmgc_core.files.writers import HASH_NAMES, HASHERS, checked_hash
+from lmgc_core.stream import container
 from lmgc_core.util.dtypes import coding_view, dtype_name
 from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 
@@ -79,6 +82,7 @@ class BaseFile:
         self.where = f"--base {name}"
         # to decode: only the hash the record is checked by (XXH3-128 where it has one)
         wanted = tuple(HASHERS) if expect is None else (checked_hash(expect[0] or {}),)
+        self._state = file_state(f)
         size, digests = file_digest(f, wanted)
         self.record: dict[str, Any] = {"name": Path(name).name, "size": size, **digests}
         if expect is not None:
@@ -97,6 +101,18 @@ class BaseFile:
         self._lock = threading.Lock()
         self._readers: dict[tuple[int, int], list[Callable[[], np.ndarray]]] = {}
         self._inflated: tuple[int, list[np.ndarray]] | None = None
+
+    def check_unchanged(self) -> None:
+        """``ConfigError`` when the base file changed since it was hashed (a checkpoint saved
+        again to the same path while NEW was coded): the archive's record of the base and the
+        chunks it was coded against would then come from different bytes, and no base could
+        decode it."""
+        now = file_state(self._f)
+        if now != self._state:
+            raise ConfigError(
+                f"{self.where} changed while it was read (it was written to meanwhile): "
+                "compress again once it is complete"
+            )
 
     def match(self, tensor: Tensor) -> bool:
         """Whether ``tensor`` (of NEW) is coded against OLD's tensor of its name."""
@@ -205,16 +221,13 @@ class BaseEncoder(FileEncoder):
 
     def __init__(self, pipeline: Any, reference: BaseFile, chunk_bytes: int) -> None:
         super().__init__(pipeline)
-        if pipeline.stages:
-            raise ConfigError("--base needs a pipeline without stages (they change the values)")
-        if not isinstance(pipeline.prior, DeltaCoding):
-            raise ConfigError(
-                f"--base: prior {pipeline.prior.name!r} cannot code against a base (it has no "
-                "delta path); use the float prior"
-            )
+        check_delta_pipeline(pipeline)
         self.reference = reference
         self.base = reference.record
         self.chunk_bytes = chunk_bytes
+
+    def check_unchanged(self) -> None:
+        self.reference.check_unchanged()
 
     def matches(self, tensors: list[Tensor]) -> bool:
         return any(self.reference.match(t) for t in tensors)
@@ -239,6 +252,36 @@ class BaseEncoder(FileEncoder):
         return code
 
 
+def open_base(base: str, stack: ExitStack) -> IO[bytes]:
+    """The file ``--base`` names, opened (kept open on ``stack``): a regular file, since it is
+    read twice (hashed, then its tensors; a device such as /dev/zero was hashed forever, a pipe
+    was drained by the hash), and not an lmgc archive (the base is the file it restores)."""
+    f = stack.enter_context(open(base, "rb"))  # noqa: SIM115 - closed with the stack
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        raise ConfigError(
+            f"--base {base} is not a regular file (a pipe or a device): save it to a file first"
+        )
+    if base.lower().endswith(SUFFIX) or f.read(len(container.MAGIC)) == container.MAGIC:
+        raise ConfigError(
+            f"--base {base} is an lmgc archive: the base is the file it restores (decompress "
+            "it first)"
+        )
+    f.seek(0)
+    return f
+
+
+def check_delta_pipeline(pipeline: Any) -> None:
+    """``ConfigError`` unless ``pipeline`` can code a tensor against a base (``--base``,
+    ``--series``): checked before the first file is written."""
+    if pipeline.stages:
+        raise ConfigError("--base needs a pipeline without stages (they change the values)")
+    if not isinstance(pipeline.prior, DeltaCoding):
+        raise ConfigError(
+            f"--base: prior {pipeline.prior.name!r} cannot code against a base (it has no "
+            "delta path); use the float prior"
+        )
+
+
 def attach(reader: Any, decoder: Any, base: str | None, where: str, stack: ExitStack) -> bool:
     """Give ``decoder`` (a ``StreamDecoder``) the chunks of ``base`` for the archive ``reader``
     reads, after checking ``base`` against its record (:func:`check_record`: a missing, other or
@@ -248,7 +291,7 @@ def attach(reader: Any, decoder: Any, base: str | None, where: str, stack: ExitS
         return False
     if base is None:
         check_record(reader.base, None, where)
-    f = stack.enter_context(open(base, "rb"))  # type: ignore[arg-type]  # noqa: SIM115
+    f = open_base(str(base), stack)
     reference = BaseFile(f, str(base), expect=(reader.base, where))
     decoder.bases = lambda header: base_for_header(reference, header, reader.chunk_bytes)
     return True
@@ -260,7 +303,7 @@ def encoder_for(pipeline: Any, base: str | None, stack: ExitStack, chunk_bytes: 
     :class:`FileEncoder` without one."""
     if base is None:
         return FileEncoder(pipeline)
-    f = stack.enter_context(open(base, "rb"))  # noqa: SIM115 - closed with the stack
+    f = open_base(base, stack)
     return BaseEncoder(pipeline, BaseFile(f, str(base), *_own_format(f, str(base), dtype)),
                        chunk_bytes)  # fmt: skip
 

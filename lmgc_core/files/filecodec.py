@@ -85,6 +85,10 @@ class FileEncoder:
         """Whether any of ``tensors`` may be coded against :attr:`base` (a subclass's)."""
         return False
 
+    def check_unchanged(self) -> None:
+        """Once every chunk is coded: refuse a run whose other inputs (a subclass's base file)
+        changed meanwhile."""
+
     def coder_for(self, tensor: Tensor, index: int, i: int) -> Callable[..., bytes]:
         """What codes chunk ``i`` of tensor ``index``: :meth:`byte_run` for the file's other
         bytes, else :meth:`tensor` (a subclass may code some against a reference)."""
@@ -140,7 +144,7 @@ def compress_file(
     if not lossless:
         layout.notes.append("lossy stages: decompression gives their reconstruction")
     file_hash = source_hash or FileHash(src, jobs)
-    before = _file_state(src)
+    before = file_state(src)
     writer: ArchiveWriter | None = None
     matched = encoder.base is not None and encoder.matches(layout.tensors)
     if encoder.base is not None and not matched:  # said, not left to be guessed
@@ -186,6 +190,7 @@ def compress_file(
                 _write_compact(record, chunks(), code, file_hash, out, source_name)
             finally:  # (a change shows first as a hash that does not match: say why)
                 _check_unchanged(src, before, layout.size, source_name)
+                encoder.check_unchanged()
             progress.finish_chunk()
             return CompressResult(layout.tensors[0].nbytes, layout.size, 1)
         # With a thread-safe prior, ``jobs`` chunks are coded at a time (see the docstring). A
@@ -200,6 +205,7 @@ def compress_file(
         progress.finish_chunk()
         digests = file_hash.digests()
         _check_unchanged(src, before, layout.size, source_name)
+        encoder.check_unchanged()
         source = {"name": source_name, "size": layout.size, "sha256": digests["sha256"]}
         if layout.identical:  # what decompress checks the rebuilt file against
             source["xxh3_128"] = digests["xxh3_128"]
@@ -223,7 +229,7 @@ def compress_file(
     return CompressResult(total, layout.size, len(layout.tensors))
 
 
-def _file_state(f: IO[bytes]) -> tuple[int, int] | None:
+def file_state(f: IO[bytes]) -> tuple[int, int] | None:
     """``(size, mtime_ns)`` of a regular file (``None`` for a pipe or a stream)."""
     try:
         st = os.fstat(f.fileno())
@@ -238,7 +244,7 @@ def _check_unchanged(
     """InputFileError when the source changed while it was coded: its chunks and its hash may
     then come from different bytes, and the archive would never decompress (an append made
     the hash cover bytes no chunk held)."""
-    now = _file_state(f)
+    now = file_state(f)
     if before is not None and (now != before or now[0] != size):
         raise InputFileError(
             f"{where}: the file changed while it was being compressed (another program wrote "

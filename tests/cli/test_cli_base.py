@@ -332,3 +332,71 @@ def test_a_base_no_tensor_matches_is_said(tmp_path: Path) -> None:
     assert (tmp_path / "new.npy.lmgc").read_bytes()[:4] == b"LMGC"  # the compact form, no zip
     lmgc("decompress", tmp_path / "new.npy.lmgc", "-o", tmp_path / "back.npy")  # no --base
     assert (tmp_path / "back.npy").read_bytes() == (tmp_path / "new.npy").read_bytes()
+
+
+def _npy(path: Path, seed: int, n: int = 4000) -> Path:
+    rng = np.random.default_rng(seed)
+    np.save(path, rng.standard_normal(n).astype(np.float32))
+    return path
+
+
+def test_inputs_that_would_make_an_undecodable_chain_are_refused(tmp_path: Path) -> None:
+    """``--series d d`` coded the second d against the first (itself) and replaced the first's
+    archive; ``x --base x`` and ``--series a b --base b`` coded archives against files the same
+    run compresses: none could ever be decoded once the originals were gone. All exit 0."""
+    a, b = _npy(tmp_path / "a.npy", 0), _npy(tmp_path / "b.npy", 1)
+    cases = [
+        (["--series", a, a], "is listed twice"),
+        (["--series", a, b, a], "is listed twice"),
+        ([a, "--base", a], "which this run compresses"),
+        (["--series", a, b, "--base", b], "which this run compresses"),
+        ([a, b, "--base", b], "which this run compresses"),
+    ]
+    for args, words in cases:
+        assert words in one_error_line(lmgc("compress", "-f", *args, ok=False), 2)
+        assert not list(tmp_path.glob("*.lmgc")), args  # refused before anything is written
+
+
+def test_a_series_with_a_prior_without_deltas_writes_nothing(tmp_path: Path) -> None:
+    a, b = _npy(tmp_path / "a.npy", 0), _npy(tmp_path / "b.npy", 1)
+    line = one_error_line(lmgc("compress", "--series", "--prior", "adaptive", a, b, ok=False), 2)
+    assert "cannot code against a base" in line
+    assert not list(tmp_path.glob("*.lmgc"))
+
+
+def test_a_base_that_is_no_regular_file_or_an_archive_is_refused(tmp_path: Path) -> None:
+    import os
+
+    new = _npy(tmp_path / "new.npy", 0)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # hashing it waited for a writer; /dev/zero was hashed forever
+    for base, words in ((fifo, "is not a regular file"), (Path("/dev/zero"), "not a regular")):
+        assert words in one_error_line(lmgc("compress", new, "--base", base, ok=False), 2)
+    old = _npy(tmp_path / "old.npy", 1)
+    lmgc("compress", old)
+    line = one_error_line(lmgc("compress", new, "--base", f"{old}.lmgc", ok=False), 2)
+    assert "is an lmgc archive" in line  # it was read as raw values ('needs --dtype')
+
+
+def test_a_base_written_to_while_it_is_read_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """np.save / torch.save to the base's path while NEW is coded: the archive recorded the old
+    bytes' hash and held deltas against the new ones, and decoded with neither (exit 0)."""
+    import os
+
+    from lmgc_core.files import base_file
+
+    old = _npy(tmp_path / "old.npy", 1)
+    new = tmp_path / "new.npy"
+    np.save(new, np.load(old) + np.float32(1e-3))
+    chunk = base_file.BaseFile.chunk
+
+    def chunk_then_rewrite(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        data = chunk(self, *args, **kwargs)
+        _npy(old, 2)  # the same size, other values, a later mtime
+        os.utime(old, ns=(os.stat(old).st_atime_ns, os.stat(old).st_mtime_ns + 10**9))
+        return data
+
+    monkeypatch.setattr(base_file.BaseFile, "chunk", chunk_then_rewrite)
+    line = one_error_line(lmgc("compress", new, "--base", old, ok=False), 2)
+    assert "changed while it was read" in line
+    assert not (tmp_path / "new.npy.lmgc").exists()

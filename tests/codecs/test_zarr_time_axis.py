@@ -335,3 +335,17 @@ def test_steps_written_one_at_a_time_as_training_goes(tmp_path, weights):
     assert again.shape == weights.shape and bits_equal(again[:], weights)
     for f in chunk_files(tmp_path / "run.zarr"):
         assert container.read_header(f.read_bytes())[0]["series"]["steps"] == 4
+
+
+@pytest.mark.parametrize("steps", [1 << 30, 1 << 44])
+def test_a_chunk_declaring_a_huge_array_is_refused_before_memory_is_asked(steps):
+    """The chunk's array was allocated before its step headers were read: a few hundred bytes
+    declaring (2, 2^44) float32 raised numpy's MemoryError out of decode."""
+    good = LMGC(time_axis=0).encode(np.ones((2, 8), np.float32))
+    head, offset = container.read_header(good)
+    box = container.unpack(good, (head, offset))
+    forged = container.pack(
+        {**head, "array": {"dtype": "<f4", "shape": [2, steps]}}, [bytes(b) for b in box.blocks]
+    )
+    with pytest.raises(StreamError, match="step 0 declares"):
+        LMGC().decode(forged)
