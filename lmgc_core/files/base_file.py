@@ -26,7 +26,7 @@ import numpy as np
 
 from lmgc_core.components.interfaces import DeltaCoding
 from lmgc_core.files.archive import SUFFIX
-from lmgc_core.files.filecodec import FileEncoder, file_state
+from lmgc_core.files.filecodec import FileEncoder
 from lmgc_core.files.readers import (
     chunk_readers,
     guess_format,
@@ -35,6 +35,7 @@ from lmgc_core.files.readers import (
     tensor_streams,
 )
 from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor
+from lmgc_core.files.source_hash import file_state
 from lmgc_core.files.writers import HASH_NAMES, HASHERS, checked_hash
 from lmgc_core.stream import container
 from lmgc_core.util.dtypes import coding_view, dtype_name

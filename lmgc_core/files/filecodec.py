@@ -11,10 +11,7 @@ be written, so about N + 2 chunks' worth (see ``benchmarks/memory_safetensors.py
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import stat
 import threading
 import zlib
 from collections import deque
@@ -32,7 +29,7 @@ from lmgc_core.files import archive, compact, writers
 from lmgc_core.files.archive import ArchiveReader, ArchiveWriter, Entry, manifest_for
 from lmgc_core.files.readers import chunk_readers, chunk_shapes, tensor_streams
 from lmgc_core.files.segments import Deflated, FileLayout, InputFileError, Tensor
-from lmgc_core.files.source_hash import FileHash
+from lmgc_core.files.source_hash import FileHash, file_state
 from lmgc_core.stream import container
 from lmgc_core.stream.notes import VIEW_KEY, noted_parts, with_view
 from lmgc_core.util import interrupts
@@ -144,7 +141,7 @@ def compress_file(
     if not lossless:
         layout.notes.append("lossy stages: decompression gives their reconstruction")
     file_hash = source_hash or FileHash(src, jobs)
-    before = file_state(src)
+    before = file_hash.state  # taken as the hash began (a caller's FileHash: before its imports)
     writer: ArchiveWriter | None = None
     matched = encoder.base is not None and encoder.matches(layout.tensors)
     if encoder.base is not None and not matched:  # said, not left to be guessed
@@ -229,17 +226,8 @@ def compress_file(
     return CompressResult(total, layout.size, len(layout.tensors))
 
 
-def file_state(f: IO[bytes]) -> tuple[int, int] | None:
-    """``(size, mtime_ns)`` of a regular file (``None`` for a pipe or a stream)."""
-    try:
-        st = os.fstat(f.fileno())
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
-
-
 def _check_unchanged(
-    f: IO[bytes], before: tuple[int, int] | None, size: int, where: str
+    f: IO[bytes], before: tuple[int, int, int] | None, size: int, where: str
 ) -> None:
     """InputFileError when the source changed while it was coded: its chunks and its hash may
     then come from different bytes, and the archive would never decompress (an append made

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import threading
 from types import TracebackType
 from typing import IO
@@ -74,6 +75,17 @@ def file_digests(f: IO[bytes], stop: threading.Event | None = None) -> dict[str,
     return {"sha256": h.hexdigest(), "xxh3_128": x.hexdigest()}
 
 
+def file_state(f: IO[bytes]) -> tuple[int, int, int] | None:
+    """``(size, mtime_ns, ctime_ns)`` of a regular file (``None`` for a pipe or a stream): any
+    write changes it, even one whose writer set the old mtime back (``touch -r``), since no
+    one sets a ctime."""
+    try:
+        st = os.fstat(f.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
 class FileHash:
     """``file_digests(f)``, started at once on a thread of its own when there is a spare core
     (``jobs > 1``) and ``f`` allows positional reads; otherwise computed when :meth:`result` is
@@ -82,6 +94,9 @@ class FileHash:
 
     def __init__(self, f: IO[bytes], jobs: int | None) -> None:
         self._f = f
+        self.state = file_state(f)
+        """The file's :func:`file_state` when hashing began: a change after it, even before
+        the coding starts, is refused at the end (the hash would be of other bytes)."""
         self._stop = threading.Event()
         self._value: dict[str, str] | None = None
         self._error: BaseException | None = None

@@ -8,6 +8,7 @@ import io
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from lmgc_core.files import source_hash
@@ -83,3 +84,29 @@ def test_an_error_in_the_hash_reaches_the_caller(big_file, monkeypatch):
     monkeypatch.setattr(source_hash.os, "preadv", failing_preadv)
     with open(path, "rb") as f, FileHash(f, 2) as h, pytest.raises(OSError, match="Input/output"):
         h.result()
+
+
+def test_a_write_before_the_coding_starts_is_caught(tmp_path, monkeypatch):
+    """The file's state for the 'changed while compressed' check was taken after the imports,
+    the scan and a model's load, while its hash had started at once: a write in that window
+    gave exit 0 and an archive whose rebuilt file failed its hash."""
+    import time
+
+    from lmgc_core.files import readers
+    from tests.cli_helpers import lmgc, one_error_line
+
+    path = tmp_path / "a.npy"
+    np.save(path, np.random.default_rng(0).standard_normal(400_000).astype(np.float32))
+    scan = readers.scan
+
+    def scan_after_a_write(src, *args, **kwargs):
+        time.sleep(0.3)  # the hash thread has read the file by now
+        with open(path, "r+b") as f:
+            f.seek(800_000)
+            f.write(b"\x00\x00\x80\x3f" * 16)
+        return scan(src, *args, **kwargs)
+
+    monkeypatch.setattr(readers, "scan", scan_after_a_write)
+    result = lmgc("compress", path, "--chunk-size", "262144", "-j", "2", ok=False)
+    assert "the file changed while it was being compressed" in one_error_line(result, 1)
+    assert not (tmp_path / "a.npy.lmgc").exists()
