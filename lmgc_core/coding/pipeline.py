@@ -292,6 +292,9 @@ class Pipeline:
         arr = _as_array(array)
         ref = None if base is None else self._check_base_for(arr, base, base_name)
         part_coder = self._delta_coder if ref is not None else self._part_coder
+        # before the coding: what the stream records of the prior (an LM's model hash) is what
+        # coded it, or the run fails below (a model file replaced or written to meanwhile)
+        fingerprint = self.prior.fingerprint()
         parts, states = self._forward(arr)
         expected = self._expected(arr, parts, states) if self.stages else arr
         value_checksum = None if ref is not None else self._value_checksum(self.prior)
@@ -307,9 +310,15 @@ class Pipeline:
             )
             blocks.extend(coded)
             part_headers.append(part_entry(name, data, fields))
+        if self.prior.fingerprint() != fingerprint:
+            raise MismatchError(
+                f"prior {self.prior.name!r} changed while it coded (its model file was replaced "
+                "or written to): the stream would record other weights than the ones that "
+                "coded it; compress again once the file is complete"
+            )
         header = {
             "pipeline": self.recorded_config(),
-            "prior": self.prior.fingerprint(),
+            "prior": fingerprint,
             "made_by": provenance.made_by(self),
             "array": {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape)},
             **({"checksum": value_checksum} if checksum is None else {"sha256": checksum()}),

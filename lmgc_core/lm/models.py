@@ -111,15 +111,23 @@ _HF_HASHED = re.compile(
     r"^(config\.json|generation_config\.json|tokenizer(_config)?\.json|tokenizer\.model|"
     r"special_tokens_map\.json|vocab\.json|merges\.txt|.*\.safetensors|.*\.bin|.*\.gguf)$"
 )
-_HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
+_HASH_CACHE: dict[tuple[Any, ...], str] = {}
 _HASH_LOCK = threading.Lock()
 
 
+def file_identity(path: Path) -> tuple[Any, ...]:
+    """What the caches of a model file (its hash, its metadata, the loaded model) are keyed
+    by: its path, device, inode, size, mtime and ctime. A file replaced (a rename: another
+    inode) or written in place (a new ctime, even where the writer set the mtime back) is
+    another file, so what was cached for the old one is never used for it."""
+    st = path.stat()
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 hex digest of a file, cached per (path, inode, size, mtime)."""
+    """sha256 hex digest of a file, cached per :func:`file_identity`."""
     p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_ino, st.st_size, st.st_mtime_ns)
+    key = file_identity(p)
     with _HASH_LOCK:
         cached = _HASH_CACHE.get(key)
     if cached is not None:
@@ -166,19 +174,18 @@ _GGUF_SCALARS = {
     12: "<d",
 }
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
-_GGUF_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+_GGUF_CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
 def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The key/value header of a GGUF file (little-endian, versions 2 and 3).
 
     String arrays (the vocabulary) come back as lists of ``str``, numeric arrays as numpy arrays.
-    Cached per (path, size, mtime). Uses no ``gguf`` package: its reader takes ~10 s on a 49k-token
-    vocabulary, this one well under a second.
+    Cached per :func:`file_identity`. Uses no ``gguf`` package: its reader takes ~10 s on a
+    49k-token vocabulary, this one well under a second.
     """
     p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
+    key = file_identity(p)
     if key in _GGUF_CACHE:
         return _GGUF_CACHE[key]
     with open(p, "rb") as f:
@@ -196,6 +203,8 @@ def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             try:
                 meta = _parse_gguf_kv(buf, 24, n_kv)
                 break
+            except ConfigError:  # a value type this reader does not know: not a truncation
+                raise
             except (struct.error, IndexError, ValueError):
                 if len(buf) < size:
                     raise ConfigError(f"{str(path)!r}: truncated GGUF header") from None

@@ -44,10 +44,10 @@ class ModelCache(Generic[M]):
         self.loads = 0
 
     def get(self, path: Path, settings: tuple[Any, ...], load: Callable[[], M]) -> M:
-        """The model of ``path`` (its size and mtime too: a replaced file is loaded again) and
-        ``settings``; ``load()`` runs under the cache's lock only when it is not cached."""
-        st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns, *settings)
+        """The model of ``path`` (its :func:`~lmgc_core.lm.models.file_identity`: a file
+        replaced or written to is loaded again) and ``settings``; ``load()`` runs under the
+        cache's lock only when it is not cached."""
+        key = (*models.file_identity(path), *settings)
         with self._lock:
             hit = self._models.get(key)
             if hit is None:
@@ -103,9 +103,17 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def check_positive(label: str, value: Any) -> None:
+MAX_THREADS = 1024
+"""The most threads an LM prior's option (or a stream header) may ask for: 100,000 crashed
+libgomp, and a few hundred on a small machine ran for minutes."""
+
+
+def check_positive(label: str, value: Any, most: int | None = None) -> None:
+    """``ConfigError`` unless ``value`` is an integer from 1 to ``most`` (no bound: None)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{label} must be a positive integer, not {value!r}")
+    if most is not None and value > most:
+        raise ConfigError(f"{label} must be at most {most}, not {value!r}")
 
 
 class LMPrior(Prior):

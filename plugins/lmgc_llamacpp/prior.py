@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +27,14 @@ import numpy as np
 
 from lmgc_core.components.interfaces import JSON, PriorSession
 from lmgc_core.lm import models
-from lmgc_core.lm.prior_base import LMPrior, LMSession, LoadedModel, ModelCache, check_positive
+from lmgc_core.lm.prior_base import (
+    MAX_THREADS,
+    LMPrior,
+    LMSession,
+    LoadedModel,
+    ModelCache,
+    check_positive,
+)
 from lmgc_core.util.errors import ConfigError, MismatchError, PluginError
 
 IMPL_VERSION = 1
@@ -200,6 +208,13 @@ def _load(path: Path, n_gpu_layers: int) -> _Model:
         raise PluginError(f"{path} has neither a BOS nor an EOS token id")
     mp = llama_cpp.llama_model_default_params()
     mp.n_gpu_layers = n_gpu_layers
+    # read into memory, not mapped: a file written to while mapped changed the weights under
+    # a running model (the stream recorded the old file's hash), and one truncated killed the
+    # process (SIGBUS)
+    if hasattr(mp, "load_mode"):  # llama.cpp since 2026: a mode; before, a use_mmap flag
+        mp.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
+    else:
+        mp.use_mmap = False
     ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
     if not ptr:
         raise PluginError(f"llama.cpp {llama_cpp.__version__} could not load {path}")
@@ -229,8 +244,24 @@ def token_piece(model: _Model, token: int) -> bytes:
     return buf.raw[: max(n, 0)]
 
 
+MAX_N_BATCH = 1 << 20
+"""The largest ``n_batch`` (llama.cpp keeps it in 32 bits: 2**32 + 8 became 8, and an assert
+aborted the process)."""
+_SYSTEM_INFO: list[str] = []
+_SYSTEM_INFO_LOCK = threading.Lock()
+
+
 def system_info() -> str:
-    """llama.cpp's build and CPU features, compact (``CPU: SSE3 AVX AVX2 ...``): its kernels."""
+    """llama.cpp's build and CPU features, compact (``CPU: SSE3 AVX AVX2 ...``): its kernels.
+    Asked once per process, under a lock: ``llama_print_system_info`` writes a static buffer,
+    and threads calling it at once recorded empty or tripled texts."""
+    with _SYSTEM_INFO_LOCK:
+        if not _SYSTEM_INFO:
+            _SYSTEM_INFO.append(_system_info())
+        return _SYSTEM_INFO[0]
+
+
+def _system_info() -> str:
     raw = llama_cpp.llama_print_system_info()
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
     out = []
@@ -269,8 +300,8 @@ class LlamaCppPrior(LMPrior):
         unmapped: str = "error",
     ) -> None:
         if threads is not None:
-            check_positive("threads", threads)
-        check_positive("n_batch", n_batch)
+            check_positive("threads", threads, MAX_THREADS)
+        check_positive("n_batch", n_batch, MAX_N_BATCH)
         if not isinstance(n_gpu_layers, int) or isinstance(n_gpu_layers, bool) or n_gpu_layers < -1:
             raise ConfigError(f"n_gpu_layers must be an integer >= -1 (all), not {n_gpu_layers!r}")
         self._model_options(model, unmapped)

@@ -24,7 +24,14 @@ import torch
 
 from lmgc_core.components.interfaces import JSON, PriorSession
 from lmgc_core.lm import models
-from lmgc_core.lm.prior_base import LMPrior, LMSession, LoadedModel, ModelCache, check_positive
+from lmgc_core.lm.prior_base import (
+    MAX_THREADS,
+    LMPrior,
+    LMSession,
+    LoadedModel,
+    ModelCache,
+    check_positive,
+)
 from lmgc_core.util.errors import ConfigError, MismatchError, PluginError
 
 from . import cpu
@@ -46,7 +53,10 @@ pass must run with its prior's recorded count."""
 
 
 def default_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """Up to 4, and no more than the cores this process may run on (``taskset``, a
+    container's CPU set), as ``--jobs`` counts them."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, usable or 1))
 
 
 @dataclass(eq=False, kw_only=True)
@@ -226,7 +236,7 @@ class TransformersPrior(LMPrior):
             raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
         if threads is None:
             threads = default_threads()
-        check_positive("threads", threads)
+        check_positive("threads", threads, MAX_THREADS)
         self._model_options(model, unmapped)
         if cpu_capability is not None and not cpu.known(cpu_capability):
             raise ConfigError(f"cpu_capability {cpu_capability!r} is not one torch knows")

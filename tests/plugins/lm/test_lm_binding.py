@@ -1,0 +1,129 @@
+"""What binds a stream to the model that coded it: the model file's hash is taken before the
+coding and checked after it, the caches of a model file know a replaced or rewritten file from
+the old one, and llama.cpp's build record is read once, under a lock. Real files, the real
+bundled GGUF where a model runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmgc_core import Pipeline
+from lmgc_core.lm import models
+from lmgc_core.lm.prior_base import ModelCache
+from lmgc_core.util.errors import ConfigError, MismatchError
+from tests.plugins.lm.test_lm_priors import HAVE_LLAMA, needs_llama, needs_model
+
+
+def test_a_file_written_in_place_with_its_mtime_set_back_is_another_file(tmp_path):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF" + bytes(60))
+    before = models.file_identity(path)
+    st = os.stat(path)
+    with open(path, "r+b") as f:  # the same inode and size, other bytes
+        f.seek(10)
+        f.write(b"\x01")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # touch -r: the mtime as it was
+    assert models.file_identity(path) != before  # the ctime tells
+    replaced = tmp_path / "other"
+    shutil.copy2(path, replaced)
+    os.replace(replaced, path)  # another inode under the same name
+    assert models.file_identity(path) != before
+
+
+def test_the_model_cache_loads_a_replaced_file_again(tmp_path):
+    """The cache was keyed by path, size and mtime: a file replaced by one of the same size and
+    mtime kept serving the old weights under the new file's hash."""
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"a" * 64)
+    cache: ModelCache[str] = ModelCache()
+    assert cache.get(path, (), lambda: "first") == "first"
+    assert cache.get(path, (), lambda: "again") == "first"
+    st = os.stat(path)
+    other = tmp_path / "n.gguf"
+    other.write_bytes(b"b" * 64)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, path)
+    assert cache.get(path, (), lambda: "second") == "second"
+
+
+def test_a_prior_whose_fingerprint_changes_while_it_codes_is_refused(monkeypatch):
+    """The stream recorded the fingerprint taken after the coding: a model file replaced
+    meanwhile was recorded, and the old weights had coded the stream (exit 0, never decoded)."""
+    from lmgc_float.prior import FloatPrior
+
+    pipe = Pipeline.from_config({"prior": "float"})
+    coded: list[int] = []
+    fingerprint, encode_array = FloatPrior.fingerprint, FloatPrior.encode_array
+
+    def after_coding(self):  # another model file's hash once the coding began
+        return {**fingerprint(self), "model_sha256": "new"} if coded else fingerprint(self)
+
+    def encode(self, *args, **kwargs):
+        coded.append(1)
+        return encode_array(self, *args, **kwargs)
+
+    monkeypatch.setattr(FloatPrior, "fingerprint", after_coding)
+    monkeypatch.setattr(FloatPrior, "encode_array", encode)
+    with pytest.raises(MismatchError, match="changed while it coded"):
+        pipe.compress(np.linspace(-1, 1, 300, dtype=np.float32))
+
+
+@needs_llama
+@pytest.mark.parametrize("option", [{"threads": 100_000}, {"n_batch": 2**32 + 8}])
+def test_llamacpp_refuses_thread_and_batch_counts_it_cannot_run(option):
+    from lmgc_core.components import registry
+
+    with pytest.raises(ConfigError, match="must be at most"):
+        registry.build("prior", "llamacpp", option)
+
+
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python not installed")
+def test_llamacpp_system_info_is_the_same_on_every_thread():
+    from lmgc_llamacpp.prior import system_info
+
+    seen: list[str] = []
+    threads = [threading.Thread(target=lambda: seen.append(system_info())) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 16 and len(set(seen)) == 1 and seen[0]
+
+
+@pytest.mark.lm
+@needs_llama
+@needs_model
+def test_a_model_replaced_while_it_codes_is_refused(tmp_path):
+    """``mv new.gguf model.gguf`` during a compress: the header recorded the new file's hash
+    and the old weights coded the stream."""
+    model = tmp_path / "m.gguf"
+    shutil.copyfile(models.default_model_path(), model)
+    pipe = Pipeline.from_config(
+        {"prior": {"name": "llamacpp", "model": str(model), "threads": 1}, "window": 64}
+    )
+    x = np.full(8, 1.5, np.float32)
+    pipe.compress(x)  # loaded and hashed once
+    session_open = type(pipe.prior).open
+
+    def open_then_replace(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        session = session_open(self, *args, **kwargs)
+        copy = Path(tmp_path / "copy.gguf")
+        shutil.copyfile(model, copy)
+        with open(copy, "r+b") as f:  # one byte of the last tensor's data changed
+            f.seek(-4, os.SEEK_END)
+            f.write(b"\x00\x00\x80\x3f")
+        os.replace(copy, model)
+        return session
+
+    type(pipe.prior).open = open_then_replace
+    try:
+        with pytest.raises(MismatchError, match="changed while it coded"):
+            pipe.compress(x)
+    finally:
+        type(pipe.prior).open = session_open
