@@ -25,7 +25,7 @@ from lmgc_core.coding.recorded import header_errors, options_errors, recorded_co
 from lmgc_core.components import registry
 from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
 from lmgc_core.components.spec import ComponentSpec, spec_dict, spec_name
-from lmgc_core.stream import container
+from lmgc_core.stream import container, notes
 from lmgc_core.util.bytes_layout import same_bits
 from lmgc_core.util.caches import drop_oldest
 from lmgc_core.util.dtypes import dtype_name, parse_dtype, refuse_masked
@@ -911,12 +911,16 @@ def decompress(
     machine (e.g. the path of the model file); the prior's fingerprint check still applies.
     ``max_nbytes`` refuses a stream declaring a bigger array before decoding (see
     :meth:`Pipeline.decompress`). ``base``: the array a stream made with a base was coded against
-    (see :meth:`Pipeline.decompress`)."""
+    (see :meth:`Pipeline.decompress`).
+
+    A stream the codecs or the command noted a view in (a complex, datetime, string or record
+    array coded as numbers; a Fortran-ordered array coded as its transpose) comes back as that
+    array: its dtype, shape and order, as the codec that wrote it gives it."""
     head, text_key = read_keyed_header(blob)
     header = head[0]
     declared = declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
     if stored_only(header):  # raw bytes: no prior to build (no model needed), nothing to match
-        return decode_stored(blob, head, max_nbytes)
+        return notes.restore(header, decode_stored(blob, head, max_nbytes))
     if prior_options is not None and not isinstance(prior_options, Mapping):
         raise ConfigError(f"prior_options is a mapping, not a {type(prior_options).__name__}")
     if prior_options:
@@ -933,7 +937,7 @@ def decompress(
 
         with options_errors(prior_options, alone), header_errors(header):
             pipeline = recorded_pipeline(config, cache)
-    return pipeline.decompress(
+    arr = pipeline.decompress(
         blob,
         force=force,
         progress=progress,
@@ -944,6 +948,7 @@ def decompress(
         _key=key,
         _declared=declared,
     )
+    return notes.restore(header, arr)
 
 
 def stored_only(header: Mapping[str, Any]) -> bool:

@@ -407,3 +407,24 @@ def test_time_axis_names_the_dimensions_of_a_0d_chunk():
     with pytest.raises(ConfigError, match="out of range for a 0-d array"):
         LMGC(time_axis=1).encode(np.float32(1))
 
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(3, dtype=np.complex64) + 1j,
+        np.arange(3).astype("M8[s]"),
+        np.array(["ab", "c"], dtype="<U2"),
+        np.zeros(2, dtype=[("a", "<f4"), ("b", "u1")]),
+        np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)),
+    ],
+    ids=["complex", "datetime", "unicode", "record", "fortran"],
+)
+def test_lmgc_core_decompress_gives_a_noted_stream_its_own_array(array):
+    """The stream is self-describing: lmgc_core.decompress gave the coding view instead (float
+    pairs, int64, code points, bytes, the transpose) with no word."""
+    import lmgc_core
+
+    back = lmgc_core.decompress(LMGC().encode(array))
+    assert back.dtype == array.dtype and back.shape == array.shape
+    assert back.tobytes(order="A") == array.tobytes(order="A")
