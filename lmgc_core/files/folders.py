@@ -330,20 +330,20 @@ def compress_folder(
     new = [name for name in names if not os.path.lexists(out / name)]
     made += _new_folders(out, [str(Path(rel).parent) for rel in files] + empty)
     with _Kept() as kept:
-        # until the run ends, the folder says it is unfinished (were a put-back interrupted,
-        # an older manifest must not make a mix of old and new files pass for a whole folder)
-        kept.keep(out / FOLDER_MANIFEST)
-        unfinished = json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED})
-        _write_manifest(out / FOLDER_MANIFEST, unfinished)
         try:
+            # until the run ends, the folder says it is unfinished (were a put-back interrupted,
+            # an older manifest must not make a mix of old and new files pass for a whole one)
+            kept.keep(out / FOLDER_MANIFEST)
+            unfinished = json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED})
+            _write_manifest(out / FOLDER_MANIFEST, unfinished)
             result = _code_folder(root, out, files, empty, pipeline, jobs, quiet, base_dir,
                                   kept, skipped)  # fmt: skip
-            result.leftovers = _leftovers(out)
         except BaseException:  # a bad base, a full disk, Ctrl-C: no half-written folder is
             # left, which would decode as a whole one with files missing (or old ones)
             _undo(out, new, made)
             kept.put_back()
             raise
+    result.leftovers = _leftovers(out)  # once this run's own links are gone
     return result
 
 

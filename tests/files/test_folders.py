@@ -554,3 +554,28 @@ def test_the_manifest_takes_the_umasks_mode(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     assert (tmp_path / "c" / FOLDER_MANIFEST).stat().st_mode & 0o777 == 0o644
+
+
+def test_a_forced_run_does_not_warn_of_its_own_kept_links(tmp_path: Path) -> None:
+    src = tmp_path / "m"
+    src.mkdir()
+    np.save(src / "a.npy", np.arange(100, dtype=np.float32))
+    (src / "config.json").write_text("{}")
+    lmgc("compress", src, "-o", tmp_path / "out", "-q")
+    result = lmgc("compress", src, "-o", tmp_path / "out", "-q", "-f")
+    assert "warning" not in result.stderr  # the links it made were its own, and are gone
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+def test_a_run_that_fails_at_its_first_write_leaves_no_folder(tmp_path: Path, monkeypatch) -> None:
+    src = tmp_path / "m"
+    src.mkdir()
+    np.save(src / "a.npy", np.arange(100, dtype=np.float32))
+
+    def full(path, text):  # type: ignore[no-untyped-def]
+        raise OSError(27, "File too large")
+
+    monkeypatch.setattr(folders, "_write_manifest", full)
+    with pytest.raises(OSError, match="File too large"):
+        compress_folder(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
