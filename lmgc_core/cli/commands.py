@@ -36,6 +36,7 @@ from lmgc_core.files.outputs import (
 from lmgc_core.util import interrupts
 from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 from lmgc_core.util.interrupts import Terminated
+from lmgc_core.util.text import safe
 
 USAGE_ERRORS = (ConfigError,)
 DEBUG_VARIABLE = "LMGC_DEBUG"
@@ -48,8 +49,13 @@ EXTRAS = {
 FORMAT_CHOICE = click.Choice(["npy", "npz", "safetensors", "raw"], case_sensitive=False)
 
 
+def _debugging() -> bool:
+    """``LMGC_DEBUG`` set to anything but empty, 0, false, no or off (as ``LMGC_PROGRESS``)."""
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
+    return safe(" ".join(str(message).split()))
 
 
 def _exit(message: str, code: int) -> NoReturn:
@@ -137,13 +143,13 @@ class _Group(click.Group):
         except MemoryError:
             _exit("out of memory", 1)
         except ModuleNotFoundError as exc:  # a command of an extra (bench, zarr...) not installed
-            if os.environ.get(DEBUG_VARIABLE) or exc.name is None:
+            if _debugging() or exc.name is None:
                 raise
             extra = EXTRAS.get(exc.name.split(".")[0])
             hint = f"pip install 'lmgc[{extra}]'" if extra else f"pip install {exc.name}"
             _exit(f"this needs {exc.name}, which is not installed ({hint})", 1)
         except Exception as exc:  # unexpected (a plugin command's ValueError, or a bug)
-            if os.environ.get(DEBUG_VARIABLE):
+            if _debugging():
                 raise
             _exit(f"{exc} ({type(exc).__name__}; {DEBUG_VARIABLE}=1 shows where)", 1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -172,7 +178,7 @@ def _say(quiet: bool, output: str, message: str) -> None:
     if quiet or (not err and sys.stdout is None):
         return
     with said_as("<stderr>" if err else "<stdout>"):
-        click.echo(message, err=err)
+        click.echo(safe(message), err=err)
 
 
 def _flush_stdout() -> None:
@@ -724,6 +730,8 @@ def estimate(
     pipeline = build_pipeline(**kw)
     with open_input(input) as (src, size, name):
         arrays = load_arrays(src, size, name, dtype)
+    if not arrays:  # printed nothing, exit 0 (a zip with no .npy members, an lmgc archive)
+        raise ConfigError(f"{name} holds no arrays to estimate")
     for key, arr in arrays.items():
         est = pipeline.estimate(arr, teacher_forced=teacher_forced)
         line = (
@@ -734,7 +742,7 @@ def estimate(
         if also_compress:
             blob = pipeline.compress(arr)
             line += f"; real stream {len(blob)} bytes ({100 * len(blob) / max(arr.nbytes, 1):.2f}%)"
-        click.echo(line)
+        click.echo(safe(line))
 
 
 @cli.command()
@@ -771,11 +779,11 @@ def plugins(as_json: bool) -> None:
             status += f" ({r.install_hint})"
         if r.broken:
             status = f"broken: {r.broken}"
-        click.echo(f"{r.kind:<10} {r.name:<14} {r.plugin:<28} {status}")
+        click.echo(safe(f"{r.kind:<10} {r.name:<14} {r.plugin:<28} {status}"))
         if r.description:
-            click.echo(f"{'':<10} {'':<14} {r.description}")
+            click.echo(safe(f"{'':<10} {'':<14} {r.description}"))
     for plugin, error in broken.items():
-        click.echo(f"{'plugin':<10} {'':<14} {plugin:<28} broken: {error}")
+        click.echo(safe(f"{'plugin':<10} {'':<14} {plugin:<28} broken: {error}"))
 
 
 def _add_plugin_commands() -> None:

@@ -76,6 +76,8 @@ def parse_pairs(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"options are KEY=VALUE, not {pair!r}")
+        if key in out:  # the last one silently won
+            raise ConfigError(f"option {key!r} is given twice")
         out[key] = _parse_value(value)
     return out
 

@@ -49,7 +49,20 @@ def check_keys(config: Mapping[str, Any], valid: Iterable[str]) -> None:
     """Refuse keys a pipeline configuration does not have, naming the valid ones."""
     unknown = set(config) - set(valid)
     if unknown:
-        raise ConfigError(f"unknown pipeline keys {sorted(unknown)}; valid keys: {sorted(valid)}")
+        raise ConfigError(
+            f"unknown pipeline keys {sorted(unknown, key=str)}; valid keys: {sorted(valid)}"
+        )
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A mapping whose keys are each given once: a repeated key kept its last value, so a
+    ``"stages": [quantize]`` written before ``"stages": []`` was dropped without a word."""
+    out: dict[Any, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigError(f"key {key!r} is given twice")
+        out[key] = value
+    return out
 
 
 def _load_yaml(text: str) -> Any:
@@ -60,7 +73,23 @@ def _load_yaml(text: str) -> Any:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     count = depth = 0
+    open_nodes: list[list[Any]] = []  # per open collection: [a mapping's keys or None, key next]
     for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.ScalarEvent | yaml.CollectionStartEvent):
+            if open_nodes and open_nodes[-1][0] is not None:  # a mapping's key, then its value
+                keys, key_next = open_nodes[-1]
+                if key_next and isinstance(event, yaml.ScalarEvent):
+                    if event.value in keys:
+                        raise ConfigError(
+                            f"line {event.start_mark.line + 1}: key {event.value!r} is given twice"
+                        )
+                    keys.add(event.value)
+                open_nodes[-1][1] = not key_next
+            if isinstance(event, yaml.CollectionStartEvent):
+                open_nodes.append([set() if isinstance(event, yaml.MappingStartEvent) else None,
+                                   True])  # fmt: skip
+        elif isinstance(event, yaml.CollectionEndEvent):
+            open_nodes.pop()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
             raise ConfigError(
@@ -97,7 +126,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         elif suffix == ".toml":
             data = _toml().loads(text)
         elif suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         else:
             raise ConfigError(f"config {path.name}: use a .yaml, .toml or .json file")
     except ConfigError as exc:

@@ -104,6 +104,6 @@ def refuse_unknown(
     kind: str, name: str, valid: list[str] | None, options: Mapping[str, Any]
 ) -> None:
     """An :class:`UnknownOptionError` for options outside ``valid`` (``None``: any are taken)."""
-    unknown = sorted(set(options) - set(valid)) if valid is not None else []
+    unknown = sorted(set(options) - set(valid), key=str) if valid is not None else []
     if valid is not None and unknown:
         raise UnknownOptionError(kind, name, unknown, valid)

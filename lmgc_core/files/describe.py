@@ -16,6 +16,7 @@ from lmgc_core.files.archive import ArchiveReader
 from lmgc_core.files.filecodec import check_chunk_header, tensor_from_header
 from lmgc_core.stream import container
 from lmgc_core.util.dtypes import encode_dtype
+from lmgc_core.util.text import safe
 
 
 def _ratio(compressed: int, original: int) -> float:
@@ -71,15 +72,6 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
         },
     }
     return doc
-
-
-def safe(text: Any) -> str:
-    """``text`` for a terminal: printable characters as they are, anything else (control
-    characters, escape sequences, unassigned code points) escaped as ``repr`` would."""
-    text = str(text)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _shape(shape: list[int]) -> str:

@@ -753,7 +753,9 @@ def _check_base(reader: Any, base: Path | None, where: str) -> None:
 def _say(message: str, err: bool = False) -> None:
     import click
 
-    click.echo(message, err=err)
+    from lmgc_core.util.text import safe
+
+    click.echo(safe(message), err=err)
 
 
 def _say_leftovers(output: str, result: FolderResult) -> None:

@@ -37,6 +37,7 @@ from lmgc_core.files.segments import (
     check_shape,
 )
 from lmgc_core.files.source_hash import positional_fd
+from lmgc_core.stream import container
 from lmgc_core.util.dtypes import coding_view, user_dtype
 from lmgc_core.util.errors import ConfigError
 
@@ -76,9 +77,18 @@ def scan(f: IO[bytes], size: int, name: str, fmt: str | None, dtype: str | None)
     """The layout of an input: ``fmt`` if given, else ``--dtype`` means raw, else the suffix,
     else the magic bytes."""
     if fmt is None and dtype is not None:
+        own = guess_format(f, size, name)
+        if own is not None and own != "raw":  # its header would have been coded as values
+            raise ConfigError(
+                f"{name} is a {own} file: --dtype is for raw files (add --format raw to code "
+                "its bytes as raw values)"
+            )
         fmt = "raw"
     fmt = fmt or guess_format(f, size, name)
     if fmt is None:
+        f.seek(0)
+        if f.read(len(container.MAGIC)) == container.MAGIC:
+            raise ConfigError(f"{name} is an lmgc archive or stream: decompress it first")
         raise ConfigError(
             f"{name}: not a .npy, .npz or .safetensors file; raw input needs --dtype "
             "(e.g. --dtype float32)"

@@ -3,6 +3,7 @@ right exit status: 2 for usage, 1 for bad data."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -136,3 +137,62 @@ def test_real_process_pipes_and_a_closed_reader(tmp_path, grads):
     proc = subprocess.run([LMGC, "compress", str(tmp_path / "m.npz")], capture_output=True,
                           text=True, timeout=300, input="")  # fmt: skip
     assert proc.returncode == 0 and proc.stderr == ""  # no progress bar off a terminal
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "words"),
+    [
+        ("c.json", '{"stages": [{"name": "quantize", "bits": 8}], "stages": []}', "given twice"),
+        ("c.yaml", "prior: float\nprior: adaptive\n", "given twice"),
+        ("c.yaml", "stages:\n  - name: quantize\n    bits: 8\n    bits: 2\n", "given twice"),
+        ("c.yaml", "1: 2\nfoo: 3\n", "unknown pipeline keys"),  # sorting them raised TypeError
+    ],
+)
+def test_config_files_with_repeated_or_odd_keys_are_refused(tmp_path, g, name, text, words):
+    """A repeated key kept its last value (a lossy stage dropped without a word)."""
+    (tmp_path / name).write_text(text)
+    line = one_error_line(lmgc("compress", g, "--config", tmp_path / name, ok=False), 2)
+    assert words in line
+
+
+def test_an_option_given_twice_is_refused(g):
+    result = lmgc("compress", g, "--stage", "quantize:bits=8,bits=2", ok=False)
+    assert "given twice" in one_error_line(result, 2)
+
+
+def test_dtype_on_a_file_of_a_known_format_is_refused(tmp_path, g):
+    """Its header was coded as float32 values (an archive larger than the file), exit 0."""
+    line = one_error_line(lmgc("compress", g, "--dtype", "float32", ok=False), 2)
+    assert "--dtype is for raw files" in line
+    lmgc("compress", g, "--dtype", "float32", "--format", "raw", "-o", tmp_path / "raw.lmgc")
+
+
+def test_estimate_of_a_file_without_arrays_is_an_error(tmp_path, g):
+    """A zip with no .npy member printed nothing, exit 0; a stream was taken for raw data."""
+    np.savez(tmp_path / "x.npz", a=np.load(g))
+    lmgc("compress", tmp_path / "x.npz", "-o", tmp_path / "zip.lmgc")
+    line = one_error_line(lmgc("estimate", tmp_path / "zip.lmgc", ok=False), 2)
+    assert "holds no arrays" in line
+    lmgc("compress", g, "-o", tmp_path / "stream.lmgc")
+    line = one_error_line(lmgc("estimate", tmp_path / "stream.lmgc", ok=False), 2)
+    assert "is an lmgc archive or stream: decompress it first" in line
+
+
+def test_a_name_that_is_not_utf8_is_said_escaped(tmp_path, g):
+    """The summary line raised UnicodeEncodeError after the output was written (exit 1), and
+    the inputs after it were never compressed."""
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/b\xff.npy"))
+    shutil.copyfile(g, odd)
+    result = lmgc("compress", odd, g)
+    assert "b\\udcff.npy" in result.stdout and Path(f"{g}.lmgc").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("0", False), ("false", False), ("off", False), ("", False), ("1", True)]
+)
+def test_lmgc_debug_reads_off_values_as_off(monkeypatch, value, on):
+    """``LMGC_DEBUG=0`` turned tracebacks on (any non-empty value did)."""
+    from lmgc_core.cli import commands
+
+    monkeypatch.setenv("LMGC_DEBUG", value)
+    assert commands._debugging() is on
