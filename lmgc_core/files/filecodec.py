@@ -392,6 +392,8 @@ def tensor_from_header(name: str, header: dict[str, Any]) -> Tensor:
     try:
         dtype = parse_dtype(header["array"]["dtype"])
         shape = tuple(int(n) for n in header["array"]["shape"])
+        if any(n < 0 for n in shape):  # ls printed it, decompress blamed an API argument
+            raise ValueError(f"negative dimension in {list(shape)}")
         note = header.get(VIEW_KEY) or {}
         if not isinstance(note, dict):
             raise TypeError("bad view note")

@@ -579,7 +579,7 @@ def _check_listed(
             reader = ArchiveReader(f, rel)
             size = reader.source.get("size")
             total += size if type(size) is int else 0
-            _check_base(reader, _base_of(base_dir, rel), rel)
+            _check_base(reader, _base_of(base_dir, rel), rel, base_dir)
     return total + sum((root / rel).stat().st_size for rel in copied)
 
 
@@ -733,13 +733,20 @@ def _base_of(base_dir: str | os.PathLike | None, rel: str) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-def _check_base(reader: Any, base: Path | None, where: str) -> None:
+def _check_base(
+    reader: Any, base: Path | None, where: str, base_dir: str | os.PathLike | None = None
+) -> None:
     """An archive's base record against its file in the base folder (before any output)."""
     from lmgc_core.files.base_file import check_digests, check_record, file_digest
     from lmgc_core.files.writers import checked_hash
 
     if reader.base is None:
         return
+    if base is None and base_dir is not None:  # not "give it with --base": it was given
+        raise ConfigError(
+            f"--base {base_dir} has no file {where}, which {where}{SUFFIX} was compressed "
+            "against"
+        )
     if base is None:
         check_record(reader.base, None, where)
     with open(base, "rb") as f:  # type: ignore[arg-type]

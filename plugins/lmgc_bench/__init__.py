@@ -29,13 +29,18 @@ def register_commands(cli: Any) -> None:
         type=click.Choice(["convnet", "vgg", "resnet18", "vit", "mlp"]),
         help="Architecture(s) to train; repeat the option for several.",
     )  # fmt: skip
-    @click.option("--steps", default=200, show_default=True, help="Training steps per model.")
-    @click.option("--every", default=50, show_default=True, help="Snapshot every N steps.")
-    @click.option("--image-size", default=16, show_default=True, help="Digits upsampled to NxN.")
-    @click.option("--batch-size", default=64, show_default=True)
-    @click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate.")
+    @click.option("--steps", default=200, show_default=True, type=click.IntRange(min=1),
+                  help="Training steps per model.")  # fmt: skip
+    @click.option("--every", default=50, show_default=True, type=click.IntRange(min=1),
+                  help="Snapshot every N steps.")  # fmt: skip
+    @click.option("--image-size", default=16, show_default=True, type=click.IntRange(min=1),
+                  help="Digits upsampled to NxN.")  # fmt: skip
+    @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+    @click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate.",
+                  type=click.FloatRange(min=0, min_open=True))  # fmt: skip
     @click.option("--seed", default=0, show_default=True)
-    @click.option("--threads", default=1, show_default=True, help="torch CPU threads.")
+    @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+                  help="torch CPU threads.")  # fmt: skip
     def collect_cmd(out: str, archs: tuple[str, ...], **kw: Any) -> None:
         """Train small ConvNet / VGG / ResNet-18 / ViT models on scikit-learn's digit images and
         save float32 gradient snapshots (with layer metadata) to a Zarr store."""

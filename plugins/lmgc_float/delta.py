@@ -9,7 +9,8 @@ exponent. Each block keeps whichever of three codings is smallest:
 * *ulp distance*: both values mapped to ordered integers (sign-magnitude to a monotone unsigned
   integer, so ``-0.0`` and ``+0.0`` are neighbours), then the wrapping difference; integers: the
   wrapping difference of their raw bits;
-* *XOR* of the raw bits (what ZipNN and BitX do), better where signs flip or values are replaced;
+* *XOR* of the raw bits (what ZipNN and BitX do), better where values are replaced (its field
+  model codes a changed sign bit as a long XOR, so a sign flip gains nothing over *alone*);
 * *alone*: the block coded by the float prior as if there were no base (Adam's ``exp_avg`` is
   mostly new after a few dozen steps).
 

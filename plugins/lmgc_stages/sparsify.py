@@ -124,7 +124,9 @@ class SparsifyStage(Stage):
 
     def count(self, n: int) -> int:
         """How many of ``n`` entries are kept."""
-        return min(n, math.ceil(self.keep * n - 1e-9)) if n else 0
+        # ceil(keep * n) as documented, at least 1 for any keep > 0 (1e-9 absorbs float error in
+        # keep * n, e.g. 0.1 * 30; it made a tiny keep keep nothing)
+        return min(n, max(1, math.ceil(self.keep * n - 1e-9))) if n else 0
 
     # -- forward ---------------------------------------------------------------------------
 

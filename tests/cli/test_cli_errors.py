@@ -196,3 +196,20 @@ def test_lmgc_debug_reads_off_values_as_off(monkeypatch, value, on):
 
     monkeypatch.setenv("LMGC_DEBUG", value)
     assert commands._debugging() is on
+
+
+def test_a_header_declaring_a_negative_dimension_is_refused_by_ls_and_decompress(tmp_path):
+    """ls listed (-256,) and a negative size, exit 0; decompress blamed an API argument."""
+    import lmgc_core
+    from lmgc_core.stream import container
+
+    blob = lmgc_core.compress(np.arange(256, dtype=np.float32))
+    head, _ = container.read_header(blob)
+    forged = container.pack(
+        {**head, "array": {**head["array"], "shape": [-256]}},
+        [bytes(b) for b in container.unpack(blob, container.read_header(blob)).blocks],
+    )
+    (tmp_path / "neg.lmgc").write_bytes(forged)
+    for command in ("ls", "decompress"):
+        line = one_error_line(lmgc(command, tmp_path / "neg.lmgc", ok=False), 1)
+        assert "negative dimension" in line or "bad array entry" in line, line

@@ -579,3 +579,15 @@ def test_a_run_that_fails_at_its_first_write_leaves_no_folder(tmp_path: Path, mo
     with pytest.raises(OSError, match="File too large"):
         compress_folder(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_base_folder_without_the_file_says_which(tmp_path: Path) -> None:
+    """It said 'give it with --base' although --base had been given."""
+    for name in ("old", "new"):
+        (tmp_path / name).mkdir()
+    np.save(tmp_path / "old" / "b.npy", np.linspace(0, 1, 5000, dtype=np.float32))
+    np.save(tmp_path / "new" / "b.npy", np.linspace(0, 1, 5000, dtype=np.float32) + 1e-4)
+    compress_folder(tmp_path / "new", tmp_path / "c", base_dir=tmp_path / "old")
+    (tmp_path / "old" / "b.npy").rename(tmp_path / "old" / "elsewhere.npy")
+    with pytest.raises(ConfigError, match=r"has no file b\.npy, which b\.npy\.lmgc was compressed"):
+        decompress_folder(tmp_path / "c", tmp_path / "back", base_dir=tmp_path / "old")

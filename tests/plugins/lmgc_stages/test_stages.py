@@ -397,3 +397,9 @@ def test_stage_refusals_name_the_tensor_and_print_no_numpy_warning(tmp_path):
     failed = lmgc("compress", "-q", "--stage", "quantize:bits=8", tmp_path / "m.safetensors",
                   ok=False)  # fmt: skip
     assert "tensor 'b': quantize:" in one_error_line(failed, 1)
+
+
+def test_sparsify_keeps_at_least_one_entry_for_any_positive_keep():
+    """k = ceil(keep * n) as documented: keep=1e-10 on 5 values kept none (all +0.0)."""
+    assert SparsifyStage(1e-10).count(5) == 1
+    assert SparsifyStage(0.1).count(30) == 3  # float error in 0.1 * 30 still absorbed
