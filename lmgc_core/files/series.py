@@ -66,8 +66,13 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
             if same_name and earlier.source_sha256 in (None, digest):
                 found = earlier.output
                 break
+        later = [p.archive for p in plan[i + 1 :] if Path(p.output).name == name]
+        if found is None and later and (given is None or Path(given).name != name):
+            raise ConfigError(  # not left to the archive's decode, after earlier ones wrote
+                f"{item.archive} was compressed against {name!r}, which {later[0]} (later in "
+                f"the list) decompresses to: list {later[0]} before it"
+            )
         if found is None and given is None:
-            later = [p.archive for p in plan[i + 1 :] if Path(p.output).name == name]
             hint = (
                 f"decompress {later[0]} before it" if later
                 else f"decompress the archive of {name} before it in the same command"

@@ -139,6 +139,21 @@ def test_a_missing_base_is_refused_by_name_before_anything_is_written(tmp_path, 
     assert not files[1].exists() and not files[0].exists()  # checked before anything is written
 
 
+def test_an_out_of_order_list_with_a_base_is_refused_before_anything_is_written(
+    tmp_path, checkpoints
+):
+    """With --base given, a list out of order wrote its first files, then failed, blaming
+    --base."""
+    files = make_series(tmp_path / "run", checkpoints, "npz", 4)
+    lmgc("compress", "-q", "--series", *files)
+    lmgcs = archived(files)
+    move_away(files[1:], tmp_path / "sources")
+    result = lmgc("decompress", "--base", files[0], lmgcs[1], lmgcs[3], lmgcs[2], ok=False)
+    line = one_error_line(result, 2)
+    assert files[2].name in line and "before it" in line
+    assert not files[1].exists()  # checked before anything is written
+
+
 def test_a_decoded_file_that_is_not_the_base_is_not_used(tmp_path, checkpoints):
     """Two series whose files share names: the second's archive names a base of the same name
     as the first's decoded file, but another SHA-256."""
