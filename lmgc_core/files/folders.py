@@ -343,6 +343,7 @@ def compress_folder(
             _undo(out, new, made)
             kept.put_back()
             raise
+    _mirror_modes(root, out, made)
     result.leftovers = _leftovers(out)  # once this run's own links are gone
     return result
 
@@ -544,6 +545,7 @@ def decompress_folder(
             _undo(out, new, made)
             kept.put_back()
             raise
+    _mirror_modes(root, out, made)
     result.leftovers = _leftovers(out)
     return result
 
@@ -714,6 +716,16 @@ def _new_folders(out: Path, folders: list[str]) -> list[Path]:
                 if not (out / prefix).exists():
                     new.append(out / prefix)
     return new
+
+
+def _mirror_modes(root: Path, out: Path, made: list[Path]) -> None:
+    """The folders a run made take the permission bits of the folders they mirror under
+    ``root`` (a private 0700 subfolder came back 0755, and the files in it readable by all),
+    as its files take their sources' bits."""
+    for folder in made:
+        twin = root / folder.relative_to(out)
+        with contextlib.suppress(OSError):  # a twin that is gone, a file system without modes
+            os.chmod(folder, stat.S_IMODE(os.stat(twin).st_mode))
 
 
 def _undo(out: Path, new: list[str], made: list[Path]) -> None:

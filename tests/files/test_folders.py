@@ -591,3 +591,16 @@ def test_a_base_folder_without_the_file_says_which(tmp_path: Path) -> None:
     (tmp_path / "old" / "b.npy").rename(tmp_path / "old" / "elsewhere.npy")
     with pytest.raises(ConfigError, match=r"has no file b\.npy, which b\.npy\.lmgc was compressed"):
         decompress_folder(tmp_path / "c", tmp_path / "back", base_dir=tmp_path / "old")
+
+
+def test_private_subfolders_stay_private(tmp_path: Path) -> None:
+    """A 0700 subfolder came back 0755, and the 0644 file in it readable by everyone."""
+    src = tmp_path / "m"
+    (src / "secret").mkdir(parents=True)
+    np.save(src / "secret" / "a.npy", np.ones(8, np.float32))
+    (src / "secret" / "notes.txt").write_text("x")
+    os.chmod(src / "secret", 0o700)
+    compress_folder(src, tmp_path / "c")
+    decompress_folder(tmp_path / "c", tmp_path / "back")
+    for folder in (tmp_path / "c" / "secret", tmp_path / "back" / "secret"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
