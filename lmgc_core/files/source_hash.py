@@ -103,7 +103,10 @@ class FileHash:
         self._thread: threading.Thread | None = None
         if resolve_jobs(jobs) > 1 and positional_fd(f) is not None:
             self._thread = threading.Thread(target=self._run, name="lmgc-file-hash", daemon=True)
-            self._thread.start()
+            try:
+                self._thread.start()
+            except RuntimeError:  # no thread can start here: hashed when asked
+                self._thread = None
 
     def _run(self) -> None:
         try:

@@ -68,8 +68,8 @@ class HashingWriter:
         self.out = out
         self.algorithm = algorithm
         new = HASHERS[algorithm]
-        self.sha = (_HashThread(new) if background else new()) if hashing else None
-        self._background = background
+        self.sha = (_hash_thread(new) if background else new()) if hashing else None
+        self._background = isinstance(self.sha, _HashThread)
         self.size = 0
 
     def write(self, data: Any) -> None:
@@ -92,6 +92,15 @@ class HashingWriter:
 
 HASH_AHEAD = 4
 """Writes that may wait for the background SHA-256 (:class:`HashingWriter`)."""
+
+
+def _hash_thread(new: Callable[[], Any]) -> Any:
+    """A :class:`_HashThread`, or the hash itself where no thread can start (a process or
+    cgroup limit): the writes then hash as they go."""
+    try:
+        return _HashThread(new)
+    except RuntimeError:
+        return new()
 
 
 class _HashThread:

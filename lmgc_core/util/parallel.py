@@ -81,7 +81,10 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) 
     ]
     try:
         for thread in threads:
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # no more threads here (a process or cgroup limit): the
+                break  # started ones and this one take the rest (they take others' ranges)
         work(0)
     finally:
         stop.set()  # an interrupt in the caller: the threads take no more items
@@ -143,7 +146,11 @@ def in_background(fn: Callable[[], R], jobs: int | None) -> Callable[[], R]:
     if resolve_jobs(jobs) <= 1:
         return fn
     pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(fn)
+    try:
+        future = pool.submit(fn)
+    except RuntimeError:  # no thread could start (a process or cgroup limit): run when asked
+        pool.shutdown(wait=False, cancel_futures=True)
+        return fn
     pool.shutdown(wait=False)  # the thread ends once ``fn`` has run
     return future.result
 
@@ -162,9 +169,18 @@ def run_ahead(
     workers = max(1, workers)
     pool = ThreadPoolExecutor(max_workers=workers)
     pending: deque[Future[R]] = deque()
+    rest = iter(items)
     try:
-        for x in items:
-            pending.append(pool.submit(fn, x))
+        for x in rest:
+            try:
+                pending.append(pool.submit(fn, x))
+            except RuntimeError:  # no thread could start (a process or cgroup limit): what is
+                while pending:  # queued first, then the rest in this thread, in order
+                    yield pending.popleft().result()
+                pool.shutdown(wait=True, cancel_futures=True)
+                yield fn(x)
+                yield from map(fn, rest)
+                return
             if len(pending) > workers + 1:
                 yield pending.popleft().result()
         while pending:

@@ -61,3 +61,27 @@ def test_drop_oldest_keeps_a_shared_cache_bounded_under_threads():
 
     assert _hammer(work) == []
     assert len(cache) <= 16 + 8  # each thread may insert once past a race
+
+
+def test_the_parallel_helpers_work_where_no_thread_can_start(monkeypatch):
+    """A process or cgroup limit on threads: the commands failed ('can't start new thread')
+    where one thread does the work."""
+    from lmgc_core.files.source_hash import FileHash
+    from lmgc_core.files.writers import HashingWriter
+    from lmgc_core.util import parallel
+
+    def refuse(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    items = list(range(40))
+    assert parallel.map_ordered(lambda i: i * i, items, 4) == [i * i for i in items]
+    assert list(parallel.run_ahead(lambda i: i + 1, items, 4, workers=3)) == [i + 1 for i in items]
+    assert parallel.in_background(lambda: 7, 4)() == 7
+    import io
+
+    with FileHash(io.BytesIO(b"abc"), 4) as file_hash:
+        assert file_hash.result() == __import__("hashlib").sha256(b"abc").hexdigest()
+    sink = HashingWriter(io.BytesIO(), background=True)
+    sink.write(b"abc")
+    assert sink.hexdigest() == __import__("hashlib").sha256(b"abc").hexdigest()
