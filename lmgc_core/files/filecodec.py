@@ -311,7 +311,8 @@ class StreamDecoder:
 
         if stored_only(header):
             return STORED
-        config = recorded_config(header, {"model": self.model} if self.model else None)
+        model = self.model if self.model and _takes_model(header) else None
+        config = recorded_config(header, {"model": model} if model else None)
         key = json.dumps(config, sort_keys=True, default=str)
         if key not in self._pipelines:
             try:
@@ -353,6 +354,22 @@ class StreamDecoder:
         if isinstance(note, dict) and "dtype" in note:
             arr = restore_view(arr, {"dtype": note["dtype"]})
         return arr
+
+
+def _takes_model(header: dict[str, Any]) -> bool:
+    """Whether the prior a stream records has a ``model`` option: ``--model`` is for those (a
+    mix stream that kept its float fallback, in an archive whose other members kept the LM,
+    was refused: 'prior float has no option model')."""
+    from lmgc_core.components.factories import option_names
+    from lmgc_core.components.spec import ComponentSpec
+
+    pipeline = header.get("pipeline")
+    try:
+        spec = ComponentSpec.parse(pipeline.get("prior") if isinstance(pipeline, dict) else None)
+        options = option_names(registry.get("prior", spec.name).factory, load=True)
+    except LMGCError:  # a prior not installed or a bad spec: the build says so
+        return True
+    return options is None or "model" in options
 
 
 def _symbol_count(header: dict[str, Any]) -> int:

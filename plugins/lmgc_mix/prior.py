@@ -11,11 +11,13 @@ digit: what the noise digits of a float's mantissa cost anyway).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from lmgc_core.components import registry
 from lmgc_core.components.interfaces import JSON, ArrayCoding, ContextScores, Prior, PriorSession
 from lmgc_core.components.spec import ComponentSpec
 from lmgc_core.util.errors import ConfigError, MismatchError
@@ -47,6 +49,14 @@ MAX_EXPERTS = 16
 """Experts a mixture takes at most: each is built (a language model loads) and consulted on every
 symbol, so a config (or a stream header) listing thousands is refused before anything is built."""
 
+
+def _takes_model(name: str) -> bool:
+    """Whether the prior ``name`` has a ``model`` option (its class read, nothing built)."""
+    from lmgc_core.components.factories import option_names
+
+    options = option_names(registry.get("prior", name).factory, load=True)
+    return options is None or "model" in options
+
 class MixPrior(Prior):
     name = "mix"
     wants_free_symbols = True
@@ -74,14 +84,17 @@ class MixPrior(Prior):
         for label, flag in (("geometric", geometric), ("uniform", uniform), ("fallback", fallback)):
             if not isinstance(flag, bool):
                 raise ConfigError(f"{label} must be true or false, not {flag!r}")
+        # absolute: the stream records it, and a decode elsewhere applies it to every expert
+        model = None if model is None else os.path.abspath(os.path.expanduser(str(model)))
         self.experts: list[Prior] = []
         self.consult: list[list[int] | None] = []
         for value in experts:
             spec, consult = _expert_spec(value)
             if spec.name == self.name:
                 raise ConfigError("a mix cannot have a mix as an expert")
-            if model is not None and "model" in spec.build("prior").get_config():
-                spec.options["model"] = model  # a decode-time override: where the model lives
+            if model is not None and _takes_model(spec.name):
+                spec.options["model"] = model  # where the model lives (not built first: the
+                # recorded path may be gone, which is why a decode gives another one)
             self.experts.append(spec.build("prior"))
             self.consult.append(consult)
         self.model = model

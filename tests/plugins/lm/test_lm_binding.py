@@ -127,3 +127,30 @@ def test_a_model_replaced_while_it_codes_is_refused(tmp_path):
             pipe.compress(x)
     finally:
         type(pipe.prior).open = session_open
+
+
+@pytest.mark.lm
+@needs_llama
+@needs_model
+def test_a_mix_stream_decodes_after_its_model_moved(tmp_path, monkeypatch):
+    """The decode-time model built each expert with its recorded path first (gone, so refused),
+    and a model given as a relative path was re-applied relative to the decoding directory."""
+    import lmgc_core
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    shutil.copyfile(models.default_model_path(), tmp_path / "old" / "m.gguf")
+    monkeypatch.chdir(tmp_path)
+    experts = [{"name": "llamacpp", "consult": [0], "threads": 1}, {"name": "float"}]
+    config = {"prior": {"name": "mix", "experts": experts, "model": "old/m.gguf",
+                        "fallback": False}, "window": 64}  # fmt: skip
+    x = np.full(8, 1.5, np.float32)
+    blob = Pipeline.from_config(config).compress(x)
+    assert lmgc_core.read_header(blob)["pipeline"]["prior"]["model"] == str(
+        tmp_path / "old" / "m.gguf"
+    )
+    monkeypatch.chdir(tmp_path / "new")  # another directory: the recorded path still holds
+    assert lmgc_core.decompress(blob).tobytes() == x.tobytes()
+    os.replace(tmp_path / "old" / "m.gguf", tmp_path / "new" / "m.gguf")
+    back = lmgc_core.decompress(blob, prior_options={"model": str(tmp_path / "new" / "m.gguf")})
+    assert back.tobytes() == x.tobytes()
