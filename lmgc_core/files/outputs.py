@@ -173,6 +173,13 @@ def check_output(name: str, force: bool) -> None:
     path = Path(name)
     if path.is_dir():
         raise click.UsageError(f"{name} is a folder")
+    if _same_file(name, 2):  # as root, -o /dev/stderr -f replaced the /dev/stderr link
+        raise click.UsageError(
+            f"{name} is this command's standard error, where its messages go: write the data "
+            "to - (stdout) or a file"
+        )
+    if _is_fifo(path):  # a pipe (>(cmd), a FIFO): written into, nothing there is replaced
+        return
     if os.path.lexists(path) and not force:  # a link that leads nowhere is there too
         raise click.UsageError(f"{name} exists; use --force to overwrite it")
     if name.endswith(("/", os.sep)):
@@ -201,8 +208,9 @@ def check_free_space(name: str, nbytes: int, folder: str | None = None) -> None:
     """Refuse up front an output of ``nbytes`` (what the archive declares) larger than the
     free space where it is written (``folder``, else the output's folder; for ``-``, the
     spool's temporary folder), rather than fill the disk and fail at the end."""
-    if folder is None:
-        folder = tempfile.gettempdir() if name == STDIO else str(Path(name).parent)
+    if folder is None:  # stdout, a pipe or a device is spooled whole in TMPDIR first
+        spooled = is_stdout(name) or _special(Path(name))
+        folder = tempfile.gettempdir() if spooled else str(Path(name).parent)
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
@@ -225,6 +233,13 @@ def _mode_like(like: str | None) -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def _is_fifo(path: Path) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _special(path: Path) -> bool:

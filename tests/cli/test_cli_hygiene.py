@@ -432,3 +432,29 @@ def test_a_bare_lmgc_shows_its_help_and_pipes_are_read_by_path(tmp_path):
     assert proc.wait(timeout=60) == 0, proc.stderr.read()
     back = lmgc("decompress", tmp_path / "f.lmgc", "-o", "-", "-q").stdout_bytes
     assert back == (tmp_path / "a.npy").read_bytes()
+
+
+def _run(*args: object, **kwargs: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lmgc_core", *map(str, args)], **kwargs)
+
+
+def test_outputs_that_are_pipes_or_stdout_by_another_name(tmp_path):
+    """-o /proc/self/fd/1 was refused because procfs has '0 bytes free' (the output is spooled
+    in TMPDIR); a pipe given by its path (>(cmd), a FIFO) needed --force, as if it were a file
+    to replace; -o /dev/stderr with stderr a file replaced, as root, the /dev/stderr link."""
+    data = tmp_path / "g.npy"
+    np.save(data, np.random.default_rng(0).standard_normal(3000).astype(np.float32))
+    _run("compress", data, "-o", tmp_path / "g.lmgc", "-q", check=True)
+    with open(tmp_path / "back.npy", "wb") as out:
+        _run("decompress", tmp_path / "g.lmgc", "-o", "/proc/self/fd/1", "-q", stdout=out,
+             check=True)  # fmt: skip
+    assert (tmp_path / "back.npy").read_bytes() == data.read_bytes()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    _run("decompress", tmp_path / "g.lmgc", "-o", fifo, "-q", check=True)  # no --force
+    assert reader.communicate()[0] == data.read_bytes()
+    with open(tmp_path / "err.txt", "w") as err:
+        proc = _run("compress", data, "-o", "/dev/stderr", "-f", "-q", stderr=err)
+    assert proc.returncode == 2
+    assert "standard error" in (tmp_path / "err.txt").read_text()
