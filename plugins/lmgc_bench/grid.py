@@ -282,6 +282,9 @@ class Cell:
 
 def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
     by_name = {w.name: w for w in workloads}
+    names = [exp.get("name") for exp in cfg["experiments"]]
+    if twice := sorted({n for n in names if names.count(n) > 1}, key=str):
+        raise ValueError(f"experiment name {twice[0]!r} is used twice: their rows would merge")
     for exp in cfg["experiments"]:
         name = exp["name"]
         wl_names = exp.get("workloads") or list(by_name)
@@ -298,6 +301,13 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
         ):
             spec = spec_dict(spec)
             for chunk in _as_list(exp.get("chunk", [None])):
+                if chunk is not None and (
+                    isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1
+                ):  # a negative chunk coded nothing and reported 0.00 %
+                    raise ValueError(
+                        f"experiment {name!r}: chunk must be a positive number of bytes, not "
+                        f"{chunk!r}"
+                    )
                 codec = make_codec(spec)
                 label = codec.label + (f" [{chunk}B chunks]" if chunk else "")
                 variants.append(("baseline", {"codec": spec, "chunk": chunk}, label))
@@ -328,8 +338,10 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
                 label = f"lmgc {prior_label(pri)} · {serializer_label(ser)} · w{win}"
                 if bat:
                     label += f" b{bat}"
-                if lm["measure"] != "code":
-                    label += " (ideal)"
+                if lm["measure"] != "code":  # each measure its own row, not merged
+                    label += f" (ideal: {lm['measure']})"
+                if spec_dict(lm["coder"]).get("name", "range") != "range":
+                    label += f" [{spec_dict(lm['coder'])['name']}]"
                 variants.append(("lmgc", spec, label))
         for wname in wl_names:
             if wname not in by_name:

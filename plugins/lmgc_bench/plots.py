@@ -169,8 +169,8 @@ def plot_stages(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
 def plot_throughput(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     plt = _plt()
-    # estimate-only rows ("(ideal)") have no coding throughput
-    rows = [r for r in _good(rows) if r.get("compress_mb_s") and "(ideal)" not in r["label"]]
+    # estimate-only rows ("(ideal: ...)") have no coding throughput
+    rows = [r for r in _good(rows) if r.get("compress_mb_s") and "(ideal" not in r["label"]]
     pts: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         pts.setdefault(r["label"], []).append((r["compress_mb_s"], r["rate_mean"]))

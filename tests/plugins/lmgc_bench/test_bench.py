@@ -274,6 +274,7 @@ def test_bad_bench_configs_are_one_value_error(tmp_path, text, said):
         ({"lmgc": {"prior": [{"name": "adaptive"}], "windw": [64]}, "max_floats": 64}, "windw"),
         ({"lmgc": {"measure": "bogus"}, "max_floats": 64}, "measure must be one of"),
         ({"lmgc": {}, "max_floats": -5}, "max_floats must be a positive integer"),
+        ({"baselines": ["lzma"], "chunk": [-5], "max_floats": 64}, "chunk must be a positive"),
     ],
 )
 def test_bad_experiments_are_refused_before_running(experiment, said):
@@ -285,3 +286,18 @@ def test_bad_experiments_are_refused_before_running(experiment, said):
     w = Workload("w", "test", [0], lambda _: np.zeros(8, np.float32))
     with pytest.raises(ValueError, match=said):
         list(expand(cfg, [w]))
+
+
+def test_cells_that_differ_get_rows_of_their_own():
+    """Two experiments of one name, and an lmgc block per measure, shared one row: their
+    numbers were averaged together (n=4 for 2 snapshots)."""
+    from lmgc_bench.grid import Workload, expand
+
+    w = Workload("w", "test", [0], lambda _: np.zeros(8, np.float32))
+    twice = {"experiments": [{"name": "e", "lmgc": {}}, {"name": "e", "lmgc": {}}]}
+    with pytest.raises(ValueError, match="used twice"):
+        list(expand(twice, [w]))
+    blocks = [{"measure": "estimate"}, {"measure": "teacher-forced"}]
+    cells = list(expand({"experiments": [{"name": "e", "lmgc": blocks}]}, [w]))
+    assert len({c.label for c in cells}) == 2
+
