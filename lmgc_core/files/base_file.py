@@ -289,12 +289,35 @@ def attach(reader: Any, decoder: Any, base: str | None, where: str, stack: ExitS
     truncated base is a ``ConfigError``). False when the archive was coded alone (``base`` is
     then not opened)."""
     if reader.base is None:
-        return False
+        return base is not None and _attach_array(reader, decoder, base, stack)
     if base is None:
         check_record(reader.base, None, where)
     f = open_base(str(base), stack)
     reference = BaseFile(f, str(base), expect=(reader.base, where))
     decoder.bases = lambda header: base_for_header(reference, header, reader.chunk_bytes)
+    return True
+
+
+def _attach_array(reader: Any, decoder: Any, base: str, stack: ExitStack) -> bool:
+    """A bare stream the API coded against an array (``compress(x, base=old)``): ``--base`` is
+    a file holding that one array (its dtype, shape and SHA-256 are checked by the decode).
+    It was refused with 'decode it with that base (--base)', and --base was then ignored."""
+    from lmgc_core.files.readers import load_arrays
+
+    head = reader.heads.get("") if reader.kind == "stream" and not reader.compact else None
+    if head is None or "base" not in head[0]:
+        return False
+    f = open_base(base, stack)
+    try:
+        arrays = load_arrays(f, os.fstat(f.fileno()).st_size, base)
+    except LMGCError as exc:
+        raise ConfigError(f"--base {base}: {exc}") from None
+    if len(arrays) != 1:
+        raise ConfigError(
+            f"--base {base} holds {len(arrays)} arrays: a stream is coded against one"
+        )
+    (array,) = arrays.values()
+    decoder.bases = lambda header: array
     return True
 
 

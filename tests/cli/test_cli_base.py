@@ -400,3 +400,18 @@ def test_a_base_written_to_while_it_is_read_is_refused(tmp_path: Path, monkeypat
     line = one_error_line(lmgc("compress", new, "--base", old, ok=False), 2)
     assert "changed while it was read" in line
     assert not (tmp_path / "new.npy.lmgc").exists()
+
+
+def test_a_stream_the_api_coded_against_an_array_decodes_with_base(tmp_path: Path) -> None:
+    """The error said 'decode it with that base (--base)', and --base was then ignored."""
+    old = np.random.default_rng(0).standard_normal(3000).astype(np.float32)
+    new = old + np.float32(1e-4)
+    (tmp_path / "new.lmgc").write_bytes(lmgc_core.compress(new, base=old))
+    np.save(tmp_path / "old.npy", old)
+    lmgc("decompress", tmp_path / "new.lmgc", "--base", tmp_path / "old.npy", "-o",
+         tmp_path / "back.npy")  # fmt: skip
+    assert np.load(tmp_path / "back.npy").tobytes() == new.tobytes()
+    np.save(tmp_path / "other.npy", new)
+    result = lmgc("decompress", tmp_path / "new.lmgc", "--base", tmp_path / "other.npy", "-o",
+                  tmp_path / "x.npy", ok=False)  # fmt: skip
+    assert result.exit_code != 0 and not (tmp_path / "x.npy").exists()
