@@ -257,8 +257,12 @@ def open_base(base: str, stack: ExitStack) -> IO[bytes]:
     """The file ``--base`` names, opened (kept open on ``stack``): a regular file, since it is
     read twice (hashed, then its tensors; a device such as /dev/zero was hashed forever, a pipe
     was drained by the hash), and not an lmgc archive (the base is the file it restores)."""
-    f = stack.enter_context(open(base, "rb"))  # noqa: SIM115 - closed with the stack
-    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+    try:  # looked at before it is opened: opening a FIFO waits for a writer
+        regular = stat.S_ISREG(os.stat(base).st_mode)
+    except OSError:
+        regular = True  # missing or unreadable: open() says so
+    f = stack.enter_context(open(base, "rb")) if regular else None  # noqa: SIM115
+    if f is None or not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
         raise ConfigError(
             f"--base {base} is not a regular file (a pipe or a device): save it to a file first"
         )
