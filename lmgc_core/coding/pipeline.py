@@ -204,6 +204,9 @@ class Pipeline:
         for key in getattr(type(self.prior), "recorded_defaults", {}):
             if key not in prior and hasattr(self.prior, key):
                 prior[key] = getattr(self.prior, key)
+        full = getattr(self.prior, "full_config", None)  # a prior made of parts (a mix's experts)
+        if callable(full):
+            prior.update(full())
         return config
 
     # -- stages ----------------------------------------------------------------------------------

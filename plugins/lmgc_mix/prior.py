@@ -121,6 +121,17 @@ class MixPrior(Prior):
             out.append(spec)
         return out
 
+    def full_config(self) -> JSON:
+        """:meth:`get_config` with each expert's ``recorded_defaults`` written in, for
+        ``Pipeline.get_config``: a level-2 float expert's config names no level, which a new
+        configuration takes as level 1 (another expert: another fingerprint, other bytes)."""
+        config = self.get_config()
+        for spec, expert in zip(config["experts"], self.experts, strict=True):
+            for key in getattr(type(expert), "recorded_defaults", {}):
+                if key not in spec and hasattr(expert, key):
+                    spec[key] = getattr(expert, key)
+        return config
+
     def get_config(self) -> JSON:
         return {
             "experts": self._expert_configs(),

@@ -154,3 +154,13 @@ def test_a_mix_stream_decodes_after_its_model_moved(tmp_path, monkeypatch):
     os.replace(tmp_path / "old" / "m.gguf", tmp_path / "new" / "m.gguf")
     back = lmgc_core.decompress(blob, prior_options={"model": str(tmp_path / "new" / "m.gguf")})
     assert back.tobytes() == x.tobytes()
+
+
+@needs_llama
+def test_a_recorded_thread_count_runs_with_at_most_the_usable_cores():
+    """threads=32 recorded on a big machine ran a 2-core one with 32 spinning threads."""
+    from lmgc_llamacpp.prior import auto_threads, run_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert run_threads(32) == min(32, cores) and run_threads(1) == 1
+    assert run_threads(None) == auto_threads()

@@ -460,3 +460,17 @@ def test_lm_mixture_in_zarr_and_refusal_names_the_lm_expert(tmp_path, grads):
     other["experts"][0]["n_batch"] = 256
     with pytest.raises(MismatchError, match=r"mix expert 0 \('llamacpp'\).*n_batch"):
         Pipeline.from_config({"prior": other, "window": 64, "batch": 4}).decompress(blob)
+
+
+def test_get_config_rebuilds_a_mix_with_its_experts_levels(grads):
+    """A level-2 float expert's config names no level (its recorded default): get_config left
+    it out, and from_config built a level-1 expert (another fingerprint, other bytes)."""
+    from lmgc_core import Pipeline
+
+    experts = [{"name": "float", "level": 2}, {"name": "adaptive"}]
+    pipe = Pipeline.from_config({"prior": {"name": "mix", "experts": experts}})
+    again = Pipeline.from_config(pipe.get_config())
+    assert again.prior.experts[0].level == 2
+    assert again.prior.fingerprint() == pipe.prior.fingerprint()
+    x = np.asarray(grads[:2048], np.float32)
+    assert again.compress(x) == pipe.compress(x)
