@@ -146,8 +146,9 @@ def compress_file(
     matched = encoder.base is not None and encoder.matches(layout.tensors)
     if encoder.base is not None and not matched:  # said, not left to be guessed
         layout.notes.append(
-            f"no tensor matches one of the base {encoder.base.get('name')!r} by name, dtype "
-            "and shape: every tensor is coded alone (decompressing needs no --base)"
+            f"no tensor matches one of the base {encoder.base.get('name')!r} by name, dtype, "
+            "shape and memory order (C or Fortran): every tensor is coded alone "
+            "(decompressing needs no --base)"
         )
     # one array in one chunk, nothing else: one stream (compact.py); a base needs the manifest
     record = None if matched else compact.record_for(layout, chunk_bytes, lossless)

@@ -76,13 +76,10 @@ def guess_format(f: IO[bytes], size: int, name: str) -> str | None:
 def scan(f: IO[bytes], size: int, name: str, fmt: str | None, dtype: str | None) -> FileLayout:
     """The layout of an input: ``fmt`` if given, else ``--dtype`` means raw, else the suffix,
     else the magic bytes."""
+    raw_of = None  # a file of a known format that --dtype codes as raw values: said
     if fmt is None and dtype is not None:
         own = guess_format(f, size, name)
-        if own is not None and own != "raw":  # its header would have been coded as values
-            raise ConfigError(
-                f"{name} is a {own} file: --dtype is for raw files (add --format raw to code "
-                "its bytes as raw values)"
-            )
+        raw_of = own if own not in (None, "raw") else None
         fmt = "raw"
     fmt = fmt or guess_format(f, size, name)
     if fmt is None:
@@ -104,7 +101,13 @@ def scan(f: IO[bytes], size: int, name: str, fmt: str | None, dtype: str | None)
         return safetensors_format.scan(f, size, name)
     if fmt == "torch":
         return torch_format.scan(f, size, name)
-    return _scan_raw(size, name, dtype)
+    layout = _scan_raw(size, name, dtype)
+    if raw_of is not None:
+        layout.notes.append(
+            f"{name} is a {raw_of} file: --dtype codes its bytes (headers too) as raw {dtype} "
+            "values; without --dtype its arrays are coded (it comes back byte for byte either way)"
+        )
+    return layout
 
 
 def _scan_raw(size: int, name: str, dtype: str | None) -> FileLayout:

@@ -67,7 +67,7 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
                 found = earlier.output
                 break
         later = [p.archive for p in plan[i + 1 :] if Path(p.output).name == name]
-        if found is None and later and (given is None or Path(given).name != name):
+        if found is None and later and given is not None and Path(given).name != name:
             raise ConfigError(  # not left to the archive's decode, after earlier ones wrote
                 f"{item.archive} was compressed against {name!r}, which {later[0]} (later in "
                 f"the list) decompresses to: list {later[0]} before it"

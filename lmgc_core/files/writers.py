@@ -68,8 +68,9 @@ class HashingWriter:
         self.out = out
         self.algorithm = algorithm
         new = HASHERS[algorithm]
-        self.sha = (_hash_thread(new) if background else new()) if hashing else None
-        self._background = isinstance(self.sha, _HashThread)
+        self.sha, self._background = None, False
+        if hashing:
+            self.sha, self._background = _hash_thread(new) if background else (new(), False)
         self.size = 0
 
     def write(self, data: Any) -> None:
@@ -94,13 +95,13 @@ HASH_AHEAD = 4
 """Writes that may wait for the background SHA-256 (:class:`HashingWriter`)."""
 
 
-def _hash_thread(new: Callable[[], Any]) -> Any:
-    """A :class:`_HashThread`, or the hash itself where no thread can start (a process or
-    cgroup limit): the writes then hash as they go."""
+def _hash_thread(new: Callable[[], Any]) -> tuple[Any, bool]:
+    """A :class:`_HashThread` and True, or the hash itself and False where no thread can
+    start (a process or cgroup limit): the writes then hash as they go."""
     try:
-        return _HashThread(new)
+        return _HashThread(new), True
     except RuntimeError:
-        return new()
+        return new(), False
 
 
 class _HashThread:

@@ -47,8 +47,11 @@ def test_every_decoder_builds_the_pipeline_its_header_records() -> None:
 def test_a_header_config_that_does_not_build_is_a_stream_error() -> None:
     with pytest.raises(StreamError, match="invalid pipeline"):
         StreamDecoder().pipeline({"pipeline": {"prior": {"name": "adaptive", "bogus": 1}}})
+    # --model is for priors that have a model option; others decode as recorded
+    StreamDecoder(model="/nowhere").pipeline({"pipeline": {"prior": "adaptive"}})
+    pytest.importorskip("llama_cpp")
     with pytest.raises(ConfigError, match="cannot decode with --model"):
-        StreamDecoder(model="/nowhere").pipeline({"pipeline": {"prior": "adaptive"}})
+        StreamDecoder(model="/nowhere").pipeline({"pipeline": {"prior": "llamacpp"}})
 
 
 def test_one_shot_decode_reuses_the_pipeline_a_header_records(monkeypatch) -> None:
