@@ -265,13 +265,18 @@ def atomic_output(name: str, force: bool, like: str | None = None) -> Iterator[I
     yield from _atomic_output(name, like, spooled, force)
 
 
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+"""Write errors that mean 'no room': named with where the bytes were going."""
+
+
 @contextmanager
 def _where_full(name: str, spooled: bool, why: str | None = None) -> Iterator[None]:
-    """A full disk named: the write's own error says only "No space left on device"."""
+    """A full disk (or a file size limit, a quota) named: the write's own error says only
+    "No space left on device" ("File too large", "Disk quota exceeded")."""
     try:
         yield
     except OSError as exc:
-        if exc.errno != errno.ENOSPC or exc.filename is not None:
+        if exc.errno not in _FULL or exc.filename is not None:
             raise
         where = tempfile.gettempdir() if spooled else str(Path(name).parent)
         why = why or (f"{name} is spooled there first (TMPDIR)" if spooled else f"writing {name}")
@@ -297,7 +302,7 @@ def _atomic_output(
                 else:
                     _write_all(spool, fd)
             else:
-                with open(path, "wb") as dst:
+                with _where_full(name, False, f"writing {name}"), open(path, "wb") as dst:
                     shutil.copyfileobj(spool, dst, 1 << 20)
         return
     with renamed_into_place(path, like, force) as f:

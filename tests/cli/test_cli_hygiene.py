@@ -458,3 +458,20 @@ def test_outputs_that_are_pipes_or_stdout_by_another_name(tmp_path):
         proc = _run("compress", data, "-o", "/dev/stderr", "-f", "-q", stderr=err)
     assert proc.returncode == 2
     assert "standard error" in (tmp_path / "err.txt").read_text()
+
+
+def test_a_file_size_limit_is_named_with_the_output(tmp_path):
+    """ulimit -f gave a bare 'error: File too large' (only a full disk was named)."""
+    import resource
+
+    data = tmp_path / "g.npy"
+    np.save(data, np.random.default_rng(0).standard_normal(20_000).astype(np.float32))
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = _run("compress", data, "-o", tmp_path / "g.lmgc", capture_output=True, text=True,
+                preexec_fn=small_files)  # fmt: skip
+    assert proc.returncode == 1 and "File too large (writing" in proc.stderr
+    assert not (tmp_path / "g.lmgc").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["g.npy"]  # no temporary file left
