@@ -28,7 +28,7 @@ import numpy as np
 
 from lmgc_core.stream import container
 from lmgc_core.util.dtypes import dtype_name
-from lmgc_core.util.errors import ConfigError, MismatchError, StreamError
+from lmgc_core.util.errors import ConfigError, MismatchError, OutOfMemoryError, StreamError
 
 SERIES_KEY = "series"
 VERSION = 0
@@ -172,7 +172,7 @@ def decode(
     try:
         out = np.empty(shape, dtype=dtype)
     except MemoryError:  # a header declaring a huge chunk
-        raise StreamError(
+        raise OutOfMemoryError(
             "series chunk: the header asks for more memory than this machine has"
         ) from None
     base: np.ndarray | None = None

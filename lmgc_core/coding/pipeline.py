@@ -34,6 +34,7 @@ from lmgc_core.util.errors import (
     ConfigError,
     LMGCError,
     MismatchError,
+    OutOfMemoryError,
     PluginError,
     StreamError,
     UnknownOptionError,
@@ -548,7 +549,8 @@ class Pipeline:
             for spec in part_specs:
                 parts[spec["name"]] = self._decode_part(spec, blocks, progress, prior, jobs, ref)
         except MemoryError:
-            raise StreamError("the header asks for more memory than this machine has") from None
+            nbytes = dtype.itemsize * math.prod(shape)
+            raise OutOfMemoryError(_OUT_OF_MEMORY.format(nbytes)) from None
         except (TypeError, KeyError) as exc:
             raise StreamError(f"bad part entry in header: {exc}") from None
         try:  # no part rebuilt holds more values than the array has bytes (rebuild_limit)
@@ -557,7 +559,8 @@ class Pipeline:
         except LMGCError:
             raise
         except MemoryError:  # a stage state declaring a huge part
-            raise StreamError("the header asks for more memory than this machine has") from None
+            nbytes = dtype.itemsize * math.prod(shape)
+            raise OutOfMemoryError(_OUT_OF_MEMORY.format(nbytes)) from None
         except (KeyError, ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
             raise ChecksumError(f"decoded data does not rebuild the array: {exc}") from None
         if expected_hash is not None and not self._values_checked(prior, part_specs, own) and (
@@ -802,6 +805,13 @@ def _count(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{value!r} is not a non-negative integer")
     return value
+
+
+_OUT_OF_MEMORY = (
+    "out of memory decoding an array of {} bytes (as its header declares): a damaged header "
+    "can declare more than the array was, and an intact stream may fit with fewer threads "
+    "(--jobs 1)"
+)
 
 
 def _check_parts(specs: list[Any], dtype: np.dtype, count: int, staged: bool) -> None:

@@ -29,6 +29,7 @@ from lmgc_core.util.errors import (
     ConfigError,
     LMGCError,
     MismatchError,
+    OutOfMemoryError,
     PluginError,
     StreamError,
     TruncatedStreamError,
@@ -241,7 +242,7 @@ def explain_decode_failures(decompress: Callable[..., Any]) -> Callable[..., Any
         try:
             return decompress(self, blob, *args, **kwargs)
         except (StreamError, MismatchError) as exc:
-            if isinstance(exc, TruncatedStreamError):
+            if isinstance(exc, TruncatedStreamError | OutOfMemoryError):
                 raise
             header = _intact_header(blob)
             if header is None:

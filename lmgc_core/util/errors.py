@@ -22,6 +22,12 @@ class TruncatedStreamError(StreamError):
     """The stream ends before all the bytes its header promises."""
 
 
+class OutOfMemoryError(StreamError):
+    """Decoding needs more memory than this process may have: what the header declares (a
+    damaged header can declare anything), or this machine's limits for an intact stream (a
+    decode with fewer threads may fit). Not blamed on the stream's makers."""
+
+
 class ChecksumError(StreamError):
     """Decoding finished but did not reproduce the original bytes (or a block failed its CRC)."""
 

@@ -194,3 +194,23 @@ def test_the_callers_wrong_arguments_are_said_as_the_callers(tmp_path) -> None:
         Pipeline.from_config({}).decompress(blob, progress=True)
     save_file({"w": x}, tmp_path / "w.safetensors", pipeline={"prior": "adaptive"})
     assert load_file(tmp_path / "w.safetensors")["w"].tobytes() == x.tobytes()
+
+
+def test_running_out_of_memory_is_said_and_not_blamed_on_the_stream(monkeypatch) -> None:
+    """An intact stream decoded under a memory limit said 'the header asks for more memory'
+    and then guessed 'a component is not deterministic or the stream was altered'."""
+    from lmgc_float.prior import FloatPrior
+
+    import lmgc_core
+    from lmgc_core.util.errors import OutOfMemoryError
+
+    blob = lmgc_core.compress(np.linspace(-1, 1, 300, dtype=np.float32))
+
+    def no_memory(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MemoryError
+
+    monkeypatch.setattr(FloatPrior, "decode_array", no_memory)
+    said = "out of memory decoding an array of 1200 bytes"
+    with pytest.raises(OutOfMemoryError, match=said) as e:
+        lmgc_core.decompress(blob)
+    assert "not deterministic" not in str(e.value)
