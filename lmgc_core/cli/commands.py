@@ -269,7 +269,8 @@ def _check_apart(inputs: tuple[str, ...], outputs: list[str]) -> None:
     "--verify",
     is_flag=True,
     help="Decode each output again before it is kept and check that it gives back the source "
-    "(as decompress --test does); a failure keeps nothing and exits 1.",
+    "byte for byte (with lossy stages: their reconstruction, by its checksums), as decompress "
+    "--test does; a failure keeps nothing and exits 1.",
 )
 @_quiet_option
 @JOBS_OPTION
@@ -295,7 +296,7 @@ def compress(
         raise click.UsageError("--keyframe needs --series")
     if series and any(Path(i).is_dir() for i in inputs):
         raise click.UsageError("--series takes checkpoint files, not folders")
-    _check_references(inputs, base)
+    _check_references(inputs, base, series)
     pairs = chain(inputs, keyframe, base) if series else [(i, base) for i in inputs]
     if (series and len(inputs) > 1) or base is not None:  # refused before a file is written
         from lmgc_core.files.base_file import check_delta_pipeline
@@ -315,34 +316,41 @@ _RUN = ("dtype", "fmt", "chunk_size", "force", "quiet", "jobs", "verify")
 """``compress``'s options that are not the pipeline's."""
 
 
-def _check_references(inputs: tuple[str, ...], base: str | None) -> None:
-    """No input listed twice (``--series d d`` coded the second against the first, its own
-    bytes, and replaced the first's archive), and no ``--base`` that is itself an input (``x
-    --base x``, ``--series a b --base b``): an archive coded against a file the same run
-    replaces by its archive, or against itself, could never be decoded."""
-    seen: dict[tuple[int, int], str] = {}
+def _check_references(inputs: tuple[str, ...], base: str | None, series: bool) -> None:
+    """No input listed twice by name (``--series d d`` coded the second against the first,
+    itself, and replaced the first's archive: its archive would be written twice), and, in a
+    series, no ``--base`` that is one of its inputs (``--series a b --base b``: a chain that
+    comes back to itself, which no archive decodes). One file under two names is two inputs
+    (their archives differ); a plain ``--base`` that is the input itself is only said."""
+    outputs: dict[tuple[str, str], str] = {}
     for input in inputs:
-        key = _file_key(input)
-        if key is not None and key in seen:
-            raise click.UsageError(f"{input} is listed twice ({seen[key]})")
-        if key is not None:
-            seen[key] = input
-    if base is not None and (key := _file_key(base)) is not None and key in seen:
+        if input == STDIO:
+            continue
+        key = entry_key(_default_output(input, None))
+        if key in outputs:
+            raise click.UsageError(f"{input} is listed twice ({outputs[key]})")
+        outputs[key] = input
+    if base is None or not os.path.exists(base):
+        return
+    same = next((i for i in inputs if i != STDIO and _same_path(i, base)), None)
+    if same is not None and series:
         raise click.UsageError(
-            f"--base {base} is {seen[key]}, which this run compresses: an archive coded against "
-            "itself, or a chain that comes back to it, could never be decoded"
+            f"--base {base} is {same}, which this series compresses: the chain would come back "
+            "to itself, and no archive of it could be decoded"
+        )
+    if same is not None:
+        click.echo(
+            f"warning: --base {base} is {same} itself: its archive holds only the differences, "
+            "so decoding it needs that very file (keep it)",
+            err=True,
         )
 
 
-def _file_key(path: str) -> tuple[int, int] | None:
-    """Which file (or folder) ``path`` is: its device and inode (``None``: ``-`` or missing)."""
-    if path == STDIO:
-        return None
+def _same_path(a: str, b: str) -> bool:
     try:
-        st = os.stat(path)
+        return os.path.samefile(a, b)
     except OSError:
-        return None
-    return st.st_dev, st.st_ino
+        return False
 
 
 def _compress_one(

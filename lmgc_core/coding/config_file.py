@@ -74,16 +74,20 @@ def _load_yaml(text: str) -> Any:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     count = depth = 0
     open_nodes: list[list[Any]] = []  # per open collection: [a mapping's keys or None, key next]
+    resolver = yaml.resolver.Resolver()  # a key is its text and its type (1 and "1" differ)
     for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.ScalarEvent | yaml.CollectionStartEvent):
             if open_nodes and open_nodes[-1][0] is not None:  # a mapping's key, then its value
                 keys, key_next = open_nodes[-1]
                 if key_next and isinstance(event, yaml.ScalarEvent):
-                    if event.value in keys:
+                    tag = event.tag or resolver.resolve(
+                        yaml.ScalarNode, event.value, event.implicit
+                    )
+                    if (event.value, tag) in keys:
                         raise ConfigError(
                             f"line {event.start_mark.line + 1}: key {event.value!r} is given twice"
                         )
-                    keys.add(event.value)
+                    keys.add((event.value, tag))
                 open_nodes[-1][1] = not key_next
             if isinstance(event, yaml.CollectionStartEvent):
                 open_nodes.append([set() if isinstance(event, yaml.MappingStartEvent) else None,

@@ -22,6 +22,13 @@ def valid_options(kind: str, name: str) -> list[str] | None:
     return option_names(registry.get(kind, name).factory)
 
 
+def takes_option(kind: str, name: str, option: str) -> bool:
+    """Whether the component ``name`` has the option ``option`` (its class imported, nothing
+    built); a component that takes any ``**options`` has it."""
+    options = option_names(registry.get(kind, name).factory, load=True)
+    return options is None or option in options
+
+
 def check_component_options(cfg: dict[str, Any]) -> None:
     """Refuse unknown component options with the list of valid ones (before any model loads),
     and configurations over the size caps of :func:`~lmgc_core.coding.config_file.check_size` (a

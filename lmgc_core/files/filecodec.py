@@ -228,7 +228,7 @@ def compress_file(
 
 
 def _check_unchanged(
-    f: IO[bytes], before: tuple[int, int, int] | None, size: int, where: str
+    f: IO[bytes], before: tuple[int, int] | None, size: int, where: str
 ) -> None:
     """InputFileError when the source changed while it was coded: its chunks and its hash may
     then come from different bytes, and the archive would never decompress (an append made
@@ -361,16 +361,15 @@ def _takes_model(header: dict[str, Any]) -> bool:
     """Whether the prior a stream records has a ``model`` option: ``--model`` is for those (a
     mix stream that kept its float fallback, in an archive whose other members kept the LM,
     was refused: 'prior float has no option model')."""
-    from lmgc_core.components.factories import option_names
+    from lmgc_core.coding.options import takes_option
     from lmgc_core.components.spec import ComponentSpec
 
     pipeline = header.get("pipeline")
     try:
         spec = ComponentSpec.parse(pipeline.get("prior") if isinstance(pipeline, dict) else None)
-        options = option_names(registry.get("prior", spec.name).factory, load=True)
+        return takes_option("prior", spec.name, "model")
     except LMGCError:  # a prior not installed or a bad spec: the build says so
         return True
-    return options is None or "model" in options
 
 
 def _symbol_count(header: dict[str, Any]) -> int:

@@ -719,13 +719,17 @@ def _new_folders(out: Path, folders: list[str]) -> list[Path]:
 
 
 def _mirror_modes(root: Path, out: Path, made: list[Path]) -> None:
-    """The folders a run made take the permission bits of the folders they mirror under
-    ``root`` (a private 0700 subfolder came back 0755, and the files in it readable by all),
-    as its files take their sources' bits."""
+    """The folders a run made keep what the folders they mirror under ``root`` deny others (a
+    private 0700 subfolder came back 0755, and the files in it readable by all): their bits
+    less the umask (a 0777 source folder is not made world-writable), and always the owner's
+    rwx (a read-only source folder would make the output one that a rerun cannot replace)."""
+    umask = os.umask(0)
+    os.umask(umask)
     for folder in made:
         twin = root / folder.relative_to(out)
         with contextlib.suppress(OSError):  # a twin that is gone, a file system without modes
-            os.chmod(folder, stat.S_IMODE(os.stat(twin).st_mode))
+            mode = stat.S_IMODE(os.stat(twin).st_mode) & ~umask | stat.S_IRWXU
+            os.chmod(folder, mode)
 
 
 def _undo(out: Path, new: list[str], made: list[Path]) -> None:
@@ -857,6 +861,6 @@ def test_folder_command(input: str, quiet: bool, jobs: int, base: str | None = N
         identical = len(result.coded) - len(result.lossy)
         copies = len(result.copied) - len(result.unchecked)
         _say(
-            f"{input}: OK ({identical} files identical to their sources, their hashes verified; "
-            f"{copies} copies checked)"
+            f"{input}: OK (identical to their sources, hashes verified: {identical} decoded "
+            f"files; copies checked: {copies})"
         )

@@ -173,8 +173,8 @@ def check_output(name: str, force: bool) -> None:
     path = Path(name)
     if path.is_dir():
         raise click.UsageError(f"{name} is a folder")
-    if _same_file(name, 2):  # as root, -o /dev/stderr -f replaced the /dev/stderr link
-        raise click.UsageError(
+    if _same_file(name, 2) and path.is_file():  # as root, -o /dev/stderr -f (stderr a file)
+        raise click.UsageError(  # replaced the /dev/stderr link (a device is written into)
             f"{name} is this command's standard error, where its messages go: write the data "
             "to - (stdout) or a file"
         )

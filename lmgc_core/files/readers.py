@@ -104,7 +104,7 @@ def scan(f: IO[bytes], size: int, name: str, fmt: str | None, dtype: str | None)
     layout = _scan_raw(size, name, dtype)
     if raw_of is not None:
         layout.notes.append(
-            f"{name} is a {raw_of} file: --dtype codes its bytes (headers too) as raw {dtype} "
+            f"{name} is a .{raw_of} file: --dtype codes its bytes (headers too) as raw {dtype} "
             "values; without --dtype its arrays are coded (it comes back byte for byte either way)"
         )
     return layout

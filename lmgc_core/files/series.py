@@ -67,7 +67,7 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
                 found = earlier.output
                 break
         later = [p.archive for p in plan[i + 1 :] if Path(p.output).name == name]
-        if found is None and later and given is not None and Path(given).name != name:
+        if found is None and later and given is not None and not _holds(given, item.base):
             raise ConfigError(  # not left to the archive's decode, after earlier ones wrote
                 f"{item.archive} was compressed against {name!r}, which {later[0]} (later in "
                 f"the list) decompresses to: list {later[0]} before it"
@@ -83,3 +83,19 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
             )
         chosen.append(found or given)
     return chosen
+
+
+def _holds(path: str, record: dict[str, Any]) -> bool:
+    """Whether the file ``path`` is the base ``record`` describes (its hash; a backup under
+    another name is the base all the same)."""
+    from lmgc_core.files.base_file import file_digest
+    from lmgc_core.files.writers import checked_hash
+
+    algorithm = checked_hash(record)
+    try:
+        with open(path, "rb") as f:
+            _, digests = file_digest(f, (algorithm,))
+    except OSError:
+        return False
+    return digests.get(algorithm) == record.get(algorithm)
+

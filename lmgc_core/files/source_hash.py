@@ -75,15 +75,14 @@ def file_digests(f: IO[bytes], stop: threading.Event | None = None) -> dict[str,
     return {"sha256": h.hexdigest(), "xxh3_128": x.hexdigest()}
 
 
-def file_state(f: IO[bytes]) -> tuple[int, int, int] | None:
-    """``(size, mtime_ns, ctime_ns)`` of a regular file (``None`` for a pipe or a stream): any
-    write changes it, even one whose writer set the old mtime back (``touch -r``), since no
-    one sets a ctime."""
+def file_state(f: IO[bytes]) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a regular file (``None`` for a pipe or a stream). Not the ctime:
+    a chmod, a link or a rename changes it, and refused files whose bytes had not changed."""
     try:
         st = os.fstat(f.fileno())
     except (AttributeError, OSError, io.UnsupportedOperation):
         return None
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns) if stat.S_ISREG(st.st_mode) else None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
 class FileHash:

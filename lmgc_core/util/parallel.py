@@ -22,7 +22,7 @@ def default_jobs() -> int:
     """All cores this process may use."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
 
 
@@ -172,21 +172,37 @@ def run_ahead(
     rest = iter(items)
     try:
         for x in rest:
+            done: Future[R] = Future()  # ours: whoever claims the item first runs it, once
             try:
-                pending.append(pool.submit(fn, x))
-            except RuntimeError:  # no thread could start (a process or cgroup limit): what is
-                while pending:  # queued first, then the rest in this thread, in order
+                pool.submit(_claim, done, fn, x)
+            except RuntimeError:  # no thread could start (a process or cgroup limit): the
+                _claim(done, fn, x)  # item runs here unless a started worker took it, and
+                pending.append(done)  # the rest follow in this thread, in order
+                while pending:
                     yield pending.popleft().result()
-                pool.shutdown(wait=True, cancel_futures=True)
-                yield fn(x)
                 yield from map(fn, rest)
                 return
+            pending.append(done)
             if len(pending) > workers + 1:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
     finally:  # on an error or an abandoned generator: wait for the running items, drop the rest
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _claim(done: Future[R], fn: Callable[[T], R], x: T) -> None:
+    """Run ``fn(x)`` into ``done`` unless another thread claimed it first (a queued item whose
+    worker could not start is run by the caller, or by a worker that did start, never both)."""
+    try:
+        if not done.set_running_or_notify_cancel():
+            return
+    except RuntimeError:  # running or done already: claimed by the other
+        return
+    try:
+        done.set_result(fn(x))
+    except BaseException as exc:  # the caller's .result() raises it
+        done.set_exception(exc)
 
 
 def split_jobs(jobs: int | None, n_items: int, concurrent: bool) -> tuple[int, int]:

@@ -36,6 +36,7 @@ from lmgc_core.lm.prior_base import (
     check_positive,
 )
 from lmgc_core.util.errors import ConfigError, MismatchError, PluginError
+from lmgc_core.util.parallel import default_jobs
 
 IMPL_VERSION = 1
 """Bump when the plugin computes scores differently (context settings, batch layout...)."""
@@ -58,11 +59,7 @@ def run_threads(threads: int | None) -> int:
     recorded on a big machine ran a 2-core one 4.6x slower), else :func:`auto_threads`."""
     if threads is None:
         return auto_threads()
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(threads, cpus))
+    return max(1, min(threads, default_jobs()))
 
 
 def auto_threads() -> int:
@@ -70,11 +67,7 @@ def auto_threads() -> int:
     depend on the count (tested), its speed does, badly: OpenMP workers spin at every barrier,
     so a pool that meets other busy processes collapses (2 threads on this 2-core VM once another
     job started: 22 tokens/s against 141 with 1). Half leaves room for the coder and others."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus // 2))
+    return max(1, min(4, default_jobs() // 2))
 
 
 def _set(params: Any, name: str, value: Any) -> bool:

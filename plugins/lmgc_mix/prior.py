@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lmgc_core.components import registry
+from lmgc_core.coding.options import takes_option
 from lmgc_core.components.interfaces import JSON, ArrayCoding, ContextScores, Prior, PriorSession
 from lmgc_core.components.spec import ComponentSpec
 from lmgc_core.util.errors import ConfigError, MismatchError
@@ -49,13 +49,6 @@ MAX_EXPERTS = 16
 """Experts a mixture takes at most: each is built (a language model loads) and consulted on every
 symbol, so a config (or a stream header) listing thousands is refused before anything is built."""
 
-
-def _takes_model(name: str) -> bool:
-    """Whether the prior ``name`` has a ``model`` option (its class read, nothing built)."""
-    from lmgc_core.components.factories import option_names
-
-    options = option_names(registry.get("prior", name).factory, load=True)
-    return options is None or "model" in options
 
 class MixPrior(Prior):
     name = "mix"
@@ -92,7 +85,7 @@ class MixPrior(Prior):
             spec, consult = _expert_spec(value)
             if spec.name == self.name:
                 raise ConfigError("a mix cannot have a mix as an expert")
-            if model is not None and _takes_model(spec.name):
+            if model is not None and takes_option("prior", spec.name, "model"):
                 spec.options["model"] = model  # where the model lives (not built first: the
                 # recorded path may be gone, which is why a decode gives another one)
             self.experts.append(spec.build("prior"))

@@ -55,8 +55,9 @@ pass must run with its prior's recorded count."""
 def default_threads() -> int:
     """Up to 4, and no more than the cores this process may run on (``taskset``, a
     container's CPU set), as ``--jobs`` counts them."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, usable or 1))
+    from lmgc_core.util.parallel import default_jobs
+
+    return max(1, min(4, default_jobs()))
 
 
 @dataclass(eq=False, kw_only=True)

@@ -147,6 +147,7 @@ def test_real_process_pipes_and_a_closed_reader(tmp_path, grads):
         ("c.yaml", "prior: float\nprior: adaptive\n", "given twice"),
         ("c.yaml", "stages:\n  - name: quantize\n    bits: 8\n    bits: 2\n", "given twice"),
         ("c.yaml", "1: 2\nfoo: 3\n", "unknown pipeline keys"),  # sorting them raised TypeError
+        ("c.yaml", '1: 2\n"1": 3\n', "unknown pipeline keys"),  # two keys: 1 and "1"
     ],
 )
 def test_config_files_with_repeated_or_odd_keys_are_refused(tmp_path, g, name, text, words):
@@ -165,7 +166,7 @@ def test_dtype_on_a_file_of_a_known_format_is_said(tmp_path, g):
     """Its header was coded as float32 values (an archive larger than the file) without a
     word; --dtype on any file codes it as raw values, by design, now said."""
     result = lmgc("compress", g, "--dtype", "float32", "-o", tmp_path / "raw.lmgc")
-    assert "is a npy file: --dtype codes its bytes (headers too) as raw float32" in result.stderr
+    assert "is a .npy file: --dtype codes its bytes (headers too) as raw float32" in result.stderr
 
 
 def test_estimate_of_a_file_without_arrays_is_an_error(tmp_path, g):

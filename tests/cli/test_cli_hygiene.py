@@ -458,6 +458,8 @@ def test_outputs_that_are_pipes_or_stdout_by_another_name(tmp_path):
         proc = _run("compress", data, "-o", "/dev/stderr", "-f", "-q", stderr=err)
     assert proc.returncode == 2
     assert "standard error" in (tmp_path / "err.txt").read_text()
+    with open("/dev/zero", "w") as sink:  # a device that is stderr too is written into
+        assert _run("compress", data, "-o", "/dev/zero", "-f", "-q", stderr=sink).returncode == 0
 
 
 def test_a_file_size_limit_is_named_with_the_output(tmp_path):

@@ -152,6 +152,12 @@ def test_an_out_of_order_list_with_a_base_is_refused_before_anything_is_written(
     line = one_error_line(result, 2)
     assert files[2].name in line and "before it" in line
     assert not files[1].exists()  # checked before anything is written
+    backup = tmp_path / "backup-of-the-first"  # the right base under another name: used
+    shutil.copyfile(files[0], backup)
+    lmgc("decompress", "-q", "--base", backup, lmgcs[2], lmgcs[1], ok=False)  # out of order
+    assert not files[1].exists()
+    lmgc("decompress", "-q", "--base", backup, lmgcs[1], lmgcs[2])
+    assert files[2].exists()
 
 
 def test_a_decoded_file_that_is_not_the_base_is_not_used(tmp_path, checkpoints):

@@ -63,7 +63,7 @@ def test_drop_oldest_keeps_a_shared_cache_bounded_under_threads():
     assert len(cache) <= 16 + 8  # each thread may insert once past a race
 
 
-def test_the_parallel_helpers_work_where_no_thread_can_start(monkeypatch):
+def test_the_parallel_helpers_work_where_no_thread_can_start(monkeypatch, tmp_path):
     """A process or cgroup limit on threads: the commands failed ('can't start new thread')
     where one thread does the work."""
     from lmgc_core.files.source_hash import FileHash
@@ -80,8 +80,38 @@ def test_the_parallel_helpers_work_where_no_thread_can_start(monkeypatch):
     assert parallel.in_background(lambda: 7, 4)() == 7
     import io
 
-    with FileHash(io.BytesIO(b"abc"), 4) as file_hash:
+    (tmp_path / "f").write_bytes(b"abc")  # a real file: a thread is tried for it
+    with open(tmp_path / "f", "rb") as f, FileHash(f, 4) as file_hash:
         assert file_hash.result() == __import__("hashlib").sha256(b"abc").hexdigest()
     sink = HashingWriter(io.BytesIO(), background=True)
     sink.write(b"abc")
     assert sink.hexdigest() == __import__("hashlib").sha256(b"abc").hexdigest()
+
+
+def test_run_ahead_runs_each_item_once_when_a_later_thread_cannot_start(monkeypatch):
+    """The first worker started, the second did not: the item queued for it was run by the
+    caller and by the started worker (twice, its progress counted twice)."""
+    from lmgc_core.util import parallel
+
+    start = threading.Thread.start
+    started: list[int] = []
+
+    def once(self):  # type: ignore[no-untyped-def]
+        if started:
+            raise RuntimeError("can't start new thread")
+        started.append(1)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", once)
+    runs: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            runs.append(i)
+        return i * 10
+
+    out = list(parallel.run_ahead(work, range(12), 4, workers=3))
+    assert out == [i * 10 for i in range(12)]
+    assert sorted(runs) == list(range(12))
+
