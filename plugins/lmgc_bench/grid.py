@@ -285,6 +285,12 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
     names = [exp.get("name") for exp in cfg["experiments"]]
     if twice := sorted({n for n in names if names.count(n) > 1}, key=str):
         raise ValueError(f"experiment name {twice[0]!r} is used twice: their rows would merge")
+    for n in names:  # it names the plot files: '../../x' wrote outside the output folder
+        if not isinstance(n, str) or not n or n.startswith(".") or "/" in n or "\\" in n:
+            raise ValueError(
+                f"experiment name {n!r} must be a non-empty name without / or \\ that does "
+                "not start with '.' (it names the plot files)"
+            )
     for exp in cfg["experiments"]:
         name = exp["name"]
         wl_names = exp.get("workloads") or list(by_name)

@@ -297,6 +297,9 @@ def test_cells_that_differ_get_rows_of_their_own():
     twice = {"experiments": [{"name": "e", "lmgc": {}}, {"name": "e", "lmgc": {}}]}
     with pytest.raises(ValueError, match="used twice"):
         list(expand(twice, [w]))
+    for bad in ("../../evil", "a/b", ""):
+        with pytest.raises(ValueError, match="names the plot files"):
+            list(expand({"experiments": [{"name": bad, "lmgc": {}}]}, [w]))
     blocks = [{"measure": "estimate"}, {"measure": "teacher-forced"}]
     cells = list(expand({"experiments": [{"name": "e", "lmgc": blocks}]}, [w]))
     assert len({c.label for c in cells}) == 2
