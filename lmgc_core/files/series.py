@@ -60,12 +60,20 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
             chosen.append(None)
             continue
         name, digest = item.base.get("name"), item.base.get("sha256")
-        found = None
-        for earlier in reversed(plan[:i]):
-            same_name = Path(earlier.output).name == name
-            if same_name and earlier.source_sha256 in (None, digest):
-                found = earlier.output
-                break
+        candidates = [
+            earlier for earlier in reversed(plan[:i])
+            if Path(earlier.output).name == name and earlier.source_sha256 in (None, digest)
+        ]
+        sure = [c for c in candidates if c.source_sha256 == digest]
+        if not sure and len(candidates) > 1:  # compact archives record no file hash
+            raise ConfigError(
+                f"{item.archive} was compressed against {name!r}, and "
+                f"{' and '.join(c.archive for c in candidates[:2])} both decompress to a file "
+                "of that name: list only the one it was coded against before it, or give that "
+                "file with --base"
+            )
+        found = (sure or candidates or [None])[0]
+        found = None if found is None else found.output
         later = [p.archive for p in plan[i + 1 :] if Path(p.output).name == name]
         if found is None and later and given is not None and not _holds(given, item.base):
             raise ConfigError(  # not left to the archive's decode, after earlier ones wrote

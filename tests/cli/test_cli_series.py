@@ -213,3 +213,25 @@ def test_format_with_a_series_and_an_archive_listed_twice_write_nothing(tmp_path
     twice = [lmgcs[0], lmgcs[1], lmgcs[1], lmgcs[2]]
     assert "listed twice" in one_error_line(lmgc("decompress", *twice, ok=False), 2)
     assert not any(f.exists() for f in files)
+
+
+def test_two_earlier_archives_of_the_base_name_are_not_guessed_between(tmp_path):
+    """Compact archives (one small .npy) record no file hash, so the base was matched by name
+    alone: the later of two x.npy archives was taken, files were written, then refused."""
+    rng = np.random.default_rng(0)
+    for folder in "ABC":
+        (tmp_path / folder).mkdir()
+    a = rng.standard_normal(30000).astype(np.float32)
+    np.save(tmp_path / "A" / "x.npy", a)
+    np.save(tmp_path / "B" / "x.npy", rng.standard_normal(30000).astype(np.float32))
+    np.save(tmp_path / "C" / "y.npy", a * np.float32(1.001))
+    lmgc("compress", "-q", tmp_path / "A" / "x.npy", tmp_path / "B" / "x.npy")
+    lmgc("compress", "-q", tmp_path / "C" / "y.npy", "--base", tmp_path / "A" / "x.npy")
+    for path in ("A/x.npy", "B/x.npy", "C/y.npy"):
+        (tmp_path / path).unlink()
+    archives = [tmp_path / p for p in ("A/x.npy.lmgc", "B/x.npy.lmgc", "C/y.npy.lmgc")]
+    line = one_error_line(lmgc("decompress", *archives, ok=False), 2)
+    assert "both decompress to a file of that name" in line
+    assert not (tmp_path / "A" / "x.npy").exists()  # refused before anything is written
+    lmgc("decompress", "-q", archives[0], archives[2])
+    assert np.load(tmp_path / "C" / "y.npy").tobytes() == (a * np.float32(1.001)).tobytes()
