@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
@@ -102,6 +102,8 @@ class BaseFile:
         self._lock = threading.Lock()
         self._readers: dict[tuple[int, int], list[Callable[[], np.ndarray]]] = {}
         self._inflated: tuple[int, list[np.ndarray]] | None = None
+        self._walk: Iterator[tuple[int, Any]] | None = None  # the deflated members, in order
+        self._walk_at = -1
 
     def check_unchanged(self) -> None:
         """``ConfigError`` when the base file changed since it was hashed (a checkpoint saved
@@ -159,11 +161,18 @@ class BaseFile:
         )
         try:
             if seg is not None:  # stored as it is: positional reads, any thread
+                self._walk = None  # the seek moves the file under the members' walk
                 self._f.seek(seg.offset)
                 readers = list(chunk_readers(self._f, tensor, chunk_bytes, self.where))
                 self._readers[key] = readers
                 return readers
-            for found, stream in tensor_streams(self._f, self.layout, self.where):
+            # deflated members are walked once in file order, as NEW's tensors come (each
+            # tensor from the first member again made a deflated base cost quadratic time)
+            if self._walk is None or index <= self._walk_at:
+                self._walk, self._walk_at = iter(tensor_streams(self._f, self.layout,
+                                                                self.where)), -1  # fmt: skip
+            for found, stream in self._walk:
+                self._walk_at = found
                 if found == index:  # inside a deflated member: inflated whole, kept
                     chunks = list(tensor_chunks(stream, tensor, chunk_bytes, self.where))
                     self._inflated = (index, chunks)
