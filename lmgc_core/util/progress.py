@@ -142,12 +142,6 @@ def lm_progress(total: int, label: str) -> Any:
     Returns an object with ``update(n)`` and ``close()`` (a disabled bar when hidden)."""
     from tqdm import tqdm
 
-    enabled = _progress_enabled
-    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
-    if env in ("0", "false", "no", "off"):
-        enabled = False
-    elif env in ("1", "true", "yes", "on") and enabled is None:
-        enabled = True
     return tqdm(
         total=total,
         desc=label,
@@ -155,6 +149,18 @@ def lm_progress(total: int, label: str) -> Any:
         unit_scale=True,
         leave=False,
         delay=bar_delay(),  # short runs stay silent
-        disable=None if enabled is None else not enabled,
+        disable=lm_bars_disabled(),
         file=sys.stderr,
     )
+
+
+def lm_bars_disabled() -> bool | None:
+    """tqdm's ``disable`` for the language models' bars: ``True`` hidden (``--quiet``,
+    ``LMGC_PROGRESS=0``), ``False`` shown, ``None`` shown where stderr is a terminal."""
+    enabled = _progress_enabled
+    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if env in ("0", "false", "no", "off"):
+        enabled = False
+    elif env in ("1", "true", "yes", "on") and enabled is None:
+        enabled = True
+    return None if enabled is None else not enabled

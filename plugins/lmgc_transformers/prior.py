@@ -156,6 +156,8 @@ def _load(path: Path, dtype: str, device: str) -> _Loaded:
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
+        stack = contextlib.ExitStack()
+        stack.enter_context(_library_quiet())
         if models.is_gguf(path):
             for module in ("gguf", "accelerate"):
                 if not _has(module):
@@ -178,6 +180,7 @@ def _load(path: Path, dtype: str, device: str) -> _Loaded:
             f"transformers {transformers.__version__} cannot load {path}: {exc}"
         ) from None
     finally:
+        stack.close()
         if bar:
             hf_logging.enable_progress_bar()
     model = model.to(dev).eval()
@@ -377,6 +380,37 @@ class TransformersPrior(LMPrior):
         return out
 
 
+@contextlib.contextmanager
+def _library_quiet() -> Iterator[None]:
+    """transformers' deprecation notices (``past_key_values`` ...) and its GGUF conversion bar
+    are not the user's business: with ``-W error`` / ``PYTHONWARNINGS=error`` a FutureWarning
+    failed every run, and ``-q`` still printed the bar (loads and passes run one at a time per
+    process, so the process-wide filters are safe here)."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from lmgc_core.util.progress import lm_bars_disabled
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # a transformers without GGUF support: no such bar
+        gguf_utils = None
+    bar, verbosity = getattr(gguf_utils, "tqdm", None), hf_logging.get_verbosity()
+    if bar is not None:  # its own bar, as lmgc's are: hidden with -q, off a terminal
+        gguf_utils.tqdm = partial(bar, disable=lm_bars_disabled())
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar is not None:
+            gguf_utils.tqdm = bar
+
+
 def _forward(
     lm: _Loaded,
     input_ids: torch.Tensor,
@@ -386,6 +420,18 @@ def _forward(
     last: bool = True,
 ) -> tuple[np.ndarray, Any]:
     """Scores of the alphabet tokens after ``input_ids`` (last position, or every position)."""
+    with _library_quiet():
+        return _forward_quietly(lm, input_ids, tids, head, past, last)
+
+
+def _forward_quietly(
+    lm: _Loaded,
+    input_ids: torch.Tensor,
+    tids: torch.Tensor,
+    head: torch.Tensor | None,
+    past: Any,
+    last: bool,
+) -> tuple[np.ndarray, Any]:
     if head is not None:
         out = lm.base(input_ids=input_ids, past_key_values=past, use_cache=last)
         hidden = out.last_hidden_state[:, -1] if last else out.last_hidden_state
