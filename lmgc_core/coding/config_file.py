@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lmgc_core.util.errors import ConfigError
+from lmgc_core.util.json_keys import unique_keys
 
 MAX_TEXT = 2 << 20
 """A config file's size cap: a real one is a few hundred bytes."""
@@ -54,15 +55,9 @@ def check_keys(config: Mapping[str, Any], valid: Iterable[str]) -> None:
         )
 
 
-def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    """A mapping whose keys are each given once: a repeated key kept its last value, so a
-    ``"stages": [quantize]`` written before ``"stages": []`` was dropped without a word."""
-    out: dict[Any, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ConfigError(f"key {key!r} is given twice")
-        out[key] = value
-    return out
+_UNIQUE = unique_keys(lambda key: ConfigError(f"key {key!r} is given twice"))
+"""Refuses a repeated key: the last value won, so a ``"stages": [quantize]`` written before
+``"stages": []`` was dropped without a word."""
 
 
 def _load_yaml(text: str) -> Any:
@@ -130,7 +125,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         elif suffix == ".toml":
             data = _toml().loads(text)
         elif suffix == ".json":
-            data = json.loads(text, object_pairs_hook=_unique_keys)
+            data = json.loads(text, object_pairs_hook=_UNIQUE)
         else:
             raise ConfigError(f"config {path.name}: use a .yaml, .toml or .json file")
     except ConfigError as exc:

@@ -22,6 +22,7 @@ from lmgc_core.files.segments import (
     byte_run,
     check_shape,
 )
+from lmgc_core.util.json_keys import unique_keys
 
 MAX_HEADER = 100 << 20  # the safetensors library's own limit
 
@@ -82,13 +83,9 @@ def _element_bits(tag: str) -> int | None:
     return _BITS.get(tag)
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InputFileError(f"duplicate key {key!r} in the safetensors header")
-        out[key] = value
-    return out
+_pairs = unique_keys(
+    lambda key: InputFileError(f"duplicate key {key!r} in the safetensors header")
+)
 
 
 def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
