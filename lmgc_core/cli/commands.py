@@ -51,7 +51,9 @@ FORMAT_CHOICE = click.Choice(["npy", "npz", "safetensors", "raw"], case_sensitiv
 
 def _debugging() -> bool:
     """``LMGC_DEBUG`` set to anything but empty, 0, false, no or off (as ``LMGC_PROGRESS``)."""
-    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
+    from lmgc_core.util.progress import OFF_VALUES  # only on an error: not at every start-up
+
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", *OFF_VALUES)
 
 
 def _one_line(message: str) -> str:
@@ -347,6 +349,7 @@ def _check_references(inputs: tuple[str, ...], base: str | None, series: bool) -
 
 
 def _same_path(a: str, b: str) -> bool:
+    """Whether two paths name one existing file (``False`` where either is missing)."""
     try:
         return os.path.samefile(a, b)
     except OSError:
@@ -533,18 +536,17 @@ def _series_bases(
             source = reader.source if isinstance(reader.source, dict) else {}
             sha = source.get("sha256") if isinstance(source.get("sha256"), str) else None
             plan.append(Planned(input, output, sha, getattr(reader, "base", None)))
-    if test:
-        chosen = bases(plan, base)
-        outputs_here = {p.output for p in plan}
-        for input, reference in zip(inputs, chosen, strict=True):
-            if reference in outputs_here and not os.path.lexists(reference):
-                raise click.UsageError(
-                    f"{input} is coded against {reference}, which --test does not write: "
-                    "decompress the series, or test it where that file is"
-                )
-        return list(zip(inputs, chosen, strict=True))
-    _check_apart(inputs, [p.output for p in plan])
-    return list(zip(inputs, bases(plan, base), strict=True))
+    if not test:
+        _check_apart(inputs, [p.output for p in plan])
+    chosen = bases(plan, base)
+    written = {p.output for p in plan} if test else set()
+    for input, reference in zip(inputs, chosen, strict=True):
+        if reference in written and not os.path.lexists(reference):
+            raise click.UsageError(
+                f"{input} is coded against {reference}, which --test does not write: "
+                "decompress the series, or test it where that file is"
+            )
+    return list(zip(inputs, chosen, strict=True))
 
 
 def _decompress_one(
@@ -654,12 +656,7 @@ def _check_output_is_new(input: str, output: str | None, base: str | None) -> No
         if input != STDIO and Path(input).is_dir():
             raise click.UsageError(f"{input} is a folder: name an output folder with -o, not -")
         return
-    if (
-        base is not None
-        and Path(base).exists()
-        and Path(output).exists()
-        and os.path.samefile(output, base)
-    ):
+    if base is not None and _same_path(output, base):
         raise click.UsageError(f"{output} is the base (--base): name another output")
 
 

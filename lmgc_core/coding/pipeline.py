@@ -514,6 +514,7 @@ class Pipeline:
                 blob, force, progress, jobs, max_nbytes, head=head, ref=ref, declared=declared
             )
         dtype, shape = declared_array(header, max_nbytes) if declared is None else declared
+        nbytes = dtype.itemsize * math.prod(shape)
         try:
             states = list(header["stages"])
             part_specs = list(header["parts"])
@@ -549,17 +550,15 @@ class Pipeline:
             for spec in part_specs:
                 parts[spec["name"]] = self._decode_part(spec, blocks, progress, prior, jobs, ref)
         except MemoryError:
-            nbytes = dtype.itemsize * math.prod(shape)
             raise OutOfMemoryError(_OUT_OF_MEMORY.format(nbytes)) from None
         except (TypeError, KeyError) as exc:
             raise StreamError(f"bad part entry in header: {exc}") from None
         try:  # no part rebuilt holds more values than the array has bytes (rebuild_limit)
-            with rebuild_limit(dtype.itemsize * math.prod(shape)):
+            with rebuild_limit(nbytes):
                 result = self._inverse(parts, states, dtype, shape)
         except LMGCError:
             raise
         except MemoryError:  # a stage state declaring a huge part
-            nbytes = dtype.itemsize * math.prod(shape)
             raise OutOfMemoryError(_OUT_OF_MEMORY.format(nbytes)) from None
         except (KeyError, ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
             raise ChecksumError(f"decoded data does not rebuild the array: {exc}") from None

@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import xxhash
-
 from lmgc_core.files.archive import SUFFIX
 from lmgc_core.files.outputs import (
     check_free_space,
@@ -568,15 +566,14 @@ def _check_listed(
     if missing:
         raise FolderError(f"{root}: files listed in {FOLDER_MANIFEST} are missing: "
                           + ", ".join(missing[:5]))  # fmt: skip
-    for rel, digest in archives.items():
-        if rel in coded and _archive_digest(root / (rel + SUFFIX)) != digest:
+    total = 0
+    for rel in coded:
+        if rel in archives and _archive_digest(root / (rel + SUFFIX)) != archives[rel]:
             raise FolderError(
                 f"{root / (rel + SUFFIX)}: not the archive compress wrote (its XXH3-128 differs "
                 "from the manifest's): another run wrote this folder at the same time, or the "
                 "file comes from another folder"
             )
-    total = 0
-    for rel in coded:
         with open(root / (rel + SUFFIX), "rb") as f:
             reader = ArchiveReader(f, rel)
             size = reader.source.get("size")
@@ -588,11 +585,10 @@ def _check_listed(
 def _archive_digest(path: Path) -> str:
     """The XXH3-128 of a file's bytes (~7 GB/s: a second read of an archive costs little
     beside decoding it)."""
-    digest = xxhash.xxh3_128()
+    from lmgc_core.files.base_file import file_digest
+
     with open(path, "rb") as f:
-        while block := f.read(_COPY_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+        return file_digest(f, ("xxh3_128",))[1]["xxh3_128"]
 
 
 def test_folder(
@@ -781,6 +777,11 @@ def _say(message: str, err: bool = False) -> None:
     click.echo(safe(message), err=err)
 
 
+def _say_lossy(result: FolderResult) -> None:
+    for rel in result.lossy:
+        _say(f"warning: {rel}: lossy stages: the arrays are their reconstruction", err=True)
+
+
 def _say_leftovers(output: str, result: FolderResult) -> None:
     for rel in result.leftovers:
         why = (
@@ -839,8 +840,7 @@ def decompress_folder_command(
     if output is None:
         raise ConfigError(f"{input} is a folder: name the output folder with -o DIR")
     result = decompress_folder(input, output, jobs, quiet, force, base)
-    for rel in result.lossy:
-        _say(f"warning: {rel}: lossy stages: the arrays are their reconstruction", err=True)
+    _say_lossy(result)
     _say_leftovers(output, result)
     if not quiet:
         _say(
@@ -852,8 +852,7 @@ def decompress_folder_command(
 def test_folder_command(input: str, quiet: bool, jobs: int, base: str | None = None) -> None:
     """``lmgc decompress --test OUT_DIR [--base OLD_DIR]``: every file checked, none written."""
     result = test_folder(input, jobs, quiet, base)
-    for rel in result.lossy:
-        _say(f"warning: {rel}: lossy stages: its arrays are their reconstruction", err=True)
+    _say_lossy(result)
     for rel in result.unchecked:
         why = "the manifest, written before copies were hashed, records no SHA-256 of it"
         _say(f"warning: {rel}: a copied file read but not checked ({why})", err=True)

@@ -72,8 +72,8 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
                 "of that name: list only the one it was coded against before it, or give that "
                 "file with --base"
             )
-        found = (sure or candidates or [None])[0]
-        found = None if found is None else found.output
+        pick = sure or candidates
+        found = pick[0].output if pick else None
         later = [p.archive for p in plan[i + 1 :] if Path(p.output).name == name]
         if found is None and later and given is not None and not _holds(given, item.base):
             raise ConfigError(  # not left to the archive's decode, after earlier ones wrote

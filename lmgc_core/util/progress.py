@@ -125,6 +125,8 @@ class ChunkProgress:
 # -- the language models' per-step bars --------------------------------------------------------
 
 PROGRESS_ENV = "LMGC_PROGRESS"
+OFF_VALUES = ("0", "false", "no", "off")
+"""What turns an lmgc switch in the environment off (``LMGC_PROGRESS``, ``LMGC_DEBUG``)."""
 _progress_enabled: bool | None = None
 
 
@@ -159,7 +161,7 @@ def lm_bars_disabled() -> bool | None:
     ``LMGC_PROGRESS=0``), ``False`` shown, ``None`` shown where stderr is a terminal."""
     enabled = _progress_enabled
     env = os.environ.get(PROGRESS_ENV, "").strip().lower()
-    if env in ("0", "false", "no", "off"):
+    if env in OFF_VALUES:
         enabled = False
     elif env in ("1", "true", "yes", "on") and enabled is None:
         enabled = True
