@@ -35,7 +35,8 @@ from lmgc_core.lm.prior_base import (
     ModelCache,
     check_positive,
 )
-from lmgc_core.util.errors import ConfigError, MismatchError, PluginError
+from lmgc_core.util.errors import ConfigError, MismatchError, OutOfMemoryError, PluginError
+from lmgc_core.util.memory import available_bytes, gib
 from lmgc_core.util.parallel import default_jobs
 
 IMPL_VERSION = 1
@@ -88,6 +89,7 @@ class _Context:
         self, model: _Model, n_seq: int, n_cells: int, n_batch: int, n_outputs: int
     ) -> None:
         self.model = model  # keeps the model alive while the context exists
+        _check_room(model, n_seq, n_cells)
         p = llama_cpp.llama_context_default_params()
         p.n_ctx = n_seq * n_cells
         p.n_batch = n_batch
@@ -156,6 +158,29 @@ class _Context:
                 llama_cpp.llama_free(ptr)
             except Exception:
                 pass
+
+
+def kv_bytes(model: _Model, n_seq: int, n_cells: int) -> int:
+    """The KV cache a context of ``n_seq x n_cells`` cells takes: per cell and layer, a key and
+    a value of the model's KV width in f16 (llama.cpp's default cache type)."""
+    ptr = model.ptr
+    heads = max(1, int(llama_cpp.llama_model_n_head(ptr)))
+    kv_heads = int(llama_cpp.llama_model_n_head_kv(ptr))
+    width = int(llama_cpp.llama_model_n_embd(ptr)) // heads * kv_heads
+    return n_seq * n_cells * int(llama_cpp.llama_model_n_layer(ptr)) * 2 * width * 2
+
+
+def _check_room(model: _Model, n_seq: int, n_cells: int) -> None:
+    """Refuse a KV cache larger than the memory left. llama.cpp allocates it whole when the
+    context is made, sized by the batch and window a stream declares (not by its length), and
+    clears it: a damaged header declaring 512 windows of 8,192 tokens asked for ~100 GB."""
+    need, room = kv_bytes(model, n_seq, n_cells), available_bytes()
+    if room is not None and need > room:
+        raise OutOfMemoryError(
+            f"llama.cpp needs a KV cache of {gib(need)} for {n_seq} windows of {n_cells} tokens, "
+            f"more than the {gib(room)} of memory available: a damaged header can declare more "
+            "than the stream was; an intact one needs a machine with more memory"
+        )
 
 
 @dataclass(eq=False, kw_only=True)

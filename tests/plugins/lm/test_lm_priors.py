@@ -22,7 +22,7 @@ from lmgc_core.coding.pipeline import stored_only
 from lmgc_core.coding.probability import distributions, ideal_bits
 from lmgc_core.components import registry
 from lmgc_core.lm import models
-from lmgc_core.util.errors import ConfigError, PluginError
+from lmgc_core.util.errors import ConfigError, OutOfMemoryError, PluginError
 from tests.conftest import same_bits
 from tests.paths import ROOT_DIR
 
@@ -319,6 +319,24 @@ def test_llamacpp_scores_do_not_depend_on_threads():
     a, _ = run_session(build("llamacpp", threads=1), HEX, sym, 128)
     b, _ = run_session(build("llamacpp", threads=2), HEX, sym, 128)
     assert np.array_equal(a, b)
+
+
+@pytest.mark.lm
+@needs_model
+@needs_llama
+def test_llamacpp_refuses_a_kv_cache_larger_than_memory(priors, monkeypatch):
+    """The batch and window a header declares size llama.cpp's KV cache before any data is read:
+    more than the memory left is a clear error, not a lazily swapped or killed process."""
+    from lmgc_llamacpp import prior as module
+
+    prior = prior_for(priors, "llamacpp")
+    small = module.kv_bytes(prior.loaded(), 3, 256)  # 3 windows of 64 tokens (one pad of cells)
+    assert small == 3 * 256 * 30 * 2 * 192 * 2  # SmolLM2: 30 layers, K and V of 192 in f16
+    monkeypatch.setattr(module, "available_bytes", lambda: 2 * small)
+    sym = hex_rows(np.random.default_rng(1), 3, 4)
+    run_session(build("llamacpp"), HEX, sym, 64)  # fits: codes as before
+    with pytest.raises(OutOfMemoryError, match=r"KV cache of .* for 8 windows of 256 tokens"):
+        run_session(build("llamacpp"), HEX, hex_rows(np.random.default_rng(1), 8, 4), 64)
 
 
 @pytest.mark.lm
