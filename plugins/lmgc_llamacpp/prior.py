@@ -178,8 +178,8 @@ def _check_room(model: _Model, n_seq: int, n_cells: int) -> None:
     if room is not None and need > room:
         raise OutOfMemoryError(
             f"llama.cpp needs a KV cache of {gib(need)} for {n_seq} windows of {n_cells} tokens, "
-            f"more than the {gib(room)} of memory available (use fewer rows or a shorter "
-            "window; a damaged header can declare more than its stream was)"
+            f"more than the {gib(room)} of memory available (use a smaller batch or window; "
+            "a damaged header can declare more than its stream was)"
         )
 
 
