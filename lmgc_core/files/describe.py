@@ -144,6 +144,19 @@ def _unbound(header: Any) -> bool:
     return isinstance(header, Mapping) and stored_only(header) and "prior" not in header
 
 
+def _series(header: Any) -> str | None:
+    """What a time-axis series chunk holds (codecs/time_axis.py), or None for another stream:
+    its steps are streams of their own, which this header does not describe."""
+    series = _get(header, "series")
+    if series is None:
+        return None
+    return (
+        f"a time-axis series of {_get(series, 'steps')} steps along axis "
+        f"{_get(series, 'time_axis')}, each step its own stream coded against the step before "
+        "it (decoded by the Zarr codec)"
+    )
+
+
 def _common(values: list[Any]) -> Any:
     return values[0] if values and all(v == values[0] for v in values) else None
 
@@ -188,6 +201,8 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
             f"  coder      {_get(pipeline, 'coder')}  window {_get(pipeline, 'window')}  "
             f"batch {_get(pipeline, 'batch')}"
         )
+    elif headers and all(_series(h) for h in headers):
+        lines.append("  pipeline   in each step's own stream (a time-axis series chunk)")
     elif headers:
         lines.append("  pipeline   differs between streams (see --json)")
     if fingerprint:
@@ -202,6 +217,9 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
         )
         for s in m["streams"]:
             h = s["header"]
+            if series := _series(h):
+                lines.append(f"    {s['member'] or '(stream)'}: {s['size']} bytes; {series}")
+                continue
             parts = ", ".join(_part_line(p) for p in _items(_get(h, "parts")))
             lines.append(f"    {s['member'] or '(stream)'}: {s['size']} bytes; {parts}")
             if _get(h, "checksum") is not None:  # the fast level: a checksum in every block

@@ -41,6 +41,19 @@ def test_npy_round_trip_and_info(tmp_path, grads):
     assert doc["members"][0]["streams"][0]["header"]["array"]["shape"] == [64, 128]
 
 
+def test_info_of_a_time_axis_chunk_says_what_it_is(tmp_path, grads):
+    """A Zarr chunk coded along a time axis keeps each step's pipeline in the step's own
+    stream: info says so instead of printing None for its parts and checksum."""
+    from lmgc_core import Pipeline
+    from lmgc_core.codecs import time_axis
+
+    chunk = tmp_path / "c.lmgc"
+    chunk.write_bytes(time_axis.encode(Pipeline.from_config({}), grads.reshape(4, 32, 64), 0))
+    out = run("info", str(chunk)).stdout
+    assert "a time-axis series of 4 steps along axis 0" in out
+    assert "None" not in out and "differs between streams" not in out
+
+
 def test_a_zip_rebuild_names_the_hash_it_checked(tmp_path, grads):
     """A zip archive's rebuilt file is checked against the source's XXH3-128 (recorded since
     2026-12-05; an older archive's SHA-256), and the command says which."""
