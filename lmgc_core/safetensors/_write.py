@@ -33,13 +33,15 @@ def save_items(
     pipeline: Any = None,
     jobs: int = 0,
 ) -> None:
-    """``items``: name -> (safetensors tag, shape, bytes), written sorted by name."""
+    """``items``: name -> (safetensors tag, shape, bytes), laid out as the safetensors package
+    lays them out (widest dtype first, then by name: every tensor stays aligned), so the file an
+    archive rebuilds is the one ``safetensors.numpy.save_file`` writes."""
     if metadata is not None and not (
         isinstance(metadata, dict)
         and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
     ):
         raise TypeError("metadata must map str to str")
-    names = sorted(items)
+    names = sorted(items, key=lambda name: (-_RANK.get(items[name][0], -1), name))
     tensors = []
     for name in names:
         tag, shape, data = items[name]
@@ -56,6 +58,18 @@ def save_items(
         src.seek(0)
         with atomic_output(os.fspath(path), True) as out:
             compress_stream(src, size, source_name(path), out, pipeline, None, jobs)
+
+
+# fmt: off
+_ORDER = (
+    "BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0",
+    "F8_E4M3FNUZ", "F8_E5M2FNUZ", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64",
+    "F64", "I64", "U64",
+)
+# fmt: on
+"""The order of the safetensors package's ``Dtype`` enum, whose widest members its writer puts
+first."""
+_RANK = {tag: rank for rank, tag in enumerate(_ORDER)}
 
 
 def array_item(name: str, value: Any) -> tuple[str, tuple[int, ...], bytes]:

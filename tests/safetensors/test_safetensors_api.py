@@ -69,6 +69,23 @@ def test_saved_archive_decompresses_to_a_real_safetensors_file(
     out = lmgc("decompress", path, "-o", tmp_path / "cli.safetensors")
     assert "identical to the source" in out.stdout
     assert (tmp_path / "cli.safetensors").read_bytes() == (tmp_path / "w.safetensors").read_bytes()
+    # laid out as the package lays them out (widest dtype first): the very bytes it writes
+    safetensors.torch.save_file(tensors, tmp_path / "ref.safetensors", metadata={"k": "v"})
+    assert (tmp_path / "w.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+
+
+def test_numpy_save_file_writes_the_package_s_bytes(tmp_path: Path) -> None:
+    """Every dtype both hold, in the safetensors package's order (not by name, which left
+    tensors unaligned), so the rebuilt file is byte for byte ``safetensors.numpy.save_file``'s."""
+    kinds = [np.bool_, np.uint8, np.int8, np.int16, np.uint16, np.float16, ml_dtypes.bfloat16]
+    kinds += [np.int32, np.uint32, np.float32, np.complex64, np.float64, np.int64, np.uint64]
+    kinds += [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2, ml_dtypes.float8_e8m0fnu]
+    kinds += [ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2fnuz]
+    tensors = {f"t{len(kinds) - i:02d}": np.ones(3, dtype=k) for i, k in enumerate(kinds)}
+    lnp.save_file(tensors, tmp_path / "w.lmgc", metadata={"k": "v"})
+    decompress_path(tmp_path / "w.lmgc", tmp_path / "w.safetensors")
+    safetensors.numpy.save_file(tensors, tmp_path / "ref.safetensors", metadata={"k": "v"})
+    assert (tmp_path / "w.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
 
 
 def test_numpy_round_trip_is_bit_exact(tmp_path: Path, grads: np.ndarray) -> None:
