@@ -120,12 +120,13 @@ class Pipeline:
         batch: int | None = None,
     ) -> None:
         window = prior.default_window if window is None else window
-        if not isinstance(window, int) or isinstance(window, bool) or window < 2:
-            raise ConfigError(f"window must be an integer >= 2 tokens, not {window!r}")
-        if window < serializer.period + 1:  # a smaller one would overflow every window
+        if not isinstance(window, int) or isinstance(window, bool):
+            raise ConfigError(f"window must be an integer number of tokens, not {window!r}")
+        least = max(2, serializer.period + 1)  # a smaller one would overflow every window
+        if window < least:
             raise ConfigError(
                 f"window {window} is too small: it must hold the BOS token and one serializer "
-                f"period ({serializer.period} symbols), so at least {serializer.period + 1}"
+                f"period ({serializer.period} symbols), so at least {least}"
             )
         if batch is not None and (
             not isinstance(batch, int) or isinstance(batch, bool) or batch < 1

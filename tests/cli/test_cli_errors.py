@@ -46,7 +46,7 @@ def test_bad_input_files(tmp_path, g):
 
 
 @pytest.mark.parametrize("prior", ["adaptive", "llamacpp", "transformers"])
-@pytest.mark.parametrize("window", [3, 5])
+@pytest.mark.parametrize("window", [1, 3, 5])
 def test_windows_too_small_for_a_period_are_refused(g, prior, window):
     """The LM priors crashed (``session fed 4 tokens, its window is 3``) and adaptive made a
     stream larger than its input. The refusal comes before any model is loaded."""
