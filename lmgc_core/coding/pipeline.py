@@ -750,15 +750,14 @@ def check_base(
     if not ref.flags.c_contiguous:
         ref = ref.copy(order="C")
     if "xxh3_128" in entry:  # the faster of the two, where the stream records it
-        digest, label = base_xxh3_128(ref), "XXH3-128"
-        if digest == entry["xxh3_128"]:
-            return ref
+        key, digest, label = "xxh3_128", base_xxh3_128(ref), "XXH3-128"
     else:
-        digest, label = base_sha256(ref), "SHA-256"
-        if digest == entry["sha256"]:
-            return ref
+        key, digest, label = "sha256", base_sha256(ref), "SHA-256"
+    if digest == entry[key]:
+        return ref
     raise MismatchError(
-        f"the base given ({label} {digest}) is not the stream's base {describe_base(entry)}"
+        f"the base given is not the stream's base {describe_base(entry)}: its {label} is "
+        f"{digest}, the stream records {entry[key]}"
     )
 
 
