@@ -135,6 +135,23 @@ def _as_list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, list | tuple) else [v]
 
 
+def _spec(value: Any, what: str, experiment: str) -> dict[str, Any]:
+    """A component of an experiment as ``{"name": ..., **options}``; a malformed one is a
+    ValueError naming the experiment (it failed deep in the grid as ``'int' object has no
+    attribute 'items'``)."""
+    try:
+        return ComponentSpec.parse(value, what).to_dict()
+    except ValueError as exc:
+        raise ValueError(f"experiment {experiment!r}: {exc}") from None
+
+
+def _names(value: Any, what: str, experiment: str) -> list[Any]:
+    """A list an experiment gives (``workloads``, ``baselines``, ``stages``), or a ValueError."""
+    if not isinstance(value, list):
+        raise ValueError(f"experiment {experiment!r}: {what} must be a list, not {value!r}")
+    return value
+
+
 # ---------------------------------------------------------------------------------------------
 # workloads
 
@@ -151,12 +168,19 @@ class Workload:
 
 
 def _pick(n: int, spec: Any) -> list[int]:
-    if spec in (None, "all"):
+    """The snapshots ``spec`` picks of ``n``: all, a count spread evenly, or listed indices."""
+    if spec is None or spec == "all":
         return list(range(n))
-    if isinstance(spec, int):
+    if isinstance(spec, int) and not isinstance(spec, bool) and spec >= 1:
         k = min(spec, n)
         return sorted({round(i) for i in np.linspace(0, n - 1, k)}) if k > 1 else [n - 1]
-    return [int(i) for i in spec if int(i) < n]
+    if isinstance(spec, list) and all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in spec
+    ):
+        return [i for i in spec if i < n]
+    raise ValueError(
+        f"snapshots must be 'all', a positive count or a list of indices, not {spec!r}"
+    )
 
 
 def _layout(meta: dict[str, Any]) -> list[list[int]] | None:
@@ -178,7 +202,10 @@ def _with_layout(spec: dict[str, Any], w: Workload, max_floats: Any) -> dict[str
 def build_workloads(cfg: dict[str, Any], zarr_path: str | None = None) -> list[Workload]:
     out: list[Workload] = []
     zpath = zarr_path or cfg.get("zarr") or "bench-out/grads.zarr"
-    for entry in cfg.get("workloads", []):
+    entries = cfg.get("workloads", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"'workloads' must be a list of mappings, not {entries!r}")
+    for entry in entries:
         entry = dict(entry)
         if "npy" in entry:
             path = str(entry["npy"])
@@ -293,8 +320,17 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
             )
     for exp in cfg["experiments"]:
         name = exp["name"]
-        wl_names = exp.get("workloads") or list(by_name)
-        stage_lists = [list(s or []) for s in exp.get("stages", [[]])]
+        wl_names = _names(exp.get("workloads") or list(by_name), "workloads", name)
+        stage_lists = [
+            [_spec(st, "a stage", name) for st in _names(s or [], "each list of stages", name)]
+            for s in _names(exp.get("stages", [[]]), "stages", name)
+        ]
+        if exp.get("max_snapshots") is not None and (
+            isinstance(exp["max_snapshots"], bool)
+            or not isinstance(exp["max_snapshots"], int)
+            or exp["max_snapshots"] < 1
+        ):
+            raise ValueError(f"experiment {name!r}: max_snapshots must be a positive integer")
         max_floats = exp.get("max_floats")
         if max_floats is not None and (
             isinstance(max_floats, bool) or not isinstance(max_floats, int) or max_floats < 1
@@ -302,10 +338,11 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
             raise ValueError(f"experiment {name!r}: max_floats must be a positive integer")
         where = exp.get("slice", "middle")
         variants: list[tuple[str, dict[str, Any], str]] = []
+        baselines = exp.get("baselines", [])
         for spec in (
-            exp.get("baselines", []) if exp.get("baselines") != "all" else DEFAULT_BASELINES
+            DEFAULT_BASELINES if baselines == "all" else _names(baselines, "baselines", name)
         ):
-            spec = spec_dict(spec)
+            spec = _spec(spec, "a baseline codec", name)
             for chunk in _as_list(exp.get("chunk", [None])):
                 if chunk is not None and (
                     isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1
@@ -336,9 +373,9 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
                 _as_list(lm["serializer"]), _as_list(lm["prior"]), _as_list(lm["window"]),
                 _as_list(lm["batch"]),
             ):  # fmt: skip
-                ser, pri = spec_dict(ser), spec_dict(pri)
+                ser, pri = _spec(ser, "a serializer", name), _spec(pri, "a prior", name)
                 spec = {
-                    "serializer": ser, "prior": pri, "coder": spec_dict(lm["coder"]),
+                    "serializer": ser, "prior": pri, "coder": _spec(lm["coder"], "coder", name),
                     "window": win, "batch": bat, "measure": lm["measure"],
                 }  # fmt: skip
                 label = f"lmgc {prior_label(pri)} · {serializer_label(ser)} · w{win}"

@@ -275,6 +275,16 @@ def test_bad_bench_configs_are_one_value_error(tmp_path, text, said):
         ({"lmgc": {"measure": "bogus"}, "max_floats": 64}, "measure must be one of"),
         ({"lmgc": {}, "max_floats": -5}, "max_floats must be a positive integer"),
         ({"baselines": ["lzma"], "chunk": [-5], "max_floats": 64}, "chunk must be a positive"),
+        # each of these ended in the catch-all ("'int' object has no attribute 'items'")
+        ({"lmgc": {"prior": 5}}, "experiment 'e': a prior must be a name or a mapping"),
+        ({"lmgc": {"coder": [1]}}, "experiment 'e': coder must be a name or a mapping"),
+        ({"lmgc": {"serializer": {"bytes": 3}}}, "a serializer must be a name or a mapping"),
+        ({"baselines": 7}, "experiment 'e': baselines must be a list, not 7"),
+        ({"baselines": [3]}, "a baseline codec must be a name or a mapping"),
+        ({"baselines": ["zstd"], "stages": 3}, "stages must be a list, not 3"),
+        ({"baselines": ["zstd"], "stages": [[5]]}, "a stage must be a name or a mapping"),
+        ({"baselines": ["zstd"], "workloads": "w"}, "workloads must be a list, not 'w'"),
+        ({"baselines": ["zstd"], "max_snapshots": "x"}, "max_snapshots must be a positive"),
     ],
 )
 def test_bad_experiments_are_refused_before_running(experiment, said):
@@ -286,6 +296,25 @@ def test_bad_experiments_are_refused_before_running(experiment, said):
     w = Workload("w", "test", [0], lambda _: np.zeros(8, np.float32))
     with pytest.raises(ValueError, match=said):
         list(expand(cfg, [w]))
+
+
+@pytest.mark.parametrize(
+    ("workloads", "said"),
+    [
+        (5, "'workloads' must be a list of mappings"),
+        ([5], "'workloads' must be a list of mappings"),
+        ([{"npy": "g.npy", "snapshots": "x"}], "snapshots must be 'all', a positive count"),
+        ([{"npy": "g.npy", "snapshots": ["x"]}], "snapshots must be 'all', a positive count"),
+    ],
+)
+def test_bad_workloads_are_refused_clearly(tmp_path, monkeypatch, workloads, said):
+    """``TypeError: 'int' object is not iterable`` and ``invalid literal for int()`` before."""
+    from lmgc_bench.grid import build_workloads
+
+    monkeypatch.chdir(tmp_path)
+    np.save("g.npy", np.zeros((2, 8), np.float32))
+    with pytest.raises(ValueError, match=said):
+        build_workloads({"workloads": workloads})
 
 
 def test_cells_that_differ_get_rows_of_their_own():
