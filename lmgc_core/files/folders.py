@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -447,8 +447,11 @@ def _read_folder_manifest(
         copied = [f for f in files if not f.endswith(SUFFIX)]
         _check_distinct(root, coded, copied)
         return coded, copied, [], {}, {}
+    if not path.is_file():  # a FIFO hung the run, a link to /dev/zero read till out of memory
+        raise FolderError(f"{path}: the folder manifest is not a regular file")
     try:
-        text = path.read_bytes()
+        with open(path, "rb") as f:
+            text = f.read(MAX_MANIFEST_BYTES + 1)  # the cap is checked before anything is read
         container.check_json_text(text, FOLDER_MANIFEST, MAX_MANIFEST_BYTES, MAX_MANIFEST_VALUES,
                                   MAX_MANIFEST_DEPTH)  # fmt: skip
         doc = json.loads(text.decode("utf-8"))
@@ -475,19 +478,34 @@ def _read_folder_manifest(
             raise FolderError(f"{path}: names a path not in its plain form: {rel!r}")
         if len(Path(rel).parts) > MAX_PATH_PARTS:
             raise FolderError(f"{path}: names a path over {MAX_PATH_PARTS} folders deep")
+        if not _nameable(rel):
+            raise FolderError(f"{path}: names a path no file can have: {rel!r}")
     if clash := sorted(set(empty) & set(coded + copied)):
         raise FolderError(f"{path}: lists {clash[0]!r} as a file and as an empty folder")
     if "copied_sha256" in doc and (unchecked := sorted(set(copied) - set(hashes))):
         raise FolderError(f"{path}: lists copied files without their SHA-256: {unchecked[0]!r}")
     if "coded_xxh3_128" in doc and (unchecked := sorted(set(coded) - set(archives))):
         raise FolderError(f"{path}: lists archives without their XXH3-128: {unchecked[0]!r}")
-    _check_distinct(root, coded, copied)
+    _check_distinct(root, coded, copied, empty)
     return coded, copied, empty, hashes, archives
 
 
-def _check_distinct(root: Path, coded: list[str], copied: list[str]) -> None:
-    """No output file written twice: a decoded ``a.npy`` (from ``a.npy.lmgc``) and a copied
-    ``a.npy`` would leave whichever came last, with exit 0."""
+def _nameable(rel: str) -> bool:
+    """Whether the filesystem can hold the name: no NUL, no lone surrogate (a -f run failed on
+    one half-way and left the folder changed)."""
+    try:
+        return b"\0" not in os.fsencode(rel)
+    except UnicodeEncodeError:
+        return False
+
+
+def _check_distinct(
+    root: Path, coded: list[str], copied: list[str], empty: Sequence[str] = ()
+) -> None:
+    """No output file written twice, nor a file where another entry needs a folder: a decoded
+    ``a.npy`` (from ``a.npy.lmgc``) and a copied ``a.npy`` would leave whichever came last,
+    with exit 0; a file ``a.npy`` and a file or empty folder ``a.npy/x`` cannot both be made
+    (``--test`` said OK, decompress failed half-way)."""
     seen: set[str] = set()
     for rel in coded + copied:
         if rel in seen:
@@ -496,6 +514,12 @@ def _check_distinct(root: Path, coded: list[str], copied: list[str]) -> None:
                 "or listed twice): decompress the files one by one"
             )
         seen.add(rel)
+    for rel in [*coded, *copied, *empty]:
+        for up in Path(rel).parents:
+            if up.as_posix() in seen:
+                raise FolderError(
+                    f"{root}: lists {up.as_posix()} as a file and {rel} under it, as if it were a folder"
+                )
 
 
 def decompress_folder(
@@ -515,6 +539,7 @@ def decompress_folder(
     check_free_space(str(out), total, str(_existing(out)))  # replaced files are kept till the end
     inputs = [rel + SUFFIX for rel in coded] + copied + [FOLDER_MANIFEST]
     _check_apart(root, inputs, out, coded + copied)
+    _check_no_links(out, coded + copied + empty)
     made = [out] if not out.exists() else []  # what a failure removes again (_undo)
     _prepare_output(out, force)  # after every check: a refusal writes nothing
     new = [rel for rel in coded + copied if not os.path.lexists(out / rel)]
@@ -528,6 +553,7 @@ def decompress_folder(
                     done = bar.done
                     base = _base_of(base_dir, rel)
                     kept.keep(out / rel)
+                    _clear_special(out / rel)
                     if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs, base):
                         result.lossy.append(rel)
                     size = (out / rel).stat().st_size
@@ -535,7 +561,8 @@ def decompress_folder(
                     result.coded.append(rel)
                 for rel in copied:
                     kept.keep(out / rel)
-                    _copy(root / rel, out / rel, bar, hashes.get(rel))
+                    _copy(_unchecked_copy(root, rel, hashes, result), out / rel, bar,
+                          hashes.get(rel))  # fmt: skip
                     result.copied.append(rel)
                 for rel in empty:
                     (out / rel).mkdir(parents=True, exist_ok=True)
@@ -546,6 +573,37 @@ def decompress_folder(
     _mirror_modes(root, out, made)
     result.leftovers = _leftovers(out)
     return result
+
+
+def _check_no_links(out: Path, rels: Sequence[str]) -> None:
+    """No entry is written through a link or into a non-folder inside ``out``: a link
+    ``out/sub -> elsewhere`` (there already, or in the archive folder decompressed in place)
+    sent ``sub/b.npy`` outside the output folder under ``--force``. ``out`` itself may be a
+    link: the user named it."""
+    seen: set[Path] = set()
+    for rel in rels:
+        for up in reversed(Path(rel).parents[:-1]):  # sub, sub/deeper, ... (not out itself)
+            if up in seen:
+                continue
+            seen.add(up)
+            where = out / up
+            if where.is_symlink() or (os.path.lexists(where) and not where.is_dir()):
+                raise FolderError(
+                    f"{where} is a link or not a folder: lmgc writes {rel} only into a real "
+                    "folder inside the output folder (remove it, or choose another output)"
+                )
+
+
+def _clear_special(path: Path) -> None:
+    """A link or special file where a decoded file goes is replaced, not written through: a
+    single output may be a pipe or a device the user names, an entry of a folder may not (a
+    link to a FIFO got the bytes outside the folder, a FIFO there hung the run)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        path.unlink()
 
 
 def _check_listed(
@@ -614,11 +672,23 @@ def test_folder(
                 result.lossy.append(rel)
             result.coded.append(rel)
         for rel in copied:
-            _copy_into(root / rel, Discard(), bar, hashes.get(rel))
+            _copy_into(_unchecked_copy(root, rel, hashes, result), Discard(), bar, hashes.get(rel))
             result.copied.append(rel)
-            if rel not in hashes:
-                result.unchecked.append(rel)
     return result
+
+
+def _unchecked_copy(root: Path, rel: str, hashes: Mapping[str, str], result: FolderResult) -> Path:
+    """The file a copy reads. One the manifest records no SHA-256 of (manifests before
+    2026-12-06, folders without one) is listed in ``result.unchecked`` and must lie inside the
+    archive folder: a link in a hostile folder copied ``~/.ssh/id_rsa`` into the output."""
+    path = root / rel
+    if rel not in hashes:
+        result.unchecked.append(rel)
+        if root.resolve() not in path.resolve().parents:
+            raise FolderError(
+                f"{path} leads out of {root} and the manifest records no SHA-256 of it: not copied"
+            )
+    return path
 
 
 def _existing(path: Path) -> Path:
@@ -735,7 +805,7 @@ def _undo(out: Path, new: list[str], made: list[Path]) -> None:
     for rel in new:
         (out / rel).unlink(missing_ok=True)
     for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):  # deepest first
-        with contextlib.suppress(OSError):  # not empty: something else is in it
+        with contextlib.suppress(OSError, ValueError):  # not empty: something else is in it
             folder.rmdir()
 
 
@@ -756,8 +826,7 @@ def _check_base(
         return
     if base is None and base_dir is not None:  # not "give it with --base": it was given
         raise ConfigError(
-            f"--base {base_dir} has no file {where}, which {where}{SUFFIX} was compressed "
-            "against"
+            f"--base {base_dir} has no file {where}, which {where}{SUFFIX} was compressed against"
         )
     if base is None:
         check_record(reader.base, None, where)
@@ -841,21 +910,27 @@ def decompress_folder_command(
         raise ConfigError(f"{input} is a folder: name the output folder with -o DIR")
     result = decompress_folder(input, output, jobs, quiet, force, base)
     _say_lossy(result)
+    _say_unchecked(result)
     _say_leftovers(output, result)
     if not quiet:
         _say(
             f"{input} -> {output} ({len(result.coded) - len(result.lossy)} files identical to "
-            f"their sources, their hashes verified; {len(result.copied)} copied)"
+            f"their sources, their hashes verified; {len(result.copied)} copied, "
+            f"{len(result.copied) - len(result.unchecked)} of them checked)"
         )
+
+
+def _say_unchecked(result: FolderResult) -> None:
+    for rel in result.unchecked:
+        why = "no SHA-256 of it is recorded: a manifest from before 2026-12-06, or none"
+        _say(f"warning: {rel}: a copied file read but not checked ({why})", err=True)
 
 
 def test_folder_command(input: str, quiet: bool, jobs: int, base: str | None = None) -> None:
     """``lmgc decompress --test OUT_DIR [--base OLD_DIR]``: every file checked, none written."""
     result = test_folder(input, jobs, quiet, base)
     _say_lossy(result)
-    for rel in result.unchecked:
-        why = "the manifest, written before copies were hashed, records no SHA-256 of it"
-        _say(f"warning: {rel}: a copied file read but not checked ({why})", err=True)
+    _say_unchecked(result)
     if not quiet:
         identical = len(result.coded) - len(result.lossy)
         copies = len(result.copied) - len(result.unchecked)

@@ -330,6 +330,12 @@ def test_checkpoints_under_other_names_are_coded_and_legacy_ones_listed(tmp_path
     [
         ({"empty_folders": ["/".join(["d"] * 1500)] * 5}, "over 256 folders deep"),
         ({"copied": [[[[[[[[[["x"]]]]]]]]]]}, "deeper than 8 levels"),
+        # a -f run failed half-way on these (ValueError: embedded null byte) and left the
+        # output folder changed; --test said OK
+        ({"empty_folders": ["e\x00x"]}, "names a path no file can have"),
+        ({"empty_folders": ["\ud800"]}, "names a path no file can have"),
+        # a file and an entry under it: --test said OK, decompress failed half-way
+        ({"empty_folders": ["config.json/x"]}, "lists config.json as a file and config.json/x"),
     ],
 )
 def test_a_hostile_folder_manifest_is_refused_at_once(tmp_path: Path, doc, said) -> None:
@@ -604,3 +610,62 @@ def test_private_subfolders_stay_private(tmp_path: Path) -> None:
     decompress_folder(tmp_path / "c", tmp_path / "back")
     for folder in (tmp_path / "c" / "secret", tmp_path / "back" / "secret"):
         assert folder.stat().st_mode & 0o777 == 0o700, folder
+
+
+def _links_folder(tmp_path: Path) -> Path:
+    src = tmp_path / "m"
+    (src / "sub").mkdir(parents=True)
+    np.save(src / "a.npy", np.arange(64, dtype=np.float32))
+    np.save(src / "sub" / "b.npy", np.ones(64, dtype=np.float32))
+    (src / "config.json").write_text("{}")
+    compress_folder(src, tmp_path / "c")
+    return tmp_path / "c"
+
+
+def test_no_file_is_written_through_a_link_inside_the_output(tmp_path: Path) -> None:
+    """With --force, a link ``out/sub -> ../outside`` sent ``sub/b.npy`` outside the output
+    folder, and a link ``out/a.npy`` to a FIFO got the decoded bytes (a FIFO there hung)."""
+    arc, out, outside = _links_folder(tmp_path), tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    (out / "sub").symlink_to(outside)
+    with pytest.raises(FolderError, match="sub is a link or not a folder"):
+        decompress_folder(arc, out, force=True)
+    assert list(outside.iterdir()) == [] and (out / "sub").is_symlink()
+    (out / "sub").unlink()
+    os.mkfifo(outside / "fifo")
+    (out / "a.npy").symlink_to(outside / "fifo")
+    os.mkfifo(out / "config.json")
+    decompress_folder(arc, out, force=True)  # the link and the FIFO replaced, no hang
+    assert not (out / "a.npy").is_symlink() and (out / "config.json").is_file()
+    assert _tree(out) == _tree(tmp_path / "m")
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_manifest_that_is_no_regular_file_is_refused(tmp_path: Path, special: str) -> None:
+    """A FIFO hung ``--test``; a link to /dev/zero read until memory ran out."""
+    manifest = _links_folder(tmp_path) / FOLDER_MANIFEST
+    manifest.unlink()
+    if special == "fifo":
+        os.mkfifo(manifest)
+    else:
+        manifest.symlink_to(special)
+    said = one_error_line(lmgc("decompress", "--test", manifest.parent, ok=False), 1)
+    assert "the folder manifest is not a regular file" in said
+
+
+def test_an_unchecked_copy_is_never_read_through_a_link_out_of_the_folder(tmp_path: Path) -> None:
+    """A folder without a manifest (or one from before copies were hashed) copied what its
+    links led to: ``home -> ~`` put ``~/.ssh/id_rsa`` into the output, with exit 0."""
+    arc = _links_folder(tmp_path)
+    secret = tmp_path / "secret"
+    secret.write_text("key")
+    (arc / FOLDER_MANIFEST).unlink()
+    (arc / "notes.txt").symlink_to(secret)
+    with pytest.raises(FolderError, match=r"leads out of .* no SHA-256 of it: not copied"):
+        decompress_folder(arc, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (arc / "notes.txt").unlink()
+    (arc / "notes.txt").write_text("inside")  # inside the folder: copied, and said unchecked
+    err = lmgc("decompress", arc, "-o", tmp_path / "out").stderr
+    assert "notes.txt: a copied file read but not checked" in err
