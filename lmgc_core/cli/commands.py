@@ -194,8 +194,10 @@ def _flush_stdout() -> None:
 
 def _restored_name(archive: str) -> str:
     """The file ``X.lmgc`` comes back as: ``X``, and ``./-`` for ``-.lmgc`` (``-`` would be
-    standard output)."""
+    standard output); a UsageError for ``.lmgc`` (no name is left: "error:  is a folder")."""
     name = archive[: -len(".lmgc")]
+    if not os.path.basename(name):
+        raise click.UsageError(f"{archive}: its output would have no name: name it with -o")
     return f".{os.sep}{name}" if name == STDIO else name
 
 
