@@ -392,8 +392,9 @@ def test_closed_or_terminal_standard_streams_and_odd_names(tmp_path):
     assert done.returncode == 0 and done.stdout == b""
     assert (tmp_path / "-").read_bytes() == (tmp_path / "a.npy").read_bytes()
     (tmp_path / ".lmgc").write_bytes((tmp_path / "a.npy.lmgc").read_bytes())
-    done = subprocess.run(_lmgc_command("decompress", ".lmgc"), cwd=tmp_path, capture_output=True,
-                          text=True)  # fmt: skip  ("error:  is a folder" before)
+    done = subprocess.run(
+        _lmgc_command("decompress", ".lmgc"), cwd=tmp_path, capture_output=True, text=True
+    )  # fmt: skip  ("error:  is a folder" before)
     assert done.returncode == 2 and "its output would have no name" in done.stderr
     with open("/dev/full", "wb") as full:
         done = subprocess.run(_lmgc_command("decompress", tmp_path / "a.npy.lmgc", "-o", "-"),
