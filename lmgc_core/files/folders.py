@@ -40,11 +40,12 @@ from lmgc_core.util.progress import Progress
 
 FOLDER_MANIFEST = "lmgc_folder.json"
 MAX_MANIFEST_BYTES = 256 << 20
-MAX_MANIFEST_VALUES = 1 << 24
+MAX_MANIFEST_VALUES = 1 << 22
 MAX_MANIFEST_DEPTH = 8
 MAX_PATH_PARTS = 256
-"""Caps on what a folder manifest may hold (a million files' names fit many times over): a
-15 KB manifest of paths 1,500 folders deep took 25 s, then Python's recursion limit."""
+"""Caps on what a folder manifest may hold (a million files fit: three values each): a 15 KB
+manifest of paths 1,500 folders deep took 25 s, then Python's recursion limit; 2^24 values
+(142 MB of JSON) took 1.5 GB to read."""
 INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
 TENSOR_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth")
 SNIFFED_SUFFIXES = (".bin", ".ckpt", ".tar")
