@@ -519,7 +519,8 @@ def _check_distinct(
         for up in Path(rel).parents:
             if up.as_posix() in seen:
                 raise FolderError(
-                    f"{root}: lists {up.as_posix()} as a file and {rel} under it, as if it were a folder"
+                    f"{root}: lists {up.as_posix()} as a file and {rel} under it, as if it "
+                    "were a folder"
                 )
 
 

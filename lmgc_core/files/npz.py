@@ -136,11 +136,8 @@ def _member(
             return [file_run(f, start, info.compress_size, layout, where)]
     level = _deflate_level(zf, f, info, start)
     if level is None:  # no level of this zlib gives its bytes: kept as they are, so that
-        layout.notes.append(  # the file still comes back byte for byte
-            f"{where} was deflated by a zlib this machine does not reproduce at any level: "
-            "kept as its deflated bytes (its arrays are not coded)"
-        )
-        return [file_run(f, start, info.compress_size, layout, where)]
+        layout.notes.append(f"{where} {_why_kept(zf, f, info, start)}")  # the file still
+        return [file_run(f, start, info.compress_size, layout, where)]  # comes back as it was
     with zf.open(info) as m:
         raw, header = read_header(m, where)
     end = _add_tensor(raw, header, name, info.file_size, layout, where)
@@ -149,7 +146,7 @@ def _member(
         read = partial(_member_tail, zf, info, end)
         n = info.file_size - end
         inner.append(byte_run(read, end, n, layout.tensors, where, f"{info.filename}+"))
-    return [Deflated(start, info.compress_size, level, inner, member=info.filename)]
+    return [Deflated(start, info.compress_size, level, inner, member=info)]
 
 
 def _add_tensor(
@@ -164,9 +161,25 @@ def _add_tensor(
     return end
 
 
-LEVELS = (zlib.Z_DEFAULT_COMPRESSION, 1, 2, 3, 4, 5, 7, 8, 9, 0)
+LEVELS = (zlib.Z_DEFAULT_COMPRESSION, 1, 2, 3, 4, 5, 7, 8, 9)
 """The zlib levels tried, most likely first: the default (``np.savez_compressed``, zipfile),
-then the others zipfile's ``compresslevel`` gives (6 is the default's own output)."""
+then the others zipfile's ``compresslevel`` gives (6 is the default's own output). Not 0:
+its stored blocks end where the writer's calls split the input (1 MiB writes, or the
+rebuild's chunks, gave other bytes), so a level-0 member could not be rebuilt."""
+
+
+def _why_kept(zf: zipfile.ZipFile, f: IO[bytes], info: zipfile.ZipInfo, start: int) -> str:
+    """The note for a deflated member kept as its deflated bytes (its arrays not coded)."""
+    if _redeflates(zf, f, info, start, 0):
+        return (
+            "was deflated at level 0 (stored blocks, which end where its writer split the "
+            "input): kept as its deflated bytes, as large as its arrays (not coded)"
+        )
+    return (
+        "was deflated by a program whose output this machine's zlib does not reproduce at any "
+        "level (another zip program or zlib build): kept as its deflated bytes (its arrays are "
+        "not coded)"
+    )
 
 
 def _deflate_level(

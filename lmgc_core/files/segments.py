@@ -150,8 +150,10 @@ class Deflated:
     size: int
     level: int
     segments: list[Literal | Data] = field(default_factory=list)
-    member: str = ""
-    """The zip member name (to read it while compressing; not stored)."""
+    member: Any = None
+    """The member's ``zipfile.ZipInfo`` (to read it while compressing; not stored): by its
+    entry, not its name, which two members may share (zipfile opens the last of them by name:
+    the first one's array was lost)."""
 
 
 Segment = Literal | Data | Deflated
