@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NoReturn
@@ -431,7 +431,7 @@ def _verify(out: Any, output: str, base: str | None, jobs: int) -> str:
         ) from None
 
 
-def _warn(notes: list[str]) -> None:
+def _warn(notes: Iterable[str]) -> None:
     for note in notes:
         click.echo(f"warning: {_one_line(note)}", err=True)
 
@@ -590,6 +590,9 @@ def _decompress_one(
     with open_input(input) as (src, _, name), ExitStack() as stack:
         reader, archive = _open_archive(src, name, force, model, base, jobs, stack)
         target = _output_format(output, fmt, reader.format, len(reader.entries), named)
+        if target != reader.format:  # a conversion writes the coded arrays only
+            _warn(f"converting to {target} leaves out what {name} kept as bytes: {note}"
+                  for note in reader.notes if "kept as" in note)  # fmt: skip
         check_free_space(output, _output_size(reader, archive.tensors, target))
         bar = Progress(archive.total_bytes(), "decompress", quiet)
         archive.progress = bar
