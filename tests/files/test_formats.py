@@ -187,7 +187,7 @@ def test_npz_deflated_by_another_deflate_keeps_its_bytes(tmp_path, grads):
     assert (tmp_path / "back.npz").read_bytes() == bytes(data)
     # a conversion holds the coded arrays only: it says what it leaves out (it said nothing)
     err = lmgc("decompress", tmp_path / "c.npz.lmgc", "-o", tmp_path / "c.safetensors").stderr
-    assert "converting to safetensors leaves out what c.npz.lmgc kept as bytes" in err
+    assert "converting to safetensors leaves out what" in err and "c.npz.lmgc kept as" in err
 
 
 def test_a_zlib_that_deflates_otherwise_is_named(tmp_path, grads, monkeypatch):
