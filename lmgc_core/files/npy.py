@@ -69,6 +69,8 @@ def tensor_of(header: dict[str, Any], name: str, where: str) -> Tensor:
         raise InputFileError(
             f"{where}: dtype {dtype} holds Python objects (pickled), which lmgc cannot compress"
         )
+    if dtype.subdtype is not None:  # numpy writes its shape into "shape"; np.load refuses it
+        raise InputFileError(f"{where}: .npy header has a subarray descr {header['descr']!r}")
     shape = header["shape"]
     if not isinstance(shape, tuple) or not all(
         isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape

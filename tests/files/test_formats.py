@@ -293,6 +293,8 @@ def _st(header: dict, data: bytes) -> bytes:
 
 
 BAD_HEADERS = {  # what each said before: numpy's own words, or a 931 GiB allocation
+    "sub.npy": (_npy("{'descr': ('<f4', (2,)), 'fortran_order': False, 'shape': (3,), }",
+                     b"\0" * 24), "subarray descr"),  # "cannot reshape array of size 6"
     "descr.npy": (_npy("{'descr': ',i2', 'fortran_order': False, 'shape': (1,), }", b"ab"),
                   "bad descr"),
     "s0.npy": (_npy(f"{{'descr': '|S0', 'fortran_order': False, 'shape': ({10**12},), }}"),
