@@ -197,9 +197,18 @@ def _member_names(tensors: list[tuple[int, Tensor]], fmt: str) -> list[str]:
             or any(p in ("", ".", "..") for p in parts)
             or "\0" in name
             or (fmt == "safetensors" and name == "__metadata__")
+            or (fmt == "npz" and not _utf8(name))  # zip names are UTF-8 (a lone surrogate)
         ):
             raise InputFileError(f"tensor name {name!r} is not a safe member name for a .{fmt}")
     return names
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def write_raw(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None:

@@ -245,7 +245,7 @@ def test_the_npz_writer_refuses_duplicates_and_unsafe_names(tmp_path):
         write(["x", "y", "x"])
     with pytest.raises(InputFileError, match="two tensors named 'arr_1'"):
         write(["arr_1", ""])  # the nameless one would be arr_1 too
-    for bad in ("../x", "/x", "x/../../y", "\\x", "a\0b"):
+    for bad in ("../x", "/x", "x/../../y", "\\x", "a\0b", "a\ud800b"):  # a lone surrogate
         with pytest.raises(InputFileError, match="not a safe member name"):
             write(["fine", bad])
     write(["x", "dir/y", "z"])
