@@ -175,10 +175,18 @@ def info_lines(doc: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append(f"{doc['file']}: lmgc archive (no manifest: an older lmgc wrote it)")
-    lines.append(
-        f"  size       {t['original_bytes']} -> {t['file_bytes']} bytes "
-        f"({t['ratio_percent']:.2f}%), {t['tensors']} tensors in {t['streams']} streams"
-    )
+    source_size = (doc["source"] or {}).get("size")
+    if type(source_size) is int and source_size > 0:  # the file it rebuilds, arrays or not
+        lines.append(
+            f"  size       {source_size} -> {t['file_bytes']} bytes "
+            f"({_ratio(t['file_bytes'], source_size):.2f}%), {t['tensors']} tensors "
+            f"({t['original_bytes']} bytes) in {t['streams']} streams"
+        )
+    else:
+        lines.append(
+            f"  size       {t['original_bytes']} -> {t['file_bytes']} bytes "
+            f"({t['ratio_percent']:.2f}%), {t['tensors']} tensors in {t['streams']} streams"
+        )
     if doc.get("base"):
         base, n = doc["base"], sum(m.get("base") is not None for m in doc["members"])
         lines.append(

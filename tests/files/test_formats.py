@@ -597,6 +597,9 @@ def test_info_is_one_json_document_and_ls_lists_members(tmp_path, grads):
     assert totals["tensors"] == 2 and totals["original_bytes"] == 4040
     assert totals["file_bytes"] == (tmp_path / "a.npz.lmgc").stat().st_size
     assert totals["compressed_bytes"] == sum(m["compressed_bytes"] for m in doc["members"])
+    said = lmgc("info", tmp_path / "a.npz.lmgc").stdout.splitlines()[1].split()
+    source = (tmp_path / "a.npz").stat().st_size  # the file it rebuilds, not only its arrays
+    assert said[1:5] == [str(source), "->", str(totals["file_bytes"]), "bytes"]
     lines = lmgc("ls", tmp_path / "a.npz.lmgc").stdout.splitlines()
     assert lines[0].split() == ["name", "dtype", "shape", "original", "compressed", "ratio"]
     assert lines[1].split()[:4] == ["w", "<f4", "(10,", "100)"]
