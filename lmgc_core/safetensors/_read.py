@@ -71,9 +71,12 @@ class SafeOpen:
 
         return to_torch(arr, tensor, self.device)
 
-    def get_slice(self, name: str) -> Any:
-        """What transformers asks for: here the whole decoded tensor (it supports ``[...]``)."""
-        return self.get_tensor(name)
+    def get_slice(self, name: str) -> _Slice:
+        """What transformers asks for: the tensor's dtype and shape without decoding it, and
+        ``[...]`` of it (the whole tensor is decoded then)."""
+        if name not in self._index:
+            raise TensorError(f"{self.path}: no tensor named {name!r} in the archive")
+        return _Slice(self, name, self._decoder.tensors[self._index[name]])
 
     def close(self) -> None:
         self._f.close()
@@ -102,3 +105,23 @@ class SafeOpen:
             raise type(exc)(f"tensor {name!r}: {exc}") from None
         arr = buf.view(tensor.dtype).reshape(tensor.stored_shape)
         return (arr.T if tensor.fortran else arr), tensor
+
+
+class _Slice:
+    """``safetensors``' slice object: ``get_dtype()`` (its tag, ``"BF16"``), ``get_shape()``,
+    and indexing. transformers reads the first two of every tensor to lay out a model on the
+    meta device; a plain tensor has neither (AttributeError on ``from_pretrained``)."""
+
+    def __init__(self, owner: SafeOpen, name: str, tensor: Tensor) -> None:
+        self._owner, self._name, self._tensor = owner, name, tensor
+
+    def get_dtype(self) -> str:
+        from lmgc_core.files.safetensors_file import tag_of
+
+        return self._tensor.tag or tag_of(self._tensor.dtype) or str(self._tensor.dtype)
+
+    def get_shape(self) -> list[int]:
+        return list(self._tensor.declared_shape or self._tensor.shape)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._owner.get_tensor(self._name)[index]

@@ -61,6 +61,25 @@ def test_from_pretrained_reads_a_compressed_folder(
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
 
 
+def test_a_config_naming_no_dtype_loads_from_a_compressed_folder(
+    tmp_path: Path, hooked: None
+) -> None:
+    """Without a dtype in config.json (gpt2-style configs) transformers lays the model out from
+    every tensor's ``get_slice(name).get_dtype()`` and ``.get_shape()``: a plain tensor has
+    neither, and from_pretrained raised AttributeError."""
+    import json
+
+    folder, _ = _tiny(tmp_path, None)
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("dtype", "torch_dtype"):
+        config.pop(key, None)
+    (folder / "config.json").write_text(json.dumps(config))
+    want = _logits(folder)
+    compress_folder(folder, tmp_path / "out")
+    got = _logits(tmp_path / "out")
+    assert got.dtype == want.dtype and torch.equal(got, want)
+
+
 def test_without_enable_the_compressed_folder_does_not_load(tmp_path: Path) -> None:
     folder, _ = _tiny(tmp_path, None)
     compress_folder(folder, tmp_path / "out")
