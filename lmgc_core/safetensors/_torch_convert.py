@@ -22,15 +22,16 @@ _TAGS = {
     "F8_E8M0": getattr(torch, "float8_e8m0fnu", None),
 }  # fmt: skip
 TORCH_TO_TAG = {v: k for k, v in _TAGS.items() if v is not None}
-_NAMES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16",
-          "float16": "F16", "bfloat16": "BF16", "int32": "I32", "uint32": "U32",
-          "float32": "F32", "int64": "I64", "uint64": "U64", "float64": "F64",
-          "complex64": "C64", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}  # fmt: skip
 
 
 def torch_dtype(tensor: Tensor, arr: np.ndarray) -> torch.dtype | None:
-    tag = tensor.tag or _NAMES.get(arr.dtype.newbyteorder("=").name, "")
-    return _TAGS.get(tag)
+    """The torch dtype of a decoded tensor: by its safetensors tag, else by its numpy dtype's
+    name, which is torch's own for every dtype both have (``bfloat16``, ``complex128``,
+    ``float8_e4m3fnuz``...; a table of some of them gave the rest back as flat bytes)."""
+    if tensor.tag:
+        return _TAGS.get(tensor.tag)
+    found = getattr(torch, arr.dtype.newbyteorder("=").name, None)
+    return found if isinstance(found, torch.dtype) else None
 
 
 def to_torch(arr: np.ndarray, tensor: Tensor, device: str = "cpu") -> torch.Tensor:

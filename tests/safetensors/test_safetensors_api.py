@@ -198,3 +198,17 @@ def test_torch_views_are_resolved_and_tensors_without_values_refused(tmp_path):
     for name, t in (("s", torch.eye(3).to_sparse()), ("m", torch.empty(3, device="meta"))):
         with pytest.raises(TypeError, match=f"tensor '{name}': .* no dense values"):
             lst.save_file({name: t}, tmp_path / f"{name}.safetensors")
+
+
+def test_a_torch_archive_gives_every_dtype_back_as_itself(tmp_path: Path) -> None:
+    """complex128 and the float8 variants of a torch.save file came back from safe_open as
+    flat uint8 tensors (a table of numpy names lacked them), with no warning."""
+    kinds = [torch.complex128, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz]
+    kinds += [torch.float8_e8m0fnu, torch.float8_e4m3fn, torch.bfloat16, torch.uint16]
+    values = {str(k): torch.ones(3, 4).to(k) for k in kinds}
+    torch.save(values, tmp_path / "ckpt.pt")
+    lmgc("compress", "-q", tmp_path / "ckpt.pt")
+    back = lpt.load_file(tmp_path / "ckpt.pt.lmgc")
+    for name, value in values.items():
+        assert back[name].dtype == value.dtype and back[name].shape == value.shape, name
+        assert _same(back[name], value), name
