@@ -7,7 +7,8 @@ tensors (:class:`lmgc_core.safetensors.safe_open`), no temporary file. Plain fol
 before.
 
 Two names in ``transformers.modeling_utils`` are wrapped: ``safe_open`` (which every safetensors
-load goes through: a path that does not exist but whose ``.lmgc`` does opens the archive) and
+load goes through, but for ``disable_mmap=True``, where transformers reads the file with
+``open()``: a path that does not exist but whose ``.lmgc`` does opens the archive) and
 ``_get_resolved_checkpoint_files`` (the local-folder lookup, for an unsharded
 ``model.safetensors.lmgc``). :func:`enable` checks they exist and says which is missing when a
 transformers version lacks them. ``transformers.integrations.accelerate.safe_open`` (used with a
