@@ -133,11 +133,15 @@ TORCH_DTYPES = (
 those numpy has no dtype for are coded as bytes)."""
 _REBUILD_TENSOR = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"}
 _TENSOR_TYPES = {"torch._tensor.Tensor", "torch.Tensor", "torch.nn.parameter.Parameter"}
+_FROM_TYPE = {"torch._tensor._rebuild_from_type_v2", "torch._utils._rebuild_from_type_v2"}
+"""Where torch writes a tensor with Python attributes from (``torch._tensor``; the second
+name was never torch's, and such tensors were read as unsafe and lost their names)."""
 _ALLOWED = (
     {f"torch.{n}" for n in [*STORAGE_TYPES, *TORCH_DTYPES]}
     | {f"torch._utils.{n}" for n in _REBUILD_TENSOR}
     | {f"torch._utils.{n}" for n in ("_rebuild_parameter", "_rebuild_parameter_with_state")}
-    | {"torch._utils._rebuild_from_type_v2", "torch.storage.UntypedStorage"}
+    | _FROM_TYPE
+    | {"torch.storage.UntypedStorage"}
     | {"torch.Size", "torch.device", "collections.OrderedDict", "_codecs.encode"}
     | {f"{m}.{n}" for m in ("builtins", "__builtin__") for n in ("set", "frozenset", "bytes")}
     | _TENSOR_TYPES
@@ -340,7 +344,7 @@ class _Reader:
             return self.tensor(name, args)
         if module == "torch._utils" and name.startswith("_rebuild_parameter"):
             return args[0] if args else Opaque(qual)
-        if qual == "torch._utils._rebuild_from_type_v2":
+        if qual in _FROM_TYPE:
             if len(args) == 4 and isinstance(args[1], Global) and args[1].qualname in _TENSOR_TYPES:
                 return self.call(args[0], args[2])
             return Opaque(qual)

@@ -141,13 +141,16 @@ def test_nested_dicts_and_lists_name_their_tensors(tmp_path):
         "meta": {"lr": 0.1, "names": ["x", "y"], "flag": None, "bytes": b"\x00\xff"},
         3: {"set": {1, 2}, "size": torch.Size([2, 3]), "dtype": torch.float32},
         "p": torch.nn.Parameter(torch.randn(3, 3)),
+        "ema": torch.ones(4),  # a Python attribute: torch._tensor._rebuild_from_type_v2
     }
+    saved["ema"].decay = 0.99  # it was read as an unsafe global and named data/N, with a note
     path = tmp_path / "nested.pt"
     torch.save(saved, path)
     layout = layout_of(path)
     assert not layout.notes
     got = [(t.name, t.shape) for t in layout.tensors]
-    assert got == [("a/0", (3, 4)), ("a/1/b", (5,)), ("a/1/c/0", (2, 2)), ("p", (3, 3))]
+    assert got == [("a/0", (3, 4)), ("a/1/b", (5,)), ("a/1/c/0", (2, 2)), ("p", (3, 3)),
+                   ("ema", (4,))]  # fmt: skip
     round_trip(path)
 
 
