@@ -75,10 +75,11 @@ def compress_stream(
     progress: Progress | None = None,
     jobs: int = 1,
     base: str | os.PathLike | None = None,
-) -> None:
+) -> list[str]:
     """Code the tensor file open as ``src`` (named ``name``: its format comes from the name, else
     its magic bytes) into an lmgc archive on ``out`` -- the same archive ``lmgc compress``
-    writes (against the file ``base`` when given: ``lmgc compress --base``)."""
+    writes (against the file ``base`` when given: ``lmgc compress --base``). Returns what the
+    scan and coding noted (what the command warns of)."""
     from lmgc_core.files.base_file import encoder_for
     from lmgc_core.files.filecodec import DEFAULT_CHUNK_BYTES, compress_file
     from lmgc_core.files.readers import scan
@@ -96,6 +97,7 @@ def compress_stream(
             src, layout, name, out, encoder,
             progress or Progress(0, "compress", quiet=True), DEFAULT_CHUNK_BYTES, jobs,
         )  # fmt: skip
+    return layout.notes
 
 
 def compress_path(
@@ -105,14 +107,14 @@ def compress_path(
     progress: Progress | None = None,
     jobs: int = 1,
     base: str | os.PathLike | None = None,
-) -> None:
+) -> list[str]:
     """``lmgc compress SRC -o DST [--base BASE]`` as a function (``DST`` replaced only when all
-    went well)."""
+    went well); returns :func:`compress_stream`'s notes."""
     from lmgc_core.files.outputs import atomic_output
 
     with open(src, "rb") as f, atomic_output(str(dst), True, str(src)) as out:
-        compress_stream(f, os.fstat(f.fileno()).st_size, Path(src).name, out, pipeline,
-                        progress, jobs, base)  # fmt: skip
+        return compress_stream(f, os.fstat(f.fileno()).st_size, Path(src).name, out, pipeline,
+                               progress, jobs, base)  # fmt: skip
 
 
 def decompress_path(
@@ -183,6 +185,9 @@ class FolderResult:
     """Hidden files a killed run left in the output folder (see :class:`_Kept`)."""
     unchecked: list[str] = field(default_factory=list)
     """Copied files a test read but could not check: the manifest (older) has no SHA-256."""
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    """What coding a file noted, ``(path, note)``: a pickle's unsafe global, lossy stages, a
+    member kept as bytes (``lmgc compress FILE`` warns of them; a folder dropped them)."""
 
 
 def _files(
@@ -382,13 +387,14 @@ def _code_folder(
                 kept.keep(out / (rel + SUFFIX))
                 try:
                     base = _base_of(base_dir, rel)
-                    compress_path(path, out / (rel + SUFFIX), pipeline, bar, jobs, base)
+                    notes = compress_path(path, out / (rel + SUFFIX), pipeline, bar, jobs, base)
                 except InputFileError as exc:  # not the file its name says: kept as it is
                     reason = str(exc).removeprefix(f"{path.name}: ")
                     result.uncoded.append((rel, reason))  # its bytes count as copied
                 else:
                     bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers, zip
                     result.coded.append(rel)
+                    result.notes += [(rel, note) for note in notes]
                     result.written_bytes += (out / (rel + SUFFIX)).stat().st_size
                     result.coded_xxh3_128[rel] = _archive_digest(out / (rel + SUFFIX))
                     continue
@@ -889,6 +895,9 @@ def compress_folder_command(
         _say(f"warning: {rel}: copied, not coded ({' '.join(reason.split())})", err=True)
     for rel, reason in result.skipped:
         _say(f"warning: {rel}: left out ({reason})", err=True)
+    for rel, note in result.notes:  # a note names the file by its own name: by its path here
+        note = note.removeprefix(f"{Path(rel).name}: ")
+        _say(f"warning: {rel}: {' '.join(note.split())}", err=True)
     _say_leftovers(output, result)
     if not quiet:
         rate = 100 * result.written_bytes / result.source_bytes if result.source_bytes else 0.0

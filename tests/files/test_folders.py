@@ -669,3 +669,20 @@ def test_an_unchecked_copy_is_never_read_through_a_link_out_of_the_folder(tmp_pa
     (arc / "notes.txt").write_text("inside")  # inside the folder: copied, and said unchecked
     err = lmgc("decompress", arc, "-o", tmp_path / "out").stderr
     assert "notes.txt: a copied file read but not checked" in err
+
+
+def test_a_folder_says_what_coding_its_files_noted(tmp_path: Path) -> None:
+    """``lmgc compress FILE`` warns of a pickle's unsafe global; a folder holding that file
+    said nothing (compress_stream dropped its notes)."""
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    src = tmp_path / "m"
+    (src / "sub").mkdir(parents=True)
+    torch.save({"w": torch.ones(4), "x": Evil()}, src / "sub" / "ckpt.pt")
+    err = lmgc("compress", src, "-o", tmp_path / "c").stderr
+    assert "warning: sub/ckpt.pt: data.pkl asks for posix.system" in err
+    decompress_folder(tmp_path / "c", tmp_path / "back")
+    assert _tree(tmp_path / "back") == _tree(src)
