@@ -489,7 +489,9 @@ def _spell(node: _Node) -> str:
 def _join(path: str, key: Any) -> str:
     """``path/key``, with each ``/``- or ``\\``-separated piece of the key made a safe member
     name (``..`` becomes ``_..``, an empty piece ``_``), so conversions accept the path."""
-    part = str(key) if isinstance(key, (str, int, float)) or key is None else "?"
+    named = isinstance(key, (str, float)) or key is None
+    named = named or (isinstance(key, int) and key.bit_length() <= 256)  # str(10**5000) raises
+    part = str(key) if named else "?"
     pieces = _SEP.split(part.replace("\0", "_"))
     part = "".join(f"_{p}" if p in ("", ".", "..") else p for p in pieces)
     if not path and _DRIVE.match(part):

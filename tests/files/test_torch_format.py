@@ -342,6 +342,11 @@ def test_odd_keys_still_convert_under_safe_names(tmp_path):
     lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / "odd.npz")
     with np.load(tmp_path / "odd.npz") as npz:
         assert np.array_equal(npz["_../_"], a.numpy()) and np.array_equal(npz["x/_../y"], c.numpy())
+    # an int key Python will not spell (over 4,300 digits) was "damaged torch.save file"
+    big = tmp_path / "big.pt"
+    torch.save({10**5000: a, 7: b}, big)
+    assert [t.name for t in layout_of(big).tensors] == ["?", "7"]
+    round_trip(big)
 
 
 def test_a_large_pickle_is_a_byte_tensor_not_manifest_text(tmp_path):
