@@ -90,12 +90,20 @@ def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
 
 
 def is_legacy(f: IO[bytes]) -> bool:
-    """A torch < 1.6 file: a pickle whose first value is torch's magic number."""
+    """A torch < 1.6 file (``_use_new_zipfile_serialization=False``): a pickle whose first
+    value is torch's magic number, at any pickle protocol (4 and 5 put a FRAME before it,
+    0 and 1 spell it as text: only 2 and 3 were recognised)."""
+    import pickletools
+
     f.seek(0)
-    head = f.read(16)
-    if len(head) < 4 or head[2] != 0x8A:  # PROTO n, LONG1 length magic
-        return False
-    return int.from_bytes(head[4 : 4 + head[3]], "little") == _LEGACY_MAGIC
+    head = f.read(64)
+    try:
+        for op, arg, _ in pickletools.genops(head):
+            if op.name not in ("PROTO", "FRAME"):
+                return op.name in ("LONG1", "LONG", "INT") and arg == _LEGACY_MAGIC
+    except (ValueError, EOFError, UnicodeDecodeError):
+        pass
+    return False
 
 
 def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayout:

@@ -230,6 +230,11 @@ def test_truncated_corrupt_and_legacy_files_give_one_error_line(tmp_path):
     torch.save({"w": torch.randn(4)}, legacy, _use_new_zipfile_serialization=False)
     message = one_error_line(lmgc("compress", legacy, ok=False), 1)
     assert "legacy torch file" in message
+    for protocol in (0, 1, 4, 5):  # a FRAME first, or the magic as text: "no zip header"
+        other = tmp_path / f"legacy{protocol}.pt"
+        torch.save({"w": torch.randn(4)}, other, pickle_protocol=protocol,
+                   _use_new_zipfile_serialization=False)  # fmt: skip
+        assert "legacy torch file" in one_error_line(lmgc("compress", other, ok=False), 1)
     bin_ = tmp_path / "pytorch_model.bin"  # sniffed: it said "raw input needs --dtype"
     bin_.write_bytes(legacy.read_bytes())
     assert "legacy torch file" in one_error_line(lmgc("compress", bin_, ok=False), 1)
