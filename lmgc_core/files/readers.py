@@ -58,7 +58,7 @@ def sniff(f: IO[bytes], size: int) -> str | None:
         return "npy"
     if head[:4] == b"PK\x03\x04":
         return "torch" if torch_format.is_torch_zip(f) else "npz"
-    if head[:1] == b"\x80" and torch_format.is_legacy(f):  # its scan says what to do
+    if torch_format.is_legacy(f):  # its scan says what to do
         f.seek(0)
         return "torch"
     if len(head) == 9 and head[8:9] == b"{":

@@ -73,7 +73,7 @@ def scan(f: IO[bytes], size: int, where: str) -> FileLayout:
     f.seek(0)
     head = f.read(4)
     if head != b"PK\x03\x04":
-        if head[:1] == b"\x80" and is_legacy(f):
+        if is_legacy(f):
             raise InputFileError(
                 f"{where}: a legacy torch file (torch < 1.6, not a zip), which lmgc does not "
                 "read; save it again with torch.save, or compress its bytes with --dtype uint8"
@@ -97,12 +97,13 @@ def is_legacy(f: IO[bytes]) -> bool:
 
     f.seek(0)
     head = f.read(64)
+    f.seek(0)
     try:
         for op, arg, _ in pickletools.genops(head):
             if op.name not in ("PROTO", "FRAME"):
                 return op.name in ("LONG1", "LONG", "INT") and arg == _LEGACY_MAGIC
-    except (ValueError, EOFError, UnicodeDecodeError):
-        pass
+    except (ValueError, EOFError, UnicodeDecodeError, OverflowError, IndexError, struct.error):
+        pass  # not a pickle
     return False
 
 
