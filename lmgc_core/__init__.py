@@ -47,11 +47,13 @@ _FROM_PIPELINE = frozenset({"Pipeline", "compress", "decompress", "read_header"}
 
 
 def __getattr__(name: str) -> Any:
-    """The pipeline API, imported on first use (PEP 562)."""
+    """The pipeline API, imported on first use (PEP 562) and then kept as a module attribute:
+    this hook ran on every ``lmgc_core.decompress`` (~1.5 us of a small tensor's decode)."""
     if name in _FROM_PIPELINE:
         from lmgc_core.coding import pipeline
 
-        return getattr(pipeline, name)
+        value = globals()[name] = getattr(pipeline, name)
+        return value
     moved = _moved.new_name(f"{__name__}.{name}")
     if moved is not None:  # an old module path, e.g. ``lmgc_core.components.registry``
         import importlib
