@@ -14,6 +14,7 @@ from typing import Any
 
 from lmgc_core.components import registry
 from lmgc_core.util.errors import ConfigError
+from lmgc_core.util.mappings import is_mapping
 
 
 @dataclass(frozen=True)
@@ -56,4 +57,4 @@ def spec_dict(value: Any) -> Any:
 
 def spec_name(value: Any) -> Any:
     """The name a spec gives (``None`` for a mapping without one; anything else unchanged)."""
-    return value.get("name") if isinstance(value, Mapping) else value
+    return value.get("name") if is_mapping(value) else value
