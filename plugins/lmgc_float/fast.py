@@ -68,7 +68,7 @@ def block_sums(blocks: Sequence[bytes]) -> str:
     16 bytes) in stream order. Decoding checks every block's values against its checksum, and
     this list against the header: a block moved, swapped, dropped or taken from another stream
     changes the list."""
-    return kernel().xxh3_128(b"".join(bytes(b[-16:]) for b in blocks))[:8].hex()
+    return kernel().xxh3_128(b"".join([b[-16:] for b in blocks]))[:8].hex()
 
 
 def check_block_sums(blocks: Sequence[bytes], recorded: object) -> None:

@@ -22,7 +22,7 @@ from lmgc_core.components.interfaces import JSON, ArrayCoding, DeltaCoding, Prio
 from lmgc_core.util.errors import ConfigError, PluginError, StreamError
 
 from . import codec, delta, fast
-from .formats import as_uint, check_layout, float_format, from_uint, segments
+from .formats import as_uint, check_layout, float_format, from_uint, segments, uint_dtype
 
 VERSION = 1
 BLOCK_VALUES = 1 << 20
@@ -256,11 +256,11 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
     ) -> np.ndarray:
         dtype = np.dtype(dtype)
         try:
-            part_shape = tuple(int(n) for n in meta["shape"])
+            part_shape = tuple(map(int, meta["shape"]))
             model = meta["model"]
         except (KeyError, TypeError, ValueError) as exc:
             raise StreamError(f"float prior: bad part metadata: {exc}") from None
-        if math.prod(part_shape) != math.prod(shape) or any(n < 0 for n in part_shape):
+        if math.prod(part_shape) != math.prod(shape) or min(part_shape, default=0) < 0:
             raise StreamError("float prior: part shape does not match its element count")
         fmt = float_format(dtype)
         if model != ("float" if fmt else "int"):
@@ -283,7 +283,7 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
             )
         # the fast kernel writes every value (and checks them against its checksums): no zeroing
         alloc = np.empty if level == LEVEL_FAST else np.zeros
-        out = alloc(math.prod(part_shape), dtype=np.dtype(f"u{dtype.itemsize}"))
+        out = alloc(math.prod(part_shape), dtype=uint_dtype(dtype.itemsize))
         if level != self.level:
             _decode_checked(blocks, out, cuts, fmt, jobs)
         elif level == LEVEL_FAST:
