@@ -516,7 +516,8 @@ class Pipeline:
                 blob, force, progress, jobs, max_nbytes, head=head, ref=ref, declared=declared
             )
         dtype, shape = declared_array(header, max_nbytes) if declared is None else declared
-        nbytes = dtype.itemsize * math.prod(shape)
+        count = math.prod(shape)
+        nbytes = dtype.itemsize * count
         try:
             states = list(header["stages"])
             part_specs = list(header["parts"])
@@ -526,7 +527,7 @@ class Pipeline:
             raise StreamError(f"header is missing or has a bad field: {exc}") from None
         if len(states) != len(self.stages):
             raise StreamError("header stage states do not match its stage list")
-        _check_parts(part_specs, dtype, math.prod(shape), bool(self.stages))
+        _check_parts(part_specs, dtype, count, bool(self.stages))
         prior = self._stream_prior(header, key, force)
         codings = [p.get("coding") if is_mapping(p) else None for p in part_specs]
         # only a prior that verifies every block of the one part may stand in for SHA-256

@@ -413,12 +413,10 @@ def _recent_value(s: str, at: int, name: str) -> tuple[Any, int] | None:
         recent = _RECENT_VALUES.get(name)
         if not recent:
             return None
-        for seen, value in reversed(recent.items()):  # most recent first
+        for seen in reversed(recent):  # most recent first
             stop = at + len(seen)
             if s.startswith(seen, at) and s[stop : stop + 1] in (",", "}"):
-                if seen != next(reversed(recent)):
-                    del recent[seen]
-                    recent[seen] = value
+                recent[seen] = value = recent.pop(seen)  # the most recently used: last
                 return value, stop
         return None
 
