@@ -115,6 +115,26 @@ def test_map_ordered_raises_the_first_failure_in_input_order_and_takes_no_more_i
     assert {0, 20} <= set(started) and len(started) < 40
 
 
+def test_map_ordered_raises_the_first_failing_item_whatever_the_timing():
+    """Item 25 fails while the first worker is still on item 1; item 2 fails too: item 2's
+    exception is raised, not whichever came first in time (a damaged stream decoded on two
+    threads named block 5 or block 2 by turns)."""
+    later = threading.Event()
+
+    def fail_some(x: int) -> int:
+        if x == 25:
+            later.set()
+            raise KeyError("item 25")
+        if x == 1:
+            later.wait(10)
+        if x == 2:
+            raise ValueError("item 2")
+        return x
+
+    with pytest.raises(ValueError, match="item 2"):
+        map_ordered(fail_some, range(40), jobs=2)
+
+
 def test_items_are_shared_out_in_contiguous_ranges_then_taken_from_the_fullest():
     """Each worker takes its own range front to back (neighbouring items write neighbouring
     memory), then the last item of the range with the most left; every index exactly once."""
