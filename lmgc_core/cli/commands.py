@@ -591,8 +591,10 @@ def _decompress_one(
         reader, archive = _open_archive(src, name, force, model, base, jobs, stack)
         target = _output_format(output, fmt, reader.format, len(reader.entries), named)
         if target != reader.format:  # a conversion writes the coded arrays only
+            from lmgc_core.files.npz import NOT_CODED
+
             _warn(f"converting to {target} leaves out what {name} kept as bytes: {note}"
-                  for note in reader.notes if "kept as" in note)  # fmt: skip
+                  for note in reader.notes if NOT_CODED in note)  # fmt: skip
         check_free_space(output, _output_size(reader, archive.tensors, target))
         bar = Progress(archive.total_bytes(), "decompress", quiet)
         archive.progress = bar

@@ -129,14 +129,16 @@ def _member(
             segments.append(file_run(f, start + end, info.compress_size - end, layout, where))
         return segments
     if info.compress_type != zipfile.ZIP_DEFLATED:
-        layout.notes.append(f"{where} uses zip method {info.compress_type}: kept as it is")
+        layout.notes.append(
+            f"{where} uses zip method {info.compress_type}: kept as it is ({NOT_CODED})"
+        )
         return [file_run(f, start, info.compress_size, layout, where)]
     with zf.open(info) as m:
         if m.read(6) != MAGIC:
             return [file_run(f, start, info.compress_size, layout, where)]
     level = _deflate_level(zf, f, info, start)
     if level is None:  # no level of this zlib gives its bytes: kept as they are, so that
-        layout.notes.append(f"{where} {_why_kept(zf, f, info, start)}")  # the file still
+        layout.notes.append(f"{where} {_why_kept(f, start)}")  # the file still
         return [file_run(f, start, info.compress_size, layout, where)]  # comes back as it was
     with zf.open(info) as m:
         raw, header = read_header(m, where)
@@ -161,24 +163,30 @@ def _add_tensor(
     return end
 
 
-LEVELS = (zlib.Z_DEFAULT_COMPRESSION, 1, 2, 3, 4, 5, 7, 8, 9)
+LEVELS = (zlib.Z_DEFAULT_COMPRESSION, 1, 2, 3, 4, 5, 7, 8, 9, 0)
 """The zlib levels tried, most likely first: the default (``np.savez_compressed``, zipfile),
-then the others zipfile's ``compresslevel`` gives (6 is the default's own output). Not 0:
-its stored blocks end where the writer's calls split the input (1 MiB writes, or the
-rebuild's chunks, gave other bytes), so a level-0 member could not be rebuilt."""
+then the others zipfile's ``compresslevel`` gives (6 is the default's own output)."""
+DEFLATE_PIECE = 1 << 20
+"""The pieces a member's content is deflated again in, when tested here and when rebuilt:
+level 0's stored blocks end where the calls split the content (the other levels' output does
+not depend on it), so only a level-0 member written in such pieces (one piece, for a member
+of at most 1 MiB) is coded; one written otherwise is kept as it is."""
+NOT_CODED = "its arrays are not coded"
+"""The words every note of a member kept as its bytes ends in (a conversion leaves it out)."""
 
 
-def _why_kept(zf: zipfile.ZipFile, f: IO[bytes], info: zipfile.ZipInfo, start: int) -> str:
-    """The note for a deflated member kept as its deflated bytes (its arrays not coded)."""
-    if _redeflates(zf, f, info, start, 0):
+def _why_kept(f: IO[bytes], start: int) -> str:
+    """The note for a deflated member kept as its deflated bytes."""
+    f.seek(start)
+    first = f.read(1)
+    if first and (first[0] >> 1) & 3 == 0:  # stored blocks: level 0, split otherwise
         return (
-            "was deflated at level 0 (stored blocks, which end where its writer split the "
-            "input): kept as its deflated bytes, as large as its arrays (not coded)"
+            "was deflated at level 0 in pieces of other sizes than lmgc rebuilds it in: kept "
+            f"as its deflated bytes, as large as its arrays ({NOT_CODED})"
         )
     return (
         "was deflated by a program whose output this machine's zlib does not reproduce at any "
-        "level (another zip program or zlib build): kept as its deflated bytes (its arrays are "
-        "not coded)"
+        f"level (another zip program or zlib build): kept as its deflated bytes ({NOT_CODED})"
     )
 
 
@@ -204,7 +212,7 @@ def _redeflates(
     done = 0
     with zf.open(info) as m:
         while True:
-            chunk = m.read(1 << 20)
+            chunk = m.read(DEFLATE_PIECE)
             out = packer.compress(chunk) if chunk else packer.flush()
             if out:
                 f.seek(start + done)

@@ -160,14 +160,52 @@ def data_order(segments: list[Segment]) -> list[int]:
 
 
 def _rebuild_deflated(seg: Deflated, chunks: Chunks, out: HashingWriter) -> None:
-    packer = zlib.compressobj(seg.level, zlib.DEFLATED, -15)
+    feed = _Deflater(seg.level, out)
     for inner in seg.segments:
         if isinstance(inner, Literal):
-            out.write(packer.compress(inner.data))
+            feed.write(inner.data)
         else:
             for arr in chunks(inner.index):
-                out.write(packer.compress(_bytes(arr)))
-    out.write(packer.flush())
+                feed.write(_bytes(arr))
+    feed.finish()
+
+
+class _Deflater:
+    """A member's content deflated again at ``level``. Levels 1-9 give the same bytes however
+    the content is split across calls; level 0's stored blocks end where the calls split it,
+    so level 0 is fed in pieces of exactly :data:`~lmgc_core.files.npz.DEFLATE_PIECE` bytes,
+    the pieces compression tested it with (fed by chunks, a level-0 member never decoded)."""
+
+    def __init__(self, level: int, out: HashingWriter) -> None:
+        from lmgc_core.files.npz import DEFLATE_PIECE
+
+        self.packer = zlib.compressobj(level, zlib.DEFLATED, -15)
+        self.out = out
+        self.piece = DEFLATE_PIECE if level == 0 else 0
+        self.held = bytearray()
+
+    def write(self, data: bytes | memoryview) -> None:
+        if not self.piece:
+            self.out.write(self.packer.compress(data))
+            return
+        view = memoryview(data).cast("B")
+        if self.held:
+            take = self.piece - len(self.held)
+            self.held += view[:take]
+            view = view[take:]
+            if len(self.held) < self.piece:
+                return
+            self.out.write(self.packer.compress(self.held))
+            self.held.clear()
+        while len(view) >= self.piece:
+            self.out.write(self.packer.compress(view[: self.piece]))
+            view = view[self.piece :]
+        self.held += view
+
+    def finish(self) -> None:
+        if self.held:
+            self.out.write(self.packer.compress(self.held))
+        self.out.write(self.packer.flush())
 
 
 def arrays(tensors: list[Tensor]) -> list[tuple[int, Tensor]]:
