@@ -14,8 +14,8 @@ from pathlib import Path
 
 def available_bytes() -> int | None:
     """The least of: the kernel's ``MemAvailable``, the cgroup's room (``memory.max`` less
-    ``memory.current``) and the address-space limit (``RLIMIT_AS``); None where none is known
-    (not Linux)."""
+    ``memory.current``, its page cache counted as free) and the address-space limit
+    (``RLIMIT_AS``); None where none is known (not Linux)."""
     known = [n for n in (_meminfo_available(), _cgroup_room(), _address_limit()) if n is not None]
     return min(known) if known else None
 
@@ -31,14 +31,27 @@ def _meminfo_available() -> int | None:
 
 
 def _cgroup_room() -> int | None:
+    """The cgroup's limit less what it uses, its page cache not counted (the kernel reclaims
+    it: a container that had just read a few GB showed no room at all)."""
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         if limit == "max":
             return None
         used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        return max(0, int(limit) - used)
+        return max(0, int(limit) - used + _cgroup_stat("file"))
     except (OSError, ValueError):
         return None
+
+
+def _cgroup_stat(key: str) -> int:
+    try:
+        for line in Path("/sys/fs/cgroup/memory.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _address_limit() -> int | None:

@@ -162,12 +162,16 @@ class _Context:
 
 def kv_bytes(model: _Model, n_seq: int, n_cells: int) -> int:
     """The KV cache a context of ``n_seq x n_cells`` cells takes: per cell and layer, a key and
-    a value of the model's KV width in f16 (llama.cpp's default cache type)."""
+    a value per KV head in f16 (llama.cpp's default cache type), of the head sizes the GGUF
+    records (``<arch>.attention.key_length`` / ``value_length``), else ``n_embd / n_head``."""
     ptr = model.ptr
-    heads = max(1, int(llama_cpp.llama_model_n_head(ptr)))
-    kv_heads = int(llama_cpp.llama_model_n_head_kv(ptr))
-    width = int(llama_cpp.llama_model_n_embd(ptr)) // heads * kv_heads
-    return n_seq * n_cells * int(llama_cpp.llama_model_n_layer(ptr)) * 2 * width * 2
+    meta = models.read_gguf_metadata(model.path)
+    arch = meta.get("general.architecture")
+    head = int(llama_cpp.llama_model_n_embd(ptr)) // max(1, int(llama_cpp.llama_model_n_head(ptr)))
+    key = meta.get(f"{arch}.attention.key_length", head)
+    value = meta.get(f"{arch}.attention.value_length", key)
+    width = (int(key) + int(value)) * int(llama_cpp.llama_model_n_head_kv(ptr))
+    return n_seq * n_cells * int(llama_cpp.llama_model_n_layer(ptr)) * width * 2
 
 
 def _check_room(model: _Model, n_seq: int, n_cells: int) -> None:
@@ -177,7 +181,8 @@ def _check_room(model: _Model, n_seq: int, n_cells: int) -> None:
     need, room = kv_bytes(model, n_seq, n_cells), available_bytes()
     if room is not None and need > room:
         raise OutOfMemoryError(
-            f"llama.cpp needs a KV cache of {gib(need)} for {n_seq} windows of {n_cells} tokens, "
+            f"llama.cpp needs a KV cache of {gib(need)} for {n_seq} windows ({n_cells} cells "
+            "each, the window rounded up), "
             f"more than the {gib(room)} of memory available (use a smaller batch or window; "
             "a damaged header can declare more than its stream was)"
         )

@@ -335,7 +335,7 @@ def test_llamacpp_refuses_a_kv_cache_larger_than_memory(priors, monkeypatch):
     monkeypatch.setattr(module, "available_bytes", lambda: 2 * small)
     sym = hex_rows(np.random.default_rng(1), 3, 4)
     run_session(build("llamacpp"), HEX, sym, 64)  # fits: codes as before
-    with pytest.raises(OutOfMemoryError, match=r"KV cache of .* for 8 windows of 256 tokens"):
+    with pytest.raises(OutOfMemoryError, match=r"KV cache of .* for 8 windows \(256 cells each"):
         run_session(build("llamacpp"), HEX, hex_rows(np.random.default_rng(1), 8, 4), 64)
 
 
