@@ -40,12 +40,13 @@ from lmgc_core.util.progress import Progress
 
 FOLDER_MANIFEST = "lmgc_folder.json"
 MAX_MANIFEST_BYTES = 256 << 20
-MAX_MANIFEST_VALUES = 1 << 22
+MAX_MANIFEST_VALUES = 1 << 23
 MAX_MANIFEST_DEPTH = 8
 MAX_PATH_PARTS = 256
-"""Caps on what a folder manifest may hold (a million files fit: three values each): a 15 KB
-manifest of paths 1,500 folders deep took 25 s, then Python's recursion limit; 2^24 values
-(142 MB of JSON) took 1.5 GB to read."""
+"""Caps on what a folder manifest may hold (2.7 million files: three values each; compress
+refuses a folder of more, rather than write a manifest no decompress reads): a 15 KB manifest
+of paths 1,500 folders deep took 25 s, then Python's recursion limit; 2^24 values (142 MB of
+JSON) took 1.5 GB to read, 2^23 take about half."""
 INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
 TENSOR_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth")
 SNIFFED_SUFFIXES = (".bin", ".ckpt", ".tar")
@@ -416,7 +417,13 @@ def _code_folder(
         manifest["empty_folders"] = empty
     if skipped:  # absent otherwise, as above; readers only show it
         manifest["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
-    _write_manifest(out / FOLDER_MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    text = json.dumps(manifest, indent=1) + "\n"
+    try:  # what decompress will accept: else a folder no command could read back
+        container.check_json_text(text.encode(), FOLDER_MANIFEST, MAX_MANIFEST_BYTES,
+                                  MAX_MANIFEST_VALUES, MAX_MANIFEST_DEPTH)  # fmt: skip
+    except StreamError as exc:
+        raise FolderError(f"{root}: too many files for one folder archive ({exc})") from None
+    _write_manifest(out / FOLDER_MANIFEST, text)
     return result
 
 

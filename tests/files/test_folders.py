@@ -686,3 +686,16 @@ def test_a_folder_says_what_coding_its_files_noted(tmp_path: Path) -> None:
     assert "warning: sub/ckpt.pt: data.pkl asks for posix.system" in err
     decompress_folder(tmp_path / "c", tmp_path / "back")
     assert _tree(tmp_path / "back") == _tree(src)
+
+
+def test_a_folder_over_the_manifest_caps_is_refused_by_compress(tmp_path: Path, monkeypatch):
+    """compress wrote manifests over the caps decompress reads (2.2 million files against
+    2^22 values) and exited 0: an archive no command could read back."""
+    src = tmp_path / "m"
+    src.mkdir()
+    for k in range(6):
+        (src / f"f{k}.txt").write_text(str(k))
+    monkeypatch.setattr(folders, "MAX_MANIFEST_VALUES", 12)
+    with pytest.raises(FolderError, match="too many files for one folder archive"):
+        compress_folder(src, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
