@@ -185,7 +185,7 @@ class FolderResult:
     leftovers: list[str] = field(default_factory=list)
     """Hidden files a killed run left in the output folder (see :class:`_Kept`)."""
     unchecked: list[str] = field(default_factory=list)
-    """Copied files a test read but could not check: the manifest (older) has no SHA-256."""
+    """Copied files read but not checked: the manifest (older, or none) has no SHA-256."""
     notes: list[tuple[str, str]] = field(default_factory=list)
     """What coding a file noted, ``(path, note)``: a pickle's unsafe global, lossy stages, a
     member kept as bytes (``lmgc compress FILE`` warns of them; a folder dropped them)."""
@@ -354,6 +354,8 @@ def compress_folder(
 
 
 UNFINISHED = "`lmgc compress` did not finish writing this folder: compress it again"
+UNCHECKED = "no SHA-256 of it is recorded (a manifest from before 2026-12-06, or none)"
+"""Why a copied file is not checked."""
 """The ``incomplete`` entry of the manifest a folder holds while it is written."""
 
 
@@ -550,7 +552,7 @@ def decompress_folder(
     is checked against its file there before anything is written."""
     root, out = Path(src_dir), Path(out_dir)
     coded, copied, empty, hashes, archives = _read_folder_manifest(root)
-    total = _check_listed(root, coded, copied, base_dir, archives)
+    total = _check_listed(root, coded, copied, base_dir, archives, hashes)
     check_free_space(str(out), total, str(_existing(out)))  # replaced files are kept till the end
     inputs = [rel + SUFFIX for rel in coded] + copied + [FOLDER_MANIFEST]
     _check_apart(root, inputs, out, coded + copied)
@@ -559,7 +561,7 @@ def decompress_folder(
     _prepare_output(out, force)  # after every check: a refusal writes nothing
     new = [rel for rel in coded + copied if not os.path.lexists(out / rel)]
     made += _new_folders(out, [str(Path(rel).parent) for rel in new] + empty)
-    result = FolderResult()
+    result = FolderResult(unchecked=[rel for rel in copied if rel not in hashes])
     with _Kept() as kept:
         try:
             with Progress(total, "decompress", quiet) as bar:
@@ -576,8 +578,7 @@ def decompress_folder(
                     result.coded.append(rel)
                 for rel in copied:
                     kept.keep(out / rel)
-                    _copy(_unchecked_copy(root, rel, hashes, result), out / rel, bar,
-                          hashes.get(rel))  # fmt: skip
+                    _copy(root / rel, out / rel, bar, hashes.get(rel))
                     result.copied.append(rel)
                 for rel in empty:
                     (out / rel).mkdir(parents=True, exist_ok=True)
@@ -591,10 +592,10 @@ def decompress_folder(
 
 
 def _check_no_links(out: Path, rels: Sequence[str]) -> None:
-    """No entry is written through a link or into a non-folder inside ``out``: a link
-    ``out/sub -> elsewhere`` (there already, or in the archive folder decompressed in place)
-    sent ``sub/b.npy`` outside the output folder under ``--force``. ``out`` itself may be a
-    link: the user named it."""
+    """No entry is written through a link out of ``out`` or into a non-folder inside it: a
+    link ``out/sub -> elsewhere`` (there already, or in the archive folder decompressed in
+    place) sent ``sub/b.npy`` outside the output folder under ``--force``. A link to a folder
+    inside ``out`` is followed; ``out`` itself may be a link: the user named it."""
     seen: set[Path] = set()
     for rel in rels:
         for up in reversed(Path(rel).parents[:-1]):  # sub, sub/deeper, ... (not out itself)
@@ -602,11 +603,18 @@ def _check_no_links(out: Path, rels: Sequence[str]) -> None:
                 continue
             seen.add(up)
             where = out / up
+            if where.is_symlink() and _inside(where.resolve(), out.resolve()):
+                continue  # a link to a folder inside the output: what it leads to stays there
             if where.is_symlink() or (os.path.lexists(where) and not where.is_dir()):
                 raise FolderError(
                     f"{where} is a link or not a folder: lmgc writes {rel} only into a real "
                     "folder inside the output folder (remove it, or choose another output)"
                 )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (resolved) is a folder in ``folder`` (resolved) or ``folder`` itself."""
+    return path.is_dir() and (path == folder or folder in path.parents)
 
 
 def _clear_special(path: Path) -> None:
@@ -627,11 +635,14 @@ def _check_listed(
     copied: list[str],
     base_dir: str | os.PathLike | None,
     archives: Mapping[str, str],
+    hashes: Mapping[str, str],
 ) -> int:
     """Refuse a folder whose manifest lists files that are not there, archives that are not
-    the ones compress wrote (``archives``: their XXH3-128s, where the manifest has them), or
-    whose archives' bases are missing or other files; returns the bytes decompressing it
-    writes."""
+    the ones compress wrote (``archives``: their XXH3-128s, where the manifest has them),
+    copies no SHA-256 checks (``hashes``: manifests before 2026-12-06, folders without one)
+    that lead out of the folder (a link in a hostile folder copied ``~/.ssh/id_rsa`` into the
+    output), or whose archives' bases are missing or other files; returns the bytes
+    decompressing it writes."""
     from lmgc_core.files.archive import ArchiveReader
 
     missing = [r + SUFFIX for r in coded if not (root / (r + SUFFIX)).is_file()]
@@ -639,6 +650,13 @@ def _check_listed(
     if missing:
         raise FolderError(f"{root}: files listed in {FOLDER_MANIFEST} are missing: "
                           + ", ".join(missing[:5]))  # fmt: skip
+    inside = root.resolve()
+    for rel in copied:
+        if rel not in hashes and inside not in (root / rel).resolve().parents:
+            raise FolderError(
+                f"{root / rel} leads out of {root}, and {UNCHECKED}: not copied (copy the "
+                "folder with its links followed, cp -rL, to decompress it)"
+            )
     total = 0
     for rel in coded:
         if rel in archives and _archive_digest(root / (rel + SUFFIX)) != archives[rel]:
@@ -677,8 +695,8 @@ def test_folder(
 
     root = Path(src_dir)
     coded, copied, _, hashes, archives = _read_folder_manifest(root)
-    total = _check_listed(root, coded, copied, base_dir, archives)
-    result = FolderResult()
+    total = _check_listed(root, coded, copied, base_dir, archives, hashes)
+    result = FolderResult(unchecked=[rel for rel in copied if rel not in hashes])
     with Progress(total, "test", quiet) as bar:
         for rel in coded:
             base = _base_of(base_dir, rel)
@@ -687,23 +705,9 @@ def test_folder(
                 result.lossy.append(rel)
             result.coded.append(rel)
         for rel in copied:
-            _copy_into(_unchecked_copy(root, rel, hashes, result), Discard(), bar, hashes.get(rel))
+            _copy_into(root / rel, Discard(), bar, hashes.get(rel))
             result.copied.append(rel)
     return result
-
-
-def _unchecked_copy(root: Path, rel: str, hashes: Mapping[str, str], result: FolderResult) -> Path:
-    """The file a copy reads. One the manifest records no SHA-256 of (manifests before
-    2026-12-06, folders without one) is listed in ``result.unchecked`` and must lie inside the
-    archive folder: a link in a hostile folder copied ``~/.ssh/id_rsa`` into the output."""
-    path = root / rel
-    if rel not in hashes:
-        result.unchecked.append(rel)
-        if root.resolve() not in path.resolve().parents:
-            raise FolderError(
-                f"{path} leads out of {root} and the manifest records no SHA-256 of it: not copied"
-            )
-    return path
 
 
 def _existing(path: Path) -> Path:
@@ -940,8 +944,7 @@ def decompress_folder_command(
 
 def _say_unchecked(result: FolderResult) -> None:
     for rel in result.unchecked:
-        why = "no SHA-256 of it is recorded: a manifest from before 2026-12-06, or none"
-        _say(f"warning: {rel}: a copied file read but not checked ({why})", err=True)
+        _say(f"warning: {rel}: a copied file read but not checked ({UNCHECKED})", err=True)
 
 
 def test_folder_command(input: str, quiet: bool, jobs: int, base: str | None = None) -> None:
