@@ -489,14 +489,20 @@ def _spell(node: _Node) -> str:
 def _join(path: str, key: Any) -> str:
     """``path/key``, with each ``/``- or ``\\``-separated piece of the key made a safe member
     name (``..`` becomes ``_..``, an empty piece ``_``), so conversions accept the path."""
-    named = isinstance(key, (str, float)) or key is None
-    named = named or (isinstance(key, int) and key.bit_length() <= 256)  # str(10**5000) raises
-    part = str(key) if named else "?"
+    part = _spelled(key) if isinstance(key, (str, int, float)) or key is None else "?"
     pieces = _SEP.split(part.replace("\0", "_"))
     part = "".join(f"_{p}" if p in ("", ".", "..") else p for p in pieces)
     if not path and _DRIVE.match(part):
         part = f"_{part}"
     return f"{path}/{part}" if path else part
+
+
+def _spelled(key: str | int | float | None) -> str:
+    """``str(key)``, or ``?`` for an int Python will not spell (over 4,300 digits)."""
+    try:
+        return str(key)
+    except ValueError:
+        return "?"
 
 
 _SEP = re.compile(r"([/\\])")
