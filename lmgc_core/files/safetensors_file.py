@@ -199,6 +199,9 @@ def header_bytes(tensors: list[Tensor], metadata: dict[str, Any] | None) -> byte
             "data_offsets": [pos, pos + t.nbytes],
         }
         pos += t.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
+    try:  # names in raw UTF-8, as the safetensors package writes them (its very bytes)
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate: only an escape can say it
+        text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text

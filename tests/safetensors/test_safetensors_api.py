@@ -82,6 +82,7 @@ def test_numpy_save_file_writes_the_package_s_bytes(tmp_path: Path) -> None:
     kinds += [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2, ml_dtypes.float8_e8m0fnu]
     kinds += [ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2fnuz]
     tensors = {f"t{len(kinds) - i:02d}": np.ones(3, dtype=k) for i, k in enumerate(kinds)}
+    tensors["poids.é/中"] = np.zeros(2, np.float32)  # raw UTF-8 in the header, not \u escapes
     lnp.save_file(tensors, tmp_path / "w.lmgc", metadata={"k": "v"})
     decompress_path(tmp_path / "w.lmgc", tmp_path / "w.safetensors")
     safetensors.numpy.save_file(tensors, tmp_path / "ref.safetensors", metadata={"k": "v"})
