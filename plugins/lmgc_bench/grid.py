@@ -167,17 +167,29 @@ class Workload:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as an int where it is a whole number (``3``, ``3.0``; not ``True``), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if float(value).is_integer() else None
+
+
 def _pick(n: int, spec: Any) -> list[int]:
-    """The snapshots ``spec`` picks of ``n``: all, a count spread evenly, or listed indices."""
+    """The snapshots ``spec`` picks of ``n``: all, a count spread evenly, or listed indices
+    (negative ones count from the end, as in Python)."""
     if spec is None or spec == "all":
         return list(range(n))
-    if isinstance(spec, int) and not isinstance(spec, bool) and spec >= 1:
-        k = min(spec, n)
+    count = _whole(spec)
+    if count is not None and count >= 1:
+        k = min(count, n)
         return sorted({round(i) for i in np.linspace(0, n - 1, k)}) if k > 1 else [n - 1]
-    if isinstance(spec, list) and all(
-        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in spec
-    ):
-        return [i for i in spec if i < n]
+    indices = [_whole(i) for i in spec] if isinstance(spec, list | tuple) else [None]
+    if None not in indices:
+        return [i % n for i in indices if -n <= i < n]  # type: ignore[operator]
     raise ValueError(
         f"snapshots must be 'all', a positive count or a list of indices, not {spec!r}"
     )
@@ -325,16 +337,10 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
             [_spec(st, "a stage", name) for st in _names(s or [], "each list of stages", name)]
             for s in _names(exp.get("stages", [[]]), "stages", name)
         ]
-        if exp.get("max_snapshots") is not None and (
-            isinstance(exp["max_snapshots"], bool)
-            or not isinstance(exp["max_snapshots"], int)
-            or exp["max_snapshots"] < 1
-        ):
+        if exp.get("max_snapshots") is not None and not _positive(exp["max_snapshots"]):
             raise ValueError(f"experiment {name!r}: max_snapshots must be a positive integer")
         max_floats = exp.get("max_floats")
-        if max_floats is not None and (
-            isinstance(max_floats, bool) or not isinstance(max_floats, int) or max_floats < 1
-        ):
+        if max_floats is not None and not _positive(max_floats):
             raise ValueError(f"experiment {name!r}: max_floats must be a positive integer")
         where = exp.get("slice", "middle")
         variants: list[tuple[str, dict[str, Any], str]] = []
@@ -344,9 +350,8 @@ def expand(cfg: dict[str, Any], workloads: list[Workload]) -> Iterator[Cell]:
         ):
             spec = _spec(spec, "a baseline codec", name)
             for chunk in _as_list(exp.get("chunk", [None])):
-                if chunk is not None and (
-                    isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1
-                ):  # a negative chunk coded nothing and reported 0.00 %
+                if chunk is not None and not _positive(chunk):
+                    # a negative chunk coded nothing and reported 0.00 %
                     raise ValueError(
                         f"experiment {name!r}: chunk must be a positive number of bytes, not "
                         f"{chunk!r}"

@@ -315,6 +315,9 @@ def test_bad_workloads_are_refused_clearly(tmp_path, monkeypatch, workloads, sai
     np.save("g.npy", np.zeros((2, 8), np.float32))
     with pytest.raises(ValueError, match=said):
         build_workloads({"workloads": workloads})
+    for fine, picked in (([-1], [1]), ((0, 1), [0, 1]), (2.0, [0, 1]), ([5, 0], [0])):
+        (w,) = build_workloads({"workloads": [{"npy": "g.npy", "snapshots": fine}]})
+        assert w.snapshots == picked, fine
 
 
 def test_cells_that_differ_get_rows_of_their_own():
