@@ -369,6 +369,19 @@ def stored_config_errors(config: Any) -> Iterator[None]:
         raise ConfigError(f"lmgc codec metadata {config!r:.200}: {exc}") from None
 
 
+def _config_dtype(dtype: Any) -> str:
+    """The codec's ``dtype`` option as the text its config stores, which must read back: a
+    record dtype's text does not (``"[('f0', '<f4')]"``), so an array written with it could
+    not be opened again."""
+    dt = user_dtype(dtype, "lmgc codec: dtype")
+    if dt.fields is not None or dt.subdtype is not None:
+        raise ConfigError(
+            f"lmgc codec: dtype {dtype!r} is a record or subarray type, which a codec config "
+            "cannot hold; give a plain dtype (float32, int16, bfloat16, S8...)"
+        )
+    return str(dt)
+
+
 class LMGC(Codec):
     """An lmgc pipeline as a numcodecs codec (``codec_id = "lmgc"``).
 
@@ -402,7 +415,7 @@ class LMGC(Codec):
         }
         self.pipeline_config = pin_level(canonical_config(given))
         # ml_dtypes' names resolve without an import first (a fresh reader of stored metadata)
-        self.dtype = None if dtype is None else str(user_dtype(dtype, "lmgc codec: dtype"))
+        self.dtype = None if dtype is None else _config_dtype(dtype)
         self.time_axis = series.check_time_axis(time_axis)
         """Code each step along this axis of a chunk against the step before it (see
         :mod:`lmgc_core.codecs.time_axis`); ``None``: every chunk as one array."""

@@ -141,6 +141,24 @@ def test_stored_metadata_the_codecs_do_not_take_is_a_config_error():
         LMGCZarrCodec.from_dict({"name": "lmgc", "configuration": configuration})
 
 
+@pytest.mark.parametrize(
+    ("dtype", "said"),
+    [
+        ("f4,i2", "record or subarray"),  # its config text does not read back: no reopening
+        ([("a", "u1")], "record or subarray"),
+        ("S0", "items of 0 bytes"),  # ZeroDivisionError at every raw encode
+        ("V0", "items of 0 bytes"),
+    ],
+)
+def test_a_dtype_option_a_config_cannot_hold_is_refused(dtype, said):
+    import numcodecs
+
+    with pytest.raises(ConfigError, match=said):
+        LMGC(dtype=dtype)
+    codec = LMGC(dtype="bfloat16")  # a plain one reads back from its config
+    assert numcodecs.get_codec(codec.get_config()).get_config() == codec.get_config()
+
+
 def test_a_read_only_out_is_the_callers_error(codec):
     """decode(blob, out=bytes(32)) blamed the input ("cannot decode this input")."""
     blob = codec.encode(np.arange(8, dtype=np.float32))
