@@ -157,7 +157,11 @@ class LMGCZarrCodec(ArrayBytesCodec):
             )
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
-        raise NotImplementedError  # variable-size output
+        """Asked of a sharding index codec only (zarr allows one that cannot answer)."""
+        raise NotImplementedError(
+            "lmgc's output size depends on the data: it cannot be a sharding index codec "
+            "(use it in the shard's codecs, and e.g. crc32c for the index)"
+        )
 
     # -- coding: the sync bodies run on zarr's thread pool (zarr versions with SupportsSyncCodec
     # may also call them directly from their own threads) -----------------------------------
