@@ -378,9 +378,14 @@ def _compress_one(
     if Path(input).is_dir():  # a model folder: every tensor file coded, the rest copied
         from lmgc_core.files.folders import compress_folder_command
 
+        if dtype is not None or fmt is not None:  # they were ignored, silently
+            raise click.UsageError(
+                "--dtype and --format apply to a file; a folder's files are read by their own "
+                "formats"
+            )
         _check_output_is_new(input, output, base)
         return compress_folder_command(
-            input, output, force, quiet, jobs, build_pipeline(**kw), base, verify
+            input, output, force, quiet, jobs, build_pipeline(**kw), base, verify, chunk_size
         )
     output = _default_output(input, output)
     _check_output_is_new(input, output, base)
@@ -570,10 +575,13 @@ def _decompress_one(
     if Path(input).is_dir():  # a folder written by `lmgc compress MODEL_DIR -o OUT_DIR`
         from lmgc_core.files.folders import decompress_folder_command, test_folder_command
 
+        if fmt is not None:  # it was ignored, silently
+            raise click.UsageError("--format applies to an archive of a file, not a folder")
+        check_model_path(model)
         if test:
-            return test_folder_command(input, quiet, jobs, base)
+            return test_folder_command(input, quiet, jobs, base, model, force)
         _check_output_is_new(input, output, base)
-        return decompress_folder_command(input, output, force, quiet, jobs, base)
+        return decompress_folder_command(input, output, force, quiet, jobs, base, model)
     if test:
         check_model_path(model)
         with open_input(input) as (src, _, name):

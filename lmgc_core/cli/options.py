@@ -55,10 +55,20 @@ JOBS_OPTION = click.option(
 
 
 def pipeline_options(f: Callable) -> Callable:
-    """Adds :data:`PIPELINE_OPTIONS` to a command."""
+    """Adds :data:`PIPELINE_OPTIONS` to a command; one that takes one value refuses a second
+    (``--config a --config b`` dropped ``a``, a lossy stage included, and ``-l 2 -l 1`` coded
+    at level 1, silently)."""
     for decls, attrs in reversed(PIPELINE_OPTIONS):
+        if not attrs.get("multiple"):
+            attrs = {**attrs, "multiple": True, "callback": _once}
         f = click.option(*decls, **attrs)(f)
     return f
+
+
+def _once(ctx: click.Context, param: click.Parameter, values: tuple[Any, ...]) -> Any:
+    if len(values) > 1:
+        raise click.BadParameter(f"given {len(values)} times; give it once", ctx, param)
+    return values[0] if values else None
 
 
 def _parse_value(text: str) -> Any:

@@ -76,11 +76,13 @@ def compress_stream(
     progress: Progress | None = None,
     jobs: int = 1,
     base: str | os.PathLike | None = None,
+    chunk: int | None = None,
 ) -> list[str]:
     """Code the tensor file open as ``src`` (named ``name``: its format comes from the name, else
     its magic bytes) into an lmgc archive on ``out`` -- the same archive ``lmgc compress``
-    writes (against the file ``base`` when given: ``lmgc compress --base``). Returns what the
-    scan and coding noted (what the command warns of)."""
+    writes (against the file ``base`` when given: ``lmgc compress --base``; in streams of
+    ``chunk`` bytes, ``--chunk-size``). Returns what the scan and coding noted (what the
+    command warns of)."""
     from lmgc_core.files.base_file import encoder_for
     from lmgc_core.files.filecodec import DEFAULT_CHUNK_BYTES, compress_file
     from lmgc_core.files.readers import scan
@@ -92,11 +94,11 @@ def compress_stream(
     pipeline = pipeline or default_pipeline()
     layout = scan(src, size, name, None, None)  # before the base: a file that is no tensor file
     with ExitStack() as stack:  # is copied, whatever its base
-        encoder = encoder_for(pipeline, None if base is None else str(base), stack,
-                              DEFAULT_CHUNK_BYTES)  # fmt: skip
+        chunk = chunk or DEFAULT_CHUNK_BYTES
+        encoder = encoder_for(pipeline, None if base is None else str(base), stack, chunk)
         compress_file(
             src, layout, name, out, encoder,
-            progress or Progress(0, "compress", quiet=True), DEFAULT_CHUNK_BYTES, jobs,
+            progress or Progress(0, "compress", quiet=True), chunk, jobs,
         )  # fmt: skip
     return layout.notes
 
@@ -108,14 +110,15 @@ def compress_path(
     progress: Progress | None = None,
     jobs: int = 1,
     base: str | os.PathLike | None = None,
+    chunk: int | None = None,
 ) -> list[str]:
-    """``lmgc compress SRC -o DST [--base BASE]`` as a function (``DST`` replaced only when all
-    went well); returns :func:`compress_stream`'s notes."""
+    """``lmgc compress SRC -o DST [--base BASE] [--chunk-size N]`` as a function (``DST``
+    replaced only when all went well); returns :func:`compress_stream`'s notes."""
     from lmgc_core.files.outputs import atomic_output
 
     with open(src, "rb") as f, atomic_output(str(dst), True, str(src)) as out:
         return compress_stream(f, os.fstat(f.fileno()).st_size, Path(src).name, out, pipeline,
-                               progress, jobs, base)  # fmt: skip
+                               progress, jobs, base, chunk)  # fmt: skip
 
 
 def decompress_path(
@@ -124,13 +127,17 @@ def decompress_path(
     progress: Progress | None = None,
     jobs: int = 1,
     base: str | os.PathLike | None = None,
+    model: str | None = None,
+    force: bool = False,
 ) -> bool:
-    """``lmgc decompress SRC -o DST [--base BASE]``: the source file back, checked against its
-    SHA-256 (True; False when lossy stages made the archive, whose arrays are then their
-    reconstruction). ``base``: the file an archive coded against one needs (ignored else)."""
+    """``lmgc decompress SRC -o DST [--base BASE] [--model M] [-f]``: the source file back,
+    checked against its SHA-256 (True; False when lossy stages made the archive, whose arrays
+    are then their reconstruction). ``base``: the file an archive coded against one needs
+    (ignored else); ``model``, ``force``: an LM prior's model moved, or another one tried."""
     from lmgc_core.files.outputs import atomic_output
 
-    return _decode_path(src, lambda: atomic_output(str(dst), True, str(src)), progress, jobs, base)
+    return _decode_path(src, lambda: atomic_output(str(dst), True, str(src)), progress, jobs,
+                        base, model, force)  # fmt: skip
 
 
 def _decode_path(
@@ -139,6 +146,8 @@ def _decode_path(
     progress: Progress | None,
     jobs: int,
     base: str | os.PathLike | None,
+    model: str | None = None,
+    force: bool = False,
 ) -> bool:
     """:func:`decompress_path` into what ``output()`` opens (a file, or nothing for a test)."""
     from lmgc_core.files.archive import ArchiveReader
@@ -150,7 +159,7 @@ def _decode_path(
             reader = ArchiveReader(f, str(src))
             if reader.format is None or reader.segments is None:
                 raise FolderError(f"{src}: not an lmgc archive of a file (no source to rebuild)")
-            decoder = StreamDecoder(jobs=jobs)
+            decoder = StreamDecoder(force, model, jobs)
             attach(reader, decoder, None if base is None else str(base), str(src), stack)
             dec = ArchiveDecoder(reader, decoder, progress)
             with output() as out:
@@ -313,11 +322,12 @@ def compress_folder(
     quiet: bool = True,
     force: bool = False,
     base_dir: str | os.PathLike | None = None,
+    chunk: int | None = None,
 ) -> FolderResult:
     """Code every tensor file of ``src_dir`` into ``out_dir/<name>.lmgc``, copy the rest, write
     ``lmgc_folder.json``. The progress bar counts the source bytes. ``base_dir``: a folder whose
     file of the same relative path each tensor file is coded against (``--base``), when it has
-    one."""
+    one; ``chunk``: the bytes per stream (``--chunk-size``; it was ignored for folders)."""
     root, out = Path(src_dir), Path(out_dir)
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise ConfigError(f"{out}: the output folder must not be inside {root}")
@@ -342,7 +352,7 @@ def compress_folder(
             unfinished = json.dumps({"lmgc_folder": 1, "incomplete": UNFINISHED})
             _write_manifest(out / FOLDER_MANIFEST, unfinished)
             result = _code_folder(root, out, files, empty, pipeline, jobs, quiet, base_dir,
-                                  kept, skipped)  # fmt: skip
+                                  kept, skipped, chunk)  # fmt: skip
         except BaseException:  # a bad base, a full disk, Ctrl-C: no half-written folder is
             # left, which would decode as a whole one with files missing (or old ones)
             _undo(out, new, made)
@@ -370,6 +380,7 @@ def _code_folder(
     base_dir: str | os.PathLike | None,
     kept: _Kept,
     skipped: list[tuple[str, str]],
+    chunk: int | None = None,
 ) -> FolderResult:
     """:func:`compress_folder`'s work once its output folder is ready."""
     result = FolderResult(skipped=skipped)
@@ -390,7 +401,8 @@ def _code_folder(
                 kept.keep(out / (rel + SUFFIX))
                 try:
                     base = _base_of(base_dir, rel)
-                    notes = compress_path(path, out / (rel + SUFFIX), pipeline, bar, jobs, base)
+                    notes = compress_path(path, out / (rel + SUFFIX), pipeline, bar, jobs, base,
+                                          chunk)  # fmt: skip
                 except InputFileError as exc:  # not the file its name says: kept as it is
                     reason = str(exc).removeprefix(f"{path.name}: ")
                     result.uncoded.append((rel, reason))  # its bytes count as copied
@@ -546,10 +558,12 @@ def decompress_folder(
     quiet: bool = True,
     force: bool = False,
     base_dir: str | os.PathLike | None = None,
+    model: str | None = None,
 ) -> FolderResult:
     """The folder ``compress_folder`` was given, byte for byte (each file's SHA-256 checked).
     ``base_dir``: the folder it was coded against (``--base``); every archive that needs a base
-    is checked against its file there before anything is written."""
+    is checked against its file there before anything is written. ``model``: an LM prior's
+    model where it is now (``--model``); ``force`` also decodes with another one (``-f``)."""
     root, out = Path(src_dir), Path(out_dir)
     coded, copied, empty, hashes, archives = _read_folder_manifest(root)
     total = _check_listed(root, coded, copied, base_dir, archives, hashes)
@@ -571,7 +585,8 @@ def decompress_folder(
                     base = _base_of(base_dir, rel)
                     kept.keep(out / rel)
                     _clear_special(out / rel)
-                    if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs, base):
+                    if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs, base,
+                                           model, force):  # fmt: skip
                         result.lossy.append(rel)
                     size = (out / rel).stat().st_size
                     bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers
@@ -687,10 +702,13 @@ def test_folder(
     jobs: int = 1,
     quiet: bool = True,
     base_dir: str | os.PathLike | None = None,
+    model: str | None = None,
+    force: bool = False,
 ) -> FolderResult:
     """Every file of a folder ``lmgc compress MODEL_DIR -o OUT_DIR`` wrote, decoded (a copy:
     hashed) through the checks :func:`decompress_folder` makes, into nothing: what
-    ``lmgc decompress --test`` and ``compress --verify`` run."""
+    ``lmgc decompress --test`` and ``compress --verify`` run (``model``, ``force``: as
+    :func:`decompress_folder`'s)."""
     from lmgc_core.files.writers import Discard
 
     root = Path(src_dir)
@@ -701,7 +719,7 @@ def test_folder(
         for rel in coded:
             base = _base_of(base_dir, rel)
             if not _decode_path(root / (rel + SUFFIX), lambda: nullcontext(Discard()), bar,
-                                jobs, base):  # fmt: skip
+                                jobs, base, model, force):  # fmt: skip
                 result.lossy.append(rel)
             result.coded.append(rel)
         for rel in copied:
@@ -888,12 +906,13 @@ def compress_folder_command(
     pipeline: Any,
     base: str | None = None,
     verify: bool = False,
+    chunk: int | None = None,
 ) -> None:
-    """``lmgc compress MODEL_DIR -o OUT_DIR [--base OLD_DIR] [--verify]``: files it could not
-    code are listed on stderr."""
+    """``lmgc compress MODEL_DIR -o OUT_DIR [--base OLD_DIR] [--verify] [--chunk-size N]``:
+    files it could not code are listed on stderr."""
     if output is None:
         raise ConfigError(f"{input} is a folder: name the output folder with -o OUT_DIR")
-    result = compress_folder(input, output, pipeline, jobs, quiet, force, base)
+    result = compress_folder(input, output, pipeline, jobs, quiet, force, base, chunk)
     if verify:  # the folder is in place by now: a failure says so, and removes nothing
         try:
             test_folder(output, jobs, True, base)
@@ -926,11 +945,13 @@ def decompress_folder_command(
     quiet: bool,
     jobs: int,
     base: str | None = None,
+    model: str | None = None,
 ) -> None:
-    """``lmgc decompress OUT_DIR -o DIR [--base OLD_DIR]``: the folder back, each file checked."""
+    """``lmgc decompress OUT_DIR -o DIR [--base OLD_DIR] [--model M]``: the folder back, each
+    file checked."""
     if output is None:
         raise ConfigError(f"{input} is a folder: name the output folder with -o DIR")
-    result = decompress_folder(input, output, jobs, quiet, force, base)
+    result = decompress_folder(input, output, jobs, quiet, force, base, model)
     _say_lossy(result)
     _say_unchecked(result)
     _say_leftovers(output, result)
@@ -947,9 +968,17 @@ def _say_unchecked(result: FolderResult) -> None:
         _say(f"warning: {rel}: a copied file read but not checked ({UNCHECKED})", err=True)
 
 
-def test_folder_command(input: str, quiet: bool, jobs: int, base: str | None = None) -> None:
-    """``lmgc decompress --test OUT_DIR [--base OLD_DIR]``: every file checked, none written."""
-    result = test_folder(input, jobs, quiet, base)
+def test_folder_command(
+    input: str,
+    quiet: bool,
+    jobs: int,
+    base: str | None = None,
+    model: str | None = None,
+    force: bool = False,
+) -> None:
+    """``lmgc decompress --test OUT_DIR [--base OLD_DIR] [--model M]``: every file checked,
+    none written."""
+    result = test_folder(input, jobs, quiet, base, model, force)
     _say_lossy(result)
     _say_unchecked(result)
     if not quiet:

@@ -160,6 +160,11 @@ def test_config_files_with_repeated_or_odd_keys_are_refused(tmp_path, g, name, t
 def test_an_option_given_twice_is_refused(g):
     result = lmgc("compress", g, "--stage", "quantize:bits=8,bits=2", ok=False)
     assert "given twice" in one_error_line(result, 2)
+    # a pipeline option of one value given twice kept the last: "--config q8 --config plain"
+    # dropped the lossy stage without a word, "-l 2 -l 1" coded at level 1
+    for twice in (("-l", "2", "-l", "1"), ("--prior", "float", "--prior", "adaptive")):
+        result = lmgc("compress", g, *twice, ok=False)
+        assert "given 2 times; give it once" in one_error_line(result, 2)
 
 
 def test_dtype_on_a_file_of_a_known_format_is_said(tmp_path, g):

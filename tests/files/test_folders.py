@@ -707,3 +707,24 @@ def test_a_folder_over_the_manifest_caps_is_refused_by_compress(tmp_path: Path, 
     with pytest.raises(FolderError, match="too many files for one folder archive"):
         compress_folder(src, tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_folder_options_take_effect_or_are_refused(tmp_path: Path) -> None:
+    """On a folder, --chunk-size, --dtype and --format (both ways) were accepted and silently
+    ignored: the archives were the default ones, and a decompress --format did not convert."""
+    src = tmp_path / "m"
+    src.mkdir()
+    np.save(src / "a.npy", np.arange(5000, dtype=np.float32))
+    lmgc("compress", src, "-o", tmp_path / "c", "--chunk-size", "1024")
+    info = json.loads(lmgc("info", "--json", tmp_path / "c" / "a.npy.lmgc").stdout)
+    assert info["totals"]["streams"] == 20  # 20,000 bytes in streams of 1,024
+    for option in (("--dtype", "int8"), ("--format", "raw")):
+        said = one_error_line(lmgc("compress", src, "-o", tmp_path / "d", *option, ok=False), 2)
+        assert "apply to a file" in said
+    said = one_error_line(
+        lmgc("decompress", tmp_path / "c", "-o", tmp_path / "e", "--format", "npz", ok=False), 2
+    )
+    assert "--format applies to an archive of a file, not a folder" in said
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+    lmgc("decompress", tmp_path / "c", "-o", tmp_path / "back")
+    assert _tree(tmp_path / "back") == _tree(src)

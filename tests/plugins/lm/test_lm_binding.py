@@ -164,3 +164,25 @@ def test_a_recorded_thread_count_runs_with_at_most_the_usable_cores():
     cores = len(os.sched_getaffinity(0))
     assert run_threads(32) == min(32, cores) and run_threads(1) == 1
     assert run_threads(None) == auto_threads()
+
+
+@pytest.mark.lm
+@needs_llama
+@needs_model
+def test_a_folder_decodes_after_its_model_moved(tmp_path):
+    """decompress FOLDER --model (and --test) ignored --model: a folder coded with an LM prior
+    could not be decoded once its model had moved; a single archive could."""
+    from tests.cli_helpers import lmgc
+
+    (tmp_path / "m1").mkdir()
+    (tmp_path / "m2").mkdir()
+    (tmp_path / "src").mkdir()
+    shutil.copyfile(models.default_model_path(), tmp_path / "m1" / "m.gguf")
+    np.save(tmp_path / "src" / "g.npy", np.full(12, 0.5, np.float32))
+    lmgc("compress", tmp_path / "src", "-o", tmp_path / "out", "--prior", "llamacpp",
+         "--model", tmp_path / "m1" / "m.gguf", "--window", "64", "-P", "threads=1")  # fmt: skip
+    os.replace(tmp_path / "m1" / "m.gguf", tmp_path / "m2" / "m.gguf")
+    moved = ("--model", tmp_path / "m2" / "m.gguf")
+    assert "OK" in lmgc("decompress", "--test", tmp_path / "out", *moved).stdout
+    lmgc("decompress", tmp_path / "out", "-o", tmp_path / "back", *moved)
+    assert (tmp_path / "back" / "g.npy").read_bytes() == (tmp_path / "src" / "g.npy").read_bytes()
