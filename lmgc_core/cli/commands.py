@@ -647,8 +647,13 @@ def _test_archive(
 
 
 def _what_checked(reader: Any, identical: bool) -> str:
-    """The summary's words for what a decode checked."""
+    """The summary's words for what a decode checked; an archive lossy stages made is warned
+    of (even with -q), as a folder's files are."""
     from lmgc_core.files import writers
+    from lmgc_core.files.filecodec import LOSSY_NOTE
+
+    if LOSSY_NOTE in reader.notes:
+        _warn([f"{reader.where}: lossy stages: the arrays are their reconstruction"])
 
     if not identical:
         return "checksums verified"

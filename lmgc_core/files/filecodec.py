@@ -112,6 +112,10 @@ BYTES_PIPELINE: dict[str, Any] = {"prior": {"name": "float", "level": 1}}
 """What byte tensors are coded with (see :class:`FileEncoder`)."""
 
 
+LOSSY_NOTE = "lossy stages: decompression gives their reconstruction"
+"""The note of an archive made by lossy stages (each decode warns of it)."""
+
+
 def compress_file(
     src: IO[bytes],
     layout: FileLayout,
@@ -139,7 +143,7 @@ def compress_file(
     jobs = resolve_jobs(jobs)
     layout.identical = layout.identical and lossless
     if not lossless:
-        layout.notes.append("lossy stages: decompression gives their reconstruction")
+        layout.notes.append(LOSSY_NOTE)
     file_hash = source_hash or FileHash(src, jobs)
     before = file_hash.state  # taken as the hash began (a caller's FileHash: before its imports)
     writer: ArchiveWriter | None = None

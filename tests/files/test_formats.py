@@ -510,6 +510,10 @@ def test_compress_with_lossy_stages_says_so(tmp_path, grads):
     np.save(tmp_path / "g.npy", grads[:100])
     result = lmgc("compress", tmp_path / "g.npy", "--stage", "quantize")
     assert "warning: lossy stages" in result.stderr
+    # decompress and --test said only "checksums verified" (a folder's files were warned of)
+    for args in (("-o", tmp_path / "back.npy"), ("--test",)):
+        err = lmgc("decompress", "-q", tmp_path / "g.npy.lmgc", *args).stderr
+        assert "lossy stages: the arrays are their reconstruction" in err
 
 
 @pytest.mark.parametrize("chunk", [[], ["--chunk-size", "4096"]])
