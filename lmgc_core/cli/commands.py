@@ -598,6 +598,11 @@ def _decompress_one(
     with open_input(input) as (src, _, name), ExitStack() as stack:
         reader, archive = _open_archive(src, name, force, model, base, jobs, stack)
         target = _output_format(output, fmt, reader.format, len(reader.entries), named)
+        if not named and reader.format and target != reader.format:  # a.npy held safetensors
+            raise click.UsageError(
+                f"--format {target} without -o would write a {target} file under the source's "
+                f"name {output}: name the output with -o"
+            )
         if target != reader.format:  # a conversion writes the coded arrays only
             from lmgc_core.files.npz import NOT_CODED
 

@@ -370,10 +370,12 @@ def stored_config_errors(config: Any) -> Iterator[None]:
 
 
 def _config_dtype(dtype: Any) -> str:
-    """The codec's ``dtype`` option as the text its config stores, which must read back: a
-    record dtype's text does not (``"[('f0', '<f4')]"``), so an array written with it could
-    not be opened again."""
+    """The codec's ``dtype`` option as the text its config stores, which must read back (a
+    record dtype's text does not, ``"[('f0', '<f4')]"``: an array written with it could not be
+    opened again) and must view raw bytes (items of 0 bytes cannot)."""
     dt = user_dtype(dtype, "lmgc codec: dtype")
+    if dt.itemsize == 0:  # S0, V0: every raw encode divided by it
+        raise ConfigError(f"lmgc codec: dtype {dtype!r} has items of 0 bytes; give a sized one")
     if dt.fields is not None or dt.subdtype is not None:
         raise ConfigError(
             f"lmgc codec: dtype {dtype!r} is a record or subarray type, which a codec config "

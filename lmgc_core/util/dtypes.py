@@ -122,8 +122,6 @@ def user_dtype(text: Any, what: str = "dtype") -> np.dtype:
         raise ConfigError(f"unknown {what} {text!r} (e.g. float32, int16, bfloat16)") from None
     if dt.hasobject:
         raise ConfigError(f"{what} {text!r} holds Python objects; give a fixed-size dtype")
-    if dt.itemsize == 0:  # S0, V0, U0: no bytes make a whole number of them
-        raise ConfigError(f"{what} {text!r} has items of 0 bytes; give a sized one (S8, V4)")
     try:
         encode_dtype(dt)
     except TypeError:  # complex32 once ml_dtypes is imported: no stream header can name it
