@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from lmgc_core.util.caches import drop_oldest
 from lmgc_core.util.errors import ConfigError, PluginError
 
 # The language models' per-step bars live with the CLI's bar; these names stay importable from
@@ -124,6 +125,19 @@ def file_identity(path: Path) -> tuple[Any, ...]:
     return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def remember(
+    cache: dict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any, limit: int
+) -> None:
+    """``cache[key] = value`` for a key that starts with :func:`file_identity`'s six fields:
+    what was cached for an older state of the same path goes (the file was replaced or written
+    to: it is never asked for again), and the oldest entries beyond ``limit``. Re-reading one
+    model file rewritten 200 times kept 200 metadata copies (809 MB)."""
+    for old in [k for k in list(cache) if k[0] == key[0] and k[1:6] != key[1:6]]:
+        cache.pop(old, None)
+    drop_oldest(cache, limit)
+    cache[key] = value
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 hex digest of a file, cached per :func:`file_identity`."""
     p = Path(path).resolve()
@@ -138,7 +152,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
             h.update(chunk)
     digest = h.hexdigest()
     with _HASH_LOCK:
-        _HASH_CACHE[key] = digest
+        remember(_HASH_CACHE, key, digest, 256)
     return digest
 
 
@@ -209,7 +223,7 @@ def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
                 if len(buf) < size:
                     raise ConfigError(f"{str(path)!r}: truncated GGUF header") from None
                 size *= 4
-    _GGUF_CACHE[key] = meta
+    remember(_GGUF_CACHE, key, meta, 8)  # a vocabulary's metadata: megabytes each
     return meta
 
 
@@ -389,5 +403,3 @@ def gguf_vocab(meta: Mapping[str, Any]) -> tuple[list[str], str, np.ndarray | No
     if bos is None:
         bos = meta.get("tokenizer.ggml.eos_token_id")
     return list(tokens), kind, types, None if bos is None else int(bos)
-
-

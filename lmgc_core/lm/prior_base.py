@@ -35,6 +35,11 @@ TOKEN_MAP_RULE = "bytes-v1"
 """How alphabet symbols map to tokens (:func:`models.symbol_token_map`), recorded per stream."""
 
 
+MAX_MODELS = 4
+"""Models a process keeps loaded at once (a model of an older state of a file is dropped as
+soon as the file's new one loads)."""
+
+
 class ModelCache(Generic[M]):
     """Models loaded once per process: a Dask worker or a Zarr codec pays each load once."""
 
@@ -51,7 +56,8 @@ class ModelCache(Generic[M]):
         with self._lock:
             hit = self._models.get(key)
             if hit is None:
-                hit = self._models[key] = load()
+                hit = load()
+                models.remember(self._models, key, hit, MAX_MODELS)  # a replaced file's goes
                 self.loads += 1
             return hit
 

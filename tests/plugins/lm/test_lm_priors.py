@@ -157,6 +157,24 @@ def test_gguf_header_and_cached_hash():
     assert time.perf_counter() - t < 0.05  # cached per path + size + mtime
 
 
+def test_caches_of_a_model_file_keep_only_its_current_state(tmp_path):
+    """A file rewritten 200 times left 200 entries in the hash and GGUF metadata caches (809 MB
+    for a 50,000-token vocabulary): an older state of a path is never asked for again."""
+    import os
+
+    path = tmp_path / "m.bin"
+    for k in range(5):
+        path.write_bytes(bytes([k]) * 100)
+        os.utime(path, ns=(k * 10**9, k * 10**9))
+        models.file_sha256(path)
+    mine = [key for key in models._HASH_CACHE if key[0] == str(path.resolve())]
+    assert len(mine) == 1
+    cache: dict = {}
+    for k in range(20):  # other paths: the oldest go beyond the limit
+        models.remember(cache, (f"p{k}", 0, 0, 0, 0, 0), k, 8)
+    assert len(cache) == 8 and ("p19", 0, 0, 0, 0, 0) in cache
+
+
 @needs_model
 def test_smollm2_token_map_hex_and_iso():
     tokens, kind, types, _ = models.gguf_vocab(
