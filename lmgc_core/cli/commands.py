@@ -420,6 +420,7 @@ def _compress_one(
         _warn(layout.notes[seen:])  # what coding found: lossy stages
     rate = 100 * written / result.source if result.source else 0.0
     summary = f"{name}: {result.source} -> {written} bytes ({rate:.2f}%) -> {output}"
+    _say_stale_parts(output)
     _say(quiet, output, f"{summary} (verified: {checked})" if verify else summary)
 
 
@@ -613,6 +614,7 @@ def _decompress_one(
         archive.progress = bar
         with bar, atomic_output(output, force, input) as out:
             identical = decompress_archive(reader, archive, target, out)
+    _say_stale_parts(output)
     _say(quiet, output, f"{name} -> {output} ({_what_checked(reader, identical)})")
 
 
@@ -649,6 +651,15 @@ def _test_archive(
         with bar:
             identical = decompress_archive(reader, archive, target, Discard())
     return _what_checked(reader, identical)
+
+
+def _say_stale_parts(output: str) -> None:
+    """Partial outputs of this name that killed runs left beside it (hidden, and never said)."""
+    if output == STDIO:
+        return
+    from lmgc_core.files.outputs import STALE_PART, stale_parts
+
+    _warn(f"{part}: {STALE_PART}" for part in stale_parts(Path(output)))
 
 
 def _what_checked(reader: Any, identical: bool) -> str:

@@ -27,6 +27,8 @@ from typing import IO, Any
 
 from lmgc_core.files.archive import SUFFIX
 from lmgc_core.files.outputs import (
+    PART,
+    STALE_PART,
     check_free_space,
     entry_key,
     renamed_into_place,
@@ -789,11 +791,16 @@ def _same_entry(a: Path, b: Path) -> bool:
 
 
 def _leftovers(out: Path) -> list[str]:
-    """Hidden ``.NAME.XXXXXXXX.kept`` links a killed run left in ``out``: said, never removed
-    (they are the only copy of a file it replaced)."""
+    """Hidden ``.NAME.XXXXXXXX.kept`` links a killed run left in ``out`` (the only copy of a
+    file it replaced) and ``.part`` files (an output it was writing): said, never removed."""
     if not out.is_dir():
         return []
-    found = [p for p in out.rglob(f".*{_Kept.SUFFIX}") if p.is_file() and not p.is_symlink()]
+    found = [
+        p
+        for suffix in (_Kept.SUFFIX, PART)
+        for p in out.rglob(f".*{suffix}")
+        if p.is_file() and not p.is_symlink()
+    ]
     return sorted(p.relative_to(out).as_posix() for p in found)
 
 
@@ -891,8 +898,10 @@ def _say_lossy(result: FolderResult) -> None:
 def _say_leftovers(output: str, result: FolderResult) -> None:
     for rel in result.leftovers:
         why = (
-            "left by an interrupted run, or by one still writing this folder: the bytes of a "
-            "file it replaced; remove it, if unneeded, once no lmgc run writes here"
+            STALE_PART
+            if rel.endswith(PART)
+            else "left by an interrupted run, or by one still writing this folder: the bytes "
+            "of a file it replaced; remove it, if unneeded, once no lmgc run writes here"
         )
         _say(f"warning: {output}/{rel}: {why}", err=True)
 

@@ -9,6 +9,7 @@ out of order; standard output receives the finished file in one go.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import select
 import shutil
@@ -200,6 +201,21 @@ def temp_beside(path: Path, suffix: str) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{os.fsdecode(name)}.", suffix=suffix, dir=path.parent)
 
 
+PART = ".part"
+"""The suffix of an output being written (:func:`renamed_into_place`)."""
+STALE_PART = (
+    "a partial output left by a killed run, or by one still writing it: remove it once no lmgc "
+    "run writes here"
+)
+
+
+def stale_parts(path: Path) -> list[Path]:
+    """Temporary files of ``path``'s name beside it: what a run killed while writing ``path``
+    left (or one writing it now). They are said, not removed: another run may own them."""
+    name = os.fsdecode(os.fsencode(path.name)[: 255 - TEMP_EXTRA])
+    return sorted(path.parent.glob(f".{glob.escape(name)}.*{PART}"))
+
+
 class DiskSpaceError(LMGCError):
     """The output would not fit in its folder's free space."""
 
@@ -283,9 +299,7 @@ def _where_full(name: str, spooled: bool, why: str | None = None) -> Iterator[No
         raise OSError(exc.errno, f"{exc.strerror} ({why})", where) from None
 
 
-def _atomic_output(
-    name: str, like: str | None, spooled: bool, force: bool
-) -> Iterator[IO[bytes]]:
+def _atomic_output(name: str, like: str | None, spooled: bool, force: bool) -> Iterator[IO[bytes]]:
     """:func:`atomic_output` once the output is checked."""
     path = Path(name)
     if spooled:
@@ -317,7 +331,7 @@ def renamed_into_place(
     ends without an exception (else it is removed); its permission bits are ``like``'s, else
     the umask's (a temporary file's own are 0600). ``force``: see :func:`_put_in_place`."""
     try:
-        fd, tmp = temp_beside(path, ".part")
+        fd, tmp = temp_beside(path, PART)
     except OSError as exc:  # the output's folder, not the temporary name, is what fails
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:

@@ -656,3 +656,20 @@ def test_a_npy_header_of_too_many_items_is_refused_before_it_is_parsed(tmp_path)
     (tmp_path / "many.npy").write_bytes(_npy(text))
     message = one_error_line(lmgc("compress", tmp_path / "many.npy", ok=False), 1)
     assert f"over {npy.MAX_HEADER_ITEMS} items" in message
+
+
+def test_partial_outputs_a_killed_run_left_are_said(tmp_path, grads):
+    """A run killed while writing (SIGKILL, the OOM killer) leaves its hidden temporary file;
+    the next run of the same output said nothing, so they piled up unseen."""
+    np.save(tmp_path / "g.npy", grads[:1000])
+    left = tmp_path / ".g.npy.lmgc.k1ll3d00.part"
+    left.write_bytes(b"half an archive")
+    err = lmgc("compress", "-q", tmp_path / "g.npy").stderr
+    assert f"{left}: a partial output left by a killed run" in err
+    assert left.exists()  # said, not removed: another run may be writing it
+    (tmp_path / "m").mkdir()
+    np.save(tmp_path / "m" / "a.npy", grads[:100])
+    lmgc("compress", "-q", tmp_path / "m", "-o", tmp_path / "c")
+    (tmp_path / "c" / ".a.npy.lmgc.k1ll3d00.part").write_bytes(b"half")
+    err = lmgc("compress", "-q", "-f", tmp_path / "m", "-o", tmp_path / "c").stderr
+    assert "/.a.npy.lmgc.k1ll3d00.part: a partial output left by a killed run" in err
