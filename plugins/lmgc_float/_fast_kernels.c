@@ -120,7 +120,7 @@ enum { KIND_STORED = 0, KIND_FLOAT = 1, KIND_INT = 2, KIND_FLOAT3 = 3, KIND_XXH3
 enum { F_EXP_MODE = 3, F_SIGN = 4, F_ZROWS = 8, F_ZCOLS = 16 };
 
 /* this thread's work() buffers (_kernel_common.h), kept from block to block */
-enum { W_A, W_B, W_RAW, W_TMP, W_PLANE, W_COLS };
+enum { W_A, W_B, W_RAW, W_TMP, W_PLANE, W_COLS, W_ZPOS };
 
 /* -- frequency tables ---------------------------------------------------------------------- */
 typedef struct {
@@ -130,8 +130,26 @@ typedef struct {
     int lowest;         /* the smallest symbol listed (nsym when none): no smaller one decodes */
 } DecTab;
 
-/* 1 when the table is well formed: symbols in the alphabet, frequencies summing to 2^sb. */
-static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
+/* bfloat16's joint symbols as the decoder keeps them (read_table's `map`, fused_span's TM): a
+ * zero (0, 1) as itself; a coded J as its value's bits for a prediction of CENTRE, raw nibble 0,
+ * with bit 3 set: sign << 15 | (J - 2) >> 4 << 7 | mantissa top bits << 4 | 8, so that a value
+ * is two 16-bit adds and a select away (and still >= 2 exactly where coded) */
+INLINE u32 bf16_map(u32 s) {
+    const u32 bs = s - 2;
+    return s < 2 ? s : ((bs >> 3) & 1) << 15 | (bs >> 4) << 7 | (bs & 7) << 4 | 8;
+}
+/* A bfloat16 row of mode 2 whose |R| <= R16_LIMIT computes its predictions in the value loop in
+ * 16 bits: (C' + R + 2) >> FRAC with C saturated to +-C16_LIMIT (|sum| < 2^15) gives the same
+ * prediction after the clamp to [0, 255] (a saturated C puts the sum past 2^FRAC * 2000, and
+ * the true sum further on the same side) */
+#define C16_LIMIT 16000
+#define R16_LIMIT 8000
+#define TMAP(W, V3, M, K, E, NIB, RB) \
+    ((V3) && (W) == 16 && (M) == 7 && (K) == 3 && (E) == 8 && (NIB) && !(RB))
+
+/* 1 when the table is well formed: symbols in the alphabet, frequencies summing to 2^sb.
+ * `map`: the entries hold bf16_map's symbols (bfloat16's A stream) instead of the symbols. */
+static int read_table(Rd *r, int nsym, DecTab *t, int sb, int map) {
     const u32 S = 1u << sb;
     t->sb = sb;
     u64 k = get_cvarint(r);
@@ -146,7 +164,8 @@ static int read_table(Rd *r, int nsym, DecTab *t, int sb) {
         i64 s = prev + 1 + (i64)gap;
         u32 f = (u32)f1 + 1;
         if (s >= nsym || cum + f > S) return 0;
-        for (u32 j = 0; j < f; j++) t->ent[cum + j] = (u64)s << 32 | (f << 16) | j;
+        const u64 sv = map ? bf16_map((u32)s) : (u64)s;
+        for (u32 j = 0; j < f; j++) t->ent[cum + j] = sv << 32 | (f << 16) | j;
         if (i == 0) t->lowest = (int)s; /* listed in increasing order */
         cum += f;
         prev = s;
@@ -320,13 +339,93 @@ RANS_GROUPS(rans_groups_avx512, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
         NARROW512(g, e, out, at, wide);                                                            \
     } while (0)
 RANS_GROUPS(rans_groups_loads, "avx2,avx512f,avx512vl", kc_renorm8_avx512, 1)
+/* The same with sixteen states per 512-bit vector (x86-64-v4, kc_v4): the entries' low halves
+ * and symbols of two sets of eight picked by one two-source permutation each, and the
+ * arithmetic and renormalisation on sixteen lanes at once (the words still read in lane order,
+ * so the same stream gives the same symbols) */
+__attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512dq"), always_inline)) static inline
+    __m512i renorm16_avx512(__m512i x, const u8 **pp) {
+    __mmask16 need = _mm512_cmplt_epu32_mask(x, _mm512_set1_epi32(1 << 16));
+    __m512i words = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)*pp));
+    *pp += 2 * __builtin_popcount((unsigned)need);
+    return _mm512_mask_or_epi32(x, need, _mm512_slli_epi32(x, 16),
+                                _mm512_maskz_expand_epi32(need, words));
+}
+__attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512dq"), always_inline)) static inline
+    size_t rans_groups_loads16_body(u32 *xs, const u8 **pp, const u8 *end, const DecTab *t,
+                                    void *out, const int wide, size_t n, const int NV) {
+    const size_t NS = 16 * (size_t)NV; /* NV vectors of sixteen states */
+    __m512i x[MAX_STATES / 16];
+    for (int v = 0; v < NV; v++) x[v] = _mm512_loadu_si512((const void *)(xs + 16 * v));
+    const __m512i m12 = _mm512_set1_epi32((1 << t->sb) - 1), lo16 = _mm512_set1_epi32(0xFFFF);
+    const __m128i sbv = _mm_cvtsi32_si128(t->sb);
+    /* the low dwords (freq, slot - cum) and the symbols' words of entries 0-7 (a), 8-15 (b) */
+    const __m512i pickd = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                            28, 30);
+    /* (words 2, 6, ... of a: 0-31; of b: 32-63; the upper sixteen lanes unused) */
+    const __m512i pickw = _mm512_setr_epi32(2 | 6 << 16, 10 | 14 << 16, 18 | 22 << 16,
+                                            26 | 30 << 16, 34 | 38 << 16, 42 | 46 << 16,
+                                            50 | 54 << 16, 58 | 62 << 16, 0, 0, 0, 0, 0, 0, 0,
+                                            0);
+    const long long *ent = (const long long *)t->ent;
+    const u8 *p = *pp;
+    size_t k = 0;
+    for (; k + NS <= n && end - p >= 2 * (ptrdiff_t)NS; k += NS) {
+        _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {
+            const __m512i slot = _mm512_and_si512(x[v], m12);
+            const __m256i s0 = _mm512_castsi512_si256(slot), s1 = _mm512_extracti64x4_epi64(slot, 1);
+            __m512i ga, gb;
+            {
+                KC_LANES8(s0);
+                ga = _mm512_setr_epi64(ent[KC_LANE(i01, 0)], ent[KC_LANE(i01, 1)],
+                                       ent[KC_LANE(i23, 0)], ent[KC_LANE(i23, 1)],
+                                       ent[KC_LANE(i45, 0)], ent[KC_LANE(i45, 1)],
+                                       ent[KC_LANE(i67, 0)], ent[KC_LANE(i67, 1)]);
+            }
+            {
+                KC_LANES8(s1);
+                gb = _mm512_setr_epi64(ent[KC_LANE(i01, 0)], ent[KC_LANE(i01, 1)],
+                                       ent[KC_LANE(i23, 0)], ent[KC_LANE(i23, 1)],
+                                       ent[KC_LANE(i45, 0)], ent[KC_LANE(i45, 1)],
+                                       ent[KC_LANE(i67, 0)], ent[KC_LANE(i67, 1)]);
+            }
+            const __m512i e = _mm512_permutex2var_epi32(ga, pickd, gb);
+            const __m256i sy = _mm512_castsi512_si256(_mm512_permutex2var_epi16(ga, pickw, gb));
+            if (wide)
+                _mm256_storeu_si256((__m256i *)((u16 *)out + k + 16 * v), sy);
+            else
+                _mm_storeu_si128((__m128i *)((u8 *)out + k + 16 * v), _mm256_cvtepi16_epi8(sy));
+            x[v] = _mm512_add_epi32(
+                _mm512_mullo_epi32(_mm512_srli_epi32(e, 16), _mm512_srl_epi32(x[v], sbv)),
+                _mm512_and_si512(e, lo16));
+        }
+        for (int v = 0; v < NV; v++) x[v] = renorm16_avx512(x[v], &p);
+    }
+    for (int v = 0; v < NV; v++) _mm512_storeu_si512((void *)(xs + 16 * v), x[v]);
+    *pp = p;
+    return k;
+}
+__attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512dq"))) static size_t
+rans_groups_loads16(u32 *xs, const u8 **pp, const u8 *end, const DecTab *t, void *out, int wide,
+                    size_t n, int ns) {
+    if (ns == 128)
+        return wide ? rans_groups_loads16_body(xs, pp, end, t, out, 1, n, 8)
+                    : rans_groups_loads16_body(xs, pp, end, t, out, 0, n, 8);
+    if (ns == 64)
+        return wide ? rans_groups_loads16_body(xs, pp, end, t, out, 1, n, 4)
+                    : rans_groups_loads16_body(xs, pp, end, t, out, 0, n, 4);
+    return wide ? rans_groups_loads16_body(xs, pp, end, t, out, 1, n, 2)
+                : rans_groups_loads16_body(xs, pp, end, t, out, 0, n, 2);
+}
 #undef GATHER512
 #undef NARROW512
 #undef LOADS256
 #undef ENTRIES256
 #undef RANS_GROUPS
 #define SIMD_GROUPS(WIDE)                                                                        \
-    if (kc_use_simd && kc_use_avx512 && kc_zen)                                         \
+    if (kc_use_simd && kc_use_avx512 && kc_zen && kc_v4)                                         \
+        k = rans_groups_loads16(x, &p, end, t, out, WIDE, n, ns);                                \
+    else if (kc_use_simd && kc_use_avx512 && kc_zen)                                             \
         k = rans_groups_loads(x, &p, end, t, out, WIDE, n, ns);                                  \
     else if (kc_use_simd && kc_use_avx512)                                                       \
         k = rans_groups_avx512(x, &p, end, t, out, WIDE, n, ns);                                 \
@@ -429,8 +528,8 @@ static int code_stream(Buf *b, const void *syms, int wide, size_t n, const u64 *
 
 /* Read `table | varint len | stream` and decode n symbols (ns interleaved states). */
 static int read_stream(Rd *r, int nsym, size_t n, int wide, void *out, DecTab *t, int sb,
-                       int ns) {
-    if (!read_table(r, nsym, t, sb) || (n == 0) != t->empty) return 0;
+                       int ns, int map) {
+    if (!read_table(r, nsym, t, sb, map) || (n == 0) != t->empty) return 0;
     u64 len = get_cvarint(r);
     if (r->bad || len > r->len - r->pos) return 0;
     const u8 *in = r->p + r->pos;
@@ -472,6 +571,7 @@ static Fmt make_fmt(int width, int ebits, int mbits) {
 typedef struct {
     i64 *R, *C;          /* per-row / per-column fixed-point exponent means */
     int32_t *C32;        /* C as 32-bit (decoding: |C| <= SIDE_LIMIT), for vector loops */
+    int16_t *C16, *C16c; /* decoding: C (and C32c) saturated to +-C16_LIMIT (fused_span's INL) */
     int32_t *lc, *C32c;  /* decoding with zero columns: the live columns, then the zero ones; */
     u8 *csc;             /* C32 and cs of the live columns, in that order */
     u8 *livem;           /* and a bit per column, set where it is live (spread_row) */
@@ -487,11 +587,13 @@ typedef struct {
     u32 *lox, *bx; /* a row with zeros: its values' raw / B entries (expand_row) */
     u64 nbtot;     /* the block's coded values */
     int dense; /* decoding: no symbol of the block is a zero (no row needs looking at first) */
+    const u32 *zp, *zend; /* decoding: the zero symbols' positions not yet passed (zp NULL:
+                           * not listed, rows are scanned) */
     u32 *hist; /* 3 x nA */
 } Scratch;
 
 static void scratch_free(Scratch *s) {
-    free(s->R), free(s->C), free(s->C32), free(s->lc), free(s->C32c), free(s->csc), free(s->livem), free(s->zr), free(s->zc), free(s->rs), free(s->cs);
+    free(s->R), free(s->C), free(s->C32), free(s->C16), free(s->C16c), free(s->lc), free(s->C32c), free(s->csc), free(s->livem), free(s->zr), free(s->zc), free(s->rs), free(s->cs);
     free(s->cnt_r), free(s->cnt_c), free(s->sum_c), free(s->neg_c), free(s->hist);
 }
 
@@ -499,11 +601,12 @@ static int scratch_alloc(Scratch *s, i64 rows, i64 cols, int nA) {
     size_t r = (size_t)rows + 1, c = (size_t)cols + 1 + SPAN; /* (SPAN: fused_row's short rows) */
     s->R = malloc(r * 8), s->C = malloc(c * 8), s->zr = malloc(r), s->zc = malloc(c);
     /* (zeroed: the padding past the columns is read, never used) */
+    s->C16 = calloc(c, 2), s->C16c = calloc(c, 2);
     s->C32 = calloc(c, 4), s->lc = malloc(c * 4), s->C32c = calloc(c, 4), s->csc = calloc(c, 1);
     s->livem = malloc(c / 8 + 4);
     s->rs = malloc(r), s->cs = calloc(c, 1), s->cnt_r = malloc(r * 8), s->cnt_c = malloc(c * 8);
     s->sum_c = malloc(c * 8), s->neg_c = malloc(c * 8), s->hist = malloc(3 * (size_t)nA * 4);
-    return s->R && s->C && s->C32 && s->lc && s->C32c && s->csc && s->livem && s->zr && s->zc && s->rs && s->cs && s->cnt_r && s->cnt_c &&
+    return s->R && s->C && s->C32 && s->C16 && s->C16c && s->lc && s->C32c && s->csc && s->livem && s->zr && s->zc && s->rs && s->cs && s->cnt_r && s->cnt_c &&
            s->sum_c && s->neg_c && s->hist;
 }
 
@@ -1299,6 +1402,18 @@ INLINE void predict_span(int32_t *pred, const int32_t *C32, i64 q0, i64 lo, i64 
     }
 }
 
+/* the same for bfloat16's mapped symbols (TMAP): ((prediction - CENTRE) << 7) - 8, as 16 bits */
+INLINE void predict_span16(u16 *pred, const int32_t *C32, i64 q0, i64 lo, i64 hi, int32_t rf,
+                           u64 em) {
+#pragma GCC ivdep
+    for (i64 q = lo; q < hi; q++) {
+        int32_t pj = ((rf + C32[q]) >> FRAC) - (int32_t)(BIAS32 >> FRAC);
+        pj = pj < 0 ? 0 : pj;
+        pj = pj > (int32_t)em ? (int32_t)em : pj;
+        pred[q - q0] = (u16)((((u32)pj - CENTRE) << 7) - 8);
+    }
+}
+
 /* values lo..hi-1 of a run starting at q0 (fused_row), and with CK their canonical sums */
 INLINE void fused_span(void *outv, i64 base, i64 q0, i64 lo, i64 hi, const int32_t *pred,
                        int32_t p0, const u16 *Ar, const u8 *csq, u64 rsg, const u32 *bx,
@@ -1306,13 +1421,54 @@ INLINE void fused_span(void *outv, i64 base, i64 q0, i64 lo, i64 hi, const int32
                        int32_t *cnt32, int32_t *nz32, int32_t Ri, u32 *pps, u32 *ppc, u32 *ppa,
                        const int W, const int RB, const int M, const int K, const int E,
                        const int V3, const int NIB, const int mode2, const int sgn,
-                       const int zcols, const int CK, const int ZR) {
+                       const int zcols, const int CK, const int ZR, const int16_t *C16,
+                       int16_t r2, const int INL) {
     const u64 em = ((u64)1 << E) - 1, kmask = ((u64)1 << K) - 1;
     const int LO = 8 * RB; /* the nibble's position */
+    const int TM = TMAP(W, V3, M, K, E, NIB, RB);
+    const u16 P0 = (u16)((((u32)p0 - CENTRE) << 7) - 8);
+    const u16 *pred16 = (const u16 *)pred;
     u32 ps = 0, pc = 0, pa32 = 0;
     /* the row, the fields and the column sums never overlap */
 #pragma GCC ivdep
     for (i64 q = lo; q < hi; q++) {
+        if (TM) { /* bf16_map's symbols: sign and exponent + prediction in 16 bits */
+            const u16 T = Ar[q];
+            u16 Pv = mode2 ? pred16[q - q0] : P0;
+            if (INL) { /* predict_span16's, from the saturated column means */
+                int16_t y = (int16_t)((int16_t)(C16[q] + r2) >> FRAC);
+                y = y < 0 ? 0 : y;
+                y = y > (int16_t)em ? (int16_t)em : y;
+                Pv = (u16)(((u16)y << 7) - (CENTRE * 128 + 8));
+            }
+            const u16 low = ZR ? (u16)lox[q - q0] : (u16)Br[q];
+            const u16 sb16 = sgn ? (u16)(((u32)rsg ^ csq[q]) << 15) : 0;
+            const u16 x = (u16)(T + Pv + low);
+            u16 v16 = (u16)((x & 0x7FFF) | ((T ^ sb16) & 0x8000));
+            if (ZR) {
+                const u16 coded = (u16)-(u16)(T >= 2);
+                v16 = (u16)((v16 & coded) | ((u16)(T << 15) & (u16)~coded));
+            }
+            const u32 v = v16;
+            if (zcols)
+                rowv[q - q0] = v;
+            else
+                store_v(outv, W, base + q, v);
+            if (CK) {
+                const u32 nz = (v & ~((u32)1 << (W - 1))) != 0, xf = (v >> M) & (u32)em;
+                pa32 |= v;
+                ps += nz ? xf : 0;
+                pc += nz;
+                if (mode2) {
+                    sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
+                    cnt32[q] += (int32_t)nz;
+                    nz32[q] |= (int32_t)(v != 0);
+                } else if (sgn) {
+                    cnt32[q] += (int32_t)nz;
+                }
+            }
+            continue;
+        }
         const int32_t pj = mode2 ? pred[q - q0] : p0;
         u32 sym = Ar[q], sp = sgn ? (u32)rsg ^ csq[q] : 0;
         u32 bs = V3 ? sym - 2 : ZR ? bx[q - q0] : Br[q];
@@ -1371,6 +1527,11 @@ INLINE void fused_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch
     size_t b = *pb;
     const i64 n = zcols ? s->ncl : cols; /* with zero columns, the live ones (see below) */
     const int32_t *C32 = zcols ? s->C32c : s->C32, *lc = s->lc;
+    const int16_t *C16 = zcols ? s->C16c : s->C16;
+    /* bfloat16, mode 2: the predictions in the value loop (INL), where R allows */
+    const int inl = TMAP(W, V3, M, K, E, NIB, RB) && mode2 && rfix >= -R16_LIMIT &&
+                    rfix <= R16_LIMIT;
+    const int16_t r2 = (int16_t)(inl ? rfix + 2 : 0);
     const u8 *csq = zcols ? s->csc : s->cs;
     const int32_t rf = (int32_t)rfix + 2 + (int32_t)BIAS32, p0 = (int32_t)clamp_pred(rfix, em);
     const u16 *Ar = A + a;
@@ -1388,11 +1549,20 @@ INLINE void fused_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch
          * of its decode for 6 % of its values. Not for 32-bit values: there gcc leaves these
          * loops scalar, and the plain loop below was faster (benchmarks/fast_kernel.py). */
         const i64 len = span_len();
-        if (mode2) predict_span(pred, C32, 0, 0, len, rf, em);
         u32 none = 0;
-        fused_span(outv, base, 0, 0, len, pred, p0, Ar, csq, rsg, bx, B + b, lox,
-                   raw + b * (size_t)RB, rowv, sum32, cnt32, nz32, Ri, &none, &none, &none, W,
-                   RB, M, K, E, V3, NIB, mode2, sgn, zcols, CK, ZR);
+        if (inl) {
+            fused_span(outv, base, 0, 0, len, pred, p0, Ar, csq, rsg, bx, B + b, lox,
+                       raw + b * (size_t)RB, rowv, sum32, cnt32, nz32, Ri, &none, &none, &none,
+                       W, RB, M, K, E, V3, NIB, mode2, sgn, zcols, CK, ZR, C16, r2, 1);
+        } else {
+            if (mode2 && TMAP(W, V3, M, K, E, NIB, RB))
+                predict_span16((u16 *)pred, C32, 0, 0, len, rf, em);
+            else if (mode2)
+                predict_span(pred, C32, 0, 0, len, rf, em);
+            fused_span(outv, base, 0, 0, len, pred, p0, Ar, csq, rsg, bx, B + b, lox,
+                       raw + b * (size_t)RB, rowv, sum32, cnt32, nz32, Ri, &none, &none, &none,
+                       W, RB, M, K, E, V3, NIB, mode2, sgn, zcols, CK, ZR, C16, r2, 0);
+        }
         *pa = a + (size_t)n, *pb = b + (size_t)n;
         return;
     }
@@ -1413,17 +1583,27 @@ INLINE void fused_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch
          * instead of in gcc's scalar epilogue (PP-OCRv4's rows average 153 values: the
          * epilogue had taken a sixth of the rebuild). */
         const i64 whole = !CK && q1 - q0 >= SPAN ? q0 + (q1 - q0) / SPAN * SPAN : q1;
-        if (mode2) { /* the row's predictions first: in the loop below, gcc would not
-                      * vectorise it */
-            predict_span(pred, C32, q0, q0, whole, rf, em);
-            if (whole < q1) predict_span(pred, C32, q0, q1 - span_len(), q1, rf, em);
+        if (mode2 && !inl) { /* the row's predictions first: in the loop below, gcc would not
+                              * vectorise it (in 32 bits) */
+            if (TMAP(W, V3, M, K, E, NIB, RB)) {
+                predict_span16((u16 *)pred, C32, q0, q0, whole, rf, em);
+                if (whole < q1) predict_span16((u16 *)pred, C32, q0, q1 - span_len(), q1, rf, em);
+            } else {
+                predict_span(pred, C32, q0, q0, whole, rf, em);
+                if (whole < q1) predict_span(pred, C32, q0, q1 - span_len(), q1, rf, em);
+            }
         }
-#define FUSED_SPAN(LO, HI)                                                                    \
+#define FUSED_SPAN(LO, HI, INL)                                                               \
     fused_span(outv, base, q0, LO, HI, pred, p0, Ar, csq, rsg, bx, Br, lox, Rr, rowv, sum32,  \
                cnt32, nz32, Ri, &ps, &pc, &pa32, W, RB, M, K, E, V3, NIB, mode2, sgn, zcols, CK, \
-               ZR)
-        FUSED_SPAN(q0, whole);
-        if (whole < q1) FUSED_SPAN(q1 - span_len(), q1);
+               ZR, C16, r2, INL)
+        if (inl) {
+            FUSED_SPAN(q0, whole, 1);
+            if (whole < q1) FUSED_SPAN(q1 - span_len(), q1, 1);
+        } else {
+            FUSED_SPAN(q0, whole, 0);
+            if (whole < q1) FUSED_SPAN(q1 - span_len(), q1, 0);
+        }
 #undef FUSED_SPAN
         if (zcols) { /* the run's values and the zero columns before them to their places */
             spread_row(outv, base, jz, lc[q1 - 1] + 1, rowv, s->livem, W);
@@ -1435,6 +1615,16 @@ INLINE void fused_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch
         for (i64 j = jz; j < cols; j++) store_v(outv, W, base + j, 0);
     if (CK) rsm->rsum = rsum, rsm->rcnt = rcnt, rsm->any = any, rsm->done = 1;
     *pa = a + (size_t)n, *pb = b;
+}
+
+/* Whether A[0..n) holds a zero symbol (a row that rebuild_row must look at first, where the
+ * block's zeros are not listed): out of line, compiled once per instruction set, so that gcc
+ * vectorises it whatever the code around the call (inlined, it was left scalar in the AVX2
+ * copy of decode_float) */
+CLONES __attribute__((noinline)) static unsigned row_zeros(const u16 *A, i64 n) {
+    unsigned zeros = 0;
+    for (i64 q = 0; q < n; q++) zeros |= A[q] < 2;
+    return zeros;
 }
 
 /* One row: by fused_row where the values fit 32 bits (a row without zeros, the common case,
@@ -1453,8 +1643,14 @@ INLINE void rebuild_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scrat
     if (W <= 32) {
         const i64 n = zcols ? s->ncl : cols;
         unsigned zeros = 0;
-        if (!s->dense)
-            for (i64 q = 0; q < n; q++) zeros |= A[a + q] < 2;
+        if (!s->dense && s->zp) { /* the next listed zero: in this row or later */
+            const u32 *zp = s->zp, *ze = s->zend;
+            while (zp < ze && *zp < a) zp++;
+            s->zp = zp;
+            zeros = zp < ze && *zp < a + (size_t)n;
+        } else if (!s->dense) {
+            zeros = row_zeros(A + a, n);
+        }
         if (zeros)
             fused_row(outv, base, cols, rfix, rsg, s, A, pa, B, pb, raw, rsm, room, W, RB, M, K,
                       E, V3, NIB, mode2, sgn, zcols, CK, 1);
@@ -1643,6 +1839,7 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
                 continue;
             }
             w->lc[q] = (int32_t)j, w->C32c[q] = s->C32[j], w->csc[q] = s->cs[j];
+            w->C16c[q] = s->C16[j];
             q++;
         }
         w->ncl = q;
@@ -1692,6 +1889,40 @@ INLINE void rebuild_segment(void *outv, i64 off, i64 rows, i64 cols, Scratch *s,
     if (CK) canon_flush(cols, s, flags);
 }
 
+/* The zero symbols (A < 2) of A[0..na): how many; their positions go to zl while they fit
+ * (*listed: 1 when all of them did), so that rebuild_row finds a row's zeros without scanning
+ * it. AVX-512BW: 64 symbols per mask. */
+#define ZLIST_SHARE 16 /* at most na / ZLIST_SHARE + 64 positions listed */
+#ifdef KC_HAVE_AVX2
+__attribute__((target("avx2,avx512f,avx512bw,avx512vl,bmi,popcnt"))) static size_t zeros_v4(
+    const u16 *A, size_t na, u32 *zl, size_t cap, int *listed) {
+    const __m512i two = _mm512_set1_epi16(2);
+    size_t nz = 0, q = 0;
+    int over = 0;
+    for (; q + 64 <= na; q += 64) {
+        u64 m = (u64)_mm512_cmplt_epu16_mask(_mm512_loadu_si512((const void *)(A + q)), two) |
+                (u64)_mm512_cmplt_epu16_mask(_mm512_loadu_si512((const void *)(A + q + 32)), two)
+                    << 32;
+        if (!m) continue;
+        const size_t c = (size_t)__builtin_popcountll(m);
+        if (!over && nz + c <= cap) {
+            for (size_t e = nz + c; nz < e; m &= m - 1) zl[nz++] = (u32)(q + (size_t)__builtin_ctzll(m));
+        } else {
+            over = 1;
+            nz += c;
+        }
+    }
+    for (; q < na; q++)
+        if (A[q] < 2) {
+            if (!over && nz < cap) zl[nz] = (u32)q;
+            else over = 1;
+            nz++;
+        }
+    *listed = !over;
+    return nz;
+}
+#endif
+
 /* NULL on success, else what is wrong with the block (`v3`: a version-3 block, else version 2).
  * `canonical`: also refuse side information other than what the encoder computes from the
  * rebuilt values, and a coded value that decodes to a zero (the checks that read every value;
@@ -1726,19 +1957,33 @@ INLINE const char *decode_float_body(const u8 *blk, size_t len, void *outv, cons
     s.rowv = (u32 *)(c32 + 3 * mc + np);
     s.lox = (u32 *)(c32 + 3 * mc + 2 * np + 8), s.bx = s.lox + ZCHUNK, s.nbtot = nb;
     if (!read_stream(&r, v3 ? f->nJ : f->nA, (size_t)na, 1, A, t, v3 ? sb3 : SCALE_BITS,
-                     v3 ? ns3 : NSTATES)) {
+                     v3 ? ns3 : NSTATES,
+                     TMAP(f->width, v3, f->mbits, f->mbits % 4, f->ebits, 1, 0))) {
         err = v3 ? "damaged symbol stream" : "damaged exponent stream";
         goto done;
     }
     /* symbols 0 and 1 are the zeros: where A's table lists neither, none decoded (every
      * symbol is a table entry), so every value is coded and A need not be counted */
     const int zeros_listed = t->lowest < 2;
-    if (!v3 && !read_stream(&r, f->nB, (size_t)nb, 0, B, t, SCALE_BITS, NSTATES)) {
+    if (!v3 && !read_stream(&r, f->nB, (size_t)nb, 0, B, t, SCALE_BITS, NSTATES, 0)) {
         err = "damaged sign/mantissa stream";
         goto done;
     }
     u64 nonzero = zeros_listed ? 0 : na;
-    for (size_t q0 = 0; zeros_listed && q0 < (size_t)na; q0 += 65536) { /* 32-bit counts
+    int counted = !zeros_listed;
+#ifdef KC_HAVE_AVX2
+    if (zeros_listed && kc_v4 && kc_use_simd && kc_use_avx512 && na < UINT32_MAX) {
+        const size_t cap = (size_t)na / ZLIST_SHARE + 64;
+        u32 *zl = work(W_ZPOS, cap * 4);
+        int listed = 0;
+        if (zl) {
+            const size_t nz = zeros_v4(A, (size_t)na, zl, cap, &listed);
+            nonzero = na - nz, counted = 1;
+            if (listed) s.zp = zl, s.zend = zl + nz;
+        }
+    }
+#endif
+    for (size_t q0 = 0; !counted && q0 < (size_t)na; q0 += 65536) { /* 32-bit counts
                                                                          * vectorise better */
         size_t q1 = q0 + 65536 < (size_t)na ? q0 + 65536 : (size_t)na;
         u32 part = 0;
@@ -1754,10 +1999,17 @@ INLINE const char *decode_float_body(const u8 *blk, size_t len, void *outv, cons
     }
     if (nibbytes) { /* one nibble per coded value, low nibble first */
         const u8 *q = r.p + r.pos;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        typedef u16 __attribute__((may_alias, aligned(1))) u16a;
+        u16a *B16 = (u16a *)B; /* both nibbles of a byte by one 16-bit store */
+        for (size_t i = 0; i < (size_t)nibbytes; i++)
+            B16[i] = (u16)(((u32)q[i] << 4 | q[i]) & 0x0F0F);
+#else
         for (size_t i = 0; i < (size_t)nibbytes; i++) {
             B[2 * i] = q[i] & 15;
             B[2 * i + 1] = q[i] >> 4;
         }
+#endif
         r.pos += (size_t)nibbytes;
         if ((nb & 1) && q[nibbytes - 1] >> 4) {
             err = "nonzero padding after the last nibble";
@@ -1784,7 +2036,11 @@ INLINE const char *decode_float_body(const u8 *blk, size_t len, void *outv, cons
             ok = get_side_values(&side, s.R, rows);
         if (ok && mode == 2) {
             ok = get_side_values(&side, s.C, cols);
-            for (i64 j = 0; ok && j < cols; j++) s.C32[j] = (int32_t)s.C[j];
+            for (i64 j = 0; ok && j < cols; j++) {
+                s.C32[j] = (int32_t)s.C[j];
+                s.C16[j] = (int16_t)(s.C[j] < -C16_LIMIT ? -C16_LIMIT
+                                     : s.C[j] > C16_LIMIT ? C16_LIMIT : s.C[j]);
+            }
         }
         if (ok && (flags & F_ZROWS)) ok = get_bitmap(&side, s.zr, rows);
         if (ok && (flags & F_ZCOLS)) ok = get_bitmap(&side, s.zc, cols);
@@ -1899,7 +2155,7 @@ static const char *decode_int(const u8 *blk, size_t len, void *outv, const i64 *
     const char *err = NULL;
     if (!plane || !t) err = "out of memory";
     for (int q = 0; !err && q < width / 8; q++) {
-        if (!read_stream(&r, 256, (size_t)n, 0, plane, t, SCALE_BITS, NSTATES)) {
+        if (!read_stream(&r, 256, (size_t)n, 0, plane, t, SCALE_BITS, NSTATES, 0)) {
             err = "damaged byte plane";
             break;
         }
