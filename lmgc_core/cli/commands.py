@@ -615,6 +615,7 @@ def _decompress_one(
         with bar, atomic_output(output, force, input) as out:
             identical = decompress_archive(reader, archive, target, out)
     _say_stale_parts(output)
+    _warn_lossy(reader)
     _say(quiet, output, f"{name} -> {output} ({_what_checked(reader, identical)})")
 
 
@@ -650,6 +651,7 @@ def _test_archive(
         archive.progress = bar
         with bar:
             identical = decompress_archive(reader, archive, target, Discard())
+    _warn_lossy(reader)
     return _what_checked(reader, identical)
 
 
@@ -662,14 +664,17 @@ def _say_stale_parts(output: str) -> None:
     _warn(f"{part}: {STALE_PART}" for part in stale_parts(Path(output)))
 
 
-def _what_checked(reader: Any, identical: bool) -> str:
-    """The summary's words for what a decode checked; an archive lossy stages made is warned
-    of (even with -q), as a folder's files are."""
-    from lmgc_core.files import writers
-    from lmgc_core.files.filecodec import LOSSY_NOTE
+def _warn_lossy(reader: Any) -> None:
+    """An archive lossy stages made is warned of (even with -q), as a folder's files are."""
+    from lmgc_core.files.filecodec import LOSSY_NOTE, LOSSY_WARNING
 
     if LOSSY_NOTE in reader.notes:
-        _warn([f"{reader.where}: lossy stages: the arrays are their reconstruction"])
+        _warn([f"{reader.where}: {LOSSY_WARNING}"])
+
+
+def _what_checked(reader: Any, identical: bool) -> str:
+    """The summary's words for what a decode checked."""
+    from lmgc_core.files import writers
 
     if not identical:
         return "checksums verified"

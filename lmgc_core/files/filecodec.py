@@ -114,6 +114,8 @@ BYTES_PIPELINE: dict[str, Any] = {"prior": {"name": "float", "level": 1}}
 
 LOSSY_NOTE = "lossy stages: decompression gives their reconstruction"
 """The note of an archive made by lossy stages (each decode warns of it)."""
+LOSSY_WARNING = "lossy stages: the arrays are their reconstruction"
+"""What a decode of such an archive (a file's, or a folder's files) warns."""
 
 
 def compress_file(

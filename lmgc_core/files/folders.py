@@ -614,13 +614,14 @@ def _check_no_links(out: Path, rels: Sequence[str]) -> None:
     place) sent ``sub/b.npy`` outside the output folder under ``--force``. A link to a folder
     inside ``out`` is followed; ``out`` itself may be a link: the user named it."""
     seen: set[Path] = set()
+    real = out.resolve()
     for rel in rels:
         for up in reversed(Path(rel).parents[:-1]):  # sub, sub/deeper, ... (not out itself)
             if up in seen:
                 continue
             seen.add(up)
             where = out / up
-            if where.is_symlink() and _inside(where.resolve(), out.resolve()):
+            if where.is_symlink() and _inside(where.resolve(), real):
                 continue  # a link to a folder inside the output: what it leads to stays there
             if where.is_symlink() or (os.path.lexists(where) and not where.is_dir()):
                 raise FolderError(
@@ -891,8 +892,10 @@ def _say(message: str, err: bool = False) -> None:
 
 
 def _say_lossy(result: FolderResult) -> None:
+    from lmgc_core.files.filecodec import LOSSY_WARNING
+
     for rel in result.lossy:
-        _say(f"warning: {rel}: lossy stages: the arrays are their reconstruction", err=True)
+        _say(f"warning: {rel}: {LOSSY_WARNING}", err=True)
 
 
 def _say_leftovers(output: str, result: FolderResult) -> None:
