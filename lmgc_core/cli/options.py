@@ -176,13 +176,52 @@ def pipeline_config(
     return cfg
 
 
+STEP_PRIORS = ("adaptive", "uniform", "mix", "transformers", "llamacpp")
+"""Built-in priors that code symbol by symbol, the ones ``--window``, ``--batch`` and
+``--serializer`` shape (named in the error for a prior that codes whole arrays)."""
+
+
 def build_pipeline(**options: Any) -> Any:
     """The :class:`~lmgc_core.coding.pipeline.Pipeline` the command-line options describe."""
     from lmgc_core.coding.pipeline import Pipeline
 
     try:
-        return Pipeline.from_config(pipeline_config(**options))
+        pipeline = Pipeline.from_config(pipeline_config(**options))
     except UnknownComponentError as exc:  # a name typed wrong is a usage error
         if not exc.plugins_failed:  # ... but a plugin that failed to load may be the cause
             raise ConfigError(str(exc)) from None
         raise
+    refuse_unused_step_options(pipeline)
+    return pipeline
+
+
+def refuse_unused_step_options(pipeline: Any) -> None:
+    """A prior with an array path (float) codes values, never symbols: a window, batch or
+    serializer other than the one it gets anyway changed nothing but the header, silently, while
+    the user expected an effect. Their defaults (a recorded config from ``lmgc info``) pass."""
+    from lmgc_core.coding.pipeline import DEFAULTS
+    from lmgc_core.components.interfaces import ArrayCoding
+
+    prior = pipeline.prior
+    if not isinstance(prior, ArrayCoding):
+        return
+    default = ComponentSpec.parse(DEFAULTS["serializer"], "serializer").build("serializer")
+    unused = [
+        f"--window {pipeline.window}" if pipeline.window != prior.default_window else "",
+        f"--batch {pipeline.batch}" if pipeline.batch != prior.default_batch_size else "",
+        _serializer_change(ComponentSpec.of(default).to_dict(), pipeline.serializer),
+    ]
+    if any(unused):
+        raise ConfigError(
+            f"{' '.join(u for u in unused if u)} would do nothing: prior {prior.name!r} codes "
+            "whole arrays, not windows of symbols; --window, --batch and --serializer (-S) apply "
+            f"to priors that code symbol by symbol ({', '.join(STEP_PRIORS)}, ...)"
+        )
+
+
+def _serializer_change(default: dict[str, Any], serializer: Any) -> str:
+    """How the options changed the default serializer, as the user typed it ("" if not)."""
+    given = ComponentSpec.of(serializer).to_dict()
+    if given["name"] != default["name"]:
+        return f"--serializer {given['name']}"
+    return " ".join(f"-S {k}={json.dumps(v)}" for k, v in given.items() if default.get(k) != v)

@@ -92,7 +92,8 @@ def test_npz_safetensors_and_raw(tmp_path, grads):
     assert all(same_bits(back[k], v) for k, v in arrays.items())
 
     (tmp_path / "r.bin").write_bytes(grads[:500].tobytes())
-    run("compress", str(tmp_path / "r.bin"), "--dtype", "float32", "--serializer", "iso")
+    run("compress", str(tmp_path / "r.bin"), "--dtype", "float32", "--serializer", "iso",
+        "--prior", "adaptive")  # fmt: skip
     run("decompress", str(tmp_path / "r.bin.lmgc"), "-o", str(tmp_path / "r.out"))
     assert (tmp_path / "r.out").read_bytes() == grads[:500].tobytes()
     run("decompress", str(tmp_path / "r.bin.lmgc"), "-o", str(tmp_path / "r.npy"))

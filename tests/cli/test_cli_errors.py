@@ -65,8 +65,32 @@ def test_options_without_a_component_go_to_the_default(g):
     assert "must be a name" not in message
     message = one_error_line(lmgc("compress", g, "-S", "foo=1", ok=False), 2)
     assert "serializer 'hex' has no option 'foo'; valid options: bytes_per_group" in message
-    lmgc("compress", g, "-S", "bytes_per_group=2", "-o", f"{g}.2")  # a valid one works
+    lmgc("compress", g, "-S", "bytes_per_group=2", "--prior", "adaptive", "-o", f"{g}.2")
     assert '"bytes_per_group": 2' in lmgc("info", "--json", f"{g}.2").stdout
+
+
+@pytest.mark.parametrize(
+    ("options", "config", "named"),
+    [
+        (("--window", "100"), "window: 100", "--window 100"),
+        (("--batch", "3"), "batch: 3", "--batch 3"),
+        (("--serializer", "iso"), "serializer: iso", "--serializer iso"),
+        (("-S", "separator=,"), "serializer: {name: hex, separator: ','}", '-S separator=","'),
+    ],
+)
+def test_step_options_the_float_prior_ignores_are_refused(tmp_path, g, options, config, named):
+    """The float prior codes whole arrays: these were recorded in the header and did nothing.
+    Their defaults (a recorded config pasted back) still pass, and a step-coded prior uses them."""
+    message = one_error_line(lmgc("compress", g, "-o", tmp_path / "x.lmgc", *options, ok=False), 2)
+    assert f"{named} would do nothing: prior 'float' codes whole arrays" in message
+    assert "apply to priors that code symbol by symbol (adaptive," in message
+    assert not (tmp_path / "x.lmgc").exists()
+    (tmp_path / "c.yaml").write_text(config)
+    from_file = lmgc("compress", g, "--config", tmp_path / "c.yaml", ok=False)
+    assert named in one_error_line(from_file, 2)
+    lmgc("compress", g, "-o", tmp_path / "d.lmgc", "--window", "512", "--batch", "16384",
+         "--serializer", "hex")  # fmt: skip
+    lmgc("compress", g, "-o", tmp_path / "a.lmgc", "--prior", "adaptive", *options)
 
 
 def test_unknown_options_of_lazy_lm_factories_list_the_valid_ones(g):

@@ -382,7 +382,7 @@ def test_cli_jobs_give_identical_bytes(tmp_path, grads, suffix):
     outputs = []
     for jobs in ("1", "2", "0"):
         out = tmp_path / f"g{jobs}.lmgc"
-        _lmgc("compress", str(src), "-o", str(out), "--batch", "8", "--jobs", jobs)
+        _lmgc("compress", str(src), "-o", str(out), "--jobs", jobs)
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]  # the whole archive, byte for byte
 
