@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from lmgc_core.files.archive import ArchiveReader
 from lmgc_core.files.filecodec import check_chunk_header, tensor_from_header
+from lmgc_core.files.safetensors_file import as_tagged
 from lmgc_core.stream import container
 from lmgc_core.util.dtypes import encode_dtype
 from lmgc_core.util.text import safe
@@ -39,7 +40,7 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
         members.append(
             {
                 "name": tensor.name,
-                "dtype": encode_dtype(tensor.dtype),
+                "dtype": encode_dtype(as_tagged(tensor).dtype),  # bfloat16, not its >u2
                 "shape": list(tensor.shape),
                 "original_bytes": tensor.nbytes,
                 "compressed_bytes": compressed,

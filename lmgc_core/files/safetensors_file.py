@@ -7,6 +7,7 @@ their raw bytes; the file still comes back byte for byte.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from typing import IO, Any
@@ -22,6 +23,7 @@ from lmgc_core.files.segments import (
     byte_run,
     check_shape,
 )
+from lmgc_core.util.dtypes import is_ml_dtype
 from lmgc_core.util.json_keys import unique_keys
 
 MAX_HEADER = 100 << 20  # the safetensors library's own limit
@@ -75,6 +77,24 @@ def tag_of(dtype: np.dtype) -> str | None:
             return tag
     little = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
     return next((tag for tag, text in _NUMPY.items() if np.dtype(text) == little), None)
+
+
+def as_tagged(tensor: Tensor) -> Tensor:
+    """The tensor with the dtype its tag names where its own only carries the bytes (a torch
+    file's big-endian bfloat16, coded as ``>u2``: converted as uint16 it lost its type)."""
+    if not tensor.tag or tensor.dtype.byteorder != ">":
+        return tensor
+    tagged = numpy_dtype(tensor.tag)
+    if not is_ml_dtype(tagged) or tagged.itemsize != tensor.dtype.itemsize:
+        return tensor
+    return dataclasses.replace(tensor, dtype=tagged)
+
+
+def tagged_values(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``arr``'s items as the dtype :func:`as_tagged` gave: its bytes in little-endian order."""
+    if arr.dtype == dtype:
+        return arr
+    return arr.astype(arr.dtype.newbyteorder("<")).view(dtype)
 
 
 def _element_bits(tag: str) -> int | None:

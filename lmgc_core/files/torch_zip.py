@@ -26,6 +26,7 @@ from typing import IO
 import numpy as np
 
 from lmgc_core.files.npz import ZIP_ERRORS, file_run, member_data_span
+from lmgc_core.files.safetensors_file import tag_of
 from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor, check_shape
 from lmgc_core.files.torch_pickle import (
     STORAGE_TYPES,
@@ -196,7 +197,7 @@ def _storage(
     when unknown or when the record does not fit the member), named and shaped by its one
     tensor when it has exactly one that covers it in C order."""
     ref = info.storages.get(key) if info else None
-    dtype = _dtype(ref, info, big)
+    dtype, tag = _dtype(ref, info, big)
     count = 0
     if ref is not None and dtype is not None:
         # an untyped storage's record counts bytes, a typed one's counts items
@@ -219,7 +220,7 @@ def _storage(
         name = views[0].path
         if len(views[0].shape) >= 2 and _holds(views[0].shape, dtype):
             shape = views[0].shape
-    return Tensor(name, dtype, shape)
+    return Tensor(name, dtype, shape, tag=tag)
 
 
 def _holds(shape: tuple[int, ...], dtype: np.dtype) -> bool:
@@ -232,19 +233,24 @@ def _holds(shape: tuple[int, ...], dtype: np.dtype) -> bool:
     return True
 
 
-def _dtype(ref: StorageRef | None, info: PickleInfo | None, big: bool) -> np.dtype | None:
+def _dtype(
+    ref: StorageRef | None, info: PickleInfo | None, big: bool
+) -> tuple[np.dtype | None, str]:
+    """The storage's dtype, and the safetensors tag of one numpy cannot spell big-endian
+    (bfloat16, coded as ``>u2``: the tag says what those integers are, so a conversion writes
+    bfloat16 values, not uint16 ones)."""
     if ref is None or info is None:
-        return None
+        return None, ""
     torch_name = STORAGE_TYPES.get(ref.type_name)
     if ref.type_name == "UntypedStorage":  # the tensors on it name the dtype (v3 records)
         names = {t.dtype for t in info.views.get(ref.key, [])}
         torch_name = names.pop() if len(names) == 1 else "uint8"
     dtype = _numpy_dtype(torch_name) if torch_name else None
     if dtype is None or not big or dtype.itemsize == 1:
-        return dtype
+        return dtype, ""
     if dtype.kind in "fiuc":
-        return dtype.newbyteorder(">")
-    return np.dtype(f">u{dtype.itemsize}")  # bfloat16 written big-endian: coded as integers
+        return dtype.newbyteorder(">"), ""
+    return np.dtype(f">u{dtype.itemsize}"), tag_of(dtype) or ""
 
 
 def _numpy_dtype(torch_name: str) -> np.dtype | None:

@@ -263,9 +263,10 @@ def write_npy(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None
             f"the archive holds {len(found)} arrays; a .npy holds one: use .npz or .safetensors"
         )
     index, tensor = found[0]
+    tensor = safetensors_file.as_tagged(tensor)
     out.write(npy.header_bytes(tensor))
     for arr in chunks(index):
-        out.write(_bytes(arr))
+        out.write(_bytes(safetensors_file.tagged_values(arr, tensor.dtype)))
 
 
 def write_npz(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None:
@@ -276,11 +277,12 @@ def write_npz(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None
         for (index, tensor), name in zip(found, names, strict=True):
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
+            tensor = safetensors_file.as_tagged(tensor)
             with zf.open(info, "w", force_zip64=True) as member:
                 member.write(npy.header_bytes(tensor))
                 for arr in chunks(index):
                     interrupts.check()  # the zip writes to the file, not through ``out``
-                    member.write(_bytes(arr))
+                    member.write(_bytes(safetensors_file.tagged_values(arr, tensor.dtype)))
 
 
 def write_safetensors(

@@ -9,6 +9,7 @@ import numpy as np
 
 from lmgc_core.files.archive import ArchiveReader
 from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder
+from lmgc_core.files.safetensors_file import as_tagged, tagged_values
 from lmgc_core.files.segments import Tensor
 from lmgc_core.util.errors import LMGCError, StreamError
 
@@ -103,8 +104,9 @@ class SafeOpen:
                 pos += raw.size
         except LMGCError as exc:
             raise type(exc)(f"tensor {name!r}: {exc}") from None
-        arr = buf.view(tensor.dtype).reshape(tensor.stored_shape)
-        return (arr.T if tensor.fortran else arr), tensor
+        values = as_tagged(tensor)
+        arr = tagged_values(buf.view(tensor.dtype), values.dtype).reshape(tensor.stored_shape)
+        return (arr.T if tensor.fortran else arr), values
 
 
 class _Slice:

@@ -246,6 +246,45 @@ def test_truncated_corrupt_and_legacy_files_give_one_error_line(tmp_path):
     assert legacy.read_bytes() == original
 
 
+def big_endian_copy(src: Path, dst: Path, itemsizes: dict[str, int]) -> None:
+    """``src`` as a big-endian machine writes it (torch has no writer for that here): its
+    ``byteorder`` record says ``big`` and each storage's items are byte-swapped."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            key = info.filename.rpartition("/data/")[2] if "/data/" in info.filename else None
+            if info.filename.endswith("/byteorder"):
+                data = b"big"
+            elif key in itemsizes:
+                data = np.frombuffer(data, f"<u{itemsizes[key]}").byteswap().tobytes()
+            zout.writestr(info, data)
+
+
+def test_a_big_endian_file_converts_with_its_dtypes_and_values(tmp_path):
+    """bfloat16, which numpy cannot spell big-endian, is coded as ``>u2``: conversions wrote it
+    as uint16 (safetensors ``U16``, a uint16 ``.npy``) instead of bfloat16."""
+    g = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    saved = {"bf16": g.bfloat16(), "f16": g[0].half(), "f32": g[:3].clone()}
+    saved["i64"] = (g[1] * 1e6).long()
+    torch.save(saved, tmp_path / "little.pt")
+    path = tmp_path / "big.pt"
+    big_endian_copy(tmp_path / "little.pt", path, {"0": 2, "1": 2, "2": 4, "3": 8})
+    assert all(torch.equal(t, saved[k]) for k, t in torch.load(path).items())  # torch agrees
+    round_trip(path)
+    lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / "out.safetensors")
+    from safetensors.torch import load_file
+
+    back = load_file(tmp_path / "out.safetensors")
+    assert {k: t.dtype for k, t in back.items()} == {k: t.dtype for k, t in saved.items()}
+    assert all(torch.equal(back[k], t) for k, t in saved.items())
+    lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / "out.npz")
+    with np.load(tmp_path / "out.npz") as npz:
+        bf16 = npz["bf16"].view(ml_dtypes.bfloat16)  # bfloat16 goes out as |V2, as everywhere
+        assert np.array_equal(bf16, saved["bf16"].float().numpy().astype(ml_dtypes.bfloat16))
+        assert all(np.array_equal(npz[k], saved[k].numpy()) for k in ("f16", "f32", "i64"))
+    assert "bfloat16" in lmgc("ls", f"{path}.lmgc").stdout
+
+
 def test_conversion_names_tensors_by_their_paths(tmp_path):
     path = tmp_path / "ckpt.pt"
     model = trained_checkpoint(path)
