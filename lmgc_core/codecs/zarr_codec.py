@@ -79,6 +79,21 @@ def _parse(data: Any) -> dict[str, Any]:
     return configuration
 
 
+def _config_of_json(text: Any, keywords: dict[str, Any]) -> dict[str, Any]:
+    """The configuration ``config_json`` holds; it is the whole of it, so the keywords that
+    also describe one (``None``: not given) are refused beside it."""
+    given = [k for k, v in keywords.items() if v is not None]
+    if given:
+        raise ConfigError(f"config_json is the whole configuration: give it or {given}, not both")
+    try:
+        config = json.loads(text) if isinstance(text, str | bytes) else None
+    except (ValueError, RecursionError):
+        config = None
+    if not isinstance(config, dict):
+        raise ConfigError(f"config_json must be a JSON object, not {str(text)[:60]!r}")
+    return config
+
+
 @dataclass(frozen=True)
 class LMGCZarrCodec(ArrayBytesCodec):
     """``lmgc`` array-to-bytes codec; keyword arguments are the pipeline configuration."""
@@ -100,19 +115,22 @@ class LMGCZarrCodec(ArrayBytesCodec):
         batch: int | None = None,
         level: int | None = None,
         time_axis: int | None = None,
+        config_json: str | None = None,
     ) -> None:
-        config = canonical_config(
-            {
-                "stages": stages,
-                "serializer": serializer,
-                "prior": prior,
-                "coder": coder,
-                "window": window,
-                "batch": batch,
-                "level": level,
-            }
-        )
-        config = pin_level(config)  # the level it codes at, said in the metadata
+        """``config_json``: instead of the keywords, the whole configuration as the field of
+        that name holds it, which ``dataclasses.replace`` passes (zarr evolves codecs with it)."""
+        given = {
+            "stages": stages,
+            "serializer": serializer,
+            "prior": prior,
+            "coder": coder,
+            "window": window,
+            "batch": batch,
+            "level": level,
+        }
+        if config_json is not None:
+            given = _config_of_json(config_json, given)
+        config = pin_level(canonical_config(given))  # the level it codes at, said in the metadata
         # a JSON string keeps the frozen dataclass hashable and comparable
         object.__setattr__(self, "config_json", json.dumps(config, sort_keys=True))
         object.__setattr__(self, "time_axis", series.check_time_axis(time_axis))

@@ -403,6 +403,28 @@ def test_get_config_is_a_copy_that_cannot_change_the_codec():
     assert codec.decode(codec.encode(x)).tobytes() == x.tobytes()
 
 
+def test_dataclasses_replace_keeps_the_configuration(tmp_path, real):
+    """zarr codecs are frozen dataclasses that zarr and its users evolve with
+    ``dataclasses.replace``, which passes every field: ``config_json`` was an unknown keyword."""
+    import dataclasses
+
+    codec = LMGCZarrCodec(prior="float", level=2, time_axis=0)
+    assert dataclasses.replace(codec) == codec
+    evolved = dataclasses.replace(codec, time_axis=None)
+    assert evolved.pipeline_config == codec.pipeline_config and evolved.time_axis is None
+    other = dataclasses.replace(codec, config_json=json.dumps(ADAPTIVE))
+    assert other.pipeline_config["prior"] == {"name": "adaptive"} and other.time_axis == 0
+    with pytest.raises(ConfigError, match="give it or"):
+        LMGCZarrCodec(prior="float", config_json=codec.config_json)
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        dataclasses.replace(codec, config_json="[1]")
+    store = tmp_path / "sharded.zarr"  # a replaced codec inside a shard, on disk, read back
+    arr = zarr.create_array(store, shape=real.shape, chunks=(1, 512), shards=CHUNKS,
+                            dtype=real.dtype, serializer=evolved)  # fmt: skip
+    arr[:] = real
+    assert bits_equal(zarr.open_array(store)[:], real)
+
+
 def test_time_axis_names_the_dimensions_of_a_0d_chunk():
     with pytest.raises(ConfigError, match="out of range for a 0-d array"):
         LMGC(time_axis=1).encode(np.float32(1))
