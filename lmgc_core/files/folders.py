@@ -287,9 +287,40 @@ def _prepare_output(out_dir: Path, force: bool) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
             raise ConfigError(f"{out_dir} exists and is not a folder")
+        if _unfinished_marks(out_dir) and not force:
+            raise ConfigError(f"{out_dir}: {UNFINISHED_DECOMPRESS}")
         if any(out_dir.iterdir()) and not force:
             raise ConfigError(f"{out_dir} is not empty; use --force to write into it")
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+UNFINISHED_MARK = "lmgc-decompress-unfinished"
+"""The name of the file (hidden: ``.NAME.XXXXXXXX.part``) a folder decompress writes into its
+output first and removes last: a run killed part way (SIGKILL, a power cut: nothing can undo
+what it wrote) leaves it, so a folder with files missing does not pass for a whole one."""
+UNFINISHED_DECOMPRESS = (
+    "an `lmgc decompress` into this folder did not finish (it was killed, or is still running): "
+    "files may be missing; decompress it again with --force"
+)
+STALE_MARK = (
+    "the mark of an `lmgc decompress` into this folder that did not finish (killed), or of one "
+    "still writing it: remove it once no lmgc run writes here"
+)
+
+
+def _mark_unfinished(out: Path, new: list[str]) -> Path:
+    """The mark (:data:`UNFINISHED_MARK`) written into ``out`` and listed in ``new``, which a
+    failed run removes (:func:`_undo`) and a finished one removes once every file is checked."""
+    fd, mark = temp_beside(out / UNFINISHED_MARK, PART)
+    new.append(Path(mark).name)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(UNFINISHED_DECOMPRESS + "\n")
+    return Path(mark)
+
+
+def _unfinished_marks(folder: Path) -> list[Path]:
+    """The marks unfinished decompresses left in ``folder`` (or one running now writes)."""
+    return sorted(folder.glob(f".{UNFINISHED_MARK}.*{PART}"))
 
 
 def _copy(src: Path, dst: Path, progress: Progress, sha256: str | None = None) -> str:
@@ -338,6 +369,8 @@ def compress_folder(
     files = list(_files(root, empty, skipped))  # one walk for all three
     if FOLDER_MANIFEST in files:
         raise FolderError(f"{root} holds {FOLDER_MANIFEST}: it is already an lmgc folder")
+    if marks := _unfinished_marks(root):  # its archive would pass for the whole folder's
+        raise FolderError(f"{marks[0]}: {UNFINISHED_DECOMPRESS}")
     check_indexes(root, files)
     names = [rel + SUFFIX for rel in files] + files + [FOLDER_MANIFEST]
     _check_apart(root, files, out, names)
@@ -580,6 +613,7 @@ def decompress_folder(
     result = FolderResult(unchecked=[rel for rel in copied if rel not in hashes])
     with _Kept() as kept:
         try:
+            mark = _mark_unfinished(out, new)  # first, before any file: removed last
             with Progress(total, "decompress", quiet) as bar:
                 for rel in coded:
                     (out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -603,6 +637,7 @@ def decompress_folder(
             _undo(out, new, made)
             kept.put_back()
             raise
+        mark.unlink()  # every file written and checked: the folder is whole
     _mirror_modes(root, out, made)
     result.leftovers = _leftovers(out)
     return result
@@ -901,7 +936,9 @@ def _say_lossy(result: FolderResult) -> None:
 def _say_leftovers(output: str, result: FolderResult) -> None:
     for rel in result.leftovers:
         why = (
-            STALE_PART
+            STALE_MARK
+            if Path(rel).name.startswith(f".{UNFINISHED_MARK}.")
+            else STALE_PART
             if rel.endswith(PART)
             else "left by an interrupted run, or by one still writing this folder: the bytes "
             "of a file it replaced; remove it, if unneeded, once no lmgc run writes here"

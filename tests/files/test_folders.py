@@ -548,6 +548,48 @@ def test_links_a_killed_run_left_are_said(tmp_path: Path) -> None:
     assert (tmp_path / "back" / ".a.npy.k3j9x0qz.kept").read_bytes() == b"old bytes"
 
 
+_KILLED_AT_SECOND_FILE = """
+import os, signal, sys
+from lmgc_core.cli.commands import main
+from lmgc_core.files import folders
+decoded = []
+def decompress_path(*args, **kw):
+    if decoded:  # the first file is in place: killed where nothing can undo it
+        os.kill(os.getpid(), signal.SIGKILL)
+    decoded.append(folders.real(*args, **kw))
+folders.real, folders.decompress_path = folders.decompress_path, decompress_path
+sys.argv[0] = "lmgc"
+main()
+"""
+
+
+def test_a_killed_folder_decompress_leaves_its_output_marked(tmp_path: Path) -> None:
+    """SIGKILL after the first file left the folder with the others missing and nothing that
+    said so: a later run, ``compress`` of it, a user's script took it for a whole one."""
+    src = tmp_path / "m"
+    src.mkdir()
+    for i in range(3):
+        np.save(src / f"w{i}.npy", np.arange(100, dtype=np.float32) + i)
+    compress_folder(src, tmp_path / "c")
+    out = tmp_path / "back"
+    command = [sys.executable, "-c", _KILLED_AT_SECOND_FILE, "decompress", str(tmp_path / "c"),
+               "-o", str(out)]  # fmt: skip
+    killed = subprocess.run(command, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    marks = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert sorted(_tree(out)) == sorted([*marks, "w0.npy"])
+    assert len(marks) == 1 and marks[0].endswith(".part")
+    said = one_error_line(lmgc("decompress", tmp_path / "c", "-o", out, ok=False), 2)
+    assert "did not finish" in said and "files may be missing" in said
+    with pytest.raises(FolderError, match="did not finish"):
+        compress_folder(out, tmp_path / "again")
+    result = lmgc("decompress", tmp_path / "c", "-o", out, "-f", "-q")
+    assert f"{marks[0]}: the mark of an `lmgc decompress`" in result.stderr
+    assert {k: v for k, v in _tree(out).items() if k != marks[0]} == _tree(src)
+    decompress_folder(tmp_path / "c", tmp_path / "whole")  # a run that ends leaves no mark
+    assert _tree(tmp_path / "whole") == _tree(src)
+
+
 def test_the_manifest_takes_the_umasks_mode(tmp_path: Path) -> None:
     """Written through a temporary file (for the put-back's hard links), the manifest took
     that file's 0600; it is as readable as a file the umask lets be."""
