@@ -616,6 +616,7 @@ def _decompress_one(
             identical = decompress_archive(reader, archive, target, out)
     _say_stale_parts(output)
     _warn_lossy(reader)
+    _warn_model_unused(name, archive.decoder)
     _say(quiet, output, f"{name} -> {output} ({_what_checked(reader, identical)})")
 
 
@@ -652,6 +653,7 @@ def _test_archive(
         with bar:
             identical = decompress_archive(reader, archive, target, Discard())
     _warn_lossy(reader)
+    _warn_model_unused(name, archive.decoder)
     return _what_checked(reader, identical)
 
 
@@ -670,6 +672,15 @@ def _warn_lossy(reader: Any) -> None:
 
     if LOSSY_NOTE in reader.notes:
         _warn([f"{reader.where}: {LOSSY_WARNING}"])
+
+
+def _warn_model_unused(name: str, decoder: Any) -> None:
+    """A ``--model`` no stream took is said (it was dropped without a word): decoding needs
+    none here, so the output is right, but the user meant the model to be used."""
+    from lmgc_core.files.filecodec import MODEL_UNUSED
+
+    if decoder.model is not None and not decoder.model_used:
+        _warn([f"{name}: {MODEL_UNUSED}"])
 
 
 def _what_checked(reader: Any, identical: bool) -> str:

@@ -116,6 +116,10 @@ LOSSY_NOTE = "lossy stages: decompression gives their reconstruction"
 """The note of an archive made by lossy stages (each decode warns of it)."""
 LOSSY_WARNING = "lossy stages: the arrays are their reconstruction"
 """What a decode of such an archive (a file's, or a folder's files) warns."""
+MODEL_UNUSED = (
+    "none of its streams needs a model (coded without an LM prior, or stored): --model is not used"
+)
+"""What a decode given ``--model`` warns when no stream took it (``StreamDecoder.model_used``)."""
 
 
 def compress_file(
@@ -304,6 +308,9 @@ class StreamDecoder:
     def __init__(self, force: bool = False, model: str | None = None, jobs: int = 1) -> None:
         self.force = force
         self.model = model
+        self.model_used = False
+        """Whether a stream's prior took ``model``: a ``--model`` none took is said, not
+        silently dropped (the user meant it to be used)."""
         self.jobs = jobs
         self._pipelines: dict[str, Any] = {}
         self.bases: Callable[[dict[str, Any]], np.ndarray | None] | None = None
@@ -319,6 +326,7 @@ class StreamDecoder:
         if stored_only(header):
             return STORED
         model = self.model if self.model and _takes_model(header) else None
+        self.model_used |= model is not None
         config = recorded_config(header, {"model": model} if model else None)
         key = json.dumps(config, sort_keys=True, default=str)
         if key not in self._pipelines:

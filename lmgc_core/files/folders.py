@@ -136,32 +136,38 @@ def decompress_path(
     checked against its SHA-256 (True; False when lossy stages made the archive, whose arrays
     are then their reconstruction). ``base``: the file an archive coded against one needs
     (ignored else); ``model``, ``force``: an LM prior's model moved, or another one tried."""
+    from lmgc_core.files.filecodec import StreamDecoder
+
+    decoder = StreamDecoder(force, model, jobs)
+    return _decode_path(src, _replacing(dst, src), progress, decoder, base)
+
+
+def _replacing(dst: str | os.PathLike, src: str | os.PathLike) -> Callable[[], Any]:
+    """What opens ``dst`` for :func:`_decode_path`: replaced once the decode ends well."""
     from lmgc_core.files.outputs import atomic_output
 
-    return _decode_path(src, lambda: atomic_output(str(dst), True, str(src)), progress, jobs,
-                        base, model, force)  # fmt: skip
+    return lambda: atomic_output(str(dst), True, str(src))
 
 
 def _decode_path(
     src: str | os.PathLike,
     output: Callable[[], AbstractContextManager[Any]],
     progress: Progress | None,
-    jobs: int,
+    decoder: Any,
     base: str | os.PathLike | None,
-    model: str | None = None,
-    force: bool = False,
 ) -> bool:
-    """:func:`decompress_path` into what ``output()`` opens (a file, or nothing for a test)."""
+    """:func:`decompress_path` into what ``output()`` opens (a file, or nothing for a test),
+    with ``decoder`` (a ``StreamDecoder``: the caller asks it afterwards whether ``--model``
+    was used)."""
     from lmgc_core.files.archive import ArchiveReader
     from lmgc_core.files.base_file import attach
-    from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder, decompress_archive
+    from lmgc_core.files.filecodec import ArchiveDecoder, decompress_archive
 
     try:
         with open(src, "rb") as f, ExitStack() as stack:
             reader = ArchiveReader(f, str(src))
             if reader.format is None or reader.segments is None:
                 raise FolderError(f"{src}: not an lmgc archive of a file (no source to rebuild)")
-            decoder = StreamDecoder(force, model, jobs)
             attach(reader, decoder, None if base is None else str(base), str(src), stack)
             dec = ArchiveDecoder(reader, decoder, progress)
             with output() as out:
@@ -195,6 +201,8 @@ class FolderResult:
     the same time, a shard copied from another model's folder) is refused, not decoded."""
     leftovers: list[str] = field(default_factory=list)
     """Hidden files a killed run left in the output folder (see :class:`_Kept`)."""
+    model_used: bool = False
+    """Whether a decoded file's prior took ``--model`` (one none took is said)."""
     unchecked: list[str] = field(default_factory=list)
     """Copied files read but not checked: the manifest (older, or none) has no SHA-256."""
     notes: list[tuple[str, str]] = field(default_factory=list)
@@ -599,6 +607,8 @@ def decompress_folder(
     ``base_dir``: the folder it was coded against (``--base``); every archive that needs a base
     is checked against its file there before anything is written. ``model``: an LM prior's
     model where it is now (``--model``); ``force`` also decodes with another one (``-f``)."""
+    from lmgc_core.files.filecodec import StreamDecoder
+
     root, out = Path(src_dir), Path(out_dir)
     coded, copied, empty, hashes, archives = _read_folder_manifest(root)
     total = _check_listed(root, coded, copied, base_dir, archives, hashes)
@@ -621,9 +631,12 @@ def decompress_folder(
                     base = _base_of(base_dir, rel)
                     kept.keep(out / rel)
                     _clear_special(out / rel)
-                    if not decompress_path(root / (rel + SUFFIX), out / rel, bar, jobs, base,
-                                           model, force):  # fmt: skip
+                    archive = root / (rel + SUFFIX)
+                    decoder = StreamDecoder(force, model, jobs)
+                    if not _decode_path(archive, _replacing(out / rel, archive), bar, decoder,
+                                        base):  # fmt: skip
                         result.lossy.append(rel)
+                    result.model_used |= decoder.model_used
                     size = (out / rel).stat().st_size
                     bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers
                     result.coded.append(rel)
@@ -747,6 +760,7 @@ def test_folder(
     hashed) through the checks :func:`decompress_folder` makes, into nothing: what
     ``lmgc decompress --test`` and ``compress --verify`` run (``model``, ``force``: as
     :func:`decompress_folder`'s)."""
+    from lmgc_core.files.filecodec import StreamDecoder
     from lmgc_core.files.writers import Discard
 
     root = Path(src_dir)
@@ -756,9 +770,11 @@ def test_folder(
     with Progress(total, "test", quiet) as bar:
         for rel in coded:
             base = _base_of(base_dir, rel)
+            decoder = StreamDecoder(force, model, jobs)
             if not _decode_path(root / (rel + SUFFIX), lambda: nullcontext(Discard()), bar,
-                                jobs, base, model, force):  # fmt: skip
+                                decoder, base):  # fmt: skip
                 result.lossy.append(rel)
+            result.model_used |= decoder.model_used
             result.coded.append(rel)
         for rel in copied:
             _copy_into(root / rel, Discard(), bar, hashes.get(rel))
@@ -933,6 +949,13 @@ def _say_lossy(result: FolderResult) -> None:
         _say(f"warning: {rel}: {LOSSY_WARNING}", err=True)
 
 
+def _say_model_unused(input: str, model: str | None, result: FolderResult) -> None:
+    from lmgc_core.files.filecodec import MODEL_UNUSED
+
+    if model is not None and not result.model_used:
+        _say(f"warning: {input}: {MODEL_UNUSED}", err=True)
+
+
 def _say_leftovers(output: str, result: FolderResult) -> None:
     for rel in result.leftovers:
         why = (
@@ -1002,6 +1025,7 @@ def decompress_folder_command(
         raise ConfigError(f"{input} is a folder: name the output folder with -o DIR")
     result = decompress_folder(input, output, jobs, quiet, force, base, model)
     _say_lossy(result)
+    _say_model_unused(input, model, result)
     _say_unchecked(result)
     _say_leftovers(output, result)
     if not quiet:
@@ -1029,6 +1053,7 @@ def test_folder_command(
     none written."""
     result = test_folder(input, jobs, quiet, base, model, force)
     _say_lossy(result)
+    _say_model_unused(input, model, result)
     _say_unchecked(result)
     if not quiet:
         identical = len(result.coded) - len(result.lossy)

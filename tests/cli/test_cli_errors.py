@@ -115,6 +115,27 @@ def test_model_errors_blame_the_model(tmp_path, g):
         assert "no such file or folder" in message and "pip install" not in message
 
 
+def test_a_model_no_stream_takes_is_said(tmp_path, g):
+    """``--model`` on an archive coded without an LM was dropped without a word (exit 0): the
+    decode is right (it needs no model), but the user meant the model to be used."""
+    unused = "none of its streams needs a model (coded without an LM prior, or stored): --model"
+    lmgc("compress", g)
+    (tmp_path / "folder").mkdir()
+    shutil.copyfile(g, tmp_path / "folder" / "g.npy")
+    lmgc("compress", tmp_path / "folder", "-o", tmp_path / "packed", "-q")
+    model = ("--model", g)
+    for args in (
+        ("decompress", f"{g}.lmgc", "-o", tmp_path / "back.npy", *model),
+        ("decompress", "--test", f"{g}.lmgc", *model),
+        ("decompress", tmp_path / "packed", "-o", tmp_path / "back", *model),
+        ("decompress", "--test", tmp_path / "packed", *model),
+    ):
+        assert unused in lmgc(*args).stderr, args
+    assert (tmp_path / "back.npy").read_bytes() == Path(g).read_bytes()
+    assert (tmp_path / "back" / "g.npy").read_bytes() == Path(g).read_bytes()
+    assert "warning" not in lmgc("decompress", "--test", f"{g}.lmgc").stderr
+
+
 def test_usage_errors_exit_2_with_one_line(tmp_path, g):
     for args in (
         ("compress",),

@@ -553,11 +553,11 @@ import os, signal, sys
 from lmgc_core.cli.commands import main
 from lmgc_core.files import folders
 decoded = []
-def decompress_path(*args, **kw):
+def decode_path(*args, **kw):
     if decoded:  # the first file is in place: killed where nothing can undo it
         os.kill(os.getpid(), signal.SIGKILL)
     decoded.append(folders.real(*args, **kw))
-folders.real, folders.decompress_path = folders.decompress_path, decompress_path
+folders.real, folders._decode_path = folders._decode_path, decode_path
 sys.argv[0] = "lmgc"
 main()
 """
