@@ -785,8 +785,10 @@ def estimate(
     from lmgc_core.files.readers import load_arrays
 
     pipeline = build_pipeline(**kw)
+    notes: list[str] = []
     with open_input(input) as (src, size, name):
-        arrays = load_arrays(src, size, name, dtype)
+        arrays = load_arrays(src, size, name, dtype, notes=notes)
+    _warn(notes)  # as compress does: --dtype on a .npy estimates its bytes as raw values
     if not arrays:  # printed nothing, exit 0 (a zip with no .npy members, an lmgc archive)
         raise ConfigError(f"{name} holds no arrays to estimate")
     for key, arr in arrays.items():

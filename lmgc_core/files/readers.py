@@ -231,11 +231,20 @@ def tensor_streams(f: IO[bytes], layout: FileLayout, where: str) -> Iterator[tup
 
 
 def load_arrays(
-    f: IO[bytes], size: int, name: str, dtype: str | None = None, fmt: str | None = None
+    f: IO[bytes],
+    size: int,
+    name: str,
+    dtype: str | None = None,
+    fmt: str | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every tensor of a file as a whole array (``estimate`` needs them whole), as coded:
-    non-numeric arrays come as their integer view (:func:`~lmgc_core.util.dtypes.coding_view`)."""
+    non-numeric arrays come as their integer view (:func:`~lmgc_core.util.dtypes.coding_view`).
+    ``notes`` gets what the scan noted (``--dtype`` on a .npy: its bytes read as raw values),
+    which ``compress`` warns of and ``estimate`` dropped."""
     layout = scan(f, size, name, fmt, dtype)
+    if notes is not None:
+        notes += layout.notes
     out: dict[str, np.ndarray] = {}
     for index, stream in tensor_streams(f, layout, name):
         tensor = layout.tensors[index]

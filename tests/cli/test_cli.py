@@ -153,6 +153,19 @@ def test_estimate_reports_ideal_and_real_sizes(tmp_path, grads):
     assert "ideal" in out and "real stream" in out
 
 
+def test_estimate_says_dtype_reads_a_npy_as_raw_values_as_compress_does(tmp_path, grads):
+    """``estimate x.npy --dtype D`` estimated the file's bytes, header too, as raw D values
+    without a word (``compress`` warns of it); a raw file's --dtype is what it is for."""
+    np.save(tmp_path / "x.npy", grads[:500])
+    grads[:500].tofile(tmp_path / "x.raw")
+    said = "x.npy is a .npy file: --dtype codes its bytes (headers too) as raw float32 values"
+    compressed = run("compress", str(tmp_path / "x.npy"), "--dtype", "float32")
+    estimated = run("estimate", str(tmp_path / "x.npy"), "--dtype", "float32")
+    assert said in compressed.stderr and said in estimated.stderr
+    assert f"{os.path.getsize(tmp_path / 'x.npy')} bytes, ideal" in estimated.stdout
+    assert run("estimate", str(tmp_path / "x.raw"), "--dtype", "float32").stderr == ""
+
+
 def test_import_is_light():
     code = (
         "import sys, lmgc_core; assert 'numpy' not in sys.modules;"
