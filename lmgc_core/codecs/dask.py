@@ -218,5 +218,6 @@ def worker_stats(client: Any) -> dict[str, dict[str, Any]]:
 
 def worker_intervals(client: Any) -> dict[str, list[tuple[str, float, float, int]]]:
     """``{worker address: chunk_intervals()}``: when each worker coded each chunk (wall clock),
-    to check that workers really coded at the same time."""
+    to check that workers really coded at the same time; kept only where the worker's codec
+    logger is at DEBUG (see :func:`chunk_intervals`)."""
     return client.run(chunk_intervals)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import threading
 import time
@@ -82,6 +83,10 @@ or built a pipeline: what each Zarr chunk's header records maps to its pipeline 
 _CACHE_LOCK = threading.Lock()
 _STATS = {"builds": 0, "hits": 0, "encoded": 0, "decoded": 0}
 _INTERVALS: deque[tuple[str, float, float, int]] = deque(maxlen=100_000)
+_LOG = logging.getLogger(__name__)
+"""At DEBUG (``logging.getLogger("lmgc_core.codecs.numcodecs_codec").setLevel(logging.DEBUG)``),
+each coded chunk's interval is kept (:func:`chunk_intervals`) and logged; else neither is done:
+the log of every chunk held up to 16 MB in each process that coded any."""
 
 
 def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,19 +203,24 @@ def _given_hit(given: str) -> tuple[Any, Guard] | None:
 
 @contextmanager
 def _timed(op: str) -> Iterator[None]:
-    """Count one coded chunk and log its wall-clock interval (see :func:`chunk_intervals`)."""
-    start = time.time()
+    """Count one coded chunk; with :data:`_LOG` at DEBUG, keep and log its wall-clock interval
+    too (see :func:`chunk_intervals`)."""
+    start = time.time() if _LOG.isEnabledFor(logging.DEBUG) else None
     yield
-    end = time.time()
+    interval = None if start is None else (op, start, time.time(), threading.get_ident())
     with _CACHE_LOCK:
         _STATS[op] += 1
-        _INTERVALS.append((op, start, end, threading.get_ident()))
+        if interval is not None:
+            _INTERVALS.append(interval)
+    if interval is not None:
+        _LOG.debug("%s a chunk from %.6f to %.6f (thread %d)", *interval)
 
 
 def chunk_intervals() -> list[tuple[str, float, float, int]]:
-    """``(op, start, end, thread id)`` of the chunks this process coded (the last 100,000),
-    ``op`` being ``"encoded"`` or ``"decoded"`` and times from :func:`time.time`. Overlapping
-    intervals are chunks that were coded at the same time: what shows that the codec scales."""
+    """``(op, start, end, thread id)`` of the chunks this process coded while this module's
+    logger was at DEBUG (:data:`_LOG`; the last 100,000), ``op`` being ``"encoded"`` or
+    ``"decoded"`` and times from :func:`time.time`. Overlapping intervals are chunks that were
+    coded at the same time: what shows that the codec scales."""
     with _CACHE_LOCK:
         return list(_INTERVALS)
 

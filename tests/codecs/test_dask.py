@@ -164,8 +164,12 @@ def test_to_zarr_keeps_chunks_equal_to_the_fill_value_bit_for_bit(tmp_path, zarr
 
 
 def _reset() -> None:
+    """A worker's pipeline cache emptied, and its chunk intervals kept (their logger at DEBUG)."""
+    import logging
+
     from lmgc_core.codecs.numcodecs_codec import clear_pipeline_cache
 
+    logging.getLogger("lmgc_core.codecs.numcodecs_codec").setLevel(logging.DEBUG)
     clear_pipeline_cache()
 
 

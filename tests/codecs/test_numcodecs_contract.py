@@ -4,6 +4,7 @@ Zarr v3 / v2 stores on disk, bit for bit."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import ml_dtypes
@@ -127,3 +128,21 @@ def test_zarr_v2_with_the_numcodecs_codec(tmp_path, dtype):
     )
     z[:] = data
     assert same_bits(zarr.open_array(path, mode="r")[:], data)
+
+
+def test_chunk_intervals_are_kept_only_with_the_codecs_logger_at_debug(caplog):
+    """Every coded chunk's interval was kept (up to 100,000: 16 MB in each process) whether or
+    not anyone asked; now only with the codec's logger at DEBUG, which also logs each one."""
+    from lmgc_core.codecs import numcodecs_codec
+
+    codec, x = LMGC(level=1), np.linspace(-1, 1, 256, dtype=np.float32)
+    numcodecs_codec.clear_pipeline_cache()
+    codec.decode(codec.encode(x))
+    assert numcodecs_codec.chunk_intervals() == [] and caplog.records == []
+    info = numcodecs_codec.pipeline_cache_info()
+    assert (info["encoded"], info["decoded"]) == (1, 1)  # counted all the same
+    caplog.set_level(logging.DEBUG, logger=numcodecs_codec.__name__)
+    codec.decode(codec.encode(x))
+    assert [op for op, *_ in numcodecs_codec.chunk_intervals()] == ["encoded", "decoded"]
+    assert [r.getMessage().split()[0] for r in caplog.records] == ["encoded", "decoded"]
+    numcodecs_codec.clear_pipeline_cache()

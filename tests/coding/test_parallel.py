@@ -5,6 +5,7 @@ No timing thresholds: speed-ups are measured by ``benchmarks/parallel.py``."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -279,9 +280,11 @@ def test_any_floats_give_the_same_bytes_for_any_jobs(bits, jobs):
 
 
 @pytest.fixture
-def fresh_cache():
+def fresh_cache(caplog):
+    """An empty pipeline cache, and chunk intervals kept (their logger at DEBUG)."""
     from lmgc_core.codecs.numcodecs_codec import clear_pipeline_cache
 
+    caplog.set_level(logging.DEBUG, logger="lmgc_core.codecs.numcodecs_codec")
     clear_pipeline_cache()
     yield
     clear_pipeline_cache()
