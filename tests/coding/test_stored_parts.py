@@ -211,3 +211,29 @@ def test_a_stored_only_header_leaves_the_fingerprint_out(grads, monkeypatch):
     assert Pipeline.from_config(UNIFORM).compress(data) == blob
     coded = Pipeline.from_config({"prior": {"name": "adaptive"}}).compress(data)
     assert "prior" in container.read_header(coded)[0]
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_a_float_config_of_tiny_blocks_is_stored_not_expanded(grads, level):
+    """One value per block took 6.7x the raw bytes (each block's sizes and checksum): such a
+    part is stored, with the stream's SHA-256 instead of the blocks' value checksums."""
+    data = _specials(grads)
+    config = {"prior": {"name": "float", "level": level, "block_values": 1}}
+    blob = Pipeline.from_config(config).compress(data)
+    header = container.read_header(blob)[0]
+    (part,) = header["parts"]
+    assert part["coding"] == "stored" and part["stored"]["array"] > 3 * data.nbytes
+    assert "sha256" in header and "checksum" not in header
+    assert len(blob) <= data.nbytes + 200
+    assert same_bits(decompress(blob), data)
+
+
+def test_a_float_part_of_noise_keeps_its_blocks_and_their_checksums():
+    """Random bits cost the float prior's raw blocks a few bytes each: within ARRAY_SLACK, so
+    the part keeps its coding (and its per-block checksums, faster to check than SHA-256)."""
+    noise = np.random.default_rng(5).integers(0, 2**32, 5000, dtype=np.uint32).view(np.float32)
+    for values in (noise[:1], noise[:10], noise):
+        blob = Pipeline.from_config({"prior": {"name": "float"}}).compress(values)
+        header = container.read_header(blob)[0]
+        assert header["parts"][0]["coding"] == "array" and "checksum" in header
+        assert same_bits(decompress(blob), values)

@@ -69,7 +69,8 @@ def test_round_trip_flat_vectors_with_a_layout(data, layout, snapshots):
     pipe = _float_pipe(layout=[list(s) for s in layout], block_values=16)
     blob = pipe.compress(arr)
     assert same_bits(decompress(blob), arr)
-    assert read_header(blob)["parts"][0]["array"]["layout"] is True
+    (part,) = read_header(blob)["parts"]  # a few values that its blocks would expand: stored
+    assert part["coding"] == "stored" or part["array"]["layout"] is True
 
 
 def test_a_layout_that_does_not_fit_is_ignored_not_an_error(grads):
