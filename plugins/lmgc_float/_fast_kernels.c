@@ -133,7 +133,8 @@ typedef struct {
 /* bfloat16's joint symbols as the decoder keeps them (read_table's `map`, fused_span's TM): a
  * zero (0, 1) as itself; a coded J as its value's bits for a prediction of CENTRE, raw nibble 0,
  * with bit 3 set: sign << 15 | (J - 2) >> 4 << 7 | mantissa top bits << 4 | 8, so that a value
- * is two 16-bit adds and a select away (and still >= 2 exactly where coded) */
+ * is two 16-bit adds and a select away (and still >= 2 exactly where coded). float32's the
+ * same: its top 16 bits are laid out as bfloat16's (t = 3, a nibble), its two raw bytes below */
 INLINE u32 bf16_map(u32 s) {
     const u32 bs = s - 2;
     return s < 2 ? s : ((bs >> 3) & 1) << 15 | (bs >> 4) << 7 | (bs & 7) << 4 | 8;
@@ -144,8 +145,9 @@ INLINE u32 bf16_map(u32 s) {
  * the true sum further on the same side) */
 #define C16_LIMIT 16000
 #define R16_LIMIT 8000
-#define TMAP(W, V3, M, K, E, NIB, RB) \
-    ((V3) && (W) == 16 && (M) == 7 && (K) == 3 && (E) == 8 && (NIB) && !(RB))
+#define TMAP(W, V3, M, K, E, NIB, RB)                                                  \
+    ((V3) && (K) == 3 && (E) == 8 && (NIB) &&                                           \
+     (((W) == 16 && (M) == 7 && !(RB)) || ((W) == 32 && (M) == 23 && (RB) == 2)))
 
 /* 1 when the table is well formed: symbols in the alphabet, frequencies summing to 2^sb.
  * `map`: the entries hold bf16_map's symbols (bfloat16's A stream) instead of the symbols. */
@@ -1402,7 +1404,8 @@ INLINE void predict_span(int32_t *pred, const int32_t *C32, i64 q0, i64 lo, i64 
     }
 }
 
-/* the same for bfloat16's mapped symbols (TMAP): ((prediction - CENTRE) << 7) - 8, as 16 bits */
+/* the same for bfloat16's mapped symbols (TMAP; float32's top halves too): ((prediction -
+ * CENTRE) << 7) - 8, as 16 bits */
 INLINE void predict_span16(u16 *pred, const int32_t *C32, i64 q0, i64 lo, i64 hi, int32_t rf,
                            u64 em) {
 #pragma GCC ivdep
@@ -1411,6 +1414,23 @@ INLINE void predict_span16(u16 *pred, const int32_t *C32, i64 q0, i64 lo, i64 hi
         pj = pj < 0 ? 0 : pj;
         pj = pj > (int32_t)em ? (int32_t)em : pj;
         pred[q - q0] = (u16)((((u32)pj - CENTRE) << 7) - 8);
+    }
+}
+
+/* value v's share of canon_row's sums (xf: its exponent field), at column q of the run */
+INLINE void canon_sums(u32 v, u32 xf, i64 q, int32_t *sum32, int32_t *cnt32, int32_t *nz32,
+                       int32_t Ri, u32 *ps, u32 *pc, u32 *pa32, const int W, const int mode2,
+                       const int sgn) {
+    const u32 nz = (v & ~((u32)1 << (W - 1))) != 0;
+    *pa32 |= v;
+    *ps += nz ? xf : 0;
+    *pc += nz;
+    if (mode2) {
+        sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
+        cnt32[q] += (int32_t)nz;
+        nz32[q] |= (int32_t)(v != 0);
+    } else if (sgn) {
+        cnt32[q] += (int32_t)nz;
     }
 }
 
@@ -1441,32 +1461,26 @@ INLINE void fused_span(void *outv, i64 base, i64 q0, i64 lo, i64 hi, const int32
                 y = y > (int16_t)em ? (int16_t)em : y;
                 Pv = (u16)(((u16)y << 7) - (CENTRE * 128 + 8));
             }
-            const u16 low = ZR ? (u16)lox[q - q0] : (u16)Br[q];
+            /* the nibble; float32: the top 16 bits as bfloat16's, then the two raw bytes */
+            const u16 low = ZR ? (u16)(lox[q - q0] >> (8 * RB)) : (u16)Br[q];
             const u16 sb16 = sgn ? (u16)(((u32)rsg ^ csq[q]) << 15) : 0;
             const u16 x = (u16)(T + Pv + low);
             u16 v16 = (u16)((x & 0x7FFF) | ((T ^ sb16) & 0x8000));
+            u16 r16 = 0;
+            if (RB == 2) r16 = ZR ? (u16)lox[q - q0] : (u16)le16(Rr + 2 * q);
             if (ZR) {
                 const u16 coded = (u16)-(u16)(T >= 2);
                 v16 = (u16)((v16 & coded) | ((u16)(T << 15) & (u16)~coded));
+                r16 &= coded;
             }
-            const u32 v = v16;
+            const u32 v = W == 32 ? (u32)v16 << 16 | r16 : v16;
             if (zcols)
                 rowv[q - q0] = v;
             else
                 store_v(outv, W, base + q, v);
-            if (CK) {
-                const u32 nz = (v & ~((u32)1 << (W - 1))) != 0, xf = (v >> M) & (u32)em;
-                pa32 |= v;
-                ps += nz ? xf : 0;
-                pc += nz;
-                if (mode2) {
-                    sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
-                    cnt32[q] += (int32_t)nz;
-                    nz32[q] |= (int32_t)(v != 0);
-                } else if (sgn) {
-                    cnt32[q] += (int32_t)nz;
-                }
-            }
+            if (CK)
+                canon_sums(v, (v >> M) & (u32)em, q, sum32, cnt32, nz32, Ri, &ps, &pc, &pa32, W,
+                           mode2, sgn);
             continue;
         }
         const int32_t pj = mode2 ? pred[q - q0] : p0;
@@ -1489,22 +1503,67 @@ INLINE void fused_span(void *outv, i64 base, i64 q0, i64 lo, i64 hi, const int32
             rowv[q - q0] = v;
         else
             store_v(outv, W, base + q, v);
-        if (CK) { /* canon_row's sums */
-            const u32 nz = (v & ~((u32)1 << (W - 1))) != 0, xf = ex & (u32)em;
-            pa32 |= v;
-            ps += nz ? xf : 0;
-            pc += nz;
-            if (mode2) {
-                sum32[q] += nz ? (int32_t)(xf << FRAC) - Ri : 0;
-                cnt32[q] += (int32_t)nz;
-                nz32[q] |= (int32_t)(v != 0);
-            } else if (sgn) {
-                cnt32[q] += (int32_t)nz;
-            }
-        }
+        if (CK) /* canon_row's sums */
+            canon_sums(v, ex & (u32)em, q, sum32, cnt32, nz32, Ri, &ps, &pc, &pa32, W, mode2, sgn);
     }
     if (CK) *pps += ps, *ppc += pc, *ppa |= pa32;
 }
+
+/* SPAN float32 values of mapped symbols (TMAP) as fused_span computes them without zeros, zero
+ * columns or canonical sums, sixteen at a time in vectors (GNU C vector extensions, on
+ * little-endian hosts: a value is its two raw bytes, then its top half): the values of a row
+ * shorter than SPAN (fused_row), whose loop gcc left scalar (a third of the rebuild of float32
+ * PP-OCRv4 detection weights); elsewhere fused_span's loop does it */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && \
+    defined(__has_builtin)
+#if __has_builtin(__builtin_convertvector)
+#define TM32_VEC 1
+#endif
+#endif
+#ifndef TM32_VEC
+#define TM32_VEC 0
+#endif
+#if TM32_VEC
+typedef u16 v16h __attribute__((vector_size(32)));
+typedef int16_t v16s __attribute__((vector_size(32)));
+typedef u8 v16b __attribute__((vector_size(16)));
+typedef u32 v16w __attribute__((vector_size(64)));
+/* (loads by memcpy, unaligned; no function passes a vector: that would change the ABI) */
+#define LD16(V, P) memcpy(&(V), (P), sizeof(V))
+INLINE void tm32_span(void *outv, i64 base, const u16 *Ar, const u8 *Br, const u8 *Rr,
+                      const u8 *csq, u64 rsg, const int16_t *C16, int16_t r2, const u16 *pred16,
+                      int32_t p0, int inl, const int mode2, const int sgn) {
+    const u16 P0 = (u16)((((u32)p0 - CENTRE) << 7) - 8);
+    for (int h = 0; h < SPAN; h += 16) {
+        v16h T, Pv = P0 + (v16h){0}, r16;
+        v16b nib, cs8;
+        LD16(T, Ar + h);
+        LD16(nib, Br + h);
+        LD16(r16, Rr + 2 * h);
+        if (mode2 && inl) { /* predict_span16's, from the saturated column means */
+            v16s c;
+            memcpy(&c, C16 + h, sizeof c);
+            v16s y = (v16s)(c + r2) >> FRAC;
+            y &= ~(y < 0); /* (comparisons give 0 / -1 in each lane) */
+            const v16s big = y > 255;
+            y = (y & ~big) | (255 & big);
+            Pv = ((v16h)y << 7) - (u16)(CENTRE * 128 + 8);
+        } else if (mode2) {
+            LD16(Pv, pred16 + h);
+        }
+        const v16h x = T + Pv + __builtin_convertvector(nib, v16h);
+        v16h sb = T;
+        if (sgn) {
+            LD16(cs8, csq + h);
+            sb ^= (__builtin_convertvector(cs8, v16h) ^ (u16)(rsg & 1)) << 15;
+        }
+        const v16h v16 = (x & 0x7FFF) | (sb & 0x8000);
+        const v16w w =
+            __builtin_convertvector(v16, v16w) << 16 | __builtin_convertvector(r16, v16w);
+        memcpy((u32 *)outv + base + h, &w, sizeof w);
+    }
+}
+#endif
 
 /* One row of values from the decoded fields. Every argument after `raw` is a compile-time
  * constant at each call site, so each (version, dtype, mode) gets its own loop without branches
@@ -1541,15 +1600,24 @@ INLINE void fused_row(void *outv, i64 base, i64 cols, i64 rfix, u64 rsg, Scratch
     int32_t *sum32 = s->sum32, *cnt32 = s->cnt32, *nz32 = s->nz32, *pred = s->pred;
     u32 *rowv = s->rowv, *lox = s->lox, *bx = s->bx;
     u64 rsum = 0, rcnt = 0, any = 0;
-    if (W <= 16 && !CK && !ZR && !zcols && n < SPAN && room && (!RB || s->nbtot - b >= SPAN)) {
+    if ((W <= 16 || TMAP(W, V3, M, K, E, NIB, RB)) && !CK && !ZR && !zcols && n < SPAN && room &&
+        (!RB || s->nbtot - b >= SPAN)) {
         /* A row shorter than a vector (a 5 x 5 depthwise kernel's 25 values) is rebuilt as
          * SPAN values: the ones past it are the next rows' places (room: the segment has
          * them), which those rows overwrite, from the next rows' fields or the buffers'
          * padding. In the scalar loop such rows had cost bfloat16 PP-OCRv4 detection a tenth
-         * of its decode for 6 % of its values. Not for 32-bit values: there gcc leaves these
-         * loops scalar, and the plain loop below was faster (benchmarks/fast_kernel.py). */
+         * of its decode for 6 % of its values. Other 32-bit values keep the plain loop, which
+         * measured faster (benchmarks/fast_kernel.py); float32's mapped symbols (TMAP) take
+         * this one. */
         const i64 len = span_len();
         u32 none = 0;
+#if TM32_VEC
+        if (W == 32) { /* float32 (TMAP): gcc leaves fused_span's loop scalar here */
+            if (mode2 && !inl) predict_span16((u16 *)pred, C32, 0, 0, len, rf, em);
+            tm32_span(outv, base, Ar, B + b, raw + b * (size_t)RB, csq, rsg, C16, r2,
+                      (const u16 *)pred, p0, inl, mode2, sgn);
+        } else
+#endif
         if (inl) {
             fused_span(outv, base, 0, 0, len, pred, p0, Ar, csq, rsg, bx, B + b, lox,
                        raw + b * (size_t)RB, rowv, sum32, cnt32, nz32, Ri, &none, &none, &none,
@@ -1958,7 +2026,7 @@ INLINE const char *decode_float_body(const u8 *blk, size_t len, void *outv, cons
     s.lox = (u32 *)(c32 + 3 * mc + 2 * np + 8), s.bx = s.lox + ZCHUNK, s.nbtot = nb;
     if (!read_stream(&r, v3 ? f->nJ : f->nA, (size_t)na, 1, A, t, v3 ? sb3 : SCALE_BITS,
                      v3 ? ns3 : NSTATES,
-                     TMAP(f->width, v3, f->mbits, f->mbits % 4, f->ebits, 1, 0))) {
+                     TMAP(f->width, v3, f->mbits, f->mbits % 4, f->ebits, f->nib, f->rb3))) {
         err = v3 ? "damaged symbol stream" : "damaged exponent stream";
         goto done;
     }
