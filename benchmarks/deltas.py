@@ -241,6 +241,7 @@ def zipnn_delta(new: np.ndarray, old: np.ndarray):
     z = ZipNN(input_format="byte", bytearray_dtype=_zipnn_dtype(new), threads=1,
               delta_compressed_type="byte")  # fmt: skip
     raw, ref = np.ascontiguousarray(new).tobytes(), np.ascontiguousarray(old).tobytes()
+
     def dec(blob: bytes) -> np.ndarray:
         out = bytes(z.decompress(blob, delta_second_data=ref))
         return np.frombuffer(out, dtype=new.dtype).reshape(new.shape)

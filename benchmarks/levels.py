@@ -52,10 +52,25 @@ OCR_MODELS = {
     "ocr-rec": ("ocr_weights.npz", "ch_PP-OCRv4_rec_infer.onnx"),
     "ocr-det": ("ocr_det_weights.npz", "ch_PP-OCRv4_det_infer.onnx"),
 }
-BASE = ["mlp-digits", "adam-m", "adam-v", "ocr-rec", "ocr-rec-bf16", "ocr-det", "ocr-det-bf16",
-        "gpt", "gpt-bf16", "gpt-adam-m", "gpt-adam-v"]
-GPT_FILES = {"gpt": "weights", "gpt-bf16": "weights", "gpt-adam-m": "exp_avg",
-             "gpt-adam-v": "exp_avg_sq"}
+BASE = [
+    "mlp-digits",
+    "adam-m",
+    "adam-v",
+    "ocr-rec",
+    "ocr-rec-bf16",
+    "ocr-det",
+    "ocr-det-bf16",
+    "gpt",
+    "gpt-bf16",
+    "gpt-adam-m",
+    "gpt-adam-v",
+]
+GPT_FILES = {
+    "gpt": "weights",
+    "gpt-bf16": "weights",
+    "gpt-adam-m": "exp_avg",
+    "gpt-adam-v": "exp_avg_sq",
+}
 
 
 def _ocr(name: str) -> dict[str, np.ndarray]:
@@ -122,9 +137,7 @@ def _clock(wall: bool) -> Callable[[], float]:
     return time.perf_counter if wall else time.process_time
 
 
-def _best(
-    fn: Callable[[], object], repeat: int, clock: Callable[[], float], min_time: float = 0.0
-):
+def _best(fn: Callable[[], object], repeat: int, clock: Callable[[], float], min_time: float = 0.0):
     """The shortest of at least ``repeat`` runs of ``fn``, going on until the runs have taken
     ``min_time`` seconds together, and the last run's result."""
     best, out, spent, runs = float("inf"), None, 0.0, 0

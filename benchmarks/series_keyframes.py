@@ -59,8 +59,10 @@ def main() -> None:
     raw = sum(p.stat().st_size for p in sources)
     print(f"{len(sources)} checkpoints ({args.run}, {args.files}, {raw / 1e6:.1f} MB), "
           f"level {args.level}, load average {os.getloadavg()[0]:.2f}\n")  # fmt: skip
-    print("| K | series size | % of raw | largest file % | smallest % | compress s "
-          "| files to read the last one | read the last one s |")
+    print(
+        "| K | series size | % of raw | largest file % | smallest % | compress s "
+        "| files to read the last one | read the last one s |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for k in args.keyframes:

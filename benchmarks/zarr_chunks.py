@@ -63,10 +63,14 @@ def main() -> None:
         "pcodec": dict(serializer=PCodec(), compressors=None),
         "zstd level 3": dict(serializer=BytesCodec(), compressors=[ZstdCodec(level=3)]),
     }
-    print(f"{args.chunks} chunks of {CHUNK} float32 (64 KB), {data.nbytes / 1e6:.1f} MB, "
-          f"best of {args.repeat}")
-    print(f"{'codec':<14} {'bytes/chunk':>11} {'header':>7} {'ratio':>7} "
-          f"{'z[:] ms':>8} {'us/chunk':>9} {'1 thread ms':>12} {'us/chunk':>9}")
+    print(
+        f"{args.chunks} chunks of {CHUNK} float32 (64 KB), {data.nbytes / 1e6:.1f} MB, "
+        f"best of {args.repeat}"
+    )
+    print(
+        f"{'codec':<14} {'bytes/chunk':>11} {'header':>7} {'ratio':>7} "
+        f"{'z[:] ms':>8} {'us/chunk':>9} {'1 thread ms':>12} {'us/chunk':>9}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name, codecs in variants.items():
             path = Path(tmp) / name.replace(" ", "_")
@@ -81,17 +85,21 @@ def main() -> None:
             many = _best(lambda z=z: z[:], args.repeat)
             with zarr.config.set({"threading.max_workers": 1}):
                 one = _best(lambda z=z: z[:], args.repeat)
-            print(f"{name:<14} {total / len(blobs):>11.0f} {header:>7} "
-                  f"{100 * total / data.nbytes:>6.2f}% {1e3 * many:>8.1f} "
-                  f"{1e6 * many / len(blobs):>9.0f} {1e3 * one:>12.1f} "
-                  f"{1e6 * one / len(blobs):>9.0f}")
+            print(
+                f"{name:<14} {total / len(blobs):>11.0f} {header:>7} "
+                f"{100 * total / data.nbytes:>6.2f}% {1e3 * many:>8.1f} "
+                f"{1e6 * many / len(blobs):>9.0f} {1e3 * one:>12.1f} "
+                f"{1e6 * one / len(blobs):>9.0f}"
+            )
     codec = LMGC(level=1)
     tiny = codec.encode(data[:16])
     per_call = _best(lambda: [codec.decode(tiny) for _ in range(1000)], args.repeat) / 1000
     parse = _best(lambda: [container.read_header(tiny) for _ in range(1000)], args.repeat) / 1000
-    print(f"lmgc fixed cost per chunk: a 16-value chunk decodes in {1e6 * per_call:.0f} us "
-          f"through the numcodecs codec; verifying and parsing its {container.read_header(tiny)[1]}"
-          f"-byte header alone takes {1e6 * parse:.0f} us")
+    print(
+        f"lmgc fixed cost per chunk: a 16-value chunk decodes in {1e6 * per_call:.0f} us "
+        f"through the numcodecs codec; verifying and parsing its {container.read_header(tiny)[1]}"
+        f"-byte header alone takes {1e6 * parse:.0f} us"
+    )
 
 
 if __name__ == "__main__":

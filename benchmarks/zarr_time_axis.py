@@ -55,7 +55,8 @@ def variants() -> dict[str, dict]:
     for level in (1, 2):
         out[f"lmgc -l {level}"] = {"serializer": LMGCZarrCodec(level=level), "compressors": None}
         out[f"lmgc -l {level} time_axis"] = {
-            "serializer": LMGCZarrCodec(level=level, time_axis=0), "compressors": None,
+            "serializer": LMGCZarrCodec(level=level, time_axis=0),
+            "compressors": None,
         }
     out["pcodec"] = {"serializer": PCodec(level=8), "compressors": None}
     out["zstd -9"] = {"serializer": BytesCodec(), "compressors": [ZstdCodec(level=9)]}

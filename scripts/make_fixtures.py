@@ -57,9 +57,24 @@ def specials_f32() -> np.ndarray:
     """IEEE specials among real values: NaN payloads (quiet, signalling, negative), -0.0, +-inf,
     subnormals, extremes."""
     special = _bits(
-        [0x7FC00000, 0x7FC00001, 0xFFC12345, 0x7F800001, 0x7FBFFFFF, 0x80000000, 0x00000000,
-         0x7F800000, 0xFF800000, 0x00000001, 0x807FFFFF, 0x00400000, 0x7F7FFFFF, 0xFF7FFFFF,
-         0x00800000, 0x3F800000],
+        [
+            0x7FC00000,
+            0x7FC00001,
+            0xFFC12345,
+            0x7F800001,
+            0x7FBFFFFF,
+            0x80000000,
+            0x00000000,
+            0x7F800000,
+            0xFF800000,
+            0x00000001,
+            0x807FFFFF,
+            0x00400000,
+            0x7F7FFFFF,
+            0xFF7FFFFF,
+            0x00800000,
+            0x3F800000,
+        ],
         "<f4",
     )
     out = grads(64)
@@ -69,8 +84,16 @@ def specials_f32() -> np.ndarray:
 
 def specials_f64() -> np.ndarray:
     special = _bits(
-        [0x7FF8000000000000, 0x7FF8000000000001, 0xFFF0000000000001, 0x8000000000000000,
-         0x7FF0000000000000, 0xFFF0000000000000, 0x0000000000000001, 0x800FFFFFFFFFFFFF],
+        [
+            0x7FF8000000000000,
+            0x7FF8000000000001,
+            0xFFF0000000000001,
+            0x8000000000000000,
+            0x7FF0000000000000,
+            0xFFF0000000000000,
+            0x0000000000000001,
+            0x800FFFFFFFFFFFFF,
+        ],
         "<f8",
     )
     out = grads(32).astype(np.float64)
@@ -195,15 +218,37 @@ def delta_new_f32() -> np.ndarray:
     subnormals): every bit pattern must survive the ulp distance and the XOR."""
     out = _weights(2).copy()
     flat = out.reshape(-1)
-    flat[:8] = _bits([0x7FC00001, 0x80000000, 0x7F800000, 0x00000001, 0xFFC12345, 0x00000000,
-                      0x807FFFFF, 0xFF800000], "<f4")
+    flat[:8] = _bits(
+        [
+            0x7FC00001,
+            0x80000000,
+            0x7F800000,
+            0x00000001,
+            0xFFC12345,
+            0x00000000,
+            0x807FFFFF,
+            0xFF800000,
+        ],
+        "<f4",
+    )
     return out
 
 
 def delta_base_f32() -> np.ndarray:
     out = _weights(1).copy()
-    out.reshape(-1)[:8] = _bits([0x7FC00000, 0x00000000, 0x3F800000, 0x00000002, 0x7FC12345,
-                                 0x80000000, 0x007FFFFF, 0xFF800000], "<f4")
+    out.reshape(-1)[:8] = _bits(
+        [
+            0x7FC00000,
+            0x00000000,
+            0x3F800000,
+            0x00000002,
+            0x7FC12345,
+            0x80000000,
+            0x007FFFFF,
+            0xFF800000,
+        ],
+        "<f4",
+    )
     return out
 
 
@@ -291,16 +336,29 @@ STREAM_CASES = [
         "adaptive-hex-range",
         "adaptive prior + hex serializer + range coder, window 64, batch 2 (several blocks)",
         lambda: grads(256),
-        {"serializer": HEX, "prior": {"name": "adaptive"}, "coder": {"name": "range"},
-         "window": 64, "batch": 2},
+        {
+            "serializer": HEX,
+            "prior": {"name": "adaptive"},
+            "coder": {"name": "range"},
+            "window": 64,
+            "batch": 2,
+        },
     ),
     StreamCase(
         "adaptive-hex-options",
         "adaptive prior, hex with 2-byte groups, little-endian, '0x' prefix, ',' separator",
         lambda: grads(64).astype(np.float16),
-        {"serializer": {"name": "hex", "bytes_per_group": 2, "separator": ",", "prefix": "0x",
-                        "byte_order": "little"},
-         "prior": {"name": "adaptive", "initial": 0.5, "limit": 4096}, "window": 128},
+        {
+            "serializer": {
+                "name": "hex",
+                "bytes_per_group": 2,
+                "separator": ",",
+                "prefix": "0x",
+                "byte_order": "little",
+            },
+            "prior": {"name": "adaptive", "initial": 0.5, "limit": 4096},
+            "window": 128,
+        },
     ),
     StreamCase(
         "uniform-iso",
@@ -324,91 +382,184 @@ STREAM_CASES = [
         "sparsify-random-delta-quantize",
         "stages sparsify keep=0.25 random seed=7 delta indices, then quantize bits=6",
         lambda: grads(512),
-        {"stages": [
-            {"name": "sparsify", "keep": 0.25, "method": "random", "seed": 7,
-             "index_format": "delta"},
-            {"name": "quantize", "bits": 6},
-        ]},
+        {
+            "stages": [
+                {
+                    "name": "sparsify",
+                    "keep": 0.25,
+                    "method": "random",
+                    "seed": 7,
+                    "index_format": "delta",
+                },
+                {"name": "quantize", "bits": 6},
+            ]
+        },
     ),
     StreamCase(
         "adaptive-stages",
         "adaptive + hex with stages sparsify keep=0.2 (topk, bitmask) then quantize bits=8",
         lambda: grads(256),
-        {"stages": [{"name": "sparsify", "keep": 0.2}, {"name": "quantize", "bits": 8}],
-         "serializer": HEX, "prior": {"name": "adaptive"}, "window": 128},
+        {
+            "stages": [{"name": "sparsify", "keep": 0.2}, {"name": "quantize", "bits": 8}],
+            "serializer": HEX,
+            "prior": {"name": "adaptive"},
+            "window": 128,
+        },
     ),
-    StreamCase("float-level1", "float prior level 1 (fast), 1024 float32",
-               lambda: grads(1024, 2048).reshape(32, 32), {"prior": {"name": "float", "level": 1}}),
-    StreamCase("float-level1-bf16", "float prior level 1 (fast), 512 bfloat16",
-               bf16, {"prior": {"name": "float", "level": 1}}),
-    StreamCase("mix", "mix prior (float + adaptive experts) over hex; float's own array stream "
-               "was no larger, so it is kept (the fallback)", lambda: grads(96),
-               {"prior": MIX, "serializer": HEX, "window": 256}),
-    StreamCase("mix-mixture", "mix prior, float + adaptive experts mixed digit by digit over hex "
-               "(fallback off)", lambda: grads(64, 96),
-               {"prior": {**MIX, "fallback": False}, "serializer": HEX, "window": 256}),
-    StreamCase("float-small-parts", "float prior level 1, small_parts 'smaller': the 1024 "
-               "float32 part was coded at level 2 (part meta \"level\": 2, per-block checksums)",
-               lambda: grads(1024, 1024), {"prior": {"name": "float", "level": 1,
-                                                     "small_parts": "smaller"}}),
-    StreamCase("float-level1-splits", "float prior level 1, two bfloat16 tensors of 8192 values in "
-               "one block: real gradients, then their squares; the encoder cut the block between "
-               "them (part meta \"splits\": [1])", grads_and_squares_bf16,
-               {"prior": {"name": "float", "level": 1, "small_parts": "level",
-                          "layout": [[8192], [8192]]}}),
-    StreamCase("float-level1-states64", "float prior level 1, 32768 float32 (four copies of the "
-               "gradients scaled by 1, 2, 4, 8): a block of ~80 KB, which interleaves 64 rANS "
-               "states (fast_version 6)", lambda: np.concatenate([grads(8192) * np.float32(2**k)
-                                                                  for k in range(4)]),
-               {"prior": {"name": "float", "level": 1}}),
-    StreamCase("float-delta-l1-f32", "float prior level 1 against a base (coding 'delta', "
-               "lmgc_float.delta meta version 2): AdamW weights step 2 vs step 1, (32, 32) "
-               "float32, IEEE specials in both", delta_new_f32,
-               {"prior": {"name": "float", "level": 1}}, base=delta_base_f32,
-               base_name="step-1"),
-    StreamCase("float-delta-l2-f32", "float prior level 2 against a base: as float-delta-l1-f32",
-               delta_new_f32, {"prior": {"name": "float", "level": 2}}, base=delta_base_f32,
-               base_name="step-1"),
-    StreamCase("float-delta-l1-bf16", "float prior level 1 against a base: AdamW weights step 2 "
-               "vs step 1 as bfloat16 (unnamed base)", lambda: _bf16(_weights(2)),
-               {"prior": {"name": "float", "level": 1}}, base=lambda: _bf16(_weights(1))),
-    StreamCase("float-delta-l2-bf16", "float prior level 2 against a base: as float-delta-l1-bf16",
-               lambda: _bf16(_weights(2)), {"prior": {"name": "float", "level": 2}},
-               base=lambda: _bf16(_weights(1)), base_name="step-1"),
-    StreamCase("float-delta-l1-int32", "float prior level 1 against a base: int32 (fixed-point "
-               "weights, step 2 vs step 1)", lambda: delta_int32(2),
-               {"prior": {"name": "float", "level": 1}}, base=lambda: delta_int32(1),
-               base_name="step-1"),
-    StreamCase("float-delta-l1-xor", "float prior level 1 against a base, a block coded as the "
-               "XOR of the bit patterns (the lowest mantissa bit flipped everywhere)",
-               delta_xor_f32, {"prior": {"name": "float", "level": 1}}, base=lambda: _weights(1),
-               base_name="step-1"),
-    StreamCase("float-delta-l1-alone", "float prior level 1 against a base, the block coded "
-               "alone inside the delta part (a gradient against the previous step's: unrelated)",
-               lambda: grads(1024, 1024), {"prior": {"name": "float", "level": 1}},
-               base=lambda: grads(1024), base_name="grad-0"),
-    StreamCase("float-delta-small-parts", "float prior level 1, small_parts 'smaller', against "
-               "a base: the delta was coded at level 2 (delta meta \"level\": 2)", delta_new_f32,
-               {"prior": {"name": "float", "level": 1, "small_parts": "smaller"}},
-               base=delta_base_f32, base_name="step-1"),
-    StreamCase("series-time-axis-l1", "numcodecs codec, time_axis 0, level 1: a (4, 256) float32 "
-               "chunk of SGD checkpoints, a series stream (step 0 alone, step t against t - 1)",
-               lambda: sgd_series(4, 256), {"prior": {"name": "float", "level": 1},
-                                            "time_axis": 0}, via="numcodecs"),
-    StreamCase("series-time-axis-l2-bf16", "numcodecs codec, time_axis 1, level 2: a (128, 3) "
-               "bfloat16 chunk (time on the last axis)",
-               lambda: _bf16(sgd_series(3, 128).T.copy()),
-               {"prior": {"name": "float", "level": 2}, "time_axis": 1}, via="numcodecs"),
-    StreamCase("view-complex64", "noted view: complex64 as float32 parts", complex64,
-               via="numcodecs"),
-    StreamCase("view-datetime64", "noted view: datetime64[ns] as int64", datetime64,
-               via="numcodecs"),
+    StreamCase(
+        "float-level1",
+        "float prior level 1 (fast), 1024 float32",
+        lambda: grads(1024, 2048).reshape(32, 32),
+        {"prior": {"name": "float", "level": 1}},
+    ),
+    StreamCase(
+        "float-level1-bf16",
+        "float prior level 1 (fast), 512 bfloat16",
+        bf16,
+        {"prior": {"name": "float", "level": 1}},
+    ),
+    StreamCase(
+        "mix",
+        "mix prior (float + adaptive experts) over hex; float's own array stream "
+        "was no larger, so it is kept (the fallback)",
+        lambda: grads(96),
+        {"prior": MIX, "serializer": HEX, "window": 256},
+    ),
+    StreamCase(
+        "mix-mixture",
+        "mix prior, float + adaptive experts mixed digit by digit over hex (fallback off)",
+        lambda: grads(64, 96),
+        {"prior": {**MIX, "fallback": False}, "serializer": HEX, "window": 256},
+    ),
+    StreamCase(
+        "float-small-parts",
+        "float prior level 1, small_parts 'smaller': the 1024 "
+        'float32 part was coded at level 2 (part meta "level": 2, per-block checksums)',
+        lambda: grads(1024, 1024),
+        {"prior": {"name": "float", "level": 1, "small_parts": "smaller"}},
+    ),
+    StreamCase(
+        "float-level1-splits",
+        "float prior level 1, two bfloat16 tensors of 8192 values in "
+        "one block: real gradients, then their squares; the encoder cut the block between "
+        'them (part meta "splits": [1])',
+        grads_and_squares_bf16,
+        {
+            "prior": {
+                "name": "float",
+                "level": 1,
+                "small_parts": "level",
+                "layout": [[8192], [8192]],
+            }
+        },
+    ),
+    StreamCase(
+        "float-level1-states64",
+        "float prior level 1, 32768 float32 (four copies of the "
+        "gradients scaled by 1, 2, 4, 8): a block of ~80 KB, which interleaves 64 rANS "
+        "states (fast_version 6)",
+        lambda: np.concatenate([grads(8192) * np.float32(2**k) for k in range(4)]),
+        {"prior": {"name": "float", "level": 1}},
+    ),
+    StreamCase(
+        "float-delta-l1-f32",
+        "float prior level 1 against a base (coding 'delta', "
+        "lmgc_float.delta meta version 2): AdamW weights step 2 vs step 1, (32, 32) "
+        "float32, IEEE specials in both",
+        delta_new_f32,
+        {"prior": {"name": "float", "level": 1}},
+        base=delta_base_f32,
+        base_name="step-1",
+    ),
+    StreamCase(
+        "float-delta-l2-f32",
+        "float prior level 2 against a base: as float-delta-l1-f32",
+        delta_new_f32,
+        {"prior": {"name": "float", "level": 2}},
+        base=delta_base_f32,
+        base_name="step-1",
+    ),
+    StreamCase(
+        "float-delta-l1-bf16",
+        "float prior level 1 against a base: AdamW weights step 2 "
+        "vs step 1 as bfloat16 (unnamed base)",
+        lambda: _bf16(_weights(2)),
+        {"prior": {"name": "float", "level": 1}},
+        base=lambda: _bf16(_weights(1)),
+    ),
+    StreamCase(
+        "float-delta-l2-bf16",
+        "float prior level 2 against a base: as float-delta-l1-bf16",
+        lambda: _bf16(_weights(2)),
+        {"prior": {"name": "float", "level": 2}},
+        base=lambda: _bf16(_weights(1)),
+        base_name="step-1",
+    ),
+    StreamCase(
+        "float-delta-l1-int32",
+        "float prior level 1 against a base: int32 (fixed-point weights, step 2 vs step 1)",
+        lambda: delta_int32(2),
+        {"prior": {"name": "float", "level": 1}},
+        base=lambda: delta_int32(1),
+        base_name="step-1",
+    ),
+    StreamCase(
+        "float-delta-l1-xor",
+        "float prior level 1 against a base, a block coded as the "
+        "XOR of the bit patterns (the lowest mantissa bit flipped everywhere)",
+        delta_xor_f32,
+        {"prior": {"name": "float", "level": 1}},
+        base=lambda: _weights(1),
+        base_name="step-1",
+    ),
+    StreamCase(
+        "float-delta-l1-alone",
+        "float prior level 1 against a base, the block coded "
+        "alone inside the delta part (a gradient against the previous step's: unrelated)",
+        lambda: grads(1024, 1024),
+        {"prior": {"name": "float", "level": 1}},
+        base=lambda: grads(1024),
+        base_name="grad-0",
+    ),
+    StreamCase(
+        "float-delta-small-parts",
+        "float prior level 1, small_parts 'smaller', against "
+        'a base: the delta was coded at level 2 (delta meta "level": 2)',
+        delta_new_f32,
+        {"prior": {"name": "float", "level": 1, "small_parts": "smaller"}},
+        base=delta_base_f32,
+        base_name="step-1",
+    ),
+    StreamCase(
+        "series-time-axis-l1",
+        "numcodecs codec, time_axis 0, level 1: a (4, 256) float32 "
+        "chunk of SGD checkpoints, a series stream (step 0 alone, step t against t - 1)",
+        lambda: sgd_series(4, 256),
+        {"prior": {"name": "float", "level": 1}, "time_axis": 0},
+        via="numcodecs",
+    ),
+    StreamCase(
+        "series-time-axis-l2-bf16",
+        "numcodecs codec, time_axis 1, level 2: a (128, 3) bfloat16 chunk (time on the last axis)",
+        lambda: _bf16(sgd_series(3, 128).T.copy()),
+        {"prior": {"name": "float", "level": 2}, "time_axis": 1},
+        via="numcodecs",
+    ),
+    StreamCase(
+        "view-complex64", "noted view: complex64 as float32 parts", complex64, via="numcodecs"
+    ),
+    StreamCase(
+        "view-datetime64", "noted view: datetime64[ns] as int64", datetime64, via="numcodecs"
+    ),
     StreamCase("view-unicode", "noted view: <U8 as uint32 code points", unicode, via="numcodecs"),
     StreamCase("view-bytes", "noted view: |S6 as uint8", bytes_s, via="numcodecs"),
-    StreamCase("view-record", "noted view: a record dtype as uint8 bytes", record,
-               via="numcodecs"),
-    StreamCase("view-fortran", "noted view: a Fortran-ordered (8, 12) float32, order F",
-               fortran, via="numcodecs"),
+    StreamCase("view-record", "noted view: a record dtype as uint8 bytes", record, via="numcodecs"),
+    StreamCase(
+        "view-fortran",
+        "noted view: a Fortran-ordered (8, 12) float32, order F",
+        fortran,
+        via="numcodecs",
+    ),
     # transformers rather than llamacpp: llama-cpp-python 0.3.36 segfaulted in prior.decode on
     # the machine that wrote the first fixtures. The stream binds to the model file, backend
     # versions and CPU capability recorded in its prior fingerprint.
@@ -451,8 +602,11 @@ def _safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]], meta: d
     offset, data = 0, []
     for name, (tag, arr) in tensors.items():
         raw = np.ascontiguousarray(arr).tobytes()
-        header[name] = {"dtype": tag, "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": tag,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         offset += len(raw)
         data.append(raw)
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -476,8 +630,11 @@ def source_npy_fortran(d: Path) -> Path:
 
 
 def source_npz_stored(d: Path) -> Path:
-    arrays = {"w": grads(128).reshape(8, 16), "b": np.arange(4, dtype=np.int64),
-              "h": np.float16([1.5, -0.0, np.inf])}
+    arrays = {
+        "w": grads(128).reshape(8, 16),
+        "b": np.arange(4, dtype=np.int64),
+        "h": np.float16([1.5, -0.0, np.inf]),
+    }
     _npz(p := d / "model.npz", arrays, zipfile.ZIP_STORED)
     return p
 
@@ -512,9 +669,16 @@ def source_torch(d: Path) -> Path:
     import torch
 
     w = torch.from_numpy(grads(128).reshape(8, 16).copy())
-    state = {"model": {"w": w, "w_tail": w[4:], "b": torch.from_numpy(grads(8, 128).copy())
-                       .to(torch.bfloat16)},
-             "step": torch.tensor([12], dtype=torch.int64), "lr": 0.01, "name": "fixture"}
+    state = {
+        "model": {
+            "w": w,
+            "w_tail": w[4:],
+            "b": torch.from_numpy(grads(8, 128).copy()).to(torch.bfloat16),
+        },
+        "step": torch.tensor([12], dtype=torch.int64),
+        "lr": 0.01,
+        "name": "fixture",
+    }
     torch.save(state, p := d / "ckpt.pt")
     return p
 
@@ -537,17 +701,39 @@ def source_adamw_torch(d: Path, step: int = 2) -> Path:
 
     state = adamw(step, DELTA_MODEL)[-1]
     n = len(DELTA_MODEL)
-    model = {f"layers.{i // 2}.{'weight' if i % 2 == 0 else 'bias'}":
-             torch.from_numpy(state[f"p{i}"].copy()) for i in range(n)}
-    optim_state = {i: {"step": torch.tensor(float(step)),
-                       "exp_avg": torch.from_numpy(state[f"p{i}.exp_avg"].copy()),
-                       "exp_avg_sq": torch.from_numpy(state[f"p{i}.exp_avg_sq"].copy())}
-                   for i in range(n)}
-    groups = [{"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01,
-               "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
-               "differentiable": False, "fused": None, "params": list(range(n))}]
-    torch.save({"model": model, "optimizer": {"state": optim_state, "param_groups": groups}},
-               p := d / f"ckpt-{step}.pt")
+    model = {
+        f"layers.{i // 2}.{'weight' if i % 2 == 0 else 'bias'}": torch.from_numpy(
+            state[f"p{i}"].copy()
+        )
+        for i in range(n)
+    }
+    optim_state = {
+        i: {
+            "step": torch.tensor(float(step)),
+            "exp_avg": torch.from_numpy(state[f"p{i}.exp_avg"].copy()),
+            "exp_avg_sq": torch.from_numpy(state[f"p{i}.exp_avg_sq"].copy()),
+        }
+        for i in range(n)
+    }
+    groups = [
+        {
+            "lr": 1e-4,
+            "betas": (0.9, 0.999),
+            "eps": 1e-8,
+            "weight_decay": 0.01,
+            "amsgrad": False,
+            "maximize": False,
+            "foreach": None,
+            "capturable": False,
+            "differentiable": False,
+            "fused": None,
+            "params": list(range(n)),
+        }
+    ]
+    torch.save(
+        {"model": model, "optimizer": {"state": optim_state, "param_groups": groups}},
+        p := d / f"ckpt-{step}.pt",
+    )
     return p
 
 
@@ -582,37 +768,75 @@ class ArchiveCase:
 
 ARCHIVE_CASES = [
     ArchiveCase("npy", "a .npy (16, 16) float32", source_npy),
-    ArchiveCase("npy-chunked", "a (48, 16) float32 .npy in 3 chunk members (--chunk-size 1024)",
-                source_npy_rows, ("--chunk-size", "1024")),
+    ArchiveCase(
+        "npy-chunked",
+        "a (48, 16) float32 .npy in 3 chunk members (--chunk-size 1024)",
+        source_npy_rows,
+        ("--chunk-size", "1024"),
+    ),
     ArchiveCase("npy-fortran", "a Fortran-ordered .npy", source_npy_fortran),
     ArchiveCase("npz-stored", "an np.savez .npz (stored): f32, int64, f16", source_npz_stored),
-    ArchiveCase("npz-deflated", "an np.savez_compressed .npz (deflated), with a 0-d member",
-                source_npz_deflated),
-    ArchiveCase("safetensors", "a .safetensors with __metadata__, BF16, F32 and I64 tensors",
-                source_safetensors),
-    ArchiveCase("raw", "a raw file of 200 float32 (--dtype float32)", source_raw,
-                ("--dtype", "float32")),
-    ArchiveCase("torch", "a torch.save .pt: f32, bf16 and int64 storages, a shared view",
-                source_torch),
-    ArchiveCase("npy-adaptive", "a .npy with --prior adaptive (hex serializer)", source_npy,
-                ("--prior", "adaptive")),
-    ArchiveCase("safetensors-base", "lmgc compress step2.safetensors --base step1.safetensors "
-                "(archive/manifest version 3 with base): AdamW weights, moments and step (F32), "
-                "a BF16 weight", source_adamw_safetensors,
-                base=lambda d: source_adamw_safetensors(d, 1)),
-    ArchiveCase("torch-base", "lmgc compress ckpt-2.pt --base ckpt-1.pt: torch.save of a model "
-                "state_dict and its AdamW state_dict (exp_avg, exp_avg_sq, step per parameter)",
-                source_adamw_torch, base=lambda d: source_adamw_torch(d, 1)),
-    ArchiveCase("series-npy", "lmgc compress --series step0.npy step1.npy: step1 coded against "
-                "step0 (SGD checkpoints, 1024 float32); step0's archive committed as the base",
-                source_sgd_npy, base=lambda d: source_sgd_npy(d, 0), series=True),
-    ArchiveCase("safetensors-base-l1", "as safetensors-base at today's default level (-l 1, "
-                "small_parts 'smaller': each small tensor's delta or array at the smaller level)",
-                source_adamw_safetensors, ("-l", "1", "-P", "small_parts=smaller"),
-                base=lambda d: source_adamw_safetensors(d, 1)),
-    ArchiveCase("series-npy-l1", "as series-npy at level 1 (small_parts 'level': every part at "
-                "level 1)", source_sgd_npy, ("-l", "1"), base=lambda d: source_sgd_npy(d, 0),
-                series=True),
+    ArchiveCase(
+        "npz-deflated",
+        "an np.savez_compressed .npz (deflated), with a 0-d member",
+        source_npz_deflated,
+    ),
+    ArchiveCase(
+        "safetensors",
+        "a .safetensors with __metadata__, BF16, F32 and I64 tensors",
+        source_safetensors,
+    ),
+    ArchiveCase(
+        "raw", "a raw file of 200 float32 (--dtype float32)", source_raw, ("--dtype", "float32")
+    ),
+    ArchiveCase(
+        "torch", "a torch.save .pt: f32, bf16 and int64 storages, a shared view", source_torch
+    ),
+    ArchiveCase(
+        "npy-adaptive",
+        "a .npy with --prior adaptive (hex serializer)",
+        source_npy,
+        ("--prior", "adaptive"),
+    ),
+    ArchiveCase(
+        "safetensors-base",
+        "lmgc compress step2.safetensors --base step1.safetensors "
+        "(archive/manifest version 3 with base): AdamW weights, moments and step (F32), "
+        "a BF16 weight",
+        source_adamw_safetensors,
+        base=lambda d: source_adamw_safetensors(d, 1),
+    ),
+    ArchiveCase(
+        "torch-base",
+        "lmgc compress ckpt-2.pt --base ckpt-1.pt: torch.save of a model "
+        "state_dict and its AdamW state_dict (exp_avg, exp_avg_sq, step per parameter)",
+        source_adamw_torch,
+        base=lambda d: source_adamw_torch(d, 1),
+    ),
+    ArchiveCase(
+        "series-npy",
+        "lmgc compress --series step0.npy step1.npy: step1 coded against "
+        "step0 (SGD checkpoints, 1024 float32); step0's archive committed as the base",
+        source_sgd_npy,
+        base=lambda d: source_sgd_npy(d, 0),
+        series=True,
+    ),
+    ArchiveCase(
+        "safetensors-base-l1",
+        "as safetensors-base at today's default level (-l 1, "
+        "small_parts 'smaller': each small tensor's delta or array at the smaller level)",
+        source_adamw_safetensors,
+        ("-l", "1", "-P", "small_parts=smaller"),
+        base=lambda d: source_adamw_safetensors(d, 1),
+    ),
+    ArchiveCase(
+        "series-npy-l1",
+        "as series-npy at level 1 (small_parts 'level': every part at level 1)",
+        source_sgd_npy,
+        ("-l", "1"),
+        base=lambda d: source_sgd_npy(d, 0),
+        series=True,
+    ),
 ]
 
 
@@ -640,7 +864,8 @@ def describe(arr: np.ndarray) -> dict[str, Any]:
         "sha256": sha256(np.ascontiguousarray(arr).tobytes()),
         "dtype": dtype_text(arr.dtype),
         "shape": list(arr.shape),
-        "order": "F" if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous
+        "order": "F"
+        if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous
         else "C",
     }
 
@@ -741,15 +966,20 @@ def _quiet(command: str) -> list[str]:
     return ["-q"] if any(p.name == "quiet" for p in cli.commands[command].params) else []
 
 
-def decode_archive(blob: bytes, source_name: str, workdir: Path,
-                   base: Path | None = None) -> bytes:
+def decode_archive(blob: bytes, source_name: str, workdir: Path, base: Path | None = None) -> bytes:
     """What ``lmgc decompress`` of the running code writes for an archive of ``source_name``
     (``--base base`` when given)."""
     packed = workdir / f"{source_name}.lmgc"
     packed.write_bytes(blob)
     with_base = () if base is None else ("--base", str(base))
-    run_cli("decompress", str(packed), "-o", str(workdir / source_name), *_quiet("decompress"),
-            *with_base)
+    run_cli(
+        "decompress",
+        str(packed),
+        "-o",
+        str(workdir / source_name),
+        *_quiet("decompress"),
+        *with_base,
+    )
     return (workdir / source_name).read_bytes()
 
 
@@ -786,11 +1016,28 @@ def code_commit() -> str:
 
     root = Path(lmgc_core.__file__).resolve().parents[1]
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                "--untracked-files=no", "--", "lmgc_core", "plugins"],
-                               check=True, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "lmgc_core",
+                "plugins",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
@@ -804,8 +1051,11 @@ def versions() -> dict[str, int]:
 
     # 0: the zips written before the manifest (and ARCHIVE_VERSION) existed; the fast level's
     # block version changes the bytes of level-1 streams within one stream version
-    return {"stream": container.VERSION, "archive": getattr(archive, "ARCHIVE_VERSION", 0),
-            "fast": FAST_VERSION}
+    return {
+        "stream": container.VERSION,
+        "archive": getattr(archive, "ARCHIVE_VERSION", 0),
+        "fast": FAST_VERSION,
+    }
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -843,8 +1093,14 @@ def make_streams(out: Path, names: set[str] | None, with_lm: bool) -> dict[str, 
             "file_sha256": sha256(blob),
         }
         print(f"{case.file:40} {len(blob):7} bytes", file=sys.stderr)
-    return {"kind": "stream", "version": ver["stream"], "stream_version": ver["stream"],
-            "fast_version": ver["fast"], "commit": commit, "files": files}
+    return {
+        "kind": "stream",
+        "version": ver["stream"],
+        "stream_version": ver["stream"],
+        "fast_version": ver["fast"],
+        "commit": commit,
+        "files": files,
+    }
 
 
 def _committed(path: Path, data: bytes) -> dict[str, Any]:
@@ -859,8 +1115,13 @@ def write_base_array(path: Path, base: np.ndarray, name: str | None) -> dict[str
     stored = base.view(np.uint16) if dtype_text(base.dtype) == "bfloat16" else base
     data = _npy_bytes(np.ascontiguousarray(stored))
     path.write_bytes(data)
-    return {"file": path.name, "name": name, "array": describe(base), "size": len(data),
-            "file_sha256": sha256(data)}
+    return {
+        "file": path.name,
+        "name": name,
+        "array": describe(base),
+        "size": len(data),
+        "file_sha256": sha256(data),
+    }
 
 
 def load_base_array(path: Path, entry: dict[str, Any]) -> np.ndarray:
@@ -885,17 +1146,20 @@ def make_archives(out: Path, names: set[str] | None) -> dict[str, Any]:
             blob, source, src_name = made.blob, made.source, made.source_name
             if made.base_archive is not None and made.base is not None:  # --series
                 first, decoded = decode_series(
-                    [(made.base_archive, made.base.name), (blob, src_name)], Path(back))
+                    [(made.base_archive, made.base.name), (blob, src_name)], Path(back)
+                )
                 if first != made.base.read_bytes():
                     raise RuntimeError(f"{case.name}: the series' first archive is not its file")
                 extra["base"] = _committed(out / case.base_file(made.base), made.base_archive)
-                extra["base"].update(archive_of=made.base.name, source={
-                    "sha256": sha256(first), "size": len(first)})
+                extra["base"].update(
+                    archive_of=made.base.name, source={"sha256": sha256(first), "size": len(first)}
+                )
             else:
                 decoded = decode_archive(blob, src_name, Path(back), made.base)
                 if made.base is not None:  # --base
-                    extra["base"] = _committed(out / case.base_file(made.base),
-                                               made.base.read_bytes())
+                    extra["base"] = _committed(
+                        out / case.base_file(made.base), made.base.read_bytes()
+                    )
                     extra["base"]["name"] = made.base.name
         if decoded != source and ver["archive"] > 0:
             raise RuntimeError(f"{case.name}: the archive does not give its source back")
@@ -912,21 +1176,34 @@ def make_archives(out: Path, names: set[str] | None) -> dict[str, Any]:
             "commit": commit,
             "archive_version": ver["archive"],
             "stream_version": ver["stream"],
-            "args": list(case.args) + (["--series", "BASE", "SOURCE"] if case.series else
-                                       ["--base", "BASE"] if case.base else []),
+            "args": list(case.args)
+            + (
+                ["--series", "BASE", "SOURCE"]
+                if case.series
+                else ["--base", "BASE"]
+                if case.base
+                else []
+            ),
             "source_name": src_name,
             "source": {"sha256": sha256(source), "size": len(source)},
             "expected": expected,
             "decode": "cli",
-            "decode_call": DECODE_CALL["cli-series" if case.series else
-                                       "cli-base" if case.base else "cli"],
+            "decode_call": DECODE_CALL[
+                "cli-series" if case.series else "cli-base" if case.base else "cli"
+            ],
             "lm": False,
             "size": len(blob),
             "file_sha256": sha256(blob),
         }
         print(f"{case.file:40} {len(blob):7} bytes", file=sys.stderr)
-    return {"kind": "archive", "version": ver["archive"], "stream_version": ver["stream"],
-            "fast_version": ver["fast"], "commit": commit, "files": files}
+    return {
+        "kind": "archive",
+        "version": ver["archive"],
+        "stream_version": ver["stream"],
+        "fast_version": ver["fast"],
+        "commit": commit,
+        "files": files,
+    }
 
 
 def write_index(out: Path, index: dict[str, Any]) -> None:
@@ -937,16 +1214,20 @@ def write_index(out: Path, index: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=["stream", "archive"])
-    parser.add_argument("--out", type=Path, help="a new directory (default: tests/fixtures/"
-                        "<kind>-v<version>)")
+    parser.add_argument(
+        "--out", type=Path, help="a new directory (default: tests/fixtures/<kind>-v<version>)"
+    )
     parser.add_argument("--only", nargs="*", help="case names (default: all)")
     parser.add_argument("--no-lm", action="store_true", help="leave out the LM stream")
     args = parser.parse_args(argv)
     ver = versions()[args.kind]
     out = args.out or FIXTURES / f"{args.kind}-v{ver}"
     if out.exists():
-        print(f"error: {out} exists; fixtures are never regenerated or edited (see "
-              "docs/compatibility.md); pass --out for a new directory", file=sys.stderr)
+        print(
+            f"error: {out} exists; fixtures are never regenerated or edited (see "
+            "docs/compatibility.md); pass --out for a new directory",
+            file=sys.stderr,
+        )
         return 2
     out.mkdir(parents=True)
     names = set(args.only) if args.only else None

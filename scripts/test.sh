@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 ruff check .
+ruff format --check .  # the formatter's layout, except where a line says `# fmt: skip`
 # pytest exits 5 when it collects no test: set -e turns that into a failure, as it should.
 python -m pytest "$@"

@@ -378,9 +378,7 @@ def decoder_for(spec: Mapping[str, Any], prior: Prior, *pieces: Any) -> PartCode
     coding = spec.get("coding", "steps")
     kind = CODERS.get(coding) if isinstance(coding, str) else None
     if kind is None:
-        raise StreamError(
-            f"unknown part coding {coding!r} in header (a stream of a newer lmgc?)"
-        )
+        raise StreamError(f"unknown part coding {coding!r} in header (a stream of a newer lmgc?)")
     needs = NEEDS[coding]
     if needs is not None and not isinstance(prior, needs):
         what = "as a whole array" if coding == "array" else "against a base"

@@ -566,8 +566,10 @@ class Pipeline:
             raise OutOfMemoryError(_OUT_OF_MEMORY.format(nbytes)) from None
         except (KeyError, ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
             raise ChecksumError(f"decoded data does not rebuild the array: {exc}") from None
-        if expected_hash is not None and not self._values_checked(prior, part_specs, own) and (
-            _sha256(result) != expected_hash
+        if (
+            expected_hash is not None
+            and not self._values_checked(prior, part_specs, own)
+            and (_sha256(result) != expected_hash)
         ):
             raise ChecksumError(
                 "decoded data does not match the original's SHA-256: the stream was made with a "
@@ -963,6 +965,7 @@ def decompress(
     pipeline = _reused_pipeline(cache) if cache is not None else None  # no config built
     if pipeline is None:
         config = {**DEFAULTS, **recorded_config(header, prior_options)}
+
         def alone() -> Pipeline:  # built only where a build with prior_options failed
             return recorded_pipeline({**DEFAULTS, **recorded_config(header)})
 
@@ -1067,6 +1070,4 @@ def compress(
     **overrides: Any,
 ) -> bytes:
     """One-shot helper: ``Pipeline.from_config(config, **overrides).compress(array, base=...)``."""
-    return Pipeline.from_config(config, **overrides).compress(
-        array, base=base, base_name=base_name
-    )
+    return Pipeline.from_config(config, **overrides).compress(array, base=base, base_name=base_name)

@@ -220,8 +220,10 @@ def _numpy_bound(header: Mapping[str, Any]) -> bool:
     """The one legacy stream whose decoding depends on numpy's float maths (see
     docs/compatibility.md): the ``adaptive`` prior's version 2."""
     prior = header.get("prior")
-    return isinstance(prior, Mapping) and prior.get("prior") == "adaptive" and (
-        prior.get("version") == 2
+    return (
+        isinstance(prior, Mapping)
+        and prior.get("prior") == "adaptive"
+        and (prior.get("version") == 2)
     )
 
 

@@ -55,7 +55,9 @@ def header_errors(header: Mapping[str, Any] | None = None) -> Iterator[None]:
             raise
         raise UnknownComponentError(
             f"{exc}; the stream was made with {exc.kind} {exc.name!r} from {maker}: install it",
-            exc.plugins_failed, exc.kind, exc.name,
+            exc.plugins_failed,
+            exc.kind,
+            exc.name,
         ) from None
 
 

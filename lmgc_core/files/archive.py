@@ -183,6 +183,7 @@ def manifest_for(
 
 # -- reading ---------------------------------------------------------------------------------------
 
+
 def chunk_count(tensor: Tensor, chunk_bytes: int) -> int:
     """``len(io.chunk_shapes(tensor, chunk_bytes))`` without building the list (a crafted
     manifest could make it astronomically long)."""

@@ -96,9 +96,7 @@ class BaseFile:
         self.record["format"] = self.layout.format
         if self.layout.format == "raw":
             self.record["dtype"] = dtype_name(self.layout.tensors[0].dtype)
-        self._by_name = {
-            t.name: i for i, t in enumerate(self.layout.tensors) if not t.bytes_only
-        }
+        self._by_name = {t.name: i for i, t in enumerate(self.layout.tensors) if not t.bytes_only}
         self._lock = threading.Lock()
         self._readers: dict[tuple[int, int], list[Callable[[], np.ndarray]]] = {}
         self._inflated: tuple[int, list[np.ndarray]] | None = None
@@ -334,8 +332,14 @@ def _attach_array(reader: Any, decoder: Any, base: str, stack: ExitStack) -> boo
     return True
 
 
-def encoder_for(pipeline: Any, base: str | None, stack: ExitStack, chunk_bytes: int,
-                fmt: str | None = None, dtype: str | None = None) -> FileEncoder:
+def encoder_for(
+    pipeline: Any,
+    base: str | None,
+    stack: ExitStack,
+    chunk_bytes: int,
+    fmt: str | None = None,
+    dtype: str | None = None,
+) -> FileEncoder:
     """A :class:`BaseEncoder` against the file ``base`` (kept open on ``stack``), or a plain
     :class:`FileEncoder` without one."""
     if base is None:

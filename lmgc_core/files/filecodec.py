@@ -237,9 +237,7 @@ def compress_file(
     return CompressResult(total, layout.size, len(layout.tensors))
 
 
-def _check_unchanged(
-    f: IO[bytes], before: tuple[int, int] | None, size: int, where: str
-) -> None:
+def _check_unchanged(f: IO[bytes], before: tuple[int, int] | None, size: int, where: str) -> None:
     """InputFileError when the source changed while it was coded: its chunks and its hash may
     then come from different bytes, and the archive would never decompress (an append made
     the hash cover bytes no chunk held)."""

@@ -103,9 +103,7 @@ def _element_bits(tag: str) -> int | None:
     return _BITS.get(tag)
 
 
-_pairs = unique_keys(
-    lambda key: InputFileError(f"duplicate key {key!r} in the safetensors header")
-)
+_pairs = unique_keys(lambda key: InputFileError(f"duplicate key {key!r} in the safetensors header"))
 
 
 def scan(f: IO[bytes], size: int, where: str) -> FileLayout:

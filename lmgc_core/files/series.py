@@ -61,7 +61,8 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
             continue
         name, digest = item.base.get("name"), item.base.get("sha256")
         candidates = [
-            earlier for earlier in reversed(plan[:i])
+            earlier
+            for earlier in reversed(plan[:i])
             if Path(earlier.output).name == name and earlier.source_sha256 in (None, digest)
         ]
         sure = [c for c in candidates if c.source_sha256 == digest]
@@ -82,7 +83,8 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
             )
         if found is None and given is None:
             hint = (
-                f"decompress {later[0]} before it" if later
+                f"decompress {later[0]} before it"
+                if later
                 else f"decompress the archive of {name} before it in the same command"
             )
             raise ConfigError(
@@ -106,4 +108,3 @@ def _holds(path: str, record: dict[str, Any]) -> bool:
     except OSError:
         return False
     return digests.get(algorithm) == record.get(algorithm)
-

@@ -1,2 +1,1 @@
-"""Hooks into other libraries' loaders (transformers' ``from_pretrained``), built on ``files``.
-"""
+"""Hooks into other libraries' loaders (transformers' ``from_pretrained``), built on ``files``."""

@@ -49,9 +49,7 @@ class SafeOpen:
         except BaseException:
             self._f.close()
             raise
-        self._index = {
-            t.name: i for i, t in enumerate(self._decoder.tensors) if not t.bytes_only
-        }
+        self._index = {t.name: i for i, t in enumerate(self._decoder.tensors) if not t.bytes_only}
 
     # -- the safetensors interface ---------------------------------------------------------------
 

@@ -29,9 +29,7 @@ def save_file(
     save_items(items, filename, metadata, pipeline, jobs)
 
 
-def load_file(
-    filename: str | os.PathLike, device: str = "cpu", jobs: int = 0
-) -> dict[str, Any]:
+def load_file(filename: str | os.PathLike, device: str = "cpu", jobs: int = 0) -> dict[str, Any]:
     """Every tensor of an lmgc archive (``save_file``'s, or ``lmgc compress x.safetensors``'s);
     ``jobs`` threads decode (0: all cores, as the CLI)."""
     with SafeOpen(filename, "pt", device, jobs) as f:

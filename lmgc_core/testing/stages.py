@@ -68,9 +68,7 @@ def _forward(sub: Subject, stage: Any, arr: np.ndarray) -> tuple[dict[str, np.nd
         )
 
 
-def _inverse(
-    sub: Subject, stage: Any, parts: dict[str, np.ndarray], state: Any, name: str
-) -> Any:
+def _inverse(sub: Subject, stage: Any, parts: dict[str, np.ndarray], state: Any, name: str) -> Any:
     """``stage.inverse`` of a copy of ``parts``; any exception is the kit's failure (an
     LMGCError too: the stage's own forward output must invert)."""
     try:

@@ -230,5 +230,3 @@ def round_jobs(jobs: int | None, index: int, n_items: int) -> int:
     second thread for the very last one would leave the other alone on a core, then idle.)"""
     total = resolve_jobs(jobs)
     return split_jobs(total, n_items - index // total * total, concurrent=True)[1]
-
-

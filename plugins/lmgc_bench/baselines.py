@@ -281,9 +281,7 @@ def make_codec(spec: str | dict[str, Any]) -> Codec:
     """``"zstd"`` or ``{"name": "zstd", "level": 3}`` -> a codec instance."""
     parsed = ComponentSpec.parse(spec, "a baseline codec")
     if parsed.name not in BASELINES:
-        raise ValueError(
-            f"unknown baseline codec {parsed.name!r}; known: {', '.join(BASELINES)}"
-        )
+        raise ValueError(f"unknown baseline codec {parsed.name!r}; known: {', '.join(BASELINES)}")
     return BASELINES[parsed.name](**parsed.options)
 
 

@@ -96,8 +96,13 @@ def _check_level(level: object) -> int:
     return int(level)  # type: ignore[call-overload]
 
 
-def _encode_alone(new: np.ndarray, segs: np.ndarray, fmt: FloatFormat | None, level: int,
-                  layout: tuple[int, int, int]) -> bytes:
+def _encode_alone(
+    new: np.ndarray,
+    segs: np.ndarray,
+    fmt: FloatFormat | None,
+    level: int,
+    layout: tuple[int, int, int],
+) -> bytes:
     """The block without its base: the fast level's block (with its own checksum of the
     values), or the adaptive model's followed by the kernel's checksum."""
     if level == LEVEL_FAST:
@@ -211,8 +216,15 @@ def decode(
     return from_uint(out, dtype)
 
 
-def _decode_alone(body: bytes | memoryview, out: np.ndarray, segs: np.ndarray,
-                  fmt: FloatFormat | None, width: int, index: int, xxh3: bool) -> None:
+def _decode_alone(
+    body: bytes | memoryview,
+    out: np.ndarray,
+    segs: np.ndarray,
+    fmt: FloatFormat | None,
+    width: int,
+    index: int,
+    xxh3: bool,
+) -> None:
     digest = kernel().DIGEST
     if len(body) <= digest:
         raise StreamError(f"delta: block {index} is too short")

@@ -137,7 +137,6 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
     def fingerprint(self) -> JSON:
         fp: dict[str, Any] = {"prior": "float", "version": VERSION, **self.get_config()}
         if self.level == LEVEL_FAST:
-
             fp["fast_version"] = fast.FAST_VERSION
         return fp
 
@@ -187,8 +186,10 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         docs/format.md)."""
 
         version = meta.get("version")
-        return meta.get("model") == "delta" and not isinstance(version, bool) and (
-            version in delta.DECODES
+        return (
+            meta.get("model") == "delta"
+            and not isinstance(version, bool)
+            and (version in delta.DECODES)
         )
 
     def for_stream(self, recorded: Mapping[str, Any]) -> Prior:
@@ -196,7 +197,6 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         level); every other setting must match as usual."""
         level = recorded.get("level", LEVEL_MAX) if isinstance(recorded, Mapping) else None
         if level == LEVEL_FAST:  # older fast-level streams keep decoding
-
             recorded = fast.readable(recorded)
         if level != self.level and level in LEVELS and not isinstance(level, bool):
             blocks = recorded.get("block_values") if self._default_blocks else self.block_values
@@ -269,7 +269,6 @@ class FloatPrior(Prior, ArrayCoding, DeltaCoding):
         if level != self.level and (self.level, level) != (LEVEL_FAST, LEVEL_MAX):
             raise StreamError(f"float prior: a part of a level-{self.level} stream at {level!r}")
         if level == LEVEL_FAST:  # its blocks' segments as arrays, remembered (fast.block_arrays)
-
             cuts: Sequence[Any] = fast.block_arrays(
                 part_shape, self.layout, self.block_values, meta.get("splits", fast.NO_SPLITS)
             )
@@ -368,9 +367,7 @@ def _encode_checked(
     width = 8 * bits.dtype.itemsize
     coded = codec.encode_blocks(bits, blocks, fmt, jobs)
     check = delta.kernel().checksum
-    return [
-        c + check(bits, codec.seg_array(b), width) for c, b in zip(coded, blocks, strict=True)
-    ]
+    return [c + check(bits, codec.seg_array(b), width) for c, b in zip(coded, blocks, strict=True)]
 
 
 def _decode_checked(
@@ -383,7 +380,6 @@ def _decode_checked(
     """Decode what :func:`_encode_checked` wrote into ``out`` (zeroed) and check every block's
     values against its checksum (ChecksumError when they differ)."""
     from lmgc_core.util.errors import ChecksumError
-
 
     digest, width = delta.kernel().DIGEST, 8 * out.dtype.itemsize
     if any(len(block) <= digest for block in data):

@@ -30,8 +30,10 @@ class HexSerializer(Serializer):
         prefix: str = "",
         byte_order: str = "big",
     ) -> None:
-        if isinstance(bytes_per_group, bool) or not isinstance(bytes_per_group, int) or (
-            bytes_per_group not in GROUPS
+        if (
+            isinstance(bytes_per_group, bool)
+            or not isinstance(bytes_per_group, int)
+            or (bytes_per_group not in GROUPS)
         ):
             raise ConfigError(f"bytes_per_group must be one of {GROUPS}, not {bytes_per_group!r}")
         if separator not in SEPARATORS:

@@ -51,7 +51,6 @@ def register_priors(register: Any) -> None:
     )
 
 
-
 load_count, clear_cache, model_loads = plugin_functions(__name__)
 """How many models this process has loaded, dropping the cached ones, and the ``model_loads``
 hook (see :mod:`lmgc_core.lm.prior_base`)."""

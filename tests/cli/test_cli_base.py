@@ -23,9 +23,7 @@ torch = pytest.importorskip("torch")
 def _train(steps: int) -> dict[str, object]:
     """Model and AdamW state after ``steps`` steps (the same run for every ``steps``)."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)
-    )
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(1)
     for _ in range(steps):
@@ -62,8 +60,13 @@ def _write(fmt: str, ckpt: dict[str, object], path: Path) -> Path:
     return path
 
 
-SUFFIX = {"pt": ".pt", "safetensors": ".safetensors", "npz": ".npz", "npz-deflated": ".npz",
-          "npy": ".npy"}
+SUFFIX = {
+    "pt": ".pt",
+    "safetensors": ".safetensors",
+    "npz": ".npz",
+    "npz-deflated": ".npz",
+    "npy": ".npy",
+}
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +223,12 @@ def test_decompress_refuses_missing_other_and_truncated_base(tmp_path: Path, che
     lmgc("compress", new, "--base", old, "-o", packed, "-q")
     out = tmp_path / "out.safetensors"
     _refused(lmgc("decompress", packed, "-o", out, ok=False), out, "old.safetensors", "--base")
-    _refused(lmgc("decompress", packed, "--base", new, "-o", out, ok=False), out,
-             "is not the base", "old.safetensors")
+    _refused(
+        lmgc("decompress", packed, "--base", new, "-o", out, ok=False),
+        out,
+        "is not the base",
+        "old.safetensors",
+    )
     # the two files side by side, by size and by the same hash (it gave an XXH3-128 beside a
     # SHA-256, which cannot be compared, and left the size out when it matched)
     line = one_error_line(lmgc("decompress", packed, "--base", new, "-o", out, ok=False), 2)
@@ -229,23 +236,37 @@ def test_decompress_refuses_missing_other_and_truncated_base(tmp_path: Path, che
     assert f"({new.stat().st_size} bytes, XXH3-128 " in given, line
     assert f"({old.stat().st_size} bytes, XXH3-128 " in recorded, line
     (cut := tmp_path / "cut.safetensors").write_bytes(old.read_bytes()[:-7])
-    _refused(lmgc("decompress", packed, "--base", cut, "-o", out, ok=False), out,
-             f"{cut.stat().st_size} bytes", "is not the base")
-    _refused(lmgc("decompress", packed, "--base", tmp_path / "gone", "-o", out, ok=False), out,
-             "does not exist")
+    _refused(
+        lmgc("decompress", packed, "--base", cut, "-o", out, ok=False),
+        out,
+        f"{cut.stat().st_size} bytes",
+        "is not the base",
+    )
+    _refused(
+        lmgc("decompress", packed, "--base", tmp_path / "gone", "-o", out, ok=False),
+        out,
+        "does not exist",
+    )
 
 
 def test_compress_refuses_missing_truncated_base_and_priors_without_deltas(
-    tmp_path: Path, checkpoints  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    checkpoints,  # type: ignore[no-untyped-def]
 ) -> None:
     old, new = _pair(tmp_path, "safetensors", checkpoints)
     out = tmp_path / "new.lmgc"
-    _refused(lmgc("compress", new, "--base", tmp_path / "gone", "-o", out, ok=False), out,
-             "does not exist")
+    _refused(
+        lmgc("compress", new, "--base", tmp_path / "gone", "-o", out, ok=False),
+        out,
+        "does not exist",
+    )
     (cut := tmp_path / "cut.safetensors").write_bytes(old.read_bytes()[:4000])
     _refused(lmgc("compress", new, "--base", cut, "-o", out, ok=False), out, "--base")
-    _refused(lmgc("compress", new, "--base", old, "--prior", "adaptive", "-o", out, ok=False),
-             out, "delta")
+    _refused(
+        lmgc("compress", new, "--base", old, "--prior", "adaptive", "-o", out, ok=False),
+        out,
+        "delta",
+    )
 
 
 def test_a_member_alone_decodes_with_its_base_chunk(tmp_path: Path, checkpoints) -> None:  # type: ignore[no-untyped-def]
@@ -286,10 +307,14 @@ def test_folder_against_a_base_folder_file_by_file(tmp_path: Path, checkpoints) 
     out = tmp_path / "out"
     _refused(lmgc("decompress", packed, "-o", out, ok=False), out, "model.safetensors", "--base")
     other = _folder(tmp_path / "other", checkpoints[1])
-    _refused(lmgc("decompress", packed, "--base", other, "-o", out, ok=False), out,
-             "is not the base")
-    _refused(lmgc("decompress", packed, "--base", old / "config.json", "-o", out, ok=False), out,
-             "must be a folder")
+    _refused(
+        lmgc("decompress", packed, "--base", other, "-o", out, ok=False), out, "is not the base"
+    )
+    _refused(
+        lmgc("decompress", packed, "--base", old / "config.json", "-o", out, ok=False),
+        out,
+        "must be a folder",
+    )
     lmgc("decompress", packed, "--base", old, "-o", back, "-q")
     for name in ("model.safetensors", "training_state.pt", "config.json", "extra.npy"):
         assert (back / name).read_bytes() == (new / name).read_bytes(), name
@@ -307,8 +332,9 @@ def test_fortran_and_noted_dtypes_match_through_their_coding_views(tmp_path: Pat
     }
     old = tmp_path / "old.npz"
     np.savez(old, **arrays)
-    moved = {k: (v + np.float32(1e-4) * v if v.dtype.kind in "fc" else v)
-             for k, v in arrays.items()}
+    moved = {
+        k: (v + np.float32(1e-4) * v if v.dtype.kind in "fc" else v) for k, v in arrays.items()
+    }
     moved["fortran"] = np.asfortranarray(moved["fortran"])
     new = tmp_path / "new.npz"
     np.savez(new, **moved)

@@ -22,9 +22,7 @@ FORMATS = ("safetensors", "npz", "npy")
 def sgd_checkpoints(steps: int = 4, every: int = 10, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """The weights of an MLP trained by SGD on scikit-learn's handwritten digits, every
     ``every`` steps: a real checkpoint series."""
-    return [
-        {"fc1.weight": w1, "fc2.weight": w2} for w1, w2 in sgd_snapshots(steps, every, seed)
-    ]
+    return [{"fc1.weight": w1, "fc2.weight": w2} for w1, w2 in sgd_snapshots(steps, every, seed)]
 
 
 def write(path: Path, tensors: dict[str, np.ndarray], fmt: str) -> Path:

@@ -430,7 +430,6 @@ def test_time_axis_names_the_dimensions_of_a_0d_chunk():
         LMGC(time_axis=1).encode(np.float32(1))
 
 
-
 @pytest.mark.parametrize(
     "array",
     [

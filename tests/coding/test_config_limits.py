@@ -51,8 +51,7 @@ def test_a_mix_of_5000_aliased_experts_is_refused(tmp_path, g):
     experts = ", ".join(["*e"] * 5000)
     config = tmp_path / "mix.yaml"
     config.write_text(
-        "expert: &e {name: float}\n"
-        f"pipeline:\n  prior: {{name: mix, experts: [{experts}]}}\n"
+        f"expert: &e {{name: float}}\npipeline:\n  prior: {{name: mix, experts: [{experts}]}}\n"
     )
     message = one_error_line(lmgc("compress", g, "--config", config, ok=False), 2)
     assert "anchor &e refused" in message

@@ -250,8 +250,13 @@ def test_delta_blocks_are_crc_checked_with_the_priors_crc32(monkeypatch) -> None
         lmgc_core.decompress(container.pack(header, [bytes(b) for b in blocks]), base=base)
 
 
-BIT_DTYPES = {"float32": np.uint32, "float64": np.uint64, "float16": np.uint16,
-              "bfloat16": np.uint16, "int16": np.uint16}
+BIT_DTYPES = {
+    "float32": np.uint32,
+    "float64": np.uint64,
+    "float16": np.uint16,
+    "bfloat16": np.uint16,
+    "int16": np.uint16,
+}
 
 
 @settings(max_examples=60, deadline=None)

@@ -53,9 +53,7 @@ gen = _generator()
 
 
 def _indexes() -> dict[str, dict[str, Any]]:
-    return {
-        p.parent.name: json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*/index.json"))
-    }
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*/index.json"))}
 
 
 INDEXES = _indexes()
@@ -138,8 +136,10 @@ def test_stream_fixture_decodes_bit_exact(folder, file, entry):
         except ChecksumError:
             if _records_vendor(blob) or _cpu_vendor() == LM_FIXTURES_VENDOR:
                 raise
-            pytest.skip(f"LM fixture from before cpu_vendor was recorded, written on a "
-                        f"{LM_FIXTURES_VENDOR} CPU: refused by its SHA-256 on {_cpu_vendor()}")
+            pytest.skip(
+                f"LM fixture from before cpu_vendor was recorded, written on a "
+                f"{LM_FIXTURES_VENDOR} CPU: refused by its SHA-256 on {_cpu_vendor()}"
+            )
     else:
         arr = gen.decode_stream(entry["decode"], blob, _stream_base(folder, entry))
     assert gen.describe(arr) == entry["expected"], f"{folder}/{file} ({entry['what']})"
@@ -309,15 +309,24 @@ def test_archive_fixture_members_decode_alone(folder, file, entry, tmp_path):
                     with pytest.raises(MismatchError, match=header["base"]["name"]):
                         lmgc_core.decompress(member)
                 arrays[n.removesuffix(".lmgc")] = gen.describe(
-                    lmgc_core.decompress(member, base=base) if base is not None
-                    else lmgc_core.decompress(member))
+                    lmgc_core.decompress(member, base=base)
+                    if base is not None
+                    else lmgc_core.decompress(member)
+                )
             assert bases is None or against, f"{folder}/{file}: no member coded against the base"
     if "tensors" in entry["expected"]:
         assert arrays == entry["expected"]["tensors"], f"{folder}/{file}"
 
 
-_SAFETENSORS_DTYPES = {"BF16": "bfloat16", "F16": "<f2", "F32": "<f4", "F64": "<f8",
-                       "I64": "<i8", "I32": "<i4", "U8": "|u1"}
+_SAFETENSORS_DTYPES = {
+    "BF16": "bfloat16",
+    "F16": "<f2",
+    "F32": "<f4",
+    "F64": "<f8",
+    "I64": "<i8",
+    "I32": "<i4",
+    "U8": "|u1",
+}
 
 
 def _tensors_in(path: Path) -> dict[str, Any]:
@@ -336,9 +345,12 @@ def _tensors_in(path: Path) -> dict[str, Any]:
         header, body = json.loads(data[8 : 8 + n]), data[8 + n :]
         header.pop("__metadata__", None)
         return {
-            name: {"sha256": _sha(body[t["data_offsets"][0] : t["data_offsets"][1]]),
-                   "dtype": _SAFETENSORS_DTYPES[t["dtype"]], "shape": t["shape"],
-                   "order": "C"}
+            name: {
+                "sha256": _sha(body[t["data_offsets"][0] : t["data_offsets"][1]]),
+                "dtype": _SAFETENSORS_DTYPES[t["dtype"]],
+                "shape": t["shape"],
+                "order": "C",
+            }
             for name, t in header.items()
         }
     return {"": {"sha256": _sha(data)}}
@@ -361,8 +373,12 @@ def test_every_case_has_a_fixture_of_the_current_versions():
     """A component or option added to scripts/make_fixtures.py needs its fixture too (written
     into a new directory: ``--only CASE --out tests/fixtures/<kind>-v<N>-<what>``)."""
     for kind, cases in (("stream", gen.STREAM_CASES), ("archive", gen.ARCHIVE_CASES)):
-        have = {e["case"] for i in INDEXES.values() if i["kind"] == kind and _is_current(i)
-                for e in i["files"].values()}
+        have = {
+            e["case"]
+            for i in INDEXES.values()
+            if i["kind"] == kind and _is_current(i)
+            for e in i["files"].values()
+        }
         missing = sorted({c.name for c in cases} - have)
         assert not missing, (
             f"{kind} cases {missing} have no fixture of the current format version: run "

@@ -207,8 +207,11 @@ def test_a_zlib_that_deflates_otherwise_is_named(tmp_path, grads, monkeypatch):
     deflate = zlib.compressobj
     monkeypatch.setattr(writers.zlib, "compressobj", lambda level, *a: deflate(1, *a))
     monkeypatch.setattr(filecodec.zlib, "ZLIB_RUNTIME_VERSION", "1.3.0.zlib-ng")
-    with pytest.raises(ChecksumError, match=r"this machine's zlib \(1\.3\.0\.zlib-ng\) "
-                       r"may deflate them to other bytes .* converting them"):
+    with pytest.raises(
+        ChecksumError,
+        match=r"this machine's zlib \(1\.3\.0\.zlib-ng\) "
+        r"may deflate them to other bytes .* converting them",
+    ):
         decompress_path(tmp_path / "g.npz.lmgc", tmp_path / "back.npz")
     monkeypatch.undo()
     decompress_path(tmp_path / "g.npz.lmgc", tmp_path / "back.npz")

@@ -150,8 +150,13 @@ def byte_changes(
     """One byte changed: the last 22 (a zip's end record) and a sample of the other structure
     bytes (``every``: all of them), and a sample of member data."""
     structure, data = regions(blob)
-    sample = structure if every else (
-        rng.sample(structure[:-22], min(STRUCTURE_SAMPLE, len(structure) - 22)) + structure[-22:]
+    sample = (
+        structure
+        if every
+        else (
+            rng.sample(structure[:-22], min(STRUCTURE_SAMPLE, len(structure) - 22))
+            + structure[-22:]
+        )
     )
     for p in sample + rng.sample(data, min(DATA_SAMPLE, len(data))):
         out = bytearray(blob)
@@ -209,12 +214,12 @@ def member_surgery(blob: bytes) -> Iterator[tuple[str, bytes]]:
         n = len(z.namelist()) - 1  # the data members; the manifest is last
 
     def swap(i: int) -> Callable[[Items], Items]:
-        return lambda items: [*items[:i], items[i + 1], items[i], *items[i + 2:]]
+        return lambda items: [*items[:i], items[i + 1], items[i], *items[i + 2 :]]
 
     def swap_data(i: int) -> Callable[[Items], Items]:
         def change(items: Items) -> Items:
             (a, da), (b, db) = items[i], items[i + 1]
-            return [*items[:i], (a, db), (b, da), *items[i + 2:]]
+            return [*items[:i], (a, db), (b, da), *items[i + 2 :]]
 
         return change
 
@@ -224,15 +229,24 @@ def member_surgery(blob: bytes) -> Iterator[tuple[str, bytes]]:
     for i in range(n):
         yield f"member {i} twice", rezip(blob, lambda it, i=i: it[: i + 1] + it[i:])
         yield f"member {i} dropped", rezip(blob, lambda it, i=i: it[:i] + it[i + 1 :])
-        yield f"member {i} renamed", rezip(
-            blob, lambda it, i=i: [*it[:i], (_renamed(it[i][0], "zz.lmgc"), it[i][1]), *it[i + 1:]]
+        yield (
+            f"member {i} renamed",
+            rezip(
+                blob,
+                lambda it, i=i: [*it[:i], (_renamed(it[i][0], "zz.lmgc"), it[i][1]), *it[i + 1 :]],
+            ),
         )
-        yield f"member {i} renamed as the manifest", rezip(
-            blob, lambda it, i=i: [*it[:i], (_renamed(it[i][0], MANIFEST), it[i][1]), *it[i + 1:]]
+        yield (
+            f"member {i} renamed as the manifest",
+            rezip(
+                blob,
+                lambda it, i=i: [*it[:i], (_renamed(it[i][0], MANIFEST), it[i][1]), *it[i + 1 :]],
+            ),
         )
     yield "the manifest moved first", rezip(blob, lambda it: it[-1:] + it[:-1])
-    yield "the manifest stored", rezip(
-        blob, lambda it: [*it[:-1], (_renamed(it[-1][0], MANIFEST), it[-1][1])]
+    yield (
+        "the manifest stored",
+        rezip(blob, lambda it: [*it[:-1], (_renamed(it[-1][0], MANIFEST), it[-1][1])]),
     )
 
 
@@ -304,8 +318,9 @@ def manifest_edits(blob: bytes) -> Iterator[tuple[str, bytes]]:
                         with contextlib.suppress(TypeError, ValueError):
                             t["nbytes"] = int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
 
-                    yield f"tensor {k} {key}={value!r} with nbytes"[:80], _edit_manifest(
-                        blob, agree
+                    yield (
+                        f"tensor {k} {key}={value!r} with nbytes"[:80],
+                        _edit_manifest(blob, agree),
                     )
     source = original["source"]
     top: dict[str, list[object]] = {
@@ -420,8 +435,9 @@ def _raw_header_edits(header: dict, blocks: bytes) -> Iterator[tuple[str, bytes]
         yield label, container.pack(changed, []) + blocks
     for label, key, value in [("array dtype", "dtype", "<i4"), ("array shape", "shape", [1]),
                               ("array shape 2-D", "shape", [*shape, 1])]:  # fmt: skip
-        yield label, container.pack({**header, "array": {**header["array"], key: value}}, []) + (
-            blocks
+        yield (
+            label,
+            container.pack({**header, "array": {**header["array"], key: value}}, []) + (blocks),
         )
 
 
@@ -481,8 +497,10 @@ class Runner:
             self.tally["refused"] += 1
             lines = got.stderr.strip().splitlines()
             usage = got.status == 2 and "--base" in got.stderr  # a base other than recorded
-            if not (got.status == 1 or usage) or len(lines) != 1 or not lines[0].startswith(
-                "error: "
+            if (
+                not (got.status == 1 or usage)
+                or len(lines) != 1
+                or not lines[0].startswith("error: ")
             ):
                 self.failures.append(f"{where}: status {got.status}, stderr {got.stderr!r}")
             if got.output is not None or list(self.tmp.glob("*.part")):

@@ -83,7 +83,7 @@ def test_a_repeated_entry_keys_its_last_value_as_json_loads_keeps_it(data):
         (lambda t: b" " + t, False),
         (lambda t: t + b"\n", False),
         (lambda t: t.replace(b'"made_by":"lmgc', b'"made_by":"\\u00e9 lmgc'), True),  # escaped
-        (lambda t: t.replace(b'"made_by":"lmgc', "\"made_by\":\"\u00e9 lmgc".encode()), False),
+        (lambda t: t.replace(b'"made_by":"lmgc', '"made_by":"\u00e9 lmgc'.encode()), False),
     ],
 )
 def test_other_texts_parse_as_json_loads_and_decode(data, edit, compact):

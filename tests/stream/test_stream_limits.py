@@ -277,8 +277,10 @@ def test_float_segments_are_counted_exactly_before_they_are_listed():
             blocks, used = formats.segments(shape, layout, block_values)
             listed = sum(len(b) for b in blocks)
             if used and layout:
-                counted = math.prod(shape) // total * sum(
-                    formats._n_pieces(s, block_values) for s in layout
+                counted = (
+                    math.prod(shape)
+                    // total
+                    * sum(formats._n_pieces(s, block_values) for s in layout)
                 )
             else:
                 counted = formats._n_pieces(shape, block_values)

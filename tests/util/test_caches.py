@@ -36,7 +36,7 @@ def _hammer(work, threads: int = 8) -> list[BaseException]:
 
 def test_recent_header_values_survive_threads_that_evict_them():
     name = "test-recent-values"
-    texts = [f'[{i},{i + 1}]' for i in range(3 * container.RECENT_VALUES)]
+    texts = [f"[{i},{i + 1}]" for i in range(3 * container.RECENT_VALUES)]
 
     def work(k: int) -> None:
         for i in range(4000):
@@ -114,4 +114,3 @@ def test_run_ahead_runs_each_item_once_when_a_later_thread_cannot_start(monkeypa
     out = list(parallel.run_ahead(work, range(12), 4, workers=3))
     assert out == [i * 10 for i in range(12)]
     assert sorted(runs) == list(range(12))
-

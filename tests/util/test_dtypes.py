@@ -56,8 +56,11 @@ def test_every_ml_dtype_comes_back_as_itself(name: str) -> None:
     if not hasattr(ml_dtypes, name):
         pytest.skip(f"this ml_dtypes has no {name}")
     dtype = np.dtype(getattr(ml_dtypes, name))
-    new = np.arange(512, dtype=np.uint8).astype(np.uint8).view(dtype) if dtype.itemsize == 1 \
+    new = (
+        np.arange(512, dtype=np.uint8).astype(np.uint8).view(dtype)
+        if dtype.itemsize == 1
         else np.arange(512, dtype=np.float32).astype(dtype)
+    )
     base = new.copy()
     base[::7] = new[0]
     pipe = Pipeline.from_config({})
@@ -113,8 +116,12 @@ def test_items_of_no_bytes_come_back_without_memory() -> None:
     back = restore_view(np.zeros((1 << 31, 0), np.uint8), {"dtype": "|S0"})
     assert back.dtype == np.dtype("S0") and back.shape == (1 << 31,) and back.nbytes == 0
     codec = numcodecs.get_codec({"id": "lmgc", "level": 1})
-    for arr in (np.ndarray((5,), "S0"), np.ndarray((0,), "S0"), np.zeros(3, []),
-                np.ndarray((3, 4), "V0")):  # fmt: skip (|V0 reached the prior: a TypeError)
+    for arr in (
+        np.ndarray((5,), "S0"),
+        np.ndarray((0,), "S0"),
+        np.zeros(3, []),
+        np.ndarray((3, 4), "V0"),
+    ):  # fmt: skip (|V0 reached the prior: a TypeError)
         got = codec.decode(codec.encode(arr))
         assert got.dtype == arr.dtype and got.shape == arr.shape
     with pytest.raises(ConfigError, match="directly"):  # needs the codecs' byte view

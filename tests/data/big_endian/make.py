@@ -1,4 +1,5 @@
 """Streams for tests/data/big_endian/, written by lmgc on s390x (big-endian, under qemu)."""
+
 import sys
 from pathlib import Path
 
@@ -15,11 +16,14 @@ np.save(out / "grads.npy", grads)
 l1 = {"prior": {"name": "float", "level": 1}}
 (out / "stored-f4.lmgc").write_bytes(Pipeline.from_config(l1).compress(np.frombuffer(raw, "<f4")))
 (out / "stored-f8-delta.lmgc").write_bytes(
-    Pipeline.from_config(l1).compress(np.frombuffer(raw, "<f8"), base=np.frombuffer(braw, "<f8")))
+    Pipeline.from_config(l1).compress(np.frombuffer(raw, "<f8"), base=np.frombuffer(braw, "<f8"))
+)
 (out / "stored-i2.lmgc").write_bytes(Pipeline.from_config(l1).compress(np.frombuffer(raw, "<i2")))
 (out / "level1.lmgc").write_bytes(Pipeline.from_config(l1).compress(grads))
 (out / "quantize8.lmgc").write_bytes(
-    Pipeline.from_config({"stages": [{"name": "quantize", "bits": 8}]}).compress(grads))
+    Pipeline.from_config({"stages": [{"name": "quantize", "bits": 8}]}).compress(grads)
+)
 (out / "quantize1.lmgc").write_bytes(
-    Pipeline.from_config({"stages": [{"name": "quantize", "bits": 1}]}).compress(grads))
+    Pipeline.from_config({"stages": [{"name": "quantize", "bits": 1}]}).compress(grads)
+)
 print(sys.byteorder, sorted(p.name for p in out.iterdir()))

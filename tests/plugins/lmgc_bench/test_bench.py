@@ -335,4 +335,3 @@ def test_cells_that_differ_get_rows_of_their_own():
     blocks = [{"measure": "estimate"}, {"measure": "teacher-forced"}]
     cells = list(expand({"experiments": [{"name": "e", "lmgc": blocks}]}, [w]))
     assert len({c.label for c in cells}) == 2
-

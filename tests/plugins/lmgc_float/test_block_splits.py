@@ -68,11 +68,13 @@ def test_homogeneous_blocks_keep_their_bytes():
     arr = np.concatenate([GRADS] * 8)
     cuts, _ = segments(arr.shape, ((256, 128), (256, 128)), 1 << 18)
     k, fmt = fast.kernel(), float_format(arr.dtype)
-    runs = k.encode_split(as_uint(arr), seg_array(cuts[0]), 32, fmt.exponent_bits,
-                          fmt.mantissa_bits)
+    runs = k.encode_split(
+        as_uint(arr), seg_array(cuts[0]), 32, fmt.exponent_bits, fmt.mantissa_bits
+    )
     assert [count for _, count in runs] == [2]
-    assert runs[0][0] == k.encode(as_uint(arr), seg_array(cuts[0]), 32, fmt.exponent_bits,
-                                  fmt.mantissa_bits)
+    assert runs[0][0] == k.encode(
+        as_uint(arr), seg_array(cuts[0]), 32, fmt.exponent_bits, fmt.mantissa_bits
+    )
     blob = _pipe(layout=LAYOUT).compress(arr)
     assert "splits" not in _meta(blob)
     assert decompress(blob).tobytes() == arr.tobytes()
@@ -81,10 +83,18 @@ def test_homogeneous_blocks_keep_their_bytes():
 def test_regroup_cuts_blocks_at_the_splits():
     blocks = [[(0, 1, 4), (4, 1, 4), (8, 1, 4)], [(12, 2, 4)], [(20, 1, 4), (24, 1, 4)]]
     assert fast.regroup(blocks, [1, 2, 5]) == [
-        [(0, 1, 4)], [(4, 1, 4)], [(8, 1, 4)], [(12, 2, 4)], [(20, 1, 4)], [(24, 1, 4)]
+        [(0, 1, 4)],
+        [(4, 1, 4)],
+        [(8, 1, 4)],
+        [(12, 2, 4)],
+        [(20, 1, 4)],
+        [(24, 1, 4)],
     ]
     assert fast.regroup(blocks, [2]) == [
-        [(0, 1, 4), (4, 1, 4)], [(8, 1, 4)], [(12, 2, 4)], [(20, 1, 4), (24, 1, 4)]
+        [(0, 1, 4), (4, 1, 4)],
+        [(8, 1, 4)],
+        [(12, 2, 4)],
+        [(20, 1, 4), (24, 1, 4)],
     ]
 
 

@@ -48,8 +48,9 @@ def _specials(dtype: np.dtype) -> np.ndarray:
     return np.array(bits, dtype=np.uint64).astype(f"u{dtype.itemsize}")
 
 
-def _round_trip(new: np.ndarray, base: np.ndarray, shape: tuple[int, ...], level: int,
-                jobs: int = 1) -> list[bytes]:
+def _round_trip(
+    new: np.ndarray, base: np.ndarray, shape: tuple[int, ...], level: int, jobs: int = 1
+) -> list[bytes]:
     meta, blocks = delta.encode(new, base, shape, level, jobs)
     got = delta.decode(meta, blocks, base, new.dtype, shape, jobs)
     assert got.dtype == new.dtype
@@ -109,7 +110,7 @@ def _checkpoints(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Real gradients as weights and one small update of them (a checkpoint pair)."""
     g = np.load(GRADS).astype(np.float32)
     w = (g * np.float32(100)).astype(dtype)
-    step = (np.sign(np.roll(g, 1)) * np.float32(1e-3) * np.abs(w.astype(np.float32)))
+    step = np.sign(np.roll(g, 1)) * np.float32(1e-3) * np.abs(w.astype(np.float32))
     return (w.astype(np.float32) - step).astype(dtype), w
 
 
@@ -254,9 +255,17 @@ def test_vector_and_scalar_decoding_agree() -> None:
     assert outcomes[0] == outcomes[1] == outcomes[2] != "decoded"
 
 
-@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16),
-                                   np.dtype(np.float16), np.dtype(np.int32),
-                                   np.dtype(np.uint16), np.dtype(np.float64)])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        np.dtype(np.float32),
+        np.dtype(ml_dtypes.bfloat16),
+        np.dtype(np.float16),
+        np.dtype(np.int32),
+        np.dtype(np.uint16),
+        np.dtype(np.float64),
+    ],
+)
 @pytest.mark.parametrize("transform", [delta.ULP, delta.XOR])
 def test_vector_and_scalar_values_agree(dtype: np.dtype, transform: int) -> None:
     """The AVX2 value pass (16- and 32-bit values, both transforms, floats and integers; by
@@ -277,8 +286,11 @@ def test_vector_and_scalar_values_agree(dtype: np.dtype, transform: int) -> None
     new[::17] = base[::17]
     new[5::97] = rng.integers(0, 256, len(new[5::97]) * dtype.itemsize, np.uint8).view(u)
     segs = np.array([[0, 90, 128], [90 * 128, 1, n - 90 * 128]], dtype=np.int64)
-    layout = (w, 0, 0) if dtype.kind in "iub" else (
-        w, {16: 8 if dtype == ml_dtypes.bfloat16 else 5, 32: 8, 64: 11}[w], 0)
+    layout = (
+        (w, 0, 0)
+        if dtype.kind in "iub"
+        else (w, {16: 8 if dtype == ml_dtypes.bfloat16 else 5, 32: 8, 64: 11}[w], 0)
+    )
     layout = (w, layout[1], w - 1 - layout[1]) if layout[1] else layout
     block = k.encode(new, base, segs, *layout, 1, transform)
     damaged = []

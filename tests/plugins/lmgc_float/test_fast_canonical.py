@@ -19,8 +19,16 @@ from tests.paths import TESTS_DIR
 
 DATA = TESTS_DIR / "data"
 FIXTURES = TESTS_DIR / "fixtures"
-DTYPES = [np.float32, ml_dtypes.bfloat16, np.float16, np.float64, ml_dtypes.float8_e4m3fn,
-          ml_dtypes.float8_e5m2, np.int32, np.uint8]
+DTYPES = [
+    np.float32,
+    ml_dtypes.bfloat16,
+    np.float16,
+    np.float64,
+    ml_dtypes.float8_e4m3fn,
+    ml_dtypes.float8_e5m2,
+    np.int32,
+    np.uint8,
+]
 F_SIGN, F_ZROWS, F_ZCOLS = 4, 8, 16
 FLAGS = [0, 2 | F_SIGN | F_ZROWS | F_ZCOLS, 2 | F_SIGN, 1 | F_SIGN]  # of _arrays' floats
 

@@ -179,8 +179,9 @@ def test_version_2_streams_decode_on_both_paths(name):
         for simd in paths:
             k.simd(simd)
             out = decompress(blob)
-            assert hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest() == (
-                want["expected"]["sha256"]
+            assert (
+                hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest()
+                == (want["expected"]["sha256"])
             )
     finally:
         k.simd(True)
@@ -344,11 +345,11 @@ def _altered_but_decodable(block: bytes, cuts, bits, fmt) -> bytes:
 def test_checksum_catches_altered_values(dtype):
     """A block whose payload is altered, its CRC repaired, decodes to other values: the stream
     must refuse it (ChecksumError), never return them."""
-    arr = (_fixed_input("int16") if dtype == np.int16 else _fixed_input("float32").astype(dtype))
+    arr = _fixed_input("int16") if dtype == np.int16 else _fixed_input("float32").astype(dtype)
     blob = _fast().compress(arr)
     header, offset = container.read_header(blob)
     assert header["checksum"] == fast.BLOCK_CHECKSUM and "sha256" not in header
-    (size, _), = header["parts"][0]["blocks"]
+    ((size, _),) = header["parts"][0]["blocks"]
     block = bytes(blob[offset : offset + size])
     cuts, _ = segments(arr.shape, None, 1 << 18)
     altered = _altered_but_decodable(block, cuts, as_uint(arr.reshape(-1)), float_format(arr.dtype))

@@ -165,8 +165,9 @@ def test_direct_calls_check_by_default():
     with pytest.raises(ValueError, match="side information"):
         fast.kernel().decode(block, np.empty_like(bits), segs, *layout)
     with pytest.raises(LMGCError, match="side information"):
-        fast.decode_blocks([block], np.empty_like(bits), [[(0, *arr.shape)]],
-                           float_format(arr.dtype), 1)
+        fast.decode_blocks(
+            [block], np.empty_like(bits), [[(0, *arr.shape)]], float_format(arr.dtype), 1
+        )
 
 
 SHORT_DTYPES = [ml_dtypes.bfloat16, np.float16, ml_dtypes.float8_e4m3fn, np.float32]
@@ -183,7 +184,7 @@ def test_rows_shorter_than_a_vector(dtype, simd):
     g = (1 + np.abs(g[:4096]) / np.abs(g).max()) * np.sign(g[:4096])
     for cols in (1, 2, 3, 5, 9, 16, 25, 31, 32, 33):
         for rows in (1, 2, 3, 7, 40):
-            arr = (g[: rows * cols].reshape(rows, cols) * 2.0 ** (np.arange(rows) % 5 - 2)[:, None])
+            arr = g[: rows * cols].reshape(rows, cols) * 2.0 ** (np.arange(rows) % 5 - 2)[:, None]
             if rows > 3:
                 arr[rows // 2] = 0.0  # a zero row inside the segment
             bits, segs, layout, block = _case(arr.astype(dtype))
@@ -198,8 +199,9 @@ def test_rows_shorter_than_a_vector(dtype, simd):
     assert _decode(block, bits, segs, layout) == bits.tobytes()
 
 
-@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.int16],
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [np.float32, ml_dtypes.bfloat16, np.int16], ids=lambda d: np.dtype(d).name
+)
 def test_every_decoding_path_agrees(dtype):
     """AMD Zen's paths (with AVX-512 and with AVX2 only), AVX-512VL renormalisation, plain AVX2
     and scalar decode every block, damaged ones too, to the same values or the same error (blocks
@@ -208,8 +210,11 @@ def test_every_decoding_path_agrees(dtype):
         if not available:
             pytest.skip("no x86-64-v4 (AVX-512) on this CPU")
     rng = np.random.default_rng(3)
-    arr = np.tile(_arrays(np.float32)[1], (40, 1)).astype(dtype) if dtype != np.int16 else (
-        (np.load(DATA / "mlp_grads_8k.npy") * 1e4).astype(np.int16).reshape(64, 128))
+    arr = (
+        np.tile(_arrays(np.float32)[1], (40, 1)).astype(dtype)
+        if dtype != np.int16
+        else ((np.load(DATA / "mlp_grads_8k.npy") * 1e4).astype(np.int16).reshape(64, 128))
+    )
     bits, segs, layout, block = _case(arr)
     blocks = [block]
     for _ in range(30):

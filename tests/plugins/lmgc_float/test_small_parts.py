@@ -140,7 +140,7 @@ def test_a_small_level_2_part_checks_its_values():
     blob = Pipeline.from_config({}).compress(GRADS)
     header, offset = container.read_header(blob)
     assert header["checksum"] == "blocks-xxh3-128" and "sha256" not in header
-    (size, _), = header["parts"][0]["blocks"]
+    ((size, _),) = header["parts"][0]["blocks"]
     block = bytearray(blob[offset : offset + size])
     block[-1] ^= 1
     header["parts"][0]["blocks"] = [[size, zlib.crc32(block)]]
