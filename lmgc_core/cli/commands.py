@@ -738,31 +738,44 @@ def _describe(path: str) -> dict[str, Any]:
         return describe(src, size, name)
 
 
+def _is_folder(path: str) -> bool:
+    return path != STDIO and Path(path).is_dir()
+
+
 @cli.command()
-@click.argument("input", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.argument("input", type=click.Path(exists=True, allow_dash=True))
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON document: members, totals, headers."
 )
 def info(input: str, as_json: bool) -> None:
-    """Show an archive's or stream's source, tensors, sizes, pipeline and headers; every
-    member is checked (CRCs, lengths), so a damaged file exits with status 1."""
-    from lmgc_core.files.describe import info_lines
+    """Show an archive's or stream's source, tensors, sizes, pipeline and headers (a folder
+    compress wrote: each archive's); every member is checked (CRCs, lengths), so a damaged
+    file exits with status 1."""
+    from lmgc_core.files.describe import folder_info_lines, info_lines
+    from lmgc_core.files.folders import describe_folder
 
-    doc = _describe(input)
+    folder = _is_folder(input)
+    doc = describe_folder(input) if folder else _describe(input)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
-    for line in info_lines(doc):
+    for line in folder_info_lines(doc) if folder else info_lines(doc):
         click.echo(line)
 
 
 @cli.command(name="ls")
-@click.argument("input", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.argument("input", type=click.Path(exists=True, allow_dash=True))
 def ls_command(input: str) -> None:
-    """List an archive's tensors: name, dtype, shape, original and compressed size, ratio."""
-    from lmgc_core.files.describe import ls_lines
+    """List an archive's tensors (a folder compress wrote: every archive's, and the files it
+    copied): name, dtype, shape, original and compressed size, ratio."""
+    from lmgc_core.files.describe import folder_ls_lines, ls_lines
+    from lmgc_core.files.folders import describe_folder
 
-    for line in ls_lines(_describe(input)):
+    if _is_folder(input):
+        lines = folder_ls_lines(describe_folder(input))
+    else:
+        lines = ls_lines(_describe(input))
+    for line in lines:
         click.echo(line)
 
 

@@ -80,36 +80,51 @@ def _shape(shape: list[int]) -> str:
 
 
 def ls_lines(doc: dict[str, Any]) -> list[str]:
-    rows = [("name", "dtype", "shape", "original", "compressed", "ratio")]
-    for m in doc["members"]:
-        rows.append(
-            (
-                m["name"] or "-",
-                "bytes" if m.get("bytes") else str(m["dtype"]),
-                _shape(m["shape"]),
-                str(m["original_bytes"]),
-                str(m["compressed_bytes"]),
-                f"{m['ratio_percent']:.2f}%",
-            )
-        )
     t = doc["totals"]
-    rows.append(
-        (
-            "total",
-            f"{t['tensors']} tensors",
-            "",
-            str(t["original_bytes"]),
-            str(t["file_bytes"]),
-            f"{t['ratio_percent']:.2f}%",
-        )
-    )
-    rows = [tuple(safe(cell) for cell in r) for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    total = ("total", f"{t['tensors']} tensors", "", t["original_bytes"], t["file_bytes"], None)
+    return _table([*_member_rows(doc), total])
+
+
+def folder_ls_lines(doc: dict[str, Any]) -> list[str]:
+    """``ls`` of a folder (:func:`lmgc_core.files.folders.describe_folder`): every archive's
+    tensors under ``FILE:TENSOR`` (a .npy's one tensor under its file's name), then the files
+    copied as they were, then the folder's total."""
+    rows = [r for rel, d in doc["coded"].items() for r in _member_rows(d, rel)]
+    rows += [(rel, "copied", "", size, size, None) for rel, size in doc["copied"].items()]
+    t = doc["totals"]
+    files = f"{t['coded'] + t['copied']} files"
+    return _table([*rows, ("total", files, "", t["original_bytes"], t["folder_bytes"], None)])
+
+
+def _member_rows(doc: dict[str, Any], file: str | None = None) -> list[tuple[Any, ...]]:
+    """A row per tensor of an archive: name (``file:name`` when ``file`` is given), dtype,
+    shape, original and compressed bytes."""
+    rows = []
+    for m in doc["members"]:
+        name = m["name"] or "-"
+        if file is not None:
+            name = f"{file}:{m['name']}" if m["name"] else file
+        dtype = "bytes" if m.get("bytes") else str(m["dtype"])
+        shape = _shape(m["shape"])
+        rows.append((name, dtype, shape, m["original_bytes"], m["compressed_bytes"], None))
+    return rows
+
+
+def _table(rows: list[tuple[Any, ...]]) -> list[str]:
+    """``ls``' columns: name, dtype, shape left-aligned, sizes and ratio right-aligned (the
+    ratio from the sizes where a row gives none)."""
+    head = ("name", "dtype", "shape", "original", "compressed", "ratio")
+    cells = [head] + [
+        (n, d, s, str(o), str(c), f"{_ratio(c, o) if r is None else r:.2f}%")
+        for n, d, s, o, c, r in rows
+    ]
+    cells = [tuple(safe(cell) for cell in r) for r in cells]
+    widths = [max(len(r[i]) for r in cells) for i in range(6)]
     return [
         "  ".join(
             r[i].ljust(widths[i]) if i < 3 else r[i].rjust(widths[i]) for i in range(6)
         ).rstrip()
-        for r in rows
+        for r in cells
     ]
 
 
@@ -160,6 +175,23 @@ def _series(header: Any) -> str | None:
 
 def _common(values: list[Any]) -> Any:
     return values[0] if values and all(v == values[0] for v in values) else None
+
+
+def folder_info_lines(doc: dict[str, Any]) -> list[str]:
+    """``info`` of a folder: what it holds, then each archive's :func:`info_lines`, then the
+    files copied as they were and the empty folders."""
+    t = doc["totals"]
+    lines = [
+        f"{doc['folder']}: lmgc folder of {t['coded']} archives and {t['copied']} files copied "
+        "as they were",
+        f"  size       {t['original_bytes']} -> {t['folder_bytes']} bytes "
+        f"({t['ratio_percent']:.2f}%)",
+    ]
+    for d in doc["coded"].values():
+        lines += info_lines(d)
+    lines += [f"{rel}: copied as it was, {size} bytes" for rel, size in doc["copied"].items()]
+    lines += [f"{rel}/: an empty folder" for rel in doc["empty_folders"]]
+    return [safe(line) for line in lines]
 
 
 def info_lines(doc: dict[str, Any]) -> list[str]:

@@ -711,6 +711,26 @@ def _check_listed(
     decompressing it writes."""
     from lmgc_core.files.archive import ArchiveReader
 
+    _check_files(root, coded, copied, archives, hashes)
+    total = 0
+    for rel in coded:
+        with open(root / (rel + SUFFIX), "rb") as f:
+            reader = ArchiveReader(f, rel)
+            size = reader.source.get("size")
+            total += size if type(size) is int else 0
+            _check_base(reader, _base_of(base_dir, rel), rel, base_dir)
+    return total + sum((root / rel).stat().st_size for rel in copied)
+
+
+def _check_files(
+    root: Path,
+    coded: list[str],
+    copied: list[str],
+    archives: Mapping[str, str],
+    hashes: Mapping[str, str],
+) -> None:
+    """:func:`_check_listed`'s checks of the folder's own files: every listed file there, each
+    archive the one compress wrote, no unchecked copy leading out of the folder."""
     missing = [r + SUFFIX for r in coded if not (root / (r + SUFFIX)).is_file()]
     missing += [r for r in copied if not (root / r).is_file()]
     if missing:
@@ -723,7 +743,6 @@ def _check_listed(
                 f"{root / rel} leads out of {root}, and {UNCHECKED}: not copied (copy the "
                 "folder with its links followed, cp -rL, to decompress it)"
             )
-    total = 0
     for rel in coded:
         if rel in archives and _archive_digest(root / (rel + SUFFIX)) != archives[rel]:
             raise FolderError(
@@ -731,12 +750,6 @@ def _check_listed(
                 "from the manifest's): another run wrote this folder at the same time, or the "
                 "file comes from another folder"
             )
-        with open(root / (rel + SUFFIX), "rb") as f:
-            reader = ArchiveReader(f, rel)
-            size = reader.source.get("size")
-            total += size if type(size) is int else 0
-            _check_base(reader, _base_of(base_dir, rel), rel, base_dir)
-    return total + sum((root / rel).stat().st_size for rel in copied)
 
 
 def _archive_digest(path: Path) -> str:
@@ -780,6 +793,50 @@ def test_folder(
             _copy_into(root / rel, Discard(), bar, hashes.get(rel))
             result.copied.append(rel)
     return result
+
+
+def describe_folder(src_dir: str | os.PathLike) -> dict[str, Any]:
+    """What ``lmgc info`` and ``ls`` show of a folder ``lmgc compress`` wrote: each archive
+    described as a file is (its headers, CRCs and lengths checked), by its file's name, the
+    files copied as they were, by size, and the empty folders; after the checks decompress
+    makes of the folder's own files (none missing, each archive the one compress wrote). A
+    folder a decompress did not finish writing is named as such: its files may be missing."""
+    from lmgc_core.files.describe import describe
+
+    root = Path(src_dir)
+    if marks := _unfinished_marks(root):
+        raise FolderError(
+            f"{root}: a decompress into this folder did not finish ({marks[0].name} is there), "
+            "so files may be missing: decompress into it again with -f"
+        )
+    coded, copied, empty, hashes, archives = _read_folder_manifest(root)
+    _check_files(root, coded, copied, archives, hashes)
+    docs = {}
+    for rel in coded:
+        with open(root / (rel + SUFFIX), "rb") as f:
+            docs[rel] = describe(f, os.fstat(f.fileno()).st_size, rel + SUFFIX)
+    sizes = {rel: (root / rel).stat().st_size for rel in copied}
+    original = sum(_source_bytes(doc) for doc in docs.values()) + sum(sizes.values())
+    stored = sum(doc["totals"]["file_bytes"] for doc in docs.values()) + sum(sizes.values())
+    return {
+        "folder": str(root),
+        "coded": docs,
+        "copied": sizes,
+        "empty_folders": empty,
+        "totals": {
+            "coded": len(docs),
+            "copied": len(sizes),
+            "original_bytes": original,
+            "folder_bytes": stored,
+            "ratio_percent": 100 * stored / original if original else 0.0,
+        },
+    }
+
+
+def _source_bytes(doc: Mapping[str, Any]) -> int:
+    """The bytes of the file an archive rebuilds (its tensors' where it records no size)."""
+    size = (doc["source"] or {}).get("size")
+    return size if type(size) is int else doc["totals"]["original_bytes"]
 
 
 def _existing(path: Path) -> Path:

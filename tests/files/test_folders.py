@@ -583,6 +583,9 @@ def test_a_killed_folder_decompress_leaves_its_output_marked(tmp_path: Path) -> 
     assert "did not finish" in said and "files may be missing" in said
     with pytest.raises(FolderError, match="did not finish"):
         compress_folder(out, tmp_path / "again")
+    for command in ("info", "ls"):  # what a user asks of the folder first
+        said = one_error_line(lmgc(command, out, ok=False), 1)
+        assert "did not finish" in said and "files may be missing" in said
     result = lmgc("decompress", tmp_path / "c", "-o", out, "-f", "-q")
     assert f"{marks[0]}: the mark of an `lmgc decompress`" in result.stderr
     assert {k: v for k, v in _tree(out).items() if k != marks[0]} == _tree(src)
@@ -770,3 +773,46 @@ def test_folder_options_take_effect_or_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
     lmgc("decompress", tmp_path / "c", "-o", tmp_path / "back")
     assert _tree(tmp_path / "back") == _tree(src)
+
+
+def test_info_and_ls_describe_a_compressed_folder(tmp_path: Path) -> None:
+    """``lmgc info``/``ls`` of the folder ``lmgc compress`` wrote said "is a directory": each
+    archive's tensors are listed under its file's name, the copied files and the empty
+    folders too, and a damaged or missing archive fails the command."""
+    src = tmp_path / "m"
+    (src / "sub").mkdir(parents=True)
+    (src / "empty").mkdir()
+    np.save(src / "w.npy", np.linspace(-1, 1, 300, dtype=np.float32))
+    tensors = {"a": np.ones((4, 5), np.float32), "b": np.arange(7, dtype=np.float64)}
+    safetensors.numpy.save_file(tensors, str(src / "sub" / "t.safetensors"))
+    (src / "config.json").write_text('{"layers": 2}')
+    lmgc("compress", src, "-o", tmp_path / "c", "-q")
+    rows = [line.split() for line in lmgc("ls", tmp_path / "c").stdout.splitlines()]
+    by_name = {r[0]: r[1:] for r in rows[1:]}
+    names = [r[0] for r in rows[1:]]  # the manifest's order
+    assert names[0] == "w.npy" and names[3:] == ["config.json", "total"]
+    assert set(by_name) == {"w.npy", "sub/t.safetensors:a", "sub/t.safetensors:b", "config.json",
+                            "total"}  # fmt: skip
+    assert by_name["w.npy"][1:3] == ["(300,)", "1200"]
+    assert by_name["sub/t.safetensors:b"][:2] == ["<f8", "(7,)"]
+    assert by_name["config.json"][:4] == ["copied", "13", "13", "100.00%"]
+    folder_bytes = sum(p.stat().st_size for p in (tmp_path / "c").rglob("*") if p.is_file())
+    manifest = (tmp_path / "c" / FOLDER_MANIFEST).stat().st_size
+    assert int(rows[-1][-2]) == folder_bytes - manifest  # the archives and the copies
+    doc = json.loads(lmgc("info", tmp_path / "c", "--json").stdout)
+    assert sorted(doc["coded"]) == ["sub/t.safetensors", "w.npy"]
+    assert doc["copied"] == {"config.json": 13} and doc["empty_folders"] == ["empty"]
+    original = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    assert doc["totals"]["original_bytes"] == original
+    text = lmgc("info", tmp_path / "c").stdout
+    assert "lmgc folder of 2 archives and 1 files copied" in text
+    assert "w.npy.lmgc: lmgc" in text and "empty/: an empty folder" in text
+    archive = tmp_path / "c" / "w.npy.lmgc"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    archive.write_bytes(bytes(data))
+    for command in ("info", "ls"):
+        assert "w.npy.lmgc" in one_error_line(lmgc(command, tmp_path / "c", ok=False), 1)
+    archive.unlink()
+    for command in ("info", "ls"):
+        assert "missing: w.npy.lmgc" in one_error_line(lmgc(command, tmp_path / "c", ok=False), 1)
