@@ -114,12 +114,20 @@ class ArchiveWriter:
         self._names.add(name)
         return name
 
-    def check_room(self, more: int) -> None:
-        """Refuse ``more`` members past the cap readers take (the manifest is one more)."""
-        if len(self.members) + more + 1 > zip_scan.MAX_MEMBERS:
+    def check_room(self, more: int, tensors: int = 0) -> None:
+        """Refuse ``more`` members past the cap readers take (the manifest is one more).
+        ``tensors``: how many of them are tensors, one member each whatever the chunk size,
+        so that a file of too many tensors is not told to use a larger ``--chunk-size``."""
+        cap = zip_scan.MAX_MEMBERS
+        if tensors + 1 > cap:
             raise InputFileError(
-                f"over {zip_scan.MAX_MEMBERS} archive members (one per tensor chunk): more than "
-                "lmgc reads; use a larger --chunk-size"
+                f"{tensors} tensors, one archive member each: over the {cap} members lmgc "
+                "reads; compress the file's bytes as raw data (--dtype uint8) or split it"
+            )
+        if len(self.members) + more + 1 > cap:
+            raise InputFileError(
+                f"over {cap} archive members (one per tensor chunk): more than lmgc reads; "
+                "use a larger --chunk-size"
             )
 
     def add(self, name: str, blob: bytes) -> None:

@@ -167,7 +167,7 @@ def compress_file(
         members: list[list[str]] = [[] for _ in layout.tensors]
         counts = [len(chunk_shapes(t, chunk_bytes)) for t in layout.tensors]
         if writer is not None:  # refused before coding, not after minutes of it
-            writer.check_room(sum(counts))
+            writer.check_room(sum(counts), len(counts))
 
         def chunks() -> Iterator[tuple[int, int, int, Callable[[], np.ndarray], int]]:
             n, total = 0, sum(counts)

@@ -499,6 +499,20 @@ def test_info_of_a_header_with_odd_json(tmp_path, grads):
     one_error_line(lmgc("decompress", tmp_path / "odd.lmgc", "-o", tmp_path / "o.npy", ok=False), 1)
 
 
+def test_too_many_tensors_are_not_told_to_use_a_larger_chunk_size(tmp_path, grads, monkeypatch):
+    """A file of more tensors than the member cap was told "use a larger --chunk-size", which
+    cannot help (each tensor is a member whatever its chunks): the error now counts the
+    tensors and says what does help."""
+    from lmgc_core.files import zip_scan
+
+    np.savez(tmp_path / "many.npz", **{f"t{i}": grads[i : i + 8] for i in range(5)})
+    monkeypatch.setattr(zip_scan, "MAX_MEMBERS", 4)
+    again = lmgc("compress", tmp_path / "many.npz", "--chunk-size", str(1 << 30), ok=False)
+    message = one_error_line(again, 1)
+    assert "5 tensors" in message and "--dtype uint8" in message
+    assert "--chunk-size" not in message and not (tmp_path / "many.npz.lmgc").exists()
+
+
 def test_member_count_cap_on_both_sides(tmp_path, grads, monkeypatch):
     """What compress would write past the member cap it refuses; reading refuses it too."""
     from lmgc_core.files import filecodec, zip_scan
