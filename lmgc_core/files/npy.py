@@ -59,6 +59,15 @@ def read_header(f: IO[bytes], where: str) -> tuple[bytes, dict[str, Any]]:
     return start + size_bytes + text, literal
 
 
+def holds_objects(header: dict[str, Any]) -> bool:
+    """Whether a parsed header's dtype holds pickled Python objects, which have no fixed bytes
+    to code (a bad descr is not: :func:`tensor_of` says what is wrong with it)."""
+    try:
+        return np.lib.format.descr_to_dtype(header["descr"]).hasobject
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError, SyntaxError):
+        return False
+
+
 def tensor_of(header: dict[str, Any], name: str, where: str) -> Tensor:
     """The tensor a parsed header describes (object dtypes refused)."""
     try:

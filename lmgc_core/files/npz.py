@@ -17,7 +17,7 @@ import zlib
 from functools import partial
 from typing import IO, Any
 
-from lmgc_core.files.npy import MAGIC, read_header, tensor_of
+from lmgc_core.files.npy import MAGIC, holds_objects, read_header, tensor_of
 from lmgc_core.files.segments import Data, Deflated, FileLayout, InputFileError, Literal, byte_run
 
 _LOCAL = struct.Struct("<4s22xHH")
@@ -123,6 +123,8 @@ def _member(
             return [file_run(f, start, info.compress_size, layout, where)]  # not an array: as is
         f.seek(start)
         raw, header = read_header(f, where)
+        if holds_objects(header):
+            return _kept_pickled(f, start, info.compress_size, layout, where)
         end = _add_tensor(raw, header, name, info.compress_size, layout, where)
         segments: list[Any] = [Literal(raw), Data(len(layout.tensors) - 1, start + len(raw))]
         if info.compress_size > end:  # bytes after the array: kept
@@ -136,6 +138,9 @@ def _member(
     with zf.open(info) as m:
         if m.read(6) != MAGIC:
             return [file_run(f, start, info.compress_size, layout, where)]
+        m.seek(0)
+        if holds_objects(read_header(m, where)[1]):
+            return _kept_pickled(f, start, info.compress_size, layout, where)
     level = _deflate_level(zf, f, info, start)
     if level is None:  # no level of this zlib gives its bytes: kept as they are, so that
         layout.notes.append(f"{where} {_why_kept(f, start)}")  # the file still
@@ -149,6 +154,15 @@ def _member(
         n = info.file_size - end
         inner.append(byte_run(read, end, n, layout.tensors, where, f"{info.filename}+"))
     return [Deflated(start, info.compress_size, level, inner, member=info)]
+
+
+def _kept_pickled(
+    f: IO[bytes], start: int, size: int, layout: FileLayout, where: str
+) -> list[Literal | Data]:
+    """A member of pickled Python objects (``np.savez`` of an object array), kept as its bytes
+    with a note: the whole file was refused, its other arrays with it."""
+    layout.notes.append(f"{where} holds Python objects (pickled): kept as it is ({NOT_CODED})")
+    return [file_run(f, start, size, layout, where)]
 
 
 def _add_tensor(

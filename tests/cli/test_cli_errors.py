@@ -40,9 +40,6 @@ def test_bad_input_files(tmp_path, g):
         for bad in (f"random{suffix}", f"cut{suffix}"):
             message = one_error_line(lmgc("compress", tmp_path / bad, ok=False), 1)
             assert bad in message
-    npz_obj = tmp_path / "objs.npz"
-    np.savez(npz_obj, o=np.array([None, 1], dtype=object))
-    assert "Python objects" in one_error_line(lmgc("compress", npz_obj, ok=False), 1)
 
 
 @pytest.mark.parametrize("prior", ["adaptive", "llamacpp", "transformers"])

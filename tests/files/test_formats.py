@@ -135,6 +135,21 @@ def test_npz_stored_deflated_and_foreign_zips(tmp_path, grads):
     round_trip(tmp_path / "pipe.npz")
 
 
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_member_of_python_objects_is_kept_as_its_bytes(tmp_path, grads, save):
+    """One member of pickled objects (an object array saved with the weights) made compress
+    refuse the whole .npz, and a folder copy it uncoded: it is kept as its bytes with a note,
+    as members that are not arrays are, and the other arrays are coded."""
+    save(tmp_path / "o.npz", w=grads[:1000], meta=np.array([{"step": 3}, "adam"], dtype=object))
+    said = lmgc("compress", tmp_path / "o.npz").stderr
+    assert "member 'meta.npy' holds Python objects (pickled): kept as it is" in said
+    assert lmgc("ls", tmp_path / "o.npz.lmgc").stdout.split()[6:8] == ["w", "<f4"]
+    (tmp_path / "o.npz.lmgc").unlink()
+    round_trip(tmp_path / "o.npz")
+    err = lmgc("decompress", tmp_path / "o.npz.lmgc", "-o", tmp_path / "o.safetensors").stderr
+    assert "converting to safetensors leaves out what" in err and "'meta.npy'" in err
+
+
 @pytest.mark.parametrize("level", [1, 5, 9, 0])
 @pytest.mark.parametrize("piece", ["small", 1 << 20, 999_999, None])
 def test_npz_deflated_at_any_zlib_level_comes_back_byte_for_byte(tmp_path, grads, level, piece):
