@@ -605,10 +605,11 @@ def _decompress_one(
                 f"name {output}: name the output with -o"
             )
         if target != reader.format:  # a conversion writes the coded arrays only
-            from lmgc_core.files.npz import NOT_CODED
+            from lmgc_core.files.npz import NOT_AN_ARRAY, NOT_CODED
 
+            left_out = [n for n in reader.notes if NOT_CODED in n or NOT_AN_ARRAY in n]
             _warn(f"converting to {target} leaves out what {name} kept as bytes: {note}"
-                  for note in reader.notes if NOT_CODED in note)  # fmt: skip
+                  for note in left_out)  # fmt: skip
         check_free_space(output, _output_size(reader, archive.tensors, target))
         bar = Progress(archive.total_bytes(), "decompress", quiet)
         archive.progress = bar

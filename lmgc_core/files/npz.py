@@ -72,6 +72,7 @@ def member_data_span(
 
 def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayout:
     layout = FileLayout("npz", size, [], [])
+    others: list[str] = []
     pos = 0
     for info in sorted(zf.infolist(), key=lambda i: i.header_offset):
         if info.flag_bits & 1:
@@ -81,9 +82,12 @@ def _scan(zf: zipfile.ZipFile, f: IO[bytes], size: int, where: str) -> FileLayou
         start, end = member_data_span(f, info, pos, size, where)
         layout.segments.append(file_run(f, pos, start - pos, layout, where))
         where_m = f"{where}: member {info.filename!r}"
-        layout.segments.extend(_member(zf, f, info, start, layout, where_m))
+        layout.segments.extend(_member(zf, f, info, start, layout, where_m, others))
         pos = end
     layout.segments.append(file_run(f, pos, size - pos, layout, where))
+    if others and any(not t.bytes_only for t in layout.tensors):
+        named = ", ".join(map(repr, others[:5])) + (", ..." if len(others) > 5 else "")
+        layout.notes.append(f"{where}: what is {NOT_AN_ARRAY} is kept as it is: {named}")
     return layout
 
 
@@ -114,13 +118,15 @@ def _member(
     start: int,
     layout: FileLayout,
     where: str,
+    others: list[str],
 ) -> list[Any]:
-    """Segments of one member's stored bytes."""
+    """Segments of one member's stored bytes; the name of a member that is not an array (with
+    bytes: a folder's entry has none) is added to ``others``."""
     name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
     if info.compress_type == zipfile.ZIP_STORED:
         f.seek(start)
         if f.read(6) != MAGIC:
-            return [file_run(f, start, info.compress_size, layout, where)]  # not an array: as is
+            return _kept_other(f, start, info, layout, where, others)
         f.seek(start)
         raw, header = read_header(f, where)
         if holds_objects(header):
@@ -137,7 +143,7 @@ def _member(
         return [file_run(f, start, info.compress_size, layout, where)]
     with zf.open(info) as m:
         if m.read(6) != MAGIC:
-            return [file_run(f, start, info.compress_size, layout, where)]
+            return _kept_other(f, start, info, layout, where, others)
         m.seek(0)
         if holds_objects(read_header(m, where)[1]):
             return _kept_pickled(f, start, info.compress_size, layout, where)
@@ -154,6 +160,22 @@ def _member(
         n = info.file_size - end
         inner.append(byte_run(read, end, n, layout.tensors, where, f"{info.filename}+"))
     return [Deflated(start, info.compress_size, level, inner, member=info)]
+
+
+def _kept_other(
+    f: IO[bytes],
+    start: int,
+    info: zipfile.ZipInfo,
+    layout: FileLayout,
+    where: str,
+    others: list[str],
+) -> list[Literal | Data]:
+    """A member that is not an array (a README, a config), kept as its bytes and named in
+    ``others``: a conversion writes arrays only, and says it leaves these out (numpy's
+    ``np.load`` lists them)."""
+    if info.compress_size:
+        others.append(info.filename)
+    return [file_run(f, start, info.compress_size, layout, where)]
 
 
 def _kept_pickled(
@@ -187,6 +209,8 @@ not depend on it), so only a level-0 member written in such pieces (one piece, f
 of at most 1 MiB) is coded; one written otherwise is kept as it is."""
 NOT_CODED = "its arrays are not coded"
 """The words every note of a member kept as its bytes ends in (a conversion leaves it out)."""
+NOT_AN_ARRAY = "not an array"
+"""The words of the note naming members that are not arrays (a conversion leaves them out)."""
 
 
 def _why_kept(f: IO[bytes], start: int) -> str:

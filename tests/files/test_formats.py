@@ -15,6 +15,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from lmgc_core.util.errors import ChecksumError
 from tests.cli_helpers import lmgc, one_error_line
@@ -133,6 +134,21 @@ def test_npz_stored_deflated_and_foreign_zips(tmp_path, grads):
         z.comment = b"made by hand"
     (tmp_path / "pipe.npz").write_bytes(buf.getvalue())
     round_trip(tmp_path / "pipe.npz")
+
+
+def test_a_conversion_says_it_leaves_out_an_npz_member_that_is_not_an_array(tmp_path, grads):
+    """A README beside the arrays came back in the .npz, but a conversion to safetensors
+    dropped it without a word (as numpy's ``np.load`` lists it, a user expects it there)."""
+    with zipfile.ZipFile(tmp_path / "r.npz", "w") as z:
+        with z.open("w.npy", "w") as member:
+            np.save(member, grads[:50])
+        z.writestr("README.txt", "how these weights were made")
+        z.writestr("sub/", b"")  # a folder's entry: no bytes to leave out
+    said = lmgc("compress", tmp_path / "r.npz").stderr
+    assert said.count("warning:") == 1 and "not an array is kept as it is: 'README.txt'" in said
+    err = lmgc("decompress", tmp_path / "r.npz.lmgc", "-o", tmp_path / "r.safetensors").stderr
+    assert "converting to safetensors leaves out" in err and "'README.txt'" in err
+    assert safetensors.numpy.load_file(tmp_path / "r.safetensors").keys() == {"w"}
 
 
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
