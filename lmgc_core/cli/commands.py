@@ -610,6 +610,7 @@ def _decompress_one(
             left_out = [n for n in reader.notes if NOT_CODED in n or NOT_AN_ARRAY in n]
             _warn(f"converting to {target} leaves out what {name} kept as bytes: {note}"
                   for note in left_out)  # fmt: skip
+            _warn(_packed_as_bytes(archive.tensors, target, name))
         check_free_space(output, _output_size(reader, archive.tensors, target))
         bar = Progress(archive.total_bytes(), "decompress", quiet)
         archive.progress = bar
@@ -619,6 +620,20 @@ def _decompress_one(
     _warn_lossy(reader)
     _warn_model_unused(name, archive.decoder)
     _say(quiet, output, f"{name} -> {output} ({_what_checked(reader, identical)})")
+
+
+def _packed_as_bytes(tensors: list[Any], target: str, name: str) -> list[str]:
+    """Warnings for the tensors of a dtype numpy has no type for (safetensors' packed ``F4``,
+    ``F6_*``, or one newer than this lmgc), which a conversion to any format but safetensors
+    writes as their raw bytes: ``uint8`` of another shape, which nothing else would say."""
+    if target == "safetensors":  # keeps their dtype and shape
+        return []
+    return [
+        f"converting to {target} writes {name}'s tensor {t.name!r} ({t.tag}, shape "
+        f"{list(t.declared_shape)}) as its {t.nbytes} bytes (uint8): numpy has no {t.tag}"
+        for t in tensors
+        if t.declared_shape is not None
+    ]
 
 
 def _open_archive(

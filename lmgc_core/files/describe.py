@@ -40,8 +40,10 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
         members.append(
             {
                 "name": tensor.name,
-                "dtype": encode_dtype(as_tagged(tensor).dtype),  # bfloat16, not its >u2
-                "shape": list(tensor.shape),
+                "dtype": _dtype_name(tensor),
+                "shape": list(
+                    tensor.shape if tensor.declared_shape is None else tensor.declared_shape
+                ),
                 "original_bytes": tensor.nbytes,
                 "compressed_bytes": compressed,
                 "ratio_percent": _ratio(compressed, tensor.nbytes),
@@ -73,6 +75,14 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
         },
     }
     return doc
+
+
+def _dtype_name(tensor: Any) -> str:
+    """The dtype a user knows the tensor by: bfloat16, not its big-endian ``>u2``; a packed
+    safetensors dtype numpy has no type for (``F4``), not the ``uint8`` of its bytes."""
+    if tensor.declared_shape is not None and tensor.tag:
+        return str(tensor.tag)
+    return encode_dtype(as_tagged(tensor).dtype)
 
 
 def _shape(shape: list[int]) -> str:

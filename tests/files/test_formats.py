@@ -105,6 +105,15 @@ def test_safetensors_written_by_numpy_and_by_hand(tmp_path, grads):
     data = bf16.tobytes() + b"\0gap" + b"\x01\x02\x03" + b"ABCDEF" + b"tail"
     (tmp_path / "hand.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data)
     round_trip(tmp_path / "hand.safetensors")
+    # numpy has no type for y and z: ls names theirs, a conversion says it writes their bytes
+    lmgc("compress", tmp_path / "hand.safetensors", "-o", tmp_path / "hand.lmgc")
+    rows = [line.split()[:3] for line in lmgc("ls", tmp_path / "hand.lmgc").stdout.splitlines()]
+    assert ["y", "F6_E2M3", "(4,)"] in rows and ["z", "X7_NEW", "(3,)"] in rows
+    said = lmgc("decompress", tmp_path / "hand.lmgc", "-o", tmp_path / "h.npz").stderr
+    assert "tensor 'y' (F6_E2M3, shape [4]) as its 3 bytes (uint8)" in said
+    assert "tensor 'z' (X7_NEW, shape [3]) as its 6 bytes (uint8)" in said
+    kept = lmgc("decompress", tmp_path / "hand.lmgc", "-o", tmp_path / "h.safetensors").stderr
+    assert "uint8" not in kept  # safetensors keeps their dtypes and shapes
 
 
 # -- npz -------------------------------------------------------------------------------------------
