@@ -177,8 +177,9 @@ def _tensor(name: str, entry: Any, data_size: int, where: str) -> tuple[Tensor, 
         isinstance(offsets, list)
         and len(offsets) == 2
         and all(isinstance(n, int) and not isinstance(n, bool) for n in offsets)
-        and 0 <= offsets[0] <= offsets[1] <= data_size
     ):
+        raise InputFileError(f"{bad} (data_offsets {offsets!r}: not two integers)")
+    if not 0 <= offsets[0] <= offsets[1] <= data_size:
         raise InputFileError(f"{bad} (data_offsets {offsets!r} outside the data)")
     begin, end = offsets
     count = int(np.prod(shape, dtype=object))

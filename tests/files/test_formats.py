@@ -356,6 +356,8 @@ BAD_HEADERS = {  # what each said before: numpy's own words, or a 931 GiB alloca
                                     "data_offsets": [0, 0]}}, b""), "too large"),
     "dims.safetensors": (_st({"a": {"dtype": "U8", "shape": [1] * 100, "data_offsets": [0, 1]}},
                              b"\x01"), "100 dimensions"),
+    "float.safetensors": (_st({"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4.0]}},
+                              b"abcd"), "not two integers"),  # "outside the data"
 }  # fmt: skip
 
 
