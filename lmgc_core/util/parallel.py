@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from lmgc_core.util.errors import ConfigError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -27,11 +29,13 @@ def default_jobs() -> int:
 
 
 def resolve_jobs(jobs: int | None) -> int:
-    """``None`` or ``0`` -> all cores; otherwise the given positive count."""
+    """``None`` or ``0`` -> all cores; otherwise the given positive count. Anything else is
+    the caller's bad option (``ConfigError``, which callers of the API catch as ``LMGCError``;
+    a bare ``ValueError`` escaped ``Pipeline.compress``/``lmgc_core.decompress`` before)."""
     if jobs is None or jobs == 0:
         return default_jobs()
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
-        raise ValueError(f"jobs must be a non-negative integer, not {jobs!r}")
+        raise ConfigError(f"jobs must be a non-negative integer, not {jobs!r}")
     return jobs
 
 
