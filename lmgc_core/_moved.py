@@ -53,6 +53,7 @@ MOVED: dict[str, str] = {
     "numcodecs_codec": "codecs.numcodecs_codec",
     "zarr_codec": "codecs.zarr_codec",
     "dask": "codecs.dask",
+    "codecs.time_axis": "coding.time_axis",
     "cli_options": "cli.options",
     "hf": "integrations.hf",
 }

@@ -6,7 +6,7 @@ The codec's configuration *is* the pipeline configuration of :meth:`Pipeline.fro
 optional ``dtype``. ``LMGC()`` writes the float prior's level into its config (1, fast, by
 default); a stored config without one (written before the fast level was the default) means
 level 2, what it meant then. ``time_axis`` (an axis, or absent) codes each step along it
-against the step before it, inside each chunk (:mod:`lmgc_core.codecs.time_axis`)::
+against the step before it, inside each chunk (:mod:`lmgc_core.coding.time_axis`)::
 
     >>> import numcodecs
     >>> codec = numcodecs.get_codec({"id": "lmgc", "prior": {"name": "adaptive"}})
@@ -56,7 +56,7 @@ from numcodecs.compat import (
     ndarray_copy,
 )
 
-from lmgc_core.codecs import time_axis as series
+from lmgc_core.coding import time_axis as series
 from lmgc_core.coding.config_file import check_keys
 from lmgc_core.coding.recorded import header_errors, recorded_config
 from lmgc_core.components import registry
@@ -327,7 +327,7 @@ def decompress_blob(
     and ``key``: :func:`~lmgc_core.coding.pipeline.read_keyed_header` of ``blob`` when the
     caller has it (a chunk's header is parsed once, its pipeline found by the key).
     """
-    from lmgc_core.coding.pipeline import declared_array
+    from lmgc_core.coding.declared import declared_array
     from lmgc_core.stream import container
 
     head = container.read_header(blob) if head is None else head
@@ -430,7 +430,7 @@ class LMGC(Codec):
         self.dtype = None if dtype is None else _config_dtype(dtype)
         self.time_axis = series.check_time_axis(time_axis)
         """Code each step along this axis of a chunk against the step before it (see
-        :mod:`lmgc_core.codecs.time_axis`); ``None``: every chunk as one array."""
+        :mod:`lmgc_core.coding.time_axis`); ``None``: every chunk as one array."""
 
     # numcodecs' Codec equality / repr use get_config
     def get_config(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ The configuration is exactly :meth:`lmgc_core.coding.pipeline.Pipeline.from_conf
 selects the float prior's level; a new codec writes the one it codes at (1, fast, by default)
 into the metadata, and metadata without one (written before the fast level was the default)
 keeps meaning level 2. ``time_axis`` (an axis, or absent) codes each step along that axis of a
-chunk against the step before it (:mod:`lmgc_core.codecs.time_axis`). zarr-python finds the codec
+chunk against the step before it (:mod:`lmgc_core.coding.time_axis`). zarr-python finds the codec
 through the ``zarr.codecs`` entry-point group (``lmgc =
 "lmgc_core.codecs.zarr_codec:LMGCZarrCodec"``), so opening such an array needs lmgc installed,
 nothing imported. Importing this module also registers the codec explicitly (for source checkouts).
@@ -43,7 +43,6 @@ import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
 
-from lmgc_core.codecs import time_axis as series
 from lmgc_core.codecs.numcodecs_codec import (
     canonical_config,
     codec_errors,
@@ -52,6 +51,7 @@ from lmgc_core.codecs.numcodecs_codec import (
     pin_level,
     stored_config_errors,
 )
+from lmgc_core.coding import time_axis as series
 from lmgc_core.components import registry
 from lmgc_core.stream.notes import restore, with_view
 from lmgc_core.util.dtypes import coding_view
@@ -101,7 +101,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
     config_json: str
     time_axis: int | None = None
     """Code each step along this axis of a chunk against the step before it (see
-    :mod:`lmgc_core.codecs.time_axis`); ``None``: every chunk as one array."""
+    :mod:`lmgc_core.coding.time_axis`); ``None``: every chunk as one array."""
     is_fixed_size = False
 
     def __init__(

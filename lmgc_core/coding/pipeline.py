@@ -17,7 +17,9 @@ import numpy as np
 import xxhash
 
 from lmgc_core.coding import provenance
+from lmgc_core.coding import time_axis as series
 from lmgc_core.coding.config_file import check_keys, check_size
+from lmgc_core.coding.declared import declared_array, nonnegative
 from lmgc_core.coding.options import valid_options
 from lmgc_core.coding.parts import PartCoder, StoredCoder, decoder_for, encoder_for, part_entry
 from lmgc_core.coding.rebuild_limit import rebuild_limit
@@ -782,49 +784,10 @@ def check_base(
     )
 
 
-MAX_ARRAY_NBYTES = 1 << 56
-"""No declared array is bigger (sizes past it would overflow numpy's index arithmetic)."""
 PART_SLACK = 8, 1 << 20
 """A part holds at most 8x the array's bytes plus 1 MiB: stages re-code an array into indices,
 masks and values (the built-in ones into at most ~3x: float16 values with uint32 gaps), never
 into much more, so the array's size (which ``max_nbytes`` bounds) bounds every part too."""
-
-
-def declared_array(
-    header: Mapping[str, Any], max_nbytes: int | None = None
-) -> tuple[np.dtype, tuple[int, ...]]:
-    """The ``(dtype, shape)`` a stream's header declares, checked for sane sizes and, with
-    ``max_nbytes``, refused (:class:`StreamError` naming both sizes) when bigger: what callers
-    compare with the buffer, chunk or manifest entry they expect, before decoding anything."""
-    if max_nbytes is not None and (
-        isinstance(max_nbytes, bool)
-        or not isinstance(max_nbytes, int | np.integer)
-        or max_nbytes < 0
-    ):
-        raise ConfigError(f"max_nbytes must be a non-negative integer, not {max_nbytes!r}")
-    try:
-        dtype = parse_dtype(header["array"]["dtype"])
-        shape = tuple(map(_count, header["array"]["shape"]))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise StreamError(f"header has a bad array entry: {exc}") from None
-    if len(shape) > 64:
-        raise StreamError(f"header declares a {len(shape)}-dimensional array")
-    nbytes = dtype.itemsize * math.prod(shape)
-    if nbytes > MAX_ARRAY_NBYTES:
-        raise StreamError(f"header declares an implausible array of {nbytes} bytes")
-    if max_nbytes is not None and nbytes > max_nbytes:
-        raise StreamError(
-            f"stream declares {dtype}{list(shape)} ({nbytes} bytes), more than the "
-            f"{max_nbytes} bytes expected"
-        )
-    return dtype, shape
-
-
-def _count(value: Any) -> int:
-    """A non-negative integer from a header (never a float, bool or string that parses)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{value!r} is not a non-negative integer")
-    return value
 
 
 _OUT_OF_MEMORY = (
@@ -845,7 +808,7 @@ def _check_parts(specs: list[Any], dtype: np.dtype, count: int, staged: bool) ->
     for spec in specs:
         try:
             dtypes.append(parse_dtype(spec["dtype"]))
-            sizes.append(dtypes[-1].itemsize * _count(spec["count"]))
+            sizes.append(dtypes[-1].itemsize * nonnegative(spec["count"]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StreamError(f"bad part entry in header: {exc}") from None
     if not staged and (sizes != [array_nbytes] or dtypes != [dtype]):
@@ -948,12 +911,16 @@ def decompress(
 
     A stream the codecs or the command noted a view in (a complex, datetime, string or record
     array coded as numbers; a Fortran-ordered array coded as its transpose) comes back as that
-    array: its dtype, shape and order, as the codec that wrote it gives it."""
+    array: its dtype, shape and order, as the codec that wrote it gives it; a codec's
+    ``time_axis`` chunk (a series of step streams) as the chunk."""
     head, text_key = read_keyed_header(blob)
     header = head[0]
     declared = declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built
     if stored_only(header):  # raw bytes: no prior to build (no model needed), nothing to match
         return notes.restore(header, decode_stored(blob, head, max_nbytes))
+    if series.is_series(header):
+        steps = partial(_decompress_step, prior_options, force, progress)
+        return notes.restore(header, series.decode(steps, blob, head, jobs))
     if prior_options is not None and not isinstance(prior_options, Mapping):
         raise ConfigError(f"prior_options is a mapping, not a {type(prior_options).__name__}")
     if prior_options:
@@ -983,6 +950,29 @@ def decompress(
         _declared=declared,
     )
     return notes.restore(header, arr)
+
+
+def _decompress_step(
+    prior_options: Mapping[str, Any] | None,
+    force: bool,
+    progress: Progress | None,
+    stream: bytes,
+    base: np.ndarray | None,
+    max_nbytes: int,
+    jobs: int | None,
+) -> np.ndarray:
+    """One step of a series chunk (``decode_step`` of :func:`time_axis.decode`): a stream of
+    its own, decoded with the pipeline it records. The chunk has no pipeline of its own, and
+    :func:`decompress` refused it for that although every step says what it needs."""
+    return decompress(
+        stream,
+        prior_options=prior_options,
+        force=force,
+        progress=progress,
+        jobs=jobs,
+        max_nbytes=max_nbytes,
+        base=base,
+    )
 
 
 def stored_only(header: Mapping[str, Any]) -> bool:

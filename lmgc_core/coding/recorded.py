@@ -29,7 +29,8 @@ def recorded_config(
         if default is None:
             raise StreamError(
                 "stream header has no pipeline configuration (a chunk the numcodecs or Zarr "
-                "codec wrote with time_axis has none of its own: decode it with that codec)"
+                "codec wrote with time_axis has none of its own: decode it with that codec or "
+                "lmgc_core.decompress)"
             )
         config = default
     config = dict(config)

@@ -271,7 +271,7 @@ class ArchiveReader:
             self.chunk_bytes = max(1, record.tensor.nbytes)  # one chunk: the whole array
             self.source = {"size": len(record.head) + record.tensor.nbytes}
         else:  # raw: the file is the array's bytes, as many as the header declares
-            from lmgc_core.coding.pipeline import declared_array
+            from lmgc_core.coding.declared import declared_array
 
             dtype, shape = declared_array(head[0])
             self.source = {"size": dtype.itemsize * int(np.prod(shape, dtype=object))}

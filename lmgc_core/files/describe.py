@@ -171,7 +171,7 @@ def _unbound(header: Any) -> bool:
 
 
 def _series(header: Any) -> str | None:
-    """What a time-axis series chunk holds (codecs/time_axis.py), or None for another stream:
+    """What a time-axis series chunk holds (coding/time_axis.py), or None for another stream:
     its steps are streams of their own, which this header does not describe."""
     series = _get(header, "series")
     if series is None:

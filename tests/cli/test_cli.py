@@ -45,7 +45,7 @@ def test_info_of_a_time_axis_chunk_says_what_it_is(tmp_path, grads):
     """A Zarr chunk coded along a time axis keeps each step's pipeline in the step's own
     stream: info says so instead of printing None for its parts and checksum."""
     from lmgc_core import Pipeline
-    from lmgc_core.codecs import time_axis
+    from lmgc_core.coding import time_axis
 
     chunk = tmp_path / "c.lmgc"
     chunk.write_bytes(time_axis.encode(Pipeline.from_config({}), grads.reshape(4, 32, 64), 0))

@@ -18,13 +18,13 @@ import pytest
 zarr = pytest.importorskip("zarr")
 numcodecs = pytest.importorskip("numcodecs")
 
-from lmgc_core.codecs import time_axis as series  # noqa: E402
 from lmgc_core.codecs.numcodecs_codec import (  # noqa: E402
     LMGC,
     clear_pipeline_cache,
     pipeline_cache_info,
 )
 from lmgc_core.codecs.zarr_codec import LMGCZarrCodec  # noqa: E402
+from lmgc_core.coding import time_axis as series  # noqa: E402
 from lmgc_core.stream import container  # noqa: E402
 from lmgc_core.util.errors import ConfigError, LMGCError, MismatchError, StreamError  # noqa: E402
 from tests.paths import TESTS_DIR  # noqa: E402

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from lmgc_core.coding.declared import declared_array
 from lmgc_core.stream import container
 from lmgc_core.util.dtypes import dtype_name
 from lmgc_core.util.errors import ConfigError, MismatchError, OutOfMemoryError, StreamError
@@ -109,8 +110,6 @@ def encode(pipeline: Any, arr: np.ndarray, axis: int, jobs: int = 1) -> bytes:
 
 def _layout(header: dict[str, Any]) -> tuple[int, int]:
     """``(axis, steps)`` of a series header, checked against its declared array."""
-    from lmgc_core.coding.pipeline import declared_array
-
     note = header.get(SERIES_KEY)
     try:
         if not isinstance(note, dict) or note.get("version") != VERSION:
@@ -134,8 +133,6 @@ def _check_step(
 ) -> None:  # fmt: skip
     """Step ``t``'s stream header: coded alone (the first) or against the step before it, and
     declaring one step's dtype and shape (refused before anything is decoded or allocated)."""
-    from lmgc_core.coding.pipeline import declared_array
-
     if ("base" in step_header) != (t > 0):  # so no step stream decodes in another's place
         how = "coded against a base" if t == 0 else "coded alone"
         raise MismatchError(
@@ -156,8 +153,6 @@ def decode(
     """The array of a series chunk. ``decode_step(stream, base, max_nbytes, jobs)`` decodes one
     step's stream (``base`` is ``None`` for the first step) with the pipeline it records. Each
     step must declare the step's dtype and shape (refused before it is decoded otherwise)."""
-    from lmgc_core.coding.pipeline import declared_array
-
     header = head[0]
     axis, steps = _layout(header)
     dtype, shape = declared_array(header)
