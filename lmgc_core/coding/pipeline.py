@@ -296,7 +296,8 @@ class Pipeline:
         _check_progress(progress)
         if base is None and base_name is not None:  # recorded nowhere: said, not dropped
             raise ConfigError("base_name names a base, but no base= was given")
-        jobs = resolve_jobs(jobs) if self.prior.thread_safe else 1
+        jobs = resolve_jobs(jobs)  # checked whatever the prior: a bad value is the caller's
+        jobs = jobs if self.prior.thread_safe else 1
         arr = _as_array(array)
         ref = None if base is None else self._check_base_for(arr, base, base_name)
         part_coder = self._delta_coder if ref is not None else self._part_coder
@@ -547,7 +548,8 @@ class Pipeline:
         own = [i for i, spec in enumerate(part_specs) if _checks_own_blocks(prior, spec)]
         # zlib's CRC-32, computed faster, for the blocks the container checks
         crc32 = getattr(prior, "block_crc32", None) if len(own) < len(part_specs) else None
-        jobs = resolve_jobs(jobs) if prior.thread_safe else 1
+        jobs = resolve_jobs(jobs)  # checked whatever the prior: a bad value is the caller's
+        jobs = jobs if prior.thread_safe else 1
         box = container.unpack(blob, head, unverified_parts=own, crc32=crc32, jobs=jobs)
         if ref is None and "delta" in codings:
             raise StreamError("stream has a part coded against a base but records no base")
