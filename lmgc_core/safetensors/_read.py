@@ -93,18 +93,28 @@ class SafeOpen:
             raise TensorError(f"{self.path}: no tensor named {name!r} in the archive")
         index = self._index[name]
         tensor = self._decoder.tensors[index]
-        buf = np.empty(tensor.nbytes, dtype=np.uint8)
-        pos = 0
         try:
-            for chunk in self._decoder.chunks(index):
-                raw = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
-                buf[pos : pos + raw.size] = raw
-                pos += raw.size
+            buf = self._joined_bytes(index, tensor)
         except LMGCError as exc:
             raise type(exc)(f"tensor {name!r}: {exc}") from None
         values = as_tagged(tensor)
         arr = tagged_values(buf.view(tensor.dtype), values.dtype).reshape(tensor.stored_shape)
         return (arr.T if tensor.fortran else arr), values
+
+    def _joined_bytes(self, index: int, tensor: Tensor) -> np.ndarray:
+        """The tensor's decoded bytes in one buffer, made only once the first member has
+        decoded: its header is checked against the manifest first, so a small archive whose
+        manifest declares a terabyte tensor is refused by that check, not met with numpy's
+        MemoryError (or a terabyte of address space)."""
+        buf: np.ndarray | None = None
+        pos = 0
+        for chunk in self._decoder.chunks(index):
+            raw = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
+            if buf is None:
+                buf = np.empty(tensor.nbytes, dtype=np.uint8)
+            buf[pos : pos + raw.size] = raw
+            pos += raw.size
+        return np.empty(0, dtype=np.uint8) if buf is None else buf
 
 
 class _Slice:

@@ -3,6 +3,7 @@ real safetensors package as the reference for what a .safetensors file holds."""
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -213,3 +214,21 @@ def test_a_torch_archive_gives_every_dtype_back_as_itself(tmp_path: Path) -> Non
     for name, value in values.items():
         assert back[name].dtype == value.dtype and back[name].shape == value.shape, name
         assert _same(back[name], value), name
+
+
+def test_a_manifest_declaring_a_huge_tensor_is_refused_before_allocating(tmp_path: Path) -> None:
+    """get_tensor made a buffer of the manifest's byte count before decoding anything: a small
+    archive declaring an exabyte tensor ended in numpy's MemoryError, not lmgc's error."""
+    path = tmp_path / "h.safetensors.lmgc"
+    lnp.save_file({"a": np.ones((64, 64), np.float32)}, path)
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    manifest = json.loads(members["__lmgc__.json"])
+    manifest["chunk_bytes"] = 2**62
+    manifest["tensors"][0].update(shape=[2**30, 2**28], nbytes=2**60)
+    members["__lmgc__.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with safe_open(path, framework="np") as f, pytest.raises(LMGCError, match=r"declares float32"):
+        f.get_tensor("a")
