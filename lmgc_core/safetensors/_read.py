@@ -11,7 +11,7 @@ from lmgc_core.files.archive import ArchiveReader
 from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder
 from lmgc_core.files.safetensors_file import as_tagged, tagged_values
 from lmgc_core.files.segments import Tensor
-from lmgc_core.util.errors import LMGCError, StreamError
+from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
 
 FRAMEWORKS = ("pt", "torch", "np", "numpy")
 
@@ -68,7 +68,10 @@ class SafeOpen:
             return arr
         from lmgc_core.safetensors._torch_convert import to_torch
 
-        return to_torch(arr, tensor, self.device)
+        try:
+            return to_torch(arr, tensor, self.device)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.path}: tensor {name!r}: {exc}") from None
 
     def get_slice(self, name: str) -> _Slice:
         """What transformers asks for: the tensor's dtype and shape without decoding it, and

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from lmgc_core.files.segments import Tensor
+from lmgc_core.util.errors import ConfigError
 
 _TAGS = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16,
@@ -36,10 +37,14 @@ def torch_dtype(tensor: Tensor, arr: np.ndarray) -> torch.dtype | None:
 
 def to_torch(arr: np.ndarray, tensor: Tensor, device: str = "cpu") -> torch.Tensor:
     """The array's bytes reinterpreted as the torch dtype (``torch.frombuffer``: no copy, no
-    float32 detour). Packed or unknown dtypes come as ``uint8`` bytes; big-endian arrays are
-    swapped to native order first."""
+    float32 detour). A safetensors dtype torch lacks (packed ``F4``...) comes as ``uint8``
+    bytes; big-endian arrays are swapped to native order first. An array of a dtype no
+    safetensors file holds (strings, dates, records of an ``.npz``) is refused: as flat bytes it
+    would pass for a ``uint8`` tensor of another shape than ``get_slice`` gives."""
     dtype = torch_dtype(tensor, arr)
     shape = arr.shape
+    if dtype is None and not tensor.tag:
+        raise ConfigError(f"torch has no dtype for {arr.dtype}: read it with framework='np'")
     if dtype is None:
         dtype, shape = torch.uint8, (arr.nbytes,)
     if arr.dtype.byteorder == ">":

@@ -232,3 +232,17 @@ def test_a_manifest_declaring_a_huge_tensor_is_refused_before_allocating(tmp_pat
             zf.writestr(name, data)
     with safe_open(path, framework="np") as f, pytest.raises(LMGCError, match=r"declares float32"):
         f.get_tensor("a")
+
+
+def test_an_npz_array_torch_cannot_hold_is_refused_under_pt(tmp_path: Path) -> None:
+    """Strings, dates and records of an .npz came back under framework='pt' as flat uint8
+    tensors of their bytes (24 items for two '<U3' strings, which get_slice says are 2)."""
+    numbers = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.savez(tmp_path / "m.npz", names=np.array(["ab", "cde"]), w=numbers)
+    lmgc("compress", "-q", tmp_path / "m.npz")
+    with safe_open(tmp_path / "m.npz.lmgc", framework="pt") as f:
+        assert torch.equal(f.get_tensor("w"), torch.from_numpy(numbers))
+        with pytest.raises(LMGCError, match=r"tensor 'names': torch has no dtype for <U3"):
+            f.get_tensor("names")
+    with safe_open(tmp_path / "m.npz.lmgc", framework="np") as f:
+        assert f.get_tensor("names").tolist() == ["ab", "cde"]
