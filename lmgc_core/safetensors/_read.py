@@ -77,8 +77,22 @@ class SafeOpen:
         """What transformers asks for: the tensor's dtype and shape without decoding it, and
         ``[...]`` of it (the whole tensor is decoded then)."""
         if name not in self._index:
-            raise TensorError(f"{self.path}: no tensor named {name!r} in the archive")
+            raise self._missing(name)
         return _Slice(self, name, self._decoder.tensors[self._index[name]])
+
+    def _missing(self, name: str) -> TensorError:
+        """A name not held. In a torch file's archive a tensor that shares its storage or views
+        part of it is held only as that storage (``data/<key>``): say so, or "no tensor named"
+        reads as if the checkpoint lacked it."""
+        text = f"{self.path}: no tensor named {name!r} in the archive"
+        storages = [k for k in self._index if k.startswith("data/")]
+        if self._reader.format == "torch" and storages:
+            text += (
+                f"; tensors of a torch file that share a storage or view part of one are held "
+                f"as that storage, flat, under data/<key> ({', '.join(storages[:3])}"
+                f"{', ...' if len(storages) > 3 else ''}): torch.load gives the views"
+            )
+        return TensorError(text)
 
     def close(self) -> None:
         self._f.close()
@@ -93,7 +107,7 @@ class SafeOpen:
 
     def _decode(self, name: str) -> tuple[np.ndarray, Tensor]:
         if name not in self._index:
-            raise TensorError(f"{self.path}: no tensor named {name!r} in the archive")
+            raise self._missing(name)
         index = self._index[name]
         tensor = self._decoder.tensors[index]
         try:

@@ -246,3 +246,17 @@ def test_an_npz_array_torch_cannot_hold_is_refused_under_pt(tmp_path: Path) -> N
             f.get_tensor("names")
     with safe_open(tmp_path / "m.npz.lmgc", framework="np") as f:
         assert f.get_tensor("names").tolist() == ["ab", "cde"]
+
+
+def test_a_torch_view_asked_for_by_name_points_to_its_storage(tmp_path: Path) -> None:
+    """A tensor sharing its storage with a view is held as the storage (data/<key>); asking for
+    it by name said only "no tensor named 'base'", as if the checkpoint lacked it."""
+    base = torch.arange(24.0).reshape(6, 4)
+    torch.save({"base": base, "rows": base[2:4], "w": torch.ones(3)}, tmp_path / "v.pt")
+    lmgc("compress", "-q", tmp_path / "v.pt")
+    with safe_open(tmp_path / "v.pt.lmgc") as f:
+        assert f.keys() == ["data/0", "w"]
+        with pytest.raises(TensorError, match=r"'base'.* share a storage.*\(data/0\)"):
+            f.get_tensor("base")
+        with pytest.raises(TensorError, match=r"data/0"):
+            f.get_slice("rows")
