@@ -11,7 +11,7 @@ from lmgc_core.files.archive import ArchiveReader
 from lmgc_core.files.filecodec import ArchiveDecoder, StreamDecoder
 from lmgc_core.files.safetensors_file import as_tagged, tagged_values
 from lmgc_core.files.segments import Tensor
-from lmgc_core.util.errors import ConfigError, LMGCError, StreamError
+from lmgc_core.util.errors import ConfigError, LMGCError, OutOfMemoryError, StreamError
 
 FRAMEWORKS = ("pt", "torch", "np", "numpy")
 
@@ -128,7 +128,12 @@ class SafeOpen:
         for chunk in self._decoder.chunks(index):
             raw = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
             if buf is None:
-                buf = np.empty(tensor.nbytes, dtype=np.uint8)
+                try:
+                    buf = np.empty(tensor.nbytes, dtype=np.uint8)
+                except MemoryError:  # consistent headers may declare terabytes of zeros
+                    raise OutOfMemoryError(
+                        f"the tensor's {tensor.nbytes} bytes do not fit in this process"
+                    ) from None
             buf[pos : pos + raw.size] = raw
             pos += raw.size
         return np.empty(0, dtype=np.uint8) if buf is None else buf
