@@ -91,7 +91,7 @@ def _shape(shape: list[int]) -> str:
 
 def ls_lines(doc: dict[str, Any]) -> list[str]:
     t = doc["totals"]
-    total = ("total", f"{t['tensors']} tensors", "", t["original_bytes"], t["file_bytes"], None)
+    total = ("total", f"{t['tensors']} tensors", "", t["original_bytes"], t["file_bytes"])
     return _table([*_member_rows(doc), total])
 
 
@@ -100,10 +100,10 @@ def folder_ls_lines(doc: dict[str, Any]) -> list[str]:
     tensors under ``FILE:TENSOR`` (a .npy's one tensor under its file's name), then the files
     copied as they were, then the folder's total."""
     rows = [r for rel, d in doc["coded"].items() for r in _member_rows(d, rel)]
-    rows += [(rel, "copied", "", size, size, None) for rel, size in doc["copied"].items()]
+    rows += [(rel, "copied", "", size, size) for rel, size in doc["copied"].items()]
     t = doc["totals"]
     files = f"{t['coded'] + t['copied']} files"
-    return _table([*rows, ("total", files, "", t["original_bytes"], t["folder_bytes"], None)])
+    return _table([*rows, ("total", files, "", t["original_bytes"], t["folder_bytes"])])
 
 
 def _member_rows(doc: dict[str, Any], file: str | None = None) -> list[tuple[Any, ...]]:
@@ -116,18 +116,14 @@ def _member_rows(doc: dict[str, Any], file: str | None = None) -> list[tuple[Any
             name = f"{file}:{m['name']}" if m["name"] else file
         dtype = "bytes" if m.get("bytes") else str(m["dtype"])
         shape = _shape(m["shape"])
-        rows.append((name, dtype, shape, m["original_bytes"], m["compressed_bytes"], None))
+        rows.append((name, dtype, shape, m["original_bytes"], m["compressed_bytes"]))
     return rows
 
 
 def _table(rows: list[tuple[Any, ...]]) -> list[str]:
-    """``ls``' columns: name, dtype, shape left-aligned, sizes and ratio right-aligned (the
-    ratio from the sizes where a row gives none)."""
+    """``ls``' columns: name, dtype, shape left-aligned, sizes and their ratio right-aligned."""
     head = ("name", "dtype", "shape", "original", "compressed", "ratio")
-    cells = [head] + [
-        (n, d, s, str(o), str(c), f"{_ratio(c, o) if r is None else r:.2f}%")
-        for n, d, s, o, c, r in rows
-    ]
+    cells = [head] + [(n, d, s, str(o), str(c), f"{_ratio(c, o):.2f}%") for n, d, s, o, c in rows]
     cells = [tuple(safe(cell) for cell in r) for r in cells]
     widths = [max(len(r[i]) for r in cells) for i in range(6)]
     return [
@@ -192,16 +188,15 @@ def folder_info_lines(doc: dict[str, Any]) -> list[str]:
     files copied as they were and the empty folders."""
     t = doc["totals"]
     lines = [
-        f"{doc['folder']}: lmgc folder of {t['coded']} archives and {t['copied']} files copied "
-        "as they were",
+        safe(f"{doc['folder']}: lmgc folder of {t['coded']} archives and {t['copied']} files "
+             "copied as they were"),
         f"  size       {t['original_bytes']} -> {t['folder_bytes']} bytes "
         f"({t['ratio_percent']:.2f}%)",
-    ]
+    ]  # fmt: skip
     for d in doc["coded"].values():
-        lines += info_lines(d)
-    lines += [f"{rel}: copied as it was, {size} bytes" for rel, size in doc["copied"].items()]
-    lines += [f"{rel}/: an empty folder" for rel in doc["empty_folders"]]
-    return [safe(line) for line in lines]
+        lines += info_lines(d)  # already safe
+    lines += [safe(f"{rel}: copied as it was, {size} bytes") for rel, size in doc["copied"].items()]
+    return lines + [safe(f"{rel}/: an empty folder") for rel in doc["empty_folders"]]
 
 
 def info_lines(doc: dict[str, Any]) -> list[str]:

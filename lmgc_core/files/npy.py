@@ -59,21 +59,26 @@ def read_header(f: IO[bytes], where: str) -> tuple[bytes, dict[str, Any]]:
     return start + size_bytes + text, literal
 
 
+def header_dtype(header: dict[str, Any]) -> np.dtype | None:
+    """The dtype a parsed header's descr names; ``None`` for a bad descr."""
+    try:
+        return np.lib.format.descr_to_dtype(header["descr"])
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError, SyntaxError):
+        return None
+
+
 def holds_objects(header: dict[str, Any]) -> bool:
     """Whether a parsed header's dtype holds pickled Python objects, which have no fixed bytes
     to code (a bad descr is not: :func:`tensor_of` says what is wrong with it)."""
-    try:
-        return np.lib.format.descr_to_dtype(header["descr"]).hasobject
-    except (ValueError, TypeError, KeyError, IndexError, RecursionError, SyntaxError):
-        return False
+    dtype = header_dtype(header)
+    return dtype is not None and dtype.hasobject
 
 
 def tensor_of(header: dict[str, Any], name: str, where: str) -> Tensor:
     """The tensor a parsed header describes (object dtypes refused)."""
-    try:
-        dtype = np.lib.format.descr_to_dtype(header["descr"])
-    except (ValueError, TypeError, KeyError, IndexError, RecursionError, SyntaxError):
-        raise InputFileError(f"{where}: .npy header has a bad descr {header['descr']!r}") from None
+    dtype = header_dtype(header)
+    if dtype is None:
+        raise InputFileError(f"{where}: .npy header has a bad descr {header['descr']!r}")
     if dtype.hasobject:
         raise InputFileError(
             f"{where}: dtype {dtype} holds Python objects (pickled), which lmgc cannot compress"
