@@ -30,7 +30,13 @@ DTYPES = [
     np.uint8,
 ]
 F_SIGN, F_ZROWS, F_ZCOLS = 4, 8, 16
-FLAGS = [0, 2 | F_SIGN | F_ZROWS | F_ZCOLS, 2 | F_SIGN, 1 | F_SIGN]  # of _arrays' floats
+F_PACK_R, F_PACK_C = 32, 64  # version 9: the row / column means packed as Rice codes
+FLAGS = [
+    0,
+    2 | F_SIGN | F_ZROWS | F_ZCOLS | F_PACK_R | F_PACK_C,
+    2 | F_SIGN | F_PACK_R | F_PACK_C,
+    1 | F_SIGN | F_PACK_R,
+]  # of _arrays' floats
 
 
 def _varint(blob: bytes, at: int) -> tuple[int, int]:

@@ -119,8 +119,13 @@ def test_streams_written_on_a_big_endian_machine():
     in the writer's byte order, and quantize read its state's bit patterns in the reader's, so
     neither decoded on the other byte order (a checksum error). They decode here, and this
     machine writes the same bytes, except quantize's, whose header records its part as
-    ``>f4`` there (the same values)."""
+    ``>f4`` there (the same values). They were written at ``fast_version`` 8: since version 9
+    (side values packed) this machine writes their stored blocks byte for byte and a newer
+    header; the level-1 blocks' coded side information differs by design."""
+    from lmgc_float.fast import FAST_VERSION
+
     import lmgc_core
+    from lmgc_core.stream import container
 
     rng = np.random.default_rng(7)
     raw = rng.integers(0, 256, 6000, dtype=np.uint8).tobytes()
@@ -136,7 +141,14 @@ def test_streams_written_on_a_big_endian_machine():
     for name, (x, base) in cases.items():
         blob = (BIG_ENDIAN / f"{name}.lmgc").read_bytes()
         assert lmgc_core.decompress(blob, base=base).tobytes() == x.tobytes(), name
-        assert l1.compress(x, base=base) == blob, name
+        ours = l1.compress(x, base=base)
+        (header, offset), (_, our_offset) = container.read_header(blob), container.read_header(ours)
+        if header["prior"]["fast_version"] == FAST_VERSION:
+            assert ours == blob, name
+        else:
+            assert header["prior"]["fast_version"] == 8, name
+            if name.startswith("stored"):
+                assert ours[our_offset:] == blob[offset:], name
     for bits in (8, 1):
         pipeline = Pipeline.from_config({"stages": [{"name": "quantize", "bits": bits}]})
         blob = (BIG_ENDIAN / f"quantize{bits}.lmgc").read_bytes()
