@@ -12,21 +12,11 @@ from lmgc_float import fast
 from lmgc_float.formats import float_format
 
 from tests.paths import TESTS_DIR
-from tests.plugins.lmgc_float.test_fast_canonical import _undetected
+from tests.plugins.lmgc_float.test_fast_canonical import _undetected, _varint
 
 DATA = TESTS_DIR / "data"
 F_PACK_R, F_PACK_C = 32, 64
 RICE_ESC, RICE_RAW = 15, 27
-
-
-def _varint(blob: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = blob[at]
-        value |= (byte & 0x7F) << shift
-        at, shift = at + 1, shift + 7
-        if byte < 0x80:
-            return value, at
 
 
 def _unzz(z: int) -> int:
