@@ -668,16 +668,14 @@ static u64 packed_len(const i64 *v, i64 n, int *k) {
     return 1 + (u64)varint_len(zz(v[0])) + (bits[best] + 7) / 8;
 }
 
-/* Whether the encoder packs the list (and with which k): only where that is shorter. */
-static int packs(const i64 *v, i64 n, int *k) {
+/* Bytes of the list as the encoder writes it: packed (*pack, with *k) only where that is shorter
+ * than its varints. */
+static u64 list_len(const i64 *v, i64 n, int *pack, int *k) {
+    const u64 var = varints_len(v, n);
     *k = 0;
-    return n >= 2 && packed_len(v, n, k) < varints_len(v, n);
-}
-
-static u64 deltas_cost(const i64 *v, i64 n) {
-    int k;
-    const u64 var = varints_len(v, n), pk = n >= 2 ? packed_len(v, n, &k) : UINT64_MAX;
-    return (pk < var ? pk : var) * 8 * 65536;
+    const u64 pk = n >= 2 ? packed_len(v, n, k) : UINT64_MAX;
+    *pack = pk < var;
+    return *pack ? pk : var;
 }
 
 static void put_packed(Buf *b, const i64 *v, i64 n, int k) {
@@ -697,6 +695,16 @@ static void put_packed(Buf *b, const i64 *v, i64 n, int k) {
         while (nacc >= 8) put_u8(b, (u8)acc), acc >>= 8, nacc -= 8;
     }
     if (nacc) put_u8(b, (u8)acc);
+}
+
+/* The list as list_len chose: packed, or the zigzag varints of its differences. */
+static void put_list(Buf *b, const i64 *v, i64 n, int pack, int k) {
+    if (pack) {
+        put_packed(b, v, n, k);
+        return;
+    }
+    i64 prev = 0;
+    for (i64 i = 0; i < n; i++) put_varint(b, zz(v[i] - prev)), prev = v[i];
 }
 
 /* Pass 1 for one segment: choose its side information and write it to `side`. */
@@ -772,12 +780,14 @@ INLINE void plan_segment(const int W, const void *vals, const Fmt *f, i64 off, i
     }
     u64 zr_bits = any_zr ? (u64)((rows + 7) / 8) * 8 * 65536 : 0;
     u64 zc_bits = any_zc ? (u64)((cols + 7) / 8) * 8 * 65536 : 0;
+    /* the row / column means as they would be written (each list's form chosen once) */
+    int pack_r = 0, pack_c = 0, kr = 0, kc = 0;
+    const u64 r_bits = can2 ? list_len(s->R, rows, &pack_r, &kr) * 8 * 65536 : 0;
+    const u64 c_bits = can2 ? list_len(s->C, cols, &pack_c, &kc) * 8 * 65536 : 0;
     u64 cost0 = entropy_cost(h0, nA) + (u64)varint_len(zz(*R0)) * 8 * 65536;
-    u64 cost1 = rows >= 2 ? entropy_cost(h1, nA) + deltas_cost(s->R, rows) + zr_bits : UINT64_MAX;
+    u64 cost1 = rows >= 2 ? entropy_cost(h1, nA) + r_bits + zr_bits : UINT64_MAX;
     u64 cost2 = UINT64_MAX;
-    if (can2)
-        cost2 = entropy_cost(h2, nA) + deltas_cost(s->R, rows) + deltas_cost(s->C, cols) +
-                zr_bits + zc_bits;
+    if (can2) cost2 = entropy_cost(h2, nA) + r_bits + c_bits + zr_bits + zc_bits;
     int mode = 0;
     if (cost1 < cost0) mode = 1;
     if (cost2 < (mode ? cost1 : cost0)) mode = 2;
@@ -821,26 +831,17 @@ INLINE void plan_segment(const int W, const void *vals, const Fmt *f, i64 off, i
         u64 with = bits_cost(miss, (u64)tcnt) + (u64)((rows + 7) / 8 + (cols + 7) / 8) * 8 * 65536;
         use_sign = with < bits_cost((u64)tneg, (u64)tcnt);
     }
-    int flags = mode | (use_sign ? F_SIGN : 0), kr = 0, kc = 0;
+    int flags = mode | (use_sign ? F_SIGN : 0);
     if (mode >= 1 && any_zr) flags |= F_ZROWS;
     if (mode == 2 && any_zc) flags |= F_ZCOLS;
-    if (mode >= 1 && packs(s->R, rows, &kr)) flags |= F_PACK_R;
-    if (mode == 2 && packs(s->C, cols, &kc)) flags |= F_PACK_C;
+    if (mode >= 1 && pack_r) flags |= F_PACK_R;
+    if (mode == 2 && pack_c) flags |= F_PACK_C;
     put_u8(side, (u8)flags);
-    if (mode == 0) {
+    if (mode == 0)
         put_varint(side, zz(*R0));
-    } else if (flags & F_PACK_R) {
-        put_packed(side, s->R, rows, kr);
-    } else {
-        i64 prev = 0;
-        for (i64 i = 0; i < rows; i++) put_varint(side, zz(s->R[i] - prev)), prev = s->R[i];
-    }
-    if (mode == 2 && (flags & F_PACK_C)) {
-        put_packed(side, s->C, cols, kc);
-    } else if (mode == 2) {
-        i64 prev = 0;
-        for (i64 j = 0; j < cols; j++) put_varint(side, zz(s->C[j] - prev)), prev = s->C[j];
-    }
+    else
+        put_list(side, s->R, rows, pack_r, kr);
+    if (mode == 2) put_list(side, s->C, cols, pack_c, kc);
 #define PUT_BITMAP(ARR, N)                                                  \
     for (i64 q = 0; q < (N); q += 8) {                                      \
         u8 byte = 0;                                                        \
@@ -1301,8 +1302,8 @@ static int get_side_packed(Rd *r, i64 *dst, i64 n, int canonical) {
     }
     if (buf & (((u64)1 << (nb & 7)) - 1)) return 0; /* the last byte's padding bits are zero */
     r->pos -= (size_t)(nb >> 3); /* whole bytes read ahead */
-    int best;
-    return !canonical || (packs(dst, n, &best) && best == k);
+    int pack, best;
+    return !canonical || (list_len(dst, n, &pack, &best), pack && best == k);
 }
 
 INLINE u64 load_raw(const u8 *p, int rb) {
