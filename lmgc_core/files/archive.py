@@ -48,11 +48,14 @@ from lmgc_core.util.errors import StreamError
 ZIP_MAGIC = b"PK\x03\x04"
 SUFFIX = ".lmgc"
 MANIFEST = "__lmgc__.json"
-ARCHIVE_VERSION = 3
+ARCHIVE_VERSION = 4
 """Version 3 writes a single-array ``.npy`` or raw source in the compact form
 (:mod:`lmgc_core.files.compact`: one bare stream whose header carries a ``file`` record) and
 marks a manifest coded against a base (:data:`BASE_VERSION`); every other zip is version 2's,
-byte for byte (:data:`MANIFEST_VERSION`)."""
+byte for byte (:data:`MANIFEST_VERSION`). Version 4 lists a ``torch.save`` file's 0-d tensor
+(AdamW's ``step``) with its shape ``()``, where version 3 coded and listed it as ``(1,)`` (the
+same bytes either way; a manifest's ``lmgc_archive`` stays the oldest reader that reads it,
+and every reader takes a 0-d shape)."""
 MANIFEST_VERSION = 2
 """The ``lmgc_archive`` of a manifest without a base: the oldest reader that reads it."""
 READ_VERSIONS = (1, 2, 3)

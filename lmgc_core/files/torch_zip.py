@@ -8,8 +8,9 @@ comes back byte for byte. A storage's dtype and item count come from its record 
 ``data.pkl``, read by :mod:`~lmgc_core.files.torch_pickle` without running it. What lmgc codes are
 the *storages*, not the tensors: views sharing a storage and non-contiguous tensors are just
 the bytes of their storage. A storage seen by exactly one tensor that covers it in C order
-takes that tensor's path as its name and, for 2-D and larger tensors, its shape (so a prior
-sees rows); any other storage is named ``data/<key>`` and is 1-D.
+takes that tensor's path as its name and, for 0-d and for 2-D and larger tensors, its shape (so
+a prior sees rows, and a 0-d tensor, such as AdamW's ``step``, lists and converts as one); any
+other storage is named ``data/<key>`` and is 1-D.
 
 A storage the pickle does not describe (an unreadable pickle, a record that does not fit its
 member's size) is coded as ``uint8`` bytes: still exact, just less compact. Nothing in the file
@@ -218,7 +219,7 @@ def _storage(
     views = info.views.get(key, []) if info else []
     if len(views) == 1 and views[0].path and views[0].offset == 0 and _covers(views[0], count):
         name = views[0].path
-        if len(views[0].shape) >= 2 and _holds(views[0].shape, dtype):
+        if len(views[0].shape) != 1 and _holds(views[0].shape, dtype):
             shape = views[0].shape
     return Tensor(name, dtype, shape, tag=tag)
 

@@ -64,7 +64,7 @@ def test_adamw_training_checkpoint_round_trips_smaller(tmp_path):
     w = by_name["model/0.weight"]  # named and shaped by its tensor: a prior sees its rows
     assert w.dtype == np.float32 and w.shape == tuple(model[0].weight.shape)
     assert by_name["optimizer/state/0/exp_avg_sq"].shape == w.shape
-    assert by_name["optimizer/state/0/step"].shape == (1,)
+    assert by_name["optimizer/state/0/step"].shape == ()  # 0-d, as torch saved it
     assert len(layout.tensors) == 4 + 4 * 3  # parameters + (step, exp_avg, exp_avg_sq) each
     original = round_trip(path)
     assert (tmp_path / "ckpt.pt.lmgc").stat().st_size < 0.9 * len(original)
@@ -308,6 +308,37 @@ def test_a_zero_size_tensor_is_kept_in_conversions(tmp_path):
         for name, tensor in state.items():
             assert npz[name].shape == tuple(tensor.shape)
             assert np.array_equal(npz[name], tensor.numpy()), name
+
+
+def test_a_0d_tensor_keeps_its_shape_in_listings_and_conversions(tmp_path):
+    """AdamW's ``step`` is a 0-d tensor in every checkpoint of it: archive version 3 listed
+    and converted it as shape (1,), so a state dict read back through lmgc had another shape."""
+    from lmgc_core.safetensors import safe_open
+
+    path = tmp_path / "opt.pt"
+    state = {
+        "step": torch.tensor(12.0),
+        "half": torch.tensor(-0.0, dtype=torch.bfloat16),
+        "count": torch.tensor(7, dtype=torch.int64),
+        "w": torch.randn(3, 4),
+    }
+    torch.save(state, path)
+    round_trip(path)
+    listing = lmgc("ls", f"{path}.lmgc").stdout
+    assert [line.split()[2] for line in listing.splitlines()[1:4]] == ["()", "()", "()"]
+    with safe_open(f"{path}.lmgc", framework="pt") as f:
+        for name, tensor in state.items():
+            got = f.get_tensor(name)
+            assert got.shape == tensor.shape and got.dtype == tensor.dtype, name
+            assert torch.equal(got.view(-1).view(torch.uint8), tensor.view(-1).view(torch.uint8))
+    lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / "out.safetensors")
+    from safetensors.torch import load_file
+
+    out = load_file(tmp_path / "out.safetensors")
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        k: tuple(v.shape) for k, v in state.items()
+    }
+    assert torch.equal(out["step"], state["step"]) and torch.equal(out["count"], state["count"])
 
 
 def test_a_plain_npz_named_bin_is_still_an_npz(tmp_path):
