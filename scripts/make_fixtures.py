@@ -683,6 +683,22 @@ def source_torch(d: Path) -> Path:
     return p
 
 
+def source_torch_tied(d: Path) -> Path:
+    """A ``torch.save`` state dict with tied weights (archive version 4's aliases): an
+    embedding and an output layer as two tensors on one storage, as ``state_dict`` gives them,
+    and a norm's weight."""
+    import torch
+
+    emb = torch.from_numpy(grads(128).reshape(16, 8).copy())
+    state = {
+        "emb.weight": emb,
+        "norm.weight": torch.from_numpy(grads(8, 128).copy()),
+        "head.weight": emb.view(16, 8),  # another tensor, the same storage seen the same way
+    }
+    torch.save(state, p := d / "tied.pt")
+    return p
+
+
 def source_adamw_safetensors(d: Path, step: int = 2) -> Path:
     """A safetensors checkpoint after AdamW step ``step`` of :data:`DELTA_MODEL`: weights, both
     moments and the step (float32), and the first weight again as BF16."""
@@ -791,6 +807,12 @@ ARCHIVE_CASES = [
     ),
     ArchiveCase(
         "torch", "a torch.save .pt: f32, bf16 and int64 storages, a shared view", source_torch
+    ),
+    ArchiveCase(
+        "torch-tied",
+        "a torch.save state dict with tied weights: one storage, listed and converted under "
+        "both names (archive version 4)",
+        source_torch_tied,
     ),
     ArchiveCase(
         "npy-adaptive",

@@ -471,7 +471,7 @@ def _output_size(reader: Any, tensors: list[Any], fmt: str) -> int:
         size = reader.source.get("size")
         if type(size) is int and size >= 0:
             return size
-    return sum(t.nbytes for _, t in arrays(tensors))
+    return sum(t.nbytes for _, t in arrays(tensors, fmt))
 
 
 @cli.command()

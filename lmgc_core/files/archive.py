@@ -403,6 +403,7 @@ class ArchiveReader:
                         f"makes {chunk_count(tensor, chunk_bytes)} chunks"
                     )
                 self.entries.append(Entry(tensor.name, members, tensor))
+            self._check_aliases(bad)
             self.segments = segments_from_json(manifest["segments"], len(self.entries))
             self._read_base(manifest.get("base"), items, version)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
@@ -410,6 +411,14 @@ class ArchiveReader:
                 raise
             raise StreamError(f"{bad}: bad manifest ({exc})") from None
         self._check_segments(bad)
+
+    def _check_aliases(self, bad: str) -> None:
+        """An alias (another name of a tied array) names no other array: a forged one would
+        make a name read one array here and another in a conversion."""
+        names = [e.tensor.name for e in self.entries if e.tensor is not None]
+        aliases = [a for e in self.entries if e.tensor is not None for a in e.tensor.aliases]
+        if aliases and len(set(names + aliases)) != len(set(names)) + len(aliases):
+            raise StreamError(f"{bad}: a tensor's alias is another tensor's name, or repeated")
 
     def _read_base(self, base: Any, items: list[Any], version: int) -> None:
         """The base file's record (version 3) and what each tensor was coded against."""

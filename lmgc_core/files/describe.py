@@ -52,6 +52,8 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
                 "streams": streams,
             }
         )
+        if tensor.aliases:  # its other names (tied weights), which conversions write too
+            members[-1]["aliases"] = list(tensor.aliases)
     original = sum(m["original_bytes"] for m in members)
     compressed = sum(m["compressed_bytes"] for m in members)
     doc: dict[str, Any] = {
@@ -114,6 +116,7 @@ def _member_rows(doc: dict[str, Any], file: str | None = None) -> list[tuple[Any
         name = m["name"] or "-"
         if file is not None:
             name = f"{file}:{m['name']}" if m["name"] else file
+        name = " = ".join([name, *m.get("aliases", [])])  # tied weights: one array
         dtype = "bytes" if m.get("bytes") else str(m["dtype"])
         shape = _shape(m["shape"])
         rows.append((name, dtype, shape, m["original_bytes"], m["compressed_bytes"]))

@@ -67,6 +67,10 @@ class Tensor:
     """Not an array of the source: a run of its other bytes (trailing bytes, a zip member that
     is not an array...) too large for the manifest, coded as a ``uint8`` tensor
     (:func:`byte_run`). Conversions to another format leave it out."""
+    aliases: tuple[str, ...] = ()
+    """Other names of the same array in the source (a ``torch.save`` file's tied weights: one
+    storage, viewed whole by several tensors): read and converted under each of them, coded
+    once."""
 
     def __post_init__(self) -> None:
         if self.nbytes < 0:
@@ -92,6 +96,8 @@ class Tensor:
             out["declared_shape"] = list(self.declared_shape)
         if self.bytes_only:
             out["bytes"] = True
+        if self.aliases:
+            out["aliases"] = list(self.aliases)
         return out
 
     @classmethod
@@ -110,6 +116,10 @@ class Tensor:
             declared = data.get("declared_shape")
             if declared is not None:
                 tensor.declared_shape = tuple(int(n) for n in declared)
+            aliases = data.get("aliases", [])
+            if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+                raise TypeError(f"aliases {aliases!r} are not a list of names")
+            tensor.aliases = tuple(aliases)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StreamError(f"corrupted lmgc archive: bad tensor entry ({exc})") from None
         count = int(np.prod(shape, dtype=object))

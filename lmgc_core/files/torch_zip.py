@@ -7,10 +7,11 @@ aligned by padding in the local header's extra field; both travel as literal byt
 comes back byte for byte. A storage's dtype and item count come from its record in
 ``data.pkl``, read by :mod:`~lmgc_core.files.torch_pickle` without running it. What lmgc codes are
 the *storages*, not the tensors: views sharing a storage and non-contiguous tensors are just
-the bytes of their storage. A storage seen by exactly one tensor that covers it in C order
-takes that tensor's path as its name and, for 0-d and for 2-D and larger tensors, its shape (so
-a prior sees rows, and a 0-d tensor, such as AdamW's ``step``, lists and converts as one); any
-other storage is named ``data/<key>`` and is 1-D.
+the bytes of their storage. A storage seen by one tensor that covers it in C order takes that
+tensor's path as its name and, for 0-d and for 2-D and larger tensors, its shape (so a prior
+sees rows, and a 0-d tensor, such as AdamW's ``step``, lists and converts as one); one seen that
+way by several tensors alike (tied weights) takes the first one's, the others' paths as its
+aliases; any other storage is named ``data/<key>`` and is 1-D.
 
 A storage the pickle does not describe (an unreadable pickle, a record that does not fit its
 member's size) is coded as ``uint8`` bytes: still exact, just less compact. Nothing in the file
@@ -195,8 +196,8 @@ def _storage(
     key: str, nbytes: int, info: PickleInfo | None, big: bool, layout: FileLayout
 ) -> Tensor:
     """The storage ``data/<key>`` of ``nbytes`` bytes as a tensor: its recorded dtype (bytes
-    when unknown or when the record does not fit the member), named and shaped by its one
-    tensor when it has exactly one that covers it in C order."""
+    when unknown or when the record does not fit the member), named and shaped by the tensors
+    that view it when they cover it in C order (one, or several alike: :func:`_tied`)."""
     ref = info.storages.get(key) if info else None
     dtype, tag = _dtype(ref, info, big)
     count = 0
@@ -217,11 +218,25 @@ def _storage(
     shape: tuple[int, ...] = (count,)
     name = f"data/{key}"
     views = info.views.get(key, []) if info else []
-    if len(views) == 1 and views[0].path and views[0].offset == 0 and _covers(views[0], count):
-        name = views[0].path
-        if len(views[0].shape) != 1 and _holds(views[0].shape, dtype):
-            shape = views[0].shape
+    first = views[0] if views else None
+    if first and all(_tied(v, first) for v in views) and _covers(first, count):
+        name = first.path or name
+        if len(first.shape) != 1 and _holds(first.shape, dtype):
+            shape = first.shape
+        aliases = tuple(dict.fromkeys(v.path for v in views[1:] if v.path != name))
+        return Tensor(name, dtype, shape, tag=tag, aliases=aliases)
     return Tensor(name, dtype, shape, tag=tag)
+
+
+def _tied(view: TensorRef, first: TensorRef) -> bool:
+    """``view`` has a path and sees its storage as ``first`` does, from its start: tied weights
+    (an embedding and an output layer saved from one ``state_dict``) are one storage with such
+    views, which name it (the first) and are its aliases (the others)."""
+    return (
+        bool(view.path)
+        and view.offset == 0
+        and (view.shape, view.stride, view.dtype) == (first.shape, first.stride, first.dtype)
+    )
 
 
 def _holds(shape: tuple[int, ...], dtype: np.dtype) -> bool:
@@ -278,7 +293,8 @@ def _covers(tensor: TensorRef, count: int) -> bool:
 
 def _unique_names(tensors: list[Tensor]) -> None:
     """Tensor paths and ``data/<key>`` names could meet (a dict key ``data``): later ones get
-    a ``~k`` suffix, so members and conversions keep them apart."""
+    a ``~k`` suffix, so members and conversions keep them apart; an alias that meets a name
+    before it is dropped (the array is read under that name)."""
     seen: set[str] = set()
     for tensor in tensors:
         name, k = tensor.name, 1
@@ -286,3 +302,5 @@ def _unique_names(tensors: list[Tensor]) -> None:
             name, k = f"{tensor.name}~{k}", k + 1
         tensor.name = name
         seen.add(name)
+        tensor.aliases = tuple(a for a in tensor.aliases if a not in seen)
+        seen.update(tensor.aliases)

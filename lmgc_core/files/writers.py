@@ -11,6 +11,7 @@ import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import IO, Any
 
 import numpy as np
@@ -208,10 +209,22 @@ class _Deflater:
         self.out.write(self.packer.flush())
 
 
-def arrays(tensors: list[Tensor]) -> list[tuple[int, Tensor]]:
+NAMED_FORMATS = frozenset({"npz", "safetensors"})
+"""Conversions that write each array under its name, and so under each of its aliases too."""
+
+
+def arrays(tensors: list[Tensor], fmt: str | None = None) -> list[tuple[int, Tensor]]:
     """``(index, tensor)`` of the source's arrays: conversions leave byte tensors (runs of the
-    source's other bytes, see :func:`~lmgc_core.files.segments.byte_run`) out."""
-    return [(i, t) for i, t in enumerate(tensors) if not t.bytes_only]
+    source's other bytes, see :func:`~lmgc_core.files.segments.byte_run`) out. For a ``fmt``
+    of :data:`NAMED_FORMATS`, each of an array's other names (tied weights) too, right after
+    it, as the same array under that name."""
+    out = []
+    for i, t in enumerate(tensors):
+        if not t.bytes_only:
+            out.append((i, t))
+            if fmt in NAMED_FORMATS:
+                out += [(i, replace(t, name=alias, aliases=())) for alias in t.aliases]
+    return out
 
 
 def _member_names(tensors: list[tuple[int, Tensor]], fmt: str) -> list[str]:
@@ -271,7 +284,7 @@ def write_npy(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None
 
 def write_npz(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None:
     """An uncompressed ``.npz`` as ``np.savez`` writes one (``arr_0`` for nameless arrays)."""
-    found = arrays(tensors)
+    found = arrays(tensors, "npz")
     names = _member_names(found, "npz")
     with zipfile.ZipFile(out.out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for (index, tensor), name in zip(found, names, strict=True):
@@ -289,7 +302,7 @@ def write_safetensors(
     tensors: list[Tensor], metadata: dict[str, Any] | None, chunks: Chunks, out: HashingWriter
 ) -> None:
     """A ``.safetensors`` file, tensors in the archive's order, little-endian data."""
-    found = arrays(tensors)
+    found = arrays(tensors, "safetensors")
     targets = []
     for (_, t), name in zip(found, _member_names(found, "safetensors"), strict=True):
         little = t.dtype.newbyteorder("<") if t.dtype.byteorder == ">" else t.dtype

@@ -49,7 +49,12 @@ class SafeOpen:
         except BaseException:
             self._f.close()
             raise
-        self._index = {t.name: i for i, t in enumerate(self._decoder.tensors) if not t.bytes_only}
+        self._index = {  # an array's aliases (tied weights) name it too
+            name: i
+            for i, t in enumerate(self._decoder.tensors)
+            if not t.bytes_only
+            for name in (t.name, *t.aliases)
+        }
 
     # -- the safetensors interface ---------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -339,6 +340,81 @@ def test_a_0d_tensor_keeps_its_shape_in_listings_and_conversions(tmp_path):
         k: tuple(v.shape) for k, v in state.items()
     }
     assert torch.equal(out["step"], state["step"]) and torch.equal(out["count"], state["count"])
+
+
+def tied_checkpoint(path: Path) -> dict[str, Any]:
+    """A language model's tied weights as ``state_dict`` saves them: the embedding and the
+    output layer are two tensors on one storage (GPT-2, SmolLM2 and most small LMs)."""
+    torch.manual_seed(2)
+    emb = torch.nn.Embedding(64, 16)
+    head = torch.nn.Linear(16, 64, bias=False)
+    head.weight = emb.weight
+    model = torch.nn.ModuleDict({"emb": emb, "norm": torch.nn.LayerNorm(16), "head": head})
+    state = model.state_dict()
+    assert state["emb.weight"].data_ptr() == state["head.weight"].data_ptr()
+    torch.save(state, path)
+    return state
+
+
+def test_tied_weights_are_one_array_under_both_names(tmp_path):
+    """They were one flat ``data/<key>`` array (no rows for the prior, neither name in
+    listings or conversions); now the first name with its shape, the other as its alias."""
+    from safetensors.numpy import load_file
+
+    from lmgc_core.safetensors import safe_open
+
+    path = tmp_path / "tied.pt"
+    state = tied_checkpoint(path)
+    by_name = {t.name: t for t in layout_of(path).tensors}
+    assert sorted(by_name) == ["emb.weight", "norm.bias", "norm.weight"]
+    assert by_name["emb.weight"].shape == (64, 16)
+    assert by_name["emb.weight"].aliases == ("head.weight",)
+    round_trip(path)
+    rows = lmgc("ls", f"{path}.lmgc").stdout.splitlines()
+    assert rows[1].split()[:5] == ["emb.weight", "=", "head.weight", "<f4", "(64,"]
+    with safe_open(f"{path}.lmgc", framework="pt") as f:
+        assert f.keys() == ["emb.weight", "head.weight", "norm.weight", "norm.bias"]
+        for name, tensor in state.items():
+            assert torch.equal(f.get_tensor(name), tensor), name
+    lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / "out.safetensors")
+    lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / "out.npz")
+    with np.load(tmp_path / "out.npz") as npz:
+        converted = [load_file(tmp_path / "out.safetensors"), {k: npz[k] for k in npz.files}]
+    for arrays in converted:
+        assert sorted(arrays) == sorted(state)
+        for name, tensor in state.items():
+            assert np.array_equal(arrays[name], tensor.numpy()), name
+
+
+def test_views_alike_only_from_the_start_are_tied(tmp_path):
+    """A second view that starts later, or reads the storage another way, is not an alias:
+    the storage stays ``data/<key>``, 1-D."""
+    w = torch.randn(6, 4)
+    torch.save({"w": w, "same": w.view(6, 4), "as_rows": w.view(3, 8)}, tmp_path / "a.pt")
+    torch.save({"w": w, "w2": w.view(6, 4)}, tmp_path / "b.pt")
+    (other,) = layout_of(tmp_path / "a.pt").tensors
+    assert other.name.startswith("data/") and other.shape == (24,) and not other.aliases
+    (tied,) = layout_of(tmp_path / "b.pt").tensors
+    assert (tied.name, tied.shape, tied.aliases) == ("w", (6, 4), ("w2",))
+
+
+@pytest.mark.parametrize("aliases", [5, ["norm.bias"], ["x", "x"], [3]])
+def test_a_forged_alias_is_refused(tmp_path, aliases):
+    """An alias that is not a list of names, or that names another tensor (which a name would
+    then read differently here and in a conversion), makes the manifest corrupted."""
+    from tests.files.test_archive_integrity import all_refuse, rewrite
+
+    path = tmp_path / "tied.pt"
+    tied_checkpoint(path)
+    lmgc("compress", path)
+
+    def edit(manifest):
+        (emb,) = [t for t in manifest["tensors"] if t["name"] == "emb.weight"]
+        emb["aliases"] = aliases
+
+    bad = tmp_path / "bad.pt.lmgc"
+    rewrite(Path(f"{path}.lmgc"), bad, edit=edit)
+    all_refuse(bad, "corrupted lmgc archive")
 
 
 def test_a_plain_npz_named_bin_is_still_an_npz(tmp_path):
