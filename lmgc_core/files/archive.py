@@ -55,7 +55,9 @@ marks a manifest coded against a base (:data:`BASE_VERSION`); every other zip is
 byte for byte (:data:`MANIFEST_VERSION`). Version 4 lists a ``torch.save`` file's 0-d tensor
 (AdamW's ``step``) with its shape ``()``, where version 3 coded and listed it as ``(1,)`` (the
 same bytes either way; a manifest's ``lmgc_archive`` stays the oldest reader that reads it,
-and every reader takes a 0-d shape)."""
+and every reader takes a 0-d shape), and its tied weights (one storage viewed whole, alike, by
+several tensors) as one array named by the first with its shape, the others its ``aliases``
+(an additive tensor key: a reader before it reads one tensor and rebuilds the same file)."""
 MANIFEST_VERSION = 2
 """The ``lmgc_archive`` of a manifest without a base: the oldest reader that reads it."""
 READ_VERSIONS = (1, 2, 3)

@@ -86,14 +86,16 @@ class SafeOpen:
         return _Slice(self, name, self._decoder.tensors[self._index[name]])
 
     def _missing(self, name: str) -> TensorError:
-        """A name not held. In a torch file's archive a tensor that shares its storage or views
-        part of it is held only as that storage (``data/<key>``): say so, or "no tensor named"
-        reads as if the checkpoint lacked it."""
+        """A name not held. In a torch file's archive a tensor that views part of its storage,
+        or shares it in another way than its other views (tied weights are aliases), is held
+        only as that storage (``data/<key>``): say so, or "no tensor named" reads as if the
+        checkpoint lacked it."""
         text = f"{self.path}: no tensor named {name!r} in the archive"
         storages = [k for k in self._index if k.startswith("data/")]
         if self._reader.format == "torch" and storages:
             text += (
-                f"; tensors of a torch file that share a storage or view part of one are held "
+                f"; tensors of a torch file that view part of a storage, or share one in "
+                f"different ways, are held "
                 f"as that storage, flat, under data/<key> ({', '.join(storages[:3])}"
                 f"{', ...' if len(storages) > 3 else ''}): torch.load gives the views"
             )
