@@ -84,6 +84,9 @@ class TensorRef:
     dtype: str | None = None
     path: str | None = None
     """Where it lies in the saved object (``model/fc1.weight``), when reachable."""
+    also: list[str] = field(default_factory=list)
+    """Its other places, where the same tensor object is saved again (``{"a": w, "b": w}``:
+    pickle writes it once), at most :data:`MAX_ALSO`."""
 
 
 @dataclass
@@ -433,6 +436,9 @@ def _set_items(target: Any, pairs: list[tuple[Any, Any]]) -> None:
 MAX_PATH_DEPTH = 64
 MAX_PATH_CHARS = 1024
 """A tensor deeper or with a longer path keeps its storage's name (``data/<key>``)."""
+MAX_ALSO = 16
+"""Places of one tensor object past its first that are kept (a list of one tensor a million
+times would otherwise spell a million paths)."""
 
 _Node = tuple[Any, Any, int] | None
 """A path, kept as a link to its parent's: ``(parent, key, depth)``; ``None`` is the root."""
@@ -450,6 +456,8 @@ def _name_tensors(root: Any) -> None:
         if isinstance(obj, TensorRef):
             if obj.path is None:
                 obj.path = _spell(node)
+            elif obj.path and len(obj.also) < MAX_ALSO and (path := _spell(node)):
+                obj.also.append(path)
             continue
         if id(obj) in seen:
             continue

@@ -223,15 +223,16 @@ def _storage(
         name = first.path or name
         if len(first.shape) != 1 and _holds(first.shape, dtype):
             shape = first.shape
-        aliases = tuple(dict.fromkeys(v.path for v in views[1:] if v.path != name))
-        return Tensor(name, dtype, shape, tag=tag, aliases=aliases)
+        others = [p for v in views for p in (v.path, *v.also) if p and p != name]
+        return Tensor(name, dtype, shape, tag=tag, aliases=tuple(dict.fromkeys(others)))
     return Tensor(name, dtype, shape, tag=tag)
 
 
 def _tied(view: TensorRef, first: TensorRef) -> bool:
     """``view`` has a path and sees its storage as ``first`` does, from its start: tied weights
     (an embedding and an output layer saved from one ``state_dict``) are one storage with such
-    views, which name it (the first) and are its aliases (the others)."""
+    views, which name it (the first) and are its aliases (the others, and the other places of
+    one tensor object saved twice)."""
     return (
         bool(view.path)
         and view.offset == 0

@@ -398,6 +398,25 @@ def test_views_alike_only_from_the_start_are_tied(tmp_path):
     assert (tied.name, tied.shape, tied.aliases) == ("w", (6, 4), ("w2",))
 
 
+def test_one_tensor_saved_under_several_keys_is_listed_under_each(tmp_path):
+    """Pickle writes a tensor object once however often the saved object holds it: its other
+    keys were in no listing or conversion. They are aliases now, at most MAX_ALSO of them (a
+    list of one tensor many times spells no more paths)."""
+    from lmgc_core.files.torch_pickle import MAX_ALSO
+
+    w = torch.randn(5, 3)
+    torch.save({"a": w, "b": w, "c": [w, torch.ones(2)], "many": [w] * 100}, tmp_path / "m.pt")
+    tensors = layout_of(tmp_path / "m.pt").tensors
+    assert [(t.name, t.shape) for t in tensors] == [("a", (5, 3)), ("c/1", (2,))]
+    assert tensors[0].aliases[:3] == ("b", "c/0", "many/0")
+    assert len(tensors[0].aliases) == MAX_ALSO
+    round_trip(tmp_path / "m.pt")
+    lmgc("decompress", tmp_path / "m.pt.lmgc", "-o", tmp_path / "out.npz")
+    with np.load(tmp_path / "out.npz") as npz:
+        assert sorted(npz.files) == sorted(["a", "c/1", *tensors[0].aliases])
+        assert all(np.array_equal(npz[k], w.numpy()) for k in ["a", *tensors[0].aliases])
+
+
 @pytest.mark.parametrize("aliases", [5, ["norm.bias"], ["x", "x"], [3]])
 def test_a_forged_alias_is_refused(tmp_path, aliases):
     """An alias that is not a list of names, or that names another tensor (which a name would
