@@ -47,6 +47,11 @@ def check_shape(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
         raise InputFileError(f"{where}: shape {tuple(shape)} is too large for numpy to hold")
 
 
+MAX_ALIASES = 16
+"""A tensor's aliases at most: a manifest naming more is refused (each is a copy of the array
+in a conversion, so a forged list would multiply the output)."""
+
+
 @dataclass
 class Tensor:
     """One array of a source file, as its bytes lie there."""
@@ -119,6 +124,8 @@ class Tensor:
             aliases = data.get("aliases", [])
             if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
                 raise TypeError(f"aliases {aliases!r} are not a list of names")
+            if len(aliases) > MAX_ALIASES:
+                raise ValueError(f"{len(aliases)} aliases, over {MAX_ALIASES}")
             tensor.aliases = tuple(aliases)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StreamError(f"corrupted lmgc archive: bad tensor entry ({exc})") from None

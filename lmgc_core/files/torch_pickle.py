@@ -438,7 +438,8 @@ MAX_PATH_CHARS = 1024
 """A tensor deeper or with a longer path keeps its storage's name (``data/<key>``)."""
 MAX_ALSO = 16
 """Places of one tensor object past its first that are kept (a list of one tensor a million
-times would otherwise spell a million paths)."""
+times would otherwise spell a million paths); as many as a tensor's aliases
+(:data:`lmgc_core.files.segments.MAX_ALIASES`)."""
 
 _Node = tuple[Any, Any, int] | None
 """A path, kept as a link to its parent's: ``(parent, key, depth)``; ``None`` is the root."""

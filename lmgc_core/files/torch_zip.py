@@ -29,7 +29,14 @@ import numpy as np
 
 from lmgc_core.files.npz import ZIP_ERRORS, file_run, member_data_span
 from lmgc_core.files.safetensors_file import tag_of
-from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor, check_shape
+from lmgc_core.files.segments import (
+    MAX_ALIASES,
+    Data,
+    FileLayout,
+    InputFileError,
+    Tensor,
+    check_shape,
+)
 from lmgc_core.files.torch_pickle import (
     STORAGE_TYPES,
     PickleInfo,
@@ -224,7 +231,8 @@ def _storage(
         if len(first.shape) != 1 and _holds(first.shape, dtype):
             shape = first.shape
         others = [p for v in views for p in (v.path, *v.also) if p and p != name]
-        return Tensor(name, dtype, shape, tag=tag, aliases=tuple(dict.fromkeys(others)))
+        aliases = tuple(dict.fromkeys(others))[:MAX_ALIASES]
+        return Tensor(name, dtype, shape, tag=tag, aliases=aliases)
     return Tensor(name, dtype, shape, tag=tag)
 
 

@@ -417,10 +417,13 @@ def test_one_tensor_saved_under_several_keys_is_listed_under_each(tmp_path):
         assert all(np.array_equal(npz[k], w.numpy()) for k in ["a", *tensors[0].aliases])
 
 
-@pytest.mark.parametrize("aliases", [5, ["norm.bias"], ["x", "x"], [3]])
+@pytest.mark.parametrize(
+    "aliases", [5, ["norm.bias"], ["x", "x"], [3], [f"x{i}" for i in range(17)]]
+)
 def test_a_forged_alias_is_refused(tmp_path, aliases):
-    """An alias that is not a list of names, or that names another tensor (which a name would
-    then read differently here and in a conversion), makes the manifest corrupted."""
+    """An alias that is not a list of names, that names another tensor (which a name would
+    then read differently here and in a conversion), or more than MAX_ALIASES of them (each a
+    copy in a conversion) make the manifest corrupted."""
     from tests.files.test_archive_integrity import all_refuse, rewrite
 
     path = tmp_path / "tied.pt"
