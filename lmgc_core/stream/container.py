@@ -487,7 +487,14 @@ def _compact_object(
 def _header_text(blob: bytes) -> tuple[bytes, int]:
     """The verified, inflated and bounded JSON text of the header, and the first block's
     offset."""
-    blob = memoryview(blob)
+    try:
+        blob = memoryview(blob)
+    except TypeError:  # memoryview's own words name no stream ("a bytes-like object ...")
+        hint = ": read the file in binary mode" if isinstance(blob, str) else ""
+        raise TypeError(
+            f"an lmgc stream is bytes (bytes, bytearray, memoryview), not a "
+            f"{type(blob).__name__}{hint}"
+        ) from None
     if len(blob) < _PREFIX.size:
         if bytes(blob[:4]) != MAGIC[: len(blob)]:
             raise StreamError("not an lmgc stream (bad magic)")

@@ -94,6 +94,13 @@ def test_truncation_and_trailing_bytes_are_named(stream):
         decompress(b"")
 
 
+@pytest.mark.parametrize("what", ["LMGC text", 12, None, [1, 2]])
+def test_a_stream_that_is_not_bytes_is_named(what):
+    """memoryview's own TypeError ("a bytes-like object is required") named no stream."""
+    with pytest.raises(TypeError, match=f"an lmgc stream is bytes .*not a {type(what).__name__}"):
+        decompress(what)
+
+
 def test_payload_corruption_points_at_the_block(stream):
     _, blob = stream
     bad = bytearray(blob)
