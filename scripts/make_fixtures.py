@@ -699,6 +699,16 @@ def source_torch_tied(d: Path) -> Path:
     return p
 
 
+def source_torch_transposed(d: Path) -> Path:
+    """A ``torch.save`` of a transposed matrix (its storage in Fortran order, archive version 4
+    names and shapes it) beside a plain one."""
+    import torch
+
+    w = torch.from_numpy(grads(96).reshape(12, 8).copy())
+    torch.save({"w_t": w.t(), "b": torch.from_numpy(grads(8, 96).copy())}, p := d / "wt.pt")
+    return p
+
+
 def source_adamw_safetensors(d: Path, step: int = 2) -> Path:
     """A safetensors checkpoint after AdamW step ``step`` of :data:`DELTA_MODEL`: weights, both
     moments and the step (float32), and the first weight again as BF16."""
@@ -813,6 +823,12 @@ ARCHIVE_CASES = [
         "a torch.save state dict with tied weights: one storage, listed and converted under "
         "both names (archive version 4)",
         source_torch_tied,
+    ),
+    ArchiveCase(
+        "torch-transposed",
+        "a torch.save of a transposed matrix: named and shaped, in Fortran order "
+        "(archive version 4)",
+        source_torch_transposed,
     ),
     ArchiveCase(
         "npy-adaptive",

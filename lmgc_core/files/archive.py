@@ -57,7 +57,9 @@ byte for byte (:data:`MANIFEST_VERSION`). Version 4 lists a ``torch.save`` file'
 same bytes either way; a manifest's ``lmgc_archive`` stays the oldest reader that reads it,
 and every reader takes a 0-d shape), and its tied weights (one storage viewed whole, alike, by
 several tensors) as one array named by the first with its shape, the others its ``aliases``
-(an additive tensor key: a reader before it reads one tensor and rebuilds the same file)."""
+(an additive tensor key: a reader before it reads one tensor and rebuilds the same file), and
+a tensor that is its storage in Fortran order (``w.t()`` saved) named and shaped, Fortran-ordered
+as a ``.npy`` can be."""
 MANIFEST_VERSION = 2
 """The ``lmgc_archive`` of a manifest without a base: the oldest reader that reads it."""
 READ_VERSIONS = (1, 2, 3)

@@ -9,9 +9,10 @@ comes back byte for byte. A storage's dtype and item count come from its record 
 the *storages*, not the tensors: views sharing a storage and non-contiguous tensors are just
 the bytes of their storage. A storage seen by one tensor that covers it in C order takes that
 tensor's path as its name and, for 0-d and for 2-D and larger tensors, its shape (so a prior
-sees rows, and a 0-d tensor, such as AdamW's ``step``, lists and converts as one); one seen that
-way by several tensors alike (tied weights) takes the first one's, the others' paths as its
-aliases; any other storage is named ``data/<key>`` and is 1-D.
+sees rows, and a 0-d tensor, such as AdamW's ``step``, lists and converts as one); in Fortran
+order (a transposed tensor saved), the same as a Fortran-ordered ``.npy``'s (its rows are the
+storage's); one seen that way by several tensors alike (tied weights) takes the first one's,
+the others' paths as its aliases; any other storage is named ``data/<key>`` and is 1-D.
 
 A storage the pickle does not describe (an unreadable pickle, a record that does not fit its
 member's size) is coded as ``uint8`` bytes: still exact, just less compact. Nothing in the file
@@ -204,7 +205,8 @@ def _storage(
 ) -> Tensor:
     """The storage ``data/<key>`` of ``nbytes`` bytes as a tensor: its recorded dtype (bytes
     when unknown or when the record does not fit the member), named and shaped by the tensors
-    that view it when they cover it in C order (one, or several alike: :func:`_tied`)."""
+    that view it when they cover it in C or Fortran order (one, or several alike:
+    :func:`_tied`)."""
     ref = info.storages.get(key) if info else None
     dtype, tag = _dtype(ref, info, big)
     count = 0
@@ -226,14 +228,20 @@ def _storage(
     name = f"data/{key}"
     views = info.views.get(key, []) if info else []
     first = views[0] if views else None
-    if first and all(_tied(v, first) for v in views) and _covers(first, count):
-        name = first.path or name
-        if len(first.shape) != 1 and _holds(first.shape, dtype):
-            shape = first.shape
-        others = [p for v in views for p in (v.path, *v.also) if p and p != name]
-        aliases = tuple(dict.fromkeys(others))[:MAX_ALIASES]
-        return Tensor(name, dtype, shape, tag=tag, aliases=aliases)
-    return Tensor(name, dtype, shape, tag=tag)
+    if not first or not all(_tied(v, first) for v in views):
+        return Tensor(name, dtype, shape, tag=tag)
+    # a transposed tensor (``w.t()`` saved) covers its storage in Fortran order
+    fortran = not _covers(first, count) and len(first.shape) > 1 and _covers(first, count, True)
+    if not fortran and not _covers(first, count):
+        return Tensor(name, dtype, shape, tag=tag)
+    name = first.path or name
+    if len(first.shape) != 1 and _holds(first.shape, dtype):
+        shape = first.shape
+    else:  # flat: its bytes in order
+        fortran = False
+    others = [p for v in views for p in (v.path, *v.also) if p and p != name]
+    aliases = tuple(dict.fromkeys(others))[:MAX_ALIASES]
+    return Tensor(name, dtype, shape, tag=tag, aliases=aliases, fortran=fortran)
 
 
 def _tied(view: TensorRef, first: TensorRef) -> bool:
@@ -289,10 +297,12 @@ def _numpy_dtype(torch_name: str) -> np.dtype | None:
         return None
 
 
-def _covers(tensor: TensorRef, count: int) -> bool:
-    """The tensor is the whole storage in C order (offset 0 is checked by the caller)."""
+def _covers(tensor: TensorRef, count: int, fortran: bool = False) -> bool:
+    """The tensor is the whole storage in C order (or Fortran order; offset 0 is checked by the
+    caller)."""
     expect, numel = 1, 1
-    for n, s in zip(reversed(tensor.shape), reversed(tensor.stride), strict=True):
+    dims = zip(tensor.shape, tensor.stride, strict=True)
+    for n, s in dims if fortran else reversed(list(dims)):
         if n != 1 and s != expect:
             return False
         expect *= n

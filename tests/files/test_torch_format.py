@@ -102,11 +102,22 @@ def test_views_sharing_a_storage_and_non_contiguous_tensors(tmp_path):
     path = tmp_path / "views.pt"
     torch.save(saved, path)
     layout = layout_of(path)
-    # the shared storage and the others: each 1-D, named by its key (no one C-order tensor)
+    # the shared storage and the partial views: each 1-D, named by its key; the transposed one
+    # covers its storage in Fortran order, so it keeps its name and shape, as such a .npy does
     assert len(layout.tensors) == 4
-    assert all(t.name.startswith("data/") and len(t.shape) == 1 for t in layout.tensors)
-    assert sorted(t.shape[0] for t in layout.tensors) == [30, 40, 42, 120]
+    by_name = {t.name: t for t in layout.tensors}
+    whole_t = by_name.pop("whole_t")
+    assert (whole_t.shape, whole_t.fortran, whole_t.stored_shape) == ((6, 5), True, (5, 6))
+    assert all(t.name.startswith("data/") and len(t.shape) == 1 for t in by_name.values())
+    assert sorted(t.shape[0] for t in by_name.values()) == [40, 42, 120]
     round_trip(path)
+    for out in ("out.npz", "out.safetensors"):
+        lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / out)
+    from safetensors.numpy import load_file
+
+    with np.load(tmp_path / "out.npz") as npz:
+        for arrays in (load_file(tmp_path / "out.safetensors"), {"whole_t": npz["whole_t"]}):
+            assert np.array_equal(arrays["whole_t"], saved["whole_t"].numpy())
     loaded = torch.load(path, weights_only=True)
     for name, tensor in saved.items():
         assert torch.equal(loaded[name], tensor), name
