@@ -119,9 +119,9 @@ def test_streams_written_on_a_big_endian_machine():
     in the writer's byte order, and quantize read its state's bit patterns in the reader's, so
     neither decoded on the other byte order (a checksum error). They decode here, and this
     machine writes the same bytes, except quantize's, whose header records its part as
-    ``>f4`` there (the same values). They were written at ``fast_version`` 8: since version 9
-    (side values packed) this machine writes their stored blocks byte for byte and a newer
-    header; the level-1 blocks' coded side information differs by design."""
+    ``>f4`` there (the same values). ``level1-layout-packed`` packs its side values (fast
+    blocks version 9); streams of an older ``fast_version`` (the set before version 9) are
+    compared by their stored blocks."""
     from lmgc_float.fast import FAST_VERSION
 
     import lmgc_core
@@ -131,17 +131,23 @@ def test_streams_written_on_a_big_endian_machine():
     raw = rng.integers(0, 256, 6000, dtype=np.uint8).tobytes()
     braw = rng.integers(0, 256, 6000, dtype=np.uint8).tobytes()
     grads = np.load(BIG_ENDIAN / "grads.npy")
-    l1 = Pipeline.from_config({"prior": {"name": "float", "level": 1}})
+    scaled = np.load(BIG_ENDIAN / "scaled.npy")
+    rows, cols = np.arange(30) % 7 - 3, np.arange(50) % 5 - 2
+    exact = np.ldexp(grads.reshape(30, 50).astype("<f8"), rows[:, None] + cols[None, :])
+    assert scaled.tobytes() == exact.astype("<f4").tobytes()
+    l1 = {"prior": {"name": "float", "level": 1}}
+    packed = {"prior": {**l1["prior"], "layout": [[30, 50]], "small_parts": "level"}}
     cases = {
-        "stored-f4": (np.frombuffer(raw, "<f4"), None),
-        "stored-i2": (np.frombuffer(raw, "<i2"), None),
-        "stored-f8-delta": (np.frombuffer(raw, "<f8"), np.frombuffer(braw, "<f8")),
-        "level1": (grads, None),
+        "stored-f4": (np.frombuffer(raw, "<f4"), None, l1),
+        "stored-i2": (np.frombuffer(raw, "<i2"), None, l1),
+        "stored-f8-delta": (np.frombuffer(raw, "<f8"), np.frombuffer(braw, "<f8"), l1),
+        "level1": (grads, None, l1),
+        "level1-layout-packed": (scaled, None, packed),
     }
-    for name, (x, base) in cases.items():
+    for name, (x, base, config) in cases.items():
         blob = (BIG_ENDIAN / f"{name}.lmgc").read_bytes()
         assert lmgc_core.decompress(blob, base=base).tobytes() == x.tobytes(), name
-        ours = l1.compress(x, base=base)
+        ours = Pipeline.from_config(config).compress(x, base=base)
         (header, offset), (_, our_offset) = container.read_header(blob), container.read_header(ours)
         if header["prior"]["fast_version"] == FAST_VERSION:
             assert ours == blob, name
@@ -149,6 +155,12 @@ def test_streams_written_on_a_big_endian_machine():
             assert header["prior"]["fast_version"] == 8, name
             if name.startswith("stored"):
                 assert ours[our_offset:] == blob[offset:], name
+    # its one block's side information, read by the layout's own Python reader: row and
+    # column means, both packed (flags 0x62)
+    from tests.plugins.lmgc_float.test_side_values import _side
+
+    (block,) = container.unpack((BIG_ENDIAN / "level1-layout-packed.lmgc").read_bytes()).blocks
+    assert _side(bytes(block), 30, 50)["flags"] == 0x62
     for bits in (8, 1):
         pipeline = Pipeline.from_config({"stages": [{"name": "quantize", "bits": bits}]})
         blob = (BIG_ENDIAN / f"quantize{bits}.lmgc").read_bytes()
