@@ -59,7 +59,7 @@ and every reader takes a 0-d shape), and its tied weights (one storage viewed wh
 several tensors) as one array named by the first with its shape, the others its ``aliases``
 (an additive tensor key: a reader before it reads one tensor and rebuilds the same file), and
 a tensor that is its storage in Fortran order (``w.t()`` saved) named and shaped, Fortran-ordered
-as a ``.npy`` can be."""
+as a ``.npy`` can be, and the other tensors on a storage as its ``views`` (an additive key too)."""
 MANIFEST_VERSION = 2
 """The ``lmgc_archive`` of a manifest without a base: the oldest reader that reads it."""
 READ_VERSIONS = (1, 2, 3)
@@ -417,12 +417,19 @@ class ArchiveReader:
         self._check_segments(bad)
 
     def _check_aliases(self, bad: str) -> None:
-        """An alias (another name of a tied array) names no other array: a forged one would
-        make a name read one array here and another in a conversion."""
+        """An alias (another name of a tied array) or a view names no other array: a forged
+        one would make a name read one array here and another in a conversion."""
         names = [e.tensor.name for e in self.entries if e.tensor is not None]
-        aliases = [a for e in self.entries if e.tensor is not None for a in e.tensor.aliases]
+        aliases = [
+            a
+            for e in self.entries
+            if e.tensor is not None
+            for a in (*e.tensor.aliases, *(v.name for v in e.tensor.views))
+        ]
         if aliases and len(set(names + aliases)) != len(set(names)) + len(aliases):
-            raise StreamError(f"{bad}: a tensor's alias is another tensor's name, or repeated")
+            raise StreamError(
+                f"{bad}: a tensor's alias or view is another tensor's name, or repeated"
+            )
 
     def _read_base(self, base: Any, items: list[Any], version: int) -> None:
         """The base file's record (version 3) and what each tensor was coded against."""

@@ -54,6 +54,8 @@ def describe(src: IO[bytes], size: int, where: str) -> dict[str, Any]:
         )
         if tensor.aliases:  # its other names (tied weights), which conversions write too
             members[-1]["aliases"] = list(tensor.aliases)
+        if tensor.views:  # the named arrays that are parts of it (a torch storage's views)
+            members[-1]["views"] = [v.name for v in tensor.views]
     original = sum(m["original_bytes"] for m in members)
     compressed = sum(m["compressed_bytes"] for m in members)
     doc: dict[str, Any] = {
@@ -117,6 +119,8 @@ def _member_rows(doc: dict[str, Any], file: str | None = None) -> list[tuple[Any
         if file is not None:
             name = f"{file}:{m['name']}" if m["name"] else file
         name = " = ".join([name, *m.get("aliases", [])])  # tied weights: one array
+        if m.get("views"):  # a torch storage: the tensors that view it
+            name += f" [{', '.join(m['views'])}]"
         dtype = "bytes" if m.get("bytes") else str(m["dtype"])
         shape = _shape(m["shape"])
         rows.append((name, dtype, shape, m["original_bytes"], m["compressed_bytes"]))

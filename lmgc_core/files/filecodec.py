@@ -597,7 +597,7 @@ def _order(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str) -> list[int]:
     for a rebuild, the arrays' order for a conversion."""
     if fmt == reader.format and reader.segments is not None:
         return writers.data_order(reader.segments)
-    return [index for index, _ in writers.arrays(dec.tensors, fmt)]
+    return writers.chunk_order(writers.arrays(dec.tensors, fmt))
 
 
 def _write_archive(reader: ArchiveReader, dec: ArchiveDecoder, fmt: str, out: IO[bytes]) -> bool:

@@ -50,6 +50,60 @@ def check_shape(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
 MAX_ALIASES = 16
 """A tensor's aliases at most: a manifest naming more is refused (each is a copy of the array
 in a conversion, so a forged list would multiply the output)."""
+MAX_VIEWS = 64
+"""A tensor's views at most (each is at most the tensor's size in a conversion)."""
+
+
+@dataclass(frozen=True)
+class View:
+    """A named array that is part of a tensor's values: a ``torch.save`` file's tensors that
+    view one storage in several ways (``w`` and ``w[4:]``, ``w`` and ``w.t()``), which lmgc
+    codes once, as the storage, and gives back by name (conversions, ``safe_open``)."""
+
+    name: str
+    offset: int
+    """Where it starts, in items of the storage."""
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    """In items; 0 repeats an item (never past the storage's size, see :meth:`fits`)."""
+
+    def fits(self, count: int) -> bool:
+        """Every item it reads lies in a storage of ``count`` items, and it holds no more items
+        than the storage (a stride-0 view could otherwise claim terabytes of a 4-byte one)."""
+        if self.offset < 0 or len(self.shape) != len(self.stride) or len(self.shape) > 64:
+            return False
+        if min(self.shape, default=1) < 0 or min(self.stride, default=0) < 0:
+            return False
+        numel = int(np.prod(self.shape, dtype=object))
+        if numel == 0:
+            return self.offset <= count
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
+        return last < count and numel <= count
+
+    def take(self, values: np.ndarray) -> np.ndarray:
+        """This view's array, copied out of its storage's values (any shape, C order)."""
+        flat = np.ascontiguousarray(values).reshape(-1)
+        size = flat.dtype.itemsize
+        strides = tuple(s * size for s in self.stride)
+        part = np.lib.stride_tricks.as_strided(
+            flat[self.offset :], self.shape, strides, writeable=False
+        )
+        return np.array(part)
+
+    def to_json(self) -> list[Any]:
+        return [self.name, self.offset, list(self.shape), list(self.stride)]
+
+    @classmethod
+    def from_json(cls, data: Any, count: int) -> View:
+        name, offset, shape, stride = data
+        if not isinstance(name, str) or type(offset) is not int:
+            raise TypeError(f"bad view {data!r}")
+        if not all(type(n) is int for n in [*shape, *stride]):
+            raise TypeError(f"bad view {data!r}")
+        view = cls(name, offset, tuple(shape), tuple(stride))
+        if not view.fits(count):
+            raise ValueError(f"view {name!r} reads past its storage of {count} items")
+        return view
 
 
 @dataclass
@@ -76,10 +130,20 @@ class Tensor:
     """Other names of the same array in the source (a ``torch.save`` file's tied weights: one
     storage, viewed whole by several tensors): read and converted under each of them, coded
     once."""
+    views: tuple[View, ...] = ()
+    """Named arrays that are parts of this one (a ``torch.save`` file's views of a storage):
+    read and converted under their names, coded as part of this one."""
+    view: View | None = None
+    """This array is that view of the values of the tensor it is listed with (what
+    :meth:`view_tensors` gives; never in a manifest)."""
 
     def __post_init__(self) -> None:
         if self.nbytes < 0:
             self.nbytes = int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+
+    def view_tensors(self) -> list[Tensor]:
+        """Each of :attr:`views` as an array of its own (:attr:`view` set)."""
+        return [Tensor(v.name, self.dtype, v.shape, tag=self.tag, view=v) for v in self.views]
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
@@ -103,6 +167,8 @@ class Tensor:
             out["bytes"] = True
         if self.aliases:
             out["aliases"] = list(self.aliases)
+        if self.views:
+            out["views"] = [v.to_json() for v in self.views]
         return out
 
     @classmethod
@@ -126,6 +192,13 @@ class Tensor:
                 raise TypeError(f"aliases {aliases!r} are not a list of names")
             if len(aliases) > MAX_ALIASES:
                 raise ValueError(f"{len(aliases)} aliases, over {MAX_ALIASES}")
+            views = data.get("views", [])
+            if not isinstance(views, list) or len(views) > MAX_VIEWS:
+                raise ValueError(f"views must be a list of at most {MAX_VIEWS}")
+            if views and (tensor.fortran or tensor.bytes_only or len(shape) != 1):
+                raise ValueError("views of a tensor that is not a flat array")
+            count = int(np.prod(shape, dtype=object))
+            tensor.views = tuple(View.from_json(v, count) for v in views)
             tensor.aliases = tuple(aliases)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StreamError(f"corrupted lmgc archive: bad tensor entry ({exc})") from None

@@ -32,10 +32,12 @@ from lmgc_core.files.npz import ZIP_ERRORS, file_run, member_data_span
 from lmgc_core.files.safetensors_file import tag_of
 from lmgc_core.files.segments import (
     MAX_ALIASES,
+    MAX_VIEWS,
     Data,
     FileLayout,
     InputFileError,
     Tensor,
+    View,
     check_shape,
 )
 from lmgc_core.files.torch_pickle import (
@@ -229,11 +231,11 @@ def _storage(
     views = info.views.get(key, []) if info else []
     first = views[0] if views else None
     if not first or not all(_tied(v, first) for v in views):
-        return Tensor(name, dtype, shape, tag=tag)
+        return Tensor(name, dtype, shape, tag=tag, views=_views(views, count))
     # a transposed tensor (``w.t()`` saved) covers its storage in Fortran order
     fortran = not _covers(first, count) and len(first.shape) > 1 and _covers(first, count, True)
     if not fortran and not _covers(first, count):
-        return Tensor(name, dtype, shape, tag=tag)
+        return Tensor(name, dtype, shape, tag=tag, views=_views(views, count))
     name = first.path or name
     if len(first.shape) != 1 and _holds(first.shape, dtype):
         shape = first.shape
@@ -242,6 +244,19 @@ def _storage(
     others = [p for v in views for p in (v.path, *v.also) if p and p != name]
     aliases = tuple(dict.fromkeys(others))[:MAX_ALIASES]
     return Tensor(name, dtype, shape, tag=tag, aliases=aliases, fortran=fortran)
+
+
+def _views(refs: list[TensorRef], count: int) -> tuple[View, ...]:
+    """The named tensors on a storage of ``count`` items that lmgc codes as the storage (it
+    gives them back by name: :class:`~lmgc_core.files.segments.View`), each of its places
+    once; at most :data:`MAX_VIEWS`, and only those within the storage and no bigger."""
+    out: dict[str, View] = {}
+    for ref in refs:
+        for path in (ref.path, *ref.also):
+            view = View(path or "", ref.offset, ref.shape, ref.stride)
+            if path and path not in out and view.fits(count):
+                out[path] = view
+    return tuple(out.values())[:MAX_VIEWS]
 
 
 def _tied(view: TensorRef, first: TensorRef) -> bool:
@@ -312,8 +327,8 @@ def _covers(tensor: TensorRef, count: int, fortran: bool = False) -> bool:
 
 def _unique_names(tensors: list[Tensor]) -> None:
     """Tensor paths and ``data/<key>`` names could meet (a dict key ``data``): later ones get
-    a ``~k`` suffix, so members and conversions keep them apart; an alias that meets a name
-    before it is dropped (the array is read under that name)."""
+    a ``~k`` suffix, so members and conversions keep them apart; an alias or view that meets a
+    name before it is dropped (the array is read under that name)."""
     seen: set[str] = set()
     for tensor in tensors:
         name, k = tensor.name, 1
@@ -323,3 +338,5 @@ def _unique_names(tensors: list[Tensor]) -> None:
         seen.add(name)
         tensor.aliases = tuple(a for a in tensor.aliases if a not in seen)
         seen.update(tensor.aliases)
+        tensor.views = tuple(v for v in tensor.views if v.name not in seen)
+        seen.update(v.name for v in tensor.views)

@@ -216,15 +216,42 @@ NAMED_FORMATS = frozenset({"npz", "safetensors"})
 def arrays(tensors: list[Tensor], fmt: str | None = None) -> list[tuple[int, Tensor]]:
     """``(index, tensor)`` of the source's arrays: conversions leave byte tensors (runs of the
     source's other bytes, see :func:`~lmgc_core.files.segments.byte_run`) out. For a ``fmt``
-    of :data:`NAMED_FORMATS`, each of an array's other names (tied weights) too, right after
-    it, as the same array under that name."""
+    of :data:`NAMED_FORMATS`, right after an array, each of its other names (tied weights), as
+    the same array under that name, and each of its views (``Tensor.view``: :func:`values`
+    gives its values)."""
     out = []
     for i, t in enumerate(tensors):
         if not t.bytes_only:
             out.append((i, t))
             if fmt in NAMED_FORMATS:
-                out += [(i, replace(t, name=alias, aliases=())) for alias in t.aliases]
+                out += [(i, replace(t, name=alias, aliases=(), views=())) for alias in t.aliases]
+                out += [(i, v) for v in t.view_tensors()]
     return out
+
+
+def chunk_order(found: list[tuple[int, Tensor]]) -> list[int]:
+    """The order in which writing the :func:`arrays` entries ``found`` asks for each tensor's
+    chunks: every entry's index but those of views after the first of their tensor
+    (:func:`values` holds its values for them)."""
+    order, viewed = [], set()
+    for index, tensor in found:
+        if tensor.view is None or index not in viewed:
+            order.append(index)
+        if tensor.view is not None:
+            viewed.add(index)
+    return order
+
+
+def values(chunks: Chunks, index: int, tensor: Tensor, held: dict[int, np.ndarray]) -> Any:
+    """The chunks of the array ``tensor`` (an entry of :func:`arrays` at ``index``): the
+    tensor's own, or for a view its part of the whole tensor, which ``held`` keeps for the
+    next view of the same tensor (one tensor at a time: its views follow it)."""
+    if tensor.view is None:
+        return chunks(index)
+    if index not in held:
+        held.clear()
+        held[index] = np.concatenate([c.reshape(-1) for c in chunks(index)])
+    return [tensor.view.take(held[index])]
 
 
 def _member_names(tensors: list[tuple[int, Tensor]], fmt: str) -> list[str]:
@@ -286,6 +313,7 @@ def write_npz(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None
     """An uncompressed ``.npz`` as ``np.savez`` writes one (``arr_0`` for nameless arrays)."""
     found = arrays(tensors, "npz")
     names = _member_names(found, "npz")
+    held: dict[int, np.ndarray] = {}
     with zipfile.ZipFile(out.out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for (index, tensor), name in zip(found, names, strict=True):
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
@@ -293,7 +321,7 @@ def write_npz(tensors: list[Tensor], chunks: Chunks, out: HashingWriter) -> None
             tensor = safetensors_file.as_tagged(tensor)
             with zf.open(info, "w", force_zip64=True) as member:
                 member.write(npy.header_bytes(tensor))
-                for arr in chunks(index):
+                for arr in values(chunks, index, tensor, held):
                     interrupts.check()  # the zip writes to the file, not through ``out``
                     member.write(_bytes(safetensors_file.tagged_values(arr, tensor.dtype)))
 
@@ -309,8 +337,9 @@ def write_safetensors(
         targets.append(Tensor(name, little, t.shape, tag=t.tag, nbytes=t.nbytes))
         targets[-1].declared_shape = t.declared_shape
     out.write(safetensors_file.header_bytes(targets, metadata))
+    held: dict[int, np.ndarray] = {}
     for (index, src), dst in zip(found, targets, strict=True):
-        parts: Iterable[np.ndarray] = chunks(index)
+        parts: Iterable[np.ndarray] = values(chunks, index, src, held)
         if src.fortran:  # safetensors is C order only: the whole array, transposed
             whole = np.concatenate([p.reshape(-1) for p in parts]).reshape(src.stored_shape)
             parts = [np.ascontiguousarray(whole.T)]

@@ -49,12 +49,13 @@ class SafeOpen:
         except BaseException:
             self._f.close()
             raise
-        self._index = {  # an array's aliases (tied weights) name it too
-            name: i
-            for i, t in enumerate(self._decoder.tensors)
-            if not t.bytes_only
-            for name in (t.name, *t.aliases)
-        }
+        self._index: dict[str, int] = {}  # an array's aliases (tied weights) name it too
+        self._views: dict[str, Tensor] = {}  # a torch storage's views, by name
+        for i, t in enumerate(self._decoder.tensors):
+            if not t.bytes_only:
+                self._index.update(dict.fromkeys((t.name, *t.aliases), i))
+                for view in t.view_tensors():
+                    self._index[view.name], self._views[view.name] = i, view
 
     # -- the safetensors interface ---------------------------------------------------------------
 
@@ -83,7 +84,7 @@ class SafeOpen:
         ``[...]`` of it (the whole tensor is decoded then)."""
         if name not in self._index:
             raise self._missing(name)
-        return _Slice(self, name, self._decoder.tensors[self._index[name]])
+        return _Slice(self, name, self._views.get(name) or self._decoder.tensors[self._index[name]])
 
     def _missing(self, name: str) -> TensorError:
         """A name not held. In a torch file's archive a tensor that views part of its storage,
@@ -123,6 +124,9 @@ class SafeOpen:
             raise type(exc)(f"tensor {name!r}: {exc}") from None
         values = as_tagged(tensor)
         arr = tagged_values(buf.view(tensor.dtype), values.dtype).reshape(tensor.stored_shape)
+        view = self._views.get(name)
+        if view is not None and view.view is not None:  # its part of the storage, copied
+            return view.view.take(arr), as_tagged(view)
         return (arr.T if tensor.fortran else arr), values
 
     def _joined_bytes(self, index: int, tensor: Tensor) -> np.ndarray:

@@ -102,22 +102,29 @@ def test_views_sharing_a_storage_and_non_contiguous_tensors(tmp_path):
     path = tmp_path / "views.pt"
     torch.save(saved, path)
     layout = layout_of(path)
-    # the shared storage and the partial views: each 1-D, named by its key; the transposed one
-    # covers its storage in Fortran order, so it keeps its name and shape, as such a .npy does
+    # the shared storage and the partial views: each 1-D, named by its key, the tensors on it
+    # its views; the transposed one covers its storage in Fortran order, so it keeps its name
+    # and shape, as such a .npy does
     assert len(layout.tensors) == 4
     by_name = {t.name: t for t in layout.tensors}
     whole_t = by_name.pop("whole_t")
     assert (whole_t.shape, whole_t.fortran, whole_t.stored_shape) == ((6, 5), True, (5, 6))
     assert all(t.name.startswith("data/") and len(t.shape) == 1 for t in by_name.values())
     assert sorted(t.shape[0] for t in by_name.values()) == [40, 42, 120]
+    views = {v.name: v for t in by_name.values() for v in t.views}
+    assert sorted(views) == ["base", "col", "every_other", "rows", "t"]
+    assert (views["rows"].offset, views["rows"].shape, views["t"].stride) == (20, (3, 10), (1, 10))
     round_trip(path)
     for out in ("out.npz", "out.safetensors"):
         lmgc("decompress", f"{path}.lmgc", "-o", tmp_path / out)
     from safetensors.numpy import load_file
 
     with np.load(tmp_path / "out.npz") as npz:
-        for arrays in (load_file(tmp_path / "out.safetensors"), {"whole_t": npz["whole_t"]}):
-            assert np.array_equal(arrays["whole_t"], saved["whole_t"].numpy())
+        converted = [load_file(tmp_path / "out.safetensors"), {k: npz[k] for k in npz.files}]
+    for arrays in converted:  # every tensor by its name, beside the storages
+        assert set(saved) <= set(arrays) and len(arrays) == len(saved) + 3
+        for name, tensor in saved.items():
+            assert np.array_equal(arrays[name], tensor.numpy()), name
     loaded = torch.load(path, weights_only=True)
     for name, tensor in saved.items():
         assert torch.equal(loaded[name], tensor), name
@@ -426,6 +433,53 @@ def test_one_tensor_saved_under_several_keys_is_listed_under_each(tmp_path):
     with np.load(tmp_path / "out.npz") as npz:
         assert sorted(npz.files) == sorted(["a", "c/1", *tensors[0].aliases])
         assert all(np.array_equal(npz[k], w.numpy()) for k in ["a", *tensors[0].aliases])
+
+
+def test_views_are_kept_only_within_their_storage_and_no_bigger(tmp_path):
+    """A view is materialised by conversions and safe_open: one that would read past its
+    storage, or hold more items than it (``expand`` repeats one), is not kept as a view."""
+    one = torch.ones(1)
+    w = torch.arange(6.0)
+    torch.save({"w": w, "head": w[:2], "big": one.expand(1000), "one": one}, tmp_path / "e.pt")
+    views = {t.name: [v.name for v in t.views] for t in layout_of(tmp_path / "e.pt").tensors}
+    assert sorted(map(sorted, views.values())) == [["head", "w"], ["one"]]
+    round_trip(tmp_path / "e.pt")
+
+
+FORGED_VIEWS = [
+    5,
+    [["x", 0, [200], [1]]],  # past the storage (120 items)
+    [["x", 119, [2], [1]]],
+    [["x", 0, [121], [0]]],  # more items than the storage, all one
+    [["x", -1, [2], [1]]],
+    [["x", 0, [2, 2], [1]]],
+    [["x", 0, [-2], [1]]],
+    [["x", 0, [2], [-1]]],
+    [["x", 0, [2], [1.0]]],
+    [["x", 0, "ab", [1]]],
+    [["x", 0, [2], [1]]] * 2,
+    [["rows", 0, [2], [1]], ["rows", 4, [2], [1]]],
+    [[f"x{i}", 0, [1], [1]] for i in range(65)],
+]
+
+
+@pytest.mark.parametrize("views", FORGED_VIEWS)
+def test_a_forged_view_is_refused(tmp_path, views):
+    """A manifest's views are read only within their storage: one past it (as_strided would
+    read other memory), bigger than it, malformed, repeated or too many make it corrupted."""
+    from tests.files.test_archive_integrity import all_refuse, rewrite
+
+    base = torch.randn(12, 10)
+    torch.save({"base": base, "rows": base[2:5]}, tmp_path / "v.pt")
+    lmgc("compress", tmp_path / "v.pt")
+
+    def edit(manifest):
+        (storage,) = [t for t in manifest["tensors"] if t["name"].startswith("data/")]
+        storage["views"] = views
+
+    bad = tmp_path / "bad.pt.lmgc"
+    rewrite(tmp_path / "v.pt.lmgc", bad, edit=edit)
+    all_refuse(bad, "corrupted lmgc archive")
 
 
 @pytest.mark.parametrize(
