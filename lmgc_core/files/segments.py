@@ -202,7 +202,6 @@ class Tensor:
             tensor.aliases = tuple(aliases)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StreamError(f"corrupted lmgc archive: bad tensor entry ({exc})") from None
-        count = int(np.prod(shape, dtype=object))
         if min(shape, default=0) < 0 or tensor.nbytes != count * tensor.dtype.itemsize:
             raise StreamError(f"corrupted lmgc archive: tensor {tensor.name!r} has a bad size")
         if tensor.bytes_only and (tensor.dtype != np.uint8 or len(shape) != 1):

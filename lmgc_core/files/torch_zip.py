@@ -233,8 +233,9 @@ def _storage(
     if not first or not all(_tied(v, first) for v in views):
         return Tensor(name, dtype, shape, tag=tag, views=_views(views, count))
     # a transposed tensor (``w.t()`` saved) covers its storage in Fortran order
-    fortran = not _covers(first, count) and len(first.shape) > 1 and _covers(first, count, True)
-    if not fortran and not _covers(first, count):
+    c_order = _covers(first, count)
+    fortran = not c_order and len(first.shape) > 1 and _covers(first, count, True)
+    if not (c_order or fortran):
         return Tensor(name, dtype, shape, tag=tag, views=_views(views, count))
     name = first.path or name
     if len(first.shape) != 1 and _holds(first.shape, dtype):

@@ -231,26 +231,20 @@ def arrays(tensors: list[Tensor], fmt: str | None = None) -> list[tuple[int, Ten
 
 def chunk_order(found: list[tuple[int, Tensor]]) -> list[int]:
     """The order in which writing the :func:`arrays` entries ``found`` asks for each tensor's
-    chunks: every entry's index but those of views after the first of their tensor
-    (:func:`values` holds its values for them)."""
-    order, viewed = [], set()
-    for index, tensor in found:
-        if tensor.view is None or index not in viewed:
-            order.append(index)
-        if tensor.view is not None:
-            viewed.add(index)
-    return order
+    chunks: a view's are never asked for (:func:`values` takes it from its tensor's)."""
+    return [index for index, tensor in found if tensor.view is None]
 
 
 def values(chunks: Chunks, index: int, tensor: Tensor, held: dict[int, np.ndarray]) -> Any:
     """The chunks of the array ``tensor`` (an entry of :func:`arrays` at ``index``): the
-    tensor's own, or for a view its part of the whole tensor, which ``held`` keeps for the
-    next view of the same tensor (one tensor at a time: its views follow it)."""
-    if tensor.view is None:
+    tensor's own; a tensor with views whole, kept in ``held`` for them (they follow it), and a
+    view its part of that, so the tensor decodes once."""
+    if tensor.view is None and not tensor.views:
         return chunks(index)
-    if index not in held:
+    if tensor.view is None:
         held.clear()
         held[index] = np.concatenate([c.reshape(-1) for c in chunks(index)])
+        return [held[index]]
     return [tensor.view.take(held[index])]
 
 
