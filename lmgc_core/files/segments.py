@@ -9,6 +9,7 @@ back: literal, tensor, literal, ... For ``.npz`` members that zip deflated, a
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,9 @@ MAX_ALIASES = 16
 in a conversion, so a forged list would multiply the output)."""
 MAX_VIEWS = 64
 """A tensor's views at most (each is at most the tensor's size in a conversion)."""
+MAX_EMPTY = 1 << 48
+"""The product of an empty view's other dimensions at most (numpy holds no array whose
+dimensions multiply past 2^63 bytes, even an empty one)."""
 
 
 @dataclass(frozen=True)
@@ -69,22 +73,29 @@ class View:
 
     def fits(self, count: int) -> bool:
         """Every item it reads lies in a storage of ``count`` items, and it holds no more items
-        than the storage (a stride-0 view could otherwise claim terabytes of a 4-byte one)."""
+        than the storage (a stride-0 view could otherwise claim terabytes of a 4-byte one); an
+        empty one has a shape numpy can hold (``x[:0].view(0, 2**62)`` is a tensor torch
+        saves, which ``as_strided`` refused with a traceback)."""
         if self.offset < 0 or len(self.shape) != len(self.stride) or len(self.shape) > 64:
             return False
         if min(self.shape, default=1) < 0 or min(self.stride, default=0) < 0:
             return False
         numel = int(np.prod(self.shape, dtype=object))
         if numel == 0:
-            return self.offset <= count
+            return self.offset <= count and math.prod(max(n, 1) for n in self.shape) <= MAX_EMPTY
         last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
         return last < count and numel <= count
 
     def take(self, values: np.ndarray) -> np.ndarray:
-        """This view's array, copied out of its storage's values (any shape, C order)."""
+        """This view's array, copied out of its storage's values (any shape, C order). A
+        dimension of one item reads nothing by its stride, which may be any size (torch keeps
+        what the tensor had; 2^70 overflowed ``as_strided``): it takes 0."""
         flat = np.ascontiguousarray(values).reshape(-1)
+        if 0 in self.shape:
+            return np.empty(self.shape, flat.dtype)
         size = flat.dtype.itemsize
-        strides = tuple(s * size for s in self.stride)
+        pairs = zip(self.shape, self.stride, strict=True)
+        strides = tuple(s * size if n > 1 else 0 for n, s in pairs)
         part = np.lib.stride_tricks.as_strided(
             flat[self.offset :], self.shape, strides, writeable=False
         )

@@ -446,35 +446,35 @@ _Node = tuple[Any, Any, int] | None
 
 
 def _name_tensors(root: Any) -> None:
-    """Each tensor's first path from the root (``model/fc1.weight``); shared containers are
-    walked once, so a pickle of nested references costs its size, not its unfolding. A path is
-    spelled only for a tensor (a 1 MB key above 5,000 items cost 5 GB spelled for each, and
-    deep nesting time quadratic in the depth)."""
-    seen: set[int] = set()
+    """Each tensor's first path from the root (``model/fc1.weight``) and its other places
+    (:attr:`TensorRef.also`). A container saved in several places (``{"model": sd, "ema":
+    sd}``) is walked from each of them, at most :data:`MAX_ALSO` + 1 times, so its tensors get
+    every name while a pickle of nested references costs at most that many times its size, not
+    its unfolding. A path is spelled only for a tensor (a 1 MB key above 5,000 items cost 5 GB
+    spelled for each, and deep nesting time quadratic in the depth)."""
+    walks: dict[int, int] = {}
     todo: list[tuple[Any, _Node]] = [(root, None)]
     while todo:
         obj, node = todo.pop()
         if isinstance(obj, TensorRef):
-            if obj.path is None:
+            if not obj.path:  # the first place, or the first one whose path could be spelled
                 obj.path = _spell(node)
-            elif obj.path and len(obj.also) < MAX_ALSO and (path := _spell(node)):
+            elif len(obj.also) < MAX_ALSO and (path := _spell(node)) and path != obj.path:
                 obj.also.append(path)
             continue
-        if id(obj) in seen:
+        if not isinstance(obj, (PDict, Opaque, list, tuple, PSet)):
             continue
+        if walks.get(id(obj), 0) > MAX_ALSO:
+            continue
+        walks[id(obj)] = walks.get(id(obj), 0) + 1
         depth = node[2] + 1 if node is not None else 1
         if isinstance(obj, PDict):
-            seen.add(id(obj))
             children = [(v, (node, k, depth)) for k, v in obj.items]
         elif isinstance(obj, Opaque):  # its arguments and state: under its own path
-            seen.add(id(obj))
             children = [(v, node) for v in obj.inner]
-        elif isinstance(obj, (list, tuple, PSet)):
-            seen.add(id(obj))
+        else:
             items = obj.items if isinstance(obj, PSet) else obj
             children = [(v, (node, i, depth)) for i, v in enumerate(items)]
-        else:
-            continue
         todo.extend(reversed(children))
 
 

@@ -228,7 +228,9 @@ def _storage(
         return Tensor(f"data/{key}", np.dtype(np.uint8), (nbytes,))
     shape: tuple[int, ...] = (count,)
     name = f"data/{key}"
-    views = info.views.get(key, []) if info else []
+    # a tensor of another dtype than the storage's (an untyped storage viewed as uint16 and
+    # as uint32 is coded as bytes) counts its offset, shape and strides in its own items
+    views = [v for v in info.views.get(key, []) if v.dtype in (None, _torch_name(ref, info))]
     first = views[0] if views else None
     if not first or not all(_tied(v, first) for v in views):
         return Tensor(name, dtype, shape, tag=tag, views=_views(views, count))
@@ -237,11 +239,11 @@ def _storage(
     fortran = not c_order and len(first.shape) > 1 and _covers(first, count, True)
     if not (c_order or fortran):
         return Tensor(name, dtype, shape, tag=tag, views=_views(views, count))
-    name = first.path or name
     if len(first.shape) != 1 and _holds(first.shape, dtype):
         shape = first.shape
-    else:  # flat: its bytes in order
-        fortran = False
+    elif fortran:  # numpy cannot shape it: named flat, its values would be out of order
+        return Tensor(name, dtype, shape, tag=tag, views=_views(views, count))
+    name = first.path or name
     others = [p for v in views for p in (v.path, *v.also) if p and p != name]
     aliases = tuple(dict.fromkeys(others))[:MAX_ALIASES]
     return Tensor(name, dtype, shape, tag=tag, aliases=aliases, fortran=fortran)
@@ -290,16 +292,22 @@ def _dtype(
     bfloat16 values, not uint16 ones)."""
     if ref is None or info is None:
         return None, ""
-    torch_name = STORAGE_TYPES.get(ref.type_name)
-    if ref.type_name == "UntypedStorage":  # the tensors on it name the dtype (v3 records)
-        names = {t.dtype for t in info.views.get(ref.key, [])}
-        torch_name = names.pop() if len(names) == 1 else "uint8"
+    torch_name = _torch_name(ref, info)
     dtype = _numpy_dtype(torch_name) if torch_name else None
     if dtype is None or not big or dtype.itemsize == 1:
         return dtype, ""
     if dtype.kind in "fiuc":
         return dtype.newbyteorder(">"), ""
     return np.dtype(f">u{dtype.itemsize}"), tag_of(dtype) or ""
+
+
+def _torch_name(ref: StorageRef, info: PickleInfo) -> str | None:
+    """torch's name of the storage's dtype: its type's, or for an untyped storage the one its
+    tensors name (``_rebuild_tensor_v3``), bytes (``uint8``) where they name several."""
+    if ref.type_name != "UntypedStorage":
+        return STORAGE_TYPES.get(ref.type_name)
+    names = {t.dtype for t in info.views.get(ref.key, [])}
+    return names.pop() if len(names) == 1 else "uint8"
 
 
 def _numpy_dtype(torch_name: str) -> np.dtype | None:

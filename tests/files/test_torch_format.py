@@ -460,6 +460,7 @@ FORGED_VIEWS = [
     [["x", 0, [2], [1]]] * 2,
     [["rows", 0, [2], [1]], ["rows", 4, [2], [1]]],
     [[f"x{i}", 0, [1], [1]] for i in range(65)],
+    [["x", 0, [0, 2**62], [1, 1]]],  # empty, but no array numpy can make
 ]
 
 
@@ -502,6 +503,132 @@ def test_a_forged_alias_is_refused(tmp_path, aliases):
     bad = tmp_path / "bad.pt.lmgc"
     rewrite(Path(f"{path}.lmgc"), bad, edit=edit)
     all_refuse(bad, "corrupted lmgc archive")
+
+
+def names_and_values(path: Path, tmp_path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """What ``lmgc ls``-style readers give for an archive of ``path``: ``safe_open``'s tensors
+    and those of its ``.npz`` and ``.safetensors`` conversions, each name -> array."""
+    from safetensors.numpy import load_file
+
+    from lmgc_core.safetensors import safe_open
+
+    lmgc("compress", "-f", path)
+    archive = f"{path}.lmgc"
+    with safe_open(archive, framework="np") as f:
+        opened = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safetensors' API)
+    lmgc("decompress", archive, "-o", tmp_path / "out.npz")
+    lmgc("decompress", archive, "-o", tmp_path / "out.safetensors")
+    with np.load(tmp_path / "out.npz") as npz:
+        npz_arrays = {k: npz[k] for k in npz.files}
+    converted = load_file(tmp_path / "out.safetensors")
+    return {"safe_open": opened, "npz": npz_arrays, "safetensors": converted}
+
+
+def same_as_torch(got: np.ndarray, want: torch.Tensor) -> bool:
+    return got.shape == tuple(want.shape) and np.array_equal(got, want.numpy())
+
+
+def test_a_big_endian_storage_with_views_converts_with_its_values(tmp_path):
+    """The storage of views is decoded whole once and its views cut from it: joined in
+    native order, its big-endian values were read back as big-endian bytes (garbage, exit 0)
+    in an .npz, while safe_open and .safetensors were right."""
+    w = torch.tensor([[1.5, -2.0, 3.25], [4.0, 5.5, -6.0]])
+    saved = {"a": w, "b": w[1:], "h": torch.tensor([0.5, -1.0, 2.0]).half()}
+    torch.save(saved, tmp_path / "little.pt")
+    path = tmp_path / "big.pt"
+    big_endian_copy(tmp_path / "little.pt", path, {"0": 4, "1": 2})
+    assert all(torch.equal(t, saved[k]) for k, t in torch.load(path).items())  # torch agrees
+    round_trip(path)
+    path.with_name("big.pt.orig").rename(path)
+    for reader, arrays in names_and_values(path, tmp_path).items():
+        for name, tensor in saved.items():
+            assert same_as_torch(arrays[name].astype(tensor.numpy().dtype), tensor), (reader, name)
+
+
+def test_views_of_another_dtype_than_their_storage_are_never_named_wrong(tmp_path):
+    """Two dtypes viewing one untyped storage (torch saves it, and loads both): the storage is
+    coded as bytes, and views counted in their own items were read as bytes, under their names
+    (wrong dtype, shape and values). Such a tensor is now only in its storage."""
+    x = torch.arange(8, dtype=torch.int32).to(torch.uint16)
+    saved = {"a": x, "b": x.view(torch.uint32), "c": x[2:]}
+    torch.save(saved, tmp_path / "mixed.pt")
+    round_trip(tmp_path / "mixed.pt")
+    tmp_path.joinpath("mixed.pt.orig").rename(tmp_path / "mixed.pt")
+    for reader, arrays in names_and_values(tmp_path / "mixed.pt", tmp_path).items():
+        named = [name for name in saved if name in arrays]
+        assert all(same_as_torch(arrays[n], saved[n]) for n in named), (reader, named)
+        (storage,) = [arr for name, arr in arrays.items() if name.startswith("data/")]
+        assert storage.tobytes() == x.numpy().tobytes(), reader
+
+
+def test_views_numpy_cannot_build_are_read_or_left_out_never_a_traceback(tmp_path):
+    """``x[:0].view(0, 2**62)`` is a tensor torch saves and loads; an empty view of it, or a
+    one-item dimension with a huge stride (which reads nothing by it), failed in as_strided
+    with numpy's own error, so no conversion of the archive could be made."""
+    from tests.files.test_archive_integrity import rewrite
+
+    x = torch.arange(4.0)
+    torch.save({"a": x, "b": x[:0].view(0, 2**62), "c": x[1:]}, tmp_path / "e.pt")
+    round_trip(tmp_path / "e.pt")
+    tmp_path.joinpath("e.pt.orig").rename(tmp_path / "e.pt")
+    arrays = names_and_values(tmp_path / "e.pt", tmp_path)
+    assert all("b" not in got and same_as_torch(got["c"], x[1:]) for got in arrays.values())
+
+    def edit(manifest):
+        (storage,) = [t for t in manifest["tensors"] if t["name"].startswith("data/")]
+        storage["views"].append(["one", 2, [1, 1], [2**70, 1]])
+
+    rewrite(tmp_path / "e.pt.lmgc", tmp_path / "f.pt.lmgc", edit=edit)
+    lmgc("decompress", tmp_path / "f.pt.lmgc", "-o", tmp_path / "f.npz")
+    with np.load(tmp_path / "f.npz") as npz:
+        assert npz["one"].tolist() == [[2.0]]
+
+
+def test_a_transposed_tensor_numpy_cannot_shape_is_not_named_flat(tmp_path):
+    """A tensor of over 64 dimensions that is its storage in Fortran order took its name with
+    the storage's (flat) values, which are not the tensor's in C order."""
+    x = torch.arange(6.0).reshape([2] + [1] * 64 + [3])
+    saved = {"y": x.permute(*reversed(range(x.dim())))}
+    torch.save(saved, tmp_path / "t.pt")
+    round_trip(tmp_path / "t.pt")
+    tmp_path.joinpath("t.pt.orig").rename(tmp_path / "t.pt")
+    for reader, arrays in names_and_values(tmp_path / "t.pt", tmp_path).items():
+        flat = saved["y"].flatten().numpy()
+        assert "y" not in arrays or np.array_equal(arrays["y"].reshape(-1), flat), reader
+
+
+def test_a_container_saved_twice_names_its_tensors_in_both_places(tmp_path):
+    """One dict saved under two keys (an EMA that is the model's own state_dict), which pickle
+    writes once: its tensors were listed only under the first key. And a tensor whose first
+    place is too long to spell took no name at all from its second."""
+    sd = {"w": torch.randn(2, 3), "v": torch.randn(3)}
+    lone = torch.randn(3)
+    saved = {"model": sd, "ema": sd, "k" * 1100: lone, "w": lone}
+    torch.save(saved, tmp_path / "s.pt")
+    round_trip(tmp_path / "s.pt")
+    tmp_path.joinpath("s.pt.orig").rename(tmp_path / "s.pt")
+    want = {f"{key}/{name}": t for key in ("model", "ema") for name, t in sd.items()}
+    want["w"] = lone
+    for reader, arrays in names_and_values(tmp_path / "s.pt", tmp_path).items():
+        assert all(same_as_torch(arrays[name], t) for name, t in want.items()), reader
+
+
+def test_a_container_shared_everywhere_costs_a_bounded_walk():
+    """Nested lists of one list, 30 deep (2^30 places unfolded), name their tensor in a
+    bounded number of places, quickly."""
+    t = torch.ones(2)
+    nested: Any = [t]
+    for _ in range(30):
+        nested = [nested, nested]
+    buf = io.BytesIO()
+    torch.save({"deep": nested}, buf)
+    from lmgc_core.files.torch_pickle import MAX_ALSO
+
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+        (name,) = [n for n in z.namelist() if n.endswith("data.pkl")]
+        info = read_pickle(z.read(name))
+    (ref,) = [r for refs in info.views.values() for r in refs]
+    assert ref.path and len(ref.also) == MAX_ALSO
 
 
 def test_a_plain_npz_named_bin_is_still_an_npz(tmp_path):
