@@ -19,6 +19,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,6 +30,7 @@ from lmgc_core.files.archive import SUFFIX
 from lmgc_core.files.filecodec import FileEncoder
 from lmgc_core.files.readers import (
     chunk_readers,
+    chunk_span,
     guess_format,
     scan,
     tensor_chunks,
@@ -98,8 +100,7 @@ class BaseFile:
             self.record["dtype"] = dtype_name(self.layout.tensors[0].dtype)
         self._by_name = {t.name: i for i, t in enumerate(self.layout.tensors) if not t.bytes_only}
         self._lock = threading.Lock()
-        self._readers: dict[tuple[int, int], list[Callable[[], np.ndarray]]] = {}
-        self._inflated: tuple[int, list[np.ndarray]] | None = None
+        self._inflated: tuple[int, np.ndarray] | None = None
         self._walk: Iterator[tuple[int, Any]] | None = None  # the deflated members, in order
         self._walk_at = -1
 
@@ -128,16 +129,20 @@ class BaseFile:
         )
 
     def chunk(self, name: str, i: int, chunk_bytes: int) -> np.ndarray:
-        """Chunk ``i`` of OLD's tensor ``name`` as coded (its :func:`coding_view`)."""
+        """Chunk ``i`` of OLD's tensor ``name`` as coded (its :func:`coding_view`): only that
+        chunk is found and read, so what it costs does not grow with how many chunks
+        ``chunk_bytes`` cuts the tensor into (a forged archive's 1 made a 16 MB base cost 5 GB)."""
         index = self._by_name.get(name)
         if index is None:
             raise StreamError(f"{self.where} has no tensor {name!r}")
         tensor = self.layout.tensors[index]
-        with self._lock:
-            readers = self._chunk_readers(index, tensor, chunk_bytes)
-        if not 0 <= i < len(readers):
+        span = chunk_span(tensor, chunk_bytes, i)
+        if span is None:
             raise StreamError(f"{self.where}: tensor {name!r} has no chunk {i}")
-        return coding_view(readers[i]())[0]
+        start, shape = span
+        with self._lock:
+            read = self._chunk_reader(index, tensor, start, shape)
+        return coding_view(read())[0]
 
     def chunk_named(self, recorded: str, chunk_bytes: int) -> np.ndarray:
         """The chunk a stream names (:func:`chunk_name`)."""
@@ -146,24 +151,22 @@ class BaseFile:
             raise StreamError(f"stream names base {recorded!r}, not '<tensor>@<chunk>'")
         return self.chunk(name, int(i), chunk_bytes)
 
-    def _chunk_readers(
-        self, index: int, tensor: Tensor, chunk_bytes: int
-    ) -> list[Callable[[], np.ndarray]]:
-        key = (index, chunk_bytes)
-        if key in self._readers:
-            return self._readers[key]
+    def _chunk_reader(
+        self, index: int, tensor: Tensor, start: int, shape: tuple[int, ...]
+    ) -> Callable[[], np.ndarray]:
+        """How to read the part of tensor ``index`` at byte ``start`` of shape ``shape``."""
+        count = int(np.prod(shape, dtype=object))
         if self._inflated is not None and self._inflated[0] == index:
-            return [lambda c=c: c for c in self._inflated[1]]
+            return partial(_part, self._inflated[1], start, count, shape)
         seg = next(
             (s for s in self.layout.segments if isinstance(s, Data) and s.index == index), None
         )
         try:
             if seg is not None:  # stored as it is: positional reads, any thread
                 self._walk = None  # the seek moves the file under the members' walk
-                self._f.seek(seg.offset)
-                readers = list(chunk_readers(self._f, tensor, chunk_bytes, self.where))
-                self._readers[key] = readers
-                return readers
+                self._f.seek(seg.offset + start)
+                part = Tensor(tensor.name, tensor.dtype, shape)
+                return next(chunk_readers(self._f, part, max(1, part.nbytes), self.where))
             # deflated members are walked once in file order, as NEW's tensors come (each
             # tensor from the first member again made a deflated base cost quadratic time)
             if self._walk is None or index <= self._walk_at:
@@ -172,14 +175,21 @@ class BaseFile:
             for found, stream in self._walk:
                 self._walk_at = found
                 if found == index:  # inside a deflated member: inflated whole, kept
-                    chunks = list(tensor_chunks(stream, tensor, chunk_bytes, self.where))
-                    self._inflated = (index, chunks)
-                    return [lambda c=c: c for c in chunks]
+                    (whole,) = tensor_chunks(stream, tensor, max(1, tensor.nbytes), self.where)
+                    self._inflated = (index, whole)
+                    return partial(_part, whole, start, count, shape)
                 for _ in tensor_chunks(stream, self.layout.tensors[found], 1 << 20, self.where):
                     pass
         except InputFileError as exc:
             raise StreamError(str(exc)) from None
         raise StreamError(f"{self.where}: tensor {tensor.name!r} has no data")
+
+
+def _part(whole: np.ndarray, start: int, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    """``count`` items from byte ``start`` of an inflated tensor, shaped ``shape``."""
+    flat = whole.reshape(-1)
+    first = start // max(1, flat.dtype.itemsize)
+    return flat[first : first + count].reshape(shape)
 
 
 def check_record(recorded: Any, base: BaseFile | None, where: str) -> None:
