@@ -51,9 +51,10 @@ class Planned:
 def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
     """The base file to decode each archive with: the output of an earlier archive of the run
     that rebuilds the recorded base (same name, and the same SHA-256 where the archive says),
-    else ``given`` (``--base``; the archive's own check refuses another file). Refused
-    (``ConfigError``, before anything is decoded) when an archive needs a base that neither
-    provides."""
+    else ``given`` (``--base``: checked here for an archive after the first, whose own check
+    would come after the archives before it were written; the first's decode checks it).
+    Refused (``ConfigError``, before anything is decoded) when an archive needs a base that
+    neither provides."""
     chosen: list[str | None] = []
     for i, item in enumerate(plan):
         if item.base is None:
@@ -80,6 +81,13 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
             raise ConfigError(  # not left to the archive's decode, after earlier ones wrote
                 f"{item.archive} was compressed against {name!r}, which {later[0]} (later in "
                 f"the list) decompresses to: list {later[0]} before it"
+            )
+        if found is None and given is not None and i > 0 and not _holds(given, item.base):
+            from lmgc_core.files.base_file import describe_record
+
+            raise ConfigError(  # the archive's own check would come after earlier ones wrote
+                f"--base {given} is not the base {item.archive} was compressed against: "
+                f"{describe_record(item.base)}; nothing was written"
             )
         if found is None and given is None:
             hint = (

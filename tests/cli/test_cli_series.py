@@ -158,6 +158,25 @@ def test_an_out_of_order_list_with_a_base_is_refused_before_anything_is_written(
     assert files[2].exists()
 
 
+def test_a_wrong_base_for_a_later_archive_is_refused_before_the_first_is_written(
+    tmp_path, checkpoints
+):
+    """An archive coded alone, then one coded against a file the run does not rebuild, with
+    the wrong --base: the first was written, then the second's own check refused the base."""
+    files = make_series(tmp_path / "run", checkpoints, "npz", 3)
+    lmgc("compress", "-q", files[0])
+    lmgc("compress", "-q", files[2], "--base", files[1])
+    wrong = tmp_path / "wrong.npz"
+    shutil.copyfile(files[0], wrong)
+    lmgcs = archived(files)
+    digests = move_away([files[0], files[2]], tmp_path / "sources")
+    line = one_error_line(lmgc("decompress", lmgcs[0], lmgcs[2], "--base", wrong, ok=False), 2)
+    assert str(wrong) in line and lmgcs[2].name in line and files[1].name in line
+    assert not files[0].exists() and not files[2].exists()
+    lmgc("decompress", "-q", lmgcs[0], lmgcs[2], "--base", files[1])
+    assert sha(files[0]) == digests[files[0]] and sha(files[2]) == digests[files[2]]
+
+
 def test_a_decoded_file_that_is_not_the_base_is_not_used(tmp_path, checkpoints):
     """Two series whose files share names: the second's archive names a base of the same name
     as the first's decoded file, but another SHA-256."""
