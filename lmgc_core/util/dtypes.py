@@ -97,6 +97,7 @@ def is_codable(dtype: np.dtype) -> bool:
 def dtype_name(dtype: np.dtype) -> str:
     dtype = np.dtype(dtype)
     if is_ml_dtype(dtype):
+        _native_ml(dtype, ConfigError)
         return dtype.name
     if is_codable(dtype):
         return dtype.str  # opaque items (e.g. bfloat16 saved to .npy reads back as |V2)
@@ -161,6 +162,18 @@ def _parse_dtype(name: str) -> np.dtype:
 # -- any fixed-size dtype as JSON ----------------------------------------------------------------
 
 
+def _native_ml(dtype: np.dtype, error: type[Exception]) -> None:
+    """Refuse a byte-swapped ml_dtypes type (``bfloat16.newbyteorder()``, ``>V2``): streams
+    name these types without a byte order, so its bytes came back as native bfloat16, other
+    values, with no error."""
+    if dtype.itemsize > 1 and not dtype.isnative:
+        raise error(
+            f"a byte-swapped {dtype.name} array ({dtype.str}) cannot be coded: streams hold "
+            f"{dtype.name} in native byte order; convert it first with "
+            f"arr.astype(ml_dtypes.{dtype.name}) (the same values)"
+        )
+
+
 def encode_dtype(dtype: np.dtype) -> Any:
     """JSON for any fixed-size dtype: an ml_dtypes name, ``dtype.str``, or (records, subarrays)
     numpy's ``.npy`` descr as text."""
@@ -168,6 +181,7 @@ def encode_dtype(dtype: np.dtype) -> Any:
     if dtype.hasobject:
         raise TypeError(f"dtype {dtype} holds Python objects, which have no fixed bytes")
     if is_ml_dtype(dtype):
+        _native_ml(dtype, TypeError)
         return dtype.name
     text = dtype.str if dtype.fields is None and dtype.subdtype is None else None
     text = text or repr(np.lib.format.dtype_to_descr(dtype))

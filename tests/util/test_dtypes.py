@@ -148,3 +148,27 @@ def test_masked_values_and_unreadable_tensors_are_refused_in_words(tmp_path) -> 
     for tensor in (torch.ones(4, dtype=torch.bfloat16), torch.ones(4, requires_grad=True)):
         with pytest.raises(ConfigError, match=r"cannot read a Tensor as an array: .*torch tensor"):
             lmgc_core.compress(tensor)
+
+
+def test_a_byte_swapped_ml_dtype_is_refused_or_comes_back_as_itself() -> None:
+    """``bfloat16.newbyteorder()`` was recorded as plain bfloat16: coded alone its bytes came
+    back as native bfloat16 (other values, no error), and against a base of the same dtype
+    decoding refused that very base."""
+    import ml_dtypes
+
+    swapped = np.dtype(ml_dtypes.bfloat16).newbyteorder()
+    x = np.array([0.125, -0.5, 3.0, np.nan], np.float32).astype(swapped)
+    with pytest.raises(ConfigError, match="byte-swapped bfloat16"):
+        lmgc_core.compress(x)
+    with pytest.raises(ConfigError, match="byte-swapped bfloat16"):
+        lmgc_core.compress(x, base=x.copy(), base_name="b")
+    try:  # the codecs code other dtypes through an integer view: exact, or refused in words
+        back = LMGC().decode(LMGC().encode(x))
+    except ConfigError as exc:
+        assert "byte-swapped" in str(exc)
+    else:
+        assert back.dtype == x.dtype and back.tobytes() == x.tobytes()
+    native = x.astype(ml_dtypes.bfloat16)  # what the message says to do: the same values
+    back = lmgc_core.decompress(lmgc_core.compress(native))
+    assert back.tobytes() == native.tobytes()
+    assert np.array_equal(back.astype(np.float32), x.astype(np.float32), equal_nan=True)
