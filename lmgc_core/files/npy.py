@@ -133,9 +133,29 @@ def header_bytes(tensor: Tensor) -> bytes:
         "shape": tuple(tensor.shape),
     }
     buf = io.BytesIO()
-    try:  # what np.save does: version 1.0 when the header fits, else 2.0
+    try:  # what np.save does: version 1.0 when the header fits, else 2.0, else 3.0
         np.lib.format.write_array_header_1_0(buf, d)
-    except ValueError:
+    except ValueError:  # (UnicodeEncodeError is one: a field name outside Latin-1)
         buf = io.BytesIO()
-        np.lib.format.write_array_header_2_0(buf, d)
+        try:
+            np.lib.format.write_array_header_2_0(buf, d)
+        except UnicodeEncodeError:
+            return _utf8_header(d)
     return buf.getvalue()
+
+
+def _utf8_header(d: dict[str, Any]) -> bytes:
+    """Version 3.0, which ``np.save`` writes for a header only UTF-8 can spell (a record field
+    named outside Latin-1; a conversion of one failed with the codec's error): version 2.0's
+    layout with the text in UTF-8. numpy writes it only through private functions, so the
+    layout is spelled here, as theirs: sorted keys, room for the growth axis, padded to 64."""
+    fmt = np.lib.format
+    text = "{" + "".join(f"'{k}': {v!r}, " for k, v in sorted(d.items())) + "}"
+    shape = d["shape"]
+    if shape:
+        grows = shape[-1 if d["fortran_order"] else 0]
+        text += " " * (fmt.GROWTH_AXIS_MAX_DIGITS - len(repr(grows)))
+    body = text.encode("utf-8")
+    size = len(body) + 1
+    pad = fmt.ARRAY_ALIGN - (fmt.MAGIC_LEN + 4 + size) % fmt.ARRAY_ALIGN
+    return fmt.magic(3, 0) + struct.pack("<I", size + pad) + body + b" " * pad + b"\n"

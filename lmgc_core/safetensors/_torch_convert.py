@@ -21,6 +21,7 @@ _TAGS = {
     "F8_E4M3FNUZ": getattr(torch, "float8_e4m3fnuz", None),
     "F8_E5M2FNUZ": getattr(torch, "float8_e5m2fnuz", None),
     "F8_E8M0": getattr(torch, "float8_e8m0fnu", None),
+    "F4": getattr(torch, "float4_e2m1fn_x2", None),  # two values a byte (packed_shape)
 }  # fmt: skip
 TORCH_TO_TAG = {v: k for k, v in _TAGS.items() if v is not None}
 
@@ -35,9 +36,19 @@ def torch_dtype(tensor: Tensor, arr: np.ndarray) -> torch.dtype | None:
     return found if isinstance(found, torch.dtype) else None
 
 
+def packed_shape(shape: tuple[int, ...], nbytes: int) -> tuple[int, ...] | None:
+    """The shape safetensors gives a packed ``F4`` tensor declared ``shape`` (torch's
+    ``float4_e2m1fn_x2`` holds two values a byte: the last dimension halved), ``None`` where
+    that does not hold ``nbytes`` bytes (it is then flat ``uint8`` bytes)."""
+    if not shape or shape[-1] % 2:
+        return None
+    packed = (*shape[:-1], shape[-1] // 2)
+    return packed if int(np.prod(packed, dtype=object)) == nbytes else None
+
+
 def to_torch(arr: np.ndarray, tensor: Tensor, device: str = "cpu") -> torch.Tensor:
     """The array's bytes reinterpreted as the torch dtype (``torch.frombuffer``: no copy, no
-    float32 detour). A safetensors dtype torch lacks (packed ``F4``...) comes as ``uint8``
+    float32 detour). A safetensors dtype torch lacks (``F6_E2M3``...) comes as ``uint8``
     bytes; big-endian arrays are swapped to native order first. An array of a dtype no
     safetensors file holds (strings, dates, records of an ``.npz``) is refused: as flat bytes it
     would pass for a ``uint8`` tensor of another shape than ``get_slice`` gives."""
@@ -45,6 +56,9 @@ def to_torch(arr: np.ndarray, tensor: Tensor, device: str = "cpu") -> torch.Tens
     shape = arr.shape
     if dtype is None and not tensor.tag:
         raise ConfigError(f"torch has no dtype for {arr.dtype}: read it with framework='np'")
+    if dtype is not None and tensor.tag == "F4":
+        shape = packed_shape(tensor.declared_shape or (), arr.nbytes)
+        dtype = dtype if shape is not None else None
     if dtype is None:
         dtype, shape = torch.uint8, (arr.nbytes,)
     if arr.dtype.byteorder == ">":

@@ -116,6 +116,57 @@ def test_safetensors_written_by_numpy_and_by_hand(tmp_path, grads):
     assert "uint8" not in kept  # safetensors keeps their dtypes and shapes
 
 
+def test_packed_f4_comes_to_torch_as_the_safetensors_package_gives_it(tmp_path):
+    """torch has float4_e2m1fn_x2 (two values a byte): safe_open(framework="pt") gave packed F4
+    as uint8 bytes, where the safetensors package gives that dtype, the last dimension
+    halved; an odd last dimension stays flat bytes."""
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch, "float4_e2m1fn_x2"):
+        pytest.skip("this torch has no float4_e2m1fn_x2")
+    from safetensors import safe_open as package_open
+
+    from lmgc_core.safetensors import safe_open
+
+    header = {
+        "a": {"dtype": "F4", "shape": [2, 8], "data_offsets": [0, 8]},
+        "b": {"dtype": "F4", "shape": [3, 2], "data_offsets": [8, 11]},
+        "c": {"dtype": "F32", "shape": [4], "data_offsets": [11, 27]},
+    }
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path = tmp_path / "f4.safetensors"
+    data = bytes(range(11)) + np.arange(4, dtype="<f4").tobytes()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    lmgc("compress", "-q", path)
+    with package_open(str(path), "pt") as want, safe_open(f"{path}.lmgc", "pt") as got:
+        for name in ("a", "b", "c"):
+            w, g = want.get_tensor(name), got.get_tensor(name)
+            assert (g.dtype, g.shape) == (w.dtype, w.shape), name
+            assert g.view(torch.uint8).tolist() == w.view(torch.uint8).tolist(), name
+
+
+def test_a_record_field_named_outside_latin_1_converts_to_npy_and_npz(tmp_path):
+    """np.save writes such an array in .npy format 3.0 (a UTF-8 header); a conversion to .npy
+    or .npz failed with the latin-1 codec's error, as version 2.0's header cannot hold it."""
+    arr = np.zeros(4, dtype=[("名", "<f4"), ("b", "<i2")])
+    arr["名"] = [1.5, -2.0, 3.25, 0.0]
+    arr["b"] = [1, 2, 3, 4]
+    np.save(tmp_path / "u.npy", arr)
+    np.savez(tmp_path / "u.npz", x=arr)
+    round_trip(tmp_path / "u.npy")
+    round_trip(tmp_path / "u.npz")
+    for src, out in (("u.npy", "conv.npz"), ("u.npz", "conv.npy")):
+        lmgc("compress", "-q", "-f", tmp_path / src)
+        lmgc("decompress", "-q", f"{tmp_path / src}.lmgc", "-o", tmp_path / out)
+    with np.load(tmp_path / "conv.npz") as npz:
+        (back,) = npz.values()
+    for got in (back, np.load(tmp_path / "conv.npy")):
+        assert got.dtype == arr.dtype and got.tobytes() == arr.tobytes()
+    buf = io.BytesIO()
+    np.save(buf, arr)  # the very header numpy writes
+    assert (tmp_path / "conv.npy").read_bytes() == buf.getvalue()
+
+
 # -- npz -------------------------------------------------------------------------------------------
 
 
