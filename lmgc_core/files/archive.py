@@ -38,6 +38,7 @@ from lmgc_core.files.segments import (
     InputFileError,
     Segment,
     Tensor,
+    chunk_count,
     segments_from_json,
 )
 from lmgc_core.files.source_hash import positional_fd
@@ -197,20 +198,6 @@ def manifest_for(
 
 
 # -- reading ---------------------------------------------------------------------------------------
-
-
-def chunk_count(tensor: Tensor, chunk_bytes: int) -> int:
-    """``len(io.chunk_shapes(tensor, chunk_bytes))`` without building the list (a crafted
-    manifest could make it astronomically long)."""
-    shape, item = tensor.stored_shape, tensor.dtype.itemsize
-    if tensor.nbytes <= chunk_bytes or item == 0:
-        return 1
-    row = int(np.prod(shape[1:], dtype=object)) * item
-    if len(shape) > 1 and row <= chunk_bytes:
-        rows = max(1, chunk_bytes // row)
-        return -(-shape[0] // rows)
-    step = max(1, chunk_bytes // item)
-    return -(-(tensor.nbytes // item) // step)
 
 
 class ArchiveReader:

@@ -30,13 +30,12 @@ from lmgc_core.files.archive import SUFFIX
 from lmgc_core.files.filecodec import FileEncoder
 from lmgc_core.files.readers import (
     chunk_readers,
-    chunk_span,
     guess_format,
     scan,
     tensor_chunks,
     tensor_streams,
 )
-from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor
+from lmgc_core.files.segments import Data, FileLayout, InputFileError, Tensor, chunk_span
 from lmgc_core.files.source_hash import file_state
 from lmgc_core.files.writers import HASH_NAMES, HASHERS, checked_hash
 from lmgc_core.stream import container

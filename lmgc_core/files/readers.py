@@ -35,6 +35,7 @@ from lmgc_core.files.segments import (
     Literal,
     Tensor,
     check_shape,
+    chunk_span,
 )
 from lmgc_core.files.source_hash import positional_fd
 from lmgc_core.stream import container
@@ -133,27 +134,6 @@ def chunk_shapes(tensor: Tensor, chunk_bytes: int) -> list[tuple[int, ...]]:
     while (span := chunk_span(tensor, chunk_bytes, len(out))) is not None:
         out.append(span[1])
     return out
-
-
-def chunk_span(tensor: Tensor, chunk_bytes: int, i: int) -> tuple[int, tuple[int, ...]] | None:
-    """Chunk ``i`` of :func:`chunk_shapes`: its first byte in the tensor's stored bytes and its
-    shape, found without the list before it (a base chunk a stream names: a forged chunk size
-    of 1 made that list as long as the base tensor has bytes); ``None`` past the last."""
-    shape, item = tensor.stored_shape, tensor.dtype.itemsize
-    if i < 0:
-        return None
-    if tensor.nbytes <= chunk_bytes or item == 0:
-        return (0, shape) if i == 0 else None
-    row_items = int(np.prod(shape[1:], dtype=object))
-    if len(shape) > 1 and row_items * item <= chunk_bytes:
-        rows = max(1, chunk_bytes // (row_items * item))
-        start = i * rows
-        if start >= shape[0]:
-            return None
-        return start * row_items * item, (min(rows, shape[0] - start), *shape[1:])
-    total, step = tensor.nbytes // item, max(1, chunk_bytes // item)
-    start = i * step
-    return (start * item, (min(step, total - start),)) if start < total else None
 
 
 def read_exact(stream: IO[bytes], n: int, where: str) -> np.ndarray:

@@ -309,6 +309,43 @@ def _segment_json(seg: Segment) -> Any:
     return ["deflated", seg.level, [_segment_json(s) for s in seg.segments]]
 
 
+def _cut(tensor: Tensor, chunk_bytes: int) -> tuple[int, int, int, tuple[int, ...]] | None:
+    """How a tensor's stored (C-order) bytes are cut into chunks of at most ``chunk_bytes``
+    (``readers.chunk_shapes``): whole rows along the first axis when a row fits (a prior may
+    use the trailing shape), else flat runs of items; ``None`` when it is one chunk (its own
+    shape). Else ``(units, per_chunk, unit_bytes, trailing)``: the tensor as ``units`` rows
+    (or items) of ``unit_bytes`` bytes, ``per_chunk`` of them a chunk, each of shape
+    ``trailing`` (a row's; ``()`` for an item)."""
+    shape, item = tensor.stored_shape, tensor.dtype.itemsize
+    if tensor.nbytes <= chunk_bytes or item == 0:
+        return None
+    row = int(np.prod(shape[1:], dtype=object)) * item
+    if len(shape) > 1 and row <= chunk_bytes:
+        return shape[0], max(1, chunk_bytes // row), row, tuple(shape[1:])
+    return tensor.nbytes // item, max(1, chunk_bytes // item), item, ()
+
+
+def chunk_count(tensor: Tensor, chunk_bytes: int) -> int:
+    """How many chunks :func:`_cut` makes, without listing them (a crafted manifest could make
+    the list astronomically long)."""
+    cut = _cut(tensor, chunk_bytes)
+    return 1 if cut is None else -(-cut[0] // cut[1])
+
+
+def chunk_span(tensor: Tensor, chunk_bytes: int, i: int) -> tuple[int, tuple[int, ...]] | None:
+    """Chunk ``i`` of :func:`_cut`: its first byte in the tensor's stored bytes and its shape,
+    found without the chunks before it (a base chunk a stream names: a forged chunk size of 1
+    made their list as long as the base tensor has bytes); ``None`` past the last."""
+    cut = _cut(tensor, chunk_bytes)
+    if cut is None:
+        return (0, tensor.stored_shape) if i == 0 else None
+    units, per_chunk, unit_bytes, trailing = cut
+    start = i * per_chunk
+    if i < 0 or start >= units:
+        return None
+    return start * unit_bytes, (min(per_chunk, units - start), *trailing)
+
+
 def segments_from_json(data: Any, n_tensors: int, nested: bool = False) -> list[Segment]:
     """Parse the archive manifest's ``segments``; offsets are not needed to rebuild."""
     out: list[Segment] = []

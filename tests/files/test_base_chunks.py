@@ -17,25 +17,42 @@ from safetensors.numpy import save_file
 from lmgc_core import Pipeline
 from lmgc_core.files import readers
 from lmgc_core.files.base_file import BaseFile, file_digest
-from lmgc_core.files.segments import Tensor
+from lmgc_core.files.segments import Tensor, chunk_count, chunk_span
 from tests.cli_helpers import lmgc
 
 SHAPES = [(), (0,), (5,), (1000,), (3, 7), (40, 25), (2, 3, 5), (9, 1, 4)]
 
 
+def listed_chunks(shape: tuple[int, ...], item: int, chunk_bytes: int) -> list[tuple[int, ...]]:
+    """The chunking rule, spelled out on its own (an oracle for the library's): one chunk when
+    the tensor fits; else whole rows along the first axis, as many as fit (at least one),
+    when a row fits; else flat runs of as many items as fit (at least one)."""
+    nbytes = int(np.prod(shape, dtype=object)) * item
+    if nbytes <= chunk_bytes or item == 0:
+        return [shape]
+    row = int(np.prod(shape[1:], dtype=object)) * item
+    if len(shape) > 1 and row <= chunk_bytes:
+        rows = max(1, chunk_bytes // row)
+        return [(min(rows, shape[0] - s), *shape[1:]) for s in range(0, shape[0], rows)]
+    total, step = nbytes // item, max(1, chunk_bytes // item)
+    return [(min(step, total - s),) for s in range(0, total, step)]
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", ["<f4", "<f8", "|u1", "<i2"])
-def test_each_chunk_span_is_that_chunk_of_the_list(shape, dtype):
+def test_chunks_are_cut_by_the_rule_and_each_found_alone(shape, dtype):
     tensor = Tensor("t", np.dtype(dtype), shape)
     for chunk_bytes in (1, 3, 8, 20, 100, 4000, 1 << 20):
-        shapes = readers.chunk_shapes(tensor, chunk_bytes)
+        want = listed_chunks(shape, tensor.dtype.itemsize, chunk_bytes)
+        assert readers.chunk_shapes(tensor, chunk_bytes) == want
+        assert chunk_count(tensor, chunk_bytes) == len(want)
         start = 0
-        for i, want in enumerate(shapes):
-            assert readers.chunk_span(tensor, chunk_bytes, i) == (start, want)
-            start += int(np.prod(want, dtype=object)) * tensor.dtype.itemsize
+        for i, chunk in enumerate(want):
+            assert chunk_span(tensor, chunk_bytes, i) == (start, chunk)
+            start += int(np.prod(chunk, dtype=object)) * tensor.dtype.itemsize
         assert start == tensor.nbytes or tensor.nbytes == 0
-        assert readers.chunk_span(tensor, chunk_bytes, len(shapes)) is None
-        assert readers.chunk_span(tensor, chunk_bytes, -1) is None
+        assert chunk_span(tensor, chunk_bytes, len(want)) is None
+        assert chunk_span(tensor, chunk_bytes, -1) is None
 
 
 def _base(tmp_path: Path, fmt: str) -> tuple[Path, dict[str, np.ndarray]]:
@@ -70,7 +87,7 @@ def test_a_base_chunk_is_read_alone_at_any_chunk_size(tmp_path, monkeypatch, fmt
                 flat = arr.reshape(-1).view(np.uint8)
                 count = len(cut(tensor, chunk_bytes))
                 for i in sorted({0, 1, 5, count - 1} & set(range(count))):
-                    start, shape = readers.chunk_span(tensor, chunk_bytes, i)
+                    start, shape = chunk_span(tensor, chunk_bytes, i)
                     n = int(np.prod(shape, dtype=object)) * arr.itemsize
                     got = base.chunk(name, i, chunk_bytes)
                     assert got.tobytes() == flat[start : start + n].tobytes(), (name, i)
