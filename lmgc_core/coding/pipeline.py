@@ -473,6 +473,7 @@ class Pipeline:
         is refused (:class:`MismatchError`, naming the base) without it or with another one (its
         SHA-256 differs), before anything is decoded. A stream made without a base ignores it."""
         _check_progress(progress)
+        blob = container.stream_bytes(blob)  # a buffer of other items: its bytes
         head = container.read_header(blob) if head is None else head
         header = head[0]
         if stored_only(header):  # raw bytes: nothing of this pipeline's prior is used
@@ -915,6 +916,7 @@ def decompress(
     array coded as numbers; a Fortran-ordered array coded as its transpose) comes back as that
     array: its dtype, shape and order, as the codec that wrote it gives it; a codec's
     ``time_axis`` chunk (a series of step streams) as the chunk."""
+    blob = container.stream_bytes(blob)  # a buffer of other items: its bytes
     head, text_key = read_keyed_header(blob)
     header = head[0]
     declared = declared_array(header, max_nbytes)  # before a prior (perhaps a model) is built

@@ -484,17 +484,33 @@ def _compact_object(
         return None
 
 
-def _header_text(blob: bytes) -> tuple[bytes, int]:
-    """The verified, inflated and bounded JSON text of the header, and the first block's
-    offset."""
+def stream_bytes(blob: Any) -> bytes | memoryview:
+    """``blob`` as the bytes it holds, in memory order: a buffer of other items or of more
+    dimensions (an int8 or a 2-D uint8 array, ``memoryview.cast('I')``) as one of unsigned
+    bytes, which it is read as (its items, rows or signed bytes were: an intact stream was
+    called corrupted). A ``TypeError`` for what is not a buffer, or not a contiguous one."""
+    if isinstance(blob, bytes):
+        return blob
     try:
-        blob = memoryview(blob)
+        view = memoryview(blob)
     except TypeError:  # memoryview's own words name no stream ("a bytes-like object ...")
         hint = ": read the file in binary mode" if isinstance(blob, str) else ""
         raise TypeError(
             f"an lmgc stream is bytes (bytes, bytearray, memoryview), not a "
             f"{type(blob).__name__}{hint}"
         ) from None
+    if not view.c_contiguous:
+        raise TypeError(
+            "an lmgc stream is contiguous bytes: this buffer is a strided view "
+            "(np.ascontiguousarray or bytes() of it is the stream)"
+        )
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _header_text(blob: bytes) -> tuple[bytes, int]:
+    """The verified, inflated and bounded JSON text of the header, and the first block's
+    offset."""
+    blob = memoryview(stream_bytes(blob))
     if len(blob) < _PREFIX.size:
         if bytes(blob[:4]) != MAGIC[: len(blob)]:
             raise StreamError("not an lmgc stream (bad magic)")
@@ -577,7 +593,7 @@ def unpack(
     if len(blob) > expected:
         raise StreamError(f"stream has {len(blob) - expected} unexpected trailing bytes")
     blocks = []
-    view = memoryview(blob)
+    view = memoryview(stream_bytes(blob))
     for size, _ in sizes:
         blocks.append(view[offset : offset + size])  # zero-copy: they stay in the blob
         offset += size

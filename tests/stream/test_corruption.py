@@ -101,6 +101,35 @@ def test_a_stream_that_is_not_bytes_is_named(what):
         decompress(what)
 
 
+def test_a_stream_in_any_buffer_decodes_from_its_bytes(grads):
+    """The same bytes as signed bytes, 32-bit items or a 2-D array were read by items or rows:
+    an intact stream was called corrupted (bad magic, header checksum, a block's values).
+    They are its bytes; a strided view is refused in words (Python's own BufferError)."""
+    import array
+
+    from lmgc_core import Pipeline
+
+    blob = Pipeline.from_config({"level": 1}).compress(grads[:300])
+    want = grads[:300].tobytes()
+    for view in (
+        np.frombuffer(blob, np.int8),
+        memoryview(blob).cast("b"),
+        np.frombuffer(blob, np.uint8).reshape(1, -1),
+    ):
+        assert decompress(view).tobytes() == want
+    # 32-bit items: the stream's bytes, then the padding whole items need (trailing bytes)
+    pad = -len(blob) % 4
+    padded = blob + bytes(pad)
+    for view in (memoryview(padded).cast("I"), array.array("I", padded)):
+        if not pad:
+            assert decompress(view).tobytes() == want
+        else:
+            with pytest.raises(StreamError, match=f"{pad} unexpected trailing bytes"):
+                decompress(view)
+    with pytest.raises(TypeError, match="contiguous"):
+        decompress(np.frombuffer(blob * 2, np.uint8)[::2])
+
+
 def test_payload_corruption_points_at_the_block(stream):
     _, blob = stream
     bad = bytearray(blob)
