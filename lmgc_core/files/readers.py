@@ -35,7 +35,7 @@ from lmgc_core.files.segments import (
     Literal,
     Tensor,
     check_shape,
-    chunk_span,
+    chunk_shapes,
 )
 from lmgc_core.files.source_hash import positional_fd
 from lmgc_core.stream import container
@@ -124,16 +124,6 @@ def _scan_raw(size: int, name: str, dtype: str | None) -> FileLayout:
 
 
 # -- chunks ----------------------------------------------------------------------------------------
-
-
-def chunk_shapes(tensor: Tensor, chunk_bytes: int) -> list[tuple[int, ...]]:
-    """How a tensor's stored (C-order) bytes are cut into chunks of at most ``chunk_bytes``:
-    whole rows along the first axis when a row fits (a prior may use the trailing shape),
-    else flat runs. One chunk (its own shape) when the tensor fits."""
-    out: list[tuple[int, ...]] = []
-    while (span := chunk_span(tensor, chunk_bytes, len(out))) is not None:
-        out.append(span[1])
-    return out
 
 
 def read_exact(stream: IO[bytes], n: int, where: str) -> np.ndarray:

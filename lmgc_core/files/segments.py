@@ -311,7 +311,7 @@ def _segment_json(seg: Segment) -> Any:
 
 def _cut(tensor: Tensor, chunk_bytes: int) -> tuple[int, int, int, tuple[int, ...]] | None:
     """How a tensor's stored (C-order) bytes are cut into chunks of at most ``chunk_bytes``
-    (``readers.chunk_shapes``): whole rows along the first axis when a row fits (a prior may
+    (:func:`chunk_shapes`): whole rows along the first axis when a row fits (a prior may
     use the trailing shape), else flat runs of items; ``None`` when it is one chunk (its own
     shape). Else ``(units, per_chunk, unit_bytes, trailing)``: the tensor as ``units`` rows
     (or items) of ``unit_bytes`` bytes, ``per_chunk`` of them a chunk, each of shape
@@ -323,6 +323,17 @@ def _cut(tensor: Tensor, chunk_bytes: int) -> tuple[int, int, int, tuple[int, ..
     if len(shape) > 1 and row <= chunk_bytes:
         return shape[0], max(1, chunk_bytes // row), row, tuple(shape[1:])
     return tensor.nbytes // item, max(1, chunk_bytes // item), item, ()
+
+
+def chunk_shapes(tensor: Tensor, chunk_bytes: int) -> list[tuple[int, ...]]:
+    """The shapes of a tensor's chunks of at most ``chunk_bytes``, in order (:func:`_cut`):
+    whole rows along the first axis when a row fits, else flat runs; one chunk (its own
+    shape) when the tensor fits."""
+    cut = _cut(tensor, chunk_bytes)
+    if cut is None:
+        return [tensor.stored_shape]
+    units, per_chunk, _, trailing = cut
+    return [(min(per_chunk, units - s), *trailing) for s in range(0, units, per_chunk)]
 
 
 def chunk_count(tensor: Tensor, chunk_bytes: int) -> int:

@@ -56,6 +56,7 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
     Refused (``ConfigError``, before anything is decoded) when an archive needs a base that
     neither provides."""
     chosen: list[str | None] = []
+    digests: dict[str, str | None] = {}  # of ``given``: each hash computed once for the plan
     for i, item in enumerate(plan):
         if item.base is None:
             chosen.append(None)
@@ -77,12 +78,20 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
         pick = sure or candidates
         found = pick[0].output if pick else None
         later = [p.archive for p in plan[i + 1 :] if Path(p.output).name == name]
-        if found is None and later and given is not None and not _holds(given, item.base):
+        # checked here only where the archive's own check would come too late: the first
+        # archive's decode checks its base before anything is written (hashed once, not twice)
+        wrong = (
+            found is None
+            and given is not None
+            and bool(later or i > 0)
+            and not _holds(given, item.base, digests)
+        )
+        if wrong and later:
             raise ConfigError(  # not left to the archive's decode, after earlier ones wrote
                 f"{item.archive} was compressed against {name!r}, which {later[0]} (later in "
                 f"the list) decompresses to: list {later[0]} before it"
             )
-        if found is None and given is not None and i > 0 and not _holds(given, item.base):
+        if wrong:
             from lmgc_core.files.base_file import describe_record
 
             raise ConfigError(  # the archive's own check would come after earlier ones wrote
@@ -103,16 +112,18 @@ def bases(plan: Sequence[Planned], given: str | None) -> list[str | None]:
     return chosen
 
 
-def _holds(path: str, record: dict[str, Any]) -> bool:
+def _holds(path: str, record: dict[str, Any], digests: dict[str, str | None]) -> bool:
     """Whether the file ``path`` is the base ``record`` describes (its hash; a backup under
-    another name is the base all the same)."""
+    another name is the base all the same). ``digests``: the hashes of ``path`` computed so
+    far, by algorithm (``None``: unreadable), which this adds to."""
     from lmgc_core.files.base_file import file_digest
     from lmgc_core.files.writers import checked_hash
 
     algorithm = checked_hash(record)
-    try:
-        with open(path, "rb") as f:
-            _, digests = file_digest(f, (algorithm,))
-    except OSError:
-        return False
-    return digests.get(algorithm) == record.get(algorithm)
+    if algorithm not in digests:
+        try:
+            with open(path, "rb") as f:
+                digests[algorithm] = file_digest(f, (algorithm,))[1].get(algorithm)
+        except OSError:
+            digests[algorithm] = None
+    return digests[algorithm] is not None and digests[algorithm] == record.get(algorithm)

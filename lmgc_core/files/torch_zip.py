@@ -230,7 +230,8 @@ def _storage(
     name = f"data/{key}"
     # a tensor of another dtype than the storage's (an untyped storage viewed as uint16 and
     # as uint32 is coded as bytes) counts its offset, shape and strides in its own items
-    views = [v for v in info.views.get(key, []) if v.dtype in (None, _torch_name(ref, info))]
+    own = _torch_name(ref, info)
+    views = [v for v in info.views.get(key, []) if v.dtype in (None, own)]
     first = views[0] if views else None
     if not first or not all(_tied(v, first) for v in views):
         return Tensor(name, dtype, shape, tag=tag, views=_views(views, count))

@@ -246,7 +246,7 @@ def values(chunks: Chunks, index: int, tensor: Tensor, held: dict[int, np.ndarra
         parts = [c.reshape(-1) for c in chunks(index)]
         # in the chunks' dtype: concatenate gives native byte order, and a big-endian
         # storage's values were then read back as big-endian bytes (garbage in an .npz)
-        held[index] = np.concatenate(parts, dtype=parts[0].dtype) if parts else np.empty(0)
+        held[index] = np.concatenate(parts, dtype=parts[0].dtype)
         return [held[index]]
     return [tensor.view.take(held[index])]
 
