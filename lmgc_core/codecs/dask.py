@@ -20,6 +20,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from lmgc_core.codecs.numcodecs_codec import (
     LMGC,
     cached_pipeline,
@@ -28,6 +30,8 @@ from lmgc_core.codecs.numcodecs_codec import (
     pin_level,
     pipeline_cache_info,
 )
+from lmgc_core.coding import time_axis as series
+from lmgc_core.util.dtypes import refuse_masked
 from lmgc_core.util.errors import ConfigError
 
 __all__ = [
@@ -67,7 +71,9 @@ def _made(cls: Any, config: dict[str, Any]) -> Any:
         raise ConfigError(
             f"unknown lmgc codec keys {unknown} for {cls.__name__} (it takes {known})"
         ) from None
-    codec.pipeline  # noqa: B018 -- built (and cached) now: a ConfigError before any write
+    pipeline = codec.pipeline  # built (and cached) now: a ConfigError before any write
+    if codec.time_axis is not None:  # its chunks code steps against steps: deltas
+        series.check_pipeline(pipeline)
     return codec
 
 
@@ -131,7 +137,13 @@ def to_zarr(
     import zarr
     from zarr.storage import ZipStore
 
+    _refuse_masked(array, da)
     shards = zarr_kwargs.get("shards")
+    for name, sizes in (("chunks", chunks), ("shards", shards)):
+        if isinstance(sizes, tuple | list) and any(
+            not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in sizes
+        ):
+            raise ValueError(f"{name} must be positive integers, not {sizes!r}")
     inner = None  # with shards=, chunks= is the Zarr chunk inside a shard-sized Dask block
     if isinstance(shards, tuple | list) and isinstance(chunks, tuple | list) and not lock:
         inner, chunks = tuple(chunks), tuple(shards)
@@ -175,6 +187,22 @@ OWN_KEYS = frozenset({"shape", "dtype", "serializer", "compressors", "filters", 
                       "name", "overwrite"})  # fmt: skip
 """``create_array`` arguments :func:`to_zarr` derives itself: given again, they would replace
 the array's shape or dtype (a corner of it stored, or its values cast) or lmgc's codec."""
+
+
+def _refuse_masked(array: Any, da: Any) -> None:
+    """A masked array's mask would be lost (Zarr hands the codec the bare values, so the
+    codec's own refusal never sees it): refused as ``Pipeline.compress`` refuses it. A Dask
+    array of masked blocks is refused whole: whether a value is masked is known only once
+    computed."""
+    if isinstance(array, da.Array):
+        if np.ma.isMaskedArray(getattr(array, "_meta", None)):
+            raise ConfigError(
+                "a Dask array of masked blocks: lmgc codes values, not masks, so the mask "
+                "would be lost; write array.map_blocks(np.ma.filled) (or the data) and the "
+                "mask (da.ma.getmaskarray) apart"
+            )
+        return
+    refuse_masked(array)
 
 
 def _check_aligned(darr: Any, unit: tuple[int, ...], shape: Any, lock: Any) -> None:

@@ -106,7 +106,7 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("serializer", "prior", "coder"):
         cfg[key] = spec_dict(cfg[key])
     try:
-        json.dumps(cfg)
+        json.dumps(cfg, allow_nan=False)  # NaN and Infinity are not JSON: zarr.json must be
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"lmgc codec configuration must be JSON-serialisable: {exc}") from None
     return cfg

@@ -163,6 +163,8 @@ class LMGCZarrCodec(ArrayBytesCodec):
     def validate(self, *, shape: Any, dtype: Any, chunk_grid: Any) -> None:
         if self.time_axis is not None:
             series.resolve_axis(self.time_axis, len(tuple(shape)))  # ConfigError if outside
+            # a pipeline without delta coding could write no chunk: refused before zarr.json
+            series.check_pipeline(self.pipeline)
         native = _native(dtype)
         if (
             native.hasobject

@@ -25,7 +25,14 @@ from lmgc_core.coding.parts import PartCoder, StoredCoder, decoder_for, encoder_
 from lmgc_core.coding.rebuild_limit import rebuild_limit
 from lmgc_core.coding.recorded import header_errors, options_errors, recorded_config
 from lmgc_core.components import registry
-from lmgc_core.components.interfaces import ArrayCoding, EntropyCoder, Prior, Serializer, Stage
+from lmgc_core.components.interfaces import (
+    ArrayCoding,
+    DeltaCoding,
+    EntropyCoder,
+    Prior,
+    Serializer,
+    Stage,
+)
 from lmgc_core.components.spec import ComponentSpec, spec_dict, spec_name
 from lmgc_core.stream import container, notes
 from lmgc_core.util.bytes_layout import same_bits
@@ -354,15 +361,25 @@ class Pipeline:
     def _delta_coder(self) -> PartCoder:
         return encoder_for(self.prior, *self._pieces(), delta=True)
 
+    def check_deltas(self, what: str) -> None:
+        """``ConfigError`` (its message led by ``what``: ``--base``, ``time_axis``) unless this
+        pipeline can code an array against a base: no stages (they change the values) and a
+        prior with a delta path. Callers check it before anything is written."""
+        if self.stages:
+            raise ConfigError(f"{what} needs a pipeline without stages (they change the values)")
+        if not isinstance(self.prior, DeltaCoding):
+            raise ConfigError(
+                f"{what}: prior {self.prior.name!r} cannot code against a base (it has no delta "
+                "path); use the float prior"
+            )
+
     def _check_base_for(self, arr: np.ndarray, base: Any, name: str | None) -> np.ndarray:
         """``base`` as a C-contiguous array, refused (``ConfigError``) where no delta can be
         coded: stages (the parts are no longer the array), a prior without a delta path, or a
         base of another dtype or shape."""
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"base_name must be a string, not {name!r}")
-        if self.stages:
-            raise ConfigError("a base needs a pipeline without stages (they change the values)")
-        self._delta_coder  # noqa: B018 - refuses a prior without DeltaCoding
+        self.check_deltas("base=")
         ref = _as_array(base)
         if ref.dtype != arr.dtype or ref.shape != arr.shape:
             raise ConfigError(

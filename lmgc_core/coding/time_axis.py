@@ -80,6 +80,12 @@ def _step(arr: np.ndarray, axis: int, t: int) -> np.ndarray:
     return np.ascontiguousarray(np.take(arr, t, axis=axis))
 
 
+def check_pipeline(pipeline: Any) -> None:
+    """``ConfigError`` unless ``pipeline`` codes deltas (no stages, a prior with a delta path):
+    what a codec with ``time_axis`` checks before a store is written, not at its first chunk."""
+    pipeline.check_deltas("time_axis")
+
+
 def encode(pipeline: Any, arr: np.ndarray, axis: int, jobs: int = 1) -> bytes:
     """``arr`` (C-contiguous, as the codecs hand it over) as a series along ``axis``: step 0
     alone, step ``t`` against step ``t - 1``. One step or none: an ordinary stream. A pipeline
@@ -88,6 +94,7 @@ def encode(pipeline: Any, arr: np.ndarray, axis: int, jobs: int = 1) -> bytes:
     steps = arr.shape[axis]
     if steps <= 1 or steps > MAX_STEPS:
         return pipeline.compress(arr, jobs=jobs)
+    check_pipeline(pipeline)
     blocks: list[bytes] = []
     base: np.ndarray | None = None
     for t in range(steps):
@@ -95,10 +102,7 @@ def encode(pipeline: Any, arr: np.ndarray, axis: int, jobs: int = 1) -> bytes:
         if base is None:
             blocks.append(pipeline.compress(step, jobs=jobs))
         else:
-            try:
-                blocks.append(pipeline.compress(step, jobs=jobs, base=base))
-            except ConfigError as exc:
-                raise ConfigError(f"time_axis needs a pipeline that codes deltas: {exc}") from None
+            blocks.append(pipeline.compress(step, jobs=jobs, base=base))
         base = step
     header = {
         SERIES_KEY: {"version": VERSION, "time_axis": axis, "steps": steps},

@@ -25,7 +25,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from lmgc_core.components.interfaces import DeltaCoding
 from lmgc_core.files.archive import SUFFIX
 from lmgc_core.files.filecodec import FileEncoder
 from lmgc_core.files.readers import (
@@ -294,13 +293,7 @@ def open_base(base: str, stack: ExitStack) -> IO[bytes]:
 def check_delta_pipeline(pipeline: Any) -> None:
     """``ConfigError`` unless ``pipeline`` can code a tensor against a base (``--base``,
     ``--series``): checked before the first file is written."""
-    if pipeline.stages:
-        raise ConfigError("--base needs a pipeline without stages (they change the values)")
-    if not isinstance(pipeline.prior, DeltaCoding):
-        raise ConfigError(
-            f"--base: prior {pipeline.prior.name!r} cannot code against a base (it has no "
-            "delta path); use the float prior"
-        )
+    pipeline.check_deltas("--base")
 
 
 def attach(reader: Any, decoder: Any, base: str | None, where: str, stack: ExitStack) -> bool:

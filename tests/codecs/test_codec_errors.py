@@ -164,3 +164,26 @@ def test_a_read_only_out_is_the_callers_error(codec):
     blob = codec.encode(np.arange(8, dtype=np.float32))
     with pytest.raises(ConfigError, match="out= is read-only"):
         codec.decode(blob, out=bytes(32))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_config_that_is_not_json_is_refused(value):
+    """NaN and Infinity pass ``json.dumps`` by default, and zarr.json was written with a bare
+    ``NaN`` in it (not JSON: other readers refuse the store's metadata)."""
+    for cls in (LMGC, LMGCZarrCodec):
+        with pytest.raises(ConfigError, match="JSON"):
+            cls(window=value)
+
+
+def test_a_time_axis_no_chunk_could_use_is_refused_before_zarr_json(tmp_path):
+    """A ``time_axis`` codes each step against the one before: with a prior that cannot code
+    deltas the array was created, and every write then failed."""
+    import zarr
+
+    path = tmp_path / "t.zarr"
+    with pytest.raises(ConfigError, match="time_axis: prior 'adaptive' cannot code against"):
+        zarr.create_array(
+            str(path), shape=(4, 8), chunks=(2, 8), dtype="f4", compressors=None,
+            serializer=LMGCZarrCodec(prior="adaptive", time_axis=0),
+        )  # fmt: skip
+    assert not (path / "zarr.json").exists()

@@ -207,3 +207,34 @@ def test_to_zarr_refuses_a_zip_store(tmp_path):
     store = ZipStore(tmp_path / "c.zip", mode="w")
     with pytest.raises(ValueError, match="cannot write a ZipStore"):
         to_zarr(np.ones((4, 6), np.float32), store, None, chunks=(2, 6))
+
+
+def test_to_zarr_refuses_what_it_would_lose_before_a_store_is_touched(archive, tmp_path):
+    """A masked array (Zarr hands the codec bare values: the mask was dropped, exit 0), a
+    ``time_axis`` with a pipeline that cannot code deltas (the existing array was replaced by
+    one no chunk could be written to), zero-sized chunks or shards (a bare ZeroDivisionError):
+    each refused while the array already there stays as it was."""
+    import zarr
+
+    from lmgc_core.util.errors import ConfigError
+
+    path = str(tmp_path / "kept.zarr")
+    x = archive[:2]
+    to_zarr(x, path, CONFIG, chunks=(1, 2048))
+    masked = np.ma.masked_array(x, mask=np.arange(x.size).reshape(x.shape) % 7 == 0)
+    with pytest.raises(ConfigError, match="mask would be lost"):
+        to_zarr(masked, path, CONFIG, chunks=(1, 2048))
+    with pytest.raises(ConfigError, match="mask would be lost"):
+        to_zarr(da.ma.masked_array(da.from_array(x), mask=masked.mask), path, CONFIG)
+    for config in ({"prior": "adaptive", "time_axis": 0},
+                   {"stages": [{"name": "quantize", "bits": 8}], "time_axis": 0}):  # fmt: skip
+        with pytest.raises(ConfigError, match="time_axis"):
+            to_zarr(x, path, config, chunks=(2, 2048))
+    with pytest.raises(ValueError, match="shards must be positive integers"):
+        to_zarr(x, path, CONFIG, chunks=(1, 2048), shards=(0, 2048))
+    with pytest.raises(ValueError, match="chunks must be positive integers"):
+        to_zarr(x, path, CONFIG, chunks=(1, 0), shards=(2, 2048))
+    assert zarr.open_array(path, mode="r")[:].tobytes() == x.tobytes()
+    # a mask with nothing masked loses nothing: written as the plain array is
+    to_zarr(np.ma.masked_array(x), path, CONFIG, chunks=(1, 2048))
+    assert zarr.open_array(path, mode="r")[:].tobytes() == x.tobytes()

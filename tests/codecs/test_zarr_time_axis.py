@@ -317,7 +317,7 @@ def test_dask_to_zarr_takes_time_axis_in_its_config(tmp_path, weights):
 def test_a_pipeline_without_delta_coding_refuses_time_axis(weights, config):
     """Stages change the values, the adaptive prior has no delta path: a clear ConfigError
     naming the option, not steps silently coded alone."""
-    with pytest.raises(ConfigError, match="time_axis needs a pipeline that codes deltas"):
+    with pytest.raises(ConfigError, match=r"time_axis(:| needs)"):
         LMGC(time_axis=0, **config).encode(weights[:2, :8, :16])
     LMGC(**config).encode(weights[:2, :8, :16])  # without time_axis it codes
 
