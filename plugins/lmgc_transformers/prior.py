@@ -75,23 +75,42 @@ class _Loaded(LoadedModel):
 # ------------------------------------------------------------------------------ determinism
 
 
-def _set_determinism(device: torch.device) -> None:
-    torch.use_deterministic_algorithms(True, warn_only=True)
+def _settings(device: torch.device) -> tuple[Any, ...]:
+    """The process-wide torch settings a forward pass changes (:func:`_compute`)."""
+    det = (torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
+    cuda = ()
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+        cuda = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)  # fmt: skip
+    return torch.get_num_threads(), det, cuda
+
+
+def _apply(settings: tuple[Any, ...]) -> None:
+    threads, (det, warn_only), cuda = settings
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det, warn_only=warn_only)
+    if cuda:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = cuda  # fmt: skip
 
 
 @contextlib.contextmanager
-def _compute(threads: int) -> Iterator[None]:
-    """Every forward pass runs with the recorded thread count, without autograd."""
+def _compute(threads: int, device: torch.device) -> Iterator[None]:
+    """Every forward pass runs with the recorded thread count, deterministic algorithms (TF32
+    off and cuDNN deterministic on CUDA), without autograd; the caller's settings come back
+    after it. They are process-wide: kept, they left a training loop that compresses its
+    gradients on one thread with deterministic kernels from then on."""
     with _COMPUTE_LOCK:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-        with torch.inference_mode():
-            yield
+        saved = _settings(device)
+        cuda = (False, False, True, False) if device.type == "cuda" else ()
+        try:
+            _apply((threads, (True, True), cuda))
+            with torch.inference_mode():
+                yield
+        finally:
+            _apply(saved)
 
 
 # ------------------------------------------------------------------------------ loading
@@ -151,7 +170,6 @@ def _load(path: Path, dtype: str, device: str) -> _Loaded:
             raise PluginError("device 'cuda' was requested but torch sees no CUDA device")
         # cuBLAS is deterministic only with a fixed workspace; must be set before its init.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    _set_determinism(dev)
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "attn_implementation": "eager"}
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -371,7 +389,7 @@ class TransformersPrior(LMPrior):
         heads = int(getattr(lm.model.config, "num_attention_heads", 16) or 16)
         chunk = max(1, min(n, (256 << 20) // (4 * heads * length * length), 4096 // length or 1))
         sym = torch.as_tensor(windows, device=lm.device)
-        with _compute(self.threads):
+        with _compute(self.threads, lm.device):
             for start in range(0, n, chunk):
                 rows = sym[start : start + chunk]
                 bos = torch.full((rows.shape[0], 1), lm.bos, dtype=torch.long, device=lm.device)
@@ -472,7 +490,7 @@ class TorchSession(LMSession):
         n = sym.shape[1] + (1 if bos else 0)
         self._room(n)
         lm = self.lm
-        with _compute(self.threads):
+        with _compute(self.threads, lm.device):
             inp = self.tids[torch.as_tensor(sym, device=lm.device)]
             if bos:
                 first = torch.full((self.batch, 1), lm.bos, dtype=torch.long, device=lm.device)

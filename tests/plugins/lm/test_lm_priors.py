@@ -308,6 +308,34 @@ def hex_rows(rng, rows, groups):
 
 @pytest.mark.lm
 @needs_model
+@needs_torch
+def test_transformers_gives_the_callers_torch_settings_back(priors):
+    """The prior runs its passes on its recorded thread count with deterministic algorithms:
+    settings of the whole process, which it kept, so a training loop that compressed its
+    gradients went on with one thread and deterministic kernels."""
+    import torch
+
+    prior = prior_for(priors, "transformers")  # threads 1
+    threads = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.set_num_threads(2)
+        torch.use_deterministic_algorithms(False)
+        a, _ = run_session(prior, HEX, hex_rows(np.random.default_rng(3), 1, 2), 32)
+        assert torch.get_num_threads() == 2
+        assert not torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)  # warn_only off: the caller's, not the prior's
+        b, _ = run_session(prior, HEX, hex_rows(np.random.default_rng(3), 1, 2), 32)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert np.array_equal(a, b)  # the same numbers whatever the caller's settings
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det)
+
+
+@pytest.mark.lm
+@needs_model
 @pytest.mark.parametrize("name", BACKENDS)
 def test_sessions_are_deterministic_and_cached(priors, name):
     mod = importlib.import_module(f"lmgc_{name}")  # imported whatever ran before
