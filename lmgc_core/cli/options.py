@@ -17,6 +17,7 @@ import click
 from lmgc_core.coding.options import check_component_options
 from lmgc_core.components.spec import ComponentSpec, spec_dict
 from lmgc_core.util.errors import ConfigError, UnknownComponentError
+from lmgc_core.util.json_keys import unique_keys
 
 PIPELINE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--config", "config"), {"type": click.Path(dir_okay=False), "help": "Pipeline config "
@@ -71,11 +72,17 @@ def _once(ctx: click.Context, param: click.Parameter, values: tuple[Any, ...]) -
     return values[0] if values else None
 
 
+_UNIQUE = unique_keys(lambda key: ConfigError(f"key {key!r} is given twice in an option's JSON"))
+"""As config files refuse it: json.loads kept a repeated key's last value without a word."""
+
+
 def _parse_value(text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_UNIQUE)
     except RecursionError:  # nested deeper than json.loads goes; the size caps come later
         raise ConfigError(f"option value {_short(text)} is nested too deeply") from None
+    except ConfigError:
+        raise
     except ValueError:
         return text
 
@@ -97,7 +104,9 @@ def stage_spec(text: str) -> dict[str, Any]:
     text = text.strip()
     if text.startswith("{"):
         try:
-            spec = json.loads(text)
+            spec = json.loads(text, object_pairs_hook=_UNIQUE)
+        except ConfigError:
+            raise
         except (ValueError, RecursionError) as exc:
             raise ConfigError(f"--stage {_short(text)} is not valid JSON: {exc}") from None
         if isinstance(spec, dict):

@@ -18,6 +18,7 @@ import numpy as np
 
 from lmgc_core.coding.probability import distributions, ideal_bits
 from lmgc_core.components.interfaces import ContextScores, Decoder, Encoder, Prior
+from lmgc_core.util.errors import PluginError
 
 Chooser = Callable[["Step"], np.ndarray]
 """``chooser(step) -> free-symbol index per row (B,)``; rows that are not active get 0."""
@@ -119,10 +120,12 @@ def drive(
     wants = getattr(prior, "wants_free_symbols", False)
     extra = {"free_symbols": tuple(int(s) for s in free)} if wants else {}
     session = prior.open(alphabet, batch_rows, window, tuple(pattern), **extra)
+    size = len(alphabet)
     try:
         scores = session.start(out[:lead].T)
         pos = lead
         while pos < total:
+            _check_scores(scores, batch_rows, size, prior)
             if isinstance(scores, ContextScores):
                 rows = None if scores.rows is None else np.asarray(scores.rows)
                 probs = distributions(scores.table, free, scores.linear)
@@ -140,6 +143,34 @@ def drive(
     finally:
         session.close()
     return out
+
+
+def _check_scores(scores: object, rows: int, size: int, prior: Prior) -> None:
+    """A ``PluginError`` naming ``prior`` for scores that are not what :class:`PriorSession`
+    promises (``(rows, size)``, ``(1, size)``, or :class:`ContextScores` whose ``rows`` index
+    its table): they failed deep in the engine or the coder (``IndexError``, "`symbols` argument
+    has wrong length"), naming no prior. The conformance kit checks more, where authors run it."""
+    context = isinstance(scores, ContextScores)
+    table = scores.table if context else scores  # type: ignore[union-attr]
+    shape = getattr(table, "shape", None)
+    ok = isinstance(shape, tuple) and len(shape) == 2 and shape[1] == size
+    which = getattr(scores, "rows", None) if context else None
+    if ok and which is not None:
+        which = np.asarray(which)
+        ok = (
+            which.shape == (rows,)
+            and which.dtype.kind in "iu"
+            and (rows == 0 or 0 <= int(which.min()) <= int(which.max()) < shape[0])  # type: ignore[index]
+        )
+    elif ok:
+        ok = shape[0] in (1, rows)  # type: ignore[index]
+    if not ok:
+        got = f"ContextScores with table {shape}" if context else f"{type(scores).__name__} {shape}"
+        raise PluginError(
+            f"prior {prior.name!r} gave scores that are not ({rows}, {size}), (1, {size}) or "
+            f"ContextScores rows into their table: {got} (its plugin's session is wrong; "
+            "lmgc_core.testing.check_prior shows more)"
+        )
 
 
 def _free_index(free_symbols: Sequence[int]) -> np.ndarray:

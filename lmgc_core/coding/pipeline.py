@@ -117,6 +117,12 @@ int64 symbols for every batch, the last one padded to full size, so a stream's r
 of 2,048 with them, 2^25."""
 
 
+MAX_STAGES = 16
+"""Stages a pipeline may chain. Each stage's inverse runs over the whole array (a random-k
+sparsify regenerates its positions), so a header of a few KB chaining thousands of them decoded
+for half an hour before its checksum failed; real pipelines chain one to three."""
+
+
 class Pipeline:
     """stages -> serializer -> prior + entropy coder, with ``window``/``batch`` layout."""
 
@@ -184,6 +190,11 @@ class Pipeline:
         check_keys(cfg, DEFAULTS)
         if not isinstance(cfg["stages"], list | tuple):
             raise ConfigError("stages must be a list")
+        if len(cfg["stages"]) > MAX_STAGES:
+            raise ConfigError(
+                f"{len(cfg['stages'])} stages: a pipeline has at most {MAX_STAGES} (each runs "
+                "over the whole array when decoding)"
+            )
         return cls(
             serializer=_component("serializer", cfg["serializer"]),
             prior=_prior_at_level(cfg["prior"], cfg["level"]),
@@ -246,7 +257,7 @@ class Pipeline:
         bit for bit: a false claim made "identical to the source" false, exit 0."""
         names = ", ".join(repr(stage.name) for stage in self.stages)
         try:
-            as_read = json.loads(json.dumps(states))
+            as_read = json.loads(json.dumps(states, allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise PluginError(f"a state of the stages ({names}) is not JSON: {exc}") from None
         expected = self._own_inverse({k: v.copy() for k, v in parts.items()}, as_read, arr)

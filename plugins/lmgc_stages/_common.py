@@ -17,7 +17,7 @@ __all__ = [
     "hex_to_float",
     "is_float",
     "native",
-    "parse_dtype",
+    "state_dtype",
 ]
 
 
@@ -30,9 +30,21 @@ def float_to_hex(value, dtype: np.dtype) -> str:
     return f"0x{int(bits):0{2 * dtype.itemsize}x}"
 
 
+def state_dtype(text: object, stage: str) -> np.dtype:
+    """The dtype a stage state names, which must be a float type: the stages code only float
+    parts and record their dtype. Any other was a forgery's (``|V2000000000``: gigabytes
+    allocated from a 211-byte stream before its checksum failed)."""
+    dtype = parse_dtype(text)  # type: ignore[arg-type]
+    if not is_float(dtype):
+        raise StreamError(f"{stage}: stage state names dtype {text!r}, not a float type")
+    return dtype
+
+
 def hex_to_float(text: str, dtype: np.dtype) -> np.ndarray:
     """Inverse of :func:`float_to_hex`: a 0-d array of ``dtype`` (keeps the exact bits)."""
     dtype = np.dtype(dtype)
+    if not is_float(dtype):  # a float's bits: no 2 GB integer bound from a forged dtype
+        raise StreamError(f"float bit pattern in stage state for dtype {dtype}, not a float type")
     try:
         bits = int(text, 16)
     except (TypeError, ValueError):

@@ -36,7 +36,7 @@ from ._common import (
     float_parts,
     float_to_hex,
     hex_to_float,
-    parse_dtype,
+    state_dtype,
 )
 
 
@@ -141,7 +141,7 @@ class QuantizeStage(Stage):
                 out[name] = arr
                 continue
             q = expect_part(parts, name, "quantize")
-            dtype = parse_dtype(st["dtype"])
+            dtype = state_dtype(st["dtype"], "quantize")
             if st.get("mode") == "sign":
                 out[name] = self._unsign(q, st, dtype)
             elif st.get("mode") == "linear":

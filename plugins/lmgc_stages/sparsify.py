@@ -32,7 +32,7 @@ from lmgc_core.coding.rebuild_limit import check_rebuild
 from lmgc_core.components.interfaces import JSON, Stage
 from lmgc_core.util.errors import ConfigError, StreamError
 
-from ._common import dtype_name, expect_part, float_parts, parse_dtype
+from ._common import dtype_name, expect_part, float_parts, state_dtype
 
 METHODS = ("topk", "random")
 INDEX_FORMATS = ("bitmask", "delta")
@@ -187,7 +187,7 @@ class SparsifyStage(Stage):
         k = st["k"]
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
             raise StreamError(f"sparsify: bad count k={k!r} of n={n} in its stage state")
-        dtype = parse_dtype(st["dtype"])
+        dtype = state_dtype(st["dtype"], "sparsify")
         values = expect_part(parts, st["values_part"], "sparsify")
         if st["index"] == "seed":
             idx = random_indices(n, k, seed)

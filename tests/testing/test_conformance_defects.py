@@ -19,7 +19,7 @@ from lmgc_core import (
 )
 from lmgc_core.components import registry
 from lmgc_core.components.hookspecs import hookimpl
-from lmgc_core.components.interfaces import Prior, Stage
+from lmgc_core.components.interfaces import ContextScores, Prior, Stage
 from lmgc_core.testing import (
     ConformanceError,
     check_coder,
@@ -258,6 +258,32 @@ def test_malformed_scores(install, mangle, message):
     install("prior", laplace=Malformed)
     with pytest.raises(ConformanceError, match=rf"scores: start\(prefix .*\): .*{message[2:]}"):
         check_prior("laplace", **FAST)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda s, b: np.zeros((b + 1, s.shape[-1])),  # neither (B, A) nor (1, A)
+        lambda s, b: s[..., :3],  # another alphabet's
+        lambda s, b: None,
+        lambda s, b: ContextScores(np.zeros((2, s.shape[-1])), np.full(b, 5)),  # rows past it
+        lambda s, b: ContextScores(np.zeros((2, s.shape[-1])), np.zeros(b, dtype=float)),
+    ],
+)
+def test_malformed_scores_met_by_the_pipeline_name_the_prior(install, mangle):
+    """Without the kit, such scores failed deep in the engine or the coder (``IndexError``,
+    "`symbols` argument has wrong length"), naming no prior or plugin."""
+
+    class Malformed(LaplacePrior):
+        def open(self, alphabet, batch_size, window, pattern=(-1,)):
+            session = super().open(alphabet, batch_size, window, pattern)
+            session._scores = mangle(np.atleast_2d(session._scores), batch_size)
+            return session
+
+    install("prior", laplace=Malformed)
+    x = np.linspace(-1, 1, 64, dtype=np.float32)
+    with pytest.raises(PluginError, match="prior 'laplace' gave scores that are not"):
+        compress(x, {"prior": "laplace"})
 
 
 # ------------------------------------------------------------------------------ stages

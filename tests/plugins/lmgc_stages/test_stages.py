@@ -357,6 +357,12 @@ HOSTILE_STATES = [
     ({"name": "quantize", "bits": 8}, ("parts", "data", "bits"), 0, "bad bits"),
     ({"name": "quantize", "bits": 8}, ("parts", "data", "dtype"), "bfloat16", "does not fit"),
     ({"name": "quantize", "bits": 1}, ("parts", "data", "count"), 2**28, LIMIT),
+    # a state's dtype is a float's: a void of 2 GB an item made the inverse build a 2 GB integer
+    # bound (quantize) or a 2 GB-an-item array (sparsify) before the checksum failed
+    ({"name": "quantize", "bits": 8}, ("parts", "data", "dtype"), "|V2000000000", "not a float"),
+    ({"name": "quantize", "bits": 1}, ("parts", "data", "dtype"), "<i8", "not a float"),
+    ({"name": "sparsify", "keep": 0.2}, ("parts", "data", "dtype"), "|V100000000", "not a float"),
+    ({"name": "sparsify", "keep": 0.2}, ("parts", "data", "dtype"), "|b1", "not a float"),
 ]
 
 
