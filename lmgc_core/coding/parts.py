@@ -196,7 +196,10 @@ class StepCoder(PartCoder):
                 progress(int(lengths.sum()))
 
         part_blocks = [next(blocks) for _ in batches]
-        map_ordered(decode_batch, zip(batches, part_blocks, strict=True), jobs)
+        try:
+            map_ordered(decode_batch, zip(batches, part_blocks, strict=True), jobs)
+        except ConfigError as exc:  # the header's own window or batch cannot open the prior
+            raise StreamError(f"part {spec.get('name')!r}: {exc}") from None
         return self.serializer.from_symbols(symbols, dtype, count)
 
     def estimate(self, data, shape, teacher_forced):  # type: ignore[no-untyped-def]

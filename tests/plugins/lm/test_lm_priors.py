@@ -22,7 +22,8 @@ from lmgc_core.coding.pipeline import stored_only
 from lmgc_core.coding.probability import distributions, ideal_bits
 from lmgc_core.components import registry
 from lmgc_core.lm import models
-from lmgc_core.util.errors import ConfigError, OutOfMemoryError, PluginError
+from lmgc_core.stream import container
+from lmgc_core.util.errors import ConfigError, OutOfMemoryError, PluginError, StreamError
 from tests.conftest import same_bits
 from tests.paths import ROOT_DIR
 
@@ -503,6 +504,16 @@ def test_decoding_with_other_settings_is_refused(priors, grads, tmp_path):
     same = tmp_path / "same.gguf"
     shutil.copyfile(models.default_model_path(), same)
     assert same_bits(lmgc_core.decompress(blob, prior_options={"model": str(same)}), data)
+
+    # a header resealed with a window the model cannot hold: the stream's fault (StreamError,
+    # exit 1), not a usage error (it was the prior's ConfigError, exit 2, naming no file)
+    one_batch = Pipeline.from_config(  # 3 windows of 32 symbols in 1 batch, as 1 of 9000
+        {**base, "batch": 8}, prior={"name": "llamacpp", "threads": 1}
+    ).compress(data)
+    header, offset = container.read_header(one_batch)
+    header["pipeline"]["window"] = 9000
+    with pytest.raises(StreamError, match="window 9000 exceeds the model's context"):
+        lmgc_core.decompress(container.pack(header, []) + one_batch[offset:])
 
     tblob = Pipeline.from_config(base, prior={"name": "transformers", "threads": 1}).compress(data)
     with pytest.raises(MismatchError, match="dtype"):
