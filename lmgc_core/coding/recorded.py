@@ -13,7 +13,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from lmgc_core.components.spec import spec_dict
-from lmgc_core.util.errors import ConfigError, LMGCError, StreamError, UnknownComponentError
+from lmgc_core.util.errors import (
+    ConfigError,
+    LMGCError,
+    MismatchError,
+    MissingModelError,
+    StreamError,
+    UnknownComponentError,
+)
 
 
 def recorded_config(
@@ -48,6 +55,13 @@ def header_errors(header: Mapping[str, Any] | None = None) -> Iterator[None]:
     the one to install."""
     try:
         yield
+    except MissingModelError as exc:
+        if header is None:  # said by the caller that has the header (which names the model)
+            raise
+        if exc.path not in _recorded_models(header):  # the caller's (prior_options): theirs
+            raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
+        # the stream is fine: the model it was made with is elsewhere, or gone
+        raise MismatchError(_missing_model(header, exc.path)) from None
     except ConfigError as exc:
         raise StreamError(f"stream header has an invalid pipeline: {exc}") from None
     except UnknownComponentError as exc:
@@ -60,6 +74,33 @@ def header_errors(header: Mapping[str, Any] | None = None) -> Iterator[None]:
             exc.kind,
             exc.name,
         ) from None
+
+
+def _recorded_models(header: Mapping[str, Any] | None) -> set[str]:
+    """The model paths a header's pipeline names (``model`` options, a mix's experts' too)."""
+    found: set[str] = set()
+    todo = [header.get("pipeline") if isinstance(header, Mapping) else None]
+    while todo:  # a header's text is bounded: so is this walk
+        item = todo.pop()
+        if isinstance(item, Mapping):
+            if isinstance(item.get("model"), str):
+                found.add(item["model"])
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return found
+
+
+def _missing_model(header: Mapping[str, Any] | None, path: str) -> str:
+    """Which model the stream needs (its recorded path and hash) and how to give its place."""
+    prior = header.get("prior") if isinstance(header, Mapping) else None
+    sha = prior.get("model_sha256") if isinstance(prior, Mapping) else None
+    which = f" (SHA-256 {sha})" if isinstance(sha, str) else ""
+    return (
+        f"the stream was made with the model {path!r}{which}, which is not on this machine: "
+        "give the same model's path with --model PATH (lmgc_core.decompress: prior_options="
+        "{'model': PATH}); another model is refused"
+    )
 
 
 def _maker(header: Mapping[str, Any] | None, kind: str, name: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from lmgc_core.util.caches import drop_oldest
-from lmgc_core.util.errors import ConfigError, PluginError
+from lmgc_core.util.errors import ConfigError, MissingModelError, PluginError
 
 # The language models' per-step bars live with the CLI's bar; these names stay importable from
 # here, where the LM priors and older user code find them.
@@ -86,7 +86,9 @@ def resolve_model(model: str | os.PathLike[str] | None) -> Path:
         return default_model_path()
     path = Path(model).expanduser()
     if not path.exists():
-        raise ConfigError(f"model {str(model)!r} does not exist; {_GET_MODEL_HINT}")
+        raise MissingModelError(
+            f"model {str(model)!r} does not exist; {_GET_MODEL_HINT}", str(model)
+        )
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if not (path / "config.json").is_file() and len(ggufs) == 1:

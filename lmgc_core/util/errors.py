@@ -56,6 +56,15 @@ class ConfigError(LMGCError, ValueError):
     """A pipeline configuration is invalid (bad option, wrong type, unknown key)."""
 
 
+class MissingModelError(ConfigError):
+    """A model file or folder an option names is not there; ``path`` is the name given (a
+    stream's decode says which model it was made with, and how to give its new place)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class UnknownOptionError(ConfigError):
     """A component was given options its factory does not take; ``unknown`` and ``valid`` say
     which (callers reason on these, never on the message's text)."""

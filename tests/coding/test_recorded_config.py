@@ -146,6 +146,23 @@ def test_a_mistyped_model_path_in_prior_options_is_the_callers_error() -> None:
         decompress(bad, prior_options={"model": "/home/me/modle.gguf"})
 
 
+def test_a_stream_whose_model_is_not_here_says_which_and_how_to_give_it() -> None:
+    """The header is fine and the model was moved (or is on another machine): it was called
+    "an invalid pipeline" with a hint to install the bundled model, which is not the one."""
+    from lmgc_core import MismatchError, decompress
+
+    blob = Pipeline.from_config({"prior": "float"}).compress(np.arange(8, dtype=np.float32))
+    header, start = container.read_header(blob)
+    header["pipeline"]["prior"] = {"name": "llamacpp", "model": "/other/machine/model.gguf"}
+    header["prior"] = {"backend": "llamacpp", "model_sha256": "ab" * 32}
+    bad = container.pack(header, [blob[start:]])
+    with pytest.raises(MismatchError) as caught:
+        decompress(bad)
+    said = str(caught.value)
+    assert "made with the model '/other/machine/model.gguf' (SHA-256 abab" in said
+    assert "--model PATH" in said and "invalid pipeline" not in said
+
+
 @pytest.mark.parametrize(
     ("made_by", "said"),
     [
