@@ -618,7 +618,7 @@ def _decompress_one(
             identical = decompress_archive(reader, archive, target, out)
     _say_stale_parts(output)
     _warn_lossy(reader)
-    _warn_model_unused(name, archive.decoder)
+    _warn_decoder(name, archive.decoder)
     _say(quiet, output, f"{name} -> {output} ({_what_checked(reader, identical)})")
 
 
@@ -669,7 +669,7 @@ def _test_archive(
         with bar:
             identical = decompress_archive(reader, archive, target, Discard())
     _warn_lossy(reader)
-    _warn_model_unused(name, archive.decoder)
+    _warn_decoder(name, archive.decoder)
     return _what_checked(reader, identical)
 
 
@@ -690,13 +690,15 @@ def _warn_lossy(reader: Any) -> None:
         _warn([f"{reader.where}: {LOSSY_WARNING}"])
 
 
-def _warn_model_unused(name: str, decoder: Any) -> None:
+def _warn_decoder(name: str, decoder: Any) -> None:
     """A ``--model`` no stream took is said (it was dropped without a word): decoding needs
-    none here, so the output is right, but the user meant the model to be used."""
-    from lmgc_core.files.filecodec import MODEL_UNUSED
+    none here, so the output is right, but the user meant the model to be used. So is each
+    mismatch ``--force`` went past (given to overwrite the output, it also did that)."""
+    from lmgc_core.files.filecodec import FORCED, MODEL_UNUSED
 
     if decoder.model is not None and not decoder.model_used:
         _warn([f"{name}: {MODEL_UNUSED}"])
+    _warn(f"{name}: {FORCED.format(why)}" for why in dict.fromkeys(decoder.forced))
 
 
 def _what_checked(reader: Any, identical: bool) -> str:

@@ -34,7 +34,14 @@ from lmgc_core.stream import container
 from lmgc_core.stream.notes import VIEW_KEY, noted_parts, with_view
 from lmgc_core.util import interrupts
 from lmgc_core.util.dtypes import coding_view, decode_dtype, parse_dtype, restore_view, view_dtype
-from lmgc_core.util.errors import ChecksumError, ConfigError, LMGCError, PluginError, StreamError
+from lmgc_core.util.errors import (
+    ChecksumError,
+    ConfigError,
+    LMGCError,
+    MismatchError,
+    PluginError,
+    StreamError,
+)
 from lmgc_core.util.parallel import resolve_jobs, round_jobs, run_ahead
 from lmgc_core.util.progress import Progress
 
@@ -120,6 +127,12 @@ MODEL_UNUSED = (
     "none of its streams needs a model (coded without an LM prior, or stored): --model is not used"
 )
 """What a decode given ``--model`` warns when no stream took it (``StreamDecoder.model_used``)."""
+FORCED = (
+    "--force decoded it although the stream differs from this machine's pipeline ({}); the "
+    "checksum verified the output"
+)
+"""What a decode warns for each mismatch ``--force`` went past (``StreamDecoder.forced``): the
+flag also overwrites outputs, and a user who gave it for that was not told."""
 
 
 def compress_file(
@@ -309,6 +322,8 @@ class StreamDecoder:
         self.model_used = False
         """Whether a stream's prior took ``model``: a ``--model`` none took is said, not
         silently dropped (the user meant it to be used)."""
+        self.forced: list[str] = []
+        """The mismatches ``force`` decoded past (one per configuration), to be said."""
         self.jobs = jobs
         self._pipelines: dict[str, Any] = {}
         self.bases: Callable[[dict[str, Any]], np.ndarray | None] | None = None
@@ -338,6 +353,11 @@ class StreamDecoder:
                 # the user's model, not the stream, is the problem
                 cls = ConfigError if isinstance(exc, ConfigError) else type(exc)
                 raise cls(f"cannot decode with --model {self.model}: {exc}") from None
+            if self.force:
+                try:
+                    self._pipelines[key].check_stream(header)
+                except MismatchError as exc:  # decoded anyway: said afterwards (what differs)
+                    self.forced.append(str(exc).split("; decode with")[0])
         return self._pipelines[key]
 
     def decode(

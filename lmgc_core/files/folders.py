@@ -203,6 +203,8 @@ class FolderResult:
     """Hidden files a killed run left in the output folder (see :class:`_Kept`)."""
     model_used: bool = False
     """Whether a decoded file's prior took ``--model`` (one none took is said)."""
+    forced: list[str] = field(default_factory=list)
+    """``(path: mismatch)`` of each mismatch ``--force`` decoded past (each is said)."""
     unchecked: list[str] = field(default_factory=list)
     """Copied files read but not checked: the manifest (older, or none) has no SHA-256."""
     notes: list[tuple[str, str]] = field(default_factory=list)
@@ -637,6 +639,7 @@ def decompress_folder(
                                         base):  # fmt: skip
                         result.lossy.append(rel)
                     result.model_used |= decoder.model_used
+                    result.forced += (f"{rel}: {why}" for why in decoder.forced)
                     size = (out / rel).stat().st_size
                     bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers
                     result.coded.append(rel)
@@ -788,6 +791,7 @@ def test_folder(
                                 decoder, base):  # fmt: skip
                 result.lossy.append(rel)
             result.model_used |= decoder.model_used
+            result.forced += (f"{rel}: {why}" for why in decoder.forced)
             result.coded.append(rel)
         for rel in copied:
             _copy_into(root / rel, Discard(), bar, hashes.get(rel))
@@ -1007,10 +1011,14 @@ def _say_lossy(result: FolderResult) -> None:
 
 
 def _say_model_unused(input: str, model: str | None, result: FolderResult) -> None:
-    from lmgc_core.files.filecodec import MODEL_UNUSED
+    """A ``--model`` no file took, and each mismatch ``--force`` decoded past."""
+    from lmgc_core.files.filecodec import FORCED, MODEL_UNUSED
 
     if model is not None and not result.model_used:
         _say(f"warning: {input}: {MODEL_UNUSED}", err=True)
+    for note in result.forced:
+        rel, _, why = note.partition(": ")
+        _say(f"warning: {input}/{rel}: {FORCED.format(why)}", err=True)
 
 
 def _say_leftovers(output: str, result: FolderResult) -> None:

@@ -188,3 +188,35 @@ def test_a_folder_decodes_after_its_model_moved(tmp_path):
     done = lmgc("decompress", tmp_path / "out", "-o", tmp_path / "back", *moved)
     assert "--model is not used" not in done.stderr
     assert (tmp_path / "back" / "g.npy").read_bytes() == (tmp_path / "src" / "g.npy").read_bytes()
+
+
+@pytest.mark.lm
+@needs_llama
+@needs_model
+def test_force_says_which_mismatch_it_decoded_past(tmp_path):
+    """``-f`` both overwrites the output and decodes past a mismatch (another model): a user
+    who gave it to overwrite was not told the model differed. The checksum still guards; now
+    each mismatch is said, for a file and for a folder."""
+    from tests.cli_helpers import lmgc
+
+    (tmp_path / "src").mkdir()
+    np.save(tmp_path / "src" / "g.npy", np.full(12, 0.5, np.float32))
+    other = tmp_path / "other.gguf"  # another file (hash) that computes the same: its name
+    shutil.copyfile(models.default_model_path(), other)  # in the metadata changed
+    with open(other, "r+b") as f:
+        at = f.read(1 << 12).index(b"Smollm2 135M")
+        f.seek(at)
+        f.write(b"SMOLLM2")
+    lmgc("compress", tmp_path / "src", "-o", tmp_path / "out", "--prior", "llamacpp",
+         "--window", "64", "-P", "threads=1")  # fmt: skip
+    lmgc("compress", tmp_path / "src" / "g.npy", "-o", tmp_path / "g.lmgc", "--prior",
+         "llamacpp", "--window", "64", "-P", "threads=1")  # fmt: skip
+    for source, out in ((tmp_path / "g.lmgc", tmp_path / "g.npy"), (tmp_path / "out", None)):
+        target = ("-o", out) if out else ("-o", tmp_path / "back")
+        refused = lmgc("decompress", source, *target, "--model", other, ok=False)
+        assert refused.exit_code != 0 and "model_sha256" in refused.stderr
+        plain = lmgc("decompress", source, *target, "-f")  # nothing differs: nothing said
+        assert "--force decoded it" not in plain.stderr
+        forced = lmgc("decompress", source, *target, "-f", "--model", other)
+        assert "--force decoded it although" in forced.stderr
+        assert "model_sha256" in forced.stderr
