@@ -392,14 +392,24 @@ class StreamDecoder:
 def _takes_model(header: dict[str, Any]) -> bool:
     """Whether the prior a stream records has a ``model`` option: ``--model`` is for those (a
     mix stream that kept its float fallback, in an archive whose other members kept the LM,
-    was refused: 'prior float has no option model')."""
+    was refused: 'prior float has no option model'). A prior of ``experts`` (``mix``) takes it
+    only through an expert that does: one of float and adaptive experts took none, and the
+    ``--model is not used`` warning was not given."""
     from lmgc_core.coding.options import takes_option
     from lmgc_core.components.spec import ComponentSpec
 
+    def takes(spec: Any, depth: int = 0) -> bool:
+        spec = ComponentSpec.parse(spec)
+        if not takes_option("prior", spec.name, "model"):
+            return False
+        experts = spec.options.get("experts")
+        if not isinstance(experts, list) or depth > 4:  # a header's nesting is bounded
+            return True
+        return any(takes(e, depth + 1) for e in experts)
+
     pipeline = header.get("pipeline")
     try:
-        spec = ComponentSpec.parse(pipeline.get("prior") if isinstance(pipeline, dict) else None)
-        return takes_option("prior", spec.name, "model")
+        return takes(pipeline.get("prior") if isinstance(pipeline, dict) else None)
     except LMGCError:  # a prior not installed or a bad spec: the build says so
         return True
 

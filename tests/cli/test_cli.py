@@ -249,3 +249,25 @@ def test_cli_round_trip_property(tmp_path, serializer, array):
     # the .npy comes back byte for byte (bfloat16 stays descr '<V2', as np.save wrote it)
     assert back.read_bytes() == src.read_bytes()
     assert np.load(back).tobytes() == np.ascontiguousarray(array).tobytes()
+
+
+@pytest.mark.parametrize(
+    "prior",
+    [("--prior", "float"),
+     ("--prior", "mix", "-P", 'experts=[{"name": "float"}, {"name": "adaptive"}]',
+      "-P", "fallback=false")],
+)  # fmt: skip
+def test_a_model_no_stream_takes_is_said(tmp_path, prior):
+    """``--model`` with streams of no LM: the output is right and the model unused, which is
+    said. A mix of float and adaptive experts takes ``model`` as an option but gives it to
+    none of them: it was dropped without a word."""
+    from tests.cli_helpers import lmgc
+
+    x = np.linspace(-1, 1, 64, dtype=np.float32)
+    np.save(tmp_path / "g.npy", x)
+    (tmp_path / "elsewhere.gguf").write_bytes(b"GGUF")  # checked to exist, never loaded
+    lmgc("compress", tmp_path / "g.npy", "-o", tmp_path / "g.lmgc", *prior)
+    done = lmgc("decompress", tmp_path / "g.lmgc", "-o", tmp_path / "back.npy",
+                "--model", tmp_path / "elsewhere.gguf")  # fmt: skip
+    assert "--model is not used" in done.stderr
+    assert np.load(tmp_path / "back.npy").tobytes() == x.tobytes()
