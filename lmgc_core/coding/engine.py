@@ -18,7 +18,7 @@ import numpy as np
 
 from lmgc_core.coding.probability import distributions, ideal_bits
 from lmgc_core.components.interfaces import ContextScores, Decoder, Encoder, Prior
-from lmgc_core.util.errors import PluginError
+from lmgc_core.util.errors import PluginError, StreamError
 
 Chooser = Callable[["Step"], np.ndarray]
 """``chooser(step) -> free-symbol index per row (B,)``; rows that are not active get 0."""
@@ -193,11 +193,38 @@ def encoding_chooser(symbols: np.ndarray, free_symbols: Sequence[int], encoder: 
     return choose
 
 
-def decoding_chooser(decoder: Decoder) -> Chooser:
+SYMBOL_SLACK_BITS = 0.1
+"""How many more bits a symbol's -log2 p may count than the coder spent on it: the range coder
+codes probabilities quantized to 24 bits, which for p >= 2^-20 (the floor) differ by at most
+~1/16 of p (0.09 bits)."""
+FLUSH_SLACK_BITS = 256
+"""Bits a block may count beyond its own and the symbols' slack (the coder's last words)."""
+
+
+def decoding_chooser(decoder: Decoder, nbytes: int | None = None) -> Chooser:
+    """Decodes each step's symbols from ``decoder``. ``nbytes``: the block's length. What is
+    decoded cannot hold more information than the block has bits: once the symbols' code
+    length (the sum of -log2 p, less :data:`SYMBOL_SLACK_BITS` each) passes them and
+    :data:`FLUSH_SLACK_BITS`, the block is truncated or forged, and decoding stops there. It
+    went on with as many symbols as the header declared: a 178-byte forged LM stream decoded
+    garbage for ~65,000 steps (minutes) before its checksum could fail."""
+    budget = None if nbytes is None else 8.0 * nbytes + FLUSH_SLACK_BITS
+    spent = 0.0
+
     def choose(step: Step) -> np.ndarray:
+        nonlocal spent
         idx = np.zeros(step.active.shape[0], dtype=np.int32)
         for rows, probs in step.groups():
-            idx[rows] = decoder.decode(probs, rows.size)
+            got = decoder.decode(probs, rows.size)
+            idx[rows] = got
+            if budget is not None and rows.size:
+                p = probs[0, got] if probs.shape[0] == 1 else probs[np.arange(rows.size), got]
+                spent += float(-np.log2(p).sum()) - SYMBOL_SLACK_BITS * rows.size
+        if budget is not None and spent > budget:
+            raise StreamError(
+                f"a block of {nbytes} bytes decodes to more information than it holds "
+                f"({spent:.0f} bits and more): it is truncated or forged"
+            )
         return idx
 
     return choose

@@ -190,7 +190,7 @@ class StepCoder(PartCoder):
         def decode_batch(item: tuple[list[tuple[int, int]], bytes]) -> None:
             wins, block = item  # batches write disjoint slices of ``symbols``
             lengths = np.array([n for _, n in wins])
-            mat = self._drive(lengths, decoding_chooser(self.coder.decoder(block)))
+            mat = self._drive(lengths, decoding_chooser(self.coder.decoder(block), len(block)))
             unwindow(mat, wins, symbols)
             if progress:
                 progress(int(lengths.sum()))

@@ -184,7 +184,14 @@ def encode_dtype(dtype: np.dtype) -> Any:
         _native_ml(dtype, TypeError)
         return dtype.name
     text = dtype.str if dtype.fields is None and dtype.subdtype is None else None
-    text = text or repr(np.lib.format.dtype_to_descr(dtype))
+    try:
+        text = text or repr(np.lib.format.dtype_to_descr(dtype))
+    except ValueError:  # numpy's own words ("dtype.descr is not defined ...") name no way out
+        raise TypeError(
+            f"a record dtype whose fields overlap or are out of order ({dtype}) has no .npy "
+            f"description to record: reorder its fields, or code arr.view('V{dtype.itemsize}') "
+            "(its bytes)"
+        ) from None
     try:  # a dtype whose text does not name it again (ml_dtypes' complex32: '<W4') would make
         back = decode_dtype(text)  # a stream that no decoder reads
     except StreamError:

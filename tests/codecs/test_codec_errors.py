@@ -187,3 +187,14 @@ def test_a_time_axis_no_chunk_could_use_is_refused_before_zarr_json(tmp_path):
             serializer=LMGCZarrCodec(prior="adaptive", time_axis=0),
         )  # fmt: skip
     assert not (path / "zarr.json").exists()
+
+
+def test_a_record_dtype_numpy_cannot_describe_says_how_to_code_it():
+    """Fields out of order (or overlapping) have no ``.npy`` descr, which a noted view records:
+    numpy's own words ("dtype.descr is not defined ...") came through, naming no way out."""
+    dt = np.dtype({"names": ["a", "b"], "formats": ["<f4", "<i2"], "offsets": [4, 0],
+                   "itemsize": 8})  # fmt: skip
+    a = np.arange(8, dtype=np.uint8).repeat(4).view(dt)
+    with pytest.raises(ConfigError, match=r"reorder its fields, or code arr\.view\('V8'\)"):
+        LMGC().encode(a)
+    assert bytes(LMGC().decode(LMGC().encode(a.view("V8")))) == a.tobytes()

@@ -45,3 +45,30 @@ def test_distributions_have_a_floor_and_sum_to_one():
     scores = np.array([[0.0, -1e9, 5.0, -np.inf + 1e300]])
     p = distributions(scores, np.arange(4))
     assert np.all(p >= FLOOR) and np.isclose(p.sum(), 1.0)
+
+
+def test_a_block_that_cannot_hold_what_its_header_declares_stops_early():
+    """A header resealed to declare 80x the values of its one step-coded block: decoding went
+    on for every declared symbol (garbage the prior predicts; a 178-byte LM stream declaring
+    7,280 values ran for minutes) before the checksum failed. The decoded symbols' code length
+    passes the block's bits after a few hundred of them, and decoding stops there."""
+    import pytest
+
+    from lmgc_core.coding.engine import FLUSH_SLACK_BITS
+    from lmgc_core.stream import container
+    from lmgc_core.util.errors import StreamError
+
+    x = np.random.default_rng(5).standard_normal(64).astype(np.float32)
+    blob = Pipeline.from_config({"prior": "adaptive"}).compress(x)
+    assert same_bits(decompress(blob), x)  # the bound holds for the honest stream
+    header, offset = container.read_header(blob)
+    (part,) = header["parts"]
+    count = 64 * 80
+    header["array"]["shape"] = [count]
+    part["count"], part["n_symbols"] = count, part["n_symbols"] * 80
+    with pytest.raises(StreamError, match="more information than it holds") as caught:
+        decompress(container.pack(header, []) + blob[offset:])
+    spent = int(str(caught.value).split("(")[1].split(" bits")[0])
+    # stopped within a step of the bound (90 windows, 20 bits a symbol at most), where all
+    # 46,080 declared symbols would have counted ~100,000 bits
+    assert spent <= 8 * (len(blob) - offset) + FLUSH_SLACK_BITS + 90 * 20
