@@ -199,9 +199,10 @@ def zipnn(new: np.ndarray, old: np.ndarray | None = None):
 
     z = ZipNN(input_format="byte", bytearray_dtype=_zipnn_dtype(new), threads=1)
     raw = np.ascontiguousarray(new).tobytes()
-    # compress() rewrites the bytes object it is given: a fresh copy every time
-    return (lambda: bytes(z.compress(bytes(bytearray(raw))))), (
-        lambda blob: np.frombuffer(bytes(z.decompress(blob)), dtype=new.dtype).reshape(new.shape)
+    # compress() rewrites the buffer it is given: one fresh copy a run, and no other copy
+    # (levels.py's _zipnn says why)
+    return (lambda: z.compress(bytearray(raw))), (
+        lambda blob: np.frombuffer(z.decompress(blob), dtype=new.dtype).reshape(new.shape)
     )
 
 
@@ -243,10 +244,10 @@ def zipnn_delta(new: np.ndarray, old: np.ndarray):
     raw, ref = np.ascontiguousarray(new).tobytes(), np.ascontiguousarray(old).tobytes()
 
     def dec(blob: bytes) -> np.ndarray:
-        out = bytes(z.decompress(blob, delta_second_data=ref))
+        out = z.decompress(blob, delta_second_data=ref)
         return np.frombuffer(out, dtype=new.dtype).reshape(new.shape)
 
-    return (lambda: bytes(z.compress(bytes(bytearray(raw)), delta_second_data=ref))), dec
+    return (lambda: z.compress(bytearray(raw), delta_second_data=ref)), dec
 
 
 def ulp_pcodec(new: np.ndarray, old: np.ndarray):
