@@ -6,6 +6,8 @@ when they load (:mod:`kernels`); the models' state lives in these arrays between
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 # -- range coder --------------------------------------------------------------------------------
@@ -89,9 +91,7 @@ def level_models() -> tuple:
     )
 
 
-def repeat_models(itemsize: int) -> tuple:
-    """Fresh match, match table, repeat, first-byte tree and further-byte models of one integer
-    block (repeats); the 256-symbol models have a context per byte after the first."""
+def _fresh_repeat_models(itemsize: int) -> tuple:
     return (
         new_bits(MATCH_CONTEXTS),
         np.full(1 << HASH_BITS, -1, dtype=np.int64),
@@ -99,6 +99,36 @@ def repeat_models(itemsize: int) -> tuple:
         new_bits(TREE_CONTEXTS),
         new_model(max(1, (itemsize - 1) * 256), 256),
     )
+
+
+_REPEAT_MODELS = threading.local()
+"""Per thread and item size: a pristine set of :func:`repeat_models` and a working one."""
+
+
+def repeat_models(itemsize: int) -> tuple:
+    """Fresh match, match table, repeat, first-byte tree and further-byte models of one integer
+    block (repeats); the 256-symbol models have a context per byte after the first.
+
+    They are 2-10 MB (int16-int64): built anew for each block, they cost 2-4 ms a block however
+    few its values, mostly faulting in fresh pages (a forged stream of 300,000 one-value int64
+    blocks decoded for ~25 minutes). So each thread keeps one working set per item size and
+    copies the pristine one over it (~0.5 ms for int64): valid until this thread's next call,
+    which the kernels' calls never outlive."""
+    held = getattr(_REPEAT_MODELS, "sets", None)
+    if held is None:
+        held = _REPEAT_MODELS.sets = {}
+    if itemsize not in held:
+        pristine = _fresh_repeat_models(itemsize)
+        held[itemsize] = (_arrays(pristine), _fresh_repeat_models(itemsize))
+    pristine, working = held[itemsize]
+    for src, dst in zip(pristine, _arrays(working), strict=True):
+        np.copyto(dst, src)
+    return working
+
+
+def _arrays(models: tuple) -> list[np.ndarray]:
+    """The arrays of a (nested) tuple of models, in order."""
+    return [a for m in models for a in (_arrays(m) if isinstance(m, tuple) else [m])]
 
 
 def decoder_state() -> np.ndarray:

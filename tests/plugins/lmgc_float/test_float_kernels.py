@@ -365,3 +365,28 @@ def test_a_stale_or_mismatched_build_is_refused(monkeypatch):
             kernels._module()
     finally:
         kernels._module.cache_clear()
+
+
+def test_repeat_models_are_fresh_on_every_call_and_per_thread():
+    """The repeat models (2-10 MB) are one working set per thread and item size, copied over
+    from a pristine one at each call (built anew, they cost 2-4 ms a block: a forged stream of
+    many tiny int64 blocks decoded for minutes): each call must give exactly fresh models, and
+    two threads never the same arrays."""
+    import threading
+
+    def flat(models):
+        return [a for m in models for a in (flat(m) if isinstance(m, tuple) else [m])]
+
+    fresh = [a.copy() for a in flat(tables._fresh_repeat_models(8))]
+    first = flat(tables.repeat_models(8))
+    for a in first:
+        a.reshape(-1)[:: max(1, a.size // 7)] = 12345  # what coding a block leaves behind
+    again = flat(tables.repeat_models(8))
+    assert all(x is y for x, y in zip(first, again, strict=True))  # the same working set
+    assert all(np.array_equal(x, y) for x, y in zip(again, fresh, strict=True))
+    other: list = []
+    thread = threading.Thread(target=lambda: other.extend(flat(tables.repeat_models(8))))
+    thread.start()
+    thread.join()
+    assert not any(np.shares_memory(x, y) for x, y in zip(again, other, strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(other, fresh, strict=True))
