@@ -7,6 +7,7 @@ heavy kernels (the float prior's C kernels, constriction, numpy on large arrays)
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from collections import deque
@@ -32,11 +33,13 @@ def resolve_jobs(jobs: int | None) -> int:
     """``None`` or ``0`` -> all cores; otherwise the given positive count. Anything else is
     the caller's bad option (``ConfigError``, which callers of the API catch as ``LMGCError``;
     a bare ``ValueError`` escaped ``Pipeline.compress``/``lmgc_core.decompress`` before)."""
-    if jobs is None or jobs == 0:
+    if jobs is None:
         return default_jobs()
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
+    # numpy's integers are integers (np.int64(2) was refused); a bool is not (False was 0: all
+    # cores, while True was refused)
+    if isinstance(jobs, bool) or not isinstance(jobs, numbers.Integral) or jobs < 0:
         raise ConfigError(f"jobs must be a non-negative integer, not {jobs!r}")
-    return jobs
+    return int(jobs) or default_jobs()
 
 
 def map_ordered(fn: Callable[[T], R], items: Iterable[T], jobs: int | None = 1) -> list[R]:

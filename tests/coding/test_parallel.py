@@ -196,8 +196,10 @@ def test_run_ahead_reports_an_error_and_stops():
 def test_jobs_resolution_and_split():
     assert resolve_jobs(None) == resolve_jobs(0) >= 1
     assert resolve_jobs(3) == 3
-    with pytest.raises(ValueError):
-        resolve_jobs(-1)
+    assert resolve_jobs(np.int64(3)) == 3 and type(resolve_jobs(np.int64(3))) is int
+    for bad in (-1, False, True, 2.0, "2"):  # False was 0 (all cores), True refused
+        with pytest.raises(ValueError):
+            resolve_jobs(bad)
     assert split_jobs(8, 3, concurrent=True) == (3, 2)
     assert split_jobs(8, 1, concurrent=True) == (1, 8)
     assert split_jobs(2, 10, concurrent=True) == (2, 1)
