@@ -303,9 +303,7 @@ def compress(
     _check_references(inputs, base, series)
     pairs = chain(inputs, keyframe, base) if series else [(i, base) for i in inputs]
     if (series and len(inputs) > 1) or base is not None:  # refused before a file is written
-        from lmgc_core.files.base_file import check_delta_pipeline
-
-        check_delta_pipeline(build_pipeline(**{k: v for k, v in kw.items() if k not in _RUN}))
+        build_pipeline(**{k: v for k, v in kw.items() if k not in _RUN}).check_deltas("--base")
     if len(inputs) > 1:  # every output checked before the first is written
         if folder := next((i for i in inputs if Path(i).is_dir()), None):
             raise click.UsageError(f"{folder} is a folder: it needs -o, so it is the one input")

@@ -30,7 +30,6 @@ from lmgc_core.codecs.numcodecs_codec import (
     pin_level,
     pipeline_cache_info,
 )
-from lmgc_core.coding import time_axis as series
 from lmgc_core.util.dtypes import refuse_masked
 from lmgc_core.util.errors import ConfigError
 
@@ -73,7 +72,7 @@ def _made(cls: Any, config: dict[str, Any]) -> Any:
         ) from None
     pipeline = codec.pipeline  # built (and cached) now: a ConfigError before any write
     if codec.time_axis is not None:  # its chunks code steps against steps: deltas
-        series.check_pipeline(pipeline)
+        pipeline.check_deltas("time_axis")
     return codec
 
 

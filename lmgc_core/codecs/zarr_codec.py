@@ -164,7 +164,7 @@ class LMGCZarrCodec(ArrayBytesCodec):
         if self.time_axis is not None:
             series.resolve_axis(self.time_axis, len(tuple(shape)))  # ConfigError if outside
             # a pipeline without delta coding could write no chunk: refused before zarr.json
-            series.check_pipeline(self.pipeline)
+            self.pipeline.check_deltas("time_axis")
         native = _native(dtype)
         if (
             native.hasobject

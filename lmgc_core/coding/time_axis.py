@@ -80,12 +80,6 @@ def _step(arr: np.ndarray, axis: int, t: int) -> np.ndarray:
     return np.ascontiguousarray(np.take(arr, t, axis=axis))
 
 
-def check_pipeline(pipeline: Any) -> None:
-    """``ConfigError`` unless ``pipeline`` codes deltas (no stages, a prior with a delta path):
-    what a codec with ``time_axis`` checks before a store is written, not at its first chunk."""
-    pipeline.check_deltas("time_axis")
-
-
 def encode(pipeline: Any, arr: np.ndarray, axis: int, jobs: int = 1) -> bytes:
     """``arr`` (C-contiguous, as the codecs hand it over) as a series along ``axis``: step 0
     alone, step ``t`` against step ``t - 1``. One step or none: an ordinary stream. A pipeline
@@ -94,7 +88,7 @@ def encode(pipeline: Any, arr: np.ndarray, axis: int, jobs: int = 1) -> bytes:
     steps = arr.shape[axis]
     if steps <= 1 or steps > MAX_STEPS:
         return pipeline.compress(arr, jobs=jobs)
-    check_pipeline(pipeline)
+    pipeline.check_deltas("time_axis")
     blocks: list[bytes] = []
     base: np.ndarray | None = None
     for t in range(steps):

@@ -201,11 +201,13 @@ class Prior(Component):
             if mine.get(key) != recorded.get(key)
         ]
         if diffs:
+            what = f"prior {self.name!r} differs from the one that made the stream (" + (
+                "; ".join(diffs) + ")"
+            )
             raise MismatchError(
-                f"prior {self.name!r} differs from the one that made the stream ("
-                + "; ".join(diffs)
-                + "); decode with the same prior settings, or pass force=True / --force to try "
-                "anyway"
+                f"{what}; decode with the same prior settings, or pass force=True / --force to "
+                "try anyway",
+                what,
             )
 
 

@@ -237,7 +237,7 @@ class BaseEncoder(FileEncoder):
 
     def __init__(self, pipeline: Any, reference: BaseFile, chunk_bytes: int) -> None:
         super().__init__(pipeline)
-        check_delta_pipeline(pipeline)
+        pipeline.check_deltas("--base")  # before the first file is written
         self.reference = reference
         self.base = reference.record
         self.chunk_bytes = chunk_bytes
@@ -288,12 +288,6 @@ def open_base(base: str, stack: ExitStack) -> IO[bytes]:
         )
     f.seek(0)
     return f
-
-
-def check_delta_pipeline(pipeline: Any) -> None:
-    """``ConfigError`` unless ``pipeline`` can code a tensor against a base (``--base``,
-    ``--series``): checked before the first file is written."""
-    pipeline.check_deltas("--base")
 
 
 def attach(reader: Any, decoder: Any, base: str | None, where: str, stack: ExitStack) -> bool:

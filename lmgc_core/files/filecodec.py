@@ -357,7 +357,7 @@ class StreamDecoder:
                 try:
                     self._pipelines[key].check_stream(header)
                 except MismatchError as exc:  # decoded anyway: said afterwards (what differs)
-                    self.forced.append(str(exc).split("; decode with")[0])
+                    self.forced.append(exc.what)
         return self._pipelines[key]
 
     def decode(

@@ -203,8 +203,8 @@ class FolderResult:
     """Hidden files a killed run left in the output folder (see :class:`_Kept`)."""
     model_used: bool = False
     """Whether a decoded file's prior took ``--model`` (one none took is said)."""
-    forced: list[str] = field(default_factory=list)
-    """``(path: mismatch)`` of each mismatch ``--force`` decoded past (each is said)."""
+    forced: list[tuple[str, str]] = field(default_factory=list)
+    """``(path, mismatch)`` of each mismatch ``--force`` decoded past (each is said)."""
     unchecked: list[str] = field(default_factory=list)
     """Copied files read but not checked: the manifest (older, or none) has no SHA-256."""
     notes: list[tuple[str, str]] = field(default_factory=list)
@@ -639,7 +639,7 @@ def decompress_folder(
                                         base):  # fmt: skip
                         result.lossy.append(rel)
                     result.model_used |= decoder.model_used
-                    result.forced += (f"{rel}: {why}" for why in decoder.forced)
+                    result.forced += ((rel, why) for why in decoder.forced)
                     size = (out / rel).stat().st_size
                     bar.chunk(max(0, size - (bar.done - done)), 0).finish()  # headers
                     result.coded.append(rel)
@@ -791,7 +791,7 @@ def test_folder(
                                 decoder, base):  # fmt: skip
                 result.lossy.append(rel)
             result.model_used |= decoder.model_used
-            result.forced += (f"{rel}: {why}" for why in decoder.forced)
+            result.forced += ((rel, why) for why in decoder.forced)
             result.coded.append(rel)
         for rel in copied:
             _copy_into(root / rel, Discard(), bar, hashes.get(rel))
@@ -1016,8 +1016,7 @@ def _say_model_unused(input: str, model: str | None, result: FolderResult) -> No
 
     if model is not None and not result.model_used:
         _say(f"warning: {input}: {MODEL_UNUSED}", err=True)
-    for note in result.forced:
-        rel, _, why = note.partition(": ")
+    for rel, why in result.forced:
         _say(f"warning: {input}/{rel}: {FORCED.format(why)}", err=True)
 
 

@@ -34,7 +34,13 @@ class ChecksumError(StreamError):
 
 class MismatchError(LMGCError, ValueError):
     """The stream was made with a different prior, model, backend, dtype or layout than the one
-    offered for decoding. Decoding with anything else would silently produce garbage."""
+    offered for decoding. Decoding with anything else would silently produce garbage. ``what``:
+    what differs, without the advice the message adds (said again where ``--force`` decoded
+    past it); the message by default."""
+
+    def __init__(self, message: str, what: str | None = None) -> None:
+        super().__init__(message)
+        self.what = message if what is None else what
 
 
 class PluginError(LMGCError):
